@@ -1,0 +1,37 @@
+"""Bundled real datasets, device partitioners and device-side data streams."""
+
+from edgeintel.data.datasets import (
+    DATASETS,
+    Dataset,
+    Modality,
+    load_data,
+    load_dataset,
+    load_file,
+    video_path,
+)
+from edgeintel.data.partition import (
+    PARTITIONERS,
+    label_skew,
+    partition,
+    train_test_split,
+)
+from edgeintel.data.streams import Frame, Window, frame_stream, sensor_stream, sliding_windows
+
+__all__ = [
+    "DATASETS",
+    "PARTITIONERS",
+    "Dataset",
+    "Frame",
+    "Modality",
+    "Window",
+    "frame_stream",
+    "label_skew",
+    "load_data",
+    "load_dataset",
+    "load_file",
+    "partition",
+    "sensor_stream",
+    "sliding_windows",
+    "train_test_split",
+    "video_path",
+]

@@ -1,0 +1,95 @@
+"""Replay data as a device sees it: sliding sensor windows at the real rate, video frames at fps."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeintel.errors import ConfigError, DataError
+
+__all__ = ["Frame", "Window", "frame_stream", "sensor_stream", "sliding_windows", "video_fps"]
+
+
+@dataclass(frozen=True)
+class Window:
+    """A sensor window starting at ``t_s`` seconds; ``data`` is (channels, samples)."""
+
+    t_s: float
+    data: np.ndarray
+    index: int
+
+
+@dataclass(frozen=True)
+class Frame:
+    """A video frame shown at ``t_s`` seconds; ``image`` is (3, H, W) RGB in [0, 1]."""
+
+    t_s: float
+    image: np.ndarray
+    index: int
+
+
+def sliding_windows(signal: np.ndarray, size: int, hop: int) -> np.ndarray:
+    """All windows of ``size`` samples every ``hop`` samples: (C, T) -> (n, C, size), a view."""
+    if size < 1 or hop < 1:
+        raise ConfigError(f"window size and hop must be >= 1 sample, got {size} and {hop}")
+    if signal.ndim != 2:
+        raise DataError(f"a sensor signal must be (channels, samples), got shape {signal.shape}")
+    if signal.shape[1] < size:
+        return np.empty((0, signal.shape[0], size), dtype=signal.dtype)
+    view = np.lib.stride_tricks.sliding_window_view(signal, size, axis=1)  # (C, n_all, size)
+    return view[:, ::hop, :].transpose(1, 0, 2)
+
+
+def sensor_stream(
+    recordings: np.ndarray, rate_hz: float, window_s: float, hop_s: float
+) -> Iterator[Window]:
+    """Concatenate recordings (N, C, L) into one signal and yield windows in time order.
+
+    Window ``k`` starts at ``k * hop_s`` seconds; a window is as long as
+    ``window_s`` seconds at the signal's sampling rate ``rate_hz``.
+    """
+    if rate_hz <= 0:
+        raise ConfigError(f"rate_hz must be > 0, got {rate_hz}")
+    size = int(round(window_s * rate_hz))
+    hop = int(round(hop_s * rate_hz))
+    signal = np.concatenate(list(recordings), axis=1) if recordings.ndim == 3 else recordings
+    for k, w in enumerate(sliding_windows(signal, size, hop)):
+        yield Window(t_s=k * hop / rate_hz, data=w, index=k)
+
+
+def video_fps(path: str | Path) -> float:
+    """Frame rate of a video file in frames per second (25 if the container has none)."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot open video")
+    fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
+    cap.release()
+    return fps
+
+
+def frame_stream(path: str | Path, size: int = 32, every: int = 1) -> Iterator[Frame]:
+    """Decode a video with OpenCV and yield frames (resized RGB) stamped at the clip's fps."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: cannot open video")
+    fps = float(cap.get(cv2.CAP_PROP_FPS)) or 25.0
+    i = 0
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % every == 0:
+                small = cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+                rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB).astype(np.float32) / 255.0
+                yield Frame(t_s=i / fps, image=rgb.transpose(2, 0, 1), index=i)
+            i += 1
+    finally:
+        cap.release()

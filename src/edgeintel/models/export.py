@@ -1,0 +1,145 @@
+"""ONNX export with named inputs/outputs and a metadata record; ONNX Runtime sessions.
+
+A model crosses component boundaries as an ONNX file plus ``ModelArtifact``:
+input name and shape, output name, class labels and the file's sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeintel.errors import ModelError
+
+__all__ = [
+    "INPUT_NAME",
+    "OUTPUT_NAME",
+    "ModelArtifact",
+    "export_onnx",
+    "file_sha256",
+    "make_session",
+    "onnx_predict",
+]
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+OPSET = 17
+
+
+@dataclass
+class ModelArtifact:
+    """An ONNX file and what a consumer needs to run it (shape excludes the batch axis)."""
+
+    path: str
+    input_name: str
+    input_shape: list[int]
+    output_name: str
+    labels: list[str]
+    sha256: str
+    bytes: int
+    opset: int = OPSET
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write the record next to the model as ``<model>.json`` (or to ``path``)."""
+        out = Path(path) if path else Path(self.path).with_suffix(".json")
+        out.write_text(json.dumps(self.to_json(), indent=2))
+        return out
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelArtifact:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_onnx(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    path: str | Path,
+    labels: list[str],
+    extra: dict[str, Any] | None = None,
+) -> ModelArtifact:
+    """Export ``model`` (eval mode, dynamic batch axis, opset 17) and write its metadata record.
+
+    Uses the TorchScript exporter: it folds BatchNorm into convolutions and
+    yields plain opset-17 graphs that ONNX Runtime's quantizer handles.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    dummy = torch.zeros(1, *input_shape)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as exc:
+        raise ModelError(f"ONNX export failed: {exc.__class__.__name__}: {exc}") from None
+    finally:
+        model.train(was_training)
+    artifact = ModelArtifact(
+        path=str(path),
+        input_name=INPUT_NAME,
+        input_shape=[int(d) for d in input_shape],
+        output_name=OUTPUT_NAME,
+        labels=list(labels),
+        sha256=file_sha256(path),
+        bytes=path.stat().st_size,
+        extra=dict(extra or {}),
+    )
+    artifact.save()
+    return artifact
+
+
+def make_session(path: str | Path, intra_op_threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session with ``intra_op_threads`` threads (1 for honest latency)."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{p}: not a loadable ONNX model ({exc.__class__.__name__})") from None
+
+
+def onnx_predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Logits for ``x`` (N, ...) in batches; float32 in, float32 out."""
+    name = session.get_inputs()[0].name
+    outs = [
+        session.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)})[0]
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)

@@ -1,0 +1,531 @@
+"""Scenario files: the validated description of a deployment.
+
+A scenario names the tiers (one cloud, edge servers typed as macro or micro
+base stations, groups of devices with a hardware profile), the links between
+them, the data each device sees, the task's model, and per-component settings.
+``load_scenario(path)`` reads YAML, validates everything (types, unknown fields,
+dangling links, missing files, reachability of the cloud) and raises a
+``ConfigError`` whose message is one line naming the field path.
+
+Units: compute speed is relative to the machine running edgeintel (1.0 = this
+machine, 0.1 = ten times slower); memory in MB; power in watts; energy in
+joules; bandwidth in Mbit/s; round-trip time in ms; loss as a fraction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import deque
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from edgeintel.errors import ConfigError
+
+__all__ = [
+    "BaseStationKind",
+    "CloudSpec",
+    "DataSpec",
+    "Device",
+    "DeviceGroup",
+    "DeviceProfile",
+    "EdgeServer",
+    "Link",
+    "LinkSpec",
+    "PartitionKind",
+    "PartitionSpec",
+    "Scenario",
+    "Settings",
+    "TaskSpec",
+    "TracePoint",
+    "TrainingSettings",
+    "dump_scenario",
+    "load_scenario",
+    "parse_scenario",
+]
+
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+NodeName = Annotated[str, Field(pattern=_NAME, min_length=1, max_length=64)]
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Resolve a path relative to the scenario file's folder and check it exists."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    path = value if value.is_absolute() or base is None else Path(base) / value
+    if not path.exists():
+        raise ValueError(f"file not found: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- links
+
+
+class TracePoint(_Strict):
+    """One step of a time-varying link: from ``t_s`` on, the link has these values."""
+
+    t_s: NonNegative
+    bandwidth_mbps: NonNegative
+    rtt_ms: NonNegative | None = None
+    loss: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class LinkSpec(_Strict):
+    """Properties of a link; a bandwidth of 0 in a trace step means an outage."""
+
+    bandwidth_mbps: Positive
+    rtt_ms: NonNegative = 0.0
+    loss: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    trace: list[TracePoint] | None = None
+    trace_file: Path | None = Field(
+        default=None, description="CSV with columns t_s, bandwidth_mbps[, rtt_ms, loss]"
+    )
+
+    _check_trace_file = field_validator("trace_file")(_resolve_file)
+
+    @field_validator("trace")
+    @classmethod
+    def _increasing(cls, trace: list[TracePoint] | None) -> list[TracePoint] | None:
+        if trace is not None:
+            times = [p.t_s for p in trace]
+            if any(b <= a for a, b in zip(times, times[1:], strict=False)):
+                raise ValueError("trace times t_s must be strictly increasing")
+        return trace
+
+
+class Link(LinkSpec):
+    """A link between two named nodes (bidirectional)."""
+
+    between: tuple[NodeName, NodeName]
+
+    @field_validator("between")
+    @classmethod
+    def _distinct(cls, ends: tuple[str, str]) -> tuple[str, str]:
+        if ends[0] == ends[1]:
+            raise ValueError(f"a link needs two different nodes, got {ends[0]!r} twice")
+        return ends
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+class BaseStationKind(StrEnum):
+    MACRO = "macro"
+    MICRO = "micro"
+
+
+class CloudSpec(_Strict):
+    name: NodeName = "cloud"
+    compute_speed: Positive = 4.0
+    memory_mb: Positive = 65536
+
+
+class EdgeServer(_Strict):
+    """An edge server co-located with a macro or micro base station."""
+
+    name: NodeName
+    kind: BaseStationKind
+    compute_speed: Positive = 1.0
+    memory_mb: Positive = 8192
+    cache_mb: NonNegative = 1024
+
+
+class DeviceProfile(_Strict):
+    """Hardware of a device class; power in W, battery in J, speed relative to this machine."""
+
+    compute_speed: Positive
+    memory_mb: Positive
+    power_compute_w: NonNegative
+    power_tx_w: NonNegative
+    power_idle_w: NonNegative
+    battery_j: Positive
+
+
+class DeviceGroup(_Strict):
+    """``count`` devices of one profile attached to one edge server (or the cloud)."""
+
+    name: NodeName
+    count: Annotated[int, Field(ge=1, le=100_000)]
+    profile: str
+    attach: NodeName
+    link: LinkSpec = LinkSpec(bandwidth_mbps=20.0, rtt_ms=10.0)
+
+
+@dataclass(frozen=True)
+class Device:
+    """One expanded device of a group."""
+
+    name: str
+    index: int
+    group: str
+    profile_name: str
+    profile: DeviceProfile
+    attach: str
+    link: LinkSpec
+
+
+# --------------------------------------------------------------------------- data & task
+
+
+class PartitionKind(StrEnum):
+    IID = "iid"
+    DIRICHLET = "dirichlet"
+    QUANTITY = "quantity"
+    NATURAL = "natural"
+
+
+class PartitionSpec(_Strict):
+    """How a dataset is split across devices.
+
+    ``dirichlet``: label skew, each device's class mix ~ Dir(alpha).
+    ``quantity``: IID labels, device sizes ~ Dir(alpha).
+    ``natural``: by subject / recording id where the dataset has one.
+    """
+
+    kind: PartitionKind = PartitionKind.IID
+    alpha: Positive = 0.5
+    min_samples: Annotated[int, Field(ge=0)] = 1
+
+
+class DataSpec(_Strict):
+    """Either a bundled ``dataset`` name or a user's ``path`` (NPZ, CSV, Parquet, image folder)."""
+
+    dataset: str | None = None
+    path: Path | None = None
+    label_column: str = "label"
+    group_column: str | None = None
+    shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        default=None, description="reshape each row of a table to this sample shape"
+    )
+    image_size: Annotated[int, Field(ge=4, le=512)] = 32
+    max_samples: Annotated[int, Field(ge=10)] | None = None
+    test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    partition: PartitionSpec = PartitionSpec()
+
+    _check_path = field_validator("path")(_resolve_file)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataSpec:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("give exactly one of 'dataset' (a bundled dataset) or 'path'")
+        return self
+
+
+class TaskSpec(_Strict):
+    """The model: a zoo family name or a user factory ``package.module:function``."""
+
+    model: str
+    width: Annotated[int, Field(ge=1, le=1024)] = 16
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        if ":" in value and not re.fullmatch(r"[\w.]+:\w+", value):
+            raise ValueError(f"a model factory must look like 'package.module:function', got {value!r}")
+        return value
+
+
+# --------------------------------------------------------------------------- settings
+
+
+class TrainingSettings(_Strict):
+    """Central (baseline) training; later issues add federated options here."""
+
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
+    lr: Positive = 3e-3
+    weight_decay: NonNegative = 0.0
+
+
+class InferenceSettings(_Strict):
+    """ONNX Runtime measurement settings (latency at batch 1, one intra-op thread)."""
+
+    latency_runs: Annotated[int, Field(ge=5, le=100_000)] = 100
+    warmup_runs: Annotated[int, Field(ge=0, le=10_000)] = 10
+
+
+class OffloadingSettings(_Strict):
+    pass
+
+
+class CachingSettings(_Strict):
+    pass
+
+
+class RuntimeSettings(_Strict):
+    pass
+
+
+class Settings(_Strict):
+    training: TrainingSettings = TrainingSettings()
+    inference: InferenceSettings = InferenceSettings()
+    offloading: OffloadingSettings = OffloadingSettings()
+    caching: CachingSettings = CachingSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+class Scenario(_Strict):
+    """A whole deployment; build with ``load_scenario`` or ``parse_scenario``."""
+
+    name: NodeName
+    description: str = ""
+    seed: Annotated[int, Field(ge=0)] = 0
+    task: TaskSpec
+    data: DataSpec
+    cloud: CloudSpec = CloudSpec()
+    edge_servers: list[EdgeServer] = []
+    device_profiles: dict[str, DeviceProfile]
+    devices: Annotated[list[DeviceGroup], Field(min_length=1)]
+    links: list[Link] = []
+    settings: Settings = Settings()
+
+    @model_validator(mode="after")
+    def _topology(self) -> Scenario:
+        names = [self.cloud.name] + [e.name for e in self.edge_servers]
+        seen: set[str] = set()
+        for i, name in enumerate(names):
+            if name in seen:
+                raise _FieldError(("edge_servers", i - 1, "name"), f"duplicate node name {name!r}")
+            seen.add(name)
+        infra = set(names)
+        for i, group in enumerate(self.devices):
+            if group.profile not in self.device_profiles:
+                known = ", ".join(sorted(self.device_profiles)) or "none defined"
+                raise _FieldError(
+                    ("devices", i, "profile"),
+                    f"unknown device profile {group.profile!r}; expected one of: {known}",
+                )
+            if group.attach not in infra:
+                raise _FieldError(
+                    ("devices", i, "attach"),
+                    f"unknown node {group.attach!r}; expected an edge server or the cloud "
+                    f"({', '.join(sorted(infra))})",
+                )
+            if group.name in infra:
+                raise _FieldError(("devices", i, "name"), f"{group.name!r} is already a node name")
+        groups = [g.name for g in self.devices]
+        for i, g in enumerate(groups):
+            if g in groups[:i]:
+                raise _FieldError(("devices", i, "name"), f"duplicate device group {g!r}")
+        for i, link in enumerate(self.links):
+            for end in link.between:
+                if end not in infra:
+                    raise _FieldError(
+                        ("links", i, "between"),
+                        f"dangling link: unknown node {end!r}; links join the cloud and edge "
+                        f"servers ({', '.join(sorted(infra))}); devices use devices[].link",
+                    )
+        reach = self._reachable_from_cloud()
+        for i, edge in enumerate(self.edge_servers):
+            if edge.name not in reach:
+                raise _FieldError(
+                    ("edge_servers", i),
+                    f"edge server {edge.name!r} has no link path to the cloud; add a link",
+                )
+        return self
+
+    # ----------------------------------------------------------------- topology
+
+    def _adjacency(self) -> dict[str, list[str]]:
+        adj: dict[str, list[str]] = {self.cloud.name: []}
+        for e in self.edge_servers:
+            adj[e.name] = []
+        for link in self.links:
+            a, b = link.between
+            adj[a].append(b)
+            adj[b].append(a)
+        return adj
+
+    def _reachable_from_cloud(self) -> dict[str, str | None]:
+        """BFS from the cloud: node -> parent on a shortest path towards the cloud."""
+        adj = self._adjacency()
+        parent: dict[str, str | None] = {self.cloud.name: None}
+        queue = deque([self.cloud.name])
+        while queue:
+            node = queue.popleft()
+            for nxt in sorted(adj[node]):
+                if nxt not in parent:
+                    parent[nxt] = node
+                    queue.append(nxt)
+        return parent
+
+    def expand_devices(self) -> list[Device]:
+        """All devices, named ``<group>-<i>``, in declaration order."""
+        out: list[Device] = []
+        for g in self.devices:
+            for i in range(g.count):
+                out.append(
+                    Device(
+                        name=f"{g.name}-{i}",
+                        index=len(out),
+                        group=g.name,
+                        profile_name=g.profile,
+                        profile=self.device_profiles[g.profile],
+                        attach=g.attach,
+                        link=g.link,
+                    )
+                )
+        return out
+
+    @property
+    def num_devices(self) -> int:
+        return sum(g.count for g in self.devices)
+
+    def path_to_cloud(self, node: str) -> list[str]:
+        """Nodes from ``node`` (an edge server or the cloud) up to the cloud, both included."""
+        parent = self._reachable_from_cloud()
+        if node not in parent:
+            raise ConfigError(f"node {node!r} is not connected to the cloud")
+        path = [node]
+        while (p := parent[path[-1]]) is not None:
+            path.append(p)
+        return path
+
+    def link_between(self, a: str, b: str) -> Link:
+        for link in self.links:
+            if set(link.between) == {a, b}:
+                return link
+        raise ConfigError(f"no link between {a!r} and {b!r}")
+
+    def edge_server(self, name: str) -> EdgeServer:
+        for e in self.edge_servers:
+            if e.name == name:
+                return e
+        raise ConfigError(f"unknown edge server {name!r}")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+class _FieldError(ValueError):
+    """Raised inside validators to point at a precise field path."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str) -> None:
+        super().__init__(msg)
+        self.loc = loc
+        self.msg = msg
+
+
+def _loc_str(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out or "(top level)"
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the model at ``loc`` inside Scenario (for 'unknown field' hints)."""
+    model: Any = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            return None
+        if part not in fields:
+            # dict keys (e.g. device profile names) pass through to the value type
+            ann = _unwrap(model)
+            if ann is None:
+                return None
+            model = ann
+            continue
+        model = _unwrap(fields[part].annotation)
+        if model is None:
+            return None
+    fields = getattr(model, "model_fields", None)
+    return sorted(fields) if fields else None
+
+
+def _unwrap(ann: Any) -> Any:
+    """The BaseModel class inside Optional/list/dict annotations, if any."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in getattr(ann, "__args__", ()) or ():
+        found = _unwrap(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _format_error(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, _FieldError):
+        return f"{_loc_str(loc + inner.loc)}: {inner.msg}"
+    if err["type"] == "extra_forbidden":
+        allowed = _fields_at(loc[:-1])
+        hint = f"; expected one of: {', '.join(allowed)}" if allowed else ""
+        return f"{_loc_str(loc)}: unknown field{hint}"
+    if err["type"] == "missing":
+        return f"{_loc_str(loc)}: required field is missing"
+    msg = str(err["msg"])
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, ") :]
+    msg = msg[0].lower() + msg[1:]
+    if "input" in err and not isinstance(err["input"], dict | list):
+        msg += f", got {err['input']!r}"
+    return f"{_loc_str(loc)}: {msg}"
+
+
+def parse_scenario(
+    raw: dict[str, Any], base_dir: Path | None = None, source: str = "scenario"
+) -> Scenario:
+    """Validate a scenario mapping; relative paths resolve against ``base_dir``."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of scenario fields at the top level")
+    try:
+        return Scenario.model_validate(raw, context={"base_dir": base_dir})
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _format_error(dict(errors[0]))
+        more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        raise ConfigError(f"{source}: {first}{more if len(errors) > 1 else ''}") from None
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario YAML file; raise ConfigError with a one-line message."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"scenario file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{p}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file") from None
+    return parse_scenario(raw, base_dir=p.parent, source=str(p))
+
+
+def dump_scenario(scenario: Scenario) -> dict[str, Any]:
+    """JSON-ready mapping of a scenario (round-trips through ``parse_scenario``)."""
+    return scenario.model_dump(mode="json", exclude_none=True)
+

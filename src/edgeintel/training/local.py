@@ -1,0 +1,115 @@
+"""Local training of a PyTorch model on arrays: the central baseline and solo device training."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgeintel.errors import ConfigError, DataError
+
+__all__ = ["EpochRecord", "TrainConfig", "evaluate_accuracy", "predict_logits", "train_model"]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Mini-batch Adam training; ``lr`` is the learning rate, ``epochs`` full passes."""
+
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 3e-3
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ConfigError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    epoch: int
+    loss: float
+    train_accuracy: float
+    val_accuracy: float | None
+
+    def to_json(self) -> dict[str, float | int | None]:
+        return asdict(self)
+
+
+def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """Logits of ``model`` for ``x`` in eval mode, as a float32 array."""
+    was_training = model.training
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch_size):
+            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy())
+    model.train(was_training)
+    return np.concatenate(outs) if outs else np.empty((0, 0), dtype=np.float32)
+
+
+def evaluate_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy in [0, 1]."""
+    if len(y) == 0:
+        raise DataError("cannot evaluate accuracy on an empty set")
+    return float((predict_logits(model, x).argmax(1) == y).mean())
+
+
+def train_model(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    seed: int = 0,
+    x_val: np.ndarray | None = None,
+    y_val: np.ndarray | None = None,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> list[EpochRecord]:
+    """Train ``model`` in place with Adam and cross-entropy; returns one record per epoch.
+
+    The same seed, data and config give the same weights.
+    """
+    if len(y) == 0:
+        raise DataError("cannot train on an empty set")
+    torch.manual_seed(seed)
+    gen = np.random.default_rng(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    loss_fn = nn.CrossEntropyLoss()
+    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    history: list[EpochRecord] = []
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = torch.from_numpy(gen.permutation(len(y)))
+        total, correct, seen = 0.0, 0, 0
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size]
+            if len(idx) < 2 and len(order) > 1:
+                continue  # BatchNorm needs more than one sample per batch
+            xb, yb = xt[idx], yt[idx]
+            opt.zero_grad()
+            out = model(xb)
+            loss = loss_fn(out, yb)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+            correct += int((out.argmax(1) == yb).sum())
+            seen += len(idx)
+        val = None
+        if x_val is not None and y_val is not None and len(y_val):
+            val = evaluate_accuracy(model, x_val, y_val)
+        rec = EpochRecord(epoch, total / max(seen, 1), correct / max(seen, 1), val)
+        history.append(rec)
+        if on_epoch is not None:
+            on_epoch(rec)
+    model.eval()
+    return history
