@@ -14,6 +14,7 @@ joules; bandwidth in Mbit/s; round-trip time in ms; loss as a fraction.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import deque
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ class LinkSpec(_Strict):
     def _increasing(cls, trace: list[TracePoint] | None) -> list[TracePoint] | None:
         if trace is not None:
             times = [p.t_s for p in trace]
-            if any(b <= a for a, b in zip(times, times[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(times)):
                 raise ValueError("trace times t_s must be strictly increasing")
         return trace
 
@@ -225,8 +226,10 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        if (self.dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of 'dataset' (a bundled dataset) or 'path'")
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("give only one of 'dataset' (a bundled dataset) or 'path', not both")
+        if self.dataset is None and self.path is None:
+            raise ValueError("give 'dataset' (a bundled dataset) or 'path' (your own data file)")
         return self
 
 
@@ -240,7 +243,9 @@ class TaskSpec(_Strict):
     @classmethod
     def _model_name(cls, value: str) -> str:
         if ":" in value and not re.fullmatch(r"[\w.]+:\w+", value):
-            raise ValueError(f"a model factory must look like 'package.module:function', got {value!r}")
+            raise ValueError(
+                f"a model factory must look like 'package.module:function', got {value!r}"
+            )
         return value
 
 
@@ -488,7 +493,11 @@ def _format_error(err: dict[str, Any]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     msg = msg[0].lower() + msg[1:]
-    if "input" in err and not isinstance(err["input"], dict | list):
+    if (
+        err["type"] != "value_error"
+        and "input" in err
+        and not isinstance(err["input"], dict | list)
+    ):
         msg += f", got {err['input']!r}"
     return f"{_loc_str(loc)}: {msg}"
 
@@ -528,4 +537,3 @@ def load_scenario(path: str | Path) -> Scenario:
 def dump_scenario(scenario: Scenario) -> dict[str, Any]:
     """JSON-ready mapping of a scenario (round-trips through ``parse_scenario``)."""
     return scenario.model_dump(mode="json", exclude_none=True)
-
