@@ -62,15 +62,22 @@ def validate(
     """Check scenario files: schema, types, links, device groups and referenced files."""
     from edgeintel.scenario import load_scenario
 
-    with guard():
-        for f in files:
+    failed = 0
+    for f in files:
+        try:
             sc = load_scenario(f)
-            console.print(
-                f"[green]ok[/] {f}: {sc.num_devices} devices in {len(sc.devices)} group(s), "
-                f"{len(sc.edge_servers)} edge server(s), {len(sc.links)} link(s), "
-                f"data={sc.data.dataset or sc.data.path}, model={sc.task.model}",
-                highlight=False,
-            )
+        except EdgeIntelError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            failed += 1
+            continue
+        console.print(
+            f"[green]ok[/] {f}: {sc.num_devices} devices in {len(sc.devices)} group(s), "
+            f"{len(sc.edge_servers)} edge server(s), {len(sc.links)} link(s), "
+            f"data={sc.data.dataset or sc.data.path}, model={sc.task.model}",
+            highlight=False,
+        )
+    if failed:
+        raise typer.Exit(2)
 
 
 @app.command()

@@ -34,7 +34,7 @@ def stacked_class_bars(counts: np.ndarray, classes: Sequence[str], devices: Sequ
     ax.set_ylabel("training samples")
     if n_dev <= 24:
         ax.set_xticks(np.arange(n_dev), list(devices), rotation=70, fontsize=7)
-    ax.legend(fontsize=7, ncol=min(len(classes), 5), loc="upper right", frameon=False)
+    ax.legend(fontsize=7, title="class", loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
     return fig
 
