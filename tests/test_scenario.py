@@ -191,3 +191,35 @@ def test_console_script_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and expected in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_link_trace_inline_and_from_csv(tmp_path: Path) -> None:
+    sc = load_scenario(SCENARIOS / "default.yaml")
+    backhaul = sc.link_between("macro-1", "cloud")
+    assert backhaul.at(10) == (500, 30, 0.0)
+    assert backhaul.at(60) == (100, 80, 0.0)
+    assert backhaul.at(125)[0] == 0  # outage
+    assert backhaul.at(500) == (500, 30, 0.0)
+    (tmp_path / "trace.csv").write_text("t_s,bandwidth_mbps,rtt_ms\n0,10,5\n5,2,40\n")
+    raw = tiny_scenario_dict()
+    raw["links"][0]["trace_file"] = "trace.csv"
+    link = parse_scenario(raw, base_dir=tmp_path).links[0]
+    assert [p.bandwidth_mbps for p in link.trace_points()] == [10, 2]
+    assert link.at(6) == (2, 40, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("t_s,mbps\n0,1\n", "missing column 'bandwidth_mbps'"),
+        ("t_s,bandwidth_mbps\n0,abc\n", "line 2: expected non-negative numbers"),
+        ("t_s,bandwidth_mbps\n5,1\n1,1\n", "t_s strictly increasing"),
+    ],
+)
+def test_bad_trace_files(text: str, expected: str, tmp_path: Path) -> None:
+    (tmp_path / "trace.csv").write_text(text)
+    raw = tiny_scenario_dict()
+    raw["links"][0]["trace_file"] = "trace.csv"
+    with pytest.raises(ConfigError, match=expected) as info:
+        parse_scenario(raw, base_dir=tmp_path)
+    assert str(info.value).startswith("scenario: links[0].trace_file: ")

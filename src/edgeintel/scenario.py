@@ -19,6 +19,7 @@ import re
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -81,6 +82,38 @@ def _resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
 # --------------------------------------------------------------------------- links
 
 
+def _strictly_increasing(times: list[float]) -> bool:
+    return all(b > a for a, b in pairwise(times))
+
+
+def _read_trace_csv(path: Path) -> list[TracePoint]:
+    """Parse a link trace CSV with columns t_s, bandwidth_mbps[, rtt_ms, loss]."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        for need in ("t_s", "bandwidth_mbps"):
+            if need not in cols:
+                raise ValueError(f"{path}: missing column {need!r} (has {sorted(cols)})")
+        points = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                points.append(
+                    TracePoint(
+                        t_s=float(row["t_s"]),
+                        bandwidth_mbps=float(row["bandwidth_mbps"]),
+                        rtt_ms=float(row["rtt_ms"]) if row.get("rtt_ms") else None,
+                        loss=float(row["loss"]) if row.get("loss") else None,
+                    )
+                )
+            except (ValueError, ValidationError):
+                raise ValueError(f"{path}: line {line}: expected non-negative numbers") from None
+    if not points or not _strictly_increasing([p.t_s for p in points]):
+        raise ValueError(f"{path}: needs at least one row, with t_s strictly increasing")
+    return points
+
+
 class TracePoint(_Strict):
     """One step of a time-varying link: from ``t_s`` on, the link has these values."""
 
@@ -101,7 +134,38 @@ class LinkSpec(_Strict):
         default=None, description="CSV with columns t_s, bandwidth_mbps[, rtt_ms, loss]"
     )
 
-    _check_trace_file = field_validator("trace_file")(_resolve_file)
+    @field_validator("trace_file")
+    @classmethod
+    def _check_trace_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        path = _resolve_file(value, info)
+        if path is not None:
+            _read_trace_csv(path)  # raises with the file and the problem
+        return path
+
+    @model_validator(mode="after")
+    def _one_trace(self) -> LinkSpec:
+        if self.trace is not None and self.trace_file is not None:
+            raise ValueError("give either 'trace' or 'trace_file', not both")
+        return self
+
+    def trace_points(self) -> list[TracePoint]:
+        """The time-varying steps (inline or from ``trace_file``); empty for a static link."""
+        if self.trace is not None:
+            return list(self.trace)
+        if self.trace_file is not None:
+            return _read_trace_csv(self.trace_file)
+        return []
+
+    def at(self, t_s: float) -> tuple[float, float, float]:
+        """(bandwidth Mbit/s, RTT ms, loss) in force at time ``t_s``; bandwidth 0 = outage."""
+        bw, rtt, loss = self.bandwidth_mbps, self.rtt_ms, self.loss
+        for p in self.trace_points():
+            if p.t_s > t_s:
+                break
+            bw = p.bandwidth_mbps
+            rtt = p.rtt_ms if p.rtt_ms is not None else rtt
+            loss = p.loss if p.loss is not None else loss
+        return bw, rtt, loss
 
     @field_validator("trace")
     @classmethod
