@@ -18,14 +18,13 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import target, write_results  # noqa: E402
-
-from edgeintel.data import load_dataset, partition, train_test_split  # noqa: E402
-from edgeintel.models import build_model  # noqa: E402
-from edgeintel.training.aggregate import AggregationConfig, weighted_mean  # noqa: E402
-from edgeintel.training.attacks import AttackConfig, alie_z  # noqa: E402
-from edgeintel.training.compressors import CompressorConfig  # noqa: E402
-from edgeintel.training.engine import (  # noqa: E402
+from _common import target, write_results
+from edgeintel.data import load_dataset, partition, train_test_split
+from edgeintel.models import build_model
+from edgeintel.training.aggregate import AggregationConfig, weighted_mean
+from edgeintel.training.attacks import AttackConfig, alie_z
+from edgeintel.training.compressors import CompressorConfig
+from edgeintel.training.engine import (
     ClientSpec,
     FederatedConfig,
     FederatedEngine,
@@ -105,7 +104,10 @@ def main() -> None:
     runs: dict[str, dict[str, Any]] = {}
     runs["fedavg"] = _run(env, "fedavg (flat)", rounds=ROUNDS_LONG)
     runs["topk"] = _run(
-        env, "topk 1% + EF (flat)", rounds=ROUNDS_LONG, compressor=CompressorConfig(name="topk", ratio=0.01)
+        env,
+        "topk 1% + EF (flat)",
+        rounds=ROUNDS_LONG,
+        compressor=CompressorConfig(name="topk", ratio=0.01),
     )
     clean_50 = runs["fedavg"]["accuracy_by_round"][ROUNDS]
     attacks: dict[str, dict[str, dict[str, Any]]] = {}
@@ -142,8 +144,9 @@ def main() -> None:
         best = max(robust, key=lambda r: robust[r])
         gap = (clean_50 - robust[best]) * 100
         fedavg_loss = (clean_50 - res["fedavg"]["final_accuracy"]) * 100
-        targets.append(target(f"{attack} 20%: best robust rule ({best}) gap to clean", gap, "<=", 3.0, "points"))
-        targets.append(target(f"{attack} 20%: plain FedAvg loss (reported)", fedavg_loss, ">=", -100, "points"))
+        targets.append(
+            target(f"{attack} 20%: best robust rule gap to clean", gap, "<=", 3.0, "points")
+        )
         summary[attack] = {
             "clean_accuracy": clean_50,
             "accuracy": {r: res[r]["final_accuracy"] for r in RULES},
@@ -154,8 +157,16 @@ def main() -> None:
     summary["alie"]["z"] = alie_z(N_DEV, int(0.2 * N_DEV))
     targets += [
         target("HierFAVG k2=5: accuracy gap to flat FedAvg", hier_gap, "<=", 1.0, "points"),
-        target("HierFAVG k2=5: edge->cloud bytes reduction vs flat", flat_e2c / hier_e2c, ">=", 4, "x"),
-        target("FedAvg of 100 updates x 1M float32 (reported)", thr["median_ms"], ">=", 0, "ms"),
+        target(
+            "HierFAVG k2=5: edge->cloud bytes reduction vs flat", flat_e2c / hier_e2c, ">=", 4, "x"
+        ),
+        target(
+            "FedAvg of 100 updates x 1M float32: time per aggregation",
+            thr["median_ms"],
+            "<=",
+            1000,
+            "ms",
+        ),
     ]
     details = {
         "setup": {
@@ -176,7 +187,10 @@ def main() -> None:
             "fedavg_accuracy": fed["final_accuracy"],
             "topk_accuracy": topk["final_accuracy"],
             "rounds": ROUNDS_LONG,
-            "uplink_bytes": {"fedavg": fed["bytes_total"]["device_to_edge"], "topk": topk["bytes_total"]["device_to_edge"]},
+            "uplink_bytes": {
+                "fedavg": fed["bytes_total"]["device_to_edge"],
+                "topk": topk["bytes_total"]["device_to_edge"],
+            },
             "curves": {"fedavg": fed["accuracy_by_round"], "topk": topk["accuracy_by_round"]},
         },
         "robustness": summary,
@@ -185,7 +199,11 @@ def main() -> None:
             "hier_accuracy": hier["final_accuracy"],
             "cloud_rounds": ROUNDS // 5,
             "edge_rounds": ROUNDS,
-            "edge_to_cloud_bytes": {"flat_relay": flat_e2c, "hier": hier_e2c, "flat_if_edges_presum": presum_e2c},
+            "edge_to_cloud_bytes": {
+                "flat_relay": flat_e2c,
+                "hier": hier_e2c,
+                "flat_if_edges_presum": presum_e2c,
+            },
             "reduction_vs_presumming_edges": presum_e2c / hier_e2c,
             "curves": {"flat": fed["accuracy_by_round"], "hier": hier["accuracy_by_round"]},
         },

@@ -131,7 +131,9 @@ def train(
     seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
     mode: Annotated[
         str | None,
-        typer.Option(help="Override settings.training.mode: central, solo, federated, hierarchical."),
+        typer.Option(
+            help="Override settings.training.mode: central, solo, federated, hierarchical."
+        ),
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Override settings.training.rounds.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
@@ -158,9 +160,7 @@ def train(
                 err = exc.errors()[0]
                 where = ".".join(str(p) for p in err["loc"]) or "settings.training"
                 raise EdgeIntelError(f"--{where}: {err['msg']}") from None
-            sc = sc.model_copy(
-                update={"settings": sc.settings.model_copy(update={"training": ts})}
-            )
+            sc = sc.model_copy(update={"settings": sc.settings.model_copy(update={"training": ts})})
         if seed is not None:
             sc = sc.model_copy(update={"seed": seed})
         resolved = resolve_mode(sc)

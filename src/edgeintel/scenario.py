@@ -37,6 +37,8 @@ from pydantic import (
 from edgeintel.errors import ConfigError
 
 __all__ = [
+    "AggregationRuleName",
+    "AttackName",
     "BaseStationKind",
     "CloudSpec",
     "DataSpec",
@@ -44,6 +46,7 @@ __all__ = [
     "DeviceGroup",
     "DeviceProfile",
     "EdgeServer",
+    "FederatedAlgorithm",
     "Link",
     "LinkSpec",
     "PartitionKind",
@@ -52,11 +55,8 @@ __all__ = [
     "Settings",
     "TaskSpec",
     "TracePoint",
-    "TrainingSettings",
-    "AggregationRuleName",
-    "AttackName",
-    "FederatedAlgorithm",
     "TrainingMode",
+    "TrainingSettings",
     "UpdateCompressor",
     "dump_scenario",
     "load_scenario",

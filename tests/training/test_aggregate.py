@@ -77,7 +77,9 @@ def test_robust_rules_tolerate_their_outliers(rule: str) -> None:
 
 
 def test_every_registered_rule_returns_the_update_shapes() -> None:
-    ups = [[np.full((2, 3), float(i), np.float32), np.full(4, -float(i), np.float32)] for i in range(7)]
+    ups = [
+        [np.full((2, 3), float(i), np.float32), np.full(4, -float(i), np.float32)] for i in range(7)
+    ]
     for rule in AGGREGATORS:
         cfg = AggregationConfig(rule=rule, f=1, clip_norm=1.0 if rule == "norm_clip" else None)
         out = aggregate(ups, np.arange(1, 8), cfg)

@@ -42,7 +42,9 @@ def test_byte_counts_equal_the_serialized_payload(d: int) -> None:
 def test_topk_payload_is_indices_then_values() -> None:
     v = np.array([0.1, -5.0, 0.2, 3.0, 0.0], np.float32)
     blob = TopK(0.4).encode(v)  # k = 2: indices 1 and 3
-    assert blob == np.array([1, 3], np.uint16).tobytes() + np.array([-5.0, 3.0], np.float32).tobytes()
+    assert (
+        blob == np.array([1, 3], np.uint16).tobytes() + np.array([-5.0, 3.0], np.float32).tobytes()
+    )
     np.testing.assert_array_equal(TopK(0.4).decode(blob, 5), [0, -5, 0, 3, 0])
 
 
@@ -62,7 +64,7 @@ def test_error_feedback_residual_carries_exactly_what_topk_dropped() -> None:
     comp = TopK(0.1)
     u = _vec(200, 2)
     old = _vec(200, 3) * 0.1
-    blob, sent, res = compress_with_feedback(comp, u, old)
+    _blob, sent, res = compress_with_feedback(comp, u, old)
     corrected = u + old
     kept = np.flatnonzero(sent)
     assert len(kept) == 20

@@ -81,7 +81,9 @@ def test_local_training_matches_a_plain_sgd_step(digits: tuple[np.ndarray, ...])
     eng.run()
     ref.train()
     # client 0 holds exactly one batch: its step is order-invariant
-    loss = torch.nn.functional.cross_entropy(ref(torch.from_numpy(x[:16])), torch.from_numpy(y[:16]))
+    loss = torch.nn.functional.cross_entropy(
+        ref(torch.from_numpy(x[:16])), torch.from_numpy(y[:16])
+    )
     loss.backward()
     with torch.no_grad():
         for p in ref.parameters():
@@ -146,7 +148,7 @@ def test_nan_updates_are_rejected_and_counted(
 def test_device_without_data_is_left_out(
     digits: tuple[np.ndarray, ...], caplog: pytest.LogCaptureFixture
 ) -> None:
-    parts = partition(digits[1], N_DEV - 1, "iid", 0) + [np.empty(0, dtype=np.int64)]
+    parts = [*partition(digits[1], N_DEV - 1, "iid", 0), np.empty(0, dtype=np.int64)]
     with caplog.at_level(logging.WARNING):
         eng = _engine(digits, parts=parts, rounds=1)
     assert eng.no_data == ["d7"] and "d7 has no training data" in caplog.text
@@ -201,10 +203,14 @@ def test_algorithms_and_robust_rules_run(digits: tuple[np.ndarray, ...]) -> None
         (Algorithm.FEDADAM, {}),
     ]:
         lr = 0.01 if algo is Algorithm.FEDADAM else 1.0
-        eng = _engine(digits, rounds=2, server=ServerOptConfig(algorithm=algo, server_lr=lr), **extra)
+        eng = _engine(
+            digits, rounds=2, server=ServerOptConfig(algorithm=algo, server_lr=lr), **extra
+        )
         eng.run()
         assert np.isfinite(eng.state.weights).all()
-    eng = _engine(digits, rounds=1, aggregation=AggregationConfig(rule="krum"), byzantine_fraction=0.25)
+    eng = _engine(
+        digits, rounds=1, aggregation=AggregationConfig(rule="krum"), byzantine_fraction=0.25
+    )
     eng.run()
     with pytest.raises(ConfigError, match=r"2f\+2"):
         _engine(digits, rounds=1, aggregation=AggregationConfig(rule="krum", f=3)).run()

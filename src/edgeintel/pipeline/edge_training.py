@@ -55,13 +55,17 @@ class EdgeTrainStage(Stage):
     def _federated(self, ctx: RunContext, mode: TrainingMode) -> None:
         sc = ctx.scenario
         ds = ctx.require_dataset()
-        assert ctx.train_idx is not None and ctx.test_idx is not None
+        train_idx, test_idx = ctx.train_idx, ctx.test_idx
+        if train_idx is None or test_idx is None:
+            raise ConfigError("the edge_train stage needs the data stage to run first")
         st = sc.settings.training
 
         def engine(overrides: dict[str, Any] | None = None) -> FederatedEngine:
-            model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+            model = build_model(
+                sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed
+            )
             return build_engine(
-                sc, model, ds, ctx.train_idx, ctx.test_idx, ctx.device_parts, mode,
+                sc, model, ds, train_idx, test_idx, ctx.device_parts, mode,
                 overrides=overrides,
             )  # fmt: skip
 
@@ -74,7 +78,7 @@ class EdgeTrainStage(Stage):
         ctx.model = copy.deepcopy(eng.global_model())
         hist = eng.state.history
         rounds = [r.round for r in hist]
-        acc = [r.accuracy for r in hist]
+        acc = [float("nan") if r.accuracy is None else r.accuracy for r in hist]
         cum = {t: np.cumsum([r.bytes[t] for r in hist]).tolist() for t in TIERS}
         cfg = eng.config
         section: dict[str, Any] = {
@@ -132,7 +136,7 @@ class EdgeTrainStage(Stage):
                 plots.line_chart(
                     rounds,
                     {f"{cfg.attack.name if cfg.attack else ''} + {cfg.aggregation.rule}": acc,
-                     "no attack": [r.accuracy for r in ch]},
+                     "no attack": [float("nan") if r.accuracy is None else r.accuracy for r in ch]},
                     "round", "test accuracy",
                 ),
                 f"{section['malicious_devices']} malicious devices; aggregation "
@@ -162,7 +166,9 @@ class EdgeTrainStage(Stage):
                 if st.finetune_layers is not None:
                     model = copy.deepcopy(ctx.model)
                 else:
-                    model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+                    model = build_model(
+                        sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed
+                    )
                 res = train_solo(model, x, y, dev.profile, cfg, sc.seed, st.finetune_layers)
                 per_device[dev.name] = {
                     "profile": prof,

@@ -149,16 +149,20 @@ def _unflat(vec: np.ndarray, like: Update) -> list[np.ndarray]:
 # --------------------------------------------------------------------------- rules
 
 
-def weighted_mean(updates: Sequence[Update], weights: Sequence[float] | np.ndarray | None) -> list[np.ndarray]:
+def weighted_mean(
+    updates: Sequence[Update], weights: Sequence[float] | np.ndarray | None
+) -> list[np.ndarray]:
     """sum_i w_i u_i / sum_i w_i, array by array (accumulated in float64)."""
     w = _check(updates, weights)
     w = w / w.sum()
     out = []
     for j in range(len(updates[0])):
         acc = np.zeros(np.shape(updates[0][j]), dtype=np.float64)
+        tmp = np.empty_like(acc)
         for wi, u in zip(w, updates, strict=True):
             if wi != 0.0:
-                acc += wi * u[j]
+                np.multiply(u[j], wi, out=tmp)  # no temporary per update
+                acc += tmp
         out.append(acc.astype(np.float32))
     return out
 
@@ -246,7 +250,9 @@ def _krum(updates: list[Update], weights: np.ndarray, cfg: AggregationConfig) ->
 
 
 @AGGREGATORS.register(AggregationRule.MULTI_KRUM)
-def _multi_krum(updates: list[Update], weights: np.ndarray, cfg: AggregationConfig) -> list[np.ndarray]:
+def _multi_krum(
+    updates: list[Update], weights: np.ndarray, cfg: AggregationConfig
+) -> list[np.ndarray]:
     return multi_krum(updates, weights, cfg.f, cfg.m)
 
 
@@ -257,13 +263,17 @@ def _median(updates: list[Update], weights: np.ndarray, cfg: AggregationConfig) 
 
 
 @AGGREGATORS.register(AggregationRule.TRIMMED_MEAN)
-def _trimmed(updates: list[Update], weights: np.ndarray, cfg: AggregationConfig) -> list[np.ndarray]:
+def _trimmed(
+    updates: list[Update], weights: np.ndarray, cfg: AggregationConfig
+) -> list[np.ndarray]:
     _check(updates, weights)
     return trimmed_mean(updates, cfg.f)
 
 
 @AGGREGATORS.register(AggregationRule.NORM_CLIP)
-def _norm_clip(updates: list[Update], weights: np.ndarray, cfg: AggregationConfig) -> list[np.ndarray]:
+def _norm_clip(
+    updates: list[Update], weights: np.ndarray, cfg: AggregationConfig
+) -> list[np.ndarray]:
     w = _check(updates, weights)
     if cfg.clip_norm is None:
         raise ConfigError("norm_clip needs clip_norm > 0")

@@ -181,7 +181,7 @@ class SignCompressor(Compressor):
         v = _as_vec(vec)
         nb = math.ceil(v.size / self.block)
         blk = np.arange(v.size) // self.block
-        scale = (np.bincount(blk, weights=np.abs(v), minlength=nb) / np.bincount(blk, minlength=nb))
+        scale = np.bincount(blk, weights=np.abs(v), minlength=nb) / np.bincount(blk, minlength=nb)
         return np.packbits(v >= 0).tobytes() + scale.astype(np.float32).tobytes()
 
     def decode(self, blob: bytes, size: int) -> np.ndarray:

@@ -54,7 +54,6 @@ from torch.func import functional_call, grad, vmap
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.training.aggregate import (
     AggregationConfig,
-    AggregationRule,
     aggregate,
     weighted_mean,
 )
@@ -94,7 +93,7 @@ class FlMode(StrEnum):
 
 
 class Tier(StrEnum):
-    """Where an aggregation happens: the cloud of flat FL, an edge server, or the cloud of HierFAVG."""
+    """Where an aggregation happens: flat FL's cloud, an edge server, or HierFAVG's cloud."""
 
     FLAT = "flat"
     EDGE = "edge"
@@ -152,9 +151,9 @@ class FederatedConfig:
     lr: float = 0.05
     weight_decay: float = 0.0
     mu: float = 0.0
-    server: ServerOptConfig = ServerOptConfig()
-    compressor: CompressorConfig = CompressorConfig()
-    aggregation: AggregationConfig = AggregationConfig()
+    server: ServerOptConfig = field(default_factory=ServerOptConfig)
+    compressor: CompressorConfig = field(default_factory=CompressorConfig)
+    aggregation: AggregationConfig = field(default_factory=AggregationConfig)
     byzantine_fraction: float | None = None
     attack: AttackConfig | None = None
     k2: int = 1
@@ -189,7 +188,9 @@ class FederatedConfig:
         if self.k2 < 1:
             raise ConfigError(f"k2 must be >= 1, got {self.k2}")
         if self.byzantine_fraction is not None and not 0 <= self.byzantine_fraction < 0.5:
-            raise ConfigError(f"byzantine_fraction must lie in [0, 0.5), got {self.byzantine_fraction}")
+            raise ConfigError(
+                f"byzantine_fraction must lie in [0, 0.5), got {self.byzantine_fraction}"
+            )
         if self.deadline_s is not None and self.deadline_quantile is not None:
             raise ConfigError("give at most one of deadline_s and deadline_quantile")
         if self.deadline_s is not None and not self.deadline_s > 0:
@@ -296,7 +297,7 @@ class EngineState:
     strategy_state: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain dict: numpy arrays under ``weights``/``server_state``/``residuals``, JSON elsewhere."""
+        """Plain dict: arrays under weights/server_state/residuals, JSON-ready elsewhere."""
         return {
             "round": self.round,
             "weights": self.weights.copy(),
@@ -312,7 +313,9 @@ class EngineState:
         return cls(
             round=int(d["round"]),
             weights=np.asarray(d["weights"], dtype=np.float32).copy(),
-            server_state={k: np.asarray(v, np.float32).copy() for k, v in d["server_state"].items()},
+            server_state={
+                k: np.asarray(v, np.float32).copy() for k, v in d["server_state"].items()
+            },
             residuals={k: np.asarray(v, np.float32).copy() for k, v in d["residuals"].items()},
             history=[RoundRecord(**r) for r in d["history"]],
             step_ms=d.get("step_ms"),
@@ -362,7 +365,9 @@ class FederatedEngine:
         self.attack: Attack | None = make_attack(config.attack) if config.attack else None
         self.x_test, self.y_test = x_test, np.asarray(y_test, dtype=np.int64)
 
-        self.no_data = [c.name for c, p in zip(self.clients, self.parts, strict=True) if len(p) == 0]
+        self.no_data = [
+            c.name for c, p in zip(self.clients, self.parts, strict=True) if len(p) == 0
+        ]
         for name in self.no_data:
             log.warning("device %s has no training data; it is left out of training", name)
         self.available = [i for i, p in enumerate(self.parts) if len(p) > 0]
@@ -375,13 +380,15 @@ class FederatedEngine:
         self._param_names = [n for n, _ in model.named_parameters()]
         self._buffer_names = [n for n, _ in model.named_buffers()]
         self._int_buffers = {
-            n: b.detach().clone() for n, b in model.named_buffers() if not torch.is_floating_point(b)
+            n: b.detach().clone()
+            for n, b in model.named_buffers()
+            if not torch.is_floating_point(b)
         }
 
         # malicious devices: fixed for the whole run, drawn among devices with data
         self.malicious = np.zeros(len(self.clients), dtype=bool)
         if self.attack is not None and config.attack is not None:
-            n_bad = int(round(config.attack.fraction * len(self.available)))
+            n_bad = round(config.attack.fraction * len(self.available))
             rng = np.random.default_rng([config.seed, 0xA77AC])
             bad = rng.choice(self.available, size=n_bad, replace=False)
             self.malicious[bad] = True
@@ -392,7 +399,9 @@ class FederatedEngine:
         self._x = torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32))
         self._y = torch.from_numpy(y)
 
-        self.state = EngineState(round=0, weights=flatten(get_weights(model)), step_ms=config.step_ms)
+        self.state = EngineState(
+            round=0, weights=flatten(get_weights(model)), step_ms=config.step_ms
+        )
         self._deadline: float | None = None
         self._vectorize = True
 
@@ -455,10 +464,7 @@ class FederatedEngine:
         cfg = self.config
         if self._deadline is None and (cfg.deadline_s or cfg.deadline_quantile):
             self._deadline = self._compute_deadline()
-        if cfg.mode is FlMode.HIERARCHICAL:
-            rec = self._hier_round(r)
-        else:
-            rec = self._flat_round(r)
+        rec = self._hier_round(r) if cfg.mode is FlMode.HIERARCHICAL else self._flat_round(r)
         if r % cfg.eval_every == 0 or r == cfg.rounds:
             rec.accuracy, rec.loss = self.evaluate()
         self.state.round = r
@@ -623,7 +629,13 @@ class FederatedEngine:
         """
         cfg = self.config
         sampled = self._sample(r, sub)
-        counts = {"sampled": len(sampled), "stragglers": 0, "dropped": 0, "rejected": 0, "malicious": 0}
+        counts = {
+            "sampled": len(sampled),
+            "stragglers": 0,
+            "dropped": 0,
+            "rejected": 0,
+            "malicious": 0,
+        }
         rng = np.random.default_rng([cfg.seed, r, sub, 3])
         drop = rng.random(len(sampled)) < cfg.dropout
         # downlink: once per edge over the backhaul, once per device over the access link
@@ -681,7 +693,7 @@ class FederatedEngine:
                 c = self.clients[i]
                 u = self.strategy.client_update(honest[j], c, r)
                 res = self.state.residuals.get(c.name) if cfg.compressor.uses_feedback else None
-                blob, sent, new_res = compress_with_feedback(self.compressor, u, res)
+                blob, _sent, new_res = compress_with_feedback(self.compressor, u, res)
                 bytes_["device_to_edge"] += len(blob)
                 if tier is Tier.FLAT:  # the edge relays each update to the cloud
                     bytes_["edge_to_cloud"] += len(blob) * len(self.edge_paths.get(c.edge, ()))
@@ -708,14 +720,18 @@ class FederatedEngine:
                 f=self._f(len(ups)),
                 rng=np.random.default_rng([cfg.seed, r, sub, 5, len(result)]),
             )
-            result[node] = (self.strategy.aggregate(ups, w, ctx).astype(np.float32), float(w.sum()), len(ups))
+            result[node] = (
+                self.strategy.aggregate(ups, w, ctx).astype(np.float32),
+                float(w.sum()),
+                len(ups),
+            )
         return result, counts, duration, energy
 
     def _f(self, n: int) -> int:
         frac = self.config.byzantine_fraction
         if frac is None:
             return self.config.aggregation.f
-        return int(math.floor(frac * n + 0.5))
+        return math.floor(frac * n + 0.5)
 
     def _apply_server(self, delta: np.ndarray) -> None:
         self.state.weights, self.state.server_state = server_step(
@@ -782,4 +798,3 @@ class FederatedEngine:
         return RoundRecord(r, None, None, totals["sampled"], n_agg, totals["stragglers"],
                            totals["dropped"], totals["rejected"], totals["malicious"], bytes_,
                            duration, energy)  # fmt: skip
-

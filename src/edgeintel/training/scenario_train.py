@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
@@ -100,7 +101,7 @@ def topology(
     for e in scenario.edge_servers:
         path = scenario.path_to_cloud(e.name)
         hops = []
-        for a, b in zip(path, path[1:], strict=False):
+        for a, b in itertools.pairwise(path):
             link = scenario.link_between(a, b)
             hops.append(Hop(link.bandwidth_mbps, link.rtt_ms))
         paths[e.name] = hops

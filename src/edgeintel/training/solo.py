@@ -35,7 +35,7 @@ _MEMORY_SHARE = 0.5
 
 @dataclass(frozen=True)
 class SoloPlan:
-    """What solo training on a device will use: batch size, epochs, memory (MB), time (s), energy (J)."""
+    """Solo training on a device: batch size, epochs, memory (MB), time (s), energy (J)."""
 
     batch_size: int
     epochs: int
@@ -57,7 +57,7 @@ class SoloResult:
 
 
 def freeze_all_but_last(model: nn.Module, n_layers: int) -> int:
-    """Freeze every parametrized leaf module except the last ``n_layers``; return trainable params."""
+    """Freeze all parametrized leaf modules but the last ``n_layers``; return trainable params."""
     leaves = [m for m in model.modules() if not list(m.children()) and list(m.parameters())]
     if not 1 <= n_layers <= len(leaves):
         raise ConfigError(f"finetune_layers must lie in [1, {len(leaves)}], got {n_layers}")
@@ -124,7 +124,7 @@ def plan_solo(
     per_sample = 4 * (2 * acts + math.prod(input_shape))
     fixed = 4 * n_all + 12 * n_train
     budget = profile.memory_mb * 1e6 * _MEMORY_SHARE
-    batch = 1 << max(0, int(math.floor(math.log2(max(1, min(batch_size, len(y)))))))
+    batch = 1 << max(0, math.floor(math.log2(max(1, min(batch_size, len(y))))))
     while batch > 1 and fixed + batch * per_sample > budget:
         batch //= 2
     if fixed + batch * per_sample > budget:
@@ -149,9 +149,9 @@ def plan_solo(
         steps=epochs * steps_per_epoch,
         trainable_params=n_train,
         memory_mb=round((fixed + batch * per_sample) / 1e6, 3),
-        step_ms_here=round(step_ms, 4),
-        est_time_s=round(t, 4),
-        est_energy_j=round(profile.power_compute_w * t, 4),
+        step_ms_here=step_ms,
+        est_time_s=t,
+        est_energy_j=profile.power_compute_w * t,
     )
 
 
@@ -170,9 +170,14 @@ def train_solo(
     """Train ``model`` in place on one device's data within its memory (and time) budget."""
     if finetune_layers is not None:
         freeze_all_but_last(model, finetune_layers)
-    plan = plan_solo(model, x, y, profile, config.batch_size, config.epochs, config.lr, time_budget_s)
+    plan = plan_solo(
+        model, x, y, profile, config.batch_size, config.epochs, config.lr, time_budget_s
+    )
     cfg = TrainConfig(
-        epochs=plan.epochs, batch_size=plan.batch_size, lr=config.lr, weight_decay=config.weight_decay
+        epochs=plan.epochs,
+        batch_size=plan.batch_size,
+        lr=config.lr,
+        weight_decay=config.weight_decay,
     )
     history = train_model(model, x, y, cfg, seed=seed, x_val=x_val, y_val=y_val)
     return SoloResult(plan, history)

@@ -72,7 +72,9 @@ def unflatten(vector: np.ndarray, shapes: Sequence[tuple[int, ...]]) -> list[np.
     """Inverse of ``flatten`` given the shapes."""
     sizes = [int(np.prod(s)) for s in shapes]
     if vector.ndim != 1 or vector.size != sum(sizes):
-        raise DataError(f"flat vector of {vector.size} values does not fit shapes totalling {sum(sizes)}")
+        raise DataError(
+            f"flat vector of {vector.size} values does not fit shapes totalling {sum(sizes)}"
+        )
     out, pos = [], 0
     for s, n in zip(shapes, sizes, strict=True):
         out.append(vector[pos : pos + n].reshape(s))
