@@ -28,7 +28,7 @@ class DistillConfig:
 
     student: str = "auto"
     width: int | None = None
-    epochs: int = 8
+    epochs: int = 5
     lr: float = 3e-3
     batch_size: int = 64
     temperature: float = 4.0
@@ -109,7 +109,7 @@ def distill_train(
             loss = distillation_loss(student(xt[idx]), tl[idx], yt[idx], config.temperature, config.alpha)
             loss.backward()
             opt.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
         losses.append(total / max(seen, 1))
     student.eval()
