@@ -85,7 +85,9 @@ def to_separable_conv(layer: nn.Module) -> nn.Sequential:
     return nn.Sequential(dw, pw)
 
 
-def to_separable(model: nn.Module, min_in_channels: int = 4) -> tuple[nn.Module, list[str], list[str]]:
+def to_separable(
+    model: nn.Module, min_in_channels: int = 4
+) -> tuple[nn.Module, list[str], list[str]]:
     """A copy with eligible convs made separable; returns warnings and the replaced layer names."""
     model = clone_model(model)
     warns: list[str] = []

@@ -153,7 +153,11 @@ def compress(
     if not isinstance(recipe, Recipe):
         recipe = make_recipe("recipe", list(recipe))
     mcfg = measure or MeasureConfig()
-    wd = Path(workdir) if workdir is not None else Path(tempfile.mkdtemp(prefix="edgeintel-compress-"))
+    wd = (
+        Path(workdir)
+        if workdir is not None
+        else Path(tempfile.mkdtemp(prefix="edgeintel-compress-"))
+    )
     wd.mkdir(parents=True, exist_ok=True)
 
     onnx_src: Path | None = None
@@ -179,7 +183,9 @@ def compress(
             raise ConfigError("train_data: expected a Dataset or an (x, y) pair of arrays")
         input_shape = tuple(int(d) for d in x0.shape[1:])
     else:
-        raise ModelError(f"model: expected a torch.nn.Module or an ONNX file path, got {type(model).__name__}")
+        raise ModelError(
+            f"model: expected a torch.nn.Module or an ONNX file path, got {type(model).__name__}"
+        )
 
     train = as_array_data(train_data, input_shape, "train_data")
     if eval_data is None:
@@ -189,7 +195,11 @@ def compress(
     if calib_data is None:
         calib_x = train.x
     else:
-        cx = calib_data if isinstance(calib_data, np.ndarray) else getattr(calib_data, "x", calib_data)
+        cx = (
+            calib_data
+            if isinstance(calib_data, np.ndarray)
+            else getattr(calib_data, "x", calib_data)
+        )
         calib_x = check_samples(cx, input_shape, "calibration data")
 
     if torch_model is not None:
@@ -252,7 +262,9 @@ def compress(
                 warns = spec.fn(Path(node.stage.onnx_path), step.config, ctx, path)
                 new_model = None
             meas = measure_onnx(path, held.x, held.y, mcfg)
-            stage = StageResult(step.technique, step.label(), step.options(), str(path), meas, warns, info)
+            stage = StageResult(
+                step.technique, step.label(), step.options(), str(path), meas, warns, info
+            )
             cache[key] = _Node(new_model, stage)
         node = cache[key]
         stages.append(node.stage)

@@ -106,7 +106,9 @@ def distill_train(
             if len(idx) < 2:
                 continue
             opt.zero_grad()
-            loss = distillation_loss(student(xt[idx]), tl[idx], yt[idx], config.temperature, config.alpha)
+            loss = distillation_loss(
+                student(xt[idx]), tl[idx], yt[idx], config.temperature, config.alpha
+            )
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)

@@ -146,7 +146,9 @@ def low_rank(
         if not (is_lin or is_conv):
             continue
         if is_conv and m.groups != 1:
-            warns.append(f"{name} ({type(m).__name__} groups={m.groups}): grouped conv not factorized")
+            warns.append(
+                f"{name} ({type(m).__name__} groups={m.groups}): grouped conv not factorized"
+            )
             continue
         w = m.weight.detach().numpy().reshape(m.weight.shape[0], -1)
         s = np.linalg.svd(w.astype(np.float64), compute_uv=False)
