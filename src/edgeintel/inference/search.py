@@ -245,6 +245,7 @@ def run_candidates(
     *,
     eval_data: Any = None,
     measure: MeasureConfig | None = None,
+    cache: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> list[CompressionResult]:
     """Compress with every recipe (shared prefixes run once); latency is this machine's."""
@@ -254,7 +255,7 @@ def run_candidates(
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"search space: duplicate recipe name {dup[0]!r}")
-    cache: dict[str, Any] = {}
+    cache = {} if cache is None else cache
     mcfg = MeasureConfig(
         runs=(measure or MeasureConfig()).runs, warmup=(measure or MeasureConfig()).warmup
     )
