@@ -176,11 +176,13 @@ def register_compressor(
 
 @dataclass(frozen=True)
 class FinetuneMixin:
-    """Fine-tuning after a structural change: ``finetune_epochs`` Adam epochs at ``lr``."""
+    """Fine-tuning after a structural change: ``finetune_epochs`` Adam epochs at ``lr``,
+    extended on small datasets so that at least ``min_finetune_steps`` updates run."""
 
     finetune_epochs: int = 2
     lr: float = 1e-3
     batch_size: int = 64
+    min_finetune_steps: int = 60
 
     def _check_finetune(self) -> None:
         if self.finetune_epochs < 0:
@@ -189,6 +191,8 @@ class FinetuneMixin:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.batch_size < 2:
             raise ConfigError(f"batch_size must be >= 2, got {self.batch_size}")
+        if self.min_finetune_steps < 0:
+            raise ConfigError(f"min_finetune_steps must be >= 0, got {self.min_finetune_steps}")
 
 
 def finetune(model: nn.Module, cfg: FinetuneMixin, ctx: CompressContext) -> list[float]:
@@ -197,7 +201,9 @@ def finetune(model: nn.Module, cfg: FinetuneMixin, ctx: CompressContext) -> list
 
     if cfg.finetune_epochs == 0:
         return []
-    tc = TrainConfig(epochs=cfg.finetune_epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+    steps_per_epoch = max(1, -(-len(ctx.train) // cfg.batch_size))
+    epochs = max(cfg.finetune_epochs, -(-cfg.min_finetune_steps // steps_per_epoch))
+    tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr)
     hist = train_model(model, ctx.train.x, ctx.train.y, tc, seed=ctx.seed)
     return [h.loss for h in hist]
 
