@@ -24,7 +24,7 @@ __all__ = ["DistillConfig", "distill_train", "distillation_loss", "student_famil
 @dataclass(frozen=True)
 class DistillConfig:
     """Student ``student`` (zoo family or ``pkg.mod:fn``; ``auto``: separable variant of the
-    teacher) at ``width``; ``epochs`` of Adam at ``lr``; ``temperature`` > 0, ``alpha`` in [0, 1]."""
+    teacher) at ``width``; ``epochs`` (at least ``min_steps`` updates) of Adam at ``lr``; ``temperature`` > 0, ``alpha`` in [0, 1]."""
 
     student: str = "auto"
     width: int | None = None
@@ -33,6 +33,7 @@ class DistillConfig:
     batch_size: int = 64
     temperature: float = 4.0
     alpha: float = 0.7
+    min_steps: int = 150
 
     def __post_init__(self) -> None:
         if self.width is not None and self.width < 1:
@@ -45,6 +46,8 @@ class DistillConfig:
             raise ConfigError(f"batch_size must be >= 2, got {self.batch_size}")
         if not self.temperature > 0:
             raise ConfigError(f"temperature must be > 0, got {self.temperature}")
+        if self.min_steps < 0:
+            raise ConfigError(f"min_steps must be >= 0, got {self.min_steps}")
         if not 0 <= self.alpha <= 1:
             raise ConfigError(f"alpha must lie in [0, 1], got {self.alpha}")
 
@@ -97,7 +100,9 @@ def distill_train(
         tl = torch.cat([teacher(xt[i : i + 512]) for i in range(0, len(xt), 512)])
     opt = torch.optim.Adam(student.parameters(), lr=config.lr)
     losses = []
-    for _ in range(config.epochs):
+    steps_per_epoch = max(1, -(-len(yt) // config.batch_size))
+    epochs = max(config.epochs, -(-config.min_steps // steps_per_epoch))
+    for _ in range(epochs):
         student.train()
         order = torch.from_numpy(gen.permutation(len(yt)))
         total, seen = 0.0, 0
