@@ -22,18 +22,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import target, write_results  # noqa: E402
-
-from edgeintel.data import load_dataset, train_test_split  # noqa: E402
-from edgeintel.inference import (  # noqa: E402
+from _common import target, write_results
+from edgeintel.data import load_dataset, train_test_split
+from edgeintel.inference import (
     MeasureConfig,
     make_recipe,
     measure_latency,
     measure_torch_latency,
     run_candidates,
 )
-from edgeintel.models import build_model, make_session  # noqa: E402
-from edgeintel.training.local import TrainConfig, evaluate_accuracy, train_model  # noqa: E402
+from edgeintel.models import build_model, make_session
+from edgeintel.training.local import TrainConfig, evaluate_accuracy, train_model
 
 ROUNDS = 7
 RUNS = 300
@@ -127,14 +126,16 @@ def bench_model(dataset: str, family: str, width: int, epochs: int, bs: int, wor
             "warnings": r.warnings,
         }
     ok = {k: v for k, v in rows.items() if k != "fp32" and v["accuracy_drop_points"] <= 1.5}
-    best = max(ok, key=lambda k: (rows[k]["size_ratio_vs_fp32"], rows[k]["p50_speedup_vs_fp32_onnx"]))
+    best = max(
+        ok, key=lambda k: (rows[k]["size_ratio_vs_fp32"], rows[k]["p50_speedup_vs_fp32_onnx"])
+    )
     return {
         "dataset": dataset,
         "family": family,
         "width": width,
         "input_shape": list(ds.sample_shape),
-        "train_samples": int(len(tr)),
-        "test_samples": int(len(te)),
+        "train_samples": len(tr),
+        "test_samples": len(te),
         "torch_accuracy": torch_acc,
         "torch_eager_fp32": {"p50_ms": eager, "p95_ms": lat["torch_eager_fp32"][1]},
         "train_s": round(train_s, 1),
@@ -160,13 +161,51 @@ def main() -> None:
             q, p, best = a["int8_static"], a["prune_structured_50"], a[d["best_recipe"]]
             tag = f"{family}/{dataset}"
             targets += [
-                target(f"{tag} int8 static size ratio vs fp32", q["size_ratio_vs_fp32"], ">=", 3.5, "x"),
-                target(f"{tag} int8 static p50 speedup vs fp32", q["p50_speedup_vs_fp32_onnx"], ">=", 1.5, "x"),
-                target(f"{tag} int8 static accuracy drop", q["accuracy_drop_points"], "<=", 1.0, "points"),
-                target(f"{tag} best recipe ({d['best_recipe']}) size ratio", best["size_ratio_vs_fp32"], ">=", 8.0, "x"),
-                target(f"{tag} best recipe accuracy drop", best["accuracy_drop_points"], "<=", 1.5, "points"),
-                target(f"{tag} best recipe p50 speedup", best["p50_speedup_vs_fp32_onnx"], ">=", 2.0, "x"),
-                target(f"{tag} structured prune 50% p50 speedup (fp32)", p["p50_speedup_vs_fp32_onnx"], ">=", 1.15, "x"),
+                target(
+                    f"{tag} int8 static size ratio vs fp32", q["size_ratio_vs_fp32"], ">=", 3.5, "x"
+                ),
+                target(
+                    f"{tag} int8 static p50 speedup vs fp32",
+                    q["p50_speedup_vs_fp32_onnx"],
+                    ">=",
+                    1.5,
+                    "x",
+                ),
+                target(
+                    f"{tag} int8 static accuracy drop",
+                    q["accuracy_drop_points"],
+                    "<=",
+                    1.0,
+                    "points",
+                ),
+                target(
+                    f"{tag} best recipe ({d['best_recipe']}) size ratio",
+                    best["size_ratio_vs_fp32"],
+                    ">=",
+                    8.0,
+                    "x",
+                ),
+                target(
+                    f"{tag} best recipe accuracy drop",
+                    best["accuracy_drop_points"],
+                    "<=",
+                    1.5,
+                    "points",
+                ),
+                target(
+                    f"{tag} best recipe p50 speedup",
+                    best["p50_speedup_vs_fp32_onnx"],
+                    ">=",
+                    2.0,
+                    "x",
+                ),
+                target(
+                    f"{tag} structured prune 50% p50 speedup (fp32)",
+                    p["p50_speedup_vs_fp32_onnx"],
+                    ">=",
+                    1.15,
+                    "x",
+                ),
             ]
     write_results("compress", targets, details)
 

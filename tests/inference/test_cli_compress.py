@@ -29,8 +29,19 @@ def test_compress_command_writes_artifacts_and_report(tmp_path: Path) -> None:
     sc = _scenario(tmp_path, budget={"min_accuracy": 0.5})
     out = tmp_path / "out"
     res = CliRunner().invoke(
-        app, ["compress", str(sc), "--device", "watch", "--out", str(out), "--runs", "5",
-              "--max-kb", "20"]
+        app,
+        [
+            "compress",
+            str(sc),
+            "--device",
+            "watch",
+            "--out",
+            str(out),
+            "--runs",
+            "5",
+            "--max-kb",
+            "20",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "watch: Pareto front and verdicts" in res.output
@@ -71,10 +82,10 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path) -> None:
     corrupt.write_bytes(b"not a model at all")
     cases.append((["compress", str(corrupt), "--dataset", "digits"], "not a valid ONNX model"))
     sc = _scenario(tmp_path)
-    cases.append((["compress", str(sc), "--device", "toaster"], "--device 'toaster': unknown device"))
     cases.append(
-        (["compress", str(sc), "--min-accuracy", "2"], "compress options: ")
+        (["compress", str(sc), "--device", "toaster"], "--device 'toaster': unknown device")
     )
+    cases.append((["compress", str(sc), "--min-accuracy", "2"], "compress options: "))
     for args, message in cases:
         res = runner.invoke(app, args)
         assert res.exit_code == 2, (args, res.output)
@@ -85,8 +96,12 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path) -> None:
 def test_onnx_needs_dataset(tmp_path: Path) -> None:
     from edgeintel.models import build_model, export_onnx
 
-    p = export_onnx(build_model("image_cnn", (1, 8, 8), 10, 4), (1, 8, 8), tmp_path / "m.onnx",
-                    [str(i) for i in range(10)])
+    p = export_onnx(
+        build_model("image_cnn", (1, 8, 8), 10, 4),
+        (1, 8, 8),
+        tmp_path / "m.onnx",
+        [str(i) for i in range(10)],
+    )
     res = CliRunner().invoke(app, ["compress", p.path])
     assert res.exit_code == 2 and "--dataset: an ONNX model needs a bundled dataset" in res.output
 
@@ -95,8 +110,19 @@ def test_onnx_needs_dataset(tmp_path: Path) -> None:
 def test_unmeetable_budget_names_closest(tmp_path: Path) -> None:
     sc = _scenario(tmp_path)
     res = CliRunner().invoke(
-        app, ["compress", str(sc), "--device", "watch", "--out", str(tmp_path / "o"), "--runs", "5",
-              "--max-latency-ms", "0.0001"]
+        app,
+        [
+            "compress",
+            str(sc),
+            "--device",
+            "watch",
+            "--out",
+            str(tmp_path / "o"),
+            "--runs",
+            "5",
+            "--max-latency-ms",
+            "0.0001",
+        ],
     )
     assert res.exit_code == 2
     assert "no candidate meets the budget for device profile 'watch': closest is" in res.output

@@ -52,8 +52,12 @@ def test_structured_pruning_shrinks_onnx_weight_shapes(tmp_path: Path) -> None:
     assert changes == {"0": (16, 8), "4": (32, 16), "8": (64, 32)}
     a = export_onnx(model, (1, 8, 8), tmp_path / "a.onnx", [str(i) for i in range(10)])
     b = export_onnx(new, (1, 8, 8), tmp_path / "b.onnx", [str(i) for i in range(10)])
-    assert _weight_shapes(Path(a.path)) == sorted([(10, 64), (16, 1, 3, 3), (32, 16, 3, 3), (64, 32, 3, 3)])
-    assert _weight_shapes(Path(b.path)) == sorted([(10, 32), (8, 1, 3, 3), (16, 8, 3, 3), (32, 16, 3, 3)])
+    assert _weight_shapes(Path(a.path)) == sorted(
+        [(10, 64), (16, 1, 3, 3), (32, 16, 3, 3), (64, 32, 3, 3)]
+    )
+    assert _weight_shapes(Path(b.path)) == sorted(
+        [(10, 32), (8, 1, 3, 3), (16, 8, 3, 3), (32, 16, 3, 3)]
+    )
     assert b.bytes < 0.35 * a.bytes
     assert count_macs(load_onnx(b.path)) < 0.3 * count_macs(load_onnx(a.path))
 

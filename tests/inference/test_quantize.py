@@ -70,7 +70,7 @@ def test_calibration_data_wrong_shape_or_dtype(digits_cnn: Trained, tmp_path: Pa
         quantize_static_onnx(
             digits_cnn.onnx_path, out, digits_cnn.x_tr[:16, 0], QuantizeStaticConfig()
         )
-    with pytest.raises(DataError, match="expected floating-point samples.*got dtype uint8"):
+    with pytest.raises(DataError, match=r"expected floating-point samples.*got dtype uint8"):
         quantize_static_onnx(
             digits_cnn.onnx_path,
             out,
@@ -85,8 +85,10 @@ def test_missing_and_corrupt_model_files(tmp_path: Path) -> None:
         load_onnx(tmp_path / "nope.onnx")
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"\x08\x07garbage" * 10)
-    with pytest.raises(ModelError, match="bad.onnx: not a valid ONNX model"):
-        quantize_static_onnx(bad, tmp_path / "q.onnx", np.zeros((4, 1, 8, 8)), QuantizeStaticConfig())
+    with pytest.raises(ModelError, match=r"bad\.onnx: not a valid ONNX model"):
+        quantize_static_onnx(
+            bad, tmp_path / "q.onnx", np.zeros((4, 1, 8, 8)), QuantizeStaticConfig()
+        )
 
 
 def test_bad_config_values() -> None:
@@ -98,8 +100,12 @@ def test_bad_config_values() -> None:
 
 def _graph_with(op: str, tmp_path: Path, domain: str = "") -> Path:
     """Input (1, 4) -> Gemm(W) -> op -> output; ``op`` from ``domain``."""
-    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32), "W")
-    w2 = numpy_helper.from_array(np.random.default_rng(1).normal(size=(4,)).astype(np.float32), "W2")
+    w = numpy_helper.from_array(
+        np.random.default_rng(0).normal(size=(4, 4)).astype(np.float32), "W"
+    )
+    w2 = numpy_helper.from_array(
+        np.random.default_rng(1).normal(size=(4,)).astype(np.float32), "W2"
+    )
     nodes = [
         helper.make_node("Gemm", ["input", "W"], ["h"], name="gemm_0"),
         helper.make_node(op, ["h", "W2"], ["logits"], name="odd_layer", domain=domain),

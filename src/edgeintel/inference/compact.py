@@ -12,6 +12,7 @@ then the model is fine-tuned. Convs with fewer than ``min_in_channels`` inputs
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -61,7 +62,7 @@ def separable_factors(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dw, pw
 
 
-def to_separable_conv(layer: nn.Module) -> nn.Sequential:
+def to_separable_conv(layer: Any) -> nn.Sequential:
     """Depthwise + pointwise pair initialized from ``layer``'s kernel (bias on the pointwise)."""
     cls = type(layer)
     dw_w, pw_w = separable_factors(layer.weight.detach().numpy())

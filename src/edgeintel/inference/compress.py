@@ -84,7 +84,7 @@ class CompressionResult:
         return [f"{s.technique}: {w}" for s in self.stages for w in s.warnings]
 
     def ratios(self) -> dict[str, float]:
-        """Final vs baseline: size and latency ratios (>1 = smaller/faster), accuracy drop (points)."""
+        """Final vs baseline: size/latency ratios (>1 = smaller/faster), accuracy drop (points)."""
         b, f = self.baseline, self.final
         return {
             "size_ratio": b.onnx_bytes / f.onnx_bytes,

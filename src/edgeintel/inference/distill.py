@@ -23,8 +23,9 @@ __all__ = ["DistillConfig", "distill_train", "distillation_loss", "student_famil
 
 @dataclass(frozen=True)
 class DistillConfig:
-    """Student ``student`` (zoo family or ``pkg.mod:fn``; ``auto``: separable variant of the
-    teacher) at ``width``; ``epochs`` (at least ``min_steps`` updates) of Adam at ``lr``; ``temperature`` > 0, ``alpha`` in [0, 1]."""
+    """Student ``student`` (zoo family or ``pkg.mod:fn``; ``auto``: the separable variant of
+    the teacher) at ``width``; ``epochs`` (at least ``min_steps`` updates) of Adam at ``lr``;
+    ``temperature`` > 0, ``alpha`` in [0, 1] (weight of the soft-label term)."""
 
     student: str = "auto"
     width: int | None = None

@@ -80,7 +80,7 @@ def truncated_svd(w: np.ndarray, rank: int) -> tuple[np.ndarray, np.ndarray]:
 def reconstruction_error(w: np.ndarray, rank: int) -> float:
     """Relative Frobenius error ``||W - A B|| / ||W||`` of the rank-``rank`` factorization."""
     a, b = truncated_svd(w, rank)
-    return float(np.linalg.norm(w - a @ b) / max(np.linalg.norm(w), 1e-12))
+    return float(np.linalg.norm(w - a @ b)) / max(float(np.linalg.norm(w)), 1e-12)
 
 
 def choose_rank(
@@ -90,7 +90,7 @@ def choose_rank(
     m, n = shape
     if energy is not None:
         cum = np.cumsum(s**2) / max(float((s**2).sum()), 1e-30)
-        return int(min(len(s), np.searchsorted(cum, energy - 1e-12) + 1))
+        return min(len(s), int(np.searchsorted(cum, energy - 1e-12)) + 1)
     assert param_ratio is not None
     return max(1, min(len(s), int(param_ratio * m * n / (m + n))))
 
@@ -108,7 +108,7 @@ def factorize_linear(layer: nn.Linear, rank: int) -> nn.Sequential:
     return nn.Sequential(first, second)
 
 
-def factorize_conv(layer: nn.Module, rank: int) -> nn.Sequential:
+def factorize_conv(layer: Any, rank: int) -> nn.Sequential:
     """A conv with ``rank`` filters of the original kernel, then a 1x1 conv to the outputs."""
     w = layer.weight.detach().numpy()
     cout = w.shape[0]
@@ -140,6 +140,7 @@ def low_rank(
     model = clone_model(model)
     warns: list[str] = []
     ranks: dict[str, Any] = {}
+    m: Any
     for name, m in list(model.named_modules()):
         is_lin = isinstance(m, nn.Linear) and layers in ("all", "linear")
         is_conv = isinstance(m, _CONV) and layers in ("all", "conv")

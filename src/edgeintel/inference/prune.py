@@ -185,7 +185,7 @@ def _is_producer(m: nn.Module) -> bool:
 def _flatten_start(node: fx.Node, gm: fx.GraphModule) -> int | None:
     """start_dim of a flatten node (module, function or method), else None."""
     if node.op == "call_module" and isinstance(gm.get_submodule(str(node.target)), nn.Flatten):
-        mod = gm.get_submodule(str(node.target))
+        mod: Any = gm.get_submodule(str(node.target))
         return int(mod.start_dim) if mod.end_dim == -1 else None
     if (node.op == "call_function" and node.target is torch.flatten) or (
         node.op == "call_method" and node.target == "flatten"
@@ -208,7 +208,7 @@ def _trace_group(gm: fx.GraphModule, node: fx.Node, channels: int) -> tuple[_Gro
         if user.op == "output":
             return None, "feeds the model output"
         if user.op == "call_module":
-            mod = gm.get_submodule(str(user.target))
+            mod: Any = gm.get_submodule(str(user.target))
             name = str(user.target)
             if isinstance(mod, _BN) and per_channel == 1 and mod.num_features == channels:
                 group.followers.append(name)
@@ -263,13 +263,13 @@ def _trace_group(gm: fx.GraphModule, node: fx.Node, channels: int) -> tuple[_Gro
     return group, ""
 
 
-def _bn_scale(bn: nn.Module) -> np.ndarray:
+def _bn_scale(bn: Any) -> np.ndarray:
     gamma = bn.weight.detach().numpy() if bn.weight is not None else np.ones(bn.num_features)
     var = bn.running_var.detach().numpy() if bn.running_var is not None else np.ones_like(gamma)
     return np.asarray(gamma / np.sqrt(var + bn.eps))
 
 
-def _new_conv(old: nn.Module, cin: int, cout: int, groups: int) -> nn.Module:
+def _new_conv(old: Any, cin: int, cout: int, groups: int) -> nn.Module:
     return type(old)(
         cin,
         cout,
@@ -283,7 +283,7 @@ def _new_conv(old: nn.Module, cin: int, cout: int, groups: int) -> nn.Module:
     )
 
 
-def _slice_bn(bn: nn.Module, keep: torch.Tensor) -> nn.Module:
+def _slice_bn(bn: Any, keep: torch.Tensor) -> nn.Module:
     new = type(bn)(
         len(keep),
         eps=bn.eps,
@@ -324,7 +324,7 @@ def prune_channels(
     for node in gm.graph.nodes:
         if node.op != "call_module":
             continue
-        mod = gm.get_submodule(str(node.target))
+        mod: Any = gm.get_submodule(str(node.target))
         if not _is_producer(mod):
             if isinstance(mod, _CONV) and not _is_depthwise(mod):
                 warns.append(
@@ -345,7 +345,7 @@ def prune_channels(
     follow_keep: dict[str, torch.Tensor] = {}
     changes: dict[str, tuple[int, int]] = {}
     for g in groups:
-        prod = model.get_submodule(g.producer)
+        prod: Any = model.get_submodule(g.producer)
         w = prod.weight.detach().numpy()
         scale = _bn_scale(model.get_submodule(g.first_bn)) if g.first_bn else None
         imp = channel_importance(w, scale)
@@ -361,7 +361,7 @@ def prune_channels(
             )
             in_keep[name] = idx
     for name in sorted(set(out_keep) | set(in_keep)):
-        old = model.get_submodule(name)
+        old: Any = model.get_submodule(name)
         ok = out_keep.get(name)
         ik = in_keep.get(name)
         with torch.no_grad():
@@ -371,7 +371,7 @@ def prune_channels(
             if ik is not None:
                 w = w[:, ik]
             if isinstance(old, nn.Linear):
-                new: nn.Module = nn.Linear(w.shape[1], w.shape[0], bias=old.bias is not None)
+                new: Any = nn.Linear(w.shape[1], w.shape[0], bias=old.bias is not None)
             else:
                 new = _new_conv(old, w.shape[1], w.shape[0], 1)
             new.weight.copy_(w)
@@ -380,6 +380,7 @@ def prune_channels(
         set_submodule(model, name, new)
     for name, keep in follow_keep.items():
         old = model.get_submodule(name)
+        new = None
         if isinstance(old, _BN):
             set_submodule(model, name, _slice_bn(old, keep))
         else:  # depthwise conv

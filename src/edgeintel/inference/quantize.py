@@ -45,7 +45,7 @@ class CalibrationName(StrEnum):
 
 @dataclass(frozen=True)
 class QuantizeStaticConfig:
-    """Static int8: ``calibration`` method over ``calib_samples`` real samples, per-channel weights."""
+    """Static int8: ``calibration`` over ``calib_samples`` real samples, per-channel weights."""
 
     calibration: CalibrationName = CalibrationName.MINMAX
     calib_samples: int = 256
@@ -83,7 +83,7 @@ class QuantizeDynamicConfig:
 
 
 class _Reader:
-    """CalibrationDataReader over real samples in equal batches (histogram calibrators stack them)."""
+    """CalibrationDataReader over real samples in equal batches (histogram calibrators stack)."""
 
     def __init__(self, input_name: str, x: np.ndarray, batch: int = 32) -> None:
         batch = min(batch, len(x))

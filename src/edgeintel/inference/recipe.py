@@ -82,14 +82,16 @@ class Recipe:
         onnx_steps = [i for i, s in enumerate(self.steps) if s.kind == StageKind.ONNX]
         if len(onnx_steps) > 1:
             raise ConfigError(
-                f"recipe {self.name!r}: steps[{onnx_steps[1]}] ({self.steps[onnx_steps[1]].technique})"
-                f": only one ONNX step (quantization) is allowed"
+                f"recipe {self.name!r}: steps[{onnx_steps[1]}] "
+                f"({self.steps[onnx_steps[1]].technique}): only one ONNX step (quantization) "
+                "is allowed"
             )
         if onnx_steps and onnx_steps[0] != len(self.steps) - 1:
             i = onnx_steps[0]
             raise ConfigError(
-                f"recipe {self.name!r}: steps[{i + 1}] ({self.steps[i + 1].technique}) works on the "
-                f"PyTorch model and cannot follow {self.steps[i].technique}; put quantization last"
+                f"recipe {self.name!r}: steps[{i + 1}] ({self.steps[i + 1].technique}) works on "
+                f"the PyTorch model and cannot follow {self.steps[i].technique}; "
+                "put quantization last"
             )
 
     def to_json(self) -> dict[str, Any]:
@@ -106,6 +108,7 @@ class Recipe:
 def make_recipe(name: str, steps: list[Any]) -> Recipe:
     """Python API: ``make_recipe("p50q", ["prune_structured", ("quantize_static", {...})])``."""
     out = []
+    opts: Any
     for i, step in enumerate(steps):
         if isinstance(step, RecipeStep):
             out.append(step)
