@@ -245,6 +245,80 @@ def _print_summary(results: dict[str, Any]) -> None:
     console.print(table)
 
 
+@app.command("compress")
+def compress_cmd(
+    target: Annotated[
+        Path, typer.Argument(help="A scenario file (.yaml) or an ONNX model (.onnx).")
+    ],
+    device: Annotated[
+        list[str] | None,
+        typer.Option("--device", help="Device profile (repeatable); default: all in the scenario."),
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="Bundled dataset for an ONNX model (calibration, accuracy).")
+    ] = None,
+    recipe: Annotated[
+        list[Path] | None, typer.Option("--recipe", help="Recipe YAML/JSON (repeatable).")
+    ] = None,
+    space: Annotated[str | None, typer.Option(help="Search space: quick or default.")] = None,
+    objective: Annotated[
+        str | None, typer.Option(help="accuracy, latency or size (among feasible candidates).")
+    ] = None,
+    max_latency_ms: Annotated[float | None, typer.Option(help="Budget: latency on device.")] = None,
+    max_kb: Annotated[float | None, typer.Option(help="Budget: ONNX file size in KiB.")] = None,
+    min_accuracy: Annotated[float | None, typer.Option(help="Budget: held-out accuracy.")] = None,
+    compute_speed: Annotated[
+        float, typer.Option(help="Device speed vs this machine (ONNX input only).")
+    ] = 1.0,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("compressed"),
+    runs: Annotated[int, typer.Option(help="Timed latency runs per candidate.")] = 100,
+) -> None:
+    """Search compression recipes and write the best artifact per device profile."""
+    from edgeintel.inference.command import compress_target
+
+    with guard():
+        outcome = compress_target(
+            target,
+            device,
+            dataset=dataset,
+            recipes=list(recipe or []),
+            space=space,
+            objective=objective,
+            max_latency_ms=max_latency_ms,
+            max_kb=max_kb,
+            min_accuracy=min_accuracy,
+            compute_speed=compute_speed,
+            out_dir=out,
+            runs=runs,
+            on_step=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+        )
+        for name, choice in outcome.choices.items():
+            table = Table(title=f"{name}: Pareto front and verdicts", title_justify="left")
+            for col in (
+                "candidate",
+                "accuracy",
+                "ms on device",
+                "KiB",
+                "MMACs",
+                "front",
+                "verdict",
+            ):
+                table.add_column(col)
+            for r in outcome.rows(name):
+                table.add_row(
+                    ("* " if r["chosen"] else "") + r["candidate"],
+                    f"{r['accuracy']:.4f}",
+                    f"{r['latency_ms']:.4g}",
+                    f"{r['kib']:.1f}",
+                    f"{r['mmacs']:.3g}",
+                    "yes" if r["front"] else "",
+                    r["verdict"],
+                )
+            console.print(table)
+            console.print(f"artifact for {name}: {choice.artifact_path}", highlight=False)
+        console.print(f"report:  {outcome.report_path}", highlight=False)
+
+
 @app.command()
 def datasets() -> None:
     """List the bundled real datasets (all ship inside installed packages)."""

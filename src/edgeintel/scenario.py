@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from itertools import pairwise
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -41,6 +41,8 @@ __all__ = [
     "AttackName",
     "BaseStationKind",
     "CloudSpec",
+    "CompressBudget",
+    "CompressSettings",
     "DataSpec",
     "Device",
     "DeviceGroup",
@@ -419,11 +421,38 @@ class TrainingSettings(_Strict):
         return self
 
 
+class CompressBudget(_Strict):
+    """A device's compression budget (``None`` = not checked); latency on the device in ms.
+
+    ``max_peak_memory_mb`` defaults to the device profile's ``memory_mb``.
+    """
+
+    max_latency_ms: Positive | None = None
+    max_model_kb: Positive | None = None
+    max_peak_memory_mb: Positive | None = None
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class CompressSettings(_Strict):
+    """The compression stage: search ``search_space`` and pick one artifact per device profile.
+
+    ``budget`` applies to every profile; ``budgets`` overrides it per profile name.
+    """
+
+    enabled: bool = True
+    search_space: Literal["quick", "default"] = "quick"
+    objective: Literal["accuracy", "latency", "size"] = "accuracy"
+    latency_stat: Literal["p50", "p95"] = "p50"
+    budget: CompressBudget = CompressBudget()
+    budgets: dict[str, CompressBudget] = {}
+
+
 class InferenceSettings(_Strict):
     """ONNX Runtime measurement settings (latency at batch 1, one intra-op thread)."""
 
     latency_runs: Annotated[int, Field(ge=5, le=100_000)] = 100
     warmup_runs: Annotated[int, Field(ge=0, le=10_000)] = 10
+    compress: CompressSettings = CompressSettings()
 
 
 class OffloadingSettings(_Strict):
