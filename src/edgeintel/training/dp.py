@@ -228,10 +228,12 @@ class PrivacyAccountant:
             return 0.0
         return float(self._acc.get_epsilon(self.delta))
 
-    def epsilon_after(self, sampling_rate: float, noise_multiplier: float) -> float:
-        """Epsilon if one more round with (q, z) were run; the state is unchanged."""
+    def epsilon_after(self, sampling_rate: float, noise_multiplier: float, steps: int = 1) -> float:
+        """Epsilon if ``steps`` more rounds with (q, z) were run; the state is unchanged."""
         acc = copy.deepcopy(self._acc)
-        acc.compose(self._event(sampling_rate, noise_multiplier))
+        acc.compose(
+            dp_accounting.SelfComposedDpEvent(self._event(sampling_rate, noise_multiplier), steps)
+        )
         return float(acc.get_epsilon(self.delta))
 
     def state(self) -> dict[str, Any]:
@@ -322,8 +324,12 @@ class DifferentialPrivacy:
     def sampling_rate(self, num_sampled: int) -> float:
         return min(1.0, num_sampled / self.population)
 
-    def check_budget(self, num_sampled: int) -> None:
-        """Raise if the budget is exhausted before any round can run (bad configuration)."""
+    def check_budget(self, num_sampled: int, steps: int = 1) -> None:
+        """Raise if the budget cannot fit the next round of ``steps`` aggregations.
+
+        Called before training starts (or resumes): a budget that is already spent, or
+        that a single round would exceed, is a configuration error.
+        """
         target = self.config.target_epsilon
         if target is None:
             return
@@ -335,7 +341,7 @@ class DifferentialPrivacy:
             )
         q = self.sampling_rate(num_sampled)
         if not self.accountant.history:
-            eps1 = self.accountant.epsilon_after(q, self.config.noise_multiplier)
+            eps1 = self.accountant.epsilon_after(q, self.config.noise_multiplier, steps)
             if eps1 > target:
                 raise ConfigError(
                     f"dp.target_epsilon={target} is already exceeded by a single round "
@@ -344,8 +350,9 @@ class DifferentialPrivacy:
                     "raise noise_multiplier or target_epsilon"
                 )
 
-    def next_round_allowed(self, num_sampled: int) -> bool:
-        """False when the next round would exceed ``target_epsilon`` and ``on_budget`` is stop.
+    def next_round_allowed(self, num_sampled: int, steps: int = 1) -> bool:
+        """False when the next round (``steps`` aggregations) would exceed ``target_epsilon``
+        and ``on_budget`` is stop.
 
         With ``on_budget: warn`` it logs a warning and returns True.
         """
@@ -353,7 +360,7 @@ class DifferentialPrivacy:
         if target is None:
             return True
         q = self.sampling_rate(num_sampled)
-        eps_next = self.accountant.epsilon_after(q, self.config.noise_multiplier)
+        eps_next = self.accountant.epsilon_after(q, self.config.noise_multiplier, steps)
         if eps_next <= target:
             return True
         if self.config.on_budget is BudgetAction.STOP:
@@ -370,11 +377,15 @@ class DifferentialPrivacy:
         updates: Sequence[Sequence[np.ndarray]],
         rng: np.random.Generator,
         num_sampled: int | None = None,
+        account: bool = True,
     ) -> tuple[list[np.ndarray], DPRoundRecord]:
-        """Clip, average, add noise, adapt the clip norm and account the round.
+        """Clip, average, add noise, adapt the clip norm and (if ``account``) account the round.
 
         ``num_sampled`` is how many devices were sampled (defaults to ``len(updates)``);
         it sets the sampling rate for accounting (dropped devices still count as sampled).
+        Pass ``account=False`` for the 2nd, 3rd, ... aggregator of one step whose devices
+        are disjoint from the first's (edge servers of one HierFAVG edge round: parallel
+        composition), after calling :meth:`account` once for that step.
         """
         cfg = self.config
         n_sampled = len(updates) if num_sampled is None else num_sampled
@@ -391,7 +402,9 @@ class DifferentialPrivacy:
         if cfg.clipping is ClipMode.ADAPTIVE:
             noisy = (unclipped + rng.normal(0.0, sigma_b)) / len(norms)
             self.clip_norm = adaptive_clip_update(clip, noisy, cfg.target_quantile, cfg.clip_lr)
-        eps = self.accountant.step(q, cfg.noise_multiplier)
+        eps = (
+            self.accountant.step(q, cfg.noise_multiplier) if account else self.accountant.epsilon()
+        )
         rec = DPRoundRecord(
             round=len(self.accountant.history),
             epsilon=eps,
@@ -404,6 +417,24 @@ class DifferentialPrivacy:
         )
         self.records.append(rec)
         return mean, rec
+
+    def account(self, num_sampled: int) -> float:
+        """Account one aggregation step with ``num_sampled`` of ``population`` devices."""
+        return self.accountant.step(
+            self.sampling_rate(max(num_sampled, 1)), self.config.noise_multiplier
+        )
+
+    def noise_and_mean(
+        self, total: np.ndarray, count: int, clip_norm: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Noisy mean from the *sum* of ``count`` already clipped updates (secure aggregation).
+
+        Fixed clipping only: noise std on the mean is ``z * C / count``.
+        """
+        if count < 1:
+            raise DataError("DP aggregation needs at least one update")
+        std = self.config.noise_multiplier * clip_norm / count
+        return (total / count + rng.normal(0.0, std, size=total.shape)).astype(np.float32)
 
     # -- checkpointing -----------------------------------------------------
     def state(self) -> dict[str, Any]:
