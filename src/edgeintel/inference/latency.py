@@ -33,7 +33,7 @@ def _percentiles(samples_ms: np.ndarray) -> LatencyStats:
         p50_ms=float(np.percentile(samples_ms, 50)),
         p95_ms=float(np.percentile(samples_ms, 95)),
         mean_ms=float(samples_ms.mean()),
-        runs=int(len(samples_ms)),
+        runs=len(samples_ms),
     )
 
 

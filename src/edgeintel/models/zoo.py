@@ -136,7 +136,9 @@ def _import_factory(ref: str) -> ModelFactory:
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        raise ModelError(f"task.model {ref!r}: cannot import module {module_name!r} ({exc})") from None
+        raise ModelError(
+            f"task.model {ref!r}: cannot import module {module_name!r} ({exc})"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ModelError(f"task.model {ref!r}: {module_name} has no function {attr!r}")

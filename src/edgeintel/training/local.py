@@ -52,7 +52,9 @@ def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch_size):
-            outs.append(model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy())
+            outs.append(
+                model(torch.from_numpy(np.ascontiguousarray(x[i : i + batch_size]))).numpy()
+            )
     model.train(was_training)
     return np.concatenate(outs) if outs else np.empty((0, 0), dtype=np.float32)
 

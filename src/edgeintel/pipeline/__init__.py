@@ -1,0 +1,25 @@
+"""The ``edgeintel run`` pipeline: registered stages over a shared run context."""
+
+# Importing a stage module registers its stages; components add theirs here.
+from edgeintel.pipeline import stages as _stages  # noqa: F401
+from edgeintel.pipeline.core import (
+    STAGES,
+    Figure,
+    RunContext,
+    RunResult,
+    Stage,
+    ordered_stages,
+    register_stage,
+    run_pipeline,
+)
+
+__all__ = [
+    "STAGES",
+    "Figure",
+    "RunContext",
+    "RunResult",
+    "Stage",
+    "ordered_stages",
+    "register_stage",
+    "run_pipeline",
+]

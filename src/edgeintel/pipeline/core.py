@@ -1,0 +1,312 @@
+"""The run pipeline: ordered, registered stages that share one ``RunContext``.
+
+``edgeintel run`` validates a scenario, then runs every registered stage in
+``order`` whose ``enabled(ctx)`` is true. Stages read what earlier stages left
+on the context (dataset, partitions, model, ONNX artifact) and write a
+JSON-ready section into ``ctx.results`` plus figures for the report. Whatever
+happens, ``results.json`` and ``report.html`` are written to ``runs/<run-id>/``
+(a failed stage is recorded with its error, earlier sections are kept).
+
+Components never import this package; it sits on top of them. Later
+components add a module here with one ``@register_stage`` class.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from edgeintel.data.datasets import Dataset
+from edgeintel.errors import EdgeIntelError
+from edgeintel.models.export import ModelArtifact
+from edgeintel.registry import Registry
+from edgeintel.scenario import Device, Scenario, dump_scenario
+
+__all__ = [
+    "STAGES",
+    "Figure",
+    "RunContext",
+    "RunResult",
+    "Stage",
+    "ordered_stages",
+    "register_stage",
+    "run_pipeline",
+]
+
+
+@dataclass
+class Figure:
+    """A PNG figure for the report, stored base64-encoded."""
+
+    section: str
+    title: str
+    png_base64: str
+    caption: str = ""
+
+
+@dataclass
+class RunContext:
+    """Everything stages share during one run."""
+
+    scenario: Scenario
+    run_dir: Path
+    console: Console
+    progress: Progress | None = None
+    scenario_file: str | None = None
+    dataset: Dataset | None = None
+    train_idx: np.ndarray | None = None
+    test_idx: np.ndarray | None = None
+    device_parts: list[np.ndarray] = field(default_factory=list)
+    devices: list[Device] = field(default_factory=list)
+    model: Any = None
+    artifact: ModelArtifact | None = None
+    results: dict[str, Any] = field(default_factory=dict)
+    figures: list[Figure] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return self.scenario.seed
+
+    def require_dataset(self) -> Dataset:
+        if self.dataset is None or self.train_idx is None or self.test_idx is None:
+            raise EdgeIntelError("this stage needs the data stage to run first")
+        return self.dataset
+
+    def train_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        ds = self.require_dataset()
+        assert self.train_idx is not None
+        return ds.x[self.train_idx], ds.y[self.train_idx]
+
+    def test_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        ds = self.require_dataset()
+        assert self.test_idx is not None
+        return ds.x[self.test_idx], ds.y[self.test_idx]
+
+    def device_arrays(self, device: int) -> tuple[np.ndarray, np.ndarray]:
+        """Training samples held by device ``device`` (index into ``devices``)."""
+        ds = self.require_dataset()
+        idx = self.device_parts[device]
+        return ds.x[idx], ds.y[idx]
+
+    def add_figure(self, section: str, title: str, fig: Any, caption: str = "") -> None:
+        """Store a matplotlib figure (closed afterwards) for the report."""
+        import matplotlib.pyplot as plt
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        b64 = base64.b64encode(buf.getvalue()).decode("ascii")
+        self.figures.append(Figure(section, title, b64, caption))
+
+    @contextmanager
+    def task(self, description: str, total: float | None = None) -> Iterator[Any]:
+        """A rich progress bar; yields ``advance(n=1)`` (a no-op when quiet)."""
+        if self.progress is None:
+            yield lambda n=1: None
+            return
+        tid = self.progress.add_task(description, total=total)
+        try:
+            yield lambda n=1: self.progress.advance(tid, n) if self.progress else None
+        finally:
+            self.progress.update(tid, completed=total if total is not None else 1, total=total or 1)
+
+
+class Stage:
+    """Base class of pipeline stages: set ``name``, ``order``, ``title``; implement ``run``."""
+
+    name: ClassVar[str]
+    order: ClassVar[int]
+    title: ClassVar[str] = ""
+
+    def enabled(self, ctx: RunContext) -> bool:
+        return True
+
+    def run(self, ctx: RunContext) -> None:
+        raise NotImplementedError
+
+
+STAGES: Registry[type[Stage]] = Registry("pipeline stage")
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    """Class decorator: add a stage to the pipeline under ``cls.name``."""
+    STAGES.add(cls.name, cls)
+    return cls
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    results: dict[str, Any]
+
+    @property
+    def results_path(self) -> Path:
+        return self.run_dir / "results.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.run_dir / "report.html"
+
+
+def _versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for pkg in ("edgeintel", "numpy", "torch", "onnx", "onnxruntime", "scikit-learn"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _machine() -> dict[str, Any]:
+    import os
+    import platform
+
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+def _new_run_id(scenario: Scenario) -> str:
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{scenario.name}"
+
+
+def ordered_stages(only: list[str] | None = None) -> list[Stage]:
+    """Instances of the registered stages in run order (optionally only the named ones)."""
+    names = STAGES.names() if only is None else only
+    for n in names:
+        STAGES.get(n)  # raises a ConfigError listing known stages
+    return sorted((STAGES.get(n)() for n in names), key=lambda s: (s.order, s.name))
+
+
+def run_pipeline(
+    scenario: Scenario,
+    runs_dir: str | Path = "runs",
+    run_id: str | None = None,
+    console: Console | None = None,
+    stages: list[str] | None = None,
+    show_progress: bool = True,
+    scenario_file: str | None = None,
+) -> RunResult:
+    """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
+
+    Raises the first stage's ``EdgeIntelError`` after writing the partial results.
+    """
+    from edgeintel.report.html import write_report
+
+    console = console or Console()
+    run_dir = Path(runs_dir) / (run_id or _new_run_id(scenario))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    scenario_json = dump_scenario(scenario)
+    scenario_hash = hashlib.sha256(json.dumps(scenario_json, sort_keys=True).encode()).hexdigest()[
+        :16
+    ]
+    results: dict[str, Any] = {
+        "run_id": run_dir.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "running",
+        "error": None,
+        "scenario": {
+            "name": scenario.name,
+            "description": scenario.description,
+            "seed": scenario.seed,
+            "file": scenario_file,
+            "hash": scenario_hash,
+            "devices": scenario.num_devices,
+            "edge_servers": len(scenario.edge_servers),
+        },
+        "machine": _machine(),
+        "versions": _versions(),
+        "stages": [],
+        "timings_s": {},
+    }
+    ctx = RunContext(
+        scenario=scenario,
+        run_dir=run_dir,
+        console=console,
+        scenario_file=scenario_file,
+        results=results,
+    )
+    (run_dir / "scenario.json").write_text(json.dumps(scenario_json, indent=2))
+    progress = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not show_progress,
+    )
+    error: BaseException | None = None
+    with progress:
+        ctx.progress = progress if show_progress else None
+        for stage in ordered_stages(stages):
+            if not stage.enabled(ctx):
+                continue
+            t0 = time.perf_counter()
+            try:
+                stage.run(ctx)
+            except BaseException as exc:
+                error = exc
+                results["status"] = "failed"
+                results["error"] = f"stage {stage.name}: {exc}"
+                results["stages"].append(stage.name)
+                results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
+                break
+            results["stages"].append(stage.name)
+            results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
+    if error is None:
+        results["status"] = "completed"
+    result = RunResult(run_dir, results)
+    _write_json(result.results_path, results)
+    write_report(result.report_path, results, ctx.figures)
+    if error is not None:
+        raise error
+    return result
+
+
+def _default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-write never leaves a truncated results file."""
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=2, default=_default))
+    tmp.replace(path)

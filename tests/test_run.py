@@ -1,0 +1,91 @@
+"""`edgeintel run` end to end on a tiny scenario: results.json fields and report.html."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from edgeintel.cli import app
+
+from .conftest import tiny_scenario_dict
+
+
+def test_run_writes_results_and_report(tiny_scenario_file: Path, tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    res = CliRunner().invoke(
+        app, ["run", str(tiny_scenario_file), "--runs-dir", str(runs), "--run-id", "t1", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    out = runs / "t1"
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "completed" and results["error"] is None
+    for key in (
+        "run_id",
+        "created",
+        "scenario",
+        "machine",
+        "versions",
+        "stages",
+        "timings_s",
+        "data",
+        "training",
+        "model",
+        "evaluation",
+    ):
+        assert key in results, key
+    assert results["stages"][:4] == ["data", "train", "export", "evaluate"]
+    data = results["data"]
+    assert sum(data["partition"]["samples_per_device"]) == data["train_samples"] == 300
+    assert data["test_samples"] == 100 and data["partition"]["devices"] == 4
+    assert len(results["training"]["history"]) == 2
+    ev = results["evaluation"]
+    assert ev["onnx_max_abs_diff"] < 1e-3
+    assert abs(ev["accuracy_onnx"] - ev["accuracy_torch"]) < 0.02
+    assert ev["latency_ms"]["p50_ms"] > 0 and ev["latency_ms"]["runs"] == 5
+    # a 4x slower phone takes 4x as long
+    assert abs(ev["per_profile"]["phone"]["p50_ms"] - 4 * ev["latency_ms"]["p50_ms"]) < 1e-3
+    assert (out / "model.onnx").stat().st_size == results["model"]["onnx"]["bytes"]
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2 and "completed" in html
+    assert "results:" in res.output and "report:" in res.output
+
+
+def test_run_failure_keeps_partial_results(tmp_path: Path) -> None:
+    raw = tiny_scenario_dict()
+    raw["data"]["partition"] = {"kind": "natural"}  # digits has no subject ids
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeintel.cli",
+            "run",
+            str(f),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--run-id",
+            "bad",
+            "-q",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "needs subject or recording ids" in proc.stderr and "Traceback" not in proc.stderr
+    results = json.loads((tmp_path / "runs" / "bad" / "results.json").read_text())
+    assert results["status"] == "failed" and "stage data" in results["error"]
+    assert (tmp_path / "runs" / "bad" / "report.html").exists()
+
+
+def test_help_reads_well() -> None:
+    res = CliRunner().invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("run", "validate", "datasets"):
+        assert cmd in res.output
