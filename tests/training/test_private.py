@@ -16,9 +16,7 @@ from edgeintel.training.checkpoint import CheckpointStore
 from edgeintel.training.dp import DPConfig
 from edgeintel.training.private import PrivacyStrategy, resume_engine
 from edgeintel.training.secagg import SecAggConfig
-
-sys.path.insert(0, str(Path(__file__).parent))
-from engine_worker import make_engine  # noqa: E402
+from tests.training.engine_worker import make_engine
 
 WORKER = Path(__file__).parent / "engine_worker.py"
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -66,7 +64,9 @@ def test_secure_aggregation_matches_plain_engine(hierarchical: bool) -> None:
     np.testing.assert_allclose(sec.state.weights, plain.state.weights, atol=1e-5)
     hist = sec.strategy.secagg_history  # type: ignore[attr-defined]
     assert len(hist) == 2 and all(h["bytes_up"] > h["plain_bytes_up"] for h in hist)
-    assert sec.state.history[-1].accuracy == pytest.approx(plain.state.history[-1].accuracy, abs=0.01)
+    assert sec.state.history[-1].accuracy == pytest.approx(
+        plain.state.history[-1].accuracy, abs=0.01
+    )
 
 
 def test_secure_aggregation_recovers_dropouts_after_masking() -> None:
@@ -87,9 +87,7 @@ def test_bad_combinations() -> None:
     with pytest.raises(ConfigError, match="needs individual updates"):
         PrivacyStrategy(AggregationConfig(rule="median"), secagg=SecAggConfig(), population=10)
     with pytest.raises(ConfigError, match="fixed clipping only"):
-        PrivacyStrategy(
-            secagg=SecAggConfig(), dp=DPConfig(clipping="adaptive"), population=10
-        )
+        PrivacyStrategy(secagg=SecAggConfig(), dp=DPConfig(clipping="adaptive"), population=10)
     with pytest.raises(ConfigError, match="already exceeded by a single round"):
         PrivacyStrategy(dp=DPConfig(noise_multiplier=0.3, target_epsilon=0.5), population=10)
 

@@ -176,7 +176,11 @@ class PrivacyStrategy(Strategy):
         r = engine.state.round
         if self.dp is not None:
             self.epsilon_history.append(
-                {"round": r, "epsilon": self.dp.accountant.epsilon(), "clip_norm": self.dp.clip_norm}
+                {
+                    "round": r,
+                    "epsilon": self.dp.accountant.epsilon(),
+                    "clip_norm": self.dp.clip_norm,
+                }
             )
         if self.secagg is not None:
             self.secagg_history.append({"round": r, **self._round_secagg})
