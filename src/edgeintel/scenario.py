@@ -53,6 +53,11 @@ __all__ = [
     "TaskSpec",
     "TracePoint",
     "TrainingSettings",
+    "AggregationRuleName",
+    "AttackName",
+    "FederatedAlgorithm",
+    "TrainingMode",
+    "UpdateCompressor",
     "dump_scenario",
     "load_scenario",
     "parse_scenario",
@@ -316,13 +321,102 @@ class TaskSpec(_Strict):
 # --------------------------------------------------------------------------- settings
 
 
+class TrainingMode(StrEnum):
+    """``auto``: hierarchical when devices attach to edge servers, else federated."""
+
+    AUTO = "auto"
+    CENTRAL = "central"
+    SOLO = "solo"
+    FEDERATED = "federated"
+    HIERARCHICAL = "hierarchical"
+
+
+class FederatedAlgorithm(StrEnum):
+    FEDAVG = "fedavg"
+    FEDPROX = "fedprox"
+    FEDADAM = "fedadam"
+    FEDAVGM = "fedavgm"
+
+
+class UpdateCompressor(StrEnum):
+    NONE = "none"
+    TOPK = "topk"
+    INT8 = "int8"
+    SIGN = "sign"
+
+
+class AggregationRuleName(StrEnum):
+    FEDAVG = "fedavg"
+    KRUM = "krum"
+    MULTI_KRUM = "multi_krum"
+    MEDIAN = "median"
+    TRIMMED_MEAN = "trimmed_mean"
+    NORM_CLIP = "norm_clip"
+
+
+class AttackName(StrEnum):
+    SIGN_FLIP = "sign_flip"
+    GAUSSIAN_NOISE = "gaussian_noise"
+    LABEL_FLIP = "label_flip"
+    ALIE = "alie"
+
+
+Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
 class TrainingSettings(_Strict):
-    """Central (baseline) training; later issues add federated options here."""
+    """Central baseline (epochs, batch_size, lr, weight_decay: Adam) and edge training.
+
+    Edge training (see docs/training.md): ``mode``; federated rounds of
+    ``local_steps`` (k1) or ``local_epochs`` SGD at ``client_lr`` on
+    ``clients_per_round`` sampled devices; ``algorithm`` with ``mu`` (FedProx) and
+    ``server_lr``; ``k2`` edge aggregations per cloud aggregation (hierarchical);
+    an update ``compressor``; a robust ``aggregation`` rule; an ``attack`` run by
+    ``malicious_fraction`` of the devices; a round deadline; dropouts; solo
+    fine-tuning of the last ``finetune_layers`` layers.
+    """
 
     epochs: Annotated[int, Field(ge=1, le=1000)] = 10
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
     lr: Positive = 3e-3
     weight_decay: NonNegative = 0.0
+    # ---- edge training (issue 4)
+    mode: TrainingMode = TrainingMode.AUTO
+    rounds: Annotated[int, Field(ge=1, le=100_000)] = 10
+    clients_per_round: Annotated[int, Field(ge=1)] | None = None
+    local_steps: Annotated[int, Field(ge=1, le=100_000)] | None = 10
+    local_epochs: Annotated[int, Field(ge=1, le=1000)] | None = None
+    client_lr: Positive = 0.05
+    algorithm: FederatedAlgorithm = FederatedAlgorithm.FEDAVG
+    mu: NonNegative = 0.01
+    server_lr: Positive | None = None
+    k2: Annotated[int, Field(ge=1, le=1000)] = 5
+    compressor: UpdateCompressor = UpdateCompressor.NONE
+    topk_ratio: Annotated[float, Field(gt=0, le=1)] = 0.01
+    error_feedback: bool | None = None
+    aggregation: AggregationRuleName = AggregationRuleName.FEDAVG
+    byzantine_fraction: Annotated[float, Field(ge=0, lt=0.5)] | None = None
+    clip_norm: Positive | None = None
+    attack: AttackName | None = None
+    malicious_fraction: Fraction = 0.0
+    deadline_s: Positive | None = None
+    deadline_quantile: Annotated[float, Field(gt=0, le=1)] | None = None
+    dropout: Fraction = 0.0
+    finetune_layers: Annotated[int, Field(ge=1)] | None = None
+
+    @model_validator(mode="after")
+    def _edge_training(self) -> TrainingSettings:
+        if self.local_epochs is not None and "local_steps" not in self.model_fields_set:
+            object.__setattr__(self, "local_steps", None)
+        if (self.local_steps is None) == (self.local_epochs is None):
+            raise ValueError("give exactly one of 'local_steps' and 'local_epochs'")
+        if self.deadline_s is not None and self.deadline_quantile is not None:
+            raise ValueError("give at most one of 'deadline_s' and 'deadline_quantile'")
+        if self.aggregation == AggregationRuleName.NORM_CLIP and self.clip_norm is None:
+            raise ValueError("aggregation 'norm_clip' needs 'clip_norm'")
+        if self.attack is not None and self.malicious_fraction == 0:
+            raise ValueError("an 'attack' needs 'malicious_fraction' > 0")
+        return self
 
 
 class InferenceSettings(_Strict):

@@ -164,6 +164,7 @@ class FederatedConfig:
     eval_every: int = 1
     seed: int = 0
     chunk: int = 128
+    threads: int | None = 1
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -200,6 +201,8 @@ class FederatedConfig:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
         if self.eval_every < 1 or self.chunk < 1:
             raise ConfigError("eval_every and chunk must be >= 1")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
 
 
 @dataclass
@@ -442,6 +445,16 @@ class FederatedEngine:
         return float((logits.argmax(1) == self.y_test).mean()), loss
 
     def run_round(self) -> RoundRecord:
+        """Run the next round and return its record (also appended to ``state.history``)."""
+        threads = torch.get_num_threads()
+        if self.config.threads is not None:
+            torch.set_num_threads(self.config.threads)
+        try:
+            return self._run_round()
+        finally:
+            torch.set_num_threads(threads)
+
+    def _run_round(self) -> RoundRecord:
         r = self.state.round + 1
         cfg = self.config
         if self._deadline is None and (cfg.deadline_s or cfg.deadline_quantile):
