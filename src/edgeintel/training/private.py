@@ -25,13 +25,16 @@ through its ``Strategy`` seam:
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from torch import nn
 
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.training.aggregate import AggregationConfig, AggregationRule, weighted_mean
-from edgeintel.training.checkpoint import Checkpoint, CheckpointStore
+from edgeintel.training.checkpoint import Checkpoint, CheckpointStore, scenario_hash
 from edgeintel.training.dp import ClipMode, DifferentialPrivacy, DPConfig, clip_update
 from edgeintel.training.engine import (
     AggregationContext,
@@ -42,9 +45,15 @@ from edgeintel.training.engine import (
 )
 from edgeintel.training.secagg import SecAggConfig, secure_aggregate
 
+if TYPE_CHECKING:
+    from edgeintel.data.datasets import Dataset
+    from edgeintel.scenario import Scenario, TrainingMode
+
 __all__ = [
     "PrivacyStrategy",
+    "build_private_engine",
     "engine_checkpoint",
+    "privacy_strategy",
     "restore_engine",
     "resume_engine",
 ]
@@ -262,3 +271,78 @@ def resume_engine(engine: FederatedEngine, store: CheckpointStore, scenario_hash
         strategy.dp.check_budget(strategy.sampled, strategy.steps_per_round)
     log.info("resumed from %s (round %d)", store.latest_path(), ckpt.round)
     return ckpt.round
+
+
+# --------------------------------------------------------------------------- scenario
+
+
+def training_hash(scenario: Scenario) -> str:
+    """Hash of what a checkpoint depends on: the scenario minus ``rounds`` and ``checkpoint_dir``
+    (so a finished run can be extended by raising ``rounds``)."""
+    data = scenario.model_dump(mode="json")
+    training = data["settings"]["training"]
+    training.pop("rounds", None)
+    training.pop("checkpoint_dir", None)
+    return scenario_hash(data)
+
+
+def privacy_strategy(scenario: Scenario, config: Any, population: int) -> PrivacyStrategy:
+    """The engine strategy for a scenario's ``settings.training`` (dp, secure_aggregation,
+    checkpoint_dir); ``config`` is the engine's ``FederatedConfig``."""
+    t = scenario.settings.training
+    dp = None
+    if t.dp is not None:
+        dp = DPConfig(
+            noise_multiplier=t.dp.noise_multiplier,
+            clip_norm=t.dp.clip_norm,
+            clipping=ClipMode(t.dp.clipping),
+            target_quantile=t.dp.target_quantile,
+            clip_lr=t.dp.clip_lr,
+            target_epsilon=t.dp.target_epsilon,
+            target_delta=t.dp.target_delta,
+            on_budget=t.dp.on_budget,  # type: ignore[arg-type]
+        )
+    sec = None
+    dropout = 0.0
+    if t.secure_aggregation is not None:
+        sec = SecAggConfig(
+            scale_bits=t.secure_aggregation.scale_bits, threshold=t.secure_aggregation.threshold
+        )
+        dropout = t.secure_aggregation.dropout
+    store = CheckpointStore(Path(t.checkpoint_dir)) if t.checkpoint_dir is not None else None
+    return PrivacyStrategy(
+        config.aggregation,
+        dp=dp,
+        secagg=sec,
+        population=population,
+        clients_per_round=config.clients_per_round,
+        steps_per_round=config.k2,
+        secagg_dropout=dropout,
+        checkpoints=store,
+        scenario_hash=training_hash(scenario),
+    )
+
+
+def build_private_engine(
+    scenario: Scenario,
+    model: nn.Module,
+    dataset: Dataset,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    device_parts: Sequence[np.ndarray],
+    mode: TrainingMode | None = None,
+) -> FederatedEngine:
+    """``scenario_train.build_engine`` with the scenario's DP / secure aggregation /
+    checkpoint strategy, resumed from ``checkpoint_dir`` when it holds a checkpoint."""
+    from edgeintel.training.scenario_train import build_engine, federated_config, resolve_mode
+
+    mode = mode or resolve_mode(scenario)
+    cfg = federated_config(scenario.settings.training, mode, scenario.seed)
+    population = sum(1 for p in device_parts if len(p) > 0)
+    strategy = privacy_strategy(scenario, cfg, max(population, 1))
+    engine = build_engine(
+        scenario, model, dataset, train_idx, test_idx, device_parts, mode=mode, strategy=strategy
+    )
+    if strategy.checkpoints is not None:
+        resume_engine(engine, strategy.checkpoints, strategy.scenario_hash)
+    return engine

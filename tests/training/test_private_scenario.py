@@ -1,0 +1,80 @@
+"""Scenario settings for DP, secure aggregation and checkpoints drive the engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from edgeintel.data import load_data, partition, train_test_split
+from edgeintel.errors import ConfigError, DataError
+from edgeintel.models import build_model
+from edgeintel.scenario import Scenario, parse_scenario
+from edgeintel.training.engine import FederatedEngine
+from edgeintel.training.private import PrivacyStrategy, build_private_engine
+from tests.conftest import tiny_scenario_dict
+
+
+def _scenario(training: dict[str, Any]) -> Scenario:
+    raw = tiny_scenario_dict()
+    raw["devices"] = [{"name": "phone", "count": 6, "profile": "phone", "attach": "micro-1"}]
+    raw["settings"]["training"] = {"rounds": 2, "k2": 2, "local_steps": 3, **training}
+    return parse_scenario(raw)
+
+
+def _engine(sc: Scenario) -> FederatedEngine:
+    ds = load_data(sc.data, seed=sc.seed)
+    tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=sc.seed)
+    local = partition(ds.y[tr], sc.num_devices, "iid", seed=sc.seed)
+    model = build_model(sc.task.model, ds.x.shape[1:], ds.num_classes, sc.task.width, sc.seed)
+    return build_private_engine(sc, model, ds, tr, te, [tr[p] for p in local])
+
+
+def test_scenario_dp_secagg_checkpoint_and_resume(tmp_path: Path) -> None:
+    training = {
+        "dp": {"noise_multiplier": 0.8, "clip_norm": 0.5},
+        "secure_aggregation": {"dropout": 0.2},
+        "checkpoint_dir": str(tmp_path / "ck"),
+    }
+    eng = _engine(_scenario(training))
+    eng.run()
+    strat = eng.strategy
+    assert isinstance(strat, PrivacyStrategy) and strat.dp is not None and strat.secagg
+    assert [e["round"] for e in strat.epsilon_history] == [1, 2]
+    assert len(strat.dp.accountant.history) == 4  # hierarchical: k2 = 2 edge rounds per round
+    assert all(h["dropped"] >= 1 for h in strat.secagg_history)
+    assert (tmp_path / "ck" / "round-000002.ckpt").exists()
+    # Raising rounds resumes from round 2 instead of starting over.
+    more = _engine(_scenario({**training, "rounds": 3}))
+    assert more.state.round == 2
+    np.testing.assert_array_equal(more.state.weights, eng.state.weights)
+    more.run()
+    assert more.state.round == 3
+    assert len(more.strategy.epsilon_history) == 3  # type: ignore[attr-defined]
+    # Other settings (a different noise multiplier) do not match the checkpoint.
+    with pytest.raises(DataError, match="another scenario"):
+        _engine(_scenario({**training, "dp": {"noise_multiplier": 1.0, "clip_norm": 0.5}}))
+
+
+@pytest.mark.parametrize(
+    ("training", "match"),
+    [
+        ({"dp": {"noise_multiplier": 0}}, "settings.training.dp.noise_multiplier"),
+        ({"dp": {"clip_norm": -1}}, "settings.training.dp.clip_norm"),
+        ({"dp": {"clipping": "median"}}, "settings.training.dp.clipping"),
+        ({"secure_aggregation": {}, "aggregation": "median"}, "use aggregation 'fedavg'"),
+        ({"secure_aggregation": {}, "compressor": "topk"}, "compressor 'none'"),
+        ({"secure_aggregation": {"threshold": 1.5}}, "secure_aggregation.threshold"),
+    ],
+)
+def test_bad_privacy_settings(training: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        _scenario(training)
+
+
+def test_target_epsilon_already_exceeded_in_scenario() -> None:
+    sc = _scenario({"dp": {"noise_multiplier": 0.3, "target_epsilon": 0.5}})
+    with pytest.raises(ConfigError, match="target_epsilon=0.5 is already exceeded"):
+        _engine(sc)
