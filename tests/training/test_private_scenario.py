@@ -76,5 +76,5 @@ def test_bad_privacy_settings(training: dict[str, Any], match: str) -> None:
 
 def test_target_epsilon_already_exceeded_in_scenario() -> None:
     sc = _scenario({"dp": {"noise_multiplier": 0.3, "target_epsilon": 0.5}})
-    with pytest.raises(ConfigError, match="target_epsilon=0.5 is already exceeded"):
+    with pytest.raises(ConfigError, match=r"target_epsilon=0\.5 is already exceeded"):
         _engine(sc)
