@@ -7,10 +7,13 @@ from typing import Any
 
 import numpy as np
 import pytest
+from rich.console import Console
 
 from edgeintel.data import load_data, partition, train_test_split
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.models import build_model
+from edgeintel.pipeline import RunContext
+from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.scenario import Scenario, parse_scenario
 from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import PrivacyStrategy, build_private_engine
@@ -38,8 +41,16 @@ def test_scenario_dp_secagg_checkpoint_and_resume(tmp_path: Path) -> None:
         "secure_aggregation": {"dropout": 0.2},
         "checkpoint_dir": str(tmp_path / "ck"),
     }
-    eng = _engine(_scenario(training))
+    sc = _scenario(training)
+    eng = _engine(sc)
     eng.run()
+    ctx = RunContext(scenario=sc, run_dir=tmp_path, console=Console(quiet=True))
+    report_privacy(ctx, eng)
+    privacy = ctx.results["training"]["privacy"]
+    assert [p["round"] for p in privacy["dp"]["epsilon_vs_round"]] == [1, 2]
+    assert privacy["secure_aggregation"]["recovered_dropouts"] >= 2
+    assert privacy["secure_aggregation"]["protocol_bytes_up"] > 0
+    assert [f.title for f in ctx.figures] == ["Privacy budget: epsilon vs round"]
     strat = eng.strategy
     assert isinstance(strat, PrivacyStrategy) and strat.dp is not None and strat.secagg
     assert [e["round"] for e in strat.epsilon_history] == [1, 2]

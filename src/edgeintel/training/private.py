@@ -54,6 +54,7 @@ __all__ = [
     "build_private_engine",
     "engine_checkpoint",
     "privacy_strategy",
+    "privacy_summary",
     "restore_engine",
     "resume_engine",
 ]
@@ -346,3 +347,47 @@ def build_private_engine(
     if strategy.checkpoints is not None:
         resume_engine(engine, strategy.checkpoints, strategy.scenario_hash)
     return engine
+
+
+def privacy_summary(engine: FederatedEngine) -> dict[str, Any] | None:
+    """JSON results of DP / secure aggregation / checkpoints for the report (None if unused)."""
+    strat = engine.strategy
+    if not isinstance(strat, PrivacyStrategy):
+        return None
+    if strat.dp is None and strat.secagg is None and strat.checkpoints is None:
+        return None
+    out: dict[str, Any] = {}
+    if strat.dp is not None:
+        cfg = strat.dp.config
+        rounds_run = engine.state.round
+        out["dp"] = {
+            "noise_multiplier": cfg.noise_multiplier,
+            "clipping": str(cfg.clipping),
+            "clip_norm_final": round(strat.dp.clip_norm, 6),
+            "delta": cfg.target_delta,
+            "target_epsilon": cfg.target_epsilon,
+            "epsilon": round(strat.dp.accountant.epsilon(), 6),
+            "sampling_rate": strat.dp.sampling_rate(strat.sampled),
+            "stopped_by_budget": rounds_run < engine.config.rounds,
+            "epsilon_vs_round": [
+                {"round": int(e["round"]), "epsilon": round(float(e["epsilon"]), 6)}
+                for e in strat.epsilon_history
+            ],
+            "accountant": "dp-accounting RDP (Poisson-subsampled Gaussian)",
+        }
+    if strat.secagg is not None:
+        hist = strat.secagg_history
+        out["secure_aggregation"] = {
+            "scale_bits": strat.secagg.scale_bits,
+            "threshold": strat.secagg.threshold,
+            "dropout_after_masking": strat.secagg_dropout,
+            "protocol_bytes_up": int(sum(h.get("bytes_up", 0) for h in hist)),
+            "protocol_bytes_down": int(sum(h.get("bytes_down", 0) for h in hist)),
+            "plain_bytes_up": int(sum(h.get("plain_bytes_up", 0) for h in hist)),
+            "seconds": round(sum(h.get("seconds", 0.0) for h in hist), 3),
+            "recovered_dropouts": int(sum(h.get("dropped", 0) for h in hist)),
+        }
+    if strat.checkpoints is not None:
+        latest = strat.checkpoints.latest_path()
+        out["checkpoint"] = {"dir": str(strat.checkpoints.directory), "latest": str(latest)}
+    return out
