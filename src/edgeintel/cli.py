@@ -121,6 +121,72 @@ def run(
         console.print(f"report:  {result.report_path}", highlight=False)
 
 
+@app.command()
+def train(
+    scenario: ScenarioArg = DEFAULT_SCENARIO,
+    runs_dir: Annotated[Path, typer.Option(help="Folder for run outputs.")] = Path("runs"),
+    run_id: Annotated[
+        str | None, typer.Option(help="Name of the run folder (default: time + scenario).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    mode: Annotated[
+        str | None,
+        typer.Option(help="Override settings.training.mode: central, solo, federated, hierarchical."),
+    ] = None,
+    rounds: Annotated[int | None, typer.Option(help="Override settings.training.rounds.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud)."""
+    from pydantic import ValidationError
+
+    from edgeintel.pipeline import run_pipeline
+    from edgeintel.scenario import TrainingMode, TrainingSettings, load_scenario
+    from edgeintel.training.scenario_train import resolve_mode
+
+    with guard():
+        sc = load_scenario(scenario)
+        over: dict[str, Any] = {}
+        if mode is not None:
+            over["mode"] = mode
+        if rounds is not None:
+            over["rounds"] = rounds
+        if over:
+            raw = {**sc.settings.training.model_dump(exclude_unset=True), **over}
+            try:
+                ts = TrainingSettings.model_validate(raw)
+            except ValidationError as exc:
+                err = exc.errors()[0]
+                where = ".".join(str(p) for p in err["loc"]) or "settings.training"
+                raise EdgeIntelError(f"--{where}: {err['msg']}") from None
+            sc = sc.model_copy(
+                update={"settings": sc.settings.model_copy(update={"training": ts})}
+            )
+        if seed is not None:
+            sc = sc.model_copy(update={"seed": seed})
+        resolved = resolve_mode(sc)
+        stages = ["data", "train"]
+        if resolved is not TrainingMode.CENTRAL:
+            needs_base = resolved is TrainingMode.SOLO and sc.settings.training.finetune_layers
+            stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
+        console.print(
+            f"[bold]edgeintel train[/] {scenario} — {resolved} over {sc.num_devices} devices, "
+            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
+            highlight=False,
+        )
+        result = run_pipeline(
+            sc,
+            runs_dir=runs_dir,
+            run_id=run_id,
+            console=console,
+            stages=stages,
+            show_progress=not quiet,
+            scenario_file=str(scenario),
+        )
+        _print_summary(result.results)
+        console.print(f"results: {result.results_path}", highlight=False)
+        console.print(f"report:  {result.report_path}", highlight=False)
+
+
 def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     rows: list[tuple[str, str]] = []
     data = results.get("data")

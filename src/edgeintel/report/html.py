@@ -25,6 +25,7 @@ details{margin:.5em 0}pre{background:#f6f8fa;padding:.8em;overflow:auto;font-siz
 _SECTION_TITLES = {
     "data": "Data",
     "training": "Training",
+    "edge_training": "Edge training",
     "model": "Model",
     "evaluation": "Evaluation",
 }

@@ -47,6 +47,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from threadpoolctl import threadpool_limits
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -447,10 +448,12 @@ class FederatedEngine:
     def run_round(self) -> RoundRecord:
         """Run the next round and return its record (also appended to ``state.history``)."""
         threads = torch.get_num_threads()
-        if self.config.threads is not None:
-            torch.set_num_threads(self.config.threads)
-        try:
+        if self.config.threads is None:
             return self._run_round()
+        torch.set_num_threads(self.config.threads)
+        try:
+            with threadpool_limits(self.config.threads):  # numpy's BLAS too (Krum's Gram matrix)
+                return self._run_round()
         finally:
             torch.set_num_threads(threads)
 
