@@ -89,3 +89,41 @@ def test_target_epsilon_already_exceeded_in_scenario() -> None:
     sc = _scenario({"dp": {"noise_multiplier": 0.3, "target_epsilon": 0.5}})
     with pytest.raises(ConfigError, match=r"target_epsilon=0\.5 is already exceeded"):
         _engine(sc)
+
+
+def test_edgeintel_train_cli_uses_dp_and_secure_aggregation(tmp_path: Path) -> None:
+    import json
+
+    import yaml
+    from typer.testing import CliRunner
+
+    from edgeintel.cli import app
+
+    raw = tiny_scenario_dict()
+    raw["devices"] = [{"name": "phone", "count": 6, "profile": "phone", "attach": "micro-1"}]
+    raw["settings"]["training"] = {
+        "mode": "hierarchical",
+        "rounds": 2,
+        "k2": 1,
+        "local_steps": 3,
+        "dp": {"noise_multiplier": 0.8, "clip_norm": 0.5},
+        "secure_aggregation": {},
+        "checkpoint_dir": str(tmp_path / "ck"),
+    }
+    scenario = tmp_path / "dp.yaml"
+    scenario.write_text(yaml.safe_dump(raw))
+    runs = tmp_path / "runs"
+    args = ["train", str(scenario), "--runs-dir", str(runs), "--run-id", "dp", "-q"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    results = json.loads((runs / "dp" / "results.json").read_text())
+    privacy = results["edge_training"]["privacy"]
+    assert [p["round"] for p in privacy["dp"]["epsilon_vs_round"]] == [1, 2]
+    assert privacy["dp"]["epsilon"] > 0 and privacy["secure_aggregation"]["protocol_bytes_up"] > 0
+    assert "Privacy budget: epsilon vs round" in (runs / "dp" / "report.html").read_text()
+    assert (tmp_path / "ck" / "round-000002.ckpt").exists()
+    # A corrupt checkpoint is one clear line and exit code 2, never a silent restart.
+    (tmp_path / "ck" / "round-000002.ckpt").write_bytes(b"junk")
+    res = CliRunner().invoke(app, [*args[:4], "--run-id", "dp2", "-q"])
+    assert res.exit_code == 2
+    assert "not an edgeintel checkpoint" in res.output

@@ -332,18 +332,30 @@ def build_private_engine(
     test_idx: np.ndarray,
     device_parts: Sequence[np.ndarray],
     mode: TrainingMode | None = None,
+    overrides: dict[str, object] | None = None,
+    checkpoints: bool = True,
 ) -> FederatedEngine:
     """``scenario_train.build_engine`` with the scenario's DP / secure aggregation /
-    checkpoint strategy, resumed from ``checkpoint_dir`` when it holds a checkpoint."""
+    checkpoint strategy, resumed from ``checkpoint_dir`` when it holds a checkpoint.
+
+    ``overrides`` replaces training settings (as in ``build_engine``); ``checkpoints=False``
+    neither saves nor resumes (e.g. for a reference run beside the main one).
+    """
     from edgeintel.training.scenario_train import build_engine, federated_config, resolve_mode
 
     mode = mode or resolve_mode(scenario)
-    cfg = federated_config(scenario.settings.training, mode, scenario.seed)
+    settings = scenario.settings.training
+    if overrides:
+        settings = settings.model_copy(update=overrides)
+    cfg = federated_config(settings, mode, scenario.seed)
     population = sum(1 for p in device_parts if len(p) > 0)
     strategy = privacy_strategy(scenario, cfg, max(population, 1))
+    if not checkpoints:
+        strategy.checkpoints = None
     engine = build_engine(
-        scenario, model, dataset, train_idx, test_idx, device_parts, mode=mode, strategy=strategy
-    )
+        scenario, model, dataset, train_idx, test_idx, device_parts, mode=mode,
+        strategy=strategy, overrides=overrides,
+    )  # fmt: skip
     if strategy.checkpoints is not None:
         resume_engine(engine, strategy.checkpoints, strategy.scenario_hash)
     return engine
