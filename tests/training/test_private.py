@@ -92,6 +92,7 @@ def test_bad_combinations() -> None:
         PrivacyStrategy(dp=DPConfig(noise_multiplier=0.3, target_epsilon=0.5), population=10)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
     rounds = 5
