@@ -43,6 +43,7 @@ __all__ = [
     "CloudSpec",
     "CompressBudget",
     "CompressSettings",
+    "DPSettings",
     "DataSpec",
     "Device",
     "DeviceGroup",
@@ -54,6 +55,7 @@ __all__ = [
     "PartitionKind",
     "PartitionSpec",
     "Scenario",
+    "SecureAggregationSettings",
     "Settings",
     "TaskSpec",
     "TracePoint",
@@ -366,6 +368,37 @@ class AttackName(StrEnum):
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
+class DPSettings(_Strict):
+    """Client-level differential privacy (DP-FedAvg), see docs/privacy.md.
+
+    ``noise_multiplier`` z and ``clip_norm`` C (L2, parameter units); ``clipping``
+    ``fixed`` or ``adaptive`` (towards the ``target_quantile`` of update norms);
+    ``target_epsilon`` at ``target_delta`` bounds training (``on_budget``: stop or warn).
+    """
+
+    noise_multiplier: Positive = 1.0
+    clip_norm: Positive = 1.0
+    clipping: Annotated[str, Field(pattern=r"^(fixed|adaptive)$")] = "fixed"
+    target_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    clip_lr: Positive = 0.2
+    target_epsilon: Positive | None = None
+    target_delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    on_budget: Annotated[str, Field(pattern=r"^(stop|warn)$")] = "stop"
+
+
+class SecureAggregationSettings(_Strict):
+    """Pairwise-masking secure aggregation at every device-level aggregator.
+
+    ``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of a
+    session's devices needed to recover a dropped device's masks; ``dropout``: share
+    of devices simulated to drop out after masking (recovered from secret shares).
+    """
+
+    scale_bits: Annotated[int, Field(ge=8, le=48)] = 24
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    dropout: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+
+
 class TrainingSettings(_Strict):
     """Central baseline (epochs, batch_size, lr, weight_decay: Adam) and edge training.
 
@@ -405,6 +438,12 @@ class TrainingSettings(_Strict):
     deadline_quantile: Annotated[float, Field(gt=0, le=1)] | None = None
     dropout: Fraction = 0.0
     finetune_layers: Annotated[int, Field(ge=1)] | None = None
+    # ---- privacy and fault tolerance (issue 5)
+    dp: DPSettings | None = None
+    secure_aggregation: SecureAggregationSettings | None = None
+    checkpoint_dir: Path | None = Field(
+        default=None, description="save the aggregator state here every round; resume from it"
+    )
 
     @model_validator(mode="after")
     def _edge_training(self) -> TrainingSettings:
@@ -418,6 +457,15 @@ class TrainingSettings(_Strict):
             raise ValueError("aggregation 'norm_clip' needs 'clip_norm'")
         if self.attack is not None and self.malicious_fraction == 0:
             raise ValueError("an 'attack' needs 'malicious_fraction' > 0")
+        if self.secure_aggregation is not None:
+            if self.aggregation != AggregationRuleName.FEDAVG:
+                raise ValueError(
+                    "secure_aggregation reveals only the sum; use aggregation 'fedavg'"
+                )
+            if self.compressor != UpdateCompressor.NONE:
+                raise ValueError("secure_aggregation needs compressor 'none' (masks are dense)")
+            if self.dp is not None and self.dp.clipping == "adaptive":
+                raise ValueError("secure_aggregation with dp supports dp.clipping 'fixed' only")
         return self
 
 

@@ -19,11 +19,13 @@ import numpy as np
 from edgeintel.errors import ConfigError
 from edgeintel.models import build_model
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
 from edgeintel.training.engine import TIERS, FederatedEngine
 from edgeintel.training.local import TrainConfig, evaluate_accuracy
-from edgeintel.training.scenario_train import build_engine, resolve_mode
+from edgeintel.training.private import build_private_engine
+from edgeintel.training.scenario_train import resolve_mode
 from edgeintel.training.solo import train_solo
 
 __all__ = ["EdgeTrainStage"]
@@ -64,9 +66,11 @@ class EdgeTrainStage(Stage):
             model = build_model(
                 sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed
             )
-            return build_engine(
+            # DP / secure aggregation / checkpoints from settings.training (issue 5);
+            # only the main run checkpoints and resumes.
+            return build_private_engine(
                 sc, model, ds, train_idx, test_idx, ctx.device_parts, mode,
-                overrides=overrides,
+                overrides=overrides, checkpoints=overrides is None,
             )  # fmt: skip
 
         eng = engine()
@@ -143,6 +147,7 @@ class EdgeTrainStage(Stage):
                 f"{cfg.aggregation.rule} vs the same run without attack.",
             )  # fmt: skip
         ctx.results["edge_training"] = section
+        report_privacy(ctx, eng, section="edge_training")
 
     # ----------------------------------------------------------------- solo
 

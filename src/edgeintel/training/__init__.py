@@ -4,6 +4,9 @@ Maths as pure functions over lists of numpy arrays (``aggregate``,
 ``compressors``, ``attacks``, ``server_opt``); the in-process engine
 (``engine.FederatedEngine``) orchestrates rounds; ``scenario_train`` maps a
 scenario onto the engine; ``solo`` trains one device within its budget.
+``dp``, ``secagg``, ``checkpoint`` and ``private`` add differential privacy, secure aggregation and checkpoint/resume through
+the engine's Strategy seam; ``edgeintel.training.flower`` (imported on its own) is the
+Flower adapter.
 """
 
 from edgeintel.training.aggregate import (
@@ -27,6 +30,13 @@ from edgeintel.training.attacks import (
     alie_z,
     make_attack,
 )
+from edgeintel.training.checkpoint import (
+    Checkpoint,
+    CheckpointStore,
+    load_checkpoint,
+    save_checkpoint,
+    scenario_hash,
+)
 from edgeintel.training.compressors import (
     COMPRESSORS,
     Compressor,
@@ -34,6 +44,13 @@ from edgeintel.training.compressors import (
     CompressorKind,
     compress_with_feedback,
     make_compressor,
+)
+from edgeintel.training.dp import (
+    DifferentialPrivacy,
+    DPConfig,
+    PrivacyAccountant,
+    epsilon_for,
+    noise_multiplier_for_epsilon,
 )
 from edgeintel.training.engine import (
     TIERS,
@@ -55,7 +72,9 @@ from edgeintel.training.local import (
     predict_logits,
     train_model,
 )
+from edgeintel.training.private import PrivacyStrategy, resume_engine
 from edgeintel.training.scenario_train import build_engine, federated_config, resolve_mode, topology
+from edgeintel.training.secagg import SecAggConfig, secure_aggregate, secure_sum
 from edgeintel.training.server_opt import Algorithm, ServerOptConfig, server_step
 from edgeintel.training.solo import SoloPlan, SoloResult, freeze_all_but_last, plan_solo, train_solo
 from edgeintel.training.weights import flatten, get_weights, set_weights, unflatten, weight_names
@@ -72,17 +91,24 @@ __all__ = [
     "Attack",
     "AttackConfig",
     "AttackKind",
+    "Checkpoint",
+    "CheckpointStore",
     "ClientSpec",
     "Compressor",
     "CompressorConfig",
     "CompressorKind",
+    "DPConfig",
+    "DifferentialPrivacy",
     "EngineState",
     "EpochRecord",
     "FederatedConfig",
     "FederatedEngine",
     "FlMode",
     "Hop",
+    "PrivacyAccountant",
+    "PrivacyStrategy",
     "RoundRecord",
+    "SecAggConfig",
     "ServerOptConfig",
     "SoloPlan",
     "SoloResult",
@@ -95,6 +121,7 @@ __all__ = [
     "clip_by_norm",
     "compress_with_feedback",
     "coordinate_median",
+    "epsilon_for",
     "evaluate_accuracy",
     "federated_config",
     "filter_finite",
@@ -102,12 +129,19 @@ __all__ = [
     "freeze_all_but_last",
     "get_weights",
     "krum",
+    "load_checkpoint",
     "make_attack",
     "make_compressor",
     "multi_krum",
+    "noise_multiplier_for_epsilon",
     "plan_solo",
     "predict_logits",
     "resolve_mode",
+    "resume_engine",
+    "save_checkpoint",
+    "scenario_hash",
+    "secure_aggregate",
+    "secure_sum",
     "server_step",
     "set_weights",
     "topology",

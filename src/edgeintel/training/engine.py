@@ -269,6 +269,10 @@ class Strategy:
         cfg = replace(self.aggregation, f=ctx.f)
         return aggregate([[u] for u in updates], weights, cfg)[0]
 
+    def should_continue(self, engine: FederatedEngine) -> bool:
+        """Checked by ``run`` before every round; False ends training (e.g. DP budget spent)."""
+        return True
+
     def on_round_end(self, engine: FederatedEngine) -> None:
         """Called after every round (the engine's ``state`` is up to date)."""
 
@@ -435,6 +439,9 @@ class FederatedEngine:
         """Run until ``rounds`` (default ``config.rounds``) rounds are done in total."""
         total = self.config.rounds if rounds is None else rounds
         while self.state.round < total:
+            if not self.strategy.should_continue(self):
+                log.info("strategy stopped training after round %d", self.state.round)
+                break
             rec = self.run_round()
             if on_round is not None:
                 on_round(rec)

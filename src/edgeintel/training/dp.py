@@ -1,0 +1,459 @@
+"""Client-level differential privacy for federated training (DP-FedAvg).
+
+Each sampled device's model update (a list of arrays, the delta from the global
+model) is clipped to L2 norm ``C``; the aggregator averages the clipped updates
+with equal weights and adds Gaussian noise of standard deviation
+``z * C / n`` to the mean, where ``z`` is the noise multiplier and ``n`` the
+number of updates averaged (McMahan et al. 2018, "Learning Differentially
+Private Recurrent Language Models").
+
+Clipping is either fixed or adaptive (Andrew et al. 2021, "Differentially
+Private Learning with Adaptive Clipping"): the clip norm follows a target
+quantile of the update norms through a geometric step driven by the *noisy*
+fraction of unclipped updates. The clipped-count noise costs privacy, so the
+update noise multiplier is raised to ``(z^-2 - (2 sigma_b)^-2)^-1/2`` and the
+pair together is accounted as one Gaussian mechanism with multiplier ``z``.
+
+Privacy is accounted with Google's ``dp-accounting`` RDP accountant: each round
+is a Poisson-subsampled Gaussian mechanism with sampling rate ``q`` (sampled
+devices / population) and noise multiplier ``z``. ``epsilon`` is reported at
+``target_delta`` after every round; a budget (``target_epsilon``) stops
+training, or warns, before a round would exceed it.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import dp_accounting
+import numpy as np
+
+from edgeintel.errors import ConfigError, DataError
+
+__all__ = [
+    "BudgetAction",
+    "ClipMode",
+    "DPConfig",
+    "DPRoundRecord",
+    "DifferentialPrivacy",
+    "PrivacyAccountant",
+    "adaptive_clip_update",
+    "clip_update",
+    "dp_mean",
+    "epsilon_for",
+    "l2_norm",
+    "noise_multiplier_for_epsilon",
+    "update_noise_multiplier",
+]
+
+log = logging.getLogger(__name__)
+
+
+class ClipMode(StrEnum):
+    FIXED = "fixed"
+    ADAPTIVE = "adaptive"
+
+
+class BudgetAction(StrEnum):
+    """What to do when the next round would push epsilon above ``target_epsilon``."""
+
+    STOP = "stop"
+    WARN = "warn"
+
+
+@dataclass(frozen=True)
+class DPConfig:
+    """Client-level DP settings.
+
+    ``noise_multiplier`` (z) is the accounted noise multiplier; ``clip_norm`` (C, L2,
+    in units of the model parameters) the fixed or initial clip norm. Adaptive
+    clipping uses ``target_quantile`` (gamma), ``clip_lr`` (eta, geometric step) and
+    ``clipped_count_stddev`` (sigma_b; default: expected devices per round / 20, as in
+    Andrew et al.). ``target_epsilon`` (optional) at ``target_delta`` bounds training.
+    """
+
+    noise_multiplier: float = 1.0
+    clip_norm: float = 1.0
+    clipping: ClipMode = ClipMode.FIXED
+    target_quantile: float = 0.5
+    clip_lr: float = 0.2
+    clipped_count_stddev: float | None = None
+    target_epsilon: float | None = None
+    target_delta: float = 1e-5
+    on_budget: BudgetAction = BudgetAction.STOP
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
+            raise ConfigError(
+                f"dp.noise_multiplier must be > 0 (Gaussian noise std / clip norm), "
+                f"got {self.noise_multiplier}"
+            )
+        if not (math.isfinite(self.clip_norm) and self.clip_norm > 0):
+            raise ConfigError(f"dp.clip_norm must be > 0 (L2 norm bound), got {self.clip_norm}")
+        object.__setattr__(self, "clipping", _enum(ClipMode, self.clipping, "dp.clipping"))
+        object.__setattr__(self, "on_budget", _enum(BudgetAction, self.on_budget, "dp.on_budget"))
+        if not 0 < self.target_quantile < 1:
+            raise ConfigError(f"dp.target_quantile must be in (0, 1), got {self.target_quantile}")
+        if not self.clip_lr > 0:
+            raise ConfigError(f"dp.clip_lr must be > 0, got {self.clip_lr}")
+        if self.clipped_count_stddev is not None and not self.clipped_count_stddev > 0:
+            raise ConfigError(
+                f"dp.clipped_count_stddev must be > 0, got {self.clipped_count_stddev}"
+            )
+        if self.target_epsilon is not None and not self.target_epsilon > 0:
+            raise ConfigError(f"dp.target_epsilon must be > 0, got {self.target_epsilon}")
+        if not 0 < self.target_delta < 1:
+            raise ConfigError(f"dp.target_delta must be in (0, 1), got {self.target_delta}")
+
+
+def _enum(cls: Any, value: Any, name: str) -> Any:
+    try:
+        return cls(value)
+    except ValueError:
+        known = ", ".join(m.value for m in cls)
+        raise ConfigError(f"{name} must be one of: {known}; got {value!r}") from None
+
+
+# --------------------------------------------------------------------------- pure maths
+
+
+def l2_norm(update: Sequence[np.ndarray]) -> float:
+    """L2 norm of an update given as a list of arrays (all entries together)."""
+    return float(math.sqrt(sum(float(np.sum(np.square(a, dtype=np.float64))) for a in update)))
+
+
+def clip_update(update: Sequence[np.ndarray], clip_norm: float) -> tuple[list[np.ndarray], float]:
+    """Scale ``update`` so its L2 norm is at most ``clip_norm``; returns (clipped, norm before)."""
+    if not clip_norm > 0:
+        raise ConfigError(f"clip_norm must be > 0, got {clip_norm}")
+    norm = l2_norm(update)
+    if not math.isfinite(norm):
+        raise DataError("an update contains NaN or inf; it cannot be clipped")
+    scale = min(1.0, clip_norm / norm) if norm > 0 else 1.0
+    return [np.asarray(a * scale, dtype=a.dtype) for a in update], norm
+
+
+def dp_mean(
+    updates: Sequence[Sequence[np.ndarray]],
+    clip_norm: float,
+    noise_multiplier: float,
+    rng: np.random.Generator,
+) -> tuple[list[np.ndarray], list[float]]:
+    """Equal-weight mean of the clipped updates plus N(0, (z C / n)^2) noise per entry.
+
+    Returns (noisy mean as float32 arrays, the updates' norms before clipping).
+    """
+    if not updates:
+        raise DataError("DP aggregation needs at least one update")
+    n = len(updates)
+    shapes = [a.shape for a in updates[0]]
+    total = [np.zeros(s, dtype=np.float64) for s in shapes]
+    norms: list[float] = []
+    for i, upd in enumerate(updates):
+        if [a.shape for a in upd] != shapes:
+            raise DataError(f"update {i} has shapes {[a.shape for a in upd]}, expected {shapes}")
+        clipped, norm = clip_update(upd, clip_norm)
+        norms.append(norm)
+        for t, a in zip(total, clipped, strict=True):
+            t += a
+    std = noise_multiplier * clip_norm / n
+    out = [(t / n + rng.normal(0.0, std, size=t.shape)).astype(np.float32) for t in total]
+    return out, norms
+
+
+def update_noise_multiplier(noise_multiplier: float, clipped_count_stddev: float) -> float:
+    """Noise multiplier for the update when the clipped count also gets noise (Andrew et al.).
+
+    Both releases together are a Gaussian mechanism with multiplier ``noise_multiplier``
+    iff ``z_update = (z^-2 - (2 sigma_b)^-2)^(-1/2)``; needs ``2 sigma_b > z``.
+    """
+    inner = noise_multiplier**-2 - (2.0 * clipped_count_stddev) ** -2
+    if inner <= 0:
+        raise ConfigError(
+            f"dp.clipped_count_stddev={clipped_count_stddev} is too small for "
+            f"noise_multiplier={noise_multiplier}; it must exceed noise_multiplier / 2"
+        )
+    return float(inner**-0.5)
+
+
+def adaptive_clip_update(
+    clip_norm: float, unclipped_fraction: float, target_quantile: float, clip_lr: float
+) -> float:
+    """Geometric quantile step: ``C * exp(-eta * (b - gamma))`` (Andrew et al. 2021, Alg. 1)."""
+    return float(clip_norm * math.exp(-clip_lr * (unclipped_fraction - target_quantile)))
+
+
+# --------------------------------------------------------------------------- accountant
+
+
+class PrivacyAccountant:
+    """Epsilon of the rounds so far, from ``dp_accounting``'s RDP accountant.
+
+    Each round is ``PoissonSampledDpEvent(q, GaussianDpEvent(z))``; ``history`` keeps the
+    ``(q, z)`` pairs so the state can be saved and rebuilt exactly.
+    """
+
+    def __init__(self, delta: float, history: Sequence[tuple[float, float]] = ()) -> None:
+        if not 0 < delta < 1:
+            raise ConfigError(f"delta must be in (0, 1), got {delta}")
+        self.delta = float(delta)
+        self.history: list[tuple[float, float]] = []
+        self._acc = dp_accounting.rdp.RdpAccountant()
+        for q, z in history:
+            self.step(q, z)
+
+    @staticmethod
+    def _event(q: float, z: float) -> dp_accounting.DpEvent:
+        if not 0 < q <= 1:
+            raise ConfigError(f"sampling rate must be in (0, 1], got {q}")
+        if not z > 0:
+            raise ConfigError(f"noise multiplier must be > 0, got {z}")
+        return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
+
+    def step(self, sampling_rate: float, noise_multiplier: float) -> float:
+        """Compose one round; returns epsilon after it."""
+        self._acc.compose(self._event(sampling_rate, noise_multiplier))
+        self.history.append((float(sampling_rate), float(noise_multiplier)))
+        return self.epsilon()
+
+    def epsilon(self) -> float:
+        """Epsilon at ``delta`` of all rounds so far (0 before the first)."""
+        if not self.history:
+            return 0.0
+        return float(self._acc.get_epsilon(self.delta))
+
+    def epsilon_after(self, sampling_rate: float, noise_multiplier: float, steps: int = 1) -> float:
+        """Epsilon if ``steps`` more rounds with (q, z) were run; the state is unchanged."""
+        acc = copy.deepcopy(self._acc)
+        acc.compose(
+            dp_accounting.SelfComposedDpEvent(self._event(sampling_rate, noise_multiplier), steps)
+        )
+        return float(acc.get_epsilon(self.delta))
+
+    def state(self) -> dict[str, Any]:
+        return {"delta": self.delta, "history": [list(h) for h in self.history]}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> PrivacyAccountant:
+        try:
+            return cls(float(state["delta"]), [(float(q), float(z)) for q, z in state["history"]])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"invalid privacy accountant state: {exc}") from None
+
+
+def epsilon_for(sampling_rate: float, noise_multiplier: float, rounds: int, delta: float) -> float:
+    """Epsilon after ``rounds`` identical rounds (planning helper; same accountant)."""
+    acc = dp_accounting.rdp.RdpAccountant()
+    acc.compose(
+        dp_accounting.SelfComposedDpEvent(
+            PrivacyAccountant._event(sampling_rate, noise_multiplier), rounds
+        )
+    )
+    return float(acc.get_epsilon(delta))
+
+
+def noise_multiplier_for_epsilon(
+    epsilon: float, sampling_rate: float, rounds: int, delta: float
+) -> float:
+    """Smallest noise multiplier whose ``rounds`` rounds stay within ``epsilon`` at ``delta``."""
+    if not epsilon > 0:
+        raise ConfigError(f"epsilon must be > 0, got {epsilon}")
+
+    def make_event(z: float) -> dp_accounting.DpEvent:
+        return dp_accounting.SelfComposedDpEvent(PrivacyAccountant._event(sampling_rate, z), rounds)
+
+    return float(
+        dp_accounting.calibrate_dp_mechanism(
+            dp_accounting.rdp.RdpAccountant,
+            make_event,
+            epsilon,
+            delta,
+            dp_accounting.LowerEndpointAndGuess(1e-2, 1.0),
+            tol=1e-4,
+        )
+    )
+
+
+# --------------------------------------------------------------------------- aggregator side
+
+
+@dataclass(frozen=True)
+class DPRoundRecord:
+    """What one DP round did: epsilon after it, clip norm used, noise std on the mean."""
+
+    round: int
+    epsilon: float
+    delta: float
+    clip_norm: float
+    noise_std: float
+    unclipped_fraction: float
+    num_updates: int
+    sampling_rate: float
+
+    def to_json(self) -> dict[str, float | int]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+@dataclass
+class DifferentialPrivacy:
+    """Aggregator-side DP state: current clip norm, accountant, and the per-round records.
+
+    ``population`` is the number of devices the sample is drawn from. The noise
+    generator is passed in by the caller so it is part of the engine's seeded state.
+    """
+
+    config: DPConfig
+    population: int
+    clip_norm: float = field(init=False)
+    accountant: PrivacyAccountant = field(init=False)
+    records: list[DPRoundRecord] = field(init=False, default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.population < 1:
+            raise ConfigError(f"DP needs a population of >= 1 device, got {self.population}")
+        self.clip_norm = self.config.clip_norm
+        self.accountant = PrivacyAccountant(self.config.target_delta)
+
+    # -- budget ------------------------------------------------------------
+    def sampling_rate(self, num_sampled: int) -> float:
+        return min(1.0, num_sampled / self.population)
+
+    def check_budget(self, num_sampled: int, steps: int = 1) -> None:
+        """Raise if the budget cannot fit the next round of ``steps`` aggregations.
+
+        Called before training starts (or resumes): a budget that is already spent, or
+        that a single round would exceed, is a configuration error.
+        """
+        target = self.config.target_epsilon
+        if target is None:
+            return
+        eps_now = self.accountant.epsilon()
+        if eps_now > target:
+            raise ConfigError(
+                f"dp.target_epsilon={target} is already exceeded "
+                f"(epsilon {eps_now:.3f} at delta {self.config.target_delta:g})"
+            )
+        q = self.sampling_rate(num_sampled)
+        if not self.accountant.history:
+            eps1 = self.accountant.epsilon_after(q, self.config.noise_multiplier, steps)
+            if eps1 > target:
+                raise ConfigError(
+                    f"dp.target_epsilon={target} is already exceeded by a single round "
+                    f"(epsilon {eps1:.3f} at delta {self.config.target_delta:g}, "
+                    f"noise_multiplier {self.config.noise_multiplier}, sampling rate {q:.4g}); "
+                    "raise noise_multiplier or target_epsilon"
+                )
+
+    def next_round_allowed(self, num_sampled: int, steps: int = 1) -> bool:
+        """False when the next round (``steps`` aggregations) would exceed ``target_epsilon``
+        and ``on_budget`` is stop.
+
+        With ``on_budget: warn`` it logs a warning and returns True.
+        """
+        target = self.config.target_epsilon
+        if target is None:
+            return True
+        q = self.sampling_rate(num_sampled)
+        eps_next = self.accountant.epsilon_after(q, self.config.noise_multiplier, steps)
+        if eps_next <= target:
+            return True
+        if self.config.on_budget is BudgetAction.STOP:
+            log.info(
+                "DP budget: stopping, next round would reach epsilon %.3f > %g", eps_next, target
+            )
+            return False
+        log.warning("DP budget exceeded: epsilon will be %.3f > target %g", eps_next, target)
+        return True
+
+    # -- aggregation -------------------------------------------------------
+    def aggregate(
+        self,
+        updates: Sequence[Sequence[np.ndarray]],
+        rng: np.random.Generator,
+        num_sampled: int | None = None,
+        account: bool = True,
+    ) -> tuple[list[np.ndarray], DPRoundRecord]:
+        """Clip, average, add noise, adapt the clip norm and (if ``account``) account the round.
+
+        ``num_sampled`` is how many devices were sampled (defaults to ``len(updates)``);
+        it sets the sampling rate for accounting (dropped devices still count as sampled).
+        Pass ``account=False`` for the 2nd, 3rd, ... aggregator of one step whose devices
+        are disjoint from the first's (edge servers of one HierFAVG edge round: parallel
+        composition), after calling :meth:`account` once for that step.
+        """
+        cfg = self.config
+        n_sampled = len(updates) if num_sampled is None else num_sampled
+        q = self.sampling_rate(max(n_sampled, 1))
+        clip = self.clip_norm
+        if cfg.clipping is ClipMode.ADAPTIVE:
+            sigma_b = cfg.clipped_count_stddev or max(n_sampled, 1) / 20.0
+            z_update = update_noise_multiplier(cfg.noise_multiplier, sigma_b)
+        else:
+            z_update = cfg.noise_multiplier
+        mean, norms = dp_mean(updates, clip, z_update, rng)
+        unclipped = sum(1 for nrm in norms if nrm <= clip)
+        frac = unclipped / len(norms)
+        if cfg.clipping is ClipMode.ADAPTIVE:
+            noisy = (unclipped + rng.normal(0.0, sigma_b)) / len(norms)
+            self.clip_norm = adaptive_clip_update(clip, noisy, cfg.target_quantile, cfg.clip_lr)
+        eps = (
+            self.accountant.step(q, cfg.noise_multiplier) if account else self.accountant.epsilon()
+        )
+        rec = DPRoundRecord(
+            round=len(self.accountant.history),
+            epsilon=eps,
+            delta=cfg.target_delta,
+            clip_norm=clip,
+            noise_std=z_update * clip / len(updates),
+            unclipped_fraction=frac,
+            num_updates=len(updates),
+            sampling_rate=q,
+        )
+        self.records.append(rec)
+        return mean, rec
+
+    def account(self, num_sampled: int) -> float:
+        """Account one aggregation step with ``num_sampled`` of ``population`` devices."""
+        return self.accountant.step(
+            self.sampling_rate(max(num_sampled, 1)), self.config.noise_multiplier
+        )
+
+    def noise_and_mean(
+        self, total: np.ndarray, count: int, clip_norm: float, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Noisy mean from the *sum* of ``count`` already clipped updates (secure aggregation).
+
+        Fixed clipping only: noise std on the mean is ``z * C / count``.
+        """
+        if count < 1:
+            raise DataError("DP aggregation needs at least one update")
+        std = self.config.noise_multiplier * clip_norm / count
+        return (total / count + rng.normal(0.0, std, size=total.shape)).astype(np.float32)
+
+    # -- checkpointing -----------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """JSON-serialisable state (clip norm, accountant history, records)."""
+        return {
+            "clip_norm": self.clip_norm,
+            "accountant": self.accountant.state(),
+            "records": [r.to_json() for r in self.records],
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        try:
+            self.clip_norm = float(state["clip_norm"])
+            self.accountant = PrivacyAccountant.from_state(state["accountant"])
+            self.records = [DPRoundRecord(**r) for r in state["records"]]
+        except (KeyError, TypeError) as exc:
+            raise DataError(f"invalid DP state in checkpoint: {exc}") from None
+        if self.accountant.delta != self.config.target_delta:
+            raise DataError(
+                f"checkpoint DP delta {self.accountant.delta:g} does not match "
+                f"dp.target_delta {self.config.target_delta:g}"
+            )

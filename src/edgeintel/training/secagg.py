@@ -1,0 +1,392 @@
+"""Secure aggregation by pairwise masking (Bonawitz et al. 2017, CCS "Practical Secure
+Aggregation for Privacy-Preserving Machine Learning"), honest-but-curious server.
+
+Protocol per aggregation session (one edge server or the cloud with its devices):
+
+0. *Advertise keys*: each device makes two X25519 key pairs, ``c`` (to encrypt
+   secret shares to peers) and ``s`` (for pairwise masks; derived from a 16-byte
+   seed so the seed can be secret-shared).
+1. *Share keys*: each device draws a 16-byte self-mask seed ``b`` and splits ``b``
+   and its ``s`` seed into ``n`` Shamir shares with threshold ``t`` (pycryptodome,
+   GF(2^128)); share ``v`` is encrypted with AES-GCM under
+   ``HKDF(X25519(c_u, c_v))`` and relayed by the server to device ``v``.
+2. *Masked input*: device ``u`` encodes its vector in fixed point in the ring
+   Z_{2^64} (``round(x * 2^scale_bits)`` as uint64; numpy's unsigned arithmetic
+   wraps mod 2^64) and adds ``PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv)``
+   where ``s_uv = HKDF(X25519(s_u, s_v))`` and PRG is AES-256-CTR.
+3. *Unmasking*: the server names the survivors; each survivor returns its share of
+   ``b_u`` for every survivor and of the ``s`` seed for every dropped device (never
+   both for one device). With ``t`` shares the server removes the self-masks of
+   survivors and the dangling pairwise masks of dropped devices; what is left is
+   the exact ring sum of the survivors' encoded inputs.
+
+Pairwise masks cancel bit for bit because ring addition is exact; the only
+rounding is the fixed-point encoding (resolution ``2^-scale_bits`` per entry).
+Values must satisfy ``n * max|x| < 2^(63 - scale_bits)`` (checked).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from Crypto.Protocol.SecretSharing import Shamir
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from edgeintel.errors import ConfigError, DataError
+
+__all__ = [
+    "SecAggClient",
+    "SecAggConfig",
+    "SecAggResult",
+    "SecAggServer",
+    "decode_fixed_point",
+    "encode_fixed_point",
+    "secure_aggregate",
+    "secure_sum",
+]
+
+_RAW = serialization.Encoding.Raw
+_PUB = serialization.PublicFormat.Raw
+_PRIV = serialization.PrivateFormat.Raw
+_NOENC = serialization.NoEncryption()
+_SHARE = struct.Struct(">II16s16s")  # sender, receiver, share of s seed, share of b
+
+
+@dataclass(frozen=True)
+class SecAggConfig:
+    """``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of the
+    session's devices whose shares reconstruct a secret (t = floor(threshold * n) + 1)."""
+
+    scale_bits: int = 24
+    threshold: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 8 <= self.scale_bits <= 48:
+            raise ConfigError(f"secagg.scale_bits must be in [8, 48], got {self.scale_bits}")
+        if not 0 < self.threshold < 1:
+            raise ConfigError(f"secagg.threshold must be in (0, 1), got {self.threshold}")
+
+    def t(self, n: int) -> int:
+        """Shares needed to reconstruct, for a session of ``n`` devices."""
+        return min(n, math.floor(self.threshold * n) + 1)
+
+
+# --------------------------------------------------------------------------- ring encoding
+
+
+def encode_fixed_point(x: np.ndarray, scale_bits: int, n: int = 1) -> np.ndarray:
+    """``round(x * 2^scale_bits)`` as uint64 (two's complement); checks ``n`` such sums fit."""
+    xf = np.asarray(x, dtype=np.float64)
+    if not np.all(np.isfinite(xf)):
+        raise DataError("secure aggregation input contains NaN or inf")
+    limit = 2.0 ** (63 - scale_bits) / max(n, 1)
+    peak = float(np.max(np.abs(xf))) if xf.size else 0.0
+    if peak >= limit:
+        raise DataError(
+            f"secure aggregation input value {peak:.3g} overflows the 64-bit ring "
+            f"(limit {limit:.3g} for {n} devices at scale 2^{scale_bits}); lower scale_bits"
+        )
+    return np.rint(xf * 2.0**scale_bits).astype(np.int64).view(np.uint64)
+
+
+def decode_fixed_point(ring: np.ndarray, scale_bits: int) -> np.ndarray:
+    """Inverse of :func:`encode_fixed_point` for a (sum of) encoded vector(s)."""
+    return np.asarray(ring, dtype=np.uint64).view(np.int64).astype(np.float64) / 2.0**scale_bits
+
+
+def _hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
+
+
+def _prg(key: bytes, dim: int) -> np.ndarray:
+    """``dim`` uniform uint64 words: AES-256-CTR keystream under ``key`` (32 bytes)."""
+    enc = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
+    return np.frombuffer(enc.update(bytes(8 * dim)) + enc.finalize(), dtype=np.uint64)
+
+
+def _s_key(seed: bytes) -> X25519PrivateKey:
+    return X25519PrivateKey.from_private_bytes(_hkdf(seed, b"edgeintel-secagg-s-key"))
+
+
+def _pub(key: X25519PrivateKey) -> bytes:
+    return key.public_key().public_bytes(_RAW, _PUB)
+
+
+def _pair_mask(priv: X25519PrivateKey, peer_pub: bytes, session: bytes, dim: int) -> np.ndarray:
+    shared = priv.exchange(X25519PublicKey.from_public_bytes(peer_pub))
+    return _prg(_hkdf(shared, b"edgeintel-secagg-mask" + session), dim)
+
+
+def _self_mask(b_seed: bytes, session: bytes, dim: int) -> np.ndarray:
+    return _prg(_hkdf(b_seed, b"edgeintel-secagg-self" + session), dim)
+
+
+# --------------------------------------------------------------------------- parties
+
+
+class SecAggClient:
+    """One device's side of a session; ``index`` in ``0..n-1``."""
+
+    def __init__(self, index: int, n: int, config: SecAggConfig, session: bytes) -> None:
+        self.index, self.n, self.config, self.session = index, n, config, session
+        self._c = X25519PrivateKey.generate()
+        self._s_seed = os.urandom(16)
+        self._s = _s_key(self._s_seed)
+        self._b_seed = os.urandom(16)
+        self._peers: dict[int, tuple[bytes, bytes]] = {}
+        self._held: dict[int, tuple[bytes, bytes]] = {}  # sender -> (share of s, share of b)
+
+    def advertise(self) -> tuple[bytes, bytes]:
+        """Round 0: public keys (c, s), 32 bytes each."""
+        return _pub(self._c), _pub(self._s)
+
+    def _channel(self, peer: int) -> AESGCM:
+        shared = self._c.exchange(X25519PublicKey.from_public_bytes(self._peers[peer][0]))
+        return AESGCM(_hkdf(shared, b"edgeintel-secagg-enc" + self.session))
+
+    def share_keys(self, public_keys: dict[int, tuple[bytes, bytes]]) -> dict[int, bytes]:
+        """Round 1: encrypted Shamir shares of the s seed and b seed, one per peer."""
+        if len(public_keys) < 2:
+            raise ConfigError("secure aggregation needs at least 2 devices in a session")
+        self._peers = dict(public_keys)
+        t = self.config.t(self.n)
+        s_shares = Shamir.split(t, self.n, self._s_seed, False)
+        b_shares = Shamir.split(t, self.n, self._b_seed, False)
+        out: dict[int, bytes] = {}
+        for v in public_keys:
+            payload = _SHARE.pack(self.index, v, s_shares[v][1], b_shares[v][1])
+            if v == self.index:
+                self._held[v] = (s_shares[v][1], b_shares[v][1])
+                continue
+            nonce = os.urandom(12)
+            out[v] = nonce + self._channel(v).encrypt(nonce, payload, self.session)
+        return out
+
+    def receive_shares(self, ciphertexts: dict[int, bytes]) -> None:
+        """Round 1 (receiving side): decrypt and keep the peers' shares."""
+        for u, blob in ciphertexts.items():
+            payload = self._channel(u).decrypt(blob[:12], blob[12:], self.session)
+            sender, receiver, s_share, b_share = _SHARE.unpack(payload)
+            if sender != u or receiver != self.index:
+                raise DataError(f"device {self.index}: share from {u} is addressed wrongly")
+            self._held[u] = (s_share, b_share)
+
+    def masked_input(self, x: np.ndarray) -> np.ndarray:
+        """Round 2: the encoded vector plus the self-mask and the signed pairwise masks."""
+        flat = np.ravel(x)
+        y = encode_fixed_point(flat, self.config.scale_bits, self.n)
+        y = y + _self_mask(self._b_seed, self.session, y.size)
+        for v, (_, s_pub) in self._peers.items():
+            if v == self.index:
+                continue
+            m = _pair_mask(self._s, s_pub, self.session, y.size)
+            y = y + m if self.index < v else y - m
+        return y
+
+    def unmask(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
+        """Round 3: b-shares for survivors, s-shares for dropped devices (never both)."""
+        surv, drop = set(survivors), set(dropped)
+        if surv & drop:
+            raise DataError(
+                f"device {self.index}: server asked for both shares of devices "
+                f"{sorted(surv & drop)}"
+            )
+        if self.index not in surv:
+            raise DataError(f"device {self.index} was declared dropped but asked to unmask")
+        out: dict[int, bytes] = {}
+        for u in surv:
+            out[u] = self._held[u][1]
+        for u in drop:
+            out[u] = self._held[u][0]
+        return out
+
+
+@dataclass
+class SecAggServer:
+    """The aggregator's side: relays keys and shares, sums masked inputs, removes masks."""
+
+    n: int
+    dim: int
+    config: SecAggConfig
+    session: bytes
+    public_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+    masked: dict[int, np.ndarray] = field(default_factory=dict)
+
+    def receive_masked(self, index: int, y: np.ndarray) -> None:
+        """Accept one device's masked vector; wrong length or dtype is rejected."""
+        y = np.asarray(y)
+        if y.dtype != np.uint64 or y.ndim != 1:
+            raise DataError(
+                f"device {index} sent a masked update of dtype {y.dtype} and shape {y.shape}; "
+                "expected a 1-D uint64 vector"
+            )
+        if y.size != self.dim:
+            raise DataError(
+                f"device {index} sent a masked update of length {y.size}; expected {self.dim}"
+            )
+        if index not in self.public_keys:
+            raise DataError(f"device {index} did not take part in the key exchange")
+        self.masked[index] = y
+
+    def unmasked_sum(self, responses: dict[int, dict[int, bytes]]) -> np.ndarray:
+        """Ring sum of the survivors' inputs from their round-3 shares (``t`` needed)."""
+        survivors = sorted(self.masked)
+        dropped = sorted(set(self.public_keys) - set(survivors))
+        t = self.config.t(self.n)
+        if len(responses) < t:
+            raise DataError(
+                f"secure aggregation needs shares from {t} of {self.n} devices, "
+                f"got {len(responses)} ({len(dropped)} dropped)"
+            )
+        total = np.zeros(self.dim, dtype=np.uint64)
+        for y in self.masked.values():
+            total += y
+        share_from = sorted(responses)[:t]
+        for u in survivors:
+            b_seed = Shamir.combine([(v + 1, responses[v][u]) for v in share_from], False)
+            total -= _self_mask(b_seed, self.session, self.dim)
+        for u in dropped:
+            shares = [(v + 1, responses[v][u]) for v in share_from]
+            s_priv = _s_key(Shamir.combine(shares, False))
+            if _pub(s_priv) != self.public_keys[u][1]:
+                raise DataError(f"reconstructed key of dropped device {u} does not match")
+            for v in survivors:
+                m = _pair_mask(s_priv, self.public_keys[v][1], self.session, self.dim)
+                # Survivor v added +m if v > u (u < v on u's side means u added +m, v added -m).
+                total = total + m if u < v else total - m
+        return total
+
+
+# --------------------------------------------------------------------------- one session
+
+
+@dataclass(frozen=True)
+class SecAggResult:
+    """Sum of the survivors' vectors and what the protocol cost.
+
+    Bytes are the serialized protocol messages (keys, encrypted shares, masked vectors,
+    survivor list, unmasking shares); ``plain_bytes_up`` is what float32 updates would send.
+    """
+
+    total: np.ndarray
+    survivors: tuple[int, ...]
+    dropped: tuple[int, ...]
+    bytes_up: int
+    bytes_down: int
+    plain_bytes_up: int
+    client_seconds: float
+    server_seconds: float
+
+
+def secure_sum(
+    vectors: Sequence[np.ndarray],
+    config: SecAggConfig = SecAggConfig(),
+    dropped: Collection[int] = (),
+    session: bytes | None = None,
+) -> SecAggResult:
+    """Run one in-process session over ``vectors`` (one 1-D float vector per device).
+
+    Devices in ``dropped`` complete the key sharing but never send their masked input
+    (they drop out after masking); the result is the sum over the others.
+    """
+    n = len(vectors)
+    if n < 2:
+        raise ConfigError(f"secure aggregation needs at least 2 devices in a session, got {n}")
+    dim = int(np.size(vectors[0]))
+    for i, vec in enumerate(vectors):
+        if np.size(vec) != dim:
+            raise DataError(f"device {i} has {np.size(vec)} values; expected {dim}")
+    drop = set(dropped)
+    if not drop <= set(range(n)):
+        raise ConfigError(f"dropped devices {sorted(drop - set(range(n)))} are not in the session")
+    session = session or os.urandom(16)
+    cfg = config
+    t_client = 0.0
+    t0 = time.perf_counter()
+    clients = [SecAggClient(i, n, cfg, session) for i in range(n)]
+    server = SecAggServer(n, dim, cfg, session)
+    up = down = 0
+    for i, c in enumerate(clients):
+        server.public_keys[i] = c.advertise()
+        up += 64
+    down += n * n * (4 + 64)  # every device gets the key list
+    relay: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
+    for i, c in enumerate(clients):
+        for v, blob in c.share_keys(server.public_keys).items():
+            relay[v][i] = blob
+            up += 4 + len(blob)
+            down += 4 + len(blob)
+    for i, c in enumerate(clients):
+        c.receive_shares(relay[i])
+    t_client += time.perf_counter() - t0
+    survivors = [i for i in range(n) if i not in drop]
+    for i in survivors:
+        t1 = time.perf_counter()
+        y = clients[i].masked_input(vectors[i])
+        t_client += time.perf_counter() - t1
+        server.receive_masked(i, y)
+        up += y.nbytes
+    responses: dict[int, dict[int, bytes]] = {}
+    t1 = time.perf_counter()
+    for i in survivors:
+        down += 4 * n
+        responses[i] = clients[i].unmask(survivors, sorted(drop))
+        up += 20 * len(responses[i])
+    t_client += time.perf_counter() - t1
+    t2 = time.perf_counter()
+    ring = server.unmasked_sum(responses)
+    total = decode_fixed_point(ring, cfg.scale_bits)
+    t_server = time.perf_counter() - t2
+    return SecAggResult(
+        total=total,
+        survivors=tuple(survivors),
+        dropped=tuple(sorted(drop)),
+        bytes_up=up,
+        bytes_down=down,
+        plain_bytes_up=4 * dim * len(survivors),
+        client_seconds=t_client,
+        server_seconds=t_server,
+    )
+
+
+def secure_aggregate(
+    updates: Sequence[Sequence[np.ndarray]],
+    weights: Sequence[float],
+    config: SecAggConfig = SecAggConfig(),
+    dropped: Collection[int] = (),
+) -> tuple[list[np.ndarray], float, SecAggResult]:
+    """Weighted sum of updates (lists of arrays) via :func:`secure_sum`.
+
+    Each device masks ``concat(w_u * x_u, [w_u])``; returns (sum of w_u x_u as arrays,
+    sum of surviving weights, the session result). Divide for the weighted mean.
+    """
+    if len(updates) != len(weights):
+        raise ConfigError(f"{len(updates)} updates but {len(weights)} weights")
+    if not updates:
+        raise DataError("secure aggregation needs at least one update")
+    shapes = [a.shape for a in updates[0]]
+    vecs = []
+    for i, (upd, w) in enumerate(zip(updates, weights, strict=True)):
+        if [a.shape for a in upd] != shapes:
+            raise DataError(f"update {i} has shapes {[a.shape for a in upd]}, expected {shapes}")
+        flat = np.concatenate([np.ravel(a).astype(np.float64) for a in upd] + [np.zeros(1)])
+        flat[:-1] *= w
+        flat[-1] = w
+        vecs.append(flat)
+    res = secure_sum(vecs, config, dropped)
+    out, off = [], 0
+    for s in shapes:
+        size = int(np.prod(s, dtype=np.int64))
+        out.append(res.total[off : off + size].reshape(s))
+        off += size
+    return out, float(res.total[-1]), res

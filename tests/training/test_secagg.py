@@ -1,0 +1,127 @@
+"""Secure aggregation: exact mask cancellation, privacy of single updates, dropout recovery."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeintel.errors import ConfigError, DataError
+from edgeintel.training.secagg import (
+    SecAggClient,
+    SecAggConfig,
+    SecAggServer,
+    decode_fixed_point,
+    encode_fixed_point,
+    secure_aggregate,
+    secure_sum,
+)
+
+
+def _vectors(n: int, dim: int, seed: int = 0) -> list[np.ndarray]:
+    return list(np.random.default_rng(seed).normal(0, 1, size=(n, dim)))
+
+
+def test_fixed_point_round_trip_and_ring_wrap() -> None:
+    x = np.array([1.5, -2.25, 0.0, 1e-3])
+    enc = encode_fixed_point(x, 16)
+    assert enc.dtype == np.uint64
+    np.testing.assert_array_equal(decode_fixed_point(enc, 16), np.rint(x * 2**16) / 2**16)
+    # A huge additive mask and its negation cancel exactly mod 2^64.
+    mask = np.array([2**64 - 5, 2**63 + 7, 12345, 2**64 - 1], dtype=np.uint64)
+    np.testing.assert_array_equal((enc + mask) - mask, enc)
+    with pytest.raises(DataError, match="overflows"):
+        encode_fixed_point(np.array([2.0**40]), 24)
+    with pytest.raises(DataError, match="NaN"):
+        encode_fixed_point(np.array([np.nan]), 24)
+
+
+def test_masks_cancel_bit_for_bit() -> None:
+    vecs = _vectors(6, 50)
+    res = secure_sum(vecs, SecAggConfig(scale_bits=24))
+    exact = sum(encode_fixed_point(v, 24, 6) for v in vecs)  # ring sum of the encodings
+    np.testing.assert_array_equal(res.total, decode_fixed_point(exact, 24))
+    np.testing.assert_allclose(res.total, np.sum(vecs, axis=0), atol=6 * 2.0**-24)
+    assert res.survivors == tuple(range(6)) and res.dropped == ()
+
+
+def test_single_masked_update_reveals_nothing() -> None:
+    n, dim, cfg, session = 4, 4000, SecAggConfig(), b"s" * 16
+    vecs = _vectors(n, dim, seed=1)
+    clients = [SecAggClient(i, n, cfg, session) for i in range(n)]
+    server = SecAggServer(n, dim, cfg, session)
+    for i, c in enumerate(clients):
+        server.public_keys[i] = c.advertise()
+    relay: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
+    for i, c in enumerate(clients):
+        for v, blob in c.share_keys(server.public_keys).items():
+            relay[v][i] = blob
+    for i, c in enumerate(clients):
+        c.receive_shares(relay[i])
+    masked = [c.masked_input(v) for c, v in zip(clients, vecs, strict=True)]
+    for y, x in zip(masked, vecs, strict=True):
+        seen = decode_fixed_point(y, cfg.scale_bits)
+        # What the server sees is spread over the whole ring and uncorrelated with the input.
+        assert np.median(np.abs(seen - x)) > 1e9
+        assert abs(np.corrcoef(seen, x)[0, 1]) < 0.1
+    # Even all but one masked input together do not give the partial sum.
+    partial = decode_fixed_point(sum(masked[:3]), cfg.scale_bits)
+    assert np.median(np.abs(partial - np.sum(vecs[:3], axis=0))) > 1e9
+    # A survivor never hands out both shares of one device.
+    with pytest.raises(DataError, match="both shares"):
+        clients[0].unmask([0, 1, 2], [2, 3])
+    for i, y in enumerate(masked):
+        server.receive_masked(i, y)
+    responses = {i: c.unmask(range(n), []) for i, c in enumerate(clients)}
+    total = decode_fixed_point(server.unmasked_sum(responses), cfg.scale_bits)
+    np.testing.assert_allclose(total, np.sum(vecs, axis=0), atol=n * 2.0**-24)
+
+
+@pytest.mark.parametrize("dropped", [[2], [0, 5], [6]])
+def test_dropout_recovery_gives_the_survivors_sum(dropped: list[int]) -> None:
+    vecs = _vectors(7, 30, seed=2)
+    res = secure_sum(vecs, SecAggConfig(threshold=0.5), dropped=dropped)
+    keep = [v for i, v in enumerate(vecs) if i not in dropped]
+    exact = sum(encode_fixed_point(v, 24, 7) for v in keep)
+    np.testing.assert_array_equal(res.total, decode_fixed_point(exact, 24))
+    assert res.dropped == tuple(dropped)
+
+
+def test_too_many_dropouts_is_an_error() -> None:
+    with pytest.raises(DataError, match="needs shares from 4 of 6"):
+        secure_sum(_vectors(6, 5), SecAggConfig(threshold=0.5), dropped=[0, 1, 2])
+
+
+def test_weighted_aggregate_over_arrays() -> None:
+    rng = np.random.default_rng(3)
+    ups = [[rng.normal(size=(3, 2)), rng.normal(size=4)] for _ in range(5)]
+    w = [10.0, 20.0, 5.0, 1.0, 4.0]
+    total, wsum, res = secure_aggregate(ups, w, dropped=[3])
+    keep = [0, 1, 2, 4]
+    assert wsum == pytest.approx(39.0)
+    for k in range(2):
+        ref = sum(w[i] * ups[i][k] for i in keep)
+        np.testing.assert_allclose(total[k], ref, atol=1e-5)
+        assert total[k].shape == ups[0][k].shape
+    assert res.bytes_up > res.plain_bytes_up
+
+
+def test_wrong_length_masked_update() -> None:
+    server = SecAggServer(3, 10, SecAggConfig(), b"x" * 16)
+    server.public_keys[0] = (b"a" * 32, b"b" * 32)
+    with pytest.raises(DataError, match="length 9; expected 10"):
+        server.receive_masked(0, np.zeros(9, dtype=np.uint64))
+    with pytest.raises(DataError, match="uint64"):
+        server.receive_masked(0, np.zeros(10, dtype=np.float32))
+    with pytest.raises(DataError, match="did not take part"):
+        server.receive_masked(1, np.zeros(10, dtype=np.uint64))
+
+
+def test_bad_config_and_inputs() -> None:
+    with pytest.raises(ConfigError, match="scale_bits"):
+        SecAggConfig(scale_bits=60)
+    with pytest.raises(ConfigError, match="threshold"):
+        SecAggConfig(threshold=1.0)
+    with pytest.raises(ConfigError, match="at least 2 devices"):
+        secure_sum([np.zeros(3)])
+    with pytest.raises(DataError, match="device 1 has 2 values"):
+        secure_sum([np.zeros(3), np.zeros(2)])
