@@ -4,9 +4,9 @@ Maths as pure functions over lists of numpy arrays (``aggregate``,
 ``compressors``, ``attacks``, ``server_opt``); the in-process engine
 (``engine.FederatedEngine``) orchestrates rounds; ``scenario_train`` maps a
 scenario onto the engine; ``solo`` trains one device within its budget.
-``dp``, ``secagg``, ``checkpoint`` and ``private`` add differential privacy, secure aggregation and checkpoint/resume through
-the engine's Strategy seam; ``edgeintel.training.flower`` (imported on its own) is the
-Flower adapter.
+``dp``, ``secagg``, ``checkpoint`` and ``private`` add differential privacy,
+secure aggregation and checkpoint/resume through the engine's Strategy seam;
+``edgeintel.training.flower`` (imported on its own) is the Flower adapter.
 """
 
 from edgeintel.training.aggregate import (
