@@ -125,8 +125,9 @@ class EdgeTrainStage(Stage):
                 rounds, {t: [max(v, 1) for v in cum[t]] for t in TIERS if cum[t][-1] > 0},
                 "round", "cumulative bytes", logy=True,
             ),
-            "Exact serialized bytes sent on each tier, cumulative (device->edge uplink carries "
-            f"the {cfg.compressor.name} payloads).",
+            "Exact serialized bytes sent on each tier, cumulative; the device->edge uplink "
+            + ("carries uncompressed updates." if cfg.compressor.name == "none"
+               else f"carries {cfg.compressor.name}-compressed updates."),
         )  # fmt: skip
         if clean is not None:
             ch = clean.state.history

@@ -41,18 +41,49 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _is_scalar(v: Any) -> bool:
+    return not isinstance(v, dict | list)
+
+
+def _grid(records: dict[str, dict[str, Any]]) -> str:
+    """A dict of flat dicts as one table: a row per key, a column per inner field."""
+    cols: list[str] = []
+    for rec in records.values():
+        cols += [c for c in rec if c not in cols]
+    head = "<tr><th></th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
+    body = "".join(
+        f"<tr><th>{html.escape(str(k))}</th>"
+        + "".join(f"<td>{_fmt(rec.get(c, ''))}</td>" for c in cols)
+        + "</tr>"
+        for k, rec in records.items()
+    )
+    return f"<table>{head}{body}</table>"
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, dict) and v and all(_is_scalar(x) for x in v.values()):
+        return (
+            "<table>"
+            + "".join(
+                f"<tr><td>{html.escape(str(a))}</td><td>{_fmt(b)}</td></tr>" for a, b in v.items()
+            )
+            + "</table>"
+        )
+    if (
+        isinstance(v, dict)
+        and v
+        and all(isinstance(x, dict) and all(_is_scalar(y) for y in x.values()) for x in v.values())
+    ):
+        return _grid(v)
+    return _fmt(v)
+
+
 def _table(section: dict[str, Any]) -> str:
     rows = []
     for k, v in section.items():
-        if isinstance(v, dict) and v and all(not isinstance(x, dict | list) for x in v.values()):
-            inner = "".join(
-                f"<tr><td>{html.escape(str(a))}</td><td>{_fmt(b)}</td></tr>" for a, b in v.items()
-            )
-            rows.append(f"<tr><th>{html.escape(k)}</th><td><table>{inner}</table></td></tr>")
-        elif isinstance(v, list) and v and isinstance(v[0], dict):
+        if isinstance(v, list) and v and isinstance(v[0], dict):
             continue  # long per-item records stay in results.json
-        else:
-            rows.append(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>")
+        rows.append(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>")
     return "<table>" + "".join(rows) + "</table>"
 
 
@@ -76,7 +107,7 @@ def render_report(results: dict[str, Any], figures: Sequence[Any]) -> str:
         parts.append(f"<tr><th>error</th><td class='bad'>{html.escape(results['error'])}</td></tr>")
     parts.append(
         f"<tr><th>devices / edge servers</th><td>{sc.get('devices')} / {sc.get('edge_servers')}"
-        f"</td></tr><tr><th>stage timings (s)</th><td>{_fmt(results.get('timings_s', {}))}"
+        f"</td></tr><tr><th>stage timings (s)</th><td>{_cell(results.get('timings_s', {}))}"
         "</td></tr></table>"
     )
     fixed = {
