@@ -163,7 +163,7 @@ class FederatedConfig:
     dropout: float = 0.0
     eval_every: int = 1
     seed: int = 0
-    chunk: int = 128
+    chunk: int | None = None
     threads: int | None = 1
 
     def __post_init__(self) -> None:
@@ -201,7 +201,7 @@ class FederatedConfig:
             raise ConfigError(f"step_ms must be > 0, got {self.step_ms}")
         if not 0 <= self.dropout < 1:
             raise ConfigError(f"dropout must lie in [0, 1), got {self.dropout}")
-        if self.eval_every < 1 or self.chunk < 1:
+        if self.eval_every < 1 or (self.chunk is not None and self.chunk < 1):
             raise ConfigError("eval_every and chunk must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
@@ -408,6 +408,11 @@ class FederatedEngine:
         )
         self._deadline: float | None = None
         self._vectorize = True
+        # Clients trained per vmap batch. vmap turns a conv into a grouped conv, which on
+        # CPU is 1.5-3x slower than training conv clients one at a time (measured on
+        # MNIST image_cnn: 28.6 s at 128 vs 10.6 s at 1 per round); dense models gain a little.
+        has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+        self._chunk = config.chunk or (1 if has_conv else 128)
 
     # ----------------------------------------------------------------- public
 
@@ -539,8 +544,8 @@ class FederatedEngine:
         """Train clients from flat starts ``(C, d)`` on ``batches (C, T, B)``; ``mask (C, T)``
         switches steps off (shorter clients). Returns the final flat weights ``(C, d)``."""
         out = np.empty_like(start)
-        for lo in range(0, len(start), self.config.chunk):
-            hi = min(lo + self.config.chunk, len(start))
+        for lo in range(0, len(start), self._chunk):
+            hi = min(lo + self._chunk, len(start))
             out[lo:hi] = self._train_chunk(start[lo:hi], batches[lo:hi], mask[lo:hi])
         return out
 
