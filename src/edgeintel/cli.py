@@ -95,7 +95,6 @@ def run(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Run the main job on a scenario and write runs/<run-id>/results.json and report.html."""
-    from edgeintel.pipeline import run_pipeline
     from edgeintel.scenario import load_scenario
 
     with guard():
@@ -107,18 +106,7 @@ def run(
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
             highlight=False,
         )
-        result = run_pipeline(
-            sc,
-            runs_dir=runs_dir,
-            run_id=run_id,
-            console=console,
-            stages=stage,
-            show_progress=not quiet,
-            scenario_file=str(scenario),
-        )
-        _print_summary(result.results)
-        console.print(f"results: {result.results_path}", highlight=False)
-        console.print(f"report:  {result.report_path}", highlight=False)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stage, quiet)
 
 
 @app.command()
@@ -141,7 +129,6 @@ def train(
     """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud)."""
     from pydantic import ValidationError
 
-    from edgeintel.pipeline import run_pipeline
     from edgeintel.scenario import TrainingMode, TrainingSettings, load_scenario
     from edgeintel.training.scenario_train import resolve_mode
 
@@ -173,18 +160,32 @@ def train(
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
             highlight=False,
         )
-        result = run_pipeline(
-            sc,
-            runs_dir=runs_dir,
-            run_id=run_id,
-            console=console,
-            stages=stages,
-            show_progress=not quiet,
-            scenario_file=str(scenario),
-        )
-        _print_summary(result.results)
-        console.print(f"results: {result.results_path}", highlight=False)
-        console.print(f"report:  {result.report_path}", highlight=False)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stages, quiet)
+
+
+def _run_and_summarize(
+    sc: Any,
+    scenario: Path,
+    runs_dir: Path,
+    run_id: str | None,
+    stages: list[str] | None,
+    quiet: bool,
+) -> None:
+    """Run the pipeline stages, then print the summary table and the output paths."""
+    from edgeintel.pipeline import run_pipeline
+
+    result = run_pipeline(
+        sc,
+        runs_dir=runs_dir,
+        run_id=run_id,
+        console=console,
+        stages=stages,
+        show_progress=not quiet,
+        scenario_file=str(scenario),
+    )
+    _print_summary(result.results)
+    console.print(f"results: {result.results_path}", highlight=False)
+    console.print(f"report:  {result.report_path}", highlight=False)
 
 
 def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
