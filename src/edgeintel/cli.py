@@ -221,7 +221,8 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     ev = results.get("evaluation")
     if ev:
         lat = ev["latency_ms"]
-        rows.append(("ONNX accuracy", f"{ev['accuracy_onnx']:.3f}"))
+        by = (model or {}).get("trained_by", "central")
+        rows.append((f"exported model accuracy ({by})", f"{ev['accuracy_onnx']:.3f}"))
         rows.append(("latency here", f"p50 {lat['p50_ms']:.3f} ms, p95 {lat['p95_ms']:.3f} ms"))
         for name, p in ev["per_profile"].items():
             rows.append(
@@ -230,7 +231,8 @@ def _summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     for key, section in results.items():
         if isinstance(section, dict) and isinstance(section.get("summary"), dict):
             for k, v in section["summary"].items():
-                rows.append((f"{key}: {k}", f"{v:.4g}" if isinstance(v, float) else str(v)))
+                label = f"{key.replace('_', ' ')}: {k.replace('_', ' ')}"
+                rows.append((label, f"{v:.4g}" if isinstance(v, float) else str(v)))
     timings = results.get("timings_s", {})
     if timings:
         rows.append(("time", f"{sum(timings.values()):.1f} s"))

@@ -146,8 +146,10 @@ class ExportStage(Stage):
             )
             advance()
         ctx.artifact = artifact
+        trained_by = ctx.results.get("edge_training", {}).get("mode") or "central"
         ctx.results["model"] = {
             "family": ctx.scenario.task.model,
+            "trained_by": trained_by,
             "width": ctx.scenario.task.width,
             "params": count_params(ctx.model),
             "onnx": artifact.to_json(),
