@@ -115,6 +115,12 @@ BROKEN = {
         _break(("data", "dataset"), None),
         "data: give 'dataset' (a bundled dataset) or 'path'",
     ),
+    "budget for unknown profile": (
+        _break(
+            ("settings", "inference"), {"compress": {"budgets": {"fridge": {"max_model_kb": 9}}}}
+        ),
+        "settings.inference.compress.budgets.fridge: unknown device profile 'fridge'",
+    ),
     "bad trace": (
         _break(
             ("links", 0, "trace"),

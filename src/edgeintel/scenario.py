@@ -584,6 +584,13 @@ class Scenario(_Strict):
                     ("edge_servers", i),
                     f"edge server {edge.name!r} has no link path to the cloud; add a link",
                 )
+        for name in self.settings.inference.compress.budgets:
+            if name not in self.device_profiles:
+                known = ", ".join(sorted(self.device_profiles))
+                raise _FieldError(
+                    ("settings", "inference", "compress", "budgets", name),
+                    f"unknown device profile {name!r}; expected one of: {known}",
+                )
         return self
 
     # ----------------------------------------------------------------- topology
