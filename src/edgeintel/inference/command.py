@@ -209,16 +209,7 @@ def compress_target(
         "per_profile": {
             k: {**v.to_json(), "table": front_rows(v.search)} for k, v in choices.items()
         },
-        "candidates": [
-            {
-                "label": r.recipe.name,
-                "recipe": r.recipe.to_json(),
-                "ratios": r.ratios(),
-                "measurement": r.final.to_json(),
-                "warnings": r.warnings,
-            }
-            for r in results
-        ],
+        "candidates": [r.summary_json() for r in results],
     }
     (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
     report = out / "report.html"

@@ -93,6 +93,16 @@ class CompressionResult:
             "accuracy_drop_points": 100.0 * (b.accuracy - f.accuracy),
         }
 
+    def summary_json(self) -> dict[str, Any]:
+        """The compact record of a search candidate: recipe, ratios, final measurement."""
+        return {
+            "label": self.recipe.name,
+            "recipe": self.recipe.to_json(),
+            "ratios": self.ratios(),
+            "measurement": self.final.to_json(),
+            "warnings": self.warnings,
+        }
+
     def to_json(self) -> dict[str, Any]:
         return {
             "recipe": self.recipe.to_json(),

@@ -68,16 +68,7 @@ class CompressStage(Stage):
                 "onnx_bytes": base.onnx_bytes,
                 "p50_ms_here": base.latency.p50_ms,
             },
-            "candidates": [
-                {
-                    "label": r.recipe.name,
-                    "recipe": r.recipe.to_json(),
-                    "ratios": r.ratios(),
-                    "measurement": r.final.to_json(),
-                    "warnings": r.warnings,
-                }
-                for r in results
-            ],
+            "candidates": [r.summary_json() for r in results],
             "per_profile": {k: v.to_json() for k, v in choices.items()},
             "summary": {
                 f"artifact for {k}": f"{v.search.chosen.label} (acc "

@@ -12,12 +12,13 @@ from typing import cast
 import numpy as np
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from torch import nn
 
 from edgeintel.errors import ConfigError
 from edgeintel.training.compressors import compress_with_feedback, make_compressor
 from edgeintel.training.flower.settings import FlowerSettings
 from edgeintel.training.flower.strategy import UPDATE_KEY, compressor_config
-from edgeintel.training.flower.task import client_shard, load_task, make_model
+from edgeintel.training.flower.task import TaskData, client_shard, load_task, make_model
 from edgeintel.training.local import TrainConfig, evaluate_accuracy, train_model
 from edgeintel.training.weights import flatten, get_weights, set_weights
 
@@ -40,14 +41,23 @@ def _partition(context: Context) -> tuple[int, int]:
     return pid, n
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
+def _local_model(
+    msg: Message, context: Context
+) -> tuple[FlowerSettings, int, TaskData, np.ndarray, nn.Module]:
+    """Run settings, partition id, task data, this node's shard and the model at the
+    weights the server sent."""
     settings = FlowerSettings.from_run_config(context.run_config)
     pid, n = _partition(context)
     task = load_task(settings)
     idx = client_shard(settings, pid, n)
     model = make_model(settings, task)
     set_weights(model, msg.content.array_records["arrays"].to_numpy_ndarrays())
+    return settings, pid, task, idx, model
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    settings, pid, task, idx, model = _local_model(msg, context)
     start = flatten(get_weights(model))
     server_round = int(cast(int, msg.content.config_records["config"]["server-round"]))
     history = train_model(
@@ -82,12 +92,7 @@ def train(msg: Message, context: Context) -> Message:
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    settings = FlowerSettings.from_run_config(context.run_config)
-    pid, n = _partition(context)
-    task = load_task(settings)
-    idx = client_shard(settings, pid, n)
-    model = make_model(settings, task)
-    set_weights(model, msg.content.array_records["arrays"].to_numpy_ndarrays())
+    _, _, task, idx, model = _local_model(msg, context)
     acc = evaluate_accuracy(model, task.x_train[idx], task.y_train[idx])
     metrics = MetricRecord({"num-examples": len(idx), "local-accuracy": acc})
     return Message(content=RecordDict({"metrics": metrics}), reply_to=msg)
