@@ -1,6 +1,6 @@
 """Edge inference: compression techniques, recipes, honest measurement and constraint search."""
 
-from edgeintel.inference import compact, distill, lowrank, prune, quantize  # noqa: F401 (register)
+from edgeintel.inference import compact, distill, lowrank, prune, qat, quantize  # noqa: F401
 from edgeintel.inference.base import COMPRESSORS, ArrayData, CompressContext, StageKind
 from edgeintel.inference.compact import CompactConfig, separable_factors, to_separable
 from edgeintel.inference.compress import CompressionResult, StageResult, compress
@@ -31,6 +31,14 @@ from edgeintel.inference.prune import (
     prune_channels,
     prune_unstructured,
     sparsity,
+)
+from edgeintel.inference.qat import (
+    QATConfig,
+    WeightFakeQuant,
+    fake_quant_weight,
+    prepare_qat,
+    qat_finetune,
+    strip_qat,
 )
 from edgeintel.inference.quantize import (
     QuantizeDynamicConfig,
@@ -69,6 +77,7 @@ __all__ = [
     "Objective",
     "PruneStructuredConfig",
     "PruneUnstructuredConfig",
+    "QATConfig",
     "QuantizeDynamicConfig",
     "QuantizeStaticConfig",
     "Recipe",
@@ -76,6 +85,7 @@ __all__ = [
     "SearchResult",
     "StageKind",
     "StageResult",
+    "WeightFakeQuant",
     "choose_rank",
     "compress",
     "count_macs",
@@ -86,6 +96,7 @@ __all__ = [
     "estimate_peak_memory",
     "factorize_conv",
     "factorize_linear",
+    "fake_quant_weight",
     "load_onnx",
     "load_recipe",
     "low_rank",
@@ -95,8 +106,10 @@ __all__ = [
     "measure_torch_latency",
     "pareto_front",
     "parse_recipe",
+    "prepare_qat",
     "prune_channels",
     "prune_unstructured",
+    "qat_finetune",
     "quantize_dynamic_onnx",
     "quantize_static_onnx",
     "reconstruction_error",
@@ -106,6 +119,7 @@ __all__ = [
     "select",
     "separable_factors",
     "sparsity",
+    "strip_qat",
     "to_separable",
     "truncated_svd",
 ]
