@@ -228,6 +228,7 @@ def default_search_space(quick: bool = False) -> list[Recipe]:
         *space,
         make_recipe("int8-dynamic", ["quantize_dynamic"]),
         make_recipe("int8-static-entropy", [("quantize_static", {"calibration": "entropy"})]),
+        make_recipe("qat-int8", [("qat", {}), q]),
         make_recipe("prune50", [("prune_structured", {"ratio": 0.5})]),
         make_recipe("prune25-int8", [("prune_structured", {"ratio": 0.25}), q]),
         make_recipe("prune75-int8", [("prune_structured", {"ratio": 0.75}), q]),
