@@ -50,6 +50,7 @@ def space() -> list[Any]:
         make_recipe("fp32", []),
         make_recipe("int8_static", [Q]),
         make_recipe("int8_dynamic", ["quantize_dynamic"]),
+        make_recipe("qat_int8", ["qat", Q]),
         make_recipe("prune_structured_50", [("prune_structured", {"ratio": 0.5})]),
         make_recipe("prune_unstructured_50", [("prune_unstructured", {"ratio": 0.5})]),
         make_recipe("low_rank_90", [("low_rank", {"energy": 0.9})]),
