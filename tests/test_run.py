@@ -90,3 +90,68 @@ def test_help_reads_well() -> None:
     assert res.exit_code == 0
     for cmd in ("run", "validate", "datasets"):
         assert cmd in res.output
+
+
+def test_run_with_user_data_file_and_model_factory(tmp_path: Path) -> None:
+    """A user's CSV and model factory, next to the scenario, replace the bundled ones."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    df = pd.DataFrame(d.data[:500] / 16.0, columns=[f"px{i}" for i in range(64)])
+    df["digit"] = d.target[:500]
+    project = tmp_path / "project"
+    project.mkdir()
+    df.to_csv(project / "readings.csv", index=False)
+    (project / "my_models.py").write_text(
+        "import torch\n"
+        "def small(input_shape, num_classes):\n"
+        "    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 32),\n"
+        "                               torch.nn.ReLU(), torch.nn.Linear(32, num_classes))\n"
+    )
+    raw = tiny_scenario_dict()
+    raw["task"] = {"model": "my_models:small"}
+    raw["data"] = {
+        "path": "readings.csv",
+        "label_column": "digit",
+        "shape": [1, 8, 8],
+        "partition": {"kind": "iid"},
+    }
+    raw["settings"]["training"]["epochs"] = 15
+    (project / "s.yaml").write_text(yaml.safe_dump(raw))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeintel.cli",
+            "run",
+            str(project / "s.yaml"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--run-id",
+            "user",
+            "-q",
+            "--stage",
+            "data",
+            "--stage",
+            "train",
+            "--stage",
+            "export",
+            "--stage",
+            "evaluate",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((tmp_path / "runs" / "user" / "results.json").read_text())
+    assert results["data"]["name"] == "readings" and results["data"]["samples"] == 500
+    assert results["model"]["family"] == "my_models:small"
+    assert results["model"]["params"] == 64 * 32 + 32 + 32 * 10 + 10
+    assert results["evaluation"]["accuracy_onnx"] > 0.8
+    assert np.isclose(
+        results["evaluation"]["accuracy_onnx"], results["evaluation"]["accuracy_torch"], atol=0.01
+    )

@@ -55,6 +55,14 @@ def guard() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
+def _allow_user_modules(path: Path) -> None:
+    """Let ``task.model: module:function`` import a module beside the scenario file or in
+    the working directory (console scripts do not put either on ``sys.path``)."""
+    for d in (path.resolve().parent, Path.cwd()):
+        if str(d) not in sys.path:
+            sys.path.insert(0, str(d))
+
+
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="One or more scenario files to check.")],
@@ -99,6 +107,7 @@ def run(
 
     with guard():
         sc = load_scenario(scenario)
+        _allow_user_modules(scenario)
         if seed is not None:
             sc = sc.model_copy(update={"seed": seed})
         console.print(
@@ -134,6 +143,7 @@ def train(
 
     with guard():
         sc = load_scenario(scenario)
+        _allow_user_modules(scenario)
         over: dict[str, Any] = {}
         if mode is not None:
             over["mode"] = mode
@@ -280,6 +290,7 @@ def compress_cmd(
     from edgeintel.inference.command import compress_target
 
     with guard():
+        _allow_user_modules(target)
         outcome = compress_target(
             target,
             device,
