@@ -15,6 +15,7 @@ Writes ``benchmarks/results/privacy.json``.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 
@@ -125,9 +126,18 @@ def dp_curve() -> tuple[dict[str, object], float, float]:
     return details, (base - acc8) * 100.0, eps8
 
 
+# SecAgg+ degree: 2 * ceil(log2(n)) neighbours (Bell et al. 2020 take k = O(log n))
+SECAGG_PLUS_K = 2 * math.ceil(math.log2(SECAGG_DEVICES))
+
+
 def secagg_overhead() -> dict[str, float]:
-    out: dict[str, float] = {}
-    for name, sec in (("plain", None), ("secagg", SecAggConfig())):
+    out: dict[str, float] = {"secagg_plus_neighbors": float(SECAGG_PLUS_K)}
+    configs = (
+        ("plain", None),
+        ("secagg", SecAggConfig()),
+        ("secagg_plus", SecAggConfig(neighbors=SECAGG_PLUS_K)),
+    )
+    for name, sec in configs:
         eng = _engine(SECAGG_DEVICES, SECAGG_DEVICES, 1, secagg=sec)
         t0 = time.perf_counter()
         eng.run()
@@ -137,13 +147,16 @@ def secagg_overhead() -> dict[str, float]:
         out[f"{name}_downlink_bytes"] = float(rec.bytes["edge_to_device"])
         if sec is not None:
             h = eng.strategy.secagg_history[-1]  # type: ignore[attr-defined]
-            out["secagg_protocol_uplink_bytes"] = h["bytes_up"]
-            out["secagg_protocol_downlink_bytes"] = h["bytes_down"]
-            out["secagg_protocol_seconds"] = h["seconds"]
+            out[f"{name}_protocol_uplink_bytes"] = h["bytes_up"]
+            out[f"{name}_protocol_downlink_bytes"] = h["bytes_down"]
+            out[f"{name}_protocol_seconds"] = h["seconds"]
         out["model_parameters"] = float(eng.dim)
-    out["uplink_bytes_ratio"] = out["secagg_protocol_uplink_bytes"] / out["plain_uplink_bytes"]
-    out["extra_downlink_bytes_per_device"] = out["secagg_protocol_downlink_bytes"] / SECAGG_DEVICES
-    out["round_time_ratio"] = out["secagg_round_s"] / out["plain_round_s"]
+    for name in ("secagg", "secagg_plus"):
+        up = out[f"{name}_protocol_uplink_bytes"]
+        out[f"{name}_uplink_bytes_ratio"] = up / out["plain_uplink_bytes"]
+        down = out[f"{name}_protocol_downlink_bytes"]
+        out[f"{name}_extra_downlink_bytes_per_device"] = down / SECAGG_DEVICES
+        out[f"{name}_round_time_ratio"] = out[f"{name}_round_s"] / out["plain_round_s"]
     return out
 
 
@@ -154,18 +167,45 @@ def main() -> None:
     sec = secagg_overhead()
     details["secure_aggregation_100_devices"] = sec
     details["total_seconds"] = time.perf_counter() - t0
-    print(
-        f"secagg: uplink x{sec['uplink_bytes_ratio']:.2f}, "
-        f"round time {sec['secagg_round_s']:.2f}s vs {sec['plain_round_s']:.2f}s"
-    )
+    for name in ("secagg", "secagg_plus"):
+        print(
+            f"{name}: uplink x{sec[f'{name}_uplink_bytes_ratio']:.2f}, "
+            f"round time {sec[f'{name}_round_s']:.2f}s vs {sec['plain_round_s']:.2f}s"
+        )
     targets = [
         target("dp_accuracy_drop_at_epsilon_8", drop, "<=", 5.0, "points"),
         target("dp_epsilon_spent", eps8, "<=", 8.0, "epsilon (delta 1e-5)"),
         target("dp_devices", DEVICES, ">=", 500, "devices"),
+        # the issue asks for secure aggregation's bytes and time vs plain, with no goal: the
+        # bounds below are ours (documented in docs/privacy.md)
         target(
-            "secagg_uplink_bytes_ratio_100_devices", sec["uplink_bytes_ratio"], "<=", 3, "x plain"
+            "secagg_uplink_bytes_ratio_100_devices",
+            sec["secagg_uplink_bytes_ratio"],
+            "<=",
+            3,
+            "x plain",
         ),
-        target("secagg_round_time_ratio_100_devices", sec["round_time_ratio"], ">=", 0, "x plain"),
+        target(
+            "secagg_round_time_ratio_100_devices",
+            sec["secagg_round_time_ratio"],
+            "<=",
+            300,
+            "x plain",
+        ),
+        target(
+            f"secagg_plus_k{SECAGG_PLUS_K}_uplink_bytes_ratio_100_devices",
+            sec["secagg_plus_uplink_bytes_ratio"],
+            "<=",
+            3,
+            "x plain",
+        ),
+        target(
+            f"secagg_plus_k{SECAGG_PLUS_K}_round_time_ratio_100_devices",
+            sec["secagg_plus_round_time_ratio"],
+            "<=",
+            30,
+            "x plain",
+        ),
     ]
     write_results("privacy", targets, details)
 

@@ -390,13 +390,15 @@ class SecureAggregationSettings(_Strict):
     """Pairwise-masking secure aggregation at every device-level aggregator.
 
     ``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of a
-    session's devices needed to recover a dropped device's masks; ``dropout``: share
-    of devices simulated to drop out after masking (recovered from secret shares).
+    device's share holders needed to recover its masks; ``dropout``: share of devices
+    simulated to drop out after masking (recovered from secret shares); ``neighbors``:
+    SecAgg+ degree (even), each device masks with and shares to only that many peers.
     """
 
     scale_bits: Annotated[int, Field(ge=8, le=48)] = 24
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     dropout: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    neighbors: Annotated[int, Field(ge=2, multiple_of=2)] | None = None
 
 
 class TrainingSettings(_Strict):

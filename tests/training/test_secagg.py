@@ -125,3 +125,60 @@ def test_bad_config_and_inputs() -> None:
         secure_sum([np.zeros(3)])
     with pytest.raises(DataError, match="device 1 has 2 values"):
         secure_sum([np.zeros(3), np.zeros(2)])
+
+
+def test_neighbor_graph_is_k_regular_symmetric_and_session_random() -> None:
+    from edgeintel.training.secagg import neighbor_graph
+
+    g = neighbor_graph(20, 4, b"s1")
+    assert all(len(nb) == 4 and u not in nb for u, nb in enumerate(g))
+    assert all(u in g[v] for u, nb in enumerate(g) for v in nb)  # symmetric
+    assert neighbor_graph(20, 4, b"s1") == g  # deterministic per session
+    assert neighbor_graph(20, 4, b"s2") != g  # the server cannot pick the graph
+    assert neighbor_graph(5, None, b"s1")[2] == (0, 1, 3, 4)  # complete graph
+    assert neighbor_graph(5, 4, b"s1")[2] == (0, 1, 3, 4)  # k >= n - 1 is complete too
+
+
+@pytest.mark.parametrize("dropped", [(), (3,), (0, 7, 11)])
+def test_sparse_secagg_sum_is_exact_with_dropouts(dropped: tuple[int, ...]) -> None:
+    vecs = _vectors(16, 40, seed=5)
+    cfg = SecAggConfig(scale_bits=24, neighbors=6)
+    res = secure_sum(vecs, cfg, dropped=dropped)
+    expect = sum(encode_fixed_point(v, 24) for i, v in enumerate(vecs) if i not in dropped)
+    np.testing.assert_array_equal(res.total, decode_fixed_point(expect, 24))
+    # sparse sharing sends far fewer bytes than the complete graph
+    full = secure_sum(vecs, SecAggConfig(scale_bits=24), dropped=dropped)
+    np.testing.assert_array_equal(full.total, res.total)
+    assert res.bytes_up < full.bytes_up and res.bytes_down < full.bytes_down
+
+
+def test_sparse_single_masked_update_reveals_nothing() -> None:
+    vecs = _vectors(12, 400, seed=6)
+    cfg = SecAggConfig(neighbors=4)
+    session = b"x" * 16
+    server = SecAggServer(12, 400, cfg, session)
+    clients = [SecAggClient(i, 12, cfg, session) for i in range(12)]
+    for i, c in enumerate(clients):
+        server.public_keys[i] = c.advertise()
+    for i, c in enumerate(clients):
+        c.share_keys(server.keys_for(i))
+    y = decode_fixed_point(clients[0].masked_input(vecs[0]), cfg.scale_bits)
+    assert abs(np.corrcoef(y, vecs[0])[0, 1]) < 0.2
+
+
+def test_sparse_too_many_dropped_neighbours_is_an_error() -> None:
+    from edgeintel.training.secagg import neighbor_graph
+
+    session = b"k" * 16
+    g = neighbor_graph(10, 2, session)
+    # drop device 0 and both of its neighbours: nobody holds 2 of its 3 shares
+    dropped = (0, *g[0])
+    with pytest.raises(DataError, match="needs shares from 2 of 3 share holders of device 0"):
+        from edgeintel.training import secagg
+
+        secagg.secure_sum(_vectors(10, 5), SecAggConfig(neighbors=2), dropped, session=session)
+
+
+def test_neighbors_must_be_even() -> None:
+    with pytest.raises(ConfigError, match=r"secagg\.neighbors must be an even number >= 2"):
+        SecAggConfig(neighbors=3)

@@ -307,7 +307,9 @@ def privacy_strategy(scenario: Scenario, config: Any, population: int) -> Privac
     dropout = 0.0
     if t.secure_aggregation is not None:
         sec = SecAggConfig(
-            scale_bits=t.secure_aggregation.scale_bits, threshold=t.secure_aggregation.threshold
+            scale_bits=t.secure_aggregation.scale_bits,
+            threshold=t.secure_aggregation.threshold,
+            neighbors=t.secure_aggregation.neighbors,
         )
         dropout = t.secure_aggregation.dropout
     store = CheckpointStore(Path(t.checkpoint_dir)) if t.checkpoint_dir is not None else None

@@ -51,6 +51,7 @@ __all__ = [
     "SecAggServer",
     "decode_fixed_point",
     "encode_fixed_point",
+    "neighbor_graph",
     "secure_aggregate",
     "secure_sum",
 ]
@@ -64,17 +65,24 @@ _SHARE = struct.Struct(">II16s16s")  # sender, receiver, share of s seed, share 
 
 @dataclass(frozen=True)
 class SecAggConfig:
-    """``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of the
-    session's devices whose shares reconstruct a secret (t = floor(threshold * n) + 1)."""
+    """``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of a
+    device's share holders needed to reconstruct its secrets (t = floor(threshold * h) + 1);
+    ``neighbors``: SecAgg+ degree k (Bell et al. 2020) — each device masks with and
+    secret-shares to only k neighbours instead of all n - 1 peers; ``None`` = every pair."""
 
     scale_bits: int = 24
     threshold: float = 0.5
+    neighbors: int | None = None
 
     def __post_init__(self) -> None:
         if not 8 <= self.scale_bits <= 48:
             raise ConfigError(f"secagg.scale_bits must be in [8, 48], got {self.scale_bits}")
         if not 0 < self.threshold < 1:
             raise ConfigError(f"secagg.threshold must be in (0, 1), got {self.threshold}")
+        if self.neighbors is not None and (self.neighbors < 2 or self.neighbors % 2):
+            raise ConfigError(
+                f"secagg.neighbors must be an even number >= 2 (or unset), got {self.neighbors}"
+            )
 
     def t(self, n: int) -> int:
         """Shares needed to reconstruct, for a session of ``n`` devices."""
@@ -131,6 +139,29 @@ def _self_mask(b_seed: bytes, session: bytes, dim: int) -> np.ndarray:
     return _prg(_hkdf(b_seed, b"edgeintel-secagg-self" + session), dim)
 
 
+def neighbor_graph(n: int, k: int | None, session: bytes) -> list[tuple[int, ...]]:
+    """Each device's masking / share-holding neighbours.
+
+    ``k=None`` (or ``k >= n - 1``): every other device, as in Bonawitz et al. Otherwise
+    the Harary graph H(k, n) (each device linked to the k/2 nearest on either side of a
+    ring) over a random relabelling of the devices derived from the session id, so the
+    server cannot choose who neighbours whom. The sum is exact for any graph; privacy
+    against the server needs the survivors' induced graph to stay connected (Bell et
+    al. 2020 take k = O(log n)).
+    """
+    if k is None or k >= n - 1:
+        return [tuple(v for v in range(n) if v != u) for u in range(n)]
+    seed = int.from_bytes(_hkdf(session, b"edgeintel-secagg-graph", 8), "big")
+    order = np.random.default_rng(seed).permutation(n)  # ring position -> device
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n)
+    half = k // 2
+    return [
+        tuple(sorted({int(order[(pos[u] + d) % n]) for d in range(-half, half + 1) if d}))
+        for u in range(n)
+    ]
+
+
 # --------------------------------------------------------------------------- parties
 
 
@@ -158,15 +189,19 @@ class SecAggClient:
         """Round 1: encrypted Shamir shares of the s seed and b seed, one per peer."""
         if len(public_keys) < 2:
             raise ConfigError("secure aggregation needs at least 2 devices in a session")
+        if self.index not in public_keys:
+            raise DataError(f"device {self.index}: its own key is missing from the key list")
         self._peers = dict(public_keys)
-        t = self.config.t(self.n)
-        s_shares = Shamir.split(t, self.n, self._s_seed, False)
-        b_shares = Shamir.split(t, self.n, self._b_seed, False)
+        # the share holders are this device and its neighbours; holder j gets share j + 1
+        holders = sorted(public_keys)
+        t = self.config.t(len(holders))
+        s_shares = Shamir.split(t, len(holders), self._s_seed, False)
+        b_shares = Shamir.split(t, len(holders), self._b_seed, False)
         out: dict[int, bytes] = {}
-        for v in public_keys:
-            payload = _SHARE.pack(self.index, v, s_shares[v][1], b_shares[v][1])
+        for j, v in enumerate(holders):
+            payload = _SHARE.pack(self.index, v, s_shares[j][1], b_shares[j][1])
             if v == self.index:
-                self._held[v] = (s_shares[v][1], b_shares[v][1])
+                self._held[v] = (s_shares[j][1], b_shares[j][1])
                 continue
             nonce = os.urandom(12)
             out[v] = nonce + self._channel(v).encrypt(nonce, payload, self.session)
@@ -204,9 +239,9 @@ class SecAggClient:
         if self.index not in surv:
             raise DataError(f"device {self.index} was declared dropped but asked to unmask")
         out: dict[int, bytes] = {}
-        for u in surv:
+        for u in surv & self._held.keys():
             out[u] = self._held[u][1]
-        for u in drop:
+        for u in drop & self._held.keys():
             out[u] = self._held[u][0]
         return out
 
@@ -221,6 +256,32 @@ class SecAggServer:
     session: bytes
     public_keys: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
     masked: dict[int, np.ndarray] = field(default_factory=dict)
+    graph: list[tuple[int, ...]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.graph:
+            self.graph = neighbor_graph(self.n, self.config.neighbors, self.session)
+
+    def holders(self, u: int) -> list[int]:
+        """Devices holding shares of ``u``'s secrets: ``u`` and its neighbours, sorted."""
+        return sorted((u, *self.graph[u]))
+
+    def keys_for(self, u: int) -> dict[int, tuple[bytes, bytes]]:
+        """The public keys device ``u`` receives: its own and its neighbours'."""
+        return {v: self.public_keys[v] for v in self.holders(u)}
+
+    def _combine(self, u: int, responses: dict[int, dict[int, bytes]]) -> bytes:
+        """Reconstruct ``u``'s secret from the returned shares (at least ``t`` holders)."""
+        holders = self.holders(u)
+        t = self.config.t(len(holders))
+        shares = [(j + 1, responses[v][u]) for j, v in enumerate(holders)
+                  if u in responses.get(v, {})]  # fmt: skip
+        if len(shares) < t:
+            raise DataError(
+                f"secure aggregation needs shares from {t} of {len(holders)} share holders "
+                f"of device {u}, got {len(shares)}"
+            )
+        return bytes(Shamir.combine(shares[:t], False))
 
     def receive_masked(self, index: int, y: np.ndarray) -> None:
         """Accept one device's masked vector; wrong length or dtype is rejected."""
@@ -239,28 +300,22 @@ class SecAggServer:
         self.masked[index] = y
 
     def unmasked_sum(self, responses: dict[int, dict[int, bytes]]) -> np.ndarray:
-        """Ring sum of the survivors' inputs from their round-3 shares (``t`` needed)."""
+        """Ring sum of the survivors' inputs from their round-3 shares."""
         survivors = sorted(self.masked)
         dropped = sorted(set(self.public_keys) - set(survivors))
-        t = self.config.t(self.n)
-        if len(responses) < t:
-            raise DataError(
-                f"secure aggregation needs shares from {t} of {self.n} devices, "
-                f"got {len(responses)} ({len(dropped)} dropped)"
-            )
         total = np.zeros(self.dim, dtype=np.uint64)
         for y in self.masked.values():
             total += y
-        share_from = sorted(responses)[:t]
         for u in survivors:
-            b_seed = Shamir.combine([(v + 1, responses[v][u]) for v in share_from], False)
-            total -= _self_mask(b_seed, self.session, self.dim)
+            total -= _self_mask(self._combine(u, responses), self.session, self.dim)
+        masked = set(survivors)
         for u in dropped:
-            shares = [(v + 1, responses[v][u]) for v in share_from]
-            s_priv = _s_key(Shamir.combine(shares, False))
+            s_priv = _s_key(self._combine(u, responses))
             if _pub(s_priv) != self.public_keys[u][1]:
                 raise DataError(f"reconstructed key of dropped device {u} does not match")
-            for v in survivors:
+            for v in self.graph[u]:
+                if v not in masked:
+                    continue
                 m = _pair_mask(s_priv, self.public_keys[v][1], self.session, self.dim)
                 # Survivor v added +m if v > u (u < v on u's side means u added +m, v added -m).
                 total = total + m if u < v else total - m
@@ -319,10 +374,11 @@ def secure_sum(
     for i, c in enumerate(clients):
         server.public_keys[i] = c.advertise()
         up += 64
-    down += n * n * (4 + 64)  # every device gets the key list
     relay: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
     for i, c in enumerate(clients):
-        for v, blob in c.share_keys(server.public_keys).items():
+        keys = server.keys_for(i)
+        down += len(keys) * (4 + 64)  # each device gets its neighbours' keys
+        for v, blob in c.share_keys(keys).items():
             relay[v][i] = blob
             up += 4 + len(blob)
             down += 4 + len(blob)
