@@ -229,3 +229,11 @@ def test_bad_trace_files(text: str, expected: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=expected) as info:
         parse_scenario(raw, base_dir=tmp_path)
     assert str(info.value).startswith("scenario: links[0].trace_file: ")
+
+
+def test_readme_example_validates() -> None:
+    text = (SCENARIOS.parent / "README.md").read_text()
+    start = text.index("```yaml\nname: city-digits") + len("```yaml\n")
+    raw = yaml.safe_load(text[start : text.index("```", start)])
+    sc = parse_scenario(raw, source="README")
+    assert sc.num_devices == 20 and sc.settings.training.secure_aggregation is not None
