@@ -71,8 +71,10 @@ def line_chart(
 ) -> Any:
     """One line per named series over a shared x axis."""
     fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    for name, ys in series.items():
-        ax.plot(list(x)[: len(ys)], list(ys), marker="o", ms=3, label=name)
+    styles = ["-", "--", ":", "-."]  # equal series (e.g. up- and downlink bytes) stay visible
+    for k, (name, ys) in enumerate(series.items()):
+        ax.plot(list(x)[: len(ys)], list(ys), ls=styles[k % len(styles)], marker="o", ms=3,
+                label=name)  # fmt: skip
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if logy:
