@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import operator
-import os
-import platform
 from datetime import UTC, datetime
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
+
+from edgeintel.report.environment import DEFAULT_PACKAGES, machine_info, package_versions
 
 __all__ = ["RESULTS_DIR", "target", "write_results"]
 
@@ -29,16 +28,6 @@ def target(name: str, value: float, op: str, goal: float, unit: str) -> dict[str
     }
 
 
-def _versions() -> dict[str, str]:
-    out = {}
-    for pkg in ("edgeintel", "numpy", "torch", "onnx", "onnxruntime", "flwr", "scikit-learn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
 def write_results(
     area: str, targets: list[dict[str, Any]], details: dict[str, Any] | None = None
 ) -> Path:
@@ -47,13 +36,8 @@ def write_results(
     data = {
         "area": area,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-        },
-        "versions": _versions(),
+        "machine": machine_info(),
+        "versions": package_versions((*DEFAULT_PACKAGES, "flwr")),
         "targets": targets,
         "details": details or {},
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import numpy as np
 from edgeintel.errors import ConfigError
 from edgeintel.models.export import make_session
 
-__all__ = ["LatencyStats", "measure_latency", "scale_latency"]
+__all__ = ["LatencyStats", "measure_latency", "scale_latency", "time_calls"]
 
 
 @dataclass(frozen=True)
@@ -48,17 +49,22 @@ def measure_latency(
     ``sample`` is one input with its batch axis of 1. The session uses one
     intra-op thread so figures compare across models on a shared machine.
     """
-    if runs < 1:
-        raise ConfigError(f"latency runs must be >= 1, got {runs}")
     session = make_session(model) if isinstance(model, str | Path) else model
     name = session.get_inputs()[0].name
     feed = {name: np.ascontiguousarray(sample, dtype=np.float32)}
+    return time_calls(lambda: session.run(None, feed), runs, warmup)
+
+
+def time_calls(call: Callable[[], object], runs: int, warmup: int) -> LatencyStats:
+    """Call ``call`` ``warmup`` times untimed, then ``runs`` times timed (ms percentiles)."""
+    if runs < 1:
+        raise ConfigError(f"latency runs must be >= 1, got {runs}")
     for _ in range(warmup):
-        session.run(None, feed)
+        call()
     times = np.empty(runs)
     for i in range(runs):
         t0 = time.perf_counter()
-        session.run(None, feed)
+        call()
         times[i] = (time.perf_counter() - t0) * 1000.0
     return _percentiles(times)
 

@@ -13,7 +13,6 @@ tensors while running one sample through ORT's optimized graph.
 from __future__ import annotations
 
 import tempfile
-import time
 import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from onnx import numpy_helper
 from torch import nn
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.inference.latency import LatencyStats, _percentiles, measure_latency, scale_latency
+from edgeintel.inference.latency import LatencyStats, measure_latency, scale_latency, time_calls
 from edgeintel.models.export import make_session, onnx_predict
 
 __all__ = [
@@ -249,8 +248,6 @@ def measure_torch_latency(
     model: nn.Module, sample: np.ndarray, runs: int = 100, warmup: int = 10
 ) -> LatencyStats:
     """PyTorch eager fp32 latency (ms) at batch 1 with one intra-op thread, for comparison."""
-    if runs < 1:
-        raise ConfigError(f"latency runs must be >= 1, got {runs}")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     was_training = model.training
@@ -258,14 +255,7 @@ def measure_torch_latency(
     x = torch.from_numpy(np.ascontiguousarray(sample, dtype=np.float32))
     try:
         with torch.inference_mode():
-            for _ in range(warmup):
-                model(x)
-            times = np.empty(runs)
-            for i in range(runs):
-                t0 = time.perf_counter()
-                model(x)
-                times[i] = (time.perf_counter() - t0) * 1000.0
+            return time_calls(lambda: model(x), runs, warmup)
     finally:
         torch.set_num_threads(threads)
         model.train(was_training)
-    return _percentiles(times)

@@ -40,6 +40,7 @@ from edgeintel.data.datasets import Dataset
 from edgeintel.errors import EdgeIntelError
 from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
+from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.scenario import Device, Scenario, dump_scenario
 
 __all__ = [
@@ -169,30 +170,6 @@ class RunResult:
         return self.run_dir / "report.html"
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {}
-    for pkg in ("edgeintel", "numpy", "torch", "onnx", "onnxruntime", "scikit-learn"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            continue
-    return out
-
-
-def _machine() -> dict[str, Any]:
-    import os
-    import platform
-
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-    }
-
-
 def _new_run_id(scenario: Scenario) -> str:
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{scenario.name}"
@@ -242,8 +219,8 @@ def run_pipeline(
             "devices": scenario.num_devices,
             "edge_servers": len(scenario.edge_servers),
         },
-        "machine": _machine(),
-        "versions": _versions(),
+        "machine": machine_info(),
+        "versions": package_versions(),
         "stages": [],
         "timings_s": {},
     }
