@@ -40,6 +40,12 @@ ScenarioArg = Annotated[
     Path,
     typer.Argument(help="Scenario YAML file (see scenarios/ and the README).", show_default=True),
 ]
+RunsDirOpt = Annotated[Path, typer.Option(help="Folder for run outputs.")]
+RunIdOpt = Annotated[
+    str | None, typer.Option(help="Name of the run folder (default: time + scenario).")
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 @contextmanager
@@ -61,6 +67,15 @@ def _allow_user_modules(path: Path) -> None:
     for d in (path.resolve().parent, Path.cwd()):
         if str(d) not in sys.path:
             sys.path.insert(0, str(d))
+
+
+def _load(scenario: Path, seed: int | None) -> Any:
+    """Load and validate a scenario for a command, with an optional seed override."""
+    from edgeintel.scenario import load_scenario
+
+    sc = load_scenario(scenario)
+    _allow_user_modules(scenario)
+    return sc if seed is None else sc.model_copy(update={"seed": seed})
 
 
 @app.command()
@@ -91,25 +106,18 @@ def validate(
 @app.command()
 def run(
     scenario: ScenarioArg = DEFAULT_SCENARIO,
-    runs_dir: Annotated[Path, typer.Option(help="Folder for run outputs.")] = Path("runs"),
-    run_id: Annotated[
-        str | None, typer.Option(help="Name of the run folder (default: time + scenario).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    run_id: RunIdOpt = None,
+    seed: SeedOpt = None,
     stage: Annotated[
         list[str] | None,
         typer.Option("--stage", help="Run only these stages (repeatable); default: all."),
     ] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Run the main job on a scenario and write runs/<run-id>/results.json and report.html."""
-    from edgeintel.scenario import load_scenario
-
     with guard():
-        sc = load_scenario(scenario)
-        _allow_user_modules(scenario)
-        if seed is not None:
-            sc = sc.model_copy(update={"seed": seed})
+        sc = _load(scenario, seed)
         console.print(
             f"[bold]edgeintel run[/] {scenario} — {sc.num_devices} devices, "
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
@@ -121,11 +129,9 @@ def run(
 @app.command()
 def train(
     scenario: ScenarioArg = DEFAULT_SCENARIO,
-    runs_dir: Annotated[Path, typer.Option(help="Folder for run outputs.")] = Path("runs"),
-    run_id: Annotated[
-        str | None, typer.Option(help="Name of the run folder (default: time + scenario).")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Override the scenario's seed.")] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    run_id: RunIdOpt = None,
+    seed: SeedOpt = None,
     mode: Annotated[
         str | None,
         typer.Option(
@@ -133,17 +139,16 @@ def train(
         ),
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Override settings.training.rounds.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    quiet: QuietOpt = False,
 ) -> None:
     """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud)."""
     from pydantic import ValidationError
 
-    from edgeintel.scenario import TrainingMode, TrainingSettings, load_scenario
+    from edgeintel.scenario import TrainingMode, TrainingSettings
     from edgeintel.training.scenario_train import resolve_mode
 
     with guard():
-        sc = load_scenario(scenario)
-        _allow_user_modules(scenario)
+        sc = _load(scenario, seed)
         over: dict[str, Any] = {}
         if mode is not None:
             over["mode"] = mode
@@ -158,8 +163,6 @@ def train(
                 where = ".".join(str(p) for p in err["loc"]) or "settings.training"
                 raise EdgeIntelError(f"--{where}: {err['msg']}") from None
             sc = sc.model_copy(update={"settings": sc.settings.model_copy(update={"training": ts})})
-        if seed is not None:
-            sc = sc.model_copy(update={"seed": seed})
         resolved = resolve_mode(sc)
         stages = ["data", "train"]
         if resolved is not TrainingMode.CENTRAL:
