@@ -23,12 +23,12 @@ from edgeintel.errors import ConfigError, DataError, ModelError
 from edgeintel.registry import Registry
 
 __all__ = [
-    "COMPRESSORS",
+    "TECHNIQUES",
     "ArrayData",
     "CompressContext",
-    "CompressorSpec",
     "FinetuneMixin",
     "StageKind",
+    "TechniqueSpec",
     "TorchStage",
     "as_array_data",
     "check_samples",
@@ -131,7 +131,7 @@ class TorchStage:
 
 
 @dataclass(frozen=True)
-class CompressorSpec(Generic[C]):
+class TechniqueSpec(Generic[C]):
     """A registered technique: name, config class, where it works, and its function."""
 
     name: str
@@ -158,7 +158,7 @@ class CompressorSpec(Generic[C]):
             raise ConfigError(f"{self.name}: {exc}") from None
 
 
-COMPRESSORS: Registry[CompressorSpec[Any]] = Registry("compressor")
+TECHNIQUES: Registry[TechniqueSpec[Any]] = Registry("compression technique")
 
 
 def register_compressor(
@@ -168,7 +168,7 @@ def register_compressor(
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         doc = (fn.__doc__ or "").strip().splitlines()
-        COMPRESSORS.add(name, CompressorSpec(name, config_cls, kind, fn, doc[0] if doc else ""))
+        TECHNIQUES.add(name, TechniqueSpec(name, config_cls, kind, fn, doc[0] if doc else ""))
         return fn
 
     return deco

@@ -31,7 +31,8 @@ from edgeintel.inference.devices import (
 from edgeintel.inference.measure import MeasureConfig, load_onnx
 from edgeintel.inference.recipe import Recipe, load_recipe, make_recipe
 from edgeintel.inference.search import run_candidates
-from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
+from edgeintel.inference.settings import CompressBudget, CompressSettings
+from edgeintel.topology import DeviceProfile
 
 __all__ = ["CompressOutcome", "compress_target"]
 

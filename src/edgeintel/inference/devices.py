@@ -18,7 +18,8 @@ from edgeintel.errors import ConfigError
 from edgeintel.inference.compress import CompressionResult
 from edgeintel.inference.recipe import Recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
-from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
+from edgeintel.inference.settings import CompressBudget, CompressSettings
+from edgeintel.topology import DeviceProfile
 
 __all__ = [
     "ProfileChoice",

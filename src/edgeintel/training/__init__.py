@@ -38,7 +38,7 @@ from edgeintel.training.checkpoint import (
     scenario_hash,
 )
 from edgeintel.training.compressors import (
-    COMPRESSORS,
+    UPDATE_COMPRESSORS,
     Compressor,
     CompressorConfig,
     CompressorKind,
@@ -75,15 +75,16 @@ from edgeintel.training.local import (
 from edgeintel.training.private import PrivacyStrategy, resume_engine
 from edgeintel.training.scenario_train import build_engine, federated_config, resolve_mode, topology
 from edgeintel.training.secagg import SecAggConfig, secure_aggregate, secure_sum
-from edgeintel.training.server_opt import Algorithm, ServerOptConfig, server_step
+from edgeintel.training.server_opt import SERVER_OPTIMIZERS, Algorithm, ServerOptConfig, server_step
 from edgeintel.training.solo import SoloPlan, SoloResult, freeze_all_but_last, plan_solo, train_solo
 from edgeintel.training.weights import flatten, get_weights, set_weights, unflatten, weight_names
 
 __all__ = [
     "AGGREGATORS",
     "ATTACKS",
-    "COMPRESSORS",
+    "SERVER_OPTIMIZERS",
     "TIERS",
+    "UPDATE_COMPRESSORS",
     "AggregationConfig",
     "AggregationContext",
     "AggregationRule",

@@ -47,7 +47,8 @@ from edgeintel.training.secagg import SecAggConfig, secure_aggregate
 
 if TYPE_CHECKING:
     from edgeintel.data.datasets import Dataset
-    from edgeintel.scenario import Scenario, TrainingMode
+    from edgeintel.scenario import Scenario
+    from edgeintel.training.settings import TrainingMode
 
 __all__ = [
     "PrivacyStrategy",

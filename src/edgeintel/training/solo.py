@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from edgeintel.errors import ConfigError, DataError
-from edgeintel.scenario import DeviceProfile
+from edgeintel.topology import DeviceProfile
 from edgeintel.training.local import EpochRecord, TrainConfig, train_model
 
 __all__ = ["SoloPlan", "SoloResult", "freeze_all_but_last", "plan_solo", "train_solo"]
