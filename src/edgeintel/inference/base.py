@@ -3,7 +3,7 @@
 A compressor is one technique (``quantize_static``, ``prune_structured``, ...):
 a validated frozen config class plus a function. Torch compressors map an
 ``nn.Module`` to a smaller ``nn.Module``; ONNX compressors map an ONNX file to
-another ONNX file. Adding a technique is one ``@register_compressor`` call.
+another ONNX file. Adding a technique is one ``@register_technique`` call.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ __all__ = [
     "check_samples",
     "clone_model",
     "finetune",
-    "register_compressor",
+    "register_technique",
     "set_submodule",
 ]
 
@@ -161,7 +161,7 @@ class TechniqueSpec(Generic[C]):
 TECHNIQUES: Registry[TechniqueSpec[Any]] = Registry("compression technique")
 
 
-def register_compressor(
+def register_technique(
     name: str, config_cls: type[C], kind: StageKind
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn(model_or_path, config, ctx, ...)`` as technique ``name``."""

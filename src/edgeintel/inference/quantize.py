@@ -24,7 +24,7 @@ import numpy as np
 import onnx
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.inference.base import CompressContext, StageKind, check_samples, register_compressor
+from edgeintel.inference.base import CompressContext, StageKind, check_samples, register_technique
 from edgeintel.inference.measure import load_onnx
 
 __all__ = [
@@ -238,7 +238,7 @@ def _first_line(exc: Exception) -> str:
     return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
 
 
-@register_compressor("quantize_static", QuantizeStaticConfig, StageKind.ONNX)
+@register_technique("quantize_static", QuantizeStaticConfig, StageKind.ONNX)
 def _quantize_static(
     src: Path, config: QuantizeStaticConfig, ctx: CompressContext, dst: Path
 ) -> list[str]:
@@ -246,7 +246,7 @@ def _quantize_static(
     return quantize_static_onnx(src, dst, ctx.calib_x, config)
 
 
-@register_compressor("quantize_dynamic", QuantizeDynamicConfig, StageKind.ONNX)
+@register_technique("quantize_dynamic", QuantizeDynamicConfig, StageKind.ONNX)
 def _quantize_dynamic(
     src: Path, config: QuantizeDynamicConfig, ctx: CompressContext, dst: Path
 ) -> list[str]:
