@@ -24,6 +24,7 @@ from edgeintel.data import DATASETS, PARTITIONERS, load_data, load_dataset, part
 from edgeintel.errors import ConfigError
 from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
 from edgeintel.models import MODELS, build_model
+from edgeintel.models.train import TrainConfig, train_model
 from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
 from edgeintel.registry import Registry
 from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
@@ -38,7 +39,6 @@ from edgeintel.training import (
     make_compressor,
     server_step,
 )
-from edgeintel.training.local import TrainConfig, train_model
 from edgeintel.training.scenario_train import federated_config
 
 from .conftest import tiny_scenario_dict

@@ -197,7 +197,7 @@ class FinetuneMixin:
 
 def finetune(model: nn.Module, cfg: FinetuneMixin, ctx: CompressContext) -> list[float]:
     """Fine-tune ``model`` in place on the training data; returns per-epoch training loss."""
-    from edgeintel.training.local import TrainConfig, train_model
+    from edgeintel.models.train import TrainConfig, train_model
 
     if cfg.finetune_epochs == 0:
         return []

@@ -116,7 +116,7 @@ def compress_target(
     family = width = None
     if suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
-        from edgeintel.training.local import TrainConfig, train_model
+        from edgeintel.models.train import TrainConfig, train_model
 
         sc = load_scenario(path)
         seed = sc.seed if seed is None else seed

@@ -36,14 +36,10 @@ from edgeintel.errors import ConfigError, DataError
 from edgeintel.training.aggregate import AggregationConfig, AggregationRule, weighted_mean
 from edgeintel.training.checkpoint import Checkpoint, CheckpointStore, scenario_hash
 from edgeintel.training.dp import ClipMode, DifferentialPrivacy, DPConfig, clip_update
-from edgeintel.training.engine import (
-    AggregationContext,
-    ClientSpec,
-    FederatedEngine,
-    Strategy,
-    Tier,
-)
+from edgeintel.training.engine import FederatedEngine
+from edgeintel.training.rounds import ClientSpec, Tier
 from edgeintel.training.secagg import SecAggConfig, secure_aggregate
+from edgeintel.training.strategy import AggregationContext, Strategy
 
 if TYPE_CHECKING:
     from edgeintel.data.datasets import Dataset

@@ -11,19 +11,15 @@ from torch import nn
 
 from edgeintel.data.datasets import Dataset
 from edgeintel.errors import ConfigError
+from edgeintel.network import Hop
 from edgeintel.training.aggregate import AggregationConfig
 from edgeintel.training.attacks import AttackConfig
 from edgeintel.training.compressors import CompressorConfig
-from edgeintel.training.engine import (
-    ClientSpec,
-    FederatedConfig,
-    FederatedEngine,
-    FlMode,
-    Hop,
-    Strategy,
-)
+from edgeintel.training.engine import FederatedEngine
+from edgeintel.training.rounds import ClientSpec, FederatedConfig, FlMode
 from edgeintel.training.server_opt import Algorithm, ServerOptConfig
 from edgeintel.training.settings import TrainingMode, TrainingSettings
+from edgeintel.training.strategy import Strategy
 
 if TYPE_CHECKING:  # the scenario composes the training settings, so it imports this package
     from edgeintel.scenario import Scenario
