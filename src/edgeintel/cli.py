@@ -290,7 +290,7 @@ def compress_cmd(
     runs: Annotated[int, typer.Option(help="Timed latency runs per candidate.")] = 100,
 ) -> None:
     """Search compression recipes and write the best artifact per device profile."""
-    from edgeintel.inference.command import compress_target
+    from edgeintel.pipeline.compress_target import compress_target
 
     with guard():
         _allow_user_modules(target)

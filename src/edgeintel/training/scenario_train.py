@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -98,14 +97,11 @@ def topology(
         )
         for d in devices
     ]
-    paths: dict[str, list[Hop]] = {}
-    for e in scenario.edge_servers:
-        path = scenario.path_to_cloud(e.name)
-        hops = []
-        for a, b in itertools.pairwise(path):
-            link = scenario.link_between(a, b)
-            hops.append(Hop(link.bandwidth_mbps, link.rtt_ms))
-        paths[e.name] = hops
+    graph = scenario.topology
+    paths = {
+        e.name: [Hop(link.bandwidth_mbps, link.rtt_ms) for link in graph.links_to_cloud(e.name)]
+        for e in scenario.edge_servers
+    }
     return clients, paths
 
 
