@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
-from edgeintel.network import TIERS, Exchange, Hop, Traffic, path_s, transfer_s
+from edgeintel.network import TIERS, Exchange, Hop, Traffic, hop_at, path_s, transfer_s
+from edgeintel.topology import LinkSpec, TracePoint
 
 
 def test_transfer_and_path_times_by_hand() -> None:
@@ -13,6 +16,14 @@ def test_transfer_and_path_times_by_hand() -> None:
     # store-and-forward over 8 Mbit/s (1 s) then 80 Mbit/s (0.1 s), RTTs 10 + 5 ms
     assert path_s(1_000_000, [Hop(8.0, 10.0), Hop(80.0, 5.0)]) == pytest.approx(1.115)
     assert path_s(123, []) == 0.0
+    assert transfer_s(1, Hop(0.0, 5.0)) == math.inf  # an outage never delivers
+
+
+def test_a_traced_link_gives_the_hop_in_force_at_t() -> None:
+    trace = [TracePoint(t_s=10, bandwidth_mbps=5), TracePoint(t_s=20, bandwidth_mbps=0, rtt_ms=80)]
+    link = LinkSpec(bandwidth_mbps=50, rtt_ms=20, trace=trace)
+    assert hop_at(link, 0.0) == Hop(50, 20) and hop_at(link, 15.0) == Hop(5, 20)
+    assert hop_at(link, 25.0) == Hop(0, 80)
 
 
 def test_exchange_is_down_compute_up_over_the_whole_path() -> None:

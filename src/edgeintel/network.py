@@ -27,14 +27,18 @@ Units: bytes; bandwidth in Mbit/s; RTT in ms; time in s.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+
+from edgeintel.topology import LinkSpec
 
 __all__ = [
     "TIERS",
     "Exchange",
     "Hop",
     "Traffic",
+    "hop_at",
     "path_s",
     "transfer_s",
 ]
@@ -50,8 +54,16 @@ class Hop:
     rtt_ms: float = 0.0
 
 
+def hop_at(link: LinkSpec, t_s: float) -> Hop:
+    """The hop a (possibly time-varying) link is at time ``t_s`` (bandwidth 0: an outage)."""
+    bandwidth, rtt, _loss = link.at(t_s)
+    return Hop(bandwidth, rtt)
+
+
 def transfer_s(n_bytes: float, hop: Hop) -> float:
-    """Seconds to send ``n_bytes`` over ``hop``: one RTT plus serialisation."""
+    """Seconds to send ``n_bytes`` over ``hop``: one RTT plus serialisation (inf in an outage)."""
+    if hop.bandwidth_mbps <= 0:
+        return math.inf
     return hop.rtt_ms / 1000.0 + 8.0 * n_bytes / (hop.bandwidth_mbps * 1e6)
 
 
