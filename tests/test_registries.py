@@ -243,6 +243,10 @@ def test_unknown_names_list_the_registry() -> None:
         _scenario(data={"partition": {"kind": "x"}})
     with pytest.raises(ConfigError, match=r"settings\.training\.algorithm: unknown federated"):
         _scenario(training={"algorithm": "sgd"})
+    with pytest.raises(ConfigError, match=r"data\.dataset: unknown dataset 'cifar'; expected"):
+        _scenario(data={"dataset": "cifar"})
+    with pytest.raises(ConfigError, match=r"task\.model: unknown model family 'resnet'"):
+        _scenario(task={"model": "resnet"})
 
 
 def test_a_user_registered_rule_can_be_named_in_a_scenario(

@@ -31,9 +31,11 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edgeintel.data.datasets import DATASETS
 from edgeintel.data.partition import PARTITIONERS
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
+from edgeintel.models.zoo import MODELS
 
 # Fraction, NonNegative, Positive: number types for the settings slots defined below
 from edgeintel.schema import (  # noqa: F401
@@ -116,9 +118,10 @@ class PartitionSpec(_Strict):
 
 
 class DataSpec(_Strict):
-    """Either a bundled ``dataset`` name or a user's ``path`` (NPZ, CSV, Parquet, image folder)."""
+    """Either a bundled ``dataset`` (a name in ``DATASETS``) or a user's ``path`` (NPZ, CSV,
+    Parquet, image folder)."""
 
-    dataset: str | None = None
+    dataset: Annotated[str, registry_name(DATASETS)] | None = None
     path: Path | None = None
     label_column: str = "label"
     group_column: str | None = None
@@ -142,7 +145,7 @@ class DataSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    """The model: a zoo family name or a user factory ``package.module:function``."""
+    """The model: a zoo family (a name in ``MODELS``) or a factory ``package.module:function``."""
 
     model: str
     width: Annotated[int, Field(ge=1, le=1024)] = 16
@@ -154,6 +157,8 @@ class TaskSpec(_Strict):
             raise ValueError(
                 f"a model factory must look like 'package.module:function', got {value!r}"
             )
+        if ":" not in value:
+            MODELS.get(value)  # a zoo family: ConfigError listing the registered ones
         return value
 
 
