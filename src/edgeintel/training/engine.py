@@ -47,7 +47,7 @@ from torch import nn
 
 from edgeintel.errors import DataError
 from edgeintel.models.train import predict_logits
-from edgeintel.network import TIERS, Exchange, Hop, Traffic
+from edgeintel.network import Exchange, Hop, Traffic
 from edgeintel.training.attacks import Attack, make_attack
 from edgeintel.training.client_train import LocalTrainer
 from edgeintel.training.compressors import Compressor, compress_with_feedback, make_compressor
@@ -63,7 +63,7 @@ from edgeintel.training.server_opt import server_step
 from edgeintel.training.strategy import AggregationContext, Strategy
 from edgeintel.training.weights import flatten, get_weights, set_weights, unflatten
 
-__all__ = ["TIERS", "FederatedEngine"]
+__all__ = ["FederatedEngine"]
 
 log = logging.getLogger(__name__)
 
