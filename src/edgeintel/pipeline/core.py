@@ -13,9 +13,7 @@ components add a module here with one ``@register_stage`` class.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -41,6 +39,8 @@ from edgeintel.errors import EdgeIntelError
 from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
+from edgeintel.report.figures import Figure, png_base64
+from edgeintel.report.topology import topology_json
 from edgeintel.scenario import Device, Scenario, dump_scenario
 
 __all__ = [
@@ -53,16 +53,6 @@ __all__ = [
     "register_stage",
     "run_pipeline",
 ]
-
-
-@dataclass
-class Figure:
-    """A PNG figure for the report, stored base64-encoded."""
-
-    section: str
-    title: str
-    png_base64: str
-    caption: str = ""
 
 
 @dataclass
@@ -112,13 +102,7 @@ class RunContext:
 
     def add_figure(self, section: str, title: str, fig: Any, caption: str = "") -> None:
         """Store a matplotlib figure (closed afterwards) for the report."""
-        import matplotlib.pyplot as plt
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-        self.figures.append(Figure(section, title, b64, caption))
+        self.figures.append(Figure(section, title, png_base64(fig), caption))
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Any]:
@@ -218,6 +202,7 @@ def run_pipeline(
             "hash": scenario_hash,
             "devices": scenario.num_devices,
             "edge_servers": len(scenario.edge_servers),
+            "topology": topology_json(scenario),
         },
         "machine": machine_info(),
         "versions": package_versions(),
