@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgeintel.inference import report as _report  # noqa: F401  (registers the section)
 from edgeintel.inference.devices import (
     choose_for_profiles,
     front_rows,

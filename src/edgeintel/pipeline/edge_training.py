@@ -22,6 +22,7 @@ from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
+from edgeintel.training import report as _report  # noqa: F401  (registers the section)
 from edgeintel.training.engine import TIERS, FederatedEngine
 from edgeintel.training.local import TrainConfig, evaluate_accuracy
 from edgeintel.training.private import build_private_engine
@@ -113,11 +114,15 @@ class EdgeTrainStage(Stage):
             "history": [r.to_json() for r in hist],
             "bytes_total": {t: int(cum[t][-1]) for t in TIERS},
         }
+        central = ctx.results.get("training", {}).get("final_accuracy")
         ctx.add_figure(
             "edge_training", "Accuracy vs round",
-            plots.line_chart(rounds, {"test accuracy": acc}, "round", "test accuracy"),
+            plots.round_curve(rounds, {f"{mode} global model": acc}, baseline=central,
+                              chance=1.0 / ds.num_classes),
             f"{mode} training: held-out test accuracy of the global model after each "
-            f"{'cloud ' if mode is TrainingMode.HIERARCHICAL else ''}round.",
+            f"{'cloud ' if mode is TrainingMode.HIERARCHICAL else ''}round"
+            + (", against the central baseline trained on all the data." if central is not None
+               else "."),
         )  # fmt: skip
         ctx.add_figure(
             "edge_training", "Bytes per link tier vs round",

@@ -106,8 +106,14 @@ def render_report(results: Mapping[str, Any], figures: Sequence[Figure]) -> str:
     if ctx.headline.chance is None and nc:
         ctx.headline.chance = 1.0 / nc
     h = ctx.headline
+    first = ("receives", "why")  # the story first, then the figures behind it
+    cols = [c for c in first if any(c in p for p in h.profiles.values())]
+    for p in h.profiles.values():
+        cols += [c for c in p if c not in cols]
     profiles_table = (
-        table(h.profiles, index="device profile", collapse_after=50) if h.profiles else None
+        table(h.profiles, ["device profile", *cols], index="device profile", collapse_after=50)
+        if h.profiles
+        else None
     )
     tiers_table = table(h.tiers, index="tier", collapse_after=50) if h.tiers else None
     topo = sc.get("topology")

@@ -44,6 +44,8 @@ __all__ = [
     "RenderContext",
     "Renderer",
     "SectionSpec",
+    "accuracy_margin",
+    "check_accuracy",
     "details",
     "fmt",
     "generic_section",
@@ -338,3 +340,41 @@ def _records(v: Any) -> bool:
 def text(s: Any) -> Markup:
     """Escaped text as safe HTML (for composing fragments)."""
     return Markup(html.escape(str(s)))
+
+
+# --------------------------------------------------------------------------- shared checks
+
+
+def accuracy_margin(chance: float, n_test: int | None) -> float:
+    """How close to chance counts as "near chance": 2 standard errors of a chance-level
+    classifier on ``n_test`` samples, at least 5 points."""
+    if not n_test:
+        return 0.05
+    return max(0.05, 2.0 * math.sqrt(chance * (1.0 - chance) / n_test))
+
+
+def check_accuracy(
+    ctx: RenderContext,
+    label: str,
+    series: Sequence[float | None],
+    *,
+    unit: str = "round",
+    n_test: int | None = None,
+) -> None:
+    """Warn when ``label``'s final accuracy is near chance or did not improve over the series."""
+    vals = [float(v) for v in series if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return
+    final = vals[-1]
+    nc = ctx.num_classes
+    if nc:
+        chance = 1.0 / nc
+        if final <= chance + accuracy_margin(chance, n_test):
+            ctx.warn(
+                f"{label}: accuracy {final:.3f} is near chance ({chance:.3f} for {nc} classes)"
+            )
+    if len(vals) >= 3 and max(vals[len(vals) // 2 :]) <= vals[0] + 0.01:
+        ctx.warn(
+            f"{label}: no improvement across {unit}s (accuracy {vals[0]:.3f} after the first "
+            f"{unit}, {final:.3f} after the last)"
+        )
