@@ -46,6 +46,38 @@ RunIdOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a scenario field before validation (repeatable): key.path=value, "
+        "e.g. --set settings.training.rounds=5 --set devices.0.count=50.",
+    ),
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("edgeintel")
+        except PackageNotFoundError:  # running from a source tree
+            v = "unknown (not installed)"
+        console.print(f"edgeintel {v}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Edge intelligence across devices, edge servers and the cloud."""
 
 
 @contextmanager
@@ -69,11 +101,11 @@ def _allow_user_modules(path: Path) -> None:
             sys.path.insert(0, str(d))
 
 
-def _load(scenario: Path, seed: int | None) -> Any:
-    """Load and validate a scenario for a command, with an optional seed override."""
-    from edgeintel.scenario import load_scenario
+def _load(scenario: Path, seed: int | None, sets: list[str] | None = None) -> Any:
+    """Load and validate a scenario (``--set`` overrides applied first), optional seed."""
+    from edgeintel.examples import load_scenario_with
 
-    sc = load_scenario(scenario)
+    sc = load_scenario_with(scenario, sets)
     _allow_user_modules(scenario)
     return sc if seed is None else sc.model_copy(update={"seed": seed})
 
@@ -114,10 +146,17 @@ def run(
         typer.Option("--stage", help="Run only these stages (repeatable); default: all."),
     ] = None,
     quiet: QuietOpt = False,
+    set_: SetOpt = None,
 ) -> None:
-    """Run the main job on a scenario and write runs/<run-id>/results.json and report.html."""
+    """Run the main job on a scenario and write runs/<run-id>/results.json and report.html.
+
+    SCENARIO is a YAML file or the name of a shipped scenario (see `edgeintel examples`).
+    """
+    from edgeintel.examples import resolve_scenario
+
     with guard():
-        sc = _load(scenario, seed)
+        scenario = resolve_scenario(scenario)
+        sc = _load(scenario, seed, set_)
         console.print(
             f"[bold]edgeintel run[/] {scenario} — {sc.num_devices} devices, "
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
@@ -140,15 +179,21 @@ def train(
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Override settings.training.rounds.")] = None,
     quiet: QuietOpt = False,
+    set_: SetOpt = None,
 ) -> None:
-    """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud)."""
+    """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud).
+
+    The trained model is exported like `run` does: runs/<run-id>/model.onnx + model.json.
+    """
     from pydantic import ValidationError
 
+    from edgeintel.examples import resolve_scenario
     from edgeintel.scenario import TrainingMode, TrainingSettings
     from edgeintel.training.scenario_train import resolve_mode
 
     with guard():
-        sc = _load(scenario, seed)
+        scenario = resolve_scenario(scenario)
+        sc = _load(scenario, seed, set_)
         over: dict[str, Any] = {}
         if mode is not None:
             over["mode"] = mode
@@ -168,6 +213,7 @@ def train(
         if resolved is not TrainingMode.CENTRAL:
             needs_base = resolved is TrainingMode.SOLO and sc.settings.training.finetune_layers
             stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
+        stages.append("export")  # the trained model is kept: model.onnx + model.json
         console.print(
             f"[bold]edgeintel train[/] {scenario} — {resolved} over {sc.num_devices} devices, "
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
@@ -334,6 +380,30 @@ def compress_cmd(
             console.print(table)
             console.print(f"artifact for {name}: {choice.artifact_path}", highlight=False)
         console.print(f"report:  {outcome.report_path}", highlight=False)
+
+
+@app.command()
+def examples(
+    name: Annotated[
+        str | None, typer.Argument(help="A shipped scenario to copy out (default: list them).")
+    ] = None,
+    to: Annotated[Path, typer.Option(help="Folder (or .yaml file) to copy it to.")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """List the scenarios shipped inside the package, or copy one out to edit it."""
+    from edgeintel.examples import copy_example, list_examples
+
+    with guard():
+        if name is None:
+            table = Table("name", "scenario", "description", title="Shipped scenarios")
+            for stem, info in list_examples().items():
+                table.add_row(stem, str(info["name"]), str(info["description"]))
+            console.print(table)
+            console.print("run one with `edgeintel run NAME`; copy it out with "
+                          "`edgeintel examples NAME --to DIR`", highlight=False)  # fmt: skip
+            return
+        target = copy_example(name, to, overwrite=force)
+        console.print(f"copied {name} to {target}", highlight=False)
 
 
 @app.command()

@@ -11,7 +11,6 @@ for a device of ``compute_speed``. Outputs in ``out_dir``: ``<profile>.onnx``
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -193,16 +192,24 @@ def compress_target(
         seed=seed,
     )
     choices = choose_for_profiles(results, profiles, settings, out)
+    from edgeintel.inference import report as _report  # noqa: F401  (registers the section)
+    from edgeintel.report import Figure, machine_info, package_versions, write_report
+    from edgeintel.report.figures import png_base64
+
     figures = []
     for name, ch in choices.items():
-        fig = pareto_figure(ch.search, f"{path.name}: candidates on {name}")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        (out / f"pareto_{name}.png").write_bytes(buf.getvalue())
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        figures.append((name, base64.b64encode(buf.getvalue()).decode("ascii")))
+        b64 = png_base64(pareto_figure(ch.search, f"{path.name}: candidates on {name}"))
+        (out / f"pareto_{name}.png").write_bytes(base64.b64decode(b64))
+        figures.append(
+            Figure(
+                "compression",
+                f"Pareto front for {name}",
+                b64,
+                f"Held-out accuracy vs latency on {name} (this machine's ONNX Runtime "
+                f"p50 / compute speed {profiles[name].compute_speed:g}); marker area ~ ONNX "
+                "size, green = meets the budget, black edge = Pareto front, red ring = chosen.",
+            )
+        )
     section = {
         "target": str(path),
         "dataset": ds.name,
@@ -212,35 +219,23 @@ def compress_target(
         "candidates": [r.summary_json() for r in results],
     }
     (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
-    report = out / "report.html"
-    report.write_text(_report_html(section, figures))
+    page = {
+        "title": f"edgeintel compress — {path.name}",
+        "subtitle": f"Compression recipes searched for {', '.join(profiles)} on {ds.name}.",
+        "run_id": out.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "completed",
+        "error": None,
+        "data": {
+            "name": ds.name,
+            "samples": len(ds.y),
+            "classes": list(ds.classes),
+            "train_samples": len(tr),
+            "test_samples": len(te),
+        },
+        "compression": section,
+        "machine": machine_info(),
+        "versions": package_versions(),
+    }
+    report = write_report(out / "report.html", page, figures)
     return CompressOutcome(results, choices, out, report)
-
-
-def _report_html(section: dict[str, Any], figures: list[tuple[str, str]]) -> str:
-    """The compression report section as a self-contained HTML page."""
-    import html
-
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>edgeintel compress</title>",
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
-        "tr:nth-child(even){background:#f4f4f4}.no{color:#999}</style></head><body>",
-        f"<h1>Compression of {html.escape(section['target'])}</h1>",
-        f"<p>created {datetime.now(UTC).isoformat(timespec='seconds')}; held-out data: "
-        f"{html.escape(section['dataset'])}</p>",
-    ]
-    for (name, b64), (_, prof) in zip(figures, section["per_profile"].items(), strict=True):
-        parts.append(f"<h2>{html.escape(name)}: chosen {html.escape(prof['chosen'])}</h2>")
-        parts.append(f"<img src='data:image/png;base64,{b64}' alt='Pareto front {name}'>")
-        rows = prof["table"]
-        parts.append("<table><tr>" + "".join(f"<th>{k}</th>" for k in rows[0]) + "</tr>")
-        for r in rows:
-            cls = "" if r["verdict"].startswith(("chosen", "meets")) else " class='no'"
-            parts.append(
-                f"<tr{cls}>"
-                + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values())
-                + "</tr>"
-            )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)

@@ -74,6 +74,19 @@ class RunContext:
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    verbose: bool = False
+
+    def log(self, message: str) -> None:
+        """One line of live feedback: appended to ``run.log``; printed when ``verbose``
+        (styled above the progress bars in a terminal, plain otherwise)."""
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        with (self.run_dir / "run.log").open("a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {message}\n")
+        if self.verbose:
+            if self.console.is_terminal:
+                self.console.print(f"[dim]{stamp}[/] {message}", highlight=False)
+            else:
+                self.console.out(f"{stamp} {message}", highlight=False)
 
     @property
     def seed(self) -> int:
@@ -173,16 +186,21 @@ def run_pipeline(
     run_id: str | None = None,
     console: Console | None = None,
     stages: list[str] | None = None,
-    show_progress: bool = True,
+    show_progress: bool = False,
     scenario_file: str | None = None,
 ) -> RunResult:
     """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
 
+    Prints nothing unless ``show_progress``: then progress bars (in a terminal)
+    and one line per stage and per training round/epoch (plain lines when the
+    output is not a terminal). The same lines always go to ``run.log`` in the run
+    folder, and ``results.json`` is rewritten after every stage, so a long run
+    can be followed and a crash loses nothing finished.
     Raises the first stage's ``EdgeIntelError`` after writing the partial results.
     """
     from edgeintel.report.html import write_report
 
-    console = console or Console()
+    console = console or Console(quiet=not show_progress)
     run_dir = Path(runs_dir) / (run_id or _new_run_id(scenario))
     run_dir.mkdir(parents=True, exist_ok=True)
     scenario_json = dump_scenario(scenario)
@@ -215,6 +233,7 @@ def run_pipeline(
         console=console,
         scenario_file=scenario_file,
         results=results,
+        verbose=show_progress,
     )
     (run_dir / "scenario.json").write_text(json.dumps(scenario_json, indent=2))
     progress = Progress(
@@ -225,14 +244,18 @@ def run_pipeline(
         TimeElapsedColumn(),
         console=console,
         transient=False,
-        disable=not show_progress,
+        disable=not (show_progress and console.is_terminal),
     )
     error: BaseException | None = None
+    results_path = run_dir / "results.json"
     with progress:
-        ctx.progress = progress if show_progress else None
-        for stage in ordered_stages(stages):
+        ctx.progress = progress if show_progress and console.is_terminal else None
+        todo = ordered_stages(stages)
+        ctx.log(f"run {run_dir.name}: scenario {scenario.name}, seed {scenario.seed}")
+        for stage in todo:
             if not stage.enabled(ctx):
                 continue
+            ctx.log(f"stage {stage.name} started")
             t0 = time.perf_counter()
             try:
                 stage.run(ctx)
@@ -242,14 +265,18 @@ def run_pipeline(
                 results["error"] = f"stage {stage.name}: {exc}"
                 results["stages"].append(stage.name)
                 results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
+                ctx.log(f"stage {stage.name} FAILED: {exc}")
                 break
             results["stages"].append(stage.name)
             results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
+            ctx.log(f"stage {stage.name} done in {results['timings_s'][stage.name]:.1f} s")
+            _write_json(results_path, results)  # a crash later loses nothing finished
     if error is None:
         results["status"] = "completed"
     result = RunResult(run_dir, results)
     _write_json(result.results_path, results)
     write_report(result.report_path, results, ctx.figures)
+    ctx.log(f"run {results['status']}: {result.results_path}, {result.report_path}")
     if error is not None:
         raise error
     return result

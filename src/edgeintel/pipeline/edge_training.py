@@ -12,6 +12,7 @@ last layers of the central model) within its memory budget.
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import numpy as np
@@ -33,8 +34,21 @@ __all__ = ["EdgeTrainStage"]
 
 
 def _run_engine(ctx: RunContext, engine: FederatedEngine, label: str) -> None:
-    with ctx.task(label, total=engine.config.rounds) as advance:
-        engine.run(on_round=lambda _rec: advance())
+    total = engine.config.rounds
+    t0 = time.perf_counter()
+
+    def on_round(rec: Any) -> None:
+        advance()
+        done = max(len(engine.state.history), 1)
+        eta = (time.perf_counter() - t0) / done * max(total - done, 0)
+        acc = "n/a" if rec.accuracy is None else f"{rec.accuracy:.3f}"
+        ctx.log(
+            f"{label}: round {rec.round}/{total} accuracy {acc}, "
+            f"{sum(rec.bytes.values()) / 1e6:.3g} MB sent, ETA {eta:.0f} s"
+        )
+
+    with ctx.task(label, total=total) as advance:
+        engine.run(on_round=on_round)
 
 
 @register_stage

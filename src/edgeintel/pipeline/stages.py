@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgeintel.data import label_skew, load_data, partition, train_test_split
@@ -98,16 +100,15 @@ class TrainStage(Stage):
         )
         x_tr, y_tr = ctx.train_arrays()
         x_te, y_te = ctx.test_arrays()
+
+        def on_epoch(rec: Any) -> None:
+            advance()
+            val = "" if rec.val_accuracy is None else f", test accuracy {rec.val_accuracy:.3f}"
+            ctx.log(f"central baseline: epoch {rec.epoch}/{cfg.epochs} loss {rec.loss:.4f}{val}")
+
         with ctx.task("Training baseline (epochs)", total=cfg.epochs) as advance:
             history = train_model(
-                model,
-                x_tr,
-                y_tr,
-                cfg,
-                seed=sc.seed,
-                x_val=x_te,
-                y_val=y_te,
-                on_epoch=lambda _rec: advance(),
+                model, x_tr, y_tr, cfg, seed=sc.seed, x_val=x_te, y_val=y_te, on_epoch=on_epoch
             )
         ctx.model = model
         ctx.results["training"] = {
