@@ -39,7 +39,7 @@ from edgeintel.errors import EdgeIntelError
 from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
-from edgeintel.report.figures import Figure, png_base64
+from edgeintel.report.figures import Figure, png_base64, save_figures
 from edgeintel.report.topology import topology_json
 from edgeintel.scenario import Device, Scenario, dump_scenario
 
@@ -275,6 +275,7 @@ def run_pipeline(
         results["status"] = "completed"
     result = RunResult(run_dir, results)
     _write_json(result.results_path, results)
+    save_figures(run_dir, ctx.figures)
     write_report(result.report_path, results, ctx.figures)
     ctx.log(f"run {results['status']}: {result.results_path}, {result.report_path}")
     if error is not None:
