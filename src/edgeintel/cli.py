@@ -382,6 +382,39 @@ def compress_cmd(
         console.print(f"report:  {outcome.report_path}", highlight=False)
 
 
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<run-id>).")],
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Also save a PNG of the page (headless Chromium).")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option(help="Screenshot height in px (default: the whole page).")
+    ] = None,
+) -> None:
+    """Re-render a run's report.html from its results.json and figures/ folder."""
+    import json
+
+    import edgeintel.pipeline  # noqa: F401  (registers every stage's section renderer)
+    from edgeintel.report.figures import load_figures
+    from edgeintel.report.html import write_report
+
+    with guard():
+        results_path = run_dir / "results.json"
+        if not results_path.is_file():
+            raise EdgeIntelError(f"{run_dir}: no results.json; expected a run folder")
+        try:
+            results = json.loads(results_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EdgeIntelError(f"{results_path}: not valid JSON ({exc})") from None
+        out = write_report(run_dir / "report.html", results, load_figures(run_dir))
+        console.print(f"report:  {out}", highlight=False)
+        if screenshot is not None:
+            from edgeintel.report.browser import screenshot as shoot
+
+            console.print(f"screenshot: {shoot(out, screenshot, height=height)}", highlight=False)
+
+
 @app.command()
 def examples(
     name: Annotated[

@@ -250,12 +250,12 @@ class EvaluateStage(Stage):
             )
 
 
-def _per_device_accuracy(ctx: RunContext, cm: np.ndarray) -> list[dict[str, object]]:
+def _per_device_accuracy(ctx: RunContext, cm: np.ndarray) -> list[dict[str, Any]]:
     """Per device: held-out per-class recall weighted by the device's class counts."""
     ds = ctx.require_dataset()
     support = cm.sum(1)
     recall = np.divide(np.diag(cm), support, out=np.zeros(len(cm)), where=support > 0)
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     for dev, idx in zip(ctx.devices, ctx.device_parts, strict=False):
         counts = np.bincount(ds.y[idx], minlength=ds.num_classes)
         if counts.sum() == 0:

@@ -37,7 +37,8 @@ LAYOUT_SCRIPT = """
   const out = {sections: [], overflow: [], hidden: [], page_overflow: false,
                width: document.documentElement.clientWidth,
                height: document.documentElement.scrollHeight};
-  out.page_overflow = document.documentElement.scrollWidth > document.documentElement.clientWidth + 1;
+  const doc = document.documentElement;
+  out.page_overflow = doc.scrollWidth > doc.clientWidth + 1;
   document.querySelectorAll('details').forEach(d => d.open = true);
   document.querySelectorAll('[data-section]').forEach(sec => {
     out.sections.push(sec.getAttribute('data-section'));
