@@ -163,3 +163,44 @@ def test_shipped_scenarios_still_validate_with_set() -> None:
         raw = yaml.safe_load(path.read_text())
         sc = load_scenario_with(path, ["seed=5"])
         assert sc.seed == 5 and sc.name == raw["name"]
+
+
+def test_compress_from_run_errors(tmp_path: Path, tiny_scenario_file: Path) -> None:
+    res = CliRunner().invoke(app, ["compress"])
+    assert res.exit_code == 2 and "--from-run RUN_DIR" in res.output
+    res = CliRunner().invoke(app, ["compress", str(tiny_scenario_file), "--from-run", "x"])
+    assert res.exit_code == 2
+    res = CliRunner().invoke(app, ["compress", "--from-run", str(tmp_path / "missing")])
+    assert res.exit_code == 2 and "not a folder" in res.output
+    res = CliRunner().invoke(app, ["compress", "--from-run", str(tmp_path)])
+    assert res.exit_code == 2 and "no scenario.json" in res.output
+
+
+@pytest.mark.slow
+def test_compress_from_run_reuses_model_and_split(tiny_scenario_file: Path, tmp_path: Path) -> None:
+    import numpy as np
+
+    res = CliRunner().invoke(
+        app, ["train", str(tiny_scenario_file), "--runs-dir", str(tmp_path), "--run-id", "r",
+              "--mode", "central", "-q"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "r"
+    with np.load(run / "split.npz") as z:
+        n_test = len(z["test_idx"])
+    out = tmp_path / "c"
+    res = CliRunner().invoke(
+        app, ["compress", "--from-run", str(run), "--out", str(out), "--runs", "5"]
+    )
+    assert res.exit_code == 0, res.output
+    search = json.loads((out / "search.json").read_text())
+    assert search["target"] == str(run / "model.onnx")
+    fp32 = next(c for c in search["candidates"] if not c["recipe"]["steps"])
+    results = json.loads((run / "results.json").read_text())
+    # the fp32 candidate is the run's own model on the run's own held-out split
+    assert fp32["measurement"]["accuracy"] == pytest.approx(
+        results["training"]["final_accuracy"], abs=1e-9
+    )
+    assert (out / "phone.onnx").is_file()
+    html = (out / "report.html").read_text()
+    assert 'data-section="compression"' in html and f"{n_test} held out" in html

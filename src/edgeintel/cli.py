@@ -310,8 +310,16 @@ def _print_summary(results: dict[str, Any]) -> None:
 @app.command("compress")
 def compress_cmd(
     target: Annotated[
-        Path, typer.Argument(help="A scenario file (.yaml) or an ONNX model (.onnx).")
-    ],
+        Path | None, typer.Argument(help="A scenario file (.yaml) or an ONNX model (.onnx).")
+    ] = None,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-run",
+            help="A run folder: compress its model.onnx for its device profiles, judged on "
+            "the run's own held-out split.",
+        ),
+    ] = None,
     device: Annotated[
         list[str] | None,
         typer.Option("--device", help="Device profile (repeatable); default: all in the scenario."),
@@ -339,9 +347,14 @@ def compress_cmd(
     from edgeintel.inference.command import compress_target
 
     with guard():
-        _allow_user_modules(target)
+        if (target is None) == (from_run is None):
+            raise EdgeIntelError("compress: give a scenario or ONNX file, or --from-run RUN_DIR")
+        if target is not None:
+            _allow_user_modules(target)
+        elif not from_run.is_dir():  # type: ignore[union-attr]
+            raise EdgeIntelError(f"--from-run {from_run}: not a folder; expected runs/<run-id>")
         outcome = compress_target(
-            target,
+            target if target is not None else from_run,  # type: ignore[arg-type]
             device,
             dataset=dataset,
             recipes=list(recipe or []),

@@ -85,6 +85,44 @@ def _overrides(
         raise ConfigError(f"compress options: {first[-1].strip() if first else exc}") from None
 
 
+def _from_run(run_dir: Path) -> tuple[Any, Any, Any, Any, dict[str, DeviceProfile], Any]:
+    """Model, dataset, train/test indices, profiles and settings of a finished run folder."""
+    import numpy as np
+
+    from edgeintel.data import load_data, train_test_split
+    from edgeintel.scenario import parse_scenario
+
+    for name in ("scenario.json", "model.onnx"):
+        if not (run_dir / name).is_file():
+            raise ConfigError(
+                f"--from-run {run_dir}: no {name}; expected a run folder of `edgeintel run` "
+                "or `edgeintel train`"
+            )
+    try:
+        raw = json.loads((run_dir / "scenario.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{run_dir / 'scenario.json'}: not valid JSON ({exc})") from None
+    sc = parse_scenario(raw, base_dir=run_dir, source=str(run_dir / "scenario.json"))
+    load_onnx(run_dir / "model.onnx")
+    ds = load_data(sc.data, seed=sc.seed)
+    split = run_dir / "split.npz"
+    if split.is_file():  # the run's own held-out split
+        with np.load(split) as z:
+            tr, te = z["train_idx"], z["test_idx"]
+        if max(int(tr.max(initial=0)), int(te.max(initial=0))) >= len(ds.y):
+            raise ConfigError(f"{split}: indices beyond the {len(ds.y)} samples of {ds.name}")
+    else:
+        tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=sc.seed)
+    return (
+        run_dir / "model.onnx",
+        ds,
+        tr,
+        te,
+        dict(sc.device_profiles),
+        sc.settings.inference.compress,
+    )
+
+
 def compress_target(
     target: str | Path,
     devices: list[str] | None = None,
@@ -102,7 +140,13 @@ def compress_target(
     seed: int | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> CompressOutcome:
-    """Compress a scenario's model or an ONNX file for device profiles; see module docstring."""
+    """Compress a scenario's model, an ONNX file or a run folder's model for device profiles.
+
+    A run folder (``runs/<id>``) gives its exported ``model.onnx`` (ONNX-level
+    recipes only), its scenario's device profiles and budgets, and the run's
+    own held-out split (``split.npz``), so the verdicts use the same test data.
+    See the module docstring for the other targets.
+    """
     from edgeintel.data import load_data, load_dataset, train_test_split
     from edgeintel.scenario import load_scenario
 
@@ -112,7 +156,14 @@ def compress_target(
     recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
     suffix = path.suffix.lower()
     family = width = None
-    if suffix in (".yaml", ".yml"):
+    model: Any
+    if path.is_dir():  # a run folder: its exported model, scenario and held-out split
+        model, ds, tr, te, profiles, settings = _from_run(path)
+        if seed is None:
+            seed = int(json.loads((path / "scenario.json").read_text()).get("seed", 0))
+        path = path / "model.onnx"
+        onnx_only = True
+    elif suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
         from edgeintel.training.local import TrainConfig, train_model
 
@@ -122,7 +173,7 @@ def compress_target(
         tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=seed)
         t = sc.settings.training
         family, width = sc.task.model, sc.task.width
-        model: Any = build_model(family, ds.sample_shape, ds.num_classes, width=width, seed=seed)
+        model = build_model(family, ds.sample_shape, ds.num_classes, width=width, seed=seed)
         say(f"training {family} (width {width}) on {ds.name} for {t.epochs} epochs")
         train_model(
             model,

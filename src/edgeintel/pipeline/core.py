@@ -276,6 +276,9 @@ def run_pipeline(
     result = RunResult(run_dir, results)
     _write_json(result.results_path, results)
     save_figures(run_dir, ctx.figures)
+    if ctx.train_idx is not None and ctx.test_idx is not None:
+        # the held-out split, so `edgeintel compress --from-run` judges on the same samples
+        np.savez(run_dir / "split.npz", train_idx=ctx.train_idx, test_idx=ctx.test_idx)
     write_report(result.report_path, results, ctx.figures)
     ctx.log(f"run {results['status']}: {result.results_path}, {result.report_path}")
     if error is not None:
