@@ -243,7 +243,8 @@ def compress_target(
         seed=seed,
     )
     choices = choose_for_profiles(results, profiles, settings, out)
-    from edgeintel.inference import report as _report  # noqa: F401  (registers the section)
+    from edgeintel.data import report as _data_report  # noqa: F401  (registers sections)
+    from edgeintel.inference import report as _report  # noqa: F401
     from edgeintel.report import Figure, machine_info, package_versions, write_report
     from edgeintel.report.figures import png_base64
 

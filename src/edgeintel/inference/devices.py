@@ -161,11 +161,12 @@ def pareto_figure(sr: SearchResult, title: str) -> Any:
             linewidths=1.4,
             zorder=3,
         )
+        off = (14, 11) if c is sr.chosen else (5, 5)  # clear of the chosen ring
         ax.annotate(
             c.label,
             (c.latency_ms, m.accuracy),
             fontsize=7,
-            xytext=(5, 5),
+            xytext=off,
             textcoords="offset points",
             zorder=4,
         )

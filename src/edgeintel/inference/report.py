@@ -202,5 +202,5 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
                 }
             )
         parts.append(table(flat, caption="Candidates as measured on this machine"))
-    parts.append(ctx.figures(figures))
+    parts.append(ctx.figures(ctx.unused(figures)))
     return Markup("").join(parts)
