@@ -39,7 +39,7 @@ class CompressStage(Stage):
         space = search_space_for(settings)
         with ctx.task("Compressing (candidates)", total=len(space) + 1) as advance:
             results = []
-            for recipe in space:
+            for i, recipe in enumerate(space, 1):
                 results += run_candidates(
                     ctx.model,
                     [recipe],
@@ -55,6 +55,7 @@ class CompressStage(Stage):
                     cache=ctx.state.setdefault("compress_cache", {}),
                 )
                 advance()
+                ctx.log(f"compress: measured {recipe.label()} ({i}/{len(space)})")
             choices = choose_for_profiles(
                 results, dict(sc.device_profiles), settings, ctx.run_dir / "compress"
             )
