@@ -183,7 +183,8 @@ def train(
 ) -> None:
     """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud).
 
-    The trained model is exported like `run` does: runs/<run-id>/model.onnx + model.json.
+    The trained global model is exported like `run` does: runs/<run-id>/model.onnx +
+    model.json (solo mode trains one model per device and exports none).
     """
     from pydantic import ValidationError
 
@@ -213,7 +214,8 @@ def train(
         if resolved is not TrainingMode.CENTRAL:
             needs_base = resolved is TrainingMode.SOLO and sc.settings.training.finetune_layers
             stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
-        stages.append("export")  # the trained model is kept: model.onnx + model.json
+        if resolved is not TrainingMode.SOLO:  # solo leaves one model per device, no global one
+            stages.append("export")  # the trained model is kept: model.onnx + model.json
         console.print(
             f"[bold]edgeintel train[/] {scenario} — {resolved} over {sc.num_devices} devices, "
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",

@@ -28,6 +28,7 @@ SECTIONS = ["headline", "topology", "data", "training", "edge_training", "model"
 def _figures() -> list:
     res = tiny_results()
     ev = res["evaluation"]
+    samples = ev["latency_samples_ms"]
     return [
         figure_from_matplotlib(
             "evaluation",
@@ -38,12 +39,8 @@ def _figures() -> list:
         figure_from_matplotlib(
             "evaluation",
             "Inference latency distribution",
-            plots.latency_distribution(
-                {"here": ev["latency_samples_ms"], "phone": [4 * v for v in
-                                                               ev["latency_samples_ms"]]},
-                "ms",
-            ),
-        ),  # fmt: skip
+            plots.latency_distribution({"here": samples, "phone": [4 * v for v in samples]}, "ms"),
+        ),
     ]
 
 

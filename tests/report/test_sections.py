@@ -166,4 +166,4 @@ def test_failed_run_shows_its_error_first() -> None:
 def test_generic_section_direct() -> None:
     ctx = RenderContext({})
     html = str(generic_section({"a": 1, "rows": [{"x": 1}, {"x": 2}]}, [], ctx))
-    assert "Rows" in html and html.count("<td class=\"num\">") >= 2
+    assert "Rows" in html and html.count('<td class="num">') >= 2
