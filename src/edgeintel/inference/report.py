@@ -111,8 +111,19 @@ def int8_slower_than_fp32(candidates: list[dict[str, Any]]) -> list[tuple[str, f
     return out
 
 
-def _why(verdict: str) -> str:
-    return verdict.split(":", 1)[1].strip() if ":" in verdict else verdict
+def _why(verdict: str, budget: dict[str, Any]) -> str:
+    """The chosen verdict plus the budget it was judged against, in words."""
+    why = verdict.split(":", 1)[1].strip() if ":" in verdict else verdict
+    terms = []
+    if budget.get("max_latency_ms") is not None:
+        terms.append(f"≤ {budget['max_latency_ms']:g} ms")
+    if budget.get("max_bytes") is not None:
+        terms.append(f"≤ {budget['max_bytes'] / 1024:g} KiB")
+    if budget.get("min_accuracy") is not None:
+        terms.append(f"accuracy ≥ {budget['min_accuracy']:g}")
+    if budget.get("max_peak_memory_bytes") is not None:
+        terms.append(f"peak memory ≤ {budget['max_peak_memory_bytes'] / 2**20:g} MiB")
+    return f"{why} (budget: {', '.join(terms)})" if terms else why
 
 
 @register_section("compression", title="Compression per device profile", order=55)
@@ -126,7 +137,8 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
         chosen = next((r for r in rows if r.get("chosen")), None)
         kib = (p.get("onnx_bytes") or 0) / 1024
         h.profile(name, "receives", f"{p.get('chosen')} ({kib:.1f} KiB)")
-        h.profile(name, "why", _why(str(chosen["verdict"])) if chosen else "")
+        why = _why(str(chosen["verdict"]), p.get("budget") or {}) if chosen else ""
+        h.profile(name, "why", why)
         h.profile(name, "accuracy", p.get("accuracy"))
         h.profile(name, "p50 on device (ms, estimated)", p.get("latency_ms_device"))
         budget = {k: v for k, v in (p.get("budget") or {}).items() if v is not None}

@@ -89,5 +89,6 @@ class CompressStage(Stage):
                 pareto_figure(choice.search, f"{sc.name}: candidates on {name}"),
                 f"Held-out accuracy vs latency on {name} (this machine's ONNX Runtime p50 / "
                 f"compute speed {sc.device_profiles[name].compute_speed:g}); marker area ~ "
-                "ONNX size, green = meets the budget, star = chosen.",
+                "ONNX size, green = meets the budget, black edge = Pareto front (accuracy, "
+                "latency, size), red ring = chosen.",
             )

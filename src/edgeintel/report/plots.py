@@ -218,15 +218,21 @@ def per_device_accuracy(
     if n <= 30:
         ax.set_xticks(np.arange(n), list(names), rotation=70, fontsize=7)
     ax.spines[["top", "right"]].set_visible(False)
-    _legend_below(ax, ncol=4)
+    handles, labels = ax.get_legend_handles_labels()  # above: rotated device names sit below
+    ax.legend(handles, labels, fontsize=8, frameon=False, loc="lower center",
+              bbox_to_anchor=(0.5, 1.0), ncol=min(4, len(handles)))  # fmt: skip
     return fig
 
 
 def latency_distribution(samples: dict[str, Sequence[float]], xlabel: str) -> Any:
     """Violin + box per named sample set (horizontal); log scale when they span > 20x."""
     names = list(samples)
-    data = [np.asarray(samples[k], dtype=float) for k in names]
-    fig, ax = plt.subplots(figsize=(6.8, 1.2 + 0.55 * len(names)))
+    full = [np.asarray(samples[k], dtype=float) for k in names]
+    # rare stalls of a shared machine would stretch the axis over the whole distribution:
+    # draw up to 3x each set's p99 and say how many samples lie beyond
+    data = [d[d <= 3 * np.percentile(d, 99)] for d in full]
+    cut = sum(len(f) - len(d) for f, d in zip(full, data, strict=True))
+    fig, ax = plt.subplots(figsize=(6.8, 1.4 + 0.6 * len(names)))
     pos = np.arange(1, len(names) + 1)
     lo = min(float(d.min()) for d in data)
     hi = max(float(d.max()) for d in data)
@@ -245,6 +251,8 @@ def latency_distribution(samples: dict[str, Sequence[float]], xlabel: str) -> An
 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{10**v:.3g}"))
         xlabel += " (log scale)"
+    if cut:
+        xlabel += f"; {cut} stall sample{'s' if cut > 1 else ''} > 3 × p99 not drawn"
     ax.set_xlabel(xlabel)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="x", alpha=0.25)

@@ -17,7 +17,7 @@ from edgeintel.scenario import Scenario
 
 __all__ = ["topology_json", "topology_svg"]
 
-_BOX_W, _BOX_H, _SLOT, _LEVEL = 150, 46, 178, 118
+_BOX_W, _BOX_H, _SLOT, _LEVEL = 150, 46, 200, 118
 _COLORS = {
     "cloud": ("#dbe7fb", "#2f5fb3"),
     "macro": ("#dcf3e2", "#1a7f37"),
@@ -150,7 +150,9 @@ def topology_svg(topo: dict[str, Any]) -> Markup:
             f"<line x1='{x1:.0f}' y1='{y1:.0f}' x2='{x2:.0f}' y2='{y2:.0f}' stroke='#8a93a3' "
             f"stroke-width='1.6'{dash}/>"
         )
-        mx, my = (x1 + x2) / 2, (y1 + y2) / 2
+        # a slanted link's label sits nearer its lower end, clear of its siblings' labels
+        t = 0.5 if abs(x1 - x2) < 1 else 0.7
+        mx, my = x1 + t * (x2 - x1), y1 + t * (y2 - y1)
         w = 7 * len(label) + 8
         out.append(
             f"<rect x='{mx - w / 2:.0f}' y='{my - 9:.0f}' width='{w}' height='17' rx='3' "
