@@ -204,3 +204,12 @@ def test_compress_from_run_reuses_model_and_split(tiny_scenario_file: Path, tmp_
     assert (out / "phone.onnx").is_file()
     html = (out / "report.html").read_text()
     assert 'data-section="compression"' in html and f"{n_test} held out" in html
+
+
+def test_generated_run_ids_are_unique(tiny_scenario_file: Path, tmp_path: Path) -> None:
+    from edgeintel.pipeline import run_pipeline
+    from edgeintel.scenario import load_scenario
+
+    sc = load_scenario(tiny_scenario_file)
+    dirs = {run_pipeline(sc, tmp_path, stages=[]).run_dir for _ in range(3)}
+    assert len(dirs) == 3 and all(d.parent == tmp_path for d in dirs)

@@ -167,3 +167,14 @@ def test_generic_section_direct() -> None:
     ctx = RenderContext({})
     html = str(generic_section({"a": 1, "rows": [{"x": 1}, {"x": 2}]}, [], ctx))
     assert "Rows" in html and html.count('<td class="num">') >= 2
+
+
+def test_no_improvement_is_not_claimed_at_the_ceiling() -> None:
+    ctx = RenderContext({"data": {"classes": ["a", "b"]}})
+    check_accuracy(ctx, "x", [1.0, 1.0, 1.0], n_test=24)
+    assert not ctx.headline.warnings
+    check_accuracy(ctx, "x", [0.6, 0.58, 0.61, 0.6], n_test=1000)
+    assert ctx.headline.warnings == [
+        "x: no improvement across rounds (accuracy 0.600 after the first round, 0.600 after "
+        "the last)"
+    ]

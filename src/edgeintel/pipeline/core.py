@@ -172,6 +172,20 @@ def _new_run_id(scenario: Scenario) -> str:
     return f"{stamp}-{scenario.name}"
 
 
+def _unique_run_dir(runs_dir: Path, base: str) -> Path:
+    """Create and return ``runs_dir/base`` or, if taken (two runs in one second),
+    ``base-2``, ``base-3``, ...; ``mkdir`` without ``exist_ok`` makes it race-free."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        cand = runs_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            cand.mkdir()
+        except FileExistsError:
+            continue
+        return cand
+    raise EdgeIntelError(f"{runs_dir}: no free run folder named {base}-N")
+
+
 def ordered_stages(only: list[str] | None = None) -> list[Stage]:
     """Instances of the registered stages in run order (optionally only the named ones)."""
     names = STAGES.names() if only is None else only
@@ -201,8 +215,11 @@ def run_pipeline(
     from edgeintel.report.html import write_report
 
     console = console or Console(quiet=not show_progress)
-    run_dir = Path(runs_dir) / (run_id or _new_run_id(scenario))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    if run_id is not None:
+        run_dir = Path(runs_dir) / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = _unique_run_dir(Path(runs_dir), _new_run_id(scenario))
     scenario_json = dump_scenario(scenario)
     scenario_hash = hashlib.sha256(json.dumps(scenario_json, sort_keys=True).encode()).hexdigest()[
         :16

@@ -373,7 +373,8 @@ def check_accuracy(
             ctx.warn(
                 f"{label}: accuracy {final:.3f} is near chance ({chance:.3f} for {nc} classes)"
             )
-    if len(vals) >= 3 and max(vals[len(vals) // 2 :]) <= vals[0] + 0.01:
+    # (a run that starts at the ceiling has nothing left to improve)
+    if len(vals) >= 3 and vals[0] < 0.99 and max(vals[len(vals) // 2 :]) <= vals[0] + 0.01:
         ctx.warn(
             f"{label}: no improvement across {unit}s (accuracy {vals[0]:.3f} after the first "
             f"{unit}, {final:.3f} after the last)"
