@@ -246,10 +246,11 @@ def latency_distribution(samples: dict[str, Sequence[float]], xlabel: str) -> An
     for p, d in zip(pos, plot_data, strict=True):
         ax.plot(np.percentile(d, 95), p, marker="|", ms=14, color="tab:red")
     ax.set_yticks(pos, names, fontsize=8)
-    if logx:
-        from matplotlib.ticker import FuncFormatter
-
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _p: f"{10**v:.3g}"))
+    if logx:  # data are drawn as log10(ms): put ticks at 1-2-5 steps of each decade
+        decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
+        ticks = [m * 10.0**k for k in decades for m in (1, 2, 5)
+                 if lo / 1.5 <= m * 10.0**k <= hi * 1.5]  # fmt: skip
+        ax.set_xticks(np.log10(ticks), [f"{t:g}" for t in ticks])
         xlabel += " (log scale)"
     if cut:
         xlabel += f"; {cut} stall sample{'s' if cut > 1 else ''} > 3 × p99 not drawn"
