@@ -178,3 +178,19 @@ def test_no_improvement_is_not_claimed_at_the_ceiling() -> None:
         "x: no improvement across rounds (accuracy 0.600 after the first round, 0.600 after "
         "the last)"
     ]
+
+
+def test_privacy_reaches_the_headline_and_its_own_tables() -> None:
+    res = tiny_results()
+    res["edge_training"]["privacy"] = {
+        "dp": {"noise_multiplier": 1.0, "clipping": "fixed", "delta": 1e-5, "epsilon": 3.21,
+               "stopped_by_budget": True,
+               "epsilon_vs_round": [{"round": 1, "epsilon": 1.5}, {"round": 2, "epsilon": 3.21}]},
+        "secure_aggregation": {"scale_bits": 24, "threshold": 0.5},
+    }  # fmt: skip
+    html = render_report(res, [])
+    head = html[html.index('id="headline"') : html.index('id="topology"')]
+    assert "epsilon 3.21 at delta 1e-05 (stopped by the budget)" in head
+    assert "secure aggregation" in head
+    sec = html[html.index('data-section="edge_training"') :]
+    assert "<h3>Privacy</h3>" in sec and "epsilon per round" in sec and "scale bits" in sec

@@ -148,6 +148,18 @@ def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: Rende
         parts.append(table(_round_rows(hist), caption="Per round"))
     privacy = data.get("privacy")
     if isinstance(privacy, dict):
+        dp, sa = privacy.get("dp"), privacy.get("secure_aggregation")
+        said = []
+        if isinstance(dp, dict):
+            said.append(
+                f"client-level DP, epsilon {dp.get('epsilon', float('nan')):.3g} at delta "
+                f"{dp.get('delta')}" + (" (stopped by the budget)" if dp.get("stopped_by_budget")
+                                        else "")
+            )  # fmt: skip
+        if isinstance(sa, dict):
+            said.append("secure aggregation (the server sees only sums)")
+        if said:
+            h.fact("privacy", "; ".join(said))
         parts.append(Markup("<h3>Privacy</h3>"))
         for key, sub in privacy.items():
             if isinstance(sub, dict):
