@@ -26,7 +26,6 @@ the error is shown as a warning, so a report is always written.
 
 from __future__ import annotations
 
-import html
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -335,11 +334,6 @@ def generic_section(data: dict[str, Any], figures: list[Figure], ctx: RenderCont
 
 def _records(v: Any) -> bool:
     return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
-
-
-def text(s: Any) -> Markup:
-    """Escaped text as safe HTML (for composing fragments)."""
-    return Markup(html.escape(str(s)))
 
 
 # --------------------------------------------------------------------------- shared checks
