@@ -58,6 +58,7 @@ def test_headline_tells_the_story() -> None:
     head = html[html.index('id="headline"') : html.index('id="topology"')]
     assert "central baseline" in head and "federated (edge)" in head
     assert "chance level 0.100" in head
+    assert "reaches 0.450 against 0.190 for the central baseline (+26.0 points)" in head
     # per profile: what it receives and why
     assert "receives" in head and "fp32 (8.1 KiB)" in head and "meets the budget" in head
     # cost per tier

@@ -102,6 +102,14 @@ def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: Rende
         summary.get("final_accuracy"),
         note=f"{summary.get('rounds')} rounds over the devices",
     )
+    central = (ctx.results.get("training") or {}).get("final_accuracy")
+    final = summary.get("final_accuracy")
+    if isinstance(central, float | int) and isinstance(final, float | int):
+        h.fact(
+            "edge vs central",
+            f"{mode} training reaches {final:.3f} against {central:.3f} for the central "
+            f"baseline ({100 * (final - central):+.1f} points) without moving raw data",
+        )
     if "clean_accuracy" in summary:
         h.accuracy(f"{mode}, same run without attack", summary.get("clean_accuracy"))
     check_accuracy(ctx, f"{mode} training", [r.get("accuracy") for r in hist], n_test=_n_test(ctx))
