@@ -195,3 +195,11 @@ def test_privacy_reaches_the_headline_and_its_own_tables() -> None:
     assert "secure aggregation" in head
     sec = html[html.index('data-section="edge_training"') :]
     assert "<h3>Privacy</h3>" in sec and "epsilon per round" in sec and "scale bits" in sec
+
+
+def test_warns_when_compression_beats_the_model_it_compresses() -> None:
+    res = tiny_results()
+    assert "beats the model" not in render_report(res, [])
+    res["compression"]["per_profile"]["phone"]["accuracy"] = 0.9
+    html = render_report(res, [])
+    assert "the artifact for phone (fp32, accuracy 0.900) beats the model it compresses" in html

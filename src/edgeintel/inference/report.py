@@ -150,6 +150,15 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
             "budget": budget,
             "Pareto front": p.get("front"),
         }
+    base = (data.get("baseline") or {}).get("accuracy")
+    for name, p in per_profile.items():
+        acc = p.get("accuracy")
+        if isinstance(base, float | int) and isinstance(acc, float | int) and acc > base + 0.05:
+            ctx.warn(
+                f"the artifact for {name} ({p.get('chosen')}, accuracy {acc:.3f}) beats the model "
+                f"it compresses ({base:.3f}): its recipe fine-tunes on the pooled training data, "
+                "which the edge-trained model never saw in one place"
+            )
     cands = data.get("candidates") or []
     slow = int8_slower_than_fp32(cands)
     if slow:
