@@ -203,3 +203,11 @@ def test_warns_when_compression_beats_the_model_it_compresses() -> None:
     res["compression"]["per_profile"]["phone"]["accuracy"] = 0.9
     html = render_report(res, [])
     assert "the artifact for phone (fp32, accuracy 0.900) beats the model it compresses" in html
+
+
+def test_busy_machine_is_flagged_as_timing_noise() -> None:
+    res = tiny_results()
+    res["machine"].update(load_1min=0.5, cpus=2)
+    assert "the machine was busy" not in render_report(res, [])
+    res["machine"].update(load_1min=7.5, cpus=2)
+    assert "timing noise: the machine was busy (1-min load 7.5 on 2 CPUs)" in render_report(res, [])

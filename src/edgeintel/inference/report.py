@@ -56,6 +56,13 @@ def render_evaluation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
         )
     elif p50 and p95 and p95 > 2 * p50:
         ctx.warn(f"timing noise: p95 latency is {p95 / p50:.1f}× the median on this machine")
+    machine = ctx.results.get("machine") or {}
+    load, cpus = machine.get("load_1min"), machine.get("cpus")
+    if isinstance(load, float | int) and isinstance(cpus, int) and load > cpus:
+        ctx.warn(
+            f"timing noise: the machine was busy (1-min load {load:g} on {cpus} CPUs) when "
+            "the run started; latencies may be inflated"
+        )
     per_profile = data.get("per_profile") or {}
     compressed = "compression" in ctx.results
     for name, p in per_profile.items():
