@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SCENARIO ?= scenarios/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast check lint format bench clean
+.PHONY: help install demo test test-fast check lint format bench clean chromium
 
 help:
 	@echo "make demo   - set up .venv and run the default scenario"
@@ -29,10 +29,18 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeintel run $(SCENARIO)
 
-test: $(STAMP)
+# headless browser for the report layout test (tests/report/test_browser.py); idempotent
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium (headless browser for the report test)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; } \
+	  || echo "warning: could not install chromium; the browser test will be skipped"; }
+
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) chromium
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 check: $(STAMP)

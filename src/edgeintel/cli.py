@@ -46,6 +46,38 @@ RunIdOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Override a scenario field before validation (repeatable): key.path=value, "
+        "e.g. --set settings.training.rounds=5 --set devices.0.count=50.",
+    ),
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("edgeintel")
+        except PackageNotFoundError:  # running from a source tree
+            v = "unknown (not installed)"
+        console.print(f"edgeintel {v}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main_options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Print the version."
+        ),
+    ] = False,
+) -> None:
+    """Edge intelligence across devices, edge servers and the cloud."""
 
 
 @contextmanager
@@ -69,11 +101,11 @@ def _allow_user_modules(path: Path) -> None:
             sys.path.insert(0, str(d))
 
 
-def _load(scenario: Path, seed: int | None) -> Any:
-    """Load and validate a scenario for a command, with an optional seed override."""
-    from edgeintel.scenario import load_scenario
+def _load(scenario: Path, seed: int | None, sets: list[str] | None = None) -> Any:
+    """Load and validate a scenario (``--set`` overrides applied first), optional seed."""
+    from edgeintel.examples import load_scenario_with
 
-    sc = load_scenario(scenario)
+    sc = load_scenario_with(scenario, sets)
     _allow_user_modules(scenario)
     return sc if seed is None else sc.model_copy(update={"seed": seed})
 
@@ -114,10 +146,17 @@ def run(
         typer.Option("--stage", help="Run only these stages (repeatable); default: all."),
     ] = None,
     quiet: QuietOpt = False,
+    set_: SetOpt = None,
 ) -> None:
-    """Run the main job on a scenario and write runs/<run-id>/results.json and report.html."""
+    """Run the main job on a scenario and write runs/<run-id>/results.json and report.html.
+
+    SCENARIO is a YAML file or the name of a shipped scenario (see `edgeintel examples`).
+    """
+    from edgeintel.examples import resolve_scenario
+
     with guard():
-        sc = _load(scenario, seed)
+        scenario = resolve_scenario(scenario)
+        sc = _load(scenario, seed, set_)
         console.print(
             f"[bold]edgeintel run[/] {scenario} — {sc.num_devices} devices, "
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
@@ -140,15 +179,22 @@ def train(
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Override settings.training.rounds.")] = None,
     quiet: QuietOpt = False,
+    set_: SetOpt = None,
 ) -> None:
-    """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud)."""
+    """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud).
+
+    The trained global model is exported like `run` does: runs/<run-id>/model.onnx +
+    model.json (solo mode trains one model per device and exports none).
+    """
     from pydantic import ValidationError
 
+    from edgeintel.examples import resolve_scenario
     from edgeintel.scenario import TrainingMode, TrainingSettings
     from edgeintel.training.scenario_train import resolve_mode
 
     with guard():
-        sc = _load(scenario, seed)
+        scenario = resolve_scenario(scenario)
+        sc = _load(scenario, seed, set_)
         over: dict[str, Any] = {}
         if mode is not None:
             over["mode"] = mode
@@ -168,6 +214,8 @@ def train(
         if resolved is not TrainingMode.CENTRAL:
             needs_base = resolved is TrainingMode.SOLO and sc.settings.training.finetune_layers
             stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
+        if resolved is not TrainingMode.SOLO:  # solo leaves one model per device, no global one
+            stages.append("export")  # the trained model is kept: model.onnx + model.json
         console.print(
             f"[bold]edgeintel train[/] {scenario} — {resolved} over {sc.num_devices} devices, "
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
@@ -264,8 +312,16 @@ def _print_summary(results: dict[str, Any]) -> None:
 @app.command("compress")
 def compress_cmd(
     target: Annotated[
-        Path, typer.Argument(help="A scenario file (.yaml) or an ONNX model (.onnx).")
-    ],
+        Path | None, typer.Argument(help="A scenario file (.yaml) or an ONNX model (.onnx).")
+    ] = None,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(
+            "--from-run",
+            help="A run folder: compress its model.onnx for its device profiles, judged on "
+            "the run's own held-out split.",
+        ),
+    ] = None,
     device: Annotated[
         list[str] | None,
         typer.Option("--device", help="Device profile (repeatable); default: all in the scenario."),
@@ -293,9 +349,14 @@ def compress_cmd(
     from edgeintel.pipeline.compress_target import compress_target
 
     with guard():
-        _allow_user_modules(target)
+        if (target is None) == (from_run is None):
+            raise EdgeIntelError("compress: give a scenario or ONNX file, or --from-run RUN_DIR")
+        if target is not None:
+            _allow_user_modules(target)
+        elif not from_run.is_dir():  # type: ignore[union-attr]
+            raise EdgeIntelError(f"--from-run {from_run}: not a folder; expected runs/<run-id>")
         outcome = compress_target(
-            target,
+            target if target is not None else from_run,  # type: ignore[arg-type]
             device,
             dataset=dataset,
             recipes=list(recipe or []),
@@ -334,6 +395,63 @@ def compress_cmd(
             console.print(table)
             console.print(f"artifact for {name}: {choice.artifact_path}", highlight=False)
         console.print(f"report:  {outcome.report_path}", highlight=False)
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<run-id>).")],
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Also save a PNG of the page (headless Chromium).")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option(help="Screenshot height in px (default: the whole page).")
+    ] = None,
+) -> None:
+    """Re-render a run's report.html from its results.json and figures/ folder."""
+    import json
+
+    import edgeintel.pipeline  # noqa: F401  (registers every stage's section renderer)
+    from edgeintel.report.figures import load_figures
+    from edgeintel.report.html import write_report
+
+    with guard():
+        results_path = run_dir / "results.json"
+        if not results_path.is_file():
+            raise EdgeIntelError(f"{run_dir}: no results.json; expected a run folder")
+        try:
+            results = json.loads(results_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EdgeIntelError(f"{results_path}: not valid JSON ({exc})") from None
+        out = write_report(run_dir / "report.html", results, load_figures(run_dir))
+        console.print(f"report:  {out}", highlight=False)
+        if screenshot is not None:
+            from edgeintel.report.browser import screenshot as shoot
+
+            console.print(f"screenshot: {shoot(out, screenshot, height=height)}", highlight=False)
+
+
+@app.command()
+def examples(
+    name: Annotated[
+        str | None, typer.Argument(help="A shipped scenario to copy out (default: list them).")
+    ] = None,
+    to: Annotated[Path, typer.Option(help="Folder (or .yaml file) to copy it to.")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """List the scenarios shipped inside the package, or copy one out to edit it."""
+    from edgeintel.examples import copy_example, list_examples
+
+    with guard():
+        if name is None:
+            table = Table("name", "scenario", "description", title="Shipped scenarios")
+            for stem, info in list_examples().items():
+                table.add_row(stem, str(info["name"]), str(info["description"]))
+            console.print(table)
+            console.print("run one with `edgeintel run NAME`; copy it out with "
+                          "`edgeintel examples NAME --to DIR`", highlight=False)  # fmt: skip
+            return
+        target = copy_example(name, to, overwrite=force)
+        console.print(f"copied {name} to {target}", highlight=False)
 
 
 @app.command()

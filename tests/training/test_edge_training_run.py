@@ -75,7 +75,7 @@ def test_train_cli_hierarchical_with_attack(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert results["stages"] == ["data", "edge_train"]
+    assert results["stages"] == ["data", "edge_train", "export"]  # train keeps its model
     sec = results["edge_training"]
     assert sec["mode"] == "hierarchical" and len(sec["history"]) == 3
     assert sec["malicious_devices"] == 2  # round(0.25 * 8)
@@ -96,7 +96,7 @@ def test_train_cli_solo_finetunes_the_last_layer(tmp_path: Path) -> None:
     )
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert results["stages"] == ["data", "train", "edge_train"]
+    assert results["stages"] == ["data", "train", "edge_train"]  # solo: no global model
     dev = results["edge_training"]["devices"]["phone-0"]
     assert dev["plan"]["trainable_params"] == 16 * 10 + 10  # last Linear: 4*width -> 10
     assert dev["plan"]["est_time_s"] > 0 and dev["plan"]["est_energy_j"] > 0

@@ -130,58 +130,96 @@ def front_rows(sr: SearchResult) -> list[dict[str, Any]]:
 
 
 def pareto_figure(sr: SearchResult, title: str) -> Any:
-    """Accuracy vs device latency; marker area ~ ONNX size; front joined, chosen starred."""
+    """Accuracy vs device latency; marker area ~ ONNX size, with a size key.
+
+    The front is over three objectives (accuracy, latency, size), so it is not
+    drawn as a line through a 2-D projection: front members get a black edge.
+    The chosen candidate gets a hollow red ring (the point stays visible);
+    budget lines are drawn and the legend sits outside the axes.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    fig, ax = plt.subplots(figsize=(7.0, 4.2))
+    fig, ax = plt.subplots(figsize=(8.2, 4.4))
     sizes = [c.measurement.onnx_bytes for c in sr.candidates]
     top = max(sizes)
+
+    def area(nbytes: float) -> float:
+        return 30 + 400 * nbytes / top
+
     for c in sr.candidates:
         m = c.measurement
         ax.scatter(
             c.latency_ms,
             m.accuracy,
-            s=30 + 400 * m.onnx_bytes / top,
+            s=area(m.onnx_bytes),
             color="tab:green" if c.feasible else "tab:gray",
-            alpha=0.75,
+            alpha=0.6,
             edgecolors="black" if c.on_front else "none",
+            linewidths=1.4,
+            zorder=3,
         )
+        off = (14, 11) if c is sr.chosen else (5, 5)  # clear of the chosen ring
         ax.annotate(
             c.label,
             (c.latency_ms, m.accuracy),
             fontsize=7,
-            xytext=(4, 4),
+            xytext=off,
             textcoords="offset points",
+            zorder=4,
         )
-    front = sorted((sr.candidates[i] for i in sr.front), key=lambda c: c.latency_ms)
-    ax.plot(
-        [c.latency_ms for c in front],
-        [c.measurement.accuracy for c in front],
-        "k--",
-        lw=0.8,
-        label="Pareto front",
-    )
+    handles: list[Any] = [
+        Line2D([], [], ls="", marker="o", color="tab:green", alpha=0.6, label="meets the budget"),
+        Line2D([], [], ls="", marker="o", color="tab:gray", alpha=0.6, label="misses it"),
+        Line2D([], [], ls="", marker="o", mfc="white", mec="black", label="Pareto front (3-D)"),
+    ]
     if sr.chosen is not None:
         ax.scatter(
             sr.chosen.latency_ms,
             sr.chosen.measurement.accuracy,
-            marker="*",
-            s=320,
-            color="tab:red",
-            label=f"chosen: {sr.chosen.label}",
+            s=area(sr.chosen.measurement.onnx_bytes) * 2.4 + 80,
+            facecolors="none",
+            edgecolors="tab:red",
+            linewidths=2.0,
             zorder=5,
         )
+        handles.append(
+            Line2D([], [], ls="", marker="o", mfc="none", mec="tab:red", mew=2, ms=10,
+                   label=f"chosen: {sr.chosen.label}")
+        )  # fmt: skip
     b = sr.budget
     if b.max_latency_ms is not None:
-        ax.axvline(b.max_latency_ms, color="tab:red", lw=0.8, ls=":", label="latency budget")
+        ax.axvline(b.max_latency_ms, color="tab:red", lw=1.0, ls=":")
+        handles.append(Line2D([], [], color="tab:red", ls=":", label="latency budget"))
     if b.min_accuracy is not None:
-        ax.axhline(b.min_accuracy, color="tab:orange", lw=0.8, ls=":", label="accuracy floor")
+        ax.axhline(b.min_accuracy, color="tab:orange", lw=1.0, ls=":")
+        handles.append(Line2D([], [], color="tab:orange", ls=":", label="accuracy floor"))
+    if b.max_bytes is not None:
+        kb = b.max_bytes / 1024
+        handles.append(Line2D([], [], ls="", marker="", label=f"size budget {kb:.0f} KiB"))
+    # size key: marker areas of three reference sizes
+    for kib in sorted({round(top / 1024 * f, 1) for f in (0.25, 0.5, 1.0)}):
+        if kib > 0:
+            handles.append(
+                ax.scatter([], [], s=area(kib * 1024), color="tab:green", alpha=0.25,
+                           label=f"{kib:g} KiB")
+            )  # fmt: skip
     ax.set_xlabel(f"{b.latency_stat} latency on device (ms)")
     ax.set_ylabel("held-out accuracy")
     ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=7, loc="lower right", frameon=False)
+    ax.margins(x=0.12, y=0.1)
+    ax.legend(
+        handles=handles,
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        frameon=False,
+        labelspacing=1.1,
+        borderpad=0.8,
+    )
+    ax.grid(alpha=0.25)
     ax.spines[["top", "right"]].set_visible(False)
     return fig

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgeintel.pipeline import inference_section as _section  # noqa: F401  (registers the section)
 from edgeintel.inference.devices import (
     choose_for_profiles,
     front_rows,
@@ -38,7 +39,7 @@ class CompressStage(Stage):
         space = search_space_for(settings)
         with ctx.task("Compressing (candidates)", total=len(space) + 1) as advance:
             results = []
-            for recipe in space:
+            for i, recipe in enumerate(space, 1):
                 results += run_candidates(
                     ctx.model,
                     [recipe],
@@ -54,6 +55,7 @@ class CompressStage(Stage):
                     cache=ctx.state.setdefault("compress_cache", {}),
                 )
                 advance()
+                ctx.log(f"compress: measured {recipe.label()} ({i}/{len(space)})")
             choices = choose_for_profiles(
                 results, dict(sc.device_profiles), settings, ctx.run_dir / "compress"
             )
@@ -87,5 +89,6 @@ class CompressStage(Stage):
                 pareto_figure(choice.search, f"{sc.name}: candidates on {name}"),
                 f"Held-out accuracy vs latency on {name} (this machine's ONNX Runtime p50 / "
                 f"compute speed {sc.device_profiles[name].compute_speed:g}); marker area ~ "
-                "ONNX size, green = meets the budget, star = chosen.",
+                "ONNX size, green = meets the budget, black edge = Pareto front (accuracy, "
+                "latency, size), red ring = chosen.",
             )

@@ -11,7 +11,6 @@ for a device of ``compute_speed``. Outputs in ``out_dir``: ``<profile>.onnx``
 from __future__ import annotations
 
 import base64
-import io
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -87,6 +86,44 @@ def _overrides(
         raise ConfigError(f"compress options: {first[-1].strip() if first else exc}") from None
 
 
+def _from_run(run_dir: Path) -> tuple[Any, Any, Any, Any, dict[str, DeviceProfile], Any]:
+    """Model, dataset, train/test indices, profiles and settings of a finished run folder."""
+    import numpy as np
+
+    from edgeintel.data import load_data, train_test_split
+    from edgeintel.scenario import parse_scenario
+
+    for name in ("scenario.json", "model.onnx"):
+        if not (run_dir / name).is_file():
+            raise ConfigError(
+                f"--from-run {run_dir}: no {name}; expected a run folder of `edgeintel run` "
+                "or `edgeintel train`"
+            )
+    try:
+        raw = json.loads((run_dir / "scenario.json").read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{run_dir / 'scenario.json'}: not valid JSON ({exc})") from None
+    sc = parse_scenario(raw, base_dir=run_dir, source=str(run_dir / "scenario.json"))
+    load_onnx(run_dir / "model.onnx")
+    ds = load_data(sc.data, seed=sc.seed)
+    split = run_dir / "split.npz"
+    if split.is_file():  # the run's own held-out split
+        with np.load(split) as z:
+            tr, te = z["train_idx"], z["test_idx"]
+        if max(int(tr.max(initial=0)), int(te.max(initial=0))) >= len(ds.y):
+            raise ConfigError(f"{split}: indices beyond the {len(ds.y)} samples of {ds.name}")
+    else:
+        tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=sc.seed)
+    return (
+        run_dir / "model.onnx",
+        ds,
+        tr,
+        te,
+        dict(sc.device_profiles),
+        sc.settings.inference.compress,
+    )
+
+
 def compress_target(
     target: str | Path,
     devices: list[str] | None = None,
@@ -104,7 +141,13 @@ def compress_target(
     seed: int | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> CompressOutcome:
-    """Compress a scenario's model or an ONNX file for device profiles; see module docstring."""
+    """Compress a scenario's model, an ONNX file or a run folder's model for device profiles.
+
+    A run folder (``runs/<id>``) gives its exported ``model.onnx`` (ONNX-level
+    recipes only), its scenario's device profiles and budgets, and the run's
+    own held-out split (``split.npz``), so the verdicts use the same test data.
+    See the module docstring for the other targets.
+    """
     from edgeintel.data import load_data, load_dataset, train_test_split
     from edgeintel.scenario import load_scenario
 
@@ -114,7 +157,14 @@ def compress_target(
     recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
     suffix = path.suffix.lower()
     family = width = None
-    if suffix in (".yaml", ".yml"):
+    model: Any
+    if path.is_dir():  # a run folder: its exported model, scenario and held-out split
+        model, ds, tr, te, profiles, settings = _from_run(path)
+        if seed is None:
+            seed = int(json.loads((path / "scenario.json").read_text()).get("seed", 0))
+        path = path / "model.onnx"
+        onnx_only = True
+    elif suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
         from edgeintel.models.train import TrainConfig, train_model
 
@@ -124,7 +174,7 @@ def compress_target(
         tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=seed)
         t = sc.settings.training
         family, width = sc.task.model, sc.task.width
-        model: Any = build_model(family, ds.sample_shape, ds.num_classes, width=width, seed=seed)
+        model = build_model(family, ds.sample_shape, ds.num_classes, width=width, seed=seed)
         say(f"training {family} (width {width}) on {ds.name} for {t.epochs} epochs")
         train_model(
             model,
@@ -194,16 +244,25 @@ def compress_target(
         seed=seed,
     )
     choices = choose_for_profiles(results, profiles, settings, out)
+    from edgeintel.pipeline import data_section as _data_section  # noqa: F401  (registers sections)
+    from edgeintel.pipeline import inference_section as _section  # noqa: F401
+    from edgeintel.report import Figure, machine_info, package_versions, write_report
+    from edgeintel.report.figures import png_base64
+
     figures = []
     for name, ch in choices.items():
-        fig = pareto_figure(ch.search, f"{path.name}: candidates on {name}")
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        (out / f"pareto_{name}.png").write_bytes(buf.getvalue())
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
-        figures.append((name, base64.b64encode(buf.getvalue()).decode("ascii")))
+        b64 = png_base64(pareto_figure(ch.search, f"{path.name}: candidates on {name}"))
+        (out / f"pareto_{name}.png").write_bytes(base64.b64decode(b64))
+        figures.append(
+            Figure(
+                "compression",
+                f"Pareto front for {name}",
+                b64,
+                f"Held-out accuracy vs latency on {name} (this machine's ONNX Runtime "
+                f"p50 / compute speed {profiles[name].compute_speed:g}); marker area ~ ONNX "
+                "size, green = meets the budget, black edge = Pareto front, red ring = chosen.",
+            )
+        )
     section = {
         "target": str(path),
         "dataset": ds.name,
@@ -213,35 +272,23 @@ def compress_target(
         "candidates": [r.summary_json() for r in results],
     }
     (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
-    report = out / "report.html"
-    report.write_text(_report_html(section, figures))
+    page = {
+        "title": f"edgeintel compress — {path.name}",
+        "subtitle": f"Compression recipes searched for {', '.join(profiles)} on {ds.name}.",
+        "run_id": out.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "completed",
+        "error": None,
+        "data": {
+            "name": ds.name,
+            "samples": len(ds.y),
+            "classes": list(ds.classes),
+            "train_samples": len(tr),
+            "test_samples": len(te),
+        },
+        "compression": section,
+        "machine": machine_info(),
+        "versions": package_versions(),
+    }
+    report = write_report(out / "report.html", page, figures)
     return CompressOutcome(results, choices, out, report)
-
-
-def _report_html(section: dict[str, Any], figures: list[tuple[str, str]]) -> str:
-    """The compression report section as a self-contained HTML page."""
-    import html
-
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>edgeintel compress</title>",
-        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;text-align:left}"
-        "tr:nth-child(even){background:#f4f4f4}.no{color:#999}</style></head><body>",
-        f"<h1>Compression of {html.escape(section['target'])}</h1>",
-        f"<p>created {datetime.now(UTC).isoformat(timespec='seconds')}; held-out data: "
-        f"{html.escape(section['dataset'])}</p>",
-    ]
-    for (name, b64), (_, prof) in zip(figures, section["per_profile"].items(), strict=True):
-        parts.append(f"<h2>{html.escape(name)}: chosen {html.escape(prof['chosen'])}</h2>")
-        parts.append(f"<img src='data:image/png;base64,{b64}' alt='Pareto front {name}'>")
-        rows = prof["table"]
-        parts.append("<table><tr>" + "".join(f"<th>{k}</th>" for k in rows[0]) + "</tr>")
-        for r in rows:
-            cls = "" if r["verdict"].startswith(("chosen", "meets")) else " class='no'"
-            parts.append(
-                f"<tr{cls}>"
-                + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values())
-                + "</tr>"
-            )
-        parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts)

@@ -13,9 +13,7 @@ components add a module here with one ``@register_stage`` class.
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import time
 from collections.abc import Iterator
@@ -41,6 +39,8 @@ from edgeintel.errors import EdgeIntelError
 from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
+from edgeintel.report.figures import Figure, png_base64, save_figures
+from edgeintel.report.topology import topology_json
 from edgeintel.scenario import Device, Scenario, dump_scenario
 
 __all__ = [
@@ -53,16 +53,6 @@ __all__ = [
     "register_stage",
     "run_pipeline",
 ]
-
-
-@dataclass
-class Figure:
-    """A PNG figure for the report, stored base64-encoded."""
-
-    section: str
-    title: str
-    png_base64: str
-    caption: str = ""
 
 
 @dataclass
@@ -84,6 +74,19 @@ class RunContext:
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
+    verbose: bool = False
+
+    def log(self, message: str) -> None:
+        """One line of live feedback: appended to ``run.log``; printed when ``verbose``
+        (styled above the progress bars in a terminal, plain otherwise)."""
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        with (self.run_dir / "run.log").open("a", encoding="utf-8") as fh:
+            fh.write(f"{stamp} {message}\n")
+        if self.verbose:
+            if self.console.is_terminal:
+                self.console.print(f"[dim]{stamp}[/] {message}", highlight=False)
+            else:
+                self.console.out(f"{stamp} {message}", highlight=False)
 
     @property
     def seed(self) -> int:
@@ -112,13 +115,7 @@ class RunContext:
 
     def add_figure(self, section: str, title: str, fig: Any, caption: str = "") -> None:
         """Store a matplotlib figure (closed afterwards) for the report."""
-        import matplotlib.pyplot as plt
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        plt.close(fig)
-        b64 = base64.b64encode(buf.getvalue()).decode("ascii")
-        self.figures.append(Figure(section, title, b64, caption))
+        self.figures.append(Figure(section, title, png_base64(fig), caption))
 
     @contextmanager
     def task(self, description: str, total: float | None = None) -> Iterator[Any]:
@@ -175,6 +172,20 @@ def _new_run_id(scenario: Scenario) -> str:
     return f"{stamp}-{scenario.name}"
 
 
+def _unique_run_dir(runs_dir: Path, base: str) -> Path:
+    """Create and return ``runs_dir/base`` or, if taken (two runs in one second),
+    ``base-2``, ``base-3``, ...; ``mkdir`` without ``exist_ok`` makes it race-free."""
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        cand = runs_dir / (base if n == 1 else f"{base}-{n}")
+        try:
+            cand.mkdir()
+        except FileExistsError:
+            continue
+        return cand
+    raise EdgeIntelError(f"{runs_dir}: no free run folder named {base}-N")
+
+
 def ordered_stages(only: list[str] | None = None) -> list[Stage]:
     """Instances of the registered stages in run order (optionally only the named ones)."""
     names = STAGES.names() if only is None else only
@@ -189,18 +200,26 @@ def run_pipeline(
     run_id: str | None = None,
     console: Console | None = None,
     stages: list[str] | None = None,
-    show_progress: bool = True,
+    show_progress: bool = False,
     scenario_file: str | None = None,
 ) -> RunResult:
     """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
 
+    Prints nothing unless ``show_progress``: then progress bars (in a terminal)
+    and one line per stage and per training round/epoch (plain lines when the
+    output is not a terminal). The same lines always go to ``run.log`` in the run
+    folder, and ``results.json`` is rewritten after every stage, so a long run
+    can be followed and a crash loses nothing finished.
     Raises the first stage's ``EdgeIntelError`` after writing the partial results.
     """
     from edgeintel.report.html import write_report
 
-    console = console or Console()
-    run_dir = Path(runs_dir) / (run_id or _new_run_id(scenario))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    console = console or Console(quiet=not show_progress)
+    if run_id is not None:
+        run_dir = Path(runs_dir) / run_id
+        run_dir.mkdir(parents=True, exist_ok=True)
+    else:
+        run_dir = _unique_run_dir(Path(runs_dir), _new_run_id(scenario))
     scenario_json = dump_scenario(scenario)
     scenario_hash = hashlib.sha256(json.dumps(scenario_json, sort_keys=True).encode()).hexdigest()[
         :16
@@ -218,6 +237,7 @@ def run_pipeline(
             "hash": scenario_hash,
             "devices": scenario.num_devices,
             "edge_servers": len(scenario.edge_servers),
+            "topology": topology_json(scenario),
         },
         "machine": machine_info(),
         "versions": package_versions(),
@@ -230,6 +250,7 @@ def run_pipeline(
         console=console,
         scenario_file=scenario_file,
         results=results,
+        verbose=show_progress,
     )
     (run_dir / "scenario.json").write_text(json.dumps(scenario_json, indent=2))
     progress = Progress(
@@ -240,14 +261,18 @@ def run_pipeline(
         TimeElapsedColumn(),
         console=console,
         transient=False,
-        disable=not show_progress,
+        disable=not (show_progress and console.is_terminal),
     )
     error: BaseException | None = None
+    results_path = run_dir / "results.json"
     with progress:
-        ctx.progress = progress if show_progress else None
-        for stage in ordered_stages(stages):
+        ctx.progress = progress if show_progress and console.is_terminal else None
+        todo = ordered_stages(stages)
+        ctx.log(f"run {run_dir.name}: scenario {scenario.name}, seed {scenario.seed}")
+        for stage in todo:
             if not stage.enabled(ctx):
                 continue
+            ctx.log(f"stage {stage.name} started")
             t0 = time.perf_counter()
             try:
                 stage.run(ctx)
@@ -257,14 +282,22 @@ def run_pipeline(
                 results["error"] = f"stage {stage.name}: {exc}"
                 results["stages"].append(stage.name)
                 results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
+                ctx.log(f"stage {stage.name} FAILED: {exc}")
                 break
             results["stages"].append(stage.name)
             results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
+            ctx.log(f"stage {stage.name} done in {results['timings_s'][stage.name]:.1f} s")
+            _write_json(results_path, results)  # a crash later loses nothing finished
     if error is None:
         results["status"] = "completed"
     result = RunResult(run_dir, results)
     _write_json(result.results_path, results)
+    save_figures(run_dir, ctx.figures)
+    if ctx.train_idx is not None and ctx.test_idx is not None:
+        # the held-out split, so `edgeintel compress --from-run` judges on the same samples
+        np.savez(run_dir / "split.npz", train_idx=ctx.train_idx, test_idx=ctx.test_idx)
     write_report(result.report_path, results, ctx.figures)
+    ctx.log(f"run {results['status']}: {result.results_path}, {result.report_path}")
     if error is not None:
         raise error
     return result

@@ -12,6 +12,7 @@ last layers of the central model) within its memory budget.
 from __future__ import annotations
 
 import copy
+import time
 from typing import Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
+from edgeintel.pipeline import training_section as _section  # noqa: F401  (registers the section)
 from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import build_private_engine
 from edgeintel.training.scenario_train import resolve_mode
@@ -33,8 +35,21 @@ __all__ = ["EdgeTrainStage"]
 
 
 def _run_engine(ctx: RunContext, engine: FederatedEngine, label: str) -> None:
-    with ctx.task(label, total=engine.config.rounds) as advance:
-        engine.run(on_round=lambda _rec: advance())
+    total = engine.config.rounds
+    t0 = time.perf_counter()
+
+    def on_round(rec: Any) -> None:
+        advance()
+        done = max(len(engine.state.history), 1)
+        eta = (time.perf_counter() - t0) / done * max(total - done, 0)
+        acc = "n/a" if rec.accuracy is None else f"{rec.accuracy:.3f}"
+        ctx.log(
+            f"{label}: round {rec.round}/{total} accuracy {acc}, "
+            f"{sum(rec.bytes.values()) / 1e6:.3g} MB sent, ETA {eta:.0f} s"
+        )
+
+    with ctx.task(label, total=total) as advance:
+        engine.run(on_round=on_round)
 
 
 @register_stage
@@ -114,11 +129,15 @@ class EdgeTrainStage(Stage):
             "history": [r.to_json() for r in hist],
             "bytes_total": {t: int(cum[t][-1]) for t in TIERS},
         }
+        central = ctx.results.get("training", {}).get("final_accuracy")
         ctx.add_figure(
             "edge_training", "Accuracy vs round",
-            plots.line_chart(rounds, {"test accuracy": acc}, "round", "test accuracy"),
+            plots.round_curve(rounds, {f"{mode} global model": acc}, baseline=central,
+                              chance=1.0 / ds.num_classes),
             f"{mode} training: held-out test accuracy of the global model after each "
-            f"{'cloud ' if mode is TrainingMode.HIERARCHICAL else ''}round.",
+            f"{'cloud ' if mode is TrainingMode.HIERARCHICAL else ''}round"
+            + (", against the central baseline trained on all the data." if central is not None
+               else "."),
         )  # fmt: skip
         ctx.add_figure(
             "edge_training", "Bytes per link tier vs round",

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from edgeintel.data import label_skew, load_data, partition, train_test_split
+
+# importing a section's renderer registers it with the report (edgeintel.report.sections)
+from edgeintel.pipeline import data_section as _data_section  # noqa: F401
+from edgeintel.pipeline import inference_section as _inference_section  # noqa: F401
 from edgeintel.inference.latency import measure_latency, scale_latency
 from edgeintel.models import build_model, count_params, export_onnx, make_session, onnx_predict
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.report import plots
+from edgeintel.pipeline import training_section as _training_section  # noqa: F401
 
 __all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage"]
 
@@ -93,16 +100,15 @@ class TrainStage(Stage):
         )
         x_tr, y_tr = ctx.train_arrays()
         x_te, y_te = ctx.test_arrays()
+
+        def on_epoch(rec: Any) -> None:
+            advance()
+            val = "" if rec.val_accuracy is None else f", test accuracy {rec.val_accuracy:.3f}"
+            ctx.log(f"central baseline: epoch {rec.epoch}/{cfg.epochs} loss {rec.loss:.4f}{val}")
+
         with ctx.task("Training baseline (epochs)", total=cfg.epochs) as advance:
             history = train_model(
-                model,
-                x_tr,
-                y_tr,
-                cfg,
-                seed=sc.seed,
-                x_val=x_te,
-                y_val=y_te,
-                on_epoch=lambda _rec: advance(),
+                model, x_tr, y_tr, cfg, seed=sc.seed, x_val=x_te, y_val=y_te, on_epoch=on_epoch
             )
         ctx.model = model
         ctx.results["training"] = {
@@ -119,7 +125,7 @@ class TrainStage(Stage):
         ctx.add_figure(
             "training",
             "Training curve",
-            plots.training_curve(history),
+            plots.training_curve(history, chance=1.0 / ds.num_classes),
             "Loss and accuracy per epoch of the central baseline (held-out test accuracy).",
         )
 
@@ -174,38 +180,93 @@ class EvaluateStage(Stage):
             onnx_logits = onnx_predict(session, x_te)
             torch_logits = predict_logits(ctx.model, x_te)
             advance()
+            # windows of timed runs repeat until three consecutive medians agree
             stats = measure_latency(
-                session, x_te[:1], runs=inf.latency_runs, warmup=inf.warmup_runs
+                session, x_te[:1], runs=inf.latency_runs, warmup=inf.warmup_runs, windows=3
             )
             advance()
         per_profile = {}
+        samples = {"this machine (measured)": stats.samples_ms}
         for name, prof in ctx.scenario.device_profiles.items():
             s = scale_latency(stats, prof.compute_speed)
+            samples[f"{name} (estimated)"] = s.samples_ms
             per_profile[name] = {
                 "compute_speed": prof.compute_speed,
                 "p50_ms": round(s.p50_ms, 4),
                 "p95_ms": round(s.p95_ms, 4),
-                # energy of one inference while computing: W * s = J -> mJ
+                "p99_ms": round(s.p99_ms or 0.0, 4),
+                # energy of one inference while computing: W * ms = mJ
                 "energy_mj": round(prof.power_compute_w * s.p50_ms, 4),
+                "latency_source": "estimated: this machine's timing / compute_speed",
             }
+        pred = onnx_logits.argmax(1)
+        ds = ctx.require_dataset()
+        cm = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)
+        np.add.at(cm, (y_te, pred), 1)
+        per_device = _per_device_accuracy(ctx, cm)
         ctx.results["evaluation"] = {
             "accuracy_torch": evaluate_accuracy(ctx.model, x_te, y_te),
-            "accuracy_onnx": float((onnx_logits.argmax(1) == y_te).mean()),
+            "accuracy_onnx": float((pred == y_te).mean()),
+            "test_samples": len(y_te),
             "onnx_max_abs_diff": float(np.abs(onnx_logits - torch_logits).max()),
             "latency_ms": {
                 k: round(v, 4) if isinstance(v, float) else v for k, v in stats.to_json().items()
             },
+            "latency_samples_ms": stats.samples_json(),
             "per_profile": per_profile,
+            "confusion_matrix": cm.tolist(),
+            "per_device": per_device,
         }
-        if per_profile:
+        ctx.add_figure(
+            "evaluation",
+            "Inference latency distribution",
+            plots.latency_distribution(
+                {k: list(v) for k, v in samples.items()}, "latency per inference, batch 1 (ms)"
+            ),
+            f"ONNX Runtime at batch 1, {stats.runs} timed runs over {stats.windows} windows "
+            f"({'stable' if stats.stable else 'NOT stable'}: window medians within 15 %); box "
+            "= quartiles, red tick = p95. Device rows are this machine's timings divided by "
+            "each profile's compute speed (estimated, not measured on the device).",
+        )
+        ctx.add_figure(
+            "evaluation",
+            "Confusion matrix",
+            plots.confusion_matrix(cm, ds.classes),
+            f"Exported model on the {len(y_te)} held-out test samples; rows are the true class.",
+        )
+        if per_device:
             ctx.add_figure(
                 "evaluation",
-                "Inference latency per device profile",
-                plots.bar_chart(
-                    list(per_profile),
-                    [v["p50_ms"] for v in per_profile.values()],
-                    ylabel="p50 latency (ms)",
+                "Expected accuracy per device",
+                plots.per_device_accuracy(
+                    [d["device"] for d in per_device],
+                    [d["expected_accuracy"] for d in per_device],
+                    [d["group"] for d in per_device],
+                    chance=1.0 / ds.num_classes,
+                    overall=ctx.results["evaluation"]["accuracy_onnx"],
                 ),
-                "ONNX Runtime p50 at batch 1 on this machine, scaled by each profile's "
-                "compute speed.",
+                "Held-out recall of each class weighted by the class mix of each device's "
+                "data: the accuracy a device would see on its own distribution.",
             )
+
+
+def _per_device_accuracy(ctx: RunContext, cm: np.ndarray) -> list[dict[str, Any]]:
+    """Per device: held-out per-class recall weighted by the device's class counts."""
+    ds = ctx.require_dataset()
+    support = cm.sum(1)
+    recall = np.divide(np.diag(cm), support, out=np.zeros(len(cm)), where=support > 0)
+    out: list[dict[str, Any]] = []
+    for dev, idx in zip(ctx.devices, ctx.device_parts, strict=False):
+        counts = np.bincount(ds.y[idx], minlength=ds.num_classes)
+        if counts.sum() == 0:
+            continue
+        out.append(
+            {
+                "device": dev.name,
+                "group": dev.group,
+                "profile": dev.profile_name,
+                "samples": int(counts.sum()),
+                "expected_accuracy": round(float(counts @ recall / counts.sum()), 4),
+            }
+        )
+    return out

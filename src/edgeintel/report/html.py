@@ -1,151 +1,152 @@
-"""A self-contained HTML report: summary tables per section, figures inlined as base64 PNG."""
+"""The self-contained HTML report of a run: a headline card, the topology, then one section
+per results section, each drawn by its registered renderer (``report.sections``) through the
+Jinja2 templates in ``edgeintel/report/templates``; figures are inlined as base64 PNG."""
 
 from __future__ import annotations
 
-import html
-import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-__all__ = ["render_report", "write_report"]
+from markupsafe import Markup, escape
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;
-padding:0 1em;color:#1d2330}
-h1{margin-bottom:0}.sub{color:#667;margin-top:.2em}
-h2{border-bottom:2px solid #e3e7ef;padding-bottom:.2em;margin-top:1.6em}
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}
-td,th{border:1px solid #dde2ea;padding:.25em .6em;text-align:left;vertical-align:top}
-th{background:#f3f5f9}.ok{color:#1a7f37;font-weight:600}.bad{color:#c62828;font-weight:600}
-figure{margin:1em 0}figcaption{color:#556;font-size:.9em}img{max-width:100%}
-details{margin:.5em 0}pre{background:#f6f8fa;padding:.8em;overflow:auto;font-size:.85em}
-"""
+from edgeintel.report.figures import Figure
+from edgeintel.report.sections import (
+    RenderContext,
+    fmt,
+    generic_section,
+    kv_table,
+    render_template,
+    section_spec,
+    table,
+)
 
-_SECTION_TITLES = {
-    "data": "Data",
-    "training": "Training",
-    "edge_training": "Edge training",
-    "model": "Model",
-    "evaluation": "Evaluation",
-}
+__all__ = ["RenderedSection", "render_report", "render_sections", "write_report"]
 
+log = logging.getLogger(__name__)
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, list) and len(v) > 12:
-        return html.escape(json.dumps(v[:12])[:-1] + ", …]")
-    if isinstance(v, dict | list):
-        return html.escape(json.dumps(v)[:300])
-    return html.escape(str(v))
+#: Top-level results keys that are run metadata, not sections.
+RUN_FIELDS = frozenset(
+    {"run_id", "created", "status", "error", "scenario", "machine", "versions", "stages",
+     "timings_s", "title", "subtitle", "stage_status"}
+)  # fmt: skip
 
 
-def _is_scalar(v: Any) -> bool:
-    return not isinstance(v, dict | list)
+@dataclass
+class RenderedSection:
+    key: str
+    title: str
+    order: int
+    html: Markup
 
 
-def _grid(records: dict[str, dict[str, Any]]) -> str:
-    """A dict of flat dicts as one table: a row per key, a column per inner field."""
-    cols: list[str] = []
-    for rec in records.values():
-        cols += [c for c in rec if c not in cols]
-    head = "<tr><th></th>" + "".join(f"<th>{html.escape(c)}</th>" for c in cols) + "</tr>"
-    body = "".join(
-        f"<tr><th>{html.escape(str(k))}</th>"
-        + "".join(f"<td>{_fmt(rec.get(c, ''))}</td>" for c in cols)
-        + "</tr>"
-        for k, rec in records.items()
-    )
-    return f"<table>{head}{body}</table>"
+def render_sections(
+    results: Mapping[str, Any], figures: Sequence[Figure], ctx: RenderContext
+) -> list[RenderedSection]:
+    """Every results section through its renderer, in ``order`` (then results order)."""
+    out: list[tuple[int, int, RenderedSection]] = []
+    keys = [k for k, v in results.items() if k not in RUN_FIELDS and isinstance(v, dict)]
+    for pos, key in enumerate(keys):
+        spec = section_spec(key)
+        figs = [f for f in figures if f.section == key]
+        try:
+            body = Markup(spec.render(results[key], figs, ctx))
+        except Exception as exc:  # a broken renderer must not lose the report
+            log.exception("report renderer of section %r failed", key)
+            ctx.warn(f"the renderer of section '{key}' failed ({exc}); shown as plain tables")
+            body = generic_section(results[key], [], ctx)
+        rest = ctx.unused(figs)
+        if rest:
+            body += ctx.figures(rest)
+        out.append((spec.order, pos, RenderedSection(key, spec.title, spec.order, body)))
+    # figures of sections that wrote no results (rare) still show
+    orphan = sorted({f.section for f in figures} - set(keys))
+    for key in orphan:
+        spec = section_spec(key)
+        body = ctx.figures(f for f in figures if f.section == key)
+        out.append((spec.order, len(out), RenderedSection(key, spec.title, spec.order, body)))
+    return [s for _, _, s in sorted(out, key=lambda t: (t[0], t[1]))]
 
 
-def _cell(v: Any) -> str:
-    if isinstance(v, dict) and v and all(_is_scalar(x) for x in v.values()):
-        return (
-            "<table>"
-            + "".join(
-                f"<tr><td>{html.escape(str(a))}</td><td>{_fmt(b)}</td></tr>" for a, b in v.items()
-            )
-            + "</table>"
-        )
-    if (
-        isinstance(v, dict)
-        and v
-        and all(isinstance(x, dict) and all(_is_scalar(y) for y in x.values()) for x in v.values())
-    ):
-        return _grid(v)
-    return _fmt(v)
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("edgeintel")
+    except Exception:
+        return "?"
 
 
-def _table(section: dict[str, Any]) -> str:
-    rows = []
-    for k, v in section.items():
-        if isinstance(v, list) and v and isinstance(v[0], dict):
-            continue  # long per-item records stay in results.json
-        rows.append(f"<tr><th>{html.escape(k)}</th><td>{_cell(v)}</td></tr>")
-    return "<table>" + "".join(rows) + "</table>"
-
-
-def render_report(results: dict[str, Any], figures: Sequence[Any]) -> str:
+def render_report(results: Mapping[str, Any], figures: Sequence[Figure]) -> str:
     """HTML text of the report for a run's ``results`` and figures."""
-    sc = results.get("scenario", {})
-    status = results.get("status", "?")
-    cls = "ok" if status == "completed" else "bad"
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<title>edgeintel run {html.escape(str(results.get('run_id', '')))}</title>",
-        f"<style>{_CSS}</style></head><body>",
-        f"<h1>edgeintel — {html.escape(str(sc.get('name', '')))}</h1>",
-        f"<p class='sub'>{html.escape(str(sc.get('description', '')))}</p>",
-        "<table>",
-        f"<tr><th>run</th><td>{html.escape(str(results.get('run_id')))}</td></tr>",
-        f"<tr><th>created</th><td>{html.escape(str(results.get('created')))}</td></tr>",
-        f"<tr><th>status</th><td class='{cls}'>{html.escape(status)}</td></tr>",
-    ]
-    if results.get("error"):
-        parts.append(f"<tr><th>error</th><td class='bad'>{html.escape(results['error'])}</td></tr>")
-    parts.append(
-        f"<tr><th>devices / edge servers</th><td>{sc.get('devices')} / {sc.get('edge_servers')}"
-        f"</td></tr><tr><th>stage timings (s)</th><td>{_cell(results.get('timings_s', {}))}"
-        "</td></tr></table>"
+    from edgeintel.report.topology import topology_svg
+
+    ctx = RenderContext(results)
+    sections = render_sections(results, figures, ctx)
+    sc = results.get("scenario") or {}
+    status = str(results.get("status", "?"))
+    what: list[tuple[str, Markup]] = []
+    if sc.get("name"):
+        file = f" ({sc['file']})" if sc.get("file") else ""
+        what.append(("scenario", escape(f"{sc['name']}{file}, seed {sc.get('seed')}")))
+    if sc.get("devices") is not None:
+        what.append(
+            ("deployment", escape(f"{sc['devices']} devices, {sc.get('edge_servers', 0)} edge "
+                                  "servers, 1 cloud"))
+        )  # fmt: skip
+    stages = results.get("stages") or []
+    timings = results.get("timings_s") or {}
+    if stages:
+        total = sum(float(v) for v in timings.values())
+        what.append(("stages", escape(f"{' → '.join(stages)} ({total:.1f} s)")))
+    nc = ctx.num_classes
+    if ctx.headline.chance is None and nc:
+        ctx.headline.chance = 1.0 / nc
+    h = ctx.headline
+    first = ("receives", "why")  # the story first, then the figures behind it
+    cols = [c for c in first if any(c in p for p in h.profiles.values())]
+    for p in h.profiles.values():
+        cols += [c for c in p if c not in cols]
+    profiles_table = (
+        table(h.profiles, ["device profile", *cols], index="device profile", collapse_after=50)
+        if h.profiles
+        else None
     )
-    fixed = {
-        "run_id",
-        "created",
-        "status",
-        "error",
-        "scenario",
-        "machine",
-        "versions",
-        "stages",
-        "timings_s",
-    }
-    sections = [k for k in results if k not in fixed and isinstance(results[k], dict)]
-    for key in sections:
-        title = _SECTION_TITLES.get(key, key.replace("_", " ").capitalize())
-        parts.append(f"<h2>{html.escape(title)}</h2>")
-        parts.append(_table(results[key]))
-        for fig in figures:
-            if fig.section == key:
-                parts.append(
-                    f"<figure><img alt='{html.escape(fig.title)}' "
-                    f"src='data:image/png;base64,{fig.png_base64}'>"
-                    f"<figcaption><b>{html.escape(fig.title)}.</b> {html.escape(fig.caption)}"
-                    "</figcaption></figure>"
-                )
-    parts.append(
-        "<h2>Machine</h2>" + _table({**results.get("machine", {}), **results.get("versions", {})})
+    tiers_table = table(h.tiers, index="tier", collapse_after=50) if h.tiers else None
+    topo = sc.get("topology")
+    css = files("edgeintel.report").joinpath("templates/style.css").read_text(encoding="utf-8")
+    run_id = str(results.get("run_id", ""))
+    title = results.get("title") or f"edgeintel — {sc.get('name', run_id)}"
+    timing_rows = [{"stage": k, "seconds": v} for k, v in timings.items()]
+    machine = {**(results.get("machine") or {}), **(results.get("versions") or {})}
+    return render_template(
+        "report.html.j2",
+        page_title=f"{title} ({run_id})" if run_id else title,
+        title=title,
+        subtitle=results.get("subtitle") or sc.get("description", ""),
+        status=status,
+        error=results.get("error"),
+        what_ran=what,
+        headline=h,
+        num_classes=nc,
+        profiles_table=profiles_table,
+        tiers_table=tiers_table,
+        topology=topology_svg(topo) if topo else None,
+        sections=sections,
+        timings_table=table(timing_rows, caption="Stage timings (s)") if timing_rows else "",
+        machine_table=kv_table(machine, caption="Machine and versions") if machine else "",
+        css=Markup(css),
+        version=_version(),
+        run_id=run_id,
+        created=fmt(results.get("created")),
     )
-    parts.append(
-        "<details><summary>results.json</summary><pre>"
-        + html.escape(json.dumps(results, indent=1, default=str)[:200_000])
-        + "</pre></details></body></html>"
-    )
-    return "".join(parts)
 
 
-def write_report(path: str | Path, results: dict[str, Any], figures: Sequence[Any]) -> Path:
+def write_report(path: str | Path, results: Mapping[str, Any], figures: Sequence[Figure]) -> Path:
+    """Render and write the report atomically (a crash never leaves half a page)."""
     p = Path(path)
     tmp = p.with_suffix(".html.tmp")
     tmp.write_text(render_report(results, figures), encoding="utf-8")

@@ -1,0 +1,189 @@
+"""Report sections of the training stages: the central baseline and edge (solo / federated /
+hierarchical) training, with their accuracy, bytes per tier and energy in the headline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import Markup
+
+from edgeintel.report.figures import Figure
+from edgeintel.report.sections import (
+    RenderContext,
+    check_accuracy,
+    details,
+    kv_table,
+    register_section,
+    table,
+)
+
+__all__ = ["TIER_LABELS", "render_edge_training", "render_training"]
+
+#: Link tiers of the engine's byte counters, as the report names them.
+TIER_LABELS = {
+    "device_to_edge": ("device ↔ edge", "up"),
+    "edge_to_device": ("device ↔ edge", "down"),
+    "edge_to_cloud": ("edge ↔ cloud", "up"),
+    "cloud_to_edge": ("edge ↔ cloud", "down"),
+}
+_SHORT = {
+    "device_to_edge": "B dev→edge",
+    "edge_to_device": "B edge→dev",
+    "edge_to_cloud": "B edge→cloud",
+    "cloud_to_edge": "B cloud→edge",
+}
+
+
+def _n_test(ctx: RenderContext) -> int | None:
+    n = (ctx.results.get("data") or {}).get("test_samples")
+    return n if isinstance(n, int) else None
+
+
+@register_section("training", title="Training (central baseline)", order=20)
+def render_training(data: dict[str, Any], figures: list[Figure], ctx: RenderContext) -> Markup:
+    hist = data.get("history") or []
+    acc = data.get("final_accuracy")
+    ctx.headline.accuracy(
+        "central baseline", acc, note="all training data in one place: the reference"
+    )
+    check_accuracy(
+        ctx,
+        "central baseline",
+        [h.get("val_accuracy") for h in hist],
+        unit="epoch",
+        n_test=_n_test(ctx),
+    )
+    info = {k: v for k, v in data.items() if k not in ("history", "config")}
+    parts = [kv_table(info), kv_table(data.get("config") or {}, caption="Configuration")]
+    parts.append(ctx.figures(figures))
+    if hist:
+        parts.append(table(hist, caption="Per epoch"))
+    return Markup("").join(parts)
+
+
+def _round_rows(hist: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for r in hist:
+        row = {k: v for k, v in r.items() if k != "bytes"}
+        for tier, n in (r.get("bytes") or {}).items():
+            row[_SHORT.get(tier, f"B {tier}")] = n
+        rows.append(row)
+    return rows
+
+
+@register_section("edge_training", title="Edge training", order=30)
+def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: RenderContext) -> Markup:
+    mode = str(data.get("mode", "?"))
+    h = ctx.headline
+    parts: list[Markup] = []
+    if mode == "solo":
+        devices = data.get("devices") or {}
+        for name, d in devices.items():
+            h.accuracy(
+                f"solo on {name}", d.get("test_accuracy"), note=f"profile {d.get('profile')}"
+            )
+            h.profile(str(d.get("profile")), "trains", f"alone on its {d.get('samples')} samples")
+        check_accuracy(
+            ctx,
+            "solo training",
+            [(data.get("summary") or {}).get("mean_test_accuracy")],
+            n_test=_n_test(ctx),
+        )
+        parts.append(kv_table({k: v for k, v in data.items() if k != "devices"}))
+        if devices:
+            parts.append(table(devices, index="device", caption="One device per profile"))
+        parts.append(ctx.figures(figures))
+        return Markup("").join(parts)
+
+    hist = data.get("history") or []
+    summary = data.get("summary") or {}
+    h.accuracy(
+        f"{mode} (edge)",
+        summary.get("final_accuracy"),
+        note=f"{summary.get('rounds')} rounds over the devices",
+    )
+    central = (ctx.results.get("training") or {}).get("final_accuracy")
+    final = summary.get("final_accuracy")
+    if isinstance(central, float | int) and isinstance(final, float | int):
+        h.fact(
+            "edge vs central",
+            f"{mode} training reaches {final:.3f} against {central:.3f} for the central "
+            f"baseline ({100 * (final - central):+.1f} points) without moving raw data",
+        )
+    if "clean_accuracy" in summary:
+        h.accuracy(f"{mode}, same run without attack", summary.get("clean_accuracy"))
+    check_accuracy(ctx, f"{mode} training", [r.get("accuracy") for r in hist], n_test=_n_test(ctx))
+    if (summary.get("rounds") or 0) < 3:
+        ctx.warn(f"{mode} training ran only {summary.get('rounds')} round(s)")
+    totals = data.get("bytes_total") or {}
+    for tier, n in totals.items():
+        where, way = TIER_LABELS.get(tier, (tier, ""))
+        h.tier(where, f"training bytes {way}", n)
+    rounds = max(len(hist), 1)
+    energy = sum(float(r.get("energy_j") or 0.0) for r in hist)
+    seconds = sum(float(r.get("duration_s") or 0.0) for r in hist)
+    if hist:
+        h.tier("device ↔ edge", "device energy, training (J)", round(energy, 4))
+        h.tier("device ↔ edge", "modelled training time (s)", round(seconds, 3))
+        h.fact(
+            "training cost",
+            f"{energy:.3g} J of device energy and {seconds:.3g} s of modelled time over "
+            f"{rounds} rounds ({energy / rounds:.3g} J per round)",
+        )
+    cfg = data.get("config") or {}
+    h.fact(
+        "edge training",
+        f"{mode}: {cfg.get('algorithm', '?')}, aggregation {cfg.get('aggregation', '?')}, "
+        f"update compressor {cfg.get('compressor', '?')}"
+        + (f", attack {cfg['attack']}" if cfg.get("attack") else ""),
+    )
+    info = {
+        k: v
+        for k, v in data.items()
+        if k not in ("history", "config", "summary", "bytes_total", "clean_reference", "privacy")
+    }
+    parts.append(kv_table({**summary, **info}, caption="Summary"))
+    parts.append(ctx.figures(figures))
+    if totals:
+        tier_rows: dict[str, dict[str, Any]] = {}
+        for tier, n in totals.items():
+            where, way = TIER_LABELS.get(tier, (tier, ""))
+            tier_rows.setdefault(where, {})[f"bytes {way}"] = n
+            tier_rows[where][f"MB {way}"] = round(n / 1e6, 4)
+        parts.append(table(tier_rows, index="tier", caption="Bytes per link tier (all rounds)"))
+    parts.append(kv_table(cfg, caption="Configuration"))
+    if hist:
+        parts.append(table(_round_rows(hist), caption="Per round"))
+    privacy = data.get("privacy")
+    if isinstance(privacy, dict):
+        dp, sa = privacy.get("dp"), privacy.get("secure_aggregation")
+        said = []
+        if isinstance(dp, dict):
+            said.append(
+                f"client-level DP, epsilon {dp.get('epsilon', float('nan')):.3g} at delta "
+                f"{dp.get('delta')}" + (" (stopped by the budget)" if dp.get("stopped_by_budget")
+                                        else "")
+            )  # fmt: skip
+        if isinstance(sa, dict):
+            said.append("secure aggregation (the server sees only sums)")
+        if said:
+            h.fact("privacy", "; ".join(said))
+        parts.append(Markup("<h3>Privacy</h3>"))
+        for key, sub in privacy.items():
+            if isinstance(sub, dict):
+                curve = sub.get("epsilon_vs_round")
+                flat = {k: v for k, v in sub.items() if k != "epsilon_vs_round"}
+                parts.append(kv_table(flat, caption=key.replace("_", " ")))
+                if curve:
+                    parts.append(details("epsilon per round", table(curve, collapse_after=10**6)))
+            else:
+                parts.append(kv_table({key: sub}))
+    clean = data.get("clean_reference")
+    if isinstance(clean, dict):
+        parts.append(
+            details(
+                "clean reference run (no attack), per round",
+                table(_round_rows(clean.get("history") or []), collapse_after=10**6),
+            )
+        )
+    return Markup("").join(parts)

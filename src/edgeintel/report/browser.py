@@ -1,0 +1,146 @@
+"""Look at a report the way a reader does: headless Chromium checks the layout and takes
+screenshots (Debian's ``chromium`` package; ``make test`` installs it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from edgeintel.errors import EdgeIntelError
+
+__all__ = ["LAYOUT_SCRIPT", "check_layout", "find_chromium", "screenshot"]
+
+_CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+#: Runs in the page: lists the sections and every element whose box spills out of its
+#: section (or the page) without a scrolling/clipping ancestor, and every scroll box that
+#: hides part of its content (a table too wide for the page).
+LAYOUT_SCRIPT = """
+<script>
+(function () {
+  function clips(el) {
+    const o = getComputedStyle(el).overflowX;
+    return o === 'auto' || o === 'scroll' || o === 'hidden' || o === 'clip';
+  }
+  function describe(el) {
+    let s = el.tagName.toLowerCase();
+    if (el.id) s += '#' + el.id;
+    if (el.className && typeof el.className === 'string') s += '.' + el.className.split(' ')[0];
+    const t = (el.textContent || '').trim().slice(0, 40);
+    return s + (t ? ' "' + t + '"' : '');
+  }
+  const out = {sections: [], overflow: [], hidden: [], page_overflow: false,
+               width: document.documentElement.clientWidth,
+               height: document.documentElement.scrollHeight};
+  const doc = document.documentElement;
+  out.page_overflow = doc.scrollWidth > doc.clientWidth + 1;
+  document.querySelectorAll('details').forEach(d => d.open = true);
+  document.querySelectorAll('[data-section]').forEach(sec => {
+    out.sections.push(sec.getAttribute('data-section'));
+    const box = sec.getBoundingClientRect();
+    sec.querySelectorAll('*').forEach(el => {
+      const r = el.getBoundingClientRect();
+      if (r.width === 0 && r.height === 0) return;
+      if (clips(el) && el.scrollWidth > el.clientWidth + 1) {
+        out.hidden.push(sec.getAttribute('data-section') + ': ' + describe(el) +
+                        ' (' + el.scrollWidth + ' > ' + el.clientWidth + ' px)');
+      }
+      if (r.right > box.right + 1 || r.left < box.left - 1) {
+        for (let a = el.parentElement; a && a !== sec; a = a.parentElement) {
+          if (clips(a)) return;
+        }
+        out.overflow.push(sec.getAttribute('data-section') + ': ' + describe(el) +
+                          ' (right ' + Math.round(r.right) + ' > ' + Math.round(box.right) + ')');
+      }
+    });
+  });
+  const pre = document.createElement('pre');
+  pre.id = 'layout-check';
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+</script>
+"""
+
+
+def find_chromium() -> str | None:
+    """Path of a Chromium/Chrome executable (``$CHROMIUM`` first), or None."""
+    env = os.environ.get("CHROMIUM")
+    if env and Path(env).exists():
+        return env
+    for name in _CANDIDATES:
+        found = shutil.which(name)
+        if found:
+            return found
+    return None
+
+
+def _run(args: list[str], timeout_s: float) -> subprocess.CompletedProcess[str]:
+    exe = find_chromium()
+    if exe is None:
+        raise EdgeIntelError("chromium not found; install Debian's `chromium` package")
+    base = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+            "--no-first-run", "--disable-dev-shm-usage", "--mute-audio"]  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="edgeintel-chromium-") as profile:
+        return subprocess.run(
+            [*base, f"--user-data-dir={profile}", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
+        )
+
+
+def check_layout(html_path: str | Path, width: int = 1280, timeout_s: float = 60) -> dict[str, Any]:
+    """Render ``html_path`` at ``width`` px with every <details> open and report the layout.
+
+    Returns ``sections`` (the ``data-section`` names in page order), ``overflow``
+    (elements spilling out of their section), ``hidden`` (scroll boxes hiding
+    content), ``page_overflow`` (a horizontal page scrollbar) and ``height`` (px).
+    """
+    src = Path(html_path)
+    text = src.read_text(encoding="utf-8")
+    probe = src.with_name(src.stem + ".layout-check.html")
+    probe.write_text(text.replace("</body>", LAYOUT_SCRIPT + "</body>"), encoding="utf-8")
+    try:
+        proc = _run(
+            [f"--window-size={width},900", "--virtual-time-budget=3000", "--dump-dom",
+             probe.resolve().as_uri()],
+            timeout_s,
+        )  # fmt: skip
+    finally:
+        probe.unlink(missing_ok=True)
+    start = proc.stdout.find('<pre id="layout-check">')
+    if start < 0:
+        raise EdgeIntelError(f"chromium did not run the layout check: {proc.stderr[-300:]}")
+    body = proc.stdout[start + len('<pre id="layout-check">') :]
+    import html
+
+    return json.loads(html.unescape(body[: body.find("</pre>")]))
+
+
+def screenshot(
+    html_path: str | Path,
+    png_path: str | Path,
+    width: int = 1280,
+    height: int | None = None,
+    timeout_s: float = 60,
+) -> Path:
+    """PNG of the page at ``width`` px; ``height`` None = the whole page (up to 20000 px)."""
+    if height is None:
+        height = min(int(check_layout(html_path, width, timeout_s)["height"]) + 20, 20000)
+    out = Path(png_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    proc = _run(
+        [f"--window-size={width},{height}", "--virtual-time-budget=2000",
+         f"--screenshot={out.resolve()}", Path(html_path).resolve().as_uri()],
+        timeout_s,
+    )  # fmt: skip
+    if not out.exists():
+        raise EdgeIntelError(f"chromium wrote no screenshot: {proc.stderr[-300:]}")
+    return out
