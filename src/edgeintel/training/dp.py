@@ -204,16 +204,16 @@ def adaptive_clip_update(
 # --------------------------------------------------------------------------- accountant
 
 
-def sampling_event(sample_size: int, population: int, noise_multiplier: float) -> dp_accounting.DpEvent:
+def sampling_event(
+    sample_size: int, population: int, noise_multiplier: float
+) -> dp_accounting.DpEvent:
     """One round: ``sample_size`` of ``population`` devices drawn uniformly without
     replacement, then a Gaussian sum with noise std ``z C`` over updates clipped to ``C``.
 
     Replace-one sensitivity of that sum is ``2 C``, hence ``GaussianDpEvent(z / 2)``.
     """
     if not 1 <= sample_size <= population:
-        raise ConfigError(
-            f"sample size must be in [1, population={population}], got {sample_size}"
-        )
+        raise ConfigError(f"sample size must be in [1, population={population}], got {sample_size}")
     if not noise_multiplier > 0:
         raise ConfigError(f"noise multiplier must be > 0, got {noise_multiplier}")
     return dp_accounting.SampledWithoutReplacementDpEvent(
@@ -308,9 +308,7 @@ def noise_multiplier_for_epsilon(
         raise ConfigError(f"epsilon must be > 0, got {epsilon}")
 
     def make_event(z: float) -> dp_accounting.DpEvent:
-        return dp_accounting.SelfComposedDpEvent(
-            sampling_event(sample_size, population, z), rounds
-        )
+        return dp_accounting.SelfComposedDpEvent(sampling_event(sample_size, population, z), rounds)
 
     return float(
         dp_accounting.calibrate_dp_mechanism(
@@ -467,7 +465,9 @@ class DifferentialPrivacy:
             noisy = (unclipped + noise.normal(0.0, sigma_b)) / len(norms)
             self.clip_norm = adaptive_clip_update(clip, noisy, cfg.target_quantile, cfg.clip_lr)
         eps = (
-            self.accountant.step(self._sample_size(n_sampled), self.population, cfg.noise_multiplier)
+            self.accountant.step(
+                self._sample_size(n_sampled), self.population, cfg.noise_multiplier
+            )
             if account
             else self.accountant.epsilon()
         )
