@@ -363,6 +363,7 @@ class AttackName(StrEnum):
     GAUSSIAN_NOISE = "gaussian_noise"
     LABEL_FLIP = "label_flip"
     ALIE = "alie"
+    IPM = "ipm"
 
 
 Fraction = Annotated[float, Field(ge=0, lt=1)]
