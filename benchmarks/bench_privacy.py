@@ -46,6 +46,7 @@ DEVICES = int(os.environ.get("BENCH_DP_DEVICES", 1000))
 PER_ROUND = int(os.environ.get("BENCH_DP_PER_ROUND", 200))
 ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", 25))
 EPSILONS = (2.0, 4.0, 8.0)
+TARGET_EPSILON = 8.0
 DELTA = 1e-5
 SECAGG_DEVICES = 100
 SEEDS = tuple(range(int(os.environ.get("BENCH_DP_SEEDS", 3))))
@@ -107,7 +108,8 @@ def dp_curve() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
             target_delta=DELTA,
         )
         acc, spent, rounds_run, clip, curve, secs = [], [], [], [], [], []
-        for seed in SEEDS:
+        # the target (epsilon 8) runs every seed; the rest of the curve the first seed
+        for seed in SEEDS if eps == TARGET_EPSILON else SEEDS[:1]:
             t0 = time.perf_counter()
             eng = _engine(DEVICES, PER_ROUND, ROUNDS, dp=dp, seed=seed)
             eng.run()
@@ -137,7 +139,8 @@ def dp_curve() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
         "dataset": "mnist (bundled 5000-image subset, 25% test: 1250 digits)",
         "model": "mlp width 16",
         "seeds": list(SEEDS),
-        "statistic": "mean and sample std over seeds of test accuracy",
+        "statistic": "mean and sample std over seeds of test accuracy (no DP and epsilon 8: "
+        "every seed; epsilon 2 and 4: the first seed, as a curve)",
         "derived": {"devices": DEVICES, "devices_per_round": PER_ROUND, "sampling_rate": q},
         "rounds": ROUNDS,
         "delta": DELTA,
