@@ -3,25 +3,34 @@
 Writes ``benchmarks/results/privacy.json``.
 
 - DP: MNIST (bundled 5000-image subset) split IID across ``DEVICES`` simulated devices,
-  flat FedAvg in the embedded engine, ``PER_ROUND`` devices sampled per round, ``ROUNDS``
-  rounds. For each target epsilon (delta 1e-5) the noise multiplier is calibrated with
-  dp-accounting for exactly these rounds and sampling rate; clipping is adaptive
-  (median of update norms, Andrew et al.). The non-private run uses the same engine,
-  seed and data with plain sample-weighted FedAvg.
+  flat FedAvg in the embedded engine, ``PER_ROUND`` devices sampled per round (fixed
+  size, without replacement), ``ROUNDS`` rounds. For each target epsilon (delta 1e-5)
+  the noise multiplier is calibrated with dp-accounting for exactly these rounds and
+  that sampling (``SampledWithoutReplacementDpEvent``, replace-one); clipping is
+  adaptive (median of update norms, Andrew et al.). Noise comes from OS entropy, as in a
+  deployment. The non-private run uses the same engine, seeds and data with plain
+  sample-weighted FedAvg. Every configuration runs with each of ``SEEDS``; the target
+  is on the mean test accuracy. Epsilon spent is at most the target by construction
+  (calibration and budget stop), so it is a derived figure under ``details``.
 - Secure aggregation: one round of ``SECAGG_DEVICES`` devices in one session (real
   X25519/HKDF/AES/Shamir protocol) against the same round with plain aggregation; bytes
   are the protocol's serialized messages vs float32 updates, time is the round's wall time.
+  The issue sets no goal for these, so they are reported under ``details`` only.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import sys
 import time
+from pathlib import Path
+from typing import Any
 
 import torch
 
-from _common import target, write_results
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import mean_std, target, write_results
 from edgeintel.data import load_dataset, partition, train_test_split
 from edgeintel.models import build_model
 from edgeintel.training import (
@@ -37,8 +46,10 @@ DEVICES = int(os.environ.get("BENCH_DP_DEVICES", 1000))
 PER_ROUND = int(os.environ.get("BENCH_DP_PER_ROUND", 200))
 ROUNDS = int(os.environ.get("BENCH_DP_ROUNDS", 25))
 EPSILONS = (2.0, 4.0, 8.0)
+TARGET_EPSILON = 8.0
 DELTA = 1e-5
 SECAGG_DEVICES = 100
+SEEDS = tuple(range(int(os.environ.get("BENCH_DP_SEEDS", 3))))
 SEED = 0
 
 
@@ -48,10 +59,11 @@ def _engine(
     rounds: int,
     dp: DPConfig | None = None,
     secagg: SecAggConfig | None = None,
+    seed: int = SEED,
 ) -> FederatedEngine:
     ds = load_dataset("mnist")
     tr, te = train_test_split(ds.y, 0.25, seed=SEED)
-    parts = partition(ds.y[tr], n_devices, "iid", seed=SEED)
+    parts = partition(ds.y[tr], n_devices, "iid", seed=seed)
     clients = [ClientSpec(f"d{i}", "cloud") for i in range(n_devices)]
     cfg = FederatedConfig(
         rounds=rounds,
@@ -60,30 +72,34 @@ def _engine(
         batch_size=16,
         lr=0.1,
         eval_every=rounds,
-        seed=SEED,
+        seed=seed,
     )
     strategy = PrivacyStrategy(
         cfg.aggregation, dp=dp, secagg=secagg, population=n_devices, clients_per_round=per_round
     )
-    model = build_model("mlp", ds.x.shape[1:], ds.num_classes, width=16, seed=SEED)
+    model = build_model("mlp", ds.x.shape[1:], ds.num_classes, width=16, seed=seed)
     return FederatedEngine(
         model, ds.x[tr], ds.y[tr], parts, clients, ds.x[te], ds.y[te], cfg,
         num_classes=ds.num_classes, strategy=strategy,
     )  # fmt: skip
 
 
-def dp_curve() -> tuple[dict[str, object], float, float]:
+def dp_curve() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     q = PER_ROUND / DEVICES
-    runs: dict[str, object] = {}
-    t0 = time.perf_counter()
-    eng = _engine(DEVICES, PER_ROUND, ROUNDS)
-    eng.run()
-    base = eng.state.history[-1].accuracy or 0.0
-    runs["no_dp"] = {"accuracy": base, "seconds": time.perf_counter() - t0}
-    print(f"no DP: accuracy {base:.4f}")
-    acc8, eps8 = 0.0, float("inf")
+    runs: dict[str, Any] = {}
+    acc: list[float] = []
+    secs: list[float] = []
+    for seed in SEEDS:
+        t0 = time.perf_counter()
+        eng = _engine(DEVICES, PER_ROUND, ROUNDS, seed=seed)
+        eng.run()
+        acc.append(eng.state.history[-1].accuracy or 0.0)
+        secs.append(time.perf_counter() - t0)
+        print(f"seed {seed} no DP: accuracy {acc[-1]:.4f}", flush=True)
+    base = mean_std(acc)
+    runs["no_dp"] = {"accuracy": base, "seconds": secs}
     for eps in EPSILONS:
-        z = noise_multiplier_for_epsilon(eps, q, ROUNDS, DELTA)
+        z = noise_multiplier_for_epsilon(eps, PER_ROUND, DEVICES, ROUNDS, DELTA)
         dp = DPConfig(
             noise_multiplier=z,
             clip_norm=0.5,
@@ -91,39 +107,51 @@ def dp_curve() -> tuple[dict[str, object], float, float]:
             target_epsilon=eps,
             target_delta=DELTA,
         )
-        t0 = time.perf_counter()
-        eng = _engine(DEVICES, PER_ROUND, ROUNDS, dp=dp)
-        eng.run()
-        strat = eng.strategy
-        assert isinstance(strat, PrivacyStrategy) and strat.dp is not None
-        acc = eng.state.history[-1].accuracy or 0.0
-        spent = strat.dp.accountant.epsilon()
+        acc, spent, rounds_run, clip, curve, secs = [], [], [], [], [], []
+        # the target (epsilon 8) runs every seed; the rest of the curve the first seed
+        for seed in SEEDS if eps == TARGET_EPSILON else SEEDS[:1]:
+            t0 = time.perf_counter()
+            eng = _engine(DEVICES, PER_ROUND, ROUNDS, dp=dp, seed=seed)
+            eng.run()
+            strat = eng.strategy
+            assert isinstance(strat, PrivacyStrategy) and strat.dp is not None
+            acc.append(eng.state.history[-1].accuracy or 0.0)
+            spent.append(strat.dp.accountant.epsilon())
+            rounds_run.append(eng.state.round)
+            clip.append(strat.dp.clip_norm)
+            curve = [round(e["epsilon"], 4) for e in strat.epsilon_history]
+            secs.append(time.perf_counter() - t0)
+            print(f"seed {seed} epsilon {eps:g}: z={z:.3f} accuracy {acc[-1]:.4f}", flush=True)
         runs[f"epsilon_{eps:g}"] = {
-            "accuracy": acc,
-            "epsilon_spent": spent,
+            "accuracy": mean_std(acc),
+            "accuracy_drop_points": round((base["mean"] - mean_std(acc)["mean"]) * 100, 4),
             "noise_multiplier": z,
-            "rounds_run": eng.state.round,
-            "final_clip_norm": strat.dp.clip_norm,
-            "epsilon_vs_round": [round(e["epsilon"], 4) for e in strat.epsilon_history],
-            "seconds": time.perf_counter() - t0,
+            "rounds_run": rounds_run,
+            "final_clip_norm": clip,
+            "derived": {
+                "note": "at most the target by construction (calibration and budget stop)",
+                "epsilon_spent": spent,
+                "epsilon_vs_round": curve,
+            },
+            "seconds": secs,
         }
-        print(f"epsilon {eps:g}: z={z:.3f} accuracy {acc:.4f} (spent {spent:.3f})")
-        if eps == 8.0:
-            acc8, eps8 = acc, spent
     details = {
-        "dataset": "mnist (bundled 5000-image subset, 25% test)",
+        "dataset": "mnist (bundled 5000-image subset, 25% test: 1250 digits)",
         "model": "mlp width 16",
-        "devices": DEVICES,
-        "devices_per_round": PER_ROUND,
-        "sampling_rate": q,
+        "seeds": list(SEEDS),
+        "statistic": "mean and sample std over seeds of test accuracy (no DP and epsilon 8: "
+        "every seed; epsilon 2 and 4: the first seed, as a curve)",
+        "derived": {"devices": DEVICES, "devices_per_round": PER_ROUND, "sampling_rate": q},
         "rounds": ROUNDS,
         "delta": DELTA,
         "local_steps": 5,
         "clipping": "adaptive (target quantile 0.5)",
-        "accountant": "dp-accounting RDP, Poisson-subsampled Gaussian per round",
+        "noise_source": "OS entropy",
+        "accountant": "dp-accounting RDP, fixed-size sampling without replacement "
+        "(SampledWithoutReplacementDpEvent, replace-one, sensitivity 2C)",
         "runs": runs,
     }
-    return details, (base - acc8) * 100.0, eps8
+    return details, base, runs["epsilon_8"]["accuracy"]
 
 
 # SecAgg+ degree: 2 * ceil(log2(n)) neighbours (Bell et al. 2020 take k = O(log n))
@@ -161,11 +189,14 @@ def secagg_overhead() -> dict[str, float]:
 
 
 def main() -> None:
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     t0 = time.perf_counter()
-    details, drop, eps8 = dp_curve()
+    details, base, acc8 = dp_curve()
     sec = secagg_overhead()
-    details["secure_aggregation_100_devices"] = sec
+    details["secure_aggregation_100_devices"] = {
+        "note": "no goal is set for these: measured figures only",
+        **sec,
+    }
     details["total_seconds"] = time.perf_counter() - t0
     for name in ("secagg", "secagg_plus"):
         print(
@@ -173,38 +204,12 @@ def main() -> None:
             f"round time {sec[f'{name}_round_s']:.2f}s vs {sec['plain_round_s']:.2f}s"
         )
     targets = [
-        target("dp_accuracy_drop_at_epsilon_8", drop, "<=", 5.0, "points"),
-        target("dp_epsilon_spent", eps8, "<=", 8.0, "epsilon (delta 1e-5)"),
-        target("dp_devices", DEVICES, ">=", 500, "devices"),
-        # the issue asks for secure aggregation's bytes and time vs plain, with no goal: the
-        # bounds below are ours (documented in docs/privacy.md)
         target(
-            "secagg_uplink_bytes_ratio_100_devices",
-            sec["secagg_uplink_bytes_ratio"],
+            "DP-FedAvg accuracy drop at epsilon 8 (delta 1e-5), mean of seeds",
+            (base["mean"] - acc8["mean"]) * 100.0,
             "<=",
-            3,
-            "x plain",
-        ),
-        target(
-            "secagg_round_time_ratio_100_devices",
-            sec["secagg_round_time_ratio"],
-            "<=",
-            300,
-            "x plain",
-        ),
-        target(
-            f"secagg_plus_k{SECAGG_PLUS_K}_uplink_bytes_ratio_100_devices",
-            sec["secagg_plus_uplink_bytes_ratio"],
-            "<=",
-            3,
-            "x plain",
-        ),
-        target(
-            f"secagg_plus_k{SECAGG_PLUS_K}_round_time_ratio_100_devices",
-            sec["secagg_plus_round_time_ratio"],
-            "<=",
-            30,
-            "x plain",
+            5.0,
+            "points",
         ),
     ]
     write_results("privacy", targets, details)

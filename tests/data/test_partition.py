@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -110,3 +112,34 @@ def test_train_test_split_is_stratified_and_disjoint(labels: np.ndarray) -> None
     for c in range(10):
         frac = np.mean(labels[te] == c) / np.mean(labels == c)
         assert 0.9 < frac < 1.1
+
+
+def test_quantity_skew_follows_alpha() -> None:
+    """Device shares ~ Dir(alpha 1_n): each share has mean 1/n and variance
+    (1/n)(1 - 1/n)/(n alpha + 1), so the coefficient of variation of the sizes above the
+    floor is sqrt((n - 1) / (n alpha + 1)): n = 10 gives 0.9045 at alpha = 1 and 0.2985
+    at alpha = 10 (hand-computed)."""
+    y = np.zeros(20_000, dtype=int)
+    for alpha, expect in ((1.0, 0.9045), (10.0, 0.2985)):
+        cvs = []
+        for seed in range(40):
+            sizes = np.array([len(p) for p in partition(y, 10, "quantity", seed, alpha=alpha)])
+            extra = sizes - 1
+            cvs.append(extra.std() / extra.mean())
+        # the sample CV (ddof 0) of 10 draws is biased low by ~ sqrt(9/10); allow for it
+        assert float(np.mean(cvs)) == pytest.approx(expect * math.sqrt(0.9), rel=0.15), alpha
+
+
+def test_natural_balances_whole_groups_largest_first() -> None:
+    """Groups of 5, 20, 50, 10, 30, 5, 20, 10 samples (ids 0..7) over 4 devices, largest
+    group first to the currently smallest device (ties: lowest device), by hand:
+    50 -> d0; 30 -> d1; 20 (id 1) -> d2; 20 (id 6) -> d3; 10 (id 3) -> d2 (30);
+    10 (id 7) -> d3 (30); 5 (id 0) -> d1 (35); 5 (id 5) -> d2 (35).
+    Device sizes 50, 35, 35, 30."""
+    sizes = [5, 20, 50, 10, 30, 5, 20, 10]
+    groups = np.repeat(np.arange(8), sizes)
+    y = np.zeros(len(groups), dtype=int)
+    parts = partition(y, 4, "natural", groups=groups)
+    assert [len(p) for p in parts] == [50, 35, 35, 30]
+    held = [sorted(int(g) for g in np.unique(groups[p])) for p in parts]
+    assert held == [[2], [0, 4], [1, 3, 5], [6, 7]]

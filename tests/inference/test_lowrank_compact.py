@@ -137,3 +137,43 @@ def test_compact_end_to_end_on_digits(digits_cnn: Trained, tmp_path: Path) -> No
     assert f.onnx_bytes < 0.5 * b.onnx_bytes and f.macs < 0.5 * b.macs
     assert f.accuracy >= b.accuracy - 0.12
     assert res.warnings == ["compact: 0 (Conv2d 1->16): fewer than 4 input channels; kept"]
+
+
+def _rank_net() -> nn.Sequential:
+    """Conv2d 3->6 (3x3) of rank 1 and Linear 24->8 of rank 2, both exactly low rank."""
+    net = nn.Sequential(nn.Conv2d(3, 6, 3), nn.Flatten(), nn.Linear(24, 8))
+    rng = np.random.default_rng(0)
+    conv_w = np.outer(rng.normal(size=6), rng.normal(size=27)).reshape(6, 3, 3, 3)
+    lin_w = rng.normal(size=(8, 2)) @ rng.normal(size=(2, 24))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor(conv_w, dtype=torch.float32))
+        net[2].weight.copy_(torch.tensor(lin_w, dtype=torch.float32))
+    return net
+
+
+@pytest.mark.parametrize(
+    ("layers", "expect"),
+    [
+        # rank 1 of a 6x27 conv (1 * 33 < 162 weights) and rank 2 of an 8x24 linear
+        ("all", {"0": {"rank": 1, "full_rank": 6}, "2": {"rank": 2, "full_rank": 8}}),
+        ("conv", {"0": {"rank": 1, "full_rank": 6}}),
+        ("linear", {"2": {"rank": 2, "full_rank": 8}}),
+    ],
+)
+def test_low_rank_layers_selects_what_is_factorized(
+    layers: str, expect: dict[str, dict[str, int]]
+) -> None:
+    from edgeintel.inference import lowrank
+
+    net = _rank_net()
+    new, _, ranks = low_rank(net, 0.999, None, layers=layers)
+    assert ranks == expect
+    assert isinstance(new[0], nn.Conv2d) == ("0" not in expect)
+    assert isinstance(new[2], nn.Linear) == ("2" not in expect)
+    x = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():  # exactly low rank: the factorized net computes the same
+        np.testing.assert_allclose(new(x), net(x), atol=1e-4)
+    # the registered compression stage passes its ``layers`` option through
+    cfg = LowRankConfig(energy=0.999, layers=layers, finetune_epochs=0)
+    stage = lowrank._low_rank(net, cfg, None)  # type: ignore[arg-type]
+    assert stage.info["ranks"] == expect

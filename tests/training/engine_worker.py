@@ -81,7 +81,9 @@ def make_engine(
 
 def main(ckpt_dir: str, out: str, rounds: int, kill_round: int | None = None) -> None:
     store = CheckpointStore(ckpt_dir)
-    engine = make_engine(rounds=rounds, checkpoints=store, dp=DPConfig(noise_multiplier=0.5))
+    engine = make_engine(
+        rounds=rounds, checkpoints=store, dp=DPConfig(noise_multiplier=0.5, reproducible_noise=True)
+    )
     resume_engine(engine, store, "test-scenario")
     if kill_round is not None:
         aggregate = engine.strategy.aggregate

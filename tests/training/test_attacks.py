@@ -41,6 +41,23 @@ def test_update_attacks() -> None:
 def test_label_flip_and_registry() -> None:
     flip = make_attack(AttackConfig(name="label_flip"))
     np.testing.assert_array_equal(flip.poison_labels(np.array([0, 3, 9]), 10), [9, 6, 0])
-    assert set(ATTACKS) == {"sign_flip", "gaussian_noise", "label_flip", "alie"}
+    assert set(ATTACKS) == {"sign_flip", "gaussian_noise", "label_flip", "alie", "ipm"}
     with pytest.raises(ConfigError, match="fraction"):
         AttackConfig(fraction=1.0)
+
+
+def test_ipm_sends_minus_epsilon_times_the_honest_mean() -> None:
+    honest = np.array([[1.0, 2.0], [3.0, 4.0], [9.0, 9.0]], dtype=np.float32)
+    bad = np.array([False, False, True])
+    out = make_attack(AttackConfig(name="ipm", epsilon=2.0)).poison_updates(
+        honest, bad, np.random.default_rng(0)
+    )
+    # honest mean (2, 3) -> malicious row -2 * (2, 3) = (-4, -6); honest rows unchanged
+    np.testing.assert_allclose(out, [[1, 2], [3, 4], [-4, -6]])
+    # the plain mean then points against the honest direction when epsilon > (n - f) / f = 2
+    strong = make_attack(AttackConfig(name="ipm", epsilon=3.0)).poison_updates(
+        honest, bad, np.random.default_rng(0)
+    )
+    assert float(strong.mean(0) @ np.array([2.0, 3.0])) < 0
+    with pytest.raises(ConfigError, match="IPM epsilon"):
+        AttackConfig(name="ipm", epsilon=0.0)

@@ -69,36 +69,54 @@ def test_adaptive_clipping_hand_computed_and_converges() -> None:
     assert dp.clip_norm == pytest.approx(1.0, abs=0.15)
 
 
-def test_accountant_matches_library() -> None:
-    q, z, rounds, delta = 0.01, 1.1, 25, 1e-5
+def test_accountant_matches_library_for_sampling_without_replacement() -> None:
+    m, n, z, rounds, delta = 10, 1000, 1.1, 25, 1e-5
     acc = PrivacyAccountant(delta)
     for _ in range(rounds):
-        eps = acc.step(q, z)
-    ref = dp_accounting.rdp.RdpAccountant()
+        eps = acc.step(m, n, z)
+    # The engine draws m of n devices without replacement: dp-accounting's own event for
+    # that, under replace-one, where the sum of C-clipped updates has sensitivity 2C.
+    ref = dp_accounting.rdp.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE
+    )
     ref.compose(
         dp_accounting.SelfComposedDpEvent(
-            dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)), rounds
+            dp_accounting.SampledWithoutReplacementDpEvent(
+                n, m, dp_accounting.GaussianDpEvent(z / 2)
+            ),
+            rounds,
         )
     )
     assert eps == pytest.approx(ref.get_epsilon(delta), rel=1e-9)
-    assert epsilon_for(q, z, rounds, delta) == pytest.approx(eps, rel=1e-9)
-    # Known setting: the Abadi et al. example (q=0.01, sigma=4, 10k steps, delta 1e-5)
-    # gives epsilon ~1.26 under RDP; dp-accounting's value must be in that neighbourhood.
-    assert 1.0 < epsilon_for(0.01, 4.0, 10_000, 1e-5) < 1.4
+    assert epsilon_for(m, n, z, rounds, delta) == pytest.approx(eps, rel=1e-9)
+    # Full participation (m = n) is the plain Gaussian mechanism with multiplier z / 2.
+    full = dp_accounting.rdp.RdpAccountant()
+    full.compose(dp_accounting.SelfComposedDpEvent(dp_accounting.GaussianDpEvent(z / 2), 3))
+    assert epsilon_for(7, 7, z, 3, delta) == pytest.approx(full.get_epsilon(delta), rel=1e-6)
+    # Not the Poisson event the engine does not run: that one is smaller (add/remove, C).
+    poisson = dp_accounting.rdp.RdpAccountant()
+    poisson.compose(
+        dp_accounting.SelfComposedDpEvent(
+            dp_accounting.PoissonSampledDpEvent(m / n, dp_accounting.GaussianDpEvent(z)), rounds
+        )
+    )
+    assert poisson.get_epsilon(delta) < 0.8 * eps
     # Rebuilding from the saved state gives the same epsilon.
     again = PrivacyAccountant.from_state(acc.state())
     assert again.epsilon() == pytest.approx(eps, rel=1e-12)
-    assert acc.epsilon_after(q, z) > eps == acc.epsilon()
+    assert acc.epsilon_after(m, n, z) > eps == acc.epsilon()
+    with pytest.raises(DataError, match="sample, population, z"):
+        PrivacyAccountant.from_state({"delta": 1e-5, "history": [[0.1, 1.0]]})
 
 
 def test_noise_multiplier_calibration_hits_target() -> None:
-    z = noise_multiplier_for_epsilon(4.0, 0.05, 50, 1e-5)
-    assert epsilon_for(0.05, z, 50, 1e-5) <= 4.0 + 1e-3
-    assert epsilon_for(0.05, z * 0.95, 50, 1e-5) > 4.0
+    z = noise_multiplier_for_epsilon(4.0, 50, 1000, 50, 1e-5)
+    assert epsilon_for(50, 1000, z, 50, 1e-5) <= 4.0 + 1e-3
+    assert epsilon_for(50, 1000, z * 0.95, 50, 1e-5) > 4.0
 
 
 def test_dp_round_records_epsilon_and_budget_stop() -> None:
-    cfg = DPConfig(noise_multiplier=1.0, clip_norm=1.0, target_epsilon=2.5, target_delta=1e-5)
+    cfg = DPConfig(noise_multiplier=2.0, clip_norm=1.0, target_epsilon=6.0, target_delta=1e-5)
     dp = DifferentialPrivacy(cfg, population=100)
     dp.check_budget(10)
     rng = np.random.default_rng(0)
@@ -107,9 +125,9 @@ def test_dp_round_records_epsilon_and_budget_stop() -> None:
         _, rec = dp.aggregate([[np.ones(3)] for _ in range(10)], rng)
         eps.append(rec.epsilon)
         assert len(eps) < 10_000
-    assert eps and all(e <= 2.5 for e in eps)
+    assert eps and all(e <= 6.0 for e in eps)
     assert eps == sorted(eps)
-    assert dp.accountant.epsilon_after(0.1, 1.0) > 2.5
+    assert dp.accountant.epsilon_after(10, 100, 2.0) > 6.0
 
 
 def test_budget_warn_keeps_going(caplog: pytest.LogCaptureFixture) -> None:
@@ -152,7 +170,7 @@ def test_target_epsilon_already_exceeded() -> None:
     dp2.load_state(
         {
             "clip_norm": 1.0,
-            "accountant": {"delta": 1e-5, "history": [[1.0, 1.0]] * 5},
+            "accountant": {"delta": 1e-5, "history": [[10, 10, 1.0]] * 5},
             "records": [],
         }
     )

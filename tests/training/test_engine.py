@@ -254,3 +254,32 @@ def test_bad_configs() -> None:
         FederatedConfig(local_steps=None)
     with pytest.raises(ConfigError, match="deadline"):
         FederatedConfig(deadline_s=1.0, deadline_quantile=0.5)
+
+
+def test_engine_feeds_the_error_feedback_residual_back(digits: tuple[np.ndarray, ...]) -> None:
+    """One device whose local training always moves the weights by u = (2, 1.5, 0, ...);
+    top-1 compression with error feedback, hand-computed:
+
+    round 1: send top1(u) = (2, 0),        residual (0, 1.5),  global += (2, 0)
+    round 2: u + residual = (2, 3) -> send (0, 3), residual (2, 0), global += (0, 3)
+    so the global model moved by (2, 3). Without feeding the residual back it would
+    have moved by (4, 0)."""
+    x, y, xt, yt = digits
+    model = build_model("mlp", x.shape[1:], 10, width=4, seed=0)
+    w0 = flatten(get_weights(model))
+    dim = w0.size
+    cfg = FederatedConfig(
+        rounds=2, local_steps=1, batch_size=8, eval_every=2,
+        compressor=CompressorConfig(name="topk", ratio=1.0 / dim),
+    )  # fmt: skip
+    eng = FederatedEngine(
+        model, x, y, [np.arange(len(y))], [ClientSpec("d0", "cloud")], xt, yt, cfg, 10
+    )
+    u = np.zeros(dim, np.float32)
+    u[:2] = [2.0, 1.5]
+    eng._train = lambda start, batches, mask: start + u  # type: ignore[method-assign]
+    eng.run()
+    moved = eng.state.weights - w0
+    np.testing.assert_allclose(moved[:2], [2.0, 3.0], atol=1e-6)
+    assert np.abs(moved[2:]).max() < 1e-6
+    np.testing.assert_allclose(eng.state.residuals["d0"][:2], [2.0, 0.0], atol=1e-6)

@@ -29,7 +29,7 @@ def _run(engine) -> None:  # type: ignore[no-untyped-def]
 def test_dp_engine_reports_epsilon_and_stops_at_budget() -> None:
     from edgeintel.training.dp import epsilon_for
 
-    target = epsilon_for(0.5, 1.0, 3, 1e-5) + 1e-6  # exactly three rounds fit
+    target = epsilon_for(6, 12, 1.0, 3, 1e-5) + 1e-6  # exactly three rounds fit
     eng = make_engine(rounds=10, dp=DPConfig(noise_multiplier=1.0, target_epsilon=target))
     _run(eng)
     strat = eng.strategy
@@ -49,7 +49,7 @@ def test_hierarchical_dp_accounts_each_edge_round_once() -> None:
     assert isinstance(strat, PrivacyStrategy) and strat.dp is not None
     # 2 cloud rounds x k2=2 edge rounds; both edge servers share each step (parallel).
     assert len(strat.dp.accountant.history) == 4
-    assert strat.epsilon_history[-1]["epsilon"] == pytest.approx(epsilon_for(0.5, 1.0, 4, 1e-5))
+    assert strat.epsilon_history[-1]["epsilon"] == pytest.approx(epsilon_for(6, 12, 1.0, 4, 1e-5))
 
 
 @pytest.mark.parametrize("hierarchical", [False, True])

@@ -53,7 +53,7 @@ def test_single_masked_update_reveals_nothing() -> None:
         server.public_keys[i] = c.advertise()
     relay: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
     for i, c in enumerate(clients):
-        for v, blob in c.share_keys(server.public_keys).items():
+        for v, blob in c.share_keys(dict(server.public_keys)).items():
             relay[v][i] = blob
     for i, c in enumerate(clients):
         c.receive_shares(relay[i])
@@ -127,16 +127,100 @@ def test_bad_config_and_inputs() -> None:
         secure_sum([np.zeros(3), np.zeros(2)])
 
 
-def test_neighbor_graph_is_k_regular_symmetric_and_session_random() -> None:
-    from edgeintel.training.secagg import neighbor_graph
+def _session(
+    n: int, dim: int, cfg: SecAggConfig, session: bytes = b"s" * 16
+) -> tuple[list[SecAggClient], SecAggServer]:
+    """Keys advertised and shares exchanged, as in rounds 0 and 1 of the protocol."""
+    clients = [SecAggClient(i, n, cfg, session) for i in range(n)]
+    server = SecAggServer(n, dim, cfg, session)
+    for i, c in enumerate(clients):
+        server.public_keys[i] = c.advertise()
+    all_s = server.all_s_keys()
+    relay: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
+    for i, c in enumerate(clients):
+        for v, blob in c.share_keys(server.keys_for(i), all_s).items():
+            relay[v][i] = blob
+    for i, c in enumerate(clients):
+        c.receive_shares(relay[i])
+    return clients, server
 
-    g = neighbor_graph(20, 4, b"s1")
+
+def test_neighbor_graph_is_k_regular_symmetric_and_key_random() -> None:
+    from edgeintel.training.secagg import graph_seed, neighbor_graph
+
+    keys = [bytes([i]) * 32 for i in range(20)]
+    seed = graph_seed(b"s1", keys)
+    g = neighbor_graph(20, 4, seed)
     assert all(len(nb) == 4 and u not in nb for u, nb in enumerate(g))
     assert all(u in g[v] for u, nb in enumerate(g) for v in nb)  # symmetric
-    assert neighbor_graph(20, 4, b"s1") == g  # deterministic per session
-    assert neighbor_graph(20, 4, b"s2") != g  # the server cannot pick the graph
-    assert neighbor_graph(5, None, b"s1")[2] == (0, 1, 3, 4)  # complete graph
-    assert neighbor_graph(5, 4, b"s1")[2] == (0, 1, 3, 4)  # k >= n - 1 is complete too
+    assert neighbor_graph(20, 4, graph_seed(b"s1", keys)) == g  # deterministic
+    # one device's key changes the whole graph: the server cannot fix it alone
+    other = [*keys[:7], b"\xff" * 32, *keys[8:]]
+    assert neighbor_graph(20, 4, graph_seed(b"s1", other)) != g
+    assert neighbor_graph(5, None, b"")[2] == (0, 1, 3, 4)  # complete graph
+    assert neighbor_graph(5, 4, b"")[2] == (0, 1, 3, 4)  # k >= n - 1 is complete too
+
+
+def test_devices_refuse_a_neighbour_set_the_keys_do_not_determine() -> None:
+    n, cfg = 12, SecAggConfig(neighbors=4)
+    clients = [SecAggClient(i, n, cfg, b"g" * 16) for i in range(n)]
+    server = SecAggServer(n, 10, cfg, b"g" * 16)
+    for i, c in enumerate(clients):
+        server.public_keys[i] = c.advertise()
+    all_s = server.all_s_keys()
+    honest = server.keys_for(0)
+    clients[0].share_keys(honest, all_s)  # the honest graph is accepted
+    # a server that picks device 0's neighbours itself (e.g. devices it controls)
+    chosen = [v for v in range(1, n) if v not in honest][:4]
+    forged = {v: server.public_keys[v] for v in (0, *chosen)}
+    fresh = SecAggClient(0, n, cfg, b"g" * 16)
+    fresh._c, fresh._s = clients[0]._c, clients[0]._s  # same device, same keys
+    with pytest.raises(DataError, match="neighbour set is not the one"):
+        fresh.share_keys(forged, all_s)
+    with pytest.raises(DataError, match="needs all 12 advertised keys"):
+        fresh.share_keys(honest)
+
+
+def test_server_falsely_reporting_a_live_device_dropped_learns_nothing() -> None:
+    """Bonawitz et al.'s self-mask: the server may learn b_u or s_u of a device, never both."""
+    from edgeintel.training import secagg
+
+    n, dim, cfg = 5, 2000, SecAggConfig(threshold=0.5)
+    vecs = _vectors(n, dim, seed=9)
+
+    def attack() -> np.ndarray:
+        clients, server = _session(n, dim, cfg)
+        masked = [c.masked_input(v) for c, v in zip(clients, vecs, strict=True)]
+        victim = 2  # sent its masked input, i.e. alive
+        others = [i for i in range(n) if i != victim]
+        # the server tells everyone else that the victim dropped: they return s-shares
+        responses = {i: clients[i].unmask(others, [victim]) for i in others}
+        holders = server.holders(victim)
+        shares = [(j + 1, responses[v][victim]) for j, v in enumerate(holders) if v in responses]
+        s_priv = secagg._s_key(bytes(secagg.Shamir.combine(shares[: cfg.t(n)], False)))
+        y = masked[victim].copy()
+        for v in server.holders(victim):
+            if v == victim:
+                continue
+            m = secagg._pair_mask(s_priv, server.public_keys[v][1], server.session, dim)
+            y = y - m if victim < v else y + m
+        # a second request, now naming the victim as a survivor to get b-shares, is refused
+        with pytest.raises(DataError, match="already answered"):
+            clients[0].unmask(range(n), [])
+        return decode_fixed_point(y, cfg.scale_bits)
+
+    recovered = attack()
+    # the pairwise masks are gone but the self-mask PRG(b_u) still hides the input
+    assert np.median(np.abs(recovered - vecs[2])) > 1e9
+    assert abs(np.corrcoef(recovered, vecs[2])[0, 1]) < 0.1
+    # control: without self-masks the very same attack recovers the input exactly
+    orig = secagg._self_mask
+    try:
+        secagg._self_mask = lambda seed, session, d: np.zeros(d, dtype=np.uint64)  # type: ignore[assignment]
+        leaked = attack()
+    finally:
+        secagg._self_mask = orig  # type: ignore[assignment]
+    np.testing.assert_allclose(leaked, vecs[2], atol=2.0**-20)
 
 
 @pytest.mark.parametrize("dropped", [(), (3,), (0, 7, 11)])
@@ -155,28 +239,23 @@ def test_sparse_secagg_sum_is_exact_with_dropouts(dropped: tuple[int, ...]) -> N
 def test_sparse_single_masked_update_reveals_nothing() -> None:
     vecs = _vectors(12, 400, seed=6)
     cfg = SecAggConfig(neighbors=4)
-    session = b"x" * 16
-    server = SecAggServer(12, 400, cfg, session)
-    clients = [SecAggClient(i, 12, cfg, session) for i in range(12)]
-    for i, c in enumerate(clients):
-        server.public_keys[i] = c.advertise()
-    for i, c in enumerate(clients):
-        c.share_keys(server.keys_for(i))
+    clients, _ = _session(12, 400, cfg)
     y = decode_fixed_point(clients[0].masked_input(vecs[0]), cfg.scale_bits)
     assert abs(np.corrcoef(y, vecs[0])[0, 1]) < 0.2
 
 
 def test_sparse_too_many_dropped_neighbours_is_an_error() -> None:
-    from edgeintel.training.secagg import neighbor_graph
-
-    session = b"k" * 16
-    g = neighbor_graph(10, 2, session)
+    cfg = SecAggConfig(neighbors=2)
+    vecs = _vectors(10, 5)
+    clients, server = _session(10, 5, cfg)
     # drop device 0 and both of its neighbours: nobody holds 2 of its 3 shares
-    dropped = (0, *g[0])
+    dropped = {0, *server.graph[0]}
+    survivors = [i for i in range(10) if i not in dropped]
+    for i in survivors:
+        server.receive_masked(i, clients[i].masked_input(vecs[i]))
+    responses = {i: clients[i].unmask(survivors, sorted(dropped)) for i in survivors}
     with pytest.raises(DataError, match="needs shares from 2 of 3 share holders of device 0"):
-        from edgeintel.training import secagg
-
-        secagg.secure_sum(_vectors(10, 5), SecAggConfig(neighbors=2), dropped, session=session)
+        server.unmasked_sum(responses)
 
 
 def test_neighbors_must_be_even() -> None:

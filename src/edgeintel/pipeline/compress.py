@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from edgeintel.pipeline import inference_section as _section  # noqa: F401  (registers the section)
 from edgeintel.inference.devices import (
     choose_for_profiles,
     front_rows,
@@ -11,6 +10,7 @@ from edgeintel.inference.devices import (
 )
 from edgeintel.inference.measure import MeasureConfig
 from edgeintel.inference.search import run_candidates
+from edgeintel.pipeline import inference_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
 __all__ = ["CompressStage"]

@@ -21,11 +21,11 @@ from edgeintel.errors import ConfigError
 from edgeintel.models import build_model
 from edgeintel.models.train import TrainConfig, evaluate_accuracy
 from edgeintel.network import TIERS
+from edgeintel.pipeline import training_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
-from edgeintel.pipeline import training_section as _section  # noqa: F401  (registers the section)
 from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import build_private_engine
 from edgeintel.training.scenario_train import resolve_mode

@@ -14,6 +14,11 @@ round statistics. Registered attacks:
   sends ``mu - z * sigma``, the coordinate-wise mean and standard deviation of
   the round's honest updates (an omniscient attacker, as in most robustness
   benchmarks), with ``z = Phi^-1((n - s) / n)``, ``s = floor(n / 2 + 1) - f``.
+- ``ipm``: inner-product manipulation (Xie, Koyejo and Gupta 2019, "Fall of Empires"):
+  every malicious device sends ``-epsilon * mu``, ``mu`` the mean of the round's honest
+  updates, so the aggregate's inner product with the true descent direction turns
+  negative once ``epsilon > (1 - f/n) / (f/n)`` for a plain mean (``epsilon = 0.1``
+  targets median/Krum-style rules; large ``epsilon`` breaks FedAvg).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "AttackConfig",
     "AttackKind",
     "GaussianNoise",
+    "InnerProductManipulation",
     "LabelFlip",
     "SignFlip",
     "alie_z",
@@ -48,18 +54,21 @@ class AttackKind(StrEnum):
     GAUSSIAN_NOISE = "gaussian_noise"
     LABEL_FLIP = "label_flip"
     ALIE = "alie"
+    IPM = "ipm"
 
 
 @dataclass(frozen=True)
 class AttackConfig:
     """``fraction``: share of devices that are malicious; ``scale``: sign-flip factor;
-    ``sigma``: std of the Gaussian-noise attack; ``z``: ALIE override (``None``: from n, f)."""
+    ``sigma``: std of the Gaussian-noise attack; ``z``: ALIE override (``None``: from n, f);
+    ``epsilon``: IPM factor (malicious devices send ``-epsilon`` times the honest mean)."""
 
     name: str = AttackKind.SIGN_FLIP
     fraction: float = 0.2
     scale: float = 1.0
     sigma: float = 1.0
     z: float | None = None
+    epsilon: float = 0.1
 
     def __post_init__(self) -> None:
         ATTACKS.get(str(self.name))
@@ -69,6 +78,8 @@ class AttackConfig:
             raise ConfigError(f"attack scale must be > 0, got {self.scale}")
         if not self.sigma > 0:
             raise ConfigError(f"attack sigma must be > 0, got {self.sigma}")
+        if not (math.isfinite(self.epsilon) and self.epsilon > 0):
+            raise ConfigError(f"IPM epsilon must be > 0, got {self.epsilon}")
 
 
 def alie_z(n: int, f: int) -> float:
@@ -139,12 +150,28 @@ class Alie(Attack):
         return out
 
 
+class InnerProductManipulation(Attack):
+    def __init__(self, epsilon: float) -> None:
+        self.epsilon = epsilon
+
+    def poison_updates(
+        self, honest: np.ndarray, malicious: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        if not malicious.any() or malicious.all():
+            return honest
+        mu = honest[~malicious].mean(0, dtype=np.float64)
+        out = honest.copy()
+        out[malicious] = (-self.epsilon * mu).astype(np.float32)
+        return out
+
+
 AttackFactory = Callable[[AttackConfig], Attack]
 ATTACKS: Registry[AttackFactory] = Registry("attack")
 ATTACKS.add(AttackKind.SIGN_FLIP, lambda cfg: SignFlip(cfg.scale))
 ATTACKS.add(AttackKind.GAUSSIAN_NOISE, lambda cfg: GaussianNoise(cfg.sigma))
 ATTACKS.add(AttackKind.LABEL_FLIP, lambda cfg: LabelFlip())
 ATTACKS.add(AttackKind.ALIE, lambda cfg: Alie(cfg.z))
+ATTACKS.add(AttackKind.IPM, lambda cfg: InnerProductManipulation(cfg.epsilon))
 
 
 def make_attack(config: AttackConfig) -> Attack:

@@ -14,16 +14,26 @@ fraction of unclipped updates. The clipped-count noise costs privacy, so the
 update noise multiplier is raised to ``(z^-2 - (2 sigma_b)^-2)^-1/2`` and the
 pair together is accounted as one Gaussian mechanism with multiplier ``z``.
 
-Privacy is accounted with Google's ``dp-accounting`` RDP accountant: each round
-is a Poisson-subsampled Gaussian mechanism with sampling rate ``q`` (sampled
-devices / population) and noise multiplier ``z``. ``epsilon`` is reported at
+Privacy is accounted with Google's ``dp-accounting`` RDP accountant for the
+sampling the engines actually do: every round draws a fixed number ``m`` of
+devices uniformly without replacement from the population of ``N``
+(``SampledWithoutReplacementDpEvent(N, m, GaussianDpEvent(z / 2))``, Wang, Balle
+and Kasiviswanathan 2019, Thm. 27). That analysis is for the *replace-one*
+neighbouring relation, under which the L2 sensitivity of the sum of updates
+clipped to ``C`` is ``2 C``; the noise std on the sum is ``z C``, so the Gaussian
+multiplier relative to the sensitivity is ``z / 2``. ``epsilon`` is reported at
 ``target_delta`` after every round; a budget (``target_epsilon``) stops
 training, or warns, before a round would exceed it.
+
+Noise comes from OS entropy (a fresh ``numpy`` ``SeedSequence``) on every path,
+so no party that knows the run's seed can regenerate and subtract it; only a
+scenario that asks for ``reproducible_noise`` (a simulation, labelled so in its
+results) draws it from the caller's seeded generator.
 """
 
 from __future__ import annotations
 
-import copy
+import functools
 import logging
 import math
 from collections.abc import Sequence
@@ -49,6 +59,7 @@ __all__ = [
     "epsilon_for",
     "l2_norm",
     "noise_multiplier_for_epsilon",
+    "sampling_event",
     "update_noise_multiplier",
 ]
 
@@ -87,6 +98,7 @@ class DPConfig:
     target_epsilon: float | None = None
     target_delta: float = 1e-5
     on_budget: BudgetAction = BudgetAction.STOP
+    reproducible_noise: bool = False
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.noise_multiplier) and self.noise_multiplier > 0):
@@ -192,85 +204,124 @@ def adaptive_clip_update(
 # --------------------------------------------------------------------------- accountant
 
 
+def sampling_event(
+    sample_size: int, population: int, noise_multiplier: float
+) -> dp_accounting.DpEvent:
+    """One round: ``sample_size`` of ``population`` devices drawn uniformly without
+    replacement, then a Gaussian sum with noise std ``z C`` over updates clipped to ``C``.
+
+    Replace-one sensitivity of that sum is ``2 C``, hence ``GaussianDpEvent(z / 2)``.
+    """
+    if not 1 <= sample_size <= population:
+        raise ConfigError(f"sample size must be in [1, population={population}], got {sample_size}")
+    if not noise_multiplier > 0:
+        raise ConfigError(f"noise multiplier must be > 0, got {noise_multiplier}")
+    return dp_accounting.SampledWithoutReplacementDpEvent(
+        int(population), int(sample_size), dp_accounting.GaussianDpEvent(noise_multiplier / 2.0)
+    )
+
+
+def _rdp() -> dp_accounting.rdp.RdpAccountant:
+    return dp_accounting.rdp.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE
+    )
+
+
+_ORDERS = np.asarray(dp_accounting.rdp.rdp_privacy_accountant.DEFAULT_RDP_ORDERS, np.float64)
+
+
+@functools.lru_cache(maxsize=256)
+def _event_rdp(sample_size: int, population: int, noise_multiplier: float) -> tuple[float, ...]:
+    """RDP of one :func:`sampling_event` at every default order, computed once by
+    dp-accounting (the sampled-without-replacement bound is costly: ~0.5 s per event)."""
+    acc = _rdp()
+    acc.compose(sampling_event(sample_size, population, noise_multiplier))
+    return tuple(float(v) for v in acc._rdp)  # RDP composes by addition over rounds
+
+
+def _epsilon(rdp: np.ndarray, delta: float) -> float:
+    eps, _ = dp_accounting.rdp.rdp_privacy_accountant.compute_epsilon(_ORDERS, rdp, delta)
+    return float(eps)
+
+
 class PrivacyAccountant:
     """Epsilon of the rounds so far, from ``dp_accounting``'s RDP accountant.
 
-    Each round is ``PoissonSampledDpEvent(q, GaussianDpEvent(z))``; ``history`` keeps the
-    ``(q, z)`` pairs so the state can be saved and rebuilt exactly.
+    Each round is :func:`sampling_event` ``(m, N, z)`` (fixed-size sampling without
+    replacement, replace-one relation); its RDP curve comes from dp-accounting and
+    rounds compose by adding RDP. ``history`` keeps the ``(m, N, z)`` triples so the
+    state can be saved and rebuilt exactly.
     """
 
-    def __init__(self, delta: float, history: Sequence[tuple[float, float]] = ()) -> None:
+    def __init__(self, delta: float, history: Sequence[tuple[int, int, float]] = ()) -> None:
         if not 0 < delta < 1:
             raise ConfigError(f"delta must be in (0, 1), got {delta}")
         self.delta = float(delta)
-        self.history: list[tuple[float, float]] = []
-        self._acc = dp_accounting.rdp.RdpAccountant()
-        for q, z in history:
-            self.step(q, z)
+        self.history: list[tuple[int, int, float]] = []
+        self._total = np.zeros_like(_ORDERS)
+        for m, n, z in history:
+            self.step(m, n, z)
 
-    @staticmethod
-    def _event(q: float, z: float) -> dp_accounting.DpEvent:
-        if not 0 < q <= 1:
-            raise ConfigError(f"sampling rate must be in (0, 1], got {q}")
-        if not z > 0:
-            raise ConfigError(f"noise multiplier must be > 0, got {z}")
-        return dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z))
-
-    def step(self, sampling_rate: float, noise_multiplier: float) -> float:
-        """Compose one round; returns epsilon after it."""
-        self._acc.compose(self._event(sampling_rate, noise_multiplier))
-        self.history.append((float(sampling_rate), float(noise_multiplier)))
+    def step(self, sample_size: int, population: int, noise_multiplier: float) -> float:
+        """Compose one round (``sample_size`` of ``population`` devices); returns epsilon."""
+        key = (int(sample_size), int(population), float(noise_multiplier))
+        self._total = self._total + np.asarray(_event_rdp(*key))
+        self.history.append(key)
         return self.epsilon()
 
     def epsilon(self) -> float:
         """Epsilon at ``delta`` of all rounds so far (0 before the first)."""
         if not self.history:
             return 0.0
-        return float(self._acc.get_epsilon(self.delta))
+        return _epsilon(self._total, self.delta)
 
-    def epsilon_after(self, sampling_rate: float, noise_multiplier: float, steps: int = 1) -> float:
-        """Epsilon if ``steps`` more rounds with (q, z) were run; the state is unchanged."""
-        acc = copy.deepcopy(self._acc)
-        acc.compose(
-            dp_accounting.SelfComposedDpEvent(self._event(sampling_rate, noise_multiplier), steps)
-        )
-        return float(acc.get_epsilon(self.delta))
+    def epsilon_after(
+        self, sample_size: int, population: int, noise_multiplier: float, steps: int = 1
+    ) -> float:
+        """Epsilon if ``steps`` more rounds of (m, N, z) were run; the state is unchanged."""
+        one = np.asarray(_event_rdp(int(sample_size), int(population), float(noise_multiplier)))
+        return _epsilon(self._total + steps * one, self.delta)
 
     def state(self) -> dict[str, Any]:
-        return {"delta": self.delta, "history": [list(h) for h in self.history]}
+        return {
+            "delta": self.delta,
+            "sampling": "fixed-size without replacement (replace-one)",
+            "history": [list(h) for h in self.history],
+        }
 
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> PrivacyAccountant:
         try:
-            return cls(float(state["delta"]), [(float(q), float(z)) for q, z in state["history"]])
+            hist = [(int(m), int(n), float(z)) for m, n, z in state["history"]]
+            return cls(float(state["delta"]), hist)
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"invalid privacy accountant state: {exc}") from None
+            raise DataError(
+                f"invalid privacy accountant state (expected [sample, population, z] per "
+                f"round): {exc}"
+            ) from None
 
 
-def epsilon_for(sampling_rate: float, noise_multiplier: float, rounds: int, delta: float) -> float:
+def epsilon_for(
+    sample_size: int, population: int, noise_multiplier: float, rounds: int, delta: float
+) -> float:
     """Epsilon after ``rounds`` identical rounds (planning helper; same accountant)."""
-    acc = dp_accounting.rdp.RdpAccountant()
-    acc.compose(
-        dp_accounting.SelfComposedDpEvent(
-            PrivacyAccountant._event(sampling_rate, noise_multiplier), rounds
-        )
-    )
-    return float(acc.get_epsilon(delta))
+    one = np.asarray(_event_rdp(int(sample_size), int(population), float(noise_multiplier)))
+    return _epsilon(rounds * one, delta)
 
 
 def noise_multiplier_for_epsilon(
-    epsilon: float, sampling_rate: float, rounds: int, delta: float
+    epsilon: float, sample_size: int, population: int, rounds: int, delta: float
 ) -> float:
     """Smallest noise multiplier whose ``rounds`` rounds stay within ``epsilon`` at ``delta``."""
     if not epsilon > 0:
         raise ConfigError(f"epsilon must be > 0, got {epsilon}")
 
     def make_event(z: float) -> dp_accounting.DpEvent:
-        return dp_accounting.SelfComposedDpEvent(PrivacyAccountant._event(sampling_rate, z), rounds)
+        return dp_accounting.SelfComposedDpEvent(sampling_event(sample_size, population, z), rounds)
 
     return float(
         dp_accounting.calibrate_dp_mechanism(
-            dp_accounting.rdp.RdpAccountant,
+            _rdp,
             make_event,
             epsilon,
             delta,
@@ -292,11 +343,11 @@ class DPRoundRecord:
     delta: float
     clip_norm: float
     noise_std: float
-    unclipped_fraction: float
+    unclipped_fraction: float | None
     num_updates: int
     sampling_rate: float
 
-    def to_json(self) -> dict[str, float | int]:
+    def to_json(self) -> dict[str, float | int | None]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
 
 
@@ -304,8 +355,9 @@ class DPRoundRecord:
 class DifferentialPrivacy:
     """Aggregator-side DP state: current clip norm, accountant, and the per-round records.
 
-    ``population`` is the number of devices the sample is drawn from. The noise
-    generator is passed in by the caller so it is part of the engine's seeded state.
+    ``population`` is the number of devices the sample is drawn from. Noise is drawn
+    from a generator seeded by OS entropy at construction; the generator the caller
+    passes in is used only when ``config.reproducible_noise`` is set.
     """
 
     config: DPConfig
@@ -313,12 +365,26 @@ class DifferentialPrivacy:
     clip_norm: float = field(init=False)
     accountant: PrivacyAccountant = field(init=False)
     records: list[DPRoundRecord] = field(init=False, default_factory=list)
+    _entropy: np.random.Generator = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.population < 1:
             raise ConfigError(f"DP needs a population of >= 1 device, got {self.population}")
         self.clip_norm = self.config.clip_norm
         self.accountant = PrivacyAccountant(self.config.target_delta)
+        # SeedSequence() without an entropy argument reads fresh OS entropy
+        self._entropy = np.random.Generator(np.random.PCG64(np.random.SeedSequence()))
+
+    def noise_rng(self, rng: np.random.Generator | None) -> np.random.Generator:
+        """The generator DP noise is drawn from: OS entropy unless ``reproducible_noise``."""
+        if self.config.reproducible_noise:
+            if rng is None:
+                raise ConfigError("dp.reproducible_noise needs a seeded generator")
+            return rng
+        return self._entropy
+
+    def _sample_size(self, num_sampled: int) -> int:
+        return min(max(int(num_sampled), 1), self.population)
 
     # -- budget ------------------------------------------------------------
     def sampling_rate(self, num_sampled: int) -> float:
@@ -340,8 +406,11 @@ class DifferentialPrivacy:
                 f"(epsilon {eps_now:.3f} at delta {self.config.target_delta:g})"
             )
         q = self.sampling_rate(num_sampled)
+        m = self._sample_size(num_sampled)
         if not self.accountant.history:
-            eps1 = self.accountant.epsilon_after(q, self.config.noise_multiplier, steps)
+            eps1 = self.accountant.epsilon_after(
+                m, self.population, self.config.noise_multiplier, steps
+            )
             if eps1 > target:
                 raise ConfigError(
                     f"dp.target_epsilon={target} is already exceeded by a single round "
@@ -359,8 +428,9 @@ class DifferentialPrivacy:
         target = self.config.target_epsilon
         if target is None:
             return True
-        q = self.sampling_rate(num_sampled)
-        eps_next = self.accountant.epsilon_after(q, self.config.noise_multiplier, steps)
+        eps_next = self.accountant.epsilon_after(
+            self._sample_size(num_sampled), self.population, self.config.noise_multiplier, steps
+        )
         if eps_next <= target:
             return True
         if self.config.on_budget is BudgetAction.STOP:
@@ -396,14 +466,19 @@ class DifferentialPrivacy:
             z_update = update_noise_multiplier(cfg.noise_multiplier, sigma_b)
         else:
             z_update = cfg.noise_multiplier
-        mean, norms = dp_mean(updates, clip, z_update, rng)
+        noise = self.noise_rng(rng)
+        mean, norms = dp_mean(updates, clip, z_update, noise)
         unclipped = sum(1 for nrm in norms if nrm <= clip)
         frac = unclipped / len(norms)
         if cfg.clipping is ClipMode.ADAPTIVE:
-            noisy = (unclipped + rng.normal(0.0, sigma_b)) / len(norms)
+            noisy = (unclipped + noise.normal(0.0, sigma_b)) / len(norms)
             self.clip_norm = adaptive_clip_update(clip, noisy, cfg.target_quantile, cfg.clip_lr)
         eps = (
-            self.accountant.step(q, cfg.noise_multiplier) if account else self.accountant.epsilon()
+            self.accountant.step(
+                self._sample_size(n_sampled), self.population, cfg.noise_multiplier
+            )
+            if account
+            else self.accountant.epsilon()
         )
         rec = DPRoundRecord(
             round=len(self.accountant.history),
@@ -421,20 +496,41 @@ class DifferentialPrivacy:
     def account(self, num_sampled: int) -> float:
         """Account one aggregation step with ``num_sampled`` of ``population`` devices."""
         return self.accountant.step(
-            self.sampling_rate(max(num_sampled, 1)), self.config.noise_multiplier
+            self._sample_size(num_sampled), self.population, self.config.noise_multiplier
         )
 
     def noise_and_mean(
-        self, total: np.ndarray, count: int, clip_norm: float, rng: np.random.Generator
+        self,
+        total: np.ndarray,
+        count: int,
+        clip_norm: float,
+        rng: np.random.Generator | None = None,
+        num_sampled: int | None = None,
     ) -> np.ndarray:
         """Noisy mean from the *sum* of ``count`` already clipped updates (secure aggregation).
 
-        Fixed clipping only: noise std on the mean is ``z * C / count``.
+        Fixed clipping only: noise std on the mean is ``z * C / count``. The step is
+        recorded (account it with :meth:`account`).
         """
         if count < 1:
             raise DataError("DP aggregation needs at least one update")
         std = self.config.noise_multiplier * clip_norm / count
-        return (total / count + rng.normal(0.0, std, size=total.shape)).astype(np.float32)
+        noise = self.noise_rng(rng)
+        out = (total / count + noise.normal(0.0, std, size=total.shape)).astype(np.float32)
+        n_sampled = count if num_sampled is None else num_sampled
+        self.records.append(
+            DPRoundRecord(
+                round=len(self.accountant.history),
+                epsilon=self.accountant.epsilon(),
+                delta=self.config.target_delta,
+                clip_norm=clip_norm,
+                noise_std=std,
+                unclipped_fraction=None,  # devices clipped their own updates
+                num_updates=count,
+                sampling_rate=self.sampling_rate(max(n_sampled, 1)),
+            )
+        )
+        return out
 
     # -- checkpointing -----------------------------------------------------
     def state(self) -> dict[str, Any]:

@@ -167,7 +167,9 @@ class PrivacyStrategy(Strategy):
             if first_of_step:
                 self.dp.account(self.sampled)
             count = len(res.survivors)
-            return self.dp.noise_and_mean(total[0], count, self.dp.clip_norm, ctx.rng)
+            return self.dp.noise_and_mean(
+                total[0], count, self.dp.clip_norm, ctx.rng, num_sampled=self.sampled
+            )
         if not wsum > 0:
             raise DataError(f"round {ctx.round}: zero total weight at {ctx.node}")
         return (total[0] / wsum).astype(np.float32)
@@ -299,6 +301,7 @@ def privacy_strategy(scenario: Scenario, config: Any, population: int) -> Privac
             target_epsilon=t.dp.target_epsilon,
             target_delta=t.dp.target_delta,
             on_budget=t.dp.on_budget,  # type: ignore[arg-type]
+            reproducible_noise=t.dp.reproducible_noise,
         )
     sec = None
     dropout = 0.0
@@ -384,7 +387,11 @@ def privacy_summary(engine: FederatedEngine) -> dict[str, Any] | None:
                 {"round": int(e["round"]), "epsilon": round(float(e["epsilon"]), 6)}
                 for e in strat.epsilon_history
             ],
-            "accountant": "dp-accounting RDP (Poisson-subsampled Gaussian)",
+            "accountant": "dp-accounting RDP, fixed-size sampling without replacement "
+            "(replace-one, sensitivity 2C)",
+            "noise_source": "seeded (reproducible simulation, not private)"
+            if cfg.reproducible_noise
+            else "OS entropy",
         }
     if strat.secagg is not None:
         hist = strat.secagg_history

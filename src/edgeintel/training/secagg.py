@@ -20,6 +20,17 @@ Protocol per aggregation session (one edge server or the cloud with its devices)
    survivors and the dangling pairwise masks of dropped devices; what is left is
    the exact ring sum of the survivors' encoded inputs.
 
+Each survivor answers the unmasking request once per session, and never with both
+shares of one device: a server that falsely reports a live device as dropped learns
+its pairwise seed but not its self-mask ``b_u``, so the device's input stays hidden.
+
+SecAgg+ (``neighbors=k``): the neighbour graph is a Harary graph over a relabelling
+drawn from ``SHA-256(session || every device's public keys)``. Devices receive the
+full list of advertised ``s`` keys (32 bytes each), recompute the graph and refuse a
+neighbour set that differs, so the server cannot place chosen devices next to each
+other without also choosing every device's key pair (it can still choose *which*
+devices join a session).
+
 Pairwise masks cancel bit for bit because ring addition is exact; the only
 rounding is the fixed-point encoding (resolution ``2^-scale_bits`` per entry).
 Values must satisfy ``n * max|x| < 2^(63 - scale_bits)`` (checked).
@@ -27,6 +38,7 @@ Values must satisfy ``n * max|x| < 2^(63 - scale_bits)`` (checked).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import struct
@@ -51,6 +63,7 @@ __all__ = [
     "SecAggServer",
     "decode_fixed_point",
     "encode_fixed_point",
+    "graph_seed",
     "neighbor_graph",
     "secure_aggregate",
     "secure_sum",
@@ -139,20 +152,37 @@ def _self_mask(b_seed: bytes, session: bytes, dim: int) -> np.ndarray:
     return _prg(_hkdf(b_seed, b"edgeintel-secagg-self" + session), dim)
 
 
-def neighbor_graph(n: int, k: int | None, session: bytes) -> list[tuple[int, ...]]:
+def graph_seed(session: bytes, s_public_keys: Sequence[bytes]) -> bytes:
+    """Seed of the SecAgg+ graph: SHA-256 of the session id and every device's ``s``
+    public key in index order; no party can choose it alone once keys are fixed."""
+    h = hashlib.sha256(b"edgeintel-secagg-graph" + session)
+    for key in s_public_keys:
+        if len(key) != 32:
+            raise DataError(f"an X25519 public key has {len(key)} bytes; expected 32")
+        h.update(key)
+    return h.digest()
+
+
+def _is_sparse(n: int, k: int | None) -> bool:
+    return k is not None and k < n - 1
+
+
+def neighbor_graph(n: int, k: int | None, seed: bytes) -> list[tuple[int, ...]]:
     """Each device's masking / share-holding neighbours.
 
     ``k=None`` (or ``k >= n - 1``): every other device, as in Bonawitz et al. Otherwise
     the Harary graph H(k, n) (each device linked to the k/2 nearest on either side of a
-    ring) over a random relabelling of the devices derived from the session id, so the
-    server cannot choose who neighbours whom. The sum is exact for any graph; privacy
-    against the server needs the survivors' induced graph to stay connected (Bell et
-    al. 2020 take k = O(log n)).
+    ring) over a random relabelling of the devices derived from ``seed`` (see
+    :func:`graph_seed`: a hash of all devices' public keys, so the server cannot choose
+    who neighbours whom). The sum is exact for any graph; privacy against the server
+    needs the survivors' induced graph to stay connected (Bell et al. 2020 take
+    k = O(log n)).
     """
-    if k is None or k >= n - 1:
+    if not _is_sparse(n, k):
         return [tuple(v for v in range(n) if v != u) for u in range(n)]
-    seed = int.from_bytes(_hkdf(session, b"edgeintel-secagg-graph", 8), "big")
-    order = np.random.default_rng(seed).permutation(n)  # ring position -> device
+    assert k is not None
+    seed_int = int.from_bytes(_hkdf(seed, b"edgeintel-secagg-graph", 8), "big")
+    order = np.random.default_rng(seed_int).permutation(n)  # ring position -> device
     pos = np.empty(n, dtype=np.int64)
     pos[order] = np.arange(n)
     half = k // 2
@@ -176,6 +206,7 @@ class SecAggClient:
         self._b_seed = os.urandom(16)
         self._peers: dict[int, tuple[bytes, bytes]] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # sender -> (share of s, share of b)
+        self._answered = False
 
     def advertise(self) -> tuple[bytes, bytes]:
         """Round 0: public keys (c, s), 32 bytes each."""
@@ -185,12 +216,39 @@ class SecAggClient:
         shared = self._c.exchange(X25519PublicKey.from_public_bytes(self._peers[peer][0]))
         return AESGCM(_hkdf(shared, b"edgeintel-secagg-enc" + self.session))
 
-    def share_keys(self, public_keys: dict[int, tuple[bytes, bytes]]) -> dict[int, bytes]:
-        """Round 1: encrypted Shamir shares of the s seed and b seed, one per peer."""
+    def share_keys(
+        self,
+        public_keys: dict[int, tuple[bytes, bytes]],
+        all_s_keys: Sequence[bytes] | None = None,
+    ) -> dict[int, bytes]:
+        """Round 1: encrypted Shamir shares of the s seed and b seed, one per peer.
+
+        With a sparse SecAgg+ graph, ``all_s_keys`` (every device's advertised ``s`` key,
+        in index order) must be given: the device recomputes the graph from them and
+        refuses a neighbour set the keys do not determine.
+        """
         if len(public_keys) < 2:
             raise ConfigError("secure aggregation needs at least 2 devices in a session")
-        if self.index not in public_keys:
+        if public_keys.get(self.index) != self.advertise():
             raise DataError(f"device {self.index}: its own key is missing from the key list")
+        if _is_sparse(self.n, self.config.neighbors):
+            if all_s_keys is None or len(all_s_keys) != self.n:
+                raise DataError(
+                    f"device {self.index}: SecAgg+ needs all {self.n} advertised keys to "
+                    "check its neighbours"
+                )
+            if all_s_keys[self.index] != self.advertise()[1]:
+                raise DataError(f"device {self.index}: the key list misstates its own key")
+            graph = neighbor_graph(
+                self.n, self.config.neighbors, graph_seed(self.session, all_s_keys)
+            )
+            if set(public_keys) != {self.index, *graph[self.index]} or any(
+                public_keys[v][1] != all_s_keys[v] for v in public_keys
+            ):
+                raise DataError(
+                    f"device {self.index}: the server's neighbour set is not the one the "
+                    "advertised keys determine"
+                )
         self._peers = dict(public_keys)
         # the share holders are this device and its neighbours; holder j gets share j + 1
         holders = sorted(public_keys)
@@ -229,7 +287,13 @@ class SecAggClient:
         return y
 
     def unmask(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
-        """Round 3: b-shares for survivors, s-shares for dropped devices (never both)."""
+        """Round 3: b-shares for survivors, s-shares for dropped devices (never both).
+
+        Answered once per session: a second request (e.g. the same device first listed
+        as a survivor, then as dropped) is refused.
+        """
+        if self._answered:
+            raise DataError(f"device {self.index} already answered this session's unmasking")
         surv, drop = set(survivors), set(dropped)
         if surv & drop:
             raise DataError(
@@ -238,6 +302,7 @@ class SecAggClient:
             )
         if self.index not in surv:
             raise DataError(f"device {self.index} was declared dropped but asked to unmask")
+        self._answered = True
         out: dict[int, bytes] = {}
         for u in surv & self._held.keys():
             out[u] = self._held[u][1]
@@ -258,13 +323,27 @@ class SecAggServer:
     masked: dict[int, np.ndarray] = field(default_factory=dict)
     graph: list[tuple[int, ...]] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
+    def all_s_keys(self) -> list[bytes]:
+        """Every device's advertised ``s`` key in index order (sent to devices in SecAgg+)."""
+        if len(self.public_keys) != self.n:
+            raise DataError(
+                f"secure aggregation: {len(self.public_keys)} of {self.n} devices advertised keys"
+            )
+        return [self.public_keys[i][1] for i in range(self.n)]
+
+    def _graph(self) -> list[tuple[int, ...]]:
         if not self.graph:
-            self.graph = neighbor_graph(self.n, self.config.neighbors, self.session)
+            seed = (
+                graph_seed(self.session, self.all_s_keys())
+                if _is_sparse(self.n, self.config.neighbors)
+                else b""
+            )
+            self.graph = neighbor_graph(self.n, self.config.neighbors, seed)
+        return self.graph
 
     def holders(self, u: int) -> list[int]:
         """Devices holding shares of ``u``'s secrets: ``u`` and its neighbours, sorted."""
-        return sorted((u, *self.graph[u]))
+        return sorted((u, *self._graph()[u]))
 
     def keys_for(self, u: int) -> dict[int, tuple[bytes, bytes]]:
         """The public keys device ``u`` receives: its own and its neighbours'."""
@@ -313,7 +392,7 @@ class SecAggServer:
             s_priv = _s_key(self._combine(u, responses))
             if _pub(s_priv) != self.public_keys[u][1]:
                 raise DataError(f"reconstructed key of dropped device {u} does not match")
-            for v in self.graph[u]:
+            for v in self._graph()[u]:
                 if v not in masked:
                     continue
                 m = _pair_mask(s_priv, self.public_keys[v][1], self.session, self.dim)
@@ -375,10 +454,14 @@ def secure_sum(
         server.public_keys[i] = c.advertise()
         up += 64
     relay: dict[int, dict[int, bytes]] = {i: {} for i in range(n)}
+    sparse = _is_sparse(n, cfg.neighbors)
+    all_s = server.all_s_keys() if sparse else None
     for i, c in enumerate(clients):
         keys = server.keys_for(i)
         down += len(keys) * (4 + 64)  # each device gets its neighbours' keys
-        for v, blob in c.share_keys(keys).items():
+        if sparse:
+            down += 32 * n  # ... and every s key, to check the graph
+        for v, blob in c.share_keys(keys, all_s).items():
             relay[v][i] = blob
             up += 4 + len(blob)
             down += 4 + len(blob)

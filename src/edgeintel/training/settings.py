@@ -49,6 +49,9 @@ class DPSettings(Strict):
     target_epsilon: Positive | None = None
     target_delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     on_budget: Annotated[str, Field(pattern=r"^(stop|warn)$")] = "stop"
+    #: draw DP noise from the scenario seed (a reproducible simulation; results say so)
+    #: instead of OS entropy
+    reproducible_noise: bool = False
 
 
 class SecureAggregationSettings(Strict):

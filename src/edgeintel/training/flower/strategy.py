@@ -75,7 +75,9 @@ class EdgeIntelStrategy(FedAvg):
         self.compressor = make_compressor(compressor_config(settings))
         dp_cfg = settings.dp_config()
         self.dp: DifferentialPrivacy | None = None
-        self.rng = np.random.default_rng([settings.seed, 0xD9])
+        # DP noise from OS entropy: every client receives the run config (and its seed),
+        # so a seeded generator would let any client regenerate and subtract the noise
+        self.rng = np.random.default_rng(np.random.SeedSequence())
         self._global: np.ndarray | None = None
         self._num_nodes = 0
         self.records: list[dict[str, Any]] = []

@@ -1,0 +1,234 @@
+"""Write the benchmark figures quoted in ``docs/*.md`` from ``benchmarks/results/*.json``.
+
+A doc marks a generated block with ``<!-- bench:NAME -->`` ... ``<!-- /bench -->``; this
+script replaces the block's body with the table NAME renders from the results files,
+so the docs never drift from the JSON. NAME is ``targets:<area>`` (the area's targets)
+or one of the detail tables in :data:`RENDERERS`.
+
+Run: ``PYTHONPATH=src python benchmarks/render_docs.py`` (rewrites docs in place) or
+``--check`` (exit 1 and name the stale files; the test suite runs this check).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RENDERERS", "check", "load_results", "render", "render_block"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+DOCS = ROOT / "docs"
+BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w:/.-]+) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
+
+Results = dict[str, dict[str, Any]]
+
+
+def load_results(directory: Path = RESULTS) -> Results:
+    """Every ``<area>.json`` in ``directory`` by area name."""
+    return {p.stem: json.loads(p.read_text()) for p in sorted(directory.glob("*.json"))}
+
+
+def fmt(v: Any) -> str:
+    """A number with 3 significant figures-ish; others as text."""
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return str(v)
+    a = abs(float(v))
+    if a >= 100:
+        return f"{v:.0f}"
+    if a >= 10:
+        return f"{v:.1f}"
+    if a >= 0.01 or a == 0:
+        return f"{v:.3f}".rstrip("0").rstrip(".") if a < 1 else f"{v:.2f}"
+    return f"{v:.2g}"
+
+
+def pm(stat: dict[str, Any]) -> str:
+    """``mean ± std (n seeds)`` of a :func:`_common.mean_std` record."""
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _targets(res: Results, area: str) -> str:
+    data = res[area]
+    rows = [
+        [t["name"], f"{fmt(t['value'])} {t['unit']}", t["goal"], "yes" if t["met"] else "**no**"]
+        for t in data["targets"]
+    ]
+    return _table(["target", "value", "goal", "met"], rows)
+
+
+def _train_robustness(res: Results) -> str:
+    rob = res["train"]["details"]["robustness"]
+    attacks = list(rob)
+    rules = list(rob[attacks[0]]["test_accuracy"])
+    rows = []
+    for a in attacks:
+        r = rob[a]
+        cells = []
+        for rule in rules:
+            cell = pm(r["test_accuracy"][rule])
+            cells.append(f"**{cell}**" if rule == r["best_rule"] else cell)
+        rows.append([a, pm(r["clean_test_accuracy"]), *cells])
+    return _table(["attack (20 % malicious)", "clean FedAvg", *rules], rows)
+
+
+def _train_derived(res: Results) -> str:
+    d = res["train"]["details"]
+    comp, hier = d["compression"]["derived"], d["hierarchical"]["derived"]
+    e2c = hier["edge_to_cloud_bytes"]
+    rows = [
+        [
+            "top-k 1 % uplink bytes reduction vs FedAvg",
+            f"{fmt(comp['uplink_bytes_reduction_x'])}x",
+            comp["note"],
+        ],
+        [
+            "HierFAVG edge->cloud bytes vs flat edges that pre-sum",
+            f"{fmt(hier['reduction_vs_presumming_edges_x'])}x "
+            f"({e2c['hier'] / 1e6:.2f} MB vs {e2c['flat_edges_presum'] / 1e6:.2f} MB)",
+            hier["note"],
+        ],
+        [
+            "HierFAVG edge->cloud bytes vs flat edges that relay every update",
+            f"{fmt(hier['reduction_vs_relaying_edges_x'])}x",
+            "the unfair baseline, for reference",
+        ],
+    ]
+    return _table(["derived figure", "value", "why it is derived"], rows)
+
+
+def _privacy_dp(res: Results) -> str:
+    runs = res["privacy"]["details"]["runs"]
+    rows = [["no DP", "-", pm(runs["no_dp"]["accuracy"]), "-", "-"]]
+    for key, r in runs.items():
+        if key == "no_dp":
+            continue
+        spent = max(r["derived"]["epsilon_spent"])
+        rows.append(
+            [
+                key.replace("epsilon_", "epsilon "),
+                fmt(r["noise_multiplier"]),
+                pm(r["accuracy"]),
+                fmt(r["accuracy_drop_points"]),
+                fmt(spent),
+            ]
+        )
+    return _table(
+        ["run", "noise multiplier", "test accuracy", "drop (points)", "epsilon spent (derived)"],
+        rows,
+    )
+
+
+def _privacy_secagg(res: Results) -> str:
+    s = res["privacy"]["details"]["secure_aggregation_100_devices"]
+    rows = []
+    for name, label in (("secagg", "SecAgg (complete graph)"), ("secagg_plus", "SecAgg+")):
+        if name == "secagg_plus":
+            label += f" k = {int(s['secagg_plus_neighbors'])}"
+        rows.append(
+            [
+                label,
+                f"{fmt(s[f'{name}_uplink_bytes_ratio'])}x",
+                f"{s[f'{name}_extra_downlink_bytes_per_device'] / 1e3:.1f} kB",
+                f"{fmt(s[f'{name}_round_s'])} s ({fmt(s[f'{name}_round_time_ratio'])}x)",
+            ]
+        )
+    rows.append(["plain", "1x", "-", f"{fmt(s['plain_round_s'])} s"])
+    return _table(["100 devices, one round", "uplink vs plain", "extra downlink", "round"], rows)
+
+
+def _compress_models(res: Results) -> str:
+    models = res["compress"]["details"]["models"]
+    rows = []
+    for tag, m in models.items():
+        for name, a in m["artifacts"].items():
+            best = " (best)" if name == m["best_recipe"] else ""
+            acc = pm(a["accuracy"])
+            if m["test_samples"] < 100:
+                lo, hi = a["accuracy_95ci_seed0"]
+                acc += f" [95% {lo:.2f}-{hi:.2f}]"
+            rows.append(
+                [
+                    tag,
+                    f"{name}{best}",
+                    acc,
+                    f"{fmt(a['accuracy_drop_points'])} vs {a['baseline']}",
+                    f"{fmt(a['p50_speedup_vs_fp32_onnx'])}x",
+                    f"{fmt(a['derived']['size_ratio_vs_fp32'])}x",
+                ]
+            )
+    return _table(
+        [
+            "model",
+            "variant",
+            "test accuracy",
+            "drop (points)",
+            "p50 speedup vs fp32 ONNX",
+            "size ratio (derived)",
+        ],
+        rows,
+    )
+
+
+RENDERERS: dict[str, Callable[[Results], str]] = {
+    "train:robustness": _train_robustness,
+    "train:derived": _train_derived,
+    "privacy:dp": _privacy_dp,
+    "privacy:secagg": _privacy_secagg,
+    "compress:models": _compress_models,
+}
+
+
+def render_block(name: str, res: Results) -> str:
+    """The generated body of block ``name``."""
+    if name.startswith("targets:"):
+        area = name.split(":", 1)[1]
+        if area not in res:
+            raise KeyError(f"bench block {name!r}: no benchmarks/results/{area}.json")
+        return _targets(res, area)
+    if name not in RENDERERS:
+        known = ", ".join(["targets:<area>", *RENDERERS])
+        raise KeyError(f"unknown bench block {name!r}; known: {known}")
+    return RENDERERS[name](res)
+
+
+def render(text: str, res: Results) -> str:
+    """``text`` with every bench block's body regenerated."""
+    return BLOCK.sub(lambda m: m.group(1) + render_block(m.group("name"), res) + m.group(4), text)
+
+
+def check(docs: Path = DOCS, results: Path = RESULTS) -> list[Path]:
+    """Docs whose bench blocks differ from what the results files give."""
+    res = load_results(results)
+    return [p for p in sorted(docs.glob("*.md")) if render(p.read_text(), res) != p.read_text()]
+
+
+def main(argv: list[str]) -> int:
+    if "--check" in argv:
+        stale = check()
+        for p in stale:
+            print(f"{p.relative_to(ROOT)} is out of date with benchmarks/results; "
+                  "run benchmarks/render_docs.py")  # fmt: skip
+        return 1 if stale else 0
+    res = load_results()
+    for p in sorted(DOCS.glob("*.md")):
+        text = p.read_text()
+        new = render(text, res)
+        if new != text:
+            p.write_text(new)
+            print(f"updated {p.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
