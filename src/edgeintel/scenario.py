@@ -34,6 +34,7 @@ from pydantic import (
     model_validator,
 )
 
+from edgeintel.caching.settings import CachingSettings
 from edgeintel.errors import ConfigError
 
 __all__ = [
@@ -506,10 +507,6 @@ class InferenceSettings(_Strict):
 
 
 class OffloadingSettings(_Strict):
-    pass
-
-
-class CachingSettings(_Strict):
     pass
 
 

@@ -62,16 +62,18 @@ def check_target(target: float) -> float:
 def prepare(x: np.ndarray, width: int = 160) -> np.ndarray:
     """What a feature compares: a frame becomes blurred grey uint8 at most ``width`` px wide.
 
-    ``x`` is an (H, W, 3) uint8 BGR frame, an (H, W) grey frame, or a (3, H, W)
-    float RGB frame in [0, 1] (``data.frame_stream``); a sensor window (C, L)
+    ``x`` is an (H, W, 3) uint8 BGR frame, an (H, W) uint8 grey frame, or a
+    (3, H, W) / (1, H, W) float frame in [0, 1] (``data.frame_stream``, image
+    datasets); a sensor window (C, L)
     of floats is returned unchanged as float64.
     """
     import cv2
 
     if x.ndim == 2 and x.dtype != np.uint8:
         return np.asarray(x, dtype=np.float64)  # sensor window (C, L)
-    if x.ndim == 3 and x.shape[0] == 3 and x.dtype != np.uint8:
-        x = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)[..., ::-1]
+    if x.ndim == 3 and x.shape[0] in (1, 3) and x.dtype != np.uint8:
+        img = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+        x = img[..., 0] if x.shape[0] == 1 else np.ascontiguousarray(img[..., ::-1])
     if x.ndim == 3:
         x = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY)
     if x.ndim != 2:
