@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pytest
@@ -73,7 +73,7 @@ def test_admit_returns_evicted_and_discard_removes() -> None:
 def _brute_force_opt(trace: tuple[int, ...], capacity: int) -> int:
     """Most hits any replacement (with optional bypass) can get: exhaustive search."""
 
-    @lru_cache(maxsize=None)
+    @cache
     def best(i: int, cached: frozenset[int]) -> int:
         if i == len(trace):
             return 0

@@ -23,6 +23,7 @@ agreeing probes raises it back towards the tuned value.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -72,7 +73,7 @@ def prepare(x: np.ndarray, width: int = 160) -> np.ndarray:
     if x.ndim == 2 and x.dtype != np.uint8:
         return np.asarray(x, dtype=np.float64)  # sensor window (C, L)
     if x.ndim == 3 and x.shape[0] in (1, 3) and x.dtype != np.uint8:
-        img = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+        img: np.ndarray = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
         x = img[..., 0] if x.shape[0] == 1 else np.ascontiguousarray(img[..., ::-1])
     if x.ndim == 3:
         x = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY)
@@ -97,7 +98,7 @@ def area_diff(a: np.ndarray, b: np.ndarray) -> float:
     """Fraction of the frame inside changed regions (thresholded, dilated, filled contours)."""
     import cv2
 
-    mask = (cv2.absdiff(a, b) > _PIXEL_DELTA).astype(np.uint8)
+    mask: np.ndarray = (cv2.absdiff(a, b) > _PIXEL_DELTA).astype(np.uint8)
     mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=2)
     contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     return float(sum(cv2.contourArea(c) for c in contours)) / a.size
@@ -247,7 +248,7 @@ def tune_filter(
     best = (features[0], 0.0, *simulate_threshold(prepared, outputs, features[0], 0.0))
     for name in features:
         fn = FEATURES.get(name)
-        diffs = np.array([fn(b, a) for a, b in zip(prepared[:-1], prepared[1:], strict=True)])
+        diffs = np.array([fn(b, a) for a, b in itertools.pairwise(prepared)])
         grid = np.unique(np.quantile(diffs, np.linspace(0, 1, candidates)))
         rows = []
         for th in grid:

@@ -56,7 +56,7 @@ class Delivery:
 
 @dataclass
 class Placement:
-    """``cached[s]`` is the sorted item ids station ``s`` keeps; ``value`` the latency saved (ms)."""
+    """``cached[s]``: sorted item ids station ``s`` keeps; ``value``: latency saved (ms)."""
 
     cached: list[np.ndarray]
     value: float
@@ -337,9 +337,7 @@ def evaluate_delivery(
         nbh += int(near.sum())
         cloud += int((~here & ~near).sum())
     n = local + nbh + cloud
-    ms = (
-        local * delivery.local_ms + nbh * delivery.neighbour_ms + cloud * delivery.cloud_ms
-    ) / n
+    ms = (local * delivery.local_ms + nbh * delivery.neighbour_ms + cloud * delivery.cloud_ms) / n
     return DeliveryReport(n, local, nbh, cloud, ms, cloud * item_bytes)
 
 

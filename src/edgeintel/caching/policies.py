@@ -17,7 +17,7 @@ W-TinyLFU is evaluated with libcachesim only (``LIBCACHESIM_POLICIES``).
 from __future__ import annotations
 
 import heapq
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any
 
@@ -386,7 +386,11 @@ class S3FIFOCache(CachePolicy):
     name = "s3fifo"
 
     def __init__(
-        self, capacity: int, small_ratio: float = 0.1, ghost_ratio: float = 0.9, move_threshold: int = 2
+        self,
+        capacity: int,
+        small_ratio: float = 0.1,
+        ghost_ratio: float = 0.9,
+        move_threshold: int = 2,
     ) -> None:
         super().__init__(capacity)
         self.small_cap = max(1, int(capacity * small_ratio))

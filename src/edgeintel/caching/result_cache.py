@@ -112,7 +112,7 @@ class CacheStats:
             "inserts": self.inserts,
             "evictions": self.evictions,
             "expirations": self.expirations,
-            "reuse_accuracy": None if self.reuse_accuracy is None else round(self.reuse_accuracy, 4),
+            "reuse_accuracy": None if (acc := self.reuse_accuracy) is None else round(acc, 4),
         }
 
 
@@ -166,7 +166,7 @@ class ResultCache:
             raise DataError("feature vector contains NaN or infinite values")
         return v
 
-    def _drop_approx(self, ids: list[Any]) -> None:
+    def _drop_approx(self, ids: list[Any]) -> None:  # ids are ints
         if ids:
             self._index.remove(np.asarray(ids, dtype=np.uint64))
             for i in ids:
@@ -190,19 +190,22 @@ class ResultCache:
     # ----------------------------------------------------------------- API
 
     def lookup(
-        self, now: float, content: bytes | np.ndarray | None = None, vector: np.ndarray | None = None
+        self,
+        now: float,
+        content: bytes | np.ndarray | None = None,
+        vector: np.ndarray | None = None,
     ) -> Lookup:
         """Exact tier by ``content``, then approximate tier by ``vector``; a miss otherwise."""
         if content is not None:
-            key = content_key(content)
-            e = self._exact.get(key)
+            ckey = content_key(content)
+            e = self._exact.get(ckey)
             if e is not None:
                 if e.expires > now:
-                    self._exact_policy.lookup(key)
+                    self._exact_policy.lookup(ckey)
                     self.stats.exact_hits += 1
                     return Lookup(e.result, "exact")
-                del self._exact[key]
-                self._exact_policy.discard(key)
+                del self._exact[ckey]
+                self._exact_policy.discard(ckey)
                 self.stats.expirations += 1
         if vector is not None and self._approx:
             v = self._vector(vector)
@@ -248,14 +251,14 @@ class ResultCache:
         """
         expires = self._expiry(now)
         if content is not None:
-            key = content_key(content)
-            if key in self._exact:
-                self._exact[key] = _Entry(result, expires)
+            ckey = content_key(content)
+            if ckey in self._exact:
+                self._exact[ckey] = _Entry(result, expires)
             else:
-                for old in self._exact_policy.admit(key):
-                    del self._exact[old]
+                for old in self._exact_policy.admit(ckey):
+                    del self._exact[str(old)]
                     self.stats.evictions += 1
-                self._exact[key] = _Entry(result, expires)
+                self._exact[ckey] = _Entry(result, expires)
         if vector is None:
             self.stats.inserts += 1
             return None
@@ -276,9 +279,9 @@ class ResultCache:
         for k in gone:
             self._approx_policy.discard(k)
         self._drop_approx(gone)
-        gone_exact = [k for k, e in self._exact.items() if e.expires <= now]
-        for k in gone_exact:
-            self._exact_policy.discard(k)
-            del self._exact[k]
+        gone_exact = [c for c, e in self._exact.items() if e.expires <= now]
+        for c in gone_exact:
+            self._exact_policy.discard(c)
+            del self._exact[c]
         self.stats.expirations += len(gone) + len(gone_exact)
         return len(gone) + len(gone_exact)
