@@ -40,6 +40,7 @@ __all__ = [
     "RedundancyFilter",
     "TuneReport",
     "check_target",
+    "filter_stream",
     "prepare",
     "run_filter",
     "simulate_threshold",
@@ -368,3 +369,40 @@ def run_filter(
     if reference is not None:
         agreement = float(np.mean([o == r for o, r in zip(outputs, reference, strict=True)]))
     return FilterRun(steps, outputs, agreement, tuned, f.threshold)
+
+
+def filter_stream(
+    prepared: Sequence[np.ndarray],
+    outputs: Sequence[Any],
+    target: float,
+    profile_fraction: float = 0.3,
+    features: Sequence[str] | None = None,
+    adapt: bool = True,
+    probe_every: int = 10,
+) -> tuple[TuneReport, FilterRun]:
+    """Tune on the first ``profile_fraction`` of a stream, then filter the rest.
+
+    ``outputs`` are every input's results (the reference). On the filtered
+    part they are only read for processed inputs and probes (what a device
+    would compute) and to measure agreement. Features default to the frame
+    features for 2-D prepared frames and the sensor distances otherwise.
+    """
+    if not 0 < profile_fraction < 1:
+        raise ConfigError(f"profile_fraction must be in (0, 1), got {profile_fraction}")
+    n = len(prepared)
+    k = int(round(n * profile_fraction))
+    if k < 2 or n - k < 1:
+        raise DataError(f"a stream of {n} inputs is too short to profile {profile_fraction:.0%}")
+    if features is None:
+        features = FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
+    report = tune_filter(prepared[:k], outputs[:k], target, features)
+    run = run_filter(
+        prepared[k:],
+        lambda i: outputs[k + i],
+        report.feature,
+        report.threshold,
+        reference=outputs[k:],
+        adapt=adapt,
+        probe_every=probe_every,
+    )
+    return report, run
