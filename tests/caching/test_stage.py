@@ -80,3 +80,23 @@ def test_bad_caching_settings_exit_2(tmp_path: Path, caching: dict, message: str
     assert res.exit_code == 2
     assert message in res.output
     assert "Traceback" not in res.output
+
+
+def test_cache_sim_cli(tmp_path: Path) -> None:
+    p = tmp_path / "trace.txt"
+    p.write_text("# key\n" + "\n".join("abacbadab"))
+    res = CliRunner().invoke(app, ["cache-sim", str(p), "--capacity", "2", "--policy", "lru"])
+    assert res.exit_code == 0, res.output
+    assert "lru" in res.output and "opt" in res.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    for args, msg in [
+        ([str(empty), "--capacity", "2"], "the trace is empty"),
+        ([str(p), "--capacity", "0"], "--capacity must be a positive number"),
+        ([str(p), "--capacity", "2", "--policy", "mru"], "unknown cache policy 'mru'"),
+        ([str(tmp_path / "nope.txt"), "--capacity", "2"], "trace file not found"),
+    ]:
+        res = CliRunner().invoke(app, ["cache-sim", *args])
+        assert res.exit_code == 2, args
+        assert msg in res.output and "Traceback" not in res.output
+        assert len(res.output.strip().splitlines()) == 1
