@@ -26,6 +26,7 @@ Run: PYTHONPATH=src python benchmarks/bench_cache.py  ->  benchmarks/results/cac
 
 from __future__ import annotations
 
+import itertools
 import sys
 import tempfile
 import time
@@ -59,7 +60,6 @@ from edgeintel.caching import (
     zipf_demand,
 )
 from edgeintel.caching.detectors import COUNTERS, read_frames
-from edgeintel.caching.filter import simulate_threshold
 from edgeintel.data import load_dataset, sliding_windows, train_test_split
 from edgeintel.data.datasets import video_path
 from edgeintel.inference import measure_latency
@@ -98,7 +98,7 @@ def frames_part() -> tuple[list[dict[str, Any]], dict[str, Any]]:
         fn_ms = _feature_ms(prepared, report.feature)
         fixed = filter_stream(prepared, ref, 0.95, 0.3, adapt=False)[1]
         # hindsight: the best threshold chosen on the measured part itself
-        hind = tune_filter(prepared[k:], ref[k:], 0.95)
+        hind = tune_filter(prepared[k:], ref[k:], 0.95, candidates=96)
         counts = np.array(ref[k:])
         reused = np.array(run.outputs)
         per_clip[clip] = {
@@ -147,7 +147,7 @@ def _feature_ms(prepared: list[np.ndarray], feature: str) -> float:
 
     fn = FEATURES.get(feature)
     t0 = time.perf_counter()
-    for a, b in zip(prepared[:-1], prepared[1:], strict=True):
+    for a, b in itertools.pairwise(prepared):
         fn(a, b)
     return (time.perf_counter() - t0) * 1e3 / max(1, len(prepared) - 1)
 
@@ -320,6 +320,9 @@ def reuse_part() -> tuple[list[dict[str, Any]], dict[str, Any], np.ndarray]:
         "accuracy_mean": _r(acc.mean()),
         "accuracy_std": _r(acc.std()),
         "latency_saved_ms_per_request_mean": _r(saved.mean()),
+        "break_even_model_ms_derived": _r(
+            np.mean([r["lookup_ms_mean"] / max(1e-9, r["cache"]["hit_ratio"]) for r in rows])
+        ),
         "plain_3nn_vote": {
             "harnessed_mean": _r(np.mean([r["harnessed_fraction"] for r in base_rows])),
             "accuracy_mean": _r(np.mean([r["reuse_accuracy"] for r in base_rows])),
@@ -364,7 +367,7 @@ def replacement_part(scene_trace: np.ndarray) -> tuple[list[dict[str, Any]], dic
         row: dict[str, Any] = {
             "requests": n,
             "capacity": cap,
-            "distinct": int(len(np.unique(trace))),
+            "distinct": len(np.unique(trace)),
         }
         opt = 1 - opt_hits(trace, cap) / n
         nxt = next_use(trace)

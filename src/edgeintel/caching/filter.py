@@ -390,7 +390,7 @@ def filter_stream(
     if not 0 < profile_fraction < 1:
         raise ConfigError(f"profile_fraction must be in (0, 1), got {profile_fraction}")
     n = len(prepared)
-    k = int(round(n * profile_fraction))
+    k = round(n * profile_fraction)
     if k < 2 or n - k < 1:
         raise DataError(f"a stream of {n} inputs is too short to profile {profile_fraction:.0%}")
     if features is None:
