@@ -141,16 +141,18 @@ def greedy_placement(
         cached[h].append(i)
         free[h] -= 1
         changed = []
+        col = best[:, i]  # a view: updates write through
         for s in served_by[h]:
             g = gl if s == h else gn
-            if g > best[s, i]:
-                best[s, i] = g
+            if g > col[s]:
+                col[s] = g
                 changed.append(s)
         touched = {hh for s in changed for hh in serves[s]}
+        di, bi = d[:, i].tolist(), col.tolist()  # Python floats: cheaper than numpy scalars
         for hh in touched:
-            if np.isfinite(gain[hh, i]):
+            if gain[hh, i] > -np.inf:
                 gain[hh, i] = sum(
-                    d[s, i] * max(0.0, (gl if s == hh else gn) - best[s, i]) for s in served_by[hh]
+                    di[s] * max(0.0, (gl if s == hh else gn) - bi[s]) for s in served_by[hh]
                 )
         gain[h, i] = -np.inf
         if free[h] == 0:

@@ -115,11 +115,10 @@ class LRUCache(CachePolicy):
         self._touch = self._d.move_to_end
 
     def lookup(self, key: Hashable) -> bool:
-        try:
+        if key in self._d:  # a test is cheaper than catching KeyError on a miss
             self._touch(key)
-        except KeyError:
-            return False
-        return True
+            return True
+        return False
 
     def admit(self, key: Hashable) -> list[Hashable]:
         out = []
