@@ -247,7 +247,8 @@ def lp_placement(
         bounds=Bounds(0, 1),
         options=options,
     )
-    if res.x is None:
+    if res.x is None or (not integral and res.status != 0):
+        # an LP stopped early is no upper bound
         raise RuntimeError(f"placement {'MILP' if integral else 'LP'} failed: {res.message}")
     x = res.x[:n_x].reshape(n_s, n_i) > 0.5
     value = float(-res.fun)
