@@ -454,6 +454,25 @@ def examples(
         console.print(f"copied {name} to {target}", highlight=False)
 
 
+@app.command("cache-sim")
+def cache_sim_cmd(
+    trace: Annotated[Path, typer.Argument(help="Trace file: one requested key per line.")],
+    capacity: Annotated[int, typer.Option(help="Cache size in entries.")],
+    policy: Annotated[
+        list[str] | None, typer.Option("--policy", help="Policy (repeatable); default: all.")
+    ] = None,
+) -> None:
+    """Miss ratio of each replacement policy and of Belady's OPT on a request trace."""
+    from edgeintel.caching.command import simulate_trace_file
+
+    with guard():
+        ratios = simulate_trace_file(trace, capacity, policy)
+    table = Table("policy", "miss ratio")
+    for name, r in ratios.items():
+        table.add_row(name, f"{r:.4f}")
+    console.print(table)
+
+
 @app.command()
 def datasets() -> None:
     """List the bundled real datasets (all ship inside installed packages)."""

@@ -31,6 +31,7 @@ from typing import Annotated, Any
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from edgeintel.caching.settings import CachingSettings
 from edgeintel.data.datasets import DATASETS
 from edgeintel.data.partition import PARTITIONERS
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
@@ -166,10 +167,6 @@ class TaskSpec(_Strict):
 
 
 class OffloadingSettings(_Strict):
-    pass
-
-
-class CachingSettings(_Strict):
     pass
 
 

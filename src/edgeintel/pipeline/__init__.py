@@ -1,6 +1,7 @@
 """The ``edgeintel run`` pipeline: registered stages over a shared run context."""
 
 # Importing a stage module registers its stages; components add theirs here.
+from edgeintel.pipeline import caching as _caching  # noqa: F401
 from edgeintel.pipeline import compress as _compress  # noqa: F401
 from edgeintel.pipeline import edge_training as _edge_training  # noqa: F401
 from edgeintel.pipeline import stages as _stages  # noqa: F401

@@ -1,0 +1,408 @@
+"""Data redundancy on the device: skip inputs too similar to the last processed one.
+
+A device compares each new input with the last input it processed through a
+cheap difference feature and skips the input (reusing the last result) when
+the difference is at most a threshold, in the spirit of Reducto (SIGCOMM'20):
+
+* frames: ``pixel`` (fraction of pixels whose grey level changed by more than
+  21/255), ``area`` (fraction of the frame covered by changed regions after
+  dilation), ``edge`` (fraction of Canny edge pixels that differ) and ``hist``
+  (Bhattacharyya distance of grey-level histograms);
+* sensor windows: ``ks`` (largest per-channel two-sample Kolmogorov-Smirnov
+  statistic) and ``meanstd`` (largest per-channel shift of mean and standard
+  deviation, in units of the pooled standard deviation).
+
+``tune_filter`` chooses the feature and threshold on a short profiling
+segment, where every input is processed, as the largest threshold whose
+agreement with processing every input meets ``target`` (the reason is kept in
+the returned ``TuneReport``). ``run_filter`` carries it to unseen inputs and,
+with ``adapt``, processes one probe after ``probe_every`` consecutive skips: a
+probe whose result differs from the reused one lowers the threshold, a run of
+agreeing probes raises it back towards the tuned value.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeintel.errors import ConfigError, DataError
+from edgeintel.registry import Registry
+
+__all__ = [
+    "FEATURES",
+    "FilterRun",
+    "FilterStep",
+    "RedundancyFilter",
+    "TuneReport",
+    "check_target",
+    "filter_stream",
+    "prepare",
+    "run_filter",
+    "simulate_threshold",
+    "tune_filter",
+]
+
+Feature = Callable[[np.ndarray, np.ndarray], float]
+FEATURES: Registry[Feature] = Registry("difference feature")
+FRAME_FEATURES = ("pixel", "area", "edge", "hist")
+SENSOR_FEATURES = ("ks", "meanstd")
+_PIXEL_DELTA = 21  # grey levels out of 255, Reducto's pixel threshold
+
+
+def check_target(target: float) -> float:
+    """An agreement target must lie in (0, 1]."""
+    if not 0 < target <= 1:
+        raise ConfigError(f"agreement target must be in (0, 1], got {target}")
+    return float(target)
+
+
+def prepare(x: np.ndarray, width: int = 160) -> np.ndarray:
+    """What a feature compares: a frame becomes blurred grey uint8 at most ``width`` px wide.
+
+    ``x`` is an (H, W, 3) uint8 BGR frame, an (H, W) uint8 grey frame, or a
+    (3, H, W) / (1, H, W) float frame in [0, 1] (``data.frame_stream``, image
+    datasets); a sensor window (C, L)
+    of floats is returned unchanged as float64.
+    """
+    import cv2
+
+    if x.ndim == 2 and x.dtype != np.uint8:
+        return np.asarray(x, dtype=np.float64)  # sensor window (C, L)
+    if x.ndim == 3 and x.shape[0] in (1, 3) and x.dtype != np.uint8:
+        img: np.ndarray = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
+        x = img[..., 0] if x.shape[0] == 1 else np.ascontiguousarray(img[..., ::-1])
+    if x.ndim == 3:
+        x = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY)
+    if x.ndim != 2:
+        raise DataError(f"a frame must be (H, W), (H, W, 3) or (3, H, W); got shape {x.shape}")
+    if x.shape[1] > width:
+        h = max(1, round(x.shape[0] * width / x.shape[1]))
+        x = cv2.resize(x, (width, h), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(x, (5, 5), 0)
+
+
+@FEATURES.register("pixel")
+def pixel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of pixels whose grey level differs by more than 21 (of 255)."""
+    import cv2
+
+    return float(np.count_nonzero(cv2.absdiff(a, b) > _PIXEL_DELTA)) / a.size
+
+
+@FEATURES.register("area")
+def area_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of the frame inside changed regions (thresholded, dilated, filled contours)."""
+    import cv2
+
+    mask: np.ndarray = (cv2.absdiff(a, b) > _PIXEL_DELTA).astype(np.uint8)
+    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=2)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    return float(sum(cv2.contourArea(c) for c in contours)) / a.size
+
+
+@FEATURES.register("edge")
+def edge_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Fraction of pixels that are a Canny edge in exactly one of the two frames."""
+    import cv2
+
+    return float(np.count_nonzero(cv2.Canny(a, 50, 150) != cv2.Canny(b, 50, 150))) / a.size
+
+
+@FEATURES.register("hist")
+def hist_diff(a: np.ndarray, b: np.ndarray) -> float:
+    """Bhattacharyya distance (0 = same, 1 = disjoint) of 32-bin grey histograms."""
+    import cv2
+
+    ha = cv2.calcHist([a], [0], None, [32], [0, 256])
+    hb = cv2.calcHist([b], [0], None, [32], [0, 256])
+    return float(cv2.compareHist(ha, hb, cv2.HISTCMP_BHATTACHARYYA))
+
+
+@FEATURES.register("ks")
+def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest per-channel two-sample Kolmogorov-Smirnov statistic of two (C, L) windows."""
+    if a.shape[0] != b.shape[0]:
+        raise DataError(f"windows have {a.shape[0]} and {b.shape[0]} channels")
+    sa, sb = np.sort(a, axis=1), np.sort(b, axis=1)
+    grid = np.concatenate([sa, sb], axis=1)
+    ca = np.stack([np.searchsorted(sa[c], grid[c], side="right") for c in range(len(a))])
+    cb = np.stack([np.searchsorted(sb[c], grid[c], side="right") for c in range(len(b))])
+    return float(np.abs(ca / a.shape[1] - cb / b.shape[1]).max())
+
+
+@FEATURES.register("meanstd")
+def meanstd_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest per-channel |d mean| + |d std|, in units of the pooled standard deviation."""
+    sd = np.sqrt((a.var(axis=1) + b.var(axis=1)) / 2) + 1e-6
+    d = np.abs(a.mean(axis=1) - b.mean(axis=1)) + np.abs(a.std(axis=1) - b.std(axis=1))
+    return float((d / sd).max())
+
+
+@dataclass
+class RedundancyFilter:
+    """Skip an input whose ``feature`` difference to the last processed input is <= threshold."""
+
+    feature: str
+    threshold: float
+    last: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        self._fn = FEATURES.get(self.feature)
+        if not np.isfinite(self.threshold) or self.threshold < 0:
+            raise ConfigError(f"filter threshold must be >= 0, got {self.threshold}")
+
+    def difference(self, prepared: np.ndarray) -> float:
+        """Difference to the last processed input (inf when none was processed yet)."""
+        if self.last is None:
+            return float("inf")
+        if prepared.shape != self.last.shape:
+            raise DataError(
+                f"input shape {prepared.shape} differs from the stream's {self.last.shape}"
+            )
+        return self._fn(prepared, self.last)
+
+    def should_process(self, prepared: np.ndarray) -> tuple[bool, float]:
+        """(process?, difference); a processed input becomes the new reference."""
+        d = self.difference(prepared)
+        process = d > self.threshold
+        if process:
+            self.last = prepared
+        return process, d
+
+    def reset(self) -> None:
+        self.last = None
+
+
+def simulate_threshold(
+    prepared: Sequence[np.ndarray], outputs: Sequence[Any], feature: str, threshold: float
+) -> tuple[float, float]:
+    """(fraction skipped, agreement with ``outputs``) of a fixed threshold on a stream."""
+    f = RedundancyFilter(feature, threshold)
+    current: Any = None
+    skipped = agree = 0
+    for x, ref in zip(prepared, outputs, strict=True):
+        process, _ = f.should_process(x)
+        if process:
+            current = ref
+        else:
+            skipped += 1
+        agree += bool(current == ref)
+    n = len(prepared)
+    return skipped / n, agree / n
+
+
+@dataclass
+class TuneReport:
+    """How the threshold was chosen: every candidate's skip and agreement on profiling."""
+
+    feature: str
+    threshold: float
+    target: float
+    profile_inputs: int
+    skip_fraction: float
+    agreement: float
+    reason: str
+    candidates: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "threshold": round(self.threshold, 6),
+            "target": self.target,
+            "profile_inputs": self.profile_inputs,
+            "profile_skip_fraction": round(self.skip_fraction, 4),
+            "profile_agreement": round(self.agreement, 4),
+            "reason": self.reason,
+            "best_per_feature": {
+                k: max(v, key=lambda r: (r["agreement"] >= self.target, r["skip"]))
+                for k, v in self.candidates.items()
+                if v
+            },
+        }
+
+
+def tune_filter(
+    prepared: Sequence[np.ndarray],
+    outputs: Sequence[Any],
+    target: float,
+    features: Sequence[str] = FRAME_FEATURES,
+    candidates: int = 24,
+) -> TuneReport:
+    """Choose the feature and threshold that skip most while agreeing on >= ``target`` of inputs.
+
+    Candidate thresholds are quantiles of the consecutive differences on the
+    profiling segment (``prepared`` with every input's ``outputs``); each is
+    replayed, since a skip changes what later inputs are compared with.
+    Threshold 0 of the first feature (skip only exact repeats) is the fallback.
+    """
+    check_target(target)
+    if len(prepared) < 2:
+        raise DataError(f"profiling needs at least 2 inputs, got {len(prepared)}")
+    if len(outputs) != len(prepared):
+        raise DataError(f"{len(prepared)} profiling inputs but {len(outputs)} outputs")
+    table: dict[str, list[dict[str, float]]] = {}
+    best = (features[0], 0.0, *simulate_threshold(prepared, outputs, features[0], 0.0))
+    for name in features:
+        fn = FEATURES.get(name)
+        diffs = np.array([fn(b, a) for a, b in itertools.pairwise(prepared)])
+        grid = np.unique(np.quantile(diffs, np.linspace(0, 1, candidates)))
+        rows = []
+        for th in grid:
+            skip, agree = simulate_threshold(prepared, outputs, name, float(th))
+            rows.append({"threshold": float(th), "skip": skip, "agreement": agree})
+            if agree >= target and (skip > best[2] or (skip == best[2] and th < best[1])):
+                best = (name, float(th), skip, agree)
+        table[name] = rows
+    name, th, skip, agree = best
+    reason = (
+        f"largest skip on the {len(prepared)}-input profiling segment among "
+        f"{sum(map(len, table.values()))} (feature, threshold) candidates whose agreement with "
+        f"processing every input is >= {target:g}: '{name}' difference <= {th:.4g} skips "
+        f"{skip:.1%} at {agree:.1%} agreement"
+    )
+    if agree < target:
+        reason = (
+            f"no candidate met the target {target:g}; skipping only exact repeats ({agree:.1%})"
+        )
+    return TuneReport(name, th, target, len(prepared), skip, agree, reason, table)
+
+
+@dataclass
+class FilterStep:
+    """What the filter did with one input."""
+
+    index: int
+    processed: bool
+    probe: bool
+    difference: float
+    threshold: float
+
+
+@dataclass
+class FilterRun:
+    """Outcome of a filtered stream: decisions, reused outputs, agreement and counts."""
+
+    steps: list[FilterStep]
+    outputs: list[Any]
+    agreement: float | None
+    threshold_start: float
+    threshold_end: float
+
+    @property
+    def inputs(self) -> int:
+        return len(self.steps)
+
+    @property
+    def processed(self) -> int:
+        return sum(s.processed for s in self.steps)
+
+    @property
+    def skipped(self) -> int:
+        return self.inputs - self.processed
+
+    @property
+    def probes(self) -> int:
+        return sum(s.probe for s in self.steps)
+
+    @property
+    def skip_fraction(self) -> float:
+        return self.skipped / max(1, self.inputs)
+
+
+def run_filter(
+    prepared: Sequence[np.ndarray],
+    model: Callable[[int], Any],
+    feature: str,
+    threshold: float,
+    reference: Sequence[Any] | None = None,
+    adapt: bool = False,
+    probe_every: int = 10,
+    lower: float = 0.5,
+    raise_after: int = 3,
+) -> FilterRun:
+    """Filter a stream: ``model(i)`` is called only for processed inputs (and probes).
+
+    With ``adapt``, after ``probe_every`` consecutive skips the next input is
+    processed as a probe; a probe that disagrees with the reused result
+    multiplies the threshold by ``lower``; ``raise_after`` agreeing probes in a
+    row move it halfway back to the tuned value. ``reference`` (every input's
+    result, when known) gives the agreement of the reused outputs.
+    """
+    if probe_every < 1:
+        raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
+    f = RedundancyFilter(feature, threshold)
+    tuned = threshold
+    outputs: list[Any] = []
+    steps: list[FilterStep] = []
+    current: Any = None
+    run_of_skips = agreeing = 0
+    for i, x in enumerate(prepared):
+        process, d = f.should_process(x)
+        probe = False
+        if not process and adapt and run_of_skips >= probe_every:
+            probe = True
+            out = model(i)
+            if out == current:
+                agreeing += 1
+                if agreeing >= raise_after:
+                    f.threshold = f.threshold + (tuned - f.threshold) / 2
+                    agreeing = 0
+            else:
+                f.threshold *= lower
+                agreeing = 0
+            current = out
+            f.last = x
+            run_of_skips = 0
+        elif process:
+            current = model(i)
+            run_of_skips = 0
+        else:
+            run_of_skips += 1
+        steps.append(FilterStep(i, process or probe, probe, d, f.threshold))
+        outputs.append(current)
+    agreement = None
+    if reference is not None:
+        agreement = float(np.mean([o == r for o, r in zip(outputs, reference, strict=True)]))
+    return FilterRun(steps, outputs, agreement, tuned, f.threshold)
+
+
+def filter_stream(
+    prepared: Sequence[np.ndarray],
+    outputs: Sequence[Any],
+    target: float,
+    profile_fraction: float = 0.3,
+    features: Sequence[str] | None = None,
+    adapt: bool = True,
+    probe_every: int = 10,
+) -> tuple[TuneReport, FilterRun]:
+    """Tune on the first ``profile_fraction`` of a stream, then filter the rest.
+
+    ``outputs`` are every input's results (the reference). On the filtered
+    part they are only read for processed inputs and probes (what a device
+    would compute) and to measure agreement. Features default to the frame
+    features for 2-D prepared frames and the sensor distances otherwise.
+    """
+    if not 0 < profile_fraction < 1:
+        raise ConfigError(f"profile_fraction must be in (0, 1), got {profile_fraction}")
+    n = len(prepared)
+    k = round(n * profile_fraction)
+    if k < 2 or n - k < 1:
+        raise DataError(f"a stream of {n} inputs is too short to profile {profile_fraction:.0%}")
+    if features is None:
+        features = FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
+    report = tune_filter(prepared[:k], outputs[:k], target, features)
+    run = run_filter(
+        prepared[k:],
+        lambda i: outputs[k + i],
+        report.feature,
+        report.threshold,
+        reference=outputs[k:],
+        adapt=adapt,
+        probe_every=probe_every,
+    )
+    return report, run

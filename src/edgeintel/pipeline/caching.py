@@ -1,0 +1,312 @@
+"""The ``caching`` stage: what work the scenario's devices and base stations can skip.
+
+1. Each device's stream (its samples in order; sensor recordings joined and
+   cut into model-sized windows) goes through the redundancy filter, tuned on
+   the first part of the stream against the trained model's outputs (ONNX
+   Runtime); inputs skipped, bytes not uploaded, compute and energy saved.
+2. Each edge server's devices share one result cache (exact + approximate)
+   over noisy views of the held-out inputs: hit ratio per tier, opportunities
+   harnessed, accuracy of reused results, latency saved.
+3. The replacement policies on that request trace, against Belady's OPT.
+4. Placement of items across the base stations under their ``cache_mb``:
+   cooperative greedy vs single-BS popularity, and the LP bound when small.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from typing import Any
+
+import numpy as np
+
+from edgeintel.caching import (
+    Delivery,
+    ResultCacheConfig,
+    downsample_vector,
+    evaluate_delivery,
+    filter_stream,
+    greedy_placement,
+    lp_placement,
+    miss_ratio,
+    popularity_placement,
+    prepare,
+    replay_reuse,
+    shared_views,
+    zipf_demand,
+)
+from edgeintel.caching.filter import FEATURES
+from edgeintel.inference.latency import measure_latency
+from edgeintel.models import make_session, onnx_predict
+from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.report import plots
+
+__all__ = ["CachingStage"]
+
+_LP_MAX_VARIABLES = 20_000
+
+
+def _r(x: float, n: int = 4) -> float:
+    return round(float(x), n)
+
+
+def _device_stream(x: np.ndarray) -> np.ndarray:
+    """Inputs a device sends in order: images as they are; recordings as model-sized windows."""
+    if x.ndim == 3:  # (N, C, L) recordings -> one signal -> windows of L every L/4
+        length = x.shape[2]
+        signal = np.concatenate(list(x), axis=1)
+        hop = max(1, length // 4)
+        starts = range(0, signal.shape[1] - length + 1, hop)
+        return np.stack([signal[:, s : s + length] for s in starts]).astype(np.float32)
+    return np.asarray(x, dtype=np.float32)
+
+
+@register_stage
+class CachingStage(Stage):
+    """Redundancy filter per device, shared result cache per edge server, policies, placement."""
+
+    name = "caching"
+    order = 65
+    title = "Caching"
+
+    def enabled(self, ctx: RunContext) -> bool:
+        return ctx.scenario.settings.caching.enabled
+
+    def run(self, ctx: RunContext) -> None:
+        if ctx.artifact is None:
+            raise RuntimeError("the caching stage needs the exported model (export stage)")
+        settings = ctx.scenario.settings.caching
+        session = make_session(ctx.artifact.path)
+        x_te, _ = ctx.test_arrays()
+        model_ms = measure_latency(session, x_te[:1], runs=50, warmup=5).p50_ms
+        section: dict[str, Any] = {"model_p50_ms_here": _r(model_ms)}
+        with ctx.task("Caching", total=4) as advance:
+            if settings.filter.enabled:
+                section["filter"] = self._filter(ctx, session, model_ms)
+            advance()
+            trace = None
+            if settings.result_cache.enabled:
+                section["result_cache"], trace = self._result_cache(ctx, session, model_ms)
+            advance()
+            if trace is not None:
+                section["policies"] = self._policies(ctx, trace)
+            advance()
+            if settings.placement.enabled and ctx.scenario.edge_servers:
+                section["placement"] = self._placement(ctx)
+            advance()
+        section["summary"] = _summary(section)
+        ctx.results["caching"] = section
+        self._figures(ctx, section)
+
+    # ----------------------------------------------------------------- filter
+
+    def _filter(self, ctx: RunContext, session: Any, model_ms: float) -> dict[str, Any]:
+        fs = ctx.scenario.settings.caching.filter
+        ds = ctx.require_dataset()
+        per_device: dict[str, Any] = {}
+        for d, device in enumerate(ctx.devices[: fs.max_devices]):
+            xs = _device_stream(ds.x[np.sort(ctx.device_parts[d])])
+            if len(xs) < 4:
+                per_device[device.name] = {"skipped_reason": f"only {len(xs)} inputs"}
+                continue
+            outputs = onnx_predict(session, xs).argmax(1).tolist()
+            t0 = time.perf_counter()
+            prepared = [prepare(x) for x in xs]
+            prep_s = time.perf_counter() - t0
+            report, run = filter_stream(
+                prepared,
+                outputs,
+                fs.target,
+                fs.profile_fraction,
+                fs.features,
+                fs.adapt,
+                fs.probe_every,
+            )
+            fn = FEATURES.get(report.feature)
+            t0 = time.perf_counter()
+            for a, b in itertools.pairwise(prepared):
+                fn(a, b)
+            feat_s = (time.perf_counter() - t0) * len(xs) / (len(xs) - 1)
+            filter_ms = (prep_s + feat_s) * 1e3 / len(xs)  # measured here, per input
+            prof = device.profile
+            dev_model_ms = model_ms / prof.compute_speed
+            dev_filter_ms = filter_ms / prof.compute_speed
+            input_bytes = int(xs[0].astype(np.float32).nbytes)
+            saved_bytes = run.skipped * input_bytes
+            compute_saved_ms = run.skipped * dev_model_ms - run.inputs * dev_filter_ms
+            tx_s = saved_bytes * 8 / (device.link.bandwidth_mbps * 1e6)
+            per_device[device.name] = {
+                "inputs": run.inputs,
+                "skipped": run.skipped,
+                "skip_fraction": _r(run.skip_fraction),
+                "probes": run.probes,
+                "agreement": _r(run.agreement or 0.0),
+                "threshold": report.to_json(),
+                "threshold_end": _r(run.threshold_end, 6),
+                "bytes_not_uploaded": saved_bytes,
+                "compute_saved_ms": _r(compute_saved_ms, 3),
+                "energy_saved_j": _r(
+                    prof.power_compute_w * compute_saved_ms / 1e3 + prof.power_tx_w * tx_s, 6
+                ),
+                "filter_ms_per_input": _r(dev_filter_ms),
+                "model_ms_per_input": _r(dev_model_ms),
+            }
+        return {
+            "target": fs.target,
+            "profile_fraction": fs.profile_fraction,
+            "adapt": fs.adapt,
+            "per_device": per_device,
+        }
+
+    # ----------------------------------------------------------------- result cache
+
+    def _result_cache(
+        self, ctx: RunContext, session: Any, model_ms: float
+    ) -> tuple[dict[str, Any], np.ndarray]:
+        rs = ctx.scenario.settings.caching.result_cache
+        x_te, _ = ctx.test_arrays()
+        scenes = _device_stream(x_te) if x_te.ndim == 3 else x_te
+        groups: dict[str, int] = {}
+        for dev in ctx.devices:
+            groups[dev.attach] = groups.get(dev.attach, 0) + 1
+        per_server: dict[str, Any] = {}
+        first_trace = None
+        for i, (server, n_dev) in enumerate(sorted(groups.items())):
+            st = shared_views(scenes, rs.requests, n_dev, noise=rs.noise, seed=ctx.seed * 1000 + i)
+            truth = onnx_predict(session, st.inputs).argmax(1).tolist()
+            dim = downsample_vector(st.inputs[0]).size
+            cfg = ResultCacheConfig(
+                dim=dim,
+                capacity=rs.capacity,
+                exact_capacity=rs.exact_capacity,
+                k=rs.k,
+                min_votes=rs.min_votes,
+                homogeneity=rs.homogeneity,
+                max_distance=rs.max_distance,
+                ttl_s=rs.ttl_s,
+                policy=rs.policy,
+            )
+            rep = replay_reuse(st, lambda x: None, cfg, model_ms, truth=truth)
+            per_server[server] = {"devices": n_dev, **rep.to_json()}
+            if first_trace is None:
+                first_trace = st.scene
+        assert first_trace is not None
+        return {"per_server": per_server, "config": rs.model_dump()}, first_trace
+
+    # ----------------------------------------------------------------- policies
+
+    def _policies(self, ctx: RunContext, trace: np.ndarray) -> dict[str, Any]:
+        names = ctx.scenario.settings.caching.policies
+        cap = max(1, len(np.unique(trace)) // 10)
+        ratios = {n: _r(miss_ratio(n, trace, cap)) for n in [*names, "opt"]}
+        return {
+            "trace": "scene ids requested at the first edge server",
+            "capacity": cap,
+            "requests": len(trace),
+            "miss_ratio": ratios,
+        }
+
+    # ----------------------------------------------------------------- placement
+
+    def _placement(self, ctx: RunContext) -> dict[str, Any]:
+        ps = ctx.scenario.settings.caching.placement
+        sc = ctx.scenario
+        names = [e.name for e in sc.edge_servers]
+        index = {n: i for i, n in enumerate(names)}
+        nb: list[list[int]] = [[] for _ in names]
+        for link in sc.links:
+            a, b = link.between
+            if a in index and b in index:
+                nb[index[a]].append(index[b])
+                nb[index[b]].append(index[a])
+        cap = [int(e.cache_mb // ps.item_mb) for e in sc.edge_servers]
+        _, traces = zipf_demand(
+            len(names), ps.items, ps.zipf_alpha, 2 * ps.requests, ps.locality, seed=ctx.seed
+        )
+        half = ps.requests
+        history = np.stack([np.bincount(t[:half], minlength=ps.items) for t in traces]).astype(
+            float
+        )
+        future = [t[half:] for t in traces]
+        dl = Delivery(ps.local_ms, ps.neighbour_ms, ps.cloud_ms)
+        coop = greedy_placement(history, cap, nb, dl)
+        single = popularity_placement(history, cap)
+        item_bytes = int(ps.item_mb * 2**20)
+        out: dict[str, Any] = {
+            "stations": {
+                n: {"kind": str(e.kind), "cache_mb": e.cache_mb, "items": len(coop.cached[i])}
+                for i, (n, e) in enumerate(zip(names, sc.edge_servers, strict=True))
+            },
+            "neighbours": {names[i]: [names[j] for j in nb[i]] for i in range(len(names))},
+            "cooperative_greedy": evaluate_delivery(coop, future, item_bytes, nb, dl).to_json(),
+            "single_bs_popularity": evaluate_delivery(
+                single, future, item_bytes, None, dl
+            ).to_json(),
+            "greedy_s": _r(coop.seconds, 4),
+        }
+        n_vars = ps.items * (len(names) + sum(1 + len(n) for n in nb))
+        if n_vars <= _LP_MAX_VARIABLES:
+            lp = lp_placement(history, cap, nb, dl)
+            out["lp_bound"] = _r(lp.value, 1)
+            out["greedy_gap_to_lp"] = _r(1 - coop.value / lp.value, 5) if lp.value else 0.0
+        return out
+
+    # ----------------------------------------------------------------- figures
+
+    def _figures(self, ctx: RunContext, section: dict[str, Any]) -> None:
+        devs = {
+            k: v
+            for k, v in section.get("filter", {}).get("per_device", {}).items()
+            if "inputs" in v
+        }
+        if devs:
+            ctx.add_figure(
+                "caching",
+                "Inputs skipped per device",
+                plots.bar_chart(
+                    list(devs),
+                    [v["skip_fraction"] for v in devs.values()],
+                    ylabel="fraction skipped",
+                ),
+                "Redundancy filter on each device's stream after tuning on its first part "
+                f"(agreement target {section['filter']['target']:g}).",
+            )
+        pol = section.get("policies")
+        if pol:
+            ctx.add_figure(
+                "caching",
+                "Miss ratio per replacement policy",
+                plots.bar_chart(
+                    list(pol["miss_ratio"]), list(pol["miss_ratio"].values()), ylabel="miss ratio"
+                ),
+                f"Scene-request trace of the first edge server, capacity {pol['capacity']} "
+                "entries; opt = Belady's offline bound.",
+            )
+
+
+def _summary(section: dict[str, Any]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    devs = [v for v in section.get("filter", {}).get("per_device", {}).values() if "inputs" in v]
+    if devs:
+        skip = np.mean([v["skip_fraction"] for v in devs])
+        agree = np.mean([v["agreement"] for v in devs])
+        out["inputs skipped (mean of devices)"] = f"{skip:.1%} at {agree:.1%} agreement"
+        out["bytes not uploaded"] = f"{sum(v['bytes_not_uploaded'] for v in devs) / 1024:.1f} KiB"
+        out["energy saved"] = f"{sum(v['energy_saved_j'] for v in devs):.4g} J"
+        out["threshold chosen (first device)"] = devs[0]["threshold"]["reason"]
+    for server, v in section.get("result_cache", {}).get("per_server", {}).items():
+        c = v["cache"]
+        out[f"result cache at {server}"] = (
+            f"hit ratio {c['hit_ratio']:.1%} (exact {c['exact_hits']}, approx {c['approx_hits']}), "
+            f"{v['harnessed_fraction']:.1%} of reuse opportunities at "
+            f"{v['reuse_accuracy']:.1%} accuracy"
+        )
+    pl = section.get("placement")
+    if pl:
+        c, s = pl["cooperative_greedy"], pl["single_bs_popularity"]
+        out["placement"] = (
+            f"cooperative {c['mean_latency_ms']:.1f} ms, {c['backhaul_bytes'] / 2**20:.0f} MiB "
+            f"backhaul vs single-BS {s['mean_latency_ms']:.1f} ms, "
+            f"{s['backhaul_bytes'] / 2**20:.0f} MiB"
+        )
+    return out

@@ -1,0 +1,128 @@
+"""Redundancy filter: hand-computed features, the threshold rule, tuning on a real clip."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeintel.caching.filter import (
+    FEATURES,
+    RedundancyFilter,
+    prepare,
+    run_filter,
+    simulate_threshold,
+    tune_filter,
+)
+from edgeintel.errors import ConfigError, DataError
+
+
+def test_pixel_and_area_features_by_hand() -> None:
+    a = np.zeros((10, 10), np.uint8)
+    b = a.copy()
+    b[:5, :5] = 30  # 25 of 100 pixels change by more than 21
+    b[9, 9] = 10  # a change below the pixel threshold does not count
+    assert FEATURES.get("pixel")(a, b) == pytest.approx(0.25)
+    assert FEATURES.get("pixel")(a, a) == 0.0
+    assert FEATURES.get("area")(a, b) >= 0.25
+    assert FEATURES.get("hist")(a, a) == pytest.approx(0.0, abs=1e-6)
+    assert FEATURES.get("hist")(a, np.full_like(a, 200)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_sensor_distances_by_hand() -> None:
+    a = np.array([[0.0, 1.0, 2.0, 3.0]])
+    b = np.array([[2.0, 3.0, 4.0, 5.0]])
+    # empirical CDFs differ most at x in [1, 2): 2/4 vs 0
+    assert FEATURES.get("ks")(a, b) == pytest.approx(0.5)
+    # |d mean| = 2, equal std, pooled std = sqrt(1.25)
+    assert FEATURES.get("meanstd")(a, b) == pytest.approx(2 / np.sqrt(1.25), rel=1e-5)
+    assert FEATURES.get("ks")(a, a) == 0.0
+
+
+def _stream(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:
+    """Grey frames with a bright square moving in steps; the 'count' is its column band."""
+    rng = np.random.default_rng(seed)
+    frames, outputs = [], []
+    x = 0
+    for _ in range(n):
+        x = min(100, max(0, x + int(rng.integers(-2, 6))))
+        f = np.full((48, 128), 40, np.uint8)
+        f[10:30, x : x + 20] = 220
+        f = np.clip(f + rng.normal(0, 2, f.shape), 0, 255).astype(np.uint8)
+        frames.append(prepare(f))
+        outputs.append(x // 25)
+    return frames, outputs
+
+
+def test_filter_never_skips_above_threshold() -> None:
+    frames, outputs = _stream(120)
+    run = run_filter(frames, lambda i: outputs[i], "pixel", 0.02, reference=outputs)
+    assert 0 < run.skipped < run.inputs
+    for s in run.steps:
+        if s.processed:
+            assert s.difference > s.threshold or s.probe
+        else:
+            assert s.difference <= s.threshold
+    with pytest.raises(ConfigError, match="threshold"):
+        RedundancyFilter("pixel", -1.0)
+
+
+def test_threshold_zero_skips_only_exact_repeats() -> None:
+    f = np.full((8, 8), 7, np.uint8)
+    g = f.copy()
+    g[0, 0] = 200
+    skip, agree = simulate_threshold([f, f, g, g], [0, 0, 1, 1], "pixel", 0.0)
+    assert skip == 0.5 and agree == 1.0
+
+
+def test_tuning_meets_target_on_held_out_segment() -> None:
+    frames, outputs = _stream(400, seed=1)
+    rep = tune_filter(frames[:150], outputs[:150], target=0.95)
+    assert rep.agreement >= 0.95 and rep.skip_fraction > 0.3
+    assert rep.feature in rep.candidates and "agreement" in rep.reason
+    run = run_filter(
+        frames[150:], lambda i: outputs[150 + i], rep.feature, rep.threshold, outputs[150:]
+    )
+    assert run.agreement is not None and run.agreement >= 0.95
+    assert run.skip_fraction > 0.3
+
+
+def test_adaptation_lowers_threshold_when_probes_disagree() -> None:
+    frames, outputs = _stream(300, seed=2)
+    # a threshold far too high skips everything; probes must pull it down
+    fixed = run_filter(frames, lambda i: outputs[i], "pixel", 1.0, outputs)
+    adapted = run_filter(frames, lambda i: outputs[i], "pixel", 1.0, outputs, adapt=True)
+    assert adapted.threshold_end < 1.0 and adapted.probes > 0
+    assert adapted.agreement is not None and fixed.agreement is not None
+    assert adapted.agreement > fixed.agreement
+
+
+@pytest.mark.slow
+def test_tuning_on_a_real_clip_with_the_face_counter() -> None:
+    from edgeintel.caching.detectors import COUNTERS, read_frames
+    from edgeintel.data.datasets import video_path
+
+    raw = list(read_frames(video_path("carphone_pristine.mp4")))
+    counter = COUNTERS.get("faces")()
+    ref = [counter(f) for f in raw]
+    assert len(set(ref)) > 1  # the reference's output changes within the clip
+    frames = [prepare(f) for f in raw]
+    k = len(frames) * 3 // 10
+    rep = tune_filter(frames[:k], ref[:k], target=0.95)
+    run = run_filter(frames[k:], lambda i: ref[k + i], rep.feature, rep.threshold, ref[k:])
+    assert run.agreement is not None and run.agreement >= 0.95
+    assert run.skip_fraction >= 0.5
+
+
+def test_bad_inputs() -> None:
+    frames, outputs = _stream(10)
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ConfigError, match=r"agreement target must be in \(0, 1\]"):
+            tune_filter(frames, outputs, bad)
+    with pytest.raises(DataError, match="outputs"):
+        tune_filter(frames, outputs[:-1], 0.9)
+    f = RedundancyFilter("pixel", 0.1)
+    f.should_process(frames[0])
+    with pytest.raises(DataError, match="shape"):
+        f.should_process(np.zeros((3, 3), np.uint8))
+    with pytest.raises(ConfigError, match="unknown difference feature"):
+        RedundancyFilter("colour", 0.1)

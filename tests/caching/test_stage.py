@@ -1,0 +1,102 @@
+"""The caching stage on a tiny scenario, and bad caching settings at the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from rich.console import Console
+from typer.testing import CliRunner
+
+from edgeintel.cli import app
+from edgeintel.pipeline import run_pipeline
+from edgeintel.scenario import parse_scenario
+
+from ..conftest import tiny_scenario_dict
+
+
+@pytest.mark.slow
+def test_caching_stage_writes_its_section(tmp_path: Path) -> None:
+    d = tiny_scenario_dict()
+    d["edge_servers"].append({"name": "micro-2", "kind": "micro", "cache_mb": 300})
+    d["links"].append({"between": ["micro-2", "cloud"], "bandwidth_mbps": 100, "rtt_ms": 20})
+    d["links"].append({"between": ["micro-1", "micro-2"], "bandwidth_mbps": 1000, "rtt_ms": 2})
+    d["devices"].append({"name": "cam", "count": 2, "profile": "phone", "attach": "micro-2"})
+    d["settings"]["caching"] = {
+        "filter": {"max_devices": 2},
+        "result_cache": {"requests": 400},
+        "placement": {"items": 300, "requests": 1000},
+    }
+    sc = parse_scenario(d)
+    res = run_pipeline(
+        sc,
+        runs_dir=tmp_path,
+        run_id="c",
+        console=Console(quiet=True),
+        stages=["data", "train", "export", "evaluate", "caching"],
+        show_progress=False,
+    )
+    c = res.results["caching"]
+    devs = c["filter"]["per_device"]
+    assert len(devs) == 2
+    for v in devs.values():
+        assert 0 <= v["skip_fraction"] <= 1 and v["skipped"] <= v["inputs"]
+        assert v["bytes_not_uploaded"] == v["skipped"] * 8 * 8 * 4  # 1x8x8 float32 digits
+        assert "agreement" in v["threshold"]["reason"]
+    servers = c["result_cache"]["per_server"]
+    assert set(servers) == {"micro-1", "micro-2"}
+    assert servers["micro-1"]["devices"] == 4 and servers["micro-2"]["devices"] == 2
+    for v in servers.values():
+        assert v["requests"] == 400 and 0 <= v["cache"]["hit_ratio"] <= 1
+    pol = c["policies"]["miss_ratio"]
+    assert all(pol["opt"] <= m + 1e-12 for m in pol.values())
+    pl = c["placement"]
+    assert pl["stations"]["micro-1"]["items"] <= 1024 // 10
+    assert pl["stations"]["micro-2"]["items"] <= 300 // 10
+    assert pl["neighbours"]["micro-1"] == ["micro-2"]
+    assert 0 <= pl["greedy_gap_to_lp"] <= 0.5
+    assert "threshold chosen (first device)" in c["summary"]
+
+
+@pytest.mark.parametrize(
+    ("caching", "message"),
+    [
+        ({"filter": {"target": 1.5}}, "settings.caching.filter.target"),
+        ({"filter": {"target": 0}}, "settings.caching.filter.target"),
+        ({"result_cache": {"capacity": 0}}, "settings.caching.result_cache.capacity"),
+        ({"result_cache": {"policy": "mru"}}, "unknown cache policy 'mru'"),
+        ({"policies": ["lru", "nope"]}, "unknown cache policy 'nope'"),
+        ({"filter": {"features": ["colour"]}}, "unknown difference feature 'colour'"),
+        ({"result_cache": {"k": 2, "min_votes": 3}}, "min_votes (3) cannot exceed k (2)"),
+    ],
+)
+def test_bad_caching_settings_exit_2(tmp_path: Path, caching: dict, message: str) -> None:
+    d = tiny_scenario_dict()
+    d["settings"]["caching"] = caching
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(d))
+    res = CliRunner().invoke(app, ["validate", str(p)])
+    assert res.exit_code == 2
+    assert message in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cache_sim_cli(tmp_path: Path) -> None:
+    p = tmp_path / "trace.txt"
+    p.write_text("# key\n" + "\n".join("abacbadab"))
+    res = CliRunner().invoke(app, ["cache-sim", str(p), "--capacity", "2", "--policy", "lru"])
+    assert res.exit_code == 0, res.output
+    assert "lru" in res.output and "opt" in res.output
+    empty = tmp_path / "empty.txt"
+    empty.write_text("# nothing\n")
+    for args, msg in [
+        ([str(empty), "--capacity", "2"], "the trace is empty"),
+        ([str(p), "--capacity", "0"], "--capacity must be a positive number"),
+        ([str(p), "--capacity", "2", "--policy", "mru"], "unknown cache policy 'mru'"),
+        ([str(tmp_path / "nope.txt"), "--capacity", "2"], "trace file not found"),
+    ]:
+        res = CliRunner().invoke(app, ["cache-sim", *args])
+        assert res.exit_code == 2, args
+        assert msg in res.output and "Traceback" not in res.output
+        assert len(res.output.strip().splitlines()) == 1
