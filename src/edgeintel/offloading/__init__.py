@@ -1,0 +1,1 @@
+"""Offloading: profile, cost model, partitioning, split execution, fleet placement."""
