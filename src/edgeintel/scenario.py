@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from edgeintel.errors import ConfigError
+from edgeintel.offloading.settings import OffloadingSettings
 
 __all__ = [
     "AggregationRuleName",
@@ -503,10 +504,6 @@ class InferenceSettings(_Strict):
     latency_runs: Annotated[int, Field(ge=5, le=100_000)] = 100
     warmup_runs: Annotated[int, Field(ge=0, le=10_000)] = 10
     compress: CompressSettings = CompressSettings()
-
-
-class OffloadingSettings(_Strict):
-    pass
 
 
 class CachingSettings(_Strict):
