@@ -73,6 +73,7 @@ class Option:
     device_load_ms: tuple[tuple[str, float], ...] = ()
     device_nodes: int = 0
     total_nodes: int = 0
+    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

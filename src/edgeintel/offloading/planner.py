@@ -182,7 +182,12 @@ class OffloadPlanner:
         n = self.graph.num_nodes
         local_b = Breakdown(device_ms=float(dev_ms.sum()))
         refs = (max(local_b.latency_ms, 1e-9), max(device_energy_j(local_b, power), 1e-12))
-        opts = [self._option("local", "local", None, local_b, power, refs, 0.0, ((device.name, local_b.device_ms),), n)]
+        opts = [
+            self._option(
+                "local", "local", None, local_b, power, refs, 0.0,
+                ((device.name, local_b.device_ms),), np.ones(n, dtype=bool),
+            )
+        ]
         deadline = self.deadline(device)
         for tg in self.targets(sc, device, t_s, unreachable):
             ctx = self.context(prof.compute_speed, power, tg)
@@ -200,7 +205,7 @@ class OffloadPlanner:
                     load = (*load, (tg.name, srv))
                 k = int(mask.sum())
                 label = f"{tg.tier}:{tg.name}" if tier != "hybrid" else f"hybrid:{tg.name}@{k}/{n}"
-                opts.append(self._option(label, tier, tg.name, b, power, refs, srv, load, k))
+                opts.append(self._option(label, tier, tg.name, b, power, refs, srv, load, mask))
         return opts
 
     def _option(
@@ -213,7 +218,7 @@ class OffloadPlanner:
         refs: tuple[float, float],
         server_ms: float,
         load: tuple[tuple[str, float], ...],
-        device_nodes: int,
+        mask: np.ndarray,
     ) -> Option:
         s = self.settings
         return Option(
@@ -225,8 +230,9 @@ class OffloadPlanner:
             value=objective_value(b, power, s.objective, s.latency_weight, *refs),
             server_ms=server_ms,
             device_load_ms=load,
-            device_nodes=device_nodes,
+            device_nodes=int(mask.sum()),
             total_nodes=self.graph.num_nodes,
+            mask=mask,
         )
 
     # ------------------------------------------------------------------ the fleet
