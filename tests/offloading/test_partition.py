@@ -114,7 +114,7 @@ def test_link_down_means_local_and_deadline_is_respected() -> None:
     up = SplitContext(
         device_ms=np.full(g.num_nodes, 10.0),
         server_ms=np.full(g.num_nodes, 1.0),
-        link=LinkState(2.0, 10.0),
+        link=LinkState(100.0, 1.0),
         power=Power(0.1, 5.0, 0.0),
         objective=Objective.ENERGY,
     )
