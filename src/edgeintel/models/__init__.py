@@ -12,7 +12,7 @@ from edgeintel.models.export import (
 from edgeintel.models.zoo import MODELS, build_model, count_params
 
 # registers the torchvision families (mobilenet_v3_small, resnet18, googlenet) in MODELS
-from edgeintel.models import vision as _vision  # noqa: E402,F401  # isort: skip
+from edgeintel.models import vision as _vision  # noqa: F401  # isort: skip
 
 __all__ = [
     "INPUT_NAME",

@@ -44,7 +44,9 @@ class AdaptivePolicy:
         if not 0 <= self.hysteresis < 1:
             raise ConfigError(f"hysteresis must be in [0, 1), got {self.hysteresis}")
 
-    def decide(self, options: Sequence[Option], unreachable: frozenset[str] = frozenset()) -> Option:
+    def decide(
+        self, options: Sequence[Option], unreachable: frozenset[str] = frozenset()
+    ) -> Option:
         """The option for this request among ``options`` (targets in ``unreachable`` dropped)."""
         usable = [o for o in options if o.target is None or o.target not in unreachable]
         if not usable:

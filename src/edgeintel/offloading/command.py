@@ -121,7 +121,9 @@ def plan_command(
         )
     switches = sum(
         1
-        for a, b in zip(result.timeline, result.timeline[len(result.problem.devices) :], strict=False)
+        for a, b in zip(
+            result.timeline, result.timeline[len(result.problem.devices) :], strict=False
+        )
         if a["option"] != b["option"]
     )
     if len(result.timeline) > len(result.problem.devices):

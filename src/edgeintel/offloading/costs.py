@@ -189,6 +189,7 @@ def objective_value(
         return device_energy_j(b, power)
     if not 0 <= latency_weight <= 1:
         raise ConfigError(f"latency_weight must be in [0, 1], got {latency_weight}")
-    return latency_weight * b.latency_ms / ref_latency_ms + (
-        1 - latency_weight
-    ) * device_energy_j(b, power) / ref_energy_j
+    return (
+        latency_weight * b.latency_ms / ref_latency_ms
+        + (1 - latency_weight) * device_energy_j(b, power) / ref_energy_j
+    )

@@ -170,8 +170,7 @@ def load_layer_graph(model: str | Path | Any) -> LayerGraph:
             raise ModelError(f"{path or 'model'}: shape inference left tensor {name!r} unsized")
         tensors.append(Tensor(name, size, prod, cons, name in outputs))
     shape = tuple(
-        int(d.dim_value) if d.HasField("dim_value") else 1
-        for d in inp.type.tensor_type.shape.dim
+        int(d.dim_value) if d.HasField("dim_value") else 1 for d in inp.type.tensor_type.shape.dim
     )[1:]  # without the batch axis
     return LayerGraph(
         names=tuple(names),

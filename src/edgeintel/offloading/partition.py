@@ -76,7 +76,7 @@ class SplitContext:
     device_ms: np.ndarray
     server_ms: np.ndarray
     link: LinkState
-    power: Power = Power(1.0, 1.0, 0.0)
+    power: Power = Power(1.0, 1.0, 0.0)  # noqa: RUF009 (frozen, shared safely)
     queue_ms: float = 0.0
     serialize_ms_per_mb: float = 0.0
     int8: bool = False
@@ -173,11 +173,14 @@ def linear_costs(graph: LayerGraph, ctx: SplitContext) -> LinearCosts:
     w = ctx.latency_weight
     ref_l, ref_e = _refs(ctx)
     return LinearCosts(
-        *(w * x / ref_l + (1 - w) * y / ref_e for x, y in zip(
-            (lat.device, lat.server, lat.comm, lat.down),
-            (en.device, en.server, en.comm, en.down),
-            strict=True,
-        )),
+        *(
+            w * x / ref_l + (1 - w) * y / ref_e
+            for x, y in zip(
+                (lat.device, lat.server, lat.comm, lat.down),
+                (en.device, en.server, en.comm, en.down),
+                strict=True,
+            )
+        ),
         offload=w * lat.offload / ref_l + (1 - w) * en.offload / ref_e,
     )
 
@@ -273,10 +276,18 @@ class MinCutPartitioner:
                 cons_node.append(2 + c)
                 if t.producer >= 0:
                     prec.add((2 + c, 2 + t.producer))
-        prec_r, prec_c = (np.array(x, dtype=np.int64) for x in zip(*sorted(prec), strict=True)) if prec else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        prec_r, prec_c = (
+            (np.array(x, dtype=np.int64) for x in zip(*sorted(prec), strict=True))
+            if prec
+            else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+        )
         self._n_fixed = (n, n, m)
-        self._rows = np.concatenate([np.zeros(n, np.int64), nodes + 2, src, np.array(cons_aux, np.int64), prec_r])
-        self._cols = np.concatenate([nodes + 2, np.ones(n, np.int64), aux, np.array(cons_node, np.int64), prec_c])
+        self._rows = np.concatenate(
+            [np.zeros(n, np.int64), nodes + 2, src, np.array(cons_aux, np.int64), prec_r]
+        )
+        self._cols = np.concatenate(
+            [nodes + 2, np.ones(n, np.int64), aux, np.array(cons_node, np.int64), prec_c]
+        )
         self._n_inf = len(cons_aux) + len(prec_r)
         self._size = 2 + n + m
         is_out = np.array([t.is_output and t.producer >= 0 for t in g.tensors])
@@ -296,9 +307,9 @@ class MinCutPartitioner:
             raise ConfigError("split costs must be finite and >= 0")
         total = float(finite.sum())
         scale = (2**29) / total if total > 0 else 1.0
-        data = np.concatenate(
-            [np.rint(finite * scale), np.full(self._n_inf, 2**30)]
-        ).astype(np.int32)
+        data = np.concatenate([np.rint(finite * scale), np.full(self._n_inf, 2**30)]).astype(
+            np.int32
+        )
         cap = csr_matrix((data, (self._rows, self._cols)), shape=(self._size, self._size))
         flow = maximum_flow(cap, 0, 1)
         resid = cap - flow.flow
@@ -345,7 +356,9 @@ class SplitDecision:
         return "remote" if not self.mask.any() else "split"
 
 
-def _decision(graph: LayerGraph, ctx: SplitContext, mask: np.ndarray, deadline_ms: float | None) -> SplitDecision:
+def _decision(
+    graph: LayerGraph, ctx: SplitContext, mask: np.ndarray, deadline_ms: float | None
+) -> SplitDecision:
     b = split_breakdown(graph, ctx, mask)
     return SplitDecision(
         mask=np.asarray(mask, dtype=bool),
@@ -385,15 +398,15 @@ def plan_split(
     best = _decision(graph, ctx, solve(ctx), deadline_ms)
     if deadline_ms is None or best.meets_deadline or ctx.objective == Objective.LATENCY:
         return best
-    fastest = _decision(
-        graph, ctx, solve(_replace(ctx, objective=Objective.LATENCY)), deadline_ms
-    )
+    fastest = _decision(graph, ctx, solve(_replace(ctx, objective=Objective.LATENCY)), deadline_ms)
     if not fastest.meets_deadline:
         return fastest
     feasible = [fastest]
     lin_obj = linear_costs(graph, ctx)
     lin_lat = linear_costs(graph, _replace(ctx, objective=Objective.LATENCY))
-    for mu in np.geomspace(1e-4, 1e4, 25) * (np.sum(lin_obj.device) / max(np.sum(lin_lat.device), 1e-12)):
+    for mu in np.geomspace(1e-4, 1e4, 25) * (
+        np.sum(lin_obj.device) / max(np.sum(lin_lat.device), 1e-12)
+    ):
         mixed = LinearCosts(
             lin_obj.device + mu * lin_lat.device,
             lin_obj.server + mu * lin_lat.server,
@@ -402,7 +415,9 @@ def plan_split(
             lin_obj.offload + mu * lin_lat.offload,
         )
         if partitioner == "mincut":
-            m = _with_local(graph, mixed, (partitioner_obj or MinCutPartitioner(graph)).decide(mixed))
+            m = _with_local(
+                graph, mixed, (partitioner_obj or MinCutPartitioner(graph)).decide(mixed)
+            )
         else:
             m = fn(graph, mixed)
         d = _decision(graph, ctx, m, deadline_ms)

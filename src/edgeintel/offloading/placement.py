@@ -271,12 +271,19 @@ def milp_placement(problem: FleetProblem) -> list[int]:
             for o, opt in enumerate(opts):
                 if opt.target == s and opt.server_ms > 0:
                     load.append(
-                        (int(offsets[d]) + o, problem.rates_hz[d] / 1000.0 * opt.server_ms / res.workers)
+                        (
+                            int(offsets[d]) + o,
+                            problem.rates_hz[d] / 1000.0 * opt.server_ms / res.workers,
+                        )
                     )
                     for k in range(L):
                         # q_d >= W_k * (x_do + z_sk - 1)
                         add(
-                            [(q0 + d, 1.0), (int(offsets[d]) + o, -waits[k]), (z0 + s_i * L + k, -waits[k])],
+                            [
+                                (q0 + d, 1.0),
+                                (int(offsets[d]) + o, -waits[k]),
+                                (z0 + s_i * L + k, -waits[k]),
+                            ],
                             -waits[k],
                             np.inf,
                         )
@@ -366,7 +373,9 @@ def _infeasible(problem: FleetProblem) -> ConfigError:
     for d, opts in enumerate(problem.options):
         best = min(o.base.latency_ms for o in opts)
         if best > problem.deadlines_ms[d]:
-            worst.append(f"{problem.devices[d]} (best {best:.1f} ms > {problem.deadlines_ms[d]:g} ms)")
+            worst.append(
+                f"{problem.devices[d]} (best {best:.1f} ms > {problem.deadlines_ms[d]:g} ms)"
+            )
     if worst:
         shown = ", ".join(worst[:5]) + (f" and {len(worst) - 5} more" if len(worst) > 5 else "")
         return ConfigError(f"deadline cannot be met: {shown}")

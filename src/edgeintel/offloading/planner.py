@@ -100,14 +100,21 @@ class OffloadPlanner:
     # ------------------------------------------------------------------ one device
 
     def targets(
-        self, sc: Scenario, device: Device, t_s: float = 0.0, unreachable: frozenset[str] = frozenset()
+        self,
+        sc: Scenario,
+        device: Device,
+        t_s: float = 0.0,
+        unreachable: frozenset[str] = frozenset(),
     ) -> list[Target]:
         """Reachable targets of ``device`` at time ``t_s`` (links down / unreachable dropped)."""
         s = self.settings
         bw0, rtt0, _ = device.link.at(t_s)
         out: list[Target] = []
         paths = _infra_paths(sc, device.attach)
-        speeds = {sc.cloud.name: sc.cloud.compute_speed, **{e.name: e.compute_speed for e in sc.edge_servers}}
+        speeds = {
+            sc.cloud.name: sc.cloud.compute_speed,
+            **{e.name: e.compute_speed for e in sc.edge_servers},
+        }
         for node in [e.name for e in sc.edge_servers] + [sc.cloud.name]:
             if node not in paths or node in unreachable:
                 continue
@@ -131,17 +138,26 @@ class OffloadPlanner:
             for nb in self._neighbors(sc, device):
                 if nb.name not in unreachable:
                     out.append(
-                        Target(nb.name, "d2d", nb.profile.compute_speed, LinkState(s.d2d.bandwidth_mbps, s.d2d.rtt_ms))
+                        Target(
+                            nb.name,
+                            "d2d",
+                            nb.profile.compute_speed,
+                            LinkState(s.d2d.bandwidth_mbps, s.d2d.rtt_ms),
+                        )
                     )
         return out
 
     def _neighbors(self, sc: Scenario, device: Device) -> list[Device]:
         assert self.settings.d2d is not None
-        same = [d for d in sc.expand_devices() if d.attach == device.attach and d.name != device.name]
+        same = [
+            d for d in sc.expand_devices() if d.attach == device.attach and d.name != device.name
+        ]
         if not same:
             return []
         # the next devices after this one (cyclically), in declaration order
-        later = [d for d in same if d.index > device.index] + [d for d in same if d.index < device.index]
+        later = [d for d in same if d.index > device.index] + [
+            d for d in same if d.index < device.index
+        ]
         return later[: self.settings.d2d.neighbors]
 
     def context(self, device_speed: float, power: Power, target: Target) -> SplitContext:
@@ -152,13 +168,17 @@ class OffloadPlanner:
             server_ms=prof.on(target.speed),
             link=target.link,
             power=power,
-            serialize_ms_per_mb=prof.int8_ms_per_mb if s.int8_intermediate else prof.serialize_ms_per_mb,
+            serialize_ms_per_mb=prof.int8_ms_per_mb
+            if s.int8_intermediate
+            else prof.serialize_ms_per_mb,
             int8=s.int8_intermediate,
             objective=Objective(s.objective),
             latency_weight=s.latency_weight,
         )
 
-    def best_split(self, device_speed: float, power: Power, target: Target, deadline_ms: float | None) -> SplitDecision:
+    def best_split(
+        self, device_speed: float, power: Power, target: Target, deadline_ms: float | None
+    ) -> SplitDecision:
         """The partitioner's split towards ``target`` (queueing excluded)."""
         return plan_split(
             self.graph,
@@ -173,7 +193,11 @@ class OffloadPlanner:
         return s.deadlines_ms.get(device.group, s.deadline_ms)
 
     def options(
-        self, sc: Scenario, device: Device, t_s: float = 0.0, unreachable: frozenset[str] = frozenset()
+        self,
+        sc: Scenario,
+        device: Device,
+        t_s: float = 0.0,
+        unreachable: frozenset[str] = frozenset(),
     ) -> list[Option]:
         """Local, then full offload and the best hybrid split per reachable target."""
         prof = device.profile
@@ -184,8 +208,15 @@ class OffloadPlanner:
         refs = (max(local_b.latency_ms, 1e-9), max(device_energy_j(local_b, power), 1e-12))
         opts = [
             self._option(
-                "local", "local", None, local_b, power, refs, 0.0,
-                ((device.name, local_b.device_ms),), np.ones(n, dtype=bool),
+                "local",
+                "local",
+                None,
+                local_b,
+                power,
+                refs,
+                0.0,
+                ((device.name, local_b.device_ms),),
+                np.ones(n, dtype=bool),
             )
         ]
         deadline = self.deadline(device)
@@ -248,15 +279,31 @@ class OffloadPlanner:
                 raise ConfigError(f"settings.offloading.server_load: unknown server {name!r}")
         for group in s.deadlines_ms:
             if group not in {g.name for g in sc.devices}:
-                raise ConfigError(f"settings.offloading.deadlines_ms: unknown device group {group!r}")
+                raise ConfigError(
+                    f"settings.offloading.deadlines_ms: unknown device group {group!r}"
+                )
         resources: dict[str, Resource] = {}
         full_here = float(np.sum(self.profile.on(1.0)))
         for e in sc.edge_servers:
-            resources[e.name] = Resource(e.name, "edge", s.server_workers, s.server_load.get(e.name, 0.0), full_here / e.compute_speed)
+            resources[e.name] = Resource(
+                e.name,
+                "edge",
+                s.server_workers,
+                s.server_load.get(e.name, 0.0),
+                full_here / e.compute_speed,
+            )
         cl = sc.cloud
-        resources[cl.name] = Resource(cl.name, "cloud", s.cloud_workers, s.server_load.get(cl.name, 0.0), full_here / cl.compute_speed)
+        resources[cl.name] = Resource(
+            cl.name,
+            "cloud",
+            s.cloud_workers,
+            s.server_load.get(cl.name, 0.0),
+            full_here / cl.compute_speed,
+        )
         for d in devices:
-            resources[d.name] = Resource(d.name, "device", 1, 0.0, full_here / d.profile.compute_speed)
+            resources[d.name] = Resource(
+                d.name, "device", 1, 0.0, full_here / d.profile.compute_speed
+            )
         options, weights, idle, deadlines = [], [], [], []
         for d in devices:
             opts = self.options(sc, d, t_s, unreachable)
@@ -269,7 +316,8 @@ class OffloadPlanner:
                 {
                     "latency": 1.0,
                     "energy": p.power_idle_w / 1000.0,
-                    "weighted": w / max(local_ms, 1e-9) + (1 - w) * p.power_idle_w / 1000.0 / max(local_j, 1e-12),
+                    "weighted": w / max(local_ms, 1e-9)
+                    + (1 - w) * p.power_idle_w / 1000.0 / max(local_j, 1e-12),
                 }[s.objective]
             )
             idle.append(p.power_idle_w)
@@ -287,7 +335,9 @@ class OffloadPlanner:
             levels=np.linspace(s.max_utilization / 18, s.max_utilization, 18),
         )
 
-    def plan(self, sc: Scenario, t_s: float = 0.0, unreachable: frozenset[str] = frozenset()) -> tuple[FleetProblem, FleetPlan]:
+    def plan(
+        self, sc: Scenario, t_s: float = 0.0, unreachable: frozenset[str] = frozenset()
+    ) -> tuple[FleetProblem, FleetPlan]:
         """The fleet plan at time ``t_s`` with the configured placement policy."""
         problem = self.problem(sc, t_s, unreachable)
         return problem, place(problem, self.settings.placement, self.settings.exact_max_devices)
@@ -314,7 +364,9 @@ def baseline_choice(problem: FleetProblem, sc: Scenario, kind: str) -> list[int]
     return out
 
 
-def plan_rows(problem: FleetProblem, plan: FleetPlan, baselines: dict[str, Any]) -> list[dict[str, Any]]:
+def plan_rows(
+    problem: FleetProblem, plan: FleetPlan, baselines: dict[str, Any]
+) -> list[dict[str, Any]]:
     """One JSON row per device: decision, split point, predicted latency / energy vs baselines."""
     rows = []
     for d, name in enumerate(problem.devices):

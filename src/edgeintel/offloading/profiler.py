@@ -141,7 +141,7 @@ def profile_model(
     last_total: float | None = None
     rounds = 0
     with tempfile.TemporaryDirectory(prefix="edgeintel-prof-") as tmp:
-        for rounds in range(1, max_rounds + 1):  # noqa: B007
+        for rounds in range(1, max_rounds + 1):
             # ORT writes a profile once per session, so every round is a fresh session
             sess = _session(path, os.path.join(tmp, f"r{rounds}"))
             feed = {sess.get_inputs()[0].name: x}
@@ -185,4 +185,3 @@ def profile_model(
             "timed_nodes": len(samples),
         },
     )
-

@@ -117,7 +117,9 @@ def plan_scenario(
         graph, profile, problem, plan, baselines, plan_rows(problem, plan, baselines)
     )
     result.timeline = _timeline(planner, sc)
-    result.executed = _execute(graph, problem, plan, model_path, out / "splits", sample, s.int8_intermediate)
+    result.executed = _execute(
+        graph, problem, plan, model_path, out / "splits", sample, s.int8_intermediate
+    )
     (out / "plan.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
     return result
 

@@ -56,9 +56,7 @@ def deserialize_tensors(payload: bytes) -> dict[str, np.ndarray]:
         pos += e["nbytes"]
         if e["dtype"] == "uint8q":
             q = np.frombuffer(raw, dtype=np.uint8).reshape(e["shape"])
-            out[e["name"]] = (q.astype(np.float32) * np.float32(e["scale"])) + np.float32(
-                e["zero"]
-            )
+            out[e["name"]] = (q.astype(np.float32) * np.float32(e["scale"])) + np.float32(e["zero"])
         else:
             out[e["name"]] = np.frombuffer(raw, dtype=np.dtype(e["dtype"])).reshape(e["shape"])
     return out

@@ -52,7 +52,9 @@ def _figures(ctx: RunContext, r: ScenarioPlan) -> None:
     for i, (label, p) in enumerate(series.items()):
         axes[0].bar(xs + i * width, p.latency_ms, width, label=label)
         axes[1].bar(xs + i * width, p.energy_j * 1e3, width, label=label)
-    for ax, yl in zip(axes, ("latency per request (ms)", "device energy per request (mJ)"), strict=True):
+    for ax, yl in zip(
+        axes, ("latency per request (ms)", "device energy per request (mJ)"), strict=True
+    ):
         ax.set_xticks(xs + 0.4 - width / 2, names, rotation=45, ha="right", fontsize=7)
         ax.set_ylabel(yl)
         ax.set_yscale("log")
@@ -73,7 +75,9 @@ def _figures(ctx: RunContext, r: ScenarioPlan) -> None:
     crossing = [
         sum(t.bytes for t in g.crossing(g.prefix_mask(k))) / 1024 for k in range(g.num_nodes + 1)
     ]
-    ax2.plot(np.arange(g.num_nodes + 1) - 0.5, crossing, color="tab:orange", label="KiB sent if cut here")
+    ax2.plot(
+        np.arange(g.num_nodes + 1) - 0.5, crossing, color="tab:orange", label="KiB sent if cut here"
+    )
     ax2.set_ylabel("KiB crossing a prefix cut")
     for d, o in enumerate(r.plan.choice):
         opt = r.problem.options[d][o]
@@ -110,5 +114,6 @@ def _figures(ctx: RunContext, r: ScenarioPlan) -> None:
             "Plan over the trace timeline",
             fig,
             "The option each device's adaptive policy holds after every link change "
-            "(hysteresis " f"{ctx.scenario.settings.offloading.hysteresis:g}).",
+            "(hysteresis "
+            f"{ctx.scenario.settings.offloading.hysteresis:g}).",
         )
