@@ -53,8 +53,8 @@ from edgeintel.offloading.split import SplitRunner, split_model
 
 torch.set_num_threads(1)
 
-RUNS = 7
-ROUNDS = 3
+RUNS = 5
+ROUNDS = 2
 SHAPE = (3, 96, 96)
 MODELS = {"chain": "mobilenet_v3_small", "dag": "resnet18"}
 # (Mbit/s, RTT ms to the edge): 3G-class, HSPA, LTE, good LTE / Wi-Fi, Wi-Fi 5 / 5G
@@ -188,6 +188,10 @@ def bench_partitioning(workdir: Path) -> tuple[list[dict[str, Any]], dict[str, A
                     )
                     ex.add(plan_split(graph, ctx, "mincut", None, mc).mask)
         worst = ex.measure()
+        print(
+            f"{family}: {len(ex.rows)} cuts executed in {time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
         info[kind] = {
             "family": family,
             "nodes": graph.num_nodes,
@@ -236,7 +240,7 @@ def bench_partitioning(workdir: Path) -> tuple[list[dict[str, Any]], dict[str, A
                     }
                 )
         if kind == "dag":
-            info["trace"] = bench_trace(graph, prof, mc, ex, keys)
+            info["dag"]["trace"] = bench_trace(graph, prof, mc, ex, keys)
     return cases, info
 
 
@@ -415,8 +419,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-offload-") as tmp:
         work = Path(tmp)
         cases, info = bench_partitioning(work)
+        print(f"partitioning done at {time.perf_counter() - t_start:.0f} s", flush=True)
         mincut = bench_mincut()
+        print(f"min-cut done at {time.perf_counter() - t_start:.0f} s", flush=True)
         fleet = bench_fleet(work)
+        print(f"fleet done at {time.perf_counter() - t_start:.0f} s", flush=True)
     trace = info["dag"]["trace"]
     within = float(np.mean([c["within_5pct"] for c in cases]))
     sp_cloud = float(np.mean([c["speedup_vs_cloud"] for c in cases]))

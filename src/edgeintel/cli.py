@@ -414,7 +414,8 @@ def plan(
                 fmt(r["cloud_ms"]),
                 "ok" if r["meets_deadline"] else "MISS",
             )
-        console.print(table)
+        # ten columns: never squeeze device names on a narrow terminal
+        Console(width=max(console.width, 130), soft_wrap=True).print(table)
         for line in outcome.notes:
             console.print(line, highlight=False)
         console.print(f"plan: {outcome.path}", highlight=False)

@@ -32,7 +32,9 @@ def test_hysteresis_keeps_the_plan_for_small_gains_and_switches_for_large() -> N
 def test_unreachable_server_falls_back_to_local_at_once() -> None:
     pol = AdaptivePolicy(hysteresis=0.5)
     assert pol.decide([_opt("local", 100.0), _opt("edge", 10.0, "e")]).label == "edge"
-    chosen = pol.decide([_opt("local", 100.0), _opt("edge", 10.0, "e")], unreachable=frozenset({"e"}))
+    chosen = pol.decide(
+        [_opt("local", 100.0), _opt("edge", 10.0, "e")], unreachable=frozenset({"e"})
+    )
     assert chosen.label == "local"
     # link down: the planner offers no remote option at all
     assert pol.decide([_opt("local", 100.0)]).label == "local"

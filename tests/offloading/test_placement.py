@@ -17,7 +17,9 @@ from edgeintel.offloading.placement import (
 )
 
 
-def _problem(seed: int, n_dev: int = 4, deadline: float = np.inf, rate: float = 20.0) -> FleetProblem:
+def _problem(
+    seed: int, n_dev: int = 4, deadline: float = np.inf, rate: float = 20.0
+) -> FleetProblem:
     rng = np.random.default_rng(seed)
     resources = {
         "edge": Resource("edge", "edge", workers=1, background=0.1, service_ms=20.0),
@@ -33,24 +35,47 @@ def _problem(seed: int, n_dev: int = 4, deadline: float = np.inf, rate: float = 
         opts = [
             Option("local", "local", None, Breakdown(local), 0.0, local, 0.0, ((d, local),)),
             Option(
-                "d2e:edge", "d2e", "edge", Breakdown(0.0, uplink_ms=8.0, rtt_ms=5.0, server_ms=edge_srv),
-                0.0, 13.0 + edge_srv, edge_srv,
+                "d2e:edge",
+                "d2e",
+                "edge",
+                Breakdown(0.0, uplink_ms=8.0, rtt_ms=5.0, server_ms=edge_srv),
+                0.0,
+                13.0 + edge_srv,
+                edge_srv,
             ),
             Option(
-                "d2c:cloud", "d2c", "cloud", Breakdown(0.0, uplink_ms=8.0, rtt_ms=40.0, server_ms=5.0),
-                0.0, 53.0, 5.0,
+                "d2c:cloud",
+                "d2c",
+                "cloud",
+                Breakdown(0.0, uplink_ms=8.0, rtt_ms=40.0, server_ms=5.0),
+                0.0,
+                53.0,
+                5.0,
             ),
             Option(
-                "hybrid:edge", "hybrid", "edge",
+                "hybrid:edge",
+                "hybrid",
+                "edge",
                 Breakdown(local * 0.3, uplink_ms=2.0, rtt_ms=5.0, server_ms=edge_srv * 0.6),
-                0.0, local * 0.3 + 7.0 + edge_srv * 0.6, edge_srv * 0.6, ((d, local * 0.3),),
+                0.0,
+                local * 0.3 + 7.0 + edge_srv * 0.6,
+                edge_srv * 0.6,
+                ((d, local * 0.3),),
             ),
         ]
         if i > 0:  # D2D to the previous device
             nb = devices[i - 1]
             opts.append(
-                Option(f"d2d:{nb}", "d2d", nb, Breakdown(0.0, uplink_ms=3.0, rtt_ms=2.0, server_ms=local),
-                       0.0, 5.0 + local, local, ((nb, local),))
+                Option(
+                    f"d2d:{nb}",
+                    "d2d",
+                    nb,
+                    Breakdown(0.0, uplink_ms=3.0, rtt_ms=2.0, server_ms=local),
+                    0.0,
+                    5.0 + local,
+                    local,
+                    ((nb, local),),
+                )
             )
         options.append(opts)
     return FleetProblem(
@@ -93,9 +118,14 @@ def test_queue_wait_matches_mmc_by_hand() -> None:
     assert queue_wait_ms(res, 0.5) == pytest.approx(10.0)
     prob = _problem(0, n_dev=2, rate=10.0)
     plan = evaluate_assignment(prob, [1, 1])  # both on the edge server
-    util = 0.1 + 2 * 10.0 / 1000 * np.array(
-        [prob.options[0][1].server_ms, prob.options[1][1].server_ms]
-    ).sum() / 2
+    util = (
+        0.1
+        + 2
+        * 10.0
+        / 1000
+        * np.array([prob.options[0][1].server_ms, prob.options[1][1].server_ms]).sum()
+        / 2
+    )
     assert plan.utilization["edge"] == pytest.approx(util, abs=1e-6)
     level = prob.levels[np.searchsorted(prob.levels, util)]
     assert plan.wait_ms[0] == pytest.approx(queue_wait_ms(prob.resources["edge"], level))

@@ -374,7 +374,7 @@ def _infeasible(problem: FleetProblem) -> ConfigError:
         best = min(o.base.latency_ms for o in opts)
         if best > problem.deadlines_ms[d]:
             worst.append(
-                f"{problem.devices[d]} (best {best:.1f} ms > {problem.deadlines_ms[d]:g} ms)"
+                f"{problem.devices[d]} (best {best:.3g} ms > {problem.deadlines_ms[d]:g} ms)"
             )
     if worst:
         shown = ", ".join(worst[:5]) + (f" and {len(worst) - 5} more" if len(worst) > 5 else "")

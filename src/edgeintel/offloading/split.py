@@ -53,17 +53,18 @@ class SplitModel:
     device_nodes: int
 
 
-_INFERRED: dict[str, Any] = {}
+_EXTRACTORS: dict[str, Any] = {}
 
 
-def _inferred(path: str) -> Any:
+def _extractor(path: str) -> Any:
+    """An ``onnx.utils.Extractor`` over the shape-inferred model (the last one is kept)."""
     import onnx
 
     key = f"{path}:{Path(path).stat().st_mtime_ns}"
-    if key not in _INFERRED:
-        _INFERRED.clear()
-        _INFERRED[key] = onnx.shape_inference.infer_shapes(onnx.load(path))
-    return _INFERRED[key]
+    if key not in _EXTRACTORS:
+        _EXTRACTORS.clear()
+        _EXTRACTORS[key] = onnx.utils.Extractor(onnx.shape_inference.infer_shapes(onnx.load(path)))
+    return _EXTRACTORS[key]
 
 
 def split_model(
@@ -95,7 +96,7 @@ def split_model(
         return SplitModel(model_path, None, (), graph.input_name, outputs, graph.num_nodes)
     if not mask.any():
         return SplitModel(None, model_path, (graph.input_name,), graph.input_name, outputs, 0)
-    ex = onnx.utils.Extractor(_inferred(model_path))
+    ex = _extractor(model_path)
     try:
         head = ex.extract_model([graph.input_name], list(crossing))
         tail = ex.extract_model(list(crossing), list(outputs))
