@@ -172,16 +172,13 @@ def linear_costs(graph: LayerGraph, ctx: SplitContext) -> LinearCosts:
         return en
     w = ctx.latency_weight
     ref_l, ref_e = _refs(ctx)
+    a, b = w / ref_l, (1 - w) / ref_e
     return LinearCosts(
-        *(
-            w * x / ref_l + (1 - w) * y / ref_e
-            for x, y in zip(
-                (lat.device, lat.server, lat.comm, lat.down),
-                (en.device, en.server, en.comm, en.down),
-                strict=True,
-            )
-        ),
-        offload=w * lat.offload / ref_l + (1 - w) * en.offload / ref_e,
+        device=a * lat.device + b * en.device,
+        server=a * lat.server + b * en.server,
+        comm=a * lat.comm + b * en.comm,
+        down=a * lat.down + b * en.down,
+        offload=a * lat.offload + b * en.offload,
     )
 
 
