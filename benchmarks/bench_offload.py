@@ -379,7 +379,7 @@ def bench_mincut() -> dict[str, Any]:
         times.append((time.perf_counter() - t0) * 1e3)
     return {
         "small_graphs": total,
-        "equal_to_brute_force": equal,
+        "equal_to_brute_force": int(equal),
         "dag_nodes": g.num_nodes,
         "dag_edges": len(g.edges()),
         "decision_ms_median": float(np.median(times)),
