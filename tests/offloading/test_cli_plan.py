@@ -56,7 +56,7 @@ def test_plan_prints_a_table_and_writes_the_run(tmp_path: Path) -> None:
         (["--objective", "speed"], "--objective: Input should be 'latency', 'energy' or"),
         (["--placement", "magic"], "unknown placement policy 'magic'"),
         (["--split-after", "nope"], "unknown node 'nope'"),
-        (["--device-node", "/fc/Gemm"], "cannot be cut there"),
+        (["--device-node", "/13/Gemm"], "cannot be cut there"),
         (["--deadline-ms", "0.000001"], "deadline cannot be met: phone-0 (best"),
     ],
 )
