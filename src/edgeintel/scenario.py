@@ -37,6 +37,7 @@ from edgeintel.data.partition import PARTITIONERS
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
 from edgeintel.models.zoo import MODELS
+from edgeintel.offloading.settings import OffloadingSettings
 
 # Fraction, NonNegative, Positive: number types for the settings slots defined below
 from edgeintel.schema import (  # noqa: F401
@@ -164,10 +165,6 @@ class TaskSpec(_Strict):
 
 
 # --------------------------------------------------------------------------- settings
-
-
-class OffloadingSettings(_Strict):
-    pass
 
 
 class RuntimeSettings(_Strict):

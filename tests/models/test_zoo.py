@@ -20,6 +20,7 @@ from edgeintel.models import (
     make_session,
     onnx_predict,
 )
+from edgeintel.models.vision import VISION_MODELS
 
 SHAPES = {
     "image_cnn": (3, 16, 16),
@@ -73,7 +74,8 @@ def test_onnx_parity_and_metadata(family: str, tmp_path: Path) -> None:
 
 
 def test_registry_has_the_zoo() -> None:
-    assert set(SHAPES) == set(MODELS.names())
+    # the torchvision families (tests/models/test_vision.py) register beside the small zoo
+    assert set(SHAPES) | set(VISION_MODELS) == set(MODELS.names())
 
 
 def test_user_factory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,9 @@ from edgeintel.models.train import (
 )
 from edgeintel.models.zoo import MODELS, build_model, count_params
 
+# registers the torchvision families (mobilenet_v3_small, resnet18, googlenet) in MODELS
+from edgeintel.models import vision as _vision  # noqa: F401  # isort: skip
+
 __all__ = [
     "INPUT_NAME",
     "MODELS",

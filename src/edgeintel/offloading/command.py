@@ -1,0 +1,133 @@
+"""What ``edgeintel plan SCENARIO`` does, apart from printing: build or read the model,
+plan the fleet, optionally execute a requested cut, and write ``runs/<id>/plan.json``."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from pydantic import ValidationError
+
+from edgeintel.errors import ConfigError
+from edgeintel.offloading.scenario_plan import plan_scenario
+from edgeintel.offloading.settings import OffloadingSettings
+
+if TYPE_CHECKING:
+    from edgeintel.scenario import Scenario
+
+__all__ = ["PlanOutcome", "plan_command", "with_overrides"]
+
+
+@dataclass
+class PlanOutcome:
+    rows: list[dict[str, Any]]
+    path: Path
+    notes: list[str] = field(default_factory=list)
+
+
+def with_overrides(sc: Scenario, overrides: dict[str, Any]) -> Scenario:
+    """``sc`` with ``settings.offloading`` fields replaced (validated; one-line errors)."""
+    over = {k: v for k, v in overrides.items() if v is not None}
+    if not over:
+        return sc
+    raw = {**sc.settings.offloading.model_dump(exclude_unset=True), **over}
+    try:
+        st = OffloadingSettings.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "settings.offloading"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        raise ConfigError(f"--{where.replace('_', '-')}: {msg}") from None
+    return sc.model_copy(update={"settings": sc.settings.model_copy(update={"offloading": st})})
+
+
+def plan_command(
+    sc: Scenario,
+    runs_dir: Path,
+    run_id: str | None = None,
+    model: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    split_after: str | None = None,
+    device_nodes: list[str] | None = None,
+) -> PlanOutcome:
+    """Plan ``sc`` and write the run folder; see ``edgeintel plan --help``."""
+    from edgeintel.data import load_data
+    from edgeintel.models import build_model, export_onnx
+
+    sc = with_overrides(sc, overrides or {})
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(runs_dir) / (run_id or f"{stamp}-{sc.name}-plan")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    notes = []
+    if model is not None:
+        if not model.is_file() or model.suffix != ".onnx":
+            raise ConfigError(f"--model: expected an existing .onnx file, got {model}")
+        model_path = model
+        sample = None
+    else:
+        ds = load_data(sc.data, seed=sc.seed)
+        net = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+        art = export_onnx(net, ds.sample_shape, run_dir / "model.onnx", ds.classes)
+        model_path = Path(art.path)
+        sample = ds.x[:1]
+        notes.append(
+            f"model: {sc.task.model} on {ds.sample_shape} inputs (untrained weights: the plan "
+            "depends on compute and tensor sizes, not on the weights)"
+        )
+    result = plan_scenario(sc, model_path, run_dir / "offloading", sample=sample)
+    g = result.graph
+    forced = None
+    if split_after is not None:
+        forced = g.prefix_mask(g.index(split_after) + 1)
+    elif device_nodes:
+        from edgeintel.offloading.split import mask_from_nodes
+
+        forced = mask_from_nodes(g, device_nodes)
+    data = json.loads((run_dir / "offloading" / "plan.json").read_text())
+    if forced is not None:
+        from edgeintel.models.export import make_session
+        from edgeintel.offloading.split import SplitRunner, split_model
+
+        x = (
+            np.zeros((1, *g.input_shape), np.float32)
+            if sample is None
+            else np.asarray(sample, np.float32)
+        )
+        sm = split_model(model_path, g, forced, run_dir / "offloading" / "forced")
+        res = SplitRunner(sm, sc.settings.offloading.int8_intermediate).time(x, runs=10)
+        full = make_session(model_path).run(None, {g.input_name: x})[0]
+        diff = float(np.abs(res.outputs[0] - full).max())
+        data["forced_cut"] = {
+            "device_nodes": int(forced.sum()),
+            "crossing": list(sm.crossing),
+            "payload_bytes": res.payload_bytes,
+            "head_ms_here": res.head_ms,
+            "tail_ms_here": res.tail_ms,
+            "max_abs_diff": diff,
+        }
+        notes.append(
+            f"executed cut ({int(forced.sum())}/{g.num_nodes} nodes on the device): "
+            f"{res.payload_bytes} B payload, head {res.head_ms:.3g} ms + tail "
+            f"{res.tail_ms:.3g} ms here, max |diff| vs unsplit {diff:.3g}"
+        )
+    for e in result.executed:
+        notes.append(
+            f"executed chosen split {e['device_nodes']}/{g.num_nodes}: max |diff| vs unsplit "
+            f"{e['max_abs_diff']:.3g}, {e['payload_bytes']} B payload"
+        )
+    switches = sum(
+        1
+        for a, b in zip(
+            result.timeline, result.timeline[len(result.problem.devices) :], strict=False
+        )
+        if a["option"] != b["option"]
+    )
+    if len(result.timeline) > len(result.problem.devices):
+        notes.append(f"link traces: {switches} plan change(s) over the timeline")
+    path = run_dir / "plan.json"
+    path.write_text(json.dumps(data, indent=1, default=str))
+    return PlanOutcome(result.rows, path, notes)

@@ -1,0 +1,187 @@
+"""Per-layer compute profile of an ONNX model, measured with ONNX Runtime on this machine.
+
+``profile_model`` runs the model at batch 1 on one intra-op thread with ONNX
+Runtime's profiler and reads every node's kernel time. The profiling session
+uses the basic graph optimisations (constant folding, Conv+BN/Add fusions that
+keep node names) so each measured kernel maps to one node of the layer graph;
+nodes folded away cost 0. Rounds of ``runs_per_round`` inferences repeat until
+the sum of per-node medians moves by less than ``tolerance`` between rounds.
+Because the deployed sessions use all optimisations (layout transforms that
+rename nodes), the per-node times are finally scaled by one factor so that
+they sum to the whole model's measured p50 latency with those sessions.
+
+A ``ModelProfile`` scales to a device or server by its compute speed (1.0 =
+this machine); a profile measured on a real device is saved with that
+device's ``reference_speed`` and loaded instead (``ModelProfile.load``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeintel.errors import ConfigError, ModelError
+from edgeintel.inference.latency import measure_latency
+from edgeintel.models.export import file_sha256, make_session
+from edgeintel.offloading.graph import LayerGraph, load_layer_graph
+from edgeintel.offloading.transfer import serialize_tensors
+
+__all__ = ["ModelProfile", "measure_serialization", "profile_model"]
+
+
+@dataclass
+class ModelProfile:
+    """Per-node compute time (ms, at ``reference_speed``) and serialization throughput.
+
+    ``node_ms[i]`` belongs to ``node_names[i]`` of the layer graph; ``full_ms`` is
+    the whole model's p50 latency with a deployed session; ``rounds`` the
+    profiling rounds until stable; ``serialize_ms_per_mb`` /
+    ``int8_ms_per_mb`` the cost of turning 1 MB (10^6 bytes) of float32
+    intermediate into a payload, plain or int8-quantized.
+    """
+
+    model_sha256: str
+    node_names: list[str]
+    node_ms: list[float]
+    full_ms: float
+    raw_sum_ms: float
+    rounds: int
+    serialize_ms_per_mb: float
+    int8_ms_per_mb: float
+    reference_speed: float = 1.0
+    measured_on: str = "this machine"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def on(self, compute_speed: float) -> np.ndarray:
+        """Per-node ms on hardware of ``compute_speed`` (relative to this machine)."""
+        if compute_speed <= 0:
+            raise ConfigError(f"compute_speed must be > 0, got {compute_speed}")
+        return np.asarray(self.node_ms, dtype=float) * (self.reference_speed / compute_speed)
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(json.dumps(asdict(self), indent=1))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path, graph: LayerGraph | None = None) -> ModelProfile:
+        """Read a saved profile; with ``graph``, check it names the same nodes."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"profile file not found: {p}")
+        try:
+            prof = cls(**json.loads(p.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{p}: not a model profile ({exc})") from None
+        if graph is not None and list(graph.names) != list(prof.node_names):
+            raise ConfigError(f"{p}: the profile's nodes do not match {graph.path or 'the model'}")
+        return prof
+
+
+def _session(path: str, profile_prefix: str) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.enable_profiling = True
+    opts.profile_file_prefix = profile_prefix
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def measure_serialization(int8: bool, mbytes: float = 1.0, repeats: int = 20) -> float:
+    """Median ms to serialize ``mbytes`` MB of float32 activations (plain or int8)."""
+    x = np.random.default_rng(0).standard_normal(int(mbytes * 1e6 / 4)).astype(np.float32)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        serialize_tensors({"x": x}, int8=int8)
+        times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times)) / mbytes
+
+
+def profile_model(
+    path: str | Path,
+    sample: np.ndarray | None = None,
+    runs_per_round: int = 10,
+    min_rounds: int = 3,
+    max_rounds: int = 20,
+    tolerance: float = 0.02,
+    warmup: int = 5,
+    graph: LayerGraph | None = None,
+) -> ModelProfile:
+    """Measure every node's compute time (ms) with ONNX Runtime at 1 thread until stable.
+
+    ``sample``: one input with batch axis 1 (zeros of the model's input shape
+    by default). Stops after ``min_rounds`` once the total of per-node medians
+    changes by less than ``tolerance`` (relative) from the previous round, or
+    after ``max_rounds``.
+    """
+    if runs_per_round < 1 or min_rounds < 1 or max_rounds < min_rounds:
+        raise ConfigError("profiling needs runs_per_round >= 1 and 1 <= min_rounds <= max_rounds")
+    path = str(path)
+    graph = graph or load_layer_graph(path)
+    x = (
+        np.zeros((1, *graph.input_shape), dtype=np.float32)
+        if sample is None
+        else np.ascontiguousarray(sample, dtype=np.float32)
+    )
+    index = {n: i for i, n in enumerate(graph.names)}
+    samples: dict[int, list[float]] = {}
+    last_total: float | None = None
+    rounds = 0
+    with tempfile.TemporaryDirectory(prefix="edgeintel-prof-") as tmp:
+        for rounds in range(1, max_rounds + 1):
+            # ORT writes a profile once per session, so every round is a fresh session
+            sess = _session(path, os.path.join(tmp, f"r{rounds}"))
+            feed = {sess.get_inputs()[0].name: x}
+            for _ in range(warmup + runs_per_round):
+                sess.run(None, feed)
+            events = json.loads(Path(sess.end_profiling()).read_text())
+            seen: dict[int, int] = {}
+            for e in events:
+                if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+                    continue
+                i = index.get(e["name"][: -len("_kernel_time")])
+                if i is None:
+                    continue
+                seen[i] = seen.get(i, 0) + 1
+                if seen[i] > warmup:  # the warm-up runs come first in the trace
+                    samples.setdefault(i, []).append(e["dur"] / 1000.0)
+            total = sum(float(np.median(v)) for v in samples.values())
+            stable = last_total is not None and abs(total - last_total) <= tolerance * last_total
+            last_total = total
+            if rounds >= min_rounds and stable:
+                break
+    raw = np.zeros(graph.num_nodes)
+    for i, s in samples.items():
+        raw[i] = float(np.median(s))
+    if raw.sum() <= 0:
+        raise ModelError(f"{path}: ONNX Runtime's profile has no node timings")
+    full = measure_latency(make_session(path), x, runs=max(20, runs_per_round * 2), warmup=3)
+    node_ms = raw * (full.p50_ms / raw.sum())
+    return ModelProfile(
+        model_sha256=file_sha256(path),
+        node_names=list(graph.names),
+        node_ms=[float(v) for v in node_ms],
+        full_ms=float(full.p50_ms),
+        raw_sum_ms=float(raw.sum()),
+        rounds=rounds,
+        serialize_ms_per_mb=measure_serialization(False),
+        int8_ms_per_mb=measure_serialization(True),
+        extra={
+            "runs": rounds * runs_per_round,
+            "tolerance": tolerance,
+            "timed_nodes": len(samples),
+        },
+    )

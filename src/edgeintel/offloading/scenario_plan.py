@@ -1,0 +1,182 @@
+"""``plan_scenario``: profile a model, place a scenario's fleet, replay its link traces, and
+execute the chosen splits for real; what ``edgeintel plan`` and the ``offloading`` stage share."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeintel.models.export import make_session
+from edgeintel.offloading.adapt import AdaptivePolicy
+from edgeintel.offloading.graph import LayerGraph, load_layer_graph
+from edgeintel.offloading.placement import FleetPlan, FleetProblem, evaluate_assignment
+from edgeintel.offloading.planner import OffloadPlanner, baseline_choice, plan_rows, trace_times
+from edgeintel.offloading.profiler import ModelProfile, profile_model
+from edgeintel.offloading.split import SplitRunner, split_model
+
+if TYPE_CHECKING:
+    from edgeintel.scenario import Scenario
+
+__all__ = ["ScenarioPlan", "plan_scenario"]
+
+
+@dataclass
+class ScenarioPlan:
+    """A fleet plan with its baselines, the re-planning timeline and the executed-split check."""
+
+    graph: LayerGraph
+    profile: ModelProfile
+    problem: FleetProblem
+    plan: FleetPlan
+    baselines: dict[str, FleetPlan | None]
+    rows: list[dict[str, Any]]
+    timeline: list[dict[str, Any]] = field(default_factory=list)
+    executed: list[dict[str, Any]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        tiers: dict[str, int] = {}
+        for r in self.rows:
+            tiers[r["decision"]] = tiers.get(r["decision"], 0) + 1
+        out: dict[str, Any] = {
+            "decisions": ", ".join(f"{k} x{v}" for k, v in sorted(tiers.items())),
+            "mean latency (ms)": round(float(np.mean(self.plan.latency_ms)), 3),
+        }
+        for k, b in self.baselines.items():
+            if b is not None:
+                out[f"mean latency all-{k} (ms)"] = round(float(np.mean(b.latency_ms)), 3)
+        if self.executed:
+            out["executed split max |diff|"] = max(e["max_abs_diff"] for e in self.executed)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        s = self.plan
+        return {
+            "policy": s.policy,
+            "solve_ms": round(s.solve_ms, 3),
+            "objective": round(s.objective, 6),
+            "utilization": s.utilization,
+            "model": {
+                "nodes": self.graph.num_nodes,
+                "full_ms_here": round(self.profile.full_ms, 4),
+                "profile_rounds": self.profile.rounds,
+                "measured_on": self.profile.measured_on,
+            },
+            "devices": self.rows,
+            "baselines": {
+                k: None
+                if b is None
+                else {
+                    "mean_latency_ms": round(float(np.mean(b.latency_ms)), 3),
+                    "mean_energy_mj": round(float(np.mean(b.energy_j)) * 1e3, 3),
+                    "utilization": b.utilization,
+                }
+                for k, b in self.baselines.items()
+            },
+            "timeline": self.timeline,
+            "executed_splits": self.executed,
+            "summary": self.summary(),
+        }
+
+
+def plan_scenario(
+    sc: Scenario,
+    model_path: str | Path,
+    out_dir: str | Path,
+    sample: np.ndarray | None = None,
+    profile: ModelProfile | None = None,
+) -> ScenarioPlan:
+    """Plan ``sc`` for the ONNX model at ``model_path``; write profile.json and plan.json.
+
+    ``sample``: one model input (batch 1) used to profile and to execute the
+    chosen splits; zeros by default.
+    """
+    s = sc.settings.offloading
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    graph = load_layer_graph(model_path)
+    if profile is None:
+        if s.profile_file is not None:
+            profile = ModelProfile.load(s.profile_file, graph)
+        else:
+            profile = profile_model(model_path, sample, min_rounds=s.profile_rounds, graph=graph)
+    profile.save(out / "profile.json")
+    planner = OffloadPlanner(graph, profile, s)
+    problem, plan = planner.plan(sc)
+    baselines: dict[str, FleetPlan | None] = {}
+    for kind in ("local", "edge", "cloud"):
+        choice = baseline_choice(problem, sc, kind)
+        baselines[kind] = (
+            None if choice is None else evaluate_assignment(problem, choice, kind, strict=False)
+        )
+    result = ScenarioPlan(
+        graph, profile, problem, plan, baselines, plan_rows(problem, plan, baselines)
+    )
+    result.timeline = _timeline(planner, sc)
+    result.executed = _execute(
+        graph, problem, plan, model_path, out / "splits", sample, s.int8_intermediate
+    )
+    (out / "plan.json").write_text(json.dumps(result.to_json(), indent=1, default=str))
+    return result
+
+
+def _timeline(planner: OffloadPlanner, sc: Scenario) -> list[dict[str, Any]]:
+    """Per device, the option an ``AdaptivePolicy`` picks at every link change of the traces."""
+    policies = {d.name: AdaptivePolicy(planner.settings.hysteresis) for d in sc.expand_devices()}
+    rows = []
+    for t in trace_times(sc):
+        for d in sc.expand_devices():
+            opts = planner.options(sc, d, t)
+            chosen = policies[d.name].decide(opts)
+            rows.append(
+                {
+                    "t_s": t,
+                    "device": d.name,
+                    "option": chosen.label,
+                    "tier": chosen.tier,
+                    "latency_ms": round(chosen.base.latency_ms, 3),
+                    "best_ms": round(min(o.base.latency_ms for o in opts), 3),
+                }
+            )
+    return rows
+
+
+def _execute(
+    graph: LayerGraph,
+    problem: FleetProblem,
+    plan: FleetPlan,
+    model_path: str | Path,
+    out: Path,
+    sample: np.ndarray | None,
+    int8: bool,
+) -> list[dict[str, Any]]:
+    """Run each distinct chosen split (head -> payload -> tail) and compare with the full model."""
+    x = (
+        np.zeros((1, *graph.input_shape), dtype=np.float32)
+        if sample is None
+        else np.asarray(sample, dtype=np.float32)
+    )
+    full = make_session(model_path).run(None, {graph.input_name: x})[0]
+    done: dict[bytes, dict[str, Any]] = {}
+    for d, o in enumerate(plan.choice):
+        opt = problem.options[d][o]
+        mask = opt.mask if opt.mask is not None else graph.prefix_mask(opt.device_nodes)
+        key = np.packbits(mask).tobytes()
+        if key in done:
+            continue
+        k = int(mask.sum())
+        t0 = time.perf_counter()
+        sm = split_model(model_path, graph, mask, out / f"cut{k}")
+        res = SplitRunner(sm, int8=int8).run(x)
+        done[key] = {
+            "device_nodes": k,
+            "crossing": list(sm.crossing),
+            "payload_bytes": res.payload_bytes,
+            "max_abs_diff": float(np.abs(res.outputs[0] - full).max()),
+            "seconds": round(time.perf_counter() - t0, 3),
+        }
+    return list(done.values())
