@@ -354,6 +354,12 @@ def datasets() -> None:
     console.print(table)
 
 
+from edgeintel.runtime import commands as _runtime_commands  # noqa: E402
+
+app.command("serve")(_runtime_commands.serve_cmd)
+app.command("export-repo")(_runtime_commands.export_repo_cmd)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

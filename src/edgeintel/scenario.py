@@ -35,6 +35,7 @@ from pydantic import (
 )
 
 from edgeintel.errors import ConfigError
+from edgeintel.runtime.settings import RuntimeSettings
 
 __all__ = [
     "AggregationRuleName",
@@ -510,10 +511,6 @@ class OffloadingSettings(_Strict):
 
 
 class CachingSettings(_Strict):
-    pass
-
-
-class RuntimeSettings(_Strict):
     pass
 
 
