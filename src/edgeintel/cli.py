@@ -358,6 +358,7 @@ from edgeintel.runtime import commands as _runtime_commands  # noqa: E402
 
 app.command("serve")(_runtime_commands.serve_cmd)
 app.command("export-repo")(_runtime_commands.export_repo_cmd)
+app.command("device")(_runtime_commands.device_cmd)
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import yaml
 
 from edgeintel.errors import ConfigError
 
-__all__ = ["export_repo_cmd", "load_tokens", "serve_cmd"]
+__all__ = ["device_cmd", "export_repo_cmd", "load_tokens", "serve_cmd"]
 
 
 def load_tokens(path: Path | None) -> dict[str, str] | None:
@@ -93,3 +93,78 @@ def export_repo_cmd(
         mapping = {name: arts} if name else {Path(a.path).stem: a for a in arts}
         root = export_repository(mapping, out, max_batch_size)  # type: ignore[arg-type]
         console.print(f"[green]wrote[/] {root}: {json.dumps(sorted(mapping))}", highlight=False)
+
+
+def device_cmd(
+    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    device: Annotated[str, typer.Option(help="Device name, e.g. phone-0 (<group>-<i>).")],
+    onnx: Annotated[Path, typer.Option(help="The device's local (compressed) ONNX model.")],
+    store: Annotated[Path, typer.Option(help="SQLite store-and-forward file of this device.")],
+    server: Annotated[
+        str | None, typer.Option(help="host:port of the device's edge server (none: offline).")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model name on the server.")] = "model",
+    tier: Annotated[str, typer.Option(help="Placement: device, edge or cloud.")] = "device",
+    limit: Annotated[int, typer.Option(min=1, help="Stream indices 0..limit-1 to produce.")] = 100,
+    duration_s: Annotated[float | None, typer.Option(help="Stop producing after this.")] = None,
+    rate_hz: Annotated[
+        float | None, typer.Option(help="Override the stream rate (inputs per second).")
+    ] = None,
+    token: Annotated[str | None, typer.Option(help="Bearer token of this device.")] = None,
+    emulate_link: Annotated[
+        bool, typer.Option(help="Shape traffic like the device's scenario link.")
+    ] = False,
+    drain_timeout_s: Annotated[float, typer.Option(min=0)] = 30.0,
+) -> None:
+    """Run a device agent: replay its data, infer locally or offload, store and forward."""
+    from dataclasses import replace
+
+    from edgeintel.cli import _load, console, guard
+    from edgeintel.models.export import make_session
+    from edgeintel.runtime.agent import DeviceAgent, device_stream
+    from edgeintel.runtime.seams import StaticPlan, Tier
+    from edgeintel.runtime.store import DeviceStore
+    from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
+
+    with guard():
+        sc = _load(scenario, None)
+        try:
+            plan = StaticPlan(tier=Tier(tier))
+        except ValueError:
+            raise ConfigError(f"--tier: expected device, edge or cloud, got {tier!r}") from None
+        stream = device_stream(sc, device)
+        if rate_hz is not None:
+            if rate_hz <= 0:
+                raise ConfigError(f"--rate-hz must be > 0, got {rate_hz}")
+            stream = replace(stream, interval_s=1.0 / rate_hz)
+        transport: Transport | None = None
+        if server is not None:
+            transport = HttpTransport(server)
+            if emulate_link:
+                dev = next(d for d in sc.expand_devices() if d.name == device)
+                transport = LinkEmulator(transport, dev.link, seed=sc.seed)
+        settings = sc.settings.runtime
+        with DeviceStore(store, settings.store) as st:
+            agent = DeviceAgent(
+                device,
+                stream,
+                make_session(onnx),
+                st,
+                transport,
+                model=model,
+                plan=plan,
+                token=token,
+                settings=settings,
+            )
+            try:
+                stats = agent.run(limit, duration_s, drain_timeout_s)
+            finally:
+                if transport is not None:
+                    transport.close()
+            out = {
+                "device": device,
+                **stats.to_json(),
+                "store": dict(st.counters),
+                "undelivered": st.size,
+            }
+        console.print_json(json.dumps(out))
