@@ -62,6 +62,7 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"ort-{model.name}")
         self._outputs = [o.name for o in model.outputs]
         self._task: asyncio.Task[None] | None = None
+        self._rows = 0  # rows waiting in the queue
         self._closing = False
         self.batches = 0
 
@@ -76,7 +77,7 @@ class DynamicBatcher:
     async def close(self) -> None:
         """Finish every queued request, then stop the worker."""
         self._closing = True
-        self._arrived.set()
+        self._arrived.set()  # also ends a pending batch's wait: queued requests run now
         if self._task is not None:
             await self._task
         self._executor.shutdown(wait=True)
@@ -92,7 +93,10 @@ class DynamicBatcher:
         sig = tuple((k, v.dtype.str, v.shape[1:]) for k, v in sorted(feeds.items()))
         fut: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         self._queue.append(_Pending(feeds, rows, sig, time.perf_counter(), fut))
-        self._arrived.set()
+        self._rows += rows
+        # wake the worker only when it has something to decide: a first request, or a full batch
+        if len(self._queue) == 1 or self._rows >= self.max_rows:
+            self._arrived.set()
         return await fut
 
     def _take(self) -> list[_Pending]:
@@ -107,11 +111,8 @@ class DynamicBatcher:
             else:
                 keep.append(p)
         self._queue.extendleft(reversed(keep))
+        self._rows -= rows
         return batch
-
-    def _ready_rows(self) -> int:
-        sig = self._queue[0].signature
-        return sum(p.rows for p in self._queue if p.signature == sig)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -124,15 +125,13 @@ class DynamicBatcher:
                 continue
             if self.max_rows > 1 and not self._closing:
                 deadline = self._queue[0].arrived + self.delay_s
-                while self._ready_rows() < self.max_rows:
-                    left = deadline - time.perf_counter()
-                    if left <= 0:
-                        break
+                left = deadline - time.perf_counter()
+                if self._rows < self.max_rows and left > 0:
+                    # sleep until the deadline unless a full batch (or shutdown) wakes us first
                     self._arrived.clear()
-                    try:
-                        await asyncio.wait_for(self._arrived.wait(), left)
-                    except TimeoutError:
-                        break
+                    waker = asyncio.get_running_loop().call_later(left, self._arrived.set)
+                    await self._arrived.wait()
+                    waker.cancel()
             batch = self._take()
             try:
                 outs = await loop.run_in_executor(self._executor, self._run_batch, batch)

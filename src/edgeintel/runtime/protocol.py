@@ -204,6 +204,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         head = json.loads(body[:header_length])
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("request body is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError("request JSON is nested too deeply") from None
     if not isinstance(head, dict):
         raise ProtocolError("request body must be a JSON object")
     raw_inputs = head.get("inputs")

@@ -195,6 +195,9 @@ def build_app(
             resp = _error(400, str(exc))
         except QueueFull as exc:
             resp = _error(503, str(exc))
+        except Exception as exc:  # a bug: answer in the protocol's shape and log it
+            _event("error", endpoint=endpoint, error=f"{exc.__class__.__name__}: {exc}")
+            resp = _error(500, f"internal error: {exc.__class__.__name__}")
         metrics.requests.labels(endpoint, model, str(resp.status_code)).inc()
         return resp
 
@@ -300,7 +303,7 @@ def build_app(
         body = await read_body(request)
         try:
             msg = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise ProtocolError("request body is not valid JSON") from None
         if not isinstance(msg, dict) or not isinstance(msg.get("device"), str):
             raise ProtocolError("expected {'device': str, 'records': [...]}")

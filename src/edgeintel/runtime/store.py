@@ -30,7 +30,7 @@ from typing import Any
 from edgeintel.errors import EdgeIntelError
 from edgeintel.runtime.settings import OnFull, StoreSettings
 
-__all__ = ["DeviceStore", "StoreFull", "StoredResult"]
+__all__ = ["AppendTicket", "DeviceStore", "StoreFull", "StoredResult"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -61,13 +61,21 @@ class StoredResult:
 
 
 @dataclass
-class _Append:
+class AppendTicket:
+    """A queued append; ``wait()`` blocks until it is committed (durable)."""
+
     key: str
     t_s: float
     payload: str
     index: int | None
     done: threading.Event
     error: BaseException | None = None
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        if not self.done.wait(timeout_s):
+            raise TimeoutError(f"append of {self.key!r} not committed in {timeout_s} s")
+        if self.error is not None:
+            raise self.error
 
 
 class DeviceStore:
@@ -92,7 +100,7 @@ class DeviceStore:
         for k, v in self._db.execute("SELECT k, v FROM meta"):
             self.counters[k] = int(v)
         self._size = int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
-        self._queue: list[_Append] = []
+        self._queue: list[AppendTicket] = []
         self._cv = threading.Condition()
         self._closed = False
         self.commits = 0
@@ -107,15 +115,23 @@ class DeviceStore:
         """Durably append one result; returns after its commit. ``index`` (the stream
         position) is stored as ``next_index = index + 1`` in the same transaction, so a
         restarted agent resumes exactly after the last durable result."""
-        op = _Append(key, t_s, json.dumps(payload, separators=(",", ":")), index, threading.Event())
+        self.append_nowait(key, t_s, payload, index).wait()
+
+    def append_nowait(
+        self, key: str, t_s: float, payload: dict[str, Any], index: int | None = None
+    ) -> AppendTicket:
+        """Queue one append for the next group commit; the ticket's ``wait()`` returns once
+        it is durable (or raises ``StoreFull``). A producer that keeps going while its
+        results commit gets many results per fsync."""
+        op = AppendTicket(
+            key, t_s, json.dumps(payload, separators=(",", ":")), index, threading.Event()
+        )
         with self._cv:
             if self._closed:
                 raise EdgeIntelError(f"{self.path}: store is closed")
             self._queue.append(op)
             self._cv.notify()
-        op.done.wait()
-        if op.error is not None:
-            raise op.error
+        return op
 
     def _write_loop(self) -> None:
         window = self.settings.group_commit_ms / 1000
@@ -131,7 +147,7 @@ class DeviceStore:
                 ops, self._queue = self._queue, []
             self._commit(ops)
 
-    def _commit(self, ops: list[_Append]) -> None:
+    def _commit(self, ops: list[AppendTicket]) -> None:
         now = self._clock()
         with self._lock:
             db = self._db
