@@ -33,9 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import target, write_results
 from edgeintel.models import build_model, export_onnx, make_session
@@ -45,6 +43,8 @@ from edgeintel.runtime.settings import RuntimeSettings, StoreSettings
 from edgeintel.runtime.store import DeviceStore
 from edgeintel.runtime.transport import HttpTransport
 
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 CONCURRENCY = 64
 N_BATCHED = 10_000
 N_UNBATCHED = 4_000
