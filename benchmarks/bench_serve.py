@@ -198,7 +198,7 @@ def store_and_forward(tmp: Path, repo: Path, onnx: Path) -> dict[str, Any]:
     blocking32 = appends_per_s(tmp / "blocking.db", 32, 100, 2.0, pipelined=False)
     # one hour of results at the ingest rate, written with group commit
     backlog = int(BACKLOG_S * INGEST_HZ)
-    threads = 4
+    threads = 1  # the agent is one producer; it queues results and they commit in groups
     grouped = appends_per_s(tmp / "backlog.db", threads, backlog // threads, 2.0, pipelined=True)
     n = (backlog // threads) * threads
     sink = tmp / "sink.db"

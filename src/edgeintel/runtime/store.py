@@ -62,18 +62,24 @@ class StoredResult:
 
 @dataclass
 class AppendTicket:
-    """A queued append; ``wait()`` blocks until it is committed (durable)."""
+    """A queued append; ``wait()`` blocks until it is committed (durable).
+
+    Tickets share one condition variable per store (no lock or event per append): the
+    writer marks a whole group done and wakes the waiters once.
+    """
 
     key: str
     t_s: float
     payload: str
     index: int | None
-    done: threading.Event
+    _cv: threading.Condition
+    done: bool = False
     error: BaseException | None = None
 
     def wait(self, timeout_s: float | None = None) -> None:
-        if not self.done.wait(timeout_s):
-            raise TimeoutError(f"append of {self.key!r} not committed in {timeout_s} s")
+        with self._cv:
+            if not self._cv.wait_for(lambda: self.done, timeout_s):
+                raise TimeoutError(f"append of {self.key!r} not committed in {timeout_s} s")
         if self.error is not None:
             raise self.error
 
@@ -102,6 +108,7 @@ class DeviceStore:
         self._size = int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
         self._queue: list[AppendTicket] = []
         self._cv = threading.Condition()
+        self._done = threading.Condition()
         self._closed = False
         self.commits = 0
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
@@ -123,9 +130,7 @@ class DeviceStore:
         """Queue one append for the next group commit; the ticket's ``wait()`` returns once
         it is durable (or raises ``StoreFull``). A producer that keeps going while its
         results commit gets many results per fsync."""
-        op = AppendTicket(
-            key, t_s, json.dumps(payload, separators=(",", ":")), index, threading.Event()
-        )
+        op = AppendTicket(key, t_s, json.dumps(payload, separators=(",", ":")), index, self._done)
         with self._cv:
             if self._closed:
                 raise EdgeIntelError(f"{self.path}: store is closed")
@@ -155,7 +160,24 @@ class DeviceStore:
             size = self._size
             try:
                 db.execute("BEGIN IMMEDIATE")
-                for op in ops:
+                if size + len(ops) <= self.settings.max_records:
+                    # common case, room for all: one executemany for the whole group
+                    cur = db.executemany(
+                        "INSERT OR IGNORE INTO pending (key, t_s, created_s, payload) "
+                        "VALUES (?, ?, ?, ?)",
+                        [(op.key, op.t_s, now, op.payload) for op in ops],
+                    )
+                    size += cur.rowcount
+                    self.counters["appended"] += cur.rowcount
+                    indices = [op.index for op in ops if op.index is not None]
+                    if indices:
+                        self.counters["next_index"] = max(
+                            self.counters["next_index"], max(indices) + 1
+                        )
+                    ops_slow: list[AppendTicket] = []
+                else:
+                    ops_slow = ops
+                for op in ops_slow:
                     if size >= self.settings.max_records:
                         if self.settings.on_full is OnFull.REJECT_NEW:
                             op.error = StoreFull(
@@ -186,8 +208,10 @@ class DeviceStore:
                 self.counters = saved
                 for op in ops:
                     op.error = op.error or exc
-        for op in ops:
-            op.done.set()
+        with self._done:
+            for op in ops:
+                op.done = True
+            self._done.notify_all()
 
     def _save_counters(self) -> None:
         self._db.executemany(
