@@ -85,6 +85,7 @@ class AgentStats:
     placements: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     correct: int = 0
+    timeline: list[tuple[float, str]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         lat = {
@@ -148,7 +149,9 @@ class DeviceAgent:
         self._offload_blocked_until = -1.0
         self.stats = AgentStats()
         self._stop = threading.Event()
+        self._halt = threading.Event()
         self.forward_errors = 0
+        self.started: float | None = None
 
     # ------------------------------------------------------------------ inference
 
@@ -220,14 +223,18 @@ class DeviceAgent:
                 fwd.join(timeout=30)
         return self.stats
 
+    def halt(self) -> None:
+        """Stop producing (the forwarder still drains within ``run``'s drain timeout)."""
+        self._halt.set()
+
     def _produce(self, limit: int, duration_s: float | None) -> None:
         n = len(self.stream.inputs)
         start = self.store.next_index
-        t0 = self._clock()
+        t0 = self.started = self._clock()
         for k, i in enumerate(range(start, limit)):
             due = t0 + k * self.stream.interval_s
             now = self._clock()
-            if duration_s is not None and now - t0 >= duration_s:
+            if self._halt.is_set() or (duration_s is not None and now - t0 >= duration_s):
                 break
             if due > now:
                 self._sleep(due - now)
@@ -249,6 +256,7 @@ class DeviceAgent:
             s.correct += int(label == truth)
             s.placements[placement] = s.placements.get(placement, 0) + 1
             s.latency_ms.setdefault(placement, []).append(ms)
+            s.timeline.append((self._clock() - t0, placement))
 
     def _forward_loop(self) -> None:
         assert self.transport is not None

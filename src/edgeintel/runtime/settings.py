@@ -13,7 +13,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-__all__ = ["BatchingSettings", "OnFull", "RuntimeSettings", "ServerSettings", "StoreSettings"]
+__all__ = [
+    "BatchingSettings",
+    "DeploySettings",
+    "OnFull",
+    "Placement",
+    "RuntimeSettings",
+    "ServerSettings",
+    "StoreSettings",
+]
 
 
 class _Strict(BaseModel):
@@ -67,6 +75,28 @@ class StoreSettings(_Strict):
     forward_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
 
 
+class Placement(StrEnum):
+    """Where every device's inference runs in a deployed run (until the offloading
+    planner gives a plan per device)."""
+
+    DEVICE = "device"
+    EDGE = "edge"
+
+
+class DeploySettings(_Strict):
+    """``edgeintel run`` deploys the scenario on this machine when ``enabled``: one server
+    process per serving node (edge servers with devices attached, or the cloud), device
+    agents for ``duration_s`` seconds, links emulated from the scenario when
+    ``emulate_links``. ``max_devices`` caps the agents (None: every device)."""
+
+    enabled: bool = False
+    duration_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    placement: Placement = Placement.EDGE
+    emulate_links: bool = True
+    max_devices: Annotated[int, Field(ge=1)] | None = None
+    drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 15.0
+
+
 class RuntimeSettings(_Strict):
     """Everything the running system (servers and device agents) reads from a scenario.
 
@@ -80,3 +110,4 @@ class RuntimeSettings(_Strict):
     store: StoreSettings = StoreSettings()
     rate_hz: Annotated[float, Field(gt=0, le=100_000)] = 10.0
     offload_timeout_ms: Annotated[float, Field(gt=0)] = 500.0
+    deploy: DeploySettings = DeploySettings()
