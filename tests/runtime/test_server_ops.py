@@ -184,7 +184,7 @@ def test_results_ingest_is_idempotent(digits_repo: Path, tmp_path: Path) -> None
 @pytest.mark.slow
 def test_graceful_shutdown_finishes_in_flight(digits_repo: Path, tmp_path: Path) -> None:
     srv = ServerProcess(
-        digits_repo, tmp_path, "--max-batch-size", "64", "--max-queue-delay-us", "1500000"
+        digits_repo, tmp_path, "--max-batch-size", "64", "--max-queue-delay-us", "3000000"
     )
     body, hl = encode_request({"input": sample_digits(1)})
     results: list[int] = []
@@ -204,10 +204,16 @@ def test_graceful_shutdown_finishes_in_flight(digits_repo: Path, tmp_path: Path)
         threads = [threading.Thread(target=call) for _ in range(4)]
         for t in threads:
             t.start()
-        # requests wait 1.5 s in the batcher; SIGTERM arrives while they are in flight
+        # requests wait 3 s in the batcher; SIGTERM arrives once all 4 are queued
         import time
 
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stats = httpx.get(f"http://{srv.url}/v2/stats").json()
+            if stats["queue_depth"] == 4:
+                break
+            time.sleep(0.02)
+        assert stats["queue_depth"] == 4
         assert srv.proc is not None
         srv.proc.send_signal(signal.SIGTERM)
         for t in threads:

@@ -6,7 +6,7 @@ Endpoints (KServe / Triton HTTP/REST, with the binary-data extension):
 * ``GET /v2/models/{name}[/versions/{v}]`` metadata, ``.../ready``
 * ``POST /v2/models/{name}[/versions/{v}]/infer``
 * ``POST /v1/results`` (devices forward their stored results; idempotent by key)
-* ``GET /metrics`` (Prometheus)
+* ``GET /metrics`` (Prometheus), ``GET /v2/stats`` (JSON) and ``GET /dashboard`` (live page)
 
 Errors are ``{"error": "..."}`` with a 4xx status (503 when a queue is full
 or the node is shutting down). With tokens configured, model and result
@@ -42,6 +42,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from edgeintel.runtime.batching import DynamicBatcher, QueueFull
+from edgeintel.runtime.dashboard import DASHBOARD_HTML, LiveStats
 from edgeintel.runtime.protocol import (
     HEADER_LENGTH,
     ProtocolError,
@@ -133,6 +134,7 @@ def build_app(
     use_cache = getattr(cache, "enabled", True)
     token_to_device = {t: d for d, t in (tokens or {}).items()}
     metrics = _Metrics()
+    board = LiveStats()
     batchers: dict[tuple[str, str], DynamicBatcher] = {}
     state: dict[str, Any] = {"ready": False, "sink": None}
 
@@ -141,7 +143,12 @@ def build_app(
         b = batchers.get(key)
         if b is None:
             hist = metrics.batch.labels(model.name)
-            b = DynamicBatcher(model, settings.batching, on_batch=hist.observe)
+
+            def on_batch(rows: int) -> None:
+                hist.observe(rows)
+                board.batch(rows)
+
+            b = DynamicBatcher(model, settings.batching, on_batch=on_batch)
             b.start()
             batchers[key] = b
             metrics.queue.labels(model.name).set_function(lambda: float(b.depth))
@@ -199,6 +206,8 @@ def build_app(
             _event("error", endpoint=endpoint, error=f"{exc.__class__.__name__}: {exc}")
             resp = _error(500, f"internal error: {exc.__class__.__name__}")
         metrics.requests.labels(endpoint, model, str(resp.status_code)).inc()
+        if endpoint == "infer" and resp.status_code != 200:
+            board.request(getattr(request.state, "device", None), 0.0, False, False)
         return resp
 
     # ------------------------------------------------------------------ endpoints
@@ -257,7 +266,7 @@ def build_app(
 
     async def _infer(request: Request) -> Response:
         t0 = time.perf_counter()
-        authorize(request)
+        request.state.device = authorize(request)
         model = find(request)
         if not state["ready"]:
             raise _Failure(503, "server is not ready")
@@ -274,6 +283,7 @@ def build_app(
                 raise ProtocolError(f"unknown output(s) {unknown}; model has {out_names}")
         key = tensor_key(model.name, model.version, feeds) if use_cache else None
         outs = cache.get(key) if key is not None else None
+        hit = outs is not None
         if outs is not None:
             metrics.cache_hits.labels(model.name).inc()
         else:
@@ -289,7 +299,9 @@ def build_app(
         selected = {n: outs[n] for n in wanted}
         binary = set(selected) if req.binary_all else req.binary_outputs
         payload, header_len = encode_response(model.name, model.version, selected, binary, req.id)
-        metrics.latency.labels(model.name).observe(time.perf_counter() - t0)
+        elapsed = time.perf_counter() - t0
+        metrics.latency.labels(model.name).observe(elapsed)
+        board.request(request.state.device, elapsed * 1000, True, hit)
         if header_len is None:
             return Response(payload, media_type="application/json")
         return Response(
@@ -324,9 +336,16 @@ def build_app(
         accepted, dup = await asyncio.get_running_loop().run_in_executor(
             None, sink.ingest, msg["device"], records
         )
+        board.results(msg["device"], accepted, dup)
         metrics.results.labels(msg["device"], "stored").inc(accepted)
         metrics.results.labels(msg["device"], "duplicate").inc(dup)
         return _json({"accepted": accepted, "duplicates": dup})
+
+    async def stats(request: Request) -> Response:
+        return _json(board.snapshot(sum(b.depth for b in batchers.values())))
+
+    async def dashboard(request: Request) -> Response:
+        return Response(DASHBOARD_HTML, media_type="text/html")
 
     async def metrics_endpoint(request: Request) -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
@@ -368,6 +387,8 @@ def build_app(
         Route("/v2/health/live", live, methods=["GET"]),
         Route("/v2/health/ready", ready, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/v2/stats", stats, methods=["GET"]),
+        Route("/dashboard", dashboard, methods=["GET"]),
         Route("/v1/results", wrap("results", _results), methods=["POST"]),
     ]
     for base in (m, mv):
@@ -380,6 +401,7 @@ def build_app(
         routes=routes, lifespan=lifespan, exception_handlers={HTTPException: on_http_error}
     )
     app.state.metrics = metrics
+    app.state.live = board
     app.state.sink = state
     app.state.batchers = batchers
     return app
