@@ -51,6 +51,7 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     assert rt["devices"] == 3
     assert rt["produced"] >= 3 * 40  # 3 s at 20/s per device, with slack for a busy machine
     assert rt["delivered"] == rt["produced"] and rt["undelivered"] == 0
+    assert rt["kept_on_devices"] == 0 and rt["dropped_expired_rejected"] == 0
     assert rt["placements"].get("edge", 0) > 0
     assert rt["latency_by_placement"]["edge"]["p50_ms"] > 10  # the link's 10 ms RTT at least
     assert all(link["bytes_up"] > 0 for link in rt["links"].values())

@@ -35,6 +35,16 @@ from edgeintel.pipeline.core import RunContext, Stage, register_stage
 __all__ = ["RuntimeStage"]
 
 
+def _die_with_parent() -> None:
+    """In the child (Linux): get SIGTERM when the parent dies, even by SIGKILL, so no
+    server outlives the run (elsewhere the ``finally`` in the stage is the only guard)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -66,7 +76,9 @@ class _Node:
         env = dict(os.environ, OMP_NUM_THREADS="1")
         env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
         with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log, env=env)
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=log, env=env, preexec_fn=_die_with_parent
+            )
 
     def wait_ready(self, timeout_s: float = 60.0) -> None:
         import httpx
@@ -221,6 +233,11 @@ class RuntimeStage(Stage):
         for node in nodes.values():
             delivered.update(node.delivered())
         produced = {a.name: store.counters["appended"] for a, store, _ in agents}
+        kept = sum(store.size for _, store, _ in agents)  # still queued on the devices
+        lost = sum(
+            store.counters["dropped"] + store.counters["expired"] + store.counters["rejected"]
+            for _, store, _ in agents
+        )
         for _, store, _ in agents:
             store.close()
         by_placement: dict[str, list[float]] = {}
@@ -246,6 +263,9 @@ class RuntimeStage(Stage):
             "produced": total_produced,
             "delivered": sum(delivered.get(a.name, 0) for a, _, _ in agents),
             "undelivered": total_produced - sum(delivered.get(a.name, 0) for a, _, _ in agents),
+            "kept_on_devices": kept,
+            "dropped_expired_rejected": lost,
+            "fallbacks": sum(a.stats.placements.get("device_fallback", 0) for a, _, _ in agents),
             "throughput_per_s": round(total_produced / dep.duration_s, 3),
             "latency_by_placement": {k: _percentiles(v) for k, v in by_placement.items()},
             "placements": {k: len(v) for k, v in by_placement.items()},
