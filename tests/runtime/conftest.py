@@ -3,7 +3,6 @@ process on loopback (free port, stopped in ``finally``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -140,8 +139,6 @@ class ServerProcess:
 @pytest.fixture(scope="module")
 def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("server")
-    tokens = tmp / "tokens.json"
-    tokens.write_text(json.dumps({}))
     srv = ServerProcess(model_repo, tmp, "--sink", str(tmp / "sink.db"))
     try:
         yield srv.start()
