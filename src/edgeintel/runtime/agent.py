@@ -14,6 +14,7 @@ agent resumes at the store's ``next_index``.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -268,8 +269,6 @@ class DeviceAgent:
             if not batch:
                 self._stop.wait(0.02)
                 continue
-            import json
-
             body = json.dumps(
                 {"device": self.name, "records": [r.to_json() for r in batch]},
                 separators=(",", ":"),

@@ -290,7 +290,7 @@ def build_app(
             try:
                 outs = await batcher(model).infer(feeds)
             except QueueFull:
-                raise
+                raise  # answered 503 by the handler
             except Exception as exc:  # ONNX Runtime rejected the tensors
                 raise _Failure(400, f"inference failed: {exc.__class__.__name__}: {exc}") from None
             if key is not None:
