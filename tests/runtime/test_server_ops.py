@@ -224,3 +224,41 @@ def test_graceful_shutdown_finishes_in_flight(digits_repo: Path, tmp_path: Path)
         srv.stop()
     assert results == [200] * 4
     assert '"event": "serve.stopped"' in srv.log.read_text()
+
+
+class DictCache:
+    """A minimal exact result cache standing in for edgeintel.caching's (seam test)."""
+
+    def __init__(self) -> None:
+        self.store: dict[str, dict[str, np.ndarray]] = {}
+
+    def get(self, key: str) -> dict[str, np.ndarray] | None:
+        return self.store.get(key)
+
+    def put(self, key: str, outputs: dict[str, np.ndarray]) -> None:
+        self.store[key] = outputs
+
+
+def test_result_cache_seam_serves_repeats_without_inference(digits_repo: Path) -> None:
+    cache = DictCache()
+    app = build_app(ModelRepository(digits_repo), cache=cache)
+    x = sample_digits(2)
+    same, hl = encode_request({"input": x[:1]})
+    other, hl2 = encode_request({"input": x[1:]})
+
+    async def fn(c: httpx.AsyncClient) -> None:
+        url = "/v2/models/digits/infer"
+        outs = []
+        for body, h in ((same, hl), (same, hl), (other, hl2), (same, hl)):
+            r = await c.post(url, content=body, headers={"Inference-Header-Content-Length": str(h)})
+            assert r.status_code == 200
+            outs.append(
+                decode_response(r.content, int(r.headers["Inference-Header-Content-Length"]))
+            )
+        np.testing.assert_array_equal(outs[0]["logits"], outs[1]["logits"])
+        assert len(cache.store) == 2
+        stats = (await c.get("/v2/stats")).json()
+        assert stats["cache_hit_ratio"] == 0.5 and stats["batches"] == 2  # 2 ORT calls for 4
+        assert 'edgeintel_cache_hits_total{model="digits"} 2.0' in (await c.get("/metrics")).text
+
+    asyncio.run(_with_app(app, fn))
