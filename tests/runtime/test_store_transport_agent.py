@@ -210,3 +210,26 @@ def test_agent_falls_back_then_delivers_backlog(digits_repo: Path, tmp_path: Pat
         store.close()
     finally:
         transport.close()
+
+
+class EveryOther:
+    """A redundancy filter standing in for edgeintel.caching's (seam test)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def should_process(self, x: np.ndarray) -> bool:
+        self.calls += 1
+        return self.calls % 2 == 1
+
+
+def test_redundancy_filter_seam_skips_inputs(digits_repo: Path, tmp_path: Path) -> None:
+    repo = ModelRepository(digits_repo)
+    with DeviceStore(tmp_path / "f.db") as store:
+        agent = DeviceAgent(
+            "cam-0", _stream(), repo.get("digits").session, store, None, filter=EveryOther()
+        )
+        stats = agent.run(limit=20)
+        assert stats.produced == 10 and stats.skipped == 10
+        assert [r.key for r in store.pending(3)] == ["cam-0:0", "cam-0:2", "cam-0:4"]
+        assert stats.placements == {"device": 10}
