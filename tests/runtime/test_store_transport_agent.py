@@ -233,3 +233,46 @@ def test_redundancy_filter_seam_skips_inputs(digits_repo: Path, tmp_path: Path) 
         assert stats.produced == 10 and stats.skipped == 10
         assert [r.key for r in store.pending(3)] == ["cam-0:0", "cam-0:2", "cam-0:4"]
         assert stats.placements == {"device": 10}
+
+
+def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
+    """Head = the digits CNN (device), tail = softmax over its logits (server)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeintel.models.export import make_session
+
+    head = digits_onnx(tmp_path / "head.onnx")
+    graph = helper.make_graph(
+        [helper.make_node("Softmax", ["logits"], ["probs"], axis=1)],
+        "tail",
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", 10])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "tail.onnx")
+    root = tmp_path / "repo"
+    add_model(root, "digits_tail_7", tmp_path / "tail.onnx")
+    app = build_app(ModelRepository(root))
+    transport = MemoryTransport(app)
+    try:
+        with DeviceStore(tmp_path / "s.db") as store:
+            session = make_session(head)
+            agent = DeviceAgent(
+                "phone-3",
+                _stream(),
+                session,
+                store,
+                transport,
+                plan=StaticPlan(tier=Tier.EDGE, split=7, tail_model="digits_tail_7"),
+                head_session=session,
+            )
+            x = _stream().inputs[0]
+            probs, placement, _ = agent.infer(x)
+            assert placement == "edge"
+            logits = session.run(None, {"input": x[None]})[0][0]
+            want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            np.testing.assert_allclose(probs, want, rtol=1e-5)
+    finally:
+        transport.close()

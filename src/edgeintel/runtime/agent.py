@@ -111,7 +111,10 @@ class AgentStats:
 class DeviceAgent:
     """One device: a producer loop (sense -> filter -> infer -> store) and a forwarder thread.
 
-    ``session`` runs the local model (input name from the session). ``transport``
+    ``session`` runs the local model (input name from the session). For a split plan
+    (``plan.split`` set) ``head_session`` runs the head on the device and its output
+    goes to ``plan.tail_model`` on the server (input ``tail_input``, default the head's
+    output name); on failure the whole local model runs instead. ``transport``
     reaches the device's server (None: no server, results stay in the store).
     ``plan`` and ``filter`` come from the offloading and caching components;
     defaults run everything locally and process every input.
@@ -132,6 +135,8 @@ class DeviceAgent:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         retry_after_s: float = 1.0,
+        head_session: Any = None,
+        tail_input: str | None = None,
     ) -> None:
         self.name = name
         self.stream = stream
@@ -147,6 +152,9 @@ class DeviceAgent:
         self._clock = clock
         self._sleep = sleep
         self.retry_after_s = retry_after_s
+        # split plans: the device runs the head and posts its output to the tail model
+        self.head_session = head_session
+        self.tail_input = tail_input
         self._offload_blocked_until = -1.0
         self.stats = AgentStats()
         self._stop = threading.Event()
@@ -161,7 +169,13 @@ class DeviceAgent:
 
     def _offload(self, x: np.ndarray) -> np.ndarray:
         assert self.transport is not None
-        body, hl = encode_request({self.input_name: x[None]}, binary=True)
+        if self.plan.split is not None and self.head_session is not None:
+            head_in = self.head_session.get_inputs()[0].name
+            sent = self.head_session.run(None, {head_in: x[None]})[0]
+            name = self.tail_input or self.head_session.get_outputs()[0].name
+        else:
+            sent, name = x[None], self.input_name
+        body, hl = encode_request({name: np.ascontiguousarray(sent)}, binary=True)
         headers = dict(self.headers)
         if hl is not None:
             headers["Inference-Header-Content-Length"] = str(hl)
