@@ -38,6 +38,7 @@ from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
 from edgeintel.models.zoo import MODELS
 from edgeintel.offloading.settings import OffloadingSettings
+from edgeintel.runtime.settings import RuntimeSettings
 
 # Fraction, NonNegative, Positive: number types for the settings slots defined below
 from edgeintel.schema import (  # noqa: F401
@@ -165,10 +166,6 @@ class TaskSpec(_Strict):
 
 
 # --------------------------------------------------------------------------- settings
-
-
-class RuntimeSettings(_Strict):
-    pass
 
 
 class Settings(_Strict):
