@@ -23,8 +23,10 @@ from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference.compress import CompressionResult
 from edgeintel.inference.devices import (
     ProfileChoice,
+    calibration_free,
     choose_for_profiles,
     front_rows,
+    onnx_accuracy,
     pareto_figure,
     search_space_for,
 )
@@ -104,7 +106,7 @@ def compress_target(
     on_step: Callable[[str], None] | None = None,
 ) -> CompressOutcome:
     """Compress a scenario's model or an ONNX file for device profiles; see module docstring."""
-    from edgeintel.data import load_data, load_dataset, train_test_split
+    from edgeintel.data import fit_standardizer, load_data, run_splits
     from edgeintel.scenario import load_scenario
 
     say = on_step or (lambda _msg: None)
@@ -113,6 +115,7 @@ def compress_target(
     recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
     suffix = path.suffix.lower()
     family = width = None
+    fit_x = fit_y = None
     if suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
         from edgeintel.training.local import TrainConfig, train_model
@@ -120,7 +123,21 @@ def compress_target(
         sc = load_scenario(path)
         seed = sc.seed if seed is None else seed
         ds = load_data(sc.data, seed=seed)
-        tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=seed)
+        sp = run_splits(
+            ds.y,
+            ds.groups,
+            test_fraction=sc.data.test_fraction,
+            validation_fraction=sc.data.validation_fraction,
+            server_fraction=sc.data.server_fraction,
+            kind=sc.data.split,
+            sequential=bool(ds.extra.get("sequential")),
+            blocks=sc.data.segment_blocks,
+            gap=sc.data.segment_gap,
+            seed=seed,
+        )
+        if ds.extra.get("standardize") == "per_channel":
+            ds.x = fit_standardizer(ds.x[sp.train]).apply(ds.x)
+        tr, val, te = sp.train, sp.val, sp.test
         t = sc.settings.training
         family, width = sc.task.model, sc.task.width
         model: Any = build_model(family, ds.sample_shape, ds.num_classes, width=width, seed=seed)
@@ -132,16 +149,21 @@ def compress_target(
             TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
             seed=seed,
         )
+        fit_x, fit_y = ds.x[tr], ds.y[tr]  # trained centrally here: its own training split
         profiles = dict(sc.device_profiles)
         settings = sc.settings.inference.compress
         onnx_only = False
     elif suffix == ".onnx":
         load_onnx(path)  # missing or corrupt file -> ModelError
-        if dataset is None:
-            raise ConfigError("--dataset: an ONNX model needs a bundled dataset to calibrate on")
-        seed = 0 if seed is None else seed
-        ds = load_dataset(dataset)
-        tr, te = train_test_split(ds.y, 0.25, seed=seed)
+        ds, sp, fit_role = _recorded_split(path, dataset)
+        tr, val, te = sp.train, sp.val, sp.test
+        if fit_role == "server":
+            tr = sp.server
+        if len(tr):
+            fit_x, fit_y = ds.x[tr], ds.y[tr]
+        say(f"{ds.name}: evaluating on the recorded test split ({len(te)} samples), selecting "
+            f"on its validation split ({len(val)}), calibrating on the {fit_role} split "
+            f"({len(tr)})")  # fmt: skip
         model = path
         name = (devices or ["device"])[0]
         if not compute_speed > 0:
@@ -178,13 +200,15 @@ def compress_target(
         space_list = recipe_list
     else:
         space_list = search_space_for(settings, onnx_only=onnx_only)
+    if fit_x is None:
+        space_list = calibration_free(space_list)
     say(f"measuring {len(space_list)} candidates")
     results = run_candidates(
         model,
         space_list,
-        (ds.x[tr], ds.y[tr]),
-        ds.x[tr][:256],
-        eval_data=(ds.x[te], ds.y[te]),
+        (fit_x, fit_y) if fit_x is not None else (ds.x[val], ds.y[val]),
+        None if fit_x is None else fit_x[:256],
+        eval_data=(ds.x[val], ds.y[val]),  # selection on validation
         measure=MeasureConfig(runs=runs, warmup=max(1, runs // 10)),
         labels=ds.classes,
         family=family,
@@ -192,7 +216,11 @@ def compress_target(
         workdir=out / "candidates",
         seed=seed,
     )
-    choices = choose_for_profiles(results, profiles, settings, out)
+    x_te, y_te = ds.x[te], ds.y[te]
+    test_acc = {r.recipe.name: onnx_accuracy(r.artifact.path, x_te, y_te) for r in results}
+    choices = choose_for_profiles(
+        results, profiles, settings, out, extra={"accuracy_split": "validation"}
+    )
     figures = []
     for name, ch in choices.items():
         fig = pareto_figure(ch.search, f"{path.name}: candidates on {name}")
@@ -206,15 +234,85 @@ def compress_target(
     section = {
         "target": str(path),
         "dataset": ds.name,
-        "per_profile": {
-            k: {**v.to_json(), "table": front_rows(v.search)} for k, v in choices.items()
+        "splits": {
+            "validation": len(val),
+            "test": len(te),
+            "fit": 0 if fit_y is None else len(fit_y),
         },
-        "candidates": [r.summary_json() for r in results],
+        "per_profile": {
+            k: {
+                **v.to_json(),
+                "test_accuracy": test_acc[v.search.chosen.label] if v.search.chosen else None,
+                "table": front_rows(v.search),
+            }
+            for k, v in choices.items()
+        },
+        "candidates": [
+            {**r.summary_json(), "test_accuracy": test_acc[r.recipe.name]} for r in results
+        ],
     }
     (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
     report = out / "report.html"
     report.write_text(_report_html(section, figures))
     return CompressOutcome(results, choices, out, report)
+
+
+def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
+    """The dataset and split recorded in the model's metadata, reproduced; refuse without one.
+
+    Returns (dataset, splits, fit role): ``train`` for a centrally trained model,
+    ``server`` for an edge-trained one (its training data stayed on the devices).
+    """
+    from edgeintel.data import Standardizer, load_data, run_splits
+    from edgeintel.data.provenance import CENTRAL_TRAIN, index_digest
+    from edgeintel.scenario import DataSpec
+
+    meta = path.with_suffix(".json")
+    record = None
+    extra: dict[str, Any] = {}
+    if meta.is_file():
+        try:
+            extra = json.loads(meta.read_text()).get("extra") or {}
+        except (json.JSONDecodeError, AttributeError):
+            raise ConfigError(f"{meta}: not a readable model metadata record") from None
+        record = extra.get("data_split")
+    if not isinstance(record, dict):
+        raise ConfigError(
+            f"{meta}: no record of the data split {path.name} was trained on (written by "
+            "`edgeintel run` at export); without it held-out accuracy cannot be measured"
+        )
+    if dataset is not None and dataset != record.get("dataset"):
+        raise ConfigError(
+            f"--dataset {dataset!r}: {path.name} was trained on {record.get('dataset')!r}"
+        )
+    try:
+        spec = DataSpec.model_validate(record["data_spec"])
+        seed = int(record["seed"])
+        ds = load_data(spec, seed=seed)
+        sp = run_splits(
+            ds.y,
+            ds.groups,
+            test_fraction=spec.test_fraction,
+            validation_fraction=spec.validation_fraction,
+            server_fraction=spec.server_fraction,
+            kind=spec.split,
+            sequential=bool(ds.extra.get("sequential")),
+            blocks=spec.segment_blocks,
+            gap=spec.segment_gap,
+            seed=seed,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{meta}: data_split record is incomplete ({exc})") from None
+    if index_digest(sp.test) != record.get("digests", {}).get("test"):
+        raise ConfigError(
+            f"{meta}: the recorded test split cannot be reproduced here (different data or "
+            "edgeintel version); refusing to evaluate on samples the model may have seen"
+        )
+    pre = extra.get("preprocess")
+    if isinstance(pre, dict) and pre.get("kind") == "per_channel":
+        ds.x = Standardizer.from_json(pre).apply(ds.x)
+    role = "train" if extra.get("trained_on", CENTRAL_TRAIN) == CENTRAL_TRAIN else "server"
+    return ds, sp, role
 
 
 def _report_html(section: dict[str, Any], figures: list[tuple[str, str]]) -> str:
