@@ -107,3 +107,29 @@ def test_central_model_is_fitted_on_the_central_train_split(
     assert used & _rows(ctx.dataset.x[ctx.train_idx])
     assert not used & _rows(ctx.dataset.x[ctx.test_idx]) - _rows(ctx.dataset.x[ctx.train_idx])
     assert results["compression"]["data_roles"]["calibration"] == "central train split"
+
+
+@pytest.mark.parametrize("mode", ["central", "federated"])
+def test_standardisation_uses_training_statistics_only(tmp_path: Path, mode: str) -> None:
+    """basic_motions is standardised per channel with statistics of the central train split
+    (central model) or of the server-held sets (edge-trained model), never of the test set."""
+    from edgeintel.data import load_dataset
+    from edgeintel.pipeline.core import RunContext
+    from edgeintel.pipeline.stages import DataStage
+
+    raw = tiny_scenario_dict()
+    raw["task"]["model"] = "sensor_cnn"
+    raw["data"] = {"dataset": "basic_motions", "test_fraction": 0.3, "server_fraction": 0.1,
+                   "partition": {"kind": "iid"}}  # fmt: skip
+    raw["settings"]["training"]["mode"] = mode
+    ctx = RunContext(parse_scenario(raw), tmp_path, Console(quiet=True))
+    DataStage().run(ctx)
+    x = load_dataset("basic_motions").x.astype(np.float64)
+    assert ctx.val_idx is not None and ctx.server_idx is not None and ctx.train_idx is not None
+    fit = ctx.train_idx if mode == "central" else np.concatenate([ctx.val_idx, ctx.server_idx])
+    rec = ctx.results["data"]["standardization"]
+    assert rec["samples"] == len(fit)
+    assert rec["mean"] == pytest.approx(x[fit].mean(axis=(0, 2)).tolist(), rel=1e-6)
+    assert rec["mean"] != pytest.approx(x.mean(axis=(0, 2)).tolist(), rel=1e-6)
+    train_x = ctx.dataset.x[ctx.train_idx if mode == "central" else fit]
+    assert np.abs(train_x.mean(axis=(0, 2))).max() < 1e-4  # zero mean where it was fitted
