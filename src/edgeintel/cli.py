@@ -46,6 +46,9 @@ RunIdOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an earlier run with the same --run-id.")
+]
 
 
 @contextmanager
@@ -114,6 +117,7 @@ def run(
         typer.Option("--stage", help="Run only these stages (repeatable); default: all."),
     ] = None,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Run the main job on a scenario and write runs/<run-id>/results.json and report.html."""
     with guard():
@@ -123,7 +127,7 @@ def run(
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
             highlight=False,
         )
-        _run_and_summarize(sc, scenario, runs_dir, run_id, stage, quiet)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stage, quiet, overwrite)
 
 
 @app.command()
@@ -140,6 +144,7 @@ def train(
     ] = None,
     rounds: Annotated[int | None, typer.Option(help="Override settings.training.rounds.")] = None,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud)."""
     from pydantic import ValidationError
@@ -173,7 +178,7 @@ def train(
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
             highlight=False,
         )
-        _run_and_summarize(sc, scenario, runs_dir, run_id, stages, quiet)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stages, quiet, overwrite)
 
 
 def _run_and_summarize(
@@ -183,6 +188,7 @@ def _run_and_summarize(
     run_id: str | None,
     stages: list[str] | None,
     quiet: bool,
+    overwrite: bool = False,
 ) -> None:
     """Run the pipeline stages, then print the summary table and the output paths."""
     from edgeintel.pipeline import run_pipeline
@@ -195,6 +201,7 @@ def _run_and_summarize(
         stages=stages,
         show_progress=not quiet,
         scenario_file=str(scenario),
+        overwrite=overwrite,
     )
     _print_summary(result.results)
     console.print(f"results: {result.results_path}", highlight=False)

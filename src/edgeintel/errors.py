@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["ConfigError", "DataError", "EdgeIntelError", "ModelError"]
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "EdgeIntelError",
+    "MissingExtraError",
+    "ModelError",
+    "TrainingError",
+]
 
 
 class EdgeIntelError(Exception):
@@ -19,3 +26,11 @@ class DataError(EdgeIntelError, ValueError):
 
 class ModelError(EdgeIntelError, ValueError):
     """A model, model factory or model file cannot be used."""
+
+
+class TrainingError(EdgeIntelError, RuntimeError):
+    """Training diverged: a loss or the model's weights became NaN or infinite."""
+
+
+class MissingExtraError(EdgeIntelError, ImportError):
+    """An optional dependency group is not installed; the message names the pip extra."""

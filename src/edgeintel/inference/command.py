@@ -31,6 +31,7 @@ from edgeintel.inference.devices import (
 from edgeintel.inference.measure import MeasureConfig, load_onnx
 from edgeintel.inference.recipe import Recipe, load_recipe, make_recipe
 from edgeintel.inference.search import run_candidates
+from edgeintel.paths import inside
 from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
 
 __all__ = ["CompressOutcome", "compress_target"]
@@ -198,7 +199,9 @@ def compress_target(
         fig = pareto_figure(ch.search, f"{path.name}: candidates on {name}")
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-        (out / f"pareto_{name}.png").write_bytes(buf.getvalue())
+        inside(out, f"pareto_{name}", ".png", what="device profile name").write_bytes(
+            buf.getvalue()
+        )
         import matplotlib.pyplot as plt
 
         plt.close(fig)

@@ -18,6 +18,7 @@ from edgeintel.errors import ConfigError
 from edgeintel.inference.compress import CompressionResult
 from edgeintel.inference.recipe import Recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
+from edgeintel.paths import inside
 from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
 
 __all__ = [
@@ -97,7 +98,7 @@ def choose_for_profiles(
         budget = budget_for_profile(name, prof, settings)
         sr = select(results, budget, settings.objective, device=f"device profile {name!r}")
         assert sr.chosen is not None
-        dst = out / f"{name}.onnx"
+        dst = inside(out, name, ".onnx", what="device profile name")
         shutil.copyfile(sr.chosen.result.artifact.path, dst)
         meta = sr.chosen.result.artifact.to_json()
         meta.update(path=str(dst), extra={**meta.get("extra", {}), "profile": name})

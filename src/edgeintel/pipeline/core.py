@@ -37,7 +37,7 @@ from rich.progress import (
 )
 
 from edgeintel.data.datasets import Dataset
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import ConfigError, EdgeIntelError
 from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
@@ -175,6 +175,36 @@ def _new_run_id(scenario: Scenario) -> str:
     return f"{stamp}-{scenario.name}"
 
 
+def _claim_run_dir(
+    runs_dir: str | Path, run_id: str | None, scenario: Scenario, overwrite: bool
+) -> Path:
+    """The run folder, created; never silently reuses a folder that holds an earlier run."""
+    import shutil
+
+    from edgeintel.paths import check_out_dir, inside, safe_name
+
+    base = check_out_dir(runs_dir, "--runs-dir")
+    if run_id is None:
+        stem = _new_run_id(scenario)
+        run_dir, n = base / stem, 1
+        while run_dir.exists():  # two runs started within the same second
+            n += 1
+            run_dir = base / f"{stem}-{n}"
+    else:
+        run_dir = inside(base, safe_name(run_id, "--run-id"), what="--run-id")
+        if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+            raise ConfigError(f"--run-id {run_id!r}: {run_dir} exists and is not a folder")
+        if run_dir.is_dir() and any(run_dir.iterdir()):
+            if not overwrite:
+                raise ConfigError(
+                    f"--run-id {run_id!r}: {run_dir} already holds an earlier run; choose "
+                    "another --run-id or pass --overwrite to replace it"
+                )
+            shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
 def ordered_stages(only: list[str] | None = None) -> list[Stage]:
     """Instances of the registered stages in run order (optionally only the named ones)."""
     names = STAGES.names() if only is None else only
@@ -191,16 +221,18 @@ def run_pipeline(
     stages: list[str] | None = None,
     show_progress: bool = True,
     scenario_file: str | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
 
-    Raises the first stage's ``EdgeIntelError`` after writing the partial results.
+    Raises the first stage's ``EdgeIntelError`` after writing the partial results
+    (``status: failed``; ``interrupted`` on Ctrl-C). A ``run_id`` whose folder already
+    holds files is refused unless ``overwrite`` (its old files are then removed first).
     """
     from edgeintel.report.html import write_report
 
     console = console or Console()
-    run_dir = Path(runs_dir) / (run_id or _new_run_id(scenario))
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir = _claim_run_dir(runs_dir, run_id, scenario, overwrite)
     scenario_json = dump_scenario(scenario)
     scenario_hash = hashlib.sha256(json.dumps(scenario_json, sort_keys=True).encode()).hexdigest()[
         :16
@@ -253,7 +285,9 @@ def run_pipeline(
                 stage.run(ctx)
             except BaseException as exc:
                 error = exc
-                results["status"] = "failed"
+                results["status"] = (
+                    "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                )
                 results["error"] = f"stage {stage.name}: {exc}"
                 results["stages"].append(stage.name)
                 results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
