@@ -17,10 +17,16 @@ from typing import Any
 
 from edgeintel.errors import ConfigError
 
-__all__ = ["DEFAULT_THREADS", "ort_calibration_threads", "thread_limit"]
+__all__ = ["DEFAULT_THREADS", "ort_calibration_threads", "scenario_threads", "thread_limit"]
 
 DEFAULT_THREADS = 1
 """Threads per process for training, fine-tuning and calibration unless configured."""
+
+
+def scenario_threads(scenario: Any) -> int:
+    """The threads a scenario asks for (``settings.threads``), or ``DEFAULT_THREADS``."""
+    threads = getattr(scenario.settings, "threads", None)
+    return DEFAULT_THREADS if threads is None else int(threads)
 
 
 def _check(threads: int | None) -> None:

@@ -94,10 +94,10 @@ def distill_train(
     """Train ``student`` in place from ``teacher``'s logits on ``x``; per-epoch mean loss."""
     with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
         torch.manual_seed(seed)
-        return _distill(student, teacher, x, y, config, seed)
+        return _distill_loop(student, teacher, x, y, config, seed)
 
 
-def _distill(
+def _distill_loop(
     student: nn.Module,
     teacher: nn.Module,
     x: np.ndarray,

@@ -42,6 +42,7 @@ from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.scenario import Device, Scenario, dump_scenario
+from edgeintel.threads import scenario_threads, thread_limit
 
 __all__ = [
     "STAGES",
@@ -282,7 +283,8 @@ def run_pipeline(
                 continue
             t0 = time.perf_counter()
             try:
-                stage.run(ctx)
+                with thread_limit(scenario_threads(scenario)):  # restored after each stage
+                    stage.run(ctx)
             except BaseException as exc:
                 error = exc
                 results["status"] = (
