@@ -64,34 +64,41 @@ def guard() -> Iterator[None]:
         raise typer.Exit(130) from None
 
 
-def _allow_user_modules(path: Path) -> None:
-    """Let ``task.model: module:function`` import a module beside the scenario file or in
-    the working directory (console scripts do not put either on ``sys.path``)."""
-    for d in (path.resolve().parent, Path.cwd()):
-        if str(d) not in sys.path:
-            sys.path.insert(0, str(d))
-
-
 def _load(scenario: Path, seed: int | None) -> Any:
-    """Load and validate a scenario for a command, with an optional seed override."""
+    """Load and validate a scenario for a command, with an optional seed override.
+
+    A user model factory named by ``task.model`` is imported later by its file path;
+    neither the scenario's folder nor the working directory goes on ``sys.path``.
+    """
     from edgeintel.scenario import load_scenario
 
+    if seed is not None and not 0 <= seed < 2**32:
+        raise EdgeIntelError(f"--seed: expected an integer in [0, 2**32), got {seed}")
     sc = load_scenario(scenario)
-    _allow_user_modules(scenario)
     return sc if seed is None else sc.model_copy(update={"seed": seed})
 
 
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="One or more scenario files to check.")],
+    schema_only: Annotated[
+        bool,
+        typer.Option(
+            "--schema-only", help="Check the file only; do not load data or build the model."
+        ),
+    ] = False,
 ) -> None:
-    """Check scenario files: schema, types, links, device groups and referenced files."""
+    """Check scenario files: schema, links, files, then (without training) the data, labels,
+    partition, model factory and its output shape, DP budget, robust-rule sizes, compression."""
+    from edgeintel.pipeline.preflight import preflight
     from edgeintel.scenario import load_scenario
 
     failed = 0
     for f in files:
         try:
-            sc = load_scenario(f)
+            with _no_interrupt_traceback():
+                sc = load_scenario(f)
+                deep = None if schema_only else preflight(sc, scenario_file=str(f))
         except EdgeIntelError as exc:
             err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
             failed += 1
@@ -99,11 +106,21 @@ def validate(
         console.print(
             f"[green]ok[/] {f}: {sc.num_devices} devices in {len(sc.devices)} group(s), "
             f"{len(sc.edge_servers)} edge server(s), {len(sc.links)} link(s), "
-            f"data={sc.data.dataset or sc.data.path}, model={sc.task.model}",
+            f"data={sc.data.dataset or sc.data.path}, model={sc.task.model}"
+            + ("" if deep is None else f"; {deep.line()}"),
             highlight=False,
         )
     if failed:
         raise typer.Exit(2)
+
+
+@contextmanager
+def _no_interrupt_traceback() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -190,9 +207,11 @@ def _run_and_summarize(
     quiet: bool,
     overwrite: bool = False,
 ) -> None:
-    """Run the pipeline stages, then print the summary table and the output paths."""
-    from edgeintel.pipeline import run_pipeline
+    """Check everything without training (preflight), run the pipeline stages, then print
+    the summary table and the output paths."""
+    from edgeintel.pipeline import preflight, run_pipeline
 
+    preflight(sc, stages, scenario_file=str(scenario))
     result = run_pipeline(
         sc,
         runs_dir=runs_dir,
@@ -295,27 +314,33 @@ def compress_cmd(
     ] = 1.0,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("compressed"),
     runs: Annotated[int, typer.Option(help="Timed latency runs per candidate.")] = 100,
+    threads: Annotated[
+        int, typer.Option(help="Threads for training, fine-tuning and calibration.")
+    ] = 1,
 ) -> None:
     """Search compression recipes and write the best artifact per device profile."""
     from edgeintel.inference.command import compress_target
+    from edgeintel.threads import thread_limit
 
     with guard():
-        _allow_user_modules(target)
-        outcome = compress_target(
-            target,
-            device,
-            dataset=dataset,
-            recipes=list(recipe or []),
-            space=space,
-            objective=objective,
-            max_latency_ms=max_latency_ms,
-            max_kb=max_kb,
-            min_accuracy=min_accuracy,
-            compute_speed=compute_speed,
-            out_dir=out,
-            runs=runs,
-            on_step=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
-        )
+        if threads < 1:
+            raise EdgeIntelError(f"--threads: expected an integer >= 1, got {threads}")
+        with thread_limit(threads):
+            outcome = compress_target(
+                target,
+                device,
+                dataset=dataset,
+                recipes=list(recipe or []),
+                space=space,
+                objective=objective,
+                max_latency_ms=max_latency_ms,
+                max_kb=max_kb,
+                min_accuracy=min_accuracy,
+                compute_speed=compute_speed,
+                out_dir=out,
+                runs=runs,
+                on_step=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+            )
         for name, choice in outcome.choices.items():
             table = Table(title=f"{name}: Pareto front and verdicts", title_justify="left")
             for col in (

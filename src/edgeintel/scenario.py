@@ -307,19 +307,29 @@ class DataSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    """The model: a zoo family name or a user factory ``package.module:function``."""
+    """The model: a zoo family name or a user factory ``module:function``.
+
+    A factory's module is a ``.py`` file beside the scenario (``mymodels:build`` or
+    ``models/mymodels.py:build``), pinned to its absolute path when the scenario is
+    loaded and imported by that path, or else an installed package's module.
+    """
 
     model: str
     width: Annotated[int, Field(ge=1, le=1024)] = 16
 
     @field_validator("model")
     @classmethod
-    def _model_name(cls, value: str) -> str:
-        if ":" in value and not re.fullmatch(r"[\w.]+:\w+", value):
+    def _model_name(cls, value: str, info: ValidationInfo) -> str:
+        from edgeintel.models.zoo import resolve_model_ref
+
+        if ":" not in value:
+            return value
+        if not re.fullmatch(r"([\w.]+|[^:]+\.py):\w+", value):
             raise ValueError(
-                f"a model factory must look like 'package.module:function', got {value!r}"
+                "a model factory must look like 'module:function' or 'file.py:function', "
+                f"got {value!r}"
             )
-        return value
+        return resolve_model_ref(value, (info.context or {}).get("base_dir"))
 
 
 # --------------------------------------------------------------------------- settings

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -31,7 +32,7 @@ from edgeintel.inference.devices import (
 from edgeintel.inference.measure import MeasureConfig, load_onnx
 from edgeintel.inference.recipe import Recipe, load_recipe, make_recipe
 from edgeintel.inference.search import run_candidates
-from edgeintel.paths import inside
+from edgeintel.paths import check_out_dir, inside, safe_name
 from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
 
 __all__ = ["CompressOutcome", "compress_target"]
@@ -50,6 +51,15 @@ class CompressOutcome:
         return front_rows(self.choices[profile].search)
 
 
+_OPTION_OF = {
+    "search_space": "--space",
+    "objective": "--objective",
+    "max_latency_ms": "--max-latency-ms",
+    "max_model_kb": "--max-kb",
+    "min_accuracy": "--min-accuracy",
+}
+
+
 def _overrides(
     settings: CompressSettings,
     space: str | None,
@@ -58,12 +68,17 @@ def _overrides(
     max_kb: float | None,
     min_accuracy: float | None,
 ) -> CompressSettings:
-    upd: dict[str, Any] = {}
-    if space is not None:
-        upd["search_space"] = space
-    if objective is not None:
-        upd["objective"] = objective
-    limits = {
+    """``settings`` with the command-line options applied; a bad option is a one-line
+    ``ConfigError`` naming the option and the values it accepts."""
+    from pydantic import ValidationError
+
+    choices = {"--space": ("quick", "default"), "--objective": ("accuracy", "latency", "size")}
+    for option, text in (("--space", space), ("--objective", objective)):
+        if text is not None and text not in choices[option]:
+            raise ConfigError(
+                f"{option}: expected one of {', '.join(choices[option])}, got {text!r}"
+            )
+    limits: dict[str, float] = {
         k: v
         for k, v in {
             "max_latency_ms": max_latency_ms,
@@ -72,6 +87,19 @@ def _overrides(
         }.items()
         if v is not None
     }
+    for key, value in limits.items():
+        option = _OPTION_OF[key]
+        if not math.isfinite(value):
+            raise ConfigError(f"{option}: expected a finite number, got {value}")
+        if key == "min_accuracy" and not 0 <= value <= 1:
+            raise ConfigError(f"{option}: expected an accuracy in [0, 1], got {value}")
+        if key != "min_accuracy" and not value > 0:
+            raise ConfigError(f"{option}: expected a number > 0, got {value}")
+    upd: dict[str, Any] = {}
+    if space is not None:
+        upd["search_space"] = space
+    if objective is not None:
+        upd["objective"] = objective
     try:
         if limits:  # command-line limits apply to every profile
             upd["budget"] = CompressBudget.model_validate(
@@ -82,9 +110,20 @@ def _overrides(
                 for k, b in settings.budgets.items()
             }
         return CompressSettings.model_validate({**settings.model_dump(), **upd})
-    except Exception as exc:
-        first = str(exc).splitlines()
-        raise ConfigError(f"compress options: {first[-1].strip() if first else exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][-1]) if err["loc"] else "compress"
+        msg = str(err["msg"])
+        raise ConfigError(f"{_OPTION_OF.get(field, field)}: {msg[:1].lower()}{msg[1:]}") from None
+
+
+def _check_devices(devices: list[str] | None, profiles: dict[str, Any]) -> None:
+    for d in devices or []:
+        if d not in profiles:
+            raise ConfigError(
+                f"--device {d!r}: unknown device profile; expected one of: "
+                f"{', '.join(sorted(profiles))}"
+            )
 
 
 def compress_target(
@@ -104,22 +143,42 @@ def compress_target(
     seed: int | None = None,
     on_step: Callable[[str], None] | None = None,
 ) -> CompressOutcome:
-    """Compress a scenario's model or an ONNX file for device profiles; see module docstring."""
-    from edgeintel.data import load_data, load_dataset, train_test_split
+    """Compress a scenario's model or an ONNX file for device profiles; see module docstring.
+
+    Every option, the device names and the data are checked before any training.
+    """
+    from edgeintel.data import DATASETS, load_data, load_dataset, train_test_split
     from edgeintel.scenario import load_scenario
 
     say = on_step or (lambda _msg: None)
     path = Path(target)
-    out = Path(out_dir)
+    out = check_out_dir(out_dir, "--out")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 5:
+        raise ConfigError(f"--runs: expected an integer >= 5 timed runs, got {runs!r}")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: expected an integer in [0, 2**32), got {seed}")
+    for d in devices or []:
+        safe_name(d, "--device")
     recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
     suffix = path.suffix.lower()
     family = width = None
     if suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
+        from edgeintel.pipeline.preflight import preflight
         from edgeintel.training.local import TrainConfig, train_model
 
         sc = load_scenario(path)
+        if dataset is not None:
+            raise ConfigError("--dataset: only for an ONNX model; a scenario names its data")
+        profiles = dict(sc.device_profiles)
+        _check_devices(devices, profiles)
+        settings = _overrides(
+            sc.settings.inference.compress, space, objective, max_latency_ms, max_kb, min_accuracy
+        )
+        search_space_for(settings)  # recipe options of the space are valid
         seed = sc.seed if seed is None else seed
+        sc = sc.model_copy(update={"seed": seed})
+        preflight(sc, ["data", "train", "compress"], scenario_file=str(path))
         ds = load_data(sc.data, seed=seed)
         tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=seed)
         t = sc.settings.training
@@ -133,20 +192,29 @@ def compress_target(
             TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
             seed=seed,
         )
-        profiles = dict(sc.device_profiles)
-        settings = sc.settings.inference.compress
         onnx_only = False
     elif suffix == ".onnx":
-        load_onnx(path)  # missing or corrupt file -> ModelError
+        if not isinstance(compute_speed, int | float) or not (
+            math.isfinite(compute_speed) and compute_speed > 0
+        ):
+            raise ConfigError(f"--compute-speed: expected a finite number > 0, got {compute_speed}")
+        if devices and len(devices) > 1:
+            raise ConfigError(
+                "--device: an ONNX model is judged for one device (named by --device and "
+                f"--compute-speed); got {len(devices)}"
+            )
         if dataset is None:
             raise ConfigError("--dataset: an ONNX model needs a bundled dataset to calibrate on")
+        DATASETS.get(dataset)  # unknown name -> one line listing the bundled datasets
+        settings = _overrides(CompressSettings(), space, objective, max_latency_ms, max_kb, None)
+        if min_accuracy is not None:
+            settings = _overrides(settings, None, None, None, None, min_accuracy)
+        load_onnx(path)  # missing or corrupt file -> ModelError
         seed = 0 if seed is None else seed
         ds = load_dataset(dataset)
         tr, te = train_test_split(ds.y, 0.25, seed=seed)
         model = path
         name = (devices or ["device"])[0]
-        if not compute_speed > 0:
-            raise ConfigError(f"--compute-speed must be > 0, got {compute_speed}")
         profiles = {
             name: DeviceProfile(
                 compute_speed=compute_speed,
@@ -158,21 +226,13 @@ def compress_target(
             )
         }
         devices = [name]
-        settings = CompressSettings()
         onnx_only = True
     else:
         if not path.exists():
             raise ModelError(f"model or scenario file not found: {path}")
         raise ModelError(f"{path}: expected a scenario (.yaml) or an ONNX model (.onnx)")
     if devices:
-        unknown = [d for d in devices if d not in profiles]
-        if unknown:
-            raise ConfigError(
-                f"--device {unknown[0]!r}: unknown device profile; expected one of: "
-                f"{', '.join(sorted(profiles))}"
-            )
         profiles = {d: profiles[d] for d in devices}
-    settings = _overrides(settings, space, objective, max_latency_ms, max_kb, min_accuracy)
     if recipe_list:
         if not any(not r.steps for r in recipe_list):
             recipe_list.insert(0, make_recipe("fp32", []))

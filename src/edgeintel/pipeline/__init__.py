@@ -14,14 +14,17 @@ from edgeintel.pipeline.core import (
     register_stage,
     run_pipeline,
 )
+from edgeintel.pipeline.preflight import PreflightReport, preflight
 
 __all__ = [
     "STAGES",
     "Figure",
+    "PreflightReport",
     "RunContext",
     "RunResult",
     "Stage",
     "ordered_stages",
+    "preflight",
     "register_stage",
     "run_pipeline",
 ]

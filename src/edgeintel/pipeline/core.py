@@ -233,6 +233,7 @@ def run_pipeline(
     from edgeintel.report.html import write_report
 
     console = console or Console()
+    plan = ordered_stages(stages)  # unknown stage names fail before a run folder is made
     run_dir = _claim_run_dir(runs_dir, run_id, scenario, overwrite)
     scenario_json = dump_scenario(scenario)
     scenario_hash = hashlib.sha256(json.dumps(scenario_json, sort_keys=True).encode()).hexdigest()[
@@ -278,7 +279,7 @@ def run_pipeline(
     error: BaseException | None = None
     with progress:
         ctx.progress = progress if show_progress else None
-        for stage in ordered_stages(stages):
+        for stage in plan:
             if not stage.enabled(ctx):
                 continue
             t0 = time.perf_counter()

@@ -164,7 +164,7 @@ class EdgeTrainStage(Stage):
             if len(ctx.device_parts[i]) and d.profile_name not in firsts:
                 firsts[d.profile_name] = i
         per_device: dict[str, Any] = {}
-        cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay)
+        cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay, threads=None)
         with ctx.task("solo training (devices)", total=len(firsts)) as advance:
             for prof, i in firsts.items():
                 dev = ctx.devices[i]
