@@ -100,7 +100,8 @@ def validate(
                 sc = load_scenario(f)
                 deep = None if schema_only else preflight(sc, scenario_file=str(f))
         except EdgeIntelError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
+            err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
             failed += 1
             continue
         console.print(

@@ -160,7 +160,7 @@ def _load_module_file(path: Path, ref: str) -> ModuleType:
     sys.modules[name] = module
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module calling sys.exit() is a bad module too
         sys.modules.pop(name, None)
         raise ModelError(
             f"task.model {ref!r}: importing {path} failed ({exc.__class__.__name__}: {exc})"
@@ -200,7 +200,7 @@ def _import_factory(ref: str) -> ModelFactory:
     else:
         try:
             module = importlib.import_module(module_name)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
             raise ModelError(
                 f"task.model {ref!r}: cannot import module {module_name!r} ({exc})"
             ) from None
@@ -243,7 +243,7 @@ def build_model(
             model = factory(**kwargs)
     except ModelError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ModelError(f"task.model {name!r}: building the model failed: {exc}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"task.model {name!r}: must return a torch.nn.Module")

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import tempfile
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -76,7 +78,8 @@ def preflight(
             console=Console(quiet=True),
             scenario_file=scenario_file,
         )
-        DataStage().run(ctx)
+        with _named("data"):
+            DataStage().run(ctx)
     ds = ctx.require_dataset()
     assert ctx.train_idx is not None and ctx.test_idx is not None
     if len(ctx.test_idx) == 0 or len(ctx.train_idx) == 0:
@@ -84,7 +87,8 @@ def preflight(
             f"data.test_fraction: {sc.data.test_fraction} leaves {len(ctx.train_idx)} training "
             f"and {len(ctx.test_idx)} test samples of {len(ds)}; both need at least one"
         )
-    model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+    with _named("task.model"):
+        model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
     mode = resolve_mode(sc)
     report = PreflightReport(
         dataset=ds.name,
@@ -97,15 +101,32 @@ def preflight(
         mode=str(mode),
     )
     if "edge_train" in chosen and mode in (TrainingMode.FEDERATED, TrainingMode.HIERARCHICAL):
-        _check_federated(ctx, mode, report)
+        with _named("settings.training"):
+            _check_federated(ctx, mode, report)
     if "edge_train" in chosen and mode is TrainingMode.SOLO:
-        _check_solo(ctx, model, "train" in chosen)
+        with _named("settings.training"):
+            _check_solo(ctx, model, "train" in chosen)
     if "compress" in chosen and sc.settings.inference.compress.enabled:
         from edgeintel.inference.devices import search_space_for
 
-        search_space_for(sc.settings.inference.compress)
+        with _named("settings.inference.compress"):
+            search_space_for(sc.settings.inference.compress)
     _check_checkpoint_dir(sc)
     return report
+
+
+@contextmanager
+def _named(field: str) -> Iterator[None]:
+    """Prefix an error with the scenario field it comes from (unless it names one already)."""
+    try:
+        yield
+    except EdgeIntelError as exc:
+        msg = str(exc)
+        if msg.startswith((field, "device_profiles", "data.", "task.", "settings.", "/")):
+            raise
+        if field == "settings.training" and msg.startswith(("dp.", "secure_aggregation")):
+            raise type(exc)(f"{field}.{msg}") from None
+        raise type(exc)(f"{field}: {msg}") from None
 
 
 def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightReport) -> None:
