@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeintel.errors import EdgeIntelError
@@ -57,7 +58,9 @@ def guard() -> Iterator[None]:
     try:
         yield
     except EdgeIntelError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -101,7 +104,7 @@ def validate(
                 deep = None if schema_only else preflight(sc, scenario_file=str(f))
         except EdgeIntelError as exc:
             msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
-            err_console.print(f"[bold red]error:[/] {msg}", highlight=False)
+            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
             failed += 1
             continue
         console.print(
@@ -392,7 +395,7 @@ def main() -> None:
     try:
         app()
     except EdgeIntelError as exc:  # raised outside a command's guard
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
 
 

@@ -18,7 +18,7 @@ from edgeintel.errors import ConfigError
 from edgeintel.inference.compress import CompressionResult
 from edgeintel.inference.recipe import Recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
-from edgeintel.paths import inside
+from edgeintel.paths import inside, safe_name
 from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
 
 __all__ = [
@@ -91,6 +91,8 @@ def choose_for_profiles(
             f"settings.inference.compress.budgets.{unknown[0]}: unknown device profile; "
             f"expected one of: {', '.join(sorted(profiles))}"
         )
+    for name in profiles:  # each becomes a file name: <out>/<name>.onnx
+        safe_name(name, "device profile name")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     choices = {}

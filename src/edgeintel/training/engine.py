@@ -472,6 +472,11 @@ class FederatedEngine:
         if self._deadline is None and (cfg.deadline_s or cfg.deadline_quantile):
             self._deadline = self._compute_deadline()
         rec = self._hier_round(r) if cfg.mode is FlMode.HIERARCHICAL else self._flat_round(r)
+        if rec.rejected > 0 and rec.aggregated == 0:
+            raise TrainingError(
+                f"federated training diverged in round {r}: every update ({rec.rejected}) was "
+                f"NaN or infinite (client lr {cfg.lr:g}); lower the client learning rate"
+            )
         if not np.isfinite(self.state.weights).all():
             raise TrainingError(
                 f"federated training diverged in round {r}: the global model's weights are "

@@ -134,6 +134,12 @@ def _train(
             total += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())
             seen += len(idx)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise TrainingError(
+                f"training diverged in epoch {epoch}: the model's weights are NaN or infinite "
+                f"(learning rate {config.lr:g}); lower the learning rate or check the inputs' "
+                "scale"
+            )
         val = None
         if x_val is not None and y_val is not None and len(y_val):
             val = evaluate_accuracy(model, x_val, y_val)
