@@ -143,12 +143,11 @@ def run(
     """Run the main job on a scenario and write runs/<run-id>/results.json and report.html."""
     with guard():
         sc = _load(scenario, seed)
-        console.print(
+        header = (
             f"[bold]edgeintel run[/] {scenario} — {sc.num_devices} devices, "
-            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
-            highlight=False,
+            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}"
         )
-        _run_and_summarize(sc, scenario, runs_dir, run_id, stage, quiet, overwrite)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stage, quiet, overwrite, header)
 
 
 @app.command()
@@ -194,12 +193,11 @@ def train(
         if resolved is not TrainingMode.CENTRAL:
             needs_base = resolved is TrainingMode.SOLO and sc.settings.training.finetune_layers
             stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
-        console.print(
+        header = (
             f"[bold]edgeintel train[/] {scenario} — {resolved} over {sc.num_devices} devices, "
-            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
-            highlight=False,
+            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}"
         )
-        _run_and_summarize(sc, scenario, runs_dir, run_id, stages, quiet, overwrite)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stages, quiet, overwrite, header)
 
 
 def _run_and_summarize(
@@ -210,12 +208,17 @@ def _run_and_summarize(
     stages: list[str] | None,
     quiet: bool,
     overwrite: bool = False,
+    header: str = "",
 ) -> None:
-    """Check everything without training (preflight), run the pipeline stages, then print
-    the summary table and the output paths."""
-    from edgeintel.pipeline import preflight, run_pipeline
+    """Check the options and everything the scenario names without training (preflight),
+    run the pipeline stages, then print the summary table and the output paths."""
+    from edgeintel.pipeline import check_run_dir, ordered_stages, preflight, run_pipeline
 
+    ordered_stages(stages)  # unknown --stage names
+    check_run_dir(runs_dir, run_id, overwrite)  # --runs-dir, --run-id, reuse
     preflight(sc, stages, scenario_file=str(scenario))
+    if header:
+        console.print(header, highlight=False)
     result = run_pipeline(
         sc,
         runs_dir=runs_dir,

@@ -50,6 +50,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "Stage",
+    "check_run_dir",
     "ordered_stages",
     "register_stage",
     "run_pipeline",
@@ -176,15 +177,33 @@ def _new_run_id(scenario: Scenario) -> str:
     return f"{stamp}-{scenario.name}"
 
 
+def check_run_dir(runs_dir: str | Path, run_id: str | None, overwrite: bool = False) -> None:
+    """Refuse, before any work, a run folder that cannot be used: ``runs_dir`` a file, a
+    ``run_id`` that is not a plain name, or one that holds an earlier run (unless
+    ``overwrite``)."""
+    from edgeintel.paths import check_out_dir, inside, safe_name
+
+    base = check_out_dir(runs_dir, "--runs-dir")
+    if run_id is None:
+        return
+    run_dir = inside(base, safe_name(run_id, "--run-id"), what="--run-id")
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise ConfigError(f"--run-id {run_id!r}: {run_dir} exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--run-id {run_id!r}: {run_dir} already holds an earlier run; choose "
+            "another --run-id or pass --overwrite to replace it"
+        )
+
+
 def _claim_run_dir(
     runs_dir: str | Path, run_id: str | None, scenario: Scenario, overwrite: bool
 ) -> Path:
     """The run folder, created; never silently reuses a folder that holds an earlier run."""
     import shutil
 
-    from edgeintel.paths import check_out_dir, inside, safe_name
-
-    base = check_out_dir(runs_dir, "--runs-dir")
+    check_run_dir(runs_dir, run_id, overwrite)
+    base = Path(runs_dir)
     if run_id is None:
         stem = _new_run_id(scenario)
         run_dir, n = base / stem, 1
@@ -192,16 +211,9 @@ def _claim_run_dir(
             n += 1
             run_dir = base / f"{stem}-{n}"
     else:
-        run_dir = inside(base, safe_name(run_id, "--run-id"), what="--run-id")
-        if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
-            raise ConfigError(f"--run-id {run_id!r}: {run_dir} exists and is not a folder")
+        run_dir = base / run_id
         if run_dir.is_dir() and any(run_dir.iterdir()):
-            if not overwrite:
-                raise ConfigError(
-                    f"--run-id {run_id!r}: {run_dir} already holds an earlier run; choose "
-                    "another --run-id or pass --overwrite to replace it"
-                )
-            shutil.rmtree(run_dir)
+            shutil.rmtree(run_dir)  # overwrite was asked for (check_run_dir refused otherwise)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
 
