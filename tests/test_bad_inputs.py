@@ -601,6 +601,19 @@ CLI_CASES: list[tuple[str, list[str], dict[str, FileMaker], str]] = [
     ),
     ("compress-other-file", ["compress", "{D}/m.txt"], {"m.txt": "x"}, "expected a scenario"),
     ("validate-missing", ["validate", "{D}/nope.yaml"], {}, "scenario file not found"),
+    # usage errors: one line too, naming the option
+    ("unknown-command", ["bogus"], {}, "No such command 'bogus'"),
+    ("run-unknown-option", ["run", "{S}", "--bogus"], {}, "No such option: --bogus"),
+    ("run-seed-not-int", ["run", "{S}", "--seed", "1.5"], {}, "'--seed'"),
+    (
+        "compress-runs-not-int",
+        ["compress", "{S}", "--runs", "abc"],
+        {},
+        "'abc' is not a valid integer",
+    ),
+    ("compress-kb-not-number", ["compress", "{S}", "--max-kb", "big"], {}, "'--max-kb'"),
+    ("train-rounds-not-int", ["train", "{S}", "--rounds", "ten"], {}, "'--rounds'"),
+    ("validate-no-file", ["validate"], {}, "Missing argument"),
 ]
 
 

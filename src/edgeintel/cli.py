@@ -8,22 +8,67 @@ for bad input.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from edgeintel.errors import EdgeIntelError
 
 __all__ = ["app", "main"]
 
+
+class _OneLineErrors(TyperGroup):
+    """Command-line usage errors (unknown option, a value of the wrong type) as one line
+    on stderr and exit code 2, like every other bad input; Ctrl-C prints ``interrupted``."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        call = {
+            "args": args,
+            "prog_name": prog_name,
+            "complete_var": complete_var,
+            "windows_expand_args": windows_expand_args,
+            **kwargs,
+        }
+        if not standalone_mode:
+            return super().main(standalone_mode=False, **call)
+        try:
+            rv = super().main(standalone_mode=False, **call)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(2)
+        except click.UsageError as exc:
+            msg = exc.format_message().replace(" (env var: 'None')", "")
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {escape(msg)}{escape(where)}", highlight=False)
+            sys.exit(2)
+        except click.ClickException as exc:
+            err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}")
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            err_console.print("interrupted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
     name="edgeintel",
+    cls=_OneLineErrors,
     help="Edge intelligence across devices, edge servers and the cloud: train, compress, "
     "place and serve ML models on a deployment described by a scenario file.",
     no_args_is_help=True,
