@@ -7,6 +7,7 @@ for bad input.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -38,6 +39,8 @@ class _OneLineErrors(TyperGroup):
         windows_expand_args: bool = True,
         **kwargs: Any,
     ) -> Any:
+        # the process entry: keep third-party chatter (dp-accounting's absl warnings) quiet
+        logging.getLogger("absl").setLevel(logging.ERROR)
         call = {
             "args": args,
             "prog_name": prog_name,

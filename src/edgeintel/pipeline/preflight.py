@@ -147,9 +147,16 @@ def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightRepor
             f"{with_data} devices that hold training data"
         )
     model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
-    engine = build_private_engine(
-        sc, model, ds, ctx.train_idx, ctx.test_idx, ctx.device_parts, mode, checkpoints=False
-    )
+    try:
+        engine = build_private_engine(
+            sc, model, ds, ctx.train_idx, ctx.test_idx, ctx.device_parts, mode, checkpoints=False
+        )
+    except ArithmeticError as exc:  # the DP accountant on extreme values (OverflowError...)
+        raise ConfigError(
+            f"settings.training.dp: the privacy accountant cannot evaluate these settings "
+            f"({exc.__class__.__name__}); use a noise_multiplier and target_epsilon of "
+            "ordinary size"
+        ) from None
     cfg = engine.config
     rule = str(cfg.aggregation.rule)
     if rule in ("fedavg", "norm_clip", "median"):  # any number of updates >= 1 will do
