@@ -32,7 +32,7 @@ from edgeintel.inference import (
     run_candidates,
 )
 from edgeintel.models import build_model, make_session
-from edgeintel.training.local import TrainConfig, evaluate_accuracy, train_model
+from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
 
 ROUNDS = 7
 RUNS = 300

@@ -24,12 +24,12 @@ import torch
 from _common import target, write_results
 from edgeintel.data import load_dataset, partition, train_test_split
 from edgeintel.models import build_model
-from edgeintel.training.dp import ClipMode, DPConfig, noise_multiplier_for_epsilon
-from edgeintel.training.engine import (
+from edgeintel.training import (
     ClientSpec,
     FederatedConfig,
     FederatedEngine,
 )
+from edgeintel.training.dp import ClipMode, DPConfig, noise_multiplier_for_epsilon
 from edgeintel.training.private import PrivacyStrategy
 from edgeintel.training.secagg import SecAggConfig
 

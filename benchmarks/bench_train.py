@@ -21,16 +21,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import target, write_results
 from edgeintel.data import load_dataset, partition, train_test_split
 from edgeintel.models import build_model
-from edgeintel.training.aggregate import AggregationConfig, weighted_mean
-from edgeintel.training.attacks import AttackConfig, alie_z
-from edgeintel.training.compressors import CompressorConfig
-from edgeintel.training.engine import (
+from edgeintel.training import (
     ClientSpec,
     FederatedConfig,
     FederatedEngine,
     FlMode,
     Hop,
 )
+from edgeintel.training.aggregate import AggregationConfig, weighted_mean
+from edgeintel.training.attacks import AttackConfig, alie_z
+from edgeintel.training.compressors import CompressorConfig
 
 SEED = 0
 N_DEV, N_EDGE = 50, 5

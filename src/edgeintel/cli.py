@@ -374,7 +374,7 @@ def compress_cmd(
     ] = 1,
 ) -> None:
     """Search compression recipes and write the best artifact per device profile."""
-    from edgeintel.inference.command import compress_target
+    from edgeintel.pipeline.compress_target import compress_target
     from edgeintel.threads import thread_limit
 
     with guard():

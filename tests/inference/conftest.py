@@ -11,7 +11,7 @@ from torch import nn
 
 from edgeintel.data import load_dataset, train_test_split
 from edgeintel.models import build_model, export_onnx
-from edgeintel.training.local import TrainConfig, evaluate_accuracy, train_model
+from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
 
 
 @dataclass

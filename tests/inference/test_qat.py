@@ -13,7 +13,7 @@ from torch import nn
 
 from edgeintel.errors import ConfigError
 from edgeintel.inference import (
-    COMPRESSORS,
+    TECHNIQUES,
     ArrayData,
     CompressContext,
     MeasureConfig,
@@ -34,7 +34,7 @@ FAST = MeasureConfig(runs=5, warmup=1)
 
 
 def test_qat_config_validation() -> None:
-    spec = COMPRESSORS.get("qat")
+    spec = TECHNIQUES.get("qat")
     with pytest.raises(ConfigError, match=r"^qat\.finetune_epochs must be >= 1 for QAT, got 0$"):
         spec.make_config({"finetune_epochs": 0})
     with pytest.raises(ConfigError, match=r"^qat\.lr must be > 0, got 0$"):

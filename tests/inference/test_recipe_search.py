@@ -10,7 +10,7 @@ import pytest
 
 from edgeintel.errors import ConfigError
 from edgeintel.inference import (
-    COMPRESSORS,
+    TECHNIQUES,
     Budget,
     BudgetError,
     MeasureConfig,
@@ -57,7 +57,10 @@ def test_recipe_from_yaml_and_json(tmp_path: Path) -> None:
             r"steps\[1\] \(prune_structured\) works on the PyTorch",
         ),
         (["quantize_static", "quantize_dynamic"], "only one ONNX step"),
-        (["sparsify"], "unknown compressor 'sparsify'; expected one of: compact, distill"),
+        (
+            ["sparsify"],
+            "unknown compression technique 'sparsify'; expected one of: compact, distill",
+        ),
         (
             [{"prune_structured": {"ratio": 1.2}}],
             r"prune_structured.ratio must lie in \(0, 1\), got 1.2",
@@ -86,7 +89,7 @@ SIZE_NEUTRAL = {"qat"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("technique", COMPRESSORS.names())
+@pytest.mark.parametrize("technique", TECHNIQUES.names())
 def test_every_compressor_contract(digits_cnn: Trained, tmp_path: Path, technique: str) -> None:
     """Each registered technique: same outputs, smaller on disk (zlib for sparsity; QAT keeps
     the size), accurate."""

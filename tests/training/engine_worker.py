@@ -18,9 +18,9 @@ import torch
 
 from edgeintel.data import load_dataset, partition, train_test_split
 from edgeintel.models import build_model
+from edgeintel.training import ClientSpec, FederatedConfig, FederatedEngine, FlMode, Hop
 from edgeintel.training.checkpoint import CheckpointStore
 from edgeintel.training.dp import DPConfig
-from edgeintel.training.engine import ClientSpec, FederatedConfig, FederatedEngine, FlMode, Hop
 from edgeintel.training.private import PrivacyStrategy, resume_engine
 from edgeintel.training.secagg import SecAggConfig
 

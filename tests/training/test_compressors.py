@@ -9,7 +9,7 @@ import pytest
 
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.training.compressors import (
-    COMPRESSORS,
+    UPDATE_COMPRESSORS,
     CompressorConfig,
     TopK,
     compress_with_feedback,
@@ -32,7 +32,7 @@ def test_byte_counts_equal_the_serialized_payload(d: int) -> None:
         "int8": d + 8 * math.ceil(d / 1024),
         "sign": math.ceil(d / 8) + 4 * math.ceil(d / 1024),
     }
-    for name in COMPRESSORS:
+    for name in UPDATE_COMPRESSORS:
         comp = make_compressor(CompressorConfig(name=name))
         blob = comp.encode(v)
         assert isinstance(blob, bytes)
@@ -84,7 +84,7 @@ def test_error_feedback_residual_carries_exactly_what_topk_dropped() -> None:
 
 
 def test_bad_config_and_payload() -> None:
-    with pytest.raises(ConfigError, match="unknown compressor"):
+    with pytest.raises(ConfigError, match="unknown update compressor"):
         CompressorConfig(name="zip")
     with pytest.raises(ConfigError, match="ratio"):
         CompressorConfig(name="topk", ratio=0)

@@ -15,8 +15,8 @@ from edgeintel.cli import app
 from edgeintel.data import load_dataset
 from edgeintel.errors import ConfigError
 from edgeintel.models import build_model
+from edgeintel.models.train import TrainConfig
 from edgeintel.scenario import DeviceProfile, TrainingMode, parse_scenario
-from edgeintel.training.local import TrainConfig
 from edgeintel.training.scenario_train import federated_config, resolve_mode, topology
 from edgeintel.training.solo import freeze_all_but_last, plan_solo, train_solo
 

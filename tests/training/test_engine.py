@@ -13,9 +13,7 @@ import torch
 from edgeintel.data import load_dataset, partition, train_test_split
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.models import build_model
-from edgeintel.training.aggregate import AggregationConfig
-from edgeintel.training.compressors import CompressorConfig, TopK
-from edgeintel.training.engine import (
+from edgeintel.training import (
     TIERS,
     ClientSpec,
     FederatedConfig,
@@ -23,7 +21,10 @@ from edgeintel.training.engine import (
     FlMode,
     Hop,
     Strategy,
+    Tier,
 )
+from edgeintel.training.aggregate import AggregationConfig
+from edgeintel.training.compressors import CompressorConfig, TopK
 from edgeintel.training.server_opt import Algorithm, ServerOptConfig
 from edgeintel.training.weights import flatten, get_weights
 
@@ -92,7 +93,7 @@ def test_local_training_matches_a_plain_sgd_step(digits: tuple[np.ndarray, ...])
     fresh = _engine(digits, parts=parts, clients=_clients(2), rounds=1, local_steps=1, lr=0.1)
     batches = fresh._batches(0, 1, 0, 1)[None]
     assert sorted(batches.ravel().tolist()) == list(range(16))
-    out = fresh._train(fresh.state.weights[None], batches, np.ones((1, 1), np.float32))[0]
+    out = fresh.trainer.train(fresh.state.weights[None], batches, np.ones((1, 1), np.float32))[0]
     np.testing.assert_allclose(out, expected, atol=1e-6)
     # the engine's round = weighted mean of both clients' SGD results
     assert not np.allclose(eng.state.weights, fresh.state.weights)
@@ -168,12 +169,42 @@ def test_deadline_cuts_stragglers_and_dropouts(digits: tuple[np.ndarray, ...]) -
         assert rec.duration_s == pytest.approx(1.0)
     q = _engine(digits, clients=clients, rounds=1, step_ms=5.0, deadline_quantile=0.5)
     q.run()
-    assert q.state.history[0].stragglers == 1
+    # a flat round's deadline is at the cloud: edge-b's devices (odd) are 20 ms further
+    # away over the backhaul than edge-a's, so at the median d3 and edge-b's 3 others miss it
+    assert q.state.history[0].stragglers == 4
+    times = [q._exchange(i, Tier.FLAT).time_s for i in range(N_DEV)]
+    assert max(times[0::2]) < q._deadline < min(times[1::2])
+    hier = _engine(digits, clients=clients, rounds=1, step_ms=5.0, deadline_quantile=0.5,
+                   mode=FlMode.HIERARCHICAL)  # fmt: skip
+    hier.run()  # at the edge servers only d3 is late (the backhaul is not on the device's path)
+    assert hier.state.history[0].stragglers == 1
     drop = _engine(digits, rounds=3, dropout=0.5, clients_per_round=6)
     drop.run()
     for rec in drop.state.history:
         assert rec.sampled == 6 and rec.dropped + rec.aggregated == 6
     assert sum(r.dropped for r in drop.state.history) > 0
+
+
+def test_round_time_counts_the_backhaul_in_flat_and_hierarchical_rounds(
+    digits: tuple[np.ndarray, ...],
+) -> None:
+    """Hand-computed: a device's exchange, plus (flat) its edge's backhaul to the cloud."""
+    flat = _engine(digits, rounds=1, step_ms=5.0, local_steps=3)
+    flat.run()
+    model_b, up_b = 4 * flat.dim, 4 * flat.dim  # dense updates (no compressor)
+
+    def hop_s(n: int, bw_mbps: float, rtt_ms: float) -> float:
+        return rtt_ms / 1000 + 8 * n / (bw_mbps * 1e6)
+
+    access = hop_s(model_b, 20.0, 10.0) + 3 * 5.0 / 1000 + hop_s(up_b, 20.0, 10.0)
+    # edge-b is two hops from the cloud: 1000 Mbit/s 2 ms, then 500 Mbit/s 10 ms
+    backhaul_b = sum(hop_s(n, bw, rtt) for n in (model_b, up_b)
+                     for bw, rtt in ((1000.0, 2.0), (500.0, 10.0)))  # fmt: skip
+    assert flat.state.history[0].duration_s == pytest.approx(access + backhaul_b)
+    hier = _engine(digits, rounds=1, step_ms=5.0, local_steps=3, mode=FlMode.HIERARCHICAL, k2=2)
+    hier.run()
+    edge_b = 2 * sum(hop_s(model_b, bw, rtt) for bw, rtt in ((1000.0, 2.0), (500.0, 10.0)))
+    assert hier.state.history[0].duration_s == pytest.approx(2 * access + edge_b)
 
 
 def test_resume_from_state_matches_an_uninterrupted_run(digits: tuple[np.ndarray, ...]) -> None:

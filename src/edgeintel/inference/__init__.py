@@ -1,7 +1,7 @@
 """Edge inference: compression techniques, recipes, honest measurement and constraint search."""
 
 from edgeintel.inference import compact, distill, lowrank, prune, qat, quantize  # noqa: F401
-from edgeintel.inference.base import COMPRESSORS, ArrayData, CompressContext, StageKind
+from edgeintel.inference.base import TECHNIQUES, ArrayData, CompressContext, StageKind
 from edgeintel.inference.compact import CompactConfig, separable_factors, to_separable
 from edgeintel.inference.compress import CompressionResult, StageResult, compress
 from edgeintel.inference.distill import DistillConfig, distill_train, distillation_loss
@@ -61,7 +61,7 @@ from edgeintel.inference.search import (
 )
 
 __all__ = [
-    "COMPRESSORS",
+    "TECHNIQUES",
     "ArrayData",
     "Budget",
     "BudgetError",

@@ -3,7 +3,7 @@
 A compressor is one technique (``quantize_static``, ``prune_structured``, ...):
 a validated frozen config class plus a function. Torch compressors map an
 ``nn.Module`` to a smaller ``nn.Module``; ONNX compressors map an ONNX file to
-another ONNX file. Adding a technique is one ``@register_compressor`` call.
+another ONNX file. Adding a technique is one ``@register_technique`` call.
 """
 
 from __future__ import annotations
@@ -23,18 +23,18 @@ from edgeintel.errors import ConfigError, DataError, ModelError
 from edgeintel.registry import Registry
 
 __all__ = [
-    "COMPRESSORS",
+    "TECHNIQUES",
     "ArrayData",
     "CompressContext",
-    "CompressorSpec",
     "FinetuneMixin",
     "StageKind",
+    "TechniqueSpec",
     "TorchStage",
     "as_array_data",
     "check_samples",
     "clone_model",
     "finetune",
-    "register_compressor",
+    "register_technique",
     "set_submodule",
 ]
 
@@ -131,7 +131,7 @@ class TorchStage:
 
 
 @dataclass(frozen=True)
-class CompressorSpec(Generic[C]):
+class TechniqueSpec(Generic[C]):
     """A registered technique: name, config class, where it works, and its function."""
 
     name: str
@@ -158,17 +158,17 @@ class CompressorSpec(Generic[C]):
             raise ConfigError(f"{self.name}: {exc}") from None
 
 
-COMPRESSORS: Registry[CompressorSpec[Any]] = Registry("compressor")
+TECHNIQUES: Registry[TechniqueSpec[Any]] = Registry("compression technique")
 
 
-def register_compressor(
+def register_technique(
     name: str, config_cls: type[C], kind: StageKind
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorator registering ``fn(model_or_path, config, ctx, ...)`` as technique ``name``."""
 
     def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
         doc = (fn.__doc__ or "").strip().splitlines()
-        COMPRESSORS.add(name, CompressorSpec(name, config_cls, kind, fn, doc[0] if doc else ""))
+        TECHNIQUES.add(name, TechniqueSpec(name, config_cls, kind, fn, doc[0] if doc else ""))
         return fn
 
     return deco
@@ -197,7 +197,7 @@ class FinetuneMixin:
 
 def finetune(model: nn.Module, cfg: FinetuneMixin, ctx: CompressContext) -> list[float]:
     """Fine-tune ``model`` in place on the training data; returns per-epoch training loss."""
-    from edgeintel.training.local import TrainConfig, train_model
+    from edgeintel.models.train import TrainConfig, train_model
 
     if cfg.finetune_epochs == 0:
         return []

@@ -26,7 +26,7 @@ from edgeintel.inference.base import (
     TorchStage,
     clone_model,
     finetune,
-    register_compressor,
+    register_technique,
     set_submodule,
 )
 
@@ -113,7 +113,7 @@ def to_separable(
     return model, warns, done
 
 
-@register_compressor("compact", CompactConfig, StageKind.TORCH)
+@register_technique("compact", CompactConfig, StageKind.TORCH)
 def _compact(model: nn.Module, config: CompactConfig, ctx: CompressContext) -> TorchStage:
     """Replace standard convs by depthwise-separable pairs (SVD-initialized), then fine-tune."""
     new, warns, done = to_separable(model, config.min_in_channels)

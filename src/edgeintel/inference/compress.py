@@ -23,7 +23,7 @@ from torch import nn
 
 from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference.base import (
-    COMPRESSORS,
+    TECHNIQUES,
     ArrayData,
     CompressContext,
     StageKind,
@@ -180,7 +180,7 @@ def compress(
             raise ConfigError(
                 f"recipe {recipe.name!r}: {recipe.torch_steps[0].technique} works on a PyTorch "
                 f"model, but {onnx_src} is an ONNX file; only "
-                f"{', '.join(n for n in COMPRESSORS if COMPRESSORS.get(n).kind == StageKind.ONNX)} "
+                f"{', '.join(n for n in TECHNIQUES if TECHNIQUES.get(n).kind == StageKind.ONNX)} "
                 "apply to it"
             )
         torch_model: nn.Module | None = None
@@ -258,7 +258,7 @@ def compress(
         prefix.append(step.to_json())
         key = _key(prefix)
         if key not in cache:
-            spec = COMPRESSORS.get(step.technique)
+            spec = TECHNIQUES.get(step.technique)
             name = "_".join(s for s in [*(next(iter(p)) for p in prefix)][-2:]) + f"_{key}"
             info: dict[str, Any] = {}
             if spec.kind == StageKind.TORCH:

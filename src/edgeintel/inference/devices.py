@@ -18,8 +18,9 @@ from edgeintel.errors import ConfigError
 from edgeintel.inference.compress import CompressionResult
 from edgeintel.inference.recipe import Recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
+from edgeintel.inference.settings import CompressBudget, CompressSettings
 from edgeintel.paths import inside, safe_name
-from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
+from edgeintel.topology import DeviceProfile
 
 __all__ = [
     "ProfileChoice",

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgeintel.errors import ConfigError
-from edgeintel.inference.base import CompressContext, StageKind, TorchStage, register_compressor
+from edgeintel.inference.base import CompressContext, StageKind, TorchStage, register_technique
 
 __all__ = ["DistillConfig", "distill_train", "distillation_loss", "student_family"]
 
@@ -136,7 +136,7 @@ def _distill_loop(
     return losses
 
 
-@register_compressor("distill", DistillConfig, StageKind.TORCH)
+@register_technique("distill", DistillConfig, StageKind.TORCH)
 def _distill(model: nn.Module, config: DistillConfig, ctx: CompressContext) -> TorchStage:
     """Knowledge distillation into a smaller zoo student (temperature, alpha)."""
     from edgeintel.models.zoo import build_model

@@ -27,7 +27,7 @@ from edgeintel.inference.base import (
     TorchStage,
     clone_model,
     finetune,
-    register_compressor,
+    register_technique,
     set_submodule,
 )
 
@@ -167,7 +167,7 @@ def low_rank(
     return model, warns, ranks
 
 
-@register_compressor("low_rank", LowRankConfig, StageKind.TORCH)
+@register_technique("low_rank", LowRankConfig, StageKind.TORCH)
 def _low_rank(model: nn.Module, config: LowRankConfig, ctx: CompressContext) -> TorchStage:
     """Truncated-SVD factorization of Linear and Conv layers, then fine-tuning."""
     new, warns, ranks = low_rank(model, config.energy, config.param_ratio, config.layers)

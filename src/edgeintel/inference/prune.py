@@ -36,7 +36,7 @@ from edgeintel.inference.base import (
     TorchStage,
     clone_model,
     finetune,
-    register_compressor,
+    register_technique,
     set_submodule,
 )
 
@@ -394,7 +394,7 @@ def prune_channels(
     return model, warns, changes
 
 
-@register_compressor("prune_structured", PruneStructuredConfig, StageKind.TORCH)
+@register_technique("prune_structured", PruneStructuredConfig, StageKind.TORCH)
 def _prune_structured(
     model: nn.Module, config: PruneStructuredConfig, ctx: CompressContext
 ) -> TorchStage:
@@ -445,7 +445,7 @@ def _make_permanent(model: nn.Module) -> None:
             tprune.remove(m, "weight")
 
 
-@register_compressor("prune_unstructured", PruneUnstructuredConfig, StageKind.TORCH)
+@register_technique("prune_unstructured", PruneUnstructuredConfig, StageKind.TORCH)
 def _prune_unstructured(
     model: nn.Module, config: PruneUnstructuredConfig, ctx: CompressContext
 ) -> TorchStage:

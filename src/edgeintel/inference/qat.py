@@ -38,7 +38,7 @@ from edgeintel.inference.base import (
     TorchStage,
     clone_model,
     finetune,
-    register_compressor,
+    register_technique,
     set_submodule,
 )
 
@@ -179,7 +179,7 @@ def qat_finetune(
     return strip_qat(prepared), warns, {"layers": done, "finetune_loss": losses}
 
 
-@register_compressor("qat", QATConfig, StageKind.TORCH)
+@register_technique("qat", QATConfig, StageKind.TORCH)
 def _qat(model: nn.Module, config: QATConfig, ctx: CompressContext) -> TorchStage:
     """Quantization-aware int8 fine-tuning; exports fp32, follow with quantize_static."""
     new, warns, info = qat_finetune(model, config, ctx)

@@ -25,7 +25,7 @@ import onnx
 import torch
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.inference.base import CompressContext, StageKind, check_samples, register_compressor
+from edgeintel.inference.base import CompressContext, StageKind, check_samples, register_technique
 from edgeintel.inference.measure import load_onnx
 from edgeintel.threads import ort_calibration_threads
 
@@ -251,7 +251,7 @@ def _first_line(exc: Exception) -> str:
     return (text.splitlines()[0] if text else exc.__class__.__name__)[:200]
 
 
-@register_compressor("quantize_static", QuantizeStaticConfig, StageKind.ONNX)
+@register_technique("quantize_static", QuantizeStaticConfig, StageKind.ONNX)
 def _quantize_static(
     src: Path, config: QuantizeStaticConfig, ctx: CompressContext, dst: Path
 ) -> list[str]:
@@ -259,7 +259,7 @@ def _quantize_static(
     return quantize_static_onnx(src, dst, ctx.calib_x, config)
 
 
-@register_compressor("quantize_dynamic", QuantizeDynamicConfig, StageKind.ONNX)
+@register_technique("quantize_dynamic", QuantizeDynamicConfig, StageKind.ONNX)
 def _quantize_dynamic(
     src: Path, config: QuantizeDynamicConfig, ctx: CompressContext, dst: Path
 ) -> list[str]:

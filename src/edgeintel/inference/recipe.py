@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 from edgeintel.errors import ConfigError
-from edgeintel.inference.base import COMPRESSORS, StageKind
+from edgeintel.inference.base import TECHNIQUES, StageKind
 
 __all__ = ["Recipe", "RecipeStep", "load_recipe", "make_recipe", "parse_recipe"]
 
@@ -47,7 +47,7 @@ class RecipeStep:
 
     @property
     def kind(self) -> StageKind:
-        return COMPRESSORS.get(self.technique).kind
+        return TECHNIQUES.get(self.technique).kind
 
     def options(self) -> dict[str, Any]:
         return {k: _jsonable(v) for k, v in dataclasses.asdict(self.config).items()}
@@ -65,7 +65,7 @@ class RecipeStep:
 
     @classmethod
     def make(cls, technique: str, options: dict[str, Any] | None = None) -> RecipeStep:
-        spec = COMPRESSORS.get(technique)
+        spec = TECHNIQUES.get(technique)
         return cls(technique, spec.make_config(options))
 
 

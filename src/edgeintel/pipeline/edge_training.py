@@ -18,12 +18,13 @@ import numpy as np
 
 from edgeintel.errors import ConfigError
 from edgeintel.models import build_model
+from edgeintel.models.train import TrainConfig, evaluate_accuracy
+from edgeintel.network import TIERS
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
-from edgeintel.training.engine import TIERS, FederatedEngine
-from edgeintel.training.local import TrainConfig, evaluate_accuracy
+from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import build_private_engine
 from edgeintel.training.scenario_train import resolve_mode
 from edgeintel.training.solo import train_solo

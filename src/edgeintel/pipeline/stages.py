@@ -7,9 +7,9 @@ import numpy as np
 from edgeintel.data import label_skew, load_data, partition, train_test_split
 from edgeintel.inference.latency import measure_latency, scale_latency
 from edgeintel.models import build_model, count_params, export_onnx, make_session, onnx_predict
+from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.report import plots
-from edgeintel.training.local import TrainConfig, evaluate_accuracy, predict_logits, train_model
 
 __all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage"]
 

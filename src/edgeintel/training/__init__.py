@@ -1,14 +1,19 @@
-"""Training: local (central, solo) and federated (flat and hierarchical) across the edge.
+"""Training across the edge: solo (one device) and federated (flat and hierarchical).
 
 Maths as pure functions over lists of numpy arrays (``aggregate``,
 ``compressors``, ``attacks``, ``server_opt``); the in-process engine
-(``engine.FederatedEngine``) orchestrates rounds; ``scenario_train`` maps a
-scenario onto the engine; ``solo`` trains one device within its budget.
+(``engine.FederatedEngine``) orchestrates rounds from ``rounds`` (config and
+state), ``strategy`` (the seam) and ``client_train`` (vmap local training), with
+time and bytes from ``edgeintel.network``; ``settings`` is the scenario's
+``settings.training``; ``scenario_train`` maps a scenario onto the engine;
+``solo`` trains one device within its budget. The plain trainer
+(``train_model``) lives in ``edgeintel.models``.
 ``dp``, ``secagg``, ``checkpoint`` and ``private`` add differential privacy,
 secure aggregation and checkpoint/resume through the engine's Strategy seam;
 ``edgeintel.training.flower`` (imported on its own) is the Flower adapter.
 """
 
+from edgeintel.network import TIERS, Hop
 from edgeintel.training.aggregate import (
     AGGREGATORS,
     AggregationConfig,
@@ -37,8 +42,9 @@ from edgeintel.training.checkpoint import (
     save_checkpoint,
     scenario_hash,
 )
+from edgeintel.training.client_train import LocalTrainer
 from edgeintel.training.compressors import (
-    COMPRESSORS,
+    UPDATE_COMPRESSORS,
     Compressor,
     CompressorConfig,
     CompressorKind,
@@ -52,38 +58,35 @@ from edgeintel.training.dp import (
     epsilon_for,
     noise_multiplier_for_epsilon,
 )
-from edgeintel.training.engine import (
-    TIERS,
-    AggregationContext,
+from edgeintel.training.engine import FederatedEngine
+from edgeintel.training.private import PrivacyStrategy, resume_engine
+from edgeintel.training.rounds import (
     ClientSpec,
     EngineState,
     FederatedConfig,
-    FederatedEngine,
     FlMode,
-    Hop,
     RoundRecord,
-    Strategy,
     Tier,
 )
-from edgeintel.training.local import (
-    EpochRecord,
-    TrainConfig,
-    evaluate_accuracy,
-    predict_logits,
-    train_model,
-)
-from edgeintel.training.private import PrivacyStrategy, resume_engine
 from edgeintel.training.scenario_train import build_engine, federated_config, resolve_mode, topology
 from edgeintel.training.secagg import SecAggConfig, secure_aggregate, secure_sum
-from edgeintel.training.server_opt import Algorithm, ServerOptConfig, server_step
+from edgeintel.training.server_opt import SERVER_OPTIMIZERS, Algorithm, ServerOptConfig, server_step
+from edgeintel.training.settings import (
+    DPSettings,
+    SecureAggregationSettings,
+    TrainingMode,
+    TrainingSettings,
+)
 from edgeintel.training.solo import SoloPlan, SoloResult, freeze_all_but_last, plan_solo, train_solo
+from edgeintel.training.strategy import AggregationContext, Strategy
 from edgeintel.training.weights import flatten, get_weights, set_weights, unflatten, weight_names
 
 __all__ = [
     "AGGREGATORS",
     "ATTACKS",
-    "COMPRESSORS",
+    "SERVER_OPTIMIZERS",
     "TIERS",
+    "UPDATE_COMPRESSORS",
     "AggregationConfig",
     "AggregationContext",
     "AggregationRule",
@@ -98,23 +101,26 @@ __all__ = [
     "CompressorConfig",
     "CompressorKind",
     "DPConfig",
+    "DPSettings",
     "DifferentialPrivacy",
     "EngineState",
-    "EpochRecord",
     "FederatedConfig",
     "FederatedEngine",
     "FlMode",
     "Hop",
+    "LocalTrainer",
     "PrivacyAccountant",
     "PrivacyStrategy",
     "RoundRecord",
     "SecAggConfig",
+    "SecureAggregationSettings",
     "ServerOptConfig",
     "SoloPlan",
     "SoloResult",
     "Strategy",
     "Tier",
-    "TrainConfig",
+    "TrainingMode",
+    "TrainingSettings",
     "aggregate",
     "alie_z",
     "build_engine",
@@ -122,7 +128,6 @@ __all__ = [
     "compress_with_feedback",
     "coordinate_median",
     "epsilon_for",
-    "evaluate_accuracy",
     "federated_config",
     "filter_finite",
     "flatten",
@@ -135,7 +140,6 @@ __all__ = [
     "multi_krum",
     "noise_multiplier_for_epsilon",
     "plan_solo",
-    "predict_logits",
     "resolve_mode",
     "resume_engine",
     "save_checkpoint",
@@ -145,7 +149,6 @@ __all__ = [
     "server_step",
     "set_weights",
     "topology",
-    "train_model",
     "train_solo",
     "trimmed_mean",
     "unflatten",

@@ -137,15 +137,6 @@ def _flat(updates: Sequence[Update]) -> np.ndarray:
     return np.stack([np.concatenate([np.ravel(a) for a in u]) for u in updates]).astype(np.float64)
 
 
-def _unflat(vec: np.ndarray, like: Update) -> list[np.ndarray]:
-    out, pos = [], 0
-    for a in like:
-        n = int(np.size(a))
-        out.append(vec[pos : pos + n].reshape(np.shape(a)).astype(np.float32))
-        pos += n
-    return out
-
-
 # --------------------------------------------------------------------------- rules
 
 

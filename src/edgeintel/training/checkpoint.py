@@ -23,7 +23,7 @@ import os
 import re
 import struct
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,12 +36,8 @@ __all__ = [
     "Checkpoint",
     "CheckpointStore",
     "load_checkpoint",
-    "pack_arrays",
-    "restore_rng",
-    "rng_state",
     "save_checkpoint",
     "scenario_hash",
-    "unpack_arrays",
 ]
 
 MAGIC = b"EDGEINTEL-CKPT\n"
@@ -63,36 +59,6 @@ def scenario_hash(obj: Any) -> str:
     """SHA-256 (hex) of a canonical JSON form of a pydantic model or JSON-able mapping."""
     data = obj.model_dump(mode="json") if hasattr(obj, "model_dump") else obj
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def pack_arrays(prefix: str, arrays: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
-    """``{prefix/0: a0, prefix/1: a1, ...}`` for storing a list of arrays."""
-    return {f"{prefix}/{i}": np.asarray(a) for i, a in enumerate(arrays)}
-
-
-def unpack_arrays(prefix: str, arrays: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Inverse of :func:`pack_arrays` (empty list when ``prefix`` is absent)."""
-    pat = re.compile(re.escape(prefix) + r"/(\d+)$")
-    found = {int(m.group(1)): a for k, a in arrays.items() if (m := pat.match(k))}
-    if sorted(found) != list(range(len(found))):
-        raise DataError(f"checkpoint arrays under {prefix!r} are not numbered 0..n-1")
-    return [found[i] for i in range(len(found))]
-
-
-def rng_state(rng: np.random.Generator) -> dict[str, Any]:
-    """JSON-serialisable state of a numpy Generator."""
-    return dict(rng.bit_generator.state)
-
-
-def restore_rng(state: Mapping[str, Any]) -> np.random.Generator:
-    """A Generator continuing exactly from :func:`rng_state`'s output."""
-    name = state.get("bit_generator")
-    bitgen_cls = getattr(np.random, str(name), None)
-    if bitgen_cls is None:
-        raise DataError(f"checkpoint names an unknown bit generator {name!r}")
-    bg = bitgen_cls()
-    bg.state = dict(state)
-    return np.random.Generator(bg)
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:

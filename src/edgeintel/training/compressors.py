@@ -35,7 +35,7 @@ from edgeintel.errors import ConfigError, DataError
 from edgeintel.registry import Registry
 
 __all__ = [
-    "COMPRESSORS",
+    "UPDATE_COMPRESSORS",
     "Compressor",
     "CompressorConfig",
     "CompressorKind",
@@ -66,7 +66,7 @@ class CompressorConfig:
     error_feedback: bool | None = None
 
     def __post_init__(self) -> None:
-        COMPRESSORS.get(str(self.name))
+        UPDATE_COMPRESSORS.get(str(self.name))
         if not 0 < self.ratio <= 1:
             raise ConfigError(f"compressor ratio must lie in (0, 1], got {self.ratio}")
         if self.block_size < 1:
@@ -195,15 +195,15 @@ class SignCompressor(Compressor):
 
 
 CompressorFactory = Callable[[CompressorConfig], Compressor]
-COMPRESSORS: Registry[CompressorFactory] = Registry("compressor")
-COMPRESSORS.add(CompressorKind.NONE, lambda cfg: NoCompression())
-COMPRESSORS.add(CompressorKind.TOPK, lambda cfg: TopK(cfg.ratio))
-COMPRESSORS.add(CompressorKind.INT8, lambda cfg: Int8Quantizer(cfg.block_size))
-COMPRESSORS.add(CompressorKind.SIGN, lambda cfg: SignCompressor(cfg.block_size))
+UPDATE_COMPRESSORS: Registry[CompressorFactory] = Registry("update compressor")
+UPDATE_COMPRESSORS.add(CompressorKind.NONE, lambda cfg: NoCompression())
+UPDATE_COMPRESSORS.add(CompressorKind.TOPK, lambda cfg: TopK(cfg.ratio))
+UPDATE_COMPRESSORS.add(CompressorKind.INT8, lambda cfg: Int8Quantizer(cfg.block_size))
+UPDATE_COMPRESSORS.add(CompressorKind.SIGN, lambda cfg: SignCompressor(cfg.block_size))
 
 
 def make_compressor(config: CompressorConfig) -> Compressor:
-    return COMPRESSORS.get(str(config.name))(config)
+    return UPDATE_COMPRESSORS.get(str(config.name))(config)
 
 
 def compress_with_feedback(

@@ -37,18 +37,15 @@ from edgeintel.threads import scenario_threads
 from edgeintel.training.aggregate import AggregationConfig, AggregationRule, weighted_mean
 from edgeintel.training.checkpoint import Checkpoint, CheckpointStore, scenario_hash
 from edgeintel.training.dp import ClipMode, DifferentialPrivacy, DPConfig, clip_update
-from edgeintel.training.engine import (
-    AggregationContext,
-    ClientSpec,
-    FederatedEngine,
-    Strategy,
-    Tier,
-)
+from edgeintel.training.engine import FederatedEngine
+from edgeintel.training.rounds import ClientSpec, Tier
 from edgeintel.training.secagg import SecAggConfig, secure_aggregate
+from edgeintel.training.strategy import AggregationContext, Strategy
 
 if TYPE_CHECKING:
     from edgeintel.data.datasets import Dataset
-    from edgeintel.scenario import Scenario, TrainingMode
+    from edgeintel.scenario import Scenario
+    from edgeintel.training.settings import TrainingMode
 
 __all__ = [
     "PrivacyStrategy",

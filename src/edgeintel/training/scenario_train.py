@@ -2,28 +2,28 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from torch import nn
 
 from edgeintel.data.datasets import Dataset
 from edgeintel.errors import ConfigError
-from edgeintel.scenario import Device, Scenario, TrainingMode, TrainingSettings
+from edgeintel.network import Hop
 from edgeintel.threads import DEFAULT_THREADS, scenario_threads
 from edgeintel.training.aggregate import AggregationConfig
 from edgeintel.training.attacks import AttackConfig
 from edgeintel.training.compressors import CompressorConfig
-from edgeintel.training.engine import (
-    ClientSpec,
-    FederatedConfig,
-    FederatedEngine,
-    FlMode,
-    Hop,
-    Strategy,
-)
+from edgeintel.training.engine import FederatedEngine
+from edgeintel.training.rounds import ClientSpec, FederatedConfig, FlMode
 from edgeintel.training.server_opt import Algorithm, ServerOptConfig
+from edgeintel.training.settings import TrainingMode, TrainingSettings
+from edgeintel.training.strategy import Strategy
+
+if TYPE_CHECKING:  # the scenario composes the training settings, so it imports this package
+    from edgeintel.scenario import Scenario
+    from edgeintel.topology import Device
 
 __all__ = ["build_engine", "federated_config", "resolve_mode", "topology"]
 
@@ -49,8 +49,8 @@ def federated_config(
     """Map the scenario's training settings onto the engine's validated config."""
     if mode not in (TrainingMode.FEDERATED, TrainingMode.HIERARCHICAL):
         raise ConfigError(f"settings.training.mode {mode!s} is not a federated mode")
-    algo = Algorithm(str(settings.algorithm))
-    server_lr = settings.server_lr or (0.01 if algo is Algorithm.FEDADAM else 1.0)
+    algo = str(settings.algorithm)
+    server_lr = settings.server_lr or (0.01 if algo == Algorithm.FEDADAM else 1.0)
     attack = None
     if settings.attack is not None:
         attack = AttackConfig(name=str(settings.attack), fraction=settings.malicious_fraction)
@@ -66,7 +66,7 @@ def federated_config(
         batch_size=settings.batch_size,
         lr=settings.client_lr,
         weight_decay=settings.weight_decay,
-        mu=settings.mu if algo is Algorithm.FEDPROX else 0.0,
+        mu=settings.mu if algo == Algorithm.FEDPROX else 0.0,
         server=ServerOptConfig(algorithm=algo, server_lr=server_lr),
         compressor=CompressorConfig(
             name=str(settings.compressor),
@@ -103,14 +103,11 @@ def topology(
         )
         for d in devices
     ]
-    paths: dict[str, list[Hop]] = {}
-    for e in scenario.edge_servers:
-        path = scenario.path_to_cloud(e.name)
-        hops = []
-        for a, b in itertools.pairwise(path):
-            link = scenario.link_between(a, b)
-            hops.append(Hop(link.bandwidth_mbps, link.rtt_ms))
-        paths[e.name] = hops
+    graph = scenario.topology
+    paths = {
+        e.name: [Hop(link.bandwidth_mbps, link.rtt_ms) for link in graph.links_to_cloud(e.name)]
+        for e in scenario.edge_servers
+    }
     return clients, paths
 
 

@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from edgeintel.errors import ConfigError, DataError
-from edgeintel.scenario import DeviceProfile
-from edgeintel.training.local import EpochRecord, TrainConfig, train_model
+from edgeintel.models.train import EpochRecord, TrainConfig, train_model
+from edgeintel.topology import DeviceProfile
 
 __all__ = ["SoloPlan", "SoloResult", "freeze_all_but_last", "plan_solo", "train_solo"]
 

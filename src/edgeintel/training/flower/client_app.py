@@ -15,11 +15,11 @@ from flwr.clientapp import ClientApp
 from torch import nn
 
 from edgeintel.errors import ConfigError
+from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
 from edgeintel.training.compressors import compress_with_feedback, make_compressor
 from edgeintel.training.flower.settings import FlowerSettings
 from edgeintel.training.flower.strategy import UPDATE_KEY, compressor_config
 from edgeintel.training.flower.task import TaskData, client_shard, load_task, make_model
-from edgeintel.training.local import TrainConfig, evaluate_accuracy, train_model
 from edgeintel.training.weights import flatten, get_weights, set_weights
 
 __all__ = ["app"]

@@ -5,10 +5,10 @@ from __future__ import annotations
 from flwr.app import ArrayRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
+from edgeintel.models.train import evaluate_accuracy
 from edgeintel.training.flower.settings import FlowerSettings
 from edgeintel.training.flower.strategy import EdgeIntelStrategy
 from edgeintel.training.flower.task import load_task, make_model
-from edgeintel.training.local import evaluate_accuracy
 from edgeintel.training.weights import get_weights, set_weights, weight_shapes
 
 __all__ = ["app"]

@@ -32,8 +32,9 @@ from edgeintel.inference.devices import (
 from edgeintel.inference.measure import MeasureConfig, load_onnx
 from edgeintel.inference.recipe import Recipe, load_recipe, make_recipe
 from edgeintel.inference.search import run_candidates
+from edgeintel.inference.settings import CompressBudget, CompressSettings
 from edgeintel.paths import check_out_dir, inside, safe_name
-from edgeintel.scenario import CompressBudget, CompressSettings, DeviceProfile
+from edgeintel.topology import DeviceProfile
 
 __all__ = ["CompressOutcome", "compress_target"]
 
@@ -164,8 +165,8 @@ def compress_target(
     family = width = None
     if suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
+        from edgeintel.models.train import TrainConfig, train_model
         from edgeintel.pipeline.preflight import preflight
-        from edgeintel.training.local import TrainConfig, train_model
 
         sc = load_scenario(path)
         if dataset is not None:

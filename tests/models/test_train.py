@@ -8,8 +8,7 @@ import torch
 
 from edgeintel.data import load_dataset, train_test_split
 from edgeintel.errors import ConfigError
-from edgeintel.models import build_model
-from edgeintel.training import TrainConfig, evaluate_accuracy, train_model
+from edgeintel.models import TrainConfig, build_model, evaluate_accuracy, train_model
 
 
 def _digits() -> tuple[np.ndarray, ...]:

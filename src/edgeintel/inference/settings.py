@@ -1,0 +1,59 @@
+"""Settings of the inference component: the ``settings.inference`` part of a scenario."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Literal
+
+from pydantic import Field
+
+from edgeintel.errors import FieldError
+from edgeintel.schema import Positive, Strict
+
+if TYPE_CHECKING:
+    from edgeintel.scenario import Scenario
+
+__all__ = ["CompressBudget", "CompressSettings", "InferenceSettings"]
+
+
+class CompressBudget(Strict):
+    """A device's compression budget (``None`` = not checked); latency on the device in ms.
+
+    ``max_peak_memory_mb`` defaults to the device profile's ``memory_mb``.
+    """
+
+    max_latency_ms: Positive | None = None
+    max_model_kb: Positive | None = None
+    max_peak_memory_mb: Positive | None = None
+    min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
+
+
+class CompressSettings(Strict):
+    """The compression stage: search ``search_space`` and pick one artifact per device profile.
+
+    ``budget`` applies to every profile; ``budgets`` overrides it per profile name.
+    """
+
+    enabled: bool = True
+    search_space: Literal["quick", "default"] = "quick"
+    objective: Literal["accuracy", "latency", "size"] = "accuracy"
+    latency_stat: Literal["p50", "p95"] = "p50"
+    budget: CompressBudget = CompressBudget()
+    budgets: dict[str, CompressBudget] = Field(default_factory=dict)
+
+
+class InferenceSettings(Strict):
+    """ONNX Runtime measurement settings (latency at batch 1, one intra-op thread)."""
+
+    latency_runs: Annotated[int, Field(ge=5, le=100_000)] = 100
+    warmup_runs: Annotated[int, Field(ge=0, le=10_000)] = 10
+    compress: CompressSettings = CompressSettings()
+
+    def check_scenario(self, scenario: Scenario) -> None:
+        """Budgets name device profiles of the scenario (paths below ``settings.inference``)."""
+        for name in self.compress.budgets:
+            if name not in scenario.device_profiles:
+                known = ", ".join(sorted(scenario.device_profiles))
+                raise FieldError(
+                    ("compress", "budgets", name),
+                    f"unknown device profile {name!r}; expected one of: {known}",
+                )

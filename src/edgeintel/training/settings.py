@@ -1,0 +1,136 @@
+"""Settings of the training component: the ``settings.training`` part of a scenario.
+
+Names of aggregation rules, attacks, update compressors and federated algorithms
+are checked against their registries (``AGGREGATORS``, ``ATTACKS``,
+``UPDATE_COMPRESSORS``, ``SERVER_OPTIMIZERS``) when a scenario is validated, so
+a rule a user registers can be named in a scenario file.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, model_validator
+
+from edgeintel.schema import Fraction, NonNegative, Positive, Strict, registry_name
+from edgeintel.training.aggregate import AGGREGATORS
+from edgeintel.training.attacks import ATTACKS
+from edgeintel.training.compressors import UPDATE_COMPRESSORS
+from edgeintel.training.server_opt import SERVER_OPTIMIZERS
+
+__all__ = ["DPSettings", "SecureAggregationSettings", "TrainingMode", "TrainingSettings"]
+
+
+class TrainingMode(StrEnum):
+    """``auto``: hierarchical when devices attach to edge servers, else federated."""
+
+    AUTO = "auto"
+    CENTRAL = "central"
+    SOLO = "solo"
+    FEDERATED = "federated"
+    HIERARCHICAL = "hierarchical"
+
+
+class DPSettings(Strict):
+    """Client-level differential privacy (DP-FedAvg), see docs/privacy.md.
+
+    ``noise_multiplier`` z and ``clip_norm`` C (L2, parameter units); ``clipping``
+    ``fixed`` or ``adaptive`` (towards the ``target_quantile`` of update norms);
+    ``target_epsilon`` at ``target_delta`` bounds training (``on_budget``: stop or warn).
+    """
+
+    noise_multiplier: Positive = 1.0
+    clip_norm: Positive = 1.0
+    clipping: Annotated[str, Field(pattern=r"^(fixed|adaptive)$")] = "fixed"
+    target_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    clip_lr: Positive = 0.2
+    target_epsilon: Positive | None = None
+    target_delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
+    on_budget: Annotated[str, Field(pattern=r"^(stop|warn)$")] = "stop"
+
+
+class SecureAggregationSettings(Strict):
+    """Pairwise-masking secure aggregation at every device-level aggregator.
+
+    ``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of a
+    device's share holders needed to recover its masks; ``dropout``: share of devices
+    simulated to drop out after masking (recovered from secret shares); ``neighbors``:
+    SecAgg+ degree (even), each device masks with and shares to only that many peers.
+    """
+
+    scale_bits: Annotated[int, Field(ge=8, le=48)] = 24
+    threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
+    dropout: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
+    neighbors: Annotated[int, Field(ge=2, multiple_of=2)] | None = None
+
+
+class TrainingSettings(Strict):
+    """Central baseline (epochs, batch_size, lr, weight_decay: Adam) and edge training.
+
+    Edge training (see docs/training.md): ``mode``; federated rounds of
+    ``local_steps`` (k1) or ``local_epochs`` SGD at ``client_lr`` on
+    ``clients_per_round`` sampled devices; ``algorithm`` with ``mu`` (FedProx) and
+    ``server_lr``; ``k2`` edge aggregations per cloud aggregation (hierarchical);
+    an update ``compressor``; a robust ``aggregation`` rule; an ``attack`` run by
+    ``malicious_fraction`` of the devices; a round deadline; dropouts; solo
+    fine-tuning of the last ``finetune_layers`` layers.
+    """
+
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
+    lr: Positive = 3e-3
+    weight_decay: NonNegative = 0.0
+    # ---- edge training (issue 4)
+    mode: TrainingMode = TrainingMode.AUTO
+    rounds: Annotated[int, Field(ge=1, le=100_000)] = 10
+    clients_per_round: Annotated[int, Field(ge=1)] | None = None
+    local_steps: Annotated[int, Field(ge=1, le=100_000)] | None = 10
+    local_epochs: Annotated[int, Field(ge=1, le=1000)] | None = None
+    client_lr: Positive = 0.05
+    algorithm: Annotated[str, registry_name(SERVER_OPTIMIZERS)] = "fedavg"
+    mu: NonNegative = 0.01
+    server_lr: Positive | None = None
+    k2: Annotated[int, Field(ge=1, le=1000)] = 5
+    compressor: Annotated[str, registry_name(UPDATE_COMPRESSORS)] = "none"
+    topk_ratio: Annotated[float, Field(gt=0, le=1)] = 0.01
+    error_feedback: bool | None = None
+    aggregation: Annotated[str, registry_name(AGGREGATORS)] = "fedavg"
+    byzantine_fraction: Annotated[float, Field(ge=0, lt=0.5)] | None = None
+    clip_norm: Positive | None = None
+    attack: Annotated[str, registry_name(ATTACKS)] | None = None
+    malicious_fraction: Fraction = 0.0
+    deadline_s: Positive | None = None
+    deadline_quantile: Annotated[float, Field(gt=0, le=1)] | None = None
+    dropout: Fraction = 0.0
+    finetune_layers: Annotated[int, Field(ge=1)] | None = None
+    # ---- privacy and fault tolerance (issue 5)
+    dp: DPSettings | None = None
+    secure_aggregation: SecureAggregationSettings | None = None
+    checkpoint_dir: Path | None = Field(
+        default=None, description="save the aggregator state here every round; resume from it"
+    )
+
+    @model_validator(mode="after")
+    def _edge_training(self) -> TrainingSettings:
+        if self.local_epochs is not None and "local_steps" not in self.model_fields_set:
+            object.__setattr__(self, "local_steps", None)
+        if (self.local_steps is None) == (self.local_epochs is None):
+            raise ValueError("give exactly one of 'local_steps' and 'local_epochs'")
+        if self.deadline_s is not None and self.deadline_quantile is not None:
+            raise ValueError("give at most one of 'deadline_s' and 'deadline_quantile'")
+        if self.aggregation == "norm_clip" and self.clip_norm is None:
+            raise ValueError("aggregation 'norm_clip' needs 'clip_norm'")
+        if self.attack is not None and self.malicious_fraction == 0:
+            raise ValueError("an 'attack' needs 'malicious_fraction' > 0")
+        if self.secure_aggregation is not None:
+            if self.aggregation != "fedavg":
+                raise ValueError(
+                    "secure_aggregation reveals only the sum; use aggregation 'fedavg'"
+                )
+            if self.compressor != "none":
+                raise ValueError("secure_aggregation needs compressor 'none' (masks are dense)")
+            if self.dp is not None and self.dp.clipping == "adaptive":
+                raise ValueError("secure_aggregation with dp supports dp.clipping 'fixed' only")
+        return self

@@ -1,0 +1,61 @@
+"""The import arrows point one way: foundation <- components <- pipeline/report/cli.
+
+Checked on the source (every ``import edgeintel.x`` / ``from edgeintel.x import``,
+at any depth, except under ``if TYPE_CHECKING:``), so a sideways import between
+components fails here before it tangles the packages.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "edgeintel"
+FOUNDATION = {"errors", "registry", "schema", "topology", "network", "data", "models"}
+COMPONENTS = {"training", "inference", "offloading", "caching"}
+# what each layer may import (besides itself); scenario composes the components' settings
+ALLOWED = {
+    **{f: FOUNDATION for f in FOUNDATION},
+    **{c: FOUNDATION for c in COMPONENTS},
+    "scenario": FOUNDATION | COMPONENTS,
+}
+
+
+def _runtime_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    skip: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skip.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        names = []
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module]
+        elif isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "edgeintel" and len(parts) > 1:
+                out.add(parts[1])
+    return out
+
+
+def _layer(path: Path) -> str:
+    rel = path.relative_to(SRC).parts
+    return rel[0].removesuffix(".py")
+
+
+@pytest.mark.parametrize(
+    "path",
+    [p for p in sorted(SRC.rglob("*.py")) if _layer(p) in ALLOWED],
+    ids=lambda p: str(p.relative_to(SRC)),
+)
+def test_imports_point_down(path: Path) -> None:
+    layer = _layer(path)
+    bad = _runtime_imports(path) - ALLOWED[layer] - {layer}
+    assert not bad, f"{path.relative_to(SRC)} ({layer}) imports {sorted(bad)}"

@@ -1,0 +1,276 @@
+"""One contract over every registry entry (scikit-learn's habit of checking every estimator).
+
+Each registered dataset, partitioner, model family, aggregation rule, attack,
+update compressor, federated algorithm, compression technique and pipeline stage
+can be named (in a scenario or a recipe), configured, run on a tiny input, and
+round-trips its config. A new entry is covered the moment it is registered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from edgeintel.data import DATASETS, PARTITIONERS, load_data, load_dataset, partition
+from edgeintel.errors import ConfigError
+from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
+from edgeintel.models import MODELS, build_model
+from edgeintel.models.train import TrainConfig, train_model
+from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
+from edgeintel.registry import Registry
+from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
+from edgeintel.training import (
+    AGGREGATORS,
+    ATTACKS,
+    SERVER_OPTIMIZERS,
+    UPDATE_COMPRESSORS,
+    AggregationConfig,
+    aggregate,
+    make_attack,
+    make_compressor,
+    server_step,
+)
+from edgeintel.training.scenario_train import federated_config
+
+from .conftest import tiny_scenario_dict
+
+SLOW_DATASETS = {"mnist", "acsf1", "video_scenes"}  # > 2 s to load on this machine
+
+
+def _scenario(**parts: Any) -> Scenario:
+    """The tiny scenario with ``data``, ``task`` or ``training`` fields replaced."""
+    raw = tiny_scenario_dict()
+    raw["data"].update(parts.get("data", {}))
+    raw["task"].update(parts.get("task", {}))
+    raw["settings"]["training"].update(parts.get("training", {}))
+    sc = parse_scenario(raw)
+    assert parse_scenario(dump_scenario(sc)) == sc  # the config round-trips
+    return sc
+
+
+def _engine_config(**training: Any) -> Any:
+    sc = _scenario(training={"clip_norm": 1.0, "topk_ratio": 0.25, **training})
+    return federated_config(sc.settings.training, TrainingMode.FEDERATED, sc.seed)
+
+
+def _roundtrip(cfg: Any) -> None:
+    assert type(cfg)(**dataclasses.asdict(cfg)) == cfg
+
+
+# --------------------------------------------------------------------------- per registry
+
+
+def _dataset(name: str) -> None:
+    sc = _scenario(data={"dataset": name, "max_samples": 40, "partition": {"kind": "iid"}})
+    ds = load_data(sc.data, seed=sc.seed)
+    assert len(ds) == 40 and ds.x.dtype == np.float32 and ds.y.dtype == np.int64
+    assert ds.y.min() >= 0 and ds.y.max() < ds.num_classes == len(ds.classes)
+
+
+def _partitioner(name: str) -> None:
+    sc = _scenario(data={"partition": {"kind": name, "alpha": 1.0}})
+    spec = sc.data.partition
+    y = np.repeat(np.arange(4), 10)
+    groups = np.arange(40) % 5
+    parts = partition(y, 4, spec.kind, seed=0, groups=groups, alpha=spec.alpha)
+    assert len(parts) == 4
+    flat = np.concatenate(parts)
+    assert len(flat) == len(set(flat.tolist())) and set(flat.tolist()) <= set(range(40))
+
+
+def _model(name: str) -> None:
+    sc = _scenario(task={"model": name, "width": 4})
+    built = 0
+    for shape in ((1, 8, 8), (3, 32)):  # image families, sensor families; mlp takes both
+        try:
+            model = build_model(sc.task.model, shape, 3, width=sc.task.width, seed=0)
+        except (ConfigError, ValueError, RuntimeError):
+            continue
+        with torch.no_grad():
+            assert model(torch.zeros(2, *shape)).shape == (2, 3)
+        built += 1
+    assert built >= 1
+
+
+def _updates() -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(0)
+    return [[rng.normal(size=(3, 2)).astype(np.float32), rng.normal(size=2).astype(np.float32)]
+            for _ in range(6)]  # fmt: skip
+
+
+def _aggregator(name: str) -> None:
+    cfg = dataclasses.replace(_engine_config(aggregation=name).aggregation, f=1)
+    assert cfg.rule == name
+    out = aggregate(_updates(), np.arange(1.0, 7.0), cfg)
+    assert [a.shape for a in out] == [(3, 2), (2,)] and all(np.isfinite(a).all() for a in out)
+    _roundtrip(cfg)
+
+
+def _attack(name: str) -> None:
+    cfg = _engine_config(attack=name, malicious_fraction=0.25).attack
+    assert cfg is not None and cfg.name == name
+    attack = make_attack(cfg)
+    rng = np.random.default_rng(0)
+    honest = rng.normal(size=(8, 5)).astype(np.float32)
+    bad = np.zeros(8, dtype=bool)
+    bad[:2] = True
+    out = attack.poison_updates(honest, bad, rng)
+    assert out.shape == honest.shape and np.array_equal(out[~bad], honest[~bad])
+    y = attack.poison_labels(np.arange(10) % 4, 4)
+    assert y.shape == (10,) and y.min() >= 0 and y.max() < 4
+    _roundtrip(cfg)
+
+
+def _update_compressor(name: str) -> None:
+    cfg = _engine_config(compressor=name).compressor
+    assert cfg.name == name
+    vec = np.random.default_rng(0).normal(size=100).astype(np.float32)
+    blob, decoded = make_compressor(cfg).roundtrip(vec)
+    assert decoded.shape == vec.shape and len(blob) <= vec.nbytes
+    _roundtrip(cfg)
+
+
+def _algorithm(name: str) -> None:
+    cfg = _engine_config(algorithm=name).server
+    assert cfg.algorithm == name
+    w, d = np.zeros(4, np.float32), np.ones(4, np.float32)
+    new, state = server_step(w, d, {}, cfg)
+    assert new.shape == (4,) and (new > 0).all() and np.array_equal(w, np.zeros(4))
+    new2, _ = server_step(new, d, state, cfg)  # the state it returned is accepted back
+    assert (new2 > new).all()
+    _roundtrip(cfg)
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn() -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
+    ds = load_dataset("digits")
+    x, y = ds.x[:300], ds.y[:300]
+    model = build_model("image_cnn", ds.sample_shape, ds.num_classes, width=4, seed=0)
+    train_model(model, x, y, TrainConfig(epochs=1, batch_size=32), seed=0)
+    return model, x, y
+
+
+def _technique(name: str, tiny: Any, tmp: Path) -> None:
+    recipe = parse_recipe({"name": "one", "steps": [name]})
+    assert parse_recipe(json.loads(json.dumps(recipe.to_json()))) == recipe  # round-trips
+    model, x, y = tiny
+    res = compress(model, recipe, (x, y), x[:32], family="image_cnn", width=4, workdir=tmp,
+                   measure=MeasureConfig(runs=5, warmup=1))  # fmt: skip
+    assert [s.technique for s in res.stages] == ["fp32", name]
+    assert Path(res.artifact.path).is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scenario, dict[str, Any]]:
+    sc = parse_scenario(tiny_scenario_dict())
+    runs = tmp_path_factory.mktemp("runs")
+    return sc, run_pipeline(sc, runs_dir=runs, run_id="r", show_progress=False).results
+
+
+def _stage(name: str, run: tuple[Scenario, dict[str, Any]]) -> None:
+    sc, results = run
+    (stage,) = ordered_stages([name])  # named
+    assert stage.name == name and isinstance(stage.order, int)
+    assert name in results["stages"] and results["timings_s"][name] >= 0  # ran on a tiny run
+    # its configuration is the scenario, which round-trips to the same hash
+    again = json.dumps(dump_scenario(parse_scenario(dump_scenario(sc))), sort_keys=True)
+    assert hashlib.sha256(again.encode()).hexdigest()[:16] == results["scenario"]["hash"]
+
+
+# --------------------------------------------------------------------------- the contract
+
+CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
+    "datasets": (DATASETS, _dataset),
+    "partitioners": (PARTITIONERS, _partitioner),
+    "models": (MODELS, _model),
+    "aggregators": (AGGREGATORS, _aggregator),
+    "attacks": (ATTACKS, _attack),
+    "update_compressors": (UPDATE_COMPRESSORS, _update_compressor),
+    "server_optimizers": (SERVER_OPTIMIZERS, _algorithm),
+    "techniques": (TECHNIQUES, _technique),
+    "stages": (STAGES, _stage),
+}
+
+
+def _cases() -> list[Any]:
+    out = []
+    for kind, (registry, _) in CONTRACTS.items():
+        for name in registry:
+            slow = kind in ("techniques", "stages") or (
+                kind == "datasets" and name in SLOW_DATASETS
+            )
+            marks = [pytest.mark.slow] if slow else []
+            out.append(pytest.param(kind, name, marks=marks, id=f"{kind}:{name}"))
+    return out
+
+
+def test_every_registry_is_covered() -> None:
+    """Every Registry object in the package's modules is in CONTRACTS."""
+    import edgeintel.training.flower.strategy  # noqa: F401  (the one package not loaded above)
+
+    modules = [m for n, m in sorted(sys.modules.items()) if n.startswith("edgeintel.")]
+    found = {id(v) for m in modules for v in vars(m).values() if isinstance(v, Registry)}
+    assert found == {id(reg) for reg, _ in CONTRACTS.values()}
+
+
+@pytest.mark.parametrize(("kind", "name"), _cases())
+def test_registry_entry_contract(
+    kind: str, name: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    registry, check = CONTRACTS[kind]
+    assert name in registry
+    if kind == "techniques":
+        check(name, request.getfixturevalue("tiny_cnn"), tmp_path)
+    elif kind == "stages":
+        check(name, request.getfixturevalue("tiny_run"))
+    else:
+        check(name)
+
+
+def test_unknown_names_list_the_registry() -> None:
+    with pytest.raises(ConfigError, match=r"unknown aggregation rule 'nope'; expected one of: "):
+        _scenario(training={"aggregation": "nope"})
+    with pytest.raises(ConfigError, match=r"data\.partition\.kind: unknown partition kind 'x'"):
+        _scenario(data={"partition": {"kind": "x"}})
+    with pytest.raises(ConfigError, match=r"settings\.training\.algorithm: unknown federated"):
+        _scenario(training={"algorithm": "sgd"})
+    with pytest.raises(ConfigError, match=r"data\.dataset: unknown dataset 'cifar'; expected"):
+        _scenario(data={"dataset": "cifar"})
+    with pytest.raises(ConfigError, match=r"task\.model: unknown model family 'resnet'"):
+        _scenario(task={"model": "resnet"})
+
+
+def test_a_user_registered_rule_can_be_named_in_a_scenario(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Register ``my_rule``, name it in a scenario: it validates and the engine runs it."""
+    from edgeintel.training.private import build_private_engine
+
+    calls: list[int] = []
+
+    def my_rule(updates: list[Any], weights: np.ndarray, cfg: AggregationConfig) -> list[Any]:
+        calls.append(len(updates))
+        return [np.mean([u[i] for u in updates], axis=0) for i in range(len(updates[0]))]
+
+    # registered for this test only (the registry is process-wide)
+    monkeypatch.setitem(AGGREGATORS._items, "my_rule", my_rule)
+    sc = _scenario(training={"aggregation": "my_rule", "rounds": 1, "k2": 1, "local_steps": 1})
+    assert sc.settings.training.aggregation == "my_rule"
+    ds = load_data(sc.data, seed=sc.seed)
+    from edgeintel.data import train_test_split
+
+    tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=sc.seed)
+    parts = partition(ds.y[tr], sc.num_devices, "iid", seed=sc.seed)
+    model = build_model(sc.task.model, ds.x.shape[1:], ds.num_classes, sc.task.width, sc.seed)
+    engine = build_private_engine(sc, model, ds, tr, te, [tr[p] for p in parts])
+    engine.run()
+    assert calls, "the user's rule was never called"
