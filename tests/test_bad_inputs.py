@@ -165,7 +165,7 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
         "strictly increasing",
     ),
     # ---- datasets and models
-    ("unknown-dataset", _set("data.dataset", "nope"), {}, "data: unknown dataset 'nope'"),
+    ("unknown-dataset", _set("data.dataset", "nope"), {}, "data.dataset: unknown dataset 'nope'"),
     ("unknown-family", _set("task.model", "resnet9000"), {}, "task.model: unknown model family"),
     ("wrong-family-rank", _set("task.model", "sensor_cnn"), {}, "task.model: input shape"),
     ("factory-missing-module", _set("task.model", "nomod:build"), {}, "cannot import module"),
@@ -560,7 +560,7 @@ CLI_CASES: list[tuple[str, list[str], dict[str, FileMaker], str]] = [
         "compress-recipe-technique",
         ["compress", "{S}", "--recipe", "{D}/r.yaml"],
         {"r.yaml": "name: r\nsteps:\n  - {bogus: {}}\n"},
-        "unknown compressor 'bogus'",
+        "unknown compression technique 'bogus'",
     ),
     (
         "compress-recipe-option",

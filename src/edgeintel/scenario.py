@@ -44,6 +44,7 @@ from edgeintel.schema import (  # noqa: F401
     NonNegative,
     Positive,
     Strict,
+    load_yaml,
     registry_name,
     resolve_file,
 )
@@ -185,6 +186,11 @@ class RuntimeSettings(_Strict):
 
 
 class Settings(_Strict):
+    """One slot per component, and ``threads``: the torch/BLAS/ONNX Runtime threads every
+    stage of a run uses for training, fine-tuning and calibration (1 by default, so
+    several runs or processes share a machine without oversubscribing it)."""
+
+    threads: Annotated[int, Field(ge=1, le=256)] = 1
     training: TrainingSettings = TrainingSettings()
     inference: InferenceSettings = InferenceSettings()
     offloading: OffloadingSettings = OffloadingSettings()
@@ -200,12 +206,12 @@ class Scenario(_Strict):
 
     name: NodeName
     description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     task: TaskSpec
     data: DataSpec
     cloud: CloudSpec = CloudSpec()
     edge_servers: list[EdgeServer] = Field(default_factory=list)
-    device_profiles: dict[str, DeviceProfile]
+    device_profiles: dict[NodeName, DeviceProfile]  # a name becomes <out>/<profile>.onnx
     devices: Annotated[list[DeviceGroup], Field(min_length=1)]
     links: list[Link] = Field(default_factory=list)
     settings: Settings = Settings()
@@ -276,7 +282,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if not p.is_file():
         raise ConfigError(f"scenario file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
