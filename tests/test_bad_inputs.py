@@ -437,6 +437,20 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
     ),
     ("attack-without-fraction", _training(attack="sign_flip"), {}, "malicious_fraction"),
     ("norm-clip-without-bound", _training(aggregation="norm_clip"), {}, "clip_norm"),
+    (
+        "deadline-nobody-meets",
+        _training(mode="federated", deadline_s=1e-9),
+        {},
+        "deadline_s: 1e-09 s is shorter than every device's round",
+    ),
+    (
+        "float32-overflow",
+        _training(mode="federated", dp={"noise_multiplier": 1e308}),
+        {},
+        "noise_multiplier: expected a number within float32 range",
+    ),
+    ("settings-threads-zero", _set("settings.threads", 0), {}, "settings.threads"),
+    ("settings-threads-bool", _set("settings.threads", True), {}, "settings.threads"),
     # ---- compression settings
     (
         "budget-unknown-profile",

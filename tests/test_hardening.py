@@ -216,6 +216,18 @@ def test_all_updates_nan_is_a_training_error() -> None:
         eng.run()
 
 
+def test_edge_training_that_aggregates_nothing_fails(tmp_path: Path) -> None:
+    raw = tiny_scenario_dict()
+    raw["settings"]["training"].update(mode="federated", rounds=1, local_steps=1, dropout=0.999)
+    res = CliRunner().invoke(
+        app, ["run", str(_write(tmp_path, raw)), "--runs-dir", str(tmp_path), "--run-id", "d",
+              "-q", "--stage", "data", "--stage", "edge_train"],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "no device update was aggregated" in res.output
+    results = json.loads((tmp_path / "d" / "results.json").read_text())
+    assert results["status"] == "failed" and "the model is untrained" in results["error"]
+
+
 # --------------------------------------------------------------------------- §8 process state
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, TrainingError
 from edgeintel.models import build_model
 from edgeintel.models.train import TrainConfig, evaluate_accuracy
 from edgeintel.network import TIERS
@@ -76,6 +76,13 @@ class EdgeTrainStage(Stage):
 
         eng = engine()
         _run_engine(ctx, eng, f"{mode} training (rounds)")
+        if eng.state.history and not any(r.aggregated for r in eng.state.history):
+            raise TrainingError(
+                f"{mode} training: no device update was aggregated in any of the "
+                f"{len(eng.state.history)} rounds (every sampled device dropped out or missed "
+                "the deadline); the model is untrained. Lower settings.training.dropout or "
+                "relax the deadline"
+            )
         clean = None
         if st.attack is not None:
             clean = engine({"attack": None, "malicious_fraction": 0.0})

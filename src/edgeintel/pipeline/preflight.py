@@ -158,6 +158,14 @@ def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightRepor
             "ordinary size"
         ) from None
     cfg = engine.config
+    if cfg.deadline_s is not None:  # a deadline no device can meet trains nothing
+        deadline = engine._compute_deadline()  # measures one local step here
+        fastest = min(engine._exchange(i, engine._tier()).time_s for i in engine.available)
+        if fastest > deadline:
+            raise ConfigError(
+                f"settings.training.deadline_s: {deadline:g} s is shorter than every device's "
+                f"round (the fastest takes {fastest:.3g} s); no update would ever arrive"
+            )
     rule = str(cfg.aggregation.rule)
     if rule in ("fedavg", "norm_clip", "median"):  # any number of updates >= 1 will do
         return
