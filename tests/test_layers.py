@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "edgeintel"
-FOUNDATION = {"errors", "registry", "schema", "topology", "network", "data", "models"}
+FOUNDATION = {
+    "errors", "registry", "schema", "topology", "network", "data", "models", "paths", "threads",
+    "extras",
+}  # fmt: skip
 COMPONENTS = {"training", "inference", "offloading", "caching"}
 # what each layer may import (besides itself); scenario composes the components' settings
 ALLOWED = {
