@@ -588,7 +588,12 @@ CLI_CASES: list[tuple[str, list[str], dict[str, FileMaker], str]] = [
         {},
         "--dataset",
     ),
-    ("compress-onnx-no-dataset", ["compress", "{D}/m.onnx"], {"m.onnx": b"x"}, "--dataset"),
+    (
+        "compress-onnx-corrupt-no-record",
+        ["compress", "{D}/m.onnx"],
+        {"m.onnx": b"x"},
+        "not a valid ONNX model",
+    ),
     (
         "compress-onnx-unknown-dataset",
         ["compress", "{D}/m.onnx", "--dataset", "nope"],
