@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 
+from edgeintel.caching.policies import POLICIES, make_policy, opt_hits, simulate
 from edgeintel.data import DATASETS, PARTITIONERS, load_data, load_dataset, partition
 from edgeintel.errors import ConfigError
 from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
@@ -186,6 +187,23 @@ def _stage(name: str, run: tuple[Scenario, dict[str, Any]]) -> None:
     assert hashlib.sha256(again.encode()).hexdigest()[:16] == results["scenario"]["hash"]
 
 
+def _cache_policy(name: str) -> None:
+    pol = make_policy(name, 3)
+    inside: set[int] = set()  # what admit's eviction reports say the cache holds
+    for k in [0, 1, 2, 0, 3, 4, 0, 5, 1]:
+        if not pol.lookup(k):
+            out = pol.admit(k)
+            assert set(out) <= inside and not any(e in pol for e in out)
+            inside = (inside - set(out)) | {k}
+        assert len(pol) <= 3 and inside == {j for j in range(6) if j in pol}
+    kept = sorted(inside)
+    assert pol.discard(kept[0]) and kept[0] not in pol
+    trace = np.random.default_rng(0).integers(0, 60, size=2000)
+    assert simulate(make_policy(name, 150), trace) <= opt_hits(trace, 150)  # OPT is a bound
+    with pytest.raises(ConfigError, match="capacity"):
+        make_policy(name, 0)
+
+
 # --------------------------------------------------------------------------- the contract
 
 CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
@@ -198,6 +216,7 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "server_optimizers": (SERVER_OPTIMIZERS, _algorithm),
     "techniques": (TECHNIQUES, _technique),
     "stages": (STAGES, _stage),
+    "cache_policies": (POLICIES, _cache_policy),
 }
 
 
