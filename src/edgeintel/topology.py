@@ -193,6 +193,7 @@ class DeviceProfile(Strict):
     power_tx_w: NonNegative
     power_idle_w: NonNegative
     battery_j: Positive
+    cache_mb: NonNegative = 0.0  # on-device content cache (MiB), a placement tier; 0: none
 
 
 class DeviceGroup(Strict):
