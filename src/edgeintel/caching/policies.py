@@ -529,7 +529,9 @@ class WTinyLFUCache(CachePolicy):
     ``0.2 * main`` is a whole number (capacity 500, 1000) the hit counts equal
     libcachesim's exactly; at 100 and 200 entries they differ by up to 0.01
     in miss ratio (measured on Zipf 0.6-1.0 traces). Below 100 entries
-    libcachesim's window has no slot and it admits nothing; ours does the same.
+    libcachesim's window gets ``int(0.01 * capacity) = 0`` slots and it admits
+    nothing (every request misses); ours keeps at least one window slot (none
+    at capacity 1, a plain SLRU), so it stays a working W-TinyLFU there.
     """
 
     name = "wtinylfu"
@@ -538,7 +540,7 @@ class WTinyLFUCache(CachePolicy):
         super().__init__(capacity)
         if not 0 <= window_ratio < 1:
             raise ConfigError(f"W-TinyLFU window_ratio must be in [0, 1), got {window_ratio}")
-        self.window_cap = int(self.capacity * window_ratio)
+        self.window_cap = min(max(1, int(self.capacity * window_ratio)), self.capacity - 1)
         self.main_cap = self.capacity - self.window_cap
         self.protected_cap = int(self.main_cap * 0.8)
         self.probation_cap = self.main_cap - self.protected_cap
