@@ -201,8 +201,8 @@ def evaluate_assignment(
     )
 
 
-Placement = Callable[[FleetProblem], list[int]]
-PLACEMENTS: Registry[Placement] = Registry("placement policy")
+PlacementPolicy = Callable[[FleetProblem], list[int]]
+PLACEMENTS: Registry[PlacementPolicy] = Registry("placement policy")
 
 
 @PLACEMENTS.register("brute_force")
