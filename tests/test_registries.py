@@ -28,7 +28,7 @@ import edgeintel
 from edgeintel.caching import FEATURES, FRAME_FEATURES, POLICIES, make_policy, miss_ratio, prepare
 from edgeintel.caching.detectors import COUNTERS
 from edgeintel.data import DATASETS, PARTITIONERS, load_data, load_dataset, partition
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
 from edgeintel.models import MODELS, build_model
 from edgeintel.models.train import TrainConfig, train_model
@@ -111,11 +111,13 @@ def _partitioner(name: str) -> None:
 def _model(name: str) -> None:
     sc = _scenario(task={"model": name, "width": 4})
     built = 0
-    for shape in ((1, 8, 8), (3, 32)):  # image families, sensor families; mlp takes both
+    # small image families, sensor families (mlp takes both), torchvision families (RGB >= 96 px)
+    for shape in ((1, 8, 8), (3, 32), (3, 96, 96)):
         try:
             model = build_model(sc.task.model, shape, 3, width=sc.task.width, seed=0)
-        except (ConfigError, ValueError, RuntimeError):
+        except (ConfigError, ModelError, ValueError, RuntimeError):
             continue
+        model.eval()
         with torch.no_grad():
             assert model(torch.zeros(2, *shape)).shape == (2, 3)
         built += 1

@@ -28,12 +28,28 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.inference.latency import measure_latency
 from edgeintel.models.export import file_sha256, make_session
 from edgeintel.offloading.graph import LayerGraph, load_layer_graph
 from edgeintel.offloading.transfer import serialize_tensors
 
 __all__ = ["ModelProfile", "measure_serialization", "profile_model"]
+
+
+def _p50_ms(session: Any, x: np.ndarray, runs: int, warmup: int) -> float:
+    """Median wall time (ms) of ``runs`` batch-1 inferences of ``session`` after ``warmup``.
+
+    Timed here rather than with ``inference.latency`` so that offloading, a
+    component, imports no other component (tests/test_layers.py).
+    """
+    feed = {session.get_inputs()[0].name: np.ascontiguousarray(x, dtype=np.float32)}
+    for _ in range(warmup):
+        session.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(np.median(times))
 
 
 @dataclass
@@ -168,13 +184,13 @@ def profile_model(
         raw[i] = float(np.median(s))
     if raw.sum() <= 0:
         raise ModelError(f"{path}: ONNX Runtime's profile has no node timings")
-    full = measure_latency(make_session(path), x, runs=max(20, runs_per_round * 2), warmup=3)
-    node_ms = raw * (full.p50_ms / raw.sum())
+    full_p50 = _p50_ms(make_session(path), x, runs=max(20, runs_per_round * 2), warmup=3)
+    node_ms = raw * (full_p50 / raw.sum())
     return ModelProfile(
         model_sha256=file_sha256(path),
         node_names=list(graph.names),
         node_ms=[float(v) for v in node_ms],
-        full_ms=float(full.p50_ms),
+        full_ms=full_p50,
         raw_sum_ms=float(raw.sum()),
         rounds=rounds,
         serialize_ms_per_mb=measure_serialization(False),

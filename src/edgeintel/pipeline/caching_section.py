@@ -167,7 +167,7 @@ def _placement(pl: dict[str, Any]) -> list[Markup]:
             "neighbour hit ratio": v.get("neighbour_hit_ratio"),
             "from the cloud": v.get("cloud_ratio"),
             "mean latency (ms)": v.get("mean_latency_ms"),
-            "backhaul (MiB)": int(round(v.get("backhaul_bytes", 0) / 2**20)),
+            "backhaul (MiB)": round(v.get("backhaul_bytes", 0) / 2**20),
             "requests": v.get("requests"),
         }
         for k, v in strategies.items()
