@@ -202,6 +202,8 @@ def render_caching(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
         _warn_filter(ctx, filt)
         parts.append(Markup("<h3>Redundancy filter on the devices</h3>"))
         rows = _filter_rows(filt.get("per_device") or {})
+        why = [{"device": r["device"], "why this threshold": r.pop("why this threshold")}
+               for r in rows]  # fmt: skip
         if rows:
             parts.append(
                 table(
@@ -216,6 +218,9 @@ def render_caching(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
                     ),
                 )
             )
+        if why:
+            parts.append(table(why, caption="Why each device's threshold (tuned on its profiling "
+                               "segment)"))  # fmt: skip
         for name, v in (filt.get("per_device") or {}).items():
             best = (v.get("threshold") or {}).get("best_per_feature")
             if best:
