@@ -38,8 +38,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from edgeintel.training.local import TrainConfig, train_model
-
 from _common import target, write_results
 from edgeintel.caching import (
     LIBCACHESIM_POLICIES,
@@ -66,6 +64,7 @@ from edgeintel.data import load_dataset, sliding_windows, train_test_split
 from edgeintel.data.datasets import video_path
 from edgeintel.inference import measure_latency
 from edgeintel.models import build_model, export_onnx, make_session, onnx_predict
+from edgeintel.models.train import TrainConfig, train_model
 
 torch.set_num_threads(1)
 SEEDS = (0, 1, 2)

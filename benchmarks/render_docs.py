@@ -48,7 +48,9 @@ def fmt(v: Any) -> str:
 
 
 def pm(stat: dict[str, Any]) -> str:
-    """``mean ± std (n seeds)`` of a :func:`_common.mean_std` record."""
+    """``mean ± std`` of a :func:`_common.mean_std` record (``(1 seed)`` for one value)."""
+    if stat.get("n", 2) == 1:
+        return f"{stat['mean']:.3f} (1 seed)"
     return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
 
 

@@ -19,7 +19,8 @@ COMPONENTS = {"training", "inference", "offloading", "caching"}
 ALLOWED = {
     **{f: FOUNDATION for f in FOUNDATION},
     **{c: FOUNDATION for c in COMPONENTS},
-    "scenario": FOUNDATION | COMPONENTS,
+    # the runtime sits on top, but its settings model is a slot of the scenario
+    "scenario": FOUNDATION | COMPONENTS | {"runtime"},
 }
 
 

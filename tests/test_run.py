@@ -41,8 +41,11 @@ def test_run_writes_results_and_report(tiny_scenario_file: Path, tmp_path: Path)
     core = ["data", "train", "export", "evaluate"]
     assert [s for s in results["stages"] if s in core] == core
     data = results["data"]
-    assert sum(data["partition"]["samples_per_device"]) == data["train_samples"] == 300
+    # 100 test; 15% of the other 300 is the validation split, kept off the devices
+    assert sum(data["partition"]["samples_per_device"]) == data["train_samples"]
+    assert data["train_samples"] + data["split"]["validation"] == 300
     assert data["test_samples"] == 100 and data["partition"]["devices"] == 4
+    assert data["split"]["kind"] == "stratified" and data["split"]["server"] == 0
     assert len(results["training"]["history"]) == 2
     ev = results["evaluation"]
     assert ev["onnx_max_abs_diff"] < 1e-3

@@ -558,6 +558,13 @@ def plan(
         console.print(f"plan: {outcome.path}", highlight=False)
 
 
+from edgeintel.runtime import commands as _runtime_commands  # noqa: E402
+
+app.command("serve")(_runtime_commands.serve_cmd)
+app.command("export-repo")(_runtime_commands.export_repo_cmd)
+app.command("device")(_runtime_commands.device_cmd)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -38,6 +38,7 @@ from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
 from edgeintel.models.zoo import MODELS
 from edgeintel.offloading.settings import OffloadingSettings
+from edgeintel.runtime.settings import RuntimeSettings
 
 # Fraction, NonNegative, Positive: number types for the settings slots defined below
 from edgeintel.schema import (  # noqa: F401
@@ -121,7 +122,14 @@ class PartitionSpec(_Strict):
 
 class DataSpec(_Strict):
     """Either a bundled ``dataset`` (a name in ``DATASETS``) or a user's ``path`` (NPZ, CSV,
-    Parquet, image folder)."""
+    Parquet, image folder).
+
+    Held-out sets (see docs/data.md): ``test_fraction`` of all samples is the test set;
+    of the rest, ``server_fraction`` is a server-held set and ``validation_fraction``
+    the validation set (selection); both stay off the devices. ``split`` says how
+    each is cut (``segment``: contiguous blocks of ``segment_blocks`` per recording,
+    ``segment_gap`` samples purged at each boundary).
+    """
 
     dataset: Annotated[str, registry_name(DATASETS)] | None = None
     path: Path | None = None
@@ -133,6 +141,19 @@ class DataSpec(_Strict):
     image_size: Annotated[int, Field(ge=4, le=512)] = 32
     max_samples: Annotated[int, Field(ge=10)] | None = None
     test_fraction: Annotated[float, Field(gt=0, lt=1)] = 0.25
+    split: Literal["auto", "stratified", "group", "segment"] = Field(
+        default="auto",
+        description="how held-out sets are cut: auto = segment for sequences (video), "
+        "group with group ids, else stratified",
+    )
+    segment_blocks: Annotated[int, Field(ge=2, le=10_000)] = 8
+    segment_gap: Annotated[int, Field(ge=0, le=10_000)] = 3
+    validation_fraction: Annotated[float, Field(gt=0, lt=0.5)] = 0.15
+    server_fraction: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        default=0.0,
+        description="share of the non-test data held by the server (never on a device): "
+        "calibration and fine-tuning of edge-trained models",
+    )
     partition: PartitionSpec = PartitionSpec()
 
     _check_path = field_validator("path")(resolve_file)
@@ -165,10 +186,6 @@ class TaskSpec(_Strict):
 
 
 # --------------------------------------------------------------------------- settings
-
-
-class RuntimeSettings(_Strict):
-    pass
 
 
 class Settings(_Strict):

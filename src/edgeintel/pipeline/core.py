@@ -67,6 +67,9 @@ class RunContext:
     dataset: Dataset | None = None
     train_idx: np.ndarray | None = None
     test_idx: np.ndarray | None = None
+    # validation (selection) and server-held sets: never on a device, never tested on
+    val_idx: np.ndarray | None = None
+    server_idx: np.ndarray | None = None
     device_parts: list[np.ndarray] = field(default_factory=list)
     devices: list[Device] = field(default_factory=list)
     model: Any = None
@@ -106,6 +109,18 @@ class RunContext:
         ds = self.require_dataset()
         assert self.test_idx is not None
         return ds.x[self.test_idx], ds.y[self.test_idx]
+
+    def val_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The validation split (selection), carved from the training data, off the devices."""
+        ds = self.require_dataset()
+        idx = self.val_idx if self.val_idx is not None else np.empty(0, dtype=np.int64)
+        return ds.x[idx], ds.y[idx]
+
+    def server_arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """The server-held set (``data.server_fraction``; may be empty)."""
+        ds = self.require_dataset()
+        idx = self.server_idx if self.server_idx is not None else np.empty(0, dtype=np.int64)
+        return ds.x[idx], ds.y[idx]
 
     def device_arrays(self, device: int) -> tuple[np.ndarray, np.ndarray]:
         """Training samples held by device ``device`` (index into ``devices``)."""

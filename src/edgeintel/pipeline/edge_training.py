@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeintel.data.provenance import chance_accuracy, compare_to_central
 from edgeintel.errors import ConfigError
 from edgeintel.models import build_model
 from edgeintel.models.train import TrainConfig, evaluate_accuracy
@@ -32,6 +33,19 @@ from edgeintel.training.scenario_train import resolve_mode
 from edgeintel.training.solo import train_solo
 
 __all__ = ["EdgeTrainStage"]
+
+
+def _compare(ctx: RunContext, section: dict[str, Any], accuracy: float | None) -> None:
+    """Add chance level and the gap to the central baseline to the summary; warn if poor."""
+    _, y_te = ctx.test_arrays()
+    central = ctx.results.get("training", {}).get("final_accuracy")
+    cmp = compare_to_central(accuracy, central, chance_accuracy(y_te))
+    warnings = cmp.pop("warnings")
+    section["summary"].update(cmp)
+    if warnings:
+        section["warnings"] = warnings
+        for w in warnings:
+            ctx.console.print(f"[yellow]warning:[/] {w}")
 
 
 def _run_engine(ctx: RunContext, engine: FederatedEngine, label: str) -> None:
@@ -96,6 +110,7 @@ class EdgeTrainStage(Stage):
             clean = engine({"attack": None, "malicious_fraction": 0.0})
             _run_engine(ctx, clean, "clean reference (rounds)")
         ctx.model = copy.deepcopy(eng.global_model())
+        ctx.state["model_source"] = str(mode)
         hist = eng.state.history
         rounds = [r.round for r in hist]
         acc = [float("nan") if r.accuracy is None else r.accuracy for r in hist]
@@ -167,6 +182,7 @@ class EdgeTrainStage(Stage):
                 f"{section['malicious_devices']} malicious devices; aggregation "
                 f"{cfg.aggregation.rule} vs the same run without attack.",
             )  # fmt: skip
+        _compare(ctx, section, hist[-1].accuracy)
         ctx.results["edge_training"] = section
         report_privacy(ctx, eng, section="edge_training")
 
@@ -205,12 +221,14 @@ class EdgeTrainStage(Stage):
                 }
                 advance()
         accs = [v["test_accuracy"] for v in per_device.values()]
-        ctx.results["edge_training"] = {
+        section: dict[str, Any] = {
             "mode": "solo",
             "summary": {"mean_test_accuracy": float(np.mean(accs)), "devices": len(per_device)},
             "finetune_layers": st.finetune_layers,
             "devices": per_device,
         }
+        _compare(ctx, section, float(np.mean(accs)))
+        ctx.results["edge_training"] = section
         ctx.add_figure(
             "edge_training", "Solo training per device",
             plots.bar_chart(list(per_device), accs, ylabel="test accuracy"),

@@ -6,7 +6,13 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.data import label_skew, load_data, partition, train_test_split
+from edgeintel.data import fit_standardizer, label_skew, load_data, partition, run_splits
+from edgeintel.data.provenance import (
+    CENTRAL_TRAIN,
+    DEVICE_SHARDS,
+    chance_accuracy,
+    split_record,
+)
 from edgeintel.inference.latency import measure_latency, scale_latency
 from edgeintel.models import build_model, count_params, export_onnx, make_session, onnx_predict
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
@@ -17,6 +23,8 @@ from edgeintel.pipeline import inference_section as _inference_section  # noqa: 
 from edgeintel.pipeline import training_section as _training_section  # noqa: F401
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.report import plots
+from edgeintel.scenario import TrainingMode
+from edgeintel.training.scenario_train import resolve_mode
 
 __all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage"]
 
@@ -31,13 +39,41 @@ class DataStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         sc = ctx.scenario
+        spec = sc.data
         with ctx.task("Loading data", total=3) as advance:
-            ds = load_data(sc.data, seed=sc.seed)
+            ds = load_data(spec, seed=sc.seed)
             advance()
-            train_idx, test_idx = train_test_split(ds.y, sc.data.test_fraction, seed=sc.seed)
+            splits = run_splits(
+                ds.y,
+                ds.groups,
+                test_fraction=spec.test_fraction,
+                validation_fraction=spec.validation_fraction,
+                server_fraction=spec.server_fraction,
+                kind=spec.split,
+                sequential=bool(ds.extra.get("sequential")),
+                blocks=spec.segment_blocks,
+                gap=spec.segment_gap,
+                seed=sc.seed,
+            )
+            train_idx, test_idx = splits.train, splits.test
+            edge = resolve_mode(sc) is not TrainingMode.CENTRAL
+            scaler_info = None
+            if ds.extra.get("standardize") == "per_channel":
+                # statistics from data the fitting party holds: the central training
+                # split, or after edge training only the server-held sets (never the
+                # devices' shards, never the test set)
+                fit_idx = np.concatenate([splits.val, splits.server]) if edge else train_idx
+                scaler = fit_standardizer(ds.x[np.sort(fit_idx)])
+                ds.x = scaler.apply(ds.x)
+                ctx.state["standardizer"] = scaler
+                scaler_info = {
+                    **scaler.to_json(),
+                    "fitted_on": "server-held (validation + server)" if edge else "train split",
+                    "samples": len(fit_idx),
+                }
             advance()
             ctx.devices = sc.expand_devices()
-            p = sc.data.partition
+            p = spec.partition
             local = partition(
                 ds.y[train_idx],
                 len(ctx.devices),
@@ -48,6 +84,8 @@ class DataStage(Stage):
                 min_samples=p.min_samples,
             )
             advance()
+        ctx.val_idx, ctx.server_idx = splits.val, splits.server
+        ctx.state["split"] = split_record(spec, sc.seed, splits, ds.name)
         ctx.dataset, ctx.train_idx, ctx.test_idx = ds, train_idx, test_idx
         ctx.device_parts = [train_idx[part] for part in local]
         counts = np.stack(
@@ -58,6 +96,8 @@ class DataStage(Stage):
             "description": ds.description,
             "train_samples": len(train_idx),
             "test_samples": len(test_idx),
+            "split": {**splits.to_json(), "chance_accuracy": chance_accuracy(ds.y[test_idx])},
+            "standardization": scaler_info,
             "partition": {
                 "kind": str(p.kind),
                 "alpha": p.alpha if str(p.kind) in {"dirichlet", "quantity"} else None,
@@ -142,20 +182,29 @@ class ExportStage(Stage):
         ds = ctx.require_dataset()
         if ctx.model is None:
             raise RuntimeError("no trained model to export")
+        # the model on the context: the edge-trained global model when edge training
+        # replaced it (federated / hierarchical), else the central baseline
+        trained_by = ctx.state.get("model_source", "central")
+        scaler = ctx.state.get("standardizer")
+        extra = {
+            "family": ctx.scenario.task.model,
+            "dataset": ds.name,
+            "trained_by": trained_by,
+            "trained_on": CENTRAL_TRAIN if trained_by == "central" else DEVICE_SHARDS,
+            # lets `edgeintel compress MODEL.onnx` evaluate on what the model never saw
+            "data_split": ctx.state.get("split"),
+            "preprocess": None if scaler is None else scaler.to_json(),
+        }
         with ctx.task("Exporting to ONNX", total=1) as advance:
             artifact = export_onnx(
-                ctx.model,
-                ds.sample_shape,
-                ctx.run_dir / "model.onnx",
-                ds.classes,
-                extra={"family": ctx.scenario.task.model, "dataset": ds.name},
+                ctx.model, ds.sample_shape, ctx.run_dir / "model.onnx", ds.classes, extra=extra
             )
             advance()
         ctx.artifact = artifact
-        trained_by = ctx.results.get("edge_training", {}).get("mode") or "central"
         ctx.results["model"] = {
             "family": ctx.scenario.task.model,
             "trained_by": trained_by,
+            "trained_on": extra["trained_on"],
             "width": ctx.scenario.task.width,
             "params": count_params(ctx.model),
             "onnx": artifact.to_json(),

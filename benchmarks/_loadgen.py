@@ -1,0 +1,109 @@
+"""Load generator for bench_serve: many concurrent keep-alive HTTP/1.1 clients on asyncio.
+
+Run as its own process (``python benchmarks/_loadgen.py '<json config>'``) so that the
+clients do not share the server's interpreter; prints one JSON object. Every 200 response
+is decoded with the protocol's decoder and checked (output name, shape, datatype); any
+other status or an undecodable body counts as a failure.
+
+Closed loop (``rate`` absent): ``concurrency`` clients each send the next request as soon
+as the previous answer arrives. Open loop (``rate`` given): request ``i`` is due at
+``i / rate`` seconds and its latency is measured from that due time (no coordinated
+omission).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from edgeintel.runtime.protocol import decode_response, encode_request
+
+
+async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: float) -> None:
+    reader, writer = await asyncio.open_connection(cfg["host"], cfg["port"])
+    rate = cfg.get("rate")
+    try:
+        while True:
+            i = state["next"]
+            if i >= cfg["requests"]:
+                return
+            state["next"] += 1
+            due = t0 + i / rate if rate else None
+            if due is not None:
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            start = due if due is not None else time.perf_counter()
+            writer.write(req)
+            status_line = await reader.readline()
+            headers: dict[bytes, bytes] = {}
+            while True:
+                line = await reader.readline()
+                if line in (b"\r\n", b""):
+                    break
+                k, _, v = line.partition(b":")
+                headers[k.strip().lower()] = v.strip()
+            body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            state["lat"].append(time.perf_counter() - start)
+            status = int(status_line.split()[1]) if status_line else 0
+            ok = status == 200
+            if ok:
+                try:
+                    hl = headers.get(b"inference-header-content-length")
+                    out = decode_response(body, int(hl) if hl else None)
+                    arr = out[cfg["output"]]
+                    ok = arr.shape == tuple(cfg["output_shape"]) and arr.dtype == np.float32
+                except Exception:
+                    ok = False
+            state["ok" if ok else "failed"] += 1
+            if not ok:
+                state["statuses"][str(status)] = state["statuses"].get(str(status), 0) + 1
+    finally:
+        writer.close()
+
+
+async def run(cfg: dict[str, Any]) -> dict[str, Any]:
+    x = np.random.default_rng(0).random(cfg["input_shape"], dtype=np.float32)
+    body, hl = encode_request({cfg["input"]: x}, binary=cfg["binary"], binary_outputs=cfg["binary"])
+    head = (
+        f"POST {cfg['path']} HTTP/1.1\r\nHost: {cfg['host']}\r\n"
+        f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+    )
+    if hl is not None:
+        head += f"Inference-Header-Content-Length: {hl}\r\n"
+    req = (head + "\r\n").encode() + body
+    state: dict[str, Any] = {"next": 0, "lat": [], "ok": 0, "failed": 0, "statuses": {}}
+    t0 = time.perf_counter()
+    await asyncio.gather(*(_worker(cfg, req, state, t0) for _ in range(cfg["concurrency"])))
+    wall = time.perf_counter() - t0
+    lat = np.array(state["lat"]) * 1000
+    return {
+        "requests": cfg["requests"],
+        "ok": state["ok"],
+        "failed": state["failed"],
+        "failed_statuses": state["statuses"],
+        "wall_s": wall,
+        "throughput_per_s": state["ok"] / wall,
+        "p50_ms": float(np.percentile(lat, 50)),
+        "p99_ms": float(np.percentile(lat, 99)),
+        "mean_ms": float(lat.mean()),
+        "request_bytes": len(body),
+    }
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    print(json.dumps(asyncio.run(run(json.loads(sys.argv[1])))))

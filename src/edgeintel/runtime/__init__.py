@@ -1,0 +1,61 @@
+"""The running system: edge/cloud inference servers (Open Inference Protocol v2), dynamic
+batching, a sha256-verified model repository, device agents with store-and-forward, and
+link emulation over a swappable transport. See docs/runtime.md.
+
+Submodules import lazily: ``edgeintel.scenario`` imports ``runtime.settings`` and must not
+pull in the server.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from edgeintel.runtime.settings import (
+    BatchingSettings,
+    OnFull,
+    RuntimeSettings,
+    ServerSettings,
+    StoreSettings,
+)
+
+__all__ = [
+    "BatchingSettings",
+    "DeviceAgent",
+    "DeviceStore",
+    "DynamicBatcher",
+    "HttpTransport",
+    "LinkEmulator",
+    "MemoryTransport",
+    "ModelRepository",
+    "OnFull",
+    "ResultSink",
+    "RuntimeSettings",
+    "ServerSettings",
+    "StoreSettings",
+    "Transport",
+    "build_app",
+    "export_repository",
+    "serve",
+]
+
+_LAZY = {
+    "DeviceAgent": "agent",
+    "DeviceStore": "store",
+    "DynamicBatcher": "batching",
+    "HttpTransport": "transport",
+    "LinkEmulator": "transport",
+    "MemoryTransport": "transport",
+    "ModelRepository": "repository",
+    "ResultSink": "sink",
+    "Transport": "transport",
+    "build_app": "server",
+    "export_repository": "repository",
+    "serve": "server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f"edgeintel.runtime.{_LAZY[name]}"), name)
+    raise AttributeError(f"module 'edgeintel.runtime' has no attribute {name!r}")

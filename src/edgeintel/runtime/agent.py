@@ -1,0 +1,308 @@
+"""``edgeintel device``: a device agent that senses, filters, infers and never loses a result.
+
+The agent replays its share of the scenario's real data at the real rate
+(frames at the clip's fps, sensor recordings over their duration, else
+``settings.runtime.rate_hz``), skips what the redundancy filter rejects, and
+runs each input locally (ONNX Runtime) or offloads it per its plan, falling
+back to local inference when the server is unreachable, slow (no answer in
+``offload_timeout_ms``) or refuses. Each result goes first into the device's
+SQLite store (durable before it counts as produced); a forwarder thread sends
+the store's results in order to the server's ``/v1/results`` when the link is
+up. Results carry the idempotency key ``<device>:<stream index>``; a restarted
+agent resumes at the store's ``next_index``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edgeintel.errors import ConfigError
+from edgeintel.runtime.protocol import HEADER_LENGTH, decode_response, encode_request
+from edgeintel.runtime.seams import LOCAL_PLAN, Plan, ProcessAll, RedundancyFilter, Tier
+from edgeintel.runtime.settings import RuntimeSettings
+from edgeintel.runtime.store import DeviceStore, StoreFull
+from edgeintel.runtime.transport import Request, Transport, TransportError
+
+__all__ = ["AgentStats", "DeviceAgent", "DeviceStream", "device_stream"]
+
+
+@dataclass(frozen=True)
+class DeviceStream:
+    """A device's inputs (N, ...) float32, their true labels, and seconds between inputs."""
+
+    inputs: np.ndarray
+    labels: np.ndarray
+    interval_s: float
+
+
+def device_stream(scenario: Any, device: str) -> DeviceStream:
+    """The named device's share of the scenario's data (same split and partition as
+    ``edgeintel run``), paced at the data's own rate."""
+    from edgeintel.data.datasets import load_data
+    from edgeintel.data.partition import partition, train_test_split
+
+    devices = scenario.expand_devices()
+    names = [d.name for d in devices]
+    if device not in names:
+        raise ConfigError(f"unknown device {device!r}; the scenario has {names[0]}..{names[-1]}")
+    ds = load_data(scenario.data, seed=scenario.seed)
+    train_idx, _ = train_test_split(ds.y, scenario.data.test_fraction, seed=scenario.seed)
+    p = scenario.data.partition
+    parts = partition(
+        ds.y[train_idx],
+        len(devices),
+        kind=str(p.kind),
+        seed=scenario.seed,
+        groups=None if ds.groups is None else ds.groups[train_idx],
+        alpha=p.alpha,
+        min_samples=p.min_samples,
+    )
+    idx = train_idx[parts[names.index(device)]]
+    if len(idx) == 0:
+        raise ConfigError(f"device {device!r} holds no samples in this scenario's partition")
+    if ds.fps:
+        interval = 1.0 / ds.fps
+    elif ds.sampling_rate_hz:
+        interval = ds.x.shape[-1] / ds.sampling_rate_hz
+    else:
+        interval = 1.0 / scenario.settings.runtime.rate_hz
+    return DeviceStream(ds.x[idx].astype(np.float32), ds.y[idx], interval)
+
+
+@dataclass
+class AgentStats:
+    """Counts of one agent run and the per-result latencies (ms) by placement."""
+
+    produced: int = 0
+    skipped: int = 0
+    rejected: int = 0
+    placements: dict[str, int] = field(default_factory=dict)
+    latency_ms: dict[str, list[float]] = field(default_factory=dict)
+    correct: int = 0
+    timeline: list[tuple[float, str]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        lat = {
+            k: {
+                "p50": float(np.percentile(v, 50)),
+                "p99": float(np.percentile(v, 99)),
+                "n": len(v),
+            }
+            for k, v in self.latency_ms.items()
+            if v
+        }
+        return {
+            "produced": self.produced,
+            "skipped": self.skipped,
+            "rejected": self.rejected,
+            "placements": dict(self.placements),
+            "latency_ms": lat,
+            "accuracy": self.correct / self.produced if self.produced else None,
+        }
+
+
+class DeviceAgent:
+    """One device: a producer loop (sense -> filter -> infer -> store) and a forwarder thread.
+
+    ``session`` runs the local model (input name from the session). For a split plan
+    (``plan.split`` set) ``head_session`` runs the head on the device and its output
+    goes to ``plan.tail_model`` on the server (input ``tail_input``, default the head's
+    output name); on failure the whole local model runs instead. ``transport``
+    reaches the device's server (None: no server, results stay in the store).
+    ``plan`` and ``filter`` come from the offloading and caching components;
+    defaults run everything locally and process every input.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        stream: DeviceStream,
+        session: Any,
+        store: DeviceStore,
+        transport: Transport | None = None,
+        model: str = "model",
+        plan: Plan = LOCAL_PLAN,
+        filter: RedundancyFilter | None = None,
+        token: str | None = None,
+        settings: RuntimeSettings | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        retry_after_s: float = 1.0,
+        head_session: Any = None,
+        tail_input: str | None = None,
+    ) -> None:
+        self.name = name
+        self.stream = stream
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+        self.store = store
+        self.transport = transport
+        self.model = model
+        self.plan = plan
+        self.filter = filter or ProcessAll()
+        self.settings = settings or RuntimeSettings()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._clock = clock
+        self._sleep = sleep
+        self.retry_after_s = retry_after_s
+        # split plans: the device runs the head and posts its output to the tail model
+        self.head_session = head_session
+        self.tail_input = tail_input
+        self._offload_blocked_until = -1.0
+        self.stats = AgentStats()
+        self._stop = threading.Event()
+        self._halt = threading.Event()
+        self.forward_errors = 0
+        self.started: float | None = None
+
+    # ------------------------------------------------------------------ inference
+
+    def _local(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: x[None]})[0][0]  # type: ignore[no-any-return]
+
+    def _offload(self, x: np.ndarray) -> np.ndarray:
+        assert self.transport is not None
+        if self.plan.split is not None and self.head_session is not None:
+            head_in = self.head_session.get_inputs()[0].name
+            sent = self.head_session.run(None, {head_in: x[None]})[0]
+            name = self.tail_input or self.head_session.get_outputs()[0].name
+        else:
+            sent, name = x[None], self.input_name
+        body, hl = encode_request({name: np.ascontiguousarray(sent)}, binary=True)
+        headers = dict(self.headers)
+        if hl is not None:
+            headers["Inference-Header-Content-Length"] = str(hl)
+        target = self.plan.tail_model or self.model
+        req = Request(
+            "POST",
+            f"/v2/models/{target}/infer",
+            body,
+            headers,
+            timeout_s=self.settings.offload_timeout_ms / 1000,
+        )
+        resp = self.transport.send(req)
+        if resp.status != 200:
+            raise TransportError(f"server answered {resp.status}")
+        h = resp.headers.get(HEADER_LENGTH) or resp.headers.get("Inference-Header-Content-Length")
+        outs = decode_response(resp.body, int(h) if h else None)
+        return next(iter(outs.values()))[0]
+
+    def infer(self, x: np.ndarray) -> tuple[np.ndarray, str, float]:
+        """(logits, placement, latency ms); offloads per the plan, falls back to local."""
+        t0 = time.perf_counter()
+        placement = "device"
+        if (
+            self.plan.tier is not Tier.DEVICE
+            and self.transport is not None
+            and self._clock() >= self._offload_blocked_until
+        ):
+            try:
+                out = self._offload(x)
+                return out, str(self.plan.tier), (time.perf_counter() - t0) * 1000
+            except (TransportError, ValueError):
+                self._offload_blocked_until = self._clock() + self.retry_after_s
+                placement = "device_fallback"
+        elif self.plan.tier is not Tier.DEVICE:
+            placement = "device_fallback"
+        out = self._local(x)
+        return out, placement, (time.perf_counter() - t0) * 1000
+
+    # ------------------------------------------------------------------ loops
+
+    def run(
+        self,
+        limit: int,
+        duration_s: float | None = None,
+        drain_timeout_s: float = 30.0,
+    ) -> AgentStats:
+        """Produce results for stream indices ``next_index .. limit-1`` at the stream's rate
+        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``."""
+        fwd = threading.Thread(target=self._forward_loop, name=f"fwd-{self.name}", daemon=True)
+        if self.transport is not None:
+            fwd.start()
+        try:
+            self._produce(limit, duration_s)
+        finally:
+            deadline = self._clock() + drain_timeout_s
+            while self.transport is not None and self.store.size > 0 and self._clock() < deadline:
+                self._sleep(0.05)
+            self._stop.set()
+            if fwd.is_alive():
+                fwd.join(timeout=30)
+        return self.stats
+
+    def halt(self) -> None:
+        """Stop producing (the forwarder still drains within ``run``'s drain timeout)."""
+        self._halt.set()
+
+    def _produce(self, limit: int, duration_s: float | None) -> None:
+        n = len(self.stream.inputs)
+        start = self.store.next_index
+        t0 = self.started = self._clock()
+        for k, i in enumerate(range(start, limit)):
+            due = t0 + k * self.stream.interval_s
+            now = self._clock()
+            if self._halt.is_set() or (duration_s is not None and now - t0 >= duration_s):
+                break
+            if due > now:
+                self._sleep(due - now)
+            x = self.stream.inputs[i % n]
+            if not self.filter.should_process(x):
+                self.stats.skipped += 1
+                continue
+            logits, placement, ms = self.infer(x)
+            label = int(np.argmax(logits))
+            truth = int(self.stream.labels[i % n])
+            payload = {"label": label, "truth": truth, "placement": placement, "latency_ms": ms}
+            try:
+                self.store.append(f"{self.name}:{i}", i * self.stream.interval_s, payload, index=i)
+            except StoreFull:
+                self.stats.rejected += 1
+                continue
+            s = self.stats
+            s.produced += 1
+            s.correct += int(label == truth)
+            s.placements[placement] = s.placements.get(placement, 0) + 1
+            s.latency_ms.setdefault(placement, []).append(ms)
+            s.timeline.append((self._clock() - t0, placement))
+
+    def _forward_loop(self) -> None:
+        assert self.transport is not None
+        backoff = 0.05
+        batch_size = self.settings.store.forward_batch
+        while not self._stop.is_set():
+            self.store.expire()
+            batch = self.store.pending(batch_size)
+            if not batch:
+                self._stop.wait(0.02)
+                continue
+            body = json.dumps(
+                {"device": self.name, "records": [r.to_json() for r in batch]},
+                separators=(",", ":"),
+            ).encode()
+            try:
+                resp = self.transport.send(
+                    Request(
+                        "POST",
+                        "/v1/results",
+                        body,
+                        {**self.headers, "Content-Type": "application/json"},
+                        timeout_s=10.0,
+                    )
+                )
+                if resp.status != 200:
+                    raise TransportError(f"server answered {resp.status}: {resp.body[:200]!r}")
+                ack = json.loads(resp.body)
+                self.store.ack(batch[-1].seq, int(ack["accepted"]), int(ack["duplicates"]))
+                backoff = 0.05
+            except (TransportError, ValueError, KeyError):
+                self.forward_errors += 1
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 1.0)

@@ -1,0 +1,279 @@
+"""Model repository in Triton's layout, sha256-verified, and its export from our artifacts.
+
+Layout (the same directory serves on our server, Triton and KServe)::
+
+    <root>/<model>/config.pbtxt        Triton config (platform onnxruntime_onnx, batching)
+    <root>/<model>/edgeintel.json      manifest: sha256 and bytes of every version's file
+    <root>/<model>/<version>/model.onnx
+
+A version is served only when its file's sha256 equals the manifest's; a
+tampered or unrecorded file is refused (listed in ``refused`` with the reason).
+Split-model tails (from the offloading planner) are ordinary models here,
+named by the planner (e.g. ``digits_tail_3``); a device posts its head's
+output tensor to them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgeintel.errors import ModelError
+from edgeintel.models.export import ModelArtifact, file_sha256, make_session
+
+__all__ = [
+    "MANIFEST",
+    "LoadedModel",
+    "ModelRepository",
+    "TensorSpec",
+    "add_model",
+    "export_repository",
+    "triton_config",
+]
+
+MANIFEST = "edgeintel.json"
+MODEL_FILE = "model.onnx"
+
+_ORT_TYPES = {
+    "tensor(bool)": "BOOL",
+    "tensor(uint8)": "UINT8",
+    "tensor(uint16)": "UINT16",
+    "tensor(uint32)": "UINT32",
+    "tensor(uint64)": "UINT64",
+    "tensor(int8)": "INT8",
+    "tensor(int16)": "INT16",
+    "tensor(int32)": "INT32",
+    "tensor(int64)": "INT64",
+    "tensor(float16)": "FP16",
+    "tensor(float)": "FP32",
+    "tensor(double)": "FP64",
+    "tensor(string)": "BYTES",
+}
+_TRITON_TYPES = {k: "TYPE_" + ("STRING" if k == "BYTES" else k) for k in _ORT_TYPES.values()}
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A model input or output: name, protocol datatype, shape (-1 = any, incl. batch axis)."""
+
+    name: str
+    datatype: str
+    shape: tuple[int, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "datatype": self.datatype, "shape": list(self.shape)}
+
+
+@dataclass
+class LoadedModel:
+    """One verified, loaded model version and its ONNX Runtime session."""
+
+    name: str
+    version: str
+    path: Path
+    sha256: str
+    session: Any
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def batchable(self) -> bool:
+        """True when every input and output has a free leading (batch) axis."""
+        return all(t.shape and t.shape[0] == -1 for t in self.inputs + self.outputs)
+
+    def metadata(self, versions: list[str]) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "versions": versions,
+            "platform": "onnxruntime_onnx",
+            "inputs": [t.to_json() for t in self.inputs],
+            "outputs": [t.to_json() for t in self.outputs],
+        }
+
+
+def _specs(args: list[Any]) -> list[TensorSpec]:
+    out = []
+    for a in args:
+        dt = _ORT_TYPES.get(a.type)
+        if dt is None:
+            raise ModelError(f"tensor {a.name!r} has type {a.type}, not served by this protocol")
+        shape = tuple(d if isinstance(d, int) and d >= 0 else -1 for d in a.shape)
+        out.append(TensorSpec(a.name, dt, shape))
+    return out
+
+
+class ModelRepository:
+    """Models found under ``root``; each version verified against the manifest, then loaded."""
+
+    def __init__(self, root: str | Path, intra_op_threads: int = 1) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ModelError(f"model repository not found: {self.root}")
+        self.intra_op_threads = intra_op_threads
+        self.models: dict[str, dict[str, LoadedModel]] = {}
+        self.refused: dict[str, str] = {}
+        self.load()
+
+    def load(self) -> None:
+        """(Re)scan the repository: verify each version's sha256 before creating a session."""
+        models: dict[str, dict[str, LoadedModel]] = {}
+        refused: dict[str, str] = {}
+        for mdir in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            manifest_path = mdir / MANIFEST
+            if not manifest_path.is_file():
+                refused[mdir.name] = f"{manifest_path}: missing manifest (sha256 of each version)"
+                continue
+            try:
+                manifest = json.loads(manifest_path.read_text())
+                recorded: dict[str, Any] = manifest["versions"]
+            except (ValueError, KeyError, TypeError):
+                refused[mdir.name] = f"{manifest_path}: not a manifest with a 'versions' mapping"
+                continue
+            versions: dict[str, LoadedModel] = {}
+            for vdir in sorted((p for p in mdir.iterdir() if p.is_dir()), key=lambda p: p.name):
+                key = f"{mdir.name}/{vdir.name}"
+                if not vdir.name.isdigit():
+                    continue
+                f = vdir / MODEL_FILE
+                if not f.is_file():
+                    refused[key] = f"{f}: missing"
+                    continue
+                entry = recorded.get(vdir.name)
+                if not isinstance(entry, dict) or "sha256" not in entry:
+                    refused[key] = f"{f}: no sha256 recorded in {MANIFEST}; refused"
+                    continue
+                digest = file_sha256(f)
+                if digest != entry["sha256"]:
+                    refused[key] = (
+                        f"{f}: sha256 {digest[:12]}... does not match the recorded "
+                        f"{str(entry['sha256'])[:12]}...; refused (tampered or corrupted)"
+                    )
+                    continue
+                try:
+                    session = make_session(f, self.intra_op_threads)
+                    versions[vdir.name] = LoadedModel(
+                        name=mdir.name,
+                        version=vdir.name,
+                        path=f,
+                        sha256=digest,
+                        session=session,
+                        inputs=_specs(session.get_inputs()),
+                        outputs=_specs(session.get_outputs()),
+                        labels=list(manifest.get("labels") or []),
+                    )
+                except ModelError as exc:
+                    refused[key] = str(exc)
+            if versions:
+                models[mdir.name] = versions
+        self.models, self.refused = models, refused
+
+    def versions(self, name: str) -> list[str]:
+        return sorted(self.models.get(name, {}), key=int)
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel:
+        """The named version, or the highest one; ``KeyError`` with a readable message."""
+        versions = self.models.get(name)
+        if not versions:
+            why = self.refused.get(name)
+            raise KeyError(f"unknown model {name!r}" + (f" ({why})" if why else ""))
+        if version is None or version == "":
+            return versions[max(versions, key=int)]
+        if version not in versions:
+            why = self.refused.get(f"{name}/{version}")
+            raise KeyError(
+                f"model {name!r} has no version {version!r}"
+                + (f" ({why})" if why else f"; available: {', '.join(self.versions(name))}")
+            )
+        return versions[version]
+
+
+def triton_config(
+    name: str,
+    inputs: list[TensorSpec],
+    outputs: list[TensorSpec],
+    max_batch_size: int = 32,
+    max_queue_delay_us: int = 2000,
+) -> str:
+    """A Triton ``config.pbtxt`` for an ONNX model with a leading batch axis."""
+
+    def block(kind: str, specs: list[TensorSpec]) -> str:
+        items = []
+        for t in specs:
+            dims = t.shape[1:] if max_batch_size > 0 else t.shape
+            items.append(
+                f'  {{ name: "{t.name}" data_type: {_TRITON_TYPES[t.datatype]} '
+                f"dims: [ {', '.join(str(d) for d in dims)} ] }}"
+            )
+        return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
+
+    text = (
+        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
+        + block("input", inputs)
+        + block("output", outputs)
+    )
+    if max_batch_size > 1:
+        text += f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
+    return text
+
+
+def add_model(
+    root: str | Path,
+    name: str,
+    onnx_path: str | Path,
+    version: int = 1,
+    labels: list[str] | None = None,
+    max_batch_size: int = 32,
+) -> Path:
+    """Copy an ONNX file into ``root/name/version/model.onnx`` and record it in the manifest
+    and ``config.pbtxt``; returns the model folder."""
+    src = Path(onnx_path)
+    if not src.is_file():
+        raise ModelError(f"model file not found: {src}")
+    if version < 1:
+        raise ModelError(f"model version must be >= 1, got {version}")
+    mdir = Path(root) / name
+    vdir = mdir / str(version)
+    vdir.mkdir(parents=True, exist_ok=True)
+    dst = vdir / MODEL_FILE
+    shutil.copyfile(src, dst)
+    manifest_path = mdir / MANIFEST
+    manifest: dict[str, Any] = (
+        json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    )
+    manifest.setdefault("name", name)
+    manifest.setdefault("versions", {})
+    manifest["versions"][str(version)] = {"sha256": file_sha256(dst), "bytes": dst.stat().st_size}
+    if labels is not None:
+        manifest["labels"] = list(labels)
+    manifest["max_batch_size"] = max_batch_size
+    manifest_path.write_text(json.dumps(manifest, indent=2))
+    session = make_session(dst)
+    ins, outs = _specs(session.get_inputs()), _specs(session.get_outputs())
+    batch = max_batch_size if all(t.shape and t.shape[0] == -1 for t in ins + outs) else 0
+    (mdir / "config.pbtxt").write_text(triton_config(name, ins, outs, batch))
+    return mdir
+
+
+def export_repository(
+    artifacts: dict[str, ModelArtifact | list[ModelArtifact]],
+    root: str | Path,
+    max_batch_size: int = 32,
+) -> Path:
+    """Write our ONNX artifacts as a Triton/KServe model repository at ``root``.
+
+    ``artifacts`` maps a model name to one artifact (version 1) or a list
+    (versions 1, 2, ...). The artifact's recorded sha256 is checked first, so a
+    file changed since export is not packaged.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for name, arts in artifacts.items():
+        for v, art in enumerate(arts if isinstance(arts, list) else [arts], start=1):
+            if file_sha256(art.path) != art.sha256:
+                raise ModelError(f"{art.path}: sha256 differs from its artifact record; refused")
+            add_model(root, name, art.path, v, labels=art.labels, max_batch_size=max_batch_size)
+    return root

@@ -1,0 +1,88 @@
+"""The server's durable record of results forwarded by devices (exactly once per key).
+
+Each device sends its results with an idempotency key (``<device>:<stream
+index>``); the primary key ``(device, key)`` makes a replayed result a counted
+duplicate, not a second row. A batch is acknowledged only after its commit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ResultSink"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    device TEXT NOT NULL,
+    key TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    t_s REAL NOT NULL,
+    payload TEXT NOT NULL,
+    received_s REAL NOT NULL,
+    PRIMARY KEY (device, key)
+) WITHOUT ROWID;
+"""
+
+
+class ResultSink:
+    """SQLite (WAL, synchronous=FULL) table of delivered results; thread-safe."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+
+    def ingest(self, device: str, records: list[dict[str, Any]]) -> tuple[int, int]:
+        """Store new records durably; return (accepted, duplicates)."""
+        now = time.time()
+        rows = [
+            (
+                device,
+                str(r["key"]),
+                int(r["seq"]),
+                float(r["t_s"]),
+                json.dumps(r.get("payload", {}), separators=(",", ":")),
+                now,
+            )
+            for r in records
+        ]
+        with self._lock:
+            before = self._db.total_changes
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            accepted = self._db.total_changes - before
+        return accepted, len(rows) - accepted
+
+    def counts(self) -> dict[str, int]:
+        """Delivered results per device."""
+        with self._lock:
+            return dict(self._db.execute("SELECT device, COUNT(*) FROM results GROUP BY device"))
+
+    def keys(self, device: str) -> list[str]:
+        with self._lock:
+            return [
+                k
+                for (k,) in self._db.execute(
+                    "SELECT key FROM results WHERE device = ? ORDER BY seq", (device,)
+                )
+            ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()

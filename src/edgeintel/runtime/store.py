@@ -1,0 +1,277 @@
+"""A device's store-and-forward queue: SQLite (WAL) with group commit.
+
+Every result is appended here *before* anything else happens to it; an
+append returns only once its transaction has committed (``synchronous=FULL``:
+the WAL is fsynced), so a result the agent counted as produced survives a
+``kill -9`` of the agent. Appends from concurrent producers within
+``group_commit_ms`` share one commit (one fsync), which is what makes tens of
+thousands of durable appends per second possible where one fsync per message
+gives a few hundred.
+
+Results leave the store in order (``pending``) and are deleted only when the
+server has acknowledged them (``ack``); a crash between the server's commit
+and the ack replays them, and the server drops the replay by idempotency key.
+``ttl_s`` expires undelivered results; ``max_records`` bounds the queue and
+``on_full`` rejects the new result or drops the oldest. Every such loss is
+counted, never silent.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeintel.errors import EdgeIntelError
+from edgeintel.runtime.settings import OnFull, StoreSettings
+
+__all__ = ["AppendTicket", "DeviceStore", "StoreFull", "StoredResult"]
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS pending (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL UNIQUE,
+    t_s REAL NOT NULL,
+    created_s REAL NOT NULL,
+    payload TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+"""
+_COUNTERS = ("appended", "delivered", "duplicates", "dropped", "expired", "rejected", "next_index")
+
+
+class StoreFull(EdgeIntelError):
+    """The store is at ``max_records`` and its policy is ``reject_new``."""
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    seq: int
+    key: str
+    t_s: float
+    payload: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seq": self.seq, "key": self.key, "t_s": self.t_s, "payload": self.payload}
+
+
+@dataclass
+class AppendTicket:
+    """A queued append; ``wait()`` blocks until it is committed (durable).
+
+    Tickets share one condition variable per store (no lock or event per append): the
+    writer marks a whole group done and wakes the waiters once.
+    """
+
+    key: str
+    t_s: float
+    payload: str
+    index: int | None
+    _cv: threading.Condition
+    done: bool = False
+    error: BaseException | None = None
+
+    def wait(self, timeout_s: float | None = None) -> None:
+        with self._cv:
+            if not self._cv.wait_for(lambda: self.done, timeout_s):
+                raise TimeoutError(f"append of {self.key!r} not committed in {timeout_s} s")
+        if self.error is not None:
+            raise self.error
+
+
+class DeviceStore:
+    """The per-device SQLite queue. Thread-safe; one writer thread does the commits."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        settings: StoreSettings | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.settings = settings or StoreSettings()
+        self._clock = clock
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._lock = threading.Lock()
+        self.counters = {k: 0 for k in _COUNTERS}
+        for k, v in self._db.execute("SELECT k, v FROM meta"):
+            self.counters[k] = int(v)
+        self._size = int(self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0])
+        self._queue: list[AppendTicket] = []
+        self._cv = threading.Condition()
+        self._done = threading.Condition()
+        self._closed = False
+        self.commits = 0
+        self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
+        self._writer.start()
+
+    # ------------------------------------------------------------------ writing
+
+    def append(
+        self, key: str, t_s: float, payload: dict[str, Any], index: int | None = None
+    ) -> None:
+        """Durably append one result; returns after its commit. ``index`` (the stream
+        position) is stored as ``next_index = index + 1`` in the same transaction, so a
+        restarted agent resumes exactly after the last durable result."""
+        self.append_nowait(key, t_s, payload, index).wait()
+
+    def append_nowait(
+        self, key: str, t_s: float, payload: dict[str, Any], index: int | None = None
+    ) -> AppendTicket:
+        """Queue one append for the next group commit; the ticket's ``wait()`` returns once
+        it is durable (or raises ``StoreFull``). A producer that keeps going while its
+        results commit gets many results per fsync."""
+        op = AppendTicket(key, t_s, json.dumps(payload, separators=(",", ":")), index, self._done)
+        with self._cv:
+            if self._closed:
+                raise EdgeIntelError(f"{self.path}: store is closed")
+            self._queue.append(op)
+            self._cv.notify()
+        return op
+
+    def _write_loop(self) -> None:
+        window = self.settings.group_commit_ms / 1000
+        while True:
+            with self._cv:
+                while not self._queue and not self._closed:
+                    self._cv.wait()
+                if not self._queue and self._closed:
+                    return
+            if window > 0:
+                time.sleep(window)  # let concurrent producers join this commit
+            with self._cv:
+                ops, self._queue = self._queue, []
+            self._commit(ops)
+
+    def _commit(self, ops: list[AppendTicket]) -> None:
+        now = self._clock()
+        with self._lock:
+            db = self._db
+            saved = dict(self.counters)
+            size = self._size
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                if size + len(ops) <= self.settings.max_records:
+                    # common case, room for all: one executemany for the whole group
+                    cur = db.executemany(
+                        "INSERT OR IGNORE INTO pending (key, t_s, created_s, payload) "
+                        "VALUES (?, ?, ?, ?)",
+                        [(op.key, op.t_s, now, op.payload) for op in ops],
+                    )
+                    size += cur.rowcount
+                    self.counters["appended"] += cur.rowcount
+                    indices = [op.index for op in ops if op.index is not None]
+                    if indices:
+                        self.counters["next_index"] = max(
+                            self.counters["next_index"], max(indices) + 1
+                        )
+                    ops_slow: list[AppendTicket] = []
+                else:
+                    ops_slow = ops
+                for op in ops_slow:
+                    if size >= self.settings.max_records:
+                        if self.settings.on_full is OnFull.REJECT_NEW:
+                            op.error = StoreFull(
+                                f"{self.path}: {size} undelivered results (max_records); "
+                                "new result rejected"
+                            )
+                            self.counters["rejected"] += 1
+                            continue
+                        size -= db.execute(
+                            "DELETE FROM pending WHERE seq = (SELECT MIN(seq) FROM pending)"
+                        ).rowcount
+                        self.counters["dropped"] += 1
+                    cur = db.execute(
+                        "INSERT OR IGNORE INTO pending (key, t_s, created_s, payload) "
+                        "VALUES (?, ?, ?, ?)",
+                        (op.key, op.t_s, now, op.payload),
+                    )
+                    size += cur.rowcount
+                    self.counters["appended"] += cur.rowcount
+                    if op.index is not None:
+                        self.counters["next_index"] = max(self.counters["next_index"], op.index + 1)
+                self._save_counters()
+                db.execute("COMMIT")
+                self._size = size
+                self.commits += 1
+            except BaseException as exc:
+                db.execute("ROLLBACK")
+                self.counters = saved
+                for op in ops:
+                    op.error = op.error or exc
+        with self._done:
+            for op in ops:
+                op.done = True
+            self._done.notify_all()
+
+    def _save_counters(self) -> None:
+        self._db.executemany(
+            "INSERT INTO meta (k, v) VALUES (?, ?) ON CONFLICT(k) DO UPDATE SET v = excluded.v",
+            list(self.counters.items()),
+        )
+
+    # ------------------------------------------------------------------ forwarding
+
+    def pending(self, limit: int) -> list[StoredResult]:
+        """The oldest ``limit`` undelivered results, in append order."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT seq, key, t_s, payload FROM pending ORDER BY seq LIMIT ?", (limit,)
+            ).fetchall()
+        return [StoredResult(s, k, t, json.loads(p)) for s, k, t, p in rows]
+
+    def ack(self, up_to_seq: int, delivered: int, duplicates: int = 0) -> None:
+        """The server stored everything up to ``up_to_seq``: delete it from the queue."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            removed = self._db.execute("DELETE FROM pending WHERE seq <= ?", (up_to_seq,)).rowcount
+            self.counters["delivered"] += delivered
+            self.counters["duplicates"] += duplicates
+            self._save_counters()
+            self._db.execute("COMMIT")
+            self._size -= removed
+
+    def expire(self) -> int:
+        """Delete undelivered results older than ``ttl_s``; returns how many."""
+        cutoff = self._clock() - self.settings.ttl_s
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            n = self._db.execute("DELETE FROM pending WHERE created_s < ?", (cutoff,)).rowcount
+            self.counters["expired"] += n
+            self._save_counters()
+            self._db.execute("COMMIT")
+            self._size -= n
+        return n
+
+    @property
+    def size(self) -> int:
+        """Undelivered results."""
+        return self._size
+
+    @property
+    def next_index(self) -> int:
+        """Stream position after the last durable result (where a restarted agent resumes)."""
+        return self.counters["next_index"]
+
+    def close(self) -> None:
+        with self._cv:
+            self._closed = True
+            self._cv.notify()
+        self._writer.join()
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> DeviceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
