@@ -194,7 +194,11 @@ def _technique(name: str, tiny: Any, tmp: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scenario, dict[str, Any]]:
-    sc = parse_scenario(tiny_scenario_dict())
+    raw = tiny_scenario_dict()  # every stage runs: the runtime deploys for 2 s on loopback
+    raw["settings"]["runtime"] = {
+        "deploy": {"enabled": True, "duration_s": 2, "max_devices": 2, "drain_timeout_s": 10}
+    }
+    sc = parse_scenario(raw)
     runs = tmp_path_factory.mktemp("runs")
     return sc, run_pipeline(sc, runs_dir=runs, run_id="r", show_progress=False).results
 
