@@ -20,8 +20,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU wheel; installing it first keeps pip from pulling a CUDA build.
-	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[federated,runtime,dev]"
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" "torchvision==0.28.0"
+	$(BIN)/python -m pip install --quiet -e ".[datasets,federated,runtime,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,13 +29,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/edgeintel run $(SCENARIO)
 
-# headless browser for the report layout test (tests/report/test_browser.py); idempotent
+# headless browser and its driver for the report layout and dashboard tests
+# (tests/report/test_browser.py, tests/runtime); idempotent
 chromium:
-	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { \
-	  echo "installing Debian's chromium (headless browser for the report test)"; \
+	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
+	  && command -v chromedriver >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium and chromium-driver (headless browser for the tests)"; \
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
-	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium; } \
-	  || echo "warning: could not install chromium; the browser test will be skipped"; }
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; } \
+	  || echo "warning: could not install chromium; the browser tests will be skipped"; }
 
 test: $(STAMP) chromium
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -61,8 +61,21 @@ def test_run_writes_results_and_report(tiny_scenario_file: Path, tmp_path: Path)
 
 
 def test_run_failure_keeps_partial_results(tmp_path: Path) -> None:
+    """A model whose training loss turns NaN fails the train stage; the data section stays."""
+    (tmp_path / "nan_model.py").write_text(
+        "import torch\n"
+        "class M(torch.nn.Module):\n"
+        "    def __init__(self, n, k):\n"
+        "        super().__init__()\n"
+        "        self.lin = torch.nn.Linear(n, k)\n"
+        "    def forward(self, x):\n"
+        "        y = self.lin(x.flatten(1))\n"
+        "        return y * float('nan') if self.training else y\n"
+        "def build(input_shape, num_classes):\n"
+        "    return M(64, num_classes)\n"
+    )
     raw = tiny_scenario_dict()
-    raw["data"]["partition"] = {"kind": "natural"}  # digits has no subject ids
+    raw["task"] = {"model": "nan_model:build"}
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(raw))
     proc = subprocess.run(
@@ -77,16 +90,33 @@ def test_run_failure_keeps_partial_results(tmp_path: Path) -> None:
             "--run-id",
             "bad",
             "-q",
+            "--stage",
+            "data",
+            "--stage",
+            "train",
         ],
         capture_output=True,
         text=True,
         check=False,
     )
     assert proc.returncode == 2
-    assert "needs subject or recording ids" in proc.stderr and "Traceback" not in proc.stderr
+    assert "training diverged at epoch 1: the loss is nan" in proc.stderr
+    assert "Traceback" not in proc.stderr
     results = json.loads((tmp_path / "runs" / "bad" / "results.json").read_text())
-    assert results["status"] == "failed" and "stage data" in results["error"]
+    assert results["status"] == "failed" and "stage train" in results["error"]
+    assert results["data"]["samples"] == 400 and "training" not in results
     assert (tmp_path / "runs" / "bad" / "report.html").exists()
+
+
+def test_bad_input_fails_before_a_run_folder_is_made(tmp_path: Path) -> None:
+    raw = tiny_scenario_dict()
+    raw["data"]["partition"] = {"kind": "natural"}  # digits has no subject ids
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(app, ["run", str(f), "--runs-dir", str(tmp_path / "runs"), "-q"])
+    assert res.exit_code == 2
+    assert "needs subject or recording ids" in res.output
+    assert not (tmp_path / "runs").exists()
 
 
 def test_help_reads_well() -> None:
@@ -153,7 +183,8 @@ def test_run_with_user_data_file_and_model_factory(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     results = json.loads((tmp_path / "runs" / "user" / "results.json").read_text())
     assert results["data"]["name"] == "readings" and results["data"]["samples"] == 500
-    assert results["model"]["family"] == "my_models:small"
+    # the factory beside the scenario is pinned to its file and imported by that path
+    assert results["model"]["family"] == f"{(project / 'my_models.py').resolve()}:small"
     assert results["model"]["params"] == 64 * 32 + 32 + 32 * 10 + 10
     assert results["evaluation"]["accuracy_onnx"] > 0.8
     assert np.isclose(

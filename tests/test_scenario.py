@@ -71,7 +71,7 @@ def _break(path: tuple[Any, ...], value: Any, delete: bool = False) -> dict[str,
 BROKEN = {
     "wrong type": (
         _break(("devices", 0, "count"), "many"),
-        "devices[0].count: input should be a valid integer",
+        "devices[0].count: expected an integer, got 'many'",
     ),
     "unknown field": (
         _break(("edge_servers", 0, "cach_mb"), 5),
@@ -218,7 +218,7 @@ def test_link_trace_inline_and_from_csv(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("t_s,mbps\n0,1\n", "missing column 'bandwidth_mbps'"),
-        ("t_s,bandwidth_mbps\n0,abc\n", "line 2: expected non-negative numbers"),
+        ("t_s,bandwidth_mbps\n0,abc\n", "line 2: expected finite non-negative numbers"),
         ("t_s,bandwidth_mbps\n5,1\n1,1\n", "t_s strictly increasing"),
     ],
 )

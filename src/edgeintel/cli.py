@@ -7,22 +7,71 @@ for bad input.
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from typer.core import TyperGroup
 
 from edgeintel.errors import EdgeIntelError
 
 __all__ = ["app", "main"]
 
+
+class _OneLineErrors(TyperGroup):
+    """Command-line usage errors (unknown option, a value of the wrong type) as one line
+    on stderr and exit code 2, like every other bad input; Ctrl-C prints ``interrupted``."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **kwargs: Any,
+    ) -> Any:
+        # the process entry: keep third-party chatter (dp-accounting's absl warnings) quiet
+        logging.getLogger("absl").setLevel(logging.ERROR)
+        call = {
+            "args": args,
+            "prog_name": prog_name,
+            "complete_var": complete_var,
+            "windows_expand_args": windows_expand_args,
+            **kwargs,
+        }
+        if not standalone_mode:
+            return super().main(standalone_mode=False, **call)
+        try:
+            rv = super().main(standalone_mode=False, **call)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(2)
+        except click.UsageError as exc:
+            msg = exc.format_message().replace(" (env var: 'None')", "")
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
+            err_console.print(f"[bold red]error:[/] {escape(msg)}{escape(where)}", highlight=False)
+            sys.exit(2)
+        except click.ClickException as exc:
+            err_console.print(f"[bold red]error:[/] {escape(exc.format_message())}")
+            sys.exit(exc.exit_code)
+        except click.exceptions.Abort:
+            err_console.print("interrupted")
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
     name="edgeintel",
+    cls=_OneLineErrors,
     help="Edge intelligence across devices, edge servers and the cloud: train, compress, "
     "place and serve ML models on a deployment described by a scenario file.",
     no_args_is_help=True,
@@ -46,6 +95,9 @@ RunIdOpt = Annotated[
 ]
 SeedOpt = Annotated[int | None, typer.Option(help="Override the scenario's seed.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an earlier run with the same --run-id.")
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -86,53 +138,73 @@ def guard() -> Iterator[None]:
     try:
         yield
     except EdgeIntelError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err_console.print("interrupted")
         raise typer.Exit(130) from None
 
 
-def _allow_user_modules(path: Path) -> None:
-    """Let ``task.model: module:function`` import a module beside the scenario file or in
-    the working directory (console scripts do not put either on ``sys.path``)."""
-    for d in (path.resolve().parent, Path.cwd()):
-        if str(d) not in sys.path:
-            sys.path.insert(0, str(d))
-
-
 def _load(scenario: Path, seed: int | None, sets: list[str] | None = None) -> Any:
-    """Load and validate a scenario (``--set`` overrides applied first), optional seed."""
+    """Load and validate a scenario (``--set`` overrides applied first), optional seed.
+
+    A user model factory named by ``task.model`` is imported later by its file path;
+    neither the scenario's folder nor the working directory goes on ``sys.path``.
+    """
     from edgeintel.examples import load_scenario_with
 
+    if seed is not None and not 0 <= seed < 2**32:
+        raise EdgeIntelError(f"--seed: expected an integer in [0, 2**32), got {seed}")
     sc = load_scenario_with(scenario, sets)
-    _allow_user_modules(scenario)
     return sc if seed is None else sc.model_copy(update={"seed": seed})
 
 
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="One or more scenario files to check.")],
+    schema_only: Annotated[
+        bool,
+        typer.Option(
+            "--schema-only", help="Check the file only; do not load data or build the model."
+        ),
+    ] = False,
 ) -> None:
-    """Check scenario files: schema, types, links, device groups and referenced files."""
+    """Check scenario files: schema, links, files, then (without training) the data, labels,
+    partition, model factory and its output shape, DP budget, robust-rule sizes, compression."""
+    from edgeintel.pipeline.preflight import preflight
     from edgeintel.scenario import load_scenario
 
     failed = 0
     for f in files:
         try:
-            sc = load_scenario(f)
+            with _no_interrupt_traceback():
+                sc = load_scenario(f)
+                deep = None if schema_only else preflight(sc, scenario_file=str(f))
         except EdgeIntelError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"
+            err_console.print(f"[bold red]error:[/] {escape(msg)}", highlight=False)
             failed += 1
             continue
         console.print(
             f"[green]ok[/] {f}: {sc.num_devices} devices in {len(sc.devices)} group(s), "
             f"{len(sc.edge_servers)} edge server(s), {len(sc.links)} link(s), "
-            f"data={sc.data.dataset or sc.data.path}, model={sc.task.model}",
+            f"data={sc.data.dataset or sc.data.path}, model={sc.task.model}"
+            + ("" if deep is None else f"; {deep.line()}"),
             highlight=False,
         )
     if failed:
         raise typer.Exit(2)
+
+
+@contextmanager
+def _no_interrupt_traceback() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        raise typer.Exit(130) from None
 
 
 @app.command()
@@ -147,6 +219,7 @@ def run(
     ] = None,
     quiet: QuietOpt = False,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Run the main job on a scenario and write runs/<run-id>/results.json and report.html.
 
@@ -157,12 +230,11 @@ def run(
     with guard():
         scenario = resolve_scenario(scenario)
         sc = _load(scenario, seed, set_)
-        console.print(
+        header = (
             f"[bold]edgeintel run[/] {scenario} — {sc.num_devices} devices, "
-            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
-            highlight=False,
+            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}"
         )
-        _run_and_summarize(sc, scenario, runs_dir, run_id, stage, quiet)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stage, quiet, overwrite, header)
 
 
 @app.command()
@@ -180,6 +252,7 @@ def train(
     rounds: Annotated[int | None, typer.Option(help="Override settings.training.rounds.")] = None,
     quiet: QuietOpt = False,
     set_: SetOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Train on the scenario's devices (solo, federated, or hierarchical device->edge->cloud).
 
@@ -216,12 +289,11 @@ def train(
             stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
         if resolved is not TrainingMode.SOLO:  # solo leaves one model per device, no global one
             stages.append("export")  # the trained model is kept: model.onnx + model.json
-        console.print(
+        header = (
             f"[bold]edgeintel train[/] {scenario} — {resolved} over {sc.num_devices} devices, "
-            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}",
-            highlight=False,
+            f"{len(sc.edge_servers)} edge servers, seed {sc.seed}"
         )
-        _run_and_summarize(sc, scenario, runs_dir, run_id, stages, quiet)
+        _run_and_summarize(sc, scenario, runs_dir, run_id, stages, quiet, overwrite, header)
 
 
 def _run_and_summarize(
@@ -231,10 +303,18 @@ def _run_and_summarize(
     run_id: str | None,
     stages: list[str] | None,
     quiet: bool,
+    overwrite: bool = False,
+    header: str = "",
 ) -> None:
-    """Run the pipeline stages, then print the summary table and the output paths."""
-    from edgeintel.pipeline import run_pipeline
+    """Check the options and everything the scenario names without training (preflight),
+    run the pipeline stages, then print the summary table and the output paths."""
+    from edgeintel.pipeline import check_run_dir, ordered_stages, preflight, run_pipeline
 
+    ordered_stages(stages)  # unknown --stage names
+    check_run_dir(runs_dir, run_id, overwrite)  # --runs-dir, --run-id, reuse
+    preflight(sc, stages, scenario_file=str(scenario))
+    if header:
+        console.print(header, highlight=False)
     result = run_pipeline(
         sc,
         runs_dir=runs_dir,
@@ -243,6 +323,7 @@ def _run_and_summarize(
         stages=stages,
         show_progress=not quiet,
         scenario_file=str(scenario),
+        overwrite=overwrite,
     )
     _print_summary(result.results)
     console.print(f"results: {result.results_path}", highlight=False)
@@ -344,32 +425,37 @@ def compress_cmd(
     ] = 1.0,
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("compressed"),
     runs: Annotated[int, typer.Option(help="Timed latency runs per candidate.")] = 100,
+    threads: Annotated[
+        int, typer.Option(help="Threads for training, fine-tuning and calibration.")
+    ] = 1,
 ) -> None:
     """Search compression recipes and write the best artifact per device profile."""
     from edgeintel.pipeline.compress_target import compress_target
+    from edgeintel.threads import thread_limit
 
     with guard():
         if (target is None) == (from_run is None):
             raise EdgeIntelError("compress: give a scenario or ONNX file, or --from-run RUN_DIR")
-        if target is not None:
-            _allow_user_modules(target)
-        elif not from_run.is_dir():  # type: ignore[union-attr]
+        if from_run is not None and not from_run.is_dir():
             raise EdgeIntelError(f"--from-run {from_run}: not a folder; expected runs/<run-id>")
-        outcome = compress_target(
-            target if target is not None else from_run,  # type: ignore[arg-type]
-            device,
-            dataset=dataset,
-            recipes=list(recipe or []),
-            space=space,
-            objective=objective,
-            max_latency_ms=max_latency_ms,
-            max_kb=max_kb,
-            min_accuracy=min_accuracy,
-            compute_speed=compute_speed,
-            out_dir=out,
-            runs=runs,
-            on_step=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
-        )
+        if threads < 1:
+            raise EdgeIntelError(f"--threads: expected an integer >= 1, got {threads}")
+        with thread_limit(threads):
+            outcome = compress_target(
+                target if target is not None else from_run,  # type: ignore[arg-type]
+                device,
+                dataset=dataset,
+                recipes=list(recipe or []),
+                space=space,
+                objective=objective,
+                max_latency_ms=max_latency_ms,
+                max_kb=max_kb,
+                min_accuracy=min_accuracy,
+                compute_speed=compute_speed,
+                out_dir=out,
+                runs=runs,
+                on_step=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+            )
         for name, choice in outcome.choices.items():
             table = Table(title=f"{name}: Pareto front and verdicts", title_justify="left")
             for col in (
@@ -570,7 +656,7 @@ def main() -> None:
     try:
         app()
     except EdgeIntelError as exc:  # raised outside a command's guard
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
         sys.exit(2)
 
 

@@ -14,7 +14,9 @@ __all__ = [
     "DataError",
     "EdgeIntelError",
     "FieldError",
+    "MissingExtraError",
     "ModelError",
+    "TrainingError",
     "format_error",
     "format_validation_error",
     "loc_str",
@@ -129,3 +131,11 @@ def format_validation_error(exc: Any, source: str, root: Any = None) -> ConfigEr
     first = format_error(dict(errors[0]), root)
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return ConfigError(f"{source}: {first}{more if len(errors) > 1 else ''}")
+
+
+class TrainingError(EdgeIntelError, RuntimeError):
+    """Training diverged: a loss or the model's weights became NaN or infinite."""
+
+
+class MissingExtraError(EdgeIntelError, ImportError):
+    """An optional dependency group is not installed; the message names the pip extra."""

@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgeintel.caching.settings import CachingSettings
 from edgeintel.data.datasets import DATASETS
 from edgeintel.data.partition import PARTITIONERS
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
-from edgeintel.models.zoo import MODELS
+from edgeintel.models.zoo import MODELS, resolve_model_ref
 from edgeintel.offloading.settings import OffloadingSettings
 from edgeintel.runtime.settings import RuntimeSettings
 
@@ -47,6 +47,7 @@ from edgeintel.schema import (  # noqa: F401
     NonNegative,
     Positive,
     Strict,
+    load_yaml,
     registry_name,
     resolve_file,
 )
@@ -168,27 +169,39 @@ class DataSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    """The model: a zoo family (a name in ``MODELS``) or a factory ``package.module:function``."""
+    """The model: a zoo family (a name in ``MODELS``) or a user factory ``module:function``.
+
+    A factory's module is a ``.py`` file beside the scenario (``mymodels:build`` or
+    ``models/mymodels.py:build``), pinned to its absolute path when the scenario is
+    loaded and imported by that path, or else an installed package's module.
+    """
 
     model: str
     width: Annotated[int, Field(ge=1, le=1024)] = 16
 
     @field_validator("model")
     @classmethod
-    def _model_name(cls, value: str) -> str:
-        if ":" in value and not re.fullmatch(r"[\w.]+:\w+", value):
-            raise ValueError(
-                f"a model factory must look like 'package.module:function', got {value!r}"
-            )
+    def _model_name(cls, value: str, info: ValidationInfo) -> str:
         if ":" not in value:
             MODELS.get(value)  # a zoo family: ConfigError listing the registered ones
-        return value
+            return value
+        if not re.fullmatch(r"([\w.]+|[^:]+\.py):\w+", value):
+            raise ValueError(
+                "a model factory must look like 'module:function' or 'file.py:function', "
+                f"got {value!r}"
+            )
+        return resolve_model_ref(value, (info.context or {}).get("base_dir"))
 
 
 # --------------------------------------------------------------------------- settings
 
 
 class Settings(_Strict):
+    """One slot per component, and ``threads``: the torch/BLAS/ONNX Runtime threads every
+    stage of a run uses for training, fine-tuning and calibration (1 by default, so
+    several runs or processes share a machine without oversubscribing it)."""
+
+    threads: Annotated[int, Field(ge=1, le=256)] = 1
     training: TrainingSettings = TrainingSettings()
     inference: InferenceSettings = InferenceSettings()
     offloading: OffloadingSettings = OffloadingSettings()
@@ -204,12 +217,12 @@ class Scenario(_Strict):
 
     name: NodeName
     description: str = ""
-    seed: Annotated[int, Field(ge=0)] = 0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] = 0
     task: TaskSpec
     data: DataSpec
     cloud: CloudSpec = CloudSpec()
     edge_servers: list[EdgeServer] = Field(default_factory=list)
-    device_profiles: dict[str, DeviceProfile]
+    device_profiles: dict[NodeName, DeviceProfile]  # a name becomes <out>/<profile>.onnx
     devices: Annotated[list[DeviceGroup], Field(min_length=1)]
     links: list[Link] = Field(default_factory=list)
     settings: Settings = Settings()
@@ -280,7 +293,7 @@ def load_scenario(path: str | Path) -> Scenario:
     if not p.is_file():
         raise ConfigError(f"scenario file not found: {p}")
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

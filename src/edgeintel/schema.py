@@ -11,10 +11,20 @@ the registry's names in the message.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Union, get_args, get_origin
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+)
 
 from edgeintel.registry import Registry
 
@@ -24,6 +34,7 @@ __all__ = [
     "NonNegative",
     "Positive",
     "Strict",
+    "load_yaml",
     "registry_name",
     "resolve_file",
 ]
@@ -35,10 +46,85 @@ NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
-class Strict(BaseModel):
-    """Frozen, and unknown fields are errors (a typo never passes silently)."""
+_FLOAT32_MAX = 3.4028234663852886e38
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+def _scalar_kind(annotation: Any) -> type | None:
+    """``int``, ``float`` or ``bool`` when a field's annotation is that scalar (possibly
+    inside ``Annotated`` or ``X | None``); ``None`` for anything else."""
+    if annotation in (bool, int, float):
+        return annotation  # type: ignore[no-any-return]
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _scalar_kind(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return _scalar_kind(args[0])
+    return None
+
+
+class Strict(BaseModel):
+    """Frozen, unknown fields are errors (a typo never passes silently), and numbers are
+    what they claim: no ``inf``/``nan`` in any float, floats within float32's range (they
+    reach torch), integers only for integer fields (``true``, ``2.5`` or ``"3"`` are not
+    counts) and only ``true``/``false`` for booleans."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _exact_scalars(cls, value: Any, info: ValidationInfo) -> Any:
+        field = cls.model_fields.get(info.field_name or "")
+        kind = None if field is None else _scalar_kind(field.annotation)
+        if kind is None or value is None:
+            return value
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"expected true or false, got {value!r}")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"expected an integer, got {value!r}")
+            if abs(value) >= 2**63:
+                raise ValueError(f"expected an integer below 2**63, got {value}")
+        elif kind is float:
+            if isinstance(value, bool):
+                raise ValueError(f"expected a number, got {value!r}")
+            finite = isinstance(value, int | float) and math.isfinite(value)
+            if finite and abs(value) > _FLOAT32_MAX:
+                raise ValueError(f"expected a number within float32 range, got {value:g}")
+        return value
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error
+    (plain PyYAML keeps the last value silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: set[Any] = set()
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=deep)
+                try:
+                    duplicate = key in seen
+                    seen.add(key)
+                except TypeError:  # an unhashable key: the base class reports it
+                    break
+                if duplicate:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping",
+                        node.start_mark,
+                        f"duplicate key {key!r}",
+                        key_node.start_mark,
+                    )
+        return super().construct_mapping(node, deep)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` that refuses duplicate keys (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:

@@ -15,6 +15,7 @@ bandwidth in Mbit/s; round-trip time in ms; loss as a fraction; time in s.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -47,25 +48,36 @@ __all__ = [
 
 def _read_trace_csv(path: Path) -> list[TracePoint]:
     """Parse a link trace CSV with columns t_s, bandwidth_mbps[, rtt_ms, loss]."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
+    if not path.is_file():
+        raise ValueError(f"{path}: not a file (a trace is a CSV file)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a UTF-8 text file (a trace is a CSV file)") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    try:
+        reader = csv.DictReader(io.StringIO(text, newline=""))
         cols = set(reader.fieldnames or [])
-        for need in ("t_s", "bandwidth_mbps"):
-            if need not in cols:
-                raise ValueError(f"{path}: missing column {need!r} (has {sorted(cols)})")
-        points = []
-        for line, row in enumerate(reader, start=2):
-            try:
-                points.append(
-                    TracePoint(
-                        t_s=float(row["t_s"]),
-                        bandwidth_mbps=float(row["bandwidth_mbps"]),
-                        rtt_ms=float(row["rtt_ms"]) if row.get("rtt_ms") else None,
-                        loss=float(row["loss"]) if row.get("loss") else None,
-                    )
+        rows = list(reader)
+    except csv.Error as exc:
+        raise ValueError(f"{path}: not a valid CSV file ({exc})") from None
+    for need in ("t_s", "bandwidth_mbps"):
+        if need not in cols:
+            raise ValueError(f"{path}: missing column {need!r} (has {sorted(cols)})")
+    points = []
+    for line, row in enumerate(rows, start=2):
+        try:
+            points.append(
+                TracePoint(
+                    t_s=float(row["t_s"]),
+                    bandwidth_mbps=float(row["bandwidth_mbps"]),
+                    rtt_ms=float(row["rtt_ms"]) if row.get("rtt_ms") else None,
+                    loss=float(row["loss"]) if row.get("loss") else None,
                 )
-            except (ValueError, ValidationError):
-                raise ValueError(f"{path}: line {line}: expected non-negative numbers") from None
+            )
+        except (TypeError, ValueError, ValidationError):
+            raise ValueError(f"{path}: line {line}: expected finite non-negative numbers") from None
     times = [p.t_s for p in points]
     if not points or any(b <= a for a, b in itertools.pairwise(times)):
         raise ValueError(f"{path}: needs at least one row, with t_s strictly increasing")

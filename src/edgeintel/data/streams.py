@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeintel.errors import ConfigError, DataError
+from edgeintel.extras import require
 
 __all__ = ["Frame", "Window", "frame_stream", "sensor_stream", "sliding_windows", "video_fps"]
 
@@ -62,7 +63,7 @@ def sensor_stream(
 
 def video_fps(path: str | Path) -> float:
     """Frame rate of a video file in frames per second (25 if the container has none)."""
-    import cv2
+    cv2 = require("cv2", "reading video")
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
@@ -74,7 +75,7 @@ def video_fps(path: str | Path) -> float:
 
 def frame_stream(path: str | Path, size: int = 32, every: int = 1) -> Iterator[Frame]:
     """Decode a video with OpenCV and yield frames (resized RGB) stamped at the clip's fps."""
-    import cv2
+    cv2 = require("cv2", "reading video")
 
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():

@@ -203,7 +203,8 @@ def finetune(model: nn.Module, cfg: FinetuneMixin, ctx: CompressContext) -> list
         return []
     steps_per_epoch = max(1, -(-len(ctx.train) // cfg.batch_size))
     epochs = max(cfg.finetune_epochs, -(-cfg.min_finetune_steps // steps_per_epoch))
-    tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr)
+    # threads=None: fine-tuning runs on the caller's thread limit (the pipeline's threads)
+    tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, threads=None)
     hist = train_model(model, ctx.train.x, ctx.train.y, tc, seed=ctx.seed)
     return [h.loss for h in hist]
 

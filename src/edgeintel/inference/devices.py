@@ -22,6 +22,7 @@ from edgeintel.inference.recipe import Recipe, make_recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
 from edgeintel.inference.settings import CompressBudget, CompressSettings
 from edgeintel.models.export import make_session, onnx_predict
+from edgeintel.paths import inside, safe_name
 from edgeintel.topology import DeviceProfile
 
 __all__ = [
@@ -118,6 +119,8 @@ def choose_for_profiles(
             f"settings.inference.compress.budgets.{unknown[0]}: unknown device profile; "
             f"expected one of: {', '.join(sorted(profiles))}"
         )
+    for name in profiles:  # each becomes a file name: <out>/<name>.onnx
+        safe_name(name, "device profile name")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     choices = {}
@@ -125,7 +128,7 @@ def choose_for_profiles(
         budget = budget_for_profile(name, prof, settings)
         sr = select(results, budget, settings.objective, device=f"device profile {name!r}")
         assert sr.chosen is not None
-        dst = out / f"{name}.onnx"
+        dst = inside(out, name, ".onnx", what="device profile name")
         shutil.copyfile(sr.chosen.result.artifact.path, dst)
         meta = sr.chosen.result.artifact.to_json()
         meta.update(

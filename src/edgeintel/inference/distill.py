@@ -92,7 +92,19 @@ def distill_train(
     seed: int = 0,
 ) -> list[float]:
     """Train ``student`` in place from ``teacher``'s logits on ``x``; per-epoch mean loss."""
-    torch.manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
+        torch.manual_seed(seed)
+        return _distill_loop(student, teacher, x, y, config, seed)
+
+
+def _distill_loop(
+    student: nn.Module,
+    teacher: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: DistillConfig,
+    seed: int,
+) -> list[float]:
     gen = np.random.default_rng(seed)
     teacher.eval()
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))

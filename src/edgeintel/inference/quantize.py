@@ -22,10 +22,12 @@ from typing import Any
 
 import numpy as np
 import onnx
+import torch
 
 from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference.base import CompressContext, StageKind, check_samples, register_technique
 from edgeintel.inference.measure import load_onnx
+from edgeintel.threads import ort_calibration_threads
 
 __all__ = [
     "CalibrationName",
@@ -155,17 +157,26 @@ def _report(before: onnx.ModelProto, after_path: Path, ops: tuple[str, ...] | No
     return [f"{x}: left in float32 (the quantizer has no int8 kernel for it)" for x in left]
 
 
+def _below_error(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR
+
+
 def _silenced(fn: Any, *args: Any, **kwargs: Any) -> Any:
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+    """Run the quantizer without its chatter, changing no logging level for good: a filter
+    drops the records below ERROR it logs on the root logger, and the ``onnxruntime``
+    loggers are raised to ERROR only while it runs."""
+    root, ort_log = logging.getLogger(), logging.getLogger("onnxruntime")
+    level = ort_log.level
+    root.addFilter(_below_error)
+    ort_log.setLevel(logging.ERROR)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with contextlib.redirect_stdout(io.StringIO()):
                 return fn(*args, **kwargs)
     finally:
-        root.setLevel(level)
+        root.removeFilter(_below_error)
+        ort_log.setLevel(level)
 
 
 def quantize_static_onnx(
@@ -187,18 +198,20 @@ def quantize_static_onnx(
     if config.calibration == CalibrationName.PERCENTILE:
         extra["CalibPercentile"] = config.percentile
     try:
-        _silenced(
-            quantize_static,
-            str(pre),
-            str(dst),
-            _Reader(model.graph.input[0].name, x),
-            quant_format=QuantFormat.QDQ,
-            per_channel=config.per_channel,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=method,
-            extra_options=extra,
-        )
+        # calibration follows the caller's torch thread limit (the pipeline's threads)
+        with ort_calibration_threads(torch.get_num_threads()):
+            _silenced(
+                quantize_static,
+                str(pre),
+                str(dst),
+                _Reader(model.graph.input[0].name, x),
+                quant_format=QuantFormat.QDQ,
+                per_channel=config.per_channel,
+                activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                calibrate_method=method,
+                extra_options=extra,
+            )
     except Exception as exc:
         raise ModelError(f"quantize_static failed on {src.name}: {_first_line(exc)}") from None
     finally:

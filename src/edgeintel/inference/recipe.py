@@ -26,6 +26,7 @@ import yaml
 
 from edgeintel.errors import ConfigError
 from edgeintel.inference.base import TECHNIQUES, StageKind
+from edgeintel.schema import load_yaml
 
 __all__ = ["Recipe", "RecipeStep", "load_recipe", "make_recipe", "parse_recipe"]
 
@@ -158,7 +159,7 @@ def load_recipe(path: str | Path) -> Recipe:
         raise ConfigError(f"recipe file not found: {p}")
     try:
         text = p.read_text(encoding="utf-8")
-        raw = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+        raw = json.loads(text) if p.suffix == ".json" else load_yaml(text)
     except (json.JSONDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{p}: not a valid recipe file ({exc.__class__.__name__})") from None
     return parse_recipe(raw, source=str(p))

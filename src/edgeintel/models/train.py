@@ -9,19 +9,24 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgeintel.errors import ConfigError, DataError
+from edgeintel.errors import ConfigError, DataError, TrainingError
+from edgeintel.threads import DEFAULT_THREADS, thread_limit
 
 __all__ = ["EpochRecord", "TrainConfig", "evaluate_accuracy", "predict_logits", "train_model"]
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Mini-batch Adam training; ``lr`` is the learning rate, ``epochs`` full passes."""
+    """Mini-batch Adam training; ``lr`` is the learning rate, ``epochs`` full passes.
+
+    ``threads``: torch/BLAS threads while training (``None``: keep the caller's setting).
+    """
 
     epochs: int = 10
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.0
+    threads: int | None = DEFAULT_THREADS
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -32,6 +37,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.weight_decay < 0:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"threads must be >= 1, got {self.threads}")
 
 
 @dataclass(frozen=True)
@@ -82,7 +89,22 @@ def train_model(
     """
     if len(y) == 0:
         raise DataError("cannot train on an empty set")
-    torch.manual_seed(seed)
+    # seeded and thread-limited here without touching the process-wide settings
+    with torch.random.fork_rng(devices=[]), thread_limit(config.threads):
+        torch.manual_seed(seed)
+        return _train(model, x, y, config, seed, x_val, y_val, on_epoch)
+
+
+def _train(
+    model: nn.Module,
+    x: np.ndarray,
+    y: np.ndarray,
+    config: TrainConfig,
+    seed: int,
+    x_val: np.ndarray | None,
+    y_val: np.ndarray | None,
+    on_epoch: Callable[[EpochRecord], None] | None,
+) -> list[EpochRecord]:
     gen = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     loss_fn = nn.CrossEntropyLoss()
@@ -101,11 +123,23 @@ def train_model(
             opt.zero_grad()
             out = model(xb)
             loss = loss_fn(out, yb)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"training diverged at epoch {epoch}: the loss is {loss.item()} "
+                    f"(learning rate {config.lr:g}); lower the learning rate or check the "
+                    "inputs' scale"
+                )
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
             correct += int((out.argmax(1) == yb).sum())
             seen += len(idx)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise TrainingError(
+                f"training diverged in epoch {epoch}: the model's weights are NaN or infinite "
+                f"(learning rate {config.lr:g}); lower the learning rate or check the inputs' "
+                "scale"
+            )
         val = None
         if x_val is not None and y_val is not None and len(y_val):
             val = evaluate_accuracy(model, x_val, y_val)

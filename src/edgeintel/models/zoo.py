@@ -14,9 +14,15 @@ compression toolkit can prune, factorize and replace layers by name.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import importlib.util
 import inspect
+import re
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import torch
@@ -32,6 +38,7 @@ __all__ = [
     "image_cnn",
     "image_dscnn",
     "mlp",
+    "resolve_model_ref",
     "sensor_cnn",
     "sensor_dscnn",
 ]
@@ -131,14 +138,72 @@ def mlp(input_shape: tuple[int, ...], num_classes: int, width: int = 16) -> nn.S
     )
 
 
-def _import_factory(ref: str) -> ModelFactory:
-    module_name, _, attr = ref.partition(":")
+def _load_module_file(path: Path, ref: str) -> ModuleType:
+    """Import one ``.py`` file by its path, under a private module name.
+
+    ``sys.path`` is left alone, so a file such as ``numpy.py`` beside a scenario can
+    never shadow an installed package; the file runs only because ``task.model``
+    names it.
+    """
+    if not path.is_file():
+        raise ModelError(f"task.model {ref!r}: model file not found: {path}")
+    resolved = path.resolve()
+    digest = hashlib.sha256(str(resolved).encode()).hexdigest()[:12]
+    stem = re.sub(r"\W", "_", resolved.stem)
+    name = f"_edgeintel_user_{stem}_{digest}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, resolved)
+    if spec is None or spec.loader is None:
+        raise ModelError(f"task.model {ref!r}: cannot load {path} as a Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
+        spec.loader.exec_module(module)
+    except (Exception, SystemExit) as exc:  # a module calling sys.exit() is a bad module too
+        sys.modules.pop(name, None)
         raise ModelError(
-            f"task.model {ref!r}: cannot import module {module_name!r} ({exc})"
+            f"task.model {ref!r}: importing {path} failed ({exc.__class__.__name__}: {exc})"
         ) from None
+    return module
+
+
+def resolve_model_ref(ref: str, base_dir: str | Path | None) -> str:
+    """Pin a user factory in a scenario's folder to its file: ``/abs/dir/mod.py:function``.
+
+    ``mod:function`` (or ``pkg.mod:function``) becomes the absolute path of
+    ``base_dir/mod.py`` (``base_dir/pkg/mod.py``) when that file exists, so it is
+    later imported by its path and never through ``sys.path``; ``path.py:function``
+    is resolved against ``base_dir``. Anything else (a zoo family, an installed
+    package's module) is returned unchanged.
+    """
+    module, sep, attr = ref.rpartition(":")
+    if not sep or base_dir is None:
+        return ref
+    base = Path(base_dir)
+    if module.endswith(".py"):
+        path = Path(module) if Path(module).is_absolute() else base / module
+        if not path.is_file():
+            raise ModelError(f"model file not found: {path}")
+        return f"{path.resolve()}:{attr}"
+    candidate = base.joinpath(*module.split(".")).with_suffix(".py")
+    if candidate.is_file():
+        return f"{candidate.resolve()}:{attr}"
+    return ref
+
+
+def _import_factory(ref: str) -> ModelFactory:
+    """``path/to/file.py:function`` (loaded by path) or ``package.module:function`` (installed)."""
+    module_name, _, attr = ref.rpartition(":")
+    if module_name.endswith(".py"):
+        module = _load_module_file(Path(module_name), ref)
+    else:
+        try:
+            module = importlib.import_module(module_name)
+        except (Exception, SystemExit) as exc:
+            raise ModelError(
+                f"task.model {ref!r}: cannot import module {module_name!r} ({exc})"
+            ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
         raise ModelError(f"task.model {ref!r}: {module_name} has no function {attr!r}")
@@ -152,14 +217,15 @@ def build_model(
     width: int = 16,
     seed: int = 0,
 ) -> nn.Module:
-    """Build a zoo family or a user factory ``package.module:function`` and check its output.
+    """Build a zoo family or a user factory and check its output.
 
-    A user factory is called with the keyword arguments it accepts among
+    A user factory is ``path/to/file.py:function`` (the file is imported by its path;
+    ``sys.path`` is not touched) or ``package.module:function`` of an installed
+    package. It is called with the keyword arguments it accepts among
     ``input_shape``, ``num_classes`` and ``width``. The model must map a batch
     of ``input_shape`` samples to ``num_classes`` logits.
     """
     factory = _import_factory(name) if ":" in name else MODELS.get(name)
-    torch.manual_seed(seed)
     kwargs: dict[str, Any] = {
         "input_shape": tuple(input_shape),
         "num_classes": num_classes,
@@ -172,10 +238,12 @@ def build_model(
     except (TypeError, ValueError):
         pass
     try:
-        model = factory(**kwargs)
+        with torch.random.fork_rng(devices=[]):  # seed the init without touching global RNG
+            torch.manual_seed(seed)
+            model = factory(**kwargs)
     except ModelError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         raise ModelError(f"task.model {name!r}: building the model failed: {exc}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"task.model {name!r}: must return a torch.nn.Module")

@@ -13,18 +13,23 @@ from edgeintel.pipeline.core import (
     RunContext,
     RunResult,
     Stage,
+    check_run_dir,
     ordered_stages,
     register_stage,
     run_pipeline,
 )
+from edgeintel.pipeline.preflight import PreflightReport, preflight
 
 __all__ = [
     "STAGES",
     "Figure",
+    "PreflightReport",
     "RunContext",
     "RunResult",
     "Stage",
+    "check_run_dir",
     "ordered_stages",
+    "preflight",
     "register_stage",
     "run_pipeline",
 ]

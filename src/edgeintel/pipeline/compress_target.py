@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from edgeintel.inference.measure import MeasureConfig, load_onnx
 from edgeintel.inference.recipe import Recipe, load_recipe, make_recipe
 from edgeintel.inference.search import run_candidates
 from edgeintel.inference.settings import CompressBudget, CompressSettings
+from edgeintel.paths import check_out_dir, inside, safe_name
 from edgeintel.topology import DeviceProfile
 
 __all__ = ["CompressOutcome", "compress_target"]
@@ -51,6 +53,15 @@ class CompressOutcome:
         return front_rows(self.choices[profile].search)
 
 
+_OPTION_OF = {
+    "search_space": "--space",
+    "objective": "--objective",
+    "max_latency_ms": "--max-latency-ms",
+    "max_model_kb": "--max-kb",
+    "min_accuracy": "--min-accuracy",
+}
+
+
 def _overrides(
     settings: CompressSettings,
     space: str | None,
@@ -59,12 +70,17 @@ def _overrides(
     max_kb: float | None,
     min_accuracy: float | None,
 ) -> CompressSettings:
-    upd: dict[str, Any] = {}
-    if space is not None:
-        upd["search_space"] = space
-    if objective is not None:
-        upd["objective"] = objective
-    limits = {
+    """``settings`` with the command-line options applied; a bad option is a one-line
+    ``ConfigError`` naming the option and the values it accepts."""
+    from pydantic import ValidationError
+
+    choices = {"--space": ("quick", "default"), "--objective": ("accuracy", "latency", "size")}
+    for option, text in (("--space", space), ("--objective", objective)):
+        if text is not None and text not in choices[option]:
+            raise ConfigError(
+                f"{option}: expected one of {', '.join(choices[option])}, got {text!r}"
+            )
+    limits: dict[str, float] = {
         k: v
         for k, v in {
             "max_latency_ms": max_latency_ms,
@@ -73,6 +89,19 @@ def _overrides(
         }.items()
         if v is not None
     }
+    for key, value in limits.items():
+        option = _OPTION_OF[key]
+        if not math.isfinite(value):
+            raise ConfigError(f"{option}: expected a finite number, got {value}")
+        if key == "min_accuracy" and not 0 <= value <= 1:
+            raise ConfigError(f"{option}: expected an accuracy in [0, 1], got {value}")
+        if key != "min_accuracy" and not value > 0:
+            raise ConfigError(f"{option}: expected a number > 0, got {value}")
+    upd: dict[str, Any] = {}
+    if space is not None:
+        upd["search_space"] = space
+    if objective is not None:
+        upd["objective"] = objective
     try:
         if limits:  # command-line limits apply to every profile
             upd["budget"] = CompressBudget.model_validate(
@@ -83,9 +112,20 @@ def _overrides(
                 for k, b in settings.budgets.items()
             }
         return CompressSettings.model_validate({**settings.model_dump(), **upd})
-    except Exception as exc:
-        first = str(exc).splitlines()
-        raise ConfigError(f"compress options: {first[-1].strip() if first else exc}") from None
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][-1]) if err["loc"] else "compress"
+        msg = str(err["msg"])
+        raise ConfigError(f"{_OPTION_OF.get(field, field)}: {msg[:1].lower()}{msg[1:]}") from None
+
+
+def _check_devices(devices: list[str] | None, profiles: dict[str, Any]) -> None:
+    for d in devices or []:
+        if d not in profiles:
+            raise ConfigError(
+                f"--device {d!r}: unknown device profile; expected one of: "
+                f"{', '.join(sorted(profiles))}"
+            )
 
 
 def _single_profile(
@@ -93,8 +133,10 @@ def _single_profile(
 ) -> tuple[dict[str, DeviceProfile], CompressSettings, list[str]]:
     """One device profile of the given compute speed for a bare ONNX model."""
     name = (devices or ["device"])[0]
-    if not compute_speed > 0:
-        raise ConfigError(f"--compute-speed must be > 0, got {compute_speed}")
+    if not isinstance(compute_speed, int | float) or not (
+        math.isfinite(compute_speed) and compute_speed > 0
+    ):
+        raise ConfigError(f"--compute-speed: expected a finite number > 0, got {compute_speed}")
     profile = DeviceProfile(
         compute_speed=compute_speed,
         memory_mb=1e6,
@@ -146,13 +188,20 @@ def compress_target(
     A run folder (``runs/<id>``) gives its exported ``model.onnx`` (ONNX-level
     recipes only, on the split recorded in its ``model.json``) and its scenario's
     device profiles and budgets. See the module docstring for the other targets.
+    Every option, the device names and the data are checked before any training.
     """
-    from edgeintel.data import fit_standardizer, load_data, run_splits
+    from edgeintel.data import DATASETS, fit_standardizer, load_data, run_splits
     from edgeintel.scenario import load_scenario
 
     say = on_step or (lambda _msg: None)
     path = Path(target)
-    out = Path(out_dir)
+    out = check_out_dir(out_dir, "--out")
+    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 5:
+        raise ConfigError(f"--runs: expected an integer >= 5 timed runs, got {runs!r}")
+    if seed is not None and not 0 <= seed < 2**32:
+        raise ConfigError(f"seed: expected an integer in [0, 2**32), got {seed}")
+    for d in devices or []:
+        safe_name(d, "--device")
     recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
     suffix = path.suffix.lower()
     family = width = None
@@ -168,9 +217,20 @@ def compress_target(
     if suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
         from edgeintel.models.train import TrainConfig, train_model
+        from edgeintel.pipeline.preflight import preflight
 
         sc = load_scenario(path)
+        if dataset is not None:
+            raise ConfigError("--dataset: only for an ONNX model; a scenario names its data")
+        profiles = dict(sc.device_profiles)
+        _check_devices(devices, profiles)
+        settings = _overrides(
+            sc.settings.inference.compress, space, objective, max_latency_ms, max_kb, min_accuracy
+        )
+        search_space_for(settings)  # recipe options of the space are valid
         seed = sc.seed if seed is None else seed
+        sc = sc.model_copy(update={"seed": seed})
+        preflight(sc, ["data", "train", "compress"], scenario_file=str(path))
         ds = load_data(sc.data, seed=seed)
         sp = run_splits(
             ds.y,
@@ -199,10 +259,24 @@ def compress_target(
             seed=seed,
         )
         fit_x, fit_y = ds.x[tr], ds.y[tr]  # trained centrally here: its own training split
-        profiles = dict(sc.device_profiles)
-        settings = sc.settings.inference.compress
         onnx_only = False
     elif suffix == ".onnx":
+        if run_profiles is not None:
+            _check_devices(devices, run_profiles)
+            profiles = run_profiles
+            settings = _overrides(
+                run_settings, space, objective, max_latency_ms, max_kb, min_accuracy
+            )
+        else:
+            if devices and len(devices) > 1:
+                raise ConfigError(
+                    "--device: an ONNX model is judged for one device (named by --device and "
+                    f"--compute-speed); got {len(devices)}"
+                )
+            if dataset is not None:
+                DATASETS.get(dataset)  # unknown name -> one line listing the bundled datasets
+            profiles, settings, devices = _single_profile(devices, compute_speed)
+            settings = _overrides(settings, space, objective, max_latency_ms, max_kb, min_accuracy)
         load_onnx(path)  # missing or corrupt file -> ModelError
         ds, sp, fit_role = _recorded_split(path, dataset)
         tr, val, te = sp.train, sp.val, sp.test
@@ -214,24 +288,13 @@ def compress_target(
             f"on its validation split ({len(val)}), calibrating on the {fit_role} split "
             f"({len(tr)})")  # fmt: skip
         model = path
-        if run_profiles is not None:
-            profiles, settings = run_profiles, run_settings
-        else:
-            profiles, settings, devices = _single_profile(devices, compute_speed)
         onnx_only = True
     else:
         if not path.exists():
             raise ModelError(f"model or scenario file not found: {path}")
         raise ModelError(f"{path}: expected a scenario (.yaml) or an ONNX model (.onnx)")
     if devices:
-        unknown = [d for d in devices if d not in profiles]
-        if unknown:
-            raise ConfigError(
-                f"--device {unknown[0]!r}: unknown device profile; expected one of: "
-                f"{', '.join(sorted(profiles))}"
-            )
         profiles = {d: profiles[d] for d in devices}
-    settings = _overrides(settings, space, objective, max_latency_ms, max_kb, min_accuracy)
     if recipe_list:
         if not any(not r.steps for r in recipe_list):
             recipe_list.insert(0, make_recipe("fp32", []))
@@ -267,15 +330,17 @@ def compress_target(
     figures = []
     for name, ch in choices.items():
         b64 = png_base64(pareto_figure(ch.search, f"{path.name}: candidates on {name}"))
-        (out / f"pareto_{name}.png").write_bytes(base64.b64decode(b64))
+        dst = inside(out, f"pareto_{name}", ".png", what="device profile name")
+        dst.write_bytes(base64.b64decode(b64))
         figures.append(
             Figure(
                 "compression",
                 f"Pareto front for {name}",
                 b64,
-                f"Held-out accuracy vs latency on {name} (this machine's ONNX Runtime "
-                f"p50 / compute speed {profiles[name].compute_speed:g}); marker area ~ ONNX "
-                "size, green = meets the budget, black edge = Pareto front, red ring = chosen.",
+                f"Validation accuracy (selection) vs latency on {name} (this machine's ONNX "
+                f"Runtime p50 / compute speed {profiles[name].compute_speed:g}); marker area ~ "
+                "ONNX size, green = meets the budget, black edge = Pareto front, red ring = "
+                "chosen.",
             )
         )
     section = {

@@ -35,13 +35,14 @@ from rich.progress import (
 )
 
 from edgeintel.data.datasets import Dataset
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import ConfigError, EdgeIntelError
 from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, png_base64, save_figures
 from edgeintel.report.topology import topology_json
 from edgeintel.scenario import Device, Scenario, dump_scenario
+from edgeintel.threads import scenario_threads, thread_limit
 
 __all__ = [
     "STAGES",
@@ -49,6 +50,7 @@ __all__ = [
     "RunContext",
     "RunResult",
     "Stage",
+    "check_run_dir",
     "ordered_stages",
     "register_stage",
     "run_pipeline",
@@ -201,6 +203,42 @@ def _unique_run_dir(runs_dir: Path, base: str) -> Path:
     raise EdgeIntelError(f"{runs_dir}: no free run folder named {base}-N")
 
 
+def check_run_dir(runs_dir: str | Path, run_id: str | None, overwrite: bool = False) -> None:
+    """Refuse, before any work, a run folder that cannot be used: ``runs_dir`` a file, a
+    ``run_id`` that is not a plain name, or one that holds an earlier run (unless
+    ``overwrite``)."""
+    from edgeintel.paths import check_out_dir, inside, safe_name
+
+    base = check_out_dir(runs_dir, "--runs-dir")
+    if run_id is None:
+        return
+    run_dir = inside(base, safe_name(run_id, "--run-id"), what="--run-id")
+    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
+        raise ConfigError(f"--run-id {run_id!r}: {run_dir} exists and is not a folder")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
+        raise ConfigError(
+            f"--run-id {run_id!r}: {run_dir} already holds an earlier run; choose "
+            "another --run-id or pass --overwrite to replace it"
+        )
+
+
+def _claim_run_dir(
+    runs_dir: str | Path, run_id: str | None, scenario: Scenario, overwrite: bool
+) -> Path:
+    """The run folder, created; never silently reuses a folder that holds an earlier run."""
+    import shutil
+
+    check_run_dir(runs_dir, run_id, overwrite)
+    base = Path(runs_dir)
+    if run_id is None:
+        return _unique_run_dir(base, _new_run_id(scenario))
+    run_dir = base / run_id
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        shutil.rmtree(run_dir)  # overwrite was asked for (check_run_dir refused otherwise)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
 def ordered_stages(only: list[str] | None = None) -> list[Stage]:
     """Instances of the registered stages in run order (optionally only the named ones)."""
     names = STAGES.names() if only is None else only
@@ -217,6 +255,7 @@ def run_pipeline(
     stages: list[str] | None = None,
     show_progress: bool = False,
     scenario_file: str | None = None,
+    overwrite: bool = False,
 ) -> RunResult:
     """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
 
@@ -225,16 +264,15 @@ def run_pipeline(
     output is not a terminal). The same lines always go to ``run.log`` in the run
     folder, and ``results.json`` is rewritten after every stage, so a long run
     can be followed and a crash loses nothing finished.
-    Raises the first stage's ``EdgeIntelError`` after writing the partial results.
+    Raises the first stage's ``EdgeIntelError`` after writing the partial results
+    (``status: failed``; ``interrupted`` on Ctrl-C). A ``run_id`` whose folder already
+    holds files is refused unless ``overwrite`` (its old files are then removed first).
     """
     from edgeintel.report.html import write_report
 
     console = console or Console(quiet=not show_progress)
-    if run_id is not None:
-        run_dir = Path(runs_dir) / run_id
-        run_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        run_dir = _unique_run_dir(Path(runs_dir), _new_run_id(scenario))
+    plan = ordered_stages(stages)  # unknown stage names fail before a run folder is made
+    run_dir = _claim_run_dir(runs_dir, run_id, scenario, overwrite)
     scenario_json = dump_scenario(scenario)
     scenario_hash = hashlib.sha256(json.dumps(scenario_json, sort_keys=True).encode()).hexdigest()[
         :16
@@ -282,18 +320,20 @@ def run_pipeline(
     results_path = run_dir / "results.json"
     with progress:
         ctx.progress = progress if show_progress and console.is_terminal else None
-        todo = ordered_stages(stages)
         ctx.log(f"run {run_dir.name}: scenario {scenario.name}, seed {scenario.seed}")
-        for stage in todo:
+        for stage in plan:
             if not stage.enabled(ctx):
                 continue
             ctx.log(f"stage {stage.name} started")
             t0 = time.perf_counter()
             try:
-                stage.run(ctx)
+                with thread_limit(scenario_threads(scenario)):  # restored after each stage
+                    stage.run(ctx)
             except BaseException as exc:
                 error = exc
-                results["status"] = "failed"
+                results["status"] = (
+                    "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                )
                 results["error"] = f"stage {stage.name}: {exc}"
                 results["stages"].append(stage.name)
                 results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)

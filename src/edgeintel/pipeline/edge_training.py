@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from edgeintel.data.provenance import chance_accuracy, compare_to_central
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, TrainingError
 from edgeintel.models import build_model
 from edgeintel.models.train import TrainConfig, evaluate_accuracy
 from edgeintel.network import TIERS
@@ -105,6 +105,13 @@ class EdgeTrainStage(Stage):
 
         eng = engine()
         _run_engine(ctx, eng, f"{mode} training (rounds)")
+        if eng.state.history and not any(r.aggregated for r in eng.state.history):
+            raise TrainingError(
+                f"{mode} training: no device update was aggregated in any of the "
+                f"{len(eng.state.history)} rounds (every sampled device dropped out or missed "
+                "the deadline); the model is untrained. Lower settings.training.dropout or "
+                "relax the deadline"
+            )
         clean = None
         if st.attack is not None:
             clean = engine({"attack": None, "malicious_fraction": 0.0})
@@ -200,7 +207,7 @@ class EdgeTrainStage(Stage):
             if len(ctx.device_parts[i]) and d.profile_name not in firsts:
                 firsts[d.profile_name] = i
         per_device: dict[str, Any] = {}
-        cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay)
+        cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay, threads=None)
         with ctx.task("solo training (devices)", total=len(firsts)) as advance:
             for prof, i in firsts.items():
                 dev = ctx.devices[i]

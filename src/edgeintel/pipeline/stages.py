@@ -134,6 +134,7 @@ class TrainStage(Stage):
             batch_size=settings.batch_size,
             lr=settings.lr,
             weight_decay=settings.weight_decay,
+            threads=None,  # the pipeline's thread limit (settings.threads)
         )
         model = build_model(
             sc.task.model, ds.sample_shape, ds.num_classes, width=sc.task.width, seed=sc.seed

@@ -42,12 +42,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from threadpoolctl import threadpool_limits
 from torch import nn
 
-from edgeintel.errors import DataError
+from edgeintel.errors import DataError, TrainingError
 from edgeintel.models.train import predict_logits
 from edgeintel.network import Exchange, Hop, Traffic
+from edgeintel.threads import thread_limit
 from edgeintel.training.attacks import Attack, make_attack
 from edgeintel.training.client_train import LocalTrainer
 from edgeintel.training.compressors import Compressor, compress_with_feedback, make_compressor
@@ -185,15 +185,10 @@ class FederatedEngine:
 
     def run_round(self) -> RoundRecord:
         """Run the next round and return its record (also appended to ``state.history``)."""
-        threads = torch.get_num_threads()
-        if self.config.threads is None:
+        # torch and numpy's BLAS (Krum's Gram matrix) on config.threads; the global RNG
+        # state and thread counts are restored afterwards
+        with torch.random.fork_rng(devices=[]), thread_limit(self.config.threads):
             return self._run_round()
-        torch.set_num_threads(self.config.threads)
-        try:
-            with threadpool_limits(self.config.threads):  # numpy's BLAS too (Krum's Gram matrix)
-                return self._run_round()
-        finally:
-            torch.set_num_threads(threads)
 
     def _run_round(self) -> RoundRecord:
         r = self.state.round + 1
@@ -201,6 +196,17 @@ class FederatedEngine:
         if self._deadline is None and (cfg.deadline_s or cfg.deadline_quantile):
             self._deadline = self._compute_deadline()
         rec = self._hier_round(r) if cfg.mode is FlMode.HIERARCHICAL else self._flat_round(r)
+        if rec.rejected > 0 and rec.aggregated == 0:
+            raise TrainingError(
+                f"federated training diverged in round {r}: every update ({rec.rejected}) was "
+                f"NaN or infinite (client lr {cfg.lr:g}); lower the client learning rate"
+            )
+        if not np.isfinite(self.state.weights).all():
+            raise TrainingError(
+                f"federated training diverged in round {r}: the global model's weights are "
+                f"NaN or infinite (client lr {cfg.lr:g}, server lr {cfg.server.server_lr:g}); "
+                "lower the learning rates"
+            )
         if r % cfg.eval_every == 0 or r == cfg.rounds:
             rec.accuracy, rec.loss = self.evaluate()
         self.state.round = r

@@ -33,6 +33,7 @@ import numpy as np
 from torch import nn
 
 from edgeintel.errors import ConfigError, DataError
+from edgeintel.threads import scenario_threads
 from edgeintel.training.aggregate import AggregationConfig, AggregationRule, weighted_mean
 from edgeintel.training.checkpoint import Checkpoint, CheckpointStore, scenario_hash
 from edgeintel.training.dp import ClipMode, DifferentialPrivacy, DPConfig, clip_update
@@ -349,7 +350,7 @@ def build_private_engine(
     settings = scenario.settings.training
     if overrides:
         settings = settings.model_copy(update=overrides)
-    cfg = federated_config(settings, mode, scenario.seed)
+    cfg = federated_config(settings, mode, scenario.seed, threads=scenario_threads(scenario))
     population = sum(1 for p in device_parts if len(p) > 0)
     strategy = privacy_strategy(scenario, cfg, max(population, 1))
     if not checkpoints:

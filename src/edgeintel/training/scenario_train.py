@@ -11,6 +11,7 @@ from torch import nn
 from edgeintel.data.datasets import Dataset
 from edgeintel.errors import ConfigError
 from edgeintel.network import Hop
+from edgeintel.threads import DEFAULT_THREADS, scenario_threads
 from edgeintel.training.aggregate import AggregationConfig
 from edgeintel.training.attacks import AttackConfig
 from edgeintel.training.compressors import CompressorConfig
@@ -39,7 +40,11 @@ def resolve_mode(scenario: Scenario) -> TrainingMode:
 
 
 def federated_config(
-    settings: TrainingSettings, mode: TrainingMode, seed: int, step_ms: float | None = None
+    settings: TrainingSettings,
+    mode: TrainingMode,
+    seed: int,
+    step_ms: float | None = None,
+    threads: int | None = DEFAULT_THREADS,
 ) -> FederatedConfig:
     """Map the scenario's training settings onto the engine's validated config."""
     if mode not in (TrainingMode.FEDERATED, TrainingMode.HIERARCHICAL):
@@ -77,6 +82,7 @@ def federated_config(
         step_ms=step_ms,
         dropout=settings.dropout,
         seed=seed,
+        threads=threads,
     )
 
 
@@ -124,7 +130,7 @@ def build_engine(
     settings = scenario.settings.training
     if overrides:
         settings = settings.model_copy(update=overrides)
-    cfg = federated_config(settings, mode, scenario.seed)
+    cfg = federated_config(settings, mode, scenario.seed, threads=scenario_threads(scenario))
     clients, paths = topology(scenario)
     if len(clients) != len(device_parts):
         raise ConfigError(f"{len(device_parts)} data shards for {len(clients)} devices")

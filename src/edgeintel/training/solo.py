@@ -1,7 +1,8 @@
 """Solo training on one device: a batch size that fits its memory, time and energy estimates.
 
 The batch size is the largest power of two up to the requested one whose
-training memory fits half the device's ``memory_mb`` (the other half is left to
+training memory fits half the device's ``memory_mb`` (MiB, 2**20 bytes, as everywhere
+in edgeintel; the other half is left to
 the OS and the app). Training memory is estimated as float32 weights + gradients
 + Adam's two moments for trainable parameters + twice the activations of one
 batch (forward outputs kept for backward), counted with forward hooks.
@@ -31,11 +32,13 @@ from edgeintel.topology import DeviceProfile
 __all__ = ["SoloPlan", "SoloResult", "freeze_all_but_last", "plan_solo", "train_solo"]
 
 _MEMORY_SHARE = 0.5
+MIB = 1024 * 1024
+"""Bytes per MiB: every ``*_mb`` memory figure in edgeintel is in MiB."""
 
 
 @dataclass(frozen=True)
 class SoloPlan:
-    """Solo training on a device: batch size, epochs, memory (MB), time (s), energy (J)."""
+    """Solo training on a device: batch size, epochs, memory (MiB), time (s), energy (J)."""
 
     batch_size: int
     epochs: int
@@ -123,14 +126,14 @@ def plan_solo(
     acts = _activation_floats(model, input_shape)
     per_sample = 4 * (2 * acts + math.prod(input_shape))
     fixed = 4 * n_all + 12 * n_train
-    budget = profile.memory_mb * 1e6 * _MEMORY_SHARE
+    budget = profile.memory_mb * MIB * _MEMORY_SHARE
     batch = 1 << max(0, math.floor(math.log2(max(1, min(batch_size, len(y))))))
     while batch > 1 and fixed + batch * per_sample > budget:
         batch //= 2
     if fixed + batch * per_sample > budget:
         raise ConfigError(
             f"device memory_mb={profile.memory_mb} cannot hold training of this model "
-            f"(needs {(fixed + per_sample) / 1e6 / _MEMORY_SHARE:.1f} MB at batch 1)"
+            f"(needs {(fixed + per_sample) / MIB / _MEMORY_SHARE:.1f} MiB at batch 1)"
         )
     step_ms = _step_ms(model, x, y, batch, lr)
     steps_per_epoch = math.ceil(len(y) / batch)
@@ -148,7 +151,7 @@ def plan_solo(
         epochs=epochs,
         steps=epochs * steps_per_epoch,
         trainable_params=n_train,
-        memory_mb=round((fixed + batch * per_sample) / 1e6, 3),
+        memory_mb=round((fixed + batch * per_sample) / MIB, 3),
         step_ms_here=step_ms,
         est_time_s=t,
         est_energy_j=profile.power_compute_w * t,
@@ -178,6 +181,7 @@ def train_solo(
         batch_size=plan.batch_size,
         lr=config.lr,
         weight_decay=config.weight_decay,
+        threads=config.threads,
     )
     history = train_model(model, x, y, cfg, seed=seed, x_val=x_val, y_val=y_val)
     return SoloResult(plan, history)

@@ -1,0 +1,246 @@
+"""Preflight: resolve everything a scenario names before any training is spent.
+
+``edgeintel validate``, ``run``, ``train`` and ``compress`` call ``preflight``
+after the schema check. It runs the real ``data`` stage on a scratch context
+(so it loads, checks, splits and partitions exactly as the run will), builds
+the model (a user factory is imported and its output shape checked on the
+dataset's sample shape), builds the edge-training engine with the scenario's
+DP / secure-aggregation strategy (DP budget feasibility) and checks that every
+aggregation the engine will do has enough updates for its robust rule (Krum's
+n > 2f + 2, trimmed mean's n > 2f), plans solo training within each device
+profile's memory, and expands the compression search space. Any problem
+raises an ``EdgeIntelError`` whose message is one line naming the field.
+Nothing is trained.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from edgeintel.errors import ConfigError, EdgeIntelError
+from edgeintel.pipeline.core import RunContext, ordered_stages
+from edgeintel.scenario import Scenario, TrainingMode
+
+__all__ = ["PreflightReport", "preflight"]
+
+_MAX_ROUNDS_CHECKED = 10_000
+"""Rounds whose device sampling is replayed for the robust-rule check (sampling is cheap)."""
+
+
+@dataclass
+class PreflightReport:
+    """What preflight resolved: dataset size and shape, model size, training mode."""
+
+    dataset: str
+    samples: int
+    sample_shape: tuple[int, ...]
+    classes: int
+    train_samples: int
+    test_samples: int
+    model_params: int
+    mode: str
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        """A one-line summary for ``edgeintel validate``."""
+        return (
+            f"data {self.dataset} ({self.samples} samples of shape {list(self.sample_shape)}, "
+            f"{self.classes} classes; {self.train_samples} train / {self.test_samples} test), "
+            f"model {self.model_params:,} params, training {self.mode}"
+        )
+
+
+def preflight(
+    scenario: Scenario,
+    stages: list[str] | None = None,
+    scenario_file: str | None = None,
+) -> PreflightReport:
+    """Check ``scenario`` end to end without training; raise ``EdgeIntelError`` on a problem."""
+    from edgeintel.models import build_model, count_params
+    from edgeintel.pipeline.stages import DataStage
+    from edgeintel.training.scenario_train import resolve_mode
+
+    sc = scenario
+    chosen = [s.name for s in ordered_stages(stages)]  # unknown stage names -> ConfigError
+    with tempfile.TemporaryDirectory(prefix="edgeintel-preflight-") as tmp:
+        ctx = RunContext(
+            scenario=sc,
+            run_dir=Path(tmp),
+            console=Console(quiet=True),
+            scenario_file=scenario_file,
+        )
+        with _named("data"):
+            DataStage().run(ctx)
+    ds = ctx.require_dataset()
+    assert ctx.train_idx is not None and ctx.test_idx is not None
+    if len(ctx.test_idx) == 0 or len(ctx.train_idx) == 0:
+        raise ConfigError(
+            f"data.test_fraction: {sc.data.test_fraction} leaves {len(ctx.train_idx)} training "
+            f"and {len(ctx.test_idx)} test samples of {len(ds)}; both need at least one"
+        )
+    with _named("task.model"):
+        model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+    mode = resolve_mode(sc)
+    report = PreflightReport(
+        dataset=ds.name,
+        samples=len(ds),
+        sample_shape=ds.sample_shape,
+        classes=ds.num_classes,
+        train_samples=len(ctx.train_idx),
+        test_samples=len(ctx.test_idx),
+        model_params=count_params(model),
+        mode=str(mode),
+    )
+    if "edge_train" in chosen and mode in (TrainingMode.FEDERATED, TrainingMode.HIERARCHICAL):
+        with _named("settings.training"):
+            _check_federated(ctx, mode, report)
+    if "edge_train" in chosen and mode is TrainingMode.SOLO:
+        with _named("settings.training"):
+            _check_solo(ctx, model, "train" in chosen)
+    if "compress" in chosen and sc.settings.inference.compress.enabled:
+        from edgeintel.inference.devices import search_space_for
+
+        with _named("settings.inference.compress"):
+            search_space_for(sc.settings.inference.compress)
+    _check_checkpoint_dir(sc)
+    return report
+
+
+@contextmanager
+def _named(field: str) -> Iterator[None]:
+    """Prefix an error with the scenario field it comes from (unless it names one already)."""
+    try:
+        yield
+    except EdgeIntelError as exc:
+        msg = str(exc)
+        if msg.startswith((field, "device_profiles", "data.", "task.", "settings.", "/")):
+            raise
+        if field == "settings.training" and msg.startswith(("dp.", "secure_aggregation")):
+            raise type(exc)(f"{field}.{msg}") from None
+        raise type(exc)(f"{field}: {msg}") from None
+
+
+def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightReport) -> None:
+    """Build the engine (DP budget, secure aggregation) and replay its device sampling."""
+    from edgeintel.models import build_model
+    from edgeintel.training.aggregate import AggregationConfig, aggregate
+    from edgeintel.training.engine import FlMode
+    from edgeintel.training.private import build_private_engine
+
+    sc = ctx.scenario
+    ds = ctx.require_dataset()
+    assert ctx.train_idx is not None and ctx.test_idx is not None
+    st = sc.settings.training
+    with_data = sum(1 for p in ctx.device_parts if len(p) > 0)
+    if st.clients_per_round is not None and st.clients_per_round > with_data:
+        raise ConfigError(
+            f"settings.training.clients_per_round: {st.clients_per_round} is more than the "
+            f"{with_data} devices that hold training data"
+        )
+    model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+    try:
+        engine = build_private_engine(
+            sc, model, ds, ctx.train_idx, ctx.test_idx, ctx.device_parts, mode, checkpoints=False
+        )
+    except ArithmeticError as exc:  # the DP accountant on extreme values (OverflowError...)
+        raise ConfigError(
+            f"settings.training.dp: the privacy accountant cannot evaluate these settings "
+            f"({exc.__class__.__name__}); use a noise_multiplier and target_epsilon of "
+            "ordinary size"
+        ) from None
+    cfg = engine.config
+    if cfg.deadline_s is not None:  # a deadline no device can meet trains nothing
+        deadline = engine._compute_deadline()  # measures one local step here
+        fastest = min(engine._exchange(i, engine._tier()).time_s for i in engine.available)
+        if fastest > deadline:
+            raise ConfigError(
+                f"settings.training.deadline_s: {deadline:g} s is shorter than every device's "
+                f"round (the fastest takes {fastest:.3g} s); no update would ever arrive"
+            )
+    rule = str(cfg.aggregation.rule)
+    if rule in ("fedavg", "norm_clip", "median"):  # any number of updates >= 1 will do
+        return
+    # the smallest group each aggregator node sees, over the rounds the engine will run
+    smallest: dict[str, tuple[int, int]] = {}
+    subs = cfg.k2 if cfg.mode is FlMode.HIERARCHICAL else 1
+    for r in range(1, min(cfg.rounds, _MAX_ROUNDS_CHECKED) + 1):
+        for sub in range(subs):
+            groups: dict[str, int] = defaultdict(int)
+            for i in engine._sample(r, sub):  # the engine's own sampling, replayed
+                node = engine.clients[i].edge if cfg.mode is FlMode.HIERARCHICAL else "cloud"
+                groups[node] += 1
+            for node, n in groups.items():
+                if node not in smallest or n < smallest[node][0]:
+                    smallest[node] = (n, r)
+    dummy = np.arange(3, dtype=np.float64)
+    for node, (n, r) in sorted(smallest.items()):
+        f = engine._f(n)
+        agg_cfg: AggregationConfig = replace(cfg.aggregation, f=f)
+        try:
+            aggregate([[dummy * (k + 1)] for k in range(n)], np.ones(n), agg_cfg)
+        except EdgeIntelError as exc:
+            where = "" if node == "cloud" else f" at edge server {node!r}"
+            frac = st.byzantine_fraction
+            basis = (
+                f"byzantine_fraction {frac}"
+                if frac is not None
+                else f"malicious_fraction {st.malicious_fraction}"
+            )
+            raise ConfigError(
+                f"settings.training.aggregation: {rule} cannot aggregate the {n} updates of "
+                f"round {r}{where} with f={f} ({basis}): {exc}; add devices, raise "
+                "clients_per_round or lower the fraction"
+            ) from None
+    report.notes.append(f"{rule}: smallest aggregation {min(v[0] for v in smallest.values())}")
+
+
+def _check_solo(ctx: RunContext, model: Any, has_train_stage: bool) -> None:
+    """Each profile's first device can hold solo training in its memory."""
+    import copy
+
+    from edgeintel.training.solo import freeze_all_but_last, plan_solo
+
+    st = ctx.scenario.settings.training
+    if st.finetune_layers is not None and not has_train_stage:
+        raise ConfigError("settings.training.finetune_layers needs the central 'train' stage")
+    seen: set[str] = set()
+    for i, d in enumerate(ctx.devices):
+        if d.profile_name in seen or len(ctx.device_parts[i]) == 0:
+            continue
+        seen.add(d.profile_name)
+        m = copy.deepcopy(model)
+        if st.finetune_layers is not None:
+            try:
+                freeze_all_but_last(m, st.finetune_layers)
+            except ConfigError as exc:
+                raise ConfigError(f"settings.training.{exc}") from None
+        x, y = ctx.device_arrays(i)
+        try:
+            plan_solo(m, x, y, d.profile, st.batch_size, st.epochs, st.lr)
+        except ConfigError as exc:
+            raise ConfigError(f"device_profiles.{d.profile_name}: {exc}") from None
+    if not seen:
+        raise ConfigError("settings.training.mode solo: no device holds training data")
+
+
+def _check_checkpoint_dir(sc: Scenario) -> None:
+    d = sc.settings.training.checkpoint_dir
+    if d is None:
+        return
+    p = Path(d)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"settings.training.checkpoint_dir: {p} exists and is not a folder")
+    for parent in p.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ConfigError(f"settings.training.checkpoint_dir: {parent} is not a folder")
+            break
