@@ -37,20 +37,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import target, write_results
 from edgeintel.models import build_model, export_onnx
 from edgeintel.offloading.adapt import AdaptivePolicy
-from edgeintel.offloading.costs import LinkState, Objective, Power, transfer_ms
+from edgeintel.offloading.costs import LinkState, OffloadObjective, Power, transfer_ms
 from edgeintel.offloading.graph import LayerGraph, Tensor, load_layer_graph
-from edgeintel.offloading.partition import (
-    LinearCosts,
-    MinCutPartitioner,
-    SplitContext,
-    brute_force_partition,
-    linear_value,
-    mincut_partition,
-    plan_split,
-)
 from edgeintel.offloading.placement import Option, place
 from edgeintel.offloading.profiler import profile_model
 from edgeintel.offloading.split import SplitRunner, split_model
+from edgeintel.offloading.split_search import (
+    LinearCosts,
+    MinCutSplitter,
+    SplitContext,
+    brute_force_split,
+    linear_value,
+    mincut_split,
+    plan_split,
+)
 
 torch.set_num_threads(1)
 
@@ -142,7 +142,7 @@ class Executed:
 
 
 def plan_case(
-    graph: LayerGraph, prof: Any, mc: MinCutPartitioner, speed: float, power: Power, bw: float
+    graph: LayerGraph, prof: Any, mc: MinCutSplitter, speed: float, power: Power, bw: float
 ) -> tuple[str, np.ndarray, float]:
     """The planner's choice (tier, mask, predicted ms) from the profile only."""
     best = ("local", np.ones(graph.num_nodes, bool), float(np.sum(prof.on(speed))))
@@ -153,7 +153,7 @@ def plan_case(
             link=link_for(tier, bw),
             power=power,
             serialize_ms_per_mb=prof.serialize_ms_per_mb,
-            objective=Objective.LATENCY,
+            objective=OffloadObjective.LATENCY,
         )
         d = plan_split(graph, ctx, "mincut", None, mc)
         if d.breakdown.latency_ms < best[2] - 1e-9:
@@ -170,7 +170,7 @@ def bench_partitioning(workdir: Path) -> tuple[list[dict[str, Any]], dict[str, A
         path = str(export_onnx(model, SHAPE, workdir / f"{family}.onnx", ["a", "b", "c"]).path)
         graph = load_layer_graph(path)
         prof = profile_model(path, graph=graph, min_rounds=3)
-        mc = MinCutPartitioner(graph)
+        mc = MinCutSplitter(graph)
         ex = Executed(path, graph, workdir / family)
         keys = [ex.add(graph.prefix_mask(k)) for k in range(graph.num_nodes + 1)]
         ex.measure()
@@ -258,7 +258,7 @@ def bench_partitioning(workdir: Path) -> tuple[list[dict[str, Any]], dict[str, A
 
 
 def bench_trace(
-    graph: LayerGraph, prof: Any, mc: MinCutPartitioner, ex: Executed, keys: list[bytes]
+    graph: LayerGraph, prof: Any, mc: MinCutSplitter, ex: Executed, keys: list[bytes]
 ) -> dict[str, Any]:
     """Replay a bandwidth trace with step changes: adaptive vs hindsight-best vs best static."""
     speed, power = DEVICES["camera_board"]
@@ -363,12 +363,12 @@ def bench_mincut() -> dict[str, Any]:
     for _ in range(200):
         g = random_dag(int(rng.integers(5, 15)), rng)
         lin = random_costs(g, rng)
-        a = linear_value(g, lin, mincut_partition(g, lin))
-        b = linear_value(g, lin, brute_force_partition(g, lin))
+        a = linear_value(g, lin, mincut_split(g, lin))
+        b = linear_value(g, lin, brute_force_split(g, lin))
         equal += abs(a - b) <= 1e-6 * max(abs(b), 1.0)
         total += 1
     g = random_dag(2000, rng)
-    part = MinCutPartitioner(g)
+    part = MinCutSplitter(g)
     times = []
     for _ in range(30):
         lin = random_costs(g, rng)

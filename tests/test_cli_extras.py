@@ -199,9 +199,7 @@ def test_compress_from_run_reuses_model_and_split(tiny_scenario_file: Path, tmp_
     results = json.loads((run / "results.json").read_text())
     # the fp32 candidate is the run's own model on the run's own held-out split (the test
     # split recorded in model.json; selection accuracy is on the validation split)
-    assert fp32["test_accuracy"] == pytest.approx(
-        results["training"]["final_accuracy"], abs=1e-9
-    )
+    assert fp32["test_accuracy"] == pytest.approx(results["training"]["final_accuracy"], abs=1e-9)
     assert (out / "phone.onnx").is_file()
     html = (out / "report.html").read_text()
     assert 'data-section="compression"' in html and f"{n_test} held out" in html

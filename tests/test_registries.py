@@ -1,16 +1,20 @@
 """One contract over every registry entry (scikit-learn's habit of checking every estimator).
 
 Each registered dataset, partitioner, model family, aggregation rule, attack,
-update compressor, federated algorithm, compression technique and pipeline stage
-can be named (in a scenario or a recipe), configured, run on a tiny input, and
-round-trips its config. A new entry is covered the moment it is registered.
+update compressor, federated algorithm, compression technique, pipeline stage,
+split search, placement policy, cache policy, difference feature, object
+counter and report section can be named (in a scenario, a recipe or a call),
+configured, run on a tiny input, and round-trips its config. A new entry is
+covered the moment it is registered.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import json
+import pkgutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -20,14 +24,27 @@ import numpy as np
 import pytest
 import torch
 
-from edgeintel.caching.policies import POLICIES, make_policy, opt_hits, simulate
+import edgeintel
+from edgeintel.caching import FEATURES, FRAME_FEATURES, POLICIES, make_policy, miss_ratio, prepare
+from edgeintel.caching.detectors import COUNTERS
+from edgeintel.caching.policies import opt_hits, simulate
 from edgeintel.data import DATASETS, PARTITIONERS, load_data, load_dataset, partition
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
 from edgeintel.models import MODELS, build_model
 from edgeintel.models.train import TrainConfig, train_model
+from edgeintel.offloading.costs import Breakdown, LinkState, OffloadObjective
+from edgeintel.offloading.placement import PLACEMENTS, FleetProblem, Option, Resource, place
+from edgeintel.offloading.split_search import (
+    SPLITTERS,
+    SplitContext,
+    SplitDecision,
+    linear_value,
+    plan_split,
+)
 from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
 from edgeintel.registry import Registry
+from edgeintel.report.sections import SECTIONS, RenderContext, SectionSpec
 from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
 from edgeintel.training import (
     AGGREGATORS,
@@ -43,6 +60,7 @@ from edgeintel.training import (
 from edgeintel.training.scenario_train import federated_config
 
 from .conftest import tiny_scenario_dict
+from .offloading.conftest import random_costs, random_dag
 
 SLOW_DATASETS = {"mnist", "acsf1", "video_scenes"}  # > 2 s to load on this machine
 
@@ -53,6 +71,9 @@ def _scenario(**parts: Any) -> Scenario:
     raw["data"].update(parts.get("data", {}))
     raw["task"].update(parts.get("task", {}))
     raw["settings"]["training"].update(parts.get("training", {}))
+    for part in ("offloading", "caching"):
+        if part in parts:
+            raw["settings"][part] = parts[part]
     sc = parse_scenario(raw)
     assert parse_scenario(dump_scenario(sc)) == sc  # the config round-trips
     return sc
@@ -91,11 +112,13 @@ def _partitioner(name: str) -> None:
 def _model(name: str) -> None:
     sc = _scenario(task={"model": name, "width": 4})
     built = 0
-    for shape in ((1, 8, 8), (3, 32)):  # image families, sensor families; mlp takes both
+    # small image families, sensor families (mlp takes both), torchvision families (RGB >= 96 px)
+    for shape in ((1, 8, 8), (3, 32), (3, 96, 96)):
         try:
             model = build_model(sc.task.model, shape, 3, width=sc.task.width, seed=0)
-        except (ConfigError, ValueError, RuntimeError):
+        except (ConfigError, ModelError, ValueError, RuntimeError):
             continue
+        model.eval()
         with torch.no_grad():
             assert model(torch.zeros(2, *shape)).shape == (2, 3)
         built += 1
@@ -172,7 +195,11 @@ def _technique(name: str, tiny: Any, tmp: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Scenario, dict[str, Any]]:
-    sc = parse_scenario(tiny_scenario_dict())
+    raw = tiny_scenario_dict()  # every stage runs: the runtime deploys for 2 s on loopback
+    raw["settings"]["runtime"] = {
+        "deploy": {"enabled": True, "duration_s": 2, "max_devices": 2, "drain_timeout_s": 10}
+    }
+    sc = parse_scenario(raw)
     runs = tmp_path_factory.mktemp("runs")
     return sc, run_pipeline(sc, runs_dir=runs, run_id="r", show_progress=False).results
 
@@ -187,7 +214,63 @@ def _stage(name: str, run: tuple[Scenario, dict[str, Any]]) -> None:
     assert hashlib.sha256(again.encode()).hexdigest()[:16] == results["scenario"]["hash"]
 
 
+def _split_search(name: str) -> None:
+    if name == "brute_force":  # the tests' reference: callable by name, refused in a scenario
+        with pytest.raises(ConfigError, match=r"settings\.offloading\.splitter: unknown split"):
+            _scenario(offloading={"splitter": name})
+    else:
+        assert _scenario(offloading={"splitter": name}).settings.offloading.splitter == name
+    g = random_dag(8, seed=3, chain=True)  # a chain: every split search is exact on it
+    lin = random_costs(g, 3)
+    mask = SPLITTERS.get(name)(g, lin)
+    assert mask.dtype == bool and mask.shape == (g.num_nodes,) and g.is_valid_cut(mask)
+    best = linear_value(g, lin, SPLITTERS.get("brute_force")(g, lin))
+    assert linear_value(g, lin, mask) == pytest.approx(best, rel=1e-9)
+    real = random_dag(6, seed=1)
+    ctx = SplitContext(  # a phone 4x slower than the server, on a 20 Mbit/s, 10 ms link
+        device_ms=np.full(real.num_nodes, 4.0), server_ms=np.full(real.num_nodes, 1.0),
+        link=LinkState(20.0, rtt_ms=10.0), objective=OffloadObjective.ENERGY,
+    )  # fmt: skip
+    decision = plan_split(real, ctx, splitter=name, deadline_ms=1e3)
+    assert isinstance(decision, SplitDecision) and real.is_valid_cut(decision.mask)
+    assert decision.meets_deadline
+    assert {f.name for f in dataclasses.fields(ctx)} >= {"device_ms", "link", "objective"}
+
+
+def _fleet() -> FleetProblem:
+    """Two phones, each local (60 ms) or on one edge server (10 ms work, 15 ms network)."""
+    res = {"edge": Resource("edge", "edge", workers=1, background=0.0, service_ms=10.0)}
+    options = []
+    for d in ("p0", "p1"):
+        res[d] = Resource(d, "device", 1, 0.0, 60.0)
+        local = Option("local", "local", None, Breakdown(60.0), 0.1, 60.0, 0.0, ((d, 60.0),))
+        edge = Option("d2e:edge", "d2e", "edge", Breakdown(0.0, uplink_ms=10.0, rtt_ms=5.0,
+                      server_ms=10.0), 0.02, 25.0, 10.0)  # fmt: skip
+        options.append([local, edge])
+    return FleetProblem(devices=["p0", "p1"], options=options, rates_hz=np.full(2, 2.0),
+                        deadlines_ms=np.full(2, np.inf), wait_weight=np.ones(2),
+                        idle_w=np.full(2, 0.1), resources=res)  # fmt: skip
+
+
+def _placement(name: str) -> None:
+    assert _scenario(offloading={"placement": name}).settings.offloading.placement == name
+    problem = _fleet()
+    choice = PLACEMENTS.get(name)(problem)
+    assert len(choice) == 2 and all(0 <= c < 2 for c in choice)
+    plan = place(problem, policy=name)
+    assert plan.feasible and plan.choice == [1, 1]  # 4 Hz on a 10 ms server: offload both
+
+
 def _cache_policy(name: str) -> None:
+    sc = _scenario(caching={"policies": [name], "result_cache": {"policy": name}})
+    assert (
+        sc.settings.caching.policies == [name] and sc.settings.caching.result_cache.policy == name
+    )
+    cache = make_policy(name, 2)
+    assert [cache.request(k) for k in ("a", "b", "a")] == [False, False, True]
+    assert len(cache) == 2 and "a" in cache and cache.discard("a") and "a" not in cache
+    trace = np.random.default_rng(0).zipf(1.3, 400) % 30
+    assert miss_ratio("opt", trace, 5) <= miss_ratio(name, trace, 5) <= 1.0
     pol = make_policy(name, 3)
     inside: set[int] = set()  # what admit's eviction reports say the cache holds
     for k in [0, 1, 2, 0, 3, 4, 0, 5, 1]:
@@ -204,6 +287,44 @@ def _cache_policy(name: str) -> None:
         make_policy(name, 0)
 
 
+def _difference_feature(name: str) -> None:
+    sc = _scenario(caching={"filter": {"features": [name]}})
+    assert sc.settings.caching.filter.features == [name]
+    rng = np.random.default_rng(0)
+    if name in FRAME_FEATURES:
+        frame = rng.integers(0, 60, (48, 64, 3), dtype=np.uint8)
+        a = prepare(frame)
+        frame[10:30, 20:44] = 255  # a bright object enters the scene
+        b = prepare(frame)
+    else:
+        a = prepare(rng.normal(size=(3, 32)))
+        b = prepare(rng.normal(5.0, 3.0, size=(3, 32)))
+    fn = FEATURES.get(name)
+    assert fn(a, a) == pytest.approx(0.0, abs=1e-9)
+    assert fn(a, b) > fn(a, a)
+
+
+def _object_counter(name: str) -> None:
+    counter = COUNTERS.get(name)(width=128)
+    assert counter.name == name and counter.width == 128
+    assert counter(np.zeros((240, 160, 3), np.uint8)) == 0  # nothing in a black frame
+    assert counter(np.zeros((48, 64, 3), np.uint8)) == 0  # smaller than a detection window
+    again = type(counter)(width=counter.width)  # its configuration builds it again
+    assert again.width == counter.width and again(np.zeros((240, 128, 3), np.uint8)) == 0
+    with pytest.raises(Exception, match="uint8 BGR frame"):
+        counter(np.zeros((48, 64), np.float32))
+
+
+def _section(name: str, results: dict[str, Any]) -> None:
+    spec = SECTIONS.get(name)
+    assert spec.name == name and isinstance(spec.order, int) and spec.title
+    assert SectionSpec(**dataclasses.asdict(spec)) == spec
+    assert name in results, f"no tiny results for section {name!r}"
+    ctx = RenderContext(results)
+    html = str(spec.render(results[name], [], ctx))
+    assert "<table" in html and "Traceback" not in html
+
+
 # --------------------------------------------------------------------------- the contract
 
 CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
@@ -216,7 +337,12 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "server_optimizers": (SERVER_OPTIMIZERS, _algorithm),
     "techniques": (TECHNIQUES, _technique),
     "stages": (STAGES, _stage),
+    "split_searches": (SPLITTERS, _split_search),
+    "placements": (PLACEMENTS, _placement),
     "cache_policies": (POLICIES, _cache_policy),
+    "difference_features": (FEATURES, _difference_feature),
+    "object_counters": (COUNTERS, _object_counter),
+    "report_sections": (SECTIONS, _section),
 }
 
 
@@ -234,11 +360,19 @@ def _cases() -> list[Any]:
 
 def test_every_registry_is_covered() -> None:
     """Every Registry object in the package's modules is in CONTRACTS."""
-    import edgeintel.training.flower.strategy  # noqa: F401  (the one package not loaded above)
-
+    for info in pkgutil.walk_packages(edgeintel.__path__, "edgeintel."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)  # every module, so no registry hides
     modules = [m for n, m in sorted(sys.modules.items()) if n.startswith("edgeintel.")]
     found = {id(v) for m in modules for v in vars(m).values() if isinstance(v, Registry)}
     assert found == {id(reg) for reg, _ in CONTRACTS.values()}
+
+
+def _section_results() -> dict[str, Any]:
+    """results.json of real tiny runs (tests/report/data), one section of each component."""
+    from .report.test_sections import tiny_results
+
+    return tiny_results()
 
 
 @pytest.mark.parametrize(("kind", "name"), _cases())
@@ -251,6 +385,8 @@ def test_registry_entry_contract(
         check(name, request.getfixturevalue("tiny_cnn"), tmp_path)
     elif kind == "stages":
         check(name, request.getfixturevalue("tiny_run"))
+    elif kind == "report_sections":
+        check(name, _section_results())
     else:
         check(name)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from edgeintel.offloading.graph import LayerGraph, Tensor
-from edgeintel.offloading.partition import LinearCosts
+from edgeintel.offloading.split_search import LinearCosts
 
 
 def random_dag(n: int, seed: int, chain: bool = False, extra_edges: float = 0.5) -> LayerGraph:

@@ -69,8 +69,8 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path: Path, args: list[str], mes
 
 def test_scenario_validates_offloading_settings() -> None:
     raw = tiny_scenario_dict()
-    raw["settings"]["offloading"] = {"partitioner": "magic"}
-    with pytest.raises(ConfigError, match=r"settings.offloading.partitioner: unknown partitioner"):
+    raw["settings"]["offloading"] = {"splitter": "magic"}
+    with pytest.raises(ConfigError, match=r"settings.offloading.splitter: unknown split search"):
         parse_scenario(raw)
     raw["settings"]["offloading"] = {"d2d": {"bandwidth_mbps": 0}}
     with pytest.raises(ConfigError, match=r"settings.offloading.d2d.bandwidth_mbps"):

@@ -11,8 +11,8 @@ from edgeintel.errors import ConfigError, ModelError
 from edgeintel.models import build_model, export_onnx, make_session
 from edgeintel.offloading.costs import LinkState
 from edgeintel.offloading.graph import load_layer_graph
-from edgeintel.offloading.partition import SplitContext, linear_costs, mincut_partition
 from edgeintel.offloading.split import SplitRunner, mask_from_nodes, split_model
+from edgeintel.offloading.split_search import SplitContext, linear_costs, mincut_split
 from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
 
 
@@ -31,7 +31,7 @@ def _check_cuts(path: str, tmp_path: Path, step: int = 1) -> int:
     ms = np.linspace(1.0, 0.1, g.num_nodes)
     for bw in (1.0, 10.0, 100.0):
         ctx = SplitContext(ms * 10, ms, LinkState(bw, 5.0))
-        masks.append(mincut_partition(g, linear_costs(g, ctx)))
+        masks.append(mincut_split(g, linear_costs(g, ctx)))
     for i, mask in enumerate(masks):
         sm = split_model(path, g, mask, tmp_path / f"cut{i}")
         res = SplitRunner(sm).run(x)

@@ -27,22 +27,42 @@ from edgeintel.report.sections import (
 DATA = Path(__file__).parent / "data"
 
 
+#: Run metadata, not component sections (shown in the headline and "Run details").
+META = {"run_id", "created", "status", "error", "scenario", "machine", "versions", "stages",
+        "timings_s"}  # fmt: skip
+COMPONENT_SECTIONS = ("data", "training", "edge_training", "model", "evaluation", "offloading",
+                      "compression", "caching")  # fmt: skip
+
+
 def tiny_results() -> dict[str, Any]:
-    """results.json of a real tiny run (digits, 4 devices, federated 3 rounds, compress)."""
-    return json.loads((DATA / "tiny_run_results.json").read_text())
+    """results.json of a real tiny run (digits, 4 devices, federated 3 rounds, compress), with
+    the ``offloading`` and ``caching`` sections of a real tiny run of the same scenario."""
+    res: dict[str, Any] = json.loads((DATA / "tiny_run_results.json").read_text())
+    more = json.loads((DATA / "tiny_run_offloading_caching.json").read_text())
+    res["offloading"], res["caching"] = more["offloading"], more["caching"]
+    return res
+
+
+def _section(html: str, name: str) -> str:
+    sec = html[html.index(f'data-section="{name}"') :]
+    return sec[: sec.index("</section>")]
 
 
 def test_every_pipeline_section_has_a_registered_renderer() -> None:
-    for key in ("data", "training", "edge_training", "model", "evaluation", "compression"):
-        assert key in SECTIONS, key
-    orders = [SECTIONS.get(k).order for k in ("data", "training", "edge_training", "model")]
+    res = tiny_results()
+    sections = [k for k, v in res.items() if k not in META and isinstance(v, dict)]
+    assert sorted(sections) == sorted(COMPONENT_SECTIONS)
+    for key in sections:
+        assert key in SECTIONS, f"no renderer registered for results section {key!r}"
+    orders = [SECTIONS.get(k).order for k in COMPONENT_SECTIONS]
     assert orders == sorted(orders)
+    html = render_report(res, [])
+    assert "renderer of section" not in html  # no renderer raised (and fell back)
 
 
 def test_report_shows_sections_as_tables_never_as_json() -> None:
     html = render_report(tiny_results(), [])
-    for key in ("headline", "topology", "data", "training", "edge_training", "model",
-                "evaluation", "compression", "run"):  # fmt: skip
+    for key in ("headline", "topology", *COMPONENT_SECTIONS, "run"):
         assert f'data-section="{key}"' in html, key
     body = html[html.index("<body>") :]
     # no JSON text: no dict/list literals leak into the page
@@ -211,3 +231,64 @@ def test_busy_machine_is_flagged_as_timing_noise() -> None:
     assert "the machine was busy" not in render_report(res, [])
     res["machine"].update(load_1min=7.5, cpus=2)
     assert "timing noise: the machine was busy (1-min load 7.5 on 2 CPUs)" in render_report(res, [])
+
+
+def test_offloading_section_plan_per_device_against_the_baselines() -> None:
+    res = tiny_results()
+    html = render_report(res, [])
+    sec = _section(html, "offloading")
+    assert "Plan per device" in sec and "layers on device" in sec and "all-cloud (ms)" in sec
+    assert sec.count(">phone-") >= 4 and "11/11" in sec  # every device, its split point
+    assert "10.13" in sec and "30.12" in sec  # all-edge / all-cloud latency (ms)
+    assert "The plan against the baselines" in sec and "all-local" in sec
+    assert "Splits executed for real" in sec
+    head = html[html.index('id="headline"') : html.index('id="topology"')]
+    assert "inference runs" in head and "local ×4" in head
+    assert "plan (milp): local x4, mean 0.041 ms per request" in head
+    assert "miss their deadline" not in head and "executed split differs" not in head
+    # a device that misses, an executed split that disagrees: both reach the headline
+    res["offloading"]["devices"][1]["meets_deadline"] = False
+    res["offloading"]["executed_splits"][0]["max_abs_diff"] = 0.5
+    html = render_report(res, [])
+    assert "offloading: 1 of 4 devices miss their deadline (phone-1)" in html
+    assert "executed split differs from the unsplit model by 0.5" in html
+    assert '<tr class="bad">' in _section(html, "offloading")
+
+
+def test_caching_section_filter_cache_policies_placement() -> None:
+    res = tiny_results()
+    html = render_report(res, [])
+    sec = _section(html, "caching")
+    # filter per device, with the tuned threshold and the reason it was chosen
+    assert "Filter per device" in sec and "why this threshold" in sec
+    assert "largest skip on the 15-input profiling segment among 84" in sec
+    assert "0.3811" in sec and sec.count(">phone-") >= 4
+    # result cache per edge server
+    assert "micro-1" in sec and "0.8715" in sec and "approximate hits" in sec
+    # policies against OPT: lru 0.742 vs opt 0.4645 = 27.75 points above
+    assert "above OPT (points)" in sec and "27.75" in sec and "1.597" in sec
+    # placement: cooperative vs single-BS, backhaul in MiB, the LP bound
+    assert "cooperative greedy" in sec and "single-BS popularity" in sec and "30,720" in sec
+    assert "LP bound" in sec
+    head = html[html.index('id="headline"') : html.index('id="topology"')]
+    assert "28 of 210 device inputs skipped (13.3%)" in head
+    assert "reusing a cached result is slower than recomputing it for this model at micro-1" in head
+    assert "redundancy filter costs more device time than it saves on 4 of 4 devices" in head
+    assert "bytes not uploaded (redundancy filter)" in head
+    # a model slow enough for reuse to pay: no such warnings
+    for v in res["caching"]["result_cache"]["per_server"].values():
+        v["latency_saved_ms_mean"] = 2.5
+    for v in res["caching"]["filter"]["per_device"].values():
+        v["compute_saved_ms"] = 10.0
+    head = render_report(res, [])
+    assert "slower than recomputing" not in head and "costs more device time" not in head
+
+
+@pytest.mark.parametrize("section", ["offloading", "caching"])
+def test_new_component_renderers_are_not_the_generic_one(section: str) -> None:
+    spec = SECTIONS.get(section)
+    assert spec.render is not generic_section
+    assert spec.render.__module__ == f"edgeintel.pipeline.{section}_section"
+    ctx = RenderContext(tiny_results())
+    html = str(spec.render(tiny_results()[section], [], ctx))
+    assert html.count("<table") >= 3 and ctx.headline.facts

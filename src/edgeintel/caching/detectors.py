@@ -83,7 +83,11 @@ class PeopleCounter(ObjectCounter):
         self._hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())  # type: ignore[attr-defined]
 
     def __call__(self, frame: np.ndarray) -> int:
-        rects, _ = self._hog.detectMultiScale(self._grey(frame), winStride=(8, 8))
+        grey = self._grey(frame)
+        win_w, win_h = self._hog.winSize
+        if grey.shape[0] < win_h or grey.shape[1] < win_w:
+            return 0  # smaller than one detection window (OpenCV would crash on it)
+        rects, _ = self._hog.detectMultiScale(grey, winStride=(8, 8))
         return len(rects)
 
 

@@ -27,7 +27,7 @@ from edgeintel.errors import ConfigError
 __all__ = [
     "Breakdown",
     "LinkState",
-    "Objective",
+    "OffloadObjective",
     "Power",
     "breakdown",
     "device_energy_j",
@@ -38,7 +38,7 @@ __all__ = [
 ]
 
 
-class Objective(StrEnum):
+class OffloadObjective(StrEnum):
     LATENCY = "latency"
     ENERGY = "energy"
     WEIGHTED = "weighted"
@@ -176,16 +176,16 @@ def device_energy_j(b: Breakdown, power: Power) -> float:
 def objective_value(
     b: Breakdown,
     power: Power,
-    objective: Objective | str,
+    objective: OffloadObjective | str,
     latency_weight: float = 0.5,
     ref_latency_ms: float = 1.0,
     ref_energy_j: float = 1.0,
 ) -> float:
     """The value to minimise: ms, J, or the normalised weighted mix (dimensionless)."""
-    obj = Objective(objective)
-    if obj is Objective.LATENCY:
+    obj = OffloadObjective(objective)
+    if obj is OffloadObjective.LATENCY:
         return b.latency_ms
-    if obj is Objective.ENERGY:
+    if obj is OffloadObjective.ENERGY:
         return device_energy_j(b, power)
     if not 0 <= latency_weight <= 1:
         raise ConfigError(f"latency_weight must be in [0, 1], got {latency_weight}")

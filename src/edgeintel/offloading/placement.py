@@ -201,12 +201,12 @@ def evaluate_assignment(
     )
 
 
-Placement = Callable[[FleetProblem], list[int]]
-PLACEMENTS: Registry[Placement] = Registry("placement policy")
+PlacementPolicy = Callable[[FleetProblem], list[int]]
+PLACEMENTS: Registry[PlacementPolicy] = Registry("placement policy")
 
 
 @PLACEMENTS.register("brute_force")
-def brute_force_placement(problem: FleetProblem) -> list[int]:
+def brute_force_fleet(problem: FleetProblem) -> list[int]:
     """Every combination of options (tiny fleets): the reference for ``milp``."""
     sizes = [len(o) for o in problem.options]
     if math.prod(sizes) > 200_000:
@@ -222,7 +222,7 @@ def brute_force_placement(problem: FleetProblem) -> list[int]:
 
 
 @PLACEMENTS.register("milp")
-def milp_placement(problem: FleetProblem) -> list[int]:
+def milp_fleet(problem: FleetProblem) -> list[int]:
     """Exact placement with ``scipy.optimize.milp`` (HiGHS) for the bracketed M/M/c model."""
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import coo_matrix
@@ -330,7 +330,7 @@ def milp_placement(problem: FleetProblem) -> list[int]:
 
 
 @PLACEMENTS.register("greedy")
-def greedy_placement(problem: FleetProblem, passes: int = 8) -> list[int]:
+def greedy_fleet(problem: FleetProblem, passes: int = 8) -> list[int]:
     """Best-response passes: each device in turn takes the option that lowers the fleet's
     total cost most (deadline misses and overload priced out); stops when nothing moves."""
     n_dev = len(problem.devices)

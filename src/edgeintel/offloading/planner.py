@@ -3,7 +3,7 @@
 For every device it costs local execution and, for every reachable target
 (each edge server = D2E, the cloud = D2C, up to ``d2d.neighbors`` neighbours
 attached to the same node = D2D), full offloading and the best hybrid split
-found by the partitioner under that target's link and speed. A target's
+found by the split search under that target's link and speed. A target's
 link is the device's own link followed by the backbone links on the fewest-hop
 path to it: bandwidth is the bottleneck, RTTs add up; ``LinkSpec.at(t_s)``
 applies the links' traces, and a hop with bandwidth 0 (an outage) or a
@@ -22,22 +22,22 @@ from edgeintel.errors import ConfigError
 from edgeintel.offloading.costs import (
     Breakdown,
     LinkState,
-    Objective,
+    OffloadObjective,
     Power,
     device_energy_j,
     objective_value,
 )
 from edgeintel.offloading.graph import LayerGraph
-from edgeintel.offloading.partition import (
-    MinCutPartitioner,
+from edgeintel.offloading.placement import FleetPlan, FleetProblem, Option, Resource, place
+from edgeintel.offloading.profiler import ModelProfile
+from edgeintel.offloading.settings import OffloadingSettings
+from edgeintel.offloading.split_search import (
+    MinCutSplitter,
     SplitContext,
     SplitDecision,
     plan_split,
     split_breakdown,
 )
-from edgeintel.offloading.placement import FleetPlan, FleetProblem, Option, Resource, place
-from edgeintel.offloading.profiler import ModelProfile
-from edgeintel.offloading.settings import OffloadingSettings
 
 if TYPE_CHECKING:
     from edgeintel.scenario import Device, Scenario
@@ -95,7 +95,7 @@ class OffloadPlanner:
         self.graph = graph
         self.profile = profile
         self.settings = settings
-        self.mincut = MinCutPartitioner(graph) if settings.partitioner == "mincut" else None
+        self.mincut = MinCutSplitter(graph) if settings.splitter == "mincut" else None
 
     # ------------------------------------------------------------------ one device
 
@@ -172,18 +172,18 @@ class OffloadPlanner:
             if s.int8_intermediate
             else prof.serialize_ms_per_mb,
             int8=s.int8_intermediate,
-            objective=Objective(s.objective),
+            objective=OffloadObjective(s.objective),
             latency_weight=s.latency_weight,
         )
 
     def best_split(
         self, device_speed: float, power: Power, target: Target, deadline_ms: float | None
     ) -> SplitDecision:
-        """The partitioner's split towards ``target`` (queueing excluded)."""
+        """The split search towards ``target`` (queueing excluded)."""
         return plan_split(
             self.graph,
             self.context(device_speed, power, target),
-            self.settings.partitioner,
+            self.settings.splitter,
             deadline_ms,
             self.mincut,
         )

@@ -1,7 +1,7 @@
 """``settings.offloading`` of a scenario (imported by ``edgeintel.scenario``).
 
 Kept free of the scenario module (which imports it) and of heavy imports:
-policy names are checked against the partitioner and placement registries.
+policy names are checked against the split-search and placement registries.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class OffloadingSettings(_Strict):
     group overrides it); ``request_rate_hz`` per device; servers have
     ``server_workers`` (edge) / ``cloud_workers`` parallel workers and a
     ``server_load`` background utilisation by name; placement keeps every
-    server and device under ``max_utilization``. ``partitioner``: ``mincut``
+    server and device under ``max_utilization``. ``splitter``: ``mincut``
     (DADS, any DAG) or ``chain`` (Neurosurgeon, prefix cuts); ``placement``:
     ``auto``, ``milp``, ``greedy`` or ``brute_force``; ``int8_intermediate``
     sends int8-quantized intermediates; ``hysteresis``: a new plan must be this
@@ -57,7 +57,7 @@ class OffloadingSettings(_Strict):
     cloud_workers: Annotated[int, Field(ge=1, le=100_000)] = 64
     server_load: dict[str, Annotated[float, Field(ge=0, lt=1)]] = {}
     max_utilization: Annotated[float, Field(gt=0, lt=1)] = 0.9
-    partitioner: str = "mincut"
+    splitter: str = "mincut"
     placement: str = "auto"
     exact_max_devices: Annotated[int, Field(ge=1, le=64)] = 12
     int8_intermediate: bool = False
@@ -77,13 +77,13 @@ class OffloadingSettings(_Strict):
             raise ValueError(f"file not found: {path}")
         return path
 
-    @field_validator("partitioner")
+    @field_validator("splitter")
     @classmethod
-    def _partitioner(cls, value: str) -> str:
-        from edgeintel.offloading.partition import PARTITIONERS
+    def _splitter(cls, value: str) -> str:
+        from edgeintel.offloading.split_search import SPLITTERS
 
-        if value not in PARTITIONERS or value == "brute_force":
-            raise ValueError(f"unknown partitioner {value!r}; expected one of: chain, mincut")
+        if value not in SPLITTERS or value == "brute_force":
+            raise ValueError(f"unknown split search {value!r}; expected one of: chain, mincut")
         return value
 
     @field_validator("placement")

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from edgeintel.offloading.scenario_plan import ScenarioPlan, plan_scenario
+from edgeintel.pipeline import offloading_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
 __all__ = ["OffloadingStage"]

@@ -1,4 +1,4 @@
-"""Partitioners: min-cut and chain search equal brute force; the decision is fast."""
+"""Split searches (SPLITTERS): min-cut and chain search equal brute force; the decision is fast."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import numpy as np
 import pytest
 
 from edgeintel.errors import ConfigError
-from edgeintel.offloading.costs import LinkState, Objective, Power
+from edgeintel.offloading.costs import LinkState, OffloadObjective, Power
 from edgeintel.offloading.graph import LayerGraph, Tensor
-from edgeintel.offloading.partition import (
+from edgeintel.offloading.split_search import (
     LinearCosts,
-    MinCutPartitioner,
+    MinCutSplitter,
     SplitContext,
-    brute_force_partition,
-    chain_partition,
+    brute_force_split,
+    chain_split,
     linear_costs,
     linear_value,
-    mincut_partition,
+    mincut_split,
     plan_split,
     split_value,
 )
@@ -30,8 +30,8 @@ from .conftest import random_costs, random_dag
 def test_mincut_equals_brute_force_on_random_dags(seed: int) -> None:
     g = random_dag(int(6 + seed % 7), seed)
     lin = random_costs(g, seed)
-    best = linear_value(g, lin, brute_force_partition(g, lin))
-    mask = mincut_partition(g, lin)
+    best = linear_value(g, lin, brute_force_split(g, lin))
+    mask = mincut_split(g, lin)
     assert g.is_valid_cut(mask)
     assert linear_value(g, lin, mask) == pytest.approx(best, rel=1e-6)
 
@@ -40,8 +40,8 @@ def test_mincut_equals_brute_force_on_random_dags(seed: int) -> None:
 def test_chain_search_equals_brute_force_on_chains(seed: int) -> None:
     g = random_dag(10, seed, chain=True)
     lin = random_costs(g, seed)
-    best = linear_value(g, lin, brute_force_partition(g, lin))
-    assert linear_value(g, lin, chain_partition(g, lin)) == pytest.approx(best, rel=1e-9)
+    best = linear_value(g, lin, brute_force_split(g, lin))
+    assert linear_value(g, lin, chain_split(g, lin)) == pytest.approx(best, rel=1e-9)
 
 
 def test_mincut_finds_a_non_prefix_cut_the_chain_search_misses() -> None:
@@ -69,18 +69,18 @@ def test_mincut_finds_a_non_prefix_cut_the_chain_search_misses() -> None:
         offload=0.0,
     )
     # by hand: {n0, n2}: 1 + 1 (device) + 10 (t0) + 1 (t2) + 1 + 1 (server) = 15
-    mask = mincut_partition(g, lin)
+    mask = mincut_split(g, lin)
     assert mask.tolist() == [True, False, True, False]
     assert linear_value(g, lin, mask) == pytest.approx(15.0)
     # best prefix {n0}: 1 + 10 + 1 + 50 + 1 = 63
-    assert linear_value(g, lin, chain_partition(g, lin)) == pytest.approx(63.0)
-    assert linear_value(g, lin, brute_force_partition(g, lin)) == pytest.approx(15.0)
+    assert linear_value(g, lin, chain_split(g, lin)) == pytest.approx(63.0)
+    assert linear_value(g, lin, brute_force_split(g, lin)) == pytest.approx(15.0)
 
 
 def test_linear_costs_reproduce_the_direct_objective() -> None:
     g = random_dag(9, 3)
     rng = np.random.default_rng(0)
-    for objective in Objective:
+    for objective in OffloadObjective:
         ctx = SplitContext(
             device_ms=rng.uniform(1, 5, g.num_nodes),
             server_ms=rng.uniform(0.1, 1, g.num_nodes),
@@ -88,7 +88,7 @@ def test_linear_costs_reproduce_the_direct_objective() -> None:
             power=Power(3.0, 1.5, 0.3),
             queue_ms=2.0,
             serialize_ms_per_mb=0.5,
-            int8=objective is Objective.ENERGY,
+            int8=objective is OffloadObjective.ENERGY,
             objective=objective,
             latency_weight=0.3,
         )
@@ -116,7 +116,7 @@ def test_link_down_means_local_and_deadline_is_respected() -> None:
         server_ms=np.full(g.num_nodes, 1.0),
         link=LinkState(100.0, 1.0),
         power=Power(0.1, 5.0, 0.0),
-        objective=Objective.ENERGY,
+        objective=OffloadObjective.ENERGY,
     )
     free = plan_split(g, up)
     assert free.kind == "local"  # computing is cheap for this device, sending is not
@@ -127,7 +127,7 @@ def test_link_down_means_local_and_deadline_is_respected() -> None:
 def test_mincut_decision_on_a_2000_node_dag_is_fast() -> None:
     g = random_dag(2000, 7)
     lin = random_costs(g, 7)
-    part = MinCutPartitioner(g)
+    part = MinCutSplitter(g)
     part.decide(lin)
     times = []
     for _ in range(5):

@@ -8,7 +8,7 @@ that crosses (counted once however many server nodes read it), a download
 cost for outputs made on the server, and a constant (RTT, queueing) paid
 whenever anything runs remotely.
 
-Partitioners (``PARTITIONERS``):
+Split searches (``SPLITTERS``):
 
 - ``chain`` (Neurosurgeon): exact search over every cut after a prefix of the
   topological order, vectorised with prefix sums; exact for chains;
@@ -36,7 +36,7 @@ from edgeintel.errors import ConfigError
 from edgeintel.offloading.costs import (
     Breakdown,
     LinkState,
-    Objective,
+    OffloadObjective,
     Power,
     breakdown,
     device_energy_j,
@@ -48,16 +48,16 @@ from edgeintel.offloading.transfer import int8_payload_bytes
 from edgeintel.registry import Registry
 
 __all__ = [
-    "PARTITIONERS",
+    "SPLITTERS",
     "LinearCosts",
-    "MinCutPartitioner",
+    "MinCutSplitter",
     "SplitContext",
     "SplitDecision",
-    "brute_force_partition",
-    "chain_partition",
+    "brute_force_split",
+    "chain_split",
     "linear_costs",
     "linear_value",
-    "mincut_partition",
+    "mincut_split",
     "plan_split",
     "split_breakdown",
     "split_value",
@@ -80,7 +80,7 @@ class SplitContext:
     queue_ms: float = 0.0
     serialize_ms_per_mb: float = 0.0
     int8: bool = False
-    objective: Objective = Objective.LATENCY
+    objective: OffloadObjective = OffloadObjective.LATENCY
     latency_weight: float = 0.5
 
     @property
@@ -156,7 +156,7 @@ def linear_costs(graph: LayerGraph, ctx: SplitContext) -> LinearCosts:
     down = np.where(is_out, [transfer_ms(b, ctx.link.down_mbps) for b in nbytes], 0.0)
     const = ctx.link.rtt_ms + ctx.queue_ms
     dev, srv = np.asarray(ctx.device_ms, float), np.asarray(ctx.server_ms, float)
-    obj = Objective(ctx.objective)
+    obj = OffloadObjective(ctx.objective)
     p = ctx.power
     lat = LinearCosts(dev, srv, ser + up, down, const)
     en = LinearCosts(
@@ -166,9 +166,9 @@ def linear_costs(graph: LayerGraph, ctx: SplitContext) -> LinearCosts:
         p.idle_w * down / 1e3,
         p.idle_w * const / 1e3,
     )
-    if obj is Objective.LATENCY:
+    if obj is OffloadObjective.LATENCY:
         return lat
-    if obj is Objective.ENERGY:
+    if obj is OffloadObjective.ENERGY:
         return en
     w = ctx.latency_weight
     ref_l, ref_e = _refs(ctx)
@@ -197,12 +197,12 @@ def linear_value(graph: LayerGraph, lin: LinearCosts, mask: np.ndarray) -> float
     return total
 
 
-Partitioner = Callable[[LayerGraph, LinearCosts], np.ndarray]
-PARTITIONERS: Registry[Partitioner] = Registry("partitioner")
+Splitter = Callable[[LayerGraph, LinearCosts], np.ndarray]
+SPLITTERS: Registry[Splitter] = Registry("split search")
 
 
-@PARTITIONERS.register("chain")
-def chain_partition(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
+@SPLITTERS.register("chain")
+def chain_split(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
     """Best cut after a prefix of the topological order (Neurosurgeon), O(nodes + tensors)."""
     n = graph.num_nodes
     cost = _prefix_costs(graph, lin)
@@ -232,9 +232,9 @@ def _prefix_costs(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
     return dev + srv + comm + offload
 
 
-@PARTITIONERS.register("brute_force")
-def brute_force_partition(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
-    """Every valid mask (2^n; n <= 20): the reference for the other partitioners."""
+@SPLITTERS.register("brute_force")
+def brute_force_split(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
+    """Every valid mask (2^n; n <= 20): the reference for the other split searches."""
     n = graph.num_nodes
     if n > 20:
         raise ConfigError(f"brute_force partitioning is for graphs of <= 20 nodes, got {n}")
@@ -249,7 +249,7 @@ def brute_force_partition(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
 
 
 @dataclass
-class MinCutPartitioner:
+class MinCutSplitter:
     """DADS min-cut over a fixed layer graph: the flow network's structure is built once and
     each decision only refills the capacities (``decide``: ~1-2 ms on a 2,000-node DAG)."""
 
@@ -318,10 +318,10 @@ class MinCutPartitioner:
         return on_device[2 : 2 + n]
 
 
-@PARTITIONERS.register("mincut")
-def mincut_partition(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
+@SPLITTERS.register("mincut")
+def mincut_split(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
     """Minimum s-t cut (DADS); compares with all-local since the offload constant is not a cut."""
-    mask = MinCutPartitioner(graph).decide(lin)
+    mask = MinCutSplitter(graph).decide(lin)
     return _with_local(graph, lin, mask)
 
 
@@ -369,9 +369,9 @@ def _decision(
 def plan_split(
     graph: LayerGraph,
     ctx: SplitContext,
-    partitioner: str = "mincut",
+    splitter: str = "mincut",
     deadline_ms: float | None = None,
-    partitioner_obj: MinCutPartitioner | None = None,
+    splitter_obj: MinCutSplitter | None = None,
 ) -> SplitDecision:
     """The best split for ``ctx.objective`` that meets ``deadline_ms`` (if any can).
 
@@ -384,23 +384,25 @@ def plan_split(
     local = np.ones(graph.num_nodes, dtype=bool)
     if not ctx.link.up:
         return _decision(graph, ctx, local, deadline_ms)
-    fn = PARTITIONERS.get(partitioner)
+    fn = SPLITTERS.get(splitter)
 
     def solve(c: SplitContext) -> np.ndarray:
         lin = linear_costs(graph, c)
-        if partitioner == "mincut" and partitioner_obj is not None:
-            return _with_local(graph, lin, partitioner_obj.decide(lin))
+        if splitter == "mincut" and splitter_obj is not None:
+            return _with_local(graph, lin, splitter_obj.decide(lin))
         return fn(graph, lin)
 
     best = _decision(graph, ctx, solve(ctx), deadline_ms)
-    if deadline_ms is None or best.meets_deadline or ctx.objective == Objective.LATENCY:
+    if deadline_ms is None or best.meets_deadline or ctx.objective == OffloadObjective.LATENCY:
         return best
-    fastest = _decision(graph, ctx, solve(_replace(ctx, objective=Objective.LATENCY)), deadline_ms)
+    fastest = _decision(
+        graph, ctx, solve(_replace(ctx, objective=OffloadObjective.LATENCY)), deadline_ms
+    )
     if not fastest.meets_deadline:
         return fastest
     feasible = [fastest]
     lin_obj = linear_costs(graph, ctx)
-    lin_lat = linear_costs(graph, _replace(ctx, objective=Objective.LATENCY))
+    lin_lat = linear_costs(graph, _replace(ctx, objective=OffloadObjective.LATENCY))
     for mu in np.geomspace(1e-4, 1e4, 25) * (
         np.sum(lin_obj.device) / max(np.sum(lin_lat.device), 1e-12)
     ):
@@ -411,10 +413,8 @@ def plan_split(
             lin_obj.down + mu * lin_lat.down,
             lin_obj.offload + mu * lin_lat.offload,
         )
-        if partitioner == "mincut":
-            m = _with_local(
-                graph, mixed, (partitioner_obj or MinCutPartitioner(graph)).decide(mixed)
-            )
+        if splitter == "mincut":
+            m = _with_local(graph, mixed, (splitter_obj or MinCutSplitter(graph)).decide(mixed))
         else:
             m = fn(graph, mixed)
         d = _decision(graph, ctx, m, deadline_ms)
