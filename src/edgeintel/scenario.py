@@ -32,8 +32,9 @@ import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgeintel.caching.settings import CachingSettings
-from edgeintel.data.datasets import DATASETS
+from edgeintel.data.datasets import DATASETS, Dataset
 from edgeintel.data.partition import PARTITIONERS
+from edgeintel.data.split import RunSplits, run_splits
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
 from edgeintel.models.zoo import MODELS, resolve_model_ref
@@ -166,6 +167,22 @@ class DataSpec(_Strict):
         if self.dataset is None and self.path is None:
             raise ValueError("give 'dataset' (a bundled dataset) or 'path' (your own data file)")
         return self
+
+    def splits(self, ds: Dataset, seed: int) -> RunSplits:
+        """The disjoint test / server-held / validation / train index sets this spec asks
+        for on the loaded ``ds`` (see ``edgeintel.data.split.run_splits``)."""
+        return run_splits(
+            ds.y,
+            ds.groups,
+            test_fraction=self.test_fraction,
+            validation_fraction=self.validation_fraction,
+            server_fraction=self.server_fraction,
+            kind=self.split,
+            sequential=bool(ds.extra.get("sequential")),
+            blocks=self.segment_blocks,
+            gap=self.segment_gap,
+            seed=seed,
+        )
 
 
 class TaskSpec(_Strict):

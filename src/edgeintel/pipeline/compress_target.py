@@ -190,7 +190,7 @@ def compress_target(
     device profiles and budgets. See the module docstring for the other targets.
     Every option, the device names and the data are checked before any training.
     """
-    from edgeintel.data import DATASETS, fit_standardizer, load_data, run_splits
+    from edgeintel.data import DATASETS, fit_standardizer, load_data
     from edgeintel.scenario import load_scenario
 
     say = on_step or (lambda _msg: None)
@@ -232,18 +232,7 @@ def compress_target(
         sc = sc.model_copy(update={"seed": seed})
         preflight(sc, ["data", "train", "compress"], scenario_file=str(path))
         ds = load_data(sc.data, seed=seed)
-        sp = run_splits(
-            ds.y,
-            ds.groups,
-            test_fraction=sc.data.test_fraction,
-            validation_fraction=sc.data.validation_fraction,
-            server_fraction=sc.data.server_fraction,
-            kind=sc.data.split,
-            sequential=bool(ds.extra.get("sequential")),
-            blocks=sc.data.segment_blocks,
-            gap=sc.data.segment_gap,
-            seed=seed,
-        )
+        sp = sc.data.splits(ds, seed)
         if ds.extra.get("standardize") == "per_channel":
             ds.x = fit_standardizer(ds.x[sp.train]).apply(ds.x)
         tr, val, te = sp.train, sp.val, sp.test
@@ -392,7 +381,7 @@ def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
     Returns (dataset, splits, fit role): ``train`` for a centrally trained model,
     ``server`` for an edge-trained one (its training data stayed on the devices).
     """
-    from edgeintel.data import Standardizer, load_data, run_splits
+    from edgeintel.data import Standardizer, load_data
     from edgeintel.data.provenance import CENTRAL_TRAIN, index_digest
     from edgeintel.scenario import DataSpec
 
@@ -418,18 +407,7 @@ def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
         spec = DataSpec.model_validate(record["data_spec"])
         seed = int(record["seed"])
         ds = load_data(spec, seed=seed)
-        sp = run_splits(
-            ds.y,
-            ds.groups,
-            test_fraction=spec.test_fraction,
-            validation_fraction=spec.validation_fraction,
-            server_fraction=spec.server_fraction,
-            kind=spec.split,
-            sequential=bool(ds.extra.get("sequential")),
-            blocks=spec.segment_blocks,
-            gap=spec.segment_gap,
-            seed=seed,
-        )
+        sp = spec.splits(ds, seed)
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{meta}: data_split record is incomplete ({exc})") from None
     if index_digest(sp.test) != record.get("digests", {}).get("test"):

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.data import fit_standardizer, label_skew, load_data, partition, run_splits
+from edgeintel.data import fit_standardizer, label_skew, load_data, partition
 from edgeintel.data.provenance import (
     CENTRAL_TRAIN,
     DEVICE_SHARDS,
@@ -43,18 +43,7 @@ class DataStage(Stage):
         with ctx.task("Loading data", total=3) as advance:
             ds = load_data(spec, seed=sc.seed)
             advance()
-            splits = run_splits(
-                ds.y,
-                ds.groups,
-                test_fraction=spec.test_fraction,
-                validation_fraction=spec.validation_fraction,
-                server_fraction=spec.server_fraction,
-                kind=spec.split,
-                sequential=bool(ds.extra.get("sequential")),
-                blocks=spec.segment_blocks,
-                gap=spec.segment_gap,
-                seed=sc.seed,
-            )
+            splits = spec.splits(ds, sc.seed)
             train_idx, test_idx = splits.train, splits.test
             edge = resolve_mode(sc) is not TrainingMode.CENTRAL
             scaler_info = None
