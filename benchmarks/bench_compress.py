@@ -47,7 +47,7 @@ Q = ("quantize_static", {"calibration": "minmax"})
 
 MODELS = [
     # (dataset, family, width, epochs, batch size)
-    ("mnist", "image_cnn", 16, 4, 32),
+    ("mnist", "image_cnn", 32, 4, 32),
     ("basic_motions", "sensor_cnn", 64, 40, 8),
 ]
 
