@@ -32,6 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import mean_std, target, write_results
 from edgeintel.data import load_dataset, partition, train_test_split
+from edgeintel.errors import TrainingError
 from edgeintel.models import build_model
 from edgeintel.models.train import evaluate_accuracy
 from edgeintel.network import Hop
@@ -90,12 +91,24 @@ def _run(env: dict[str, Any], name: str, **cfg: Any) -> dict[str, Any]:
         config, 10, env["paths"],
     )  # fmt: skip
     t0 = time.perf_counter()
-    eng.run()
+    diverged = None
+    try:
+        eng.run()
+    except (
+        TrainingError
+    ) as exc:  # e.g. undefended FedAvg under a scaled attack: a result, not a crash
+        diverged = str(exc)
     wall = time.perf_counter() - t0
     hist = eng.state.history
     cum = {k: int(np.cumsum([r.bytes[k] for r in hist])[-1]) for k in hist[0].bytes}
+    test_acc = (
+        hist[-1].accuracy
+        if diverged is None
+        else evaluate_accuracy(eng.global_model(), env["xt"], env["yt"])
+    )
     out = {
-        "test_accuracy": hist[-1].accuracy,
+        "diverged": diverged,
+        "test_accuracy": test_acc,
         "val_accuracy": evaluate_accuracy(eng.global_model(), env["xv"], env["yv"]),
         "accuracy_by_round": {r.round: r.accuracy for r in hist if r.accuracy is not None},
         "bytes_total": cum,
