@@ -43,6 +43,8 @@ def test_fast_core_reproduces_simpy_exactly(decisions: str) -> None:
     assert s["handovers"] > 0 and s["cache_hits"] > 0 and s["fl_rounds"] == 3
     assert s["completed_local"] > 0 and s["completed_edge"] > 0 and s["completed_cloud"] > 0
     assert s["dropped_outage"] + s["fl_dropouts"] > 0
+    assert max(fast.series["edge_queue"]) > st.max_batch  # batches taken from a real queue
+    assert s["dropped_battery"] > 0  # the tablets run flat
     assert (fast.records["attempts"] > 1).any()  # losses retransmitted
     assert model.offered_tasks > model.num_tasks  # off periods removed tasks
 
