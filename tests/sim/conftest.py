@@ -103,7 +103,7 @@ def busy_scenario() -> Scenario:
     raw["settings"]["offloading"] = {"server_workers": 1, "cloud_workers": 3, "request_rate_hz": 8}
     raw["settings"]["sim"] = {
         "duration_s": 40.0,
-        "task_ms": 40.0,
+        "task_ms": 60.0,
         "cache_entries": 20,
         "catalog": 200,
         "max_batch": 2,
