@@ -134,3 +134,43 @@ def test_settings_change_the_outcome() -> None:
     assert b["skipped"] == 0 < a["skipped"]
     slow = simulate(sc, base.model_copy(update={"task_ms": 200.0})).summary()
     assert slow["latency_p50_s"] > a["latency_p50_s"]
+
+
+@pytest.mark.parametrize("engine", ["fast", "simpy"])
+def test_federated_round_worked_by_hand(engine: str) -> None:
+    """Both devices train in the round at 0.5 s. Each exchange (``network.Exchange``): 200 kB
+    down and up over the 8 Mbit/s access link (0.2 s + RTT) and the 100 Mbit/s backhaul
+    (0.016 s + 10 ms), and 2000 ms / 0.5 = 4 s of training: a: 2 x 0.228 + 4 = 4.456 s,
+    b (RTT 4 ms): 2 x 0.230 + 4 = 4.460 s. With a 4.458 s deadline b is a straggler.
+    Energy each: 2 W x 4 s + 1 W x 0.2 s upload = 8.2 J."""
+    sc = hand_scenario()
+    st = sc.settings.sim.model_copy(  # type: ignore[union-attr]
+        update={
+            "federated": {
+                "enabled": True,
+                "round_interval_s": 0.5,
+                "clients_per_round": 2,
+                "deadline_s": 4.458,
+            }
+        }
+    )
+    st = type(st).model_validate(st.model_dump())
+    res = Simulation(build_model(sc, st), policy=FixedPolicy("local"), engine=engine).run()
+    assert res.rounds == [
+        {
+            "round": 1,
+            "t_s": 0.5,
+            "clients": 2,
+            "aggregated": 1,
+            "stragglers": 1,
+            "dropouts": 0,
+            "duration_s": 4.458,
+        }
+    ]
+    assert res.extra["fl_energy_uj"] == 2 * 8_200_000
+    assert res.traffic == {
+        "device_to_edge": 400_000,
+        "edge_to_device": 400_000,
+        "edge_to_cloud": 400_000,
+        "cloud_to_edge": 400_000,
+    }
