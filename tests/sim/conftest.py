@@ -108,7 +108,7 @@ def busy_scenario() -> Scenario:
         "catalog": 200,
         "max_batch": 2,
         "queue_limit": 30,
-        "series_bins": 40,
+        "series_bins": 400,
         "traces": {"mean_on_s": 15, "mean_off_s": 5},
         "mobility": {"handover_rate_hz": 0.05, "follow_entries": 4},
         "federated": {"enabled": True, "round_interval_s": 10, "clients_per_round": 4},
