@@ -67,6 +67,8 @@ def test_planner_is_a_decision_policy_and_simpy_refuses_external_decisions() -> 
     assert isinstance(PlannerPolicy(model), DecisionPolicy)
     with pytest.raises(ConfigError, match="fast engine"):
         Simulation(model, engine="simpy").next_decision()
+    with pytest.raises(ConfigError, match="a seed goes to build_model"):
+        Simulation(model, 3)  # type: ignore[arg-type]
 
 
 def test_sim_slot_in_a_scenario_file_and_policy_names() -> None:

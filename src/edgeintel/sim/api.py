@@ -49,6 +49,11 @@ class Simulation:
         self.engine = engine or model.settings.engine
         if self.engine not in ("fast", "simpy"):
             raise ConfigError(f"unknown engine {self.engine!r}; expected fast or simpy")
+        if policy is not None and not callable(getattr(policy, "decide", None)):
+            raise ConfigError(
+                f"policy must have decide(observation) -> action, got {type(policy).__name__}; "
+                "a seed goes to build_model(scenario, settings, seed) or Simulation.from_scenario"
+            )
         self.policy = policy
         self.state: SimState | None = None
         self._gen: Generator[Observation, int, None] | None = None
