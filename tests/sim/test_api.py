@@ -34,12 +34,17 @@ def test_external_decisions_equal_the_planner_run() -> None:
     policy = PlannerPolicy(model)
     seen = 0
     obs = sim.next_decision()
+    finished_before = -1
     while obs is not None:
+        finished = int((sim.records["done"] >= 0).sum())
+        assert finished >= finished_before
+        finished_before = finished
         assert obs.options[0] is not None and obs.features().shape == (len(FEATURES),)
         sim.decide(policy.decide(obs))
         seen += 1
         obs = sim.next_decision()
     assert sim.finished and sim.next_decision() is None
+    assert finished_before > 0  # records were current mid-run, not only at the end
     res = sim.result()
     assert res.digest() == ref.digest()
     assert seen == res.summary()["decisions"] == ref.summary()["decisions"] > 0

@@ -140,6 +140,8 @@ def run_core(
                     cmp_done, cmp_e, hit_i, drp_i, drp_code, drp_e, dead_i):  # fmt: skip
             buf.clear()
 
+    state.flush_hook = flush  # a caller stepping through decisions reads current records
+
     def to_server(f: list[Any], srv: int, now: int) -> None:
         nonlocal seq, n_ev
         n_ev += 1
