@@ -15,6 +15,7 @@ caller (the Gymnasium environment, a notebook) chooses::
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Literal
@@ -89,8 +90,17 @@ class Simulation:
 
             run_reference(self.state, progress)
         else:
-            for _ in run_core(self.state, progress):
-                raise AssertionError("the fast core yielded a decision while it has a policy")
+            # The core makes no reference cycles (records, lists and tuples freed by reference
+            # counting), so the cyclic collector is paused while it runs: its full passes
+            # over a large fleet's long-lived objects cost ~15 % of a 100,000-device run.
+            was_enabled = gc.isenabled()
+            gc.disable()
+            try:
+                for _ in run_core(self.state, progress):
+                    raise AssertionError("the fast core yielded a decision while it has a policy")
+            finally:
+                if was_enabled:
+                    gc.enable()
         self._finished = True
         return self.result()
 
