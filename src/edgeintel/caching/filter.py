@@ -14,11 +14,14 @@ the difference is at most a threshold, in the spirit of Reducto (SIGCOMM'20):
 
 ``tune_filter`` chooses the feature and threshold on a short profiling
 segment, where every input is processed, as the largest threshold whose
-agreement with processing every input meets ``target`` (the reason is kept in
-the returned ``TuneReport``). ``run_filter`` carries it to unseen inputs and,
-with ``adapt``, processes one probe after ``probe_every`` consecutive skips: a
-probe whose result differs from the reused one lowers the threshold, a run of
-agreeing probes raises it back towards the tuned value.
+agreement with processing every input meets ``target`` when the filter that
+will run (with its online adaptation) is replayed over the segment (the reason
+is kept in the returned ``TuneReport``). ``run_filter`` carries it to unseen
+inputs and, with ``adapt``, adapts online when content changes: it processes
+one probe after ``probe_every`` consecutive skips, and any processed input
+whose result differs from the one being reused drops the threshold to
+``lower`` x the tuned value (0: process every input while the output is
+changing) until ``raise_after`` processed inputs in a row agree again.
 """
 
 from __future__ import annotations
@@ -232,12 +235,19 @@ def tune_filter(
     target: float,
     features: Sequence[str] = FRAME_FEATURES,
     candidates: int = 24,
+    adapt: bool = False,
+    probe_every: int = 10,
+    lower: float = 0.0,
+    raise_after: int = 3,
 ) -> TuneReport:
     """Choose the feature and threshold that skip most while agreeing on >= ``target`` of inputs.
 
     Candidate thresholds are quantiles of the consecutive differences on the
     profiling segment (``prepared`` with every input's ``outputs``); each is
-    replayed, since a skip changes what later inputs are compared with.
+    replayed with the filter that will run (``run_filter`` with the same
+    adaptation settings), since a skip changes what later inputs are compared
+    with and adaptation changes what is skipped: tuning a fixed threshold and
+    then running it adapted skips far fewer inputs than the segment promised.
     Threshold 0 of the first feature (skip only exact repeats) is the fallback.
     """
     check_target(target)
@@ -245,22 +255,30 @@ def tune_filter(
         raise DataError(f"profiling needs at least 2 inputs, got {len(prepared)}")
     if len(outputs) != len(prepared):
         raise DataError(f"{len(prepared)} profiling inputs but {len(outputs)} outputs")
+
+    def replay(name: str, th: float) -> tuple[float, float]:
+        run = run_filter(
+            prepared, outputs.__getitem__, name, th, outputs, adapt, probe_every, lower, raise_after
+        )
+        return run.skip_fraction, float(run.agreement or 0.0)
+
     table: dict[str, list[dict[str, float]]] = {}
-    best = (features[0], 0.0, *simulate_threshold(prepared, outputs, features[0], 0.0))
+    best = (features[0], 0.0, *replay(features[0], 0.0))
     for name in features:
         fn = FEATURES.get(name)
         diffs = np.array([fn(b, a) for a, b in itertools.pairwise(prepared)])
         grid = np.unique(np.quantile(diffs, np.linspace(0, 1, candidates)))
         rows = []
         for th in grid:
-            skip, agree = simulate_threshold(prepared, outputs, name, float(th))
+            skip, agree = replay(name, float(th))
             rows.append({"threshold": float(th), "skip": skip, "agreement": agree})
             if agree >= target and (skip > best[2] or (skip == best[2] and th < best[1])):
                 best = (name, float(th), skip, agree)
         table[name] = rows
     name, th, skip, agree = best
+    how = " (replayed with online adaptation)" if adapt else ""
     reason = (
-        f"largest skip on the {len(prepared)}-input profiling segment among "
+        f"largest skip on the {len(prepared)}-input profiling segment{how} among "
         f"{sum(map(len, table.values()))} (feature, threshold) candidates whose agreement with "
         f"processing every input is >= {target:g}: '{name}' difference <= {th:.4g} skips "
         f"{skip:.1%} at {agree:.1%} agreement"
@@ -322,19 +340,25 @@ def run_filter(
     reference: Sequence[Any] | None = None,
     adapt: bool = False,
     probe_every: int = 10,
-    lower: float = 0.5,
+    lower: float = 0.0,
     raise_after: int = 3,
 ) -> FilterRun:
     """Filter a stream: ``model(i)`` is called only for processed inputs (and probes).
 
-    With ``adapt``, after ``probe_every`` consecutive skips the next input is
-    processed as a probe; a probe that disagrees with the reused result
-    multiplies the threshold by ``lower``; ``raise_after`` agreeing probes in a
-    row move it halfway back to the tuned value. ``reference`` (every input's
-    result, when known) gives the agreement of the reused outputs.
+    With ``adapt`` the filter adapts online when content changes. After
+    ``probe_every`` consecutive skips the next input is processed as a probe.
+    Every processed input (probe or not) whose result differs from the result
+    being reused sets the threshold to ``lower`` x the tuned value (0: process
+    every input while the output keeps changing); ``raise_after`` processed
+    inputs in a row whose result agrees restore the tuned value. ``reference``
+    (every input's result, when known) gives the agreement of the reused outputs.
     """
     if probe_every < 1:
         raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
+    if raise_after < 1:
+        raise ConfigError(f"raise_after must be >= 1, got {raise_after}")
+    if not 0 <= lower <= 1:
+        raise ConfigError(f"lower must be in [0, 1], got {lower}")
     f = RedundancyFilter(feature, threshold)
     tuned = threshold
     outputs: list[Any] = []
@@ -343,23 +367,18 @@ def run_filter(
     run_of_skips = agreeing = 0
     for i, x in enumerate(prepared):
         process, d = f.should_process(x)
-        probe = False
-        if not process and adapt and run_of_skips >= probe_every:
-            probe = True
+        probe = not process and adapt and run_of_skips >= probe_every
+        if process or probe:
             out = model(i)
-            if out == current:
-                agreeing += 1
-                if agreeing >= raise_after:
-                    f.threshold = f.threshold + (tuned - f.threshold) / 2
-                    agreeing = 0
-            else:
-                f.threshold *= lower
-                agreeing = 0
+            if adapt and i > 0:
+                if out == current:
+                    agreeing += 1
+                    if agreeing >= raise_after:
+                        f.threshold, agreeing = tuned, 0
+                else:  # the content changed: look at every input until it settles
+                    f.threshold, agreeing = tuned * lower, 0
             current = out
             f.last = x
-            run_of_skips = 0
-        elif process:
-            current = model(i)
             run_of_skips = 0
         else:
             run_of_skips += 1
@@ -379,6 +398,7 @@ def filter_stream(
     features: Sequence[str] | None = None,
     adapt: bool = True,
     probe_every: int = 10,
+    raise_after: int = 3,
 ) -> tuple[TuneReport, FilterRun]:
     """Tune on the first ``profile_fraction`` of a stream, then filter the rest.
 
@@ -395,7 +415,15 @@ def filter_stream(
         raise DataError(f"a stream of {n} inputs is too short to profile {profile_fraction:.0%}")
     if features is None:
         features = FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
-    report = tune_filter(prepared[:k], outputs[:k], target, features)
+    report = tune_filter(
+        prepared[:k],
+        outputs[:k],
+        target,
+        features,
+        adapt=adapt,
+        probe_every=probe_every,
+        raise_after=raise_after,
+    )
     run = run_filter(
         prepared[k:],
         lambda i: outputs[k + i],
@@ -404,5 +432,6 @@ def filter_stream(
         reference=outputs[k:],
         adapt=adapt,
         probe_every=probe_every,
+        raise_after=raise_after,
     )
     return report, run

@@ -36,7 +36,10 @@ class FilterSettings(_Strict):
     """Device-side redundancy filter: tune on the first ``profile_fraction`` of each stream.
 
     ``target`` is the agreement with processing every input, in (0, 1];
-    ``features`` (default: all of the stream's kind) are the candidates.
+    ``features`` (default: all of the stream's kind) are the candidates. With
+    ``adapt``, a probe follows ``probe_every`` consecutive skips, and a changed
+    result makes the filter process every input until ``raise_after``
+    processed inputs in a row agree.
     """
 
     enabled: bool = True
@@ -45,6 +48,7 @@ class FilterSettings(_Strict):
     features: list[str] | None = None
     adapt: bool = True
     probe_every: PositiveInt = 10
+    raise_after: PositiveInt = 3
     max_devices: PositiveInt = 4
 
     @field_validator("features")

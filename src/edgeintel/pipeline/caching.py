@@ -122,6 +122,7 @@ class CachingStage(Stage):
                 fs.features,
                 fs.adapt,
                 fs.probe_every,
+                fs.raise_after,
             )
             fn = FEATURES.get(report.feature)
             t0 = time.perf_counter()
