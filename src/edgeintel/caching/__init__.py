@@ -4,6 +4,7 @@
   statistical distances for sensor windows) with an auto-tuned threshold;
 * ``detectors``: OpenCV object counters used as per-frame reference models;
 * ``result_cache``: the edge server's exact + approximate (ANN, H-kNN) result cache;
+* ``redis_cache``: the exact tier shared by edge servers on Redis (optional extra);
 * ``reuse``: cross-device reuse replay on a shared-scene stream;
 * ``policies``: replacement policies behind one registry, Belady's OPT;
 * ``placement``: placement across base stations with cooperation, LP bound, model caching.
@@ -43,6 +44,7 @@ from edgeintel.caching.policies import (
     opt_hits,
     simulate,
 )
+from edgeintel.caching.redis_cache import RedisResultCache, SharedCacheStats
 from edgeintel.caching.result_cache import (
     CacheStats,
     Lookup,
@@ -66,10 +68,12 @@ __all__ = [
     "FilterRun",
     "Lookup",
     "Placement",
+    "RedisResultCache",
     "RedundancyFilter",
     "ResultCache",
     "ResultCacheConfig",
     "ReuseReport",
+    "SharedCacheStats",
     "TuneReport",
     "choose_models",
     "content_key",

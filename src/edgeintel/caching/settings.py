@@ -6,12 +6,13 @@ Policy and feature names are checked against the registries
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeintel.caching.filter import FEATURES
 from edgeintel.caching.policies import POLICIES
+from edgeintel.caching.redis_cache import check_redis_url
 
 __all__ = ["CachingSettings", "FilterSettings", "PlacementSettings", "ResultCacheSettings"]
 
@@ -66,9 +67,16 @@ class FilterSettings(_Strict):
 
 
 class ResultCacheSettings(_Strict):
-    """Edge-server result cache shared by its devices (capacities in entries, TTL in s)."""
+    """Edge-server result cache shared by its devices (capacities in entries, TTL in s).
+
+    ``backend: redis`` keeps the exact tier in Redis at ``redis_url``, shared by
+    every edge server (bounded by ``exact_capacity``, LRU); the approximate tier
+    stays in each server's process. ``memory`` (default) keeps both in process.
+    """
 
     enabled: bool = True
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
     capacity: PositiveInt = 512
     exact_capacity: PositiveInt = 4096
     k: PositiveInt = 5
@@ -81,6 +89,11 @@ class ResultCacheSettings(_Strict):
     noise: Annotated[float, Field(ge=0)] = 0.03
 
     _policy = field_validator("policy")(_known_policy)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return check_redis_url(url)
 
     @model_validator(mode="after")
     def _votes(self) -> ResultCacheSettings:
