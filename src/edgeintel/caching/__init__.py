@@ -27,11 +27,14 @@ from edgeintel.caching.filter import (
 from edgeintel.caching.placement import (
     Delivery,
     Placement,
+    TieredPlacement,
     choose_models,
     evaluate_delivery,
+    evaluate_tiered_delivery,
     greedy_placement,
     lp_placement,
     popularity_placement,
+    tiered_placement,
     zipf_demand,
 )
 from edgeintel.caching.policies import (
@@ -74,11 +77,13 @@ __all__ = [
     "ResultCacheConfig",
     "ReuseReport",
     "SharedCacheStats",
+    "TieredPlacement",
     "TuneReport",
     "choose_models",
     "content_key",
     "downsample_vector",
     "evaluate_delivery",
+    "evaluate_tiered_delivery",
     "filter_stream",
     "greedy_placement",
     "lp_placement",
@@ -92,6 +97,7 @@ __all__ = [
     "run_filter",
     "shared_views",
     "simulate",
+    "tiered_placement",
     "tune_filter",
     "zipf_demand",
 ]

@@ -103,7 +103,12 @@ class ResultCacheSettings(_Strict):
 
 
 class PlacementSettings(_Strict):
-    """Placement of items of ``item_mb`` at base stations under their ``cache_mb``."""
+    """Placement of items of ``item_mb`` at base stations (and devices) under their ``cache_mb``.
+
+    Fetch latencies in ms: ``device_ms`` from a device's own cache (devices whose
+    profile has ``cache_mb`` > 0), ``local_ms`` from its station, ``neighbour_ms``
+    from a linked station, ``cloud_ms`` over the backhaul.
+    """
 
     enabled: bool = True
     items: PositiveInt = 2000
@@ -111,14 +116,17 @@ class PlacementSettings(_Strict):
     zipf_alpha: Positive = 0.8
     locality: Annotated[float, Field(ge=0, le=1)] = 0.3
     requests: PositiveInt = 5000
+    device_ms: Annotated[float, Field(ge=0)] = 0.0
     local_ms: Annotated[float, Field(ge=0)] = 5.0
     neighbour_ms: Annotated[float, Field(ge=0)] = 20.0
     cloud_ms: Annotated[float, Field(ge=0)] = 100.0
 
     @model_validator(mode="after")
     def _order(self) -> PlacementSettings:
-        if not self.local_ms <= self.neighbour_ms <= self.cloud_ms:
-            raise ValueError("latencies must satisfy local_ms <= neighbour_ms <= cloud_ms")
+        if not self.device_ms <= self.local_ms <= self.neighbour_ms <= self.cloud_ms:
+            raise ValueError(
+                "latencies must satisfy device_ms <= local_ms <= neighbour_ms <= cloud_ms"
+            )
         return self
 
 
