@@ -544,6 +544,93 @@ def placement_part() -> tuple[list[dict[str, Any]], dict[str, Any]]:
     }
 
 
+# --------------------------------------------------------------------------- 6. shared (Redis)
+
+
+def redis_part() -> dict[str, Any]:
+    """Two edge servers sharing one Redis exact tier vs each with its own, same total memory.
+
+    Requests are content keys drawn from one Zipf(0.8) popularity over 5,000
+    inputs (devices at both servers see the same content), 10,000 per server,
+    interleaved; 500 entries per server (the shared tier: 1,000 for both).
+    Lookups per second: ``get`` round trips (Lua script on loopback + decode).
+    """
+    import shutil
+    import socket
+    import subprocess
+
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return {"skipped": "redis-server is not installed (make redis-server)"}
+    from edgeintel.caching import RedisResultCache
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    cmd = [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                RedisResultCache(url, "probe").close()
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    return {"skipped": "redis-server did not start"}
+                time.sleep(0.05)
+        rng = np.random.default_rng(0)
+        z = 1.0 / np.arange(1, 5001) ** 0.8
+        reqs = rng.choice(5000, size=(2, 10_000), p=z / z.sum())
+        out = {"logits": np.zeros((1, 10), np.float32)}
+        rows = {}
+        for mode in ("shared", "separate"):
+            shared = mode == "shared"
+            caches = [
+                RedisResultCache(
+                    url,
+                    f"edge-{i}",
+                    max_entries=1000 if shared else 500,
+                    namespace=f"bench:{mode}:{0 if shared else i}",
+                )
+                for i in (0, 1)
+            ]
+            t_get = 0.0
+            for j in range(reqs.shape[1]):
+                for i, cache in enumerate(caches):
+                    key = f"x{reqs[i, j]}"
+                    t0 = time.perf_counter()
+                    got = cache.get(key)
+                    t_get += time.perf_counter() - t0
+                    if got is None:
+                        cache.put(key, out)
+            hits = sum(c.stats.exact_hits for c in caches)
+            lookups = sum(c.stats.lookups for c in caches)
+            rows[mode] = {
+                "hit_ratio": _r(hits / lookups),
+                "hits_from_the_other_server": sum(c.stats.shared_hits for c in caches),
+                "lookups_per_s": round(lookups / t_get),
+                "evictions": sum(c.stats.evictions for c in caches),
+            }
+            for c in caches:
+                c.clear()
+                c.close()
+        print("redis", rows, flush=True)
+        return {
+            "servers": 2,
+            "requests_per_server": int(reqs.shape[1]),
+            "items": 5000,
+            "zipf_alpha": 0.8,
+            "capacity_entries": "500 per server (shared: 1,000 for both)",
+            "redis": "redis-server on loopback, --save '' --appendonly no",
+            **rows,
+        }
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
 def main() -> None:
     t0 = time.perf_counter()
     targets: list[dict[str, Any]] = []
@@ -558,6 +645,7 @@ def main() -> None:
     targets += t
     t, details["placement"] = placement_part()
     targets += t
+    details["shared_redis"] = redis_part()
     details["bench_seconds"] = _r(time.perf_counter() - t0, 1)
     write_results("cache", targets, details)
 
