@@ -31,8 +31,8 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def redis_url() -> Iterator[str]:
+def _start_redis() -> tuple[subprocess.Popen[bytes], str]:
+    """``redis-server`` on a free loopback port, no persistence; skip when absent."""
     exe = shutil.which("redis-server")
     if exe is None:
         pytest.skip("redis-server is not installed (make redis-server)")
@@ -44,21 +44,33 @@ def redis_url() -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
+    deadline = time.monotonic() + 10
     try:
-        deadline = time.monotonic() + 10
         while True:
             try:
                 client.ping()
-                break
+                return proc, url
             except redis.ConnectionError:
                 if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
                     pytest.fail(f"redis-server did not start on port {port}")
                 time.sleep(0.02)
-        yield url
     finally:
         client.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    proc, url = _start_redis()
+    try:
+        yield url
+    finally:
+        _stop(proc)
 
 
 @pytest.fixture
@@ -180,3 +192,17 @@ def test_bad_settings_and_unreachable_server(redis_url: str) -> None:
         RedisResultCache(redis_url, "edge-a", ttl_s=-1)
     with pytest.raises(ConfigError, match="cannot reach Redis"):
         RedisResultCache(f"redis://127.0.0.1:{_free_port()}/0", "edge-a")
+
+
+def test_a_redis_outage_is_a_counted_miss_not_a_crash() -> None:
+    proc, url = _start_redis()
+    try:
+        cache = RedisResultCache(url, "edge-a", namespace="outage")
+        cache.put("k", _out(0))
+        assert cache.get("k") is not None
+    finally:
+        _stop(proc)
+    assert cache.get("k") is None  # the server is gone: a miss
+    cache.put("k2", _out(1))  # dropped, no exception
+    assert cache.stats.backend_errors == 2
+    assert cache.stats.misses == 1 and cache.stats.exact_hits == 1

@@ -222,9 +222,12 @@ class RedisResultCache:
     def from_settings(
         cls, settings: ResultCacheSettings, server: str, dim: int | None = None
     ) -> RedisResultCache:
-        """From ``settings.caching.result_cache`` (``backend: redis``): ``redis_url``,
-        ``exact_capacity`` bounds the shared tier, ``ttl_s``; with ``dim`` (the
-        feature vectors' length) the local approximate tier uses the vote settings."""
+        """The cache ``settings.caching.result_cache`` describes (``backend: redis``).
+
+        ``redis_url``; ``exact_capacity`` bounds the shared tier; ``ttl_s``; with
+        ``dim`` (the feature vectors' length) a local approximate tier with the
+        settings' vote parameters.
+        """
         approx = None
         if dim is not None:
             approx = ResultCacheConfig(
