@@ -115,3 +115,33 @@ def test_cache_sim_cli(tmp_path: Path) -> None:
         assert res.exit_code == 2, args
         assert msg in res.output and "Traceback" not in res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+def test_report_shows_the_hit_ratio_per_placement_tier() -> None:
+    import edgeintel.pipeline  # noqa: F401  (registers the caching section's renderer)
+    from edgeintel.report.sections import SECTIONS, RenderContext
+
+    rep = {
+        "requests": 1000,
+        "local_hit_ratio": 0.4,
+        "neighbour_hit_ratio": 0.1,
+        "cloud_ratio": 0.5,
+        "mean_latency_ms": 54.0,
+        "backhaul_bytes": 500 * 2**20,
+    }
+    data = {
+        "placement": {
+            "cooperative_greedy": rep,
+            "single_bs_popularity": {**rep, "neighbour_hit_ratio": 0.0, "cloud_ratio": 0.6},
+            "device_tier": {
+                "devices_with_cache": 2,
+                "device_items": {"cam-0": 5, "cam-1": 4},
+                "device_ms": 0.0,
+                "tiered_cooperative": {**rep, "device_hit_ratio": 0.1234, "cloud_ratio": 0.3766},
+            },
+        }
+    }
+    html = str(SECTIONS.get("caching").render(data, [], RenderContext({"caching": data})))
+    assert "devices + cooperative greedy" in html and "device hit ratio" in html
+    assert "0.1234" in html and "station hit ratio" in html
+    assert "items cached on 2 devices" in html and "cam-1" in html
