@@ -7,6 +7,7 @@ import pytest
 
 from edgeintel.caching.filter import (
     FEATURES,
+    AdaptiveFilter,
     RedundancyFilter,
     prepare,
     run_filter,
@@ -120,6 +121,34 @@ def test_a_changed_result_makes_the_filter_look_at_every_input_until_it_settles(
     assert run.agreement == pytest.approx(0.8)
     with pytest.raises(ConfigError, match="raise_after"):
         run_filter(frames, outputs.__getitem__, "pixel", 0.5, adapt=True, raise_after=0)
+
+
+def test_adaptive_filter_on_a_live_stream_decides_like_run_filter() -> None:
+    """A device drives the policy object input by input on raw frames."""
+    rng = np.random.default_rng(4)
+    raw, outputs = [], []
+    x = 0
+    for _ in range(150):
+        x = min(100, max(0, x + int(rng.integers(-2, 6))))
+        f = np.full((48, 128), 40, np.uint8)
+        f[10:30, x : x + 20] = 220
+        raw.append(f)
+        outputs.append(x // 25)
+    live = AdaptiveFilter("pixel", 0.03, probe_every=5)
+    decisions, reused = [], []
+    for frame, out in zip(raw, outputs, strict=True):
+        processed = live.should_process(frame)  # prepare() is applied inside
+        if processed:
+            live.observe(out)
+        decisions.append(processed)
+        reused.append(live.current)
+    run = run_filter(
+        [prepare(f) for f in raw], outputs.__getitem__, "pixel", 0.03, adapt=True, probe_every=5
+    )
+    assert decisions == [s.processed for s in run.steps] and reused == run.outputs
+    assert 0 < sum(decisions) < len(decisions) and run.probes > 0
+    with pytest.raises(RuntimeError, match="observe"):
+        live.observe(1)  # nothing was processed since the last observe
 
 
 def test_tuning_replays_the_adapted_filter() -> None:

@@ -38,6 +38,7 @@ from edgeintel.registry import Registry
 
 __all__ = [
     "FEATURES",
+    "AdaptiveFilter",
     "FilterRun",
     "FilterStep",
     "RedundancyFilter",
@@ -332,6 +333,82 @@ class FilterRun:
         return self.skipped / max(1, self.inputs)
 
 
+class AdaptiveFilter:
+    """The device's filter as one stateful policy object: ``decide`` on an input, ``observe``.
+
+    The rule of ``run_filter`` (which drives this object over a recorded
+    stream) for a live one: a device calls ``decide(prepared)`` (or
+    ``should_process(raw)``, which prepares the input itself) on every input,
+    and after processing one, ``observe(result)``; a skipped input reuses
+    ``current``. Results are compared with ``==``, so observe a label (a
+    class, a count), not a raw tensor. With ``adapt``, after ``probe_every``
+    consecutive skips the next input is processed as a probe; a result that
+    differs from the one being reused sets the threshold to ``lower`` x the
+    tuned value (0: process every input while the output keeps changing), and
+    ``raise_after`` processed inputs in a row that agree restore the tuned value.
+    """
+
+    def __init__(
+        self,
+        feature: str,
+        threshold: float,
+        adapt: bool = True,
+        probe_every: int = 10,
+        lower: float = 0.0,
+        raise_after: int = 3,
+    ) -> None:
+        if probe_every < 1:
+            raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
+        if raise_after < 1:
+            raise ConfigError(f"raise_after must be >= 1, got {raise_after}")
+        if not 0 <= lower <= 1:
+            raise ConfigError(f"lower must be in [0, 1], got {lower}")
+        self._f = RedundancyFilter(feature, threshold)
+        self.tuned = float(threshold)
+        self.adapt, self.probe_every = adapt, probe_every
+        self.lower, self.raise_after = lower, raise_after
+        self.current: Any = None
+        self._has_result = self._pending = False
+        self._skips = self._agreeing = self._seen = 0
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in force now (the tuned one, or lowered after a change)."""
+        return self._f.threshold
+
+    def decide(self, prepared: np.ndarray) -> FilterStep:
+        """Process this (prepared) input, as a regular input or as a probe, or skip it?"""
+        process, d = self._f.should_process(prepared)
+        probe = not process and self.adapt and self._skips >= self.probe_every
+        if process or probe:
+            self._f.last = prepared
+            self._skips = 0
+            self._pending = True
+        else:
+            self._skips += 1
+        step = FilterStep(self._seen, process or probe, probe, d, self._f.threshold)
+        self._seen += 1
+        return step
+
+    def observe(self, result: Any) -> None:
+        """The result of the input ``decide`` just chose to process; it is reused from now on."""
+        if not self._pending:
+            raise RuntimeError("observe() must follow a decide() that processed its input")
+        self._pending = False
+        if self.adapt and self._has_result:
+            if result == self.current:
+                self._agreeing += 1
+                if self._agreeing >= self.raise_after:
+                    self._f.threshold, self._agreeing = self.tuned, 0
+            else:  # the content changed: look at every input until it settles
+                self._f.threshold, self._agreeing = self.tuned * self.lower, 0
+        self.current, self._has_result = result, True
+
+    def should_process(self, x: np.ndarray) -> bool:
+        """``decide`` on a raw input (a frame or a sensor window; ``prepare`` is applied)."""
+        return self.decide(prepare(x)).processed
+
+
 def run_filter(
     prepared: Sequence[np.ndarray],
     model: Callable[[int], Any],
@@ -345,49 +422,29 @@ def run_filter(
 ) -> FilterRun:
     """Filter a stream: ``model(i)`` is called only for processed inputs (and probes).
 
-    With ``adapt`` the filter adapts online when content changes. After
-    ``probe_every`` consecutive skips the next input is processed as a probe.
-    Every processed input (probe or not) whose result differs from the result
-    being reused sets the threshold to ``lower`` x the tuned value (0: process
-    every input while the output keeps changing); ``raise_after`` processed
-    inputs in a row whose result agrees restore the tuned value. ``reference``
-    (every input's result, when known) gives the agreement of the reused outputs.
+    The rule is ``AdaptiveFilter``'s: with ``adapt`` the filter adapts online
+    when content changes. After ``probe_every`` consecutive skips the next
+    input is processed as a probe. Every processed input (probe or not) whose
+    result differs from the result being reused sets the threshold to
+    ``lower`` x the tuned value (0: process every input while the output keeps
+    changing); ``raise_after`` processed inputs in a row whose result agrees
+    restore the tuned value. ``reference`` (every input's result, when known)
+    gives the agreement of the reused outputs.
     """
-    if probe_every < 1:
-        raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
-    if raise_after < 1:
-        raise ConfigError(f"raise_after must be >= 1, got {raise_after}")
-    if not 0 <= lower <= 1:
-        raise ConfigError(f"lower must be in [0, 1], got {lower}")
-    f = RedundancyFilter(feature, threshold)
-    tuned = threshold
+    f = AdaptiveFilter(feature, threshold, adapt, probe_every, lower, raise_after)
     outputs: list[Any] = []
     steps: list[FilterStep] = []
-    current: Any = None
-    run_of_skips = agreeing = 0
     for i, x in enumerate(prepared):
-        process, d = f.should_process(x)
-        probe = not process and adapt and run_of_skips >= probe_every
-        if process or probe:
-            out = model(i)
-            if adapt and i > 0:
-                if out == current:
-                    agreeing += 1
-                    if agreeing >= raise_after:
-                        f.threshold, agreeing = tuned, 0
-                else:  # the content changed: look at every input until it settles
-                    f.threshold, agreeing = tuned * lower, 0
-            current = out
-            f.last = x
-            run_of_skips = 0
-        else:
-            run_of_skips += 1
-        steps.append(FilterStep(i, process or probe, probe, d, f.threshold))
-        outputs.append(current)
+        step = f.decide(x)
+        if step.processed:
+            f.observe(model(i))
+            step.threshold = f.threshold
+        steps.append(step)
+        outputs.append(f.current)
     agreement = None
     if reference is not None:
         agreement = float(np.mean([o == r for o, r in zip(outputs, reference, strict=True)]))
-    return FilterRun(steps, outputs, agreement, tuned, f.threshold)
+    return FilterRun(steps, outputs, agreement, f.tuned, f.threshold)
 
 
 def filter_stream(
