@@ -100,6 +100,9 @@ def test_two_edge_servers_share_exact_hits(redis_url: str, ns: str) -> None:
     assert a.get("k1") is not None and a.stats.shared_hits == 0  # its own entry
     assert len(a) == len(b) == 1
     assert b.stats.to_json()["shared_hits"] == 1
+    from edgeintel.runtime.seams import ResultCache as Seam
+
+    assert isinstance(a, Seam)  # plugs into the runtime's cache seam
 
 
 def test_entries_expire_after_their_ttl(redis_url: str, ns: str) -> None:
