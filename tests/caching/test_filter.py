@@ -9,6 +9,7 @@ from edgeintel.caching.filter import (
     FEATURES,
     AdaptiveFilter,
     RedundancyFilter,
+    filter_stream,
     prepare,
     run_filter,
     simulate_threshold,
@@ -85,6 +86,10 @@ def test_tuning_meets_target_on_held_out_segment() -> None:
     )
     assert run.agreement is not None and run.agreement >= 0.95
     assert run.skip_fraction > 0.3
+    # the adapted filter, tuned by replaying the adaptation, also carries
+    rep, run = filter_stream(frames, outputs, 0.95, profile_fraction=150 / 400)
+    assert "replayed with online adaptation" in rep.reason
+    assert run.agreement is not None and run.agreement >= 0.95 and run.skip_fraction > 0.3
 
 
 def test_adaptation_lowers_threshold_when_probes_disagree() -> None:
