@@ -401,6 +401,7 @@ def _greedy(problem: FleetProblem, passes: int) -> list[int]:
         table.append(rows)
     weight = [float(w) for w in problem.wait_weight]
     deadline = [float(x) for x in problem.deadlines_ms]
+    any_deadline = bool(np.isfinite(problem.deadlines_ms).any())
     util = [r.background for r in res]
     heavy = [0.0] * len(res)  # sum of weight x remote fraction of the devices queueing there
     slack: list[list[tuple[float, int, int]]] = [[] for _ in res]  # (wait slack ms, d, option)
@@ -457,7 +458,9 @@ def _greedy(problem: FleetProblem, passes: int) -> list[int]:
             others = heavy[s] - (weight[d] * fa if s == qa else 0.0)
             total += others * (new - old)
             if s == qb:
-                if lb + fb * new > deadline[d] + 1e-9 or new > tightest(s, d) + 1e-9:
+                if lb + fb * new > deadline[d] + 1e-9 or (
+                    any_deadline and new > tightest(s, d) + 1e-9
+                ):
                     return math.inf
                 total += weight[d] * fb * new
             if s == qa:
@@ -501,9 +504,14 @@ def _greedy_passes(
         costs = [delta(d, b) for b in range(len(table[d]))]
         best = min(range(len(costs)), key=costs.__getitem__)
         move(d, best if costs[best] < math.inf else int(np.argmin(values[d])))
+    # a device on its cheapest option that queues nowhere never gains by moving (its own
+    # value cannot fall, and load added to a server never lowers anyone's wait): skipped
+    active = [
+        d for d in order if table[d][choice[d]][3] >= 0 or values[d][choice[d]] > min(values[d])
+    ]
     for _ in range(passes):
         moved = False
-        for d in order:
+        for d in active:
             a = choice[d]
             best, best_v = a, -1e-9
             for b in range(len(table[d])):
