@@ -205,3 +205,10 @@ def test_exported_exit_runs_for_real_and_equals_the_exit_head(
     assert sum(exited) == 6
     # the exit is not the full model: an exiting input's answer is the exit head's
     assert not np.allclose(exit_logits[np.array(exited)], full[np.array(exited)], atol=1e-3)
+
+
+def test_exit_rate_lower_bound_is_clopper_pearson() -> None:
+    cal = choose_threshold(EXIT, FULL, Y, target_accuracy=0.6)  # 5 of 5 exit
+    # k = n: the one-sided 95 % bound is 0.05 ** (1 / n)
+    assert cal.exit_rate_lower == pytest.approx(0.05 ** (1 / 5))
+    assert choose_threshold(EXIT, FULL, Y, 0.9).exit_rate_lower == 0.0

@@ -59,9 +59,19 @@ class ExitCalibration:
     met: bool
     samples: int
 
+    @property
+    def exit_rate_lower(self) -> float:
+        """One-sided 95 % Clopper-Pearson lower bound of the exit rate: what a planner should
+        assume, since a small validation split overstates how often inputs exit."""
+        from scipy.stats import beta
+
+        k = round(self.exit_rate * self.samples)
+        return 0.0 if k == 0 else float(beta.ppf(0.05, k, self.samples - k + 1))
+
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["rule"] = {"kind": str(self.rule.kind), "threshold": float(self.rule.threshold)}
+        d["exit_rate_lower"] = self.exit_rate_lower
         return d
 
 
