@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ from edgeintel.models.early_exit import (
     ExitRule,
     attach_exit,
     backbone_stages,
-    export_early_exit,
     exit_scores,
+    export_early_exit,
     fit_exit_head,
 )
 from edgeintel.models.train import TrainConfig
@@ -212,3 +213,43 @@ def test_exit_rate_lower_bound_is_clopper_pearson() -> None:
     # k = n: the one-sided 95 % bound is 0.05 ** (1 / n)
     assert cal.exit_rate_lower == pytest.approx(0.05 ** (1 / 5))
     assert choose_threshold(EXIT, FULL, Y, 0.9).exit_rate_lower == 0.0
+
+
+def test_planner_offers_exit_options_costed_with_the_exit_probability() -> None:
+    from edgeintel.offloading.placement import place
+    from edgeintel.offloading.planner import OffloadPlanner
+    from edgeintel.offloading.profiler import ModelProfile
+    from edgeintel.scenario import parse_scenario
+
+    from ..conftest import tiny_scenario_dict
+    from .conftest import random_dag
+
+    sc = parse_scenario(tiny_scenario_dict())
+    g = random_dag(6, 0)
+    prof = ModelProfile("x", list(g.names), [50.0] * 6, 300.0, 300.0, 3, 0.1, 0.3)
+    ee = ExitProfile(head_ms=40.0, tail_ms=260.0, feature_bytes=20_000, output_bytes=40,
+                     p_exit=0.9, serialize_ms_per_mb=0.1)  # fmt: skip
+    dev = sc.expand_devices()[0]
+    plain = OffloadPlanner(g, prof, sc.settings.offloading).options(sc, dev)
+    opts = OffloadPlanner(g, prof, sc.settings.offloading, early_exit=ee).options(sc, dev)
+    exits = {o.label: o for o in opts if o.tier == "exit"}
+    assert set(exits) == {"exit:local", "exit:micro-1", "exit:cloud"}
+    assert len(opts) == len(plain) + 3
+    # phone at 0.25x: head 160 ms; 10 % continue locally (1040 ms) -> 264 ms
+    assert exits["exit:local"].base.latency_ms == pytest.approx(160 + 0.1 * 1040)
+    micro = next(t for t in OffloadPlanner(g, prof, sc.settings.offloading).targets(sc, dev)
+                 if t.name == "micro-1")  # fmt: skip
+    want = exit_breakdown(ee, 0.25, micro.speed, micro.link)
+    assert exits["exit:micro-1"].base == want
+    assert exits["exit:micro-1"].remote_fraction == pytest.approx(0.1)
+    assert exits["exit:micro-1"].server_ms == pytest.approx(0.1 * 260.0 / micro.speed)
+    # with 90 % of requests stopping after 40 ms of compute the fleet takes the exit
+    planner = OffloadPlanner(g, prof, sc.settings.offloading, early_exit=ee)
+    problem = planner.problem(sc)
+    plan = place(problem, "milp")
+    assert all(lab.startswith("exit:") for lab in plan.labels)
+    never = OffloadPlanner(g, prof, sc.settings.offloading, early_exit=replace(ee, p_exit=0.0))
+    # nothing exits: running on is the plain model (head + tail = its 300 ms here)
+    local = next(o for o in never.options(sc, dev) if o.label == "exit:local")
+    assert local.base.latency_ms == pytest.approx(plain[0].base.latency_ms)
+    assert place(never.problem(sc), "milp").objective > plan.objective + 50

@@ -118,13 +118,14 @@ def backbone_stages(model: nn.Module) -> list[nn.Module]:
     if isinstance(model, nn.Sequential):
         return list(model.children())
     kind = type(model).__name__
+    part = dict(model.named_children())
     if kind == "MobileNetV3":
-        head = nn.Sequential(model.avgpool, nn.Flatten(1), model.classifier)
-        return [*model.features.children(), head]
+        head = nn.Sequential(part["avgpool"], nn.Flatten(1), part["classifier"])
+        return [*part["features"].children(), head]
     if kind == "ResNet":
-        stem = nn.Sequential(model.conv1, model.bn1, model.relu, model.maxpool)
-        head = nn.Sequential(model.avgpool, nn.Flatten(1), model.fc)
-        return [stem, model.layer1, model.layer2, model.layer3, model.layer4, head]
+        stem = nn.Sequential(part["conv1"], part["bn1"], part["relu"], part["maxpool"])
+        head = nn.Sequential(part["avgpool"], nn.Flatten(1), part["fc"])
+        return [stem, *(part[f"layer{i}"] for i in range(1, 5)), head]
     raise ModelError(
         f"early exit needs a chain of stages; {kind} is not supported "
         "(use mobilenet_v3_small, resnet18 or a zoo nn.Sequential model)"
@@ -132,7 +133,7 @@ def backbone_stages(model: nn.Module) -> list[nn.Module]:
 
 
 class EarlyExitNet(nn.Module):
-    """``prefix`` -> (``exit_head``, ``suffix``); ``forward`` returns (exit logits, final logits)."""
+    """``prefix`` -> (``exit_head``, ``suffix``); ``forward``: (exit logits, final logits)."""
 
     def __init__(self, prefix: nn.Sequential, exit_head: nn.Sequential, suffix: nn.Sequential):
         super().__init__()

@@ -78,7 +78,8 @@ class ExitCalibration:
 def cascade_predictions(
     exit_logits: np.ndarray, final_logits: np.ndarray, rule: ExitRule
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(predicted class, exited) per input: the exit's class where ``rule`` fires, else the full's."""
+    """(predicted class, exited) per input: the exit's class where ``rule`` fires, else
+    the full model's."""
     exited = rule.exits(exit_logits)
     pred = np.where(exited, np.argmax(exit_logits, axis=1), np.argmax(final_logits, axis=1))
     return pred, exited
@@ -185,7 +186,10 @@ def exit_breakdown(
             profile.output_bytes,
             profile.tail_ms * ref / server_speed,
             link,
-            serialize_ms=profile.feature_bytes / 1e6 * profile.serialize_ms_per_mb * ref
+            serialize_ms=profile.feature_bytes
+            / 1e6
+            * profile.serialize_ms_per_mb
+            * ref
             / device_speed,
         )
     return expected_exit_breakdown(head, profile.p_exit, rest)
@@ -217,9 +221,7 @@ class EarlyExitRunner:
         """One request (batch 1): the tail runs only when the exit is not confident."""
         x = np.ascontiguousarray(x, dtype=np.float32)
         t0 = time.perf_counter()
-        exit_logits, feature = self._head.run(
-            [EXIT_LOGITS_NAME, FEATURE_NAME], {INPUT_NAME: x}
-        )
+        exit_logits, feature = self._head.run([EXIT_LOGITS_NAME, FEATURE_NAME], {INPUT_NAME: x})
         t1 = time.perf_counter()
         if bool(np.all(self.rule.exits(exit_logits))):
             return ExitResult(exit_logits, True, 0, (t1 - t0) * 1e3, 0.0, 0.0)

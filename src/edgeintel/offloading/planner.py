@@ -291,7 +291,14 @@ class OffloadPlanner:
             if tg.tier == "d2d":
                 load = (*load, (tg.name, b.server_ms))
             opt = self._option(
-                f"exit:{tg.name}", "exit", tg.name, b, power, refs, b.server_ms, load,
+                f"exit:{tg.name}",
+                "exit",
+                tg.name,
+                b,
+                power,
+                refs,
+                b.server_ms,
+                load,
                 np.ones(n, dtype=bool),
             )
             out.append(replace(opt, mask=None, remote_fraction=1.0 - ee.p_exit))
