@@ -130,7 +130,8 @@ def test_placement_charges_queueing_only_to_requests_that_do_not_exit() -> None:
     opt = Option("exit:s", "exit", "s", Breakdown(1.0, server_ms=2.5), 0.0, 3.5, 10.0)
     opt_f = Option("exit:s", "exit", "s", Breakdown(1.0, server_ms=2.5), 0.0, 3.5, 10.0, (), 0, 0,
                    None, 0.25)  # fmt: skip
-    local = Option("local", "local", None, Breakdown(50.0), 0.0, 50.0, 0.0, (("d", 50.0),))
+    # local (12 ms) beats the exit only if the exit paid the full 10 ms wait: 3.5 + 10
+    local = Option("local", "local", None, Breakdown(12.0), 0.0, 12.0, 0.0, (("d", 12.0),))
 
     def prob(o: Option) -> FleetProblem:
         return FleetProblem(
