@@ -24,6 +24,7 @@ from edgeintel.models.train import TrainConfig, evaluate_accuracy
 from edgeintel.network import TIERS
 from edgeintel.pipeline import training_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.federated_finetune import save_dp_ledger
 from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
@@ -192,6 +193,8 @@ class EdgeTrainStage(Stage):
         _compare(ctx, section, hist[-1].accuracy)
         ctx.results["edge_training"] = section
         report_privacy(ctx, eng, section="edge_training")
+        # the run's one DP budget: federated fine-tuning in `compress` continues it
+        save_dp_ledger(ctx, eng, "edge training")
 
     # ----------------------------------------------------------------- solo
 

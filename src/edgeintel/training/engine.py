@@ -146,8 +146,17 @@ class FederatedEngine:
         return [a.copy() for a in unflatten(self.state.weights, self.shapes)]
 
     def global_model(self) -> nn.Module:
-        """The wrapped model with the current global weights loaded."""
+        """The wrapped model with the current global weights loaded.
+
+        BatchNorm running variances are averaged like every float entry; under DP noise
+        an average can come out negative (a NaN in eval mode and in ONNX export), so they
+        are clamped at 0 here (post-processing: no privacy cost, the state is untouched).
+        """
         set_weights(self.model, unflatten(self.state.weights, self.shapes))
+        with torch.no_grad():
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._NormBase) and m.running_var is not None:
+                    m.running_var.clamp_(min=0.0)
         self.model.eval()
         return self.model
 
