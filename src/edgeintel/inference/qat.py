@@ -23,7 +23,6 @@ reported by name and trained without fake quantization.
 from __future__ import annotations
 
 import dataclasses
-
 from dataclasses import dataclass
 from typing import Any
 

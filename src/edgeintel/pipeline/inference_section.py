@@ -156,6 +156,11 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
             "ONNX KiB": round(kib, 1),
             "budget": budget,
             "Pareto front": p.get("front"),
+            **{
+                f"{k.replace('_', '-')} data": v
+                for k, v in (p.get("data_roles") or {}).items()
+                if v != "none"
+            },
         }
     base = (data.get("baseline") or {}).get("accuracy")
     for name, p in per_profile.items():
