@@ -416,9 +416,18 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
     ),
     (
         "finetune-too-many-layers",
-        _training(mode="solo", finetune_layers=99),
+        lambda r: (
+            _set("data.server_fraction", 0.2)(r),
+            _training(mode="solo", finetune_layers=99)(r),
+        ),
         {},
         "finetune_layers must lie in [1, 7]",
+    ),
+    (
+        "solo-finetune-without-server-set",  # the central model saw every device's data
+        _training(mode="solo", finetune_layers=1),
+        {},
+        "set data.server_fraction > 0",
     ),
     (
         "solo-out-of-memory",

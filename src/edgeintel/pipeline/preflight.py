@@ -105,7 +105,7 @@ def preflight(
             _check_federated(ctx, mode, report)
     if "edge_train" in chosen and mode is TrainingMode.SOLO:
         with _named("settings.training"):
-            _check_solo(ctx, model, "train" in chosen)
+            _check_solo(ctx, model)
     if "compress" in chosen and sc.settings.inference.compress.enabled:
         from edgeintel.inference.devices import search_space_for
 
@@ -203,15 +203,19 @@ def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightRepor
     report.notes.append(f"{rule}: smallest aggregation {min(v[0] for v in smallest.values())}")
 
 
-def _check_solo(ctx: RunContext, model: Any, has_train_stage: bool) -> None:
+def _check_solo(ctx: RunContext, model: Any) -> None:
     """Each profile's first device can hold solo training in its memory."""
     import copy
 
     from edgeintel.training.solo import freeze_all_but_last, plan_solo
 
     st = ctx.scenario.settings.training
-    if st.finetune_layers is not None and not has_train_stage:
-        raise ConfigError("settings.training.finetune_layers needs the central 'train' stage")
+    if st.finetune_layers is not None and (ctx.server_idx is None or len(ctx.server_idx) == 0):
+        raise ConfigError(
+            "settings.training.finetune_layers: solo fine-tuning starts from a model trained "
+            "on the server-held set (the central model saw every device's data); set "
+            "data.server_fraction > 0"
+        )
     seen: set[str] = set()
     for i, d in enumerate(ctx.devices):
         if d.profile_name in seen or len(ctx.device_parts[i]) == 0:
