@@ -127,3 +127,19 @@ def test_edgeintel_train_cli_uses_dp_and_secure_aggregation(tmp_path: Path) -> N
     res = CliRunner().invoke(app, [*args[:4], "--run-id", "dp2", "-q"])
     assert res.exit_code == 2
     assert "not an edgeintel checkpoint" in res.output
+
+
+@pytest.mark.parametrize(
+    ("dp", "source"),
+    [
+        ({"noise_multiplier": 1.0}, "OS entropy (secret sample)"),
+        ({"noise_multiplier": 1.0, "reproducible_noise": True}, "seeded (reproducible"),
+    ],
+)
+def test_results_say_where_the_device_sample_came_from(dp: dict[str, Any], source: str) -> None:
+    from edgeintel.training.private import privacy_summary
+
+    eng = _engine(_scenario({"dp": dp, "clients_per_round": 3}))
+    assert eng.config.secret_sampling is (source.startswith("OS"))
+    summary = privacy_summary(eng)
+    assert summary is not None and summary["dp"]["sampling_source"].startswith(source)

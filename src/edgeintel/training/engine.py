@@ -3,7 +3,10 @@
 Everything runs in process and is deterministic by seed: every random draw
 comes from ``numpy.random.default_rng([seed, round, sub_round, purpose, ...])``,
 so the round counter and the seed are the whole RNG state (a resumed engine
-draws exactly what an uninterrupted one would).
+draws exactly what an uninterrupted one would). The one exception is
+``config.secret_sampling`` (set when DP is on): the devices sampled each round
+then come from OS entropy, since amplification by sampling assumes nobody can
+predict the sample (a reproducible DP simulation keeps the seeded sample).
 
 A round of the **flat** mode (``federated``): the cloud samples devices, each
 downloads the global model (cloud -> edge once per edge, edge -> device per
@@ -137,6 +140,7 @@ class FederatedEngine:
             round=0, weights=flatten(get_weights(model)), step_ms=config.step_ms
         )
         self._deadline: float | None = None
+        self._secret_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence()))
 
     # ----------------------------------------------------------------- public
 
@@ -287,7 +291,12 @@ class FederatedEngine:
         pool = self.available
         if k is None or k >= len(pool):
             return list(pool)
-        rng = np.random.default_rng([self.config.seed, r, sub, 2])
+        # secret sampling (DP): fresh OS entropy (SeedSequence() reads it); else the seed
+        rng = (
+            self._secret_rng
+            if self.config.secret_sampling
+            else np.random.default_rng([self.config.seed, r, sub, 2])
+        )
         return sorted(int(i) for i in rng.choice(pool, size=k, replace=False))
 
     def _local_round(

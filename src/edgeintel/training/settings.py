@@ -49,8 +49,10 @@ class DPSettings(Strict):
     target_epsilon: Positive | None = None
     target_delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     on_budget: Annotated[str, Field(pattern=r"^(stop|warn)$")] = "stop"
-    #: draw DP noise from the scenario seed (a reproducible simulation; results say so)
-    #: instead of OS entropy
+    #: a reproducible simulation (results say so): draw DP noise and the devices sampled
+    #: each round from the scenario seed instead of OS entropy. Not private: anyone with
+    #: the scenario can regenerate the noise, and amplification by sampling assumes a
+    #: sample nobody can predict.
     reproducible_noise: bool = False
 
 
