@@ -70,6 +70,10 @@ __all__ = ["FederatedEngine"]
 
 log = logging.getLogger(__name__)
 
+#: |weight| beyond which the global model has diverged (finite, but no network that
+#: learns holds such a value; a huge server_lr gets there while the run "completes")
+DIVERGED_WEIGHT = 1e8
+
 
 class FederatedEngine:
     """In-process federated training of one model across simulated devices.
@@ -219,6 +223,13 @@ class FederatedEngine:
                 f"federated training diverged in round {r}: the global model's weights are "
                 f"NaN or infinite (client lr {cfg.lr:g}, server lr {cfg.server.server_lr:g}); "
                 "lower the learning rates"
+            )
+        peak = float(np.abs(self.state.weights).max(initial=0.0))
+        if peak > DIVERGED_WEIGHT:
+            raise TrainingError(
+                f"federated training diverged in round {r}: a global weight reached {peak:.3g} "
+                f"(client lr {cfg.lr:g}, server lr {cfg.server.server_lr:g}); lower the "
+                "learning rates"
             )
         if r % cfg.eval_every == 0 or r == cfg.rounds:
             rec.accuracy, rec.loss = self.evaluate()
