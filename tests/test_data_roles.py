@@ -284,3 +284,32 @@ def test_federated_space_drops_central_fits_without_a_server_set() -> None:
     assert recipe_data_roles(by["fp32"], "server-held set", dev) == dict.fromkeys(
         ("fine_tuning", "distillation", "calibration"), "none"
     )
+
+
+@pytest.mark.slow
+def test_clean_reference_run_is_accounted_in_the_same_budget(tmp_path: Path) -> None:
+    """Beside an attacked run, the clean reference run also trains on the devices' data
+    with DP: its steps compose into the run's budget."""
+    import dp_accounting
+
+    raw = tiny_scenario_dict()
+    raw["settings"]["training"].update(
+        mode="federated", rounds=2, local_steps=2, clients_per_round=3,
+        attack="sign_flip", malicious_fraction=0.25,
+        dp={"noise_multiplier": 1.5, "clip_norm": 1.0},
+    )  # fmt: skip
+    raw["settings"]["inference"]["compress"] = {"enabled": False}
+    res = run_pipeline(
+        parse_scenario(raw), tmp_path / "runs", "r", console=Console(quiet=True),
+        show_progress=False, stages=["data", "edge_train"],
+    )  # fmt: skip
+    dp = res.results["edge_training"]["privacy"]["dp"]
+    acc = dp_accounting.rdp.RdpAccountant(
+        neighboring_relation=dp_accounting.NeighboringRelation.REPLACE_ONE
+    )
+    event = dp_accounting.SampledWithoutReplacementDpEvent(
+        4, 3, dp_accounting.GaussianDpEvent(1.5 / 2)
+    )
+    acc.compose(event, 4)  # 2 rounds of the attacked run + 2 of the clean reference
+    assert dp["epsilon_with_clean_reference"] > dp["epsilon"]
+    assert dp["epsilon_with_clean_reference"] == pytest.approx(acc.get_epsilon(1e-5), rel=1e-4)

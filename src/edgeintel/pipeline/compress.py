@@ -199,8 +199,9 @@ class CompressStage(Stage):
                     "epsilon": eps,
                     "delta": ledger["delta"],
                     "epsilon_training_only": ledger["phases"][0]["epsilon_after"],
-                    "covers": "edge training + every federated fine-tuning run (one "
-                    "dp-accounting RDP accountant composes them all)",
+                    "covers": "edge training (+ its clean reference run, when an attack is "
+                    "configured) + every federated fine-tuning run (one dp-accounting RDP "
+                    "accountant composes them all)",
                     "phases": ledger["phases"],
                 }
                 # the run's one budget: the edge-training section reports the total too

@@ -25,7 +25,7 @@ from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
 from edgeintel.network import TIERS
 from edgeintel.pipeline import training_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
-from edgeintel.pipeline.federated_finetune import save_dp_ledger
+from edgeintel.pipeline.federated_finetune import dp_ledger_epsilon, save_dp_ledger
 from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
@@ -227,6 +227,11 @@ class EdgeTrainStage(Stage):
         report_privacy(ctx, eng, section="edge_training")
         # the run's one DP budget: federated fine-tuning in `compress` continues it
         save_dp_ledger(ctx, eng, "edge training")
+        if clean is not None:  # the clean reference also trained on the devices' data
+            save_dp_ledger(ctx, clean, "clean reference run", compose=True)
+            dp = section.get("privacy", {}).get("dp")
+            if isinstance(dp, dict):
+                dp["epsilon_with_clean_reference"] = dp_ledger_epsilon(ctx)
 
     # ----------------------------------------------------------------- solo
 

@@ -28,6 +28,7 @@ from torch import nn
 from edgeintel.errors import ConfigError
 from edgeintel.inference.base import CompressContext, FinetuneMixin
 from edgeintel.pipeline.core import RunContext
+from edgeintel.training.dp import PrivacyAccountant
 from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import PrivacyStrategy, build_private_engine
 from edgeintel.training.scenario_train import resolve_mode
@@ -39,20 +40,33 @@ log = logging.getLogger(__name__)
 LEDGER = "dp_ledger"
 
 
-def save_dp_ledger(ctx: RunContext, engine: FederatedEngine, phase: str) -> None:
-    """Keep the engine's DP state (if DP is on) as the run's one privacy ledger."""
+def save_dp_ledger(
+    ctx: RunContext, engine: FederatedEngine, phase: str, compose: bool = False
+) -> None:
+    """Keep the engine's DP state (if DP is on) as the run's one privacy ledger.
+
+    ``compose=False``: the engine continued the ledger (its accountant holds every step
+    so far). ``compose=True``: the engine ran on the same devices with its own fresh
+    accountant (the clean reference run beside an attacked one): its steps are added.
+    """
     strat = engine.strategy
     if not isinstance(strat, PrivacyStrategy) or strat.dp is None:
         return
     ledger = ctx.state.setdefault(LEDGER, {"phases": []})
-    ledger["state"] = strat.dp.state()
+    state = strat.dp.state()
+    if compose and "state" in ledger:
+        before = ledger["state"]
+        history = before["accountant"]["history"] + state["accountant"]["history"]
+        state = {**before, "accountant": {**before["accountant"], "history": history}}
+    accountant = PrivacyAccountant.from_state(state["accountant"])
+    ledger["state"] = state
     ledger["delta"] = strat.dp.config.target_delta
     ledger["phases"].append(
         {
             "phase": phase,
-            "aggregation_steps": len(strat.dp.accountant.history)
+            "aggregation_steps": len(accountant.history)
             - sum(p["aggregation_steps"] for p in ledger["phases"]),
-            "epsilon_after": round(strat.dp.accountant.epsilon(), 6),
+            "epsilon_after": round(accountant.epsilon(), 6),
         }
     )
 
