@@ -117,6 +117,12 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
     ("huge-mu", _training(mu=1e9), {}, "settings.training.mu"),
     ("huge-weight-decay", _training(weight_decay=50.0), {}, "settings.training.weight_decay"),
     ("huge-clip-lr", _training(dp={"clip_lr": 1e20}), {}, "settings.training.dp.clip_lr"),
+    (
+        "dp-adaptive-too-few-devices",  # clipped-count noise 4/20 < z/2: failed mid-training
+        _training(mode="federated", dp={"noise_multiplier": 1.0, "clipping": "adaptive"}),
+        {},
+        "adaptive clipping with noise_multiplier 1 needs more than 10 devices",
+    ),
     # ---- a relative checkpoint_dir resolves in the scenario's folder and stays inside it
     (
         "checkpoint-dir-escapes",

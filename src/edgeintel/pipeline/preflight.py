@@ -158,6 +158,24 @@ def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightRepor
             "ordinary size"
         ) from None
     cfg = engine.config
+    strat = engine.strategy
+    dp = getattr(strat, "dp", None)
+    if dp is not None and str(dp.config.clipping) == "adaptive":
+        # the clipped-count noise (sigma_b = sampled / 20) must exceed z / 2 (Andrew et al.)
+        from edgeintel.training.dp import update_noise_multiplier
+
+        sampled = int(strat.sampled)  # type: ignore[attr-defined]
+        sigma_b = dp.config.clipped_count_stddev or sampled / 20.0
+        try:
+            update_noise_multiplier(dp.config.noise_multiplier, sigma_b)
+        except ConfigError:
+            z = dp.config.noise_multiplier
+            raise ConfigError(
+                f"settings.training.dp.clipping: adaptive clipping with noise_multiplier {z:g} "
+                f"needs more than {10 * z:g} devices sampled per aggregation (its clipped-count "
+                f"noise, devices / 20, must exceed noise_multiplier / 2); got {sampled}. Use "
+                "fixed clipping, more devices per round or a smaller noise_multiplier"
+            ) from None
     if cfg.deadline_s is not None:  # a deadline no device can meet trains nothing
         deadline = engine._compute_deadline()  # measures one local step here
         fastest = min(engine._exchange(i, engine._tier()).time_s for i in engine.available)
