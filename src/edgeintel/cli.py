@@ -285,8 +285,8 @@ def train(
         resolved = resolve_mode(sc)
         stages = ["data", "train"]
         if resolved is not TrainingMode.CENTRAL:
-            needs_base = resolved is TrainingMode.SOLO and sc.settings.training.finetune_layers
-            stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
+            # solo fine-tuning trains its own base on the server-held set (edge_train)
+            stages = ["data", "edge_train"]
         if resolved is not TrainingMode.SOLO:  # solo leaves one model per device, no global one
             stages.append("export")  # the trained model is kept: model.onnx + model.json
         header = (
