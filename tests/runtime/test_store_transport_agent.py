@@ -11,7 +11,7 @@ import pytest
 
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.repository import ModelRepository, add_model
-from edgeintel.runtime.seams import StaticPlan, Tier
+from edgeintel.runtime.seams import ExecutionTier, StaticPlan
 from edgeintel.runtime.server import build_app
 from edgeintel.runtime.settings import OnFull, RuntimeSettings, StoreSettings
 from edgeintel.runtime.store import DeviceStore, StoreFull
@@ -155,7 +155,7 @@ def test_agent_offloads_and_forwards_exactly_once(digits_repo: Path, tmp_path: P
             store,
             transport,
             model="digits",
-            plan=StaticPlan(tier=Tier.EDGE),
+            plan=StaticPlan(tier=ExecutionTier.EDGE),
         )
         stats = agent.run(limit=40)
         assert stats.produced == 40 and stats.placements == {"edge": 40}
@@ -182,7 +182,7 @@ def test_agent_falls_back_then_delivers_backlog(digits_repo: Path, tmp_path: Pat
         store,
         MemoryTransport(handler=down),
         model="digits",
-        plan=StaticPlan(tier=Tier.EDGE),
+        plan=StaticPlan(tier=ExecutionTier.EDGE),
         settings=RuntimeSettings(),
     )
     stats = agent.run(limit=30, drain_timeout_s=0.2)
@@ -201,7 +201,7 @@ def test_agent_falls_back_then_delivers_backlog(digits_repo: Path, tmp_path: Pat
             store,
             transport,
             model="digits",
-            plan=StaticPlan(tier=Tier.EDGE),
+            plan=StaticPlan(tier=ExecutionTier.EDGE),
         )
         stats = agent.run(limit=40)
         assert stats.produced == 10 and stats.placements == {"edge": 10}
@@ -265,7 +265,7 @@ def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
                 session,
                 store,
                 transport,
-                plan=StaticPlan(tier=Tier.EDGE, split=7, tail_model="digits_tail_7"),
+                plan=StaticPlan(tier=ExecutionTier.EDGE, tail_model="digits_tail_7"),
                 head_session=session,
             )
             x = _stream().inputs[0]

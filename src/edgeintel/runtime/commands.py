@@ -8,30 +8,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-import yaml
 
 from edgeintel.errors import ConfigError
+from edgeintel.runtime.auth import load_tokens
 
 __all__ = ["device_cmd", "export_repo_cmd", "load_tokens", "serve_cmd"]
-
-
-def load_tokens(path: Path | None) -> dict[str, str] | None:
-    """``device -> token`` from a JSON or YAML mapping file (None when not given)."""
-    if path is None:
-        return None
-    if not path.is_file():
-        raise ConfigError(f"tokens file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError):
-        raise ConfigError(f"{path}: not a JSON/YAML mapping of device name -> token") from None
-    if not isinstance(raw, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) and len(v) >= 16 for k, v in raw.items()
-    ):
-        raise ConfigError(
-            f"{path}: expected a mapping of device name -> token (tokens of >= 16 characters)"
-        )
-    return dict(raw)
 
 
 def serve_cmd(
@@ -49,24 +30,101 @@ def serve_cmd(
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(
+            help="Scenario: when its caching is enabled, its result cache goes in front of "
+            "each model; with --node and --upstream, its backhaul links."
+        ),
+    ] = None,
+    node: Annotated[
+        str | None,
+        typer.Option(help="This node's name in the scenario (an edge server relays to the cloud)."),
+    ] = None,
+    upstream: Annotated[
+        str | None, typer.Option(help="host:port of the cloud this edge server relays to.")
+    ] = None,
+    emulate_link: Annotated[
+        bool, typer.Option(help="Shape upstream traffic like the scenario's backhaul links.")
+    ] = False,
+    trace_origin: Annotated[
+        float | None,
+        typer.Option(help="Unix time (s) at which the link traces start (default: now)."),
+    ] = None,
+    trace_time_scale: Annotated[
+        float, typer.Option(min=0.001, help="Trace seconds per second of wall clock.")
+    ] = 1.0,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe/Triton HTTP)."""
-    from edgeintel.cli import guard
+    import time
+
+    from edgeintel.cli import _load, guard
     from edgeintel.runtime.server import serve
-    from edgeintel.runtime.settings import BatchingSettings, ServerSettings
+    from edgeintel.runtime.settings import BatchingSettings, ServerSettings, parse_address
+    from edgeintel.runtime.transport import HttpTransport, LinkEmulator, PathLink, Transport
 
     with guard():
-        settings = ServerSettings(
-            intra_op_threads=threads,
-            max_request_bytes=max_request_bytes,
-            batching=BatchingSettings(
-                max_batch_size=max_batch_size,
-                max_queue_delay_us=max_queue_delay_us,
-                queue_capacity=queue_capacity,
-            ),
+        batching = BatchingSettings(
+            max_batch_size=max_batch_size,
+            max_queue_delay_us=max_queue_delay_us,
+            queue_capacity=queue_capacity,
         )
+        settings = ServerSettings(
+            intra_op_threads=threads, max_request_bytes=max_request_bytes, batching=batching
+        )
+        sc = _load(scenario, None) if scenario is not None else None
+        cache = features = None
+        if sc is not None:
+            rc = sc.settings.caching
+            if rc.enabled and rc.result_cache.enabled:
+                from edgeintel.runtime.wiring import ServerResultCache, input_features
+
+                def cache(model: str, version: str) -> ServerResultCache:
+                    return ServerResultCache(rc.result_cache)
+
+                features = input_features
+        table = load_tokens(tokens)
+        up: Transport | None = None
+        up_name = up_token = None
+        if upstream is not None:
+            try:
+                host_, port_ = parse_address(upstream)
+            except ValueError as exc:
+                raise ConfigError(f"--upstream: {exc}") from None
+            if sc is None or node is None:
+                raise ConfigError("--upstream needs --scenario and --node (this node's name)")
+            names = [e.name for e in sc.edge_servers]
+            if node not in names:
+                raise ConfigError(f"--node: {node!r} is not an edge server of the scenario")
+            up_name = sc.cloud.name
+            up = HttpTransport(f"{host_}:{port_}")
+            if emulate_link:
+                hops = tuple(sc.topology.links_to_cloud(node))
+                up = LinkEmulator(
+                    up,
+                    PathLink(hops),
+                    seed=sc.seed,
+                    clock=time.time,
+                    start=trace_origin if trace_origin is not None else time.time(),
+                    time_scale=trace_time_scale,
+                )
+            if table is not None:
+                up_token = table.nodes.get(node)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
-        serve(repository, host, port, settings, load_tokens(tokens), sink)
+        serve(
+            repository,
+            host,
+            port,
+            settings,
+            table,
+            sink,
+            cache,
+            features,
+            node,
+            up,
+            up_name,
+            up_token,
+        )
 
 
 def export_repo_cmd(
@@ -122,14 +180,14 @@ def device_cmd(
     from edgeintel.cli import _load, console, guard
     from edgeintel.models.export import make_session
     from edgeintel.runtime.agent import DeviceAgent, device_stream
-    from edgeintel.runtime.seams import StaticPlan, Tier
+    from edgeintel.runtime.seams import ExecutionTier, StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
 
     with guard():
         sc = _load(scenario, None)
         try:
-            plan = StaticPlan(tier=Tier(tier))
+            plan = StaticPlan(tier=ExecutionTier(tier))
         except ValueError:
             raise ConfigError(f"--tier: expected device, edge or cloud, got {tier!r}") from None
         stream = device_stream(sc, device)
