@@ -230,9 +230,15 @@ def test_redundancy_filter_seam_skips_inputs(digits_repo: Path, tmp_path: Path) 
             "cam-0", _stream(), repo.get("digits").session, store, None, filter=EveryOther()
         )
         stats = agent.run(limit=20)
-        assert stats.produced == 10 and stats.skipped == 10
-        assert [r.key for r in store.pending(3)] == ["cam-0:0", "cam-0:2", "cam-0:4"]
-        assert stats.placements == {"device": 10}
+        assert stats.produced == 20 and stats.skipped == 10
+        assert stats.bytes_not_uploaded == 10 * 64 * 4  # ten skipped float32 (1, 8, 8)
+        assert stats.placements == {"device": 10, "reused": 10}
+        recs = store.pending(20)
+        assert [r.key for r in recs[:3]] == ["cam-0:0", "cam-0:1", "cam-0:2"]
+        # a skipped input reuses the last computed result
+        for a, b in zip(recs[0::2], recs[1::2], strict=True):
+            assert b.payload["placement"] == "reused"
+            assert b.payload["label"] == a.payload["label"]
 
 
 def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
@@ -270,7 +276,7 @@ def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
             )
             x = _stream().inputs[0]
             probs, placement, _ = agent.infer(x)
-            assert placement == "edge"
+            assert placement == "split-edge"
             logits = session.run(None, {"input": x[None]})[0][0]
             want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             np.testing.assert_allclose(probs, want, rtol=1e-5)

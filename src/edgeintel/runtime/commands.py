@@ -12,7 +12,32 @@ import typer
 from edgeintel.errors import ConfigError
 from edgeintel.runtime.auth import load_tokens
 
-__all__ = ["device_cmd", "export_repo_cmd", "load_tokens", "serve_cmd"]
+__all__ = ["deploy_overrides", "device_cmd", "export_repo_cmd", "load_tokens", "serve_cmd"]
+
+
+def deploy_overrides(addresses: list[str] | None, only: list[str] | None) -> list[str]:
+    """``edgeintel run --address NODE=HOST:PORT --only PART`` as ``--set`` assignments of
+    ``settings.runtime.deploy`` (checked against the scenario when it is validated)."""
+    from edgeintel.runtime.settings import parse_address
+
+    out = []
+    for item in addresses or []:
+        node, sep, addr = item.partition("=")
+        if not sep or not node.strip() or "." in node:
+            raise ConfigError(
+                f"--address {item!r}: expected NODE=HOST:PORT, e.g. edge-a=10.0.0.2:8000"
+            )
+        try:
+            parse_address(addr)
+        except ValueError as exc:
+            raise ConfigError(f"--address {item!r}: {exc}") from None
+        out.append(f"settings.runtime.deploy.addresses.{node.strip()}={json.dumps(addr.strip())}")
+    if only:
+        out.append(f"settings.runtime.deploy.only={json.dumps([o.strip() for o in only])}")
+        out.append("settings.runtime.deploy.enabled=true")
+    if addresses:
+        out.append("settings.runtime.deploy.enabled=true")
+    return out
 
 
 def serve_cmd(
