@@ -178,7 +178,6 @@ class RuntimeStage(Stage):
         from edgeintel.runtime.settings import DEVICES, DeployPlacement, parse_address
         from edgeintel.runtime.store import DeviceStore
         from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
-        from edgeintel.scenario import dump_scenario
 
         if ctx.artifact is None:
             raise EdgeIntelError("the runtime stage needs the exported model (export stage)")
@@ -196,8 +195,6 @@ class RuntimeStage(Stage):
         tokens_file.write_text(json.dumps(tokens.to_json()))
         tokens_file.chmod(0o600)
         operator = next(iter(tokens.operators.values()), None)
-        scenario_file = folder / "scenario.json"
-        scenario_file.write_text(json.dumps(dump_scenario(sc)))
         ds = ctx.require_dataset()
         if ds.fps:
             interval = 1.0 / ds.fps
@@ -223,9 +220,12 @@ class RuntimeStage(Stage):
         planner_state = None
         if run_agents and DeployPlacement.PLAN in placements.values():
             planner_state, splits = _planner(ctx, repo, folder / "splits", devices)
-        origin = time.time()  # t = 0 of every link trace, shared with the servers
+        origin_file = folder / "trace_origin"  # t = 0 of the link traces, for the servers
+        origin_file.unlink(missing_ok=True)
+        origin = time.time()
         agents: list[tuple[DeviceAgent, DeviceStore, Transport]] = []
         links: dict[str, LinkEmulator] = {}
+        emulators: list[LinkEmulator] = []
         filters: dict[str, Any] = {}
         plans: dict[str, Any] = {}
         filter_source: dict[str, str] = {}
@@ -236,14 +236,32 @@ class RuntimeStage(Stage):
                 for name, node in nodes.items():
                     if node.remote:
                         continue
-                    extra = ["--scenario", str(scenario_file)]
+                    cs = sc.settings.caching
+                    node_cfg = folder / f"{name}.node.json"
+                    node_cfg.write_text(
+                        json.dumps(
+                            {
+                                "result_cache": cs.result_cache.model_dump(mode="json")
+                                if cs.enabled and cs.result_cache.enabled
+                                else None,
+                                "backhaul": [
+                                    link.model_dump(mode="json", exclude={"between"})
+                                    for link in sc.topology.links_to_cloud(name)
+                                ]
+                                if name != cloud
+                                else [],
+                                "upstream": cloud,
+                            }
+                        )
+                    )
+                    extra = ["--node-config", str(node_cfg)]
                     if name != cloud and cloud in nodes:
                         extra += ["--upstream", nodes[cloud].address]
                         if dep.emulate_links:
                             extra += [
                                 "--emulate-link",
-                                "--trace-origin",
-                                repr(origin),
+                                "--trace-origin-file",
+                                str(origin_file),
                                 "--trace-time-scale",
                                 repr(dep.trace_time_scale),
                             ]
@@ -251,6 +269,9 @@ class RuntimeStage(Stage):
                 for node in nodes.values():
                     node.wait_ready()
                 advance()
+            ctx.log(
+                f"runtime: servers ready: {', '.join(f'{n} {v.address}' for n, v in nodes.items())}"
+            )
             if run_agents:
                 session = make_session(ctx.artifact.path)
                 for i, d in devices:
@@ -267,6 +288,7 @@ class RuntimeStage(Stage):
                         start=origin,
                         time_scale=dep.trace_time_scale,
                     )
+                    emulators.append(em)  # its trace time drives the plan even unshaped
                     if dep.emulate_links:
                         links[d.name] = em
                         transport = em
@@ -291,6 +313,11 @@ class RuntimeStage(Stage):
                         server_node=d.attach,
                     )
                     agents.append((agent, store, transport))
+                ctx.log(f"runtime: {len(agents)} agents ready (filters, plans); starting")
+                origin = time.time()  # the traces start with the agents, here and upstream
+                origin_file.write_text(repr(origin))
+                for em in emulators:
+                    em.start = origin
                 with ctx.task(f"Running {len(agents)} device agents", total=1) as advance:
                     threads = [
                         threading.Thread(
@@ -312,6 +339,7 @@ class RuntimeStage(Stage):
                             a.halt()
                     wall = time.perf_counter() - t0
                     advance()
+                ctx.log(f"runtime: agents done in {wall:.1f} s; forwarding to the cloud")
                 _drain_upstream(nodes, cloud, operator, dep.drain_timeout_s)
             else:
                 with ctx.task(f"Serving {', '.join(nodes)}", total=1) as advance:
@@ -319,6 +347,7 @@ class RuntimeStage(Stage):
                     advance()
             for name, node in nodes.items():
                 server_stats[name] = node.stats(operator)
+            ctx.log("runtime: stopping servers")
         finally:
             for _, _, transport in agents:
                 transport.close()
@@ -648,6 +677,7 @@ def _timeline_figure(timeline: dict[str, list[int]], scale: float) -> Any:
         ax.step(range(len(row)), row, where="post", label=k)
     ax.set_xlabel("run time (s)")
     ax.set_ylabel("results per second")
+
     def fwd(t: Any) -> Any:
         return np.asarray(t) * scale
 

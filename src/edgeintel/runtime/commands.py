@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -62,6 +63,13 @@ def serve_cmd(
             "each model; with --node and --upstream, its backhaul links."
         ),
     ] = None,
+    node_config: Annotated[
+        Path | None,
+        typer.Option(
+            help="JSON written by `edgeintel run` instead of --scenario: "
+            '{"result_cache": {...} | null, "backhaul": [link, ...]} (loads no scenario).'
+        ),
+    ] = None,
     node: Annotated[
         str | None,
         typer.Option(help="This node's name in the scenario (an edge server relays to the cloud)."),
@@ -76,14 +84,20 @@ def serve_cmd(
         float | None,
         typer.Option(help="Unix time (s) at which the link traces start (default: now)."),
     ] = None,
+    trace_origin_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="A file whose content is that Unix time, written when the run starts "
+            "(the traces stand at t = 0 until it exists)."
+        ),
+    ] = None,
     trace_time_scale: Annotated[
         float, typer.Option(min=0.001, help="Trace seconds per second of wall clock.")
     ] = 1.0,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe/Triton HTTP)."""
-    import time
 
-    from edgeintel.cli import _load, guard
+    from edgeintel.cli import guard
     from edgeintel.runtime.server import serve
     from edgeintel.runtime.settings import BatchingSettings, ServerSettings, parse_address
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, PathLink, Transport
@@ -97,17 +111,17 @@ def serve_cmd(
         settings = ServerSettings(
             intra_op_threads=threads, max_request_bytes=max_request_bytes, batching=batching
         )
-        sc = _load(scenario, None) if scenario is not None else None
+        if scenario is not None and node_config is not None:
+            raise ConfigError("give --scenario or --node-config, not both")
+        rcs, hops = _node_setup(scenario, node_config, node, upstream is not None)
         cache = features = None
-        if sc is not None:
-            rc = sc.settings.caching
-            if rc.enabled and rc.result_cache.enabled:
-                from edgeintel.runtime.wiring import ServerResultCache, input_features
+        if rcs is not None:
+            from edgeintel.runtime.wiring import ServerResultCache, input_features
 
-                def cache(model: str, version: str) -> ServerResultCache:
-                    return ServerResultCache(rc.result_cache)
+            def cache(model: str, version: str) -> ServerResultCache:
+                return ServerResultCache(rcs)
 
-                features = input_features
+            features = input_features
         table = load_tokens(tokens)
         up: Transport | None = None
         up_name = up_token = None
@@ -116,26 +130,21 @@ def serve_cmd(
                 host_, port_ = parse_address(upstream)
             except ValueError as exc:
                 raise ConfigError(f"--upstream: {exc}") from None
-            if sc is None or node is None:
-                raise ConfigError("--upstream needs --scenario and --node (this node's name)")
-            names = [e.name for e in sc.edge_servers]
-            if node not in names:
-                raise ConfigError(f"--node: {node!r} is not an edge server of the scenario")
-            up_name = sc.cloud.name
+            up_name = hops[1]
             up = HttpTransport(f"{host_}:{port_}")
             if emulate_link:
-                hops = tuple(sc.topology.links_to_cloud(node))
                 up = LinkEmulator(
                     up,
-                    PathLink(hops),
-                    seed=sc.seed,
-                    clock=time.time,
-                    start=trace_origin if trace_origin is not None else time.time(),
+                    PathLink(tuple(hops[0])),
+                    seed=0,
+                    clock=_trace_clock(trace_origin, trace_origin_file),
+                    start=0.0,
                     time_scale=trace_time_scale,
                 )
-            if table is not None:
+            if table is not None and node is not None:
                 up_token = table.nodes.get(node)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per relayed request
         serve(
             repository,
             host,
@@ -150,6 +159,67 @@ def serve_cmd(
             up_name,
             up_token,
         )
+
+
+def _node_setup(
+    scenario: Path | None, node_config: Path | None, node: str | None, relays: bool
+) -> tuple[Any, tuple[list[Any], str]]:
+    """(result cache settings or None, (backhaul links, upstream name)) of a node, from a
+    scenario (``--scenario``, ``--node``) or a node config file (``--node-config``)."""
+    from pydantic import ValidationError
+
+    from edgeintel.caching.settings import ResultCacheSettings
+    from edgeintel.cli import _load
+    from edgeintel.errors import format_validation_error
+    from edgeintel.topology import LinkSpec
+
+    if node_config is not None:
+        try:
+            raw = json.loads(node_config.read_text(encoding="utf-8"))
+            rc = raw.get("result_cache")
+            rcs = None if rc is None else ResultCacheSettings.model_validate(rc)
+            hops = [LinkSpec.model_validate(h) for h in raw.get("backhaul", [])]
+            upstream_name = str(raw.get("upstream", "cloud"))
+        except (OSError, ValueError, AttributeError) as exc:
+            if isinstance(exc, ValidationError):
+                raise format_validation_error(exc, str(node_config)) from None
+            raise ConfigError(
+                f"{node_config}: expected JSON {{result_cache, backhaul, upstream}} ({exc})"
+            ) from None
+        return rcs, (hops, upstream_name)
+    if scenario is None:
+        if relays:
+            raise ConfigError("--upstream needs --scenario or --node-config (the backhaul)")
+        return None, ([], "cloud")
+    sc = _load(scenario, None)
+    c = sc.settings.caching
+    rcs = c.result_cache if c.enabled and c.result_cache.enabled else None
+    if not relays:
+        return rcs, ([], sc.cloud.name)
+    if node not in [e.name for e in sc.edge_servers]:
+        raise ConfigError(f"--node: expected an edge server of the scenario, got {node!r}")
+    return rcs, (list(sc.topology.links_to_cloud(node)), sc.cloud.name)
+
+
+def _trace_clock(origin: float | None, origin_file: Path | None) -> Callable[[], float]:
+    """Seconds since the link traces' origin: ``origin`` (Unix time), else the time read
+    from ``origin_file`` once it exists (0 until then), else since now."""
+    import time
+
+    start: list[float] = []
+    if origin is not None or origin_file is None:
+        start.append(origin if origin is not None else time.time())
+
+    def clock() -> float:
+        if not start:
+            assert origin_file is not None
+            try:
+                start.append(float(origin_file.read_text().strip()))
+            except (OSError, ValueError):
+                return 0.0
+        return max(0.0, time.time() - start[0])
+
+    return clock
 
 
 def export_repo_cmd(

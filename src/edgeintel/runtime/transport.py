@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edgeintel.errors import EdgeIntelError
-from edgeintel.scenario import LinkSpec
+from edgeintel.topology import LinkSpec
 
 __all__ = [
     "HttpTransport",
