@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from edgeintel.errors import ModelError
+from edgeintel.runtime.auth import Tokens
 from edgeintel.runtime.batching import DynamicBatcher, QueueFull
 from edgeintel.runtime.protocol import decode_response, encode_request
-from edgeintel.runtime.auth import Tokens
 from edgeintel.runtime.repository import ModelRepository, add_model
 from edgeintel.runtime.seams import CacheHit
 from edgeintel.runtime.server import build_app
@@ -175,7 +175,9 @@ def test_bearer_token_and_size_limit(digits_repo: Path) -> None:
         assert (await c.get("/v2/stats")).status_code == 200  # the page's polls: cookie
         c.cookies.clear()
         assert (await c.get("/v2/stats")).status_code == 401
-        assert (await c.get("/metrics", headers={"Cookie": f"edgeintel_token={admin}"})).status_code == 401  # noqa: E501  (scrapers use the header)
+        assert (
+            await c.get("/metrics", headers={"Cookie": f"edgeintel_token={admin}"})
+        ).status_code == 401  # noqa: E501  (scrapers use the header)
         metrics = (await c.get("/metrics", headers=op)).text
         assert 'edgeintel_device_requests_total{device="phone-0"}' in metrics
         assert 'edgeintel_requests_total{endpoint="infer",model="digits",status="401"}' in metrics

@@ -91,7 +91,8 @@ def test_server_result_cache_tiers_and_per_model(digits_repo: Path) -> None:
         for x in [base, base, *views]:
             r = await _post(c, "digits", x)
             assert r.status_code == 200
-            outs.append(decode_response(r.content, int(r.headers["inference-header-content-length"])))
+            hl = int(r.headers["inference-header-content-length"])
+            outs.append(decode_response(r.content, hl))
         assert (await _post(c, "other", base)).status_code == 200
         stats = (await c.get("/v2/stats")).json()
         # base: miss; base again: exact; the first view finds 1 neighbour (< 2 votes): a
