@@ -177,7 +177,7 @@ def test_bearer_token_and_size_limit(digits_repo: Path) -> None:
         assert (await c.get("/v2/stats")).status_code == 401
         assert (
             await c.get("/metrics", headers={"Cookie": f"edgeintel_token={admin}"})
-        ).status_code == 401  # noqa: E501  (scrapers use the header)
+        ).status_code == 401
         metrics = (await c.get("/metrics", headers=op)).text
         assert 'edgeintel_device_requests_total{device="phone-0"}' in metrics
         assert 'edgeintel_requests_total{endpoint="infer",model="digits",status="401"}' in metrics

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import EdgeIntelError
+from edgeintel.pipeline import runtime_section as _section_renderer  # noqa: F401  (registers it)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
 __all__ = ["RuntimeStage"]
