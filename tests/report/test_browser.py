@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SECTIONS = ["headline", "topology", "data", "training", "edge_training", "model", "evaluation",
-            "offloading", "compression", "caching", "run"]  # fmt: skip
+            "offloading", "compression", "caching", "runtime", "run"]  # fmt: skip
 
 
 def _figures() -> list:
