@@ -538,7 +538,13 @@ def _section(
     """``results.runtime``: what ran, where, how fast, what was skipped, reused, moved."""
     dep = ctx.scenario.settings.runtime.deploy
     cloud = ctx.scenario.cloud.name
-    delivered_at: dict[str, dict[str, int]] = {n: node.delivered() for n, node in nodes.items()}
+    delivered_at: dict[str, dict[str, int]] = {}
+    for n, node in nodes.items():
+        if node.remote:  # started elsewhere: what its /v2/stats says it stored
+            fleet = (server_stats.get(n) or {}).get("devices") or {}
+            delivered_at[n] = {d: int(v.get("results", 0)) for d, v in fleet.items()}
+        else:
+            delivered_at[n] = node.delivered()
     delivered: dict[str, int] = {}
     for name, counts in delivered_at.items():
         if name == cloud and len(nodes) > 1:
