@@ -55,10 +55,17 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     assert rt["placements"].get("edge", 0) > 0
     assert rt["latency_by_placement"]["edge"]["p50_ms"] > 10  # the link's 10 ms RTT at least
     assert all(link["bytes_up"] > 0 for link in rt["links"].values())
+    assert rt["bytes_per_link"]["devices -> micro-1"]["bytes_up"] > 0
+    # the caching stage did not run: each device tuned its filter on its first segment
+    per_device = rt["filter"]["per_device"]
+    assert per_device and all(
+        v["threshold_from"] == "tuned on the device's first segment" for v in per_device.values()
+    )
+    assert rt["produced"] == sum(rt["placements"].values())
     for server in rt["servers"].values():
         assert server["exit_code"] in (0, -15)  # graceful SIGTERM
         with socket.socket() as s:  # port released
-            s.bind(("127.0.0.1", server["port"]))
+            s.bind(("127.0.0.1", int(server["address"].rsplit(":", 1)[1])))
     log = (runs / "r" / "runtime" / "micro-1.log").read_text()
     assert '"event": "serve.stopped"' in log
     assert oct((runs / "r" / "runtime" / "tokens.json").stat().st_mode & 0o777) == "0o600"
