@@ -431,3 +431,22 @@ def test_split_decision_runs_head_on_device_and_tail_on_server(tmp_path: Path) -
                 np.testing.assert_allclose(out, agent._local(x), rtol=1e-5, atol=1e-5)
     finally:
         transport.close()
+
+
+def test_adaptive_plan_learns_measured_latency(tmp_path: Path) -> None:
+    """An edge server much slower than planned (measured end to end by the agent) loses the
+    device's requests once measured min_samples times; one slow sample is not enough."""
+    from edgeintel.runtime.wiring import AdaptivePlan
+
+    sc, planner, _, _ = _planner_setup(tmp_path, device_speed=0.001)
+    plan = AdaptivePlan(planner, sc, sc.expand_devices()[0], lambda: 0.0, splits={})
+    first = plan.decide()
+    assert first.target == "micro-1"
+    plan.observe_latency(first.label, 1e7)
+    assert plan.decide().label == first.label  # a single sample does not move it
+    plan.observe_latency(first.label, 1e7)
+    plan.observe_latency(first.label, 1e7)
+    assert plan.measured[first.label] == (pytest.approx(1e7), 3)
+    moved = plan.decide()
+    assert moved.label != first.label
+    assert plan.switches[-1][1:3] == (first.label, moved.label)

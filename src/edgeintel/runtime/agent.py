@@ -232,7 +232,11 @@ class DeviceAgent:
                 try:
                     out = self._offload(x, decision)
                     kind = f"split-{decision.tier}" if decision.tail_model else str(decision.tier)
-                    return out, kind, (time.perf_counter() - t0) * 1000
+                    ms = (time.perf_counter() - t0) * 1000
+                    observe = getattr(self.plan, "observe_latency", None)
+                    if observe is not None:  # an adaptive plan learns what offloading costs
+                        observe(decision.label, ms)
+                    return out, kind, ms
                 except (TransportError, ValueError):
                     self._blocked[node] = self._clock() + self.retry_after_s
             placement = "device_fallback"

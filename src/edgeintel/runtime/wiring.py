@@ -278,6 +278,14 @@ class AdaptivePlan:
     ``initial``. Targets the runtime cannot reach from this device (D2D helpers, edge
     servers other than its own) and splits without a served tail are left out.
     ``switches`` records (trace time s, old label, new label, reason).
+
+    Measured latency: the agent reports each offloaded request's end-to-end time
+    (``observe_latency``); under the latency objective an option measured at least
+    ``min_samples`` times is valued at the exponential moving average (weight
+    ``alpha``) of its measurements instead of the cost model's prediction, so a
+    server slower than planned (queueing, a busy machine) loses the device's
+    requests. Local execution is not measured here (this machine is not the
+    device), so local keeps the profile's prediction.
     """
 
     def __init__(
@@ -289,6 +297,8 @@ class AdaptivePlan:
         splits: dict[bytes, SplitTail],
         initial: str | None = None,
         hysteresis: float | None = None,
+        alpha: float = 0.2,
+        min_samples: int = 3,
     ) -> None:
         from edgeintel.offloading.adapt import AdaptivePolicy
 
@@ -307,6 +317,26 @@ class AdaptivePlan:
         self._options: dict[Any, list[Option]] = {}
         self.switches: list[tuple[float, str | None, str, str]] = []
         self.decisions: dict[str, int] = {}
+        self.alpha = alpha
+        self.min_samples = min_samples
+        self.measured: dict[str, tuple[float, int]] = {}  # label -> (EWMA ms, samples)
+        self._latency = str(planner.settings.objective) == "latency"
+
+    def observe_latency(self, label: str, ms: float) -> None:
+        """An offloaded request under option ``label`` took ``ms`` end to end."""
+        mean, n = self.measured.get(label, (ms, 0))
+        self.measured[label] = (mean + self.alpha * (ms - mean) if n else ms, n + 1)
+
+    def _valued(self, opts: list[Option]) -> list[Option]:
+        if not self._latency or not self.measured:
+            return opts
+        from dataclasses import replace
+
+        out = []
+        for o in opts:
+            mean, n = self.measured.get(o.label, (0.0, 0))
+            out.append(replace(o, value=mean) if n >= self.min_samples else o)
+        return out
 
     def _state(self, t: float) -> tuple[Any, ...]:
         sc = self.scenario
@@ -328,7 +358,7 @@ class AdaptivePlan:
     def decide(self, unreachable: frozenset[str] = frozenset()) -> Decision:
         t = self.trace_time()
         before = len(self.policy.switches)
-        opt = self.policy.decide(self.options(t, unreachable), unreachable)
+        opt = self.policy.decide(self._valued(self.options(t, unreachable)), unreachable)
         for sw in self.policy.switches[before:]:
             self.switches.append((round(t, 3), sw.old, sw.new, sw.reason))
         self.decisions[opt.label] = self.decisions.get(opt.label, 0) + 1
