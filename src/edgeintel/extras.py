@@ -25,6 +25,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "pyarrow": "pyarrow",
     },
     "federated": {"flwr": "flwr"},
+    "redis": {"redis": "redis"},
 }
 """extra -> {import name: distribution name}; must match pyproject's optional-dependencies."""
 
