@@ -19,7 +19,6 @@ from edgeintel.runtime.auth import Tokens
 from edgeintel.runtime.batching import DynamicBatcher, QueueFull
 from edgeintel.runtime.protocol import decode_response, encode_request
 from edgeintel.runtime.repository import ModelRepository, add_model
-from edgeintel.runtime.seams import CacheHit
 from edgeintel.runtime.server import build_app
 from edgeintel.runtime.settings import BatchingSettings, ServerSettings
 from tests.runtime.conftest import ServerProcess, digits_onnx, sample_digits
@@ -252,9 +251,8 @@ class DictCache:
     def __init__(self) -> None:
         self.store: dict[str, dict[str, np.ndarray]] = {}
 
-    def get(self, key: str, features: np.ndarray | None = None) -> CacheHit | None:
-        hit = self.store.get(key)
-        return None if hit is None else CacheHit(hit, "exact")
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
+        return self.store.get(key)
 
     def put(
         self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None

@@ -24,9 +24,10 @@ from edgeintel.runtime.server import build_app
 from edgeintel.runtime.store import DeviceStore
 from edgeintel.runtime.transport import LinkEmulator, MemoryTransport, PathLink
 from edgeintel.runtime.wiring import (
-    DeviceFilter,
     ServerResultCache,
+    device_filter,
     input_features,
+    server_cache,
     tune_device_filter,
 )
 from edgeintel.scenario import LinkSpec, TracePoint
@@ -111,35 +112,62 @@ def test_server_result_cache_tiers_and_per_model(digits_repo: Path) -> None:
 
 
 def test_approx_tier_refuses_far_inputs() -> None:
-    cache = ServerResultCache(ResultCacheSettings(k=2, min_votes=1, max_distance=0.01))
+    cache = server_cache(ResultCacheSettings(k=2, min_votes=1, max_distance=0.01), "micro-1")
+    assert isinstance(cache, ServerResultCache)  # backend: memory
     a, b = sample_digits(2, seed=9)
     fa, fb = input_features({"i": a[None]}), input_features({"i": b[None]})
     out = {"logits": np.eye(10, dtype=np.float32)[3][None]}
     cache.put("ka", out, fa)
-    assert cache.get("ka", fa) is not None and cache.get("ka", fa).tier == "exact"  # type: ignore[union-attr]
+    assert cache.get("ka", fa) is not None and cache.stats.exact_hits == 1
     hit = cache.get("other-key", fa)
-    assert hit is not None and hit.tier == "approx"
+    assert hit is not None and cache.stats.approx_hits == 1
+    np.testing.assert_array_equal(hit["logits"], out["logits"])
     assert cache.get("kb", fb) is None  # far away: no reuse
-    assert cache.cache is not None and cache.cache.stats.misses == 1
+    assert cache.stats.misses == 1
 
 
-# ---------------------------------------------------------------------- device filter
+class _Const:
+    """A stand-in session answering class 1 for every input."""
+
+    class _In:
+        name = "input"
+
+    def get_inputs(self) -> list[object]:
+        return [self._In()]
+
+    def run(self, names: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        n = len(next(iter(feeds.values())))
+        return [np.tile(np.eye(3, dtype=np.float32)[1], (n, 1))]
 
 
-def test_device_filter_skips_only_below_threshold_and_probes() -> None:
-    f = DeviceFilter("pixel", 0.2, adapt=True, probe_every=2)
+def test_device_filter_is_the_caching_adaptive_filter(tmp_path: Path) -> None:
+    """The scenario's probing settings reach caching's AdaptiveFilter; the agent skips
+    what it skips, reuses the last result, and tells it the labels it computes."""
+    from edgeintel.caching.filter import AdaptiveFilter
+
+    f = device_filter("pixel", 0.2, FilterSettings(probe_every=2, raise_after=2))
+    assert isinstance(f, AdaptiveFilter) and f.probe_every == 2 and f.raise_after == 2
     x = np.zeros((1, 16, 16), dtype=np.float32)
     y = x.copy()
     y[0, :8] = 1.0  # half the pixels change: difference 0.5 > 0.2
-    assert f.should_process(x)  # first input: nothing to compare with
-    f.observe(1)
-    assert f.should_process(y)  # above the threshold: always processed
-    f.observe(2)
-    assert not f.should_process(y) and not f.should_process(y)  # identical: skipped
-    assert f.should_process(y)  # the probe after 2 skips
-    f.observe(7)  # the probe disagrees with the reused label 2: threshold halves
-    assert f.threshold == pytest.approx(0.1)
-    assert f.to_json()["skipped"] == 2 and f.to_json()["probes"] == 1
+    frames = np.stack([x, y, y, y, y, y])
+    with DeviceStore(tmp_path / "s.db") as store:
+        agent = DeviceAgent(
+            "cam-0", DeviceStream(frames, np.zeros(6, int), 0.0), _Const(), store, None, filter=f
+        )
+        stats = agent.run(limit=6)
+        recs = store.pending(6)
+    # x, y processed; y, y skipped; the probe after 2 skips processed; y skipped
+    assert [r.payload["placement"] for r in recs] == [
+        "device",
+        "device",
+        "reused",
+        "reused",
+        "device",
+        "reused",
+    ]
+    assert stats.skipped == 3 and stats.bytes_not_uploaded == 3 * 16 * 16 * 4
+    assert f.current == 1  # observed the computed labels
 
 
 def test_tuned_device_filter_meets_target_on_its_segment() -> None:

@@ -229,7 +229,7 @@ class RuntimeStage(Stage):
         emulators: list[LinkEmulator] = []
         filters: dict[str, Any] = {}
         plans: dict[str, Any] = {}
-        filter_source: dict[str, str] = {}
+        filter_source: dict[str, dict[str, Any]] = {}
         server_stats: dict[str, dict[str, Any]] = {}
         wall = 0.0
         try:
@@ -293,10 +293,10 @@ class RuntimeStage(Stage):
                     if dep.emulate_links:
                         links[d.name] = em
                         transport = em
-                    filt, source = _device_filter(ctx, d.name, x, session)
+                    filt, info = _device_filter(ctx, d.name, x, session)
                     if filt is not None:
                         filters[d.name] = filt
-                        filter_source[d.name] = source
+                        filter_source[d.name] = info
                     plan = _plan(placements[d.name], d, sc, planner_state, splits, em)
                     plans[d.name] = plan
                     store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store)
@@ -416,26 +416,29 @@ def _tokens(path: str | None, devices: list[str], sc: Any) -> Any:
     )
 
 
-def _device_filter(ctx: RunContext, name: str, x: np.ndarray, session: Any) -> tuple[Any, str]:
-    """The device's redundancy filter: the threshold the caching stage tuned for it, else
-    tuned here on the device's first profiling segment; (None, "") when caching or its
-    filter is off."""
-    from edgeintel.runtime.wiring import DeviceFilter, tune_device_filter
+def _device_filter(
+    ctx: RunContext, name: str, x: np.ndarray, session: Any
+) -> tuple[Any, dict[str, Any]]:
+    """The device's redundancy filter (``caching.filter.AdaptiveFilter``): the threshold the
+    caching stage tuned for it, else tuned here on the device's first profiling segment;
+    (None, {}) when caching or its filter is off."""
+    from edgeintel.runtime.wiring import device_filter, tune_device_filter
 
     cs = ctx.scenario.settings.caching
     fs = cs.filter
     if not (cs.enabled and fs.enabled) or len(x) < 4:
-        return None, ""
+        return None, {}
     tuned = ctx.results.get("caching", {}).get("filter", {}).get("per_device", {}).get(name)
     if tuned and "threshold" in tuned:
         th = tuned["threshold"]
-        return (
-            DeviceFilter(th["feature"], th["threshold"], fs.adapt, fs.probe_every),
-            "caching stage",
-        )
-    input_name = session.get_inputs()[0].name
-    filt, _ = tune_device_filter(x, lambda b: session.run(None, {input_name: b})[0], fs)
-    return filt, "tuned on the device's first segment"
+        feature, threshold, source = th["feature"], th["threshold"], "caching stage"
+        filt = device_filter(feature, threshold, fs)
+    else:
+        input_name = session.get_inputs()[0].name
+        filt, report = tune_device_filter(x, lambda b: session.run(None, {input_name: b})[0], fs)
+        feature, threshold = report.feature, report.threshold
+        source = "tuned on the device's first segment"
+    return filt, {"feature": feature, "threshold_tuned": threshold, "threshold_from": source}
 
 
 def _planner(
@@ -528,7 +531,7 @@ def _section(
     agents: list[Any],
     links: dict[str, Any],
     filters: dict[str, Any],
-    filter_source: dict[str, str],
+    filter_source: dict[str, dict[str, Any]],
     plans: dict[str, Any],
     server_stats: dict[str, dict[str, Any]],
     wall: float,
@@ -643,7 +646,15 @@ def _section(
             "bytes_not_uploaded": sum(a.stats.bytes_not_uploaded for a, _, _ in agents),
             "skip_fraction": round(skipped / max(1, total), 4),
             "per_device": {
-                n: {**f.to_json(), "threshold_from": filter_source[n]} for n, f in filters.items()
+                a.name: {
+                    **filter_source[a.name],
+                    "threshold_end": round(float(filters[a.name].threshold), 6),
+                    "inputs": a.stats.produced + a.stats.rejected,
+                    "skipped": a.stats.skipped,
+                    "bytes_not_uploaded": a.stats.bytes_not_uploaded,
+                }
+                for a, _, _ in agents
+                if a.name in filters
             },
         },
         "result_cache": hits,

@@ -285,7 +285,8 @@ class DeviceAgent:
                 self._sleep(due - now)
             x = self.stream.inputs[i % n]
             tf = time.perf_counter()
-            if not self.filter.should_process(x) and last is not None:
+            process = self.filter.should_process(x)
+            if not process and last is not None:
                 self.stats.skipped += 1
                 self.stats.bytes_not_uploaded += int(x.nbytes)
                 logits, placement, ms = last, "reused", (time.perf_counter() - tf) * 1000
@@ -293,7 +294,7 @@ class DeviceAgent:
                 logits, placement, ms = self.infer(x)
                 last = logits
                 observe = getattr(self.filter, "observe", None)
-                if observe is not None:
+                if process and observe is not None:  # an adaptive filter learns the label
                     observe(int(np.argmax(logits)))
             label = int(np.argmax(logits))
             truth = int(self.stream.labels[i % n])

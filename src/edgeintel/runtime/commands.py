@@ -116,10 +116,10 @@ def serve_cmd(
         rcs, hops = _node_setup(scenario, node_config, node, upstream is not None)
         cache = features = None
         if rcs is not None:
-            from edgeintel.runtime.wiring import ServerResultCache, input_features
+            from edgeintel.runtime.wiring import input_features, server_cache
 
-            def cache(model: str, version: str) -> ServerResultCache:
-                return ServerResultCache(rcs)
+            def cache(model: str, version: str) -> Any:
+                return server_cache(rcs, node or "node")
 
             features = input_features
         table = load_tokens(tokens)

@@ -19,7 +19,6 @@ import numpy as np
 
 __all__ = [
     "LOCAL_PLAN",
-    "CacheHit",
     "Decision",
     "ExecutionTier",
     "NoCache",
@@ -32,14 +31,6 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class CacheHit:
-    """A cached result and the tier that answered (``exact`` or ``approx``)."""
-
-    outputs: dict[str, np.ndarray]
-    tier: str
-
-
 @runtime_checkable
 class ResultCache(Protocol):
     """Server-side reuse of results: ``get`` a stored result, ``put`` a new one.
@@ -48,12 +39,13 @@ class ResultCache(Protocol):
     bytes); ``features`` is the input's feature vector for an approximate tier
     (None when the input has none, e.g. a batch of several rows). Plugs in at
     ``build_app(..., cache=...)``; the server looks up every infer request before
-    queueing it and counts hits per tier in /metrics. ``edgeintel.caching``'s result
-    cache (``runtime.wiring.ServerResultCache``) and the Redis-backed shared cache follow
-    this signature.
+    queueing it. The tier that answered a hit is read from the cache's ``stats``
+    (a ``caching.CacheStats``: ``exact_hits``, ``approx_hits``) when it has one
+    (``runtime.wiring.ServerResultCache``, ``caching.redis_cache.RedisResultCache``),
+    and counted as ``exact`` otherwise.
     """
 
-    def get(self, key: str, features: np.ndarray | None = None) -> CacheHit | None: ...
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None: ...
 
     def put(
         self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
@@ -65,7 +57,7 @@ class NoCache:
 
     enabled = False
 
-    def get(self, key: str, features: np.ndarray | None = None) -> CacheHit | None:
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
         return None
 
     def put(

@@ -408,9 +408,10 @@ def build_app(
             key = tensor_key(model.name, model.version, feeds)
             vec = features(feeds) if features is not None else None
             metrics.cache_lookups.labels(model.name).inc()
-            found = c.get(key, vec)
-            if found is not None:
-                outs, tier = found.outputs, found.tier
+            approx_before = _approx_hits(c)
+            outs = c.get(key, vec)
+            if outs is not None:
+                tier = "approx" if _approx_hits(c) > approx_before else "exact"
                 metrics.cache_hits.labels(model.name, tier).inc()
         if outs is None:
             try:
@@ -546,6 +547,11 @@ def build_app(
     app.state.sink = state
     app.state.batchers = batchers
     return app
+
+
+def _approx_hits(cache: Any) -> int:
+    """The cache's approximate-tier hits so far (0 when it keeps no ``stats``)."""
+    return int(getattr(getattr(cache, "stats", None), "approx_hits", 0))
 
 
 class _SinkForwarder:

@@ -5,7 +5,7 @@
   front of one model on a server; ``input_features`` derives the feature vector of
   a request (the input average-pooled to 8 per spatial axis, as the caching stage
   does).
-* ``DeviceFilter``: ``edgeintel.caching``'s redundancy filter on a device's raw
+* ``device_filter``: ``edgeintel.caching``'s ``AdaptiveFilter`` on a device's raw
   inputs, with the tuned feature and threshold, probes and online adaptation;
   ``tune_device_filter`` tunes it on the device's first profiling segment.
 * ``AdaptivePlan``: the offloading planner's options for one device, re-decided per
@@ -27,15 +27,15 @@ import numpy as np
 from edgeintel.caching.filter import (
     FRAME_FEATURES,
     SENSOR_FEATURES,
+    AdaptiveFilter,
     TuneReport,
     prepare,
     tune_filter,
 )
-from edgeintel.caching.filter import RedundancyFilter as _Filter
-from edgeintel.caching.result_cache import ResultCache, ResultCacheConfig
+from edgeintel.caching.result_cache import CacheStats, ResultCache, ResultCacheConfig
 from edgeintel.caching.reuse import downsample_vector
-from edgeintel.errors import ConfigError, DataError
-from edgeintel.runtime.seams import CacheHit, Decision, ExecutionTier
+from edgeintel.errors import DataError
+from edgeintel.runtime.seams import Decision, ExecutionTier
 
 if TYPE_CHECKING:
     from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
@@ -45,11 +45,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdaptivePlan",
-    "DeviceFilter",
     "ServerResultCache",
     "SplitTail",
+    "device_filter",
     "input_features",
     "mask_key",
+    "server_cache",
     "tune_device_filter",
 ]
 
@@ -101,6 +102,49 @@ def _label(outputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
     return tuple(out)
 
 
+def server_cache(
+    settings: ResultCacheSettings, node: str, clock: Callable[[], float] = time.monotonic
+) -> Any:
+    """The result cache ``settings.caching.result_cache`` describes for one model on node
+    ``node``: in process (``backend: memory``), or the exact tier shared in Redis with a
+    local approximate tier (``backend: redis``, ``caching.redis_cache.RedisResultCache``;
+    created at the first request, whose feature vector fixes the dimension)."""
+    if getattr(settings, "backend", "memory") == "redis":
+        return _LazyRedis(settings, node)
+    return ServerResultCache(settings, clock)
+
+
+class _LazyRedis:
+    """``RedisResultCache.from_settings`` built at the first request (its approximate
+    tier needs the feature vectors' dimension)."""
+
+    enabled = True
+
+    def __init__(self, settings: ResultCacheSettings, node: str) -> None:
+        self.settings, self.node = settings, node
+        self.cache: Any = None
+
+    def _ensure(self, features: np.ndarray | None) -> Any:
+        if self.cache is None:
+            from edgeintel.caching.redis_cache import RedisResultCache
+
+            dim = None if features is None else int(features.size)
+            self.cache = RedisResultCache.from_settings(self.settings, self.node, dim)
+        return self.cache
+
+    @property
+    def stats(self) -> CacheStats:
+        return self.cache.stats if self.cache is not None else CacheStats()
+
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
+        return self._ensure(features).get(key, features)  # type: ignore[no-any-return]
+
+    def put(
+        self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
+    ) -> None:
+        self._ensure(features).put(key, outputs, features)
+
+
 class ServerResultCache:
     """``edgeintel.caching.ResultCache`` behind the runtime's ``ResultCache`` seam, for one
     model: the exact tier keyed by the request's ``tensor_key``, the approximate tier by
@@ -129,15 +173,18 @@ class ServerResultCache:
             return None
         return features if features.size == self.cache.config.dim else None
 
-    def get(self, key: str, features: np.ndarray | None = None) -> CacheHit | None:
+    @property
+    def stats(self) -> CacheStats:
+        """Hits per tier, misses, ... (empty until the first request with a vector)."""
+        return self.cache.stats if self.cache is not None else CacheStats()
+
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
         with self._lock:
             cache = self._ensure(features)
             if cache is None:
                 return None
             found = cache.lookup(self._clock(), key.encode(), self._vector(features))
-        if not found.hit:
-            return None
-        return CacheHit(found.result.outputs, found.tier)
+        return found.result.outputs if found.hit else None
 
     def put(
         self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
@@ -152,103 +199,43 @@ class ServerResultCache:
 # ---------------------------------------------------------------------- device filter
 
 
-class DeviceFilter:
-    """The caching component's redundancy filter on raw device inputs.
-
-    ``should_process(x)`` prepares the input (grey, blurred frames; sensor windows as
-    they are) and compares it with the last processed one. With ``adapt``, after
-    ``probe_every`` consecutive skips the next input is processed as a probe; ``observe``
-    (the agent calls it with each computed label) halves the threshold when a probe's
-    label differs from the reused one, and moves it halfway back to the tuned value
-    after ``raise_after`` agreeing probes (as ``caching.filter.run_filter`` does).
-    """
-
-    def __init__(
-        self,
-        feature: str,
-        threshold: float,
-        adapt: bool = True,
-        probe_every: int = 10,
-        lower: float = 0.5,
-        raise_after: int = 3,
-    ) -> None:
-        if probe_every < 1:
-            raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
-        self.filter = _Filter(feature, threshold)
-        self.tuned = threshold
-        self.adapt = adapt
-        self.probe_every = probe_every
-        self.lower = lower
-        self.raise_after = raise_after
-        self.inputs = self.skipped = self.probes = 0
-        self._run = self._agreeing = 0
-        self._probe = False
-        self._label: Any = None
-
-    @property
-    def threshold(self) -> float:
-        return self.filter.threshold
-
-    def should_process(self, x: np.ndarray) -> bool:
-        self.inputs += 1
-        prepared = prepare(x)
-        process, _ = self.filter.should_process(prepared)
-        if not process and self.adapt and self._run >= self.probe_every:
-            self.filter.last = prepared
-            self._probe = True
-            self.probes += 1
-            self._run = 0
-            return True
-        if process:
-            self._run = 0
-        else:
-            self._run += 1
-            self.skipped += 1
-        return process
-
-    def observe(self, label: Any) -> None:
-        """The label computed for the input just processed."""
-        if self._probe:
-            f = self.filter
-            if label == self._label:
-                self._agreeing += 1
-                if self._agreeing >= self.raise_after:
-                    f.threshold = f.threshold + (self.tuned - f.threshold) / 2
-                    self._agreeing = 0
-            else:
-                f.threshold *= self.lower
-                self._agreeing = 0
-            self._probe = False
-        self._label = label
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "feature": self.filter.feature,
-            "threshold_tuned": round(self.tuned, 6),
-            "threshold_end": round(self.filter.threshold, 6),
-            "inputs": self.inputs,
-            "skipped": self.skipped,
-            "probes": self.probes,
-        }
+def device_filter(feature: str, threshold: float, settings: FilterSettings) -> AdaptiveFilter:
+    """``caching.filter.AdaptiveFilter`` on raw device inputs with the scenario's probing
+    and adaptation settings (``adapt``, ``probe_every``, ``raise_after``)."""
+    return AdaptiveFilter(
+        feature,
+        threshold,
+        adapt=settings.adapt,
+        probe_every=settings.probe_every,
+        raise_after=settings.raise_after,
+    )
 
 
 def tune_device_filter(
     inputs: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], settings: FilterSettings
-) -> tuple[DeviceFilter, TuneReport]:
+) -> tuple[AdaptiveFilter, TuneReport]:
     """Tune on the device's first ``profile_fraction`` of inputs, every one processed by
-    ``predict`` (the local model, (N, ...) -> scores), as ``caching.filter.tune_filter``."""
-    k = max(2, round(len(inputs) * settings.profile_fraction))
+    ``predict`` (the local model, (N, ...) -> scores), as the caching stage does
+    (``caching.filter.tune_filter`` replaying the filter's adaptation)."""
     if len(inputs) < 2:
         raise DataError(f"profiling the filter needs at least 2 inputs, got {len(inputs)}")
+    k = max(2, round(len(inputs) * settings.profile_fraction))
     seg = inputs[:k]
     prepared = [prepare(x) for x in seg]
     labels = np.argmax(predict(seg), axis=1).tolist()
     features: Sequence[str] = settings.features or (
         FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
     )
-    report = tune_filter(prepared, labels, settings.target, features)
-    filt = DeviceFilter(report.feature, report.threshold, settings.adapt, settings.probe_every)
-    return filt, report
+    report = tune_filter(
+        prepared,
+        labels,
+        settings.target,
+        features,
+        adapt=settings.adapt,
+        probe_every=settings.probe_every,
+        raise_after=settings.raise_after,
+    )
+    return device_filter(report.feature, report.threshold, settings), report
 
 
 # ---------------------------------------------------------------------- adaptive plan
