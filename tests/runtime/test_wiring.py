@@ -478,3 +478,41 @@ def test_adaptive_plan_learns_measured_latency(tmp_path: Path) -> None:
     moved = plan.decide()
     assert moved.label != first.label
     assert plan.switches[-1][1:3] == (first.label, moved.label)
+
+
+def test_two_edge_servers_share_results_through_redis(digits_repo: Path) -> None:
+    """``backend: redis``: an input computed at micro-1 is an exact hit at micro-2 (the
+    caching component's RedisResultCache behind the same seam, built per model)."""
+    pytest.importorskip("redis", reason="the 'redis' extra is not installed")
+    from tests.caching.test_redis_cache import _start_redis, _stop
+
+    proc, url = _start_redis()
+    try:
+        settings = ResultCacheSettings(backend="redis", redis_url=url)
+        apps = {
+            node: build_app(
+                ModelRepository(digits_repo),
+                cache=lambda model, version, node=node: server_cache(settings, node),
+                features=input_features,
+            )
+            for node in ("micro-1", "micro-2")
+        }
+        x = sample_digits(1, seed=11)
+
+        async def first(c: httpx.AsyncClient) -> None:
+            assert (await _post(c, "digits", x)).status_code == 200
+
+        async def second(c: httpx.AsyncClient) -> None:
+            assert (await _post(c, "digits", x)).status_code == 200
+            stats = (await c.get("/v2/stats")).json()
+            assert stats["cache_hits_by_tier"] == {"exact": 1}
+
+        asyncio.run(_with_app(apps["micro-1"], first))  # type: ignore[arg-type]
+        asyncio.run(_with_app(apps["micro-2"], second))  # type: ignore[arg-type]
+    finally:
+        import redis
+
+        client = redis.Redis.from_url(url)
+        client.flushall()
+        client.close()
+        _stop(proc)

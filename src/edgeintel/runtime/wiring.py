@@ -109,7 +109,7 @@ def server_cache(
     ``node``: in process (``backend: memory``), or the exact tier shared in Redis with a
     local approximate tier (``backend: redis``, ``caching.redis_cache.RedisResultCache``;
     created at the first request, whose feature vector fixes the dimension)."""
-    if getattr(settings, "backend", "memory") == "redis":
+    if settings.backend == "redis":
         return _LazyRedis(settings, node)
     return ServerResultCache(settings, clock)
 
