@@ -149,3 +149,32 @@ def test_devices_run_against_servers_started_separately(tmp_path: Path) -> None:
         assert devices == {f"{prefix}-0", f"{prefix}-1"}
         assert codes[node] in (0, -15)
     assert rt["placements"].get("edge", 0) > 0
+
+
+def test_device_cli_filters_with_a_runs_threshold(tiny_scenario_file: Path, tmp_path: Path) -> None:
+    """`edgeintel device --filter-from results.json`: the caching stage's threshold for this
+    device; skipped inputs reuse the last result and are stored like the others."""
+    import json
+
+    onnx = digits_onnx(tmp_path / "d.onnx")
+    results = tmp_path / "results.json"
+    per_device = {"phone-0": {"threshold": {"feature": "pixel", "threshold": 1.0}}}
+    results.write_text(json.dumps({"caching": {"filter": {"per_device": per_device}}}))
+    base = ["device", str(tiny_scenario_file), "--device", "phone-0", "--onnx", str(onnx)]
+    base += ["--limit", "12", "--rate-hz", "1000"]
+    r = CliRunner().invoke(
+        app, [*base, "--store", str(tmp_path / "a.db"), "--filter-from", str(results)]
+    )
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    # pixel difference <= 1.0 always: every input after the first is skipped but the probe
+    # after 10 skips (adapt: on)
+    assert out["produced"] == 12 and out["skipped"] == 10
+    assert out["placements"] == {"device": 2, "reused": 10}
+    assert out["bytes_not_uploaded"] == 10 * 64 * 4
+    r = CliRunner().invoke(
+        app, [*base, "--store", str(tmp_path / "b.db"), "--filter-from", str(tmp_path / "x")]
+    )
+    assert r.exit_code == 2 and "--filter-from" in r.output and "phone-0" in r.output
+    r = CliRunner().invoke(app, [*base, "--store", str(tmp_path / "c.db"), "--filter"])
+    assert r.exit_code == 0 and json.loads(r.output)["produced"] == 12

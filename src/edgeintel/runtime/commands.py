@@ -201,6 +201,30 @@ def _node_setup(
     return rcs, (list(sc.topology.links_to_cloud(node)), sc.cloud.name)
 
 
+def _device_filter(
+    sc: Any, device: str, inputs: Any, session: Any, tune: bool, results: Path | None
+) -> Any:
+    """``edgeintel device --filter`` / ``--filter-from``: caching's ``AdaptiveFilter``."""
+    from edgeintel.runtime.wiring import device_filter, tune_device_filter
+
+    fs = sc.settings.caching.filter
+    if results is not None:
+        try:
+            per_device = json.loads(results.read_text())["caching"]["filter"]["per_device"]
+            th = per_device[device]["threshold"]
+            return device_filter(str(th["feature"]), float(th["threshold"]), fs)
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ConfigError(
+                f"--filter-from {results}: no caching filter threshold for {device!r} "
+                "(results.caching.filter.per_device)"
+            ) from None
+    if not tune:
+        return None
+    name = session.get_inputs()[0].name
+    filt, _ = tune_device_filter(inputs, lambda b: session.run(None, {name: b})[0], fs)
+    return filt
+
+
 def _trace_clock(origin: float | None, origin_file: Path | None) -> Callable[[], float]:
     """Seconds since the link traces' origin: ``origin`` (Unix time), else the time read
     from ``origin_file`` once it exists (0 until then), else since now."""
@@ -268,6 +292,19 @@ def device_cmd(
         bool, typer.Option(help="Shape traffic like the device's scenario link.")
     ] = False,
     drain_timeout_s: Annotated[float, typer.Option(min=0)] = 30.0,
+    filter_: Annotated[
+        bool,
+        typer.Option(
+            "--filter",
+            help="Skip redundant inputs with the caching component's filter, tuned on this "
+            "device's first profiling segment (settings.caching.filter); skipped inputs "
+            "reuse the last result.",
+        ),
+    ] = False,
+    filter_from: Annotated[
+        Path | None,
+        typer.Option(help="Use the threshold a run's caching stage tuned (its results.json)."),
+    ] = None,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -297,15 +334,18 @@ def device_cmd(
                 dev = next(d for d in sc.expand_devices() if d.name == device)
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
+        session = make_session(onnx)
+        filt = _device_filter(sc, device, stream.inputs, session, filter_, filter_from)
         with DeviceStore(store, settings.store) as st:
             agent = DeviceAgent(
                 device,
                 stream,
-                make_session(onnx),
+                session,
                 st,
                 transport,
                 model=model,
                 plan=plan,
+                filter=filt,
                 token=token,
                 settings=settings,
             )
