@@ -181,17 +181,7 @@ class CachingStage(Stage):
             st = shared_views(scenes, rs.requests, n_dev, noise=rs.noise, seed=ctx.seed * 1000 + i)
             truth = onnx_predict(session, st.inputs).argmax(1).tolist()
             dim = downsample_vector(st.inputs[0]).size
-            cfg = ResultCacheConfig(
-                dim=dim,
-                capacity=rs.capacity,
-                exact_capacity=rs.exact_capacity,
-                k=rs.k,
-                min_votes=rs.min_votes,
-                homogeneity=rs.homogeneity,
-                max_distance=rs.max_distance,
-                ttl_s=rs.ttl_s,
-                policy=rs.policy,
-            )
+            cfg = ResultCacheConfig.from_settings(rs, dim)
             rep = replay_reuse(st, lambda x: None, cfg, model_ms, truth=truth)
             per_server[server] = {"devices": n_dev, **rep.to_json()}
             if first_trace is None:
