@@ -26,6 +26,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     },
     "federated": {"flwr": "flwr"},
     "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
+    "redis": {"redis": "redis"},
 }
 """extra -> {import name: distribution name}; must match pyproject's optional-dependencies."""
 
