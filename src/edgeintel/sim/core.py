@@ -67,10 +67,8 @@ def run_core(
     dev_free = state.dev_free
     battery = state.battery
     attach = state.attach
-    slot_of = state.slot
     local_ns = state.local_ns
     pw = state.pw
-    seen_v, seen_e, version = state.seen_version, state.seen_epoch, state.version
     per_task = state.per_task
     caches = state.caches
     fq = state.follow_queues()
@@ -87,9 +85,11 @@ def run_core(
     policy = state.policy
     log = math.log
     isfinite = math.isfinite
-    # per-device send constants, refreshed at each decision (``SimState.link_consts``)
-    consts: list[tuple[int, int, int, int, float, int]] = [(0, 0, 0, 0, 0.0, 0)] * m.num_devices
-    loss_of: list[float] = [0.0] * m.num_devices
+    # per device: (stamp, slot, SimState.link_consts..., loss, P_tx, local ns, local uJ), made
+    # at each decision; stale when the stamp moves on (a link-trace step) or None (a handover)
+    plan: list[tuple[Any, ...] | None] = [None] * m.num_devices
+    gstamp = 0
+    ho_dev = m.ho_dev
     # record buffers, flushed per chunk
     loc_i: list[int] = []
     loc_done: list[int] = []
@@ -227,7 +227,6 @@ def run_core(
         else:  # _AT_SERVER: the cloud
             to_server(x, e_n, now)
 
-    epoch = state.epoch
     pos = 0
     while pos < total:
         hi = min(total, pos + _CHUNK)
@@ -279,18 +278,26 @@ def run_core(
                 if battery[d] <= 0:
                     dead_i.append(i)
                     continue
-                if per_task or seen_v[d] != version[d] or seen_e[d] != epoch:
+                p = plan[d]
+                if per_task or p is None or p[0] != gstamp:
                     a = attach[d]
                     obs = state.observe(d, t, len(queues[a]) if a < e_n else 0, len(queues[e_n]))
                     action = policy.decide(obs) if policy is not None else (yield obs)
                     slot = state.apply(d, action, obs)
-                    consts[d] = state.link_consts(d)
-                    loss_of[d] = state.dev_link(d)[2]
-                else:
-                    slot = slot_of[d]
-                if slot == 0:
+                    pc, ptx, _ = pw[d]
                     svc = local_ns[d]
-                    e = round(pw[d][0] * svc / 1000.0)
+                    # the device's plan and send constants until its next epoch, in one tuple
+                    p = plan[d] = (
+                        gstamp,
+                        slot,
+                        *state.link_consts(d),
+                        state.dev_link(d)[2],
+                        ptx,
+                        svc,
+                        round(pc * svc / 1000.0),
+                    )
+                _, slot, c, tx1, cell1, half, lnloss, back, loss, ptx, svc, e = p
+                if slot == 0:
                     battery[d] -= e
                     fin = max(t, dev_free[d]) + svc
                     dev_free[d] = fin
@@ -298,9 +305,8 @@ def run_core(
                     loc_done.append(fin)
                     loc_e.append(e)
                     continue
-                c, tx1, cell1, half, lnloss, back = consts[d]
                 att = 1
-                if lnloss and us[di] <= loss_of[d]:  # else log(u) / log(loss) < 1: one attempt
+                if lnloss and us[di] <= loss:  # else log(u) / log(loss) < 1: one attempt
                     att = min(MAX_ATTEMPTS, 1 + int(log(us[di]) / lnloss))
                     if att > 1:
                         att_i.append(i)
@@ -309,7 +315,7 @@ def run_core(
                 off_i.append(i)
                 off_bs.append(c)
                 off_slot.append(slot)
-                f = [i, d, c, keys[di], t, tx, back, round(pw[d][1] * tx / 1000.0), slot]
+                f = [i, d, c, keys[di], t, tx, back, round(ptx * tx / 1000.0), slot]
                 seq += 1
                 if c >= 0:
                     fin = max(t, cell_free[c]) + att * cell1
@@ -319,9 +325,13 @@ def run_core(
                     push(heap, (t + tx + half, seq, _AT_SERVER, f))
             elif kind == EV_TRACE:
                 state.trace_step(ca[j])
-                epoch = state.epoch
+                gstamp += 1  # every device decides again at its next task
             elif kind == EV_HANDOVER:
+                hd = int(ho_dev[ca[j]])
+                before = attach[hd]
                 state.handover(ca[j])
+                if attach[hd] != before:
+                    plan[hd] = None
             elif kind == EV_SAMPLE:
                 busy = sum(workers) - sum(idle)
                 state.sample(t, sum(len(q) for q in queues[:e_n]), len(queues[e_n]), busy)
