@@ -2,7 +2,7 @@
 
 ``pip install edgeintel`` stays lean; the bundled-dataset loaders and some file
 formats need packages from the ``datasets`` extra, multi-machine training needs
-``federated``. ``require`` imports such a package or raises ``MissingExtraError``
+``federated``, simulator sweeps on a cluster ``ray``. ``require`` imports such a package or raises ``MissingExtraError``
 naming the extra to install.
 """
 
@@ -25,6 +25,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "pyarrow": "pyarrow",
     },
     "federated": {"flwr": "flwr"},
+    "ray": {"ray": "ray"},
 }
 """extra -> {import name: distribution name}; must match pyproject's optional-dependencies."""
 
