@@ -27,7 +27,10 @@ ALLOWED = {
     "offloading": FOUNDATION | {"inference"},
     "caching": FOUNDATION | {"inference"},
     # the runtime sits on top, but its settings model is a slot of the scenario
-    "scenario": FOUNDATION | COMPONENTS | {"runtime"},
+    "scenario": FOUNDATION | COMPONENTS | {"runtime", "sim"},
+    # the fleet simulator sits on top beside the runtime: it drives the components' policy
+    # objects (offloading costs, placement and AdaptivePolicy; cache replacement policies)
+    "sim": FOUNDATION | COMPONENTS | {"scenario"},
 }
 
 

@@ -25,6 +25,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "pyarrow": "pyarrow",
     },
     "federated": {"flwr": "flwr"},
+    "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
     "ray": {"ray": "ray"},
 }
 """extra -> {import name: distribution name}; must match pyproject's optional-dependencies."""

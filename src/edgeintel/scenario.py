@@ -52,6 +52,7 @@ from edgeintel.schema import (  # noqa: F401
     registry_name,
     resolve_file,
 )
+from edgeintel.sim.settings import SimSettings
 from edgeintel.topology import (
     BaseStationKind,
     CloudSpec,
@@ -92,6 +93,7 @@ __all__ = [
     "Scenario",
     "SecureAggregationSettings",
     "Settings",
+    "SimSettings",
     "TaskSpec",
     "Topology",
     "TracePoint",
@@ -224,6 +226,7 @@ class Settings(_Strict):
     offloading: OffloadingSettings = OffloadingSettings()
     caching: CachingSettings = CachingSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    sim: SimSettings | None = None  # the fleet simulator (edgeintel simulate); None: defaults
 
 
 # --------------------------------------------------------------------------- scenario

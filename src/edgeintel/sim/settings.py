@@ -1,0 +1,123 @@
+"""``settings.sim`` of a scenario: the fleet simulator (imported by ``edgeintel.scenario``).
+
+Kept light (no SimPy, no ONNX Runtime): policy names are checked against the
+offloading placement registry (``offloading.placement.PLACEMENTS``) and the
+cache replacement registry (``caching.POLICIES``) when the scenario is loaded,
+so a wrong name is one line listing the registered names.
+
+Units: time in s (``_s``) or ms (``_ms``), rates in Hz, bandwidth in Mbit/s,
+sizes in bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from edgeintel.caching.policies import POLICIES
+from edgeintel.offloading.placement import PLACEMENTS
+from edgeintel.schema import NonNegative, Positive, Strict, registry_name
+
+__all__ = [
+    "CAPABILITY_SIGMA",
+    "FederatedSimSettings",
+    "MobilitySettings",
+    "SimSettings",
+    "TraceSettings",
+]
+
+CAPABILITY_SIGMA = 0.5
+"""Default log-normal spread of compute speed and bandwidth across devices (FedScale-like)."""
+
+Count = Annotated[int, Field(ge=1)]
+
+
+class TraceSettings(Strict):
+    """Per-device capability and availability, sampled from the seed (in the spirit of FedScale).
+
+    A device's compute speed and link bandwidth are its profile's / link's values
+    times a log-normal factor of median 1 (``speed_sigma``, ``bandwidth_sigma``:
+    sigma of the log); it is on for exponential periods of mean ``mean_on_s`` and
+    off for periods of mean ``mean_off_s`` (0: always on). Tasks of an off device
+    are not generated.
+    """
+
+    speed_sigma: NonNegative = CAPABILITY_SIGMA
+    bandwidth_sigma: NonNegative = CAPABILITY_SIGMA
+    mean_on_s: Positive = 3600.0
+    mean_off_s: NonNegative = 0.0
+
+
+class MobilitySettings(Strict):
+    """Handovers: each device attached to an edge server moves to another one (uniformly) at
+    Poisson times of rate ``handover_rate_hz``; its plan follows it, and its
+    ``follow_entries`` most recent results are copied into the new station's cache."""
+
+    handover_rate_hz: NonNegative = 1.0 / 600.0
+    follow_entries: Annotated[int, Field(ge=0, le=1024)] = 8
+
+
+class FederatedSimSettings(Strict):
+    """Federated rounds every ``round_interval_s``: ``clients_per_round`` available devices
+    (alive, switched on) are drawn; each downloads ``model_bytes``, trains
+    ``local_compute_ms`` (at compute speed 1.0) and uploads ``model_bytes`` over its
+    link and backhaul (``network.Exchange``). A client whose exchange ends after
+    ``deadline_s`` is a straggler; one that switches off or runs flat before it ends
+    drops out."""
+
+    enabled: bool = False
+    round_interval_s: Positive = 60.0
+    clients_per_round: Count = 10
+    model_bytes: Count = 200_000
+    local_compute_ms: Positive = 2000.0
+    deadline_s: Positive = 30.0
+
+
+class SimSettings(Strict):
+    """The fleet simulator (``edgeintel simulate``, see docs/simulator.md).
+
+    ``devices``: fleet size (default: the scenario's device count); each simulated
+    device's class (profile, group link, base station) is drawn from the scenario's
+    device groups in proportion to their counts. ``engine``: ``fast`` (our heap core)
+    or ``simpy`` (the reference; identical records, slower). ``decisions``: the
+    offloading policy decides at each ``epoch`` (start, handover, link trace step)
+    or for every ``task``. ``placement``: the fleet placement policy of the initial
+    plan (``offloading.placement.PLACEMENTS``); ``cache_policy``: the result cache's
+    replacement policy at every edge server (``caching.POLICIES``) holding
+    ``cache_entries`` results of a catalog of ``catalog`` keys with Zipf popularity
+    ``zipf_alpha``. The redundancy ``filter`` skips ``skip_probability`` of tasks.
+    Tasks arrive at ``task_rate_hz`` per device (default
+    ``settings.offloading.request_rate_hz``) and cost ``task_ms`` at compute speed
+    1.0, ``input_bytes`` up and ``result_bytes`` down. A base station's cell uplink
+    (``macro_uplink_mbps`` / ``micro_uplink_mbps``) carries one transfer at a time
+    (FIFO), so its devices share it. Servers run batches of up to ``max_batch``;
+    a batch of n costs ``(1 + (n - 1) * batch_marginal)`` single-task times; a
+    request that finds ``queue_limit`` waiting is dropped.
+    """
+
+    devices: Count | None = None
+    duration_s: Positive = 600.0
+    seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
+    engine: Literal["fast", "simpy"] = "fast"
+    decisions: Literal["epoch", "task"] = "epoch"
+    placement: Annotated[str, registry_name(PLACEMENTS)] = "greedy"
+    cache_policy: Annotated[str, registry_name(POLICIES)] = "lru"
+    cache_entries: Count = 1000
+    catalog: Count = 10_000
+    zipf_alpha: Positive = 0.9
+    filter: bool = True
+    skip_probability: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    task_rate_hz: Positive | None = None
+    task_ms: Positive = 20.0
+    input_bytes: Count = 20_000
+    result_bytes: Count = 200
+    macro_uplink_mbps: Positive = 400.0
+    micro_uplink_mbps: Positive = 150.0
+    max_batch: Annotated[int, Field(ge=1, le=1024)] = 8
+    batch_marginal: Annotated[float, Field(gt=0, le=1)] = 0.5
+    queue_limit: Count = 10_000
+    traces: TraceSettings = TraceSettings()
+    mobility: MobilitySettings = MobilitySettings()
+    federated: FederatedSimSettings = FederatedSimSettings()
+    series_bins: Annotated[int, Field(ge=2, le=10_000)] = 60
