@@ -2,8 +2,8 @@
 
 ``pip install edgeintel`` stays lean; the bundled-dataset loaders and some file
 formats need packages from the ``datasets`` extra, multi-machine training needs
-``federated``, simulator sweeps on a cluster ``ray``. ``require`` imports such a package or raises ``MissingExtraError``
-naming the extra to install.
+``federated``, simulator sweeps on a cluster ``ray``. ``require`` imports such a
+package or raises ``MissingExtraError`` naming the extra to install.
 """
 
 from __future__ import annotations

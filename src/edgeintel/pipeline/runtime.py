@@ -105,6 +105,17 @@ class _Node:
                 self.proc.kill()
                 self.proc.wait(10)
 
+    def stats(self) -> dict[str, Any]:
+        """The node's own figures (``/v2/stats``: server-side latency percentiles, batches),
+        read before it stops; empty when it does not answer."""
+        import httpx
+
+        try:
+            r = httpx.get(f"http://127.0.0.1:{self.port}/v2/stats", timeout=5)
+            return dict(r.json()) if r.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            return {}
+
     def delivered(self) -> dict[str, int]:
         if not self.sink.exists():
             return {}
@@ -227,6 +238,7 @@ class RuntimeStage(Stage):
         finally:
             for _, _, transport in agents:
                 transport.close()
+            node_stats = {n: node.stats() for n, node in nodes.items()}
             for node in nodes.values():
                 node.stop()
         delivered: dict[str, int] = {}
@@ -241,18 +253,25 @@ class RuntimeStage(Stage):
         for _, store, _ in agents:
             store.close()
         by_placement: dict[str, list[float]] = {}
+        by_group: dict[str, dict[str, list[float]]] = {}
+        group_of = {d.name: d.group for _, d in devices}
         timeline: dict[str, list[int]] = {}
         seconds = math.ceil(dep.duration_s) + 1
         for a, _, _ in agents:
             for k, v in a.stats.latency_ms.items():
                 by_placement.setdefault(k, []).extend(v)
+                by_group.setdefault(group_of[a.name], {}).setdefault(k, []).extend(v)
             for at_s, placement in a.stats.timeline:
                 row = timeline.setdefault(placement, [0] * seconds)
                 row[min(int(at_s), seconds - 1)] += 1
         total_produced = sum(produced.values())
         section = {
             "servers": {
-                n: {"port": node.port, "exit_code": node.proc.returncode}
+                n: {
+                    "port": node.port,
+                    "exit_code": node.proc.returncode,
+                    "stats": {k: v for k, v in node_stats[n].items() if k != "devices"},
+                }
                 for n, node in nodes.items()
             },
             "devices": len(agents),
@@ -268,6 +287,9 @@ class RuntimeStage(Stage):
             "fallbacks": sum(a.stats.placements.get("device_fallback", 0) for a, _, _ in agents),
             "throughput_per_s": round(total_produced / dep.duration_s, 3),
             "latency_by_placement": {k: _percentiles(v) for k, v in by_placement.items()},
+            "latency_by_group": {
+                g: {k: _percentiles(v) for k, v in per.items()} for g, per in by_group.items()
+            },
             "placements": {k: len(v) for k, v in by_placement.items()},
             "links": {
                 name: {
@@ -276,6 +298,10 @@ class RuntimeStage(Stage):
                     "requests": em.stats.requests,
                     "lost": em.stats.lost,
                     "outages": em.stats.outages,
+                    "by_endpoint": {
+                        k: {"requests": r[0], "bytes_up": r[1], "bytes_down": r[2]}
+                        for k, r in sorted(em.stats.by_endpoint.items())
+                    },
                 }
                 for name, em in links.items()
             },

@@ -92,6 +92,7 @@ class SimState:
         self.bhrtt: list[list[float]] = m.bh_rtt.tolist()
         self.cell_mbps = m.cell_mbps
         self.keys = m.task_key
+        self.overhead = m.task_overhead_ns
         self.u = m.task_u
         self.per_task = s.decisions == "task"
         self.caches: list[CachePolicy] = [
@@ -253,6 +254,8 @@ class SimState:
         bw, rtt, _ = self.dev_link(d)
         c = int(self.bs[i])
         back = half_rtt_ns(rtt) + (transfer_ns(s.result_bytes, bw) if bw > 0 else 0)
+        if self.overhead is not None:
+            back += int(self.overhead[i])
         if self.place[i] == 2 and c >= 0 and not self.hit[i]:
             bhw = self.bhbw[c][self.epoch]
             back += half_rtt_ns(self.bhrtt[c][self.epoch])

@@ -33,20 +33,29 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from edgeintel.errors import ConfigError, EdgeIntelError
 
+if TYPE_CHECKING:
+    from edgeintel.scenario import Scenario
+    from edgeintel.sim.settings import SimSettings
+
 __all__ = [
     "ALIASES",
+    "POLICY_CHOICES",
     "THREAD_ENV",
     "TIMING_COLUMNS",
     "Grid",
+    "SweepPoint",
     "SweepTable",
     "load_grid",
     "run_parallel",
+    "simulate_point",
+    "sweep",
+    "sweep_points",
 ]
 
 T = TypeVar("T")
@@ -70,6 +79,10 @@ ALIASES: dict[str, str] = {
     "loss": "devices.*.link.loss",
 }
 """Short axis names for scenario paths (``*`` = every item of a list)."""
+
+POLICY_CHOICES = ("planner", "local", "edge", "cloud")
+"""Values of the ``policy`` axis: the runtime's planner policy (``PlannerPolicy``: the
+registered placement's plan + ``AdaptivePolicy``) or a fixed slot (``FixedPolicy``)."""
 
 ProgressFn = Callable[[int, int], None]
 """``progress(done, total)`` after each finished point."""
@@ -338,6 +351,117 @@ def _run_ray(
     finally:
         if started_here:
             ray.shutdown()
+
+
+# --------------------------------------------------------------------------- simulator points
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One simulation of a sweep: the validated scenario and simulator settings, the policy,
+    and the axis values (with the seed) it stands for in the table."""
+
+    scenario: Scenario
+    settings: SimSettings
+    policy: str
+    values: dict[str, Any]
+
+
+_SCENARIO_FIELDS = frozenset(
+    {"name", "description", "seed", "task", "data", "cloud", "edge_servers",
+     "device_profiles", "devices", "links", "settings"}
+)  # fmt: skip
+
+
+def _axis_kind(name: str, sim_fields: Iterable[str]) -> str:
+    """``policy``, ``scenario`` (a path in the scenario) or ``sim`` (a ``SimSettings`` path)."""
+    head = name.split(".")[0]
+    if name == "policy":
+        return "policy"
+    if name in ALIASES or ("." in name and head in _SCENARIO_FIELDS):
+        return "scenario"
+    if head in set(sim_fields):
+        return "sim"
+    raise ConfigError(
+        f"grid axis {name!r}: not a simulator setting ({', '.join(sorted(sim_fields))}), "
+        f"an alias ({', '.join(ALIASES)}), policy, or a scenario path such as "
+        "devices.0.count or settings.offloading.hysteresis"
+    )
+
+
+def sweep_points(scenario: Scenario, grid: Grid) -> list[SweepPoint]:
+    """Every grid point as a validated ``SweepPoint`` (in grid order); a wrong axis name or
+    value raises a one-line ``ConfigError`` naming the axis before anything runs."""
+    from edgeintel.scenario import dump_scenario, parse_scenario
+    from edgeintel.sim.settings import SimSettings
+
+    kinds = {a: _axis_kind(a, SimSettings.model_fields) for a in grid.axes}
+    for v in grid.axes.get("policy", ()):
+        if v not in POLICY_CHOICES:
+            raise ConfigError(
+                f"grid axis policy: {v!r} is not a policy; expected one of {list(POLICY_CHOICES)}"
+            )
+    base_raw = dump_scenario(scenario)
+    base_sim = (scenario.settings.sim or SimSettings()).model_dump(mode="json", exclude_none=True)
+    scenarios: dict[str, Scenario] = {}
+    out = []
+    for p in grid.points():
+        sc_over = {a: p[a] for a in grid.axes if kinds[a] == "scenario"}
+        key = json.dumps(sc_over, sort_keys=True, default=str)
+        sc = scenarios.get(key)
+        if sc is None:
+            raw = json.loads(json.dumps(base_raw))
+            for a, v in sc_over.items():
+                set_path(raw, a, v)
+            where = ", ".join(f"{a}={v}" for a, v in sc_over.items()) or "base"
+            sc = scenarios[key] = parse_scenario(raw, source=f"grid point {where}")
+        sim_raw = json.loads(json.dumps(base_sim))
+        for a in grid.axes:
+            if kinds[a] == "sim":
+                set_path(sim_raw, a, p[a])
+        sim_raw["seed"] = p["seed"]
+        try:
+            settings = SimSettings.model_validate(sim_raw)
+        except Exception as exc:  # pydantic ValidationError -> one line naming the axis
+            from pydantic import ValidationError
+
+            from edgeintel.errors import format_validation_error
+
+            if not isinstance(exc, ValidationError):
+                raise
+            raise format_validation_error(exc, "grid: settings.sim", root=SimSettings) from None
+        out.append(SweepPoint(sc, settings, str(p.get("policy", "planner")), p))
+    return out
+
+
+def simulate_point(point: SweepPoint) -> dict[str, Any]:
+    """Run one point (module level, so process pools and Ray pickle it by reference):
+    its axis values and seed, then ``SimResult.summary()``'s figures."""
+    from edgeintel.sim.api import simulate
+    from edgeintel.sim.policy import FixedPolicy
+
+    policy = None if point.policy == "planner" else FixedPolicy(point.policy)
+    res = simulate(point.scenario, point.settings, policy=policy)
+    figures = {k: (None if v != v else v) for k, v in res.summary().items()}  # NaN -> None
+    return {**point.values, **figures}
+
+
+def sweep(
+    scenario: Scenario,
+    grid: Grid,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: ProgressFn | None = None,
+) -> SweepTable:
+    """Simulate every point of ``grid`` on ``scenario`` (processes, or Ray with an address)
+    and gather the summaries into one ``SweepTable`` in grid order."""
+    points = sweep_points(scenario, grid)
+    rows = run_parallel(simulate_point, points, workers, ray_address, progress)
+    backend = "ray" if ray_address else ("in-process" if workers == 1 else "processes")
+    meta = {"scenario": scenario.name, "points": len(points)}
+    if ray_address is None:
+        meta["workers"] = min(workers or os.cpu_count() or 1, len(points))
+    return SweepTable(grid, rows, backend, meta)
 
 
 # --------------------------------------------------------------------------- table
