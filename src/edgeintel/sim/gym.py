@@ -59,7 +59,7 @@ _TIER_SLOT = {"local": 0, "d2e": 1, "d2c": 2, "d2d": 1, "hybrid": 1}
 """An option's slot by tier (D2D and hybrid splits price like an edge offload here)."""
 
 
-class OffloadEnv(gym.Env):  # type: ignore[misc]
+class OffloadEnv(gym.Env):  # type: ignore[misc,name-defined]
     """Per-task offloading decisions in a simulated fleet (see the module docstring).
 
     ``settings`` default: the scenario's ``settings.sim``; decisions are per task and the
@@ -67,7 +67,7 @@ class OffloadEnv(gym.Env):  # type: ignore[misc]
     seed ``s`` (same seed, same episode); ``reset()`` draws the seed from the env's RNG.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium's class attribute
+    metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 - gymnasium's attribute
 
     def __init__(
         self,
@@ -178,7 +178,7 @@ class LinearOffloadPolicy:
     decisions: int = field(default=0, compare=False)
 
     @classmethod
-    def from_vector(cls, theta: Sequence[float]) -> LinearOffloadPolicy:
+    def from_vector(cls, theta: Sequence[float] | np.ndarray) -> LinearOffloadPolicy:
         a, b, *bias = (float(x) for x in theta)
         if len(bias) != 3:
             raise ConfigError(f"LinearOffloadPolicy: expected 5 parameters, got {len(theta)}")
