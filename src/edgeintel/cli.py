@@ -644,6 +644,94 @@ def plan(
         console.print(f"plan: {outcome.path}", highlight=False)
 
 
+@app.command()
+def simulate(
+    scenario: ScenarioArg = DEFAULT_SCENARIO,
+    devices: Annotated[
+        int | None,
+        typer.Option(help="Fleet size (default: settings.sim.devices or the scenario's)."),
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Simulated seconds.")] = None,
+    seed: SeedOpt = None,
+    engine: Annotated[
+        str | None, typer.Option(help="fast (our core) or simpy (the reference).")
+    ] = None,
+    placement: Annotated[
+        str | None, typer.Option(help="Initial placement policy (offloading PLACEMENTS).")
+    ] = None,
+    cache_policy: Annotated[
+        str | None, typer.Option(help="Result cache replacement policy (caching POLICIES).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder for results.json + report.html.")
+    ] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a scenario field: key.path=value.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Simulate the scenario's fleet (discrete events) and write results.json + report.html."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgeintel.examples import resolve_scenario
+    from edgeintel.pipeline.simulate import sim_settings_with, simulate_command
+
+    with guard():
+        scenario = resolve_scenario(scenario)
+        sc = _load(scenario, None, sets)
+        st = sim_settings_with(
+            sc,
+            {
+                "devices": devices,
+                "duration_s": duration,
+                "seed": seed,
+                "engine": engine,
+                "placement": placement,
+                "cache_policy": cache_policy,
+            },
+        )
+        bar = Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}% of simulated time"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=True,
+        )
+        with bar:
+            tid = bar.add_task("sim", total=1.0)
+            outcome = simulate_command(
+                sc,
+                st,
+                out_dir=out,
+                runs_dir=runs_dir,
+                progress=lambda f: bar.update(tid, completed=f),
+                scenario_file=str(scenario),
+            )
+        s = outcome.result.summary()
+        table = Table(title=f"Simulation: {sc.name}", title_justify="left")
+        table.add_column("placement")
+        for col in ("completed", "p50 ms", "p95 ms", "p99 ms"):
+            table.add_column(col, justify="right")
+        for slot in ("", "_local", "_edge", "_cloud"):
+            table.add_row(
+                slot.strip("_") or "all",
+                f"{s[f'completed{slot}']:.0f}",
+                *(f"{s[f'latency_p{q}_s{slot}'] * 1e3:.4g}" for q in (50, 95, 99)),
+            )
+        console.print(table)
+        console.print(
+            f"{s['devices']:.0f} devices x {s['duration_s']:g} s: {s['tasks']:.0f} tasks "
+            f"({s['skipped']:.0f} skipped, {s['cache_hits']:.0f} cache hits), "
+            f"{s['handovers']:.0f} handovers, {s['energy_j']:.4g} J; {s['events']:.0f} events "
+            f"in {s['cpu_s']:.3g} s CPU ({outcome.result.engine})",
+            highlight=False,
+        )
+        console.print(f"results: {outcome.run_dir / 'results.json'}", highlight=False)
+
+
 from edgeintel.runtime import commands as _runtime_commands  # noqa: E402
 
 app.command("serve")(_runtime_commands.serve_cmd)

@@ -58,3 +58,23 @@ def test_simulator_within_15_percent_of_the_runtime(tmp_path: Path) -> None:
         assert 1 / TOLERANCE <= r <= TOLERANCE, (key, r, cal.to_json())
     targets = calibration_targets(cal)
     assert len(targets) == 4 and all(t["met"] for t in targets)
+
+
+def test_calibrated_parameters_keep_the_engines_identical() -> None:
+    """The overhead draws and forwarded bytes are the same model in both engines."""
+    from edgeintel.sim import FixedPolicy, SimSettings, simulate
+
+    sc = load_scenario(CALIBRATION_SCENARIO)
+    extra = {"request_overhead_ms": 3.0, "request_overhead_sigma": 0.8, "forward_bytes": 150,
+             "forward_ack_bytes": 30, "duration_s": 5.0}  # fmt: skip
+    assert sc.settings.sim is not None
+    edge = FixedPolicy("edge")
+    fast = simulate(sc, sc.settings.sim.model_copy(update={**extra, "engine": "fast"}), policy=edge)
+    ref = simulate(sc, sc.settings.sim.model_copy(update={**extra, "engine": "simpy"}), policy=edge)
+    assert fast.digest() == ref.digest()
+    plain = SimSettings.model_validate({**sc.settings.sim.model_dump(), "duration_s": 5})
+    off = simulate(sc, plain, policy=edge)
+    s_on, s_off = fast.summary(), off.summary()
+    assert s_on["latency_p50_s"] > s_off["latency_p50_s"]  # the overhead is on the path
+    done = s_on["completed"]
+    assert s_on["bytes_up"] - s_off["bytes_up"] == 150 * done  # every result forwarded once

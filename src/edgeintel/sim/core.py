@@ -17,12 +17,23 @@ back (``Simulation.next_decision`` / ``decide`` drive it).
 from __future__ import annotations
 
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable, Generator
+from math import ceil
+from typing import Any
+
+import numpy as np
 
 from edgeintel.sim.model import EV_HANDOVER, EV_ROUND, EV_SAMPLE, EV_TASK, EV_TRACE
 from edgeintel.sim.policy import Observation
-from edgeintel.sim.state import DROP_QUEUE, SimState
+from edgeintel.sim.state import (
+    DROP_BATTERY,
+    DROP_OUTAGE,
+    DROP_QUEUE,
+    MAX_ATTEMPTS,
+    SimState,
+)
 
 __all__ = ["run_core"]
 
@@ -33,75 +44,179 @@ _CHUNK = 1 << 16
 def run_core(
     state: SimState, progress: Callable[[float], None] | None = None
 ) -> Generator[Observation, int, None]:
-    """Run the model to its horizon, updating ``state``; yields decisions when it has no policy."""
+    """Run the model to its horizon, updating ``state``; yields decisions when it has no policy.
+
+    The handlers of ``state.py`` are inlined here (the SimPy reference calls them), and
+    per-task records are buffered in lists and written to the arrays once per chunk.
+    """
     m = state.model
     s = state.settings
     e_n = state.E
     n_srv = e_n + 1
     ex_t, ex_k, ex_a = m.exogenous()
     total = int(ex_t.size)
-    heap: list[tuple[int, int, int, int]] = []
+    heap: list[tuple[int, int, int, Any]] = []
     push, pop = heapq.heappush, heapq.heappop
     seq = 0
-    queues: list[deque[int]] = [deque() for _ in range(n_srv)]
+    queues: list[deque[list[int]]] = [deque() for _ in range(n_srv)]
     idle = list(m.server_workers)
     workers = m.server_workers
-    batches: dict[int, tuple[int, list[int]]] = {}
     cell_free = [0] * e_n
     bh_free = [0] * e_n
     dev_free = state.dev_free
+    battery = state.battery
+    attach = state.attach
+    slot_of = state.slot
+    local_ns = state.local_ns
+    pw = state.pw
+    seen_v, seen_e, version = state.seen_version, state.seen_epoch, state.version
+    per_task = state.per_task
+    caches = state.caches
+    fq = state.follow_queues()
+    bhbw, bhrtt = state.bhbw, state.bhrtt
+    in_b, res_b = s.input_bytes, s.result_bytes
     max_batch = s.max_batch
     limit = s.queue_limit
+    marginal = s.batch_marginal
+    svc_ns = m.server_svc_ns
+    batch_ns = [
+        [0] + [round(svc_ns[v] * (1.0 + (k - 1) * marginal)) for k in range(1, max_batch + 1)]
+        for v in range(n_srv)
+    ]
     policy = state.policy
-    task_dev = m.task_dev
-    skip_or_dead = state.skip_or_dead
-    needs = state.needs_decision
-    slot_of = state.slot
-    offload = state.offload
-    at_edge = state.at_edge
-    complete = state.complete
-    batch_ns = state.batch_ns
-    done_arr = state.done
-    bs_attach = state.attach
+    ovh = None if m.task_overhead_ns is None else m.task_overhead_ns.tolist()
+    log = math.log
+    isfinite = math.isfinite
+    # per-device send constants, refreshed at each decision: cell, tx ns, half RTT, log loss, back
+    consts: list[tuple[int, int, int, float, int]] = [(0, 0, 0, 0.0, 0)] * m.num_devices
+    # record buffers, flushed per chunk
+    loc_i: list[int] = []
+    loc_done: list[int] = []
+    loc_e: list[int] = []
+    off_i: list[int] = []
+    off_att: list[int] = []
+    off_bs: list[int] = []
+    off_slot: list[int] = []
+    cmp_i: list[int] = []
+    cmp_done: list[int] = []
+    cmp_e: list[int] = []
+    hit_i: list[int] = []
+    drp_i: list[int] = []
+    drp_code: list[int] = []
+    drp_e: list[int] = []
+    dead_i: list[int] = []
+    counts = [0, 0]  # events, cache lookups
 
-    def to_server(i: int, srv: int, now: int) -> None:
+    def flush() -> None:
+        place, done, energy = state.place, state.done, state.energy
+        if loc_i:
+            idx = np.array(loc_i, dtype=np.int64)
+            place[idx] = 0
+            done[idx] = loc_done
+            energy[idx] = loc_e
+        if off_i:
+            idx = np.array(off_i, dtype=np.int64)
+            place[idx] = off_slot
+            state.attempts[idx] = off_att
+            state.bs[idx] = off_bs
+        if cmp_i:
+            idx = np.array(cmp_i, dtype=np.int64)
+            done[idx] = cmp_done
+            energy[idx] = cmp_e
+        if hit_i:
+            state.hit[np.array(hit_i, dtype=np.int64)] = True
+        if drp_i:
+            idx = np.array(drp_i, dtype=np.int64)
+            place[idx] = drp_code
+            energy[idx] = drp_e
+        if dead_i:
+            place[np.array(dead_i, dtype=np.int64)] = DROP_BATTERY
+        for buf in (loc_i, loc_done, loc_e, off_i, off_att, off_bs, off_slot, cmp_i, cmp_done,
+                    cmp_e, hit_i, drp_i, drp_code, drp_e, dead_i):  # fmt: skip
+            buf.clear()
+
+    def to_server(f: list[Any], srv: int, now: int) -> None:
         nonlocal seq
-        state.events += 1
+        counts[0] += 1
         if idle[srv] > 0:
             idle[srv] -= 1
             seq += 1
-            batches[seq] = (srv, [i])
-            push(heap, (now + batch_ns(srv, 1), seq, _BATCH_DONE, seq))
+            push(heap, (now + batch_ns[srv][1], seq, _BATCH_DONE, (srv, [f])))
         elif len(queues[srv]) >= limit:
-            state.drop(i, DROP_QUEUE)
+            battery[f[1]] -= f[7]
+            drp_i.append(f[0])
+            drp_code.append(DROP_QUEUE)
+            drp_e.append(f[7])
         else:
-            queues[srv].append(i)
+            queues[srv].append(f)
 
-    def endogenous(now: int, kind: int, x: int) -> None:
+    def endogenous(now: int, kind: int, x: Any) -> None:
         nonlocal seq
         if kind == _BATCH_DONE:
-            state.events += 1
-            srv, items = batches.pop(x)
-            for i in items:
-                complete(i, now)
+            counts[0] += 1
+            srv, items = x
+            ep = state.epoch
+            for f in items:
+                c = f[2]
+                d = f[1]
+                back = f[6]
+                if c >= 0 and f[8] == 2:
+                    bw = bhbw[c][ep]
+                    back += round(bhrtt[c][ep] * 500_000.0)
+                    if bw > 0 and isfinite(bw):
+                        back += ceil(8000.0 * res_b / bw)
+                done = now + back
+                e = f[7] + round(pw[d][2] * (done - f[4] - f[5]) / 1000.0)
+                battery[d] -= e
+                cmp_i.append(f[0])
+                cmp_done.append(done)
+                cmp_e.append(e)
+                if c >= 0:
+                    cache = caches[c]
+                    if f[3] not in cache:
+                        cache.admit(f[3])
+                    if fq is not None:
+                        fq[d].append(f[3])
             q = queues[srv]
             if q:
-                take = [q.popleft() for _ in range(min(max_batch, len(q)))]
+                k = min(max_batch, len(q))
+                take = [q.popleft() for _ in range(k)]
                 seq += 1
-                batches[seq] = (srv, take)
-                push(heap, (now + batch_ns(srv, len(take)), seq, _BATCH_DONE, seq))
+                push(heap, (now + batch_ns[srv][k], seq, _BATCH_DONE, (srv, take)))
             else:
                 idle[srv] += 1
         elif kind == _AT_EDGE:
-            nxt, svc, half = at_edge(x, now)
-            if nxt == e_n:  # cloud-bound miss: the station's backhaul FIFO
-                c = int(state.bs[x])
-                fin = max(now, bh_free[c]) + svc
-                bh_free[c] = fin
-                seq += 1
-                push(heap, (fin + half, seq, _AT_SERVER, x))
-            elif nxt >= 0:
-                to_server(x, nxt, now)
+            c = x[2]
+            counts[0] += 1
+            counts[1] += 1
+            if caches[c].lookup(x[3]):
+                d = x[1]
+                done = now + x[6]
+                e = x[7] + round(pw[d][2] * (done - x[4] - x[5]) / 1000.0)
+                battery[d] -= e
+                hit_i.append(x[0])
+                cmp_i.append(x[0])
+                cmp_done.append(done)
+                cmp_e.append(e)
+                if fq is not None:
+                    fq[d].append(x[3])
+                return
+            if x[8] == 1:
+                to_server(x, c, now)
+                return
+            ep = state.epoch
+            bw = bhbw[c][ep]
+            if bw <= 0:
+                battery[x[1]] -= x[7]
+                drp_i.append(x[0])
+                drp_code.append(DROP_OUTAGE)
+                drp_e.append(x[7])
+                return
+            svc = ceil(8000.0 * in_b / bw) if isfinite(bw) else 0
+            fin = max(now, bh_free[c]) + svc
+            bh_free[c] = fin
+            seq += 1
+            push(heap, (fin + round(bhrtt[c][ep] * 500_000.0), seq, _AT_SERVER, x))
         else:  # _AT_SERVER: the cloud
             to_server(x, e_n, now)
 
@@ -111,8 +226,12 @@ def run_core(
         ct = ex_t[pos:hi].tolist()
         ck = ex_k[pos:hi].tolist()
         ca = ex_a[pos:hi].tolist()
-        devs = task_dev[ex_a[pos:hi][ex_k[pos:hi] == EV_TASK]].tolist()
-        di = 0
+        tasks = ex_a[pos:hi][ex_k[pos:hi] == EV_TASK]
+        devs = m.task_dev[tasks].tolist()
+        skips = m.task_skip[tasks].tolist()
+        keys = m.task_key[tasks].tolist()
+        us = m.task_u[tasks].tolist()
+        di = -1
         if progress is not None:
             progress(min(1.0, ct[0] / m.horizon_ns))
         for j in range(hi - pos):
@@ -122,33 +241,58 @@ def run_core(
                 endogenous(now, ek, x)
             kind = ck[j]
             if kind == EV_TASK:
+                di += 1
+                counts[0] += 1
+                if skips[di]:
+                    continue
                 i = ca[j]
                 d = devs[di]
-                di += 1
-                state.events += 1
-                if skip_or_dead(i, d):
+                if battery[d] <= 0:
+                    dead_i.append(i)
                     continue
-                if needs(d):
-                    a = bs_attach[d]
+                if per_task or seen_v[d] != version[d] or seen_e[d] != state.epoch:
+                    a = attach[d]
                     obs = state.observe(d, t, len(queues[a]) if a < e_n else 0, len(queues[e_n]))
-                    action = policy.decide(obs) if policy is not None else (yield obs)
+                    if policy is not None:
+                        action = policy.decide(obs)
+                    else:  # an outside caller decides: let it see every record so far
+                        flush()
+                        action = yield obs
                     slot = state.apply(d, action, obs)
+                    consts[d] = state.link_consts(d)
                 else:
                     slot = slot_of[d]
                 if slot == 0:
-                    svc = state.local_energy(i, d)
+                    svc = local_ns[d]
+                    e = round(pw[d][0] * svc / 1000.0)
+                    battery[d] -= e
                     fin = max(t, dev_free[d]) + svc
                     dev_free[d] = fin
-                    done_arr[i] = fin
+                    loc_i.append(i)
+                    loc_done.append(fin)
+                    loc_e.append(e)
                     continue
-                c, tx, half = offload(i, d, slot)
+                c, tx1, half, lnloss, back = consts[d]
+                att = 1
+                if lnloss:
+                    att = min(MAX_ATTEMPTS, 1 + int(log(us[di]) / lnloss))
+                tx = att * tx1
+                off_i.append(i)
+                off_att.append(att)
+                off_bs.append(c)
+                off_slot.append(slot)
+                if ovh is not None:  # calibrated per-request protocol overhead
+                    f = [i, d, c, keys[di], t, tx, back + ovh[i], round(pw[d][1] * tx / 1000.0),
+                         slot]  # fmt: skip
+                else:
+                    f = [i, d, c, keys[di], t, tx, back, round(pw[d][1] * tx / 1000.0), slot]
                 seq += 1
                 if c >= 0:
                     fin = max(t, cell_free[c]) + tx
                     cell_free[c] = fin
-                    push(heap, (fin + half, seq, _AT_EDGE, i))
+                    push(heap, (fin + half, seq, _AT_EDGE, f))
                 else:
-                    push(heap, (t + tx + half, seq, _AT_SERVER, i))
+                    push(heap, (t + tx + half, seq, _AT_SERVER, f))
             elif kind == EV_TRACE:
                 state.trace_step(ca[j])
             elif kind == EV_HANDOVER:
@@ -158,8 +302,12 @@ def run_core(
                 state.sample(t, sum(len(q) for q in queues[:e_n]), len(queues[e_n]), busy)
             elif kind == EV_ROUND:
                 state.fl_round(ca[j], t)
+        flush()
         pos = hi
     # drain: requests in flight at the horizon finish (their records count)
     while heap:
         now, _, ek, x = pop(heap)
         endogenous(now, ek, x)
+    flush()
+    state.events += counts[0]
+    state.lookups += counts[1]

@@ -64,12 +64,13 @@ class SimState:
         self.E = m.num_edges
         # per-task records
         self.place = np.full(t, PENDING, dtype=np.int8)
+        self.place[model.task_skip] = SKIPPED
         self.done = np.full(t, -1, dtype=np.int64)
         self.hit = np.zeros(t, dtype=bool)
         self.energy = np.zeros(t, dtype=np.int64)  # uJ
         self.bs = np.full(t, -1, dtype=np.int16)
         self.attempts = np.zeros(t, dtype=np.int8)
-        self.tx = np.zeros(t, dtype=np.int64)
+        self.inflight: dict[int, tuple[int, int, int]] = {}  # task -> (tx ns, back ns, tx uJ)
         self.t_arr = m.task_t
         self.dev_of = m.task_dev
         # per device
@@ -100,13 +101,13 @@ class SimState:
         ]
         self.follow_n = s.mobility.follow_entries
         self.follow: dict[int, deque[int]] = {}
+        self._fq: list[deque[int]] | None = None
         # counters
         self.events = 0
         self.decisions = 0
         self.invalid_actions = 0
         self.handovers = 0
         self.lookups = 0
-        self.slot_choices = [0, 0, 0]
         self.series: dict[str, list[float]] = {
             k: []
             for k in (
@@ -185,8 +186,7 @@ class SimState:
     def skip_or_dead(self, i: int, d: int) -> bool:
         """Record a filtered task or one of a flat device; True when the task ends here."""
         if self.model.task_skip[i]:
-            self.place[i] = SKIPPED
-            return True
+            return True  # place already SKIPPED
         if self.battery[d] <= 0:
             self.place[i] = DROP_BATTERY
             return True
@@ -198,28 +198,36 @@ class SimState:
         self.energy[i] = e
         self.battery[d] -= e
         self.place[i] = 0
-        self.slot_choices[0] += 1
         return svc
 
-    def offload(self, i: int, d: int, slot: int) -> tuple[int, int, int]:
-        """Start an offload: (cell index or -1, transmit ns, half device RTT ns)."""
+    def link_consts(self, d: int) -> tuple[int, int, int, float, int]:
+        """Device ``d``'s send constants now: (cell or -1, ns per upload attempt, half RTT ns,
+        log of the loss rate (0: no loss), ns for the result to come back over its link)."""
         bw, rtt, loss = self.dev_link(d)
-        att = 1
-        if loss > 0:
-            att = min(MAX_ATTEMPTS, 1 + int(math.log(self.u[i]) / math.log(loss)))
         c = self.attach[d]
-        up = min(bw, self.cell_mbps[c]) if c < self.E else bw
-        tx = att * transfer_ns(self.settings.input_bytes, up)
-        self.attempts[i] = att
-        self.tx[i] = tx
-        self.place[i] = slot
-        self.slot_choices[slot] += 1
-        e = round(self.pw[d][1] * tx / 1000.0)
-        self.energy[i] = e
+        s = self.settings
         if c < self.E:
-            self.bs[i] = c
-            return c, tx, half_rtt_ns(rtt)
-        return -1, tx, half_rtt_ns(rtt)
+            up = min(bw, self.cell_mbps[c])
+        else:
+            up, c = bw, -1
+        half = half_rtt_ns(rtt)
+        tx1 = transfer_ns(s.input_bytes, up) if up > 0 else 0
+        back = half + (transfer_ns(s.result_bytes, bw) if bw > 0 else 0)
+        return c, tx1, half, (math.log(loss) if loss > 0 else 0.0), back
+
+    def offload(self, i: int, d: int, slot: int) -> tuple[int, int, int]:
+        """Start an offload: (cell index or -1, transmit ns, half device RTT ns). The way back
+        over the device's link is costed with the link as it is now, when the task is sent."""
+        c, tx1, half, lnloss, back = self.link_consts(d)
+        att = 1
+        if lnloss:
+            att = min(MAX_ATTEMPTS, 1 + int(math.log(self.u[i]) / lnloss))
+        tx = att * tx1
+        self.attempts[i] = att
+        self.place[i] = slot
+        self.bs[i] = c
+        self.inflight[i] = (tx, back, round(self.pw[d][1] * tx / 1000.0))
+        return c, tx, half
 
     def at_edge(self, i: int, now: int) -> tuple[int, int, int]:
         """A request reaches its station: (next server, backhaul ns, half backhaul RTT ns);
@@ -243,41 +251,60 @@ class SimState:
 
     def drop(self, i: int, code: int) -> None:
         d = int(self.dev_of[i])
+        _, _, e = self.inflight.pop(i)
         self.place[i] = code
-        self.battery[d] -= int(self.energy[i])
+        self.energy[i] = e
+        self.battery[d] -= e
 
     def complete(self, i: int, now: int) -> None:
-        """The result of task ``i`` leaves its server (or the cache) at ``now``: return it,
-        charge the device, and admit the result to the station's cache."""
+        """The result of task ``i`` leaves its server (or the cache) at ``now``: return it
+        (the backhaul as it is now, the device link as it was when sent), charge the device,
+        and admit the result to the station's cache."""
         d = int(self.dev_of[i])
-        s = self.settings
-        bw, rtt, _ = self.dev_link(d)
+        tx, back, e_tx = self.inflight.pop(i)
         c = int(self.bs[i])
-        back = half_rtt_ns(rtt) + (transfer_ns(s.result_bytes, bw) if bw > 0 else 0)
-        if self.overhead is not None:
+        hit = bool(self.hit[i])
+        if self.place[i] == 2 and c >= 0 and not hit:
+            back += self.bh_back(c)
+        if self.overhead is not None:  # calibrated protocol overhead of the exchange
             back += int(self.overhead[i])
-        if self.place[i] == 2 and c >= 0 and not self.hit[i]:
-            bhw = self.bhbw[c][self.epoch]
-            back += half_rtt_ns(self.bhrtt[c][self.epoch])
-            if bhw > 0 and math.isfinite(bhw):
-                back += transfer_ns(s.result_bytes, bhw)
         done = now + back
         self.done[i] = done
-        tx = int(self.tx[i])
-        idle = done - int(self.t_arr[i]) - tx
-        e = int(self.energy[i]) + round(self.pw[d][2] * idle / 1000.0)
+        e = e_tx + round(self.pw[d][2] * (done - int(self.t_arr[i]) - tx) / 1000.0)
         self.energy[i] = e
         self.battery[d] -= e
         if c >= 0:
             key = int(self.keys[i])
             cache = self.caches[c]
-            if not self.hit[i] and key not in cache:
+            if not hit and key not in cache:
                 cache.admit(key)
             if self.follow_n:
-                q = self.follow.get(d)
-                if q is None:
-                    q = self.follow[d] = deque(maxlen=self.follow_n)
-                q.append(key)
+                self.follow_queue(d).append(key)
+
+    def follow_queue(self, d: int) -> deque[int]:
+        """Device ``d``'s most recent result keys (they follow it on a handover)."""
+        if self._fq is not None:
+            return self._fq[d]
+        q = self.follow.get(d)
+        if q is None:
+            q = self.follow[d] = deque(maxlen=self.follow_n)
+        return q
+
+    def follow_queues(self) -> list[deque[int]] | None:
+        """One queue per device, made up front (the fast core's layout); None when nothing
+        follows devices (no handovers or ``follow_entries`` 0)."""
+        if not self.follow_n or self.model.ho_t.size == 0:
+            return None
+        self._fq = [deque(maxlen=self.follow_n) for _ in range(self.model.num_devices)]
+        return self._fq
+
+    def bh_back(self, c: int) -> int:
+        """ns for a result to come back from the cloud over station ``c``'s backhaul now."""
+        bhw = self.bhbw[c][self.epoch]
+        back = half_rtt_ns(self.bhrtt[c][self.epoch])
+        if bhw > 0 and math.isfinite(bhw):
+            back += transfer_ns(self.settings.result_bytes, bhw)
+        return back
 
     def batch_ns(self, server: int, size: int) -> int:
         return round(
@@ -304,7 +331,7 @@ class SimState:
         moved = getattr(self.policy, "moved", None)
         if moved is not None:
             moved(d, m.edge_names[old], m.edge_names[new])
-        q = self.follow.get(d)
+        q = self._fq[d] if self._fq is not None else self.follow.get(d)
         if q:
             cache = self.caches[new]
             for key in q:

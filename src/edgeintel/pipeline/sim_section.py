@@ -1,0 +1,82 @@
+"""Report renderer of the ``simulation`` section (``edgeintel simulate``): the summary figures,
+latency per placement, the initial plan and the federated rounds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import Markup
+
+from edgeintel.report.figures import Figure
+from edgeintel.report.sections import RenderContext, kv_table, register_section, table
+
+__all__ = ["render_simulation"]
+
+
+def _ms(v: Any) -> str:
+    return "-" if v is None else f"{float(v) * 1e3:.4g}"
+
+
+@register_section("simulation", title="Fleet simulation", order=95)
+def render_simulation(data: dict[str, Any], figures: list[Figure], ctx: RenderContext) -> Markup:
+    s = data.get("summary", {})
+    h = ctx.headline
+    h.fact("simulated tasks", f"{int(s.get('tasks', 0)):,}")
+    h.fact(
+        "latency p50 / p95 (ms)", f"{_ms(s.get('latency_p50_s'))} / {_ms(s.get('latency_p95_s'))}"
+    )
+    h.fact(
+        "engine",
+        f"{data.get('engine')} ({s.get('events', 0):,.0f} events, {s.get('cpu_s', 0):.3g} s CPU)",
+    )
+    if s.get("dropped_queue") or s.get("dropped_outage"):
+        ctx.warn(
+            f"{int(s.get('dropped_queue') or 0)} tasks dropped at full server queues, "
+            f"{int(s.get('dropped_outage') or 0)} at backhaul outages"
+        )
+    rows = []
+    for slot in ("", "_local", "_edge", "_cloud"):
+        rows.append(
+            {
+                "placement": slot.strip("_") or "all",
+                "completed": int(s.get(f"completed{slot}") or 0),
+                "p50 (ms)": _ms(s.get(f"latency_p50_s{slot}")),
+                "p95 (ms)": _ms(s.get(f"latency_p95_s{slot}")),
+                "p99 (ms)": _ms(s.get(f"latency_p99_s{slot}")),
+            }
+        )
+    counts = {
+        k: s.get(k)
+        for k in (
+            "devices",
+            "duration_s",
+            "tasks",
+            "skipped",
+            "cache_hits",
+            "cache_hit_ratio",
+            "dropped_battery",
+            "dropped_queue",
+            "dropped_outage",
+            "decisions",
+            "plan_switches",
+            "handovers",
+            "energy_j",
+            "bytes_up",
+            "bytes_down",
+            "fl_rounds",
+            "fl_stragglers",
+            "fl_dropouts",
+            "events",
+            "cpu_s",
+        )
+        if k in s
+    }
+    parts = [
+        table(rows),
+        kv_table(counts),
+        kv_table({"initial plan": data.get("initial_plan", {}).get("groups", {})}),
+    ]
+    if data.get("rounds"):
+        parts.append(table(data["rounds"]))
+    parts.append(ctx.figures(figures))
+    return Markup("").join(parts)

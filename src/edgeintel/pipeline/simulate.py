@@ -1,0 +1,153 @@
+"""What ``edgeintel simulate SCENARIO`` does apart from printing: run the fleet simulator and
+write ``results.json`` + ``report.html`` (+ figures) in a run's format, with plots over
+simulated time (latency percentiles, queues, battery, handovers, outages)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeintel.errors import ConfigError
+from edgeintel.paths import check_out_dir
+from edgeintel.pipeline import sim_section  # noqa: F401  (registers the section renderer)
+from edgeintel.pipeline.core import _write_json
+from edgeintel.report.environment import machine_info, package_versions
+from edgeintel.report.figures import Figure, figure_from_matplotlib, save_figures
+from edgeintel.report.topology import topology_json
+from edgeintel.scenario import dump_scenario
+from edgeintel.sim.settings import SimSettings
+
+if TYPE_CHECKING:
+    from edgeintel.scenario import Scenario
+    from edgeintel.sim.result import SimResult
+
+__all__ = ["SimulateOutcome", "sim_figures", "sim_settings_with", "simulate_command"]
+
+
+class SimulateOutcome:
+    """The run folder, its results and the simulator's result."""
+
+    def __init__(self, run_dir: Path, results: dict[str, Any], result: SimResult) -> None:
+        self.run_dir = run_dir
+        self.results = results
+        self.result = result
+
+
+def sim_settings_with(sc: Scenario, overrides: dict[str, Any]) -> SimSettings:
+    """``settings.sim`` (or the defaults) with command-line overrides, validated; a bad value
+    is one line naming its option."""
+    from pydantic import ValidationError
+
+    base = sc.settings.sim.model_dump(exclude_unset=True) if sc.settings.sim else {}
+    over = {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return SimSettings.model_validate({**base, **over})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else "settings.sim"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        opt = {"duration_s": "duration"}.get(field, field).replace("_", "-")
+        where = f"--{opt}" if field in over else f"settings.sim.{field}"
+        raise ConfigError(f"{where}: {msg}") from None
+
+
+def simulate_command(
+    sc: Scenario,
+    settings: SimSettings,
+    out_dir: Path | None = None,
+    runs_dir: Path = Path("runs"),
+    progress: Callable[[float], None] | None = None,
+    scenario_file: str | None = None,
+) -> SimulateOutcome:
+    """Simulate and write the run folder (``out_dir``, default ``runs/<time>-<name>-sim``)."""
+    from edgeintel.report.html import write_report
+    from edgeintel.sim.api import simulate
+    from edgeintel.sim.model import build_model
+
+    if out_dir is None:
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(runs_dir) / f"{stamp}-{sc.name}-sim"
+    out_dir = check_out_dir(out_dir)
+    model = build_model(sc, settings)  # memory estimate and bad input before the folder exists
+    del model
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    res = simulate(sc, settings, progress=progress)
+    section = res.to_json()
+    results: dict[str, Any] = {
+        "run_id": out_dir.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "status": "completed",
+        "error": None,
+        "scenario": {
+            "name": sc.name,
+            "description": sc.description,
+            "seed": sc.seed,
+            "file": scenario_file,
+            "devices": res.model.num_devices,
+            "edge_servers": len(sc.edge_servers),
+            "topology": topology_json(sc),
+            "settings": dump_scenario(sc).get("settings", {}),
+        },
+        "machine": machine_info(),
+        "versions": package_versions(("numpy", "simpy")),
+        "stages": ["simulate"],
+        "timings_s": {"simulate": round(time.perf_counter() - t0, 3)},
+        "simulation": section,
+    }
+    figures = sim_figures(section)
+    _write_json(out_dir / "results.json", results)
+    save_figures(out_dir, figures)
+    write_report(out_dir / "report.html", results, figures)
+    return SimulateOutcome(out_dir, results, res)
+
+
+def sim_figures(section: dict[str, Any]) -> list[Figure]:
+    """Plots over simulated time: latency percentiles, queues, battery, handovers, outages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ser = section["series"]
+    lat = ser["latency"]
+    t = ser["t_s"]
+    figs = []
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    for q in ("p50", "p95", "p99"):
+        ax.plot(
+            lat["t_s"], [float("nan") if v is None else v * 1e3 for v in lat[f"{q}_s"]], label=q
+        )
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("latency (ms)")
+    ax.set_yscale("log")
+    ax.legend()
+    figs.append(
+        figure_from_matplotlib(
+            "simulation", "Latency percentiles over time", fig, "tasks binned by arrival time"
+        )
+    )
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    ax.plot(t, ser["edge_queue"], label="waiting at edge servers")
+    ax.plot(t, ser["cloud_queue"], label="waiting at the cloud")
+    ax.plot(t, ser["busy_workers"], label="busy workers", linestyle="--")
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("requests")
+    ax.legend()
+    figs.append(figure_from_matplotlib("simulation", "Server queues", fig))
+    fig, ax1 = plt.subplots(figsize=(6.4, 3.2))
+    ax1.plot(t, ser["battery_fraction"], color="tab:green", label="mean battery left")
+    ax1.set_ylabel("battery fraction")
+    ax1.set_xlabel("simulated time (s)")
+    ax2 = ax1.twinx()
+    ax2.plot(t, ser["handovers"], color="tab:purple", label="handovers (cumulative)")
+    ax2.plot(
+        t, [f * 100 for f in ser["outage_fraction"]], color="tab:red", label="devices in outage (%)"
+    )
+    lines = ax1.get_lines() + ax2.get_lines()
+    ax1.legend(lines, [str(x.get_label()) for x in lines], fontsize=8)
+    figs.append(figure_from_matplotlib("simulation", "Battery, handovers and outages", fig))
+    return figs
