@@ -70,7 +70,7 @@ THREAD_ENV = {
 }
 """Environment of every sweep worker: native thread pools of one thread each."""
 
-TIMING_COLUMNS = frozenset({"cpu_s", "wall_s"})
+TIMING_COLUMNS = frozenset({"cpu_s", "wall_s", "events_per_cpu_s"})
 """Columns measured on the machine (not simulated): they differ between runs."""
 
 ALIASES: dict[str, str] = {
@@ -442,7 +442,9 @@ def simulate_point(point: SweepPoint) -> dict[str, Any]:
 
     policy = None if point.policy == "planner" else FixedPolicy(point.policy)
     res = simulate(point.scenario, point.settings, policy=policy)
-    figures = {k: (None if v != v else v) for k, v in res.summary().items()}  # NaN -> None
+    figures = {  # NaN -> None; an axis (devices, duration_s) keeps its grid value
+        k: (None if v != v else v) for k, v in res.summary().items() if k not in point.values
+    }
     return {**point.values, **figures}
 
 
@@ -603,14 +605,20 @@ class SweepTable:
         plt.close(fig)
         return p
 
-    def write(self, out: str | Path, metrics: Sequence[str] | None = None) -> dict[str, Path]:
+    def write(
+        self, out: str | Path, metrics: Sequence[str] | None = None, x: str | None = None
+    ) -> dict[str, Path]:
         """``sweep.csv``, ``sweep.json`` and ``sweep.png`` in folder ``out``."""
+        unknown = [m for m in metrics or () if m not in self.metrics]
+        if unknown:
+            raise ConfigError(f"--metric {unknown[0]}: not a figure of the sweep; "
+                              f"expected one of {self.metrics}")  # fmt: skip
         d = Path(out)
         d.mkdir(parents=True, exist_ok=True)
         return {
             "csv": self.write_csv(d / "sweep.csv"),
             "json": self.write_json(d / "sweep.json"),
-            "png": self.plot(d / "sweep.png", metrics),
+            "png": self.plot(d / "sweep.png", metrics, x),
         }
 
 
