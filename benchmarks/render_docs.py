@@ -182,7 +182,42 @@ def _compress_models(res: Results) -> str:
     )
 
 
+def _sim_runs(res: Results) -> str:
+    d = res["sim"]["details"]
+    rows = []
+    for name, r in d["runs"].items():
+        rows.append(
+            [
+                name.replace("_x_", " x ").replace("_", " "),
+                f"{r['tasks']:,}",
+                f"{r['events']:,}",
+                fmt(r["cpu_s"]),
+                f"{r['events_per_cpu_s']:,}",
+                fmt(r["peak_mib"]),
+                f"{fmt(r['latency_p50_ms'])} / {fmt(r['latency_p95_ms'])}",
+            ]
+        )
+    c = d["fast_vs_simpy"]
+    rows.append(
+        [
+            f"{c['model']}: SimPy reference",
+            "same",
+            "same",
+            fmt(c["simpy_cpu_s"]),
+            "-",
+            "-",
+            f"identical records: {'yes' if c['identical_records'] else 'NO'}; "
+            f"fast core {fmt(c['derived']['speedup_x'])}x less CPU (derived)",
+        ]
+    )
+    return _table(
+        ["run", "tasks", "events", "CPU (s)", "events / CPU s", "peak MiB", "p50 / p95 (ms)"],
+        rows,
+    )
+
+
 RENDERERS: dict[str, Callable[[Results], str]] = {
+    "sim:runs": _sim_runs,
     "train:robustness": _train_robustness,
     "train:derived": _train_derived,
     "privacy:dp": _privacy_dp,

@@ -450,6 +450,25 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
         "noise_multiplier: expected a number within float32 range",
     ),
     ("settings-threads-zero", _set("settings.threads", 0), {}, "settings.threads"),
+    (
+        "sim-unknown-cache-policy",
+        _set("settings.sim", {"cache_policy": "nope"}),
+        {},
+        "settings.sim.cache_policy: unknown cache policy 'nope'; expected one of: arc",
+    ),
+    (
+        "sim-unknown-placement",
+        _set("settings.sim", {"placement": "best"}),
+        {},
+        "settings.sim.placement: unknown placement policy 'best'",
+    ),
+    (
+        "sim-negative-duration",
+        _set("settings.sim", {"duration_s": -1}),
+        {},
+        "settings.sim.duration_s",
+    ),
+    ("sim-unknown-engine", _set("settings.sim", {"engine": "warp"}), {}, "settings.sim.engine"),
     ("settings-threads-bool", _set("settings.threads", True), {}, "settings.threads"),
     # ---- compression settings
     (
@@ -620,6 +639,38 @@ CLI_CASES: list[tuple[str, list[str], dict[str, FileMaker], str]] = [
     ),
     ("compress-other-file", ["compress", "{D}/m.txt"], {"m.txt": "x"}, "expected a scenario"),
     ("validate-missing", ["validate", "{D}/nope.yaml"], {}, "scenario file not found"),
+    # edgeintel simulate (issue 13 §8): estimate before allocating, durations, policy names
+    (
+        "simulate-fleet-too-large",
+        ["simulate", "{S}", "--devices", "90000000", "--out", "{D}/out"],
+        {},
+        "GiB is available",
+    ),
+    (
+        "simulate-negative-duration",
+        ["simulate", "{S}", "--duration", "-5", "--out", "{D}/out"],
+        {},
+        "--duration: Input should be greater than 0",
+    ),
+    (
+        "simulate-unknown-placement",
+        ["simulate", "{S}", "--placement", "nah", "--out", "{D}/out"],
+        {},
+        "unknown placement policy 'nah'; expected one of: brute_force, greedy, milp",
+    ),
+    (
+        "simulate-unknown-cache-policy",
+        ["simulate", "{S}", "--cache-policy", "nope", "--out", "{D}/out"],
+        {},
+        "--cache-policy: unknown cache policy 'nope'; expected one of: arc, fifo",
+    ),
+    (
+        "simulate-unknown-engine",
+        ["simulate", "{S}", "--engine", "warp", "--out", "{D}/out"],
+        {},
+        "--engine",
+    ),
+    ("simulate-out-is-file", ["simulate", "{S}", "--out", "{D}/f"], {"f": "x"}, "--out"),
     # usage errors: one line too, naming the option
     ("unknown-command", ["bogus"], {}, "No such command 'bogus'"),
     ("run-unknown-option", ["run", "{S}", "--bogus"], {}, "No such option: --bogus"),

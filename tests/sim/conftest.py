@@ -1,4 +1,5 @@
-"""Fixtures of the simulator tests: a local Ray cluster on loopback, started and stopped here."""
+"""Small scenarios for the simulator's tests, and a local Ray cluster on loopback (started
+and stopped here) for the sweep tests."""
 
 from __future__ import annotations
 
@@ -13,8 +14,117 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from edgeintel.scenario import Scenario, parse_scenario
+
+from ..conftest import tiny_scenario_dict
+
+
+def hand_scenario() -> Scenario:
+    """One micro station ``bs`` (compute speed 0.5, one worker), two devices in groups with
+    RTT 2 ms and 4 ms on 8 Mbit/s links, a 16 Mbit/s cell: numbers easy to work by hand."""
+    raw: dict[str, Any] = tiny_scenario_dict()
+    raw["edge_servers"] = [{"name": "bs", "kind": "micro", "compute_speed": 0.5}]
+    raw["device_profiles"]["phone"]["compute_speed"] = 0.5
+    raw["devices"] = [
+        {
+            "name": "a",
+            "count": 1,
+            "profile": "phone",
+            "attach": "bs",
+            "link": {"bandwidth_mbps": 8, "rtt_ms": 2},
+        },
+        {
+            "name": "b",
+            "count": 1,
+            "profile": "phone",
+            "attach": "bs",
+            "link": {"bandwidth_mbps": 8, "rtt_ms": 4},
+        },
+    ]
+    raw["links"] = [{"between": ["bs", "cloud"], "bandwidth_mbps": 100, "rtt_ms": 10}]
+    raw["settings"]["offloading"] = {"server_workers": 1}
+    raw["settings"]["sim"] = {
+        "duration_s": 1.0,
+        "decisions": "task",
+        "filter": False,
+        "task_ms": 10.0,
+        "input_bytes": 10_000,
+        "result_bytes": 1_000,
+        "micro_uplink_mbps": 16,
+        "max_batch": 2,
+        "batch_marginal": 0.5,
+        "cache_entries": 10,
+        "series_bins": 4,
+        "traces": {"speed_sigma": 0, "bandwidth_sigma": 0},
+        "mobility": {"handover_rate_hz": 0},
+    }
+    return parse_scenario(raw)
+
+
+def busy_scenario() -> Scenario:
+    """Everything on: two stations, loss, a backhaul with congestion and an outage, a device
+    link trace, availability off periods, handovers, federated rounds, small caches."""
+    raw: dict[str, Any] = tiny_scenario_dict()
+    raw["edge_servers"] = [
+        {"name": "macro", "kind": "macro", "compute_speed": 2.0},
+        {"name": "micro", "kind": "micro", "compute_speed": 0.5},
+    ]
+    raw["devices"] = [
+        {
+            "name": "phone",
+            "count": 6,
+            "profile": "phone",
+            "attach": "micro",
+            "link": {
+                "bandwidth_mbps": 30,
+                "rtt_ms": 12,
+                "loss": 0.05,
+                "trace": [{"t_s": 0, "bandwidth_mbps": 30}, {"t_s": 20, "bandwidth_mbps": 5}],
+            },
+        },
+        {
+            "name": "cam",
+            "count": 4,
+            "profile": "phone",
+            "attach": "macro",
+            "link": {"bandwidth_mbps": 50, "rtt_ms": 6},
+        },
+        {"name": "far", "count": 2, "profile": "phone", "attach": "cloud"},
+    ]
+    raw["links"] = [
+        {"between": ["micro", "macro"], "bandwidth_mbps": 200, "rtt_ms": 2},
+        {
+            "between": ["macro", "cloud"],
+            "bandwidth_mbps": 100,
+            "rtt_ms": 30,
+            "trace": [
+                {"t_s": 0, "bandwidth_mbps": 100},
+                {"t_s": 15, "bandwidth_mbps": 10, "rtt_ms": 60},
+                {"t_s": 25, "bandwidth_mbps": 0},
+                {"t_s": 30, "bandwidth_mbps": 100, "rtt_ms": 30},
+            ],
+        },
+    ]
+    raw["settings"]["offloading"] = {"server_workers": 2, "cloud_workers": 3, "request_rate_hz": 4}
+    raw["settings"]["sim"] = {
+        "duration_s": 40.0,
+        "cache_entries": 20,
+        "catalog": 200,
+        "max_batch": 4,
+        "queue_limit": 30,
+        "series_bins": 8,
+        "traces": {"mean_on_s": 15, "mean_off_s": 5},
+        "mobility": {"handover_rate_hz": 0.05, "follow_entries": 4},
+        "federated": {"enabled": True, "round_interval_s": 10, "clients_per_round": 4},
+    }
+    return parse_scenario(raw)
+
+
+# --------------------------------------------------------------------------- Ray on loopback
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 

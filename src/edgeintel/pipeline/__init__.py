@@ -6,6 +6,7 @@ from edgeintel.pipeline import compress as _compress  # noqa: F401
 from edgeintel.pipeline import edge_training as _edge_training  # noqa: F401
 from edgeintel.pipeline import offloading as _offloading  # noqa: F401
 from edgeintel.pipeline import runtime as _runtime  # noqa: F401
+from edgeintel.pipeline import sim_section as _sim_section  # noqa: F401  (edgeintel simulate)
 from edgeintel.pipeline import stages as _stages  # noqa: F401
 from edgeintel.pipeline.core import (
     STAGES,

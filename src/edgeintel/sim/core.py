@@ -220,6 +220,7 @@ def run_core(
         else:  # _AT_SERVER: the cloud
             to_server(x, e_n, now)
 
+    epoch = state.epoch
     pos = 0
     while pos < total:
         hi = min(total, pos + _CHUNK)
@@ -228,7 +229,6 @@ def run_core(
         ca = ex_a[pos:hi].tolist()
         tasks = ex_a[pos:hi][ex_k[pos:hi] == EV_TASK]
         devs = m.task_dev[tasks].tolist()
-        skips = m.task_skip[tasks].tolist()
         keys = m.task_key[tasks].tolist()
         us = m.task_u[tasks].tolist()
         di = -1
@@ -243,14 +243,12 @@ def run_core(
             if kind == EV_TASK:
                 di += 1
                 counts[0] += 1
-                if skips[di]:
-                    continue
                 i = ca[j]
                 d = devs[di]
                 if battery[d] <= 0:
                     dead_i.append(i)
                     continue
-                if per_task or seen_v[d] != version[d] or seen_e[d] != state.epoch:
+                if per_task or seen_v[d] != version[d] or seen_e[d] != epoch:
                     a = attach[d]
                     obs = state.observe(d, t, len(queues[a]) if a < e_n else 0, len(queues[e_n]))
                     if policy is not None:
@@ -295,6 +293,7 @@ def run_core(
                     push(heap, (t + tx + half, seq, _AT_SERVER, f))
             elif kind == EV_TRACE:
                 state.trace_step(ca[j])
+                epoch = state.epoch
             elif kind == EV_HANDOVER:
                 state.handover(ca[j])
             elif kind == EV_SAMPLE:
@@ -309,5 +308,5 @@ def run_core(
         now, _, ek, x = pop(heap)
         endogenous(now, ek, x)
     flush()
-    state.events += counts[0]
+    state.events += counts[0] + int(np.count_nonzero(m.task_skip))
     state.lookups += counts[1]

@@ -173,15 +173,17 @@ class SimModel:
         return self.cloud_name if s == self.num_edges else self.edge_names[s]
 
     def exogenous(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every exogenous event as (time ns, kind, index), sorted by time, kind, index."""
-        parts_t = [self.epoch_ns[1:], self.ho_t, self.round_t, self.sample_t, self.task_t]
+        """Every exogenous event as (time ns, kind, index), sorted by time, kind, index; tasks
+        the filter skips end at arrival and are left out (their records say so already)."""
+        kept = np.flatnonzero(~self.task_skip)
+        parts_t = [self.epoch_ns[1:], self.ho_t, self.round_t, self.sample_t, self.task_t[kept]]
         kinds = [EV_TRACE, EV_HANDOVER, EV_ROUND, EV_SAMPLE, EV_TASK]
         idx = [
             np.arange(1, self.epoch_ns.size, dtype=np.int64),
             np.arange(self.ho_t.size, dtype=np.int64),
             np.arange(self.round_t.size, dtype=np.int64),
             np.arange(self.sample_t.size, dtype=np.int64),
-            np.arange(self.task_t.size, dtype=np.int64),
+            kept.astype(np.int64),
         ]
         t = np.concatenate(parts_t).astype(np.int64)
         k = np.concatenate(

@@ -115,7 +115,7 @@ class PlannerPolicy:
     """``AdaptivePolicy`` per device, started from the placement policy's plan per device group.
 
     On a handover the plan follows the device: an edge placement moves to the new
-    station (``moved``), so hysteresis keeps it there unless something is better.
+    station, so hysteresis keeps it there unless something is better.
     """
 
     def __init__(self, model: SimModel) -> None:
@@ -135,13 +135,10 @@ class PlannerPolicy:
 
     def decide(self, observation: Observation) -> int:
         pol = self._policy(observation.device, observation.attach)
+        if observation.reason == "handover" and (pol.current or "").startswith("d2e:"):
+            pol.current = f"d2e:{observation.attach}"  # the plan follows the device
         usable = [o for o in observation.options if o is not None]
         return _SLOT_OF_TIER[pol.decide(usable).tier]
-
-    def moved(self, device: int, old: str, new: str) -> None:
-        pol = self._policies.get(device)
-        if pol is not None and pol.current == f"d2e:{old}":
-            pol.current = f"d2e:{new}"
 
     def switches(self) -> int:
         """Plan changes after each device's first decision."""

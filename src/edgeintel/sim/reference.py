@@ -126,3 +126,4 @@ def run_reference(state: SimState, progress: Callable[[float], None] | None = No
             env.process(worker(srv))
     env.process(driver())
     env.run()
+    state.events += int(m.task_skip.sum())  # skipped tasks end at arrival (not replayed)

@@ -328,9 +328,6 @@ class SimState:
         self.attach[d] = new
         self.version[d] += 1
         self.handovers += 1
-        moved = getattr(self.policy, "moved", None)
-        if moved is not None:
-            moved(d, m.edge_names[old], m.edge_names[new])
         q = self._fq[d] if self._fq is not None else self.follow.get(d)
         if q:
             cache = self.caches[new]

@@ -1,0 +1,206 @@
+"""Benchmark of the fleet simulator (issue 13): CPU time of city-scale runs, events per second,
+peak memory, and our heap core against the SimPy reference on the same model.
+
+Targets (process CPU time of ``simulate``, model compilation included; every run in a fresh
+process so its peak memory is its own):
+
+* 10,000 devices x 10 simulated minutes (~1.13 million tasks; bandwidth sharing on the cell
+  uplinks, energy, mobility): <= 10 s CPU (PureEdgeSim reports 58 s on an i7-8550U);
+* 200 devices x 24 simulated hours (~3.2 million tasks): <= 25 s CPU (PureEdgeSim: 51 s);
+* 100,000 devices x 10 simulated minutes: <= 120 s CPU and <= 4 GiB peak memory;
+* fast core vs SimPy reference on the same model, side by side (identical records checked).
+
+The city: 5 macro and 50 micro base stations (PureEdgeSim-like), each micro station with a
+device group; tasks at 0.1875 Hz per device (PureEdgeSim's task count for 10,000 devices x
+10 min), the default filter, cache and batching, handovers every 10 min per device on
+average, a backhaul with a congestion step. Writes benchmarks/results/sim.json.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from _common import target, write_results
+
+ROOT = Path(__file__).resolve().parents[1]
+RATE_HZ = 0.1875
+
+
+def city_scenario(devices: int) -> dict[str, Any]:
+    """A city of 5 macro + 50 micro stations; ``devices`` split over 50 groups (one per micro)."""
+    macros = [
+        {"name": f"macro-{i}", "kind": "macro", "compute_speed": 4.0, "cache_mb": 4096}
+        for i in range(5)
+    ]
+    micros = [
+        {"name": f"micro-{i}", "kind": "micro", "compute_speed": 1.0, "cache_mb": 512}
+        for i in range(50)
+    ]
+    links = [
+        {"between": [f"micro-{i}", f"macro-{i % 5}"], "bandwidth_mbps": 1000, "rtt_ms": 2}
+        for i in range(50)
+    ]
+    links += [
+        {
+            "between": [f"macro-{i}", "cloud"],
+            "bandwidth_mbps": 10000,
+            "rtt_ms": 30,
+            "trace": [
+                {"t_s": 0, "bandwidth_mbps": 10000},
+                {"t_s": 300, "bandwidth_mbps": 2000, "rtt_ms": 60},
+                {"t_s": 400, "bandwidth_mbps": 10000, "rtt_ms": 30},
+            ],
+        }
+        for i in range(5)
+    ]
+    per = [devices // 50 + (1 if i < devices % 50 else 0) for i in range(50)]
+    groups = [
+        {
+            "name": f"dev-{i}",
+            "count": n,
+            "profile": "phone" if i % 2 else "wearable",
+            "attach": f"micro-{i}",
+            "link": {"bandwidth_mbps": 40 if i % 2 else 10, "rtt_ms": 10, "loss": 0.01},
+        }
+        for i, n in enumerate(per)
+        if n > 0
+    ]
+    return {
+        "name": "city",
+        "seed": 1,
+        "task": {"model": "mlp"},
+        "data": {"dataset": "digits"},
+        "cloud": {"compute_speed": 8.0},
+        "edge_servers": macros + micros,
+        "device_profiles": {
+            "phone": {
+                "compute_speed": 0.25,
+                "memory_mb": 4096,
+                "power_compute_w": 3.0,
+                "power_tx_w": 1.2,
+                "power_idle_w": 0.05,
+                "battery_j": 40000,
+            },
+            "wearable": {
+                "compute_speed": 0.05,
+                "memory_mb": 512,
+                "power_compute_w": 0.8,
+                "power_tx_w": 0.4,
+                "power_idle_w": 0.01,
+                "battery_j": 3000,
+            },
+        },
+        "devices": groups,
+        "links": links,
+        "settings": {
+            "offloading": {"server_workers": 8, "cloud_workers": 512, "request_rate_hz": RATE_HZ},
+        },
+    }
+
+
+def _run(devices: int, duration_s: float, engine: str, queue: Any) -> None:
+    """In a fresh process: simulate and report CPU, memory and the summary."""
+    from edgeintel.scenario import parse_scenario
+    from edgeintel.sim import SimSettings, simulate
+
+    sc = parse_scenario(city_scenario(devices))
+    st = SimSettings(duration_s=duration_s, engine=engine, task_rate_hz=RATE_HZ)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    res = simulate(sc, st)
+    cpu = time.process_time() - cpu0
+    wall = time.perf_counter() - wall0
+    s = res.summary()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+    queue.put(
+        {
+            "devices": devices,
+            "duration_s": duration_s,
+            "engine": engine,
+            "cpu_s": round(cpu, 3),
+            "wall_s": round(wall, 3),
+            "peak_mib": round(peak / 2**20, 1),
+            "tasks": int(s["tasks"]),
+            "events": int(s["events"]),
+            "events_per_cpu_s": round(s["events"] / cpu),
+            "decisions": int(s["decisions"]),
+            "handovers": int(s["handovers"]),
+            "cache_hits": int(s["cache_hits"]),
+            "completed": {k: int(s[f"completed_{k}"]) for k in ("local", "edge", "cloud")},
+            "latency_p50_ms": round(s["latency_p50_s"] * 1e3, 3),
+            "latency_p95_ms": round(s["latency_p95_s"] * 1e3, 3),
+            "latency_p99_ms": round(s["latency_p99_s"] * 1e3, 3),
+            "energy_j": round(s["energy_j"], 3),
+            "digest": res.digest(),
+        }
+    )
+
+
+def measure(devices: int, duration_s: float, engine: str = "fast") -> dict[str, Any]:
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    p = ctx.Process(target=_run, args=(devices, duration_s, engine, q))
+    p.start()
+    out: dict[str, Any] = q.get()
+    p.join()
+    print(json.dumps({k: v for k, v in out.items() if k != "digest"}), flush=True)
+    return out
+
+
+def main() -> None:
+    runs = {
+        "10k_x_10min": measure(10_000, 600),
+        "200_x_24h": measure(200, 86_400),
+        "100k_x_10min": measure(100_000, 600),
+    }
+    # side by side on the same model: 1,000 devices x 10 min on both engines
+    fast = measure(1_000, 600, "fast")
+    ref = measure(1_000, 600, "simpy")
+    comparison = {
+        "model": "city, 1,000 devices x 10 simulated min",
+        "fast_cpu_s": fast["cpu_s"],
+        "simpy_cpu_s": ref["cpu_s"],
+        "identical_records": fast["digest"] == ref["digest"],
+        "derived": {"speedup_x": round(ref["cpu_s"] / fast["cpu_s"], 2)},
+    }
+    targets = [
+        target("10,000 devices x 10 min CPU", runs["10k_x_10min"]["cpu_s"], "<=", 10, "s"),
+        target("200 devices x 24 h CPU", runs["200_x_24h"]["cpu_s"], "<=", 25, "s"),
+        target("100,000 devices x 10 min CPU", runs["100k_x_10min"]["cpu_s"], "<=", 120, "s"),
+        target(
+            "100,000 devices x 10 min peak memory",
+            runs["100k_x_10min"]["peak_mib"] / 1024,
+            "<=",
+            4,
+            "GiB",
+        ),
+        target("fast core vs SimPy, same model", comparison["derived"]["speedup_x"], ">=", 1, "x"),
+        target(
+            "fast core and SimPy records identical",
+            1.0 if comparison["identical_records"] else 0.0,
+            ">=",
+            1,
+            "bool",
+        ),
+    ]
+    details: dict[str, Any] = {"runs": runs, "fast_vs_simpy": comparison, "rate_hz": RATE_HZ}
+    # ---- simsweep: calibration against the runtime and the Gymnasium step rate (issue 13) ----
+    # benchmarks/_sim_extra.py (added by the simsweep branch) defines
+    # extra_targets(details) -> list of target(...) records, and adds its details in place.
+    try:
+        from _sim_extra import extra_targets  # type: ignore[import-not-found]
+    except ImportError:
+        extra_targets = None
+    if extra_targets is not None:
+        targets += extra_targets(details)
+    write_results("sim", targets, details)
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(ROOT / "src"))
+    main()

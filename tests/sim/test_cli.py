@@ -1,0 +1,72 @@
+"""``edgeintel simulate``: a run folder in a run's format, a report section with plots."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+from typer.testing import CliRunner
+
+from edgeintel.cli import app
+from edgeintel.report.html import render_report
+
+from ..conftest import tiny_scenario_dict
+
+
+def test_simulate_writes_results_report_and_figures(tmp_path: Path) -> None:
+    s = tmp_path / "s.yaml"
+    s.write_text(yaml.safe_dump(tiny_scenario_dict()))
+    out = tmp_path / "simrun"
+    res = CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            str(s),
+            "--devices",
+            "40",
+            "--duration",
+            "30",
+            "--seed",
+            "3",
+            "--out",
+            str(out),
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    assert "40 devices x 30 s" in res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["status"] == "completed" and results["stages"] == ["simulate"]
+    sim = results["simulation"]
+    assert sim["seed"] == 3 and sim["settings"]["devices"] == 40
+    summ = sim["summary"]
+    assert summ["tasks"] > 0 and summ["latency_p50_s"] > 0 and summ["events"] > summ["tasks"]
+    for key in ("latency_p95_s_edge", "bytes_device_to_edge", "energy_j", "cache_hits", "cpu_s"):
+        assert key in summ
+    assert len(sim["series"]["t_s"]) == 60 and len(sim["series"]["latency"]["p50_s"]) == 60
+    index = json.loads((out / "figures" / "index.json").read_text())
+    assert [f["section"] for f in index] == ["simulation"] * 3
+    html = (out / "report.html").read_text()
+    assert "Fleet simulation" in html and "Latency percentiles over time" in html
+    # the same seed again: the same records
+    out2 = tmp_path / "again"
+    CliRunner().invoke(
+        app,
+        [
+            "simulate",
+            str(s),
+            "--devices",
+            "40",
+            "--duration",
+            "30",
+            "--seed",
+            "3",
+            "--out",
+            str(out2),
+            "-q",
+        ],
+    )
+    again = json.loads((out2 / "results.json").read_text())["simulation"]
+    assert again["digest"] == sim["digest"]
+    assert "Fleet simulation" in render_report(results, [])
