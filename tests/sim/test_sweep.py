@@ -64,6 +64,7 @@ def test_sweep_in_processes_equals_in_process(scenario) -> None:  # type: ignore
     # more devices -> more tasks; a slower access link -> slower edge offloads
     assert rows[("edge", 40, 50, 0)]["tasks"] > rows[("edge", 10, 50, 0)]["tasks"]
     assert rows[("edge", 40, 5, 0)]["latency_p50_s"] > rows[("edge", 40, 50, 0)]["latency_p50_s"]
+    assert rows[("edge", 40, 50, 0)]["tasks"] != rows[("edge", 40, 50, 1)]["tasks"]  # seeds used
     assert rows[("cloud", 40, 50, 0)]["completed_cloud"] > 0
     assert rows[("edge", 40, 50, 0)]["completed_cloud"] == 0
 

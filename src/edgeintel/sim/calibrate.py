@@ -94,6 +94,7 @@ class Calibration:
     simulated: dict[str, float]
     ratios: dict[str, float]
     fit: list[dict[str, float]] = field(default_factory=list)
+    residual_ratios: dict[str, float] = field(default_factory=dict)
 
     @property
     def within(self) -> bool:
@@ -121,6 +122,7 @@ class Calibration:
             "simulated": self.simulated,
             "ratios": self.ratios,
             "fit": self.fit,
+            "residual_ratios": self.residual_ratios,
             "within_15_percent": self.within,
         }
 
@@ -312,14 +314,22 @@ def calibrate(
         "bytes_down": summ["bytes_edge_to_device"],
         "tasks": summ["completed"],
     }
+    link = measured.link_delay_ms(validate_group)
+    # sharper but noisier (not a target): the part of the latency that is not the link's
+    residual = {
+        "p50": (lat["p50"] - link) / max(meas["p50"] - link, 1e-9),
+        "p95": (lat["p95"] - link) / max(meas["p95"] - link, 1e-9),
+    }
     ratios = {
         "latency_p50": lat["p50"] / meas["p50"],
         "latency_p95": lat["p95"] / meas["p95"],
         "bytes_up": summ["bytes_device_to_edge"] / measured.bytes_up,
         "bytes_down": summ["bytes_edge_to_device"] / measured.bytes_down,
     }
-    return Calibration(measured, settings, calibrate_group, validate_group, simulated, ratios,
-                       trace)  # fmt: skip
+    cal = Calibration(measured, settings, calibrate_group, validate_group, simulated, ratios,
+                      trace)  # fmt: skip
+    cal.residual_ratios = residual
+    return cal
 
 
 def calibration_targets(cal: Calibration) -> list[dict[str, Any]]:
