@@ -308,7 +308,8 @@ def _run_ray(
 
     The edgeintel package of this process is shipped with the job (``py_modules``), so
     the cluster's nodes run the same code as the caller; the workers get ``THREAD_ENV``.
-    ``local`` starts a private single-node cluster for the call and stops it after.
+    ``local`` starts a private single-node cluster for the call and stops it after. A
+    connection this process already holds (``ray.init`` by the caller) is used as it is.
     """
     from edgeintel.extras import require
 
