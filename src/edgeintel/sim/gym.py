@@ -57,6 +57,8 @@ __all__ = ["LinearOffloadPolicy", "OffloadEnv", "episode_return", "train_linear_
 
 _TIER_SLOT = {"local": 0, "d2e": 1, "d2c": 2, "d2d": 1, "hybrid": 1}
 """An option's slot by tier (D2D and hybrid splits price like an edge offload here)."""
+_MS, _MJ = FEATURES.index("local_ms"), FEATURES.index("local_mj")  # then edge, cloud
+_EDGE_OK, _CLOUD_OK = FEATURES.index("edge_available"), FEATURES.index("cloud_available")
 
 
 class OffloadEnv(gym.Env):  # type: ignore[misc,name-defined]
@@ -218,9 +220,9 @@ class LinearOffloadPolicy:
     def __call__(self, features: np.ndarray) -> int:
         """Act from the environment's feature vector alone (``FEATURES`` order)."""
         f = features
-        avail = (True, f[12] > 0, f[13] > 0)
+        avail = (True, f[_EDGE_OK] > 0, f[_CLOUD_OK] > 0)
         scores = [
-            self.latency_coef * f[6 + k] + self.energy_coef * f[9 + k] + self.bias[k]
+            self.latency_coef * f[_MS + k] + self.energy_coef * f[_MJ + k] + self.bias[k]
             for k in range(3)
         ]
         return int(min((s, k) for k, s in enumerate(scores) if avail[k])[1])
