@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -162,6 +163,7 @@ def ray_cluster() -> Iterator[str]:
             "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "false",
             "--disable-usage-stats", "--temp-dir", tmp]  # fmt: skip
     proc = subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True)
+    clean = False
     try:
         deadline = time.monotonic() + 90
         while True:
@@ -175,6 +177,7 @@ def ray_cluster() -> Iterator[str]:
                     pytest.fail(f"Ray head not listening within 90 s; see {tmp}/head.log")
                 time.sleep(0.3)
         yield f"127.0.0.1:{port}"
+        clean = True  # keep the head's log when it did not start
     finally:
         proc.send_signal(signal.SIGTERM)  # the head drains and stops its own processes
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -183,6 +186,8 @@ def ray_cluster() -> Iterator[str]:
             os.killpg(proc.pid, signal.SIGKILL)  # whatever of this session is left
         proc.wait(10)
         log.close()
+        if clean:
+            shutil.rmtree(tmp, ignore_errors=True)
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)
