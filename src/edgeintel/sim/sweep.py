@@ -529,11 +529,11 @@ class SweepTable:
         self, metric: str, x: str | None = None
     ) -> dict[str, list[tuple[Any, float, float]]]:
         """``metric`` per value of axis ``x`` (mean, std over seeds), one series per
-        combination of the other axes (``"policy=edge, bandwidth_mbps=10"``)."""
+        combination of the other axes that vary (``"policy=edge, bandwidth_mbps=10"``)."""
         x = x or self.default_x()
         if x not in self.grid.axes:
             raise ConfigError(f"plot: x axis {x!r} is not an axis of the grid {self.axes}")
-        others = [a for a in self.axes if a != x]
+        others = [a for a in self.axes if a != x and len(self.grid.axes[a]) > 1]
         series: dict[str, dict[Any, list[float]]] = {}
         for r in self.rows:
             v = r.get(metric)
@@ -595,6 +595,9 @@ class SweepTable:
             ax.set_ylabel(metric)
             if numeric_x and _spans_decades(self.grid.axes[x]):
                 ax.set_xscale("log")
+            ys = [p[1] for pts in self.aggregate(metric, x).values() for p in pts]
+            if _spans_decades(ys):
+                ax.set_yscale("log")
             ax.grid(alpha=0.3)
         handles, labels = axs[0][0].get_legend_handles_labels()
         if handles:
@@ -628,5 +631,6 @@ def _cell(v: Any) -> Any:
 
 
 def _spans_decades(values: Iterable[Any]) -> bool:
-    vs = [float(v) for v in values if float(v) > 0]
-    return len(vs) >= 3 and max(vs) / min(vs) >= 100
+    """Positive values spanning two decades or more (then the axis is drawn in log scale)."""
+    vs = [float(v) for v in values]
+    return len(vs) >= 3 and min(vs) > 0 and max(vs) / min(vs) >= 100
