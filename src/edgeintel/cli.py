@@ -665,6 +665,10 @@ def simulate(
     out: Annotated[
         Path | None, typer.Option(help="Run folder for results.json + report.html.")
     ] = None,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(help="Take the filter's skip fraction measured by this run's caching stage."),
+    ] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     sets: Annotated[
         list[str] | None, typer.Option("--set", help="Override a scenario field: key.path=value.")
@@ -675,14 +679,18 @@ def simulate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from edgeintel.examples import resolve_scenario
-    from edgeintel.pipeline.simulate import sim_settings_with, simulate_command
+    from edgeintel.pipeline.simulate import sim_settings_with, simulate_command, skip_from_run
 
     with guard():
         scenario = resolve_scenario(scenario)
         sc = _load(scenario, None, sets)
+        skip, notes = None, {}
+        if from_run is not None:
+            skip, notes["skip_probability"] = skip_from_run(from_run)
         st = sim_settings_with(
             sc,
             {
+                "skip_probability": skip,
                 "devices": devices,
                 "duration_s": duration,
                 "seed": seed,
@@ -709,6 +717,7 @@ def simulate(
                 runs_dir=runs_dir,
                 progress=lambda f: bar.update(tid, completed=f),
                 scenario_file=str(scenario),
+                notes=notes,
             )
         s = outcome.result.summary()
         table = Table(title=f"Simulation: {sc.name}", title_justify="left")

@@ -70,6 +70,11 @@ def busy_scenario() -> Scenario:
     """Everything on: two stations, loss, a backhaul with congestion and an outage, a device
     link trace, availability off periods, handovers, federated rounds, small caches."""
     raw: dict[str, Any] = tiny_scenario_dict()
+    raw["device_profiles"]["tablet"] = {
+        **raw["device_profiles"]["phone"],
+        "compute_speed": 4.0,
+        "battery_j": 2,
+    }
     raw["edge_servers"] = [
         {"name": "macro", "kind": "macro", "compute_speed": 2.0},
         {"name": "micro", "kind": "micro", "compute_speed": 0.5},
@@ -94,7 +99,7 @@ def busy_scenario() -> Scenario:
             "attach": "macro",
             "link": {"bandwidth_mbps": 50, "rtt_ms": 6},
         },
-        {"name": "far", "count": 2, "profile": "phone", "attach": "cloud"},
+        {"name": "far", "count": 2, "profile": "tablet", "attach": "cloud"},
     ]
     raw["links"] = [
         {"between": ["micro", "macro"], "bandwidth_mbps": 200, "rtt_ms": 2},
@@ -110,14 +115,15 @@ def busy_scenario() -> Scenario:
             ],
         },
     ]
-    raw["settings"]["offloading"] = {"server_workers": 2, "cloud_workers": 3, "request_rate_hz": 4}
+    raw["settings"]["offloading"] = {"server_workers": 1, "cloud_workers": 3, "request_rate_hz": 8}
     raw["settings"]["sim"] = {
         "duration_s": 40.0,
+        "task_ms": 60.0,
         "cache_entries": 20,
         "catalog": 200,
-        "max_batch": 4,
+        "max_batch": 2,
         "queue_limit": 30,
-        "series_bins": 8,
+        "series_bins": 40,
         "traces": {"mean_on_s": 15, "mean_off_s": 5},
         "mobility": {"handover_rate_hz": 0.05, "follow_entries": 4},
         "federated": {"enabled": True, "round_interval_s": 10, "clients_per_round": 4},

@@ -20,7 +20,7 @@ from edgeintel.sim import (
     simulate,
 )
 from edgeintel.sim.settings import TraceSettings
-from edgeintel.sim.traces import NS
+from edgeintel.sim.traces import NEVER, NS
 
 from ..conftest import tiny_scenario_dict
 from .conftest import busy_scenario
@@ -106,7 +106,7 @@ def test_availability_trace_by_hand_and_on_share() -> None:
     dev = np.array([0, 0, 0, 0, 1, 1])
     t = np.array([0, 10, 15, 20, 4, 5])
     assert tr.available(dev, t).tolist() == [True, False, False, True, False, True]
-    assert tr.next_toggle_ns(0, 12) == 20 and tr.next_toggle_ns(1, 5) == 101
+    assert tr.next_toggle_ns(0, 12) == 20 and tr.next_toggle_ns(1, 5) == NEVER
     big = sample_traces(
         400, TraceSettings(mean_on_s=30, mean_off_s=10), 2000 * NS, np.random.default_rng(1)
     )

@@ -70,3 +70,22 @@ def test_simulate_writes_results_report_and_figures(tmp_path: Path) -> None:
     again = json.loads((out2 / "results.json").read_text())["simulation"]
     assert again["digest"] == sim["digest"]
     assert "Fleet simulation" in render_report(results, [])
+
+
+def test_from_run_takes_the_measured_skip_fraction(tmp_path: Path) -> None:
+    s = tmp_path / "s.yaml"
+    s.write_text(yaml.safe_dump(tiny_scenario_dict()))
+    run = tmp_path / "run"
+    run.mkdir()
+    per = {"a": {"inputs": 30, "skipped": 12}, "b": {"inputs": 10, "skipped": 2}}
+    (run / "results.json").write_text(json.dumps({"caching": {"filter": {"per_device": per}}}))
+    out = tmp_path / "sim"
+    args = ["simulate", str(s), "--duration", "10", "--from-run", str(run), "--out", str(out)]
+    res = CliRunner().invoke(app, [*args, "-q"])
+    assert res.exit_code == 0, res.output
+    sim = json.loads((out / "results.json").read_text())["simulation"]
+    assert sim["settings"]["skip_probability"] == 14 / 40
+    assert "14/40 inputs skipped" in sim["notes"]["skip_probability"]
+    (run / "results.json").write_text(json.dumps({"status": "completed"}))
+    bad = CliRunner().invoke(app, [*args, "-q"])
+    assert bad.exit_code == 2 and "no measured redundancy filter" in bad.output

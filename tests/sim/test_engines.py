@@ -43,6 +43,8 @@ def test_fast_core_reproduces_simpy_exactly(decisions: str) -> None:
     assert s["handovers"] > 0 and s["cache_hits"] > 0 and s["fl_rounds"] == 3
     assert s["completed_local"] > 0 and s["completed_edge"] > 0 and s["completed_cloud"] > 0
     assert s["dropped_outage"] + s["fl_dropouts"] > 0
+    assert max(fast.series["edge_queue"]) > st.max_batch  # batches taken from a real queue
+    assert s["dropped_battery"] > 0  # the tablets run flat
     assert (fast.records["attempts"] > 1).any()  # losses retransmitted
     assert model.offered_tasks > model.num_tasks  # off periods removed tasks
 
@@ -58,53 +60,54 @@ def test_same_seed_is_bit_identical_and_seed_matters() -> None:
 
 
 class _Script:
-    """Edge for every task except the sixth (local)."""
+    """Edge for every task except the fifth decision (local)."""
 
     def __init__(self) -> None:
         self.n = 0
 
     def decide(self, observation: Observation) -> int:
         self.n += 1
-        return 0 if self.n == 6 else 1
+        return 0 if self.n == 5 else 1
 
 
 def _hand_model():  # type: ignore[no-untyped-def]
     sc = hand_scenario()
     model = build_model(sc)
-    t = np.array([0.5, 1, 2, 3, 4, 5]) * MS
+    t = np.array([0.5, 1, 2, 3, 5, 30]) * MS
     return dataclasses.replace(
         model,
         task_t=t.astype(np.int64),
-        task_dev=np.array([0, 1, 1, 0, 1, 0], dtype=np.int32),
+        task_dev=np.array([0, 1, 1, 0, 0, 1], dtype=np.int32),
         task_skip=np.zeros(6, dtype=bool),
-        task_key=np.array([1, 2, 3, 4, 1, 5], dtype=np.int32),
+        task_key=np.array([1, 2, 3, 4, 5, 1], dtype=np.int32),
         task_u=np.full(6, 0.5),
     )
 
 
 @pytest.mark.parametrize("engine", ["fast", "simpy"])
 def test_event_trace_worked_by_hand(engine: str) -> None:
-    """Upload 10 kB at min(8, 16) Mbit/s = 10 ms through the one cell (FIFO), half RTT 1 ms
-    (device a) or 2 ms (b) to the station; a task costs 10 ms / 0.5 = 20 ms on the one
+    """10 kB up: 10 ms at the device's 8 Mbit/s; the one 16 Mbit/s cell serves transfers in
+    arrival order, 5 ms each, and a transfer ends at max(arrival + 10 ms, cell finish). Then
+    half the RTT: 1 ms (device a) or 2 ms (b). A task costs 10 ms / 0.5 = 20 ms on the one
     worker, a batch of two (1 + 0.5) x 20 = 30 ms; 1 kB back at 8 Mbit/s = 1 ms + half RTT.
 
-    task 0 (a, 0.5 ms, key 1): cell 0.5-10.5, station 11.5, batch 11.5-31.5, back 33.5
-    task 1 (b, 1 ms):   cell 10.5-20.5, station 22.5, waits; batch 31.5-51.5, back 54.5
-    task 2 (b, 2 ms):   cell 20.5-30.5, station 32.5, waits
-    task 3 (a, 3 ms):   cell 30.5-40.5, station 41.5, waits; 2 and 3 batched 51.5-81.5,
-                        back 84.5 (b) and 83.5 (a)
-    task 4 (b, 4 ms, key 1): cell 40.5-50.5, station 52.5: key 1 cached at 31.5, hit, 55.5
-    task 5 (a, 5 ms):   local, 10 ms / 0.5 = 20 ms: 25 ms
+    task 0 (a, 0.5 ms, key 1): cell 0.5-5.5, sent 10.5, station 11.5, batch 11.5-31.5, 33.5
+    task 1 (b, 1 ms):  cell 5.5-10.5, sent 11, station 13, waits
+    task 2 (b, 2 ms):  cell 10.5-15.5, sent 15.5, station 17.5, waits
+    task 3 (a, 3 ms):  cell 15.5-20.5, sent 20.5 (the cell is the bottleneck), station 21.5
+    31.5: tasks 1 and 2 batched 31.5-61.5, back at 64.5; task 3 alone 61.5-81.5, back 83.5
+    task 4 (a, 5 ms):  local, 10 ms / 0.5 = 20 ms: 25 ms
+    task 5 (b, 30 ms, key 1): cell 30-35, sent 40, station 42: key 1 cached at 31.5: 45
     """
     model = _hand_model()
     res = Simulation(model, policy=_Script(), engine=engine).run()
     r = res.records
     lat_ms = (r["done"] - r["t_arr"]) / MS
-    np.testing.assert_allclose(lat_ms, [33.0, 53.5, 82.5, 80.5, 51.5, 20.0], rtol=0, atol=1e-9)
-    assert r["place"].tolist() == [1, 1, 1, 1, 1, 0]
-    assert r["hit"].tolist() == [False, False, False, False, True, False]
-    # energy (uJ): 1 W x 10 ms upload + 0.1 W x the rest of the latency; local 2 W x 20 ms
-    assert r["energy"].tolist() == [12_300, 14_350, 17_250, 17_050, 14_150, 40_000]
+    np.testing.assert_allclose(lat_ms, [33.0, 63.5, 62.5, 80.5, 20.0, 15.0], rtol=0, atol=1e-9)
+    assert r["place"].tolist() == [1, 1, 1, 1, 0, 1]
+    assert r["hit"].tolist() == [False, False, False, False, False, True]
+    # energy (uJ): 1 W x 10 ms sending + 0.1 W x the rest of the latency; local 2 W x 20 ms
+    assert r["energy"].tolist() == [12_300, 15_350, 15_250, 17_050, 40_000, 10_500]
     s = res.summary()
     assert s["bytes_device_to_edge"] == 5 * 10_000 and s["bytes_edge_to_device"] == 5 * 1_000
     assert s["cache_hits"] == 1 and s["cache_lookups"] == 5
@@ -131,3 +134,43 @@ def test_settings_change_the_outcome() -> None:
     assert b["skipped"] == 0 < a["skipped"]
     slow = simulate(sc, base.model_copy(update={"task_ms": 200.0})).summary()
     assert slow["latency_p50_s"] > a["latency_p50_s"]
+
+
+@pytest.mark.parametrize("engine", ["fast", "simpy"])
+def test_federated_round_worked_by_hand(engine: str) -> None:
+    """Both devices train in the round at 0.5 s. Each exchange (``network.Exchange``): 200 kB
+    down and up over the 8 Mbit/s access link (0.2 s + RTT) and the 100 Mbit/s backhaul
+    (0.016 s + 10 ms), and 2000 ms / 0.5 = 4 s of training: a: 2 x 0.228 + 4 = 4.456 s,
+    b (RTT 4 ms): 2 x 0.230 + 4 = 4.460 s. With a 4.458 s deadline b is a straggler.
+    Energy each: 2 W x 4 s + 1 W x 0.2 s upload = 8.2 J."""
+    sc = hand_scenario()
+    st = sc.settings.sim.model_copy(  # type: ignore[union-attr]
+        update={
+            "federated": {
+                "enabled": True,
+                "round_interval_s": 0.5,
+                "clients_per_round": 2,
+                "deadline_s": 4.458,
+            }
+        }
+    )
+    st = type(st).model_validate(st.model_dump())
+    res = Simulation(build_model(sc, st), policy=FixedPolicy("local"), engine=engine).run()
+    assert res.rounds == [
+        {
+            "round": 1,
+            "t_s": 0.5,
+            "clients": 2,
+            "aggregated": 1,
+            "stragglers": 1,
+            "dropouts": 0,
+            "duration_s": 4.458,
+        }
+    ]
+    assert res.extra["fl_energy_uj"] == 2 * 8_200_000
+    assert res.traffic == {
+        "device_to_edge": 400_000,
+        "edge_to_device": 400_000,
+        "edge_to_cloud": 400_000,
+        "cloud_to_edge": 400_000,
+    }

@@ -24,7 +24,38 @@ if TYPE_CHECKING:
     from edgeintel.scenario import Scenario
     from edgeintel.sim.result import SimResult
 
-__all__ = ["SimulateOutcome", "sim_figures", "sim_settings_with", "simulate_command"]
+__all__ = [
+    "SimulateOutcome",
+    "sim_figures",
+    "sim_settings_with",
+    "simulate_command",
+    "skip_from_run",
+]
+
+
+def skip_from_run(run_dir: Path) -> tuple[float, str]:
+    """The redundancy filter's skip fraction measured by a run's ``caching`` stage (the real
+    filter on the scenario's data, mean over devices weighted by their inputs) and a note."""
+    import json
+
+    path = Path(run_dir) / "results.json"
+    if not path.is_file():
+        raise ConfigError(f"--from-run {run_dir}: no results.json; expected runs/<run-id>")
+    try:
+        results = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigError(f"--from-run {path}: not valid JSON ({exc})") from None
+    per = (results.get("caching") or {}).get("filter", {}).get("per_device", {})
+    rows = [v for v in per.values() if isinstance(v, dict) and v.get("inputs")]
+    if not rows:
+        raise ConfigError(
+            f"--from-run {run_dir}: the run has no measured redundancy filter "
+            "(results.caching.filter); run the caching stage first"
+        )
+    inputs = sum(int(v["inputs"]) for v in rows)
+    skipped = sum(int(v["skipped"]) for v in rows)
+    p = min(skipped / inputs, 0.999)
+    return p, f"measured by the caching filter in {run_dir} ({skipped}/{inputs} inputs skipped)"
 
 
 class SimulateOutcome:
@@ -61,6 +92,7 @@ def simulate_command(
     runs_dir: Path = Path("runs"),
     progress: Callable[[float], None] | None = None,
     scenario_file: str | None = None,
+    notes: dict[str, Any] | None = None,
 ) -> SimulateOutcome:
     """Simulate and write the run folder (``out_dir``, default ``runs/<time>-<name>-sim``)."""
     from edgeintel.report.html import write_report
@@ -77,6 +109,8 @@ def simulate_command(
     t0 = time.perf_counter()
     res = simulate(sc, settings, progress=progress)
     section = res.to_json()
+    if notes:
+        section["notes"] = notes
     results: dict[str, Any] = {
         "run_id": out_dir.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),

@@ -7,7 +7,8 @@ an event: a request reaching its station, reaching a server, and a batch
 finishing. FIFO resources with one server at a time (a device's CPU, a cell
 uplink, a backhaul) need no events at all: their finish time is
 ``max(arrival, free) + service`` (Lindley's recursion), computed when the
-request joins, in arrival order — the order SimPy's FIFO ``Resource`` grants.
+request joins, in arrival order — the order SimPy's FIFO ``Resource`` grants
+(a cell transfer also waits for the device's own sending time).
 
 ``run_core`` is a generator: with a policy it never yields; without one it
 yields an ``Observation`` at each decision and expects the action to be sent
@@ -87,8 +88,8 @@ def run_core(
     ovh = None if m.task_overhead_ns is None else m.task_overhead_ns.tolist()
     log = math.log
     isfinite = math.isfinite
-    # per-device send constants, refreshed at each decision: cell, tx ns, half RTT, log loss, back
-    consts: list[tuple[int, int, int, float, int]] = [(0, 0, 0, 0.0, 0)] * m.num_devices
+    # per-device send constants, refreshed at each decision (``SimState.link_consts``)
+    consts: list[tuple[int, int, int, int, float, int]] = [(0, 0, 0, 0, 0.0, 0)] * m.num_devices
     # record buffers, flushed per chunk
     loc_i: list[int] = []
     loc_done: list[int] = []
@@ -238,7 +239,31 @@ def run_core(
             t = ct[j]
             while heap and heap[0][0] < t:
                 now, _, ek, x = pop(heap)
-                endogenous(now, ek, x)
+                if ek != _AT_EDGE or x[8] != 1:
+                    endogenous(now, ek, x)
+                    continue
+                # the common case inline: an edge-bound request reaches its station
+                c = x[2]
+                counts[0] += 1
+                counts[1] += 1
+                if caches[c].lookup(x[3]):
+                    d = x[1]
+                    done = now + x[6]
+                    e = x[7] + round(pw[d][2] * (done - x[4] - x[5]) / 1000.0)
+                    battery[d] -= e
+                    hit_i.append(x[0])
+                    cmp_i.append(x[0])
+                    cmp_done.append(done)
+                    cmp_e.append(e)
+                    if fq is not None:
+                        fq[d].append(x[3])
+                elif idle[c] > 0:
+                    counts[0] += 1
+                    idle[c] -= 1
+                    seq += 1
+                    push(heap, (now + batch_ns[c][1], seq, _BATCH_DONE, (c, [x])))
+                else:
+                    to_server(x, c, now)
             kind = ck[j]
             if kind == EV_TASK:
                 di += 1
@@ -270,7 +295,7 @@ def run_core(
                     loc_done.append(fin)
                     loc_e.append(e)
                     continue
-                c, tx1, half, lnloss, back = consts[d]
+                c, tx1, cell1, half, lnloss, back = consts[d]
                 att = 1
                 if lnloss:
                     att = min(MAX_ATTEMPTS, 1 + int(log(us[di]) / lnloss))
@@ -286,9 +311,9 @@ def run_core(
                     f = [i, d, c, keys[di], t, tx, back, round(pw[d][1] * tx / 1000.0), slot]
                 seq += 1
                 if c >= 0:
-                    fin = max(t, cell_free[c]) + tx
+                    fin = max(t, cell_free[c]) + att * cell1
                     cell_free[c] = fin
-                    push(heap, (fin + half, seq, _AT_EDGE, f))
+                    push(heap, (max(fin, t + tx) + half, seq, _AT_EDGE, f))
                 else:
                     push(heap, (t + tx + half, seq, _AT_SERVER, f))
             elif kind == EV_TRACE:

@@ -65,14 +65,17 @@ def run_reference(state: SimState, progress: Callable[[float], None] | None = No
             yield env.timeout(svc)
         state.done[i] = env.now
 
-    def offload(i: int, c: int, tx: int, half: int) -> Generator[Any, Any, None]:
+    def offload(i: int, c: int, tx: int, cell: int, half: int) -> Generator[Any, Any, None]:
         if c < 0:  # attached to the cloud: straight there
             yield env.timeout(tx + half)
             server_put(e_n, i)
             return
+        sent = env.now + tx  # the device alone could not send it sooner
         with cells[c].request() as req:
             yield req
-            yield env.timeout(tx)
+            yield env.timeout(cell)
+        if env.now < sent:
+            yield env.timeout(sent - env.now)
         yield env.timeout(half)
         nxt, svc, bh_half = state.at_edge(i, env.now)
         if nxt == e_n:

@@ -90,8 +90,9 @@ class SimSettings(Strict):
     Tasks arrive at ``task_rate_hz`` per device (default
     ``settings.offloading.request_rate_hz``) and cost ``task_ms`` at compute speed
     1.0, ``input_bytes`` up and ``result_bytes`` down. A base station's cell uplink
-    (``macro_uplink_mbps`` / ``micro_uplink_mbps``) carries one transfer at a time
-    (FIFO), so its devices share it. Servers run batches of up to ``max_batch``;
+    (``macro_uplink_mbps`` / ``micro_uplink_mbps``) serves one transfer at a time
+    (FIFO) at its bandwidth, and no transfer ends before the device alone could have
+    sent it: its devices share the cell's capacity. Servers run batches of up to ``max_batch``;
     a batch of n costs ``(1 + (n - 1) * batch_marginal)`` single-task times; a
     request that finds ``queue_limit`` waiting is dropped.
 

@@ -15,8 +15,10 @@ The model, per task (times in integer ns; see docs/simulator.md):
 * local: the device's CPU, FIFO, ``task_ms / speed``; energy ``P_compute x time``,
   drawn at arrival;
 * offload: ``attempts`` (1 + geometric retransmissions at the link's loss) of
-  ``input_bytes`` over the device's cell uplink at ``min(device bandwidth, cell)``;
-  the cell carries one transfer at a time (FIFO: bandwidth shared by queueing),
+  ``input_bytes``. The station's cell uplink is shared: it serves transfers one at a
+  time in arrival order at the cell's bandwidth (FIFO), and a transfer cannot end
+  before the device alone could have sent it at its own bandwidth, so it ends at
+  ``max(arrival + attempts x bytes / device bandwidth, cell FIFO finish)``;
   then half the device RTT to the edge server, where the result cache is looked up
   (a hit returns at once). An edge-bound miss joins the edge server's queue; a
   cloud-bound one crosses the station's backhaul FIFO (bottleneck bandwidth of the
@@ -200,25 +202,26 @@ class SimState:
         self.place[i] = 0
         return svc
 
-    def link_consts(self, d: int) -> tuple[int, int, int, float, int]:
-        """Device ``d``'s send constants now: (cell or -1, ns per upload attempt, half RTT ns,
-        log of the loss rate (0: no loss), ns for the result to come back over its link)."""
+    def link_consts(self, d: int) -> tuple[int, int, int, int, float, int]:
+        """Device ``d``'s send constants now: (cell or -1, ns per upload attempt at the device's
+        own bandwidth, ns per attempt at the cell's bandwidth (its share of the cell), half
+        RTT ns, log of the loss rate (0: no loss), ns for the result to come back)."""
         bw, rtt, loss = self.dev_link(d)
         c = self.attach[d]
         s = self.settings
-        if c < self.E:
-            up = min(bw, self.cell_mbps[c])
-        else:
-            up, c = bw, -1
+        cell = transfer_ns(s.input_bytes, self.cell_mbps[c]) if c < self.E else 0
+        if c >= self.E:
+            c = -1
         half = half_rtt_ns(rtt)
-        tx1 = transfer_ns(s.input_bytes, up) if up > 0 else 0
+        tx1 = transfer_ns(s.input_bytes, bw) if bw > 0 else 0
         back = half + (transfer_ns(s.result_bytes, bw) if bw > 0 else 0)
-        return c, tx1, half, (math.log(loss) if loss > 0 else 0.0), back
+        return c, tx1, cell, half, (math.log(loss) if loss > 0 else 0.0), back
 
-    def offload(self, i: int, d: int, slot: int) -> tuple[int, int, int]:
-        """Start an offload: (cell index or -1, transmit ns, half device RTT ns). The way back
-        over the device's link is costed with the link as it is now, when the task is sent."""
-        c, tx1, half, lnloss, back = self.link_consts(d)
+    def offload(self, i: int, d: int, slot: int) -> tuple[int, int, int, int]:
+        """Start an offload: (cell index or -1, transmit ns at the device's rate, ns of the
+        cell's capacity it takes, half device RTT ns). The way back over the device's link is
+        costed with the link as it is now, when the task is sent."""
+        c, tx1, cell1, half, lnloss, back = self.link_consts(d)
         att = 1
         if lnloss:
             att = min(MAX_ATTEMPTS, 1 + int(math.log(self.u[i]) / lnloss))
@@ -227,7 +230,7 @@ class SimState:
         self.place[i] = slot
         self.bs[i] = c
         self.inflight[i] = (tx, back, round(self.pw[d][1] * tx / 1000.0))
-        return c, tx, half
+        return c, tx, att * cell1, half
 
     def at_edge(self, i: int, now: int) -> tuple[int, int, int]:
         """A request reaches its station: (next server, backhaul ns, half backhaul RTT ns);

@@ -20,10 +20,12 @@ import numpy as np
 
 from edgeintel.sim.settings import TraceSettings
 
-__all__ = ["NS", "DeviceTraces", "sample_traces"]
+__all__ = ["NEVER", "NS", "DeviceTraces", "sample_traces"]
 
 NS = 1_000_000_000
 """Nanoseconds per second: the simulator's clock is integer nanoseconds."""
+NEVER = 2**62
+"""A time (ns) after every simulated one."""
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,12 @@ class DeviceTraces:
         return self.start_on[dev] ^ (count % 2 == 1)
 
     def next_toggle_ns(self, dev: int, t_ns: int) -> int:
-        """The first toggle of ``dev`` after ``t_ns`` (``horizon_ns`` + 1 when none)."""
+        """The first toggle of ``dev`` after ``t_ns`` (``NEVER`` when none before the horizon:
+        the device keeps its state to the end)."""
         lo, hi = int(self.toggle_ptr[dev]), int(self.toggle_ptr[dev + 1])
         seg = self.toggle_ns[lo:hi]
         i = int(np.searchsorted(seg, t_ns, side="right"))
-        return int(seg[i]) if i < seg.size else self.horizon_ns + 1
+        return int(seg[i]) if i < seg.size else NEVER
 
     def on_fraction(self) -> float:
         """Share of device-time spent on over the horizon."""
