@@ -73,14 +73,23 @@ def test_step_throughput(env: OffloadEnv) -> None:
     assert rate >= 10_000, f"{rate:.0f} steps per CPU second"
 
 
-def test_learned_policy_matches_the_best_baseline_and_beats_random(env: OffloadEnv) -> None:
-    pol, history = train_linear_policy(env, episodes=(0, 1), iterations=4, population=10,
+def test_learned_policy_beats_every_fixed_policy_and_latency_greed() -> None:
+    """On the calibration fleet (local is fastest but costs device energy; the single edge
+    worker saturates) the reward prices latency and energy: the trained policy must beat
+    all-local, all-edge, all-cloud, random and the cost model's latency-greedy choice on
+    held-out seeds, by deciding per device (more than one slot used)."""
+    from edgeintel.sim.calibrate import CALIBRATION_SCENARIO
+
+    sc = load_scenario(CALIBRATION_SCENARIO)
+    assert sc.settings.sim is not None
+    env = OffloadEnv(sc, sc.settings.sim.model_copy(update={"duration_s": 5.0}))
+    pol, history = train_linear_policy(env, episodes=(0, 1), iterations=4, population=12,
                                        elite=3)  # fmt: skip
     assert history == sorted(history)  # the incumbent is kept
     held_out = (10, 11, 12)
-    learned = np.mean([episode_return(env, pol, s) for s in held_out])
-    fixed = {k: np.mean([episode_return(env, FixedPolicy(k), s) for s in held_out])
-             for k in ("local", "edge", "cloud")}  # fmt: skip
+
+    def mean_return(policy: object) -> float:
+        return float(np.mean([episode_return(env, policy, s) for s in held_out]))
 
     class Random:
         rng = np.random.default_rng(0)
@@ -88,9 +97,19 @@ def test_learned_policy_matches_the_best_baseline_and_beats_random(env: OffloadE
         def decide(self, _obs: object) -> int:
             return int(self.rng.integers(3))
 
-    rand = np.mean([episode_return(env, Random(), s) for s in held_out])
-    assert learned >= max(fixed.values()) * 1.02  # returns are negative: within 2 % of the best
-    assert learned > rand
+    learned = mean_return(pol)
+    baselines = {k: mean_return(FixedPolicy(k)) for k in ("local", "edge", "cloud")}
+    baselines["random"] = mean_return(Random())
+    baselines["latency_greedy"] = mean_return(LinearOffloadPolicy())
+    assert all(learned > v for v in baselines.values()), (learned, baselines)
+    env.reset(seed=10)
+    used, done = set(), False
+    while not done:
+        assert env._obs is not None
+        a = pol.decide(env._obs)
+        used.add(a)
+        _, _, done, _, _ = env.step(a)
+    assert len(used) >= 2
 
 
 def test_same_policy_object_decides_in_the_env_and_in_the_offloading_path(
