@@ -25,8 +25,8 @@ available option by ``a x latency_ms + b x energy_mJ + bias[slot]`` and takes th
 lowest. Because it looks only at costed ``Option``s, the same object answers the
 simulator (``decide(observation) -> slot``, the ``DecisionPolicy`` protocol) and the
 offloading decision path (``decide(options, unreachable) -> Option``, the protocol
-of ``offloading.adapt.AdaptivePolicy`` that the runtime and the planner's timeline
-call). ``train_linear_policy`` fits it with the cross-entropy method on a few
+of ``offloading.adapt.AdaptivePolicy``, which ``offloading.scenario_plan`` calls per
+device at each link change). ``train_linear_policy`` fits it with the cross-entropy method on a few
 short episodes (common random numbers: every candidate sees the same seeds).
 """
 
