@@ -393,6 +393,9 @@ def _axis_kind(name: str, sim_fields: Iterable[str]) -> str:
 def sweep_points(scenario: Scenario, grid: Grid) -> list[SweepPoint]:
     """Every grid point as a validated ``SweepPoint`` (in grid order); a wrong axis name or
     value raises a one-line ``ConfigError`` naming the axis before anything runs."""
+    from pydantic import ValidationError
+
+    from edgeintel.errors import format_validation_error
     from edgeintel.scenario import dump_scenario, parse_scenario
     from edgeintel.sim.settings import SimSettings
 
@@ -423,13 +426,7 @@ def sweep_points(scenario: Scenario, grid: Grid) -> list[SweepPoint]:
         sim_raw["seed"] = p["seed"]
         try:
             settings = SimSettings.model_validate(sim_raw)
-        except Exception as exc:  # pydantic ValidationError -> one line naming the axis
-            from pydantic import ValidationError
-
-            from edgeintel.errors import format_validation_error
-
-            if not isinstance(exc, ValidationError):
-                raise
+        except ValidationError as exc:  # one line naming the field
             raise format_validation_error(exc, "grid: settings.sim", root=SimSettings) from None
         out.append(SweepPoint(sc, settings, str(p.get("policy", "planner")), p))
     return out
