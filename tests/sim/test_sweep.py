@@ -118,3 +118,14 @@ def test_sweep_on_a_local_ray_cluster_equals_processes(ray_cluster: str, scenari
     import ray
 
     assert not ray.is_initialized()  # the driver disconnected
+
+
+def test_unreachable_ray_address_is_one_line(scenario) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("ray")
+    from edgeintel.errors import EdgeIntelError
+
+    g = Grid({"devices": (5,)}, (0,))
+    with pytest.raises(EdgeIntelError, match="no Ray cluster answers there"):
+        sweep(scenario, g, ray_address="127.0.0.1:1")
+    with pytest.raises(ConfigError, match="expected auto, local or host:port"):
+        sweep(scenario, g, ray_address="nonsense")

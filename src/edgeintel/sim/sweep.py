@@ -317,6 +317,8 @@ def _run_ray(
         raise ConfigError(f"--ray-address: expected auto, local or host:port, got {address!r}")
     ray = require("ray", "a sweep on a Ray cluster")
     started_here = not ray.is_initialized()
+    if started_here and address not in ("auto", "local"):
+        _check_reachable(address)
     runtime_env = {"py_modules": [_package_root()], "env_vars": dict(THREAD_ENV)}
     if started_here:
         try:
@@ -462,6 +464,24 @@ def sweep(
     if ray_address is None:
         meta["workers"] = min(workers or os.cpu_count() or 1, len(points))
     return SweepTable(grid, rows, backend, meta)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` that accepts a TCP connection (Ray itself retries an unreachable
+    address for minutes before it gives up)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--ray-address: expected auto, local or host:port, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise EdgeIntelError(
+            f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start one with: ray start --head"
+        ) from None
 
 
 # --------------------------------------------------------------------------- table
