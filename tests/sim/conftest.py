@@ -142,6 +142,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def _refresh_ray_auth() -> None:
+    """Ray caches its auth settings when first imported; an earlier test may have imported
+    it, so make it read RAY_AUTH_* again (what Ray's own test utilities do)."""
+    if "ray" not in sys.modules or sys.modules["ray"] is None:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
 @pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[str]:
     """``ray start --head`` (2 CPUs, no dashboard, a private temp dir and auth token) in its
@@ -149,8 +160,8 @@ def ray_cluster() -> Iterator[str]:
     then anything left in its process group is killed. Skipped without the ``ray`` extra."""
     import importlib.util
 
-    if importlib.util.find_spec("ray") is None:  # not imported here: Ray reads its auth
-        pytest.skip("the optional ray extra is not installed")  # settings on first use
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the optional ray extra is not installed")
     ray_bin = Path(sys.executable).parent / "ray"
     if not ray_bin.exists():
         pytest.skip("the ray command is not installed next to this Python")
@@ -158,6 +169,7 @@ def ray_cluster() -> Iterator[str]:
     token = secrets.token_hex(32)
     saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
     os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)  # no ~/.ray/auth_token
+    _refresh_ray_auth()
     env = dict(
         os.environ,
         RAY_USAGE_STATS_ENABLED="0",
@@ -199,3 +211,4 @@ def ray_cluster() -> Iterator[str]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+        _refresh_ray_auth()
