@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
@@ -109,6 +110,7 @@ def _run(devices: int, duration_s: float, engine: str, queue: Any) -> None:
     from edgeintel.scenario import parse_scenario
     from edgeintel.sim import SimSettings, simulate
 
+    load = os.getloadavg()[0]  # CPU time is inflated on a busy machine: record how busy
     sc = parse_scenario(city_scenario(devices))
     st = SimSettings(duration_s=duration_s, engine=engine, task_rate_hz=RATE_HZ)
     cpu0, wall0 = time.process_time(), time.perf_counter()
@@ -125,6 +127,7 @@ def _run(devices: int, duration_s: float, engine: str, queue: Any) -> None:
             "cpu_s": round(cpu, 3),
             "wall_s": round(wall, 3),
             "peak_mib": round(peak / 2**20, 1),
+            "load_1min_at_start": round(load, 2),
             "tasks": int(s["tasks"]),
             "events": int(s["events"]),
             "events_per_cpu_s": round(s["events"] / cpu),

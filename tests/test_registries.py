@@ -369,10 +369,13 @@ def test_every_registry_is_covered() -> None:
 
 
 def _section_results() -> dict[str, Any]:
-    """results.json of real tiny runs (tests/report/data), one section of each component."""
-    from .report.test_sections import tiny_results
+    """results.json of real tiny runs (tests/report/data), one section of each component, and
+    the ``simulation`` section of a tiny ``edgeintel simulate`` run."""
+    from .report.test_sections import DATA, tiny_results
 
-    return tiny_results()
+    res = tiny_results()
+    res["simulation"] = json.loads((DATA / "tiny_sim_results.json").read_text())["simulation"]
+    return res
 
 
 @pytest.mark.parametrize(("kind", "name"), _cases())

@@ -24,7 +24,7 @@ from edgeintel.scenario import Scenario, parse_scenario
 from ..conftest import tiny_scenario_dict
 
 
-def hand_scenario() -> Scenario:
+def hand_scenario(backhaul_mbps: float = 100) -> Scenario:
     """One micro station ``bs`` (compute speed 0.5, one worker), two devices in groups with
     RTT 2 ms and 4 ms on 8 Mbit/s links, a 16 Mbit/s cell: numbers easy to work by hand."""
     raw: dict[str, Any] = tiny_scenario_dict()
@@ -46,7 +46,7 @@ def hand_scenario() -> Scenario:
             "link": {"bandwidth_mbps": 8, "rtt_ms": 4},
         },
     ]
-    raw["links"] = [{"between": ["bs", "cloud"], "bandwidth_mbps": 100, "rtt_ms": 10}]
+    raw["links"] = [{"between": ["bs", "cloud"], "bandwidth_mbps": backhaul_mbps, "rtt_ms": 10}]
     raw["settings"]["offloading"] = {"server_workers": 1}
     raw["settings"]["sim"] = {
         "duration_s": 1.0,
@@ -123,7 +123,7 @@ def busy_scenario() -> Scenario:
         "catalog": 200,
         "max_batch": 2,
         "queue_limit": 30,
-        "series_bins": 40,
+        "series_bins": 400,
         "traces": {"mean_on_s": 15, "mean_off_s": 5},
         "mobility": {"handover_rate_hz": 0.05, "follow_entries": 4},
         "federated": {"enabled": True, "round_interval_s": 10, "clients_per_round": 4},

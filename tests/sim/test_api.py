@@ -34,12 +34,17 @@ def test_external_decisions_equal_the_planner_run() -> None:
     policy = PlannerPolicy(model)
     seen = 0
     obs = sim.next_decision()
+    finished_before = -1
     while obs is not None:
+        finished = int((sim.records["done"] >= 0).sum())
+        assert finished >= finished_before
+        finished_before = finished
         assert obs.options[0] is not None and obs.features().shape == (len(FEATURES),)
         sim.decide(policy.decide(obs))
         seen += 1
         obs = sim.next_decision()
     assert sim.finished and sim.next_decision() is None
+    assert finished_before > 0  # records were current mid-run, not only at the end
     res = sim.result()
     assert res.digest() == ref.digest()
     assert seen == res.summary()["decisions"] == ref.summary()["decisions"] > 0
@@ -67,6 +72,8 @@ def test_planner_is_a_decision_policy_and_simpy_refuses_external_decisions() -> 
     assert isinstance(PlannerPolicy(model), DecisionPolicy)
     with pytest.raises(ConfigError, match="fast engine"):
         Simulation(model, engine="simpy").next_decision()
+    with pytest.raises(ConfigError, match="a seed goes to build_model"):
+        Simulation(model, 3)  # type: ignore[arg-type]
 
 
 def test_sim_slot_in_a_scenario_file_and_policy_names() -> None:

@@ -113,6 +113,37 @@ def test_event_trace_worked_by_hand(engine: str) -> None:
     assert s["cache_hits"] == 1 and s["cache_lookups"] == 5
 
 
+@pytest.mark.parametrize("engine", ["fast", "simpy"])
+def test_cloud_path_worked_by_hand(engine: str) -> None:
+    """As above to the station (10 ms sending, 5 ms of the cell each), then the 10 Mbit/s
+    backhaul FIFO (10 kB = 8 ms) and half its 10 ms RTT to the cloud (speed 4: 2.5 ms, 64
+    workers); back: 5 ms + 1 kB at 10 Mbit/s (0.8 ms) + the device's way back (2 or 3 ms).
+
+    task 0 (a, 0.5 ms, key 7): station 11.5, backhaul 11.5-19.5, cloud 24.5-27, 34.8
+    task 1 (b, 1 ms, key 8): station 13, backhaul waits: 19.5-27.5, cloud 32.5-35, 43.8
+    task 2 (a, 2 ms, key 7): station 16.5 (key 7 not cached before 27): backhaul 27.5-35.5,
+                             cloud 40.5-43, 50.8
+    task 3 (b, 40 ms, key 7): cell 40-45, sent 50, station 52: cached, 55
+    """
+    model = dataclasses.replace(
+        build_model(hand_scenario(backhaul_mbps=10)),
+        task_t=(np.array([0.5, 1, 2, 40]) * MS).astype(np.int64),
+        task_dev=np.array([0, 1, 0, 1], dtype=np.int32),
+        task_skip=np.zeros(4, dtype=bool),
+        task_key=np.array([7, 8, 7, 7], dtype=np.int32),
+        task_u=np.full(4, 0.5),
+    )
+    res = Simulation(model, policy=FixedPolicy("cloud"), engine=engine).run()
+    r = res.records
+    lat_ms = (r["done"] - r["t_arr"]) / MS
+    np.testing.assert_allclose(lat_ms, [34.3, 42.8, 48.8, 15.0], rtol=0, atol=1e-9)
+    assert r["place"].tolist() == [2, 2, 2, 2]
+    assert r["hit"].tolist() == [False, False, False, True]
+    assert r["energy"].tolist() == [12_430, 13_280, 13_880, 10_500]
+    s = res.summary()
+    assert (s["bytes_edge_to_cloud"], s["bytes_cloud_to_edge"]) == (30_000, 3_000)
+
+
 def test_fixed_policies_give_the_baselines() -> None:
     sc = busy_scenario()
     model = build_model(sc)

@@ -13,6 +13,13 @@ from edgeintel.report.sections import RenderContext, kv_table, register_section,
 __all__ = ["render_simulation"]
 
 
+def _num(v: Any) -> Any:
+    """Counts as integers (``72132``, not ``7.213e+04``), other numbers to 4 significant."""
+    if isinstance(v, float) and v.is_integer() and abs(v) < 1e15:
+        return int(v)
+    return float(f"{v:.4g}") if isinstance(v, float) else v
+
+
 def _ms(v: Any) -> str:
     return "-" if v is None else f"{float(v) * 1e3:.4g}"
 
@@ -46,7 +53,7 @@ def render_simulation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
             }
         )
     counts = {
-        k: s.get(k)
+        k: _num(s.get(k))
         for k in (
             "devices",
             "duration_s",

@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Literal
 
+import numpy as np
+
 from edgeintel.errors import ConfigError
 from edgeintel.sim.core import run_core
 from edgeintel.sim.model import SimModel, build_model
@@ -49,6 +51,11 @@ class Simulation:
         self.engine = engine or model.settings.engine
         if self.engine not in ("fast", "simpy"):
             raise ConfigError(f"unknown engine {self.engine!r}; expected fast or simpy")
+        if policy is not None and not callable(getattr(policy, "decide", None)):
+            raise ConfigError(
+                f"policy must have decide(observation) -> action, got {type(policy).__name__}; "
+                "a seed goes to build_model(scenario, settings, seed) or Simulation.from_scenario"
+            )
         self.policy = policy
         self.state: SimState | None = None
         self._gen: Generator[Observation, int, None] | None = None
@@ -128,6 +135,25 @@ class Simulation:
     def now_s(self) -> float:
         """Simulated time (s) of the last decided observation."""
         return 0.0 if self._last is None else self._last.t_s
+
+    @property
+    def records(self) -> dict[str, np.ndarray]:
+        """The per-task record arrays so far (``result.RECORD_FIELDS``; ``done`` is -1 for
+        tasks not finished yet), up to date at the pending decision."""
+        if self.state is None:
+            raise ConfigError("the simulation has not started: call next_decision() or run()")
+        self.state.sync()
+        st = self.state
+        return {
+            "t_arr": st.t_arr,
+            "device": st.dev_of,
+            "place": st.place,
+            "done": st.done,
+            "hit": st.hit,
+            "energy": st.energy,
+            "bs": st.bs,
+            "attempts": st.attempts,
+        }
 
     @property
     def finished(self) -> bool:

@@ -90,12 +90,14 @@ def run_core(
     isfinite = math.isfinite
     # per-device send constants, refreshed at each decision (``SimState.link_consts``)
     consts: list[tuple[int, int, int, int, float, int]] = [(0, 0, 0, 0, 0.0, 0)] * m.num_devices
+    loss_of: list[float] = [0.0] * m.num_devices
     # record buffers, flushed per chunk
     loc_i: list[int] = []
     loc_done: list[int] = []
     loc_e: list[int] = []
     off_i: list[int] = []
-    off_att: list[int] = []
+    att_i: list[int] = []  # retransmitted tasks only (attempts > 1)
+    att_v: list[int] = []
     off_bs: list[int] = []
     off_slot: list[int] = []
     cmp_i: list[int] = []
@@ -106,7 +108,8 @@ def run_core(
     drp_code: list[int] = []
     drp_e: list[int] = []
     dead_i: list[int] = []
-    counts = [0, 0]  # events, cache lookups
+    n_ev = 0  # events
+    n_look = 0  # cache lookups
 
     def flush() -> None:
         place, done, energy = state.place, state.done, state.energy
@@ -118,8 +121,10 @@ def run_core(
         if off_i:
             idx = np.array(off_i, dtype=np.int64)
             place[idx] = off_slot
-            state.attempts[idx] = off_att
+            state.attempts[idx] = 1
             state.bs[idx] = off_bs
+        if att_i:
+            state.attempts[np.array(att_i, dtype=np.int64)] = att_v
         if cmp_i:
             idx = np.array(cmp_i, dtype=np.int64)
             done[idx] = cmp_done
@@ -132,13 +137,15 @@ def run_core(
             energy[idx] = drp_e
         if dead_i:
             place[np.array(dead_i, dtype=np.int64)] = DROP_BATTERY
-        for buf in (loc_i, loc_done, loc_e, off_i, off_att, off_bs, off_slot, cmp_i, cmp_done,
-                    cmp_e, hit_i, drp_i, drp_code, drp_e, dead_i):  # fmt: skip
+        for buf in (loc_i, loc_done, loc_e, off_i, att_i, att_v, off_bs, off_slot, cmp_i,
+                    cmp_done, cmp_e, hit_i, drp_i, drp_code, drp_e, dead_i):  # fmt: skip
             buf.clear()
 
+    state.flush_hook = flush  # a caller stepping through decisions reads current records
+
     def to_server(f: list[Any], srv: int, now: int) -> None:
-        nonlocal seq
-        counts[0] += 1
+        nonlocal seq, n_ev
+        n_ev += 1
         if idle[srv] > 0:
             idle[srv] -= 1
             seq += 1
@@ -152,9 +159,9 @@ def run_core(
             queues[srv].append(f)
 
     def endogenous(now: int, kind: int, x: Any) -> None:
-        nonlocal seq
+        nonlocal seq, n_ev, n_look
         if kind == _BATCH_DONE:
-            counts[0] += 1
+            n_ev += 1
             srv, items = x
             ep = state.epoch
             for f in items:
@@ -188,8 +195,8 @@ def run_core(
                 idle[srv] += 1
         elif kind == _AT_EDGE:
             c = x[2]
-            counts[0] += 1
-            counts[1] += 1
+            n_ev += 1
+            n_look += 1
             if caches[c].lookup(x[3]):
                 d = x[1]
                 done = now + x[6]
@@ -244,8 +251,8 @@ def run_core(
                     continue
                 # the common case inline: an edge-bound request reaches its station
                 c = x[2]
-                counts[0] += 1
-                counts[1] += 1
+                n_ev += 1
+                n_look += 1
                 if caches[c].lookup(x[3]):
                     d = x[1]
                     done = now + x[6]
@@ -258,7 +265,7 @@ def run_core(
                     if fq is not None:
                         fq[d].append(x[3])
                 elif idle[c] > 0:
-                    counts[0] += 1
+                    n_ev += 1
                     idle[c] -= 1
                     seq += 1
                     push(heap, (now + batch_ns[c][1], seq, _BATCH_DONE, (c, [x])))
@@ -267,7 +274,7 @@ def run_core(
             kind = ck[j]
             if kind == EV_TASK:
                 di += 1
-                counts[0] += 1
+                n_ev += 1
                 i = ca[j]
                 d = devs[di]
                 if battery[d] <= 0:
@@ -276,13 +283,10 @@ def run_core(
                 if per_task or seen_v[d] != version[d] or seen_e[d] != epoch:
                     a = attach[d]
                     obs = state.observe(d, t, len(queues[a]) if a < e_n else 0, len(queues[e_n]))
-                    if policy is not None:
-                        action = policy.decide(obs)
-                    else:  # an outside caller decides: let it see every record so far
-                        flush()
-                        action = yield obs
+                    action = policy.decide(obs) if policy is not None else (yield obs)
                     slot = state.apply(d, action, obs)
                     consts[d] = state.link_consts(d)
+                    loss_of[d] = state.dev_link(d)[2]
                 else:
                     slot = slot_of[d]
                 if slot == 0:
@@ -297,11 +301,13 @@ def run_core(
                     continue
                 c, tx1, cell1, half, lnloss, back = consts[d]
                 att = 1
-                if lnloss:
+                if lnloss and us[di] <= loss_of[d]:  # else log(u) / log(loss) < 1: one attempt
                     att = min(MAX_ATTEMPTS, 1 + int(log(us[di]) / lnloss))
+                    if att > 1:
+                        att_i.append(i)
+                        att_v.append(att)
                 tx = att * tx1
                 off_i.append(i)
-                off_att.append(att)
                 off_bs.append(c)
                 off_slot.append(slot)
                 if ovh is not None:  # calibrated per-request protocol overhead
@@ -333,5 +339,5 @@ def run_core(
         now, _, ek, x = pop(heap)
         endogenous(now, ek, x)
     flush()
-    state.events += counts[0] + int(np.count_nonzero(m.task_skip))
-    state.lookups += counts[1]
+    state.events += n_ev + int(np.count_nonzero(m.task_skip))
+    state.lookups += n_look

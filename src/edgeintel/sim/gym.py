@@ -138,6 +138,7 @@ class OffloadEnv(gym.Env):  # type: ignore[misc,name-defined]
         None); stops at the first task still pending or in flight."""
         assert self.sim is not None and self.sim.state is not None
         st = self.sim.state
+        st.sync()  # the fast core buffers records; write them into the arrays now
         place, done, t_arr, energy = st.place, st.done, st.t_arr, st.energy
         n = place.shape[0]
         i = self._cursor

@@ -27,7 +27,14 @@ import numpy as np
 
 from edgeintel.errors import ConfigError
 from edgeintel.network import TIERS
-from edgeintel.offloading.costs import Breakdown, LinkState, Power, breakdown, device_energy_j
+from edgeintel.offloading.costs import (
+    Breakdown,
+    LinkState,
+    OffloadObjective,
+    Power,
+    breakdown,
+    device_energy_j,
+)
 from edgeintel.offloading.costs import objective_value as _objective_value
 from edgeintel.offloading.placement import (
     PLACEMENTS,
@@ -112,7 +119,7 @@ class SimModel:
     settings: SimSettings
     seed: int
     horizon_ns: int
-    objective: str
+    objective: OffloadObjective
     latency_weight: float
     hysteresis: float
     # infrastructure
@@ -156,6 +163,9 @@ class SimModel:
     initial_plan: dict[str, Any] = field(default_factory=dict)
     # per-task protocol overhead of an offload (ns), drawn when request_overhead_ms > 0
     task_overhead_ns: np.ndarray | None = None
+    _local: dict[int, tuple[Power, tuple[float, float], Option]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
 
     @property
     def num_devices(self) -> int:
@@ -208,11 +218,19 @@ class SimModel:
         s = self.settings
         e_n = self.num_edges
         g = int(self.dev_group[d])
-        pc, ptx, pidle = (float(v) for v in self.dev_power[d])
-        power = Power(pc, ptx, pidle)
-        local = Breakdown(device_ms=s.task_ms / float(self.dev_speed[d]))
-        ref = (max(local.latency_ms, 1e-9), max(device_energy_j(local, power), 1e-12))
-        opts: list[Option | None] = [self._option("local", "local", None, local, power, ref, 0.0)]
+        cached = self._local.get(d)
+        if cached is None:  # local execution does not change: cost it once per device
+            pc, ptx, pidle = (float(v) for v in self.dev_power[d])
+            power = Power(pc, ptx, pidle)
+            local = Breakdown(device_ms=s.task_ms / float(self.dev_speed[d]))
+            ref = (max(local.latency_ms, 1e-9), max(device_energy_j(local, power), 1e-12))
+            cached = self._local[d] = (
+                power,
+                ref,
+                self._option("local", "local", None, local, power, ref, 0.0),
+            )
+        power, ref, local_opt = cached
+        opts: list[Option | None] = [local_opt]
         bw = float(self.group_bw[g, epoch]) * self.dev_bw_factor(d)
         rtt = float(self.group_rtt[g, epoch])
         edge_opt: Option | None = None
@@ -421,7 +439,7 @@ def build_model(
     cdf = np.cumsum(1.0 / np.arange(1, s.catalog + 1) ** s.zipf_alpha)
     cdf /= cdf[-1]
     keys = np.minimum(np.searchsorted(cdf, r_key.random(m)), s.catalog - 1).astype(np.int32)
-    u = r_loss.random(m)
+    u = 1.0 - r_loss.random(m)  # in (0, 1]: log(u) is finite
     # handovers between edge servers
     movable = home < e_n
     rate_ho = s.mobility.handover_rate_hz if e_n >= 2 else 0.0
@@ -447,7 +465,7 @@ def build_model(
         settings=s,
         seed=seed,
         horizon_ns=horizon,
-        objective=off.objective,
+        objective=OffloadObjective(off.objective),
         latency_weight=off.latency_weight,
         hysteresis=off.hysteresis,
         edge_names=[e.name for e in edges],

@@ -56,7 +56,7 @@ FEATURES = (
 """Names of ``Observation.features()``; an unavailable option's ms and mJ are 0."""
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Observation:
     """What a policy sees at one decision (times in s, bandwidth Mbit/s, RTT ms).
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -126,7 +127,14 @@ class SimState:
         self.rounds: list[dict[str, Any]] = []
         self.traffic = Traffic()
         self.fl_energy_uj = 0
+        self.flush_hook: Callable[[], None] | None = None
         self._battery0 = m.dev_battery_uj.astype(np.float64)
+
+    def sync(self) -> None:
+        """Write records an engine keeps buffered into the arrays (the fast core buffers them
+        per chunk); a no-op for engines that write at once."""
+        if self.flush_hook is not None:
+            self.flush_hook()
 
     # ----------------------------------------------------------------- links
     def dev_link(self, d: int) -> tuple[float, float, float]:
