@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 SCENARIO ?= scenarios/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast check lint format bench clean chromium
+.PHONY: help install demo test test-fast check lint format bench clean chromium redis-server
 
 help:
 	@echo "make demo   - set up .venv and run the default scenario"
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU wheel; installing it first keeps pip from pulling a CUDA build.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" "torchvision==0.28.0"
-	$(BIN)/python -m pip install --quiet -e ".[datasets,federated,runtime,sim,ray,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[datasets,federated,runtime,redis,sim,ray,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -39,10 +39,19 @@ chromium:
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; } \
 	  || echo "warning: could not install chromium; the browser tests will be skipped"; }
 
-test: $(STAMP) chromium
+# Redis for the shared result cache tests (tests/caching/test_redis_cache.py start their own
+# redis-server on a free loopback port); idempotent
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "installing Debian's redis-server (shared result cache tests)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; } \
+	  || echo "warning: could not install redis-server; the Redis cache tests will be skipped"; }
+
+test: $(STAMP) chromium redis-server
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) chromium
+test-fast: $(STAMP) chromium redis-server
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 check: $(STAMP)

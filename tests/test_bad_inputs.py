@@ -108,6 +108,28 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
     ("huge-seed", _set("seed", 2**70), {}, "seed"),
     ("bool-rounds", _training(rounds=True), {}, "rounds"),
     ("bool-lr", _training(lr=True), {}, "settings.training.lr"),
+    ("bool-in-shape", _set("data.shape", [True, 28]), {}, "data.shape: [0]: expected an integer"),
+    ("float-in-shape", _set("data.shape", [1, 2.5]), {}, "data.shape: [1]: expected an integer"),
+    # ---- huge but finite factors: bounded, never a diverged run reported "completed"
+    ("huge-server-lr", _training(server_lr=1e30), {}, "settings.training.server_lr"),
+    ("huge-client-lr", _training(client_lr=1e6), {}, "settings.training.client_lr"),
+    ("huge-central-lr", _training(lr=100.0), {}, "settings.training.lr"),
+    ("huge-mu", _training(mu=1e9), {}, "settings.training.mu"),
+    ("huge-weight-decay", _training(weight_decay=50.0), {}, "settings.training.weight_decay"),
+    ("huge-clip-lr", _training(dp={"clip_lr": 1e20}), {}, "settings.training.dp.clip_lr"),
+    (
+        "dp-adaptive-too-few-devices",  # clipped-count noise 4/20 < z/2: failed mid-training
+        _training(mode="federated", dp={"noise_multiplier": 1.0, "clipping": "adaptive"}),
+        {},
+        "adaptive clipping with noise_multiplier 1 needs more than 10 devices",
+    ),
+    # ---- a relative checkpoint_dir resolves in the scenario's folder and stays inside it
+    (
+        "checkpoint-dir-escapes",
+        _training(checkpoint_dir="../../elsewhere"),
+        {},
+        "outside the scenario's folder",
+    ),
     # ---- names that become file names
     (
         "profile-traversal",
@@ -416,9 +438,18 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
     ),
     (
         "finetune-too-many-layers",
-        _training(mode="solo", finetune_layers=99),
+        lambda r: (
+            _set("data.server_fraction", 0.2)(r),
+            _training(mode="solo", finetune_layers=99)(r),
+        ),
         {},
         "finetune_layers must lie in [1, 7]",
+    ),
+    (
+        "solo-finetune-without-server-set",  # the central model saw every device's data
+        _training(mode="solo", finetune_layers=1),
+        {},
+        "set data.server_fraction > 0",
     ),
     (
         "solo-out-of-memory",

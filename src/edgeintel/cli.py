@@ -220,16 +220,32 @@ def run(
     quiet: QuietOpt = False,
     set_: SetOpt = None,
     overwrite: OverwriteOpt = False,
+    address: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--address",
+            help="NODE=HOST:PORT where a node of the deployment listens (repeatable).",
+        ),
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only",
+            help="Start only these parts of the deployment: 'devices' and/or node names "
+            "(repeatable); the others are reached at their --address.",
+        ),
+    ] = None,
 ) -> None:
     """Run the main job on a scenario and write runs/<run-id>/results.json and report.html.
 
     SCENARIO is a YAML file or the name of a shipped scenario (see `edgeintel examples`).
     """
     from edgeintel.examples import resolve_scenario
+    from edgeintel.runtime.commands import deploy_overrides
 
     with guard():
         scenario = resolve_scenario(scenario)
-        sc = _load(scenario, seed, set_)
+        sc = _load(scenario, seed, [*(set_ or []), *deploy_overrides(address, only)])
         header = (
             f"[bold]edgeintel run[/] {scenario} — {sc.num_devices} devices, "
             f"{len(sc.edge_servers)} edge servers, seed {sc.seed}"
@@ -285,8 +301,8 @@ def train(
         resolved = resolve_mode(sc)
         stages = ["data", "train"]
         if resolved is not TrainingMode.CENTRAL:
-            needs_base = resolved is TrainingMode.SOLO and sc.settings.training.finetune_layers
-            stages = ["data", "train", "edge_train"] if needs_base else ["data", "edge_train"]
+            # solo fine-tuning trains its own base on the server-held set (edge_train)
+            stages = ["data", "edge_train"]
         if resolved is not TrainingMode.SOLO:  # solo leaves one model per device, no global one
             stages.append("export")  # the trained model is kept: model.onnx + model.json
         header = (

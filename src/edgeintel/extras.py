@@ -25,6 +25,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "pyarrow": "pyarrow",
     },
     "federated": {"flwr": "flwr"},
+    "redis": {"redis": "redis"},
     "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
     "ray": {"ray": "ray"},
 }

@@ -64,11 +64,49 @@ def _scalar_kind(annotation: Any) -> type | None:
     return None
 
 
+def _item_kind(annotation: Any) -> type | None:
+    """The scalar kind of the items of a ``list``/``tuple``/``set`` (or the values of a
+    ``dict``) field, possibly ``X | None``; ``None`` for anything else."""
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _item_kind(get_args(annotation)[0])
+    if origin in (Union, UnionType):
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        return _item_kind(args[0]) if len(args) == 1 else None
+    if origin in (list, tuple, set, frozenset):
+        args = [a for a in get_args(annotation) if a is not Ellipsis]
+        kinds = {_scalar_kind(a) for a in args}
+        return kinds.pop() if len(kinds) == 1 else None
+    if origin is dict:
+        kv = get_args(annotation)
+        return _scalar_kind(kv[1]) if len(kv) == 2 else None
+    return None
+
+
+def _check_scalar(kind: type, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is exactly a ``kind`` (see ``Strict``)."""
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {value!r}")
+    elif kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer, got {value!r}")
+        if abs(value) >= 2**63:
+            raise ValueError(f"expected an integer below 2**63, got {value}")
+    elif kind is float:
+        if isinstance(value, bool):
+            raise ValueError(f"expected a number, got {value!r}")
+        finite = isinstance(value, int | float) and math.isfinite(value)
+        if finite and abs(value) > _FLOAT32_MAX:
+            raise ValueError(f"expected a number within float32 range, got {value:g}")
+
+
 class Strict(BaseModel):
     """Frozen, unknown fields are errors (a typo never passes silently), and numbers are
     what they claim: no ``inf``/``nan`` in any float, floats within float32's range (they
     reach torch), integers only for integer fields (``true``, ``2.5`` or ``"3"`` are not
-    counts) and only ``true``/``false`` for booleans."""
+    counts) and only ``true``/``false`` for booleans -- in scalar fields and in the items
+    of list, tuple and dict fields alike (``shape: [true, 28]`` is refused)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -76,23 +114,28 @@ class Strict(BaseModel):
     @classmethod
     def _exact_scalars(cls, value: Any, info: ValidationInfo) -> Any:
         field = cls.model_fields.get(info.field_name or "")
-        kind = None if field is None else _scalar_kind(field.annotation)
-        if kind is None or value is None:
+        if field is None or value is None:
             return value
-        if kind is bool:
-            if not isinstance(value, bool):
-                raise ValueError(f"expected true or false, got {value!r}")
-        elif kind is int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise ValueError(f"expected an integer, got {value!r}")
-            if abs(value) >= 2**63:
-                raise ValueError(f"expected an integer below 2**63, got {value}")
-        elif kind is float:
-            if isinstance(value, bool):
-                raise ValueError(f"expected a number, got {value!r}")
-            finite = isinstance(value, int | float) and math.isfinite(value)
-            if finite and abs(value) > _FLOAT32_MAX:
-                raise ValueError(f"expected a number within float32 range, got {value:g}")
+        kind = _scalar_kind(field.annotation)
+        if kind is not None:
+            _check_scalar(kind, value)
+            return value
+        item = _item_kind(field.annotation)
+        if item is not None:
+            pairs: Any = (
+                value.items()
+                if isinstance(value, dict)
+                else enumerate(value)
+                if isinstance(value, list | tuple)
+                else ()
+            )
+            for key, v in pairs:
+                if v is None:
+                    continue
+                try:
+                    _check_scalar(item, v)
+                except ValueError as exc:
+                    raise ValueError(f"[{key}]: {exc}") from None
         return value
 
 

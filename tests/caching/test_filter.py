@@ -7,7 +7,9 @@ import pytest
 
 from edgeintel.caching.filter import (
     FEATURES,
+    AdaptiveFilter,
     RedundancyFilter,
+    filter_stream,
     prepare,
     run_filter,
     simulate_threshold,
@@ -84,6 +86,10 @@ def test_tuning_meets_target_on_held_out_segment() -> None:
     )
     assert run.agreement is not None and run.agreement >= 0.95
     assert run.skip_fraction > 0.3
+    # the adapted filter, tuned by replaying the adaptation, also carries
+    rep, run = filter_stream(frames, outputs, 0.95, profile_fraction=150 / 400)
+    assert "replayed with online adaptation" in rep.reason
+    assert run.agreement is not None and run.agreement >= 0.95 and run.skip_fraction > 0.3
 
 
 def test_adaptation_lowers_threshold_when_probes_disagree() -> None:
@@ -91,9 +97,73 @@ def test_adaptation_lowers_threshold_when_probes_disagree() -> None:
     # a threshold far too high skips everything; probes must pull it down
     fixed = run_filter(frames, lambda i: outputs[i], "pixel", 1.0, outputs)
     adapted = run_filter(frames, lambda i: outputs[i], "pixel", 1.0, outputs, adapt=True)
-    assert adapted.threshold_end < 1.0 and adapted.probes > 0
+    assert min(s.threshold for s in adapted.steps) < 1.0 and adapted.probes > 0
     assert adapted.agreement is not None and fixed.agreement is not None
     assert adapted.agreement > fixed.agreement
+
+
+def test_a_changed_result_makes_the_filter_look_at_every_input_until_it_settles() -> None:
+    """Hand-worked trace: alternating frames a, b differ by 1/16 of their pixels.
+
+    With threshold 0.5 every frame is skipped until a probe (probe_every=2);
+    a probe whose result differs from the reused one drops the threshold to 0
+    (lower=0), so the next frames are processed until raise_after=2 agree.
+    """
+    a = np.zeros((4, 4), np.uint8)
+    b = a.copy()
+    b[0, 0] = 255  # pixel difference 1/16 between a and b
+    frames = [a, b, a, b, a, b, a, b, a, b]
+    outputs = [0, 0, 0, 1, 1, 1, 0, 0, 0, 0]
+    run = run_filter(
+        frames, outputs.__getitem__, "pixel", 0.5, outputs, True, probe_every=2, raise_after=2
+    )
+    processed = [s.index for s in run.steps if s.processed]
+    # 0 processed; 1, 2 skipped; 3 probe (1 != 0: threshold -> 0); 4 (1, agrees 1),
+    # 5 (1, agrees 2: threshold back to 0.5); 6, 7 skipped; 8 probe (0 != 1: -> 0); 9
+    assert processed == [0, 3, 4, 5, 8, 9]
+    assert [s.threshold for s in run.steps] == [0.5, 0.5, 0.5, 0.0, 0.0, 0.5, 0.5, 0.5, 0.0, 0.0]
+    assert run.outputs == [0, 0, 0, 1, 1, 1, 1, 1, 0, 0]
+    assert run.agreement == pytest.approx(0.8)
+    with pytest.raises(ConfigError, match="raise_after"):
+        run_filter(frames, outputs.__getitem__, "pixel", 0.5, adapt=True, raise_after=0)
+
+
+def test_adaptive_filter_on_a_live_stream_decides_like_run_filter() -> None:
+    """A device drives the policy object input by input on raw frames."""
+    rng = np.random.default_rng(4)
+    raw, outputs = [], []
+    x = 0
+    for _ in range(150):
+        x = min(100, max(0, x + int(rng.integers(-2, 6))))
+        f = np.full((48, 128), 40, np.uint8)
+        f[10:30, x : x + 20] = 220
+        raw.append(f)
+        outputs.append(x // 25)
+    live = AdaptiveFilter("pixel", 0.03, probe_every=5)
+    decisions, reused = [], []
+    for frame, out in zip(raw, outputs, strict=True):
+        processed = live.should_process(frame)  # prepare() is applied inside
+        if processed:
+            live.observe(out)
+        decisions.append(processed)
+        reused.append(live.current)
+    run = run_filter(
+        [prepare(f) for f in raw], outputs.__getitem__, "pixel", 0.03, adapt=True, probe_every=5
+    )
+    assert decisions == [s.processed for s in run.steps] and reused == run.outputs
+    assert 0 < sum(decisions) < len(decisions) and run.probes > 0
+    with pytest.raises(RuntimeError, match="observe"):
+        live.observe(1)  # nothing was processed since the last observe
+
+
+def test_tuning_replays_the_adapted_filter() -> None:
+    """The profiling skip and agreement are those of the filter that will run."""
+    frames, outputs = _stream(200, seed=3)
+    for adapt in (False, True):
+        rep = tune_filter(frames, outputs, 0.9, ["pixel"], adapt=adapt)
+        run = run_filter(frames, outputs.__getitem__, "pixel", rep.threshold, outputs, adapt)
+        assert rep.skip_fraction == pytest.approx(run.skip_fraction)
+        assert rep.agreement == pytest.approx(run.agreement)
 
 
 @pytest.mark.slow

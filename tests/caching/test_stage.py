@@ -22,7 +22,8 @@ def test_caching_stage_writes_its_section(tmp_path: Path) -> None:
     d["edge_servers"].append({"name": "micro-2", "kind": "micro", "cache_mb": 300})
     d["links"].append({"between": ["micro-2", "cloud"], "bandwidth_mbps": 100, "rtt_ms": 20})
     d["links"].append({"between": ["micro-1", "micro-2"], "bandwidth_mbps": 1000, "rtt_ms": 2})
-    d["devices"].append({"name": "cam", "count": 2, "profile": "phone", "attach": "micro-2"})
+    d["device_profiles"]["cam"] = {**d["device_profiles"]["phone"], "cache_mb": 50}
+    d["devices"].append({"name": "cam", "count": 2, "profile": "cam", "attach": "micro-2"})
     d["settings"]["caching"] = {
         "filter": {"max_devices": 2},
         "result_cache": {"requests": 400},
@@ -56,6 +57,16 @@ def test_caching_stage_writes_its_section(tmp_path: Path) -> None:
     assert pl["stations"]["micro-2"]["items"] <= 300 // 10
     assert pl["neighbours"]["micro-1"] == ["micro-2"]
     assert 0 <= pl["greedy_gap_to_lp"] <= 0.5
+    # the device tier: only the two cams have a cache (50 MiB / 10 MiB items = 5 slots)
+    tier = pl["device_tier"]
+    assert tier["devices_with_cache"] == 2 and set(tier["device_items"]) == {"cam-0", "cam-1"}
+    assert all(0 < n <= 5 for n in tier["device_items"].values())
+    t, coop = tier["tiered_cooperative"], pl["cooperative_greedy"]
+    assert t["requests"] == coop["requests"]  # the same held-out requests, split by device
+    ratios = ("device_hit_ratio", "local_hit_ratio", "neighbour_hit_ratio", "cloud_ratio")
+    assert sum(t[k] for k in ratios) == pytest.approx(1.0, abs=1e-3)
+    assert t["device_hit_ratio"] > 0
+    assert "hit ratio per tier (devices + cooperative)" in c["summary"]
     assert "threshold chosen (first device)" in c["summary"]
 
 
@@ -69,6 +80,10 @@ def test_caching_stage_writes_its_section(tmp_path: Path) -> None:
         ({"policies": ["lru", "nope"]}, "unknown cache policy 'nope'"),
         ({"filter": {"features": ["colour"]}}, "unknown difference feature 'colour'"),
         ({"result_cache": {"k": 2, "min_votes": 3}}, "min_votes (3) cannot exceed k (2)"),
+        ({"result_cache": {"backend": "memcached"}}, "settings.caching.result_cache.backend"),
+        ({"result_cache": {"redis_url": "http://x:1"}}, "redis_url must start with redis://"),
+        ({"result_cache": {"redis_url": "redis://h:x/0"}}, "has an invalid port"),
+        ({"placement": {"device_ms": 9, "local_ms": 5}}, "device_ms <= local_ms"),
     ],
 )
 def test_bad_caching_settings_exit_2(tmp_path: Path, caching: dict, message: str) -> None:
@@ -100,3 +115,33 @@ def test_cache_sim_cli(tmp_path: Path) -> None:
         assert res.exit_code == 2, args
         assert msg in res.output and "Traceback" not in res.output
         assert len(res.output.strip().splitlines()) == 1
+
+
+def test_report_shows_the_hit_ratio_per_placement_tier() -> None:
+    import edgeintel.pipeline  # noqa: F401  (registers the caching section's renderer)
+    from edgeintel.report.sections import SECTIONS, RenderContext
+
+    rep = {
+        "requests": 1000,
+        "local_hit_ratio": 0.4,
+        "neighbour_hit_ratio": 0.1,
+        "cloud_ratio": 0.5,
+        "mean_latency_ms": 54.0,
+        "backhaul_bytes": 500 * 2**20,
+    }
+    data = {
+        "placement": {
+            "cooperative_greedy": rep,
+            "single_bs_popularity": {**rep, "neighbour_hit_ratio": 0.0, "cloud_ratio": 0.6},
+            "device_tier": {
+                "devices_with_cache": 2,
+                "device_items": {"cam-0": 5, "cam-1": 4},
+                "device_ms": 0.0,
+                "tiered_cooperative": {**rep, "device_hit_ratio": 0.1234, "cloud_ratio": 0.3766},
+            },
+        }
+    }
+    html = str(SECTIONS.get("caching").render(data, [], RenderContext({"caching": data})))
+    assert "devices + cooperative greedy" in html and "device hit ratio" in html
+    assert "0.1234" in html and "station hit ratio" in html
+    assert "items cached on 2 devices" in html and "cam-1" in html

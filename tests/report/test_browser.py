@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(
 )
 
 SECTIONS = ["headline", "topology", "data", "training", "edge_training", "model", "evaluation",
-            "offloading", "compression", "caching", "run"]  # fmt: skip
+            "offloading", "compression", "caching", "runtime", "run"]  # fmt: skip
 
 
 def _figures() -> list:
@@ -109,7 +109,7 @@ def test_real_run_report_in_browser(tiny_scenario_file: Path, tmp_path: Path) ->
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     layout = check_layout(tmp_path / "r" / "report.html")
-    expected = [s for s in SECTIONS if s != "compression"]
+    expected = [s for s in SECTIONS if s not in ("compression", "runtime")]  # neither enabled
     assert layout["sections"] == expected
     assert layout["overflow"] == [] and layout["hidden"] == [] and not layout["page_overflow"]
     assert results["status"] == "completed"

@@ -31,7 +31,7 @@ DATA = Path(__file__).parent / "data"
 META = {"run_id", "created", "status", "error", "scenario", "machine", "versions", "stages",
         "timings_s"}  # fmt: skip
 COMPONENT_SECTIONS = ("data", "training", "edge_training", "model", "evaluation", "offloading",
-                      "compression", "caching")  # fmt: skip
+                      "compression", "caching", "runtime")  # fmt: skip
 
 
 def tiny_results() -> dict[str, Any]:
@@ -40,6 +40,9 @@ def tiny_results() -> dict[str, Any]:
     res: dict[str, Any] = json.loads((DATA / "tiny_run_results.json").read_text())
     more = json.loads((DATA / "tiny_run_offloading_caching.json").read_text())
     res["offloading"], res["caching"] = more["offloading"], more["caching"]
+    # the runtime section of a real tiny deployment (3 agents, cloud through the edge,
+    # a backhaul outage in its trace)
+    res["runtime"] = json.loads((DATA / "tiny_run_runtime.json").read_text())["runtime"]
     return res
 
 

@@ -64,3 +64,38 @@ def test_dashboard_numbers_change_as_requests_arrive(server: ServerProcess, brow
     assert r.status_code == 200
     wait.until(lambda b: "kiosk-7" in b.find_element("id", "fleet").text)
     wait.until(lambda b: _number(b, "delivered") >= 1)
+
+
+def test_dashboard_with_an_operator_token(model_repo, tmp_path, browser) -> None:
+    """With tokens the page needs an operator's: ``?token=`` once, then a cookie carries it
+    to the page's /v2/stats polls; without it the node answers 401."""
+    import json
+
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    tokens = tmp_path / "tokens.json"
+    admin, device = "admin-token-0123456789", "phone-token-0123456789"
+    tokens.write_text(json.dumps({"devices": {"phone-0": device}, "operators": {"op": admin}}))
+    srv = ServerProcess(model_repo, tmp_path, "--tokens", str(tokens)).start()
+    try:
+        browser.get(f"http://{srv.url}/dashboard")
+        assert "missing or invalid operator token" in browser.page_source
+        browser.get(f"http://{srv.url}/dashboard?token={admin}")
+        wait = WebDriverWait(browser, 30, poll_frequency=0.2)
+        wait.until(lambda b: b.find_element("id", "status").text.startswith("up "))
+        before = _number(browser, "requests")
+        body, hl = encode_request({"input": sample_digits(1)})
+        for _ in range(5):
+            r = httpx.post(
+                f"http://{srv.url}/v2/models/digits/infer",
+                content=body,
+                headers={
+                    "Inference-Header-Content-Length": str(hl),
+                    "Authorization": f"Bearer {device}",
+                },
+            )
+            assert r.status_code == 200
+        wait.until(lambda b: _number(b, "requests") >= before + 5)
+        assert httpx.get(f"http://{srv.url}/v2/stats").status_code == 401
+    finally:
+        srv.stop()

@@ -55,11 +55,67 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     assert rt["placements"].get("edge", 0) > 0
     assert rt["latency_by_placement"]["edge"]["p50_ms"] > 10  # the link's 10 ms RTT at least
     assert all(link["bytes_up"] > 0 for link in rt["links"].values())
+    assert rt["bytes_per_link"]["devices -> micro-1"]["bytes_up"] > 0
+    # the caching stage did not run: each device tuned its filter on its first segment
+    per_device = rt["filter"]["per_device"]
+    assert per_device and all(
+        v["threshold_from"] == "tuned on the device's first segment" for v in per_device.values()
+    )
+    assert rt["produced"] == sum(rt["placements"].values())
     for server in rt["servers"].values():
         assert server["exit_code"] in (0, -15)  # graceful SIGTERM
         with socket.socket() as s:  # port released
-            s.bind(("127.0.0.1", server["port"]))
+            s.bind(("127.0.0.1", int(server["address"].rsplit(":", 1)[1])))
     log = (runs / "r" / "runtime" / "micro-1.log").read_text()
     assert '"event": "serve.stopped"' in log
     assert oct((runs / "r" / "runtime" / "tokens.json").stat().st_mode & 0o777) == "0o600"
     assert os.path.exists(runs / "r" / "report.html")
+
+
+@pytest.mark.slow
+def test_run_deploys_the_offloading_plan_and_follows_the_trace(tmp_path: Path) -> None:
+    """placement: plan. Slow phones (0.0001x this machine) offload to their edge server
+    as the offloading stage planned; their link's outage (trace 20-25 s, played 10x
+    faster) moves them to local execution from the first request in it, and back after."""
+    sc = tiny_scenario_dict()
+    sc["devices"][0]["count"] = 3
+    sc["device_profiles"]["phone"]["compute_speed"] = 0.0001
+    sc["devices"][0]["link"] = {
+        "bandwidth_mbps": 50,
+        "rtt_ms": 10,
+        "trace": [
+            {"t_s": 0, "bandwidth_mbps": 50},
+            {"t_s": 20, "bandwidth_mbps": 0},
+            {"t_s": 25, "bandwidth_mbps": 50},
+        ],
+    }
+    sc["settings"]["caching"] = {"enabled": False}
+    sc["settings"]["runtime"] = {
+        "rate_hz": 20,
+        "deploy": {
+            "enabled": True,
+            "duration_s": 3,
+            "placement": "plan",
+            "trace_time_scale": 10,
+            "drain_timeout_s": 20,
+        },
+    }
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(sc))
+    runs = tmp_path / "runs"
+    args = ["run", str(f), "--runs-dir", str(runs), "--run-id", "r", "-q"]
+    for stage in ("data", "train", "export", "offloading", "runtime"):
+        args += ["--stage", stage]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    results = json.loads((runs / "r" / "results.json").read_text())
+    assert {d["decision"] for d in results["offloading"]["devices"]} == {"d2e"}
+    rt = results["runtime"]
+    assert rt["delivered"] == rt["produced"] and rt["kept_on_devices"] == 0
+    assert rt["plan_decisions"].get("d2e:micro-1", 0) > 0 and rt["placements"].get("edge", 0) > 0
+    outage = [s for s in rt["plan_switches"] if s["reason"] == "d2e:micro-1 unavailable"]
+    assert outage and all(20 <= s["trace_t_s"] < 22 for s in outage)
+    assert all(s["to"] == "local" for s in outage)
+    # nothing was sent into the outage (the plan knew the link was down), except at most
+    # one request per device decided just before it began
+    assert rt["fallbacks"] <= 3

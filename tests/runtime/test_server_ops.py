@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from edgeintel.errors import ModelError
+from edgeintel.runtime.auth import Tokens
 from edgeintel.runtime.batching import DynamicBatcher, QueueFull
 from edgeintel.runtime.protocol import decode_response, encode_request
 from edgeintel.runtime.repository import ModelRepository, add_model
@@ -135,10 +136,11 @@ def test_503_when_queue_full_over_http(digits_repo: Path) -> None:
 
 def test_bearer_token_and_size_limit(digits_repo: Path) -> None:
     token = "t" * 32
+    admin = "a" * 32
     app = build_app(
         ModelRepository(digits_repo),
         ServerSettings(max_request_bytes=2048),
-        tokens={"phone-0": token},
+        tokens=Tokens(devices={"phone-0": token}, operators={"admin": admin}),
     )
     body, hl = encode_request({"input": sample_digits(1)})
     h = {"Inference-Header-Content-Length": str(hl)}
@@ -158,7 +160,24 @@ def test_bearer_token_and_size_limit(digits_repo: Path) -> None:
             url, content=big, headers={**ok, "Inference-Header-Content-Length": str(bhl)}
         )
         assert r.status_code == 413 and "exceeds" in r.json()["error"]
-        metrics = (await c.get("/metrics")).text
+        # operations need an operator's token: none, a device's, a wrong one -> 401
+        for path in ("/metrics", "/v2/stats", "/dashboard"):
+            assert (await c.get(path)).status_code == 401
+            r = await c.get(path, headers={"Authorization": f"Bearer {token}"})
+            assert r.status_code == 401 and "operator" in r.json()["error"]
+        assert (await c.get("/dashboard?token=" + "x" * 32)).status_code == 401
+        assert (await c.get("/v2/health/ready")).status_code == 200
+        op = {"Authorization": f"Bearer {admin}"}
+        assert (await c.get("/v2/stats", headers=op)).json()["requests"] >= 1
+        page = await c.get("/dashboard?token=" + admin)  # the page keeps it in a cookie
+        assert page.status_code == 200 and "edgeintel node" in page.text
+        assert (await c.get("/v2/stats")).status_code == 200  # the page's polls: cookie
+        c.cookies.clear()
+        assert (await c.get("/v2/stats")).status_code == 401
+        assert (
+            await c.get("/metrics", headers={"Cookie": f"edgeintel_token={admin}"})
+        ).status_code == 401
+        metrics = (await c.get("/metrics", headers=op)).text
         assert 'edgeintel_device_requests_total{device="phone-0"}' in metrics
         assert 'edgeintel_requests_total{endpoint="infer",model="digits",status="401"}' in metrics
         assert "edgeintel_batch_size_count" in metrics
@@ -232,10 +251,12 @@ class DictCache:
     def __init__(self) -> None:
         self.store: dict[str, dict[str, np.ndarray]] = {}
 
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
         return self.store.get(key)
 
-    def put(self, key: str, outputs: dict[str, np.ndarray]) -> None:
+    def put(
+        self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
+    ) -> None:
         self.store[key] = outputs
 
 
@@ -259,6 +280,8 @@ def test_result_cache_seam_serves_repeats_without_inference(digits_repo: Path) -
         assert len(cache.store) == 2
         stats = (await c.get("/v2/stats")).json()
         assert stats["cache_hit_ratio"] == 0.5 and stats["batches"] == 2  # 2 ORT calls for 4
-        assert 'edgeintel_cache_hits_total{model="digits"} 2.0' in (await c.get("/metrics")).text
+        assert stats["cache_hits_by_tier"] == {"exact": 2}
+        metrics = (await c.get("/metrics")).text
+        assert 'edgeintel_cache_hits_total{model="digits",tier="exact"} 2.0' in metrics
 
     asyncio.run(_with_app(app, fn))

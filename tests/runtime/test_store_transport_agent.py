@@ -11,7 +11,7 @@ import pytest
 
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.repository import ModelRepository, add_model
-from edgeintel.runtime.seams import StaticPlan, Tier
+from edgeintel.runtime.seams import ExecutionTier, StaticPlan
 from edgeintel.runtime.server import build_app
 from edgeintel.runtime.settings import OnFull, RuntimeSettings, StoreSettings
 from edgeintel.runtime.store import DeviceStore, StoreFull
@@ -155,7 +155,7 @@ def test_agent_offloads_and_forwards_exactly_once(digits_repo: Path, tmp_path: P
             store,
             transport,
             model="digits",
-            plan=StaticPlan(tier=Tier.EDGE),
+            plan=StaticPlan(tier=ExecutionTier.EDGE),
         )
         stats = agent.run(limit=40)
         assert stats.produced == 40 and stats.placements == {"edge": 40}
@@ -182,7 +182,7 @@ def test_agent_falls_back_then_delivers_backlog(digits_repo: Path, tmp_path: Pat
         store,
         MemoryTransport(handler=down),
         model="digits",
-        plan=StaticPlan(tier=Tier.EDGE),
+        plan=StaticPlan(tier=ExecutionTier.EDGE),
         settings=RuntimeSettings(),
     )
     stats = agent.run(limit=30, drain_timeout_s=0.2)
@@ -201,7 +201,7 @@ def test_agent_falls_back_then_delivers_backlog(digits_repo: Path, tmp_path: Pat
             store,
             transport,
             model="digits",
-            plan=StaticPlan(tier=Tier.EDGE),
+            plan=StaticPlan(tier=ExecutionTier.EDGE),
         )
         stats = agent.run(limit=40)
         assert stats.produced == 10 and stats.placements == {"edge": 10}
@@ -230,9 +230,15 @@ def test_redundancy_filter_seam_skips_inputs(digits_repo: Path, tmp_path: Path) 
             "cam-0", _stream(), repo.get("digits").session, store, None, filter=EveryOther()
         )
         stats = agent.run(limit=20)
-        assert stats.produced == 10 and stats.skipped == 10
-        assert [r.key for r in store.pending(3)] == ["cam-0:0", "cam-0:2", "cam-0:4"]
-        assert stats.placements == {"device": 10}
+        assert stats.produced == 20 and stats.skipped == 10
+        assert stats.bytes_not_uploaded == 10 * 64 * 4  # ten skipped float32 (1, 8, 8)
+        assert stats.placements == {"device": 10, "reused": 10}
+        recs = store.pending(20)
+        assert [r.key for r in recs[:3]] == ["cam-0:0", "cam-0:1", "cam-0:2"]
+        # a skipped input reuses the last computed result
+        for a, b in zip(recs[0::2], recs[1::2], strict=True):
+            assert b.payload["placement"] == "reused"
+            assert b.payload["label"] == a.payload["label"]
 
 
 def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
@@ -265,12 +271,12 @@ def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
                 session,
                 store,
                 transport,
-                plan=StaticPlan(tier=Tier.EDGE, split=7, tail_model="digits_tail_7"),
+                plan=StaticPlan(tier=ExecutionTier.EDGE, tail_model="digits_tail_7"),
                 head_session=session,
             )
             x = _stream().inputs[0]
             probs, placement, _ = agent.infer(x)
-            assert placement == "edge"
+            assert placement == "split-edge"
             logits = session.run(None, {"input": x[None]})[0][0]
             want = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
             np.testing.assert_allclose(probs, want, rtol=1e-5)

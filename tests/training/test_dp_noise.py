@@ -133,3 +133,51 @@ def test_flower_server_noise_is_not_derived_from_the_run_config() -> None:
     a = EdgeIntelStrategy(settings, [(3,)]).rng.random(4)
     b = EdgeIntelStrategy(settings, [(3,)]).rng.random(4)
     assert not np.array_equal(a, b)
+
+
+def _sampler(secret: bool) -> list[list[int]]:
+    """The devices an engine samples over 12 rounds (5 of 20), seed 0."""
+    from torch import nn
+
+    from edgeintel.training.engine import FederatedEngine
+    from edgeintel.training.rounds import ClientSpec, FederatedConfig
+
+    x = np.zeros((40, 3), np.float32)
+    y = np.arange(40) % 2
+    cfg = FederatedConfig(rounds=12, clients_per_round=5, seed=0, secret_sampling=secret)
+    eng = FederatedEngine(
+        nn.Linear(3, 2), x, y, [np.arange(2 * i, 2 * i + 2) for i in range(20)],
+        [ClientSpec(f"d{i}", "cloud") for i in range(20)], x, y, cfg,
+    )  # fmt: skip
+    return [eng._sample(r, 0) for r in range(1, 13)]
+
+
+def test_client_sampling_is_secret_under_dp_unless_reproducible() -> None:
+    """DP amplification by sampling assumes nobody can predict the sample: with DP the
+    engine samples from OS entropy (two engines with one seed differ), uniformly without
+    replacement as the accountant assumes; a reproducible simulation samples by seed."""
+    from edgeintel.scenario import parse_scenario
+    from edgeintel.training.scenario_train import federated_config
+    from edgeintel.training.settings import TrainingMode
+
+    from ..conftest import tiny_scenario_dict
+
+    a, b = _sampler(True), _sampler(True)
+    assert a != b  # 12 rounds of C(20, 5): equal by chance with probability ~ 1e-52
+    assert all(len(s) == len(set(s)) == 5 and set(s) <= set(range(20)) for s in a)
+    assert _sampler(False) == _sampler(False)
+    # every device is drawn about equally often (uniform sample, 5/20 per round)
+    counts = np.bincount(
+        np.concatenate([np.concatenate(_sampler(True)) for _ in range(40)]), minlength=20
+    )
+    assert counts.min() > 0.6 * counts.mean() and counts.max() < 1.4 * counts.mean()
+
+    def cfg(dp: dict[str, object] | None) -> bool:
+        raw = tiny_scenario_dict()
+        raw["settings"]["training"].update(dp=dp, clients_per_round=2)
+        sc = parse_scenario(raw)
+        return federated_config(sc.settings.training, TrainingMode.FEDERATED, 0).secret_sampling
+
+    assert cfg({"noise_multiplier": 1.0}) is True
+    assert cfg({"noise_multiplier": 1.0, "reproducible_noise": True}) is False
+    assert cfg(None) is False  # without DP the seed keeps runs bit-for-bit reproducible

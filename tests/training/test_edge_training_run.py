@@ -88,15 +88,39 @@ def test_train_cli_hierarchical_with_attack(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_train_cli_solo_finetunes_the_last_layer(tmp_path: Path) -> None:
+def test_train_cli_solo_finetunes_the_last_layer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Solo fine-tuning starts from a model trained on the server-held set only: no central
+    fit sees a device's sample (the central baseline saw them all and is not used)."""
+    import edgeintel.pipeline.edge_training as et
+
+    fitted: list[np.ndarray] = []
+    real = et.train_model
+
+    def spy(model: Any, x: np.ndarray, *a: Any, **kw: Any) -> Any:
+        fitted.append(x)
+        return real(model, x, *a, **kw)
+
+    monkeypatch.setattr(et, "train_model", spy)
+    raw = _tiny(mode="solo", finetune_layers=1, epochs=1)
     f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump(_tiny(mode="solo", finetune_layers=1, epochs=1)))
+    f.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(app, ["validate", str(f)])
+    assert res.exit_code == 2 and "data.server_fraction > 0" in res.output
+    raw["data"]["server_fraction"] = 0.2
+    f.write_text(yaml.safe_dump(raw))
     res = CliRunner().invoke(
         app, ["train", str(f), "--runs-dir", str(tmp_path), "--run-id", "s", "-q"]
     )
     assert res.exit_code == 0, res.output
     results = json.loads((tmp_path / "s" / "results.json").read_text())
-    assert results["stages"] == ["data", "train", "edge_train"]  # solo: no global model
+    assert results["stages"] == ["data", "edge_train"]  # solo: no global model, no central fit
+    base = results["edge_training"]["base_model"]
+    assert base["trained_on"] == "server-held set"
+    assert len(fitted) == 1 and len(fitted[0]) == base["samples"]
+    split = results["data"]["split"]
+    assert base["samples"] == split["server"]
     dev = results["edge_training"]["devices"]["phone-0"]
     assert dev["plan"]["trainable_params"] == 16 * 10 + 10  # last Linear: 4*width -> 10
     assert dev["plan"]["est_time_s"] > 0 and dev["plan"]["est_energy_j"] > 0

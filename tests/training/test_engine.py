@@ -283,3 +283,24 @@ def test_engine_feeds_the_error_feedback_residual_back(digits: tuple[np.ndarray,
     np.testing.assert_allclose(moved[:2], [2.0, 3.0], atol=1e-6)
     assert np.abs(moved[2:]).max() < 1e-6
     np.testing.assert_allclose(eng.state.residuals["d0"][:2], [2.0, 0.0], atol=1e-6)
+
+
+def test_global_model_clamps_negative_batchnorm_variance() -> None:
+    """DP noise can drive an averaged running variance below 0 (NaN in eval and export)."""
+    from torch import nn as _nn
+
+    from edgeintel.models.train import predict_logits
+
+    model = _nn.Sequential(_nn.Flatten(), _nn.Linear(4, 3), _nn.BatchNorm1d(3), _nn.Linear(3, 2))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32)
+    y = np.arange(8) % 2
+    eng = FederatedEngine(
+        model, x, y, [np.arange(8)], [ClientSpec("d0", "cloud")], x, y, FederatedConfig(rounds=1)
+    )
+    names = [k for k, v in model.state_dict().items() if v.is_floating_point()]
+    w = get_weights(model)
+    w[names.index("2.running_var")][:] = [-0.5, 1.0, 2.0]
+    eng.state.weights = flatten(w)
+    out = eng.global_model()
+    assert out[2].running_var.tolist() == [0.0, 1.0, 2.0]
+    assert np.isfinite(predict_logits(out, x)).all()

@@ -127,3 +127,57 @@ def test_edgeintel_train_cli_uses_dp_and_secure_aggregation(tmp_path: Path) -> N
     res = CliRunner().invoke(app, [*args[:4], "--run-id", "dp2", "-q"])
     assert res.exit_code == 2
     assert "not an edgeintel checkpoint" in res.output
+
+
+@pytest.mark.parametrize(
+    ("dp", "source"),
+    [
+        ({"noise_multiplier": 1.0}, "OS entropy (secret sample)"),
+        ({"noise_multiplier": 1.0, "reproducible_noise": True}, "seeded (reproducible"),
+    ],
+)
+def test_results_say_where_the_device_sample_came_from(dp: dict[str, Any], source: str) -> None:
+    from edgeintel.training.private import privacy_summary
+
+    eng = _engine(_scenario({"dp": dp, "clients_per_round": 3}))
+    assert eng.config.secret_sampling is (source.startswith("OS"))
+    summary = privacy_summary(eng)
+    assert summary is not None and summary["dp"]["sampling_source"].startswith(source)
+
+
+def test_relative_checkpoint_dir_resolves_against_the_scenario_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import yaml
+
+    from edgeintel.scenario import load_scenario
+
+    sub = tmp_path / "downloads"
+    sub.mkdir()
+    raw = tiny_scenario_dict()
+    raw["settings"]["training"]["checkpoint_dir"] = "ck/run1"
+    f = sub / "s.yaml"
+    f.write_text(yaml.safe_dump(raw))
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # not where the scenario is
+    sc = load_scenario(f)
+    assert sc.settings.training.checkpoint_dir == (sub / "ck" / "run1").resolve()
+    # a symbolic link inside the folder that points outside is refused too
+    (sub / "link").symlink_to(tmp_path / "cwd")
+    raw["settings"]["training"]["checkpoint_dir"] = "link/ck"
+    f.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="outside the scenario's folder"):
+        load_scenario(f)
+
+
+def test_engine_fails_a_run_whose_weights_explode() -> None:
+    """Finite but huge weights (e.g. a huge server step) fail the run, never 'completed'."""
+    from edgeintel.errors import TrainingError
+
+    eng = _engine(_scenario({}))
+    w = eng.state.weights.copy()
+    w[0] = 1e9
+    eng.state.weights = w
+    with pytest.raises(TrainingError, match="diverged in round 1: a global weight reached"):
+        eng.run_round()

@@ -4,6 +4,7 @@
   statistical distances for sensor windows) with an auto-tuned threshold;
 * ``detectors``: OpenCV object counters used as per-frame reference models;
 * ``result_cache``: the edge server's exact + approximate (ANN, H-kNN) result cache;
+* ``redis_cache``: the exact tier shared by edge servers on Redis (optional extra);
 * ``reuse``: cross-device reuse replay on a shared-scene stream;
 * ``policies``: replacement policies behind one registry, Belady's OPT;
 * ``placement``: placement across base stations with cooperation, LP bound, model caching.
@@ -15,6 +16,7 @@ from edgeintel.caching.filter import (
     FEATURES,
     FRAME_FEATURES,
     SENSOR_FEATURES,
+    AdaptiveFilter,
     FilterRun,
     RedundancyFilter,
     TuneReport,
@@ -26,11 +28,14 @@ from edgeintel.caching.filter import (
 from edgeintel.caching.placement import (
     Delivery,
     Placement,
+    TieredPlacement,
     choose_models,
     evaluate_delivery,
+    evaluate_tiered_delivery,
     greedy_placement,
     lp_placement,
     popularity_placement,
+    tiered_placement,
     zipf_demand,
 )
 from edgeintel.caching.policies import (
@@ -43,6 +48,7 @@ from edgeintel.caching.policies import (
     opt_hits,
     simulate,
 )
+from edgeintel.caching.redis_cache import RedisResultCache, SharedCacheStats
 from edgeintel.caching.result_cache import (
     CacheStats,
     Lookup,
@@ -59,6 +65,7 @@ __all__ = [
     "LIBCACHESIM_POLICIES",
     "POLICIES",
     "SENSOR_FEATURES",
+    "AdaptiveFilter",
     "CachePolicy",
     "CacheStats",
     "CachingSettings",
@@ -66,15 +73,19 @@ __all__ = [
     "FilterRun",
     "Lookup",
     "Placement",
+    "RedisResultCache",
     "RedundancyFilter",
     "ResultCache",
     "ResultCacheConfig",
     "ReuseReport",
+    "SharedCacheStats",
+    "TieredPlacement",
     "TuneReport",
     "choose_models",
     "content_key",
     "downsample_vector",
     "evaluate_delivery",
+    "evaluate_tiered_delivery",
     "filter_stream",
     "greedy_placement",
     "lp_placement",
@@ -88,6 +99,7 @@ __all__ = [
     "run_filter",
     "shared_views",
     "simulate",
+    "tiered_placement",
     "tune_filter",
     "zipf_demand",
 ]

@@ -14,11 +14,14 @@ the difference is at most a threshold, in the spirit of Reducto (SIGCOMM'20):
 
 ``tune_filter`` chooses the feature and threshold on a short profiling
 segment, where every input is processed, as the largest threshold whose
-agreement with processing every input meets ``target`` (the reason is kept in
-the returned ``TuneReport``). ``run_filter`` carries it to unseen inputs and,
-with ``adapt``, processes one probe after ``probe_every`` consecutive skips: a
-probe whose result differs from the reused one lowers the threshold, a run of
-agreeing probes raises it back towards the tuned value.
+agreement with processing every input meets ``target`` when the filter that
+will run (with its online adaptation) is replayed over the segment (the reason
+is kept in the returned ``TuneReport``). ``run_filter`` carries it to unseen
+inputs and, with ``adapt``, adapts online when content changes: it processes
+one probe after ``probe_every`` consecutive skips, and any processed input
+whose result differs from the one being reused drops the threshold to
+``lower`` x the tuned value (0: process every input while the output is
+changing) until ``raise_after`` processed inputs in a row agree again.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from edgeintel.registry import Registry
 
 __all__ = [
     "FEATURES",
+    "AdaptiveFilter",
     "FilterRun",
     "FilterStep",
     "RedundancyFilter",
@@ -232,12 +236,19 @@ def tune_filter(
     target: float,
     features: Sequence[str] = FRAME_FEATURES,
     candidates: int = 24,
+    adapt: bool = False,
+    probe_every: int = 10,
+    lower: float = 0.0,
+    raise_after: int = 3,
 ) -> TuneReport:
     """Choose the feature and threshold that skip most while agreeing on >= ``target`` of inputs.
 
     Candidate thresholds are quantiles of the consecutive differences on the
     profiling segment (``prepared`` with every input's ``outputs``); each is
-    replayed, since a skip changes what later inputs are compared with.
+    replayed with the filter that will run (``run_filter`` with the same
+    adaptation settings), since a skip changes what later inputs are compared
+    with and adaptation changes what is skipped: tuning a fixed threshold and
+    then running it adapted skips far fewer inputs than the segment promised.
     Threshold 0 of the first feature (skip only exact repeats) is the fallback.
     """
     check_target(target)
@@ -245,22 +256,30 @@ def tune_filter(
         raise DataError(f"profiling needs at least 2 inputs, got {len(prepared)}")
     if len(outputs) != len(prepared):
         raise DataError(f"{len(prepared)} profiling inputs but {len(outputs)} outputs")
+
+    def replay(name: str, th: float) -> tuple[float, float]:
+        run = run_filter(
+            prepared, outputs.__getitem__, name, th, outputs, adapt, probe_every, lower, raise_after
+        )
+        return run.skip_fraction, float(run.agreement or 0.0)
+
     table: dict[str, list[dict[str, float]]] = {}
-    best = (features[0], 0.0, *simulate_threshold(prepared, outputs, features[0], 0.0))
+    best = (features[0], 0.0, *replay(features[0], 0.0))
     for name in features:
         fn = FEATURES.get(name)
         diffs = np.array([fn(b, a) for a, b in itertools.pairwise(prepared)])
         grid = np.unique(np.quantile(diffs, np.linspace(0, 1, candidates)))
         rows = []
         for th in grid:
-            skip, agree = simulate_threshold(prepared, outputs, name, float(th))
+            skip, agree = replay(name, float(th))
             rows.append({"threshold": float(th), "skip": skip, "agreement": agree})
             if agree >= target and (skip > best[2] or (skip == best[2] and th < best[1])):
                 best = (name, float(th), skip, agree)
         table[name] = rows
     name, th, skip, agree = best
+    how = " (replayed with online adaptation)" if adapt else ""
     reason = (
-        f"largest skip on the {len(prepared)}-input profiling segment among "
+        f"largest skip on the {len(prepared)}-input profiling segment{how} among "
         f"{sum(map(len, table.values()))} (feature, threshold) candidates whose agreement with "
         f"processing every input is >= {target:g}: '{name}' difference <= {th:.4g} skips "
         f"{skip:.1%} at {agree:.1%} agreement"
@@ -314,6 +333,82 @@ class FilterRun:
         return self.skipped / max(1, self.inputs)
 
 
+class AdaptiveFilter:
+    """The device's filter as one stateful policy object: ``decide`` on an input, ``observe``.
+
+    The rule of ``run_filter`` (which drives this object over a recorded
+    stream) for a live one: a device calls ``decide(prepared)`` (or
+    ``should_process(raw)``, which prepares the input itself) on every input,
+    and after processing one, ``observe(result)``; a skipped input reuses
+    ``current``. Results are compared with ``==``, so observe a label (a
+    class, a count), not a raw tensor. With ``adapt``, after ``probe_every``
+    consecutive skips the next input is processed as a probe; a result that
+    differs from the one being reused sets the threshold to ``lower`` x the
+    tuned value (0: process every input while the output keeps changing), and
+    ``raise_after`` processed inputs in a row that agree restore the tuned value.
+    """
+
+    def __init__(
+        self,
+        feature: str,
+        threshold: float,
+        adapt: bool = True,
+        probe_every: int = 10,
+        lower: float = 0.0,
+        raise_after: int = 3,
+    ) -> None:
+        if probe_every < 1:
+            raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
+        if raise_after < 1:
+            raise ConfigError(f"raise_after must be >= 1, got {raise_after}")
+        if not 0 <= lower <= 1:
+            raise ConfigError(f"lower must be in [0, 1], got {lower}")
+        self._f = RedundancyFilter(feature, threshold)
+        self.tuned = float(threshold)
+        self.adapt, self.probe_every = adapt, probe_every
+        self.lower, self.raise_after = lower, raise_after
+        self.current: Any = None
+        self._has_result = self._pending = False
+        self._skips = self._agreeing = self._seen = 0
+
+    @property
+    def threshold(self) -> float:
+        """The threshold in force now (the tuned one, or lowered after a change)."""
+        return self._f.threshold
+
+    def decide(self, prepared: np.ndarray) -> FilterStep:
+        """Process this (prepared) input, as a regular input or as a probe, or skip it?"""
+        process, d = self._f.should_process(prepared)
+        probe = not process and self.adapt and self._skips >= self.probe_every
+        if process or probe:
+            self._f.last = prepared
+            self._skips = 0
+            self._pending = True
+        else:
+            self._skips += 1
+        step = FilterStep(self._seen, process or probe, probe, d, self._f.threshold)
+        self._seen += 1
+        return step
+
+    def observe(self, result: Any) -> None:
+        """The result of the input ``decide`` just chose to process; it is reused from now on."""
+        if not self._pending:
+            raise RuntimeError("observe() must follow a decide() that processed its input")
+        self._pending = False
+        if self.adapt and self._has_result:
+            if result == self.current:
+                self._agreeing += 1
+                if self._agreeing >= self.raise_after:
+                    self._f.threshold, self._agreeing = self.tuned, 0
+            else:  # the content changed: look at every input until it settles
+                self._f.threshold, self._agreeing = self.tuned * self.lower, 0
+        self.current, self._has_result = result, True
+
+    def should_process(self, x: np.ndarray) -> bool:
+        """``decide`` on a raw input (a frame or a sensor window; ``prepare`` is applied)."""
+        return self.decide(prepare(x)).processed
+
+
 def run_filter(
     prepared: Sequence[np.ndarray],
     model: Callable[[int], Any],
@@ -322,53 +417,34 @@ def run_filter(
     reference: Sequence[Any] | None = None,
     adapt: bool = False,
     probe_every: int = 10,
-    lower: float = 0.5,
+    lower: float = 0.0,
     raise_after: int = 3,
 ) -> FilterRun:
     """Filter a stream: ``model(i)`` is called only for processed inputs (and probes).
 
-    With ``adapt``, after ``probe_every`` consecutive skips the next input is
-    processed as a probe; a probe that disagrees with the reused result
-    multiplies the threshold by ``lower``; ``raise_after`` agreeing probes in a
-    row move it halfway back to the tuned value. ``reference`` (every input's
-    result, when known) gives the agreement of the reused outputs.
+    The rule is ``AdaptiveFilter``'s: with ``adapt`` the filter adapts online
+    when content changes. After ``probe_every`` consecutive skips the next
+    input is processed as a probe. Every processed input (probe or not) whose
+    result differs from the result being reused sets the threshold to
+    ``lower`` x the tuned value (0: process every input while the output keeps
+    changing); ``raise_after`` processed inputs in a row whose result agrees
+    restore the tuned value. ``reference`` (every input's result, when known)
+    gives the agreement of the reused outputs.
     """
-    if probe_every < 1:
-        raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
-    f = RedundancyFilter(feature, threshold)
-    tuned = threshold
+    f = AdaptiveFilter(feature, threshold, adapt, probe_every, lower, raise_after)
     outputs: list[Any] = []
     steps: list[FilterStep] = []
-    current: Any = None
-    run_of_skips = agreeing = 0
     for i, x in enumerate(prepared):
-        process, d = f.should_process(x)
-        probe = False
-        if not process and adapt and run_of_skips >= probe_every:
-            probe = True
-            out = model(i)
-            if out == current:
-                agreeing += 1
-                if agreeing >= raise_after:
-                    f.threshold = f.threshold + (tuned - f.threshold) / 2
-                    agreeing = 0
-            else:
-                f.threshold *= lower
-                agreeing = 0
-            current = out
-            f.last = x
-            run_of_skips = 0
-        elif process:
-            current = model(i)
-            run_of_skips = 0
-        else:
-            run_of_skips += 1
-        steps.append(FilterStep(i, process or probe, probe, d, f.threshold))
-        outputs.append(current)
+        step = f.decide(x)
+        if step.processed:
+            f.observe(model(i))
+            step.threshold = f.threshold
+        steps.append(step)
+        outputs.append(f.current)
     agreement = None
     if reference is not None:
         agreement = float(np.mean([o == r for o, r in zip(outputs, reference, strict=True)]))
-    return FilterRun(steps, outputs, agreement, tuned, f.threshold)
+    return FilterRun(steps, outputs, agreement, f.tuned, f.threshold)
 
 
 def filter_stream(
@@ -379,6 +455,7 @@ def filter_stream(
     features: Sequence[str] | None = None,
     adapt: bool = True,
     probe_every: int = 10,
+    raise_after: int = 3,
 ) -> tuple[TuneReport, FilterRun]:
     """Tune on the first ``profile_fraction`` of a stream, then filter the rest.
 
@@ -395,7 +472,15 @@ def filter_stream(
         raise DataError(f"a stream of {n} inputs is too short to profile {profile_fraction:.0%}")
     if features is None:
         features = FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
-    report = tune_filter(prepared[:k], outputs[:k], target, features)
+    report = tune_filter(
+        prepared[:k],
+        outputs[:k],
+        target,
+        features,
+        adapt=adapt,
+        probe_every=probe_every,
+        raise_after=raise_after,
+    )
     run = run_filter(
         prepared[k:],
         lambda i: outputs[k + i],
@@ -404,5 +489,6 @@ def filter_stream(
         reference=outputs[k:],
         adapt=adapt,
         probe_every=probe_every,
+        raise_after=raise_after,
     )
     return report, run

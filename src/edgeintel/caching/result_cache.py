@@ -24,12 +24,15 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edgeintel.caching.policies import POLICIES, CachePolicy, make_policy
 from edgeintel.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from edgeintel.caching.settings import ResultCacheSettings
 
 __all__ = ["CacheStats", "Lookup", "ResultCache", "ResultCacheConfig", "content_key"]
 
@@ -71,6 +74,22 @@ class ResultCacheConfig:
         if self.ttl_s is not None and not self.ttl_s > 0:
             raise ConfigError(f"ttl_s must be > 0 seconds, got {self.ttl_s}")
         POLICIES.get(self.policy)
+
+    @classmethod
+    def from_settings(cls, settings: ResultCacheSettings, dim: int) -> ResultCacheConfig:
+        """The cache a scenario's ``settings.caching.result_cache`` describes, for feature
+        vectors of ``dim`` values (the caching stage and the runtime's servers share it)."""
+        return cls(
+            dim=dim,
+            capacity=settings.capacity,
+            exact_capacity=settings.exact_capacity,
+            k=settings.k,
+            min_votes=settings.min_votes,
+            homogeneity=settings.homogeneity,
+            max_distance=settings.max_distance,
+            ttl_s=settings.ttl_s,
+            policy=settings.policy,
+        )
 
 
 @dataclass

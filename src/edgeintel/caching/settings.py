@@ -6,12 +6,13 @@ Policy and feature names are checked against the registries
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from edgeintel.caching.filter import FEATURES
 from edgeintel.caching.policies import POLICIES
+from edgeintel.caching.redis_cache import check_redis_url
 
 __all__ = ["CachingSettings", "FilterSettings", "PlacementSettings", "ResultCacheSettings"]
 
@@ -36,7 +37,10 @@ class FilterSettings(_Strict):
     """Device-side redundancy filter: tune on the first ``profile_fraction`` of each stream.
 
     ``target`` is the agreement with processing every input, in (0, 1];
-    ``features`` (default: all of the stream's kind) are the candidates.
+    ``features`` (default: all of the stream's kind) are the candidates. With
+    ``adapt``, a probe follows ``probe_every`` consecutive skips, and a changed
+    result makes the filter process every input until ``raise_after``
+    processed inputs in a row agree.
     """
 
     enabled: bool = True
@@ -45,6 +49,7 @@ class FilterSettings(_Strict):
     features: list[str] | None = None
     adapt: bool = True
     probe_every: PositiveInt = 10
+    raise_after: PositiveInt = 3
     max_devices: PositiveInt = 4
 
     @field_validator("features")
@@ -62,9 +67,16 @@ class FilterSettings(_Strict):
 
 
 class ResultCacheSettings(_Strict):
-    """Edge-server result cache shared by its devices (capacities in entries, TTL in s)."""
+    """Edge-server result cache shared by its devices (capacities in entries, TTL in s).
+
+    ``backend: redis`` keeps the exact tier in Redis at ``redis_url``, shared by
+    every edge server (bounded by ``exact_capacity``, LRU); the approximate tier
+    stays in each server's process. ``memory`` (default) keeps both in process.
+    """
 
     enabled: bool = True
+    backend: Literal["memory", "redis"] = "memory"
+    redis_url: str = "redis://127.0.0.1:6379/0"
     capacity: PositiveInt = 512
     exact_capacity: PositiveInt = 4096
     k: PositiveInt = 5
@@ -78,6 +90,11 @@ class ResultCacheSettings(_Strict):
 
     _policy = field_validator("policy")(_known_policy)
 
+    @field_validator("redis_url")
+    @classmethod
+    def _url(cls, url: str) -> str:
+        return check_redis_url(url)
+
     @model_validator(mode="after")
     def _votes(self) -> ResultCacheSettings:
         if self.min_votes > self.k:
@@ -86,7 +103,12 @@ class ResultCacheSettings(_Strict):
 
 
 class PlacementSettings(_Strict):
-    """Placement of items of ``item_mb`` at base stations under their ``cache_mb``."""
+    """Placement of items of ``item_mb`` at base stations (and devices) under their ``cache_mb``.
+
+    Fetch latencies in ms: ``device_ms`` from a device's own cache (devices whose
+    profile has ``cache_mb`` > 0), ``local_ms`` from its station, ``neighbour_ms``
+    from a linked station, ``cloud_ms`` over the backhaul.
+    """
 
     enabled: bool = True
     items: PositiveInt = 2000
@@ -94,14 +116,17 @@ class PlacementSettings(_Strict):
     zipf_alpha: Positive = 0.8
     locality: Annotated[float, Field(ge=0, le=1)] = 0.3
     requests: PositiveInt = 5000
+    device_ms: Annotated[float, Field(ge=0)] = 0.0
     local_ms: Annotated[float, Field(ge=0)] = 5.0
     neighbour_ms: Annotated[float, Field(ge=0)] = 20.0
     cloud_ms: Annotated[float, Field(ge=0)] = 100.0
 
     @model_validator(mode="after")
     def _order(self) -> PlacementSettings:
-        if not self.local_ms <= self.neighbour_ms <= self.cloud_ms:
-            raise ValueError("latencies must satisfy local_ms <= neighbour_ms <= cloud_ms")
+        if not self.device_ms <= self.local_ms <= self.neighbour_ms <= self.cloud_ms:
+            raise ValueError(
+                "latencies must satisfy device_ms <= local_ms <= neighbour_ms <= cloud_ms"
+            )
         return self
 
 

@@ -1,7 +1,7 @@
 """Edge inference: compression techniques, recipes, honest measurement and constraint search."""
 
 from edgeintel.inference import compact, distill, lowrank, prune, qat, quantize  # noqa: F401
-from edgeintel.inference.base import TECHNIQUES, ArrayData, CompressContext, StageKind
+from edgeintel.inference.base import TECHNIQUES, ArrayData, CompressContext, Finetuner, StageKind
 from edgeintel.inference.compact import CompactConfig, separable_factors, to_separable
 from edgeintel.inference.compress import CompressionResult, StageResult, compress
 from edgeintel.inference.distill import DistillConfig, distill_train, distillation_loss
@@ -70,6 +70,7 @@ __all__ = [
     "CompressContext",
     "CompressionResult",
     "DistillConfig",
+    "Finetuner",
     "LatencyStats",
     "LowRankConfig",
     "MeasureConfig",

@@ -27,6 +27,7 @@ __all__ = [
     "ArrayData",
     "CompressContext",
     "FinetuneMixin",
+    "Finetuner",
     "StageKind",
     "TechniqueSpec",
     "TorchStage",
@@ -39,6 +40,9 @@ __all__ = [
 ]
 
 C = TypeVar("C")
+
+# fine-tunes a module in place (config: a FinetuneMixin) and returns per-epoch/round losses
+Finetuner = Callable[[nn.Module, "FinetuneMixin", "CompressContext"], list[float]]
 
 
 class StageKind(StrEnum):
@@ -107,6 +111,9 @@ class CompressContext:
 
     ``family`` and ``width`` describe the original zoo model where known (distillation
     builds its student from them). ``num_classes`` is the number of logits.
+    ``finetuner``, when set, replaces the central fine-tuning of :func:`finetune` (and
+    of QAT, pruning, low-rank, compact layers): the pipeline sets it to federated rounds
+    over the device shards after edge training, so ``train`` is never fitted on.
     """
 
     input_shape: tuple[int, ...]
@@ -119,6 +126,7 @@ class CompressContext:
     teacher: nn.Module | None = None
     family: str | None = None
     width: int | None = None
+    finetuner: Finetuner | None = None
 
 
 @dataclass
@@ -196,11 +204,17 @@ class FinetuneMixin:
 
 
 def finetune(model: nn.Module, cfg: FinetuneMixin, ctx: CompressContext) -> list[float]:
-    """Fine-tune ``model`` in place on the training data; returns per-epoch training loss."""
+    """Fine-tune ``model`` in place on the training data; returns per-epoch training loss.
+
+    With ``ctx.finetuner`` set (federated fine-tuning after edge training) the call is
+    handed to it and ``ctx.train`` is not touched.
+    """
     from edgeintel.models.train import TrainConfig, train_model
 
     if cfg.finetune_epochs == 0:
         return []
+    if ctx.finetuner is not None:
+        return ctx.finetuner(model, cfg, ctx)
     steps_per_epoch = max(1, -(-len(ctx.train) // cfg.batch_size))
     epochs = max(cfg.finetune_epochs, -(-cfg.min_finetune_steps // steps_per_epoch))
     # threads=None: fine-tuning runs on the caller's thread limit (the pipeline's threads)

@@ -27,6 +27,7 @@ from edgeintel.inference.base import (
     TECHNIQUES,
     ArrayData,
     CompressContext,
+    Finetuner,
     StageKind,
     TorchStage,
     as_array_data,
@@ -152,6 +153,7 @@ def compress(
     measure: MeasureConfig | None = None,
     seed: int = 0,
     cache: dict[str, Any] | None = None,
+    finetuner: Finetuner | None = None,
 ) -> CompressionResult:
     """Run ``recipe`` on ``model`` (a PyTorch module or an ONNX file) and measure each stage.
 
@@ -159,7 +161,8 @@ def compress(
     (samples, or a Dataset) calibrates static quantization (default: the training
     samples); ``eval_data`` is the held-out set for accuracy (default: a stratified
     20% of ``train_data`` kept out of training). ``family``/``width`` name the zoo
-    model, used by distillation's default student.
+    model, used by distillation's default student. ``finetuner`` replaces central
+    fine-tuning (see ``CompressContext.finetuner``).
     """
     if not isinstance(recipe, Recipe):
         recipe = make_recipe("recipe", list(recipe))
@@ -235,6 +238,7 @@ def compress(
         teacher=torch_model,
         family=family,
         width=width,
+        finetuner=finetuner,
     )
     cache = cache if cache is not None else {}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 
 from edgeintel.errors import ConfigError
 from edgeintel.inference.compress import CompressionResult
-from edgeintel.inference.recipe import Recipe, make_recipe
+from edgeintel.inference.recipe import Recipe, RecipeStep, make_recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
 from edgeintel.inference.settings import CompressBudget, CompressSettings
 from edgeintel.models.export import make_session, onnx_predict
@@ -30,16 +31,30 @@ __all__ = [
     "budget_for_profile",
     "calibration_free",
     "choose_for_profiles",
+    "federated_space",
     "front_rows",
     "onnx_accuracy",
     "pareto_figure",
+    "recipe_data_roles",
     "search_space_for",
 ]
 
 MB = 1024 * 1024
 
 # techniques that fit on data (fine-tuning, distillation, calibration)
-_NEEDS_DATA = {"quantize_static", "qat", "distill", "prune_structured", "low_rank", "compact"}
+_NEEDS_DATA = {
+    "quantize_static",
+    "qat",
+    "distill",
+    "prune_structured",
+    "prune_unstructured",
+    "low_rank",
+    "compact",
+}
+# techniques whose only data use is ``base.finetune`` (can run as federated rounds)
+FINETUNES = {"qat", "prune_structured", "prune_unstructured", "low_rank", "compact"}
+# techniques that need samples at the server: calibration, distillation (teacher logits)
+_CENTRAL_ONLY = {"quantize_static", "distill"}
 
 
 def calibration_free(space: list[Recipe]) -> list[Recipe]:
@@ -48,6 +63,48 @@ def calibration_free(space: list[Recipe]) -> list[Recipe]:
     if not any(r.name == "int8-dynamic" for r in keep):
         keep.append(make_recipe("int8-dynamic", ["quantize_dynamic"]))
     return keep
+
+
+def federated_space(space: list[Recipe], server_set: bool) -> list[Recipe]:
+    """The recipes that can run when fine-tuning is federated (after edge training).
+
+    Fine-tuning steps run as federated rounds; calibration and distillation need the
+    server-held set: without one, distillation recipes are dropped and static int8 is
+    replaced by dynamic int8 (named ``<name>-dyn``), so a pruned or QAT model still
+    gets its federated fine-tuning. Dynamic int8 is added when missing.
+    """
+    if server_set:
+        out = list(space)
+    else:
+        out = []
+        for r in space:
+            techs = {s.technique for s in r.steps}
+            if "distill" in techs:
+                continue
+            if "quantize_static" in techs:
+                if not techs & FINETUNES:
+                    continue  # plain static int8: dynamic int8 below covers it
+                steps = [s for s in r.steps if s.technique != "quantize_static"]
+                r = Recipe(f"{r.name}-dyn", (*steps, RecipeStep.make("quantize_dynamic")))
+            out.append(r)
+    if not any(r.name == "int8-dynamic" for r in out):
+        out.append(make_recipe("int8-dynamic", ["quantize_dynamic"]))
+    return out
+
+
+def recipe_data_roles(recipe: Recipe, fit_role: str, finetune_role: str) -> dict[str, str]:
+    """Which data each fitting step of ``recipe`` saw, by role.
+
+    ``fit_role``: the central set handed to compression (calibration, distillation);
+    ``finetune_role``: where fine-tuning ran (the same set, or device shards via
+    federated rounds). Steps the recipe lacks are ``none``.
+    """
+    techs = {s.technique for s in recipe.steps}
+    return {
+        "fine_tuning": finetune_role if techs & FINETUNES else "none",
+        "distillation": fit_role if "distill" in techs else "none",
+        "calibration": fit_role if "quantize_static" in techs else "none",
+    }
 
 
 def onnx_accuracy(path: Any, x: np.ndarray, y: np.ndarray) -> float:
@@ -108,10 +165,12 @@ def choose_for_profiles(
     settings: CompressSettings,
     out_dir: str | Path,
     extra: dict[str, Any] | None = None,
+    extra_for: Callable[[CompressionResult], dict[str, Any]] | None = None,
 ) -> dict[str, ProfileChoice]:
     """Select one candidate per profile and copy its ONNX file (+ metadata) to ``out_dir``.
 
-    ``extra`` is added to each artifact's metadata (e.g. which data it was fitted on).
+    ``extra`` is added to each artifact's metadata (e.g. which data it was fitted on);
+    ``extra_for(result)`` adds what depends on the chosen candidate.
     """
     unknown = sorted(set(settings.budgets) - set(profiles))
     if unknown:
@@ -131,8 +190,10 @@ def choose_for_profiles(
         dst = inside(out, name, ".onnx", what="device profile name")
         shutil.copyfile(sr.chosen.result.artifact.path, dst)
         meta = sr.chosen.result.artifact.to_json()
+        own = extra_for(sr.chosen.result) if extra_for is not None else {}
         meta.update(
-            path=str(dst), extra={**meta.get("extra", {}), **(extra or {}), "profile": name}
+            path=str(dst),
+            extra={**meta.get("extra", {}), **(extra or {}), **own, "profile": name},
         )
         dst.with_suffix(".json").write_text(json.dumps(meta, indent=2))
         choices[name] = ProfileChoice(name, sr, dst)

@@ -22,6 +22,7 @@ reported by name and trained without fake quantization.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -173,8 +174,22 @@ def strip_qat(model: nn.Module) -> nn.Module:
 def qat_finetune(
     model: nn.Module, config: QATConfig, ctx: CompressContext
 ) -> tuple[nn.Module, list[str], dict[str, Any]]:
-    """A copy of ``model`` fine-tuned with fake quantization, then stripped back to float32."""
+    """A copy of ``model`` fine-tuned with fake quantization, then stripped back to float32.
+
+    Under a federated finetuner (``ctx.finetuner``) only weights are fake-quantized: the
+    activation quantizers' moving-average ranges are per-device running state that the
+    engine cannot average; the int8 activation ranges then come from ``quantize_static``'s
+    calibration on the server-held set.
+    """
+    federated = ctx.finetuner is not None and config.activations
+    if federated:
+        config = dataclasses.replace(config, activations=False)
     prepared, done, warns = prepare_qat(model, config)
+    if federated:
+        warns.append(
+            "federated fine-tuning: activations not fake-quantized (moving-average ranges "
+            "are per-device state); weights are"
+        )
     losses = finetune(prepared, config, ctx) if done else []
     return strip_qat(prepared), warns, {"layers": done, "finetune_loss": losses}
 

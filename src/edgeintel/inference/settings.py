@@ -39,6 +39,12 @@ class CompressSettings(Strict):
     latency_stat: Literal["p50", "p95"] = "p50"
     budget: CompressBudget = CompressBudget()
     budgets: dict[str, CompressBudget] = Field(default_factory=dict)
+    finetune_rounds: Annotated[int, Field(ge=0, le=10_000)] = Field(
+        default=2,
+        description="after edge training: federated rounds over the device shards per "
+        "fine-tuning step (QAT, pruning, low-rank, compact); 0 = no federated fine-tuning "
+        "(fine-tuning recipes then fit on the server-held set, or are left out)",
+    )
 
 
 class InferenceSettings(Strict):

@@ -11,6 +11,12 @@ and the device's energy, drawn from its battery::
     energy = P_compute * (device compute + serialization) + P_tx * uplink
              + P_idle * (RTT + queueing + server compute + downlink)
 
+With an early exit (BranchyNet) the device runs up to the exit for every
+request and a fraction ``p_exit`` stops there; only the others pay the rest
+(``expected_exit_breakdown``): every component after the exit is weighted by
+``1 - p_exit``. Energy is linear in the components, so the energy of the
+expected breakdown is the expected energy.
+
 Queueing follows M/M/c (Erlang C). Objectives: ``latency`` (ms), ``energy``
 (J) or ``weighted`` (w * latency / ref_latency + (1 - w) * energy / ref_energy,
 both normalised by the all-local values).
@@ -32,6 +38,7 @@ __all__ = [
     "breakdown",
     "device_energy_j",
     "erlang_c",
+    "expected_exit_breakdown",
     "mmc_wait_ms",
     "objective_value",
     "transfer_ms",
@@ -139,6 +146,30 @@ class Breakdown:
     def waiting_ms(self) -> float:
         """Time the device idles waiting for the server's answer."""
         return self.rtt_ms + self.queue_ms + self.server_ms + self.downlink_ms
+
+
+def expected_exit_breakdown(exit_ms: float, p_exit: float, rest: Breakdown) -> Breakdown:
+    """Expected latency components (ms) of a request with an early exit.
+
+    ``exit_ms``: device compute up to and including the exit head (every request);
+    ``p_exit``: probability that a request stops there; ``rest``: the components of
+    the continuation (more device layers, serialization, link, queue, server, ...),
+    paid by the ``1 - p_exit`` of requests that do not exit.
+    """
+    if not 0.0 <= p_exit <= 1.0:
+        raise ConfigError(f"exit probability must be in [0, 1], got {p_exit}")
+    if exit_ms < 0:
+        raise ConfigError(f"exit_ms must be >= 0, got {exit_ms}")
+    q = 1.0 - p_exit
+    return Breakdown(
+        device_ms=exit_ms + q * rest.device_ms,
+        serialize_ms=q * rest.serialize_ms,
+        uplink_ms=q * rest.uplink_ms,
+        rtt_ms=q * rest.rtt_ms,
+        queue_ms=q * rest.queue_ms,
+        server_ms=q * rest.server_ms,
+        downlink_ms=q * rest.downlink_ms,
+    )
 
 
 def breakdown(

@@ -8,12 +8,19 @@ link is the device's own link followed by the backbone links on the fewest-hop
 path to it: bandwidth is the bottleneck, RTTs add up; ``LinkSpec.at(t_s)``
 applies the links' traces, and a hop with bandwidth 0 (an outage) or a
 target listed as unreachable removes that target.
+
+With an ``ExitProfile`` (an early-exit version of the model, its exit
+probability from validation), every device also gets the exit options: the
+device runs up to the exit, the exiting share stops there, and the rest runs
+on the device (``exit:local``) or is offloaded from the exit point to each
+target (``exit:<target>``): only that share pays the transfer, the server and
+its queue (``Option.remote_fraction``).
 """
 
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,6 +34,7 @@ from edgeintel.offloading.costs import (
     device_energy_j,
     objective_value,
 )
+from edgeintel.offloading.early_exit import ExitProfile, exit_breakdown
 from edgeintel.offloading.graph import LayerGraph
 from edgeintel.offloading.placement import FleetPlan, FleetProblem, Option, Resource, place
 from edgeintel.offloading.profiler import ModelProfile
@@ -88,13 +96,18 @@ class OffloadPlanner:
     """Options, fleet problems and plans for one model over one scenario (no clock, no I/O)."""
 
     def __init__(
-        self, graph: LayerGraph, profile: ModelProfile, settings: OffloadingSettings
+        self,
+        graph: LayerGraph,
+        profile: ModelProfile,
+        settings: OffloadingSettings,
+        early_exit: ExitProfile | None = None,
     ) -> None:
         if list(profile.node_names) != list(graph.names):
             raise ConfigError("the profile does not belong to this model's layer graph")
         self.graph = graph
         self.profile = profile
         self.settings = settings
+        self.early_exit = early_exit
         self.mincut = MinCutSplitter(graph) if settings.splitter == "mincut" else None
 
     # ------------------------------------------------------------------ one device
@@ -237,7 +250,59 @@ class OffloadPlanner:
                 k = int(mask.sum())
                 label = f"{tg.tier}:{tg.name}" if tier != "hybrid" else f"hybrid:{tg.name}@{k}/{n}"
                 opts.append(self._option(label, tier, tg.name, b, power, refs, srv, load, mask))
+        if self.early_exit is not None:
+            opts += self._exit_options(sc, device, power, refs, t_s, unreachable)
         return opts
+
+    def _exit_options(
+        self,
+        sc: Scenario,
+        device: Device,
+        power: Power,
+        refs: tuple[float, float],
+        t_s: float,
+        unreachable: frozenset[str],
+    ) -> list[Option]:
+        """``exit:local`` and ``exit:<target>``: expected costs with the exit probability."""
+        ee = self.early_exit
+        assert ee is not None
+        speed = device.profile.compute_speed
+        n = self.graph.num_nodes
+        b = exit_breakdown(ee, speed)
+        out = [
+            replace(
+                self._option(
+                    "exit:local",
+                    "exit",
+                    None,
+                    b,
+                    power,
+                    refs,
+                    0.0,
+                    ((device.name, b.device_ms),),
+                    np.ones(n, dtype=bool),
+                ),
+                mask=None,
+            )
+        ]
+        for tg in self.targets(sc, device, t_s, unreachable):
+            b = exit_breakdown(ee, speed, tg.speed, tg.link)
+            load: tuple[tuple[str, float], ...] = ((device.name, b.device_ms + b.serialize_ms),)
+            if tg.tier == "d2d":
+                load = (*load, (tg.name, b.server_ms))
+            opt = self._option(
+                f"exit:{tg.name}",
+                "exit",
+                tg.name,
+                b,
+                power,
+                refs,
+                b.server_ms,
+                load,
+                np.ones(n, dtype=bool),
+            )
+            out.append(replace(opt, mask=None, remote_fraction=1.0 - ee.p_exit))
+        return out
 
     def _option(
         self,

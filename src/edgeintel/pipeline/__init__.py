@@ -19,10 +19,12 @@ from edgeintel.pipeline.core import (
     register_stage,
     run_pipeline,
 )
+from edgeintel.pipeline.federated_finetune import FederatedFinetuner
 from edgeintel.pipeline.preflight import PreflightReport, preflight
 
 __all__ = [
     "STAGES",
+    "FederatedFinetuner",
     "Figure",
     "PreflightReport",
     "RunContext",

@@ -9,7 +9,9 @@
    harnessed, accuracy of reused results, latency saved.
 3. The replacement policies on that request trace, against Belady's OPT.
 4. Placement of items across the base stations under their ``cache_mb``:
-   cooperative greedy vs single-BS popularity, and the LP bound when small.
+   cooperative greedy vs single-BS popularity, and the LP bound when small;
+   with devices whose profile has ``cache_mb`` > 0, the device tier too (each
+   station's requests come from its devices; hit ratio per tier).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from edgeintel.caching import (
     ResultCacheConfig,
     downsample_vector,
     evaluate_delivery,
+    evaluate_tiered_delivery,
     filter_stream,
     greedy_placement,
     lp_placement,
@@ -33,6 +36,7 @@ from edgeintel.caching import (
     prepare,
     replay_reuse,
     shared_views,
+    tiered_placement,
     zipf_demand,
 )
 from edgeintel.caching.filter import FEATURES
@@ -122,6 +126,7 @@ class CachingStage(Stage):
                 fs.features,
                 fs.adapt,
                 fs.probe_every,
+                fs.raise_after,
             )
             fn = FEATURES.get(report.feature)
             t0 = time.perf_counter()
@@ -176,17 +181,7 @@ class CachingStage(Stage):
             st = shared_views(scenes, rs.requests, n_dev, noise=rs.noise, seed=ctx.seed * 1000 + i)
             truth = onnx_predict(session, st.inputs).argmax(1).tolist()
             dim = downsample_vector(st.inputs[0]).size
-            cfg = ResultCacheConfig(
-                dim=dim,
-                capacity=rs.capacity,
-                exact_capacity=rs.exact_capacity,
-                k=rs.k,
-                min_votes=rs.min_votes,
-                homogeneity=rs.homogeneity,
-                max_distance=rs.max_distance,
-                ttl_s=rs.ttl_s,
-                policy=rs.policy,
-            )
+            cfg = ResultCacheConfig.from_settings(rs, dim)
             rep = replay_reuse(st, lambda x: None, cfg, model_ms, truth=truth)
             per_server[server] = {"devices": n_dev, **rep.to_json()}
             if first_trace is None:
@@ -229,7 +224,7 @@ class CachingStage(Stage):
             float
         )
         future = [t[half:] for t in traces]
-        dl = Delivery(ps.local_ms, ps.neighbour_ms, ps.cloud_ms)
+        dl = Delivery(ps.local_ms, ps.neighbour_ms, ps.cloud_ms, ps.device_ms)
         coop = greedy_placement(history, cap, nb, dl)
         single = popularity_placement(history, cap)
         item_bytes = int(ps.item_mb * 2**20)
@@ -245,12 +240,68 @@ class CachingStage(Stage):
             ).to_json(),
             "greedy_s": _r(coop.seconds, 4),
         }
+        tier = self._device_tier(ctx, traces, half, cap, nb, dl, item_bytes)
+        if tier is not None:
+            out["device_tier"] = tier
         n_vars = ps.items * (len(names) + sum(1 + len(n) for n in nb))
         if n_vars <= _LP_MAX_VARIABLES:
             lp = lp_placement(history, cap, nb, dl)
             out["lp_bound"] = _r(lp.value, 1)
             out["greedy_gap_to_lp"] = _r(1 - coop.value / lp.value, 5) if lp.value else 0.0
         return out
+
+    def _device_tier(
+        self,
+        ctx: RunContext,
+        traces: list[np.ndarray],
+        half: int,
+        cap: list[int],
+        nb: list[list[int]],
+        dl: Delivery,
+        item_bytes: int,
+    ) -> dict[str, Any] | None:
+        """Devices' own caches (``profile.cache_mb``) in front of the stations' placement.
+
+        Each station's requests are split among its attached devices (uniformly,
+        seeded); a station with no device keeps its requests on a cacheless
+        stand-in, so every tier sees the very requests the station-only
+        placements are evaluated on. Devices keep their own most requested
+        items, stations the greedy placement of the rest (``tiered_placement``).
+        """
+        ps = ctx.scenario.settings.caching.placement
+        index = {e.name: i for i, e in enumerate(ctx.scenario.edge_servers)}
+        attached: list[list[Any]] = [[] for _ in index]
+        for dev in ctx.devices:
+            if dev.attach in index:
+                attached[index[dev.attach]].append(dev)
+        slots = [int(d.profile.cache_mb // ps.item_mb) for ds in attached for d in ds]
+        if not any(slots):
+            return None
+        rng = np.random.default_rng(ctx.seed + 65)
+        names, caps, station, hist, future = [], [], [], [], []
+        for s, (trace, devs) in enumerate(zip(traces, attached, strict=True)):
+            who = rng.integers(max(1, len(devs)), size=len(trace))
+            for j in range(max(1, len(devs))):
+                mine = who == j
+                names.append(devs[j].name if devs else f"({list(index)[s]}: no devices)")
+                caps.append(int(devs[j].profile.cache_mb // ps.item_mb) if devs else 0)
+                station.append(s)
+                hist.append(np.bincount(trace[:half][mine[:half]], minlength=ps.items))
+                future.append(trace[half:][mine[half:]])
+        tiered = tiered_placement(np.stack(hist).astype(float), caps, station, cap, nb, dl)
+        own, rep = evaluate_tiered_delivery(tiered, future, station, item_bytes, nb, dl)
+        n = max(1, rep.requests)
+        return {
+            "devices_with_cache": sum(c > 0 for c in caps),
+            "device_items": {
+                k: len(c) for k, c, m in zip(names, tiered.devices.cached, caps, strict=True) if m
+            },
+            "device_ms": dl.device_ms,
+            "tiered_cooperative": {
+                "device_hit_ratio": _r(own / n),
+                **rep.to_json(),
+            },
+        }
 
     # ----------------------------------------------------------------- figures
 
@@ -310,4 +361,11 @@ def _summary(section: dict[str, Any]) -> dict[str, str]:
             f"backhaul vs single-BS {s['mean_latency_ms']:.1f} ms, "
             f"{s['backhaul_bytes'] / 2**20:.0f} MiB"
         )
+        t = (pl.get("device_tier") or {}).get("tiered_cooperative")
+        if t:
+            out["hit ratio per tier (devices + cooperative)"] = (
+                f"device {t['device_hit_ratio']:.1%}, station {t['local_hit_ratio']:.1%}, "
+                f"neighbour {t['neighbour_hit_ratio']:.1%}, cloud {t['cloud_ratio']:.1%}; "
+                f"{t['mean_latency_ms']:.1f} ms, {t['backhaul_bytes'] / 2**20:.0f} MiB backhaul"
+            )
     return out

@@ -157,13 +157,16 @@ def _placement(pl: dict[str, Any]) -> list[Markup]:
             for n, s in stations.items()
         }
         parts.append(table(recs, index="base station", caption="Items placed per base station"))
+    tier = pl.get("device_tier") or {}
     strategies = {
+        "devices + cooperative greedy": tier.get("tiered_cooperative"),
         "cooperative greedy": pl.get("cooperative_greedy"),
         "single-BS popularity": pl.get("single_bs_popularity"),
     }
     recs2 = {
         k: {
-            "local hit ratio": v.get("local_hit_ratio"),
+            "device hit ratio": v.get("device_hit_ratio", 0.0),
+            "station hit ratio": v.get("local_hit_ratio"),
             "neighbour hit ratio": v.get("neighbour_hit_ratio"),
             "from the cloud": v.get("cloud_ratio"),
             "mean latency (ms)": v.get("mean_latency_ms"),
@@ -174,7 +177,22 @@ def _placement(pl: dict[str, Any]) -> list[Markup]:
         if v
     }
     if recs2:
-        parts.append(table(recs2, index="placement", caption="Delivery of the held-out requests"))
+        parts.append(
+            table(
+                recs2,
+                index="placement",
+                caption="Delivery of the held-out requests: hit ratio per tier (a device's own "
+                "cache, its station, a linked station, the cloud)",
+            )
+        )
+    if tier.get("device_items"):
+        parts.append(
+            details(
+                f"device tier: items cached on {tier.get('devices_with_cache')} devices "
+                f"(their profile's cache_mb; fetch {tier.get('device_ms')} ms)",
+                kv_table(tier["device_items"]),
+            )
+        )
     extra = {k: pl[k] for k in ("lp_bound", "greedy_gap_to_lp", "greedy_s") if k in pl}
     if extra:
         parts.append(

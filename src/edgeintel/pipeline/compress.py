@@ -3,10 +3,14 @@
 Which data compression may fit on depends on where the model came from. A
 centrally trained model already saw the pooled training split, so fine-tuning
 and calibration use it. An edge-trained model (federated / hierarchical) must
-never meet the devices' samples centrally: it is fine-tuned and calibrated on
-the server-held set (``data.server_fraction``) only, and without one only
-calibration-free recipes (fp32, dynamic int8) run. Every candidate is measured
-on the validation split (selection) and the test split (reported accuracy).
+never meet the devices' samples centrally: its fine-tuning steps (QAT, after
+pruning, low-rank, compact layers) run as federated rounds over the device
+shards through the training engine (``settings.inference.compress.finetune_rounds``,
+DP accounted in the same budget as training; see ``federated_finetune``), and
+calibration and distillation use the server-held set (``data.server_fraction``)
+only; without one, static int8 becomes dynamic int8 and distillation is left out.
+Each artifact records which data each of its steps saw, by role. Every candidate
+is measured on the validation split (selection) and the test split (reported).
 """
 
 from __future__ import annotations
@@ -19,15 +23,20 @@ from edgeintel.data.provenance import CENTRAL_TRAIN, DEVICE_SHARDS, NONE, SERVER
 from edgeintel.inference.devices import (
     calibration_free,
     choose_for_profiles,
+    federated_space,
     front_rows,
     onnx_accuracy,
     pareto_figure,
+    recipe_data_roles,
     search_space_for,
 )
 from edgeintel.inference.measure import MeasureConfig
+from edgeintel.inference.recipe import Recipe
 from edgeintel.inference.search import run_candidates
 from edgeintel.pipeline import inference_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.federated_finetune import LEDGER, FederatedFinetuner, dp_ledger_epsilon
+from edgeintel.training.scenario_train import resolve_mode
 
 __all__ = ["CompressStage", "fit_data_for"]
 
@@ -35,9 +44,11 @@ __all__ = ["CompressStage", "fit_data_for"]
 def fit_data_for(
     ctx: RunContext,
 ) -> tuple[tuple[np.ndarray, np.ndarray] | None, dict[str, Any]]:
-    """The (x, y) compression may fine-tune and calibrate on, and the roles record.
+    """The (x, y) compression may calibrate (and centrally fine-tune) on, and the roles record.
 
-    Returns ``None`` when nothing may be fitted (edge-trained model, no server-held set).
+    Returns ``None`` when nothing may be fitted centrally (edge-trained model, no
+    server-held set). ``roles["fine_tuning"]`` is where fine-tuning runs: device
+    shards via federated rounds after edge training (``finetune_rounds`` > 0).
     """
     source = ctx.state.get("model_source", "central")
     roles: dict[str, Any] = {
@@ -49,19 +60,22 @@ def fit_data_for(
     if source == "central":
         fit = ctx.train_arrays()
         roles.update(fine_tuning=CENTRAL_TRAIN, calibration=CENTRAL_TRAIN)
-    else:
-        x_s, y_s = ctx.server_arrays()
-        if len(y_s) == 0:
-            roles.update(
-                fine_tuning=NONE,
-                calibration=NONE,
-                note="edge-trained model and no server-held set (data.server_fraction = 0): "
-                "only calibration-free recipes (fp32, dynamic int8); no device sample is "
-                "used centrally",
-            )
-            return None, {**roles, "fit_samples": 0}
-        fit = (x_s, y_s)
-        roles.update(fine_tuning=SERVER_SET, calibration=SERVER_SET)
+        return fit, {**roles, "fit_samples": len(fit[1])}
+    federated = ctx.scenario.settings.inference.compress.finetune_rounds > 0
+    x_s, y_s = ctx.server_arrays()
+    if len(y_s) == 0:
+        roles.update(
+            fine_tuning=DEVICE_SHARDS if federated else NONE,
+            calibration=NONE,
+            note="edge-trained model and no server-held set (data.server_fraction = 0): "
+            + ("fine-tuning only as federated rounds over the device shards, dynamic int8 "
+               "instead of static, no distillation"
+               if federated else "only calibration-free recipes (fp32, dynamic int8)")
+            + "; no device sample is used centrally",
+        )  # fmt: skip
+        return None, {**roles, "fit_samples": 0}
+    fit = (x_s, y_s)
+    roles.update(fine_tuning=DEVICE_SHARDS if federated else SERVER_SET, calibration=SERVER_SET)
     return fit, {**roles, "fit_samples": len(fit[1])}
 
 
@@ -87,11 +101,20 @@ class CompressStage(Stage):
         x_val, y_val = ctx.val_arrays()
         fit, roles = fit_data_for(ctx)
         space = search_space_for(settings)
-        if fit is None:
+        finetuner: FederatedFinetuner | None = None
+        if roles["fine_tuning"] == DEVICE_SHARDS:
+            finetuner = FederatedFinetuner(ctx, settings.finetune_rounds)
+            space = federated_space(space, server_set=fit is not None)
+        elif fit is None:
             space = calibration_free(space)
         calib_x = None if fit is None else fit[0][:256]
-        # without fitting data compress() would carve a holdout; nothing here needs one
+        # without central fitting data, compress() needs an (x, y) only for shapes: with
+        # a finetuner and no distillation / calibration in the space, nothing fits on it
         train_data = fit if fit is not None else (x_val, y_val)
+
+        def roles_of(recipe: Recipe) -> dict[str, str]:
+            return recipe_data_roles(recipe, roles["calibration"], roles["fine_tuning"])
+
         with ctx.task("Compressing (candidates)", total=len(space) + 1) as advance:
             results = []
             for i, recipe in enumerate(space, 1):
@@ -109,6 +132,7 @@ class CompressStage(Stage):
                     workdir=ctx.run_dir / "compress" / "candidates",
                     seed=sc.seed,
                     cache=ctx.state.setdefault("compress_cache", {}),
+                    finetuner=finetuner,
                 )
                 advance()
                 ctx.log(f"compress: measured {recipe.label()} ({i}/{len(space)})")
@@ -118,7 +142,8 @@ class CompressStage(Stage):
                 dict(sc.device_profiles),
                 settings,
                 ctx.run_dir / "compress",
-                extra={"data_roles": roles, "accuracy_split": "validation"},
+                extra={"accuracy_split": "validation"},
+                extra_for=lambda r: {"data_roles": {**roles, **roles_of(r.recipe)}},
             )
             advance()
         ctx.state["compressed_artifacts"] = {k: str(v.artifact_path) for k, v in choices.items()}
@@ -134,10 +159,19 @@ class CompressStage(Stage):
                 "p50_ms_here": base.latency.p50_ms,
             },
             "candidates": [
-                {**r.summary_json(), "test_accuracy": test_acc[r.recipe.name]} for r in results
+                {
+                    **r.summary_json(),
+                    "test_accuracy": test_acc[r.recipe.name],
+                    "data_roles": roles_of(r.recipe),
+                }
+                for r in results
             ],
             "per_profile": {
-                k: {**v.to_json(), "test_accuracy": test_acc[v.search.chosen.label]}
+                k: {
+                    **v.to_json(),
+                    "test_accuracy": test_acc[v.search.chosen.label],
+                    "data_roles": roles_of(v.search.chosen.result.recipe),
+                }
                 for k, v in choices.items()
                 if v.search.chosen is not None
             },
@@ -151,6 +185,30 @@ class CompressStage(Stage):
                 if v.search.chosen is not None
             },
         }
+        if finetuner is not None:
+            ft: dict[str, Any] = {
+                "data": DEVICE_SHARDS,
+                "rounds_per_step": settings.finetune_rounds,
+                "mode": str(resolve_mode(sc)),
+                "runs": finetuner.runs,
+            }
+            eps = dp_ledger_epsilon(ctx)
+            if eps is not None:
+                ledger = ctx.state[LEDGER]
+                ft["privacy"] = {
+                    "epsilon": eps,
+                    "delta": ledger["delta"],
+                    "epsilon_training_only": ledger["phases"][0]["epsilon_after"],
+                    "covers": "edge training (+ its clean reference run, when an attack is "
+                    "configured) + every federated fine-tuning run (one dp-accounting RDP "
+                    "accountant composes them all)",
+                    "phases": ledger["phases"],
+                }
+                # the run's one budget: the edge-training section reports the total too
+                edp = ctx.results.get("edge_training", {}).get("privacy", {}).get("dp")
+                if isinstance(edp, dict):
+                    edp["epsilon_with_fine_tuning"] = eps
+            ctx.results["compression"]["federated_fine_tuning"] = ft
         for name, choice in choices.items():
             ctx.results["compression"]["per_profile"][name]["table"] = front_rows(choice.search)
             ctx.add_figure(

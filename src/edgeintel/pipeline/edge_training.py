@@ -5,8 +5,9 @@ train with the embedded engine over the scenario topology; the trained global
 model replaces ``ctx.model`` so the export and evaluation stages measure what
 the devices would deploy. When the scenario configures an attack, a clean
 reference run with the same settings is trained too (accuracy under attack).
-Solo mode trains one device of each profile alone (optionally fine-tuning the
-last layers of the central model) within its memory budget.
+Solo mode trains one device of each profile alone within its memory budget,
+optionally fine-tuning the last layers of a model trained on the server-held set
+(never the central baseline, which saw every device's data).
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.data.provenance import chance_accuracy, compare_to_central
+from edgeintel.data.provenance import SERVER_SET, chance_accuracy, compare_to_central
 from edgeintel.errors import ConfigError, TrainingError
 from edgeintel.models import build_model
-from edgeintel.models.train import TrainConfig, evaluate_accuracy
+from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
 from edgeintel.network import TIERS
 from edgeintel.pipeline import training_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.federated_finetune import dp_ledger_epsilon, save_dp_ledger
 from edgeintel.pipeline.privacy import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
@@ -64,6 +66,37 @@ def _run_engine(ctx: RunContext, engine: FederatedEngine, label: str) -> None:
 
     with ctx.task(label, total=total) as advance:
         engine.run(on_round=on_round)
+
+
+def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
+    """The model solo devices fine-tune from: trained on the server-held set only.
+
+    The central baseline saw the pooled training split, i.e. every device's data, so
+    fine-tuning it on a device would leak the others' samples into its model.
+    """
+    sc = ctx.scenario
+    ds = ctx.require_dataset()
+    x_s, y_s = ctx.server_arrays()
+    if len(y_s) == 0:
+        raise ConfigError(
+            "settings.training.finetune_layers: solo fine-tuning starts from a model trained "
+            "on the server-held set (the central model saw every device's data); set "
+            "data.server_fraction > 0"
+        )
+    model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+    x_te, y_te = ctx.test_arrays()
+    with ctx.task("solo base model on the server-held set (epochs)", total=1) as advance:
+        train_model(model, x_s, y_s, cfg, seed=sc.seed)
+        advance()
+    info = {
+        "trained_on": SERVER_SET,
+        "samples": len(y_s),
+        "epochs": cfg.epochs,
+        "test_accuracy": evaluate_accuracy(model, x_te, y_te),
+        "why": "devices fine-tune the last layers of a model that saw no device's data",
+    }
+    ctx.log(f"solo: base model trained on {len(y_s)} server-held samples")
+    return model, info
 
 
 @register_stage
@@ -192,6 +225,13 @@ class EdgeTrainStage(Stage):
         _compare(ctx, section, hist[-1].accuracy)
         ctx.results["edge_training"] = section
         report_privacy(ctx, eng, section="edge_training")
+        # the run's one DP budget: federated fine-tuning in `compress` continues it
+        save_dp_ledger(ctx, eng, "edge training")
+        if clean is not None:  # the clean reference also trained on the devices' data
+            save_dp_ledger(ctx, clean, "clean reference run", compose=True)
+            dp = section.get("privacy", {}).get("dp")
+            if isinstance(dp, dict):
+                dp["epsilon_with_clean_reference"] = dp_ledger_epsilon(ctx)
 
     # ----------------------------------------------------------------- solo
 
@@ -200,20 +240,22 @@ class EdgeTrainStage(Stage):
         ds = ctx.require_dataset()
         st = sc.settings.training
         x_te, y_te = ctx.test_arrays()
-        if st.finetune_layers is not None and ctx.model is None:
-            raise ConfigError("settings.training.finetune_layers needs the central 'train' stage")
+        cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay, threads=None)
+        base = None
+        base_info: dict[str, Any] | None = None
+        if st.finetune_layers is not None:
+            base, base_info = _solo_base(ctx, cfg)
         firsts: dict[str, int] = {}
         for i, d in enumerate(ctx.devices):
             if len(ctx.device_parts[i]) and d.profile_name not in firsts:
                 firsts[d.profile_name] = i
         per_device: dict[str, Any] = {}
-        cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay, threads=None)
         with ctx.task("solo training (devices)", total=len(firsts)) as advance:
             for prof, i in firsts.items():
                 dev = ctx.devices[i]
                 x, y = ctx.device_arrays(i)
-                if st.finetune_layers is not None:
-                    model = copy.deepcopy(ctx.model)
+                if base is not None:
+                    model = copy.deepcopy(base)
                 else:
                     model = build_model(
                         sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed
@@ -234,6 +276,8 @@ class EdgeTrainStage(Stage):
             "finetune_layers": st.finetune_layers,
             "devices": per_device,
         }
+        if base_info is not None:
+            section["base_model"] = base_info
         _compare(ctx, section, float(np.mean(accs)))
         ctx.results["edge_training"] = section
         ctx.add_figure(

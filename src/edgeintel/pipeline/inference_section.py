@@ -156,10 +156,18 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
             "ONNX KiB": round(kib, 1),
             "budget": budget,
             "Pareto front": p.get("front"),
+            **{
+                f"{k.replace('_', '-')} data": v
+                for k, v in (p.get("data_roles") or {}).items()
+                if v != "none"
+            },
         }
     base = (data.get("baseline") or {}).get("accuracy")
     for name, p in per_profile.items():
         acc = p.get("accuracy")
+        tuned = (p.get("data_roles") or {}).get("fine_tuning", "")
+        if str(tuned).startswith("device shards"):
+            continue  # federated fine-tuning rounds may legitimately improve on the model
         if isinstance(base, float | int) and isinstance(acc, float | int) and acc > base + 0.05:
             ctx.warn(
                 f"the artifact for {name} ({p.get('chosen')}, accuracy {acc:.3f}) beats the model "

@@ -105,7 +105,7 @@ def preflight(
             _check_federated(ctx, mode, report)
     if "edge_train" in chosen and mode is TrainingMode.SOLO:
         with _named("settings.training"):
-            _check_solo(ctx, model, "train" in chosen)
+            _check_solo(ctx, model)
     if "compress" in chosen and sc.settings.inference.compress.enabled:
         from edgeintel.inference.devices import search_space_for
 
@@ -158,6 +158,24 @@ def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightRepor
             "ordinary size"
         ) from None
     cfg = engine.config
+    strat = engine.strategy
+    dp = getattr(strat, "dp", None)
+    if dp is not None and str(dp.config.clipping) == "adaptive":
+        # the clipped-count noise (sigma_b = sampled / 20) must exceed z / 2 (Andrew et al.)
+        from edgeintel.training.dp import update_noise_multiplier
+
+        sampled = int(strat.sampled)  # type: ignore[attr-defined]
+        sigma_b = dp.config.clipped_count_stddev or sampled / 20.0
+        try:
+            update_noise_multiplier(dp.config.noise_multiplier, sigma_b)
+        except ConfigError:
+            z = dp.config.noise_multiplier
+            raise ConfigError(
+                f"settings.training.dp.clipping: adaptive clipping with noise_multiplier {z:g} "
+                f"needs more than {10 * z:g} devices sampled per aggregation (its clipped-count "
+                f"noise, devices / 20, must exceed noise_multiplier / 2); got {sampled}. Use "
+                "fixed clipping, more devices per round or a smaller noise_multiplier"
+            ) from None
     if cfg.deadline_s is not None:  # a deadline no device can meet trains nothing
         deadline = engine._compute_deadline()  # measures one local step here
         fastest = min(engine._exchange(i, engine._tier()).time_s for i in engine.available)
@@ -203,15 +221,19 @@ def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightRepor
     report.notes.append(f"{rule}: smallest aggregation {min(v[0] for v in smallest.values())}")
 
 
-def _check_solo(ctx: RunContext, model: Any, has_train_stage: bool) -> None:
+def _check_solo(ctx: RunContext, model: Any) -> None:
     """Each profile's first device can hold solo training in its memory."""
     import copy
 
     from edgeintel.training.solo import freeze_all_but_last, plan_solo
 
     st = ctx.scenario.settings.training
-    if st.finetune_layers is not None and not has_train_stage:
-        raise ConfigError("settings.training.finetune_layers needs the central 'train' stage")
+    if st.finetune_layers is not None and (ctx.server_idx is None or len(ctx.server_idx) == 0):
+        raise ConfigError(
+            "settings.training.finetune_layers: solo fine-tuning starts from a model trained "
+            "on the server-held set (the central model saw every device's data); set "
+            "data.server_fraction > 0"
+        )
     seen: set[str] = set()
     for i, d in enumerate(ctx.devices):
         if d.profile_name in seen or len(ctx.device_parts[i]) == 0:

@@ -163,6 +163,9 @@ def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: Rende
                 f"client-level DP, epsilon {dp.get('epsilon', float('nan')):.3g} at delta "
                 f"{dp.get('delta')}" + (" (stopped by the budget)" if dp.get("stopped_by_budget")
                                         else "")
+                + ("" if dp.get("epsilon_with_fine_tuning") is None else
+                   f"; {dp['epsilon_with_fine_tuning']:.3g} with federated fine-tuning "
+                   "(one accountant)")
             )  # fmt: skip
         if isinstance(sa, dict):
             said.append("secure aggregation (the server sees only sums)")

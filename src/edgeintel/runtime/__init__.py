@@ -13,6 +13,8 @@ from typing import Any
 
 from edgeintel.runtime.settings import (
     BatchingSettings,
+    DeployPlacement,
+    DeploySettings,
     OnFull,
     RuntimeSettings,
     ServerSettings,
@@ -20,27 +22,39 @@ from edgeintel.runtime.settings import (
 )
 
 __all__ = [
+    "AdaptivePlan",
     "BatchingSettings",
+    "DeployPlacement",
+    "DeploySettings",
     "DeviceAgent",
     "DeviceStore",
     "DynamicBatcher",
+    "ExecutionTier",
     "HttpTransport",
     "LinkEmulator",
     "MemoryTransport",
     "ModelRepository",
     "OnFull",
+    "PathLink",
     "ResultSink",
     "RuntimeSettings",
     "ServerSettings",
     "StoreSettings",
+    "Tokens",
     "Transport",
     "build_app",
     "export_repository",
     "serve",
+    "server_cache",
 ]
 
 _LAZY = {
+    "AdaptivePlan": "wiring",
     "DeviceAgent": "agent",
+    "ExecutionTier": "seams",
+    "PathLink": "transport",
+    "Tokens": "auth",
+    "server_cache": "wiring",
     "DeviceStore": "store",
     "DynamicBatcher": "batching",
     "HttpTransport": "transport",

@@ -25,12 +25,21 @@ import numpy as np
 
 from edgeintel.errors import ConfigError
 from edgeintel.runtime.protocol import HEADER_LENGTH, decode_response, encode_request
-from edgeintel.runtime.seams import LOCAL_PLAN, Plan, ProcessAll, RedundancyFilter, Tier
+from edgeintel.runtime.seams import (
+    LOCAL_PLAN,
+    Decision,
+    ExecutionTier,
+    Plan,
+    ProcessAll,
+    RedundancyFilter,
+)
 from edgeintel.runtime.settings import RuntimeSettings
 from edgeintel.runtime.store import DeviceStore, StoreFull
 from edgeintel.runtime.transport import Request, Transport, TransportError
 
-__all__ = ["AgentStats", "DeviceAgent", "DeviceStream", "device_stream"]
+__all__ = ["FORWARD_HEADER", "AgentStats", "DeviceAgent", "DeviceStream", "device_stream"]
+
+FORWARD_HEADER = "X-Edgeintel-Forward"  # the node an edge server relays the request to
 
 
 @dataclass(frozen=True)
@@ -82,6 +91,7 @@ class AgentStats:
 
     produced: int = 0
     skipped: int = 0
+    bytes_not_uploaded: int = 0
     rejected: int = 0
     placements: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
@@ -101,6 +111,7 @@ class AgentStats:
         return {
             "produced": self.produced,
             "skipped": self.skipped,
+            "bytes_not_uploaded": self.bytes_not_uploaded,
             "rejected": self.rejected,
             "placements": dict(self.placements),
             "latency_ms": lat,
@@ -111,13 +122,16 @@ class AgentStats:
 class DeviceAgent:
     """One device: a producer loop (sense -> filter -> infer -> store) and a forwarder thread.
 
-    ``session`` runs the local model (input name from the session). For a split plan
-    (``plan.split`` set) ``head_session`` runs the head on the device and its output
-    goes to ``plan.tail_model`` on the server (input ``tail_input``, default the head's
-    output name); on failure the whole local model runs instead. ``transport``
+    ``session`` runs the local model (input name from the session). For a split (a
+    decision with a ``tail_model``) the decision's ``head`` (else ``head_session``) runs
+    on the device and its outputs go to the tail model on the server (one output may be
+    renamed ``tail_input``); on failure the whole local model runs instead. ``transport``
     reaches the device's server (None: no server, results stay in the store).
     ``plan`` and ``filter`` come from the offloading and caching components;
-    defaults run everything locally and process every input.
+    defaults run everything locally and process every input. ``server_node`` names the
+    node ``transport`` reaches; a decision for another node (the cloud) is sent there
+    with the ``X-Edgeintel-Forward`` header and relayed by that server. An input the
+    filter skips reuses the last result (placement ``reused``; nothing is uploaded).
     """
 
     def __init__(
@@ -137,6 +151,7 @@ class DeviceAgent:
         retry_after_s: float = 1.0,
         head_session: Any = None,
         tail_input: str | None = None,
+        server_node: str | None = None,
     ) -> None:
         self.name = name
         self.stream = stream
@@ -155,7 +170,8 @@ class DeviceAgent:
         # split plans: the device runs the head and posts its output to the tail model
         self.head_session = head_session
         self.tail_input = tail_input
-        self._offload_blocked_until = -1.0
+        self.server_node = server_node
+        self._blocked: dict[str, float] = {}  # target node -> clock time it may be retried
         self.stats = AgentStats()
         self._stop = threading.Event()
         self._halt = threading.Event()
@@ -167,19 +183,25 @@ class DeviceAgent:
     def _local(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(None, {self.input_name: x[None]})[0][0]  # type: ignore[no-any-return]
 
-    def _offload(self, x: np.ndarray) -> np.ndarray:
+    def _offload(self, x: np.ndarray, decision: Decision) -> np.ndarray:
         assert self.transport is not None
-        if self.plan.split is not None and self.head_session is not None:
-            head_in = self.head_session.get_inputs()[0].name
-            sent = self.head_session.run(None, {head_in: x[None]})[0]
-            name = self.tail_input or self.head_session.get_outputs()[0].name
+        head = decision.head if decision.head is not None else self.head_session
+        if decision.tail_model is not None and head is not None:
+            head_in = head.get_inputs()[0].name
+            names = [o.name for o in head.get_outputs()]
+            values = head.run(names, {head_in: x[None]})
+            if len(names) == 1 and self.tail_input is not None:
+                names = [self.tail_input]
+            feeds = {n: np.ascontiguousarray(v) for n, v in zip(names, values, strict=True)}
         else:
-            sent, name = x[None], self.input_name
-        body, hl = encode_request({name: np.ascontiguousarray(sent)}, binary=True)
+            feeds = {self.input_name: np.ascontiguousarray(x[None])}
+        body, hl = encode_request(feeds, binary=True)
         headers = dict(self.headers)
         if hl is not None:
             headers["Inference-Header-Content-Length"] = str(hl)
-        target = self.plan.tail_model or self.model
+        if decision.target is not None and decision.target != self.server_node:
+            headers[FORWARD_HEADER] = decision.target  # the edge server relays it onward
+        target = decision.tail_model or self.model
         req = Request(
             "POST",
             f"/v2/models/{target}/infer",
@@ -194,22 +216,29 @@ class DeviceAgent:
         outs = decode_response(resp.body, int(h) if h else None)
         return next(iter(outs.values()))[0]
 
+    def _unreachable(self) -> frozenset[str]:
+        now = self._clock()
+        return frozenset(k for k, until in self._blocked.items() if until > now)
+
     def infer(self, x: np.ndarray) -> tuple[np.ndarray, str, float]:
-        """(logits, placement, latency ms); offloads per the plan, falls back to local."""
+        """(logits, placement, latency ms); offloads per the plan's decision for this
+        request, falls back to local (and blocks that target for ``retry_after_s``)."""
         t0 = time.perf_counter()
         placement = "device"
-        if (
-            self.plan.tier is not Tier.DEVICE
-            and self.transport is not None
-            and self._clock() >= self._offload_blocked_until
-        ):
-            try:
-                out = self._offload(x)
-                return out, str(self.plan.tier), (time.perf_counter() - t0) * 1000
-            except (TransportError, ValueError):
-                self._offload_blocked_until = self._clock() + self.retry_after_s
-                placement = "device_fallback"
-        elif self.plan.tier is not Tier.DEVICE:
+        decision = self.plan.decide(self._unreachable())
+        if decision.tier is not ExecutionTier.DEVICE:
+            node = decision.target or self.server_node or "server"
+            if self.transport is not None and self._blocked.get(node, -1.0) <= self._clock():
+                try:
+                    out = self._offload(x, decision)
+                    kind = f"split-{decision.tier}" if decision.tail_model else str(decision.tier)
+                    ms = (time.perf_counter() - t0) * 1000
+                    observe = getattr(self.plan, "observe_latency", None)
+                    if observe is not None:  # an adaptive plan learns what offloading costs
+                        observe(decision.label, ms)
+                    return out, kind, ms
+                except (TransportError, ValueError):
+                    self._blocked[node] = self._clock() + self.retry_after_s
             placement = "device_fallback"
         out = self._local(x)
         return out, placement, (time.perf_counter() - t0) * 1000
@@ -246,6 +275,7 @@ class DeviceAgent:
         n = len(self.stream.inputs)
         start = self.store.next_index
         t0 = self.started = self._clock()
+        last: np.ndarray | None = None  # the last computed result, reused for skipped inputs
         for k, i in enumerate(range(start, limit)):
             due = t0 + k * self.stream.interval_s
             now = self._clock()
@@ -254,10 +284,18 @@ class DeviceAgent:
             if due > now:
                 self._sleep(due - now)
             x = self.stream.inputs[i % n]
-            if not self.filter.should_process(x):
+            tf = time.perf_counter()
+            process = self.filter.should_process(x)
+            if not process and last is not None:
                 self.stats.skipped += 1
-                continue
-            logits, placement, ms = self.infer(x)
+                self.stats.bytes_not_uploaded += int(x.nbytes)
+                logits, placement, ms = last, "reused", (time.perf_counter() - tf) * 1000
+            else:
+                logits, placement, ms = self.infer(x)
+                last = logits
+                observe = getattr(self.filter, "observe", None)
+                if process and observe is not None:  # an adaptive filter learns the label
+                    observe(int(np.argmax(logits)))
             label = int(np.argmax(logits))
             truth = int(self.stream.labels[i % n])
             payload = {"label": label, "truth": truth, "placement": placement, "latency_ms": ms}

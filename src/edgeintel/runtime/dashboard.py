@@ -30,24 +30,48 @@ class LiveStats:
         self.requests = 0
         self.errors = 0
         self.cache_hits = 0
+        self.cache_tiers: dict[str, int] = {}
+        self.links: dict[str, dict[str, int]] = {}
+        self.results_forwarded = 0
         self.results_stored = 0
         self.results_duplicate = 0
         self.devices: dict[str, dict[str, float]] = {}
         self.rate_window_s = rate_window_s
         self.started = time.time()
 
-    def request(self, device: str | None, latency_ms: float, ok: bool, cache_hit: bool) -> None:
+    def request(
+        self, device: str | None, latency_ms: float, ok: bool, cache_tier: str | None
+    ) -> None:
+        """One answered request; ``cache_tier`` is the result cache tier that answered it
+        (``exact``, ``approx``) or None."""
         now = time.time()
         with self._lock:
             self.requests += 1
             self.errors += 0 if ok else 1
-            self.cache_hits += int(cache_hit)
+            if cache_tier is not None:
+                self.cache_hits += 1
+                self.cache_tiers[cache_tier] = self.cache_tiers.get(cache_tier, 0) + 1
             if ok:
                 self._lat.append((now, latency_ms))
             if device is not None:
                 d = self.devices.setdefault(device, {"requests": 0, "results": 0, "last_seen": 0})
                 d["requests"] += 1
                 d["last_seen"] = now
+
+    def link(self, name: str, up: int, down: int, failed: bool = False) -> None:
+        """Bytes sent over (``up``) and received from (``down``) this node's link ``name``."""
+        with self._lock:
+            s = self.links.setdefault(
+                name, {"bytes_up": 0, "bytes_down": 0, "requests": 0, "failures": 0}
+            )
+            s["bytes_up"] += up
+            s["bytes_down"] += down
+            s["requests"] += 1
+            s["failures"] += int(failed)
+
+    def forwarded(self, n: int) -> None:
+        with self._lock:
+            self.results_forwarded += n
 
     def batch(self, rows: int) -> None:
         with self._lock:
@@ -88,6 +112,9 @@ class LiveStats:
                 "cache_hit_ratio": round(self.cache_hits / self.requests, 4)
                 if self.requests
                 else 0.0,
+                "cache_hits_by_tier": dict(sorted(self.cache_tiers.items())),
+                "links": {k: dict(v) for k, v in self.links.items()},
+                "results_forwarded_upstream": self.results_forwarded,
                 "mean_batch_rows": round(float(np.mean(batches)), 2) if batches else 0.0,
                 "batches": len(batches),
                 "queue_depth": queue_depth,
@@ -115,6 +142,9 @@ table{border-collapse:collapse;margin-top:1em}td,th{padding:.2em .8em;border-bot
 <div class="card">p95 ms<b id="p95">-</b></div>
 <div class="card">p99 ms<b id="p99">-</b></div>
 <div class="card">cache hit ratio<b id="cache">0</b></div>
+<div class="card">exact hits<b id="exact">0</b></div>
+<div class="card">approx hits<b id="approx">0</b></div>
+<div class="card">upstream KiB up/down<b id="upstream">-</b></div>
 <div class="card">mean batch rows<b id="batch">0</b></div>
 <div class="card">queue depth<b id="queue">0</b></div>
 <div class="card">results delivered<b id="delivered">0</b></div>
@@ -126,11 +156,15 @@ table{border-collapse:collapse;margin-top:1em}td,th{padding:.2em .8em;border-bot
 function fmt(v){return v===null||v===undefined?"-":String(v);}
 async function tick(){
   try{
-    const r=await fetch("/v2/stats",{cache:"no-store"});const s=await r.json();
+    const r=await fetch("/v2/stats",{cache:"no-store",credentials:"same-origin"});
+    const s=await r.json();
     document.getElementById("status").textContent="up "+s.uptime_s+" s";
     const set=(id,v)=>{document.getElementById(id).textContent=fmt(v);};
     set("requests",s.requests);set("rate",s.rate_per_s);set("p50",s.latency_ms.p50);
     set("p95",s.latency_ms.p95);set("p99",s.latency_ms.p99);set("cache",s.cache_hit_ratio);
+    const t=s.cache_hits_by_tier||{};set("exact",t.exact||0);set("approx",t.approx||0);
+    const u=(s.links||{}).upstream;
+    set("upstream",u?(u.bytes_up/1024).toFixed(1)+" / "+(u.bytes_down/1024).toFixed(1):"-");
     set("batch",s.mean_batch_rows);set("queue",s.queue_depth);
     set("delivered",s.results_delivered);set("errors",s.errors);
     const rows=Object.entries(s.devices).map(([k,v])=>

@@ -11,36 +11,45 @@ process every input, run everything on the device.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 __all__ = [
     "LOCAL_PLAN",
+    "Decision",
+    "ExecutionTier",
     "NoCache",
     "Plan",
     "ProcessAll",
     "RedundancyFilter",
     "ResultCache",
     "StaticPlan",
-    "Tier",
     "tensor_key",
 ]
 
 
 @runtime_checkable
 class ResultCache(Protocol):
-    """Server-side reuse of results: ``get`` a stored result by key, ``put`` a new one.
+    """Server-side reuse of results: ``get`` a stored result, ``put`` a new one.
 
-    Plugs in at ``build_app(..., cache=...)``; the server looks up every infer
-    request's ``tensor_key`` before queueing it and counts hits in /metrics.
+    ``key`` is the exact key (``tensor_key``: sha256 of model, version and input
+    bytes); ``features`` is the input's feature vector for an approximate tier
+    (None when the input has none, e.g. a batch of several rows). Plugs in at
+    ``build_app(..., cache=...)``; the server looks up every infer request before
+    queueing it. The tier that answered a hit is read from the cache's ``stats``
+    (a ``caching.CacheStats``: ``exact_hits``, ``approx_hits``) when it has one
+    (``runtime.wiring.ServerResultCache``, ``caching.redis_cache.RedisResultCache``),
+    and counted as ``exact`` otherwise.
     """
 
-    def get(self, key: str) -> dict[str, np.ndarray] | None: ...
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None: ...
 
-    def put(self, key: str, outputs: dict[str, np.ndarray]) -> None: ...
+    def put(
+        self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
+    ) -> None: ...
 
 
 class NoCache:
@@ -48,10 +57,12 @@ class NoCache:
 
     enabled = False
 
-    def get(self, key: str) -> dict[str, np.ndarray] | None:
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
         return None
 
-    def put(self, key: str, outputs: dict[str, np.ndarray]) -> None:
+    def put(
+        self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
+    ) -> None:
         return None
 
 
@@ -69,37 +80,59 @@ class ProcessAll:
         return True
 
 
-class Tier(StrEnum):
+class ExecutionTier(StrEnum):
+    """Where one request runs (named apart from ``training.rounds.Tier``, the tiers of
+    hierarchical federated rounds)."""
+
     DEVICE = "device"
     EDGE = "edge"
     CLOUD = "cloud"
 
 
+@dataclass(frozen=True)
+class Decision:
+    """Where one request runs: ``tier``, the serving ``target`` node (None: the device's own
+    server), and for a split the ``tail_model`` on the server and the device's ``head``
+    (an ONNX Runtime session whose outputs are the tail's inputs). ``label`` names the
+    option (the offloading planner's labels: ``local``, ``d2e:micro-1``, ``hybrid:...``)."""
+
+    tier: ExecutionTier
+    label: str = "local"
+    target: str | None = None
+    tail_model: str | None = None
+    head: Any = field(default=None, compare=False, repr=False)
+
+
 @runtime_checkable
 class Plan(Protocol):
-    """Where a device's work runs: ``tier`` and, for a split, the head/tail models.
+    """Where a device's work runs, decided per request.
 
-    ``split`` is None for whole-model placement; otherwise the device runs
-    ``head_model`` locally and posts its output to the server's ``tail_model``.
+    ``decide(unreachable)`` gets the targets that failed lately (node names) and
+    returns the ``Decision`` for the next request; a static plan ignores it, the
+    adaptive one (``runtime.wiring.AdaptivePlan``) re-costs its options under the link
+    state the agent observes now. ``switches`` lists (time s, old label, new label).
     """
 
-    @property
-    def tier(self) -> Tier: ...
-
-    @property
-    def split(self) -> int | None: ...
-
-    @property
-    def tail_model(self) -> str | None: ...
+    def decide(self, unreachable: frozenset[str] = frozenset()) -> Decision: ...
 
 
 @dataclass(frozen=True)
 class StaticPlan:
-    """A fixed plan (the default until ``edgeintel.offloading`` provides one)."""
+    """A fixed tier for every request (``placement: device | edge | cloud``).
 
-    tier: Tier = Tier.DEVICE
-    split: int | None = None
+    For a static split, ``tail_model`` names the server's tail and the agent's
+    ``head_session`` runs the head.
+    """
+
+    tier: ExecutionTier = ExecutionTier.DEVICE
+    target: str | None = None
     tail_model: str | None = None
+
+    def decide(self, unreachable: frozenset[str] = frozenset()) -> Decision:
+        if self.tier is ExecutionTier.DEVICE:
+            return Decision(ExecutionTier.DEVICE)
+        label = f"{self.tier}:{self.target}" if self.target else str(self.tier)
+        return Decision(self.tier, label, self.target, self.tail_model)
 
 
 LOCAL_PLAN = StaticPlan()

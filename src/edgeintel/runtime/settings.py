@@ -8,21 +8,28 @@ BLAS threading halved throughput when measured here).
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from edgeintel.errors import FieldError
 from edgeintel.schema import Strict as _Strict
 
+if TYPE_CHECKING:
+    from edgeintel.scenario import Scenario
+
 __all__ = [
+    "DEVICES",
     "BatchingSettings",
+    "DeployPlacement",
     "DeploySettings",
     "OnFull",
-    "Placement",
     "RuntimeSettings",
     "ServerSettings",
     "StoreSettings",
+    "parse_address",
 ]
 
 
@@ -73,26 +80,107 @@ class StoreSettings(_Strict):
     forward_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
 
 
-class Placement(StrEnum):
-    """Where every device's inference runs in a deployed run (until the offloading
-    planner gives a plan per device)."""
+class DeployPlacement(StrEnum):
+    """Where a device's inference runs in a deployed run.
 
+    ``plan``: the offloading planner's options for the device, re-decided per request by
+    ``offloading.adapt.AdaptivePolicy`` from the link state the agent observes (local,
+    its edge server, the cloud through its edge server, or a split); ``device``,
+    ``edge``, ``cloud``: that tier for every request (local fallback on failure).
+    """
+
+    PLAN = "plan"
     DEVICE = "device"
     EDGE = "edge"
+    CLOUD = "cloud"
+
+
+DEVICES = "devices"
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
+
+
+def parse_address(value: str) -> tuple[str, int]:
+    """``host:port`` -> (host, port); a ``ValueError`` with what is expected otherwise."""
+    m = _HOST_PORT.match(value.strip())
+    if m is None or not 0 < int(m["port"]) < 65536:
+        raise ValueError(f"expected host:port with a port in 1..65535, got {value!r}")
+    return m["host"].strip("[]"), int(m["port"])
 
 
 class DeploySettings(_Strict):
-    """``edgeintel run`` deploys the scenario on this machine when ``enabled``: one server
-    process per serving node (edge servers with devices attached, or the cloud), device
-    agents for ``duration_s`` seconds, links emulated from the scenario when
-    ``emulate_links``. ``max_devices`` caps the agents (None: every device)."""
+    """``edgeintel run`` deploys the scenario when ``enabled``: one server process per serving
+    node (edge servers with devices attached, and the cloud when some device may use it),
+    device agents for ``duration_s`` seconds, links emulated from the scenario when
+    ``emulate_links``. ``max_devices`` caps the agents (None: every device).
+
+    ``placement`` applies to every device group unless ``placements`` names the group.
+    ``trace_time_scale``: link traces advance this many seconds per second of the run
+    (10 plays a 150 s trace with its outage in a 15 s run). ``addresses`` maps a node
+    name to ``host:port`` where it listens (several machines; default: a free loopback
+    port); ``only`` starts a subset: node names and/or ``devices`` (the agents), the
+    other nodes being reached at their ``addresses``. ``tokens_file``: a JSON/YAML
+    tokens file shared by the machines of one deployment (default: fresh tokens).
+    """
 
     enabled: bool = False
     duration_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
-    placement: Placement = Placement.EDGE
+    placement: DeployPlacement = DeployPlacement.EDGE
+    placements: dict[str, DeployPlacement] = Field(default_factory=dict)
     emulate_links: bool = True
+    trace_time_scale: Annotated[float, Field(gt=0, le=1000)] = 1.0
     max_devices: Annotated[int, Field(ge=1)] | None = None
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 15.0
+    addresses: dict[str, str] = Field(default_factory=dict)
+    only: list[str] | None = None
+    tokens_file: str | None = None
+
+    @field_validator("addresses")
+    @classmethod
+    def _addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        for node, addr in v.items():
+            try:
+                parse_address(addr)
+            except ValueError as exc:
+                raise ValueError(f"address of {node!r}: {exc}") from None
+        return v
+
+    def placement_of(self, group: str) -> DeployPlacement:
+        return self.placements.get(group, self.placement)
+
+    def starts(self, name: str) -> bool:
+        """Whether this process starts node ``name`` (or the agents, ``devices``)."""
+        return self.only is None or name in self.only
+
+    def check_scenario(self, sc: Scenario) -> None:
+        nodes = {sc.cloud.name, *(e.name for e in sc.edge_servers)}
+        groups = {g.name for g in sc.devices}
+        for node in self.addresses:
+            if node not in nodes:
+                raise FieldError(
+                    ("addresses", node),
+                    f"unknown node {node!r}; expected one of: {', '.join(sorted(nodes))}",
+                )
+        for group in self.placements:
+            if group not in groups:
+                raise FieldError(
+                    ("placements", group),
+                    f"unknown device group {group!r}; expected one of: {', '.join(sorted(groups))}",
+                )
+        for item in self.only or []:
+            if item != DEVICES and item not in nodes:
+                raise FieldError(
+                    ("only",),
+                    f"unknown {item!r}; expected '{DEVICES}' or a node: {', '.join(sorted(nodes))}",
+                )
+        if self.only is not None and DEVICES in self.only:
+            needed = {d.attach for d in sc.expand_devices()}
+            missing = sorted(n for n in needed if n not in self.only and n not in self.addresses)
+            if missing:
+                raise FieldError(
+                    ("addresses",),
+                    f"the agents need the address of {', '.join(missing)} "
+                    "(not started here): give --address NODE=HOST:PORT",
+                )
 
 
 class RuntimeSettings(_Strict):
@@ -109,3 +197,9 @@ class RuntimeSettings(_Strict):
     rate_hz: Annotated[float, Field(gt=0, le=100_000)] = 10.0
     offload_timeout_ms: Annotated[float, Field(gt=0)] = 500.0
     deploy: DeploySettings = DeploySettings()
+
+    def check_scenario(self, sc: Scenario) -> None:
+        try:
+            self.deploy.check_scenario(sc)
+        except FieldError as err:
+            raise FieldError(("deploy", *err.loc), err.msg) from None

@@ -24,6 +24,7 @@ CREATE TABLE IF NOT EXISTS results (
     t_s REAL NOT NULL,
     payload TEXT NOT NULL,
     received_s REAL NOT NULL,
+    forwarded INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device, key)
 ) WITHOUT ROWID;
 """
@@ -39,6 +40,10 @@ class ResultSink:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        cols = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
+        if "forwarded" not in cols:  # a sink written before results were forwarded upstream
+            self._db.execute("ALTER TABLE results ADD COLUMN forwarded INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("CREATE INDEX IF NOT EXISTS pending_up ON results (forwarded, received_s)")
         self._lock = threading.Lock()
 
     def ingest(self, device: str, records: list[dict[str, Any]]) -> tuple[int, int]:
@@ -60,7 +65,9 @@ class ResultSink:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO results VALUES (?, ?, ?, ?, ?, ?)", rows
+                    "INSERT OR IGNORE INTO results "
+                    "(device, key, seq, t_s, payload, received_s) VALUES (?, ?, ?, ?, ?, ?)",
+                    rows,
                 )
                 self._db.execute("COMMIT")
             except BaseException:
@@ -82,6 +89,41 @@ class ResultSink:
                     "SELECT key FROM results WHERE device = ? ORDER BY seq", (device,)
                 )
             ]
+
+    def unforwarded(self, limit: int = 500) -> dict[str, list[dict[str, Any]]]:
+        """Up to ``limit`` stored results not yet forwarded upstream, per device, in the
+        order they arrived (what an edge server's forwarder sends next)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device, key, seq, t_s, payload FROM results WHERE forwarded = 0 "
+                "ORDER BY received_s, device, seq LIMIT ?",
+                (limit,),
+            ).fetchall()
+        out: dict[str, list[dict[str, Any]]] = {}
+        for device, key, seq, t_s, payload in rows:
+            out.setdefault(device, []).append(
+                {"key": key, "seq": seq, "t_s": t_s, "payload": json.loads(payload)}
+            )
+        return out
+
+    def mark_forwarded(self, device: str, keys: list[str]) -> None:
+        """Record that the upstream acknowledged these results (durably, one commit)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "UPDATE results SET forwarded = 1 WHERE device = ? AND key = ?",
+                    [(device, k) for k in keys],
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def pending_upstream(self) -> int:
+        with self._lock:
+            (n,) = self._db.execute("SELECT COUNT(*) FROM results WHERE forwarded = 0").fetchone()
+        return int(n)
 
     def close(self) -> None:
         with self._lock:

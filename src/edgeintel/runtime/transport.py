@@ -20,7 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from edgeintel.errors import EdgeIntelError
-from edgeintel.scenario import LinkSpec
+from edgeintel.topology import LinkSpec
 
 __all__ = [
     "HttpTransport",
@@ -28,6 +28,7 @@ __all__ = [
     "LinkEmulator",
     "LinkStats",
     "MemoryTransport",
+    "PathLink",
     "Request",
     "Response",
     "Transport",
@@ -135,6 +136,26 @@ class MemoryTransport:
             self._client = None
 
 
+class LinkLike(Protocol):
+    def at(self, t_s: float) -> tuple[float, float, float]: ...
+
+
+@dataclass(frozen=True)
+class PathLink:
+    """Several links in a row seen as one (an edge server's backhaul to the cloud through
+    a macro station): the bottleneck bandwidth, RTTs summed, losses combined, at ``t_s``
+    of each link's trace; an outage on any hop is an outage of the path."""
+
+    hops: tuple[LinkSpec, ...]
+
+    def at(self, t_s: float) -> tuple[float, float, float]:
+        states = [h.at(t_s) for h in self.hops]
+        if not states:
+            return float("inf"), 0.0, 0.0
+        keep = float(np.prod([1 - loss for _, _, loss in states]))
+        return min(bw for bw, _, _ in states), sum(r for _, r, _ in states), 1 - keep
+
+
 @dataclass
 class LinkStats:
     """What crossed an emulated link: bytes each way, emulated delay, failures."""
@@ -163,18 +184,20 @@ class LinkEmulator:
     probability ``loss`` the exchange is lost (the sender waits its timeout and gets a
     ``TransportError``); in an outage it fails at once with ``LinkDown``.
 
-    The link's time is ``clock() - start`` seconds, so the scenario's trace
-    (congestion at 60 s, outage at 120 s, ...) plays out during a run.
+    The link's time is ``(clock() - start) * time_scale`` seconds, so the scenario's
+    trace (congestion at 60 s, outage at 120 s, ...) plays out during a run (faster with
+    ``time_scale`` > 1). ``link`` is a ``LinkSpec`` or a ``PathLink`` of several hops.
     """
 
     def __init__(
         self,
         inner: Transport,
-        link: LinkSpec,
+        link: LinkSpec | LinkLike,
         seed: int = 0,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         start: float | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.inner = inner
         self.link = link
@@ -182,12 +205,17 @@ class LinkEmulator:
         self._clock = clock
         self._sleep = sleep
         self.start = clock() if start is None else start
+        self.time_scale = time_scale
         self.stats = LinkStats()
         self._lock = threading.Lock()
 
+    def trace_time(self) -> float:
+        """Seconds of the link's trace that have played out."""
+        return (self._clock() - self.start) * self.time_scale
+
     def state(self) -> tuple[float, float, float]:
         """(bandwidth Mbit/s, RTT ms, loss) in force now."""
-        return self.link.at(self._clock() - self.start)
+        return self.link.at(self.trace_time())
 
     def send(self, request: Request) -> Response:
         bw, rtt_ms, loss = self.state()
@@ -197,7 +225,7 @@ class LinkEmulator:
         if bw <= 0:
             with self._lock:
                 self.stats.outages += 1
-            raise LinkDown(f"link outage at t={self._clock() - self.start:.1f} s")
+            raise LinkDown(f"link outage at trace time {self.trace_time():.1f} s")
         up = rtt_ms / 2000 + 8 * len(request.body) / (bw * 1e6)
         if lost:
             with self._lock:

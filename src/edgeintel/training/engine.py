@@ -3,7 +3,10 @@
 Everything runs in process and is deterministic by seed: every random draw
 comes from ``numpy.random.default_rng([seed, round, sub_round, purpose, ...])``,
 so the round counter and the seed are the whole RNG state (a resumed engine
-draws exactly what an uninterrupted one would).
+draws exactly what an uninterrupted one would). The one exception is
+``config.secret_sampling`` (set when DP is on): the devices sampled each round
+then come from OS entropy, since amplification by sampling assumes nobody can
+predict the sample (a reproducible DP simulation keeps the seeded sample).
 
 A round of the **flat** mode (``federated``): the cloud samples devices, each
 downloads the global model (cloud -> edge once per edge, edge -> device per
@@ -66,6 +69,10 @@ from edgeintel.training.weights import flatten, get_weights, set_weights, unflat
 __all__ = ["FederatedEngine"]
 
 log = logging.getLogger(__name__)
+
+#: |weight| beyond which the global model has diverged (finite, but no network that
+#: learns holds such a value; a huge server_lr gets there while the run "completes")
+DIVERGED_WEIGHT = 1e8
 
 
 class FederatedEngine:
@@ -137,6 +144,7 @@ class FederatedEngine:
             round=0, weights=flatten(get_weights(model)), step_ms=config.step_ms
         )
         self._deadline: float | None = None
+        self._secret_rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence()))
 
     # ----------------------------------------------------------------- public
 
@@ -146,8 +154,17 @@ class FederatedEngine:
         return [a.copy() for a in unflatten(self.state.weights, self.shapes)]
 
     def global_model(self) -> nn.Module:
-        """The wrapped model with the current global weights loaded."""
+        """The wrapped model with the current global weights loaded.
+
+        BatchNorm running variances are averaged like every float entry; under DP noise
+        an average can come out negative (a NaN in eval mode and in ONNX export), so they
+        are clamped at 0 here (post-processing: no privacy cost, the state is untouched).
+        """
         set_weights(self.model, unflatten(self.state.weights, self.shapes))
+        with torch.no_grad():
+            for m in self.model.modules():
+                if isinstance(m, nn.modules.batchnorm._NormBase) and m.running_var is not None:
+                    m.running_var.clamp_(min=0.0)
         self.model.eval()
         return self.model
 
@@ -206,6 +223,13 @@ class FederatedEngine:
                 f"federated training diverged in round {r}: the global model's weights are "
                 f"NaN or infinite (client lr {cfg.lr:g}, server lr {cfg.server.server_lr:g}); "
                 "lower the learning rates"
+            )
+        peak = float(np.abs(self.state.weights).max(initial=0.0))
+        if peak > DIVERGED_WEIGHT:
+            raise TrainingError(
+                f"federated training diverged in round {r}: a global weight reached {peak:.3g} "
+                f"(client lr {cfg.lr:g}, server lr {cfg.server.server_lr:g}); lower the "
+                "learning rates"
             )
         if r % cfg.eval_every == 0 or r == cfg.rounds:
             rec.accuracy, rec.loss = self.evaluate()
@@ -278,7 +302,12 @@ class FederatedEngine:
         pool = self.available
         if k is None or k >= len(pool):
             return list(pool)
-        rng = np.random.default_rng([self.config.seed, r, sub, 2])
+        # secret sampling (DP): fresh OS entropy (SeedSequence() reads it); else the seed
+        rng = (
+            self._secret_rng
+            if self.config.secret_sampling
+            else np.random.default_rng([self.config.seed, r, sub, 2])
+        )
         return sorted(int(i) for i in rng.choice(pool, size=k, replace=False))
 
     def _local_round(

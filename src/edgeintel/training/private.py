@@ -393,6 +393,14 @@ def privacy_summary(engine: FederatedEngine) -> dict[str, Any] | None:
             "noise_source": "seeded (reproducible simulation, not private)"
             if cfg.reproducible_noise
             else "OS entropy",
+            "sampling_source": "OS entropy (secret sample)"
+            if engine.config.secret_sampling
+            else (
+                "every device, every round"
+                if engine.config.clients_per_round is None
+                or engine.config.clients_per_round >= len(engine.available)
+                else "seeded (reproducible simulation, not private)"
+            ),
         }
     if strat.secagg is not None:
         hist = strat.secagg_history

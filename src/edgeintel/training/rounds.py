@@ -67,6 +67,10 @@ class FederatedConfig:
     quantile of all devices' estimated round times; ``step_ms``: time of one local
     step at compute speed 1 (``None``: measured once on this machine when a
     deadline needs it); ``dropout``: probability that a sampled device drops out.
+    ``secret_sampling``: draw the devices sampled each round from OS entropy instead
+    of the seed (DP's amplification by sampling assumes nobody can predict the sample;
+    a seeded sample is known to every party holding the scenario). Set by the scenario
+    when DP is on, unless it asks for a reproducible simulation.
     """
 
     mode: FlMode = FlMode.FEDERATED
@@ -92,6 +96,7 @@ class FederatedConfig:
     seed: int = 0
     chunk: int | None = None
     threads: int | None = 1
+    secret_sampling: bool = False
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

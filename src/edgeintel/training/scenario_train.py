@@ -83,6 +83,8 @@ def federated_config(
         dropout=settings.dropout,
         seed=seed,
         threads=threads,
+        # DP amplification by sampling needs a sample nobody can predict
+        secret_sampling=settings.dp is not None and not settings.dp.reproducible_noise,
     )
 
 

@@ -12,15 +12,21 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from edgeintel.schema import Fraction, NonNegative, Positive, Strict, registry_name
+from edgeintel.schema import Fraction, Positive, Strict, registry_name
 from edgeintel.training.aggregate import AGGREGATORS
 from edgeintel.training.attacks import ATTACKS
 from edgeintel.training.compressors import UPDATE_COMPRESSORS
 from edgeintel.training.server_opt import SERVER_OPTIMIZERS
 
 __all__ = ["DPSettings", "SecureAggregationSettings", "TrainingMode", "TrainingSettings"]
+
+
+#: a learning rate or step factor: > 0 and at most 10. Larger values are not a setting
+#: anyone means (Adam, SGD and FedAvg's server step live far below); they only make
+#: the weights explode while the run still reports "completed".
+LearningRate = Annotated[float, Field(gt=0, le=10)]
 
 
 class TrainingMode(StrEnum):
@@ -45,12 +51,14 @@ class DPSettings(Strict):
     clip_norm: Positive = 1.0
     clipping: Annotated[str, Field(pattern=r"^(fixed|adaptive)$")] = "fixed"
     target_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.5
-    clip_lr: Positive = 0.2
+    clip_lr: LearningRate = 0.2
     target_epsilon: Positive | None = None
     target_delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     on_budget: Annotated[str, Field(pattern=r"^(stop|warn)$")] = "stop"
-    #: draw DP noise from the scenario seed (a reproducible simulation; results say so)
-    #: instead of OS entropy
+    #: a reproducible simulation (results say so): draw DP noise and the devices sampled
+    #: each round from the scenario seed instead of OS entropy. Not private: anyone with
+    #: the scenario can regenerate the noise, and amplification by sampling assumes a
+    #: sample nobody can predict.
     reproducible_noise: bool = False
 
 
@@ -83,18 +91,18 @@ class TrainingSettings(Strict):
 
     epochs: Annotated[int, Field(ge=1, le=1000)] = 10
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
-    lr: Positive = 3e-3
-    weight_decay: NonNegative = 0.0
+    lr: LearningRate = 3e-3
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     # ---- edge training (issue 4)
     mode: TrainingMode = TrainingMode.AUTO
     rounds: Annotated[int, Field(ge=1, le=100_000)] = 10
     clients_per_round: Annotated[int, Field(ge=1)] | None = None
     local_steps: Annotated[int, Field(ge=1, le=100_000)] | None = 10
     local_epochs: Annotated[int, Field(ge=1, le=1000)] | None = None
-    client_lr: Positive = 0.05
+    client_lr: LearningRate = 0.05
     algorithm: Annotated[str, registry_name(SERVER_OPTIMIZERS)] = "fedavg"
-    mu: NonNegative = 0.01
-    server_lr: Positive | None = None
+    mu: Annotated[float, Field(ge=0, le=100)] = 0.01
+    server_lr: LearningRate | None = None
     k2: Annotated[int, Field(ge=1, le=1000)] = 5
     compressor: Annotated[str, registry_name(UPDATE_COMPRESSORS)] = "none"
     topk_ratio: Annotated[float, Field(gt=0, le=1)] = 0.01
@@ -114,6 +122,27 @@ class TrainingSettings(Strict):
     checkpoint_dir: Path | None = Field(
         default=None, description="save the aggregator state here every round; resume from it"
     )
+
+    @field_validator("checkpoint_dir")
+    @classmethod
+    def _checkpoint_dir(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """A relative folder resolves against the scenario file's folder (like every path
+        of a scenario) and must stay inside it: a downloaded scenario cannot make a run
+        write checkpoints elsewhere through ``..`` or a symbolic link. An absolute path
+        is the user's explicit choice."""
+        if value is None:
+            return None
+        base = (info.context or {}).get("base_dir")
+        if value.is_absolute() or base is None:
+            return value
+        root = Path(base).resolve()
+        path = (root / value).resolve()
+        if not path.is_relative_to(root):
+            raise ValueError(
+                f"{value} resolves to {path}, outside the scenario's folder {root}; give a "
+                "folder inside it, or an absolute path"
+            )
+        return path
 
     @model_validator(mode="after")
     def _edge_training(self) -> TrainingSettings:

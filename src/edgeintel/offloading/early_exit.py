@@ -1,0 +1,259 @@
+"""Early exit in offloading: the threshold from validation data, its expected cost, execution.
+
+``choose_threshold`` picks the exit rule on a *validation* split: among the
+thresholds that separate the validation inputs by confidence, the one that
+lets the most inputs leave at the exit while the cascade (exit prediction for
+those that leave, the full model's for the rest) keeps at least
+``target_accuracy``. ``ExitProfile`` holds what the planner needs (device
+compute up to the exit, the rest, the feature's bytes, the exit probability),
+``exit_breakdown`` costs it with ``costs.expected_exit_breakdown`` (only
+non-exiting requests pay the offload), and ``EarlyExitRunner`` executes it:
+the head on the device, the rule on the exit's logits, and only for inputs
+that do not exit the serialized feature and the tail.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgeintel.errors import ConfigError
+from edgeintel.models.early_exit import (
+    EXIT_LOGITS_NAME,
+    FEATURE_NAME,
+    EarlyExitFiles,
+    ExitKind,
+    ExitRule,
+    exit_scores,
+)
+from edgeintel.models.export import INPUT_NAME, OUTPUT_NAME, make_session
+from edgeintel.offloading.costs import Breakdown, LinkState, breakdown, expected_exit_breakdown
+from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
+
+__all__ = [
+    "EarlyExitRunner",
+    "ExitCalibration",
+    "ExitProfile",
+    "ExitResult",
+    "cascade_predictions",
+    "choose_threshold",
+    "exit_breakdown",
+    "profile_exit",
+]
+
+
+@dataclass(frozen=True)
+class ExitCalibration:
+    """The chosen rule and what it did on the validation split (fractions in [0, 1])."""
+
+    rule: ExitRule
+    exit_rate: float
+    accuracy: float
+    full_accuracy: float
+    exit_accuracy: float
+    target_accuracy: float
+    met: bool
+    samples: int
+
+    @property
+    def exit_rate_lower(self) -> float:
+        """One-sided 95 % Clopper-Pearson lower bound of the exit rate: what a planner should
+        assume, since a small validation split overstates how often inputs exit."""
+        from scipy.stats import beta
+
+        k = round(self.exit_rate * self.samples)
+        return 0.0 if k == 0 else float(beta.ppf(0.05, k, self.samples - k + 1))
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["rule"] = {"kind": str(self.rule.kind), "threshold": float(self.rule.threshold)}
+        d["exit_rate_lower"] = self.exit_rate_lower
+        return d
+
+
+def cascade_predictions(
+    exit_logits: np.ndarray, final_logits: np.ndarray, rule: ExitRule
+) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted class, exited) per input: the exit's class where ``rule`` fires, else
+    the full model's."""
+    exited = rule.exits(exit_logits)
+    pred = np.where(exited, np.argmax(exit_logits, axis=1), np.argmax(final_logits, axis=1))
+    return pred, exited
+
+
+def choose_threshold(
+    exit_logits: np.ndarray,
+    final_logits: np.ndarray,
+    y: np.ndarray,
+    target_accuracy: float,
+    kind: ExitKind | str = ExitKind.MAX_PROB,
+) -> ExitCalibration:
+    """The rule with the highest exit rate whose cascade accuracy on (``exit_logits``,
+    ``final_logits``, ``y``) — a validation split — is >= ``target_accuracy``.
+
+    Candidates are the thresholds that let exactly the k most confident inputs
+    exit (ties exit together), k = 0 .. N; the accuracy of each comes from
+    prefix sums over the inputs sorted by confidence (O(N log N)). When no k
+    reaches the target (not even k = 0, the full model alone), the rule never
+    exits and ``met`` is False.
+    """
+    y = np.asarray(y)
+    n = len(y)
+    if n == 0 or len(exit_logits) != n or len(final_logits) != n:
+        raise ConfigError("choose_threshold needs one exit and one final logit row per label")
+    if not 0.0 <= target_accuracy <= 1.0:
+        raise ConfigError(f"target_accuracy must be in [0, 1], got {target_accuracy}")
+    kind = ExitKind(kind)
+    s = exit_scores(exit_logits, kind)
+    order = np.argsort(-s, kind="stable")
+    s_sorted = s[order]
+    exit_ok = (np.argmax(exit_logits, axis=1) == y)[order]
+    final_ok = (np.argmax(final_logits, axis=1) == y)[order]
+    # acc[k]: the k most confident inputs take the exit's answer, the rest the full model's
+    right = np.concatenate([[0], np.cumsum(exit_ok)]) + np.concatenate(
+        [[final_ok.sum()], final_ok.sum() - np.cumsum(final_ok)]
+    )
+    acc = right / n
+    separable = np.ones(n + 1, dtype=bool)
+    separable[1:n] = s_sorted[:-1] > s_sorted[1:]
+    ok = separable & (acc >= target_accuracy - 1e-12)
+    met = bool(ok.any())
+    k = int(np.flatnonzero(ok).max()) if met else 0
+    if k == 0:
+        rule = ExitRule(kind, np.inf if kind is ExitKind.MAX_PROB else -np.inf)
+    else:
+        score = float(s_sorted[k - 1])
+        rule = ExitRule(kind, score if kind is ExitKind.MAX_PROB else -score)
+    return ExitCalibration(
+        rule=rule,
+        exit_rate=k / n,
+        accuracy=float(acc[k]),
+        full_accuracy=float(final_ok.mean()),
+        exit_accuracy=float(exit_ok.mean()),
+        target_accuracy=float(target_accuracy),
+        met=met,
+        samples=n,
+    )
+
+
+@dataclass(frozen=True)
+class ExitProfile:
+    """An early-exit model's costs at ``reference_speed`` (1.0 = this machine).
+
+    ``head_ms``: prefix + exit head (every request); ``tail_ms``: the rest;
+    ``feature_bytes``: the float32 tensor sent when a request does not exit;
+    ``output_bytes``: the logits coming back; ``p_exit``: exit probability
+    (from validation); ``serialize_ms_per_mb``: device time to pack 1 MB.
+    """
+
+    head_ms: float
+    tail_ms: float
+    feature_bytes: int
+    output_bytes: int
+    p_exit: float
+    serialize_ms_per_mb: float = 0.0
+    reference_speed: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.p_exit <= 1.0:
+            raise ConfigError(f"p_exit must be in [0, 1], got {self.p_exit}")
+        if min(self.head_ms, self.tail_ms) < 0:
+            raise ConfigError("head_ms and tail_ms must be >= 0")
+
+
+def exit_breakdown(
+    profile: ExitProfile,
+    device_speed: float,
+    server_speed: float | None = None,
+    link: LinkState | None = None,
+) -> Breakdown:
+    """Expected latency components (ms) with the exit: the rest runs on the device
+    (``link`` None) or, for the non-exiting requests only, on a server over ``link``."""
+    ref = profile.reference_speed
+    head = profile.head_ms * ref / device_speed
+    if link is None:
+        rest = Breakdown(device_ms=profile.tail_ms * ref / device_speed)
+    else:
+        if server_speed is None:
+            raise ConfigError("an offloaded exit needs the server's speed")
+        rest = breakdown(
+            0.0,
+            profile.feature_bytes,
+            profile.output_bytes,
+            profile.tail_ms * ref / server_speed,
+            link,
+            serialize_ms=profile.feature_bytes
+            / 1e6
+            * profile.serialize_ms_per_mb
+            * ref
+            / device_speed,
+        )
+    return expected_exit_breakdown(head, profile.p_exit, rest)
+
+
+@dataclass(frozen=True)
+class ExitResult:
+    """One request: outputs, whether it exited, payload bytes sent, ms of each part (here)."""
+
+    logits: np.ndarray
+    exited: bool
+    payload_bytes: int
+    head_ms: float
+    serialize_ms: float
+    tail_ms: float
+
+
+class EarlyExitRunner:
+    """Runs an exported early-exit model as deployed: head (device) -> rule -> tail (server)."""
+
+    def __init__(self, files: EarlyExitFiles, rule: ExitRule | None = None, int8: bool = False):
+        self.files = files
+        self.rule = rule or files.rule
+        self.int8 = int8
+        self._head = make_session(files.head_path)
+        self._tail = make_session(files.tail_path)
+
+    def run(self, x: np.ndarray) -> ExitResult:
+        """One request (batch 1): the tail runs only when the exit is not confident."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        t0 = time.perf_counter()
+        exit_logits, feature = self._head.run([EXIT_LOGITS_NAME, FEATURE_NAME], {INPUT_NAME: x})
+        t1 = time.perf_counter()
+        if bool(np.all(self.rule.exits(exit_logits))):
+            return ExitResult(exit_logits, True, 0, (t1 - t0) * 1e3, 0.0, 0.0)
+        payload = serialize_tensors({FEATURE_NAME: feature}, int8=self.int8)
+        t2 = time.perf_counter()
+        logits = self._tail.run([OUTPUT_NAME], deserialize_tensors(payload))[0]
+        t3 = time.perf_counter()
+        return ExitResult(
+            logits, False, len(payload), (t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3
+        )
+
+
+def profile_exit(
+    files: EarlyExitFiles,
+    p_exit: float,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    runs: int = 50,
+) -> ExitProfile:
+    """Measure head and tail (ONNX Runtime, 1 thread, p50 ms here) and serialization."""
+    from edgeintel.inference.latency import measure_latency
+    from edgeintel.offloading.profiler import measure_serialization
+
+    x = np.zeros((1, *input_shape), dtype=np.float32)
+    f = np.zeros((1, *files.feature_shape), dtype=np.float32)
+    head = measure_latency(Path(files.head_path), x, runs=runs, warmup=5)
+    tail = measure_latency(Path(files.tail_path), f, runs=runs, warmup=5)
+    return ExitProfile(
+        head_ms=float(head.p50_ms),
+        tail_ms=float(tail.p50_ms),
+        feature_bytes=files.feature_bytes,
+        output_bytes=4 * num_classes,
+        p_exit=float(p_exit),
+        serialize_ms_per_mb=measure_serialization(False),
+    )

@@ -1,0 +1,140 @@
+"""Report renderer of the ``runtime`` section: the deployed system as it ran.
+
+Latency per placement, result cache hits per tier at each server, inputs the
+device filters skipped (and bytes not uploaded), the adaptive plans' switches
+over the link traces' timeline (outages included), bytes per link (device ->
+edge, edge -> cloud), results delivered vs produced. Headline: results
+delivered, throughput, bytes per link tier; warnings when results were lost or
+left undelivered, or when a server did not stop cleanly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from markupsafe import Markup
+
+from edgeintel.report.figures import Figure
+from edgeintel.report.sections import RenderContext, details, kv_table, register_section, table
+
+__all__ = ["render_runtime"]
+
+
+def _overview(data: dict[str, Any]) -> dict[str, Any]:
+    filt = data.get("filter") or {}
+    out = {
+        "devices (agents)": data.get("devices"),
+        "placement per device": ", ".join(
+            f"{k} x{v}" for k, v in (data.get("placement") or {}).items()
+        )
+        if isinstance(data.get("placement"), dict)
+        else data.get("placement"),
+        "duration (s)": data.get("duration_s"),
+        "link trace time scale": data.get("trace_time_scale"),
+        "results produced": data.get("produced"),
+        "results delivered (exactly once)": data.get("delivered"),
+        "delivered on to the cloud": data.get("delivered_to_cloud"),
+        "kept on devices (undelivered)": data.get("kept_on_devices"),
+        "dropped / expired / rejected": data.get("dropped_expired_rejected"),
+        "local fallbacks": data.get("fallbacks"),
+        "throughput (results/s)": data.get("throughput_per_s"),
+        "inputs skipped by the filter": filt.get("inputs_skipped"),
+        "bytes not uploaded (filter)": filt.get("bytes_not_uploaded"),
+        "plan switches": len(data.get("plan_switches") or []),
+    }
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _cache_rows(hits: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for server, v in hits.items():
+        tiers = v.get("hits_by_tier") or {}
+        rows.append(
+            {
+                "server": server,
+                "infer requests": v.get("requests"),
+                "exact hits": tiers.get("exact", 0),
+                "approximate hits": tiers.get("approx", 0),
+                "hit ratio": v.get("hit_ratio"),
+            }
+        )
+    return rows
+
+
+@register_section("runtime", title="Runtime", order=90)
+def render_runtime(data: dict[str, Any], figures: list[Figure], ctx: RenderContext) -> Markup:
+    parts: list[Markup] = [kv_table(_overview(data))]
+    figs = {f.title: f for f in figures}
+    lat = data.get("latency_by_placement") or {}
+    if lat:
+        parts.append(
+            table(
+                lat,
+                index="placement",
+                caption="Latency per placement, measured by the device agents (ms)",
+            )
+        )
+    if "Latency per placement" in figs:
+        parts.append(ctx.figure(figs["Latency per placement"]))
+    hits = data.get("result_cache") or {}
+    if hits:
+        parts.append(table(_cache_rows(hits), caption="Result cache hits per tier at each server"))
+    per_link = data.get("bytes_per_link") or {}
+    if per_link:
+        parts.append(table(per_link, index="link", caption="Bytes per link (emulated)"))
+    filt = (data.get("filter") or {}).get("per_device") or {}
+    if filt:
+        parts.append(
+            details(
+                f"Redundancy filter on {len(filt)} devices",
+                table(filt, index="device", caption="Inputs skipped per device"),
+            )
+        )
+    switches = data.get("plan_switches") or []
+    if switches:
+        parts.append(
+            table(
+                switches,
+                caption="Plan switches (adaptive policy) over the link traces' timeline",
+            )
+        )
+    decisions = data.get("plan_decisions") or {}
+    if decisions:
+        parts.append(kv_table(decisions, caption="Requests per planner option"))
+    if "Placements over the run" in figs:
+        parts.append(ctx.figure(figs["Placements over the run"]))
+    servers = data.get("servers") or {}
+    if servers:
+        parts.append(table(servers, index="server", caption="Servers"))
+    _headline(ctx, data, per_link)
+    return Markup("").join(parts)
+
+
+def _headline(ctx: RenderContext, data: dict[str, Any], per_link: dict[str, Any]) -> None:
+    h = ctx.headline
+    produced, delivered = data.get("produced", 0), data.get("delivered", 0)
+    h.fact(
+        "runtime",
+        f"{data.get('devices')} device agents, {produced} results produced, {delivered} "
+        f"delivered, {data.get('throughput_per_s')} results/s",
+    )
+    for link, v in per_link.items():
+        tier = "edge ↔ cloud" if "cloud" in link.split("->")[-1] else "device ↔ edge"
+        h.tier(tier, f"bytes sent (runtime, {link})", v.get("bytes_up", 0))
+    if data.get("dropped_expired_rejected"):
+        ctx.warn(
+            f"runtime: {data['dropped_expired_rejected']} results dropped, expired or rejected "
+            "by the device stores (settings.runtime.store)"
+        )
+    if data.get("kept_on_devices"):
+        ctx.warn(
+            f"runtime: {data['kept_on_devices']} results were still queued on the devices "
+            "when the run ended (raise deploy.drain_timeout_s)"
+        )
+    bad = [
+        n
+        for n, s in (data.get("servers") or {}).items()
+        if s.get("started_here", True) and s.get("exit_code") not in (0, -15, None)
+    ]
+    if bad:
+        ctx.warn(f"runtime: server(s) {', '.join(bad)} did not stop cleanly")

@@ -1,0 +1,362 @@
+"""The real components behind the runtime's seams.
+
+* ``ServerResultCache``: ``edgeintel.caching``'s result cache (exact tier by content
+  hash, approximate tier by feature vector with an H-kNN vote in a usearch index) in
+  front of one model on a server; ``input_features`` derives the feature vector of
+  a request (the input average-pooled to 8 per spatial axis, as the caching stage
+  does).
+* ``device_filter``: ``edgeintel.caching``'s ``AdaptiveFilter`` on a device's raw
+  inputs, with the tuned feature and threshold, probes and online adaptation;
+  ``tune_device_filter`` tunes it on the device's first profiling segment.
+* ``AdaptivePlan``: the offloading planner's options for one device, re-decided per
+  request by ``offloading.adapt.AdaptivePolicy`` (hysteresis) from the link state the
+  agent observes (its link emulator's trace time) and the targets that failed lately;
+  split options run the head ONNX on the device and the tail on the server.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from edgeintel.caching.filter import (
+    FRAME_FEATURES,
+    SENSOR_FEATURES,
+    AdaptiveFilter,
+    TuneReport,
+    prepare,
+    tune_filter,
+)
+from edgeintel.caching.result_cache import CacheStats, ResultCache, ResultCacheConfig
+from edgeintel.caching.reuse import downsample_vector
+from edgeintel.errors import DataError
+from edgeintel.runtime.seams import Decision, ExecutionTier
+
+if TYPE_CHECKING:
+    from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
+    from edgeintel.offloading.placement import Option
+    from edgeintel.offloading.planner import OffloadPlanner
+    from edgeintel.scenario import Device, Scenario
+
+__all__ = [
+    "AdaptivePlan",
+    "ServerResultCache",
+    "SplitTail",
+    "device_filter",
+    "input_features",
+    "mask_key",
+    "server_cache",
+    "tune_device_filter",
+]
+
+
+# ---------------------------------------------------------------------- server cache
+
+
+def input_features(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
+    """Feature vector of a one-row request with one float input (C, H, W) or (C, L):
+    ``caching.reuse.downsample_vector`` of that row; None otherwise (exact tier only)."""
+    if len(feeds) != 1:
+        return None
+    (x,) = feeds.values()
+    if x.dtype.kind != "f" or x.ndim not in (3, 4) or x.shape[0] != 1:
+        return None
+    try:
+        return downsample_vector(x[0])
+    except (DataError, ValueError):
+        return None
+
+
+@dataclass(frozen=True, eq=False)
+class _Stored:
+    """A model's outputs, compared (for the kNN vote) by their predicted labels."""
+
+    outputs: dict[str, np.ndarray]
+    label: tuple[Any, ...]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Stored) and self.label == other.label
+
+    def __hash__(self) -> int:
+        return hash(self.label)
+
+    def __str__(self) -> str:
+        return str(self.label)
+
+
+def _label(outputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
+    """What two results must share to count as the same answer: argmax over the last axis
+    of float outputs (class scores), the bytes of any other output."""
+    out: list[Any] = []
+    for name in sorted(outputs):
+        a = np.asarray(outputs[name])
+        if a.dtype.kind == "f" and a.ndim >= 1 and a.shape[-1] > 1:
+            out.append((name, tuple(np.argmax(a, axis=-1).reshape(-1).tolist())))
+        else:
+            out.append((name, a.dtype.str, a.shape, a.tobytes()))
+    return tuple(out)
+
+
+def server_cache(
+    settings: ResultCacheSettings, node: str, clock: Callable[[], float] = time.monotonic
+) -> Any:
+    """The result cache ``settings.caching.result_cache`` describes for one model on node
+    ``node``: in process (``backend: memory``), or the exact tier shared in Redis with a
+    local approximate tier (``backend: redis``, ``caching.redis_cache.RedisResultCache``;
+    created at the first request, whose feature vector fixes the dimension)."""
+    if settings.backend == "redis":
+        return _LazyRedis(settings, node)
+    return ServerResultCache(settings, clock)
+
+
+class _LazyRedis:
+    """``RedisResultCache.from_settings`` built at the first request (its approximate
+    tier needs the feature vectors' dimension)."""
+
+    enabled = True
+
+    def __init__(self, settings: ResultCacheSettings, node: str) -> None:
+        self.settings, self.node = settings, node
+        self.cache: Any = None
+
+    def _ensure(self, features: np.ndarray | None) -> Any:
+        if self.cache is None:
+            from edgeintel.caching.redis_cache import RedisResultCache
+
+            dim = None if features is None else int(features.size)
+            self.cache = RedisResultCache.from_settings(self.settings, self.node, dim)
+        return self.cache
+
+    @property
+    def stats(self) -> CacheStats:
+        return self.cache.stats if self.cache is not None else CacheStats()
+
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
+        return self._ensure(features).get(key, features)  # type: ignore[no-any-return]
+
+    def put(
+        self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
+    ) -> None:
+        self._ensure(features).put(key, outputs, features)
+
+
+class ServerResultCache:
+    """``edgeintel.caching.ResultCache`` behind the runtime's ``ResultCache`` seam, for one
+    model: the exact tier keyed by the request's ``tensor_key``, the approximate tier by
+    its feature vector (created at the first vector, whose size fixes the index's
+    dimension; a vector of another size uses the exact tier only). Time for TTLs comes
+    from ``clock`` (seconds)."""
+
+    enabled = True
+
+    def __init__(
+        self, settings: ResultCacheSettings, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self.cache: ResultCache | None = None
+        self._lock = threading.Lock()
+
+    def _ensure(self, features: np.ndarray | None) -> ResultCache | None:
+        if self.cache is None and features is not None:
+            cfg = ResultCacheConfig.from_settings(self.settings, int(features.size))
+            self.cache = ResultCache(cfg)
+        return self.cache
+
+    def _vector(self, features: np.ndarray | None) -> np.ndarray | None:
+        if features is None or self.cache is None:
+            return None
+        return features if features.size == self.cache.config.dim else None
+
+    @property
+    def stats(self) -> CacheStats:
+        """Hits per tier, misses, ... (empty until the first request with a vector)."""
+        return self.cache.stats if self.cache is not None else CacheStats()
+
+    def get(self, key: str, features: np.ndarray | None = None) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            cache = self._ensure(features)
+            if cache is None:
+                return None
+            found = cache.lookup(self._clock(), key.encode(), self._vector(features))
+        return found.result.outputs if found.hit else None
+
+    def put(
+        self, key: str, outputs: dict[str, np.ndarray], features: np.ndarray | None = None
+    ) -> None:
+        with self._lock:
+            cache = self._ensure(features)
+            if cache is not None:
+                stored = _Stored(outputs, _label(outputs))
+                cache.insert(stored, self._clock(), key.encode(), self._vector(features))
+
+
+# ---------------------------------------------------------------------- device filter
+
+
+def device_filter(feature: str, threshold: float, settings: FilterSettings) -> AdaptiveFilter:
+    """``caching.filter.AdaptiveFilter`` on raw device inputs with the scenario's probing
+    and adaptation settings (``adapt``, ``probe_every``, ``raise_after``)."""
+    return AdaptiveFilter(
+        feature,
+        threshold,
+        adapt=settings.adapt,
+        probe_every=settings.probe_every,
+        raise_after=settings.raise_after,
+    )
+
+
+def tune_device_filter(
+    inputs: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], settings: FilterSettings
+) -> tuple[AdaptiveFilter, TuneReport]:
+    """Tune on the device's first ``profile_fraction`` of inputs, every one processed by
+    ``predict`` (the local model, (N, ...) -> scores), as the caching stage does
+    (``caching.filter.tune_filter`` replaying the filter's adaptation)."""
+    if len(inputs) < 2:
+        raise DataError(f"profiling the filter needs at least 2 inputs, got {len(inputs)}")
+    k = max(2, round(len(inputs) * settings.profile_fraction))
+    seg = inputs[:k]
+    prepared = [prepare(x) for x in seg]
+    labels = np.argmax(predict(seg), axis=1).tolist()
+    features: Sequence[str] = settings.features or (
+        FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
+    )
+    report = tune_filter(
+        prepared,
+        labels,
+        settings.target,
+        features,
+        adapt=settings.adapt,
+        probe_every=settings.probe_every,
+        raise_after=settings.raise_after,
+    )
+    return device_filter(report.feature, report.threshold, settings), report
+
+
+# ---------------------------------------------------------------------- adaptive plan
+
+
+def mask_key(mask: np.ndarray) -> bytes:
+    """A split's identity: its device mask, packed."""
+    return np.packbits(np.asarray(mask, dtype=bool)).tobytes() + bytes([len(mask) % 8])
+
+
+@dataclass(frozen=True)
+class SplitTail:
+    """A split served by the runtime: the tail's model name on the servers and the head's
+    ONNX Runtime session on the devices."""
+
+    tail_model: str
+    head: Any = field(compare=False, repr=False)
+
+
+class AdaptivePlan:
+    """Per-request decisions for one device from the offloading planner's options.
+
+    ``trace_time()`` is the time (s) of the scenario's link traces the agent observes
+    (its ``LinkEmulator.trace_time``); options are costed with
+    ``OffloadPlanner.options(scenario, device, t, unreachable)`` (memoized per link
+    state) and chosen by an ``AdaptivePolicy`` started on the fleet plan's choice
+    ``initial``. Targets the runtime cannot reach from this device (D2D helpers, edge
+    servers other than its own) and splits without a served tail are left out.
+    ``switches`` records (trace time s, old label, new label, reason).
+
+    Measured latency: the agent reports each offloaded request's end-to-end time
+    (``observe_latency``); under the latency objective an option measured at least
+    ``min_samples`` times is valued at the exponential moving average (weight
+    ``alpha``) of its measurements instead of the cost model's prediction, so a
+    server slower than planned (queueing, a busy machine) loses the device's
+    requests. Local execution is not measured here (this machine is not the
+    device), so local keeps the profile's prediction.
+    """
+
+    def __init__(
+        self,
+        planner: OffloadPlanner,
+        scenario: Scenario,
+        device: Device,
+        trace_time: Callable[[], float],
+        splits: dict[bytes, SplitTail],
+        initial: str | None = None,
+        hysteresis: float | None = None,
+        alpha: float = 0.2,
+        min_samples: int = 3,
+    ) -> None:
+        from edgeintel.offloading.adapt import AdaptivePolicy
+
+        self.planner = planner
+        self.scenario = scenario
+        self.device = device
+        self.trace_time = trace_time
+        self.splits = splits
+        self.policy = AdaptivePolicy(
+            planner.settings.hysteresis if hysteresis is None else hysteresis, initial
+        )
+        self.cloud = scenario.cloud.name
+        nodes = {e.name for e in scenario.edge_servers} - {device.attach}
+        peers = {d.name for d in scenario.expand_devices()} - {device.name}
+        self.excluded = frozenset(nodes | peers)
+        self._options: dict[Any, list[Option]] = {}
+        self.switches: list[tuple[float, str | None, str, str]] = []
+        self.decisions: dict[str, int] = {}
+        self.alpha = alpha
+        self.min_samples = min_samples
+        self.measured: dict[str, tuple[float, int]] = {}  # label -> (EWMA ms, samples)
+        self._latency = str(planner.settings.objective) == "latency"
+
+    def observe_latency(self, label: str, ms: float) -> None:
+        """An offloaded request under option ``label`` took ``ms`` end to end."""
+        mean, n = self.measured.get(label, (ms, 0))
+        self.measured[label] = (mean + self.alpha * (ms - mean) if n else ms, n + 1)
+
+    def _valued(self, opts: list[Option]) -> list[Option]:
+        if not self._latency or not self.measured:
+            return opts
+        from dataclasses import replace
+
+        out = []
+        for o in opts:
+            mean, n = self.measured.get(o.label, (0.0, 0))
+            out.append(replace(o, value=mean) if n >= self.min_samples else o)
+        return out
+
+    def _state(self, t: float) -> tuple[Any, ...]:
+        sc = self.scenario
+        return (self.device.link.at(t), *(link.at(t) for link in sc.links))
+
+    def options(self, t: float, unreachable: frozenset[str]) -> list[Option]:
+        key = (self._state(t), unreachable)
+        opts = self._options.get(key)
+        if opts is None:
+            every = self.planner.options(self.scenario, self.device, t, unreachable | self.excluded)
+            opts = [
+                o
+                for o in every
+                if o.tier != "hybrid" or (o.mask is not None and mask_key(o.mask) in self.splits)
+            ]
+            self._options[key] = opts
+        return opts
+
+    def decide(self, unreachable: frozenset[str] = frozenset()) -> Decision:
+        t = self.trace_time()
+        before = len(self.policy.switches)
+        opt = self.policy.decide(self._valued(self.options(t, unreachable)), unreachable)
+        for sw in self.policy.switches[before:]:
+            self.switches.append((round(t, 3), sw.old, sw.new, sw.reason))
+        self.decisions[opt.label] = self.decisions.get(opt.label, 0) + 1
+        return self.decision(opt)
+
+    def decision(self, opt: Option) -> Decision:
+        if opt.tier == "local" or opt.target is None:
+            return Decision(ExecutionTier.DEVICE, opt.label)
+        tier = ExecutionTier.CLOUD if opt.target == self.cloud else ExecutionTier.EDGE
+        if opt.tier == "hybrid":
+            assert opt.mask is not None
+            split = self.splits[mask_key(opt.mask)]
+            return Decision(tier, opt.label, opt.target, split.tail_model, split.head)
+        return Decision(tier, opt.label, opt.target)
