@@ -764,6 +764,81 @@ app.command("export-repo")(_runtime_commands.export_repo_cmd)
 app.command("device")(_runtime_commands.device_cmd)
 
 
+@app.command()
+def sweep(
+    scenario: ScenarioArg,
+    grid: Annotated[
+        Path,
+        typer.Option(
+            help="Grid YAML: axes (policy, SimSettings fields, bandwidth_mbps, scenario paths) "
+            "-> lists of values, and seeds."
+        ),
+    ],
+    workers: Annotated[
+        int | None, typer.Option(help="Processes on this machine (default: CPU count).")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Run on a Ray cluster: auto, host:port, or local (extra 'ray')."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.json, sweep.png.")] = Path(
+        "runs/sweep"
+    ),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="Figure(s) to plot (repeatable), e.g. latency_p95_s."),
+    ] = None,
+    x: Annotated[str | None, typer.Option("--x", help="Axis along the plot's x.")] = None,
+    sets: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Simulate every point of a grid (policies x fleet sizes x bandwidths x seeds) in parallel
+    processes or on Ray; one table (CSV, JSON) and one plot."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from edgeintel.examples import resolve_scenario
+    from edgeintel.paths import check_out_dir
+    from edgeintel.sim.sweep import load_grid
+    from edgeintel.sim.sweep import sweep as run_sweep
+
+    with guard():
+        if workers is not None and workers < 1:
+            raise EdgeIntelError(f"--workers: expected an integer >= 1, got {workers}")
+        sc = _load(resolve_scenario(scenario), None, sets)
+        g = load_grid(grid)
+        if x is not None and x not in g.axes:
+            raise EdgeIntelError(f"--x {x}: not an axis of the grid; axes are {list(g.axes)}")
+        check_out_dir(out)
+        bar = Progress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=True,
+        )
+        with bar:
+            tid = bar.add_task("sweep", total=len(g.points()))
+            table = run_sweep(
+                sc, g, workers, ray_address, lambda done, n: bar.update(tid, completed=done)
+            )
+        files = table.write(out, metrics=metric, x=x)
+        shown = [m for m in ("latency_p50_s", "latency_p95_s", "energy_j", "cpu_s")
+                 if m in table.metrics]  # fmt: skip
+        t = Table(title=f"Sweep: {sc.name} ({table.backend})", title_justify="left")
+        for col in [*table.axes, "seed", *shown]:
+            t.add_column(col, justify="right" if col in shown else "left")
+        for r in table.rows:
+            t.add_row(
+                *(str(r[a]) for a in table.axes),
+                str(r["seed"]),
+                *("-" if r.get(m) is None else f"{r[m]:.4g}" for m in shown),
+            )
+        console.print(t)
+        for kind, path in files.items():
+            console.print(f"{kind}: {path}", highlight=False)
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -2,8 +2,8 @@
 
 ``pip install edgeintel`` stays lean; the bundled-dataset loaders and some file
 formats need packages from the ``datasets`` extra, multi-machine training needs
-``federated``. ``require`` imports such a package or raises ``MissingExtraError``
-naming the extra to install.
+``federated``, simulator sweeps on a cluster ``ray``. ``require`` imports such a
+package or raises ``MissingExtraError`` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ EXTRAS: dict[str, dict[str, str]] = {
         "pyarrow": "pyarrow",
     },
     "federated": {"flwr": "flwr"},
-    "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
     "redis": {"redis": "redis"},
+    "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
+    "ray": {"ray": "ray"},
 }
 """extra -> {import name: distribution name}; must match pyproject's optional-dependencies."""
 

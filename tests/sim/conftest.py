@@ -1,8 +1,23 @@
-"""Small scenarios for the simulator's tests."""
+"""Small scenarios for the simulator's tests, and a local Ray cluster on loopback (started
+and stopped here) for the sweep tests."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from edgeintel.scenario import Scenario, parse_scenario
 
@@ -114,3 +129,86 @@ def busy_scenario() -> Scenario:
         "federated": {"enabled": True, "round_interval_s": 10, "clients_per_round": 4},
     }
     return parse_scenario(raw)
+
+
+# --------------------------------------------------------------------------- Ray on loopback
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _refresh_ray_auth() -> None:
+    """Ray caches its auth settings when first imported; an earlier test may have imported
+    it, so make it read RAY_AUTH_* again (what Ray's own test utilities do)."""
+    if "ray" not in sys.modules or sys.modules["ray"] is None:
+        return
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """``ray start --head`` (2 CPUs, no dashboard, a private temp dir and auth token) in its
+    own session; yields ``host:port``; SIGTERM to the head's ``--block`` process after,
+    then anything left in its process group is killed. Skipped without the ``ray`` extra."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("the optional ray extra is not installed")
+    ray_bin = Path(sys.executable).parent / "ray"
+    if not ray_bin.exists():
+        pytest.skip("the ray command is not installed next to this Python")
+    port = _free_port()
+    token = secrets.token_hex(32)
+    saved = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    os.environ.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token)  # no ~/.ray/auth_token
+    _refresh_ray_auth()
+    env = dict(
+        os.environ,
+        RAY_USAGE_STATS_ENABLED="0",
+        PYTHONPATH=str(SRC) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+    )
+    tmp = tempfile.mkdtemp(prefix="ray_", dir="/tmp")  # short: Ray's socket paths are limited
+    log = open(Path(tmp) / "head.log", "wb")  # noqa: SIM115 - closed in finally
+    args = [str(ray_bin), "start", "--head", "--block", "--port", str(port),
+            "--node-ip-address", "127.0.0.1", "--num-cpus", "2", "--include-dashboard", "false",
+            "--disable-usage-stats", "--temp-dir", tmp]  # fmt: skip
+    proc = subprocess.Popen(args, env=env, stdout=log, stderr=log, start_new_session=True)
+    clean = False
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"ray start exited with {proc.returncode}; see {tmp}/head.log")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"Ray head not listening within 90 s; see {tmp}/head.log")
+                time.sleep(0.3)
+        yield f"127.0.0.1:{port}"
+        clean = True  # keep the head's log when it did not start
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the head drains and stops its own processes
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(60)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)  # whatever of this session is left
+        proc.wait(10)
+        log.close()
+        if clean:
+            shutil.rmtree(tmp, ignore_errors=True)
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _refresh_ray_auth()

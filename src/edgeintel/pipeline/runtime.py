@@ -561,11 +561,14 @@ def _section(
         for _, store, _ in agents
     )
     by_placement: dict[str, list[float]] = {}
+    by_group: dict[str, dict[str, list[float]]] = {}
+    group_of = {d.name: d.group for d in ctx.devices}
     timeline: dict[str, list[int]] = {}
     seconds = math.ceil(dep.duration_s) + 1
     for a, _, _ in agents:
         for k, v in a.stats.latency_ms.items():
             by_placement.setdefault(k, []).extend(v)
+            by_group.setdefault(group_of.get(a.name, a.name), {}).setdefault(k, []).extend(v)
         for at_s, placement in a.stats.timeline:
             row = timeline.setdefault(placement, [0] * seconds)
             row[min(int(at_s), seconds - 1)] += 1
@@ -586,6 +589,10 @@ def _section(
             "requests": em.stats.requests,
             "lost": em.stats.lost,
             "outages": em.stats.outages,
+            "by_endpoint": {
+                k: {"requests": r[0], "bytes_up": r[1], "bytes_down": r[2]}
+                for k, r in sorted(em.stats.by_endpoint.items())
+            },
         }
         for name, em in links.items()
     }
@@ -620,6 +627,12 @@ def _section(
                 "started_here": not node.remote,
                 "exit_code": node.exit_code,
                 "delivered": sum(delivered_at[n].values()),
+                # the node's own figures (server-side latency, batches) for the calibration
+                "stats": {
+                    k: v
+                    for k, v in (server_stats.get(n) or {}).items()
+                    if k in ("requests", "latency_ms", "mean_batch_rows", "batches")
+                },
             }
             for n, node in nodes.items()
         },
@@ -640,6 +653,9 @@ def _section(
         "fallbacks": sum(a.stats.placements.get("device_fallback", 0) for a, _, _ in agents),
         "throughput_per_s": round(total / dep.duration_s, 3),
         "latency_by_placement": {k: _percentiles(v) for k, v in by_placement.items()},
+        "latency_by_group": {
+            g: {k: _percentiles(v) for k, v in per.items()} for g, per in by_group.items()
+        },
         "placements": {k: len(v) for k, v in by_placement.items()},
         "filter": {
             "inputs_skipped": skipped,

@@ -166,6 +166,15 @@ class LinkStats:
     delay_s: float = 0.0
     lost: int = 0
     outages: int = 0
+    # per endpoint kind ("infer", "results", "other"): [requests, bytes up, bytes down]
+    by_endpoint: dict[str, list[int]] = field(default_factory=dict)
+
+
+def _endpoint_kind(path: str) -> str:
+    """``infer`` (model requests), ``results`` (forwarded results) or ``other``."""
+    if path.endswith("/infer"):
+        return "infer"
+    return "results" if path.startswith("/v1/results") else "other"
 
 
 class LinkEmulator:
@@ -239,6 +248,10 @@ class LinkEmulator:
             self.stats.bytes_up += len(request.body)
             self.stats.bytes_down += len(resp.body)
             self.stats.delay_s += up + down
+            row = self.stats.by_endpoint.setdefault(_endpoint_kind(request.path), [0, 0, 0])
+            row[0] += 1
+            row[1] += len(request.body)
+            row[2] += len(resp.body)
         return resp
 
     def close(self) -> None:

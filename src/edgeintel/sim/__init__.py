@@ -37,6 +37,16 @@ _EXPORTS = {
     "Simulation": "api",
     "simulate": "api",
     "SimResult": "result",
+    # sweeps, calibration by the runtime, the Gymnasium environment (the simsweep branch)
+    "Grid": "sweep",
+    "SweepTable": "sweep",
+    "load_grid": "sweep",
+    "run_parallel": "sweep",
+    "Calibration": "calibrate",
+    "calibration_targets": "calibrate",
+    "OffloadEnv": "gym",
+    "LinearOffloadPolicy": "gym",
+    "train_linear_policy": "gym",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -83,6 +83,7 @@ def run_core(
         for v in range(n_srv)
     ]
     policy = state.policy
+    ovh = None if m.task_overhead_ns is None else m.task_overhead_ns.tolist()
     log = math.log
     isfinite = math.isfinite
     # per device: (stamp, slot, SimState.link_consts..., loss, P_tx, local ns, local uJ), made
@@ -315,7 +316,11 @@ def run_core(
                 off_i.append(i)
                 off_bs.append(c)
                 off_slot.append(slot)
-                f = [i, d, c, keys[di], t, tx, back, round(ptx * tx / 1000.0), slot]
+                if ovh is not None:  # calibrated per-request protocol overhead
+                    f = [i, d, c, keys[di], t, tx, back + ovh[i], round(ptx * tx / 1000.0),
+                         slot]  # fmt: skip
+                else:
+                    f = [i, d, c, keys[di], t, tx, back, round(ptx * tx / 1000.0), slot]
                 seq += 1
                 if c >= 0:
                     fin = max(t, cell_free[c]) + att * cell1

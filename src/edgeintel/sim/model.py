@@ -161,6 +161,8 @@ class SimModel:
     # the initial plan: a slot per device group, and the placement's own record
     initial_slot: list[int]
     initial_plan: dict[str, Any] = field(default_factory=dict)
+    # per-task protocol overhead of an offload (ns), drawn when request_overhead_ms > 0
+    task_overhead_ns: np.ndarray | None = None
     _local: dict[int, tuple[Power, tuple[float, float], Option]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -501,6 +503,10 @@ def build_model(
         sample_t=sample_t,
         initial_slot=[0] * len(groups),
     )
+    if s.request_overhead_ms > 0:  # its own stream: the other draws do not move
+        r_ovh = np.random.default_rng(np.random.SeedSequence([seed, 0x0E4D]))
+        z = r_ovh.standard_normal(m) * s.request_overhead_sigma
+        model.task_overhead_ns = np.round(s.request_overhead_ms * 1e6 * np.exp(z)).astype(np.int64)
     model.initial_slot, model.initial_plan = _initial_plan(
         sc, model, np.bincount(dev_group, minlength=len(groups)), rate
     )

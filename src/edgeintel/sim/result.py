@@ -118,6 +118,10 @@ class SimResult:
         nbytes["cloud_to_edge"] += (
             int(np.count_nonzero(cloud_bh & (r["done"] >= 0))) * s.result_bytes
         )
+        if s.forward_bytes or s.forward_ack_bytes:  # store-and-forward of every result
+            done_any = int(np.count_nonzero((place >= 0) & (r["done"] >= 0)))
+            nbytes["device_to_edge"] += done_any * s.forward_bytes
+            nbytes["edge_to_device"] += done_any * s.forward_ack_bytes
         for tier in TIERS:
             out[f"bytes_{tier}"] = float(nbytes[tier])
         out["bytes_up"] = float(nbytes["device_to_edge"] + nbytes["edge_to_cloud"])

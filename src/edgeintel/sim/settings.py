@@ -95,6 +95,14 @@ class SimSettings(Strict):
     sent it: its devices share the cell's capacity. Servers run batches of up to ``max_batch``;
     a batch of n costs ``(1 + (n - 1) * batch_marginal)`` single-task times; a
     request that finds ``queue_limit`` waiting is dropped.
+
+    Calibrated by the runtime (``edgeintel.sim.calibrate``, all 0 by default): each
+    offloaded request also spends a protocol overhead (HTTP client and server stack,
+    (de)serialisation) drawn log-normal with median ``request_overhead_ms`` and log
+    spread ``request_overhead_sigma``, added to its latency while the device idles;
+    every completed result is forwarded to the server's sink (store-and-forward) as
+    ``forward_bytes`` up and ``forward_ack_bytes`` down, counted in the device tier's
+    bytes (off the latency path, as in the runtime's forwarder thread).
     """
 
     devices: Count | None = None
@@ -122,3 +130,8 @@ class SimSettings(Strict):
     mobility: MobilitySettings = MobilitySettings()
     federated: FederatedSimSettings = FederatedSimSettings()
     series_bins: Annotated[int, Field(ge=2, le=10_000)] = 60
+    # calibrated against the runtime (edgeintel.sim.calibrate); 0 = not modelled
+    request_overhead_ms: NonNegative = 0.0
+    request_overhead_sigma: NonNegative = 0.0
+    forward_bytes: Annotated[int, Field(ge=0)] = 0
+    forward_ack_bytes: Annotated[int, Field(ge=0)] = 0

@@ -96,6 +96,7 @@ class SimState:
         self.bhrtt: list[list[float]] = m.bh_rtt.tolist()
         self.cell_mbps = m.cell_mbps
         self.keys = m.task_key
+        self.overhead = m.task_overhead_ns
         self.u = m.task_u
         self.per_task = s.decisions == "task"
         self.caches: list[CachePolicy] = [
@@ -276,6 +277,8 @@ class SimState:
         hit = bool(self.hit[i])
         if self.place[i] == 2 and c >= 0 and not hit:
             back += self.bh_back(c)
+        if self.overhead is not None:  # calibrated protocol overhead of the exchange
+            back += int(self.overhead[i])
         done = now + back
         self.done[i] = done
         e = e_tx + round(self.pw[d][2] * (done - int(self.t_arr[i]) - tx) / 1000.0)

@@ -1,0 +1,653 @@
+"""Parameter sweeps: one simulation per grid point, in parallel processes or on Ray.
+
+A grid names axes (policies, fleet sizes, bandwidths, any scenario or
+simulator field) and seeds; every combination is one *point*. The points are
+validated in the calling process first (a wrong field name or value is one
+line before any compute is spent), then run
+
+* in-process when ``workers == 1``,
+* in a ``ProcessPoolExecutor`` of ``workers`` processes (``spawn``; numpy/BLAS,
+  OpenMP, torch and ONNX Runtime pinned to one thread per process, so ``N``
+  workers use ``N`` cores and no more), or
+* on a Ray cluster when ``ray_address`` is given (``auto``, ``host:port`` or
+  ``local`` to start a private one; the optional ``ray`` extra), one CPU per task.
+
+The results come back in grid order whichever backend ran them, and each point
+is deterministic by its seed, so the same grid and seeds give the same table
+(`TIMING_COLUMNS` — CPU seconds — excepted). ``SweepTable`` writes it as CSV
+and JSON and draws a metric against one axis, a line per combination of the
+others (mean over seeds, error bars one standard deviation).
+
+The execution layer (``run_parallel``) is generic: any top-level (picklable)
+function over picklable items.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import yaml
+
+from edgeintel.errors import ConfigError, EdgeIntelError
+
+if TYPE_CHECKING:
+    from edgeintel.scenario import Scenario
+    from edgeintel.sim.settings import SimSettings
+
+__all__ = [
+    "ALIASES",
+    "POLICY_CHOICES",
+    "THREAD_ENV",
+    "TIMING_COLUMNS",
+    "Grid",
+    "SweepPoint",
+    "SweepTable",
+    "load_grid",
+    "run_parallel",
+    "simulate_point",
+    "sweep",
+    "sweep_points",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+}
+"""Environment of every sweep worker: native thread pools of one thread each."""
+
+TIMING_COLUMNS = frozenset({"cpu_s", "wall_s", "events_per_cpu_s"})
+"""Columns measured on the machine (not simulated): they differ between runs."""
+
+ALIASES: dict[str, str] = {
+    "bandwidth_mbps": "devices.*.link.bandwidth_mbps",
+    "rtt_ms": "devices.*.link.rtt_ms",
+    "loss": "devices.*.link.loss",
+}
+"""Short axis names for scenario paths (``*`` = every item of a list)."""
+
+POLICY_CHOICES = ("planner", "local", "edge", "cloud")
+"""Values of the ``policy`` axis: the runtime's planner policy (``PlannerPolicy``: the
+registered placement's plan + ``AdaptivePolicy``) or a fixed slot (``FixedPolicy``)."""
+
+ProgressFn = Callable[[int, int], None]
+"""``progress(done, total)`` after each finished point."""
+
+
+# --------------------------------------------------------------------------- grid
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Axes (name -> values, in order) and seeds; the sweep runs their product.
+
+    An axis name is a scenario path when it contains a dot or is an alias
+    (``bandwidth_mbps`` = ``devices.*.link.bandwidth_mbps``), else a field of the
+    simulator's settings (``policy``, ``devices``, ``duration_s``...).
+    """
+
+    axes: Mapping[str, tuple[Any, ...]]
+    seeds: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        if not self.axes:
+            raise ConfigError("grid: axes must name at least one axis with a list of values")
+        for name, values in self.axes.items():
+            if not isinstance(name, str) or not name or name == "seed":
+                raise ConfigError(f"grid: axes: {name!r} is not an axis name (seed goes in seeds)")
+            if not isinstance(values, tuple) or not values:
+                raise ConfigError(f"grid: axes.{name}: expected a non-empty list of values")
+            if len(set(map(repr, values))) != len(values):
+                raise ConfigError(f"grid: axes.{name}: values repeat ({list(values)})")
+        if not self.seeds:
+            raise ConfigError("grid: seeds: expected a non-empty list of integers")
+        for s in self.seeds:
+            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32:
+                raise ConfigError(f"grid: seeds: expected integers in [0, 2**32), got {s!r}")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ConfigError(f"grid: seeds: values repeat ({list(self.seeds)})")
+
+    @classmethod
+    def from_mapping(cls, raw: Any, source: str = "grid") -> Grid:
+        """From ``{"axes": {name: [values]}, "seeds": [ints]}`` (a grid file's content)."""
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a mapping with 'axes' and 'seeds'")
+        unknown = sorted(set(raw) - {"axes", "seeds"})
+        if unknown:
+            raise ConfigError(f"{source}: unknown key(s) {unknown}; expected 'axes' and 'seeds'")
+        axes = raw.get("axes")
+        if not isinstance(axes, dict):
+            raise ConfigError(f"{source}: axes: expected a mapping of axis name -> list of values")
+        out: dict[str, tuple[Any, ...]] = {}
+        for name, values in axes.items():
+            if not isinstance(values, list):
+                raise ConfigError(f"{source}: axes.{name}: expected a list of values")
+            out[str(name)] = tuple(values)
+        seeds = raw.get("seeds", [0])
+        if not isinstance(seeds, list):
+            raise ConfigError(f"{source}: seeds: expected a list of integers")
+        try:
+            return cls(out, tuple(seeds))
+        except ConfigError as exc:
+            raise ConfigError(str(exc).replace("grid:", f"{source}:", 1)) from None
+
+    def points(self) -> list[dict[str, Any]]:
+        """Every combination, the first axis slowest and the seed fastest."""
+        names = list(self.axes)
+        return [
+            {**dict(zip(names, combo, strict=True)), "seed": seed}
+            for combo in itertools.product(*self.axes.values())
+            for seed in self.seeds
+        ]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"axes": {k: list(v) for k, v in self.axes.items()}, "seeds": list(self.seeds)}
+
+
+def load_grid(path: str | Path) -> Grid:
+    """Read a grid YAML file; one-line ``ConfigError`` naming the file when it is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"grid file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{p}: not a UTF-8 text file") from None
+    return Grid.from_mapping(raw, source=str(p))
+
+
+def is_scenario_axis(name: str) -> bool:
+    """Whether an axis changes the scenario (a dotted path or an alias)."""
+    return name in ALIASES or "." in name
+
+
+def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
+    """Set ``path`` (dots; ``*`` = every item of a list) in a scenario mapping, in place.
+
+    Raises ``ConfigError`` naming the path when a step does not exist (a typo must
+    not silently create a field the sweep then ignores).
+    """
+    parts = ALIASES.get(path, path).split(".")
+
+    def walk(node: Any, i: int, where: str) -> None:
+        part = parts[i]
+        last = i == len(parts) - 1
+        here = f"{where}.{part}" if where else part
+        if part == "*":
+            if not isinstance(node, list):
+                raise ConfigError(f"grid axis {path}: {where or 'scenario'} is not a list")
+            for k in range(len(node)):
+                if last:
+                    node[k] = value
+                else:
+                    walk(node[k], i + 1, f"{where}.{k}")
+            return
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"grid axis {path}: {here} must be a list index < {len(node)}")
+            key: Any = int(part)
+        elif isinstance(node, dict):
+            key = part
+            if not last and key not in node:
+                node[key] = {}  # an optional block left at its default (validation names it)
+        else:
+            raise ConfigError(f"grid axis {path}: {where} is a value, not a mapping or list")
+        if last:
+            node[key] = value
+        else:
+            walk(node[key], i + 1, here)
+
+    walk(raw, 0, "")
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def _pin_threads() -> None:
+    """Worker initializer: one thread per native pool (env for libraries loaded later)."""
+    os.environ.update(THREAD_ENV)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
+        pass
+    import sys
+
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def run_parallel(
+    fn: Callable[[T], R],
+    items: Sequence[T],
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: ProgressFn | None = None,
+) -> list[R]:
+    """``[fn(item) for item in items]`` in parallel; results in the order of ``items``.
+
+    ``fn`` must be a module-level function (pickled by reference). ``workers``: processes
+    on this machine (None: the CPU count; 1: in this process). With ``ray_address``
+    the items run as Ray tasks instead (``workers`` is then ignored).
+    """
+    items = list(items)
+    if workers is not None and (isinstance(workers, bool) or workers < 1):
+        raise ConfigError(f"--workers: expected an integer >= 1, got {workers}")
+    if ray_address is not None:
+        return _run_ray(fn, items, ray_address, progress)
+    n = workers or os.cpu_count() or 1
+    if n == 1 or len(items) <= 1:
+        out = []
+        for i, item in enumerate(items):
+            out.append(fn(item))
+            if progress is not None:
+                progress(i + 1, len(items))
+        return out
+    import multiprocessing as mp
+
+    results: list[Any] = [None] * len(items)
+    saved = {k: os.environ.get(k) for k in THREAD_ENV}
+    os.environ.update(THREAD_ENV)  # spawned workers read it before importing numpy
+    try:
+        with ProcessPoolExecutor(
+            max_workers=min(n, len(items)),
+            mp_context=mp.get_context("spawn"),
+            initializer=_pin_threads,
+        ) as pool:
+            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
+            pending = set(futures)
+            done_count = 0
+            try:
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for f in done:
+                        results[futures[f]] = f.result()
+                        done_count += 1
+                        if progress is not None:
+                            progress(done_count, len(items))
+            except BaseException:
+                for f in pending:
+                    f.cancel()
+                raise
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return results
+
+
+def _package_root() -> str:
+    import edgeintel
+
+    return str(Path(edgeintel.__file__).resolve().parent)
+
+
+def _run_ray(
+    fn: Callable[[T], R], items: list[T], address: str, progress: ProgressFn | None
+) -> list[R]:
+    """Items as Ray tasks (one CPU each) on the cluster at ``address``.
+
+    The edgeintel package of this process is shipped with the job (``py_modules``), so
+    the cluster's nodes run the same code as the caller; the workers get ``THREAD_ENV``.
+    ``local`` starts a private single-node cluster for the call and stops it after. A
+    connection this process already holds (``ray.init`` by the caller) is used as it is.
+    """
+    from edgeintel.extras import require
+
+    if not address or address.strip() != address:
+        raise ConfigError(f"--ray-address: expected auto, local or host:port, got {address!r}")
+    ray = require("ray", "a sweep on a Ray cluster")
+    started_here = not ray.is_initialized()
+    if started_here and address not in ("auto", "local"):
+        _check_reachable(address)
+    runtime_env = {"py_modules": [_package_root()], "env_vars": dict(THREAD_ENV)}
+    if started_here:
+        try:
+            kwargs: dict[str, Any] = {
+                "address": address,
+                "runtime_env": runtime_env,
+                "log_to_driver": False,
+                "logging_level": "ERROR",
+            }
+            if address == "local":
+                kwargs["include_dashboard"] = False
+            ray.init(**kwargs)
+        except (ConnectionError, ValueError, RuntimeError) as exc:
+            raise EdgeIntelError(
+                f"--ray-address {address}: cannot connect to a Ray cluster "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            ) from None
+    try:
+        remote = ray.remote(num_cpus=1)(fn)
+        refs = [remote.remote(item) for item in items]
+        index = {ref: i for i, ref in enumerate(refs)}
+        results: list[Any] = [None] * len(items)
+        pending = list(refs)
+        done_count = 0
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                results[index[ref]] = ray.get(ref)
+                done_count += 1
+                if progress is not None:
+                    progress(done_count, len(items))
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+# --------------------------------------------------------------------------- simulator points
+
+
+@dataclass(frozen=True)
+class SweepPoint:
+    """One simulation of a sweep: the validated scenario and simulator settings, the policy,
+    and the axis values (with the seed) it stands for in the table."""
+
+    scenario: Scenario
+    settings: SimSettings
+    policy: str
+    values: dict[str, Any]
+
+
+_SCENARIO_FIELDS = frozenset(
+    {"name", "description", "seed", "task", "data", "cloud", "edge_servers",
+     "device_profiles", "devices", "links", "settings"}
+)  # fmt: skip
+
+
+def _axis_kind(name: str, sim_fields: Iterable[str]) -> str:
+    """``policy``, ``scenario`` (a path in the scenario) or ``sim`` (a ``SimSettings`` path)."""
+    head = name.split(".")[0]
+    if name == "policy":
+        return "policy"
+    if name in ALIASES or ("." in name and head in _SCENARIO_FIELDS):
+        return "scenario"
+    if head in set(sim_fields):
+        return "sim"
+    raise ConfigError(
+        f"grid axis {name!r}: not a simulator setting ({', '.join(sorted(sim_fields))}), "
+        f"an alias ({', '.join(ALIASES)}), policy, or a scenario path such as "
+        "devices.0.count or settings.offloading.hysteresis"
+    )
+
+
+def sweep_points(scenario: Scenario, grid: Grid) -> list[SweepPoint]:
+    """Every grid point as a validated ``SweepPoint`` (in grid order); a wrong axis name or
+    value raises a one-line ``ConfigError`` naming the axis before anything runs."""
+    from pydantic import ValidationError
+
+    from edgeintel.errors import format_validation_error
+    from edgeintel.scenario import dump_scenario, parse_scenario
+    from edgeintel.sim.settings import SimSettings
+
+    kinds = {a: _axis_kind(a, SimSettings.model_fields) for a in grid.axes}
+    for v in grid.axes.get("policy", ()):
+        if v not in POLICY_CHOICES:
+            raise ConfigError(
+                f"grid axis policy: {v!r} is not a policy; expected one of {list(POLICY_CHOICES)}"
+            )
+    base_raw = dump_scenario(scenario)
+    base_sim = (scenario.settings.sim or SimSettings()).model_dump(mode="json", exclude_none=True)
+    scenarios: dict[str, Scenario] = {}
+    out = []
+    for p in grid.points():
+        sc_over = {a: p[a] for a in grid.axes if kinds[a] == "scenario"}
+        key = json.dumps(sc_over, sort_keys=True, default=str)
+        sc = scenarios.get(key)
+        if sc is None:
+            raw = json.loads(json.dumps(base_raw))
+            for a, v in sc_over.items():
+                set_path(raw, a, v)
+            where = ", ".join(f"{a}={v}" for a, v in sc_over.items()) or "base"
+            sc = scenarios[key] = parse_scenario(raw, source=f"grid point {where}")
+        sim_raw = json.loads(json.dumps(base_sim))
+        for a in grid.axes:
+            if kinds[a] == "sim":
+                set_path(sim_raw, a, p[a])
+        sim_raw["seed"] = p["seed"]
+        try:
+            settings = SimSettings.model_validate(sim_raw)
+        except ValidationError as exc:  # one line naming the field
+            raise format_validation_error(exc, "grid: settings.sim", root=SimSettings) from None
+        out.append(SweepPoint(sc, settings, str(p.get("policy", "planner")), p))
+    return out
+
+
+def simulate_point(point: SweepPoint) -> dict[str, Any]:
+    """Run one point (module level, so process pools and Ray pickle it by reference):
+    its axis values and seed, then ``SimResult.summary()``'s figures."""
+    from edgeintel.sim.api import simulate
+    from edgeintel.sim.policy import FixedPolicy
+
+    policy = None if point.policy == "planner" else FixedPolicy(point.policy)
+    res = simulate(point.scenario, point.settings, policy=policy)
+    figures = {  # NaN -> None; an axis (devices, duration_s) keeps its grid value
+        k: (None if v != v else v) for k, v in res.summary().items() if k not in point.values
+    }
+    return {**point.values, **figures}
+
+
+def sweep(
+    scenario: Scenario,
+    grid: Grid,
+    workers: int | None = None,
+    ray_address: str | None = None,
+    progress: ProgressFn | None = None,
+) -> SweepTable:
+    """Simulate every point of ``grid`` on ``scenario`` (processes, or Ray with an address)
+    and gather the summaries into one ``SweepTable`` in grid order."""
+    points = sweep_points(scenario, grid)
+    rows = run_parallel(simulate_point, points, workers, ray_address, progress)
+    backend = "ray" if ray_address else ("in-process" if workers == 1 else "processes")
+    meta = {"scenario": scenario.name, "points": len(points)}
+    if ray_address is None:
+        meta["workers"] = min(workers or os.cpu_count() or 1, len(points))
+    return SweepTable(grid, rows, backend, meta)
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` that accepts a TCP connection (Ray itself retries an unreachable
+    address for minutes before it gives up)."""
+    import socket
+
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ConfigError(f"--ray-address: expected auto, local or host:port, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        raise EdgeIntelError(
+            f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+            "start one with: ray start --head"
+        ) from None
+
+
+# --------------------------------------------------------------------------- table
+
+
+@dataclass
+class SweepTable:
+    """One row per grid point: the axis values, the seed and the point's figures."""
+
+    grid: Grid
+    rows: list[dict[str, Any]]
+    backend: str = "processes"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def axes(self) -> list[str]:
+        return list(self.grid.axes)
+
+    @property
+    def metrics(self) -> list[str]:
+        """Figure columns (every key beyond the axes and the seed), in first-seen order."""
+        keys: dict[str, None] = {}
+        for r in self.rows:
+            for k in r:
+                if k not in self.grid.axes and k != "seed":
+                    keys.setdefault(k, None)
+        return list(keys)
+
+    @property
+    def columns(self) -> list[str]:
+        return [*self.axes, "seed", *self.metrics]
+
+    def deterministic_rows(self) -> list[dict[str, Any]]:
+        """The rows without the machine-measured columns (equal across backends and runs)."""
+        return [{k: v for k, v in r.items() if k not in TIMING_COLUMNS} for r in self.rows]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "grid": self.grid.to_json(),
+            "backend": self.backend,
+            "columns": self.columns,
+            "rows": self.rows,
+            "timing_columns": sorted(TIMING_COLUMNS & set(self.columns)),
+            **self.meta,
+        }
+
+    def write_csv(self, path: str | Path) -> Path:
+        p = Path(path)
+        with p.open("w", newline="", encoding="utf-8") as fh:
+            w = csv.DictWriter(fh, fieldnames=self.columns)
+            w.writeheader()
+            for r in self.rows:
+                w.writerow({k: _cell(r.get(k)) for k in self.columns})
+        return p
+
+    def write_json(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(json.dumps(self.to_json(), indent=1, default=str), encoding="utf-8")
+        return p
+
+    def aggregate(
+        self, metric: str, x: str | None = None
+    ) -> dict[str, list[tuple[Any, float, float]]]:
+        """``metric`` per value of axis ``x`` (mean, std over seeds), one series per
+        combination of the other axes that vary (``"policy=edge, bandwidth_mbps=10"``)."""
+        x = x or self.default_x()
+        if x not in self.grid.axes:
+            raise ConfigError(f"plot: x axis {x!r} is not an axis of the grid {self.axes}")
+        others = [a for a in self.axes if a != x and len(self.grid.axes[a]) > 1]
+        series: dict[str, dict[Any, list[float]]] = {}
+        for r in self.rows:
+            v = r.get(metric)
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                continue
+            label = ", ".join(f"{a}={r[a]}" for a in others) or metric
+            series.setdefault(label, {}).setdefault(r[x], []).append(float(v))
+        out: dict[str, list[tuple[Any, float, float]]] = {}
+        for label, by_x in series.items():
+            pts = []
+            for xv in self.grid.axes[x]:
+                vals = by_x.get(xv)
+                if vals:
+                    mean = sum(vals) / len(vals)
+                    var = (
+                        sum((u - mean) ** 2 for u in vals) / (len(vals) - 1)
+                        if len(vals) > 1
+                        else 0.0
+                    )
+                    pts.append((xv, mean, math.sqrt(var)))
+            out[label] = pts
+        return out
+
+    def default_x(self) -> str:
+        """The axis drawn along x: the numeric axis with the most values (else the first)."""
+        numeric = [
+            a
+            for a, vs in self.grid.axes.items()
+            if all(isinstance(v, int | float) and not isinstance(v, bool) for v in vs)
+        ]
+        pool = numeric or self.axes
+        return max(pool, key=lambda a: (len(self.grid.axes[a]), -self.axes.index(a)))
+
+    def plot(
+        self, path: str | Path, metrics: Sequence[str] | None = None, x: str | None = None
+    ) -> Path:
+        """A PNG with one panel per metric: metric vs axis ``x``, a line per other-axes combo."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        x = x or self.default_x()
+        chosen = list(metrics or [m for m in self.metrics if m not in TIMING_COLUMNS][:4])
+        if not chosen:
+            raise ConfigError("plot: the sweep produced no numeric figures to draw")
+        numeric_x = all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in self.grid.axes[x]
+        )
+        fig, axs = plt.subplots(1, len(chosen), figsize=(4.6 * len(chosen), 3.6), squeeze=False)
+        for ax, metric in zip(axs[0], chosen, strict=True):
+            for label, pts in self.aggregate(metric, x).items():
+                if not pts:
+                    continue
+                xs = [p[0] if numeric_x else str(p[0]) for p in pts]
+                ax.errorbar(xs, [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
+                            capsize=3, label=label)  # fmt: skip
+            ax.set_xlabel(x)
+            ax.set_ylabel(metric)
+            if numeric_x and _spans_decades(self.grid.axes[x]):
+                ax.set_xscale("log")
+            ys = [p[1] for pts in self.aggregate(metric, x).values() for p in pts]
+            if _spans_decades(ys):
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+        handles, labels = axs[0][0].get_legend_handles_labels()
+        if handles:
+            fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 3), fontsize=8,
+                       bbox_to_anchor=(0.5, 1.0))  # fmt: skip
+        fig.tight_layout()
+        p = Path(path)
+        fig.savefig(p, dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        return p
+
+    def write(
+        self, out: str | Path, metrics: Sequence[str] | None = None, x: str | None = None
+    ) -> dict[str, Path]:
+        """``sweep.csv``, ``sweep.json`` and ``sweep.png`` in folder ``out``."""
+        unknown = [m for m in metrics or () if m not in self.metrics]
+        if unknown:
+            raise ConfigError(f"--metric {unknown[0]}: not a figure of the sweep; "
+                              f"expected one of {self.metrics}")  # fmt: skip
+        d = Path(out)
+        d.mkdir(parents=True, exist_ok=True)
+        return {
+            "csv": self.write_csv(d / "sweep.csv"),
+            "json": self.write_json(d / "sweep.json"),
+            "png": self.plot(d / "sweep.png", metrics, x),
+        }
+
+
+def _cell(v: Any) -> Any:
+    return json.dumps(v) if isinstance(v, list | dict) else v
+
+
+def _spans_decades(values: Iterable[Any]) -> bool:
+    """Positive values spanning two decades or more (then the axis is drawn in log scale)."""
+    vs = [float(v) for v in values]
+    return len(vs) >= 3 and min(vs) > 0 and max(vs) / min(vs) >= 100
