@@ -228,19 +228,7 @@ class RedisResultCache:
         ``dim`` (the feature vectors' length) a local approximate tier with the
         settings' vote parameters.
         """
-        approx = None
-        if dim is not None:
-            approx = ResultCacheConfig(
-                dim=dim,
-                capacity=settings.capacity,
-                exact_capacity=settings.exact_capacity,
-                k=settings.k,
-                min_votes=settings.min_votes,
-                homogeneity=settings.homogeneity,
-                max_distance=settings.max_distance,
-                ttl_s=settings.ttl_s,
-                policy=settings.policy,
-            )
+        approx = None if dim is None else ResultCacheConfig.from_settings(settings, dim)
         return cls(
             settings.redis_url,
             server,
