@@ -5,6 +5,14 @@ script replaces the block's body with the table NAME renders from the results fi
 so the docs never drift from the JSON. NAME is ``targets:<area>`` (the area's targets)
 or one of the detail tables in :data:`RENDERERS`.
 
+A single figure in prose is marked inline:
+``<!-- fig:AREA:PATH|SPEC -->VALUE<!-- /fig -->``. PATH walks ``results/AREA.json``
+by dots: a dict key (keys that contain dots, such as ``bikes.mp4``, match whole), a list
+index (``0``) or the first list item whose field equals a value (``name=p50 latency``);
+SPEC is a Python format spec (``.1%``, ``.3f``, ``,.0f``; empty for ``str``). VALUE is
+rewritten as ``format(value, SPEC)``; a path that does not resolve is an error naming the
+doc, line, area and path.
+
 Run: ``PYTHONPATH=src python benchmarks/render_docs.py`` (rewrites docs in place) or
 ``--check`` (exit 1 and name the stale files; the test suite runs this check).
 """
@@ -18,12 +26,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RENDERERS", "check", "load_results", "render", "render_block"]
+__all__ = [
+    "RENDERERS",
+    "FigureError",
+    "check",
+    "figure",
+    "load_results",
+    "render",
+    "render_block",
+    "resolve",
+    "stale_figures",
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w:/.-]+) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
+FIG = re.compile(
+    r"(?P<open><!-- fig:(?P<area>[\w-]+):(?P<path>(?:(?!-->).)+)\|(?P<spec>[^|]*?) -->)"
+    r"(?P<value>.*?)(?P<close><!-- /fig -->)",
+    re.S,
+)
 
 Results = dict[str, dict[str, Any]]
 
@@ -239,31 +262,151 @@ def render_block(name: str, res: Results) -> str:
     return RENDERERS[name](res)
 
 
-def render(text: str, res: Results) -> str:
-    """``text`` with every bench block's body regenerated."""
-    return BLOCK.sub(lambda m: m.group(1) + render_block(m.group("name"), res) + m.group(4), text)
+class FigureError(ValueError):
+    """An inline figure whose area, path or format spec does not fit the results."""
+
+
+def resolve(data: Any, path: str) -> Any:
+    """The value at dotted ``path`` in ``data`` (see the module docstring); KeyError if none."""
+    parts = path.split(".")
+    i, node = 0, data
+    while i < len(parts):
+        if isinstance(node, dict):
+            # the longest run of parts that names a key, so "bikes.mp4" matches whole
+            for j in range(len(parts), i, -1):
+                key = ".".join(parts[i:j])
+                if key in node:
+                    node, i = node[key], j
+                    break
+            else:
+                raise KeyError(f"no key {parts[i]!r} (have {', '.join(map(str, node))})")
+        elif isinstance(node, list):
+            if parts[i].lstrip("-").isdigit():
+                k = int(parts[i])
+                if not -len(node) <= k < len(node):
+                    raise KeyError(f"index {k} out of range (list of {len(node)})")
+                node, i = node[k], i + 1
+                continue
+            for j in range(len(parts), i, -1):
+                field, eq, want = ".".join(parts[i:j]).partition("=")
+                if not eq:
+                    continue
+                hit = [x for x in node if isinstance(x, dict) and str(x.get(field)) == want]
+                if hit:
+                    node, i = hit[0], j
+                    break
+            else:
+                raise KeyError(f"no list item matches {parts[i]!r} (use an index or key=value)")
+        else:
+            raise KeyError(f"{parts[i]!r} goes below a leaf value {node!r}")
+    return node
+
+
+def figure(area: str, path: str, spec: str, res: Results) -> str:
+    """The text of inline figure ``area:path|spec``; :class:`FigureError` if it does not resolve."""
+    if area not in res:
+        raise FigureError(f"no benchmarks/results/{area}.json")
+    try:
+        value = resolve(res[area], path)
+    except KeyError as e:
+        raise FigureError(f"path not in {area}.json: {e.args[0]}") from None
+    if isinstance(value, dict | list):
+        raise FigureError(f"path is a {type(value).__name__}, not a value")
+    try:
+        return format(value, spec)
+    except (ValueError, TypeError) as e:
+        raise FigureError(f"format {spec!r} does not fit {value!r}: {e}") from None
+
+
+def _render_figures(text: str, res: Results, doc: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        try:
+            value = figure(m.group("area"), m.group("path"), m.group("spec"), res)
+        except FigureError as e:
+            line = text.count("\n", 0, m.start()) + 1
+            raise FigureError(
+                f"{doc}:{line}: figure {m.group('area')}:{m.group('path')}: {e}"
+            ) from None
+        return m.group("open") + value + m.group("close")
+
+    return FIG.sub(sub, text)
+
+
+def render(text: str, res: Results, doc: str = "<text>") -> str:
+    """``text`` with every bench block's body and inline figure regenerated.
+
+    ``doc`` names the text in errors; an unresolvable figure raises :class:`FigureError`.
+    """
+    text = BLOCK.sub(lambda m: m.group(1) + render_block(m.group("name"), res) + m.group(4), text)
+    return _render_figures(text, res, doc)
+
+
+def stale_figures(text: str, res: Results, doc: str = "<text>") -> list[str]:
+    """One line per inline figure of ``text`` whose value differs from the results."""
+    out = []
+    for m in FIG.finditer(text):
+        line = text.count("\n", 0, m.start()) + 1
+        where = f"{doc}:{line}: figure {m.group('area')}:{m.group('path')}"
+        try:
+            want = figure(m.group("area"), m.group("path"), m.group("spec"), res)
+        except FigureError as e:
+            out.append(f"{where}: {e}")
+            continue
+        if m.group("value") != want:
+            out.append(f"{where}: doc says {m.group('value')!r}, results give {want!r}")
+    return out
+
+
+def _doc_files(docs: Path) -> list[Path]:
+    readme = docs.parent / "README.md"
+    return sorted(docs.glob("*.md")) + ([readme] if readme.exists() else [])
 
 
 def check(docs: Path = DOCS, results: Path = RESULTS) -> list[Path]:
-    """Docs whose bench blocks differ from what the results files give."""
+    """Docs (and README.md) whose bench blocks or inline figures differ from the results.
+
+    Raises :class:`FigureError` (doc, line, area, path) for a figure that does not resolve.
+    """
     res = load_results(results)
-    return [p for p in sorted(docs.glob("*.md")) if render(p.read_text(), res) != p.read_text()]
+    stale = []
+    for p in _doc_files(docs):
+        text = p.read_text()
+        if render(text, res, _name(p)) != text:
+            stale.append(p)
+    return stale
+
+
+def _name(p: Path) -> str:
+    try:
+        return str(p.relative_to(ROOT))
+    except ValueError:
+        return str(p)
 
 
 def main(argv: list[str]) -> int:
+    res = load_results()
     if "--check" in argv:
-        stale = check()
+        try:
+            stale = check()
+        except FigureError as e:
+            print(e)
+            return 1
         for p in stale:
-            print(f"{p.relative_to(ROOT)} is out of date with benchmarks/results; "
+            for line in stale_figures(p.read_text(), res, _name(p)):
+                print(line)
+            print(f"{_name(p)} is out of date with benchmarks/results; "
                   "run benchmarks/render_docs.py")  # fmt: skip
         return 1 if stale else 0
-    res = load_results()
-    for p in sorted(DOCS.glob("*.md")):
+    for p in _doc_files(DOCS):
         text = p.read_text()
-        new = render(text, res)
+        try:
+            new = render(text, res, _name(p))
+        except FigureError as e:
+            print(e)
+            return 1
         if new != text:
             p.write_text(new)
-            print(f"updated {p.relative_to(ROOT)}")
+            print(f"updated {_name(p)}")
     return 0
 
 
