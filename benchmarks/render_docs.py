@@ -6,7 +6,8 @@ so the docs never drift from the JSON. NAME is ``targets:<area>`` (the area's ta
 or one of the detail tables in :data:`RENDERERS`.
 
 A single figure in prose is marked inline:
-``<!-- fig:AREA:PATH|SPEC -->VALUE<!-- /fig -->``. PATH walks ``results/AREA.json``
+``<!-- fig:AREA:PATH|SPEC -->VALUE<!-- /fig -->`` on one line, AREA a results file's
+(lower-case) stem, so the upper-case spelling here is not a marker. PATH walks ``results/AREA.json``
 by dots: a dict key (keys that contain dots, such as ``bikes.mp4``, match whole), a list
 index (``0``) or the first list item whose field equals a value (``name=p50 latency``);
 SPEC is a Python format spec (``.1%``, ``.3f``, ``,.0f``; empty for ``str``). VALUE is
@@ -43,9 +44,8 @@ RESULTS = ROOT / "benchmarks" / "results"
 DOCS = ROOT / "docs"
 BLOCK = re.compile(r"(<!-- bench:(?P<name>[\w:/.-]+) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
 FIG = re.compile(
-    r"(?P<open><!-- fig:(?P<area>[\w-]+):(?P<path>(?:(?!-->).)+)\|(?P<spec>[^|]*?) -->)"
-    r"(?P<value>.*?)(?P<close><!-- /fig -->)",
-    re.S,
+    r"(?P<open><!-- fig:(?P<area>[a-z0-9_-]+):(?P<path>(?:(?!-->).)+)\|(?P<spec>[^|]*?) -->)"
+    r"(?P<value>.*?)(?P<close><!-- /fig -->)"
 )
 
 Results = dict[str, dict[str, Any]]

@@ -75,6 +75,9 @@ def test_inline_figure_renders_the_json_value_formatted() -> None:
     assert "-->0.123<!--" in out and "-->12,346<!--" in out
     assert mod.render(out, _FIG_RES) == out  # idempotent
     assert mod.stale_figures(out, _FIG_RES) == []
+    # the upper-case spelling in prose is not a marker, and a marker does not span lines
+    doc = "`<!-- fig:AREA:PATH|SPEC -->value<!-- /fig -->`\n<!-- fig:x:a|d -->\n1<!-- /fig -->\n"
+    assert mod.render(doc, _FIG_RES) == doc
 
 
 def test_inline_figure_out_of_sync_is_named() -> None:
