@@ -116,7 +116,7 @@ def test_choose_exit_point_sees_only_fit_and_validation(tmp_path: Path) -> None:
     assert c.after == (expected if expected is not None else 6)
     assert all(v["samples"] == 30 for v in c.candidates.values())  # validation rows only
     one = choose_exit_point(model, (1, 8, 8), 3, [4], fit, val, epochs=3)
-    assert one.after == 4 and one.chosen_by == "setting (after_block)"
+    assert one.after == 4 and one.chosen_by == "given (one candidate)"
 
 
 # ------------------------------------------------------------------ the stage

@@ -242,7 +242,7 @@ def choose_exit_point(
             target = max(float(np.mean(v_full.argmax(1) == val[1])) - max_accuracy_drop, 0.0)
         nets[b], cals[b] = net, choose_threshold(v_exit, v_full, val[1], target, kind)
     picked = select_exit_point(cals) if len(blocks) > 1 else blocks[0]
-    chosen_by = "setting (after_block)" if len(blocks) == 1 else "rule on the validation split"
+    chosen_by = "given (one candidate)" if len(blocks) == 1 else "rule on the validation split"
     if picked is None:
         picked, chosen_by = max(blocks), "no candidate exits on validation: the latest kept"
     return ExitPointChoice(

@@ -86,7 +86,7 @@ def _early_exit(
     roles: dict[str, Any] = {
         "model_trained_by": source,
         "model_trained_on": CENTRAL_TRAIN if source == "central" else DEVICE_SHARDS,
-        "exit_point": "validation split" if len(blocks) > 1 else "setting (after_block)",
+        "exit_point": "validation split" if len(blocks) > 1 else "given (one candidate)",
         "threshold": "validation split",
         "reported": "test split",
     }
