@@ -688,10 +688,11 @@ def bench_fleet(workdir: Path) -> dict[str, Any]:
 
 
 EE_SEEDS = (0, 1, 2)
-# the exit after the stem and the first 5 of 11 inverted-residual blocks (mid-network). A
-# trial with the exit after 3 blocks: validation accuracy of the exit 1.00 (34 frames), test
-# 0.78; the validation split is too small to tell the two apart, both are reported honestly
-EE_AFTER = 6
+# candidate exit points (after the stem and 2, 5 or 8 of the 11 inverted-residual blocks);
+# the one used is chosen per seed on the validation split by the library's rule
+# (offloading.early_exit.select_exit_point: highest validation exit rate at the accuracy
+# target, ties to the later block), never by looking at the test split
+EE_CANDIDATES = (3, 6, 9)
 EE_REPEATS = 3  # runs per test frame (median of each part)
 EE_TOLERANCE = 0.01  # the cascade may lose at most 1 point of validation accuracy
 EE_DEVICE = ("doorbell_mcu", 0.01, Power(0.5, 0.8, 0.05))  # scenarios/smart_camera.yaml
@@ -703,19 +704,21 @@ def bench_early_exit(workdir: Path) -> dict[str, Any]:
     """BranchyNet-style early exit on the smart-camera task, 3 seeds, executed for real.
 
     MobileNetV3-Small x0.5 is trained centrally on the scenario's training split
-    (96x96 frames of the three clips); an exit head (pool + linear) after block 3 is
-    trained post hoc on the same split; the max-probability threshold is chosen on the
-    validation split (cascade accuracy >= full accuracy - 1 point); everything is
-    reported on the test split. Each test frame then runs as deployed: the exit's head
-    graph, and the tail (offloaded to the edge) only when the exit is not confident.
+    (96x96 frames of the three clips); an exit head (pool + linear) after each of
+    ``EE_CANDIDATES`` is trained post hoc on the same split; the max-probability
+    threshold of each is chosen on the validation split (cascade accuracy >= full
+    accuracy - 1 point) and the exit point by ``choose_exit_point`` on the same
+    validation split; everything is reported on the test split. Each test frame then
+    runs as deployed: the exit's head graph, and the tail (offloaded to the edge) only
+    when the exit is not confident.
     """
     from edgeintel.data.datasets import DATASETS
     from edgeintel.models import TrainConfig, predict_logits, train_model
-    from edgeintel.models.early_exit import attach_exit, export_early_exit, fit_exit_head
+    from edgeintel.models.early_exit import export_early_exit
     from edgeintel.offloading.costs import breakdown, device_energy_j
     from edgeintel.offloading.early_exit import (
         EarlyExitRunner,
-        choose_threshold,
+        choose_exit_point,
         exit_breakdown,
         profile_exit,
     )
@@ -738,13 +741,14 @@ def bench_early_exit(workdir: Path) -> dict[str, Any]:
             TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, threads=1),
             seed=seed,
         )  # fmt: skip
-        net = attach_exit(model, shape, len(ds.classes), after=EE_AFTER, seed=seed)
-        fit_exit_head(net, x[sp.train], y[sp.train])
+        # exit point and threshold: fitted on train, chosen on validation (no test argument)
+        choice = choose_exit_point(
+            model, shape, len(ds.classes), list(EE_CANDIDATES),
+            fit=(x[sp.train], y[sp.train]), val=(x[sp.val], y[sp.val]),
+            max_accuracy_drop=EE_TOLERANCE, seed=seed,
+        )  # fmt: skip
+        net, cal = choice.net, choice.calibration
         net.eval()
-        with torch.no_grad():
-            val_exit, val_full = (t.numpy() for t in net(torch.from_numpy(x[sp.val])))
-        full_val_acc = float(np.mean(val_full.argmax(1) == y[sp.val]))
-        cal = choose_threshold(val_exit, val_full, y[sp.val], full_val_acc - EE_TOLERANCE)
         files = export_early_exit(net, shape, workdir / f"ee{seed}", cal.rule)
         # the planner assumes the lower 95 % bound of the validation exit rate
         prof = profile_exit(files, cal.exit_rate_lower, len(ds.classes), shape)
@@ -840,6 +844,15 @@ def bench_early_exit(workdir: Path) -> dict[str, Any]:
         runs.append(
             {
                 "seed": seed,
+                "exit_after_stage": choice.after,
+                "exit_point_chosen_by": choice.chosen_by,
+                "candidates_validation": {str(k): v for k, v in choice.candidates.items()},
+                "splits_seen": {
+                    "exit_head_fit": "train split",
+                    "exit_point": "validation split",
+                    "threshold": "validation split",
+                    "reported": "test split",
+                },
                 "threshold": cal.rule.threshold,
                 "validation": cal.to_json(),
                 "test_exit_rate": float(np.mean([f[0] for f in frames])),
@@ -882,7 +895,9 @@ def bench_early_exit(workdir: Path) -> dict[str, Any]:
         "max_abs_diff": max(r["fused_and_runner_vs_reference_max_abs_diff"] for r in runs),
         "setup": {
             "model": f"{sc.task.model} width {sc.task.width}, {size}x{size}",
-            "exit_after_stage": EE_AFTER,
+            "exit_candidates": list(EE_CANDIDATES),
+            "exit_point_rule": "highest validation exit rate at the accuracy target, "
+            "ties to the later block (offloading.early_exit.select_exit_point)",
             "tolerance": EE_TOLERANCE,
             "device": EE_DEVICE[0],
             "device_speed": speed,

@@ -26,6 +26,7 @@ from edgeintel.models.early_exit import (
     EXIT_LOGITS_NAME,
     FEATURE_NAME,
     EarlyExitFiles,
+    EarlyExitNet,
     ExitKind,
     ExitRule,
     exit_scores,
@@ -37,12 +38,17 @@ from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
 __all__ = [
     "EarlyExitRunner",
     "ExitCalibration",
+    "ExitPointChoice",
     "ExitProfile",
     "ExitResult",
     "cascade_predictions",
+    "check_exit_blocks",
+    "choose_exit_point",
     "choose_threshold",
+    "default_candidates",
     "exit_breakdown",
     "profile_exit",
+    "select_exit_point",
 ]
 
 
@@ -137,6 +143,110 @@ def choose_threshold(
         target_accuracy=float(target_accuracy),
         met=met,
         samples=n,
+    )
+
+
+def select_exit_point(calibrations: dict[int, ExitCalibration]) -> int | None:
+    """The exit point rule, on *validation* calibrations only (one per candidate block).
+
+    Among the candidates whose threshold met the accuracy target and lets at least
+    one input exit, the one with the highest validation exit rate; ties go to the
+    later block (its exit head is the more accurate, so the rate it shows on a
+    small validation split is the less likely to collapse on new data). ``None``
+    when no candidate lets anything exit.
+    """
+    ok = [(c.exit_rate, k) for k, c in calibrations.items() if c.met and c.exit_rate > 0]
+    return max(ok)[1] if ok else None
+
+
+def default_candidates(num_stages: int) -> list[int]:
+    """Exit points at about 1/4, 1/2 and 3/4 of a chain of ``num_stages`` stages."""
+    cand = {min(max(round(num_stages * q), 1), num_stages - 1) for q in (0.25, 0.5, 0.75)}
+    return sorted(cand)
+
+
+def check_exit_blocks(model: Any, after_block: int | None, candidates: list[int]) -> list[int]:
+    """The candidate exit points for ``model`` (``after_block`` alone when set); a
+    ``ConfigError`` naming the setting for an unsupported family or a block it lacks."""
+    from edgeintel.errors import ModelError
+    from edgeintel.models.early_exit import backbone_stages
+
+    field = "settings.offloading.early_exit"
+    try:
+        n = len(backbone_stages(model))
+    except ModelError as exc:
+        raise ConfigError(f"{field}: {exc}") from None
+    blocks = [after_block] if after_block is not None else (candidates or default_candidates(n))
+    for b in blocks:
+        if not 1 <= b < n:
+            name = "after_block" if after_block is not None else "candidate_blocks"
+            raise ConfigError(
+                f"{field}.{name}: this model has exit points 1..{n - 1} "
+                f"(after that many of its {n} stages), got {b}"
+            )
+    return sorted(set(blocks))
+
+
+@dataclass
+class ExitPointChoice:
+    """The chosen exit (``net`` with its head fitted), its validation calibration, and
+    every candidate's validation figures (``candidates``: block -> calibration JSON)."""
+
+    after: int
+    net: EarlyExitNet
+    calibration: ExitCalibration
+    candidates: dict[int, dict[str, Any]]
+    chosen_by: str
+
+
+def choose_exit_point(
+    model: Any,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    blocks: list[int],
+    fit: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+    target_accuracy: float | None = None,
+    max_accuracy_drop: float = 0.01,
+    kind: ExitKind | str = ExitKind.MAX_PROB,
+    seed: int = 0,
+    epochs: int = 30,
+) -> ExitPointChoice:
+    """Fit an exit head after each of ``blocks`` on ``fit``, calibrate each on ``val``
+    (target: ``target_accuracy``, or the full model's validation accuracy minus
+    ``max_accuracy_drop``) and keep the one ``select_exit_point`` picks.
+
+    Only the fitting data and the validation split are arguments: the choice
+    cannot see a test split. With one block it is used as given; when no
+    candidate lets anything exit, the latest one is kept (its rule never exits).
+    """
+    import torch
+
+    from edgeintel.models.early_exit import attach_exit, fit_exit_head
+    from edgeintel.models.train import TrainConfig
+
+    if len(val[1]) == 0:
+        raise ConfigError("early exit needs a validation split (data.validation_fraction > 0)")
+    nets: dict[int, EarlyExitNet] = {}
+    cals: dict[int, ExitCalibration] = {}
+    x_val = torch.from_numpy(np.ascontiguousarray(val[0], dtype=np.float32))
+    for b in blocks:
+        net = attach_exit(model, input_shape, num_classes, after=b, seed=seed)
+        cfg = TrainConfig(epochs=epochs, batch_size=64, lr=1e-2, threads=1)
+        fit_exit_head(net, fit[0], fit[1], cfg, seed=seed)
+        net.eval()
+        with torch.no_grad():
+            v_exit, v_full = (t.numpy() for t in net(x_val))
+        target = target_accuracy
+        if target is None:
+            target = max(float(np.mean(v_full.argmax(1) == val[1])) - max_accuracy_drop, 0.0)
+        nets[b], cals[b] = net, choose_threshold(v_exit, v_full, val[1], target, kind)
+    picked = select_exit_point(cals) if len(blocks) > 1 else blocks[0]
+    chosen_by = "given (one candidate)" if len(blocks) == 1 else "rule on the validation split"
+    if picked is None:
+        picked, chosen_by = max(blocks), "no candidate exits on validation: the latest kept"
+    return ExitPointChoice(
+        picked, nets[picked], cals[picked], {b: c.to_json() for b, c in cals.items()}, chosen_by
     )
 
 

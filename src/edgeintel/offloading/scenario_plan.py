@@ -13,6 +13,7 @@ import numpy as np
 
 from edgeintel.models.export import make_session
 from edgeintel.offloading.adapt import AdaptivePolicy
+from edgeintel.offloading.early_exit import ExitProfile
 from edgeintel.offloading.graph import LayerGraph, load_layer_graph
 from edgeintel.offloading.placement import FleetPlan, FleetProblem, evaluate_assignment
 from edgeintel.offloading.planner import OffloadPlanner, baseline_choice, plan_rows, trace_times
@@ -37,6 +38,8 @@ class ScenarioPlan:
     rows: list[dict[str, Any]]
     timeline: list[dict[str, Any]] = field(default_factory=list)
     executed: list[dict[str, Any]] = field(default_factory=list)
+    # with an exit profile: the same fleet planned without the exit options
+    without_exit: FleetPlan | None = None
 
     def summary(self) -> dict[str, Any]:
         tiers: dict[str, int] = {}
@@ -49,6 +52,10 @@ class ScenarioPlan:
         for k, b in self.baselines.items():
             if b is not None:
                 out[f"mean latency all-{k} (ms)"] = round(float(np.mean(b.latency_ms)), 3)
+        if self.without_exit is not None:
+            out["mean latency without exit (ms)"] = round(
+                float(np.mean(self.without_exit.latency_ms)), 3
+            )
         if self.executed:
             out["executed split max |diff|"] = max(e["max_abs_diff"] for e in self.executed)
         return out
@@ -77,6 +84,13 @@ class ScenarioPlan:
                 }
                 for k, b in self.baselines.items()
             },
+            "without_exit": None
+            if self.without_exit is None
+            else {
+                "mean_latency_ms": round(float(np.mean(self.without_exit.latency_ms)), 3),
+                "mean_energy_mj": round(float(np.mean(self.without_exit.energy_j)) * 1e3, 3),
+                "objective": round(self.without_exit.objective, 6),
+            },
             "timeline": self.timeline,
             "executed_splits": self.executed,
             "summary": self.summary(),
@@ -89,11 +103,13 @@ def plan_scenario(
     out_dir: str | Path,
     sample: np.ndarray | None = None,
     profile: ModelProfile | None = None,
+    early_exit: ExitProfile | None = None,
 ) -> ScenarioPlan:
     """Plan ``sc`` for the ONNX model at ``model_path``; write profile.json and plan.json.
 
     ``sample``: one model input (batch 1) used to profile and to execute the
-    chosen splits; zeros by default.
+    chosen splits; zeros by default. ``early_exit``: the options ``exit:*`` join
+    every device's choices, and the plan without them is kept for comparison.
     """
     s = sc.settings.offloading
     out = Path(out_dir)
@@ -105,8 +121,9 @@ def plan_scenario(
         else:
             profile = profile_model(model_path, sample, min_rounds=s.profile_rounds, graph=graph)
     profile.save(out / "profile.json")
-    planner = OffloadPlanner(graph, profile, s)
+    planner = OffloadPlanner(graph, profile, s, early_exit=early_exit)
     problem, plan = planner.plan(sc)
+    without_exit = None if early_exit is None else OffloadPlanner(graph, profile, s).plan(sc)[1]
     baselines: dict[str, FleetPlan | None] = {}
     for kind in ("local", "edge", "cloud"):
         choice = baseline_choice(problem, sc, kind)
@@ -116,6 +133,7 @@ def plan_scenario(
     result = ScenarioPlan(
         graph, profile, problem, plan, baselines, plan_rows(problem, plan, baselines)
     )
+    result.without_exit = without_exit
     result.timeline = _timeline(planner, sc)
     result.executed = _execute(
         graph, problem, plan, model_path, out / "splits", sample, s.int8_intermediate
@@ -164,6 +182,8 @@ def _execute(
     done: dict[bytes, dict[str, Any]] = {}
     for d, o in enumerate(plan.choice):
         opt = problem.options[d][o]
+        if opt.tier == "exit":  # not a cut of this graph: the stage executes the exit model
+            continue
         mask = opt.mask if opt.mask is not None else graph.prefix_mask(opt.device_nodes)
         key = np.packbits(mask).tobytes()
         if key in done:

@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-__all__ = ["D2DLink", "OffloadingSettings"]
+__all__ = ["D2DLink", "EarlyExitSettings", "OffloadingSettings"]
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -29,6 +29,27 @@ class D2DLink(_Strict):
     neighbors: Annotated[int, Field(ge=1, le=16)] = 2
 
 
+class EarlyExitSettings(_Strict):
+    """An exit head (BranchyNet) the ``offloading`` stage fits and the planner may use.
+
+    ``after_block``: exit after that many backbone stages (1 .. stages - 1); unset:
+    chosen on the validation split among ``candidate_blocks`` (default about 1/4, 1/2
+    and 3/4 of the chain) by ``select_exit_point``. The threshold keeps the cascade's
+    validation accuracy >= ``target_accuracy`` (unset: the full model's validation
+    accuracy minus ``max_accuracy_drop``); ``confidence``: ``max_prob`` or ``entropy``;
+    ``epochs`` of post-hoc head training. Block indices are checked against the
+    model by ``edgeintel validate`` / the stage (``check_exit_blocks``).
+    """
+
+    enabled: bool = True
+    after_block: Annotated[int, Field(ge=1)] | None = None
+    candidate_blocks: list[Annotated[int, Field(ge=1)]] = []
+    target_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
+    confidence: Literal["max_prob", "entropy"] = "max_prob"
+    epochs: Annotated[int, Field(ge=1, le=1000)] = 30
+
+
 class OffloadingSettings(_Strict):
     """Where each device's inference runs (see docs/offloading.md).
 
@@ -44,7 +65,7 @@ class OffloadingSettings(_Strict):
     sends int8-quantized intermediates; ``hysteresis``: a new plan must be this
     fraction better than the current one before the device switches;
     ``profile_file``: a saved ``ModelProfile`` (e.g. measured on the device)
-    used instead of profiling here.
+    used instead of profiling here; ``early_exit``: see ``EarlyExitSettings``.
     """
 
     enabled: bool = True
@@ -65,6 +86,7 @@ class OffloadingSettings(_Strict):
     hysteresis: Annotated[float, Field(ge=0, lt=1)] = 0.1
     profile_file: Path | None = None
     profile_rounds: Annotated[int, Field(ge=1, le=100)] = 3
+    early_exit: EarlyExitSettings | None = None
 
     @field_validator("profile_file")
     @classmethod

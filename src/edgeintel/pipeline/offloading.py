@@ -6,7 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from edgeintel.data.provenance import CENTRAL_TRAIN, DEVICE_SHARDS, SERVER_SET
+from edgeintel.offloading.early_exit import ExitProfile
 from edgeintel.offloading.scenario_plan import ScenarioPlan, plan_scenario
+from edgeintel.offloading.settings import EarlyExitSettings
 from edgeintel.pipeline import offloading_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
@@ -28,14 +31,138 @@ class OffloadingStage(Stage):
         if ctx.artifact is None:
             raise RuntimeError("no exported model to plan offloading for")
         x_te, _ = ctx.test_arrays()
+        ee = ctx.scenario.settings.offloading.early_exit
+        exit_json: dict[str, Any] | None = None
+        exit_profile: ExitProfile | None = None
+        if ee is not None and ee.enabled:
+            with ctx.task("Early exit (fit, calibrate on validation, export)", total=1) as adv:
+                exit_json, exit_profile = _early_exit(ctx, ee)
+                adv()
         with ctx.task("Offloading plan (profile, place, execute)", total=1) as advance:
             result = plan_scenario(
-                ctx.scenario, ctx.artifact.path, ctx.run_dir / "offloading", sample=x_te[:1]
+                ctx.scenario,
+                ctx.artifact.path,
+                ctx.run_dir / "offloading",
+                sample=x_te[:1],
+                early_exit=exit_profile,
             )
             advance()
         ctx.state["offloading_plan"] = result
         ctx.results["offloading"] = result.to_json()
+        if exit_json is not None:
+            if result.without_exit is not None:
+                exit_json["plan"] = {
+                    "mean_latency_ms_with_exit": round(float(np.mean(result.plan.latency_ms)), 3),
+                    "mean_latency_ms_without_exit": round(
+                        float(np.mean(result.without_exit.latency_ms)), 3
+                    ),
+                    "devices_choosing_exit": sum(r["decision"] == "exit" for r in result.rows),
+                }
+            ctx.results["offloading"]["early_exit"] = exit_json
         _figures(ctx, result)
+
+
+def _early_exit(
+    ctx: RunContext, st: EarlyExitSettings
+) -> tuple[dict[str, Any], ExitProfile | None]:
+    """Fit, choose and calibrate the exit on the data this model's provenance allows;
+    (results JSON, planner profile or None when skipped)."""
+    import torch
+
+    from edgeintel.models.early_exit import export_early_exit
+    from edgeintel.models.export import make_session
+    from edgeintel.offloading.early_exit import (
+        cascade_predictions,
+        check_exit_blocks,
+        choose_exit_point,
+        profile_exit,
+    )
+
+    if ctx.model is None:
+        raise RuntimeError("no trained model to attach an exit to")
+    ds = ctx.require_dataset()
+    blocks = check_exit_blocks(ctx.model, st.after_block, list(st.candidate_blocks))
+    source = str(ctx.state.get("model_source", "central"))
+    roles: dict[str, Any] = {
+        "model_trained_by": source,
+        "model_trained_on": CENTRAL_TRAIN if source == "central" else DEVICE_SHARDS,
+        "exit_point": "validation split" if len(blocks) > 1 else "given (one candidate)",
+        "threshold": "validation split",
+        "reported": "test split",
+    }
+    if source == "central":
+        fit = ctx.train_arrays()
+        roles["exit_head_fit"] = CENTRAL_TRAIN
+    else:
+        fit = ctx.server_arrays()
+        roles["exit_head_fit"] = SERVER_SET
+        if len(fit[1]) == 0:
+            reason = (
+                f"{source}-trained model and no server-held set (data.server_fraction = 0): "
+                "the exit head is not fitted, no device sample is used centrally"
+            )
+            roles["exit_head_fit"] = "none"
+            ctx.log(f"early exit skipped: {reason}")
+            return {"skipped": reason, "data_roles": roles}, None
+    val = ctx.val_arrays()
+    shape = tuple(int(d) for d in ds.sample_shape)
+    choice = choose_exit_point(
+        ctx.model,
+        shape,
+        ds.num_classes,
+        blocks,
+        fit,
+        val,
+        st.target_accuracy,
+        st.max_accuracy_drop,
+        st.confidence,
+        seed=ctx.seed,
+        epochs=st.epochs,
+    )
+    cal = choice.calibration
+    x_te, y_te = ctx.test_arrays()
+    net = choice.net
+    net.eval()
+    with torch.no_grad():
+        t_exit, t_full = (t.numpy() for t in net(torch.from_numpy(x_te.astype(np.float32))))
+    pred, exited = cascade_predictions(t_exit, t_full, cal.rule)
+    files = export_early_exit(net, shape, ctx.run_dir / "offloading" / "early_exit", cal.rule)
+    # the exported fused graph (ONNX If) on the first test inputs against the cascade
+    fused = make_session(files.fused_path)
+    worst, agree = 0.0, True
+    for i in range(min(8, len(y_te))):
+        logits, flag = fused.run(None, {"input": x_te[i : i + 1].astype(np.float32)})
+        ref = t_exit[i : i + 1] if exited[i] else t_full[i : i + 1]
+        worst = max(worst, float(np.abs(logits - ref).max()))
+        agree &= bool(flag) == bool(exited[i])
+    # the planner assumes the lower 95 % bound of the validation exit rate
+    prof = profile_exit(files, cal.exit_rate_lower, ds.num_classes, shape, runs=20)
+    out = {
+        "after_block": choice.after,
+        "chosen_by": choice.chosen_by,
+        "confidence": str(cal.rule.kind),
+        "threshold": float(cal.rule.threshold),
+        "data_roles": roles,
+        "fit_samples": len(fit[1]),
+        "validation": cal.to_json(),
+        "candidates_validation": {str(k): v for k, v in choice.candidates.items()},
+        "test": {
+            "samples": len(y_te),
+            "exit_rate": float(exited.mean()),
+            "accuracy_cascade": float(np.mean(pred == y_te)),
+            "accuracy_full": float(np.mean(t_full.argmax(1) == y_te)),
+            "accuracy_exit_head": float(np.mean(t_exit.argmax(1) == y_te)),
+        },
+        "fused_graph_max_abs_diff": worst,
+        "fused_graph_agrees": agree,
+        "profile": {
+            "head_ms_here": round(prof.head_ms, 4),
+            "tail_ms_here": round(prof.tail_ms, 4),
+            "feature_bytes": prof.feature_bytes,
+            "p_exit_assumed": round(prof.p_exit, 4),
+        },
+    }
+    return out, prof
 
 
 def _figures(ctx: RunContext, r: ScenarioPlan) -> None:

@@ -159,6 +159,9 @@ def render_offloading(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
                 caption="Utilisation of each server and device under the plan",
             )
         )
+    ee = data.get("early_exit")
+    if ee:
+        parts.append(_early_exit_part(ee, ctx))
     parts.append(ctx.figures(figures))
     timeline = data.get("timeline") or []
     if timeline:
@@ -172,3 +175,43 @@ def render_offloading(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
             )
         )
     return Markup("").join(parts)
+
+
+def _early_exit_part(ee: dict[str, Any], ctx: RenderContext) -> Markup:
+    """The early-exit table: where the exit sits, which data chose it, test figures, plans."""
+    roles = ee.get("data_roles") or {}
+    if ee.get("skipped"):
+        ctx.warn(f"offloading: early exit skipped: {ee['skipped']}")
+        return kv_table({"early exit": "skipped", "reason": ee["skipped"], **roles})
+    test, val, plan = ee.get("test") or {}, ee.get("validation") or {}, ee.get("plan") or {}
+    rate = test.get("exit_rate")
+    ctx.headline.fact(
+        "early exit",
+        f"after block {ee.get('after_block')}: test exit rate "
+        + (f"{rate:.2f}" if isinstance(rate, int | float) else "?")
+        + f", cascade accuracy {test.get('accuracy_cascade')}",
+    )
+    rows = {
+        "exit after block": ee.get("after_block"),
+        "exit point chosen by": ee.get("chosen_by"),
+        "confidence / threshold": f"{ee.get('confidence')} / {ee.get('threshold')}",
+        "exit head fitted on": roles.get("exit_head_fit"),
+        "threshold chosen on": roles.get("threshold"),
+        "validation exit rate (95 % lower bound, planner assumes)": (
+            f"{val.get('exit_rate')} ({val.get('exit_rate_lower')})"
+        ),
+        "test exit rate": rate,
+        "test accuracy: cascade / full / exit head": (
+            f"{test.get('accuracy_cascade')} / {test.get('accuracy_full')} / "
+            f"{test.get('accuracy_exit_head')}"
+        ),
+        "plan mean latency with / without exit (ms)": (
+            f"{plan.get('mean_latency_ms_with_exit')} / {plan.get('mean_latency_ms_without_exit')}"
+        ),
+        "devices choosing an exit option": plan.get("devices_choosing_exit"),
+    }
+    return kv_table(
+        rows,
+        caption="Early exit (BranchyNet): exit point and threshold chosen "
+        "on the validation split, figures on the test split",
+    )

@@ -111,6 +111,11 @@ def preflight(
 
         with _named("settings.inference.compress"):
             search_space_for(sc.settings.inference.compress)
+    ee = sc.settings.offloading.early_exit
+    if "offloading" in chosen and sc.settings.offloading.enabled and ee is not None and ee.enabled:
+        from edgeintel.offloading.early_exit import check_exit_blocks
+
+        check_exit_blocks(model, ee.after_block, list(ee.candidate_blocks))
     _check_checkpoint_dir(sc)
     return report
 
