@@ -299,9 +299,16 @@ def _initial_plan(
     sc: Scenario, model: SimModel, counts: np.ndarray, rate_hz: float
 ) -> tuple[list[int], dict[str, Any]]:
     """Place each device group (one representative carrying the group's whole request rate)
-    with the registered placement policy; a slot per group and the plan's record."""
+    with the registered placement policy; a slot per group and the plan's record.
+
+    Each cell's shared uplink is a ``link`` resource (one task's transfer time,
+    ``input_bytes`` x 8 / the cell's Mbit/s, as the simulator's cell FIFO): a group's
+    offloading options load the uplinks of the cells its devices attach to at t=0, in
+    proportion to its devices there, so no plan offloads more than a cell can carry.
+    """
     e_n = model.num_edges
     s = model.settings
+    uplink_ms = [8.0 * s.input_bytes / (mbps * 1000.0) for mbps in model.cell_mbps]
     resources: dict[str, Resource] = {}
     for e in range(e_n + 1):
         resources[model.server_name(e)] = Resource(
@@ -325,9 +332,16 @@ def _initial_plan(
         )
         opts = model.options(d, int(model.home[d]), 0, 0, 0)
         kept = [(i, o) for i, o in enumerate(opts) if o is not None]
+        cells, per_cell = np.unique(model.home[members], return_counts=True)
+        links: list[tuple[str, float]] = []
+        for c, k in zip(cells.tolist(), per_cell.tolist(), strict=True):
+            if c < e_n:
+                link = f"uplink:{model.edge_names[c]}"
+                resources.setdefault(link, Resource(link, "link", 1, 0.0, uplink_ms[c]))
+                links.append((link, uplink_ms[c] * k / members.size))
         fixed = []
         for _, o in kept:
-            load = ((name, o.base.device_ms),) if o.tier == "local" else ()
+            load = ((name, o.base.device_ms),) if o.tier == "local" else tuple(links)
             fixed.append(
                 Option(o.label, o.tier, o.target, o.base, o.energy_j, o.value, o.server_ms, load)
             )
