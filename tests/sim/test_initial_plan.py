@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edgeintel.sim import build_model
+from edgeintel.sim import Simulation, build_model
 from edgeintel.sim.model import SimModel
 
 from .conftest import hand_scenario
@@ -52,3 +52,18 @@ def test_within_capacity_counts_the_uplinks() -> None:
     assert "local" not in plan["groups"].values()
     assert plan["utilization"]["uplink:bs"] > 0.9
     assert not plan["within_capacity"]
+
+
+@pytest.mark.parametrize("engine", ["fast", "simpy"])
+def test_devices_keep_off_what_the_plan_found_over_capacity(engine: str) -> None:
+    """400 devices: offloading either group would saturate the cell, so the record lists
+    both offloading options and no device offloads, though each device's own costs (blind
+    to the shared uplink) favour the cloud."""
+    pytest.importorskip("simpy")
+    m = _model(400, "greedy")
+    assert m.initial_plan["over_capacity"] == {
+        "group:a": ["d2e:bs", "d2c:cloud"],
+        "group:b": ["d2e:bs", "d2c:cloud"],
+    }
+    s = Simulation(m, engine=engine).run().summary()
+    assert s["completed"] == s["completed_local"] > 0
