@@ -371,20 +371,20 @@ def _initial_plan(
     over: dict[str, list[str]] = {}
     for i, opts_i in enumerate(options):
         bad = []
-        for o in range(len(opts_i)):
-            if o == choice[i] or opts_i[o].tier == "local":
+        for j in range(len(opts_i)):
+            if j == choice[i] or opts_i[j].tier == "local":
                 continue
             util = evaluate_assignment(
-                problem, [*choice[:i], o, *choice[i + 1 :]], strict=False
+                problem, [*choice[:i], j, *choice[i + 1 :]], strict=False
             ).utilization
             if any(
                 u > top and u > plan.utilization[r] and resources[r].kind == "link"
                 for r, u in util.items()
             ):
-                bad.append(o)
-        blocked_of.append(tuple(slot_of[i][o] for o in bad))
+                bad.append(j)
+        blocked_of.append(tuple(slot_of[i][j] for j in bad))
         if bad:
-            over[names[i]] = [opts_i[o].label for o in bad]
+            over[names[i]] = [opts_i[j].label for j in bad]
     slots = [0] * len(sc.devices)
     blocked: list[tuple[int, ...]] = [()] * len(sc.devices)
     gi = 0
