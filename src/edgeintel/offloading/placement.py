@@ -8,7 +8,9 @@ nominal service time (the whole model on it) is an M/M/c queue; its
 utilisation is rounded *up* to a grid of levels (``levels``, the top one being
 ``max_utilization``) and the queueing delay is M/M/c's at that level. Devices
 do not queue, but a device's own compute plus the work it takes for
-neighbours (D2D) must stay under ``max_utilization``.
+neighbours (D2D) must stay under ``max_utilization``; so must a shared
+``link`` (e.g. a cell uplink: its load per request is the transfer time),
+which is a capacity like a device's, with no queueing delay in the objective.
 
 Policies (``PLACEMENTS``): ``milp`` (exact for this model with
 ``scipy.optimize.milp``: binaries per device option and per server level,
@@ -31,6 +33,7 @@ from edgeintel.offloading.costs import Breakdown, erlang_c
 from edgeintel.registry import Registry
 
 __all__ = [
+    "CAPACITY_KINDS",
     "PLACEMENTS",
     "FleetPlan",
     "FleetProblem",
@@ -42,9 +45,15 @@ __all__ = [
 ]
 
 
+CAPACITY_KINDS = frozenset({"device", "link"})
+"""Resource kinds that do not queue: their load only has to stay under ``max_utilization``."""
+
+
 @dataclass(frozen=True)
 class Resource:
-    """A server (``edge``/``cloud``) or a device that can take work (``device``)."""
+    """A server (``edge``/``cloud``), a device that can take work (``device``) or a shared
+    ``link`` (``service_ms``: one request's transfer time); devices and links are
+    capacities only (``CAPACITY_KINDS``), loaded through ``Option.device_load_ms``."""
 
     name: str
     kind: str
@@ -59,7 +68,8 @@ class Option:
 
     ``tier``: local, d2e, d2c, d2d or hybrid; ``target``: the server or helper
     device; ``server_ms``: work per request at ``target``; ``device_load_ms``:
-    compute per request on each device resource (its own, and a D2D helper's);
+    compute per request on each device resource (its own, and a D2D helper's)
+    and transfer time per request on each ``link`` resource it crosses;
     ``value``: objective units; ``device_nodes``: layers run on the device;
     ``remote_fraction``: the share of requests that reach ``target`` (1 - exit
     probability with an early exit; their server work is already in ``server_ms``
@@ -145,7 +155,7 @@ def _loads(problem: FleetProblem, choice: list[int]) -> dict[str, float]:
         opt = problem.options[d][o]
         lam = problem.rates_hz[d] / 1000.0  # requests per ms
         r = problem.resources[opt.target] if opt.target is not None else None
-        if r is not None and r.kind != "device" and opt.server_ms > 0:
+        if r is not None and r.kind not in CAPACITY_KINDS and opt.server_ms > 0:
             util[r.name] += lam * opt.server_ms / r.workers
         for name, ms in opt.device_load_ms:
             util[name] += lam * ms / problem.resources[name].workers
@@ -171,7 +181,7 @@ def evaluate_assignment(
     over = [n for n, u in util.items() if u > problem.max_utilization + 1e-9]
     waits: dict[str, float] = {}
     for n, r in problem.resources.items():
-        if r.kind == "device":
+        if r.kind in CAPACITY_KINDS:
             continue
         if strict:
             lv = _rounded_level(problem, util[n])
@@ -234,8 +244,8 @@ def milp_fleet(problem: FleetProblem) -> list[int]:
     n_dev = len(problem.devices)
     offsets = np.cumsum([0] + [len(o) for o in problem.options])
     nx = int(offsets[-1])
-    servers = [n for n, r in problem.resources.items() if r.kind != "device"]
-    devres = [n for n, r in problem.resources.items() if r.kind == "device"]
+    servers = [n for n, r in problem.resources.items() if r.kind not in CAPACITY_KINDS]
+    devres = [n for n, r in problem.resources.items() if r.kind in CAPACITY_KINDS]
     L = len(problem.levels)
     z0 = nx
     q0 = nx + len(servers) * L
@@ -373,7 +383,7 @@ def _greedy(problem: FleetProblem, passes: int) -> list[int]:
     names = list(problem.resources)
     rid = {n: i for i, n in enumerate(names)}
     res = [problem.resources[n] for n in names]
-    is_server = [r.kind != "device" for r in res]
+    is_server = [r.kind not in CAPACITY_KINDS for r in res]
     levels = [float(v) for v in problem.levels]
     top = problem.max_utilization + 1e-9
     level_w = [

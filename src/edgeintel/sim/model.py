@@ -161,6 +161,8 @@ class SimModel:
     # the initial plan: a slot per device group, and the placement's own record
     initial_slot: list[int]
     initial_plan: dict[str, Any] = field(default_factory=dict)
+    # per device group, the slots the plan found over capacity for the whole group
+    initial_blocked: list[tuple[int, ...]] = field(default_factory=list)
     # per-task protocol overhead of an offload (ns), drawn when request_overhead_ms > 0
     task_overhead_ns: np.ndarray | None = None
     _local: dict[int, tuple[Power, tuple[float, float], Option]] = field(
@@ -297,11 +299,21 @@ def _link_table(specs: list[Any], epochs: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def _initial_plan(
     sc: Scenario, model: SimModel, counts: np.ndarray, rate_hz: float
-) -> tuple[list[int], dict[str, Any]]:
+) -> tuple[list[int], dict[str, Any], list[tuple[int, ...]]]:
     """Place each device group (one representative carrying the group's whole request rate)
-    with the registered placement policy; a slot per group and the plan's record."""
+    with the registered placement policy; a slot per group, the plan's record and, per group,
+    the slots that would put a cell uplink above ``max_utilization`` if the whole group took
+    them (the rest of the plan unchanged): ``PlannerPolicy`` keeps off them, as a device's
+    own costs see server queues but not the shared uplink.
+
+    Each cell's shared uplink is a ``link`` resource (one task's transfer time,
+    ``input_bytes`` x 8 / the cell's Mbit/s, as the simulator's cell FIFO): a group's
+    offloading options load the uplinks of the cells its devices attach to at t=0, in
+    proportion to its devices there, so no plan offloads more than a cell can carry.
+    """
     e_n = model.num_edges
     s = model.settings
+    uplink_ms = [8.0 * s.input_bytes / (mbps * 1000.0) for mbps in model.cell_mbps]
     resources: dict[str, Resource] = {}
     for e in range(e_n + 1):
         resources[model.server_name(e)] = Resource(
@@ -325,9 +337,16 @@ def _initial_plan(
         )
         opts = model.options(d, int(model.home[d]), 0, 0, 0)
         kept = [(i, o) for i, o in enumerate(opts) if o is not None]
+        cells, per_cell = np.unique(model.home[members], return_counts=True)
+        links: list[tuple[str, float]] = []
+        for c, k in zip(cells.tolist(), per_cell.tolist(), strict=True):
+            if c < e_n:
+                link = f"uplink:{model.edge_names[c]}"
+                resources.setdefault(link, Resource(link, "link", 1, 0.0, uplink_ms[c]))
+                links.append((link, uplink_ms[c] * k / members.size))
         fixed = []
         for _, o in kept:
-            load = ((name, o.base.device_ms),) if o.tier == "local" else ()
+            load = ((name, o.base.device_ms),) if o.tier == "local" else tuple(links)
             fixed.append(
                 Option(o.label, o.tier, o.target, o.base, o.energy_j, o.value, o.server_ms, load)
             )
@@ -347,11 +366,32 @@ def _initial_plan(
     )
     choice = PLACEMENTS.get(s.placement)(problem)
     plan = evaluate_assignment(problem, choice, policy=s.placement, strict=False)
+    top = problem.max_utilization + 1e-9
+    blocked_of: list[tuple[int, ...]] = []
+    over: dict[str, list[str]] = {}
+    for i, opts_i in enumerate(options):
+        bad = []
+        for j in range(len(opts_i)):
+            if j == choice[i] or opts_i[j].tier == "local":
+                continue
+            util = evaluate_assignment(
+                problem, [*choice[:i], j, *choice[i + 1 :]], strict=False
+            ).utilization
+            if any(
+                u > top and u > plan.utilization[r] and resources[r].kind == "link"
+                for r, u in util.items()
+            ):
+                bad.append(j)
+        blocked_of.append(tuple(slot_of[i][j] for j in bad))
+        if bad:
+            over[names[i]] = [opts_i[j].label for j in bad]
     slots = [0] * len(sc.devices)
+    blocked: list[tuple[int, ...]] = [()] * len(sc.devices)
     gi = 0
     for g in range(len(sc.devices)):
         if np.any(model.dev_group == g):
             slots[g] = slot_of[gi][choice[gi]]
+            blocked[g] = blocked_of[gi]
             gi += 1
     record = {
         "policy": s.placement,
@@ -360,8 +400,9 @@ def _initial_plan(
         "within_capacity": bool(
             all(u <= problem.max_utilization + 1e-9 for u in plan.utilization.values())
         ),
+        "over_capacity": over,
     }
-    return slots, record
+    return slots, record, blocked
 
 
 def build_model(
@@ -507,7 +548,7 @@ def build_model(
         r_ovh = np.random.default_rng(np.random.SeedSequence([seed, 0x0E4D]))
         z = r_ovh.standard_normal(m) * s.request_overhead_sigma
         model.task_overhead_ns = np.round(s.request_overhead_ms * 1e6 * np.exp(z)).astype(np.int64)
-    model.initial_slot, model.initial_plan = _initial_plan(
+    model.initial_slot, model.initial_plan, model.initial_blocked = _initial_plan(
         sc, model, np.bincount(dev_group, minlength=len(groups)), rate
     )
     return model

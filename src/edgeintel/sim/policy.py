@@ -115,7 +115,10 @@ class PlannerPolicy:
     """``AdaptivePolicy`` per device, started from the placement policy's plan per device group.
 
     On a handover the plan follows the device: an edge placement moves to the new
-    station, so hysteresis keeps it there unless something is better.
+    station, so hysteresis keeps it there unless something is better. A device never
+    takes a slot the plan found over capacity for its group (``SimModel.initial_blocked``:
+    e.g. a cell uplink the whole group would saturate), which a device's own costs,
+    blind to the shared uplink, cannot see.
     """
 
     def __init__(self, model: SimModel) -> None:
@@ -137,7 +140,13 @@ class PlannerPolicy:
         pol = self._policy(observation.device, observation.attach)
         if observation.reason == "handover" and (pol.current or "").startswith("d2e:"):
             pol.current = f"d2e:{observation.attach}"  # the plan follows the device
-        usable = [o for o in observation.options if o is not None]
+        m = self.model
+        blocked = (
+            m.initial_blocked[int(m.dev_group[observation.device])] if m.initial_blocked else ()
+        )
+        usable = [
+            o for s, o in enumerate(observation.options) if o is not None and s not in blocked
+        ]
         return _SLOT_OF_TIER[pol.decide(usable).tier]
 
     def switches(self) -> int:
