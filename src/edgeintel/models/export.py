@@ -6,7 +6,6 @@ input name and shape, output name, class labels and the file's sha256.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -18,6 +17,7 @@ import torch
 from torch import nn
 
 from edgeintel.errors import ModelError
+from edgeintel.onnx_files import file_sha256, make_session
 
 __all__ = [
     "INPUT_NAME",
@@ -60,14 +60,6 @@ class ModelArtifact:
     @classmethod
     def load(cls, path: str | Path) -> ModelArtifact:
         return cls(**json.loads(Path(path).read_text()))
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_onnx(
@@ -116,23 +108,6 @@ def export_onnx(
     )
     artifact.save()
     return artifact
-
-
-def make_session(path: str | Path, intra_op_threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session with ``intra_op_threads`` threads (1 for honest latency)."""
-    import onnxruntime as ort
-
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"{p}: not a loadable ONNX model ({exc.__class__.__name__})") from None
 
 
 def onnx_predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:

@@ -15,7 +15,6 @@ output tensor to them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -23,39 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeintel.errors import ModelError
+from edgeintel.onnx_files import file_sha256, make_session
 
 if TYPE_CHECKING:
     from edgeintel.models.export import ModelArtifact
-
-# ``edgeintel.models`` imports torch (seconds per process); a server needs only ONNX
-# Runtime, so the two small helpers below mirror ``models.export``'s.
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file (as ``models.export.file_sha256``)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def make_session(path: str | Path, intra_op_threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session (as ``models.export.make_session``)."""
-    import onnxruntime as ort
-
-    p = Path(path)
-    if not p.is_file():
-        raise ModelError(f"model file not found: {p}")
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = intra_op_threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ModelError(f"{p}: not a loadable ONNX model ({exc.__class__.__name__})") from None
-
 
 __all__ = [
     "MANIFEST",

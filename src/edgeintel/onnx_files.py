@@ -1,0 +1,41 @@
+"""ONNX files without torch: their sha256 and an ONNX Runtime CPU session.
+
+``edgeintel.models`` imports torch (seconds per process); a server or device agent
+needs only these two, so they live here and ``models.export`` re-exports them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+from edgeintel.errors import ModelError
+
+__all__ = ["file_sha256", "make_session"]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def make_session(path: str | Path, intra_op_threads: int = 1) -> Any:
+    """An ONNX Runtime CPU session with ``intra_op_threads`` threads (1 for honest latency)."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelError(f"model file not found: {p}")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = intra_op_threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise ModelError(f"{p}: not a loadable ONNX model ({exc.__class__.__name__})") from None
