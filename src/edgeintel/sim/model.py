@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -344,12 +344,13 @@ def _initial_plan(
                 link = f"uplink:{model.edge_names[c]}"
                 resources.setdefault(link, Resource(link, "link", 1, 0.0, uplink_ms[c]))
                 links.append((link, uplink_ms[c] * k / members.size))
-        fixed = []
-        for _, o in kept:
-            load = ((name, o.base.device_ms),) if o.tier == "local" else tuple(links)
-            fixed.append(
-                Option(o.label, o.tier, o.target, o.base, o.energy_j, o.value, o.server_ms, load)
+        fixed = [
+            replace(
+                o,
+                device_load_ms=((name, o.base.device_ms),) if o.tier == "local" else tuple(links),
             )
+            for _, o in kept
+        ]
         options.append(fixed)
         slot_of.append([i for i, _ in kept])
         names.append(name)
