@@ -64,6 +64,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix src tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[peers]"
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
