@@ -185,7 +185,7 @@ class FederatedEngine:
         """Run until ``rounds`` (default ``config.rounds``) rounds are done in total."""
         total = self.config.rounds if rounds is None else rounds
         while self.state.round < total:
-            if not self.strategy.should_continue(self):
+            if not self.strategy.should_continue(self.state):
                 log.info("strategy stopped training after round %d", self.state.round)
                 break
             rec = self.run_round()
@@ -236,7 +236,7 @@ class FederatedEngine:
         self.state.round = r
         self.state.history.append(rec)
         self.state.strategy_state = self.strategy.state_dict()
-        self.strategy.on_round_end(self)
+        self.strategy.on_round_end(self.state)
         return rec
 
     # ----------------------------------------------------------------- timing
