@@ -66,13 +66,27 @@ from edgeintel.training.server_opt import server_step
 from edgeintel.training.strategy import AggregationContext, Strategy
 from edgeintel.training.weights import flatten, get_weights, set_weights, unflatten
 
-__all__ = ["FederatedEngine"]
+__all__ = ["FederatedEngine", "local_batches"]
 
 log = logging.getLogger(__name__)
 
 #: |weight| beyond which the global model has diverged (finite, but no network that
 #: learns holds such a value; a huge server_lr gets there while the run "completes")
 DIVERGED_WEIGHT = 1e8
+
+
+def local_batches(
+    idx: np.ndarray, steps: int, batch_size: int, seed: int, r: int, sub: int, client: int
+) -> np.ndarray:
+    """(steps, batch_size) sample indices a device trains on in round ``r`` (sub-round
+    ``sub``): reshuffled passes over its shard ``idx``, drawn from
+    ``default_rng([seed, r, sub, 1, client])``. The engine's one batch order; a peer
+    benchmark's plain loop uses it to train on exactly the same batches."""
+    rng = np.random.default_rng([seed, r, sub, 1, client])
+    need = steps * batch_size
+    reps = math.ceil(need / len(idx))
+    order = np.concatenate([rng.permutation(idx) for _ in range(reps)])[:need]
+    return order.reshape(steps, batch_size)
 
 
 class FederatedEngine:
@@ -288,12 +302,8 @@ class FederatedEngine:
 
     def _batches(self, i: int, r: int, sub: int, steps: int) -> np.ndarray:
         """(steps, batch) global sample indices: reshuffled passes over the device's shard."""
-        idx = self.parts[i]
-        rng = np.random.default_rng([self.config.seed, r, sub, 1, i])
-        need = steps * self.config.batch_size
-        reps = math.ceil(need / len(idx))
-        order = np.concatenate([rng.permutation(idx) for _ in range(reps)])[:need]
-        return order.reshape(steps, self.config.batch_size)
+        return local_batches(self.parts[i], steps, self.config.batch_size, self.config.seed,
+                             r, sub, i)  # fmt: skip
 
     # ----------------------------------------------------------------- one aggregation step
 
