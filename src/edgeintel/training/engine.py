@@ -53,7 +53,12 @@ from edgeintel.network import Exchange, Hop, Traffic
 from edgeintel.threads import thread_limit
 from edgeintel.training.attacks import Attack, make_attack
 from edgeintel.training.client_train import LocalTrainer
-from edgeintel.training.compressors import Compressor, compress_with_feedback, make_compressor
+from edgeintel.training.compressors import (
+    Compressor,
+    compress_with_feedback,
+    compress_with_momentum,
+    make_compressor,
+)
 from edgeintel.training.rounds import (
     ClientSpec,
     EngineState,
@@ -399,7 +404,14 @@ class FederatedEngine:
                 c = self.clients[i]
                 u = self.strategy.client_update(honest[j], c, r)
                 res = self.state.residuals.get(c.name) if cfg.compressor.uses_feedback else None
-                blob, _sent, new_res = compress_with_feedback(self.compressor, u, res)
+                new_vel = None
+                if cfg.compressor.momentum > 0:
+                    blob, _sent, new_res, new_vel = compress_with_momentum(
+                        self.compressor, u, res, self.state.momenta.get(c.name),
+                        cfg.compressor.momentum,
+                    )  # fmt: skip
+                else:
+                    blob, _sent, new_res = compress_with_feedback(self.compressor, u, res)
                 # in flat rounds the edge relays each update to the cloud
                 traffic.update_from_device(len(blob), relay=relay(c.edge))
                 received = self.compressor.decode(blob, self.dim)
@@ -407,9 +419,12 @@ class FederatedEngine:
                     counts["rejected"] += 1
                     log.warning("round %d: update of %s holds NaN/inf; rejected", r, c.name)
                     self.state.residuals.pop(c.name, None)
+                    self.state.momenta.pop(c.name, None)
                     continue
                 if cfg.compressor.uses_feedback:
                     self.state.residuals[c.name] = new_res
+                if new_vel is not None:
+                    self.state.momenta[c.name] = new_vel
                 ups.append(received)
                 ws.append(float(len(self.parts[i])))
                 names.append(c.name)

@@ -233,6 +233,7 @@ def state_checkpoint(state: EngineState, scenario_hash: str = "") -> Checkpoint:
     arrays: dict[str, np.ndarray] = {"weights": st["weights"]}
     arrays.update({f"server/{k}": v for k, v in st["server_state"].items()})
     arrays.update({f"residual/{k}": v for k, v in st["residuals"].items()})
+    arrays.update({f"momentum/{k}": v for k, v in st["momenta"].items()})
     meta = {
         "history": st["history"],
         "step_ms": st["step_ms"],
@@ -255,6 +256,9 @@ def restore_engine(engine: FederatedEngine, ckpt: Checkpoint) -> None:
             },
             "residuals": {
                 k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("residual/")
+            },
+            "momenta": {
+                k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("momentum/")
             },
             "history": ckpt.meta["history"],
             "step_ms": ckpt.meta.get("step_ms"),
