@@ -111,9 +111,8 @@ def _flower_apps() -> tuple[Any, Any]:
         set_weights(model, msg.content["arrays"].to_numpy_ndarrays())  # type: ignore[union-attr]
         plain_epoch(model, pid, r)
         n = len(_task()["parts"][pid])
-        reply = RecordDict(
-            {"arrays": ArrayRecord(get_weights(model)), "metrics": MetricRecord({"num-examples": n})}
-        )
+        metrics = MetricRecord({"num-examples": n})
+        reply = RecordDict({"arrays": ArrayRecord(get_weights(model)), "metrics": metrics})
         return Message(content=reply, reply_to=msg)
 
     server_app = ServerApp()

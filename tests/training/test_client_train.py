@@ -47,9 +47,7 @@ def test_vmap_and_loop_train_to_the_same_weights(build, mu: float, wd: float) ->
     mask = np.ones((3, 4), np.float32)
     mask[1, 2:] = 0  # a client with fewer steps
     outs = {
-        mode: LocalTrainer(model, x, y, 0.1, mu, wd, chunk=2, mode=mode).train(
-            start, batches, mask
-        )
+        mode: LocalTrainer(model, x, y, 0.1, mu, wd, chunk=2, mode=mode).train(start, batches, mask)
         for mode in ("vmap", "loop")
     }
     assert not np.allclose(outs["loop"], start)  # training moved the weights

@@ -189,9 +189,9 @@ class LocalTrainer:
             loss = nn.functional.cross_entropy(model(self._x[idx]), self._y[idx])
             grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
-                for p, g, a in zip(params, grads, anchor or [None] * len(params), strict=True):
-                    if a is not None:
-                        g = g + self.mu * (p - a)
+                for j, (p, g) in enumerate(zip(params, grads, strict=True)):
+                    if self.mu > 0:
+                        g = g + self.mu * (p - anchor[j])
                     if self.weight_decay > 0:
                         g = g + self.weight_decay * p
                     p.sub_(g, alpha=self.lr)

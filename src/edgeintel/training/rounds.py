@@ -201,9 +201,7 @@ class EngineState:
                 k: np.asarray(v, np.float32).copy() for k, v in d["server_state"].items()
             },
             residuals={k: np.asarray(v, np.float32).copy() for k, v in d["residuals"].items()},
-            momenta={
-                k: np.asarray(v, np.float32).copy() for k, v in d.get("momenta", {}).items()
-            },
+            momenta={k: np.asarray(v, np.float32).copy() for k, v in d.get("momenta", {}).items()},
             history=[RoundRecord(**r) for r in d["history"]],
             step_ms=d.get("step_ms"),
             strategy_state=dict(d.get("strategy_state", {})),

@@ -294,7 +294,8 @@ class SecAggClient:
         ch = self._channels.get(peer)
         if ch is None:
             shared = self._c.exchange(X25519PublicKey.from_public_bytes(self._peers[peer][0]))
-            ch = self._channels[peer] = AESGCM(_hkdf(shared, b"edgeintel-secagg-enc" + self.session))
+            key = _hkdf(shared, b"edgeintel-secagg-enc" + self.session)
+            ch = self._channels[peer] = AESGCM(key)
         return ch
 
     def share_keys(
