@@ -33,6 +33,7 @@ __all__ = [
     "encode_request",
     "encode_response",
     "from_datatype",
+    "loads_strict",
     "serialize_bytes",
     "to_datatype",
 ]
@@ -62,6 +63,34 @@ _BY_KIND_SIZE = {
 
 class ProtocolError(EdgeIntelError, ValueError):
     """A request that does not follow the protocol; the message names the field."""
+
+
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not valid JSON (non-finite numbers are refused)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"number {text[:20]} is beyond the range of a 64-bit float")
+    return value
+
+
+def loads_strict(body: bytes | str, finite: bool = False) -> Any:
+    """``json.loads`` that refuses ``NaN`` / ``Infinity`` literals (``ProtocolError``), as
+    strict JSON does; also for malformed or too deeply nested bodies. ``finite``: also
+    refuse numbers that overflow to infinity (``1e309``) wherever they are (tensors are
+    checked after conversion to their datatype instead)."""
+    try:
+        if finite:
+            return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
+        return json.loads(body, parse_constant=_no_constant)
+    except ProtocolError:
+        raise
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("request body is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError("request JSON is nested too deeply") from None
 
 
 def to_datatype(dtype: Any) -> str:
@@ -200,12 +229,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         raise ProtocolError(
             f"Inference-Header-Content-Length {header_length} exceeds the body ({len(body)} bytes)"
         )
-    try:
-        head = json.loads(body[:header_length])
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("request body is not valid JSON") from None
-    except RecursionError:
-        raise ProtocolError("request JSON is nested too deeply") from None
+    head = loads_strict(body[:header_length])
     if not isinstance(head, dict):
         raise ProtocolError("request body must be a JSON object")
     raw_inputs = head.get("inputs")
@@ -288,8 +312,13 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     )
 
 
-def _json_data(arr: np.ndarray) -> list[Any]:
+def _json_data(arr: np.ndarray, name: str = "tensor") -> list[Any]:
     flat = arr.reshape(-1)
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        raise ProtocolError(
+            f"tensor {name!r} holds non-finite values (NaN/Infinity), which JSON cannot carry; "
+            "ask for it with binary_data"
+        )
     if flat.dtype.kind in "OSU":
         return [
             (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v))
@@ -327,10 +356,10 @@ def encode_response(
             t["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            t["data"] = _json_data(arr)
+            t["data"] = _json_data(arr, name)
         tensors.append(t)
     head["outputs"] = tensors
-    header = json.dumps(head, separators=(",", ":")).encode()
+    header = json.dumps(head, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
@@ -358,7 +387,7 @@ def encode_request(
             t["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            t["data"] = _json_data(arr)
+            t["data"] = _json_data(arr, name)
         tensors.append(t)
     head: dict[str, Any] = {"inputs": tensors}
     if request_id is not None:
