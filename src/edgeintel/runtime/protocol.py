@@ -34,7 +34,10 @@ __all__ = [
     "encode_response",
     "from_datatype",
     "loads_strict",
+    "read_shape",
     "serialize_bytes",
+    "tensor_from_buffer",
+    "tensor_from_values",
     "to_datatype",
 ]
 
@@ -174,6 +177,41 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
     return tuple(raw)
 
 
+def read_shape(raw: Any, name: str) -> tuple[int, ...]:
+    """A tensor's shape: a list of non-negative integers of bounded product."""
+    return _shape(raw, name)
+
+
+def tensor_from_buffer(
+    buf: bytes | memoryview, datatype: str, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """A tensor from its raw little-endian bytes (BYTES: length-prefixed elements)."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return deserialize_bytes(buf, count, name).reshape(shape)
+    dt = from_datatype(datatype)
+    if len(buf) != count * dt.itemsize:
+        raise ProtocolError(
+            f"input {name!r}: {len(buf)} bytes for shape {list(shape)} of {datatype} "
+            f"(expected {count * dt.itemsize})"
+        )
+    return np.frombuffer(buf, dtype=dt).reshape(shape)
+
+
+def tensor_from_values(
+    values: list[Any], datatype: str, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """A tensor from a flat list of values, type- and range-checked (JSON data, gRPC
+    typed contents; BYTES values are ``str`` or ``bytes``)."""
+    if datatype == "BYTES":
+        if len(values) != math.prod(shape):
+            raise ProtocolError(f"input {name!r}: {len(values)} values for shape {list(shape)}")
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+        return arr.reshape(shape)
+    return _json_tensor(values, datatype, shape, name)
+
+
 def _flatten(data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
@@ -251,7 +289,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         datatype = raw.get("datatype")
         if not isinstance(datatype, str):
             raise ProtocolError(f"input {name!r}: 'datatype' must be a string")
-        dt = from_datatype(datatype)
+        from_datatype(datatype)  # ProtocolError for an unknown one
         shape = _shape(raw.get("shape"), name)
         params = raw.get("parameters") or {}
         if not isinstance(params, dict):
@@ -265,18 +303,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
                     f"input {name!r}: binary_data_size {size} exceeds the binary data "
                     f"({len(binary) - pos} bytes left)"
                 )
-            chunk = binary[pos : pos + size]
+            arr = tensor_from_buffer(binary[pos : pos + size], datatype, shape, name)
             pos += size
-            count = math.prod(shape)
-            if datatype == "BYTES":
-                arr = deserialize_bytes(chunk, count, name).reshape(shape)
-            else:
-                if size != count * dt.itemsize:
-                    raise ProtocolError(
-                        f"input {name!r}: {size} bytes for shape {list(shape)} of {datatype} "
-                        f"(expected {count * dt.itemsize})"
-                    )
-                arr = np.frombuffer(chunk, dtype=dt).reshape(shape)
         else:
             if "data" not in raw:
                 raise ProtocolError(f"input {name!r}: needs 'data' or a binary_data_size")
