@@ -254,7 +254,8 @@ def _json_tensor(data: Any, datatype: str, shape: tuple[int, ...], name: str) ->
     elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
         raise ProtocolError(f"input {name!r}: {datatype} data must be numbers")
     try:
-        return np.asarray(flat, dtype=dt).reshape(shape)
+        with np.errstate(over="ignore"):  # an overflow is inf, refused by the server's check
+            return np.asarray(flat, dtype=dt).reshape(shape)
     except (ValueError, OverflowError, TypeError) as exc:
         raise ProtocolError(f"input {name!r}: cannot read data as {datatype} ({exc})") from None
 
