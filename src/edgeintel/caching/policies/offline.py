@@ -101,10 +101,9 @@ def _libcachesim_runs(names: list[str], capacity: int) -> list[str]:
 def _on_libcachesim(ids: np.ndarray, capacity: int, names: list[str]) -> dict[str, float]:
     import libcachesim as lcs
 
-    # hash table of the trace's distinct keys (capped at 2^24, libCacheSim's default):
-    # its default allocates 2^24 buckets per cache, several times the replay itself
-    distinct = int(ids.max()) + 2 if len(ids) else 2
-    hashpower = min(24, max(10, (min(distinct, 4 * capacity + 16) - 1).bit_length() + 1))
+    # a hash table for what a cache holds (its objects and ghosts, at most ~2x capacity), not
+    # libCacheSim's default 2^24 buckets, whose allocation costs several times the replay
+    hashpower = min(24, max(10, (min(len(ids), 4 * capacity + 16) - 1).bit_length() + 1))
     out: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="edgeintel-trace-") as tmp:
         path = Path(tmp) / "trace.oracleGeneral"
