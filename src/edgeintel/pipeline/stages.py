@@ -53,8 +53,8 @@ class DataStage(Stage):
         train_idx, test_idx = splits.train, splits.test
         if rd.standardizer is not None:
             ctx.state["standardizer"] = rd.standardizer
-        for message in rd.warnings:
-            ctx.log(f"data: warning: {message}")
+        for message in rd.warnings:  # e.g. features on very different scales, unscaled
+            ctx.console.print(f"[yellow]warning:[/] {message}")
         p = spec.partition
         ctx.val_idx, ctx.server_idx = splits.val, splits.server
         ctx.state["split"] = split_record(spec, sc.seed, splits, ds.name)
