@@ -53,7 +53,7 @@ def compress_cmd(
     ] = 1,
 ) -> None:
     """Search compression recipes and write the best artifact per device profile."""
-    from edgeintel.pipeline.compress_target import compress_target
+    from edgeintel.commands.compress_target import compress_target
     from edgeintel.threads import thread_limit
 
     with guard():

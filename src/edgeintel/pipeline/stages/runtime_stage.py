@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import EdgeIntelError
-from edgeintel.pipeline import runtime_section as _section_renderer  # noqa: F401  (registers it)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.sections import runtime_section as _section_renderer  # noqa: F401  (registers it)
 from edgeintel.runtime.nodes import ServerProcess, drain_upstream, free_port, write_node_config
 
 __all__ = ["RuntimeStage"]

@@ -17,12 +17,12 @@ from edgeintel.data.provenance import (
 from edgeintel.inference.latency import measure_latency, scale_latency
 from edgeintel.models import build_model, count_params, export_onnx, make_session, onnx_predict
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
+from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
 # importing a section's renderer registers it with the report (edgeintel.report.sections)
-from edgeintel.pipeline import data_section as _data_section  # noqa: F401
-from edgeintel.pipeline import inference_section as _inference_section  # noqa: F401
-from edgeintel.pipeline import training_section as _training_section  # noqa: F401
-from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.sections import data_section as _data_section  # noqa: F401
+from edgeintel.pipeline.sections import inference_section as _inference_section  # noqa: F401
+from edgeintel.pipeline.sections import training_section as _training_section  # noqa: F401
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
 from edgeintel.training.scenario_train import resolve_mode
