@@ -529,7 +529,9 @@ def build_model(
     if s.request_overhead_ms > 0:  # its own stream: the other draws do not move
         r_ovh = np.random.default_rng(np.random.SeedSequence([seed, 0x0E4D]))
         z = r_ovh.standard_normal(m) * s.request_overhead_sigma
-        model.task_overhead_ns = np.round(s.request_overhead_ms * 1e6 * np.exp(z)).astype(np.int64)
+        # a draw beyond the horizon ends after the run either way; clipped, it stays an int64
+        ovh = np.minimum(s.request_overhead_ms * 1e6 * np.exp(z), float(horizon))
+        model.task_overhead_ns = np.round(ovh).astype(np.int64)
     model.initial_slot, model.initial_plan, model.initial_blocked = _initial_plan(
         sc, model, np.bincount(dev_group, minlength=len(groups)), rate
     )
