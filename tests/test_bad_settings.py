@@ -163,7 +163,7 @@ CASES: list[Case] = [
     C("fi-max-devices-huge", {FI + "max_devices": 10**9}, "max_devices", MOST),
     C("fi-probe-every-huge", {FI + "probe_every": 10**12}, "probe_every", MOST),
     C("of-deadline-huge", {OF + "deadline_ms": BIG}, "deadline_ms", MOST),
-    C("of-deadline-tiny", {OF + "deadline_ms": 1e-9}, "deadline_ms", LEAST),
+    C("of-deadline-zero", {OF + "deadline_ms": 0}, "deadline_ms", "greater than"),
     C("of-d2d-bw-huge", {OF + "d2d": {"bandwidth_mbps": BIG}}, "d2d.bandwidth_mbps", MOST),
     C("of-rate-huge", {OF + "request_rate_hz": 1e9}, "request_rate_hz", MOST),
     C("rt-timeout-huge", {S + "runtime.offload_timeout_ms": BIG}, "offload_timeout_ms", MOST),

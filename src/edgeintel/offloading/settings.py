@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["D2DLink", "EarlyExitSettings", "OffloadingSettings"]
 
-DeadlineMs = Annotated[float, Field(ge=1e-3, le=1e7)]
-"""A deadline in ms: 1 us .. about 2.8 hours."""
+DeadlineMs = Annotated[float, Field(gt=0, le=1e7)]
+"""A deadline in ms: above 0, at most about 2.8 hours."""
 
 
 class D2DLink(Strict):

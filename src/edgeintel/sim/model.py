@@ -406,8 +406,16 @@ def build_model(
     n = sc.num_devices if exact else int(s.devices or 0)
     horizon = round(s.duration_s * NS)
     expected = n * rate * s.duration_s
+    # the other per-event arrays count like tasks: on/off switches, handovers, federated
+    # rounds' clients; the catalogue's popularity table holds 3 floats per key
+    tr, fl = s.traces, s.federated
+    events = expected + n * s.duration_s * s.mobility.handover_rate_hz
+    if tr.mean_off_s > 0:
+        events += 2 * n * s.duration_s / (tr.mean_on_s + tr.mean_off_s)
+    if fl.enabled:
+        events += s.duration_s / fl.round_interval_s * min(n, fl.clients_per_round)
     ensure_fits(
-        memory_estimate_bytes(n, expected),
+        memory_estimate_bytes(n, events) + 24 * s.catalog,
         f"sim: {n} devices x {s.duration_s:g} s (about {expected:.3g} tasks)",
         "lower --devices or --duration",
     )

@@ -80,7 +80,7 @@ class FederatedSimSettings(Strict):
     drops out."""
 
     enabled: bool = False
-    round_interval_s: Period = 60.0
+    round_interval_s: Annotated[float, Field(ge=0.1, le=1e7)] = 60.0
     clients_per_round: Annotated[int, Field(ge=1, le=1_000_000)] = 10
     model_bytes: Annotated[int, Field(ge=1, le=2**40)] = 200_000
     local_compute_ms: Annotated[float, Field(gt=0, le=1e8)] = 2000.0
