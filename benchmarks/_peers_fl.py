@@ -322,8 +322,8 @@ def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
                "1 epoch, MNIST CNN)", float(np.mean(ratios)), "<=", 1.0, "x"),
         target("fl: per-round CPU time (all processes) edgeintel / Flower simulation",
                float(np.mean(cpu_ratios)), "<=", 1.0, "x"),
-        target("fl: test accuracy |edgeintel - Flower| after the last round (same model "
-               "computed)", acc_gap, "<", 0.00005, "accuracy"),
+        target("fl: test accuracy difference, edgeintel vs Flower, after the last round "
+               "(same model computed)", acc_gap, "<", 0.00005, "accuracy"),
         target("fl: CPU per client epoch, LocalTrainer / plain PyTorch loop",
                epoch["ratio"]["mean"], "<=", 1.0, "x"),
     ]  # fmt: skip
