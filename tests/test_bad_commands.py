@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +42,7 @@ class Case:
     argv: list[str]
     words: tuple[str, ...]
     files: dict[str, FileMaker] = field(default_factory=dict)
+    process: bool = False  # run as a real process (a server that starts would not return)
 
 
 def _json(value: Any) -> str:
@@ -400,30 +404,35 @@ CASES: list[Case] = [
         ["serve", "{D}/repo", "--host", "999.1.1.1", "--port", "0"],
         ("--host", "999.1.1.1"),
         {"x": _repo},
+        process=True,
     ),
     Case(
         "serve-tokens-latin1",
         ["serve", "{D}/repo", "--tokens", "{D}/t.json", "--port", "0"],
         ("t.json",),
         {"x": _repo, "t.json": LATIN1},
+        process=True,
     ),
     Case(
         "serve-node-config-list",
         ["serve", "{D}/repo", "--node-config", "{D}/n.json", "--port", "0"],
         ("n.json",),
         {"x": _repo, "n.json": "[]"},
+        process=True,
     ),
     Case(
         "serve-node-config-latin1",
         ["serve", "{D}/repo", "--node-config", "{D}/n.json", "--port", "0"],
         ("n.json",),
         {"x": _repo, "n.json": LATIN1},
+        process=True,
     ),
     Case(
         "serve-trace-origin-nan",
         ["serve", "{D}/repo", "--trace-origin", "nan", "--port", "0"],
         ("--trace-origin",),
         {"x": _repo},
+        process=True,
     ),
     # ---- plan
     Case(
@@ -486,6 +495,7 @@ CASES: list[Case] = [
         ["validate", "{D}/u.yaml"],
         ("user.py:build", "within"),
         {"x": _user_scenario(HANG)},
+        process=True,
     ),
     Case(
         "validate-forward-exits",
@@ -504,11 +514,18 @@ CASES: list[Case] = [
 
 def _profile_scenario(d: Path, node_ms: Any) -> None:
     """A scenario whose offloading.profile_file is broken (strings, too few nodes, a list)."""
-    prof = (
-        [1, 2]
-        if node_ms is None
-        else {"model": "m", "node_names": ["a", "b"], "node_ms": node_ms, "reference_speed": 1.0}
-    )
+    prof: Any = [1, 2]
+    if node_ms is not None:
+        prof = {
+            "model_sha256": "0" * 64,
+            "node_names": ["a", "b"],
+            "node_ms": node_ms,
+            "full_ms": 1.0,
+            "raw_sum_ms": 1.0,
+            "rounds": 3,
+            "serialize_ms_per_mb": 1.0,
+            "int8_ms_per_mb": 1.0,
+        }
     (d / "prof.json").write_text(json.dumps(prof))
     raw = tiny_scenario_dict()
     raw["settings"]["offloading"] = {"profile_file": "prof.json"}
@@ -561,6 +578,24 @@ def argv_of(case: Case, d: Path) -> list[str]:
     ]
 
 
+def _in_process(argv: list[str], cwd: Path) -> tuple[int | None, str]:
+    """``python -P -m edgeintel ARGV`` in ``cwd`` (60 s at most: a hang is a failure), with
+    the user-code time limit at 3 s."""
+    code = (
+        "import sys, edgeintel.models.zoo as z; z.USER_CODE_TIMEOUT_S = 3.0; "
+        "from edgeintel.cli import main; sys.argv = ['edgeintel', *sys.argv[1:]]; main()"
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        p = subprocess.run(
+            [sys.executable, "-P", "-c", code, *argv],
+            cwd=cwd, env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    except subprocess.TimeoutExpired:
+        return None, "timed out after 60 s"
+    return p.returncode, (p.stdout + p.stderr).strip()
+
+
 @pytest.mark.parametrize("case", [pytest.param(c, id=c.id) for c in CASES])
 def test_bad_command_is_one_line_exit_2_and_writes_nothing(
     case: Case, good_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -571,9 +606,12 @@ def test_bad_command_is_one_line_exit_2_and_writes_nothing(
     materialize(tmp_path, good_run, case.files)
     monkeypatch.chdir(tmp_path)  # a default output folder would land here too
     before = snapshot(tmp_path)
-    res = CliRunner().invoke(app, argv_of(case, tmp_path))
-    out = res.output.strip()
-    assert res.exit_code == 2, f"exit {res.exit_code}: {out[-2000:]} {res.exception!r}"
+    if case.process:
+        code, out = _in_process(argv_of(case, tmp_path), tmp_path)
+    else:
+        res = CliRunner().invoke(app, argv_of(case, tmp_path))
+        code, out = res.exit_code, res.output.strip()
+    assert code == 2, f"exit {code}: {out[-2000:]}"
     assert "Traceback" not in out
     lines = [ln for ln in out.splitlines() if ln.strip()]
     assert len(lines) == 1, out

@@ -176,6 +176,7 @@ class DeviceAgent:
         self._stop = threading.Event()
         self._halt = threading.Event()
         self.forward_errors = 0
+        self.last_forward_error: str | None = None  # why the last forward failed (a hint)
         self.started: float | None = None
 
     # ------------------------------------------------------------------ inference
@@ -340,7 +341,8 @@ class DeviceAgent:
                 ack = json.loads(resp.body)
                 self.store.ack(batch[-1].seq, int(ack["accepted"]), int(ack["duplicates"]))
                 backoff = 0.05
-            except (TransportError, ValueError, KeyError):
+            except (TransportError, ValueError, KeyError) as exc:
                 self.forward_errors += 1
+                self.last_forward_error = str(exc)[:300]
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
