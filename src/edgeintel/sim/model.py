@@ -19,13 +19,12 @@ and loss are tabulated per epoch (``LinkSpec.at``).
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeintel.errors import ConfigError
+from edgeintel.limits import ensure_fits
 from edgeintel.network import TIERS
 from edgeintel.offloading.costs import (
     Breakdown,
@@ -62,7 +61,6 @@ __all__ = [
     "build_model",
     "half_rtt_ns",
     "memory_estimate_bytes",
-    "memory_limit_bytes",
     "transfer_ns",
 ]
 
@@ -90,21 +88,6 @@ def half_rtt_ns(rtt_ms: float) -> int:
 def memory_estimate_bytes(devices: int, expected_tasks: float) -> int:
     """Peak memory the model and a run need (bytes), estimated before allocating."""
     return int(BYTES_PER_TASK * expected_tasks + BYTES_PER_DEVICE * devices + 64 * 2**20)
-
-
-def memory_limit_bytes() -> int:
-    """Memory available to this process (``MemAvailable``; else physical memory)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 2**34
 
 
 @dataclass
@@ -423,13 +406,11 @@ def build_model(
     n = sc.num_devices if exact else int(s.devices or 0)
     horizon = round(s.duration_s * NS)
     expected = n * rate * s.duration_s
-    need, limit = memory_estimate_bytes(n, expected), memory_limit_bytes()
-    if need > limit:
-        raise ConfigError(
-            f"sim: {n} devices x {s.duration_s:g} s (about {expected:.3g} tasks) need an "
-            f"estimated {need / 2**30:.2f} GiB; {limit / 2**30:.2f} GiB is available: "
-            "lower --devices or --duration"
-        )
+    ensure_fits(
+        memory_estimate_bytes(n, expected),
+        f"sim: {n} devices x {s.duration_s:g} s (about {expected:.3g} tasks)",
+        "lower --devices or --duration",
+    )
     ss = np.random.SeedSequence([seed, 0x51_4D])
     r_cls, r_tr, r_arr, r_skip, r_key, r_loss, r_ho = (
         np.random.default_rng(c) for c in ss.spawn(7)
