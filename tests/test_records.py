@@ -192,7 +192,7 @@ def test_forward_calling_exit_is_a_model_error(tmp_path: Path) -> None:
 def test_deployed_servers_never_import_a_module_beside_the_scenario(tmp_path: Path) -> None:
     """Servers start as SERVER_COMMAND from the working folder: a numpy.py there must not be
     imported (-P), while PYTHONPATH (the package source) still is."""
-    from edgeintel.pipeline.runtime import SERVER_COMMAND
+    from edgeintel.runtime.nodes import SERVER_COMMAND
 
     (tmp_path / "numpy.py").write_text("raise SystemExit('planted numpy imported')\n")
     probe = [*SERVER_COMMAND[:-2], "-c", "import numpy, edgeintel; print(numpy.__file__)"]
