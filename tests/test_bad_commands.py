@@ -372,7 +372,7 @@ CASES: list[Case] = [
             "--store",
             "{D}/o/s.db",
         ],
-        ("--device", "toaster-9"),
+        ("toaster-9", "phone-0"),
     ),
     Case(
         "device-store-is-folder",

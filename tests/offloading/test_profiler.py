@@ -40,5 +40,5 @@ def test_profile_times_every_layer_and_scales_by_speed(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="do not match"):
         ModelProfile.load(p, other)
-    with pytest.raises(DataError, match="none.json: file not found"):
+    with pytest.raises(DataError, match=r"none\.json: file not found"):
         ModelProfile.load(tmp_path / "none.json")

@@ -9,7 +9,10 @@ import numpy as np
 from edgeintel.caching.policies import POLICIES, miss_ratio
 from edgeintel.errors import ConfigError, DataError
 
-__all__ = ["read_trace", "simulate_trace_file"]
+__all__ = ["MAX_CAPACITY", "read_trace", "simulate_trace_file"]
+
+#: the largest --capacity accepted (entries)
+MAX_CAPACITY = 10**9
 
 
 def read_trace(path: Path) -> list[str]:
@@ -30,11 +33,15 @@ def simulate_trace_file(
     path: Path, capacity: int, policies: list[str] | None = None
 ) -> dict[str, float]:
     """Miss ratio per policy (default: all registered) and Belady's OPT on ``path``."""
-    if capacity < 1:
-        raise ConfigError(f"--capacity must be a positive number of entries, got {capacity}")
+    if not 1 <= capacity <= MAX_CAPACITY:
+        raise ConfigError(
+            f"--capacity: expected a number of entries in 1..{MAX_CAPACITY:,}, got {capacity}"
+        )
     names = policies or POLICIES.names()
     for n in names:
         POLICIES.get(n)
     keys = read_trace(path)
-    _, ids = np.unique(np.array(keys), return_inverse=True)
+    distinct, ids = np.unique(np.array(keys), return_inverse=True)
+    # a cache that holds every distinct key never evicts: same miss ratios, bounded memory
+    capacity = min(capacity, len(distinct))
     return {n: miss_ratio(n, ids, capacity) for n in [*names, "opt"]}

@@ -273,6 +273,19 @@ class DeviceAgent:
 
     # ------------------------------------------------------------------ loops
 
+    def delivery_hint(self, undelivered: int) -> str | None:
+        """Why ``undelivered`` stored results were not forwarded, and what to do (None when
+        every result was delivered or no forward was tried)."""
+        if undelivered <= 0 or self.last_forward_error is None:
+            return None
+        err = self.last_forward_error
+        todo = ""
+        if "no sink" in err:
+            todo = "; start the server with `edgeintel serve REPO --sink FILE` to store them"
+        elif " 401" in err or " 403" in err:
+            todo = "; give this device's --token (the server's --tokens file)"
+        return f"{undelivered} result(s) not delivered, last error: {err}{todo}"
+
     def run(
         self,
         limit: int,
