@@ -195,8 +195,9 @@ CASES: list[Case] = [
     ),
     Case(
         "compress-out-earlier",
-        ["compress", "--from-run", "{R}", "--out", "{R}/compress"],
+        ["compress", "--from-run", "{R}", "--out", "{D}/c"],
         ("--out", "--overwrite"),
+        {"c/report.html": "<p>an earlier compression report</p>"},
     ),
     # ---- simulate --from-run / --out
     Case(
@@ -489,6 +490,34 @@ CASES: list[Case] = [
         ("--capacity",),
         {"t.txt": "a\nb\n"},
     ),
+    # ---- outputs over earlier results (the other commands' cases are above)
+    Case(
+        "run-over-earlier-run",
+        ["run", "{S}", "--runs-dir", "{D}", "--run-id", "R"],
+        ("--run-id", "--overwrite"),
+    ),
+    Case(
+        "train-over-earlier-run",
+        ["train", "{S}", "--runs-dir", "{D}", "--run-id", "R"],
+        ("--run-id", "--overwrite"),
+    ),
+    Case(
+        "sweep-over-earlier-sweep",
+        ["sweep", "{S}", "--grid", "{D}/g.yaml", "--out", "{D}/sw", "--workers", "1"],
+        ("--out", "--overwrite"),
+        {"g.yaml": "axes:\n  policy: [lru]\nseeds: [0]\n", "sw/sweep.csv": "earlier\n"},
+    ),
+    Case(
+        "sweep-grid-latin1",
+        ["sweep", "{S}", "--grid", "{D}/g.yaml", "--out", "{D}/sw", "--workers", "1"],
+        ("g.yaml",),
+        {"g.yaml": LATIN1},
+    ),
+    Case(
+        "examples-over-earlier-file",
+        ["examples", "default", "--to", "{D}/s.yaml"],
+        ("s.yaml", "--force"),
+    ),
     # ---- user code at validate
     Case(
         "validate-factory-hangs",
@@ -549,10 +578,17 @@ def good_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     raw["settings"]["training"]["mode"] = "central"
     raw["settings"]["caching"] = {"enabled": True}
     (d / "s.yaml").write_text(yaml.safe_dump(raw))
-    argv = ["run", str(d / "s.yaml"), "--runs-dir", str(d), "--run-id", "R", "-q"]
+    # run from its own folder with a relative --runs-dir, as a user does: the records
+    # then hold paths relative to that working folder
+    argv = ["run", "s.yaml", "--runs-dir", ".", "--run-id", "R", "-q"]
     for stage in ("data", "train", "export", "caching"):
         argv += ["--stage", stage]
-    res = CliRunner().invoke(app, argv)
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        res = CliRunner().invoke(app, argv)
+    finally:
+        os.chdir(cwd)
     assert res.exit_code == 0, res.output
     yield d / "R"
 
@@ -565,7 +601,9 @@ def materialize(d: Path, good: Path, files: dict[str, FileMaker]) -> None:
         p = d / rel
         if callable(make):
             make(d)
-        elif isinstance(make, bytes):
+            continue
+        p.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(make, bytes):
             p.write_bytes(make)
         else:
             p.write_text(make)
@@ -622,3 +660,85 @@ def test_bad_command_is_one_line_exit_2_and_writes_nothing(
     changed = sorted(k for k in before if after.get(k) != before[k])
     assert not written, f"written: {written}"
     assert not changed, f"changed or removed: {changed}"
+
+
+#: options naming where a command writes a folder or a run, and the option that allows
+#: writing over earlier results there
+OUTPUT_OPTIONS = {"--out", "--runs-dir", "--run-id"}
+
+
+def test_every_command_writing_a_folder_has_overwrite() -> None:
+    """A command that writes into a folder refuses earlier results unless --overwrite (the
+    table above shows the refusal for each); this fails when a new command forgets it."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    ctx = click_context(group)
+    missing = []
+    for name in group.list_commands(ctx):  # type: ignore[attr-defined]
+        cmd = group.get_command(ctx, name)  # type: ignore[attr-defined]
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        if opts & OUTPUT_OPTIONS and not opts & {"--overwrite", "--force"}:
+            missing.append(name)
+    assert not missing, f"commands writing a folder without --overwrite: {missing}"
+    covered = {c.argv[0] for c in CASES if "--overwrite" in c.words or "--force" in c.words}
+    assert {"run", "train", "compress", "simulate", "sweep", "plan", "export-repo"} <= covered
+
+
+def click_context(group: Any) -> Any:
+    import click
+
+    return click.Context(group)
+
+
+def test_overwrite_replaces_an_earlier_simulation(tmp_path: Path) -> None:
+    s = tmp_path / "s.yaml"
+    s.write_text(yaml.safe_dump(tiny_scenario_dict()))
+    args = ["simulate", str(s), "--duration", "5", "--out", str(tmp_path / "o"), "-q"]
+    assert CliRunner().invoke(app, args).exit_code == 0
+    first = (tmp_path / "o" / "results.json").read_bytes()
+    again = CliRunner().invoke(app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    assert (tmp_path / "o" / "results.json").read_bytes() == first
+    assert CliRunner().invoke(app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_export_repo_from_another_working_folder(
+    good_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run's model.json names runs/<id>/model.onnx relative to where the run was made; from
+    any other folder export-repo finds the model beside the record (issue 24 item 9), and the
+    repository it writes loads and verifies."""
+    from edgeintel.runtime.repository import ModelRepository
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert not Path(json.loads((good_run / "model.json").read_text())["path"]).is_absolute()
+    res = CliRunner().invoke(app, ["export-repo", str(good_run / "model.json"), "-o", "repo"])
+    assert res.exit_code == 0, res.output
+    repo = ModelRepository(elsewhere / "repo")
+    assert repo.versions("model") == ["1"] and not repo.refused
+
+
+def test_device_accepts_a_shipped_scenario_name(good_run: Path, tmp_path: Path) -> None:
+    """`edgeintel device default ...` resolves the bare name like `run` does (issue 24 item 9):
+    the error is about the device name, not a missing file."""
+    res = CliRunner().invoke(
+        app,
+        ["device", "default", "--device", "nope-0", "--onnx", str(good_run / "model.onnx"),
+         "--store", str(tmp_path / "s.db")],
+    )  # fmt: skip
+    assert res.exit_code == 2 and "nope-0" in res.output
+    assert "not found" not in res.output
+
+
+def test_undelivered_results_come_with_a_hint() -> None:
+    from types import SimpleNamespace
+
+    from edgeintel.runtime.agent import DeviceAgent
+
+    agent = SimpleNamespace(last_forward_error="server answered 404: b'... results (no sink)'")
+    hint = DeviceAgent.delivery_hint(agent, 7)  # type: ignore[arg-type]
+    assert hint is not None and "7 result(s) not delivered" in hint and "--sink" in hint
+    assert DeviceAgent.delivery_hint(agent, 0) is None  # type: ignore[arg-type]

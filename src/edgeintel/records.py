@@ -224,19 +224,22 @@ class ModelArtifact:
         return load_artifact(path)
 
 
-def load_artifact(path: str | Path) -> ModelArtifact:
+def load_artifact(path: str | Path, model: str | Path | None = None) -> ModelArtifact:
     """Read and check an artifact record (``<model>.json``).
 
     Every field is checked for its type; the model's ``path``, when relative, is
     resolved against the record's folder (a record written in another working
-    folder names a file beside it), and must be an existing file.
+    folder names a file beside it), and must be an existing file. ``model``
+    overrides the recorded path (a run folder's own ``model.onnx``, wherever the
+    folder has moved).
     """
     what = "a model artifact record (<model>.json written beside its .onnx)"
     rec = read_json(path, what)
     shape = rec.get("input_shape", list, "a list of integers")
     if not all(isinstance(d, int) and not isinstance(d, bool) for d in shape):
         raise rec.fail("input_shape", "a list of integers", shape)
-    model = Path(rec.text("path"))
+    recorded = Path(rec.text("path"))
+    model = recorded if model is None else Path(model)
     if not model.is_absolute():
         # relative to the record's folder; a record written as <runs>/<id>/model.onnx
         # (relative to the exporting working folder) names the file beside it
@@ -244,7 +247,7 @@ def load_artifact(path: str | Path) -> ModelArtifact:
         found = [p for p in (here / model, here / model.name, model) if p.exists()]
         model = found[0] if found else here / model
     if model.is_dir():
-        raise rec.fail("path", "an ONNX file", str(model), got=False) from None
+        raise rec.fail("path", f"an ONNX file, not the folder {model}", got=False) from None
     if not model.is_file():
         raise DataError(f"{path}: path: the model file {model} does not exist")
     sha = rec.text("sha256")
@@ -294,8 +297,8 @@ class RunFolder:
 
     def model(self) -> ModelArtifact:
         """``model.json`` with ``model.onnx``: the run's exported model."""
-        self.file("model.onnx", "`edgeintel run` or `edgeintel train`")
-        return load_artifact(self.file("model.json", "`edgeintel run` or `edgeintel train`"))
+        onnx = self.file("model.onnx", "`edgeintel run` or `edgeintel train`")
+        return load_artifact(self.file("model.json", "`edgeintel run` or `edgeintel train`"), onnx)
 
 
 # run fields of results.json and their types; every other top-level key is a section
