@@ -281,7 +281,7 @@ def threshold_from_results(results: Path, device: str) -> FilterThreshold:
             f"--filter-from {results}: is a folder; expected a run's results.json "
             f"(e.g. {Path(results) / 'results.json'})"
         )
-    rec = read_json(results, "the results.json of a run (--filter-from)")
+    rec = read_json(results, f"the results.json of a run (--filter-from, for {device!r})")
     check_results(rec)
     caching = rec.sub("caching", default=None)
     filt = None if caching is None else caching.sub("filter", default=None)
