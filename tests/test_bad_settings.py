@@ -110,12 +110,7 @@ CASES: list[Case] = [
     C("sim-input-bytes-huge", {SIM + "input_bytes": 10**15}, "input_bytes", "at most"),
     C("sim-task-rate-huge", {SIM + "task_rate_hz": 1e9}, "task_rate_hz", "at most"),
     C("sim-overhead-ms-huge", {SIM + "request_overhead_ms": BIG}, "request_overhead_ms", "at most"),
-    C(
-        "sim-sigma-huge",
-        {SIM + "request_overhead_sigma": 1000},
-        "request_overhead_sigma",
-        "at most",
-    ),
+    C("sim-sigma-huge", {SIM + "request_overhead_sigma": 1000}, "request_overhead_sigma", "at most"),
     C("sim-forward-bytes-huge", {SIM + "forward_bytes": 10**15}, "forward_bytes", "at most"),
     C("sim-uplink-huge", {SIM + "macro_uplink_mbps": BIG}, "macro_uplink_mbps", "at most"),
     C("sim-on-tiny", {SIM + "traces": {"mean_on_s": 1e-6}}, "mean_on_s", "at least"),
@@ -188,13 +183,7 @@ CASES: list[Case] = [
     ),
     # ---------------------------------------------------------------- --set
     C("set-capacity-bool", {}, "result_cache.capacity", "integer", sets=(RC + "capacity=true",)),
-    C(
-        "set-battery-str",
-        {},
-        "battery_j",
-        "number",
-        sets=("device_profiles.phone.battery_j='4e4'",),
-    ),
+    C("set-battery-str", {}, "battery_j", "number", sets=("device_profiles.phone.battery_j='4e4'",)),
     C("set-duration-huge", {}, "sim.duration_s", "at most", sets=(SIM + "duration_s=1e30",)),
     C("set-deadline-inf", {}, "deadline_ms", "finite", sets=(OF + "deadline_ms=.inf",)),
     C("set-probe-str", {}, "probe_every", "integer", sets=(FI + "probe_every='3'",)),
@@ -211,12 +200,7 @@ CASES: list[Case] = [
     ),
     C("dp-central", {TR + "mode": "central", TR + "dp": {}}, "dp", "central"),
     C("dp-solo", {TR + "mode": "solo", TR + "dp": {}}, "dp", "solo"),
-    C(
-        "secagg-central",
-        {TR + "mode": "central", TR + "secure_aggregation": {}},
-        "secure",
-        "central",
-    ),
+    C("secagg-central", {TR + "mode": "central", TR + "secure_aggregation": {}}, "secure", "central"),
     C("secagg-solo", {TR + "mode": "solo", TR + "secure_aggregation": {}}, "secure", "solo"),
     C(
         "secagg-neighbors",
@@ -299,13 +283,8 @@ CASES: list[Case] = [
         "16 characters",
         files={"tokens.yaml": "phone-0: short\n"},
     ),
-    C(
-        "tokens-not-yaml",
-        {DEP + "tokens_file": "tokens.yaml"},
-        "tokens_file",
-        "mapping",
-        files={"tokens.yaml": "[1, 2"},
-    ),  # fmt: skip
+    C("tokens-not-yaml", {DEP + "tokens_file": "tokens.yaml"}, "tokens_file", "mapping",
+      files={"tokens.yaml": "[1, 2"}),  # fmt: skip
     C("placements-unknown", {DEP + "placements": {"nope": "edge"}}, "placements", "nope"),
     C("deadlines-unknown", {OF + "deadlines_ms": {"nope": 50}}, "deadlines_ms", "nope"),
     C("server-load-unknown", {OF + "server_load": {"nope": 0.5}}, "server_load", "nope"),
@@ -339,35 +318,19 @@ CASES: list[Case] = [
         "duration_s",
         grid="axes: {settings.sim.duration_s: [10, 20]}\n",
     ),
-    C(
-        "grid-1e9-points",
-        {},
-        "grid",
-        "points",
-        "at most",
-        grid="axes:\n"
-        + "".join(
-            f"  {a}: {list(range(1, 11))}\n"
-            for a in (
-                "devices",
-                "cache_entries",
-                "catalog",
-                "input_bytes",
-                "result_bytes",
-                "max_batch",
-                "queue_limit",
-                "series_bins",
-                "forward_bytes",
-            )
-        ),
-    ),  # fmt: skip
+    C("grid-1e9-points", {}, "grid", "points", "at most",
+      grid="axes:\n" + "".join(f"  {a}: {list(range(1, 11))}\n" for a in (
+          "devices", "cache_entries", "catalog", "input_bytes", "result_bytes", "max_batch",
+          "queue_limit", "series_bins", "forward_bytes"))),  # fmt: skip
     C(
         "grid-yaml-bomb",
         {},
         "grid",
         "at most",
         grid="axes:\n  policy: [&a [x, x, x, x, x, x, x, x, x]"
-        + "".join(f", &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh"))
+        + "".join(
+            f", &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh")
+        )
         + "]\n",
     ),
     C("grid-sim-value-bad", {}, "duration_s", "at most", grid="axes: {duration_s: [1e30]}\n"),
