@@ -54,7 +54,7 @@ def compress_cmd(
     overwrite: OverwriteOutOpt = False,
 ) -> None:
     """Search compression recipes and write the best artifact per device profile."""
-    from edgeintel.pipeline.compress_target import compress_target
+    from edgeintel.commands.compress_target import compress_target
     from edgeintel.records import open_run
     from edgeintel.threads import thread_limit
 

@@ -32,6 +32,16 @@ def serve_cmd(
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,
+    body_timeout_s: Annotated[
+        float, typer.Option(min=0.01, help="A request body must arrive within this (else 408).")
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Connections/requests in flight beyond this get 503.")
+    ] = 1024,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Also serve the protocol over gRPC on this port."),
+    ] = None,
     scenario: Annotated[
         Path | None,
         typer.Option(
@@ -94,7 +104,11 @@ def serve_cmd(
             queue_capacity=queue_capacity,
         )
         settings = ServerSettings(
-            intra_op_threads=threads, max_request_bytes=max_request_bytes, batching=batching
+            intra_op_threads=threads,
+            max_request_bytes=max_request_bytes,
+            body_timeout_s=body_timeout_s,
+            max_connections=max_connections,
+            batching=batching,
         )
         if scenario is not None and node_config is not None:
             raise ConfigError("give --scenario or --node-config, not both")
@@ -131,6 +145,7 @@ def serve_cmd(
             up,
             up_name,
             up_token,
+            grpc_port=grpc_port,
         )
 
 
@@ -203,7 +218,7 @@ def device_cmd(
     from edgeintel.examples import resolve_scenario
     from edgeintel.onnx_files import check_input_shape, make_session
     from edgeintel.runtime.agent import DeviceAgent, check_model_preprocessing, device_stream
-    from edgeintel.runtime.seams import ExecutionTier, StaticPlan
+    from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
     from edgeintel.runtime.wiring import filter_for_device, threshold_from_results
@@ -211,18 +226,18 @@ def device_cmd(
     with guard():
         _check_device_options(rate_hz, duration_s, drain_timeout_s, store)
         sc = load(resolve_scenario(scenario), None)  # a shipped scenario's bare name too
-        try:
-            plan = StaticPlan(tier=ExecutionTier(tier))
+        stream = device_stream(sc, device)  # names the scenario's devices if unknown
+        dev = next(d for d in sc.expand_devices() if d.name == device)
+        try:  # cloud: the edge server relays it (forward header), as in a deployed run
+            plan = StaticPlan.for_tier(tier, dev.attach, sc.cloud.name)
         except ValueError:
             raise ConfigError(f"--tier: expected device, edge or cloud, got {tier!r}") from None
-        stream = device_stream(sc, device)
         if rate_hz is not None:
             stream = replace(stream, interval_s=1.0 / rate_hz)
         transport: Transport | None = None
         if server is not None:
             transport = HttpTransport(server)
             if emulate_link:
-                dev = next(d for d in sc.expand_devices() if d.name == device)
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
         check_model_preprocessing(onnx, stream)
@@ -244,6 +259,7 @@ def device_cmd(
                 filter=filt,
                 token=token,
                 settings=settings,
+                server_node=dev.attach,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)

@@ -60,8 +60,8 @@ def simulate(
     """Simulate the scenario's fleet (discrete events) and write results.json + report.html."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from edgeintel.commands.simulate import sim_settings_with, simulate_command, skip_from_run
     from edgeintel.examples import resolve_scenario
-    from edgeintel.pipeline.simulate import sim_settings_with, simulate_command, skip_from_run
 
     with guard():
         scenario = resolve_scenario(scenario)

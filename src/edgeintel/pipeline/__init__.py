@@ -1,13 +1,7 @@
 """The ``edgeintel run`` pipeline: registered stages over a shared run context."""
 
-# Importing a stage module registers its stages; components add theirs here.
-from edgeintel.pipeline import caching as _caching  # noqa: F401
-from edgeintel.pipeline import compress as _compress  # noqa: F401
-from edgeintel.pipeline import edge_training as _edge_training  # noqa: F401
-from edgeintel.pipeline import offloading as _offloading  # noqa: F401
-from edgeintel.pipeline import runtime as _runtime  # noqa: F401
-from edgeintel.pipeline import sim_section as _sim_section  # noqa: F401  (edgeintel simulate)
-from edgeintel.pipeline import stages as _stages  # noqa: F401
+# Importing the stages and sections packages registers every stage and section renderer.
+from edgeintel.pipeline import sections, stages
 from edgeintel.pipeline.core import (
     STAGES,
     Figure,
@@ -19,8 +13,8 @@ from edgeintel.pipeline.core import (
     register_stage,
     run_pipeline,
 )
-from edgeintel.pipeline.federated_finetune import FederatedFinetuner
 from edgeintel.pipeline.preflight import PreflightReport, preflight
+from edgeintel.pipeline.stages.federated_finetune import FederatedFinetuner
 
 __all__ = [
     "STAGES",
@@ -35,4 +29,6 @@ __all__ = [
     "preflight",
     "register_stage",
     "run_pipeline",
+    "sections",
+    "stages",
 ]

@@ -66,7 +66,7 @@ def preflight(
 ) -> PreflightReport:
     """Check ``scenario`` end to end without training; raise ``EdgeIntelError`` on a problem."""
     from edgeintel.models import build_model, count_params
-    from edgeintel.pipeline.stages import DataStage
+    from edgeintel.pipeline.stages.basic_stages import DataStage
     from edgeintel.training.scenario_train import resolve_mode
 
     sc = scenario
