@@ -310,3 +310,28 @@ def test_connection_limit_refuses_beyond_max_connections(model_repo: Path, tmp_p
         assert httpx.get(f"http://{srv.url}/v2/models/digits", timeout=10).status_code == 200
     finally:
         srv.stop()
+
+
+def test_busy_grpc_port_is_one_line(model_repo: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.runtime.conftest import ROOT
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [
+                *(sys.executable, "-m", "edgeintel", "serve", str(model_repo)),
+                *("--port", str(free_port()), "--grpc-port", str(port)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+        )
+    assert r.returncode == 2
+    assert f"--grpc-port {port}" in r.stderr + r.stdout and "Traceback" not in r.stderr
