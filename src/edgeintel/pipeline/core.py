@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from rich.console import Console
@@ -43,6 +43,12 @@ from edgeintel.report.figures import Figure, png_base64, save_figures
 from edgeintel.report.topology import topology_json
 from edgeintel.scenario import Device, Scenario, dump_scenario
 from edgeintel.threads import scenario_threads, thread_limit
+
+if TYPE_CHECKING:
+    from edgeintel.data.split import Standardizer
+    from edgeintel.offloading.scenario_plan import ScenarioPlan
+    from edgeintel.pipeline.stages.federated_finetune import DpLedger
+    from edgeintel.runtime.wiring import FilterThreshold
 
 __all__ = [
     "STAGES",
@@ -78,8 +84,28 @@ class RunContext:
     artifact: ModelArtifact | None = None
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
     verbose: bool = False
+    # typed hand-offs: what a stage leaves for later ones (never read from ``results``)
+    # data: the standardiser fitted on what the fitting party holds (None: unscaled) and
+    # the split record that export writes into model.json
+    standardizer: Standardizer | None = None
+    data_split: dict[str, Any] | None = None
+    # who trained ``model``: "central", or the edge-training mode that replaced it
+    model_source: str = "central"
+    # train: the central baseline's final test accuracy (edge training compares to it)
+    central_accuracy: float | None = None
+    # edge training and federated fine-tuning: the run's one DP ledger, and the edge
+    # training section's DP record that later phases add their total epsilon to
+    dp_ledger: DpLedger | None = None
+    edge_dp_record: dict[str, Any] | None = None
+    # compress: measured candidates shared between device profiles, and the chosen
+    # artifact per profile
+    compress_cache: dict[Any, Any] = field(default_factory=dict)
+    compressed_artifacts: dict[str, str] = field(default_factory=dict)
+    # offloading: the scenario's plan (graph, profile, options) for the runtime stage
+    offloading_plan: ScenarioPlan | None = None
+    # caching: the filter threshold tuned per device name, for the runtime's agents
+    filter_thresholds: dict[str, FilterThreshold] = field(default_factory=dict)
 
     def log(self, message: str) -> None:
         """One line of live feedback: appended to ``run.log``; printed when ``verbose``
