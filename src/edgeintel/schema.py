@@ -189,7 +189,7 @@ def registry_name(registry: Registry[Any]) -> AfterValidator:
     """
 
     def check(value: str) -> str:
-        registry.get(value)  # ConfigError (a ValueError) listing the registry's names
+        registry.check(value)  # ConfigError (a ValueError) listing the registry's names
         return value
 
     return AfterValidator(check)

@@ -173,7 +173,7 @@ class RuntimeStage(Stage):
         return bool(ctx.scenario.settings.runtime.deploy.enabled)
 
     def run(self, ctx: RunContext) -> None:
-        from edgeintel.models.export import make_session
+        from edgeintel.onnx_files import make_session
         from edgeintel.runtime.agent import DeviceAgent, DeviceStream
         from edgeintel.runtime.repository import add_model
         from edgeintel.runtime.settings import DEVICES, DeployPlacement, parse_address
@@ -449,10 +449,10 @@ def _planner(
     into head/tail ONNX, the tail served as ``model_tail_<k>_<hash>``."""
     import hashlib
 
-    from edgeintel.models.export import make_session
     from edgeintel.offloading.planner import OffloadPlanner, trace_times
     from edgeintel.offloading.scenario_plan import plan_scenario
     from edgeintel.offloading.split import split_model
+    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.repository import add_model
     from edgeintel.runtime.wiring import SplitTail, mask_key
 

@@ -13,9 +13,10 @@ from edgeintel.data.provenance import (
     chance_accuracy,
     split_record,
 )
-from edgeintel.inference.latency import measure_latency, scale_latency
-from edgeintel.models import build_model, count_params, export_onnx, make_session, onnx_predict
+from edgeintel.latency import measure_latency, scale_latency
+from edgeintel.models import build_model, count_params, export_onnx
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
+from edgeintel.onnx_files import make_session, onnx_predict
 
 # importing a section's renderer registers it with the report (edgeintel.report.sections)
 from edgeintel.pipeline import data_section as _data_section  # noqa: F401

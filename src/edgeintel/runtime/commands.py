@@ -310,7 +310,7 @@ def device_cmd(
     from dataclasses import replace
 
     from edgeintel.cli import _load, console, guard
-    from edgeintel.models.export import make_session
+    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.agent import DeviceAgent, device_stream
     from edgeintel.runtime.seams import ExecutionTier, StaticPlan
     from edgeintel.runtime.store import DeviceStore
