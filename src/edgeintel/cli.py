@@ -322,15 +322,17 @@ def _run_and_summarize(
     overwrite: bool = False,
     header: str = "",
 ) -> None:
-    """Check the options and everything the scenario names without training (preflight),
-    run the pipeline stages, then print the summary table and the output paths."""
+    """Print the header at once, check the options and everything the scenario names without
+    training (preflight, one line per step), run the pipeline stages on what preflight
+    prepared, then print the summary table and the output paths."""
+    if header:
+        console.print(header, highlight=False)  # before the heavy imports: the first line
     from edgeintel.pipeline import check_run_dir, ordered_stages, preflight, run_pipeline
 
     ordered_stages(stages)  # unknown --stage names
     check_run_dir(runs_dir, run_id, overwrite)  # --runs-dir, --run-id, reuse
-    preflight(sc, stages, scenario_file=str(scenario))
-    if header:
-        console.print(header, highlight=False)
+    say = None if quiet else (lambda msg: console.print(msg, highlight=False, style="dim"))
+    checked = preflight(sc, stages, scenario_file=str(scenario), log=say)
     result = run_pipeline(
         sc,
         runs_dir=runs_dir,
@@ -340,6 +342,7 @@ def _run_and_summarize(
         show_progress=not quiet,
         scenario_file=str(scenario),
         overwrite=overwrite,
+        prepared=checked.prepared,
     )
     _print_summary(result.results)
     console.print(f"results: {result.results_path}", highlight=False)

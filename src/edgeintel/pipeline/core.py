@@ -47,6 +47,7 @@ from edgeintel.threads import scenario_threads, thread_limit
 __all__ = [
     "STAGES",
     "Figure",
+    "Prepared",
     "RunContext",
     "RunResult",
     "Stage",
@@ -80,6 +81,19 @@ class RunContext:
     figures: list[Figure] = field(default_factory=list)
     state: dict[str, Any] = field(default_factory=dict)
     verbose: bool = False
+    initial_model: Any = None  # preflight's untrained model, handed out once by fresh_model
+
+    def fresh_model(self) -> Any:
+        """The task's untrained model (``task.model``, ``task.width``, seeded by the scenario's
+        seed): the one preflight built, the first time, else a new build (the same weights)."""
+        if self.initial_model is not None:
+            model, self.initial_model = self.initial_model, None
+            return model
+        from edgeintel.models import build_model
+
+        ds = self.require_dataset()
+        sc = self.scenario
+        return build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
 
     def log(self, message: str) -> None:
         """One line of live feedback: appended to ``run.log``; printed when ``verbose``
@@ -162,6 +176,31 @@ class Stage:
 
 
 STAGES: Registry[type[Stage]] = Registry("pipeline stage")
+
+
+@dataclass
+class Prepared:
+    """What preflight computed that a run takes over instead of computing it again.
+
+    ``data``: the context after the data stage (dataset, splits, device shards, the
+    standardizer and split record in ``state``, the data section and its figure);
+    ``data_s``: seconds that stage took; ``model``: the untrained model preflight built.
+    """
+
+    data: RunContext
+    data_s: float
+    model: Any = None
+
+    def hand_over(self, ctx: RunContext) -> None:
+        """Put the data stage's outputs and the untrained model on the run's ``ctx``."""
+        d = self.data
+        ctx.dataset, ctx.train_idx, ctx.test_idx = d.dataset, d.train_idx, d.test_idx
+        ctx.val_idx, ctx.server_idx = d.val_idx, d.server_idx
+        ctx.device_parts, ctx.devices = list(d.device_parts), list(d.devices)
+        ctx.state.update(d.state)
+        ctx.results["data"] = d.results["data"]
+        ctx.figures.extend(d.figures)
+        ctx.initial_model = self.model
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
@@ -256,6 +295,7 @@ def run_pipeline(
     show_progress: bool = False,
     scenario_file: str | None = None,
     overwrite: bool = False,
+    prepared: Prepared | None = None,
 ) -> RunResult:
     """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
 
@@ -267,6 +307,8 @@ def run_pipeline(
     Raises the first stage's ``EdgeIntelError`` after writing the partial results
     (``status: failed``; ``interrupted`` on Ctrl-C). A ``run_id`` whose folder already
     holds files is refused unless ``overwrite`` (its old files are then removed first).
+    ``prepared`` (from ``preflight`` on this same scenario object) replaces the data stage's
+    work and the first model build by what preflight already computed.
     """
     from edgeintel.report.html import write_report
 
@@ -323,6 +365,12 @@ def run_pipeline(
         ctx.log(f"run {run_dir.name}: scenario {scenario.name}, seed {scenario.seed}")
         for stage in plan:
             if not stage.enabled(ctx):
+                continue
+            if stage.name == "data" and prepared is not None and prepared.data.scenario is scenario:
+                prepared.hand_over(ctx)
+                results["stages"].append(stage.name)
+                results["timings_s"][stage.name] = round(prepared.data_s, 3)
+                ctx.log(f"stage data taken over from preflight ({prepared.data_s:.1f} s)")
                 continue
             ctx.log(f"stage {stage.name} started")
             t0 = time.perf_counter()
