@@ -30,11 +30,11 @@ if TYPE_CHECKING:
         transfer_ms,
     )
     from edgeintel.offloading.graph import LayerGraph, load_layer_graph
+    from edgeintel.offloading.options import Option
     from edgeintel.offloading.placement import (
         PLACEMENTS,
         FleetPlan,
         FleetProblem,
-        Option,
         Resource,
         evaluate_assignment,
         place,
