@@ -132,7 +132,9 @@ class DataSpec(_Strict):
     of the rest, ``server_fraction`` is a server-held set and ``validation_fraction``
     the validation set (selection); both stay off the devices. ``split`` says how
     each is cut (``segment``: contiguous blocks of ``segment_blocks`` per recording,
-    ``segment_gap`` samples purged at each boundary).
+    ``segment_gap`` samples purged at each boundary). ``standardize`` (on by default)
+    scales tabular and time-series features with training statistics
+    (``edgeintel.data.device_data``).
     """
 
     dataset: Annotated[str, registry_name(DATASETS)] | None = None
@@ -157,6 +159,12 @@ class DataSpec(_Strict):
         default=0.0,
         description="share of the non-test data held by the server (never on a device): "
         "calibration and fine-tuning of edge-trained models",
+    )
+    standardize: bool = Field(
+        default=True,
+        description="standardise tabular and time-series features with statistics of the "
+        "fitting party's training data (per column of a table, per sensor channel); images "
+        "are left as loaded",
     )
     partition: PartitionSpec = PartitionSpec()
 

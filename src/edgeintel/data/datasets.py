@@ -341,7 +341,16 @@ def _from_table(
         df[label_column].to_numpy(), f"{path}: label column {label_column!r}"
     )
     modality = Modality.IMAGE if x.ndim == 4 else Modality.TABULAR
-    return Dataset(path.stem, x, y, classes, modality, groups=groups, source=str(path))
+    return Dataset(
+        path.stem,
+        x,
+        y,
+        classes,
+        modality,
+        groups=groups,
+        source=str(path),
+        extra={"columns": [str(c) for c in feats.columns]},
+    )
 
 
 def _from_npz(path: Path, shape: list[int] | None) -> Dataset:

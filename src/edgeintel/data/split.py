@@ -14,7 +14,7 @@ Pure functions of labels, group ids and a seed that return sorted index arrays:
 ``holdout_split`` picks the kind (``auto``: segment for sequential data, group
 when the data has group ids, else stratified) and is used for the test split,
 the validation carve-out (selection) and the server-held set alike.
-``Standardizer`` holds per-channel statistics fitted on the training split.
+``Standardizer`` holds per-channel or per-feature statistics fitted on training data.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from edgeintel.errors import ConfigError, DataError
 
 __all__ = [
     "SPLIT_KINDS",
+    "STANDARDIZE_KINDS",
     "RunSplits",
     "Standardizer",
     "fit_standardizer",
@@ -177,37 +178,59 @@ def holdout_split(
     raise ConfigError(f"unknown split kind {kind!r}; expected stratified, group or segment")
 
 
+STANDARDIZE_KINDS = ("per_channel", "per_feature")
+
+
 @dataclass(frozen=True)
 class Standardizer:
-    """Per-channel mean and standard deviation (axis 1 of ``(N, C, ...)``), fitted on training."""
+    """Mean and standard deviation fitted on training data, applied to every sample.
+
+    ``per_channel``: one pair per channel (axis 1 of ``(N, C, ...)``; sensor
+    channels, whose scale is the same along time); ``per_feature``: one pair per
+    value of a sample (``mean.shape == x.shape[1:]``; the columns of a table).
+    """
 
     mean: np.ndarray
     std: np.ndarray
+    kind: str = "per_channel"
+
+    def __post_init__(self) -> None:
+        if self.kind not in STANDARDIZE_KINDS:
+            raise ConfigError(
+                f"standardizer kind {self.kind!r}: expected one of {STANDARDIZE_KINDS}"
+            )
 
     def apply(self, x: np.ndarray) -> np.ndarray:
+        if self.kind == "per_feature":
+            return ((x - self.mean) / self.std).astype(np.float32)
         shape = (1, -1) + (1,) * (x.ndim - 2)
         return ((x - self.mean.reshape(shape)) / self.std.reshape(shape)).astype(np.float32)
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "kind": "per_channel",
-            "mean": [float(v) for v in self.mean],
-            "std": [float(v) for v in self.std],
+            "kind": self.kind,
+            "mean": self.mean.tolist(),
+            "std": self.std.tolist(),
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Standardizer:
-        return cls(np.asarray(raw["mean"], dtype=np.float64), np.asarray(raw["std"], np.float64))
+        return cls(
+            np.asarray(raw["mean"], dtype=np.float64),
+            np.asarray(raw["std"], np.float64),
+            str(raw.get("kind", "per_channel")),
+        )
 
 
-def fit_standardizer(x: np.ndarray) -> Standardizer:
-    """Statistics per channel over samples and time/space of ``x`` (the training split only)."""
+def fit_standardizer(x: np.ndarray, kind: str = "per_channel") -> Standardizer:
+    """Statistics of ``x`` (the fitting party's rows only), per channel over samples and
+    time/space, or per feature over samples; a constant feature gets std 1e-8 added."""
     if x.ndim < 3 or len(x) == 0:
         raise DataError("fit_standardizer: expected non-empty samples shaped (N, C, ...)")
-    axes = (0, *range(2, x.ndim))
+    axes = (0,) if kind == "per_feature" else (0, *range(2, x.ndim))
     mean = x.mean(axis=axes, dtype=np.float64)
     std = x.std(axis=axes, dtype=np.float64) + 1e-8
-    return Standardizer(mean, std)
+    return Standardizer(mean, std, kind)
 
 
 @dataclass(frozen=True)

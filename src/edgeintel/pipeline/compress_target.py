@@ -190,7 +190,8 @@ def compress_target(
     device profiles and budgets. See the module docstring for the other targets.
     Every option, the device names and the data are checked before any training.
     """
-    from edgeintel.data import DATASETS, fit_standardizer, load_data
+    from edgeintel.data import DATASETS
+    from edgeintel.data.device_data import derive_run_data
     from edgeintel.scenario import load_scenario
 
     say = on_step or (lambda _msg: None)
@@ -231,10 +232,9 @@ def compress_target(
         seed = sc.seed if seed is None else seed
         sc = sc.model_copy(update={"seed": seed})
         preflight(sc, ["data", "train", "compress"], scenario_file=str(path))
-        ds = load_data(sc.data, seed=seed)
-        sp = sc.data.splits(ds, seed)
-        if ds.extra.get("standardize") == "per_channel":
-            ds.x = fit_standardizer(ds.x[sp.train]).apply(ds.x)
+        # trained centrally here: preprocessing fitted on its own training split
+        rd = derive_run_data(sc.data, seed, edge=False)
+        ds, sp = rd.dataset, rd.splits
         tr, val, te = sp.train, sp.val, sp.test
         t = sc.settings.training
         family, width = sc.task.model, sc.task.width
@@ -381,7 +381,7 @@ def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
     Returns (dataset, splits, fit role): ``train`` for a centrally trained model,
     ``server`` for an edge-trained one (its training data stayed on the devices).
     """
-    from edgeintel.data import Standardizer, load_data
+    from edgeintel.data.device_data import check_preprocessing, derive_run_data
     from edgeintel.data.provenance import CENTRAL_TRAIN, index_digest
     from edgeintel.scenario import DataSpec
 
@@ -403,20 +403,22 @@ def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
         raise ConfigError(
             f"--dataset {dataset!r}: {path.name} was trained on {record.get('dataset')!r}"
         )
+    pre = extra.get("preprocess")
+    role = "train" if extra.get("trained_on", CENTRAL_TRAIN) == CENTRAL_TRAIN else "server"
     try:
-        spec = DataSpec.model_validate(record["data_spec"])
+        raw = dict(record["data_spec"])
+        # a record written before data.standardize: whether the model saw standardised inputs
+        raw.setdefault("standardize", isinstance(pre, dict))
+        spec = DataSpec.model_validate(raw)
         seed = int(record["seed"])
-        ds = load_data(spec, seed=seed)
-        sp = spec.splits(ds, seed)
+        rd = derive_run_data(spec, seed, edge=role == "server")
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"{meta}: data_split record is incomplete ({exc})") from None
+    sp = rd.splits
     if index_digest(sp.test) != record.get("digests", {}).get("test"):
         raise ConfigError(
             f"{meta}: the recorded test split cannot be reproduced here (different data or "
             "edgeintel version); refusing to evaluate on samples the model may have seen"
         )
-    pre = extra.get("preprocess")
-    if isinstance(pre, dict) and pre.get("kind") == "per_channel":
-        ds.x = Standardizer.from_json(pre).apply(ds.x)
-    role = "train" if extra.get("trained_on", CENTRAL_TRAIN) == CENTRAL_TRAIN else "server"
-    return ds, sp, role
+    check_preprocessing(pre, rd.standardizer, str(meta))
+    return rd.dataset, sp, role

@@ -201,6 +201,8 @@ class Prepared:
         ctx.results["data"] = d.results["data"]
         ctx.figures.extend(d.figures)
         ctx.initial_model = self.model
+        for message in d.results["data"].get("warnings", []):  # logged to preflight's scratch
+            ctx.log(f"data: warning: {message}")
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:

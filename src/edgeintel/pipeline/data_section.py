@@ -43,6 +43,8 @@ def render_data(data: dict[str, Any], figures: list[Figure], ctx: RenderContext)
             f"{part.get('kind')}{alpha} over {part.get('devices')} devices, label skew "
             f"{part.get('label_skew', float('nan')):.2f} (0 = every device sees the global mix)",
         )
+    for message in data.get("warnings") or []:  # e.g. features on very different scales
+        ctx.warn(str(message))
     if isinstance(n_test, int) and 0 < n_test < SMALL_TEST_SET:
         half = 1.96 * math.sqrt(0.25 / n_test)
         ctx.warn(

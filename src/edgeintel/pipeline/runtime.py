@@ -173,6 +173,7 @@ class RuntimeStage(Stage):
         return bool(ctx.scenario.settings.runtime.deploy.enabled)
 
     def run(self, ctx: RunContext) -> None:
+        from edgeintel.data.device_data import input_interval_s
         from edgeintel.onnx_files import make_session
         from edgeintel.runtime.agent import DeviceAgent, DeviceStream
         from edgeintel.runtime.repository import add_model
@@ -196,13 +197,7 @@ class RuntimeStage(Stage):
         tokens_file.write_text(json.dumps(tokens.to_json()))
         tokens_file.chmod(0o600)
         operator = next(iter(tokens.operators.values()), None)
-        ds = ctx.require_dataset()
-        if ds.fps:
-            interval = 1.0 / ds.fps
-        elif ds.sampling_rate_hz:
-            interval = ds.x.shape[-1] / ds.sampling_rate_hz
-        else:
-            interval = 1.0 / rt.rate_hz
+        interval = input_interval_s(ctx.require_dataset(), rt.rate_hz)
         limit = max(1, math.ceil(dep.duration_s / interval))
         cloud = sc.cloud.name
         uses_cloud = any(

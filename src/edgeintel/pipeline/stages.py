@@ -6,7 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.data import fit_standardizer, label_skew, load_data, partition
+from edgeintel.data import label_skew
+from edgeintel.data.device_data import derive_run_data
 from edgeintel.data.provenance import (
     CENTRAL_TRAIN,
     DEVICE_SHARDS,
@@ -32,7 +33,7 @@ __all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage"]
 
 @register_stage
 class DataStage(Stage):
-    """Load the dataset, hold out a test set, partition the rest across devices."""
+    """Derive the run's data (``derive_run_data``): held-out sets, preprocessing, shards."""
 
     name = "data"
     order = 10
@@ -41,43 +42,25 @@ class DataStage(Stage):
     def run(self, ctx: RunContext) -> None:
         sc = ctx.scenario
         spec = sc.data
-        with ctx.task("Loading data", total=3) as advance:
-            ds = load_data(spec, seed=sc.seed)
-            advance()
-            splits = spec.splits(ds, sc.seed)
-            train_idx, test_idx = splits.train, splits.test
-            edge = resolve_mode(sc) is not TrainingMode.CENTRAL
-            scaler_info = None
-            if ds.extra.get("standardize") == "per_channel":
-                # statistics from data the fitting party holds: the central training
-                # split, or after edge training only the server-held sets (never the
-                # devices' shards, never the test set)
-                fit_idx = np.concatenate([splits.val, splits.server]) if edge else train_idx
-                scaler = fit_standardizer(ds.x[np.sort(fit_idx)])
-                ds.x = scaler.apply(ds.x)
-                ctx.state["standardizer"] = scaler
-                scaler_info = {
-                    **scaler.to_json(),
-                    "fitted_on": "server-held (validation + server)" if edge else "train split",
-                    "samples": len(fit_idx),
-                }
-            advance()
+        with ctx.task("Loading data", total=1) as advance:
             ctx.devices = sc.expand_devices()
-            p = spec.partition
-            local = partition(
-                ds.y[train_idx],
-                len(ctx.devices),
-                kind=str(p.kind),
-                seed=sc.seed,
-                groups=None if ds.groups is None else ds.groups[train_idx],
-                alpha=p.alpha,
-                min_samples=p.min_samples,
+            # the one derivation of a device's data (held-out sets, shards, standardisation
+            # fitted on what the fitting party holds), shared with compress and the agents
+            rd = derive_run_data(
+                spec, sc.seed, len(ctx.devices), edge=resolve_mode(sc) is not TrainingMode.CENTRAL
             )
             advance()
+        ds, splits = rd.dataset, rd.splits
+        train_idx, test_idx = splits.train, splits.test
+        if rd.standardizer is not None:
+            ctx.state["standardizer"] = rd.standardizer
+        for message in rd.warnings:
+            ctx.log(f"data: warning: {message}")
+        p = spec.partition
         ctx.val_idx, ctx.server_idx = splits.val, splits.server
         ctx.state["split"] = split_record(spec, sc.seed, splits, ds.name)
         ctx.dataset, ctx.train_idx, ctx.test_idx = ds, train_idx, test_idx
-        ctx.device_parts = [train_idx[part] for part in local]
+        ctx.device_parts = list(rd.parts)
         counts = np.stack(
             [np.bincount(ds.y[idx], minlength=ds.num_classes) for idx in ctx.device_parts]
         )
@@ -87,16 +70,24 @@ class DataStage(Stage):
             "train_samples": len(train_idx),
             "test_samples": len(test_idx),
             "split": {**splits.to_json(), "chance_accuracy": chance_accuracy(ds.y[test_idx])},
-            "standardization": scaler_info,
+            "standardization": rd.preprocessing,
+            "feature_scale": rd.scale,
             "partition": {
                 "kind": str(p.kind),
                 "alpha": p.alpha if str(p.kind) in {"dirichlet", "quantity"} else None,
                 "devices": len(ctx.devices),
-                "label_skew": round(label_skew(local, ds.y[train_idx]), 4),
+                "label_skew": round(
+                    label_skew(
+                        [np.searchsorted(train_idx, part) for part in rd.parts], ds.y[train_idx]
+                    ),
+                    4,
+                ),
                 "samples_per_device": counts.sum(1).tolist(),
                 "class_counts_per_device": counts.tolist(),
             },
         }
+        if rd.warnings:
+            ctx.results["data"]["warnings"] = list(rd.warnings)
         ctx.add_figure(
             "data",
             "Per-device data distribution",

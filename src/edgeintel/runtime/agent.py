@@ -14,11 +14,13 @@ agent resumes at the store's ``next_index``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,52 +39,77 @@ from edgeintel.runtime.settings import RuntimeSettings
 from edgeintel.runtime.store import DeviceStore, StoreFull
 from edgeintel.runtime.transport import Request, Transport, TransportError
 
-__all__ = ["FORWARD_HEADER", "AgentStats", "DeviceAgent", "DeviceStream", "device_stream"]
+__all__ = [
+    "FORWARD_HEADER",
+    "AgentStats",
+    "DeviceAgent",
+    "DeviceStream",
+    "check_model_preprocessing",
+    "device_stream",
+]
 
 FORWARD_HEADER = "X-Edgeintel-Forward"  # the node an edge server relays the request to
 
 
 @dataclass(frozen=True)
 class DeviceStream:
-    """A device's inputs (N, ...) float32, their true labels, and seconds between inputs."""
+    """A device's inputs (N, ...) float32, their true labels, seconds between inputs and the
+    preprocessing record they were derived with (None: as loaded)."""
 
     inputs: np.ndarray
     labels: np.ndarray
     interval_s: float
+    preprocessing: dict[str, Any] | None = None
+
+    def digest(self) -> str:
+        """sha256 of the inputs' float32 bytes in stream order (what the agent feeds)."""
+        arr = np.ascontiguousarray(self.inputs, dtype=np.float32)
+        return hashlib.sha256(arr.tobytes()).hexdigest()
 
 
 def device_stream(scenario: Any, device: str) -> DeviceStream:
-    """The named device's share of the scenario's data (same split and partition as
-    ``edgeintel run``), paced at the data's own rate."""
-    from edgeintel.data.datasets import load_data
-    from edgeintel.data.partition import partition, train_test_split
+    """The named device's share of the scenario's data, derived as ``edgeintel run`` derives
+    it (``derive_run_data``: same held-out sets, shard and preprocessing), paced at the
+    data's own rate."""
+    from edgeintel.data.device_data import derive_run_data, input_interval_s
+    from edgeintel.training.scenario_train import resolve_mode
+    from edgeintel.training.settings import TrainingMode
 
     devices = scenario.expand_devices()
     names = [d.name for d in devices]
     if device not in names:
         raise ConfigError(f"unknown device {device!r}; the scenario has {names[0]}..{names[-1]}")
-    ds = load_data(scenario.data, seed=scenario.seed)
-    train_idx, _ = train_test_split(ds.y, scenario.data.test_fraction, seed=scenario.seed)
-    p = scenario.data.partition
-    parts = partition(
-        ds.y[train_idx],
+    rd = derive_run_data(
+        scenario.data,
+        scenario.seed,
         len(devices),
-        kind=str(p.kind),
-        seed=scenario.seed,
-        groups=None if ds.groups is None else ds.groups[train_idx],
-        alpha=p.alpha,
-        min_samples=p.min_samples,
+        edge=resolve_mode(scenario) is not TrainingMode.CENTRAL,
     )
-    idx = train_idx[parts[names.index(device)]]
-    if len(idx) == 0:
+    x, y = rd.device_arrays(names.index(device))
+    if len(x) == 0:
         raise ConfigError(f"device {device!r} holds no samples in this scenario's partition")
-    if ds.fps:
-        interval = 1.0 / ds.fps
-    elif ds.sampling_rate_hz:
-        interval = ds.x.shape[-1] / ds.sampling_rate_hz
-    else:
-        interval = 1.0 / scenario.settings.runtime.rate_hz
-    return DeviceStream(ds.x[idx].astype(np.float32), ds.y[idx], interval)
+    interval = input_interval_s(rd.dataset, scenario.settings.runtime.rate_hz)
+    return DeviceStream(x.astype(np.float32), y, interval, rd.preprocessing)
+
+
+def check_model_preprocessing(onnx: Path, stream: DeviceStream) -> None:
+    """Refuse a model whose metadata (``<model>.json``, written at export by ``edgeintel
+    run``) records other preprocessing than the stream's: it would see mis-scaled inputs.
+    A model without such a record (exported elsewhere) is not checked."""
+    from edgeintel.data.device_data import check_preprocessing
+    from edgeintel.data.split import Standardizer
+
+    meta = Path(onnx).with_suffix(".json")
+    try:
+        extra = json.loads(meta.read_text()).get("extra") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    if not isinstance(extra, dict) or "preprocess" not in extra:
+        return
+    pre = stream.preprocessing
+    check_preprocessing(
+        extra["preprocess"], None if pre is None else Standardizer.from_json(pre), str(meta)
+    )
 
 
 @dataclass

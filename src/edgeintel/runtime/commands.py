@@ -311,7 +311,7 @@ def device_cmd(
 
     from edgeintel.cli import _load, console, guard
     from edgeintel.onnx_files import make_session
-    from edgeintel.runtime.agent import DeviceAgent, device_stream
+    from edgeintel.runtime.agent import DeviceAgent, check_model_preprocessing, device_stream
     from edgeintel.runtime.seams import ExecutionTier, StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
@@ -334,6 +334,7 @@ def device_cmd(
                 dev = next(d for d in sc.expand_devices() if d.name == device)
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
+        check_model_preprocessing(onnx, stream)
         session = make_session(onnx)
         filt = _device_filter(sc, device, stream.inputs, session, filter_, filter_from)
         with DeviceStore(store, settings.store) as st:
@@ -356,6 +357,8 @@ def device_cmd(
                     transport.close()
             out = {
                 "device": device,
+                "inputs": len(stream.inputs),
+                "inputs_sha256": stream.digest(),  # to check it streams the run's inputs
                 **stats.to_json(),
                 "store": dict(st.counters),
                 "undelivered": st.size,
