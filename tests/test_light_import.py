@@ -112,10 +112,14 @@ def test_registry_provide_imports_on_first_get() -> None:
         reg.provide("json", "late")
 
 
-def test_provided_models_and_techniques_register() -> None:
+def test_provided_models_stages_and_techniques_register() -> None:
     code = (
         "import sys\nfrom edgeintel.models.families import MODELS\n"
         "assert 'torch' not in sys.modules\n"
+        "from edgeintel.pipeline.core import STAGES\n"
+        "assert 'torch' not in sys.modules and 'data' in STAGES\n"
+        "for n in STAGES: STAGES.get(n)\n"
+        "assert not STAGES._provided\n"
         "from edgeintel.inference.base import TECHNIQUES\n"
         "assert 'resnet18' in MODELS and 'qat' in TECHNIQUES\n"
         "for n in MODELS: MODELS.get(n)\n"

@@ -325,12 +325,12 @@ def _run_and_summarize(
     """Print the header at once, check the options and everything the scenario names without
     training (preflight, one line per step), run the pipeline stages on what preflight
     prepared, then print the summary table and the output paths."""
-    if header:
-        console.print(header, highlight=False)  # before the heavy imports: the first line
-    from edgeintel.pipeline import check_run_dir, ordered_stages, preflight, run_pipeline
+    from edgeintel.pipeline import check_run_dir, check_stages, preflight, run_pipeline
 
-    ordered_stages(stages)  # unknown --stage names
+    check_stages(stages)  # unknown --stage names
     check_run_dir(runs_dir, run_id, overwrite)  # --runs-dir, --run-id, reuse
+    if header:
+        console.print(header, highlight=False)  # before the components load: the first line
     say = None if quiet else (lambda msg: console.print(msg, highlight=False, style="dim"))
     checked = preflight(sc, stages, scenario_file=str(scenario), log=say)
     result = run_pipeline(
@@ -515,11 +515,13 @@ def report_cmd(
     """Re-render a run's report.html from its results.json and figures/ folder."""
     import json
 
-    import edgeintel.pipeline  # noqa: F401  (registers every stage's section renderer)
+    from edgeintel.pipeline import sim_section  # noqa: F401  (the simulation section)
+    from edgeintel.pipeline.core import ordered_stages
     from edgeintel.report.figures import load_figures
     from edgeintel.report.html import write_report
 
     with guard():
+        ordered_stages()  # imports every stage module: registers each section renderer
         results_path = run_dir / "results.json"
         if not results_path.is_file():
             raise EdgeIntelError(f"{run_dir}: no results.json; expected a run folder")

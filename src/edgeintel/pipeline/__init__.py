@@ -1,38 +1,49 @@
-"""The ``edgeintel run`` pipeline: registered stages over a shared run context."""
+"""The ``edgeintel run`` pipeline: registered stages over a shared run context.
 
-# Importing a stage module registers its stages; components add theirs here.
-from edgeintel.pipeline import caching as _caching  # noqa: F401
-from edgeintel.pipeline import compress as _compress  # noqa: F401
-from edgeintel.pipeline import edge_training as _edge_training  # noqa: F401
-from edgeintel.pipeline import offloading as _offloading  # noqa: F401
-from edgeintel.pipeline import runtime as _runtime  # noqa: F401
-from edgeintel.pipeline import sim_section as _sim_section  # noqa: F401  (edgeintel simulate)
-from edgeintel.pipeline import stages as _stages  # noqa: F401
-from edgeintel.pipeline.core import (
-    STAGES,
-    Figure,
-    RunContext,
-    RunResult,
-    Stage,
-    check_run_dir,
-    ordered_stages,
-    register_stage,
-    run_pipeline,
-)
-from edgeintel.pipeline.federated_finetune import FederatedFinetuner
-from edgeintel.pipeline.preflight import PreflightReport, preflight
+A lazy face (``edgeintel.lazy``): each name loads its module on first use, so the CLI can
+check ``--stage`` names and the run folder and print its first line before the components
+are imported. The built-in stages are named in ``core.STAGES`` and each stage module is
+imported (registering its stage and report section) when its stage is first asked for.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgeintel.lazy import lazy_face
+
+if TYPE_CHECKING:
+    from edgeintel.pipeline.core import (
+        STAGES,
+        Figure,
+        Prepared,
+        RunContext,
+        RunResult,
+        Stage,
+        check_run_dir,
+        check_stages,
+        ordered_stages,
+        register_stage,
+        run_pipeline,
+    )
+    from edgeintel.pipeline.federated_finetune import FederatedFinetuner
+    from edgeintel.pipeline.preflight import PreflightReport, preflight
 
 __all__ = [
     "STAGES",
     "FederatedFinetuner",
     "Figure",
     "PreflightReport",
+    "Prepared",
     "RunContext",
     "RunResult",
     "Stage",
     "check_run_dir",
+    "check_stages",
     "ordered_stages",
     "preflight",
     "register_stage",
     "run_pipeline",
 ]
+
+__getattr__, __dir__ = lazy_face(__name__, __file__)

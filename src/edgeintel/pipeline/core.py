@@ -8,7 +8,8 @@ happens, ``results.json`` and ``report.html`` are written to ``runs/<run-id>/``
 (a failed stage is recorded with its error, earlier sections are kept).
 
 Components never import this package; it sits on top of them. Later
-components add a module here with one ``@register_stage`` class.
+components add a module here with one ``@register_stage`` class and name it in
+``STAGES.provide`` below (the module is imported when its stage is first asked for).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from rich.console import Console
@@ -36,13 +37,15 @@ from rich.progress import (
 
 from edgeintel.data.datasets import Dataset
 from edgeintel.errors import ConfigError, EdgeIntelError
-from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, png_base64, save_figures
 from edgeintel.report.topology import topology_json
 from edgeintel.scenario import Device, Scenario, dump_scenario
 from edgeintel.threads import scenario_threads, thread_limit
+
+if TYPE_CHECKING:
+    from edgeintel.models.export import ModelArtifact
 
 __all__ = [
     "STAGES",
@@ -52,6 +55,7 @@ __all__ = [
     "RunResult",
     "Stage",
     "check_run_dir",
+    "check_stages",
     "ordered_stages",
     "register_stage",
     "run_pipeline",
@@ -176,6 +180,13 @@ class Stage:
 
 
 STAGES: Registry[type[Stage]] = Registry("pipeline stage")
+# the built-in stages, by the module that registers them (imported on first use)
+STAGES.provide("edgeintel.pipeline.stages", "data", "train", "export", "evaluate")
+STAGES.provide("edgeintel.pipeline.edge_training", "edge_train")
+STAGES.provide("edgeintel.pipeline.offloading", "offloading")
+STAGES.provide("edgeintel.pipeline.compress", "compress")
+STAGES.provide("edgeintel.pipeline.caching", "caching")
+STAGES.provide("edgeintel.pipeline.runtime", "runtime")
 
 
 @dataclass
@@ -278,6 +289,12 @@ def _claim_run_dir(
         shutil.rmtree(run_dir)  # overwrite was asked for (check_run_dir refused otherwise)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def check_stages(only: list[str] | None) -> None:
+    """Refuse unknown stage names (a ``ConfigError`` listing the stages), importing nothing."""
+    for n in only or []:
+        STAGES.check(n)
 
 
 def ordered_stages(only: list[str] | None = None) -> list[Stage]:
