@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-from edgeintel.pipeline import compress as compress_stage
 from edgeintel.pipeline.core import run_pipeline
+from edgeintel.pipeline.stages import compress_stage
 from edgeintel.scenario import parse_scenario
 
 from .conftest import tiny_scenario_dict
@@ -121,7 +121,7 @@ def test_standardisation_uses_training_statistics_only(tmp_path: Path, mode: str
     (central model) or of the server-held sets (edge-trained model), never of the test set."""
     from edgeintel.data import load_dataset
     from edgeintel.pipeline.core import RunContext
-    from edgeintel.pipeline.stages import DataStage
+    from edgeintel.pipeline.stages.basic_stages import DataStage
 
     raw = tiny_scenario_dict()
     raw["task"]["model"] = "sensor_cnn"

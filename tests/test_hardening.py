@@ -142,7 +142,7 @@ def _write(tmp_path: Path, raw: dict) -> Path:
 
 def test_ctrl_c_records_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from edgeintel.pipeline import run_pipeline
-    from edgeintel.pipeline.stages import DataStage
+    from edgeintel.pipeline.stages.basic_stages import DataStage
     from edgeintel.scenario import parse_scenario
 
     def interrupted(self: object, ctx: object) -> None:
@@ -157,7 +157,7 @@ def test_ctrl_c_records_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPa
 
 
 def test_ctrl_c_on_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from edgeintel.pipeline.stages import TrainStage
+    from edgeintel.pipeline.stages.basic_stages import TrainStage
 
     def interrupted(self: object, ctx: object) -> None:
         raise KeyboardInterrupt

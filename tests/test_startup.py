@@ -18,7 +18,7 @@ import yaml
 from rich.console import Console
 
 from edgeintel.pipeline import preflight, run_pipeline
-from edgeintel.pipeline.stages import DataStage
+from edgeintel.pipeline.stages.basic_stages import DataStage
 from edgeintel.scenario import parse_scenario
 
 from .conftest import tiny_scenario_dict

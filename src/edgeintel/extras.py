@@ -26,6 +26,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     },
     "federated": {"flwr": "flwr"},
     "redis": {"redis": "redis"},
+    "cachesim": {"libcachesim": "libcachesim"},
     "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
     "ray": {"ray": "ray"},
 }

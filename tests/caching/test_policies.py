@@ -163,30 +163,15 @@ def test_miss_ratio_of_all_distinct_keys_is_one() -> None:
     assert list(itertools.islice(POLICIES, 1))
 
 
-def _wtinylfu_gap(alpha: float, capacity: int, seed: int) -> tuple[int, int]:
-    trace = _zipf_trace(1000, 20000, alpha, seed=seed) + 1  # libcachesim's ids, for the sketch
-    ours = simulate(make_policy("wtinylfu", capacity), trace)
-    return ours, _lcs_hits("WTinyLFU", trace - 1, capacity)
-
-
 @pytest.mark.parametrize("alpha", [0.6, 0.8, 1.0])
-def test_wtinylfu_same_hits_as_libcachesim(alpha: float) -> None:
-    # 500 entries: window 5, main 495 = probation 99 + protected 396, as in libcachesim's
-    # SLRU 1:4; the sketch hashes integer keys with libcachesim's XXH64 seeds
-    ours, ref = _wtinylfu_gap(alpha, 500, seed=4)
-    assert ours == ref
-
-
-@pytest.mark.parametrize("alpha", [0.6, 0.8, 1.0])
-def test_wtinylfu_within_tolerance_of_libcachesim(alpha: float) -> None:
-    # 100 and 200 entries: libcachesim's segments (int(0.2 * 99) + int(0.8 * 99) = 98) lose a
-    # slot and evict on some hits; ours gives probation the remainder. Measured gap on these
-    # traces: at most 0.0098 in miss ratio (seeds 4, 5), so the bound is 0.01, not 0.005.
-    for cap in (100, 200):
-        ours, ref = _wtinylfu_gap(alpha, cap, seed=5)
-        assert abs(ours - ref) / 20000 <= 0.01, cap
-    # and W-TinyLFU beats LRU on these skewed traces (frequency matters)
+def test_wtinylfu_near_libcachesim_and_better_than_lru(alpha: float) -> None:
+    # the paper's filter (count-min + doorkeeper) against libCacheSim's 10-hash counting Bloom
+    # filter: on Zipf traces the miss ratios stay within 0.01 (docs/caching.md has the bound
+    # on every trace shape); frequency matters, so W-TinyLFU beats LRU
     trace = _zipf_trace(1000, 20000, alpha, seed=5)
+    for cap in (100, 200, 500):
+        ours = simulate(make_policy("wtinylfu", cap), trace)
+        assert abs(ours - _lcs_hits("WTinyLFU", trace, cap)) / 20000 <= 0.01, cap
     assert simulate(make_policy("wtinylfu", 200), trace) > simulate(make_policy("lru", 200), trace)
 
 

@@ -108,3 +108,22 @@ def test_check_preprocessing_refuses_a_mismatch(wine_csv: Path) -> None:
         check_preprocessing(central.preprocessing, edge.standardizer, "m.json")
     with pytest.raises(ConfigError, match="derives none"):
         check_preprocessing(edge.preprocessing, None, "m.json")
+
+
+def test_time_series_user_data_is_standardised_per_channel(tmp_path: Path) -> None:
+    """An NPZ of sensor windows (N, C, L): one mean/std per channel, over samples and time."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()  # real values: two 'channels' = the top and bottom image halves
+    x = d.images.reshape(len(d.images), 2, 32).astype(np.float32)
+    x[:, 0] *= 1000.0  # channel 0 in other units
+    path = tmp_path / "windows.npz"
+    np.savez(path, x=x, y=d.target)
+    rd = derive_run_data(_spec(path), seed=0, n_devices=2, edge=False)
+    assert rd.standardizer is not None and rd.standardizer.kind == "per_channel"
+    assert rd.standardizer.mean.shape == (2,)
+    train = rd.dataset.x[rd.splits.train]
+    assert np.allclose(train.mean(axis=(0, 2)), 0, atol=1e-4)
+    assert np.allclose(train.std(axis=(0, 2)), 1, atol=1e-3)
+    off = derive_run_data(_spec(path, standardize=False), seed=0, n_devices=2, edge=False)
+    assert "'channel 0'" in off.warnings[0] and "'channel 1'" in off.warnings[0]

@@ -137,7 +137,7 @@ def _spy_run(
         return real(model, shape, k, blocks, fit, val, *a, **kw)
 
     monkeypatch.setattr(ee_mod, "choose_exit_point", spy)
-    from edgeintel.pipeline import offloading as stage
+    from edgeintel.pipeline.stages import offloading_stage as stage
 
     real_run = stage.OffloadingStage.run
 

@@ -291,7 +291,7 @@ def test_caching_section_filter_cache_policies_placement() -> None:
 def test_new_component_renderers_are_not_the_generic_one(section: str) -> None:
     spec = SECTIONS.get(section)
     assert spec.render is not generic_section
-    assert spec.render.__module__ == f"edgeintel.pipeline.{section}_section"
+    assert spec.render.__module__ == f"edgeintel.pipeline.sections.{section}_section"
     ctx = RenderContext(tiny_results())
     html = str(spec.render(tiny_results()[section], [], ctx))
     assert html.count("<table") >= 3 and ctx.headline.facts

@@ -23,7 +23,7 @@ import yaml
 
 from edgeintel.examples import example_path
 from edgeintel.pipeline.core import run_pipeline
-from edgeintel.pipeline.stages import DataStage
+from edgeintel.pipeline.stages.basic_stages import DataStage
 from edgeintel.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[2]

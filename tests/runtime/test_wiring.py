@@ -289,10 +289,11 @@ def test_edge_relays_to_cloud_and_forwards_results(digits_repo: Path, tmp_path: 
             )
             stats = agent.run(limit=30, drain_timeout_s=10.0)
             assert stats.placements.get("cloud", 0) == 30
-        edge_sink = edge_app.state.sink["sink"]
-        cloud_sink = cloud_app.state.sink["sink"]
+        edge_sink = edge_app.state.server.sink
+        cloud_sink = cloud_app.state.server.sink
         for _ in range(200):
-            if cloud_sink.counts().get("kiosk-0", 0) == 30:
+            # the edge marks a batch forwarded once the cloud's answer is back
+            if cloud_sink.counts().get("kiosk-0", 0) == 30 and not edge_sink.pending_upstream():
                 break
             time.sleep(0.05)
         assert edge_sink.counts() == {"kiosk-0": 30}

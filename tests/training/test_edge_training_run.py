@@ -93,7 +93,7 @@ def test_train_cli_solo_finetunes_the_last_layer(
 ) -> None:
     """Solo fine-tuning starts from a model trained on the server-held set only: no central
     fit sees a device's sample (the central baseline saw them all and is not used)."""
-    import edgeintel.pipeline.edge_training as et
+    import edgeintel.pipeline.stages.edge_train_stage as et
 
     fitted: list[np.ndarray] = []
     real = et.train_model

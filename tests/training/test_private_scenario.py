@@ -13,7 +13,7 @@ from edgeintel.data import load_data, partition, train_test_split
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.models import build_model
 from edgeintel.pipeline import RunContext
-from edgeintel.pipeline.privacy import report_privacy
+from edgeintel.pipeline.stages.privacy_report import report_privacy
 from edgeintel.scenario import Scenario, parse_scenario
 from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import PrivacyStrategy, build_private_engine

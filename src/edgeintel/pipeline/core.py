@@ -8,8 +8,8 @@ happens, ``results.json`` and ``report.html`` are written to ``runs/<run-id>/``
 (a failed stage is recorded with its error, earlier sections are kept).
 
 Components never import this package; it sits on top of them. Later
-components add a module here with one ``@register_stage`` class and name it in
-``STAGES.provide`` below (the module is imported when its stage is first asked for).
+components add a module to ``pipeline/stages/`` with one ``@register_stage`` class and
+name its stage in ``STAGES.provide`` below (imported when a stage is first asked for).
 """
 
 from __future__ import annotations
@@ -180,13 +180,12 @@ class Stage:
 
 
 STAGES: Registry[type[Stage]] = Registry("pipeline stage")
-# the built-in stages, by the module that registers them (imported on first use)
-STAGES.provide("edgeintel.pipeline.stages", "data", "train", "export", "evaluate")
-STAGES.provide("edgeintel.pipeline.edge_training", "edge_train")
-STAGES.provide("edgeintel.pipeline.offloading", "offloading")
-STAGES.provide("edgeintel.pipeline.compress", "compress")
-STAGES.provide("edgeintel.pipeline.caching", "caching")
-STAGES.provide("edgeintel.pipeline.runtime", "runtime")
+# the built-in stages: importing the ``pipeline.stages`` package registers them all
+STAGES.provide(
+    "edgeintel.pipeline.stages",
+    *("data", "train", "edge_train", "export", "evaluate", "offloading", "compress"),
+    *("caching", "runtime"),
+)
 
 
 @dataclass

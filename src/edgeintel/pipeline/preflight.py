@@ -76,7 +76,7 @@ def preflight(
     say = log or (lambda _msg: None)
     say("preflight: importing the components")
     from edgeintel.models import build_model, count_params
-    from edgeintel.pipeline.stages import DataStage
+    from edgeintel.pipeline.stages.basic_stages import DataStage
     from edgeintel.training.scenario_train import resolve_mode
 
     sc = scenario

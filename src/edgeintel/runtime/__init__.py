@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from edgeintel.runtime.batching import DynamicBatcher
     from edgeintel.runtime.repository import ModelRepository, export_repository
     from edgeintel.runtime.seams import ExecutionTier
-    from edgeintel.runtime.server import build_app, serve
+    from edgeintel.runtime.server import InferenceServer, build_app, serve
     from edgeintel.runtime.settings import (
         BatchingSettings,
         DeployPlacement,
@@ -49,6 +49,7 @@ __all__ = [
     "DynamicBatcher",
     "ExecutionTier",
     "HttpTransport",
+    "InferenceServer",
     "LinkEmulator",
     "MemoryTransport",
     "ModelRepository",

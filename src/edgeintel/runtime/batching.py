@@ -40,14 +40,16 @@ class _Pending:
 class DynamicBatcher:
     """The request queue and worker of one loaded model version.
 
-    ``on_batch(rows)`` is called after each ONNX Runtime call (for metrics).
+    ``on_batch(rows, waits_s, run_s)`` is called after each ONNX Runtime call (for
+    metrics and statistics): the rows run, each request's seconds in the queue, and the
+    call's seconds.
     """
 
     def __init__(
         self,
         model: LoadedModel,
         settings: BatchingSettings,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, list[float], float], None] | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
@@ -151,8 +153,10 @@ class DynamicBatcher:
             feeds = batch[0].feeds
         else:
             feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
+        start = time.perf_counter()
         results = self.model.session.run(self._outputs, feeds)
         self.batches += 1
         if self._on_batch is not None:
-            self._on_batch(sum(p.rows for p in batch))
+            waits = [start - p.arrived for p in batch]
+            self._on_batch(sum(p.rows for p in batch), waits, time.perf_counter() - start)
         return dict(zip(self._outputs, results, strict=True))

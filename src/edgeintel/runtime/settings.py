@@ -48,10 +48,17 @@ class BatchingSettings(_Strict):
 
 
 class ServerSettings(_Strict):
-    """An edge or cloud node: ONNX Runtime threads, request limits, shutdown grace."""
+    """An edge or cloud node: ONNX Runtime threads, request limits, shutdown grace.
+
+    ``body_timeout_s``: a request body not received within this time is answered 408
+    and its connection closed; ``max_connections``: connections and requests in flight
+    beyond this are answered 503 (a slow or hostile client cannot hold the node).
+    """
 
     intra_op_threads: Annotated[int, Field(ge=1, le=256)] = 1
     max_request_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
     graceful_shutdown_s: Annotated[float, Field(ge=0, le=600)] = 10.0
     batching: BatchingSettings = BatchingSettings()
 

@@ -16,10 +16,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -34,7 +36,7 @@ from edgeintel.caching.filter import (
 )
 from edgeintel.caching.result_cache import CacheStats, ResultCache, ResultCacheConfig
 from edgeintel.caching.reuse import downsample_vector
-from edgeintel.errors import DataError
+from edgeintel.errors import ConfigError, DataError
 from edgeintel.runtime.seams import Decision, ExecutionTier
 
 if TYPE_CHECKING:
@@ -45,12 +47,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AdaptivePlan",
+    "FilterThreshold",
     "ServerResultCache",
     "SplitTail",
     "device_filter",
+    "filter_for_device",
     "input_features",
     "mask_key",
     "server_cache",
+    "threshold_from_results",
     "tune_device_filter",
 ]
 
@@ -236,6 +241,48 @@ def tune_device_filter(
         raise_after=settings.raise_after,
     )
     return device_filter(report.feature, report.threshold, settings), report
+
+
+@dataclass(frozen=True)
+class FilterThreshold:
+    """A redundancy filter's tuned operating point: the feature it compares and the
+    distance below which an input counts as a repeat (units of that feature)."""
+
+    feature: str
+    threshold: float
+
+
+def filter_for_device(
+    settings: FilterSettings, inputs: np.ndarray, session: Any, tuned: FilterThreshold | None
+) -> tuple[AdaptiveFilter, dict[str, Any]]:
+    """A device's redundancy filter and where its threshold came from: ``tuned`` (the
+    caching stage's), else tuned now on the device's first profiling segment with the
+    local ONNX ``session``. The one way the runtime stage and ``edgeintel device`` get it."""
+    if tuned is not None:
+        filt = device_filter(tuned.feature, tuned.threshold, settings)
+        feature, threshold, source = tuned.feature, tuned.threshold, "caching stage"
+    else:
+        input_name = session.get_inputs()[0].name
+        filt, report = tune_device_filter(
+            inputs, lambda b: session.run(None, {input_name: b})[0], settings
+        )
+        feature, threshold = report.feature, report.threshold
+        source = "tuned on the device's first segment"
+    return filt, {"feature": feature, "threshold_tuned": threshold, "threshold_from": source}
+
+
+def threshold_from_results(results: Path, device: str) -> FilterThreshold:
+    """The threshold a run's caching stage tuned for ``device``, read from its results.json
+    (``caching.filter.per_device[device].threshold``)."""
+    try:
+        per_device = json.loads(results.read_text())["caching"]["filter"]["per_device"]
+        th = per_device[device]["threshold"]
+        return FilterThreshold(str(th["feature"]), float(th["threshold"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(
+            f"--filter-from {results}: no caching filter threshold for {device!r} "
+            "(results.caching.filter.per_device)"
+        ) from None
 
 
 # ---------------------------------------------------------------------- adaptive plan

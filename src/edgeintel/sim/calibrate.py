@@ -154,7 +154,7 @@ def measure_runtime(
 
 def measured_from_results(results: dict[str, Any], scenario: Scenario) -> Measured:
     """The figures of a run's ``runtime`` section (with per-group latency, server stats and
-    bytes per endpoint, as ``pipeline/runtime.py`` writes them)."""
+    bytes per endpoint, as ``pipeline/stages/runtime_stage.py`` writes them)."""
     rt = results.get("runtime")
     if not rt:
         raise ConfigError("calibration: the run has no runtime section (deploy.enabled?)")

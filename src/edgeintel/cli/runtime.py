@@ -1,44 +1,18 @@
-"""CLI commands of the runtime (registered on the main ``edgeintel`` app by cli.py)."""
+"""Commands ``serve``, ``export-repo`` and ``device``: the runtime's nodes and agents."""
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from edgeintel.cli.common import console, guard, load
 from edgeintel.errors import ConfigError
-from edgeintel.runtime.auth import load_tokens
 
-__all__ = ["deploy_overrides", "device_cmd", "export_repo_cmd", "load_tokens", "serve_cmd"]
-
-
-def deploy_overrides(addresses: list[str] | None, only: list[str] | None) -> list[str]:
-    """``edgeintel run --address NODE=HOST:PORT --only PART`` as ``--set`` assignments of
-    ``settings.runtime.deploy`` (checked against the scenario when it is validated)."""
-    from edgeintel.runtime.settings import parse_address
-
-    out = []
-    for item in addresses or []:
-        node, sep, addr = item.partition("=")
-        if not sep or not node.strip() or "." in node:
-            raise ConfigError(
-                f"--address {item!r}: expected NODE=HOST:PORT, e.g. edge-a=10.0.0.2:8000"
-            )
-        try:
-            parse_address(addr)
-        except ValueError as exc:
-            raise ConfigError(f"--address {item!r}: {exc}") from None
-        out.append(f"settings.runtime.deploy.addresses.{node.strip()}={json.dumps(addr.strip())}")
-    if only:
-        out.append(f"settings.runtime.deploy.only={json.dumps([o.strip() for o in only])}")
-        out.append("settings.runtime.deploy.enabled=true")
-    if addresses:
-        out.append("settings.runtime.deploy.enabled=true")
-    return out
+__all__ = ["device_cmd", "export_repo_cmd", "serve_cmd"]
 
 
 def serve_cmd(
@@ -56,6 +30,16 @@ def serve_cmd(
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,
+    body_timeout_s: Annotated[
+        float, typer.Option(min=0.01, help="A request body must arrive within this (else 408).")
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Connections/requests in flight beyond this get 503.")
+    ] = 1024,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Also serve the protocol over gRPC on this port."),
+    ] = None,
     scenario: Annotated[
         Path | None,
         typer.Option(
@@ -97,10 +81,11 @@ def serve_cmd(
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe/Triton HTTP)."""
 
-    from edgeintel.cli import guard
+    from edgeintel.runtime.auth import load_tokens
+    from edgeintel.runtime.nodes import node_setup, trace_clock, upstream_transport
     from edgeintel.runtime.server import serve
-    from edgeintel.runtime.settings import BatchingSettings, ServerSettings, parse_address
-    from edgeintel.runtime.transport import HttpTransport, LinkEmulator, PathLink, Transport
+    from edgeintel.runtime.settings import BatchingSettings, ServerSettings
+    from edgeintel.runtime.transport import Transport
 
     with guard():
         batching = BatchingSettings(
@@ -109,11 +94,15 @@ def serve_cmd(
             queue_capacity=queue_capacity,
         )
         settings = ServerSettings(
-            intra_op_threads=threads, max_request_bytes=max_request_bytes, batching=batching
+            intra_op_threads=threads,
+            max_request_bytes=max_request_bytes,
+            body_timeout_s=body_timeout_s,
+            max_connections=max_connections,
+            batching=batching,
         )
         if scenario is not None and node_config is not None:
             raise ConfigError("give --scenario or --node-config, not both")
-        rcs, hops = _node_setup(scenario, node_config, node, upstream is not None)
+        rcs, hops = node_setup(scenario, node_config, node, upstream is not None)
         cache = features = None
         if rcs is not None:
             from edgeintel.runtime.wiring import input_features, server_cache
@@ -126,21 +115,9 @@ def serve_cmd(
         up: Transport | None = None
         up_name = up_token = None
         if upstream is not None:
-            try:
-                host_, port_ = parse_address(upstream)
-            except ValueError as exc:
-                raise ConfigError(f"--upstream: {exc}") from None
             up_name = hops[1]
-            up = HttpTransport(f"{host_}:{port_}")
-            if emulate_link:
-                up = LinkEmulator(
-                    up,
-                    PathLink(tuple(hops[0])),
-                    seed=0,
-                    clock=_trace_clock(trace_origin, trace_origin_file),
-                    start=0.0,
-                    time_scale=trace_time_scale,
-                )
+            clock = trace_clock(trace_origin, trace_origin_file)
+            up = upstream_transport(upstream, hops[0], emulate_link, clock, trace_time_scale)
             if table is not None and node is not None:
                 up_token = table.nodes.get(node)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -158,92 +135,8 @@ def serve_cmd(
             up,
             up_name,
             up_token,
+            grpc_port=grpc_port,
         )
-
-
-def _node_setup(
-    scenario: Path | None, node_config: Path | None, node: str | None, relays: bool
-) -> tuple[Any, tuple[list[Any], str]]:
-    """(result cache settings or None, (backhaul links, upstream name)) of a node, from a
-    scenario (``--scenario``, ``--node``) or a node config file (``--node-config``)."""
-    from pydantic import ValidationError
-
-    from edgeintel.caching.settings import ResultCacheSettings
-    from edgeintel.cli import _load
-    from edgeintel.errors import format_validation_error
-    from edgeintel.topology import LinkSpec
-
-    if node_config is not None:
-        try:
-            raw = json.loads(node_config.read_text(encoding="utf-8"))
-            rc = raw.get("result_cache")
-            rcs = None if rc is None else ResultCacheSettings.model_validate(rc)
-            hops = [LinkSpec.model_validate(h) for h in raw.get("backhaul", [])]
-            upstream_name = str(raw.get("upstream", "cloud"))
-        except (OSError, ValueError, AttributeError) as exc:
-            if isinstance(exc, ValidationError):
-                raise format_validation_error(exc, str(node_config)) from None
-            raise ConfigError(
-                f"{node_config}: expected JSON {{result_cache, backhaul, upstream}} ({exc})"
-            ) from None
-        return rcs, (hops, upstream_name)
-    if scenario is None:
-        if relays:
-            raise ConfigError("--upstream needs --scenario or --node-config (the backhaul)")
-        return None, ([], "cloud")
-    sc = _load(scenario, None)
-    c = sc.settings.caching
-    rcs = c.result_cache if c.enabled and c.result_cache.enabled else None
-    if not relays:
-        return rcs, ([], sc.cloud.name)
-    if node not in [e.name for e in sc.edge_servers]:
-        raise ConfigError(f"--node: expected an edge server of the scenario, got {node!r}")
-    return rcs, (list(sc.topology.links_to_cloud(node)), sc.cloud.name)
-
-
-def _device_filter(
-    sc: Any, device: str, inputs: Any, session: Any, tune: bool, results: Path | None
-) -> Any:
-    """``edgeintel device --filter`` / ``--filter-from``: caching's ``AdaptiveFilter``."""
-    from edgeintel.runtime.wiring import device_filter, tune_device_filter
-
-    fs = sc.settings.caching.filter
-    if results is not None:
-        try:
-            per_device = json.loads(results.read_text())["caching"]["filter"]["per_device"]
-            th = per_device[device]["threshold"]
-            return device_filter(str(th["feature"]), float(th["threshold"]), fs)
-        except (OSError, ValueError, KeyError, TypeError):
-            raise ConfigError(
-                f"--filter-from {results}: no caching filter threshold for {device!r} "
-                "(results.caching.filter.per_device)"
-            ) from None
-    if not tune:
-        return None
-    name = session.get_inputs()[0].name
-    filt, _ = tune_device_filter(inputs, lambda b: session.run(None, {name: b})[0], fs)
-    return filt
-
-
-def _trace_clock(origin: float | None, origin_file: Path | None) -> Callable[[], float]:
-    """Seconds since the link traces' origin: ``origin`` (Unix time), else the time read
-    from ``origin_file`` once it exists (0 until then), else since now."""
-    import time
-
-    start: list[float] = []
-    if origin is not None or origin_file is None:
-        start.append(origin if origin is not None else time.time())
-
-    def clock() -> float:
-        if not start:
-            assert origin_file is not None
-            try:
-                start.append(float(origin_file.read_text().strip()))
-            except (OSError, ValueError):
-                return 0.0
-        return max(0.0, time.time() - start[0])
-
-    return clock
 
 
 def export_repo_cmd(
@@ -256,7 +149,6 @@ def export_repo_cmd(
 ) -> None:
     """Write ONNX artifacts as a Triton/KServe model repository (versions 1..n under one
     ``--name``, or one model per artifact)."""
-    from edgeintel.cli import console, guard
     from edgeintel.models.export import ModelArtifact
     from edgeintel.runtime.repository import export_repository
 
@@ -309,20 +201,21 @@ def device_cmd(
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
 
-    from edgeintel.cli import _load, console, guard
     from edgeintel.onnx_files import make_session
     from edgeintel.runtime.agent import DeviceAgent, check_model_preprocessing, device_stream
-    from edgeintel.runtime.seams import ExecutionTier, StaticPlan
+    from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
+    from edgeintel.runtime.wiring import filter_for_device, threshold_from_results
 
     with guard():
-        sc = _load(scenario, None)
-        try:
-            plan = StaticPlan(tier=ExecutionTier(tier))
+        sc = load(scenario, None)
+        stream = device_stream(sc, device)  # names the scenario's devices if unknown
+        dev = next(d for d in sc.expand_devices() if d.name == device)
+        try:  # cloud: the edge server relays it (forward header), as in a deployed run
+            plan = StaticPlan.for_tier(tier, dev.attach, sc.cloud.name)
         except ValueError:
             raise ConfigError(f"--tier: expected device, edge or cloud, got {tier!r}") from None
-        stream = device_stream(sc, device)
         if rate_hz is not None:
             if rate_hz <= 0:
                 raise ConfigError(f"--rate-hz must be > 0, got {rate_hz}")
@@ -331,12 +224,14 @@ def device_cmd(
         if server is not None:
             transport = HttpTransport(server)
             if emulate_link:
-                dev = next(d for d in sc.expand_devices() if d.name == device)
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
         check_model_preprocessing(onnx, stream)
         session = make_session(onnx)
-        filt = _device_filter(sc, device, stream.inputs, session, filter_, filter_from)
+        filt = None
+        if filter_from is not None or filter_:
+            tuned = None if filter_from is None else threshold_from_results(filter_from, device)
+            filt, _ = filter_for_device(sc.settings.caching.filter, stream.inputs, session, tuned)
         with DeviceStore(store, settings.store) as st:
             agent = DeviceAgent(
                 device,
@@ -349,6 +244,7 @@ def device_cmd(
                 filter=filt,
                 token=token,
                 settings=settings,
+                server_node=dev.attach,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)

@@ -10,8 +10,8 @@ from edgeintel.data.provenance import CENTRAL_TRAIN, DEVICE_SHARDS, SERVER_SET
 from edgeintel.offloading.early_exit import ExitProfile
 from edgeintel.offloading.scenario_plan import ScenarioPlan, plan_scenario
 from edgeintel.offloading.settings import EarlyExitSettings
-from edgeintel.pipeline import offloading_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.sections import offloading_section as _section  # noqa: F401  (registers the section)
 
 __all__ = ["OffloadingStage"]
 

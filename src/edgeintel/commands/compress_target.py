@@ -306,8 +306,8 @@ def compress_target(
         workdir=out / "candidates",
         seed=seed,
     )
-    from edgeintel.pipeline import data_section as _data_section  # noqa: F401  (registers sections)
-    from edgeintel.pipeline import inference_section as _section  # noqa: F401
+    from edgeintel.pipeline.sections import data_section as _data_section  # noqa: F401  (registers sections)
+    from edgeintel.pipeline.sections import inference_section as _section  # noqa: F401
     from edgeintel.report import Figure, machine_info, package_versions, write_report
     from edgeintel.report.figures import png_base64
 

@@ -23,10 +23,10 @@ from edgeintel.errors import ConfigError, TrainingError
 from edgeintel.models import build_model
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
 from edgeintel.network import TIERS
-from edgeintel.pipeline import training_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
-from edgeintel.pipeline.federated_finetune import dp_ledger_epsilon, save_dp_ledger
-from edgeintel.pipeline.privacy import report_privacy
+from edgeintel.pipeline.sections import training_section as _section  # noqa: F401  (registers the section)
+from edgeintel.pipeline.stages.federated_finetune import dp_ledger_epsilon, save_dp_ledger
+from edgeintel.pipeline.stages.privacy_report import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
 from edgeintel.training.engine import FederatedEngine

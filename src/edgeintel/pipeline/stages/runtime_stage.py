@@ -15,13 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
-import signal
-import socket
-import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,123 +24,11 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import EdgeIntelError
-from edgeintel.pipeline import runtime_section as _section_renderer  # noqa: F401  (registers it)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.sections import runtime_section as _section_renderer  # noqa: F401  (registers it)
+from edgeintel.runtime.nodes import ServerProcess, drain_upstream, free_port, write_node_config
 
 __all__ = ["RuntimeStage"]
-
-
-def _die_with_parent() -> None:
-    """In the child (Linux): get SIGTERM when the parent dies, even by SIGKILL, so no
-    server outlives the run (elsewhere the ``finally`` in the stage is the only guard)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class _Node:
-    """One ``edgeintel serve`` child process (or a node started elsewhere: ``remote``)."""
-
-    def __init__(self, name: str, host: str, port: int, remote: bool = False) -> None:
-        self.name = name
-        self.host = host
-        self.port = port
-        self.remote = remote
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sink: Path | None = None
-        self.log: Path | None = None
-
-    @property
-    def address(self) -> str:
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        return f"{host}:{self.port}"
-
-    def start(self, repo: Path, folder: Path, tokens: Path, extra: list[str]) -> None:
-        self.sink = folder / f"{self.name}.sink.db"
-        self.log = folder / f"{self.name}.log"
-        args = [
-            sys.executable,
-            "-m",
-            "edgeintel",
-            "serve",
-            str(repo),
-            "--host",
-            self.host,
-            "--port",
-            str(self.port),
-            "--tokens",
-            str(tokens),
-            "--sink",
-            str(self.sink),
-            "--node",
-            self.name,
-            *extra,
-        ]
-        src = str(Path(__file__).resolve().parents[2])
-        env = dict(os.environ, OMP_NUM_THREADS="1")
-        env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                args, stdout=log, stderr=log, env=env, preexec_fn=_die_with_parent
-            )
-
-    def wait_ready(self, timeout_s: float = 60.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.poll() is not None:
-                raise EdgeIntelError(f"server {self.name} exited; see {self.log}")
-            try:
-                url = f"http://{self.address}/v2/health/ready"
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        where = f"; see {self.log}" if self.log else f" at {self.address}"
-        raise EdgeIntelError(f"server {self.name} not ready within {timeout_s} s{where}")
-
-    def stats(self, token: str | None) -> dict[str, Any]:
-        """The node's ``/v2/stats`` (operator token); {} when it does not answer."""
-        import httpx
-
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        try:
-            r = httpx.get(f"http://{self.address}/v2/stats", headers=headers, timeout=5)
-            return dict(r.json()) if r.status_code == 200 else {}
-        except (httpx.HTTPError, ValueError):
-            return {}
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-    @property
-    def exit_code(self) -> int | None:
-        return None if self.proc is None else self.proc.returncode
-
-    def delivered(self) -> dict[str, int]:
-        if self.sink is None or not self.sink.exists():
-            return {}
-        db = sqlite3.connect(self.sink)
-        try:
-            return dict(db.execute("SELECT device, COUNT(*) FROM results GROUP BY device"))
-        finally:
-            db.close()
 
 
 def _percentiles(values: list[float]) -> dict[str, float]:
@@ -205,13 +87,13 @@ class RuntimeStage(Stage):
         )
         serving = sorted({d.attach for _, d in devices} | ({cloud} if uses_cloud else set()))
         run_agents = dep.starts(DEVICES)
-        nodes: dict[str, _Node] = {}
+        nodes: dict[str, ServerProcess] = {}
         for name in serving:
             if name in dep.addresses:
                 host, port = parse_address(dep.addresses[name])
             else:
-                host, port = "127.0.0.1", _free_port()
-            nodes[name] = _Node(name, host, port, remote=not dep.starts(name))
+                host, port = "127.0.0.1", free_port()
+            nodes[name] = ServerProcess(name, host, port, remote=not dep.starts(name))
         splits: dict[bytes, Any] = {}
         planner_state = None
         if run_agents and DeployPlacement.PLAN in placements.values():
@@ -232,24 +114,7 @@ class RuntimeStage(Stage):
                 for name, node in nodes.items():
                     if node.remote:
                         continue
-                    cs = sc.settings.caching
-                    node_cfg = folder / f"{name}.node.json"
-                    node_cfg.write_text(
-                        json.dumps(
-                            {
-                                "result_cache": cs.result_cache.model_dump(mode="json")
-                                if cs.enabled and cs.result_cache.enabled
-                                else None,
-                                "backhaul": [
-                                    link.model_dump(mode="json", exclude={"between"})
-                                    for link in sc.topology.links_to_cloud(name)
-                                ]
-                                if name != cloud
-                                else [],
-                                "upstream": cloud,
-                            }
-                        )
-                    )
+                    node_cfg = write_node_config(folder / f"{name}.node.json", sc, name)
                     extra = ["--node-config", str(node_cfg)]
                     if name != cloud and cloud in nodes:
                         extra += ["--upstream", nodes[cloud].address]
@@ -336,7 +201,7 @@ class RuntimeStage(Stage):
                     wall = time.perf_counter() - t0
                     advance()
                 ctx.log(f"runtime: agents done in {wall:.1f} s; forwarding to the cloud")
-                _drain_upstream(nodes, cloud, operator, dep.drain_timeout_s)
+                drain_upstream(nodes, cloud, operator, dep.drain_timeout_s)
             else:
                 with ctx.task(f"Serving {', '.join(nodes)}", total=1) as advance:
                     time.sleep(dep.duration_s + dep.drain_timeout_s)
@@ -503,26 +368,9 @@ def _plan(placement: Any, device: Any, sc: Any, planner_state: Any, splits: Any,
     return StaticPlan(ExecutionTier.DEVICE)
 
 
-def _drain_upstream(
-    nodes: dict[str, _Node], cloud: str, operator: str | None, timeout_s: float
-) -> None:
-    """Wait (at most ``timeout_s``) until the cloud holds every result the edge servers
-    stored, i.e. their forwarders have caught up."""
-    if cloud not in nodes or len(nodes) < 2:
-        return
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        edge = sum(
-            n.stats(operator).get("results_delivered", 0) for k, n in nodes.items() if k != cloud
-        )
-        if nodes[cloud].stats(operator).get("results_delivered", 0) >= edge:
-            return
-        time.sleep(0.2)
-
-
 def _section(
     ctx: RunContext,
-    nodes: dict[str, _Node],
+    nodes: dict[str, ServerProcess],
     agents: list[Any],
     links: dict[str, Any],
     filters: dict[str, Any],

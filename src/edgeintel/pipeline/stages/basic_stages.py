@@ -18,12 +18,12 @@ from edgeintel.latency import measure_latency, scale_latency
 from edgeintel.models import count_params, export_onnx
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
 from edgeintel.onnx_files import make_session, onnx_predict
+from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
 # importing a section's renderer registers it with the report (edgeintel.report.sections)
-from edgeintel.pipeline import data_section as _data_section  # noqa: F401
-from edgeintel.pipeline import inference_section as _inference_section  # noqa: F401
-from edgeintel.pipeline import training_section as _training_section  # noqa: F401
-from edgeintel.pipeline.core import RunContext, Stage, register_stage
+from edgeintel.pipeline.sections import data_section as _data_section  # noqa: F401
+from edgeintel.pipeline.sections import inference_section as _inference_section  # noqa: F401
+from edgeintel.pipeline.sections import training_section as _training_section  # noqa: F401
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
 from edgeintel.training.scenario_train import resolve_mode
@@ -54,8 +54,8 @@ class DataStage(Stage):
         train_idx, test_idx = splits.train, splits.test
         if rd.standardizer is not None:
             ctx.state["standardizer"] = rd.standardizer
-        for message in rd.warnings:
-            ctx.log(f"data: warning: {message}")
+        for message in rd.warnings:  # e.g. features on very different scales, unscaled
+            ctx.console.print(f"[yellow]warning:[/] {message}")
         p = spec.partition
         ctx.val_idx, ctx.server_idx = splits.val, splits.server
         ctx.state["split"] = split_record(spec, sc.seed, splits, ds.name)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from edgeintel.errors import ConfigError
 from edgeintel.paths import check_out_dir
-from edgeintel.pipeline import sim_section  # noqa: F401  (registers the section renderer)
 from edgeintel.pipeline.core import _write_json
+from edgeintel.pipeline.sections import sim_section  # noqa: F401  (registers the section renderer)
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, figure_from_matplotlib, save_figures
 from edgeintel.report.topology import topology_json

