@@ -45,7 +45,11 @@ from edgeintel.scenario import Device, Scenario, dump_scenario
 from edgeintel.threads import scenario_threads, thread_limit
 
 if TYPE_CHECKING:
+    from edgeintel.data.split import Standardizer
     from edgeintel.models.export import ModelArtifact
+    from edgeintel.offloading.scenario_plan import ScenarioPlan
+    from edgeintel.pipeline.stages.federated_finetune import DpLedger
+    from edgeintel.runtime.wiring import FilterThreshold
 
 __all__ = [
     "STAGES",
@@ -83,9 +87,30 @@ class RunContext:
     artifact: ModelArtifact | None = None
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
     verbose: bool = False
-    initial_model: Any = None  # preflight's untrained model, handed out once by fresh_model
+    # typed hand-offs: what a stage leaves for later ones (never read from ``results``)
+    # data: the standardiser fitted on what the fitting party holds (None: unscaled) and
+    # the split record that export writes into model.json
+    standardizer: Standardizer | None = None
+    data_split: dict[str, Any] | None = None
+    # who trained ``model``: "central", or the edge-training mode that replaced it
+    model_source: str = "central"
+    # train: the central baseline's final test accuracy (edge training compares to it)
+    central_accuracy: float | None = None
+    # edge training and federated fine-tuning: the run's one DP ledger, and the edge
+    # training section's DP record that later phases add their total epsilon to
+    dp_ledger: DpLedger | None = None
+    edge_dp_record: dict[str, Any] | None = None
+    # compress: measured candidates shared between device profiles, and the chosen
+    # artifact per profile
+    compress_cache: dict[Any, Any] = field(default_factory=dict)
+    compressed_artifacts: dict[str, str] = field(default_factory=dict)
+    # offloading: the scenario's plan (graph, profile, options) for the runtime stage
+    offloading_plan: ScenarioPlan | None = None
+    # caching: the filter threshold tuned per device name, for the runtime's agents
+    filter_thresholds: dict[str, FilterThreshold] = field(default_factory=dict)
+    # preflight's untrained model, handed out once by fresh_model
+    initial_model: Any = None
 
     def fresh_model(self) -> Any:
         """The task's untrained model (``task.model``, ``task.width``, seeded by the scenario's
@@ -193,7 +218,7 @@ class Prepared:
     """What preflight computed that a run takes over instead of computing it again.
 
     ``data``: the context after the data stage (dataset, splits, device shards, the
-    standardizer and split record in ``state``, the data section and its figure);
+    standardizer and split record, the data section and its figure);
     ``data_s``: seconds that stage took; ``model``: the untrained model preflight built.
     """
 
@@ -207,7 +232,7 @@ class Prepared:
         ctx.dataset, ctx.train_idx, ctx.test_idx = d.dataset, d.train_idx, d.test_idx
         ctx.val_idx, ctx.server_idx = d.val_idx, d.server_idx
         ctx.device_parts, ctx.devices = list(d.device_parts), list(d.devices)
-        ctx.state.update(d.state)
+        ctx.standardizer, ctx.data_split = d.standardizer, d.data_split
         ctx.results["data"] = d.results["data"]
         ctx.figures.extend(d.figures)
         ctx.initial_model = self.model

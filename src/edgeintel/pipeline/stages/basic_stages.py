@@ -52,13 +52,12 @@ class DataStage(Stage):
             advance()
         ds, splits = rd.dataset, rd.splits
         train_idx, test_idx = splits.train, splits.test
-        if rd.standardizer is not None:
-            ctx.state["standardizer"] = rd.standardizer
+        ctx.standardizer = rd.standardizer
         for message in rd.warnings:  # e.g. features on very different scales, unscaled
             ctx.console.print(f"[yellow]warning:[/] {message}")
         p = spec.partition
         ctx.val_idx, ctx.server_idx = splits.val, splits.server
-        ctx.state["split"] = split_record(spec, sc.seed, splits, ds.name)
+        ctx.data_split = split_record(spec, sc.seed, splits, ds.name)
         ctx.dataset, ctx.train_idx, ctx.test_idx = ds, train_idx, test_idx
         ctx.device_parts = list(rd.parts)
         counts = np.stack(
@@ -142,6 +141,7 @@ class TrainStage(Stage):
             "history": [h.to_json() for h in history],
             "final_accuracy": history[-1].val_accuracy,
         }
+        ctx.central_accuracy = history[-1].val_accuracy
         ctx.add_figure(
             "training",
             "Training curve",
@@ -164,15 +164,15 @@ class ExportStage(Stage):
             raise RuntimeError("no trained model to export")
         # the model on the context: the edge-trained global model when edge training
         # replaced it (federated / hierarchical), else the central baseline
-        trained_by = ctx.state.get("model_source", "central")
-        scaler = ctx.state.get("standardizer")
+        trained_by = ctx.model_source
+        scaler = ctx.standardizer
         extra = {
             "family": ctx.scenario.task.model,
             "dataset": ds.name,
             "trained_by": trained_by,
             "trained_on": CENTRAL_TRAIN if trained_by == "central" else DEVICE_SHARDS,
             # lets `edgeintel compress MODEL.onnx` evaluate on what the model never saw
-            "data_split": ctx.state.get("split"),
+            "data_split": ctx.data_split,
             "preprocess": None if scaler is None else scaler.to_json(),
         }
         with ctx.task("Exporting to ONNX", total=1) as advance:

@@ -45,6 +45,7 @@ from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import caching_section as _section  # noqa: F401  (registers the section)
 from edgeintel.report import plots
+from edgeintel.runtime.wiring import FilterThreshold
 
 __all__ = ["CachingStage"]
 
@@ -141,13 +142,18 @@ class CachingStage(Stage):
             saved_bytes = run.skipped * input_bytes
             compute_saved_ms = run.skipped * dev_model_ms - run.inputs * dev_filter_ms
             tx_s = saved_bytes * 8 / (device.link.bandwidth_mbps * 1e6)
+            tuned = report.to_json()
+            # the runtime's agents start from this threshold (as results.json records it)
+            ctx.filter_thresholds[device.name] = FilterThreshold(
+                tuned["feature"], tuned["threshold"]
+            )
             per_device[device.name] = {
                 "inputs": run.inputs,
                 "skipped": run.skipped,
                 "skip_fraction": _r(run.skip_fraction),
                 "probes": run.probes,
                 "agreement": _r(run.agreement or 0.0),
-                "threshold": report.to_json(),
+                "threshold": tuned,
                 "threshold_end": _r(run.threshold_end, 6),
                 "bytes_not_uploaded": saved_bytes,
                 "compute_saved_ms": _r(compute_saved_ms, 3),

@@ -40,7 +40,7 @@ __all__ = ["EdgeTrainStage"]
 def _compare(ctx: RunContext, section: dict[str, Any], accuracy: float | None) -> None:
     """Add chance level and the gap to the central baseline to the summary; warn if poor."""
     _, y_te = ctx.test_arrays()
-    central = ctx.results.get("training", {}).get("final_accuracy")
+    central = ctx.central_accuracy
     cmp = compare_to_central(accuracy, central, chance_accuracy(y_te))
     warnings = cmp.pop("warnings")
     section["summary"].update(cmp)
@@ -148,7 +148,7 @@ class EdgeTrainStage(Stage):
             clean = engine({"attack": None, "malicious_fraction": 0.0})
             _run_engine(ctx, clean, "clean reference (rounds)")
         ctx.model = copy.deepcopy(eng.global_model())
-        ctx.state["model_source"] = str(mode)
+        ctx.model_source = str(mode)
         hist = eng.state.history
         rounds = [r.round for r in hist]
         acc = [float("nan") if r.accuracy is None else r.accuracy for r in hist]
@@ -182,7 +182,7 @@ class EdgeTrainStage(Stage):
             "history": [r.to_json() for r in hist],
             "bytes_total": {t: int(cum[t][-1]) for t in TIERS},
         }
-        central = ctx.results.get("training", {}).get("final_accuracy")
+        central = ctx.central_accuracy
         ctx.add_figure(
             "edge_training", "Accuracy vs round",
             plots.round_curve(rounds, {f"{mode} global model": acc}, baseline=central,
@@ -225,9 +225,11 @@ class EdgeTrainStage(Stage):
         report_privacy(ctx, eng, section="edge_training")
         # the run's one DP budget: federated fine-tuning in `compress` continues it
         save_dp_ledger(ctx, eng, "edge training")
+        dp = section.get("privacy", {}).get("dp")
+        if isinstance(dp, dict):
+            ctx.edge_dp_record = dp  # compress adds the epsilon with fine-tuning to it
         if clean is not None:  # the clean reference also trained on the devices' data
             save_dp_ledger(ctx, clean, "clean reference run", compose=True)
-            dp = section.get("privacy", {}).get("dp")
             if isinstance(dp, dict):
                 dp["epsilon_with_clean_reference"] = dp_ledger_epsilon(ctx)
 

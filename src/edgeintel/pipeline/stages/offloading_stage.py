@@ -47,7 +47,7 @@ class OffloadingStage(Stage):
                 early_exit=exit_profile,
             )
             advance()
-        ctx.state["offloading_plan"] = result
+        ctx.offloading_plan = result
         ctx.results["offloading"] = result.to_json()
         if exit_json is not None:
             if result.without_exit is not None:
@@ -82,7 +82,7 @@ def _early_exit(
         raise RuntimeError("no trained model to attach an exit to")
     ds = ctx.require_dataset()
     blocks = check_exit_blocks(ctx.model, st.after_block, list(st.candidate_blocks))
-    source = str(ctx.state.get("model_source", "central"))
+    source = ctx.model_source
     roles: dict[str, Any] = {
         "model_trained_by": source,
         "model_trained_on": CENTRAL_TRAIN if source == "central" else DEVICE_SHARDS,

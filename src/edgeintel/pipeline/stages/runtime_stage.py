@@ -282,23 +282,12 @@ def _device_filter(
     """The device's redundancy filter (``caching.filter.AdaptiveFilter``): the threshold the
     caching stage tuned for it, else tuned here on the device's first profiling segment;
     (None, {}) when caching or its filter is off."""
-    from edgeintel.runtime.wiring import device_filter, tune_device_filter
+    from edgeintel.runtime.wiring import filter_for_device
 
     cs = ctx.scenario.settings.caching
-    fs = cs.filter
-    if not (cs.enabled and fs.enabled) or len(x) < 4:
+    if not (cs.enabled and cs.filter.enabled) or len(x) < 4:
         return None, {}
-    tuned = ctx.results.get("caching", {}).get("filter", {}).get("per_device", {}).get(name)
-    if tuned and "threshold" in tuned:
-        th = tuned["threshold"]
-        feature, threshold, source = th["feature"], th["threshold"], "caching stage"
-        filt = device_filter(feature, threshold, fs)
-    else:
-        input_name = session.get_inputs()[0].name
-        filt, report = tune_device_filter(x, lambda b: session.run(None, {input_name: b})[0], fs)
-        feature, threshold = report.feature, report.threshold
-        source = "tuned on the device's first segment"
-    return filt, {"feature": feature, "threshold_tuned": threshold, "threshold_from": source}
+    return filter_for_device(cs.filter, x, session, ctx.filter_thresholds.get(name))
 
 
 def _planner(
@@ -318,7 +307,7 @@ def _planner(
 
     assert ctx.artifact is not None
     sc = ctx.scenario
-    result = ctx.state.get("offloading_plan")
+    result = ctx.offloading_plan
     if result is None:
         x_te, _ = ctx.test_arrays()
         result = plan_scenario(sc, ctx.artifact.path, folder.parent / "offloading", x_te[:1])
