@@ -253,7 +253,7 @@ class RuntimeStage(Stage):
             )
 
 
-def _tokens(path: str | None, devices: list[str], sc: Any) -> Any:
+def _tokens(path: str | Path | None, devices: list[str], sc: Any) -> Any:
     """The deployment's tokens: the shared file when given, else fresh ones for every
     device, every node (relaying results upstream) and one operator."""
     from edgeintel.runtime.auth import Tokens, load_tokens
@@ -341,7 +341,7 @@ def _planner(
 
 
 def _plan(placement: Any, device: Any, sc: Any, planner_state: Any, splits: Any, link: Any) -> Any:
-    from edgeintel.runtime.seams import ExecutionTier, StaticPlan
+    from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.settings import DeployPlacement
     from edgeintel.runtime.wiring import AdaptivePlan
 
@@ -350,11 +350,8 @@ def _plan(placement: Any, device: Any, sc: Any, planner_state: Any, splits: Any,
         return AdaptivePlan(
             planner, sc, device, link.trace_time, splits, initial=initial.get(device.name)
         )
-    if placement is DeployPlacement.CLOUD:
-        return StaticPlan(ExecutionTier.CLOUD, target=sc.cloud.name)
-    if placement is DeployPlacement.EDGE:
-        return StaticPlan(ExecutionTier.EDGE, target=device.attach)
-    return StaticPlan(ExecutionTier.DEVICE)
+    # the same static plans as `edgeintel device --tier` (device, edge, cloud)
+    return StaticPlan.for_tier(str(placement), device.attach, sc.cloud.name)
 
 
 def _section(
