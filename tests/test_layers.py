@@ -15,7 +15,7 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src" / "edgeintel"
 FOUNDATION = {
     "errors", "registry", "schema", "topology", "network", "data", "models", "paths", "threads",
-    "extras", "onnx_files", "limits",
+    "extras", "onnx_files", "lazy", "latency", "limits",
 }  # fmt: skip
 COMPONENTS = {"training", "inference", "offloading", "caching"}
 # what each layer may import (besides itself); scenario composes the components' settings

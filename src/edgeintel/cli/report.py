@@ -30,7 +30,7 @@ def report_cmd(
 ) -> None:
     """Re-render a run's report.html from its results.json and figures/ folder (both read
     through the checked loader: a broken file is one line naming it)."""
-    import edgeintel.pipeline  # noqa: F401  (registers every stage's section renderer)
+    import edgeintel.pipeline.sections  # noqa: F401  (registers every section renderer)
     from edgeintel.report.browser import MAX_SCREENSHOT_PX
     from edgeintel.report.html import rewrite_report
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import ProtocolError
 
 __all__ = [
     "DATATYPES",
@@ -62,10 +62,6 @@ DATATYPES: dict[str, np.dtype[Any]] = {
 _BY_KIND_SIZE = {
     (dt.kind, dt.itemsize): name for name, dt in DATATYPES.items() if name not in ("BYTES",)
 }
-
-
-class ProtocolError(EdgeIntelError, ValueError):
-    """A request that does not follow the protocol; the message names the field."""
 
 
 def _no_constant(name: str) -> Any:

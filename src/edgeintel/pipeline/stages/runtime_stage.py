@@ -56,7 +56,7 @@ class RuntimeStage(Stage):
 
     def run(self, ctx: RunContext) -> None:
         from edgeintel.data.device_data import input_interval_s
-        from edgeintel.models.export import make_session
+        from edgeintel.onnx_files import make_session
         from edgeintel.runtime.agent import DeviceAgent, DeviceStream
         from edgeintel.runtime.repository import add_model
         from edgeintel.runtime.settings import DEVICES, DeployPlacement, parse_address
@@ -298,10 +298,10 @@ def _planner(
     into head/tail ONNX, the tail served as ``model_tail_<k>_<hash>``."""
     import hashlib
 
-    from edgeintel.models.export import make_session
     from edgeintel.offloading.planner import OffloadPlanner, trace_times
     from edgeintel.offloading.scenario_plan import plan_scenario
     from edgeintel.offloading.split import split_model
+    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.repository import add_model
     from edgeintel.runtime.wiring import SplitTail, mask_key
 
