@@ -111,6 +111,7 @@ def preflight(
 
         with _named("settings.inference.compress"):
             search_space_for(sc.settings.inference.compress)
+    _check_caching(sc, ds, chosen)
     ee = sc.settings.offloading.early_exit
     if "offloading" in chosen and sc.settings.offloading.enabled and ee is not None and ee.enabled:
         from edgeintel.offloading.early_exit import check_exit_blocks
@@ -118,6 +119,28 @@ def preflight(
         check_exit_blocks(model, ee.after_block, list(ee.candidate_blocks))
     _check_checkpoint_dir(sc)
     return report
+
+
+def _check_caching(sc: Scenario, ds: Any, chosen: list[str]) -> None:
+    """The filter's features suit the data (frame features on images, sensor features on
+    windows), and a Redis result cache answers at its URL (1 s connect timeout), so a
+    run does not fall back on every request and still report "completed"."""
+    from edgeintel.data.datasets import Modality
+    from edgeintel.errors import FieldError
+
+    cs = sc.settings.caching
+    if "caching" in chosen and cs.enabled and cs.filter.enabled:
+        try:
+            cs.filter.check_modality(images=ds.modality is Modality.IMAGE)
+        except FieldError as err:
+            where = ".".join(["settings.caching.filter", *map(str, err.loc)])
+            raise ConfigError(f"{where}: {err.msg}") from None
+    rc = cs.result_cache
+    if cs.enabled and rc.enabled and rc.backend == "redis":
+        from edgeintel.caching.redis_cache import ping_redis
+
+        with _named("settings.caching.result_cache.redis_url"):
+            ping_redis(rc.redis_url, timeout_s=1.0)
 
 
 @contextmanager

@@ -29,10 +29,7 @@ from edgeintel.caching import (
     evaluate_delivery,
     evaluate_tiered_delivery,
     filter_stream,
-    greedy_placement,
-    lp_placement,
     miss_ratio,
-    popularity_placement,
     prepare,
     replay_reuse,
     shared_views,
@@ -40,6 +37,7 @@ from edgeintel.caching import (
     zipf_demand,
 )
 from edgeintel.caching.filter import FEATURES
+from edgeintel.caching.placement import CONTENT_PLACEMENTS
 from edgeintel.inference.latency import measure_latency
 from edgeintel.models import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
@@ -231,8 +229,8 @@ class CachingStage(Stage):
         )
         future = [t[half:] for t in traces]
         dl = Delivery(ps.local_ms, ps.neighbour_ms, ps.cloud_ms, ps.device_ms)
-        coop = greedy_placement(history, cap, nb, dl)
-        single = popularity_placement(history, cap)
+        coop = CONTENT_PLACEMENTS.get("greedy")(history, cap, nb, dl)
+        single = CONTENT_PLACEMENTS.get("popularity")(history, cap, nb, dl)
         item_bytes = int(ps.item_mb * 2**20)
         out: dict[str, Any] = {
             "stations": {
@@ -251,7 +249,7 @@ class CachingStage(Stage):
             out["device_tier"] = tier
         n_vars = ps.items * (len(names) + sum(1 + len(n) for n in nb))
         if n_vars <= _LP_MAX_VARIABLES:
-            lp = lp_placement(history, cap, nb, dl)
+            lp = CONTENT_PLACEMENTS.get("lp")(history, cap, nb, dl)
             out["lp_bound"] = _r(lp.value, 1)
             out["greedy_gap_to_lp"] = _r(1 - coop.value / lp.value, 5) if lp.value else 0.0
         return out

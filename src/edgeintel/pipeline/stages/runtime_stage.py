@@ -271,7 +271,7 @@ def _add_figures(ctx: RunContext, run: Deployment) -> None:
         )
 
 
-def _tokens(path: str | None, devices: list[str], sc: Any) -> Any:
+def _tokens(path: str | Path | None, devices: list[str], sc: Any) -> Any:
     """The deployment's tokens: the shared file when given, else fresh ones for every
     device, every node (relaying results upstream) and one operator."""
     from edgeintel.runtime.auth import Tokens, load_tokens
