@@ -158,7 +158,7 @@ def _add_agents(
     folder: Path,
 ) -> None:
     """One ``DeviceAgent`` per device with data: its link emulator, filter, plan and store."""
-    from edgeintel.models.export import make_session
+    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.agent import DeviceAgent, DeviceStream
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
@@ -316,10 +316,10 @@ def _planner(
     into head/tail ONNX, the tail served as ``model_tail_<k>_<hash>``."""
     import hashlib
 
-    from edgeintel.models.export import make_session
     from edgeintel.offloading.planner import OffloadPlanner, trace_times
     from edgeintel.offloading.scenario_plan import plan_scenario
     from edgeintel.offloading.split import split_model
+    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.repository import add_model
     from edgeintel.runtime.wiring import SplitTail, mask_key
 
@@ -359,7 +359,7 @@ def _planner(
 
 
 def _plan(placement: Any, device: Any, sc: Any, planner_state: Any, splits: Any, link: Any) -> Any:
-    from edgeintel.runtime.seams import ExecutionTier, StaticPlan
+    from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.settings import DeployPlacement
     from edgeintel.runtime.wiring import AdaptivePlan
 
@@ -368,8 +368,5 @@ def _plan(placement: Any, device: Any, sc: Any, planner_state: Any, splits: Any,
         return AdaptivePlan(
             planner, sc, device, link.trace_time, splits, initial=initial.get(device.name)
         )
-    if placement is DeployPlacement.CLOUD:
-        return StaticPlan(ExecutionTier.CLOUD, target=sc.cloud.name)
-    if placement is DeployPlacement.EDGE:
-        return StaticPlan(ExecutionTier.EDGE, target=device.attach)
-    return StaticPlan(ExecutionTier.DEVICE)
+    # the same static plans as `edgeintel device --tier` (device, edge, cloud)
+    return StaticPlan.for_tier(str(placement), device.attach, sc.cloud.name)
