@@ -652,3 +652,22 @@ def test_every_mutation_of_every_field() -> None:
         for pick, (_, value) in enumerate(leaves):
             for which in range(len(_mutants(value))):
                 _check_mutation(name, pick, which)
+
+
+def test_tokens_file_resolves_against_the_scenario_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid input: ``deploy.tokens_file`` beside the scenario is found from any working
+    folder (it resolved against the working folder before), and checked at validate."""
+    from edgeintel.scenario import load_scenario
+
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    names = [f"{g}-{i}" for g, n in (("phone", 20), ("kiosk", 10)) for i in range(n)]
+    (folder / "tokens.yaml").write_text(
+        "\n".join(f"{d}: {d.replace('-', '_') * 4}-token-{i:04d}" for i, d in enumerate(names))
+    )
+    path = write_case(Case("ok", {DEP + "tokens_file": "tokens.yaml"}, ()), folder)
+    monkeypatch.chdir(tmp_path)  # not the scenario's folder
+    sc = load_scenario(path)
+    assert sc.settings.runtime.deploy.tokens_file == folder / "tokens.yaml"
