@@ -16,10 +16,11 @@ import pytest
 
 from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
 from edgeintel.errors import ConfigError
+from edgeintel.onnx_files import make_session
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.auth import Tokens
 from edgeintel.runtime.protocol import decode_response, encode_request
-from edgeintel.runtime.repository import ModelRepository, add_model, make_session
+from edgeintel.runtime.repository import ModelRepository, add_model
 from edgeintel.runtime.seams import ExecutionTier, StaticPlan
 from edgeintel.runtime.server import build_app
 from edgeintel.runtime.store import DeviceStore

@@ -28,6 +28,9 @@ def serve_cmd(
     max_batch_size: Annotated[int, typer.Option(min=1, help="1 turns batching off.")] = 32,
     max_queue_delay_us: Annotated[int, typer.Option(min=0)] = 2000,
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
+    adaptive_wait: Annotated[
+        bool, typer.Option(help="A lone client's request runs at once (no batching wait).")
+    ] = True,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,
     body_timeout_s: Annotated[
@@ -92,6 +95,7 @@ def serve_cmd(
             max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us,
             queue_capacity=queue_capacity,
+            adaptive_wait=adaptive_wait,
         )
         settings = ServerSettings(
             intra_op_threads=threads,
@@ -201,7 +205,7 @@ def device_cmd(
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
 
-    from edgeintel.models.export import make_session
+    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.agent import DeviceAgent, check_model_preprocessing, device_stream
     from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore

@@ -43,11 +43,15 @@ class BatchingSettings(_Strict):
     rows or until the first waited ``max_queue_delay_us`` microseconds, then
     run as one ONNX Runtime call. ``max_batch_size: 1`` turns batching off.
     ``queue_capacity`` requests may wait per model; more are answered 503.
+    ``adaptive_wait``: a request alone in the queue right after a batch of a single
+    request runs at once (a lone client pays the batching delay on its first request
+    only); under load batches form as before.
     """
 
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
     max_queue_delay_us: Annotated[int, Field(ge=0, le=10_000_000)] = 2000
     queue_capacity: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    adaptive_wait: bool = True
 
 
 class ServerSettings(_Strict):
