@@ -484,12 +484,6 @@ CASES: list[Case] = [
         ("--capacity",),
         {"t.txt": "a\nb\n"},
     ),
-    Case(
-        "cache-sim-capacity-huge",
-        ["cache-sim", "{D}/t.txt", "--capacity", str(10**19)],
-        ("--capacity",),
-        {"t.txt": "a\nb\n"},
-    ),
     # ---- outputs over earlier results (the other commands' cases are above)
     Case(
         "run-over-earlier-run",

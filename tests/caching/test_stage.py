@@ -107,7 +107,7 @@ def test_cache_sim_cli(tmp_path: Path) -> None:
     empty.write_text("# nothing\n")
     for args, msg in [
         ([str(empty), "--capacity", "2"], "the trace is empty"),
-        ([str(p), "--capacity", "0"], "--capacity: expected a number of entries in 1.."),
+        ([str(p), "--capacity", "0"], "--capacity must be a positive number"),
         ([str(p), "--capacity", "2", "--policy", "mru"], "unknown cache policy 'mru'"),
         ([str(tmp_path / "nope.txt"), "--capacity", "2"], "trace file not found"),
     ]:

@@ -12,11 +12,9 @@ import numpy as np
 
 from edgeintel.caching.policies import POLICIES, miss_ratios
 from edgeintel.errors import ConfigError, DataError
+from edgeintel.limits import ensure_fits
 
-__all__ = ["MAX_CAPACITY", "read_trace", "simulate_trace_file"]
-
-#: the largest --capacity accepted (entries)
-MAX_CAPACITY = 10**9
+__all__ = ["read_trace", "simulate_trace_file"]
 
 
 def read_trace(path: Path) -> np.ndarray:
@@ -57,14 +55,14 @@ def simulate_trace_file(
     path: Path, capacity: int, policies: list[str] | None = None, opt: bool = True
 ) -> dict[str, float]:
     """Miss ratio per policy (default: all registered) and, with ``opt``, Belady's OPT."""
-    if not 1 <= capacity <= MAX_CAPACITY:
-        raise ConfigError(
-            f"--capacity: expected a number of entries in 1..{MAX_CAPACITY:,}, got {capacity}"
-        )
+    if capacity < 1:
+        raise ConfigError(f"--capacity must be a positive number of entries, got {capacity}")
     names = policies or POLICIES.names()
     for n in names:
         POLICIES.get(n)
     ids = read_trace(path)
-    # a cache that holds every distinct key never evicts: same miss ratios, bounded memory
-    capacity = min(capacity, len(np.unique(ids)))
-    return miss_ratios(ids, capacity, [*names, "opt"] if opt else names)
+    # the policies' tables grow with the entries held: at most the trace's distinct keys,
+    # so a larger capacity (``--capacity 1e20``) gives the same ratios and no allocation
+    distinct = int(np.unique(ids).size)
+    ensure_fits(64.0 * ids.size + 256.0 * distinct, f"cache-sim: {ids.size} requests of {path}")
+    return miss_ratios(ids, min(capacity, distinct), [*names, "opt"] if opt else names)
