@@ -37,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import target, write_results
-from edgeintel.models import build_model, export_onnx, make_session
+from edgeintel.models import build_model, export_onnx
+from edgeintel.onnx_files import make_session
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.repository import add_model
 from edgeintel.runtime.settings import RuntimeSettings, StoreSettings

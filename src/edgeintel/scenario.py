@@ -39,7 +39,7 @@ from edgeintel.data.partition import PARTITIONERS
 from edgeintel.data.split import RunSplits, run_splits
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
-from edgeintel.models.zoo import MODELS, resolve_model_ref
+from edgeintel.models.families import MODELS, resolve_model_ref
 from edgeintel.offloading.settings import OffloadingSettings
 from edgeintel.runtime.settings import DeployPlacement, RuntimeSettings
 
@@ -213,7 +213,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _model_name(cls, value: str, info: ValidationInfo) -> str:
         if ":" not in value:
-            MODELS.get(value)  # a zoo family: ConfigError listing the registered ones
+            MODELS.check(value)  # a zoo family: ConfigError listing the registered ones
             return value
         if not re.fullmatch(r"([\w.]+|[^:]+\.py):\w+", value):
             raise ValueError(

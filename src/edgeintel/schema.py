@@ -269,7 +269,7 @@ def registry_name(
         if value in also:
             return value
         if not also and not without:
-            registry.get(value)  # ConfigError (a ValueError) listing the registry's names
+            registry.check(value)  # ConfigError (a ValueError) listing the registry's names
             return value
         if value not in registry or value in without:
             known = [*also, *(n for n in registry.names() if n not in without)]

@@ -287,3 +287,51 @@ def test_unicode_digit_in_header_length_is_400(node: ServerProcess) -> None:
     s.close()
     assert data.startswith(b"HTTP/1.1 400"), data[:200]
     assert b"Inference-Header-Content-Length" in data
+
+
+def test_connection_limit_refuses_beyond_max_connections(model_repo: Path, tmp_path: Path) -> None:
+    """Beyond ``--max-connections`` a new request is answered 503 at once (not queued
+    behind slow clients); once the slow bodies time out the node serves again."""
+    srv = ServerProcess(
+        model_repo, tmp_path, "--max-connections", "16", "--body-timeout-s", "2"
+    ).start()
+    try:
+        head = b"POST /v2/models/digits/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{"
+        socks = [_open(srv, head) for _ in range(32)]
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        r = httpx.get(f"http://{srv.url}/v2/models/digits", timeout=10)
+        assert r.status_code == 503 and time.monotonic() - t0 < 1.5
+        for s in socks:
+            s.settimeout(10)
+            while s.recv(4096):
+                pass
+            s.close()
+        assert httpx.get(f"http://{srv.url}/v2/models/digits", timeout=10).status_code == 200
+    finally:
+        srv.stop()
+
+
+def test_busy_grpc_port_is_one_line(model_repo: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from tests.runtime.conftest import ROOT
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = subprocess.run(
+            [
+                *(sys.executable, "-m", "edgeintel", "serve", str(model_repo)),
+                *("--port", str(free_port()), "--grpc-port", str(port)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=dict(os.environ, PYTHONPATH=str(ROOT / "src")),
+        )
+    assert r.returncode == 2
+    assert f"--grpc-port {port}" in r.stderr + r.stdout and "Traceback" not in r.stderr

@@ -246,7 +246,7 @@ def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from edgeintel.models.export import make_session
+    from edgeintel.onnx_files import make_session
 
     head = digits_onnx(tmp_path / "head.onnx")
     graph = helper.make_graph(

@@ -16,10 +16,11 @@ import pytest
 
 from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
 from edgeintel.errors import ConfigError
+from edgeintel.onnx_files import make_session
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.auth import Tokens
 from edgeintel.runtime.protocol import decode_response, encode_request
-from edgeintel.runtime.repository import ModelRepository, add_model, make_session
+from edgeintel.runtime.repository import ModelRepository, add_model
 from edgeintel.runtime.seams import ExecutionTier, StaticPlan
 from edgeintel.runtime.server import build_app
 from edgeintel.runtime.store import DeviceStore
@@ -227,7 +228,9 @@ def test_filter_for_device_takes_the_caching_stage_threshold_else_tunes(tmp_path
     results = tmp_path / "results.json"
     th = {"feature": "hist", "threshold": 0.25, "target": 0.99}
     results.write_text(
-        json.dumps({"caching": {"filter": {"per_device": {"cam-0": {"threshold": th}}}}})
+        json.dumps(
+            {"run_id": "r", "caching": {"filter": {"per_device": {"cam-0": {"threshold": th}}}}}
+        )
     )
     assert threshold_from_results(results, "cam-0") == FilterThreshold("hist", 0.25)
     with pytest.raises(ConfigError, match="no caching filter threshold for 'cam-1'"):

@@ -28,6 +28,7 @@ from edgeintel.errors import EdgeIntelError
 __all__ = [
     "DEFAULT_SCENARIO",
     "OverwriteOpt",
+    "OverwriteOutOpt",
     "QuietOpt",
     "RunIdOpt",
     "RunsDirOpt",
@@ -118,6 +119,10 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an earlier run with the same --run-id.")
 ]
+OverwriteOutOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Write into an --out folder that holds earlier results."),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -200,15 +205,17 @@ def run_and_summarize(
     overwrite: bool = False,
     header: str = "",
 ) -> None:
-    """Check the options and everything the scenario names without training (preflight),
-    run the pipeline stages, then print the summary table and the output paths."""
-    from edgeintel.pipeline import check_run_dir, ordered_stages, preflight, run_pipeline
+    """Check the options, print the header (before the components load: the first line),
+    check everything the scenario names without training (preflight, a line per step), run
+    the stages on what preflight prepared, then print the summary table and output paths."""
+    from edgeintel.pipeline import check_run_dir, check_stages, preflight, run_pipeline
 
-    ordered_stages(stages)  # unknown --stage names
+    check_stages(stages)  # unknown --stage names
     check_run_dir(runs_dir, run_id, overwrite)  # --runs-dir, --run-id, reuse
-    preflight(sc, stages, scenario_file=str(scenario))
     if header:
         console.print(header, highlight=False)
+    say = None if quiet else (lambda msg: console.print(msg, highlight=False, style="dim"))
+    checked = preflight(sc, stages, scenario_file=str(scenario), log=say)
     result = run_pipeline(
         sc,
         runs_dir=runs_dir,
@@ -218,6 +225,7 @@ def run_and_summarize(
         show_progress=not quiet,
         scenario_file=str(scenario),
         overwrite=overwrite,
+        prepared=checked.prepared,
     )
     print_summary(result.results)
     console.print(f"results: {result.results_path}", highlight=False)

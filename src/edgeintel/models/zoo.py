@@ -20,6 +20,7 @@ import importlib.util
 import inspect
 import re
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
@@ -29,7 +30,10 @@ import torch
 from torch import nn
 
 from edgeintel.errors import ModelError
-from edgeintel.registry import Registry
+from edgeintel.models.families import MODELS, ModelFactory
+
+#: time limit (s) on importing a user factory, building its model and one forward pass
+USER_CODE_TIMEOUT_S = 120.0
 
 __all__ = [
     "MODELS",
@@ -38,13 +42,9 @@ __all__ = [
     "image_cnn",
     "image_dscnn",
     "mlp",
-    "resolve_model_ref",
     "sensor_cnn",
     "sensor_dscnn",
 ]
-
-ModelFactory = Callable[..., nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model family")
 
 
 def _conv(dim: int, cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Module:
@@ -168,30 +168,6 @@ def _load_module_file(path: Path, ref: str) -> ModuleType:
     return module
 
 
-def resolve_model_ref(ref: str, base_dir: str | Path | None) -> str:
-    """Pin a user factory in a scenario's folder to its file: ``/abs/dir/mod.py:function``.
-
-    ``mod:function`` (or ``pkg.mod:function``) becomes the absolute path of
-    ``base_dir/mod.py`` (``base_dir/pkg/mod.py``) when that file exists, so it is
-    later imported by its path and never through ``sys.path``; ``path.py:function``
-    is resolved against ``base_dir``. Anything else (a zoo family, an installed
-    package's module) is returned unchanged.
-    """
-    module, sep, attr = ref.rpartition(":")
-    if not sep or base_dir is None:
-        return ref
-    base = Path(base_dir)
-    if module.endswith(".py"):
-        path = Path(module) if Path(module).is_absolute() else base / module
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
-        return f"{path.resolve()}:{attr}"
-    candidate = base.joinpath(*module.split(".")).with_suffix(".py")
-    if candidate.is_file():
-        return f"{candidate.resolve()}:{attr}"
-    return ref
-
-
 def _import_factory(ref: str) -> ModelFactory:
     """``path/to/file.py:function`` (loaded by path) or ``package.module:function`` (installed)."""
     module_name, _, attr = ref.rpartition(":")
@@ -225,6 +201,44 @@ def build_model(
     ``input_shape``, ``num_classes`` and ``width``. The model must map a batch
     of ``input_shape`` samples to ``num_classes`` logits.
     """
+    if ":" not in name:  # a zoo family: our own code, no time limit needed
+        return _build_and_check(name, input_shape, num_classes, width, seed)
+    return _within_time_limit(
+        lambda: _build_and_check(name, input_shape, num_classes, width, seed),
+        name,
+        USER_CODE_TIMEOUT_S,
+    )
+
+
+def _within_time_limit(fn: Callable[[], nn.Module], name: str, timeout_s: float) -> nn.Module:
+    """Run user code (import, build, forward) in a daemon thread and give up after
+    ``timeout_s`` with one line naming the factory: a factory or ``forward()`` that never
+    returns cannot block ``validate`` or ``run``. An abandoned thread ends with the process.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["model"] = fn()
+        except BaseException as exc:  # SystemExit too: a thread would swallow it silently
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="edgeintel-user-model", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ModelError(
+            f"task.model {name!r}: importing, building and running the model on one batch did "
+            f"not finish within {timeout_s:g} s; the factory or its forward() never returns"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["model"]  # type: ignore[no-any-return]
+
+
+def _build_and_check(
+    name: str, input_shape: tuple[int, ...], num_classes: int, width: int, seed: int
+) -> nn.Module:
     factory = _import_factory(name) if ":" in name else MODELS.get(name)
     kwargs: dict[str, Any] = {
         "input_shape": tuple(input_shape),
@@ -244,14 +258,17 @@ def build_model(
     except ModelError:
         raise
     except (Exception, SystemExit) as exc:
-        raise ModelError(f"task.model {name!r}: building the model failed: {exc}") from None
+        why = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else exc
+        raise ModelError(f"task.model {name!r}: building the model failed: {why}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"task.model {name!r}: must return a torch.nn.Module")
     model.eval()
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *input_shape))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in forward() is a bad model too
+        if isinstance(exc, SystemExit):
+            exc = RuntimeError(f"it called sys.exit({exc.code!r})")
         raise ModelError(
             f"task.model {name!r}: forward pass on input shape {tuple(input_shape)} failed: {exc}"
         ) from None

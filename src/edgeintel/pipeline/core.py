@@ -8,7 +8,8 @@ happens, ``results.json`` and ``report.html`` are written to ``runs/<run-id>/``
 (a failed stage is recorded with its error, earlier sections are kept).
 
 Components never import this package; it sits on top of them. Later
-components add a module here with one ``@register_stage`` class.
+components add a module to ``pipeline/stages/`` with one ``@register_stage`` class and
+name its stage in ``STAGES.provide`` below (imported when a stage is first asked for).
 """
 
 from __future__ import annotations
@@ -35,8 +36,8 @@ from rich.progress import (
 )
 
 from edgeintel.data.datasets import Dataset
-from edgeintel.errors import ConfigError, EdgeIntelError
-from edgeintel.models.export import ModelArtifact
+from edgeintel.errors import EdgeIntelError, ModelError
+from edgeintel.paths import check_run_dir
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, png_base64, save_figures
@@ -46,6 +47,7 @@ from edgeintel.threads import scenario_threads, thread_limit
 
 if TYPE_CHECKING:
     from edgeintel.data.split import Standardizer
+    from edgeintel.models.export import ModelArtifact
     from edgeintel.offloading.scenario_plan import ScenarioPlan
     from edgeintel.pipeline.stages.federated_finetune import DpLedger
     from edgeintel.runtime.wiring import FilterThreshold
@@ -53,13 +55,16 @@ if TYPE_CHECKING:
 __all__ = [
     "STAGES",
     "Figure",
+    "Prepared",
     "RunContext",
     "RunResult",
     "Stage",
     "check_run_dir",
+    "check_stages",
     "ordered_stages",
     "register_stage",
     "run_pipeline",
+    "write_results_json",
 ]
 
 
@@ -106,6 +111,20 @@ class RunContext:
     offloading_plan: ScenarioPlan | None = None
     # caching: the filter threshold tuned per device name, for the runtime's agents
     filter_thresholds: dict[str, FilterThreshold] = field(default_factory=dict)
+    # preflight's untrained model, handed out once by fresh_model
+    initial_model: Any = None
+
+    def fresh_model(self) -> Any:
+        """The task's untrained model (``task.model``, ``task.width``, seeded by the scenario's
+        seed): the one preflight built, the first time, else a new build (the same weights)."""
+        if self.initial_model is not None:
+            model, self.initial_model = self.initial_model, None
+            return model
+        from edgeintel.models import build_model
+
+        ds = self.require_dataset()
+        sc = self.scenario
+        return build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
 
     def log(self, message: str) -> None:
         """One line of live feedback: appended to ``run.log``; printed when ``verbose``
@@ -188,6 +207,39 @@ class Stage:
 
 
 STAGES: Registry[type[Stage]] = Registry("pipeline stage")
+# the built-in stages: importing the ``pipeline.stages`` package registers them all
+STAGES.provide(
+    "edgeintel.pipeline.stages",
+    *("data", "train", "edge_train", "export", "evaluate", "offloading", "compress"),
+    *("caching", "runtime"),
+)
+
+
+@dataclass
+class Prepared:
+    """What preflight computed that a run takes over instead of computing it again.
+
+    ``data``: the context after the data stage (dataset, splits, device shards, the
+    standardizer and split record, the data section and its figure);
+    ``data_s``: seconds that stage took; ``model``: the untrained model preflight built.
+    """
+
+    data: RunContext
+    data_s: float
+    model: Any = None
+
+    def hand_over(self, ctx: RunContext) -> None:
+        """Put the data stage's outputs and the untrained model on the run's ``ctx``."""
+        d = self.data
+        ctx.dataset, ctx.train_idx, ctx.test_idx = d.dataset, d.train_idx, d.test_idx
+        ctx.val_idx, ctx.server_idx = d.val_idx, d.server_idx
+        ctx.device_parts, ctx.devices = list(d.device_parts), list(d.devices)
+        ctx.standardizer, ctx.data_split = d.standardizer, d.data_split
+        ctx.results["data"] = d.results["data"]
+        ctx.figures.extend(d.figures)
+        ctx.initial_model = self.model
+        for message in d.results["data"].get("warnings", []):  # logged to preflight's scratch
+            ctx.log(f"data: warning: {message}")
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
@@ -229,25 +281,6 @@ def _unique_run_dir(runs_dir: Path, base: str) -> Path:
     raise EdgeIntelError(f"{runs_dir}: no free run folder named {base}-N")
 
 
-def check_run_dir(runs_dir: str | Path, run_id: str | None, overwrite: bool = False) -> None:
-    """Refuse, before any work, a run folder that cannot be used: ``runs_dir`` a file, a
-    ``run_id`` that is not a plain name, or one that holds an earlier run (unless
-    ``overwrite``)."""
-    from edgeintel.paths import check_out_dir, inside, safe_name
-
-    base = check_out_dir(runs_dir, "--runs-dir")
-    if run_id is None:
-        return
-    run_dir = inside(base, safe_name(run_id, "--run-id"), what="--run-id")
-    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
-        raise ConfigError(f"--run-id {run_id!r}: {run_dir} exists and is not a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"--run-id {run_id!r}: {run_dir} already holds an earlier run; choose "
-            "another --run-id or pass --overwrite to replace it"
-        )
-
-
 def _claim_run_dir(
     runs_dir: str | Path, run_id: str | None, scenario: Scenario, overwrite: bool
 ) -> Path:
@@ -263,6 +296,12 @@ def _claim_run_dir(
         shutil.rmtree(run_dir)  # overwrite was asked for (check_run_dir refused otherwise)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_dir
+
+
+def check_stages(only: list[str] | None) -> None:
+    """Refuse unknown stage names (a ``ConfigError`` listing the stages), importing nothing."""
+    for n in only or []:
+        STAGES.check(n)
 
 
 def ordered_stages(only: list[str] | None = None) -> list[Stage]:
@@ -282,6 +321,7 @@ def run_pipeline(
     show_progress: bool = False,
     scenario_file: str | None = None,
     overwrite: bool = False,
+    prepared: Prepared | None = None,
 ) -> RunResult:
     """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
 
@@ -293,6 +333,8 @@ def run_pipeline(
     Raises the first stage's ``EdgeIntelError`` after writing the partial results
     (``status: failed``; ``interrupted`` on Ctrl-C). A ``run_id`` whose folder already
     holds files is refused unless ``overwrite`` (its old files are then removed first).
+    ``prepared`` (from ``preflight`` on this same scenario object) replaces the data stage's
+    work and the first model build by what preflight already computed.
     """
     from edgeintel.report.html import write_report
 
@@ -350,12 +392,23 @@ def run_pipeline(
         for stage in plan:
             if not stage.enabled(ctx):
                 continue
+            if stage.name == "data" and prepared is not None and prepared.data.scenario is scenario:
+                prepared.hand_over(ctx)
+                results["stages"].append(stage.name)
+                results["timings_s"][stage.name] = round(prepared.data_s, 3)
+                ctx.log(f"stage data taken over from preflight ({prepared.data_s:.1f} s)")
+                continue
             ctx.log(f"stage {stage.name} started")
             t0 = time.perf_counter()
             try:
                 with thread_limit(scenario_threads(scenario)):  # restored after each stage
                     stage.run(ctx)
             except BaseException as exc:
+                if isinstance(exc, SystemExit):  # user code (a model's forward) called exit
+                    exc = ModelError(
+                        f"stage {stage.name}: user code called sys.exit({exc.code!r}); a model "
+                        "factory or forward() must return or raise, not exit"
+                    )
                 error = exc
                 results["status"] = (
                     "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
@@ -368,11 +421,11 @@ def run_pipeline(
             results["stages"].append(stage.name)
             results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
             ctx.log(f"stage {stage.name} done in {results['timings_s'][stage.name]:.1f} s")
-            _write_json(results_path, results)  # a crash later loses nothing finished
+            write_results_json(results_path, results)  # a crash later loses nothing finished
     if error is None:
         results["status"] = "completed"
     result = RunResult(run_dir, results)
-    _write_json(result.results_path, results)
+    write_results_json(result.results_path, results)
     save_figures(run_dir, ctx.figures)
     if ctx.train_idx is not None and ctx.test_idx is not None:
         # the held-out split, so `edgeintel compress --from-run` judges on the same samples
@@ -396,8 +449,9 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated results file."""
+def write_results_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a results.json atomically (numpy values as JSON numbers): a crash mid-write
+    never leaves a truncated results file."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_default))
     tmp.replace(path)

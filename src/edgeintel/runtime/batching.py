@@ -23,14 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeintel.errors import QueueFull
 from edgeintel.runtime.repository import LoadedModel
 from edgeintel.runtime.settings import BatchingSettings
 
 __all__ = ["DynamicBatcher", "QueueFull"]
-
-
-class QueueFull(Exception):
-    """The model's request queue is at capacity."""
 
 
 @dataclass

@@ -313,7 +313,10 @@ class HttpApi:
 
     def routes(self) -> list[Route]:
         w = self.wrap
-        routes = [
+        bases = ("/v2/models/{name}", "/v2/models/{name}/versions/{version}")
+        # infer first: Starlette tries routes in order, and infer is nearly every request
+        routes = [Route(b + "/infer", w("infer", self.infer), methods=["POST"]) for b in bases]
+        routes += [
             Route("/v2", w("server", self.server_metadata), methods=["GET"]),
             Route("/v2/health/live", self.live, methods=["GET"]),
             Route("/v2/health/ready", self.ready, methods=["GET"]),
@@ -332,13 +335,12 @@ class HttpApi:
                 methods=["POST"],
             ),
         ]
-        for base in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
+        for base in bases:
             routes += [
                 Route(base, w("metadata", self.metadata), methods=["GET"]),
                 Route(base + "/ready", w("ready", self.model_ready), methods=["GET"]),
                 Route(base + "/config", w("config", self.config), methods=["GET"]),
                 Route(base + "/stats", w("statistics", self.stats), methods=["GET"]),
-                Route(base + "/infer", w("infer", self.infer), methods=["POST"]),
             ]
         return routes
 

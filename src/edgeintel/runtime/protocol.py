@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import ProtocolError
 
 __all__ = [
     "DATATYPES",
@@ -64,10 +64,6 @@ _BY_KIND_SIZE = {
 }
 
 
-class ProtocolError(EdgeIntelError, ValueError):
-    """A request that does not follow the protocol; the message names the field."""
-
-
 def _no_constant(name: str) -> Any:
     raise ProtocolError(f"{name} is not valid JSON (non-finite numbers are refused)")
 
@@ -79,15 +75,20 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_STRICT = json.JSONDecoder(parse_constant=_no_constant)  # built once: loads() builds one a call
+_FINITE = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
 def loads_strict(body: bytes | str, finite: bool = False) -> Any:
     """``json.loads`` that refuses ``NaN`` / ``Infinity`` literals (``ProtocolError``), as
     strict JSON does; also for malformed or too deeply nested bodies. ``finite``: also
     refuse numbers that overflow to infinity (``1e309``) wherever they are (tensors are
     checked after conversion to their datatype instead)."""
     try:
-        if finite:
-            return json.loads(body, parse_constant=_no_constant, parse_float=_finite_float)
-        return json.loads(body, parse_constant=_no_constant)
+        if isinstance(body, bytes | bytearray | memoryview):
+            raw = bytes(body)
+            body = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads
+        return (_FINITE if finite else _STRICT).decode(body)
     except ProtocolError:
         raise
     except (ValueError, UnicodeDecodeError):

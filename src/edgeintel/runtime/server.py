@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 from starlette.applications import Starlette
 
+from edgeintel.errors import ConfigError
 from edgeintel.runtime.auth import Authenticator, Tokens
 from edgeintel.runtime.core import CacheFactory, Features, InferenceCore, ServeError
 from edgeintel.runtime.dashboard import LiveStats
@@ -222,6 +223,18 @@ def build_app(
     ).http_app()
 
 
+def _check_port(host: str, port: int, what: str) -> None:
+    """``ConfigError`` (one line) when ``host:port`` cannot be bound now."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, port))
+    except OSError as exc:
+        why = exc.strerror or exc.__class__.__name__
+        raise ConfigError(f"{what} {port}: cannot listen on {host}:{port} ({why})") from None
+
+
 def serve(
     repository: str | Path,
     host: str = "127.0.0.1",
@@ -250,6 +263,8 @@ def serve(
     import uvicorn
 
     settings = settings or ServerSettings()
+    if grpc_port:
+        _check_port(host, grpc_port, "--grpc-port")
     repo = ModelRepository(repository, settings.intra_op_threads, verify)
     for key, why in repo.refused.items():
         InferenceServer.event("model.refused", model=key, reason=why)

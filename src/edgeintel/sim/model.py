@@ -34,7 +34,6 @@ from edgeintel.offloading.costs import (
     breakdown,
     device_energy_j,
 )
-from edgeintel.offloading.costs import objective_value as _objective_value
 from edgeintel.offloading.placement import (
     PLACEMENTS,
     FleetProblem,
@@ -252,15 +251,9 @@ class SimModel:
         ref: tuple[float, float],
         server_ms: float,
     ) -> Option:
-        return Option(
-            label=label,
-            tier=tier,
-            target=target,
-            base=b,
-            energy_j=device_energy_j(b, power),
-            value=_objective_value(b, power, self.objective, self.latency_weight, *ref),
-            server_ms=server_ms,
-            device_load_ms=(("self", b.device_ms),) if tier == "local" else (),
+        load = (("self", b.device_ms),) if tier == "local" else ()
+        return Option.costed(
+            label, tier, target, b, power, self.objective, self.latency_weight, ref, server_ms, load
         )
 
     def dev_bw_factor(self, d: int) -> float:

@@ -14,9 +14,10 @@ from edgeintel.data.provenance import (
     chance_accuracy,
     split_record,
 )
-from edgeintel.inference.latency import measure_latency, scale_latency
-from edgeintel.models import build_model, count_params, export_onnx, make_session, onnx_predict
+from edgeintel.latency import measure_latency, scale_latency
+from edgeintel.models import count_params, export_onnx
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
+from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
 # importing a section's renderer registers it with the report (edgeintel.report.sections)
@@ -115,9 +116,7 @@ class TrainStage(Stage):
             weight_decay=settings.weight_decay,
             threads=None,  # the pipeline's thread limit (settings.threads)
         )
-        model = build_model(
-            sc.task.model, ds.sample_shape, ds.num_classes, width=sc.task.width, seed=sc.seed
-        )
+        model = ctx.fresh_model()
         x_tr, y_tr = ctx.train_arrays()
         x_te, y_te = ctx.test_arrays()
 

@@ -38,8 +38,8 @@ from edgeintel.caching import (
 )
 from edgeintel.caching.filter import FEATURES
 from edgeintel.caching.placement import CONTENT_PLACEMENTS
-from edgeintel.inference.latency import measure_latency
-from edgeintel.models import make_session, onnx_predict
+from edgeintel.latency import measure_latency
+from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import caching_section as _section  # noqa: F401  (registers the section)
 from edgeintel.report import plots

@@ -75,7 +75,7 @@ def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     fine-tuning it on a device would leak the others' samples into its model.
     """
     sc = ctx.scenario
-    ds = ctx.require_dataset()
+    ctx.require_dataset()
     x_s, y_s = ctx.server_arrays()
     if len(y_s) == 0:
         raise ConfigError(
@@ -83,7 +83,7 @@ def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
             "on the server-held set (the central model saw every device's data); set "
             "data.server_fraction > 0"
         )
-    model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+    model = ctx.fresh_model()
     x_te, y_te = ctx.test_arrays()
     with ctx.task("solo base model on the server-held set (epochs)", total=1) as advance:
         train_model(model, x_s, y_s, cfg, seed=sc.seed)
@@ -126,9 +126,7 @@ class EdgeTrainStage(Stage):
         st = sc.settings.training
 
         def engine(overrides: dict[str, Any] | None = None) -> FederatedEngine:
-            model = build_model(
-                sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed
-            )
+            model = ctx.fresh_model()
             # DP / secure aggregation / checkpoints from settings.training (issue 5);
             # only the main run checkpoints and resumes.
             return build_private_engine(

@@ -70,13 +70,13 @@ def _early_exit(
     import torch
 
     from edgeintel.models.early_exit import export_early_exit
-    from edgeintel.models.export import make_session
     from edgeintel.offloading.early_exit import (
         cascade_predictions,
         check_exit_blocks,
         choose_exit_point,
         profile_exit,
     )
+    from edgeintel.onnx_files import make_session
 
     if ctx.model is None:
         raise RuntimeError("no trained model to attach an exit to")
