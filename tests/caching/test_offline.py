@@ -62,7 +62,7 @@ WTINYLFU_BOUND = 0.07
 
 def _lcs_miss_ratio(cls: str, trace: np.ndarray, capacity: int) -> float:
     cache = getattr(lcs, cls)(cache_size=capacity, hashpower=16)
-    hits = sum(cache.get(lcs.Request(obj_id=int(k) + 1, obj_size=1)) for k in trace.tolist())
+    hits = sum(cache.get(lcs.Request(obj_id=int(k), obj_size=1)) for k in trace.tolist())
     return 1 - hits / len(trace)
 
 
@@ -133,7 +133,7 @@ def test_read_trace_numeric_and_string_keys(tmp_path: Path) -> None:
     assert read_trace(num).tolist() == [5, 17, 5]
     mixed = tmp_path / "mixed.txt"
     mixed.write_text("# header\n01\n1\nb, 3\n\n  b\n01\n")  # "01" and "1" differ
-    assert read_trace(mixed).tolist() == [0, 1, 2, 2, 0]
+    assert read_trace(mixed).tolist() == [1, 2, 3, 3, 1]  # as libCacheSim numbers them
     r = simulate_trace_file(mixed, 2, ["lru"])
     assert set(r) == {"lru", "opt"}
     assert simulate_trace_file(mixed, 2, ["lru"], opt=False).keys() == {"lru"}

@@ -17,7 +17,7 @@ __all__ = ["read_trace", "simulate_trace_file"]
 
 
 def read_trace(path: Path) -> np.ndarray:
-    """The keys of a trace file as int64 ids (numeric keys as themselves, others 0, 1, ...).
+    """The keys of a trace file as int64 ids (decimal keys as themselves, others 1, 2, ...).
 
     One request per line: the key is the line's first comma-separated field,
     stripped; blank lines and lines starting with '#' are skipped. Keys are
@@ -47,7 +47,7 @@ def read_trace(path: Path) -> np.ndarray:
         raise DataError(f"{path}: the trace is empty; give one key per line")
     ids: dict[str, int] = {}
     setdefault = ids.setdefault
-    return np.array([setdefault(k, len(ids)) for k in keys], dtype=np.int64)
+    return np.array([setdefault(k, len(ids) + 1) for k in keys], dtype=np.int64)
 
 
 def simulate_trace_file(

@@ -104,8 +104,9 @@ class FrequencySketch:
 
     def age(self) -> None:
         """Halve every counter and empty the doorkeeper."""
-        self.counts = [v >> 1 for v in self.counts]
-        self.door = bytearray(self.door_size)
+        c = self.counts
+        c[:] = [v >> 1 for v in c]  # in place: callers may hold the lists
+        self.door[:] = bytes(self.door_size)
 
 
 @POLICIES.register("wtinylfu")
@@ -142,14 +143,15 @@ class WTinyLFUCache(CachePolicy):
         self.probation: OrderedDict[Hashable, Slots] = OrderedDict()
         self.protected: OrderedDict[Hashable, Slots] = OrderedDict()
         self.sketch = FrequencySketch(self.main_cap)
+        self._counts, self._door = self.sketch.counts, self.sketch.door  # aged in place
         self._sample = 32 * self.main_cap
-        self._main_hits = 0
+        self._left = self._sample  # main hits until the filter ages
 
     def _main_hit(self, s: Slots) -> None:
         self.sketch.add(s)
-        self._main_hits += 1
-        if self._main_hits >= self._sample:
-            self._main_hits = 0
+        self._left -= 1
+        if not self._left:
+            self._left = self._sample
             self.sketch.age()
 
     def lookup(self, key: Hashable) -> bool:
@@ -190,11 +192,10 @@ class WTinyLFUCache(CachePolicy):
             if len(prot) > self.protected_cap:
                 k, v = prot.popitem(last=False)
                 self.probation[k] = v
-        sk = self.sketch
         i, j, k2, m, a, b = s
-        door = sk.door
+        door = self._door
         if door[a] and door[b]:
-            c = sk.counts
+            c = self._counts
             ci, cj, ck, cm = c[i], c[j], c[k2], c[m]
             low = min(ci, cj, ck, cm)
             if ci == low:
@@ -207,10 +208,10 @@ class WTinyLFUCache(CachePolicy):
                 c[m] = low + 1
         else:
             door[a] = door[b] = 1
-        self._main_hits += 1
-        if self._main_hits >= self._sample:
-            self._main_hits = 0
-            sk.age()
+        self._left -= 1
+        if not self._left:
+            self._left = self._sample
+            self.sketch.age()
         return True
 
     def admit(self, key: Hashable) -> list[Hashable]:
@@ -222,7 +223,7 @@ class WTinyLFUCache(CachePolicy):
                 out.append((prob or prot).popitem(last=False)[0])
                 continue
             victim, s = window.popitem(last=False)
-            c, door = sk.counts, sk.door
+            c, door = self._counts, self._door
             i, j, k, m, a, b = s
             duel = len(prob) + len(prot) >= self.main_cap
             if duel:
