@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _common import target
 
+from _common import target
 from edgeintel.caching.command import simulate_trace_file
 from edgeintel.caching.policies import LIBCACHESIM_POLICIES, make_policy, opt_hits
 from edgeintel.caching.policies.offline import write_oracle_general
