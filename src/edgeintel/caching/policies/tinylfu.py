@@ -17,26 +17,28 @@ from xxhash import xxh64_intdigest
 from edgeintel.caching.policies.base import POLICIES, CachePolicy
 from edgeintel.errors import ConfigError
 
-__all__ = ["FrequencySketch", "WTinyLFUCache", "key_hash"]
+__all__ = ["FrequencySketch", "WTinyLFUCache", "key_bytes"]
 
-_M64 = (1 << 64) - 1
 Slots = tuple[int, int, int, int, int, int]
 
 
-def key_hash(key: Hashable) -> int:
-    """An integer hash of ``key`` that is the same in every process.
+def key_bytes(key: Hashable) -> bytes:
+    """Bytes that identify ``key`` the same way in every process (the sketch hashes these).
 
-    Integers hash to themselves and strings and bytes through XXH64 (Python's own
-    ``hash`` of a string changes with ``PYTHONHASHSEED``); anything else through
-    ``hash``.
+    Integers as 8 little-endian bytes (wider ones as their decimal digits), strings as
+    UTF-8, bytes as they are; anything else through ``hash`` (Python's own ``hash`` of a
+    string changes with ``PYTHONHASHSEED``, so strings do not go through it).
     """
     if type(key) is int:
-        return key
+        try:
+            return key.to_bytes(8, "little", signed=True)
+        except OverflowError:
+            return str(key).encode()
     if isinstance(key, str):
-        return xxh64_intdigest(key.encode())
+        return key.encode()
     if isinstance(key, bytes):
-        return xxh64_intdigest(key)
-    return hash(key)
+        return key
+    return hash(key).to_bytes(8, "little", signed=True)
 
 
 class FrequencySketch:
@@ -63,11 +65,12 @@ class FrequencySketch:
 
     def slots(self, key: Hashable) -> Slots:
         """The 4 counter positions and 2 doorkeeper positions of ``key``."""
-        h = key if type(key) is int else key_hash(key)
-        h = ((h ^ (h >> 33)) * 0xFF51AFD7ED558CCD) & _M64  # murmur3's finaliser
-        h = ((h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53) & _M64
-        h ^= h >> 33
-        y = (h * 0x9E3779B97F4A7C15) >> 64 ^ h  # high half of a 128-bit product
+        if type(key) is int and -(1 << 63) <= key < 1 << 63:
+            kb = key.to_bytes(8, "little", signed=True)
+        else:
+            kb = key_bytes(key)
+        h = xxh64_intdigest(kb)  # two independent 64-bit hashes
+        y = xxh64_intdigest(kb, 0x9E3779B9)
         m, w, d = self._mask, self.width, self._door_mask
         return (
             h & m,
