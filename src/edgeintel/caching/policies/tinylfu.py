@@ -53,7 +53,7 @@ class FrequencySketch:
     empties the doorkeeper (the paper's reset).
     """
 
-    def __init__(self, entries: int, doorkeeper_per_entry: int = 32) -> None:
+    def __init__(self, entries: int, doorkeeper_per_entry: int = 128) -> None:
         if entries < 1:
             raise ConfigError(f"sketch entries must be >= 1, got {entries}")
         self.width = 1 << max(4, (entries - 1).bit_length())
