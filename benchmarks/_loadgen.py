@@ -5,6 +5,9 @@ clients do not share the server's interpreter; prints one JSON object. Every 200
 is decoded with the protocol's decoder and checked (output name, shape, datatype); any
 other status or an undecodable body counts as a failure.
 
+With ``"protocol": "grpc"`` the clients are grpc.aio calls of ``ModelInfer`` (raw tensor
+contents) on ``grpc_port``, one channel per client; outputs are checked the same way.
+
 Closed loop (``rate`` absent): ``concurrency`` clients each send the next request as soon
 as the previous answer arrives. Open loop (``rate`` given): request ``i`` is due at
 ``i / rate`` seconds and its latency is measured from that due time (no coordinated
@@ -70,8 +73,46 @@ async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: fl
         writer.close()
 
 
+async def _grpc_worker(cfg: dict[str, Any], req: Any, state: dict[str, Any]) -> None:
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"{cfg['host']}:{cfg['grpc_port']}") as channel:
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        while state["next"] < cfg["requests"]:
+            state["next"] += 1
+            start = time.perf_counter()
+            ok = True
+            try:
+                resp = await stub.ModelInfer(req)
+                arr = np.frombuffer(resp.raw_output_contents[0], np.float32)
+                ok = arr.size == int(np.prod(cfg["output_shape"]))
+            except grpc.aio.AioRpcError as exc:
+                ok = False
+                code = str(exc.code())
+                state["statuses"][code] = state["statuses"].get(code, 0) + 1
+            state["lat"].append(time.perf_counter() - start)
+            state["ok" if ok else "failed"] += 1
+
+
+def _grpc_request(cfg: dict[str, Any], x: np.ndarray) -> tuple[Any, int]:
+    from tritonclient.grpc import service_pb2
+
+    model = cfg["path"].split("/")[3]
+    req = service_pb2.ModelInferRequest(model_name=model)
+    req.inputs.add(name=cfg["input"], datatype="FP32", shape=list(x.shape))
+    req.raw_input_contents.append(x.tobytes())
+    return req, req.ByteSize()
+
+
 async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     x = np.random.default_rng(0).random(cfg["input_shape"], dtype=np.float32)
+    state: dict[str, Any] = {"next": 0, "lat": [], "ok": 0, "failed": 0, "statuses": {}}
+    if cfg.get("protocol") == "grpc":
+        greq, size = _grpc_request(cfg, x)
+        t0 = time.perf_counter()
+        await asyncio.gather(*(_grpc_worker(cfg, greq, state) for _ in range(cfg["concurrency"])))
+        return _summary(cfg, state, time.perf_counter() - t0, size)
     body, hl = encode_request({cfg["input"]: x}, binary=cfg["binary"], binary_outputs=cfg["binary"])
     head = (
         f"POST {cfg['path']} HTTP/1.1\r\nHost: {cfg['host']}\r\n"
@@ -80,10 +121,12 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if hl is not None:
         head += f"Inference-Header-Content-Length: {hl}\r\n"
     req = (head + "\r\n").encode() + body
-    state: dict[str, Any] = {"next": 0, "lat": [], "ok": 0, "failed": 0, "statuses": {}}
     t0 = time.perf_counter()
     await asyncio.gather(*(_worker(cfg, req, state, t0) for _ in range(cfg["concurrency"])))
-    wall = time.perf_counter() - t0
+    return _summary(cfg, state, time.perf_counter() - t0, len(body))
+
+
+def _summary(cfg: dict[str, Any], state: dict[str, Any], wall: float, size: int) -> dict[str, Any]:
     lat = np.array(state["lat"]) * 1000
     return {
         "requests": cfg["requests"],
@@ -95,7 +138,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
         "p50_ms": float(np.percentile(lat, 50)),
         "p99_ms": float(np.percentile(lat, 99)),
         "mean_ms": float(lat.mean()),
-        "request_bytes": len(body),
+        "request_bytes": size,
     }
 
 

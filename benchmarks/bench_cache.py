@@ -71,8 +71,9 @@ from edgeintel.caching.detectors import COUNTERS, read_frames
 from edgeintel.data import load_dataset, sliding_windows, train_test_split
 from edgeintel.data.datasets import video_path
 from edgeintel.inference import measure_latency
-from edgeintel.models import build_model, export_onnx, make_session, onnx_predict
+from edgeintel.models import build_model, export_onnx
 from edgeintel.models.train import TrainConfig, train_model
+from edgeintel.onnx_files import make_session, onnx_predict
 
 torch.set_num_threads(1)
 SEEDS = (0, 1, 2)

@@ -33,9 +33,9 @@ from edgeintel.inference import (
     measure_torch_latency,
     run_candidates,
 )
-from edgeintel.models import build_model, make_session
-from edgeintel.models.export import onnx_predict
+from edgeintel.models import build_model
 from edgeintel.models.train import TrainConfig, train_model
+from edgeintel.onnx_files import make_session, onnx_predict
 
 ROUNDS = 5
 RUNS = 200

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import mean_std, target, write_results
-from edgeintel.models import build_model, export_onnx, make_session
+from edgeintel.models import build_model, export_onnx
 from edgeintel.offloading.adapt import AdaptivePolicy
 from edgeintel.offloading.costs import Breakdown, LinkState, OffloadObjective, Power, transfer_ms
 from edgeintel.offloading.graph import LayerGraph, Tensor, load_layer_graph
@@ -51,6 +51,7 @@ from edgeintel.offloading.split_search import (
     mincut_split,
     plan_split,
 )
+from edgeintel.onnx_files import make_session
 
 torch.set_num_threads(1)
 

@@ -1,5 +1,6 @@
 """Serving benchmark: the Open Inference Protocol server with and without dynamic batching,
-JSON vs binary tensors, protocol conformance under load, and store-and-forward.
+JSON vs binary tensors, protocol conformance under load, a lone client under the adaptive
+wait vs Triton's fixed wait, gRPC vs HTTP binary throughput, and store-and-forward.
 
 Servers are real ``edgeintel serve`` processes on loopback (one uvicorn worker, ONNX
 Runtime with one intra-op thread); clients are another process (benchmarks/_loadgen.py:
@@ -36,7 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import target, write_results
-from edgeintel.models import build_model, export_onnx, make_session
+from edgeintel.models import build_model, export_onnx
+from edgeintel.onnx_files import make_session
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.repository import add_model
 from edgeintel.runtime.settings import RuntimeSettings, StoreSettings
@@ -48,6 +50,7 @@ ROOT = HERE.parent
 CONCURRENCY = 64
 N_BATCHED = 10_000
 N_ROUND = 2_000
+N_LONE = 500
 ROUNDS = 3
 OPEN_RATE = 200.0  # requests/s offered in the JSON vs binary comparison
 OPEN_N = 2_000
@@ -64,6 +67,7 @@ def _free_port() -> int:
 class Server:
     def __init__(self, repo: Path, *extra: str) -> None:
         self.port = _free_port()
+        self.grpc_port = _free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen(
             [
@@ -74,6 +78,8 @@ class Server:
                 str(repo),
                 "--port",
                 str(self.port),
+                "--grpc-port",
+                str(self.grpc_port),
                 *extra,
             ],
             env=env,
@@ -99,7 +105,14 @@ class Server:
             self.proc.wait()
 
 
-def load(port: int, n: int, binary: bool = True, rate: float | None = None) -> dict[str, Any]:
+def load(
+    port: int,
+    n: int,
+    binary: bool = True,
+    rate: float | None = None,
+    concurrency: int = CONCURRENCY,
+    grpc_port: int | None = None,
+) -> dict[str, Any]:
     cfg = {
         "host": "127.0.0.1",
         "port": port,
@@ -110,8 +123,10 @@ def load(port: int, n: int, binary: bool = True, rate: float | None = None) -> d
         "output_shape": [1, 10],
         "binary": binary,
         "requests": n,
-        "concurrency": CONCURRENCY,
+        "concurrency": concurrency,
         "rate": rate,
+        "protocol": "http" if grpc_port is None else "grpc",
+        "grpc_port": grpc_port,
     }
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
@@ -149,6 +164,7 @@ def serving(repo: Path) -> dict[str, Any]:
         "batching": Server(repo, "--max-batch-size", "32", *common),
         "no_batching": Server(repo, "--max-batch-size", "1", *common),
     }
+    fixed = Server(repo, "--max-batch-size", "32", "--no-adaptive-wait", *common)
     try:
         for srv in servers.values():
             load(srv.port, 500)  # warm-up
@@ -172,10 +188,51 @@ def serving(repo: Path) -> dict[str, Any]:
             res["batching"][f"open_loop_{fmt}"] = load(b, OPEN_N, binary, OPEN_RATE)
         for mode, srv in servers.items():
             res[mode]["server_batches"] = batch_stats(srv.port)
+        res["lone_client"] = lone_client(servers["batching"], fixed)
+        res["grpc_vs_http"] = grpc_vs_http(servers["batching"])
     finally:
-        for srv in servers.values():
+        for srv in [*servers.values(), fixed]:
             srv.stop()
     return res
+
+
+def lone_client(adaptive: Server, fixed: Server) -> dict[str, Any]:
+    """One closed-loop client against the adaptive wait and the fixed 2 ms wait (Triton's
+    rule), alternating ROUNDS rounds; medians of p50 / p99."""
+    load(fixed.port, 100, concurrency=1)  # warm-up
+    runs: dict[str, list[dict[str, Any]]] = {"adaptive": [], "fixed_wait": []}
+    for r in range(ROUNDS):
+        pair = [("adaptive", adaptive), ("fixed_wait", fixed)]
+        for mode, srv in pair if r % 2 == 0 else reversed(pair):
+            runs[mode].append(load(srv.port, N_LONE, concurrency=1))
+    return {
+        mode: {
+            "rounds": rs,
+            "median_p50_ms": float(np.median([x["p50_ms"] for x in rs])),
+            "median_p99_ms": float(np.median([x["p99_ms"] for x in rs])),
+        }
+        for mode, rs in runs.items()
+    }
+
+
+def grpc_vs_http(srv: Server) -> dict[str, Any]:
+    """Binary tensors at 64 clients over gRPC (raw contents) and HTTP (binary extension)
+    against the same server process, alternating ROUNDS rounds; median throughputs."""
+    load(srv.port, 500, grpc_port=srv.grpc_port)  # warm-up
+    runs: dict[str, list[dict[str, Any]]] = {"grpc": [], "http": []}
+    for r in range(ROUNDS):
+        pair = [("grpc", srv.grpc_port), ("http", None)]
+        for mode, gp in pair if r % 2 == 0 else reversed(pair):
+            runs[mode].append(load(srv.port, N_ROUND, grpc_port=gp))
+    return {
+        mode: {
+            "rounds": rs,
+            "median_throughput_per_s": float(np.median([x["throughput_per_s"] for x in rs])),
+            "median_p99_ms": float(np.median([x["p99_ms"] for x in rs])),
+            "failed": sum(x["failed"] for x in rs),
+        }
+        for mode, rs in runs.items()
+    }
 
 
 def appends_per_s(
@@ -271,6 +328,8 @@ def main() -> None:
     u = serve["no_batching"]
     speedup = b["median_throughput_per_s"] / u["median_throughput_per_s"]
     c = b["conformance_10k"]
+    lone = serve["lone_client"]
+    gvh = serve["grpc_vs_http"]
     targets = [
         target("batching speed-up at 64 clients (binary)", speedup, ">=", 3, "x"),
         target(
@@ -300,6 +359,20 @@ def main() -> None:
             saf["drain_per_s"] / saf["ingest_per_s"],
             ">=",
             10,
+            "x",
+        ),
+        target(
+            "lone client p50 latency, adaptive wait / fixed 2 ms wait",
+            lone["adaptive"]["median_p50_ms"] / lone["fixed_wait"]["median_p50_ms"],
+            "<=",
+            0.6,
+            "x",
+        ),
+        target(
+            "gRPC / HTTP binary throughput at 64 clients (same server)",
+            gvh["grpc"]["median_throughput_per_s"] / gvh["http"]["median_throughput_per_s"],
+            ">=",
+            1.0,
             "x",
         ),
         target("results lost after outage", saf["lost"], "<=", 0, "results"),

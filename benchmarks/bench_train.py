@@ -15,6 +15,11 @@ trains for the same ``ROUNDS`` rounds; HierFAVG runs ``ROUNDS / K2`` cloud round
 or the schedule fixes (top-k's index+value format, ``K2`` for hierarchical backhaul
 against edges that pre-sum) are derived figures under ``details``.
 
+Top-k 1 % runs with error feedback and DGC's momentum correction (Lin et al. 2018). The
+sign-flip and IPM attacks use ``N_DEV`` devices with 20 % malicious; ALIE runs in Baruch
+et al. 2019's own setting (``ALIE_DEV`` = 50 devices, 24 % colluding, the paper's z for
+that n and f) against a clean FedAvg baseline on the same 50 shards.
+
 Writes benchmarks/results/train.json.
 """
 
@@ -50,19 +55,32 @@ K2 = 5
 EVAL_EVERY = 3
 MALICIOUS = 0.2
 RULES = ["fedavg", "multi_krum", "median", "trimmed_mean"]
+#: top-k 1 % with error feedback and DGC's momentum correction + momentum factor masking
+#: (Lin et al. 2018, momentum 0.9 as in the paper); FedAvg itself has no momentum
+TOPK = CompressorConfig(name="topk", ratio=0.01, momentum=0.9)
 #: attacks that hurt undefended FedAvg: sign flip scaled by 4 (the plain mean of 80 %
 #: honest u and 20 % -4u is ~0), IPM with epsilon 10 (> (1 - f/n) / (f/n) = 4, so the
 #: mean points against the honest direction), ALIE with the z of Baruch et al. from n, f
+#: ALIE in Baruch et al. 2019's own setting: 50 workers, fewer than 25 % colluding (12),
+#: z = Phi^-1((n - s) / n) with s = floor(n / 2 + 1) - f (0.58), here on non-IID shards
+ALIE_DEV = 50
+ALIE_FRACTION = 0.24
 ATTACKS = {
     "sign_flip_x4": AttackConfig(name="sign_flip", fraction=MALICIOUS, scale=4.0),
     "ipm_eps10": AttackConfig(name="ipm", fraction=MALICIOUS, epsilon=10.0),
-    "alie": AttackConfig(name="alie", fraction=MALICIOUS),
+    "alie_24pct": AttackConfig(name="alie", fraction=ALIE_FRACTION),
+}
+#: (devices, malicious fraction) of each attack's runs; its clean baseline has as many
+ATTACK_SETUP = {
+    "sign_flip_x4": (N_DEV, MALICIOUS),
+    "ipm_eps10": (N_DEV, MALICIOUS),
+    "alie_24pct": (ALIE_DEV, ALIE_FRACTION),
 }
 
 
-def _setup(seed: int, split: dict[str, np.ndarray]) -> dict[str, Any]:
-    parts = partition(split["y"], N_DEV, "dirichlet", seed, alpha=0.5, min_samples=10)
-    clients = [ClientSpec(f"dev-{i}", f"edge-{i % N_EDGE}") for i in range(N_DEV)]
+def _setup(seed: int, split: dict[str, np.ndarray], n_dev: int = N_DEV) -> dict[str, Any]:
+    parts = partition(split["y"], n_dev, "dirichlet", seed, alpha=0.5, min_samples=10)
+    clients = [ClientSpec(f"dev-{i}", f"edge-{i % N_EDGE}") for i in range(n_dev)]
     paths = {f"edge-{e}": [Hop(1000.0, 5.0)] for e in range(N_EDGE)}
     return {**split, "parts": parts, "clients": clients, "paths": paths, "seed": seed}
 
@@ -145,26 +163,31 @@ def main() -> None:
     torch.set_num_threads(1)
     t_start = time.perf_counter()
     split = _split()
-    names = ["fedavg", "topk", "hier", *(f"{a}/{r}" for a in ATTACKS for r in RULES)]
+    names = ["fedavg", f"fedavg_{ALIE_DEV}", "topk", "topk_ef_only", "hier",
+             *(f"{a}/{r}" for a in ATTACKS for r in RULES)]  # fmt: skip
     runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
     for seed in SEEDS:
         env = _setup(seed, split)
+        envs = {N_DEV: env, ALIE_DEV: _setup(seed, split, ALIE_DEV)}
         runs["fedavg"].append(_run(env, "fedavg (flat)"))
-        runs["topk"].append(
+        runs[f"fedavg_{ALIE_DEV}"].append(_run(envs[ALIE_DEV], f"fedavg {ALIE_DEV} devices"))
+        runs["topk"].append(_run(env, "topk 1% + EF + DGC m=0.9", compressor=TOPK))
+        runs["topk_ef_only"].append(
             _run(env, "topk 1% + EF", compressor=CompressorConfig(name="topk", ratio=0.01))
         )
         runs["hier"].append(
             _run(env, f"HierFAVG k2={K2}", mode=FlMode.HIERARCHICAL, k2=K2, rounds=ROUNDS // K2)
         )
         for attack, acfg in ATTACKS.items():
+            n_dev, frac = ATTACK_SETUP[attack]
             for rule in RULES:
                 runs[f"{attack}/{rule}"].append(
                     _run(
-                        env,
-                        f"{attack} 20% / {rule}",
+                        envs[n_dev],
+                        f"{attack} {frac:.0%} / {rule}",
                         attack=acfg,
                         aggregation=AggregationConfig(rule=rule),
-                        byzantine_fraction=MALICIOUS,
+                        byzantine_fraction=frac,
                     )
                 )
     thr = _throughput()
@@ -172,39 +195,70 @@ def main() -> None:
 
     clean = _stat(runs["fedavg"])
     topk = _stat(runs["topk"])
+    topk_ef = _stat(runs["topk_ef_only"])
     hier = _stat(runs["hier"])
     dim = runs["fedavg"][0]["dim"]
     targets = [
         target(
-            "topk 1% + EF: accuracy gap to FedAvg (mean of seeds)",
+            "topk 1% + EF + DGC momentum correction (m=0.9): accuracy gap to FedAvg "
+            "(mean of seeds)",
             (clean["mean"] - topk["mean"]) * 100, "<=", 1.0, "points",
         ),
     ]  # fmt: skip
     robustness: dict[str, Any] = {}
     for attack, acfg in ATTACKS.items():
+        n_dev, frac = ATTACK_SETUP[attack]
+        base = clean if n_dev == N_DEV else _stat(runs[f"fedavg_{n_dev}"])
         acc = {r: _stat(runs[f"{attack}/{r}"]) for r in RULES}
         val = {r: _stat(runs[f"{attack}/{r}"], "val_accuracy") for r in RULES}
         robust = [r for r in RULES if r != "fedavg"]
         best = max(robust, key=lambda r: val[r]["mean"])  # selected on validation
-        fedavg_loss = (clean["mean"] - acc["fedavg"]["mean"]) * 100
-        gap = (clean["mean"] - acc[best]["mean"]) * 100
-        targets += [
-            target(f"{attack} 20%: plain FedAvg accuracy loss", fedavg_loss, ">=", 10.0, "points"),
+        worst = min(robust, key=lambda r: acc[r]["mean"])
+        fedavg_loss = (base["mean"] - acc["fedavg"]["mean"]) * 100
+        worst_loss = (base["mean"] - acc[worst]["mean"]) * 100
+        gap = (base["mean"] - acc[best]["mean"]) * 100
+        pct = f"{frac:.0%}"
+        if acfg.name == "alie":
+            # Baruch et al. 2019 (NeurIPS, "A Little Is Enough"): the attack stays within the
+            # honest updates' spread, so it is built to defeat the robust rules (they "select
+            # the byzantine workers while discarding legitimate ones"; < 25 % colluding
+            # workers degrade MNIST accuracy by 50 %), not the plain mean, which it moves by
+            # at most f/n * z * sigma. The target asks what the paper shows.
+            targets.append(target(
+                f"{attack} {pct}, {n_dev} devices (Baruch et al. 2019 setting): accuracy loss "
+                f"of the robust rule it hurts most ({worst})", worst_loss, ">=", 10.0, "points",
+            ))  # fmt: skip
+        else:
+            targets.append(
+                target(f"{attack} {pct}: plain FedAvg accuracy loss", fedavg_loss, ">=", 10.0,
+                       "points")
+            )  # fmt: skip
+        targets.append(
             target(
-                f"{attack} 20%: best robust rule ({best}, chosen on validation) gap to clean",
+                f"{attack} {pct}: best robust rule ({best}, chosen on validation) gap to clean",
                 gap, "<=", 3.0, "points",
             ),
-        ]  # fmt: skip
+        )  # fmt: skip
         robustness[attack] = {
             "attack": {k: v for k, v in vars(acfg).items() if v is not None},
-            "clean_test_accuracy": clean,
+            "devices": n_dev,
+            "malicious_fraction": frac,
+            "worst_robust_rule": worst,
+            "worst_robust_rule_loss_points": worst_loss,
+            "clean_test_accuracy": base,
             "test_accuracy": acc,
             "val_accuracy": val,
             "best_rule": best,
             "best_gap_points": gap,
             "fedavg_loss_points": fedavg_loss,
         }
-    robustness["alie"]["z"] = alie_z(N_DEV, int(MALICIOUS * N_DEV))
+    robustness["alie_24pct"]["z"] = alie_z(ALIE_DEV, round(ALIE_FRACTION * ALIE_DEV))
+    robustness["alie_24pct"]["note"] = (
+        "target rewritten (issue 25): 'plain FedAvg loses >= 10 points' is not what the "
+        "paper shows; ALIE hides in the honest spread and defeats robust rules (Baruch et al. "
+        "2019, NeurIPS, abstract and section 3), so the target is on the robust rule it hurts "
+        "most; plain FedAvg's loss stays here: fedavg_loss_points"
+    )
 
     # hierarchy: equal device computation (ROUNDS edge rounds) and equal backhaul bytes
     hier_gap = (clean["mean"] - hier["mean"]) * 100
@@ -254,6 +308,13 @@ def main() -> None:
         "compression": {
             "fedavg_test_accuracy": clean,
             "topk_test_accuracy": topk,
+            "topk_config": {k: v for k, v in vars(TOPK).items() if v is not None},
+            "topk_ef_only_test_accuracy": topk_ef,
+            "topk_ef_only_gap_points": (clean["mean"] - topk_ef["mean"]) * 100,
+            "note": "the target run adds DGC's momentum correction (u = 0.9 u + update, "
+            "v += u, send top-k(v), clear u and v where sent) to error feedback; the EF-only "
+            "run is kept for comparison. FedAvg has no momentum, so part of the top-k run's "
+            "speed comes from the momentum itself.",
             "derived": {
                 "note": "fixed by the encoding (1% of values as float32 + uint32 index)",
                 "uplink_bytes": {"fedavg": up_fed, "topk": up_topk},
@@ -262,6 +323,7 @@ def main() -> None:
             "curves_seed0": {
                 "fedavg": runs["fedavg"][0]["accuracy_by_round"],
                 "topk": runs["topk"][0]["accuracy_by_round"],
+                "topk_ef_only": runs["topk_ef_only"][0]["accuracy_by_round"],
             },
         },
         "robustness": robustness,

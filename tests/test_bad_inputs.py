@@ -478,7 +478,7 @@ SCENARIO_CASES: list[tuple[str, Callable[[Raw], None] | str, dict[str, FileMaker
         "float32-overflow",
         _training(mode="federated", dp={"noise_multiplier": 1e308}),
         {},
-        "noise_multiplier: expected a number within float32 range",
+        "noise_multiplier: input should be less than or equal to 1000",
     ),
     ("settings-threads-zero", _set("settings.threads", 0), {}, "settings.threads"),
     (
@@ -673,9 +673,9 @@ CLI_CASES: list[tuple[str, list[str], dict[str, FileMaker], str]] = [
     # edgeintel simulate (issue 13 §8): estimate before allocating, durations, policy names
     (
         "simulate-fleet-too-large",
-        ["simulate", "{S}", "--devices", "90000000", "--out", "{D}/out"],
+        ["simulate", "{S}", "--devices", "9000000", "--out", "{D}/out"],
         {},
-        "GiB is available",
+        "is available",
     ),
     (
         "simulate-negative-duration",

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -47,7 +48,7 @@ class Case:
     grid: str | None = None  # a sweep grid file's text
 
 
-def C(id: str, changes: dict[str, Any], *words: str, **kw: Any) -> Case:  # noqa: N802
+def C(id: str, changes: dict[str, Any], *words: str, **kw: Any) -> Case:
     return Case(id, changes, tuple(words), **kw)
 
 
@@ -61,6 +62,8 @@ DEP = S + "runtime.deploy."
 TR = S + "training."
 
 BIG = 1e30
+MOST = "at most|less than or equal"  # pydantic's words for a bound, or ours
+LEAST = "at least|greater than or equal"
 TOKEN = "t" * 24
 
 CASES: list[Case] = [
@@ -99,79 +102,84 @@ CASES: list[Case] = [
     C("pl-zipf-nan", {PL + "zipf_alpha": math.nan}, "zipf_alpha", "finite"),
     C("trace-t-inf", {"links.2.trace.1.t_s": math.inf}, "t_s", "finite"),
     # ---------------------------------------------------------------- magnitudes
-    C("cache-mb-huge", {"edge_servers.0.cache_mb": 3e38}, "cache_mb", "at most"),
-    C("device-cache-mb-huge", {"device_profiles.kiosk.cache_mb": 1e20}, "cache_mb", "at most"),
-    C("sim-duration-huge", {SIM + "duration_s": BIG}, "sim.duration_s", "at most"),
-    C("sim-task-ms-huge", {SIM + "task_ms": BIG}, "task_ms", "at most"),
-    C("sim-catalog-huge", {SIM + "catalog": 2 * 10**18}, "catalog", "at most"),
-    C("sim-devices-huge", {SIM + "devices": 10**9}, "sim.devices", "at most"),
-    C("sim-cache-entries-huge", {SIM + "cache_entries": 10**12}, "cache_entries", "at most"),
-    C("sim-queue-limit-huge", {SIM + "queue_limit": 10**12}, "queue_limit", "at most"),
-    C("sim-input-bytes-huge", {SIM + "input_bytes": 10**15}, "input_bytes", "at most"),
-    C("sim-task-rate-huge", {SIM + "task_rate_hz": 1e9}, "task_rate_hz", "at most"),
-    C("sim-overhead-ms-huge", {SIM + "request_overhead_ms": BIG}, "request_overhead_ms", "at most"),
-    C("sim-sigma-huge", {SIM + "request_overhead_sigma": 1000}, "request_overhead_sigma", "at most"),
-    C("sim-forward-bytes-huge", {SIM + "forward_bytes": 10**15}, "forward_bytes", "at most"),
-    C("sim-uplink-huge", {SIM + "macro_uplink_mbps": BIG}, "macro_uplink_mbps", "at most"),
-    C("sim-on-tiny", {SIM + "traces": {"mean_on_s": 1e-6}}, "mean_on_s", "at least"),
-    C("sim-off-tiny", {SIM + "traces": {"mean_off_s": 1e-6}}, "mean_off_s", "at least"),
-    C("sim-speed-sigma-huge", {SIM + "traces": {"speed_sigma": 1000}}, "speed_sigma", "at most"),
-    C("sim-handover-huge", {SIM + "mobility": {"handover_rate_hz": 1e6}}, "handover", "at most"),
+    C("cache-mb-huge", {"edge_servers.0.cache_mb": 3e38}, "cache_mb", MOST),
+    C("device-cache-mb-huge", {"device_profiles.kiosk.cache_mb": 1e20}, "cache_mb", MOST),
+    C("sim-duration-huge", {SIM + "duration_s": BIG}, "sim.duration_s", MOST),
+    C("sim-task-ms-huge", {SIM + "task_ms": BIG}, "task_ms", MOST),
+    C("sim-catalog-huge", {SIM + "catalog": 2 * 10**18}, "catalog", MOST),
+    C("sim-devices-huge", {SIM + "devices": 10**9}, "sim.devices", MOST),
+    C("sim-cache-entries-huge", {SIM + "cache_entries": 10**12}, "cache_entries", MOST),
+    C("sim-queue-limit-huge", {SIM + "queue_limit": 10**12}, "queue_limit", MOST),
+    C("sim-input-bytes-huge", {SIM + "input_bytes": 10**15}, "input_bytes", MOST),
+    C("sim-task-rate-huge", {SIM + "task_rate_hz": 1e9}, "task_rate_hz", MOST),
+    C("sim-overhead-ms-huge", {SIM + "request_overhead_ms": BIG}, "request_overhead_ms", MOST),
+    C(
+        "sim-sigma-huge",
+        {SIM + "request_overhead_sigma": 1000},
+        "request_overhead_sigma",
+        MOST,
+    ),
+    C("sim-forward-bytes-huge", {SIM + "forward_bytes": 10**15}, "forward_bytes", MOST),
+    C("sim-uplink-huge", {SIM + "macro_uplink_mbps": BIG}, "macro_uplink_mbps", MOST),
+    C("sim-on-tiny", {SIM + "traces": {"mean_on_s": 1e-6}}, "mean_on_s", LEAST),
+    C("sim-off-tiny", {SIM + "traces": {"mean_off_s": 1e-6}}, "mean_off_s", LEAST),
+    C("sim-speed-sigma-huge", {SIM + "traces": {"speed_sigma": 1000}}, "speed_sigma", MOST),
+    C("sim-handover-huge", {SIM + "mobility": {"handover_rate_hz": 1e6}}, "handover", MOST),
     C(
         "sim-fed-interval-tiny",
         {SIM + "federated": {"enabled": True, "round_interval_s": 1e-6}},
         "round_interval_s",
-        "at least",
+        LEAST,
     ),
     C(
         "sim-fed-model-bytes-huge",
         {SIM + "federated": {"model_bytes": 10**15}},
         "model_bytes",
-        "at most",
+        MOST,
     ),
     C(
         "sim-fed-clients-huge",
         {SIM + "federated": {"clients_per_round": 10**9}},
         "clients_per_round",
-        "at most",
+        MOST,
     ),
-    C("battery-huge", {"device_profiles.phone.battery_j": BIG}, "battery_j", "at most"),
-    C("power-huge", {"device_profiles.phone.power_compute_w": BIG}, "power_compute_w", "at most"),
-    C("memory-huge", {"device_profiles.phone.memory_mb": BIG}, "memory_mb", "at most"),
-    C("speed-huge", {"device_profiles.phone.compute_speed": BIG}, "compute_speed", "at most"),
-    C("cloud-memory-huge", {"cloud.memory_mb": BIG}, "cloud.memory_mb", "at most"),
-    C("link-bw-huge", {"devices.0.link.bandwidth_mbps": BIG}, "bandwidth_mbps", "at most"),
-    C("link-rtt-huge", {"links.0.rtt_ms": BIG}, "rtt_ms", "at most"),
-    C("pl-items-huge", {PL + "items": 2 * 10**9}, "placement.items", "at most"),
-    C("pl-requests-huge", {PL + "requests": 10**9}, "placement.requests", "at most"),
-    C("pl-item-mb-tiny", {PL + "item_mb": 1e-12}, "item_mb", "at least"),
-    C("pl-cloud-ms-huge", {PL + "cloud_ms": BIG}, "cloud_ms", "at most"),
-    C("rc-capacity-huge", {RC + "capacity": 10**12}, "result_cache.capacity", "at most"),
-    C("rc-exact-huge", {RC + "exact_capacity": 10**12}, "exact_capacity", "at most"),
-    C("rc-k-huge", {RC + "k": 10**6}, "result_cache.k", "at most"),
-    C("rc-requests-huge", {RC + "requests": 10**9}, "result_cache.requests", "at most"),
-    C("rc-noise-huge", {RC + "noise": BIG}, "noise", "at most"),
-    C("rc-ttl-huge", {RC + "ttl_s": BIG}, "ttl_s", "at most"),
-    C("fi-max-devices-huge", {FI + "max_devices": 10**9}, "max_devices", "at most"),
-    C("fi-probe-every-huge", {FI + "probe_every": 10**12}, "probe_every", "at most"),
-    C("of-deadline-huge", {OF + "deadline_ms": BIG}, "deadline_ms", "at most"),
-    C("of-deadline-tiny", {OF + "deadline_ms": 1e-9}, "deadline_ms", "at least"),
-    C("of-d2d-bw-huge", {OF + "d2d": {"bandwidth_mbps": BIG}}, "d2d.bandwidth_mbps", "at most"),
-    C("of-rate-huge", {OF + "request_rate_hz": 1e9}, "request_rate_hz", "at most"),
-    C("rt-timeout-huge", {S + "runtime.offload_timeout_ms": BIG}, "offload_timeout_ms", "at most"),
-    C("rt-store-ttl-huge", {S + "runtime.store.ttl_s": BIG}, "store.ttl_s", "at most"),
-    C("rt-records-huge", {S + "runtime.store.max_records": 10**15}, "max_records", "at most"),
+    C("battery-huge", {"device_profiles.phone.battery_j": BIG}, "battery_j", MOST),
+    C("power-huge", {"device_profiles.phone.power_compute_w": BIG}, "power_compute_w", MOST),
+    C("memory-huge", {"device_profiles.phone.memory_mb": BIG}, "memory_mb", MOST),
+    C("speed-huge", {"device_profiles.phone.compute_speed": BIG}, "compute_speed", MOST),
+    C("cloud-memory-huge", {"cloud.memory_mb": BIG}, "cloud.memory_mb", MOST),
+    C("link-bw-huge", {"devices.0.link.bandwidth_mbps": BIG}, "bandwidth_mbps", MOST),
+    C("link-rtt-huge", {"links.0.rtt_ms": BIG}, "rtt_ms", MOST),
+    C("pl-items-huge", {PL + "items": 2 * 10**9}, "placement.items", MOST),
+    C("pl-requests-huge", {PL + "requests": 10**9}, "placement.requests", MOST),
+    C("pl-item-mb-tiny", {PL + "item_mb": 1e-12}, "item_mb", LEAST),
+    C("pl-cloud-ms-huge", {PL + "cloud_ms": BIG}, "cloud_ms", MOST),
+    C("rc-capacity-huge", {RC + "capacity": 10**12}, "result_cache.capacity", MOST),
+    C("rc-exact-huge", {RC + "exact_capacity": 10**12}, "exact_capacity", MOST),
+    C("rc-k-huge", {RC + "k": 10**6}, "result_cache.k", MOST),
+    C("rc-requests-huge", {RC + "requests": 10**9}, "result_cache.requests", MOST),
+    C("rc-noise-huge", {RC + "noise": BIG}, "noise", MOST),
+    C("rc-ttl-huge", {RC + "ttl_s": BIG}, "ttl_s", MOST),
+    C("fi-max-devices-huge", {FI + "max_devices": 10**9}, "max_devices", MOST),
+    C("fi-probe-every-huge", {FI + "probe_every": 10**12}, "probe_every", MOST),
+    C("of-deadline-huge", {OF + "deadline_ms": BIG}, "deadline_ms", MOST),
+    C("of-deadline-zero", {OF + "deadline_ms": 0}, "deadline_ms", "greater than"),
+    C("of-d2d-bw-huge", {OF + "d2d": {"bandwidth_mbps": BIG}}, "d2d.bandwidth_mbps", MOST),
+    C("of-rate-huge", {OF + "request_rate_hz": 1e9}, "request_rate_hz", MOST),
+    C("rt-timeout-huge", {S + "runtime.offload_timeout_ms": BIG}, "offload_timeout_ms", MOST),
+    C("rt-store-ttl-huge", {S + "runtime.store.ttl_s": BIG}, "store.ttl_s", MOST),
+    C("rt-records-huge", {S + "runtime.store.max_records": 10**15}, "max_records", MOST),
     C(
         "rt-request-bytes-huge",
         {S + "runtime.server.max_request_bytes": 10**15},
         "max_request_bytes",
-        "at most",
+        MOST,
     ),
-    C("deploy-max-devices-huge", {DEP + "max_devices": 10**9}, "max_devices", "at most"),
-    C("tr-clients-huge", {TR + "clients_per_round": 10**9}, "clients_per_round", "at most"),
-    C("tr-finetune-huge", {TR + "finetune_layers": 10**9}, "finetune_layers", "at most"),
-    C("tr-clip-huge", {TR + "clip_norm": BIG}, "clip_norm", "at most"),
-    C("dp-epsilon-huge", {TR + "dp": {"target_epsilon": BIG}}, "target_epsilon", "at most"),
+    C("deploy-max-devices-huge", {DEP + "max_devices": 10**9}, "max_devices", MOST),
+    C("tr-clients-huge", {TR + "clients_per_round": 10**9}, "clients_per_round", MOST),
+    C("tr-finetune-huge", {TR + "finetune_layers": 10**9}, "finetune_layers", MOST),
+    C("tr-clip-huge", {TR + "clip_norm": BIG}, "clip_norm", MOST),
+    C("dp-epsilon-huge", {TR + "dp": {"target_epsilon": BIG}}, "target_epsilon", MOST),
     C("sim-duration-neg", {SIM + "duration_s": -5}, "sim.duration_s", "greater than"),
     C("rc-ttl-neg", {RC + "ttl_s": -1}, "ttl_s", "greater than"),
     C("sim-overhead-neg", {SIM + "request_overhead_ms": -1}, "request_overhead_ms", "greater"),
@@ -179,16 +187,22 @@ CASES: list[Case] = [
         "max-model-kb-tiny",
         {S + "inference.compress.budgets.kiosk.max_model_kb": 1e-9},
         "max_model_kb",
-        "at least",
+        LEAST,
     ),
     # ---------------------------------------------------------------- --set
     C("set-capacity-bool", {}, "result_cache.capacity", "integer", sets=(RC + "capacity=true",)),
-    C("set-battery-str", {}, "battery_j", "number", sets=("device_profiles.phone.battery_j='4e4'",)),
-    C("set-duration-huge", {}, "sim.duration_s", "at most", sets=(SIM + "duration_s=1e30",)),
+    C(
+        "set-battery-str",
+        {},
+        "battery_j",
+        "number",
+        sets=("device_profiles.phone.battery_j='4e4'",),
+    ),
+    C("set-duration-huge", {}, "sim.duration_s", MOST, sets=(SIM + "duration_s=1e30",)),
     C("set-deadline-inf", {}, "deadline_ms", "finite", sets=(OF + "deadline_ms=.inf",)),
     C("set-probe-str", {}, "probe_every", "integer", sets=(FI + "probe_every='3'",)),
     C("set-neighbors-bool", {}, "neighbors", "integer", sets=(OF + "d2d={neighbors: true}",)),
-    C("set-cache-mb-huge", {}, "cache_mb", "at most", sets=("edge_servers.0.cache_mb=3e38",)),
+    C("set-cache-mb-huge", {}, "cache_mb", MOST, sets=("edge_servers.0.cache_mb=3e38",)),
     C("set-workers-nan", {}, "server_workers", "integer", sets=(OF + "server_workers=.nan",)),
     # ---------------------------------------------------------------- cross-field
     C("plan-offloading-off", {OF + "enabled": False}, "placement", "plan", "offloading"),
@@ -200,7 +214,12 @@ CASES: list[Case] = [
     ),
     C("dp-central", {TR + "mode": "central", TR + "dp": {}}, "dp", "central"),
     C("dp-solo", {TR + "mode": "solo", TR + "dp": {}}, "dp", "solo"),
-    C("secagg-central", {TR + "mode": "central", TR + "secure_aggregation": {}}, "secure", "central"),
+    C(
+        "secagg-central",
+        {TR + "mode": "central", TR + "secure_aggregation": {}},
+        "secure",
+        "central",
+    ),
     C("secagg-solo", {TR + "mode": "solo", TR + "secure_aggregation": {}}, "secure", "solo"),
     C(
         "secagg-neighbors",
@@ -283,8 +302,13 @@ CASES: list[Case] = [
         "16 characters",
         files={"tokens.yaml": "phone-0: short\n"},
     ),
-    C("tokens-not-yaml", {DEP + "tokens_file": "tokens.yaml"}, "tokens_file", "mapping",
-      files={"tokens.yaml": "[1, 2"}),  # fmt: skip
+    C(
+        "tokens-not-yaml",
+        {DEP + "tokens_file": "tokens.yaml"},
+        "tokens_file",
+        "mapping",
+        files={"tokens.yaml": "[1, 2"},
+    ),
     C("placements-unknown", {DEP + "placements": {"nope": "edge"}}, "placements", "nope"),
     C("deadlines-unknown", {OF + "deadlines_ms": {"nope": 50}}, "deadlines_ms", "nope"),
     C("server-load-unknown", {OF + "server_load": {"nope": 0.5}}, "server_load", "nope"),
@@ -318,23 +342,42 @@ CASES: list[Case] = [
         "duration_s",
         grid="axes: {settings.sim.duration_s: [10, 20]}\n",
     ),
-    C("grid-1e9-points", {}, "grid", "points", "at most",
-      grid="axes:\n" + "".join(f"  {a}: {list(range(1, 11))}\n" for a in (
-          "devices", "cache_entries", "catalog", "input_bytes", "result_bytes", "max_batch",
-          "queue_limit", "series_bins", "forward_bytes"))),  # fmt: skip
+    C(
+        "grid-1e9-points",
+        {},
+        "grid",
+        "points",
+        MOST,
+        grid="axes:\n"
+        + "".join(
+            f"  {a}: {list(range(1, 11))}\n"
+            for a in (
+                "devices",
+                "cache_entries",
+                "catalog",
+                "input_bytes",
+                "result_bytes",
+                "max_batch",
+                "queue_limit",
+                "series_bins",
+                "forward_bytes",
+            )
+        ),
+    ),
     C(
         "grid-yaml-bomb",
         {},
         "grid",
-        "at most",
+        MOST,
         grid="axes:\n  policy: [&a [x, x, x, x, x, x, x, x, x]"
         + "".join(
-            f", &{b} [{', '.join([f'*{a}'] * 9)}]" for a, b in zip("abcdefg", "bcdefgh")
+            f", &{b} [{', '.join([f'*{a}'] * 9)}]"
+            for a, b in zip("abcdefg", "bcdefgh", strict=True)
         )
         + "]\n",
     ),
-    C("grid-sim-value-bad", {}, "duration_s", "at most", grid="axes: {duration_s: [1e30]}\n"),
-    C("grid-devices-huge", {}, "devices", "at most", grid="axes: {devices: [1000000000]}\n"),
+    C("grid-sim-value-bad", {}, "duration_s", MOST, grid="axes: {duration_s: [1e30]}\n"),
+    C("grid-devices-huge", {}, "devices", MOST, grid="axes: {devices: [1000000000]}\n"),
 ]
 
 
@@ -365,10 +408,22 @@ def _put(raw: Any, path: str, value: Any) -> None:
         node[last] = value
 
 
+class _Dumper(yaml.SafeDumper):
+    """Quotes a string such as ``"4e4"`` (``load_yaml`` reads it unquoted as a number)."""
+
+
+_Dumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def base_raw(name: str) -> dict[str, Any]:
     from edgeintel.examples import example_path
+    from edgeintel.schema import load_yaml
 
-    loaded: dict[str, Any] = yaml.safe_load(example_path(name).read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = load_yaml(example_path(name).read_text(encoding="utf-8"))
     return loaded
 
 
@@ -380,7 +435,7 @@ def write_case(case: Case, folder: Path) -> Path:
     for name, text in case.files.items():
         (folder / name).write_text(text, encoding="utf-8")
     path = folder / "scenario.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False), encoding="utf-8")
+    path.write_text(yaml.dump(raw, Dumper=_Dumper, sort_keys=False), encoding="utf-8")
     return path
 
 
@@ -417,11 +472,13 @@ def outcome(case: Case, folder: Path) -> tuple[str, str]:
         msg = str(exc)
         text = msg.lower()
         helpful = "\n" not in msg and len(msg) < 600
-        helpful = helpful and all(w.lower() in text for w in case.words)
+        helpful = helpful and all(
+            any(alt in text for alt in w.lower().split("|")) for w in case.words
+        )
         return ("exit2" if helpful else "unhelpful"), msg
     except MemoryError:
         return "memory", "MemoryError"
-    except Exception as exc:  # noqa: BLE001 - the class being counted
+    except Exception as exc:  # the class being counted
         return "traceback", f"{type(exc).__name__}: {str(exc)[:300]}"
     return "accepted", ""
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edgeintel.errors import ConfigError
-from edgeintel.inference.latency import scale_latency, time_calls, windows_agree
+from edgeintel.latency import scale_latency, time_calls, windows_agree
 from edgeintel.report.environment import cpu_facts
 
 
@@ -27,7 +27,7 @@ def test_time_calls_repeats_until_windows_agree(monkeypatch: pytest.MonkeyPatch)
     def call() -> None:
         now[0] += next(per_call) / 1000.0
 
-    monkeypatch.setattr("edgeintel.inference.latency.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("edgeintel.latency.time.perf_counter", lambda: now[0])
     st = time_calls(call, runs=5, warmup=0, windows=3, tolerance=0.1)
     # windows: 2, 2, 1.5, 1, 1, 1 ms -> the last three agree after the 6th window
     assert st.windows == 6 and st.stable is True and st.runs == 15
@@ -43,7 +43,7 @@ def test_time_calls_gives_up_and_says_so(monkeypatch: pytest.MonkeyPatch) -> Non
     def call() -> None:
         now[0] += next(per_call) / 1000.0
 
-    monkeypatch.setattr("edgeintel.inference.latency.time.perf_counter", lambda: now[0])
+    monkeypatch.setattr("edgeintel.latency.time.perf_counter", lambda: now[0])
     st = time_calls(call, runs=4, warmup=0, windows=2, tolerance=0.1, max_windows=5)
     assert st.windows == 5 and st.stable is False
     with pytest.raises(ConfigError):

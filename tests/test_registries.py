@@ -3,7 +3,7 @@
 Each registered dataset, partitioner, model family, aggregation rule, attack,
 update compressor, federated algorithm, compression technique, pipeline stage,
 split search, placement policy, cache policy, difference feature, object
-counter and report section can be named (in a scenario, a recipe or a call),
+counter, content placement and report section can be named (in a scenario, a recipe or a call),
 configured, run on a tiny input, and round-trips its config. A new entry is
 covered the moment it is registered.
 """
@@ -27,6 +27,7 @@ import torch
 import edgeintel
 from edgeintel.caching import FEATURES, FRAME_FEATURES, POLICIES, make_policy, miss_ratio, prepare
 from edgeintel.caching.detectors import COUNTERS
+from edgeintel.caching.placement import CONTENT_PLACEMENTS, Delivery, zipf_demand
 from edgeintel.caching.policies import opt_hits, simulate
 from edgeintel.data import DATASETS, PARTITIONERS, load_data, load_dataset, partition
 from edgeintel.errors import ConfigError, ModelError
@@ -304,6 +305,23 @@ def _difference_feature(name: str) -> None:
     assert fn(a, b) > fn(a, a)
 
 
+def _content_placement(name: str) -> None:
+    demand, _ = zipf_demand(3, 40, 0.9, 400, 0.3, seed=0)
+    cap, nb, dl = [5, 3, 0], [[1], [0, 2], [1]], Delivery(5.0, 20.0, 100.0)
+    place = CONTENT_PLACEMENTS.get(name)
+    p = place(demand, cap, nb, dl)
+    assert len(p.cached) == 3
+    for ids, c in zip(p.cached, cap, strict=True):  # within capacity, valid, sorted, unique
+        assert len(ids) <= c and np.all(np.diff(ids) > 0) and ((ids >= 0) & (ids < 40)).all()
+    assert p.value >= 0
+    again = place(demand, cap, nb, dl)  # deterministic
+    assert [a.tolist() for a in again.cached] == [a.tolist() for a in p.cached]
+    # the LP relaxation bounds every placement's saving
+    assert p.value <= CONTENT_PLACEMENTS.get("lp")(demand, cap, nb, dl).value + 1e-6
+    with pytest.raises(ConfigError, match="capacit"):
+        place(demand, [1, 1], nb, dl)
+
+
 def _object_counter(name: str) -> None:
     counter = COUNTERS.get(name)(width=128)
     assert counter.name == name and counter.width == 128
@@ -342,6 +360,7 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "cache_policies": (POLICIES, _cache_policy),
     "difference_features": (FEATURES, _difference_feature),
     "object_counters": (COUNTERS, _object_counter),
+    "content_placements": (CONTENT_PLACEMENTS, _content_placement),
     "report_sections": (SECTIONS, _section),
 }
 

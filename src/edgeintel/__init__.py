@@ -1,10 +1,15 @@
-"""edgeintel: edge intelligence across devices, edge servers and the cloud."""
+"""edgeintel: edge intelligence across devices, edge servers and the cloud.
+
+A lazy face (``edgeintel.lazy``): ``import edgeintel`` and the CLI's start stay light;
+the scenario module loads on the first use of one of its names.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edgeintel.errors import ConfigError, DataError, EdgeIntelError, ModelError
+from edgeintel.lazy import lazy_face
 
 if TYPE_CHECKING:
     from edgeintel.scenario import Scenario, load_scenario, parse_scenario
@@ -22,14 +27,4 @@ __all__ = [
     "parse_scenario",
 ]
 
-_SCENARIO_NAMES = ("Scenario", "load_scenario", "parse_scenario")
-
-
-def __getattr__(name: str) -> Any:
-    # The scenario composes every component's settings (and so imports torch); load it
-    # on first use, so that `import edgeintel` and the CLI's start stay light.
-    if name in _SCENARIO_NAMES:
-        from edgeintel import scenario
-
-        return getattr(scenario, name)
-    raise AttributeError(f"module 'edgeintel' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -1,22 +1,51 @@
-"""Project exceptions: every user-facing failure is one of these, with a one-line message.
+"""The project's exceptions, in one tree, and the one formatter of validation errors.
 
-Also the one place that formats a pydantic validation error as that line
-(``format_validation_error``), for scenarios and every settings model.
+Every failure edgeintel raises on purpose is an ``EdgeIntelError`` with a one-line
+message naming the field, file or node at fault; the CLI prints it and exits with
+code 2. The tree::
+
+    EdgeIntelError
+    ├── ConfigError (ValueError)      a scenario, recipe, option or settings value
+    │   └── BudgetError               no compression candidate meets a device's budget
+    ├── DataError (ValueError)        a dataset or data file
+    ├── ModelError (ValueError)       a model, model factory or model file
+    ├── TrainingError (RuntimeError)  training diverged (NaN or infinite loss or weights)
+    ├── MissingExtraError (ImportError)  an optional dependency group is not installed
+    └── the running system (runtime/):
+        ├── ProtocolError (ValueError)   a request that breaks the inference protocol (400)
+        ├── QueueFull                    a model's batching queue is at capacity (503)
+        ├── StoreFull                    a device store at max_records under reject_new
+        └── TransportError               a request got no response
+            └── LinkDown                 the emulated link is in an outage
+
+Components raise these and re-export the runtime ones where they are used
+(``edgeintel.runtime.batching.QueueFull`` is this ``QueueFull``). ``FieldError`` is
+not in the tree: a validator raises it inside pydantic to point at a field, and
+``format_validation_error`` turns the result into a ``ConfigError``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeintel.inference.search import SearchResult
 
 __all__ = [
+    "BudgetError",
     "ConfigError",
     "DataError",
     "EdgeIntelError",
     "FieldError",
+    "LinkDown",
     "MissingExtraError",
     "ModelError",
+    "ProtocolError",
+    "QueueFull",
+    "StoreFull",
     "TrainingError",
+    "TransportError",
     "format_error",
     "format_validation_error",
     "loc_str",
@@ -31,12 +60,51 @@ class ConfigError(EdgeIntelError, ValueError):
     """A scenario, recipe or config value is invalid (names the field and what is expected)."""
 
 
+class BudgetError(ConfigError):
+    """No candidate meets the budget; ``search`` holds every measured candidate."""
+
+    def __init__(self, message: str, search: SearchResult) -> None:
+        super().__init__(message)
+        self.search = search
+
+
 class DataError(EdgeIntelError, ValueError):
     """A dataset or data file cannot be used (names the file or dataset and the problem)."""
 
 
 class ModelError(EdgeIntelError, ValueError):
     """A model, model factory or model file cannot be used."""
+
+
+class TrainingError(EdgeIntelError, RuntimeError):
+    """Training diverged: a loss or the model's weights became NaN or infinite."""
+
+
+class MissingExtraError(EdgeIntelError, ImportError):
+    """An optional dependency group is not installed; the message names the pip extra."""
+
+
+# --------------------------------------------------------------------------- the runtime
+
+
+class ProtocolError(EdgeIntelError, ValueError):
+    """A request that does not follow the protocol; the message names the field."""
+
+
+class QueueFull(EdgeIntelError):
+    """The model's request queue is at capacity."""
+
+
+class StoreFull(EdgeIntelError):
+    """The store is at ``max_records`` and its policy is ``reject_new``."""
+
+
+class TransportError(EdgeIntelError):
+    """The request did not get a response: unreachable, timed out, lost or link down."""
+
+
+class LinkDown(TransportError):
+    """The emulated link is in an outage (its trace has bandwidth 0 now)."""
 
 
 # --------------------------------------------------------------------------- formatting
@@ -131,11 +199,3 @@ def format_validation_error(exc: Any, source: str, root: Any = None) -> ConfigEr
     first = format_error(dict(errors[0]), root)
     more = f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
     return ConfigError(f"{source}: {first}{more if len(errors) > 1 else ''}")
-
-
-class TrainingError(EdgeIntelError, RuntimeError):
-    """Training diverged: a loss or the model's weights became NaN or infinite."""
-
-
-class MissingExtraError(EdgeIntelError, ImportError):
-    """An optional dependency group is not installed; the message names the pip extra."""

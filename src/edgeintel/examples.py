@@ -92,8 +92,10 @@ def resolve_scenario(arg: str | Path) -> Path:
 
 
 def _parse_value(text: str) -> Any:
+    from edgeintel.schema import load_yaml
+
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        return load_yaml(text) if text.strip() else ""
     except yaml.YAMLError:
         return text
 
@@ -152,8 +154,10 @@ def load_scenario_with(path: str | Path, assignments: list[str] | None = None) -
         return load_scenario(p)
     if not p.is_file():
         raise ConfigError(f"scenario file not found: {p}")
+    from edgeintel.schema import load_yaml
+
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+        raw = load_yaml(p.read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError):
         return load_scenario(p)  # reports the YAML problem as one line
     if not isinstance(raw, dict):

@@ -1,7 +1,8 @@
-"""ONNX files without torch: their sha256 and an ONNX Runtime CPU session.
+"""ONNX files without torch: their sha256, an ONNX Runtime CPU session, batched prediction.
 
-``edgeintel.models`` imports torch (seconds per process); a server or device agent
-needs only these two, so they live here and ``models.export`` re-exports them.
+``edgeintel.models`` imports torch (seconds per process); a server, a device agent or a
+component that only runs ONNX files needs only these, so every caller imports them from
+here (``onnxruntime`` itself loads on the first ``make_session``).
 """
 
 from __future__ import annotations
@@ -10,9 +11,11 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeintel.errors import ModelError
 
-__all__ = ["file_sha256", "make_session"]
+__all__ = ["file_sha256", "make_session", "onnx_predict"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -39,3 +42,13 @@ def make_session(path: str | Path, intra_op_threads: int = 1) -> Any:
         return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ModelError(f"{p}: not a loadable ONNX model ({exc.__class__.__name__})") from None
+
+
+def onnx_predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Outputs (logits) of ``session`` for ``x`` (N, ...) in batches; float32 in and out."""
+    name = session.get_inputs()[0].name
+    outs = [
+        session.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)})[0]
+        for i in range(0, len(x), batch_size)
+    ]
+    return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)

@@ -2,11 +2,15 @@
 
 Datasets, partitioners, model families, pipeline stages, aggregation rules,
 compressors and cache policies all register through one of these, so adding a
-technique is one new function plus one decorator.
+technique is one new function plus one decorator. A registry whose entries live in
+heavy modules (torch models, compression techniques) names them up front with
+``provide``, so a scenario can be checked against the names without importing torch;
+the module is imported on the first ``get`` of one of its names.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -23,6 +27,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._items: dict[str, T] = {}
+        self._provided: dict[str, str] = {}  # name -> module whose import registers it
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: ``@REG.register("name")`` stores the decorated object under ``name``."""
@@ -31,6 +36,7 @@ class Registry(Generic[T]):
             if name in self._items:
                 raise ValueError(f"{self.kind} {name!r} is already registered")
             self._items[name] = obj
+            self._provided.pop(name, None)
             return obj
 
         return deco
@@ -39,21 +45,37 @@ class Registry(Generic[T]):
         """Register ``obj`` under ``name`` (non-decorator form)."""
         self.register(name)(obj)
 
+    def provide(self, module: str, *names: str) -> None:
+        """Declare that importing ``module`` registers ``names`` (imported on first ``get``)."""
+        for name in names:
+            if name in self._items or name in self._provided:
+                raise ValueError(f"{self.kind} {name!r} is already registered")
+            self._provided[name] = module
+
+    def check(self, name: str) -> None:
+        """Raise the ``ConfigError`` of ``get`` for an unknown name, importing nothing."""
+        if name not in self:
+            known = ", ".join(self.names()) or "none"
+            raise ConfigError(f"unknown {self.kind} {name!r}; expected one of: {known}")
+
     def get(self, name: str) -> T:
-        try:
-            return self._items[name]
-        except KeyError:
-            known = ", ".join(sorted(self._items)) or "none"
-            raise ConfigError(f"unknown {self.kind} {name!r}; expected one of: {known}") from None
+        if name not in self._items and name in self._provided:
+            module = self._provided[name]
+            importlib.import_module(module)
+            if name not in self._items:
+                raise RuntimeError(f"{module} does not register the {self.kind} {name!r}")
+        self.check(name)
+        return self._items[name]
 
     def names(self) -> list[str]:
-        return sorted(self._items)
+        """Every registered name, including those provided by a module not imported yet."""
+        return sorted({*self._items, *self._provided})
 
     def __contains__(self, name: object) -> bool:
-        return name in self._items
+        return name in self._items or name in self._provided
 
     def __iter__(self) -> Iterator[str]:
-        return iter(sorted(self._items))
+        return iter(self.names())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._items) + len(self._provided)

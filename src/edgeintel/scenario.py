@@ -6,11 +6,13 @@ A scenario is composed of parts that each live with their owner:
   time-varying traces) from ``edgeintel.topology``;
 * the data and the task (``DataSpec``, ``TaskSpec``, defined here);
 * ``settings``: one slot per component, each a settings model defined in the
-  component's package (``training/settings.py``, ``inference/settings.py``; the
-  offloading, caching and runtime slots are defined here until their packages
-  land). A component plugs in by adding its model as one field of ``Settings``;
-  if the model has a ``check_scenario(scenario)`` method, it is called after the
-  topology is checked, for cross-references (e.g. budgets naming device profiles).
+  component's package (``training/settings.py``, ``inference/settings.py``,
+  ``offloading/settings.py``, ``caching/settings.py``, ``runtime/settings.py``,
+  ``sim/settings.py``), all on ``schema.Strict``. A component plugs in by adding its
+  model as one field of ``Settings``; if the model has a ``check_scenario(topology)``
+  method, it is called with the checked ``Topology`` for cross-references (e.g. budgets
+  naming device profiles). Checks across slots (a deployment placement that needs the
+  offloading stage) are ``Scenario._across_slots``.
 
 ``load_scenario(path)`` reads YAML, validates everything (types, unknown fields,
 names against the registries, dangling links, missing files, reachability of the
@@ -37,9 +39,9 @@ from edgeintel.data.partition import PARTITIONERS
 from edgeintel.data.split import RunSplits, run_splits
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
 from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
-from edgeintel.models.zoo import MODELS, resolve_model_ref
+from edgeintel.models.families import MODELS, resolve_model_ref
 from edgeintel.offloading.settings import OffloadingSettings
-from edgeintel.runtime.settings import RuntimeSettings
+from edgeintel.runtime.settings import DeployPlacement, RuntimeSettings
 
 # Fraction, NonNegative, Positive: number types for the settings slots defined below
 from edgeintel.schema import (  # noqa: F401
@@ -51,6 +53,7 @@ from edgeintel.schema import (  # noqa: F401
     load_yaml,
     registry_name,
     resolve_file,
+    resolve_path,
 )
 from edgeintel.sim.settings import SimSettings
 from edgeintel.topology import (
@@ -168,7 +171,7 @@ class DataSpec(_Strict):
     )
     partition: PartitionSpec = PartitionSpec()
 
-    _check_path = field_validator("path")(resolve_file)
+    _check_path = field_validator("path")(resolve_path)
 
     @model_validator(mode="after")
     def _one_source(self) -> DataSpec:
@@ -210,7 +213,7 @@ class TaskSpec(_Strict):
     @classmethod
     def _model_name(cls, value: str, info: ValidationInfo) -> str:
         if ":" not in value:
-            MODELS.get(value)  # a zoo family: ConfigError listing the registered ones
+            MODELS.check(value)  # a zoo family: ConfigError listing the registered ones
             return value
         if not re.fullmatch(r"([\w.]+|[^:]+\.py):\w+", value):
             raise ValueError(
@@ -257,16 +260,38 @@ class Scenario(_Strict):
 
     @model_validator(mode="after")
     def _topology(self) -> Scenario:
-        self.topology.check()
+        topology = self.topology
+        topology.check()
         for slot in type(self.settings).model_fields:
             check = getattr(getattr(self.settings, slot), "check_scenario", None)
             if check is None:
                 continue
             try:
-                check(self)
+                check(topology)
             except FieldError as err:
                 raise FieldError(("settings", slot, *err.loc), err.msg) from None
+        self._across_slots()
         return self
+
+    def _across_slots(self) -> None:
+        """Settings of one component that need another: a deployment placement ``plan``
+        runs the offloading planner's options, so offloading must be enabled."""
+        s = self.settings
+        dep = s.runtime.deploy
+        if dep.enabled and not s.offloading.enabled:
+            if dep.placement is DeployPlacement.PLAN:
+                raise FieldError(
+                    ("settings", "runtime", "deploy", "placement"),
+                    "'plan' uses the offloading planner, but settings.offloading.enabled is "
+                    "false; enable offloading or choose device, edge or cloud",
+                )
+            for group, where in dep.placements.items():
+                if where is DeployPlacement.PLAN:
+                    raise FieldError(
+                        ("settings", "runtime", "deploy", "placements", group),
+                        "'plan' uses the offloading planner, but settings.offloading.enabled "
+                        "is false; enable offloading or choose device, edge or cloud",
+                    )
 
     # ----------------------------------------------------------------- topology
 

@@ -12,6 +12,7 @@ the registry's names in the message.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Union, get_args, get_origin
@@ -29,6 +30,9 @@ from pydantic import (
 from edgeintel.registry import Registry
 
 __all__ = [
+    "MAX_MAGNITUDE",
+    "Bytes",
+    "Count",
     "Fraction",
     "NodeName",
     "NonNegative",
@@ -37,6 +41,9 @@ __all__ = [
     "load_yaml",
     "registry_name",
     "resolve_file",
+    "resolve_folder",
+    "resolve_path",
+    "short_repr",
 ]
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -46,7 +53,16 @@ NonNegative = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
 
 
-_FLOAT32_MAX = 3.4028234663852886e38
+MAX_MAGNITUDE = 1e15
+"""No number in a scenario is larger than this in magnitude (a petabyte in bytes, 31
+years in ms): larger values are typos or attacks that end as overflows or huge
+allocations. Fields that are sizes have tighter bounds of their own."""
+
+
+Count = Annotated[int, Field(ge=1, le=10**9)]
+"""A number of things a user controls (items, requests, entries): 1 .. 10**9."""
+Bytes = Annotated[int, Field(ge=0, le=2**40)]
+"""A size in bytes: 0 .. 1 TiB."""
 
 
 def _scalar_kind(annotation: Any) -> type | None:
@@ -83,30 +99,48 @@ def _item_kind(annotation: Any) -> type | None:
     return None
 
 
-def _check_scalar(kind: type, value: Any) -> None:
-    """Raise ``ValueError`` unless ``value`` is exactly a ``kind`` (see ``Strict``)."""
+def _has_upper_bound(metadata: list[Any]) -> bool:
+    """Whether a field's constraints include an upper bound of its own (``le``/``lt``),
+    whose message then names the real limit instead of ``MAX_MAGNITUDE``."""
+    return any(getattr(m, "le", None) is not None or getattr(m, "lt", None) is not None
+               for m in metadata)  # fmt: skip
+
+
+def _check_scalar(kind: type, value: Any, capped: bool = True) -> None:
+    """Raise ``ValueError`` unless ``value`` is exactly a ``kind`` (see ``Strict``); with
+    ``capped``, also when its magnitude exceeds ``MAX_MAGNITUDE``."""
     if kind is bool:
         if not isinstance(value, bool):
             raise ValueError(f"expected true or false, got {value!r}")
     elif kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"expected an integer, got {value!r}")
-        if abs(value) >= 2**63:
-            raise ValueError(f"expected an integer below 2**63, got {value}")
+            raise ValueError(f"expected an integer, got {short_repr(value)}")
+        if capped and abs(value) > MAX_MAGNITUDE:
+            raise ValueError(f"expected an integer of at most {MAX_MAGNITUDE:.0e}, got {value:.3g}")
     elif kind is float:
-        if isinstance(value, bool):
-            raise ValueError(f"expected a number, got {value!r}")
-        finite = isinstance(value, int | float) and math.isfinite(value)
-        if finite and abs(value) > _FLOAT32_MAX:
-            raise ValueError(f"expected a number within float32 range, got {value:g}")
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError(f"expected a number, got {short_repr(value)}")
+        if not math.isfinite(value):
+            raise ValueError(f"expected a finite number, got {value}")
+        if capped and abs(value) > MAX_MAGNITUDE:
+            raise ValueError(f"expected a number of at most {MAX_MAGNITUDE:.0e}, got {value:.3g}")
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to ``limit`` characters (a message stays one short line)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class Strict(BaseModel):
-    """Frozen, unknown fields are errors (a typo never passes silently), and numbers are
-    what they claim: no ``inf``/``nan`` in any float, floats within float32's range (they
-    reach torch), integers only for integer fields (``true``, ``2.5`` or ``"3"`` are not
-    counts) and only ``true``/``false`` for booleans -- in scalar fields and in the items
-    of list, tuple and dict fields alike (``shape: [true, 28]`` is refused)."""
+    """The one base of every settings model reachable from a scenario.
+
+    Frozen, unknown fields are errors (a typo never passes silently), and numbers are
+    what they claim: no ``inf``/``nan`` in any float, no quoted number (``"4e4"``) or
+    boolean for a number, integers only for integer fields (``true``, ``2.5`` or ``"3"``
+    are not counts), only ``true``/``false`` for booleans, and no magnitude above
+    ``MAX_MAGNITUDE`` -- in scalar fields and in the items of list, tuple and dict fields
+    alike (``shape: [true, 28]`` is refused)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -118,7 +152,7 @@ class Strict(BaseModel):
             return value
         kind = _scalar_kind(field.annotation)
         if kind is not None:
-            _check_scalar(kind, value)
+            _check_scalar(kind, value, capped=not _has_upper_bound(field.metadata))
             return value
         item = _item_kind(field.annotation)
         if item is not None:
@@ -165,13 +199,24 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+# YAML 1.2 reads ``4e4`` and ``1e30`` as numbers; PyYAML (YAML 1.1) reads them as strings,
+# which a number field must refuse (only a quoted "4e4" is a string).
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` that refuses duplicate keys (raises ``yaml.YAMLError``)."""
+    """``yaml.safe_load`` that refuses duplicate keys (raises ``yaml.YAMLError``) and reads
+    ``4e4`` as a number (YAML 1.2), not a string."""
     return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
-def resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
-    """Resolve a path relative to the scenario file's folder and check it exists."""
+def resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """An input that may be a file or a folder (``data.path``: a file or an image folder):
+    relative to the scenario file's folder (absolute paths as given), and it must exist."""
     if value is None:
         return None
     base = (info.context or {}).get("base_dir")
@@ -181,15 +226,57 @@ def resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
     return path
 
 
-def registry_name(registry: Registry[Any]) -> AfterValidator:
-    """Validator for ``Annotated[str, registry_name(REG)]``: the name must be in ``REG``.
+def resolve_file(value: Path | None, info: ValidationInfo) -> Path | None:
+    """The one way a scenario names an input file: as ``resolve_path``, and it must be a
+    file (a folder is refused)."""
+    path = resolve_path(value, info)
+    if path is not None and not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    return path
+
+
+def resolve_folder(value: Path | None, info: ValidationInfo) -> Path | None:
+    """The one way a scenario names an output folder: a relative folder resolves against
+    the scenario file's folder and must stay inside it (a downloaded scenario cannot make
+    a run write elsewhere through ``..`` or a symbolic link); an absolute path is the
+    user's explicit choice."""
+    if value is None:
+        return None
+    base = (info.context or {}).get("base_dir")
+    if value.is_absolute() or base is None:
+        return value
+    root = Path(base).resolve()
+    path = (root / value).resolve()
+    if not path.is_relative_to(root):
+        raise ValueError(
+            f"{value} resolves to {path}, outside the scenario's folder {root}; give a "
+            "folder inside it, or an absolute path"
+        )
+    return path
+
+
+def registry_name(
+    registry: Registry[Any], also: tuple[str, ...] = (), without: tuple[str, ...] = ()
+) -> AfterValidator:
+    """Validator for ``Annotated[str, registry_name(REG)]``: the name must be in ``REG``
+    (or in ``also``, e.g. ``auto``; never in ``without``, entries a field cannot use).
 
     The check runs when a model is validated, not when it is defined, so names
     registered after import (a user's own rule) are accepted.
     """
 
     def check(value: str) -> str:
-        registry.get(value)  # ConfigError (a ValueError) listing the registry's names
+        if value in also:
+            return value
+        if not also and not without:
+            registry.check(value)  # ConfigError (a ValueError) listing the registry's names
+            return value
+        if value not in registry or value in without:
+            known = [*also, *(n for n in registry.names() if n not in without)]
+            raise ValueError(
+                f"unknown {registry.kind} {short_repr(value)}; expected one of: {', '.join(known)}"
+            )
         return value
 
+    check.registry = registry  # type: ignore[attr-defined]  # (the conformance test reads it)
     return AfterValidator(check)

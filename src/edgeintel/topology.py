@@ -27,7 +27,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from edgeintel.errors import ConfigError, FieldError
-from edgeintel.schema import NodeName, NonNegative, Positive, Strict, resolve_file
+from edgeintel.schema import NodeName, Strict, resolve_file
 
 __all__ = [
     "BaseStationKind",
@@ -76,7 +76,12 @@ def _read_trace_csv(path: Path) -> list[TracePoint]:
                     loss=float(row["loss"]) if row.get("loss") else None,
                 )
             )
-        except (TypeError, ValueError, ValidationError):
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = str(err["msg"]).removeprefix("Value error, ").lower()
+            raise ValueError(f"{path}: line {line}: {where}: {msg}") from None
+        except (TypeError, ValueError):
             raise ValueError(f"{path}: line {line}: expected finite non-negative numbers") from None
     times = [p.t_s for p in points]
     if not points or any(b <= a for a, b in itertools.pairwise(times)):
@@ -84,22 +89,39 @@ def _read_trace_csv(path: Path) -> list[TracePoint]:
     return points
 
 
-class TracePoint(Strict):
-    """One step of a time-varying link: from ``t_s`` on, the link has these values."""
+Mbps = Annotated[float, Field(gt=0, le=1e6)]
+"""A bandwidth in Mbit/s: above 0, at most 1 Tbit/s."""
+RttMs = Annotated[float, Field(ge=0, le=1e6)]
+"""A round-trip time in ms: 0 .. 1000 s."""
+Loss = Annotated[float, Field(ge=0, lt=1)]
+"""A loss fraction below 1 (a link that loses everything is an outage: bandwidth 0)."""
+Speed = Annotated[float, Field(gt=0, le=1e4)]
+"""Compute speed relative to this machine: above 0, at most 10 000x."""
+MemoryMb = Annotated[float, Field(gt=0, le=1e9)]
+"""Memory in MB: above 0, at most 1 PB."""
+CacheMb = Annotated[float, Field(ge=0, le=1e9)]
+"""Cache in MB: 0 .. 1 PB."""
+Watts = Annotated[float, Field(ge=0, le=1e5)]
+"""Power in W: 0 .. 100 kW."""
 
-    t_s: NonNegative
-    bandwidth_mbps: NonNegative
-    rtt_ms: NonNegative | None = None
-    loss: Annotated[float, Field(ge=0, le=1)] | None = None
+
+class TracePoint(Strict):
+    """One step of a time-varying link: from ``t_s`` on, the link has these values
+    (``bandwidth_mbps: 0`` is an outage)."""
+
+    t_s: Annotated[float, Field(ge=0, le=1e8)]
+    bandwidth_mbps: Annotated[float, Field(ge=0, le=1e6)]
+    rtt_ms: RttMs | None = None
+    loss: Loss | None = None
 
 
 class LinkSpec(Strict):
     """Properties of a link; a bandwidth of 0 in a trace step means an outage."""
 
-    bandwidth_mbps: Positive
-    rtt_ms: NonNegative = 0.0
-    loss: Annotated[float, Field(ge=0, lt=1)] = 0.0
-    trace: list[TracePoint] | None = None
+    bandwidth_mbps: Mbps
+    rtt_ms: RttMs = 0.0
+    loss: Loss = 0.0
+    trace: Annotated[list[TracePoint], Field(max_length=100_000)] | None = None
     trace_file: Path | None = Field(
         default=None, description="CSV with columns t_s, bandwidth_mbps[, rtt_ms, loss]"
     )
@@ -170,8 +192,8 @@ class BaseStationKind(StrEnum):
 
 class CloudSpec(Strict):
     name: NodeName = "cloud"
-    compute_speed: Positive = 4.0
-    memory_mb: Positive = 65536
+    compute_speed: Speed = 4.0
+    memory_mb: MemoryMb = 65536
 
 
 class EdgeServer(Strict):
@@ -179,21 +201,21 @@ class EdgeServer(Strict):
 
     name: NodeName
     kind: BaseStationKind
-    compute_speed: Positive = 1.0
-    memory_mb: Positive = 8192
-    cache_mb: NonNegative = 1024
+    compute_speed: Speed = 1.0
+    memory_mb: MemoryMb = 8192
+    cache_mb: CacheMb = 1024
 
 
 class DeviceProfile(Strict):
     """Hardware of a device class; power in W, battery in J, speed relative to this machine."""
 
-    compute_speed: Positive
-    memory_mb: Positive
-    power_compute_w: NonNegative
-    power_tx_w: NonNegative
-    power_idle_w: NonNegative
-    battery_j: Positive
-    cache_mb: NonNegative = 0.0  # on-device content cache (MiB), a placement tier; 0: none
+    compute_speed: Speed
+    memory_mb: MemoryMb
+    power_compute_w: Watts
+    power_tx_w: Watts
+    power_idle_w: Watts
+    battery_j: Annotated[float, Field(gt=0, le=1e12)]  # 1 TJ; the simulator counts uJ in int64
+    cache_mb: CacheMb = 0.0  # on-device content cache (MiB), a placement tier; 0: none
 
 
 class DeviceGroup(Strict):
@@ -204,6 +226,15 @@ class DeviceGroup(Strict):
     profile: str
     attach: NodeName
     link: LinkSpec = LinkSpec(bandwidth_mbps=20.0, rtt_ms=10.0)
+
+
+def _is_device_of(name: str, group: DeviceGroup) -> bool:
+    """Whether ``name`` is one of ``group``'s device names (``<group>-<0..count-1>``)."""
+    prefix = f"{group.name}-"
+    if not name.startswith(prefix):
+        return False
+    index = name[len(prefix) :]
+    return index.isdigit() and str(int(index)) == index and int(index) < group.count
 
 
 @dataclass(frozen=True)
@@ -267,6 +298,15 @@ class Topology:
         for i, g in enumerate(groups):
             if g in groups[:i]:
                 raise FieldError(("devices", i, "name"), f"duplicate device group {g!r}")
+        for i, group in enumerate(self.devices):  # devices are named <group>-<index>
+            clash = next((n for n in sorted(infra) if _is_device_of(n, group)), None)
+            if clash is not None:
+                raise FieldError(
+                    ("devices", i, "name"),
+                    f"device {clash!r} of group {group.name!r} has the name of a node; "
+                    "rename the group or the node",
+                )
+        pairs: dict[frozenset[str], int] = {}
         for i, link in enumerate(self.links):
             for end in link.between:
                 if end not in infra:
@@ -275,6 +315,14 @@ class Topology:
                         f"dangling link: unknown node {end!r}; links join the cloud and edge "
                         f"servers ({', '.join(sorted(infra))}); devices use devices[].link",
                     )
+            pair = frozenset(link.between)
+            if pair in pairs:
+                raise FieldError(
+                    ("links", i, "between"),
+                    f"{' and '.join(link.between)} are already joined by links[{pairs[pair]}]; "
+                    "give one link per pair",
+                )
+            pairs[pair] = i
         reach = self.parents()
         for i, edge in enumerate(self.edge_servers):
             if edge.name not in reach:

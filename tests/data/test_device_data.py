@@ -127,3 +127,20 @@ def test_time_series_user_data_is_standardised_per_channel(tmp_path: Path) -> No
     assert np.allclose(train.std(axis=(0, 2)), 1, atol=1e-3)
     off = derive_run_data(_spec(path, standardize=False), seed=0, n_devices=2, edge=False)
     assert "'channel 0'" in off.warnings[0] and "'channel 1'" in off.warnings[0]
+
+
+def test_a_table_of_sensor_windows_is_standardised_per_channel(tmp_path: Path) -> None:
+    """A CSV whose rows are windows (``data.shape: [C, L]``): per channel, not per cell."""
+    import pandas as pd
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    frame = pd.DataFrame(d.data, columns=[f"v{i}" for i in range(64)])
+    frame["label"] = d.target
+    path = tmp_path / "windows.csv"
+    frame.to_csv(path, index=False)
+    rd = derive_run_data(_spec(path, shape=[2, 32]), seed=0, edge=False)
+    assert rd.standardizer is not None and rd.standardizer.kind == "per_channel"
+    flat = derive_run_data(_spec(path), seed=0, edge=False)  # plain columns: per feature
+    assert flat.standardizer is not None and flat.standardizer.kind == "per_feature"
+    assert flat.standardizer.mean.shape == (1, 64)

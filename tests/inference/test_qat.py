@@ -26,7 +26,8 @@ from edgeintel.inference import (
     quantize_static_onnx,
     strip_qat,
 )
-from edgeintel.models import export_onnx, make_session, onnx_predict
+from edgeintel.models import export_onnx
+from edgeintel.onnx_files import make_session, onnx_predict
 
 from .conftest import Trained
 

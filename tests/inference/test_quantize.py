@@ -18,7 +18,7 @@ from edgeintel.inference import (
     quantize_dynamic_onnx,
     quantize_static_onnx,
 )
-from edgeintel.models import make_session, onnx_predict
+from edgeintel.onnx_files import make_session, onnx_predict
 
 from .conftest import Trained
 

@@ -21,8 +21,8 @@ from edgeintel.inference import (
     run_candidates,
     select,
 )
-from edgeintel.inference.latency import LatencyStats
 from edgeintel.inference.measure import Measurement
+from edgeintel.latency import LatencyStats
 
 from .conftest import Trained
 

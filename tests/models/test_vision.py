@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from edgeintel.errors import ModelError
-from edgeintel.models import MODELS, build_model, count_params, export_onnx, make_session
+from edgeintel.models import MODELS, build_model, count_params, export_onnx
+from edgeintel.onnx_files import make_session
 
 PARAMS = {"mobilenet_v3_small": 1.5e6, "resnet18": 11.2e6, "googlenet": 5.6e6}
 

@@ -11,16 +11,9 @@ import pytest
 import torch
 
 from edgeintel.errors import ModelError
-from edgeintel.models import (
-    MODELS,
-    ModelArtifact,
-    build_model,
-    export_onnx,
-    file_sha256,
-    make_session,
-    onnx_predict,
-)
+from edgeintel.models import MODELS, ModelArtifact, build_model, export_onnx
 from edgeintel.models.vision import VISION_MODELS
+from edgeintel.onnx_files import file_sha256, make_session, onnx_predict
 
 SHAPES = {
     "image_cnn": (3, 16, 16),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeintel.models import build_model, make_session, predict_logits, train_model
+from edgeintel.models import build_model, predict_logits, train_model
 from edgeintel.models.early_exit import (
     ExitKind,
     ExitRule,
@@ -28,6 +28,7 @@ from edgeintel.offloading.early_exit import (
     choose_threshold,
     exit_breakdown,
 )
+from edgeintel.onnx_files import make_session
 
 
 def _logits(conf: list[float], pred: list[int], k: int = 3) -> np.ndarray:

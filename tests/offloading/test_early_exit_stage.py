@@ -170,7 +170,8 @@ def test_stage_records_exit_results_roles_and_never_shows_test(
     assert ee["plan"]["mean_latency_ms_with_exit"] <= ee["plan"]["mean_latency_ms_without_exit"]
     assert results["offloading"]["without_exit"] is not None
     ctx = seen["ctx"]
-    problem = ctx.state["offloading_plan"].problem
+    assert ctx.offloading_plan is not None
+    problem = ctx.offloading_plan.problem
     for opts in problem.options:  # every device may choose the exit, locally or offloaded
         labels = {o.label for o in opts}
         assert "exit:local" in labels and "exit:micro-1" in labels

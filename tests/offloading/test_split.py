@@ -8,12 +8,13 @@ import numpy as np
 import pytest
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.models import build_model, export_onnx, make_session
+from edgeintel.models import build_model, export_onnx
 from edgeintel.offloading.costs import LinkState
 from edgeintel.offloading.graph import load_layer_graph
 from edgeintel.offloading.split import SplitRunner, mask_from_nodes, split_model
 from edgeintel.offloading.split_search import SplitContext, linear_costs, mincut_split
 from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
+from edgeintel.onnx_files import make_session
 
 
 def _export(tmp_path: Path, family: str, shape: tuple[int, ...]) -> str:

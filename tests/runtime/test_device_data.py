@@ -35,14 +35,20 @@ def _digest(x: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes()).hexdigest()
 
 
-def _agent(scenario: Path, device: str, onnx: Path, store: Path) -> dict[str, Any]:
+def _agent_process(
+    scenario: Path, device: str, onnx: Path, store: Path
+) -> subprocess.CompletedProcess[str]:
     args = [
         sys.executable, "-m", "edgeintel", "device", str(scenario),
         "--device", device, "--onnx", str(onnx), "--store", str(store),
         "--limit", "4", "--rate-hz", "200", "--drain-timeout-s", "0",
     ]  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+
+
+def _agent(scenario: Path, device: str, onnx: Path, store: Path) -> dict[str, Any]:
+    done = _agent_process(scenario, device, onnx, store)
     assert done.returncode == 0, done.stdout + done.stderr
     start = done.stdout.index("{")
     return json.loads(done.stdout[start:])  # type: ignore[no-any-return]
@@ -78,3 +84,12 @@ def test_agent_inputs_equal_the_runs_inputs(tmp_path: Path, monkeypatch: Any) ->
 
     x_raw = load_data(sc.data, seed=sc.seed).x[ctx.device_parts[1]]
     assert _digest(x_raw) != _digest(x_run)
+    # a scenario that derives other preprocessing than the model recorded is refused
+    raw["data"]["standardize"] = False
+    unscaled = tmp_path / "unscaled.yaml"
+    unscaled.write_text(yaml.safe_dump(raw))
+    done = _agent_process(unscaled, device, run.run_dir / "model.onnx", tmp_path / "w2.db")
+    assert done.returncode == 2, done.stdout + done.stderr
+    said = (done.stdout + done.stderr).strip()
+    assert "trained on inputs preprocessed with per_channel standardisation" in said
+    assert "Traceback" not in said and len(said.splitlines()) <= 2, said

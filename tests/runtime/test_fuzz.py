@@ -130,3 +130,276 @@ def test_deeply_nested_json_and_size_limits(transport) -> None:
         }
     ).encode()
     assert _check(transport, Request("POST", "/v2/models/digits/infer", nested)) == 200
+
+
+# ---------------------------------------------------------------------- more endpoints
+
+paths = st.sampled_from(
+    [
+        "/v2",
+        "/v2/models/stats",
+        "/v2/models/{m}",
+        "/v2/models/{m}/config",
+        "/v2/models/{m}/stats",
+        "/v2/models/{m}/ready",
+        "/v2/models/{m}/versions/{v}/config",
+        "/v2/models/{m}/versions/{v}/stats",
+    ]
+)
+names = models | st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=0x2FF), max_size=10)
+
+
+def _url(template: str, name: str, version: str) -> str:
+    from urllib.parse import quote
+
+    return template.format(m=quote(name or "x", safe=""), v=quote(version or "1", safe=""))
+
+
+@FUZZ
+@given(path=paths, name=names, version=st.text(max_size=4))
+def test_metadata_config_stats_never_5xx(transport, path: str, name: str, version: str) -> None:
+    _check(transport, Request("GET", _url(path, name, version), b""))
+
+
+@FUZZ
+@given(
+    action=st.sampled_from(["index", "load", "unload"]),
+    name=names,
+    body=st.binary(max_size=40) | json_values.map(lambda v: json.dumps(v).encode()),
+    encoding=st.sampled_from(["", "gzip", "deflate", "br", "identity"]),
+)
+def test_repository_extension_never_5xx(
+    transport, action: str, name: str, body: bytes, encoding: str
+) -> None:
+    path = (
+        "/v2/repository/index"
+        if action == "index" or name in ("digits",)  # keep digits served for the others
+        else _url(f"/v2/repository/models/{{m}}/{action}", name, "")
+    )
+    headers = {"Content-Encoding": encoding} if encoding else {}
+    _check(transport, Request("POST", path, body, headers))
+
+
+# ---------------------------------------------------------------------- gRPC
+
+
+@pytest.fixture(scope="module")
+def grpc_stub(model_repo: Path, tmp_path_factory: pytest.TempPathFactory):
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+
+    app = build_app(
+        ModelRepository(model_repo),
+        ServerSettings(max_request_bytes=64 * 1024),
+        sink_path=tmp_path_factory.mktemp("gfuzz") / "sink.db",
+        grpc_port=0,
+    )
+    t = MemoryTransport(app)  # runs the lifespan: the gRPC port is bound on its loop
+    channel = grpc.insecure_channel(f"127.0.0.1:{app.state.server.grpc_port}")
+    try:
+        yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    finally:
+        channel.close()
+        t.close()
+
+
+_BAD_CODES = {"StatusCode.INTERNAL", "StatusCode.UNKNOWN"}
+
+
+def _grpc_check(call, request) -> None:
+    import grpc
+
+    try:
+        call(request, timeout=20)
+    except grpc.RpcError as exc:
+        assert str(exc.code()) not in _BAD_CODES, (request, exc.code(), exc.details())
+
+
+contents_fields = st.sampled_from(
+    [
+        "bool_contents",
+        "int_contents",
+        "int64_contents",
+        "uint_contents",
+        "uint64_contents",
+        "fp32_contents",
+        "fp64_contents",
+        "bytes_contents",
+    ]
+)
+
+
+@st.composite
+def infer_requests(draw):  # type: ignore[no-untyped-def]
+    from tritonclient.grpc import service_pb2 as pb
+
+    req = pb.ModelInferRequest(model_name=draw(models), model_version=draw(st.text(max_size=3)))
+    raw = draw(st.booleans())
+    for _ in range(draw(st.integers(0, 2))):
+        t = req.inputs.add(
+            name=draw(st.sampled_from(["input", "INPUT0", ""]) | st.text(max_size=4)),
+            datatype=draw(st.sampled_from([*DATATYPES, "FP8"])),
+            shape=draw(st.lists(st.integers(-3, 70), max_size=4)),
+        )
+        if raw:
+            req.raw_input_contents.append(draw(st.binary(max_size=300)))
+        else:
+            field = draw(contents_fields)
+            values = {
+                "bool_contents": st.booleans(),
+                "int_contents": st.integers(-(2**31), 2**31 - 1),
+                "int64_contents": st.integers(-(2**63), 2**63 - 1),
+                "uint_contents": st.integers(0, 2**32 - 1),
+                "uint64_contents": st.integers(0, 2**64 - 1),
+                "fp32_contents": st.floats(width=32),
+                "fp64_contents": st.floats(),
+                "bytes_contents": st.binary(max_size=6),
+            }[field]
+            getattr(t.contents, field).extend(draw(st.lists(values, max_size=70)))
+    for _ in range(draw(st.integers(0, 2))):
+        req.outputs.add(name=draw(st.sampled_from(["logits", "OUTPUT0"]) | st.text(max_size=4)))
+    if draw(st.booleans()) and req.raw_input_contents:
+        req.raw_input_contents.append(b"extra")
+    return req
+
+
+@FUZZ
+@given(request=infer_requests())
+def test_grpc_infer_never_internal(grpc_stub, request) -> None:
+    _grpc_check(grpc_stub.ModelInfer, request)
+
+
+@FUZZ
+@given(
+    method=st.sampled_from(
+        ["ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics", "RepositoryIndex"]
+    ),
+    name=names,
+    version=st.text(max_size=4),
+)
+def test_grpc_other_methods_never_internal(grpc_stub, method: str, name: str, version: str) -> None:
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = {
+        "ModelReady": lambda: pb.ModelReadyRequest(name=name, version=version),
+        "ModelMetadata": lambda: pb.ModelMetadataRequest(name=name, version=version),
+        "ModelConfig": lambda: pb.ModelConfigRequest(name=name, version=version),
+        "ModelStatistics": lambda: pb.ModelStatisticsRequest(name=name, version=version),
+        "RepositoryIndex": lambda: pb.RepositoryIndexRequest(ready=bool(version)),
+    }[method]()
+    _grpc_check(getattr(grpc_stub, method), request)
+
+
+# ---------------------------------------------------------------------- 20,000 requests
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.slow
+def test_fuzz_20k_requests_against_a_server_process(model_repo: Path, tmp_path: Path) -> None:
+    """>= 20,000 fuzzed HTTP requests (every endpoint, with and without a token) and gRPC
+    calls against ``edgeintel serve``: no 5xx / INTERNAL, the server's memory and its
+    /metrics page bounded (no series from URLs or bodies)."""
+    import grpc
+    import httpx
+    from tritonclient.grpc import service_pb2_grpc
+
+    from tests.runtime.conftest import ServerProcess, free_port
+
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"devices": {"cam": "d" * 20}, "operators": {"op": "o" * 20}}))
+    gport = free_port()
+    srv = ServerProcess(
+        model_repo,
+        tmp_path,
+        "--tokens",
+        str(tokens),
+        "--sink",
+        str(tmp_path / "sink.db"),
+        "--grpc-port",
+        str(gport),
+        "--max-request-bytes",
+        str(64 * 1024),
+    ).start()
+    op = {"Authorization": "Bearer " + "o" * 20}
+    md = (("authorization", "Bearer " + "d" * 20),)
+    sent = {"http": 0, "grpc": 0}
+    try:
+        assert srv.proc is not None
+        http = httpx.Client(base_url=f"http://{srv.url}", timeout=30)
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(
+            grpc.insecure_channel(f"127.0.0.1:{gport}")
+        )
+        warm = _rss_mib(srv.proc.pid)
+
+        def http_check(method: str, path: str, body: bytes, headers: dict, auth: bool) -> None:
+            h = {**headers, **({"Authorization": "Bearer " + "d" * 20} if auth else {})}
+            r = http.request(method, path, content=body, headers=h)
+            sent["http"] += 1
+            assert r.status_code < 500, (path, r.status_code, r.text[:300])
+
+        many = settings(
+            max_examples=3_000,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+
+        @many
+        @given(model=models, body=bodies, tail=st.binary(max_size=64), auth=st.booleans())
+        def infer(model: str, body: dict, tail: bytes, auth: bool) -> None:
+            head = json.dumps(body).encode()
+            hl = {"Inference-Header-Content-Length": str(len(head))} if tail else {}
+            http_check("POST", f"/v2/models/{model}/infer", head + tail, hl, auth)
+
+        @many
+        @given(path=paths, name=names, version=st.text(max_size=4), auth=st.booleans())
+        def reads(path: str, name: str, version: str, auth: bool) -> None:
+            http_check("GET", _url(path, name, version), b"", {}, auth)
+
+        @many
+        @given(body=json_values, auth=st.booleans())
+        def results(body: object, auth: bool) -> None:
+            http_check("POST", "/v1/results", json.dumps(body).encode(), {}, auth)
+
+        @many
+        @given(name=names, action=st.sampled_from(["load", "unload"]), body=st.binary(max_size=20))
+        def repository(name: str, action: str, body: bytes) -> None:
+            if name != "digits":
+                path = _url(f"/v2/repository/models/{{m}}/{action}", name, "")
+                r = http.post(path, content=body, headers=op)
+                sent["http"] += 1
+                assert r.status_code < 500, (path, r.status_code, r.text[:300])
+
+        @many
+        @given(request=infer_requests())
+        def grpc_infer(request) -> None:  # type: ignore[no-untyped-def]
+            sent["grpc"] += 1
+            try:
+                stub.ModelInfer(request, metadata=md, timeout=20)
+            except grpc.RpcError as exc:
+                assert str(exc.code()) not in _BAD_CODES, (request, exc.code(), exc.details())
+
+        for fuzz in (infer, reads, results, repository, grpc_infer):
+            before = sum(sent.values())
+            fuzz()
+            assert sum(sent.values()) - before >= 2_000
+        while sum(sent.values()) < 20_000:  # top up with more infer examples
+            infer()
+        metrics = http.get("/metrics", headers=op)
+        assert metrics.status_code == 200
+        grown = _rss_mib(srv.proc.pid) - warm
+        print(f"requests {sent}, rss +{grown:.1f} MiB, /metrics {len(metrics.content)} bytes")
+        assert sum(sent.values()) >= 20_000
+        assert len(metrics.content) < 64 * 1024
+        assert grown < 64
+        assert not any(
+            'status="5' in line for line in metrics.text.splitlines() if "requests_total" in line
+        )
+    finally:
+        srv.stop()

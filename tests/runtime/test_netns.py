@@ -65,7 +65,7 @@ _AGENT = """
 import json, sys
 import numpy as np
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
-from edgeintel.runtime.repository import make_session
+from edgeintel.onnx_files import make_session
 from edgeintel.runtime.seams import ExecutionTier, StaticPlan
 from edgeintel.runtime.settings import RuntimeSettings
 from edgeintel.runtime.store import DeviceStore

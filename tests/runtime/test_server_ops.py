@@ -94,6 +94,41 @@ def test_dynamic_batching_groups_requests_into_one_call(digits_repo: Path) -> No
     np.testing.assert_allclose(got, want[0], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("adaptive", [True, False])
+def test_adaptive_wait_does_not_delay_a_lone_client(digits_repo: Path, adaptive: bool) -> None:
+    """A lone client's requests run at once with adaptive_wait; without it each waits out
+    max_queue_delay_us (200 ms here). A burst still forms full batches."""
+    import time
+
+    model = ModelRepository(digits_repo).get("digits")
+    x = sample_digits(64)
+    settings = BatchingSettings(
+        max_batch_size=32, max_queue_delay_us=200_000, adaptive_wait=adaptive
+    )
+
+    async def main() -> tuple[float, int]:
+        b = DynamicBatcher(model, settings)
+        b.start()
+        try:
+            await b.infer({"input": x[:1]})  # the first request waits: others may come
+            t0 = time.perf_counter()
+            for i in range(5):  # one client: each request after the previous answer
+                await b.infer({"input": x[i : i + 1]})
+            lone = time.perf_counter() - t0
+            before = b.batches
+            await asyncio.gather(*(b.infer({"input": x[i : i + 1]}) for i in range(64)))
+            return lone, b.batches - before
+        finally:
+            await b.close()
+
+    lone, burst_batches = asyncio.run(main())
+    if adaptive:
+        assert lone < 0.2  # five requests, none waiting out the 200 ms delay
+    else:
+        assert lone >= 5 * 0.2
+    assert burst_batches <= 3  # 64 concurrent rows in batches of up to 32
+
+
 def test_batching_off_runs_one_call_per_request(digits_repo: Path) -> None:
     _, batches = _run_concurrent(digits_repo, 16, BatchingSettings(max_batch_size=1))
     assert batches == 16

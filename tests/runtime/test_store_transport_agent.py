@@ -160,7 +160,7 @@ def test_agent_offloads_and_forwards_exactly_once(digits_repo: Path, tmp_path: P
         stats = agent.run(limit=40)
         assert stats.produced == 40 and stats.placements == {"edge": 40}
         assert store.size == 0 and store.counters["delivered"] == 40
-        sink = app.state.sink["sink"]
+        sink = app.state.server.sink
         assert sink.keys("phone-0") == [f"phone-0:{i}" for i in range(40)]
         store.close()
     finally:
@@ -205,7 +205,7 @@ def test_agent_falls_back_then_delivers_backlog(digits_repo: Path, tmp_path: Pat
         )
         stats = agent.run(limit=40)
         assert stats.produced == 10 and stats.placements == {"edge": 10}
-        keys = app.state.sink["sink"].keys("kiosk-1")
+        keys = app.state.server.sink.keys("kiosk-1")
         assert keys == [f"kiosk-1:{i}" for i in range(40)]
         store.close()
     finally:
@@ -246,7 +246,7 @@ def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
     import onnx
     from onnx import TensorProto, helper
 
-    from edgeintel.models.export import make_session
+    from edgeintel.onnx_files import make_session
 
     head = digits_onnx(tmp_path / "head.onnx")
     graph = helper.make_graph(

@@ -15,19 +15,24 @@ import numpy as np
 import pytest
 
 from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
+from edgeintel.errors import ConfigError
+from edgeintel.onnx_files import make_session
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.auth import Tokens
 from edgeintel.runtime.protocol import decode_response, encode_request
-from edgeintel.runtime.repository import ModelRepository, add_model, make_session
+from edgeintel.runtime.repository import ModelRepository, add_model
 from edgeintel.runtime.seams import ExecutionTier, StaticPlan
 from edgeintel.runtime.server import build_app
 from edgeintel.runtime.store import DeviceStore
 from edgeintel.runtime.transport import LinkEmulator, MemoryTransport, PathLink
 from edgeintel.runtime.wiring import (
+    FilterThreshold,
     ServerResultCache,
     device_filter,
+    filter_for_device,
     input_features,
     server_cache,
+    threshold_from_results,
     tune_device_filter,
 )
 from edgeintel.scenario import LinkSpec, TracePoint
@@ -193,6 +198,43 @@ def test_tuned_device_filter_meets_target_on_its_segment() -> None:
     assert filt.threshold == report.threshold
 
 
+class _Session:
+    """An ONNX-session stand-in: scores = one-hot of the frame's mean brightness bucket."""
+
+    class _Input:
+        name = "x"
+
+    def get_inputs(self) -> list[_Session._Input]:
+        return [self._Input()]
+
+    def run(self, _: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        b = feeds["x"]
+        return [np.eye(4)[np.clip((b.mean(axis=(1, 2, 3)) * 4).astype(int), 0, 3)]]
+
+
+def test_filter_for_device_takes_the_caching_stage_threshold_else_tunes(tmp_path: Path) -> None:
+    """One way to get a device's filter (runtime stage and `edgeintel device`): the caching
+    stage's threshold when there is one (as results.json records it), else tuned here."""
+    rng = np.random.default_rng(0)
+    stream = np.repeat(rng.random((4, 1, 8, 8)).astype(np.float32), 6, axis=0)
+    fs = FilterSettings(features=["pixel"])
+    filt, info = filter_for_device(fs, stream, _Session(), FilterThreshold("pixel", 0.125))
+    assert filt.tuned == filt.threshold == 0.125
+    assert info == {"feature": "pixel", "threshold_tuned": 0.125, "threshold_from": "caching stage"}
+    filt, info = filter_for_device(fs, stream, _Session(), None)
+    assert info["threshold_from"] == "tuned on the device's first segment"
+    assert filt.threshold == info["threshold_tuned"]
+
+    results = tmp_path / "results.json"
+    th = {"feature": "hist", "threshold": 0.25, "target": 0.99}
+    results.write_text(
+        json.dumps({"caching": {"filter": {"per_device": {"cam-0": {"threshold": th}}}}})
+    )
+    assert threshold_from_results(results, "cam-0") == FilterThreshold("hist", 0.25)
+    with pytest.raises(ConfigError, match="no caching filter threshold for 'cam-1'"):
+        threshold_from_results(results, "cam-1")
+
+
 # ---------------------------------------------------------------------- relay + forwarding
 
 
@@ -288,10 +330,11 @@ def test_edge_relays_to_cloud_and_forwards_results(digits_repo: Path, tmp_path: 
             )
             stats = agent.run(limit=30, drain_timeout_s=10.0)
             assert stats.placements.get("cloud", 0) == 30
-        edge_sink = edge_app.state.sink["sink"]
-        cloud_sink = cloud_app.state.sink["sink"]
+        edge_sink = edge_app.state.server.sink
+        cloud_sink = cloud_app.state.server.sink
         for _ in range(200):
-            if cloud_sink.counts().get("kiosk-0", 0) == 30:
+            # the edge marks a batch forwarded once the cloud's answer is back
+            if cloud_sink.counts().get("kiosk-0", 0) == 30 and not edge_sink.pending_upstream():
                 break
             time.sleep(0.05)
         assert edge_sink.counts() == {"kiosk-0": 30}

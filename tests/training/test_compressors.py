@@ -92,3 +92,33 @@ def test_bad_config_and_payload() -> None:
         TopK(0.5).decode(b"\x00" * 5, 10)
     assert CompressorConfig(name="topk").uses_feedback
     assert not CompressorConfig(name="int8").uses_feedback
+
+
+def test_dgc_momentum_correction_by_hand() -> None:
+    """DGC (Lin et al. 2018): u = m u + g, v = v + u, send top-k(v), clear u and v there."""
+    from edgeintel.training.compressors import compress_with_momentum
+
+    comp = make_compressor(CompressorConfig(name="topk", ratio=0.25, momentum=0.5))  # k = 1
+    g1 = np.array([1.0, 0.5, -0.2, 0.1], np.float32)
+    _, sent, res, vel = compress_with_momentum(comp, g1, None, None, 0.5)
+    np.testing.assert_allclose(sent, [1.0, 0, 0, 0])
+    np.testing.assert_allclose(res, [0, 0.5, -0.2, 0.1], atol=1e-7)
+    np.testing.assert_allclose(vel, [0, 0.5, -0.2, 0.1], atol=1e-7)  # factor masking at 0
+    g2 = np.full(4, 0.1, np.float32)
+    # u = 0.5 * [0, .5, -.2, .1] + .1 = [.1, .35, 0, .15]; v = res + u = [.1, .85, -.2, .25]
+    _, sent, res, vel = compress_with_momentum(comp, g2, res, vel, 0.5)
+    np.testing.assert_allclose(sent, [0, 0.85, 0, 0], atol=1e-7)
+    np.testing.assert_allclose(res, [0.1, 0, -0.2, 0.25], atol=1e-7)
+    np.testing.assert_allclose(vel, [0.1, 0, 0, 0.15], atol=1e-7)
+    # momentum 0 is plain error feedback
+    _, sent0, res0, _ = compress_with_momentum(comp, g2, np.array([0, 0.5, -0.2, 0.1]), None, 0.0)
+    np.testing.assert_allclose(sent0 + res0, [0.1, 0.6, -0.1, 0.2], atol=1e-7)
+
+
+def test_momentum_needs_topk_with_feedback() -> None:
+    with pytest.raises(ConfigError, match="momentum"):
+        CompressorConfig(name="sign", momentum=0.5)
+    with pytest.raises(ConfigError, match="momentum"):
+        CompressorConfig(name="topk", momentum=0.5, error_feedback=False)
+    with pytest.raises(ConfigError, match="momentum"):
+        CompressorConfig(name="topk", momentum=1.0)

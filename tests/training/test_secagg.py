@@ -197,7 +197,7 @@ def test_server_falsely_reporting_a_live_device_dropped_learns_nothing() -> None
         responses = {i: clients[i].unmask(others, [victim]) for i in others}
         holders = server.holders(victim)
         shares = [(j + 1, responses[v][victim]) for j, v in enumerate(holders) if v in responses]
-        s_priv = secagg._s_key(bytes(secagg.Shamir.combine(shares[: cfg.t(n)], False)))
+        s_priv = secagg._s_key(secagg.shamir_combine(shares[: cfg.t(n)]))
         y = masked[victim].copy()
         for v in server.holders(victim):
             if v == victim:
@@ -216,7 +216,7 @@ def test_server_falsely_reporting_a_live_device_dropped_learns_nothing() -> None
     # control: without self-masks the very same attack recovers the input exactly
     orig = secagg._self_mask
     try:
-        secagg._self_mask = lambda seed, session, d: np.zeros(d, dtype=np.uint64)  # type: ignore[assignment]
+        secagg._self_mask = lambda seed, session, d, dtype=np.uint64: np.zeros(d, dtype)  # type: ignore[assignment]
         leaked = attack()
     finally:
         secagg._self_mask = orig  # type: ignore[assignment]

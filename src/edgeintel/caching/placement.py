@@ -19,15 +19,19 @@ demand the devices do not serve themselves.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from edgeintel.errors import ConfigError, DataError
+from edgeintel.limits import ensure_fits
+from edgeintel.registry import Registry
 
 __all__ = [
+    "CONTENT_PLACEMENTS",
+    "ContentPlacement",
     "Delivery",
     "DeliveryReport",
     "Placement",
@@ -88,6 +92,8 @@ def _check(
     d = np.asarray(demand, dtype=np.float64)
     if d.ndim != 2 or d.size == 0:
         raise DataError(f"demand must be a non-empty (stations, items) matrix, got {d.shape}")
+    # greedy and the LP hold a few (stations, items) float64 matrices at once
+    ensure_fits(6.0 * 8 * d.size, f"content placement over {d.shape[0]} x {d.shape[1]} items")
     if (d < 0).any() or not np.isfinite(d).all():
         raise DataError("demand must be finite and >= 0")
     cap = np.asarray(capacity, dtype=np.int64)
@@ -272,6 +278,48 @@ def lp_placement(
     )
 
 
+ContentPlacement = Callable[
+    [np.ndarray, Sequence[int], Sequence[Sequence[int]] | None, Delivery], Placement
+]
+"""``place(demand, capacity, neighbours, delivery) -> Placement``: which items each station
+keeps given its (stations, items) demand counts and capacities in items."""
+
+CONTENT_PLACEMENTS: Registry[ContentPlacement] = Registry("content placement")
+"""Content placement policies by name: ``greedy`` (FemtoCaching, cooperative), ``lp``
+(the LP relaxation: an upper bound on the latency saved), ``popularity`` (each station
+its own most requested items, no cooperation)."""
+
+
+@CONTENT_PLACEMENTS.register("greedy")
+def _greedy(
+    demand: np.ndarray,
+    capacity: Sequence[int],
+    neighbours: Sequence[Sequence[int]] | None,
+    delivery: Delivery,
+) -> Placement:
+    return greedy_placement(demand, capacity, neighbours, delivery)
+
+
+@CONTENT_PLACEMENTS.register("lp")
+def _lp(
+    demand: np.ndarray,
+    capacity: Sequence[int],
+    neighbours: Sequence[Sequence[int]] | None,
+    delivery: Delivery,
+) -> Placement:
+    return lp_placement(demand, capacity, neighbours, delivery)
+
+
+@CONTENT_PLACEMENTS.register("popularity")
+def _popularity(
+    demand: np.ndarray,
+    capacity: Sequence[int],
+    neighbours: Sequence[Sequence[int]] | None,
+    delivery: Delivery,
+) -> Placement:
+    return popularity_placement(demand, capacity)
+
+
 def zipf_demand(
     stations: int,
     items: int,
@@ -292,6 +340,12 @@ def zipf_demand(
         )
     if not 0 <= locality <= 1:
         raise ConfigError(f"locality must be in [0, 1], got {locality}")
+    # the demand matrix, each station's trace and the choice's temporaries (bytes)
+    ensure_fits(
+        8.0 * stations * (2 * items + 3 * requests) + 32.0 * items,
+        f"caching placement: {stations} stations x {items} items x {requests} requests",
+        "lower settings.caching.placement.items or requests",
+    )
     rng = np.random.default_rng(seed)
     z = 1.0 / np.arange(1, items + 1) ** alpha
     z /= z.sum()

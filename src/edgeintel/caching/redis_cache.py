@@ -41,21 +41,26 @@ from collections import OrderedDict
 from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
 from edgeintel.caching.result_cache import CacheStats, ResultCache, ResultCacheConfig
+from edgeintel.caching.settings import check_redis_url
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.extras import require
 
 if TYPE_CHECKING:
     from edgeintel.caching.settings import ResultCacheSettings
 
-__all__ = ["RedisResultCache", "SharedCacheStats", "check_redis_url", "decode_outputs"]
+__all__ = [
+    "RedisResultCache",
+    "SharedCacheStats",
+    "check_redis_url",
+    "decode_outputs",
+    "ping_redis",
+]
 
 _log = logging.getLogger(__name__)
-REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 # KEYS[1] entry hash, KEYS[2] LRU sorted set; ARGV: member, blob, writer, ttl ms (0: none),
 # max entries, key prefix. Returns the number of keys evicted.
@@ -110,20 +115,20 @@ return v
 )
 
 
-def check_redis_url(url: str) -> str:
-    """A Redis URL: ``redis://host:port/db``, ``rediss://...`` (TLS) or ``unix:///path``."""
-    parts = urlsplit(url)
-    if parts.scheme not in REDIS_SCHEMES:
-        raise ConfigError(f"redis_url must start with redis://, rediss:// or unix://, got {url!r}")
-    if parts.scheme == "unix" and not parts.path:
-        raise ConfigError(f"redis_url {url!r} names no socket path")
-    if parts.scheme != "unix" and not parts.hostname:
-        raise ConfigError(f"redis_url {url!r} names no host")
+def ping_redis(url: str, timeout_s: float = 1.0) -> None:
+    """Raise a one-line ``ConfigError`` naming ``url`` unless a Redis server answers there
+    within ``timeout_s`` (``edgeintel validate`` checks ``backend: redis`` with it)."""
+    redis = require("redis", "the Redis result cache")
+    client = redis.Redis.from_url(
+        check_redis_url(url), socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
     try:
-        parts.port  # noqa: B018  (raises on a port that is not a number in 0..65535)
-    except ValueError:
-        raise ConfigError(f"redis_url {url!r} has an invalid port") from None
-    return url
+        client.ping()
+    except (redis.RedisError, OSError) as exc:
+        reason = " ".join(str(exc).split())[:160]
+        raise ConfigError(f"cannot reach Redis at {url} within {timeout_s:g} s: {reason}") from None
+    finally:
+        client.close()
 
 
 def encode_outputs(outputs: Mapping[str, np.ndarray]) -> bytes:

@@ -1,72 +1,109 @@
 """``settings.caching`` of a scenario: the redundancy filter, the shared result cache, placement.
 
-Policy and feature names are checked against the registries
-(``policies.POLICIES``, ``filter.FEATURES``) when the scenario is loaded.
+Policy and feature names are checked against the registries (``policies.POLICIES``,
+``filter.FEATURES``) when the scenario is loaded; every size has an upper bound (a
+trace, a catalogue or a cache that would not fit in memory is refused at ``validate``).
+The Redis URL is checked here by its form only; whether a server answers there is
+checked by ``edgeintel validate`` (``redis_cache.ping_redis``).
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from edgeintel.caching.filter import FEATURES
+from edgeintel.caching.filter import FEATURES, FRAME_FEATURES, SENSOR_FEATURES
 from edgeintel.caching.policies import POLICIES
-from edgeintel.caching.redis_cache import check_redis_url
+from edgeintel.errors import ConfigError, FieldError
+from edgeintel.schema import Strict, registry_name
 
-__all__ = ["CachingSettings", "FilterSettings", "PlacementSettings", "ResultCacheSettings"]
+__all__ = [
+    "REDIS_SCHEMES",
+    "CachingSettings",
+    "FilterSettings",
+    "PlacementSettings",
+    "ResultCacheSettings",
+    "check_redis_url",
+]
 
-Positive = Annotated[float, Field(gt=0)]
-PositiveInt = Annotated[int, Field(ge=1)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
+LatencyMs = Annotated[float, Field(ge=0, le=1e6)]
+PolicyName = Annotated[str, registry_name(POLICIES)]
+FeatureName = Annotated[str, registry_name(FEATURES)]
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+def check_redis_url(url: str) -> str:
+    """A Redis URL: ``redis://host:port/db``, ``rediss://...`` (TLS) or ``unix:///path``."""
+    parts = urlsplit(url)
+    if parts.scheme not in REDIS_SCHEMES:
+        raise ConfigError(f"redis_url must start with redis://, rediss:// or unix://, got {url!r}")
+    if parts.scheme == "unix" and not parts.path:
+        raise ConfigError(f"redis_url {url!r} names no socket path")
+    if parts.scheme != "unix" and not parts.hostname:
+        raise ConfigError(f"redis_url {url!r} names no host")
+    try:
+        parts.port  # noqa: B018  (raises on a port that is not a number in 0..65535)
+    except ValueError:
+        raise ConfigError(f"redis_url {url!r} has an invalid port") from None
+    return url
 
 
-def _known_policy(name: str) -> str:
-    if name not in POLICIES:
-        raise ValueError(
-            f"unknown cache policy {name!r}; expected one of: {', '.join(POLICIES.names())}"
-        )
-    return name
+def _unique(names: list[str], what: str) -> list[str]:
+    """``names`` unless one is given twice (a duplicate would be compared with itself)."""
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"{what} {n!r} is given twice; name each once")
+        seen.add(n)
+    return names
 
 
-class FilterSettings(_Strict):
+class FilterSettings(Strict):
     """Device-side redundancy filter: tune on the first ``profile_fraction`` of each stream.
 
     ``target`` is the agreement with processing every input, in (0, 1];
-    ``features`` (default: all of the stream's kind) are the candidates. With
-    ``adapt``, a probe follows ``probe_every`` consecutive skips, and a changed
-    result makes the filter process every input until ``raise_after``
-    processed inputs in a row agree.
+    ``features`` (default: all of the stream's kind: pixel, area, edge, hist for
+    images, ks, meanstd for sensor windows) are the candidates. With ``adapt``, a
+    probe follows ``probe_every`` consecutive skips, and a changed result makes the
+    filter process every input until ``raise_after`` processed inputs in a row agree.
     """
 
     enabled: bool = True
     target: Annotated[float, Field(gt=0, le=1)] = 0.95
     profile_fraction: Fraction = 0.3
-    features: list[str] | None = None
+    features: list[FeatureName] | None = None
     adapt: bool = True
-    probe_every: PositiveInt = 10
-    raise_after: PositiveInt = 3
-    max_devices: PositiveInt = 4
+    probe_every: Annotated[int, Field(ge=1, le=10_000)] = 10
+    raise_after: Annotated[int, Field(ge=1, le=10_000)] = 3
+    max_devices: Annotated[int, Field(ge=1, le=100_000)] = 4
 
     @field_validator("features")
     @classmethod
-    def _known_features(cls, names: list[str] | None) -> list[str] | None:
-        for n in names or []:
-            if n not in FEATURES:
-                raise ValueError(
-                    f"unknown difference feature {n!r}; expected one of: "
-                    f"{', '.join(FEATURES.names())}"
-                )
+    def _some_features(cls, names: list[str] | None) -> list[str] | None:
         if names is not None and not names:
             raise ValueError("give at least one feature or leave 'features' out")
-        return names
+        return None if names is None else _unique(names, "feature")
+
+    def check_modality(self, images: bool) -> None:
+        """The features suit the stream: frame features on images, sensor features on
+        windows (a frame feature on a window fails inside OpenCV). ``FieldError``
+        below ``settings.caching.filter`` otherwise."""
+        kind, fits = ("images", FRAME_FEATURES) if images else ("sensor windows", SENSOR_FEATURES)
+        wrong = [f for f in self.features or [] if f in FRAME_FEATURES + SENSOR_FEATURES]
+        wrong = [f for f in wrong if f not in fits]
+        if wrong:
+            raise FieldError(
+                ("features",),
+                f"{', '.join(map(repr, wrong))} cannot compare {kind} (this scenario's data); "
+                f"expected one of: {', '.join(fits)}",
+            )
 
 
-class ResultCacheSettings(_Strict):
+class ResultCacheSettings(Strict):
     """Edge-server result cache shared by its devices (capacities in entries, TTL in s).
 
     ``backend: redis`` keeps the exact tier in Redis at ``redis_url``, shared by
@@ -77,18 +114,16 @@ class ResultCacheSettings(_Strict):
     enabled: bool = True
     backend: Literal["memory", "redis"] = "memory"
     redis_url: str = "redis://127.0.0.1:6379/0"
-    capacity: PositiveInt = 512
-    exact_capacity: PositiveInt = 4096
-    k: PositiveInt = 5
-    min_votes: PositiveInt = 2
+    capacity: Annotated[int, Field(ge=1, le=1_000_000)] = 512
+    exact_capacity: Annotated[int, Field(ge=1, le=10_000_000)] = 4096
+    k: Annotated[int, Field(ge=1, le=1000)] = 5
+    min_votes: Annotated[int, Field(ge=1, le=1000)] = 2
     homogeneity: Annotated[float, Field(gt=0, le=1)] = 1.0
-    max_distance: Positive = 0.1
-    ttl_s: Positive | None = None
-    policy: str = "lru"
-    requests: PositiveInt = 2000
-    noise: Annotated[float, Field(ge=0)] = 0.03
-
-    _policy = field_validator("policy")(_known_policy)
+    max_distance: Annotated[float, Field(gt=0, le=1e6)] = 0.1
+    ttl_s: Annotated[float, Field(gt=0, le=1e8)] | None = None
+    policy: PolicyName = "lru"
+    requests: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
+    noise: Annotated[float, Field(ge=0, le=10)] = 0.03
 
     @field_validator("redis_url")
     @classmethod
@@ -102,24 +137,25 @@ class ResultCacheSettings(_Strict):
         return self
 
 
-class PlacementSettings(_Strict):
+class PlacementSettings(Strict):
     """Placement of items of ``item_mb`` at base stations (and devices) under their ``cache_mb``.
 
+    ``items``: catalogue size (at most 10**6), ``requests`` per station (at most 10**6).
     Fetch latencies in ms: ``device_ms`` from a device's own cache (devices whose
     profile has ``cache_mb`` > 0), ``local_ms`` from its station, ``neighbour_ms``
     from a linked station, ``cloud_ms`` over the backhaul.
     """
 
     enabled: bool = True
-    items: PositiveInt = 2000
-    item_mb: Positive = 10.0
-    zipf_alpha: Positive = 0.8
+    items: Annotated[int, Field(ge=1, le=1_000_000)] = 2000
+    item_mb: Annotated[float, Field(ge=1e-6, le=1e6)] = 10.0
+    zipf_alpha: Annotated[float, Field(gt=0, le=10)] = 0.8
     locality: Annotated[float, Field(ge=0, le=1)] = 0.3
-    requests: PositiveInt = 5000
-    device_ms: Annotated[float, Field(ge=0)] = 0.0
-    local_ms: Annotated[float, Field(ge=0)] = 5.0
-    neighbour_ms: Annotated[float, Field(ge=0)] = 20.0
-    cloud_ms: Annotated[float, Field(ge=0)] = 100.0
+    requests: Annotated[int, Field(ge=1, le=1_000_000)] = 5000
+    device_ms: LatencyMs = 0.0
+    local_ms: LatencyMs = 5.0
+    neighbour_ms: LatencyMs = 20.0
+    cloud_ms: LatencyMs = 100.0
 
     @model_validator(mode="after")
     def _order(self) -> PlacementSettings:
@@ -130,18 +166,20 @@ class PlacementSettings(_Strict):
         return self
 
 
-class CachingSettings(_Strict):
+class CachingSettings(Strict):
     """The caching stage; ``policies`` are compared on the scenario's request trace."""
 
     enabled: bool = True
     filter: FilterSettings = FilterSettings()
     result_cache: ResultCacheSettings = ResultCacheSettings()
     placement: PlacementSettings = PlacementSettings()
-    policies: list[str] = ["lru", "fifo", "lfu", "arc", "s3fifo", "sieve"]
+    policies: list[PolicyName] = Field(
+        default_factory=lambda: ["lru", "fifo", "lfu", "arc", "s3fifo", "sieve"]
+    )
 
     @field_validator("policies")
     @classmethod
-    def _known_policies(cls, names: list[str]) -> list[str]:
+    def _some_policies(cls, names: list[str]) -> list[str]:
         if not names:
             raise ValueError("give at least one cache policy")
-        return [_known_policy(n) for n in names]
+        return _unique(names, "cache policy")

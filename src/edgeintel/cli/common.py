@@ -200,15 +200,17 @@ def run_and_summarize(
     overwrite: bool = False,
     header: str = "",
 ) -> None:
-    """Check the options and everything the scenario names without training (preflight),
-    run the pipeline stages, then print the summary table and the output paths."""
-    from edgeintel.pipeline import check_run_dir, ordered_stages, preflight, run_pipeline
+    """Check the options, print the header (before the components load: the first line),
+    check everything the scenario names without training (preflight, a line per step), run
+    the stages on what preflight prepared, then print the summary table and output paths."""
+    from edgeintel.pipeline import check_run_dir, check_stages, preflight, run_pipeline
 
-    ordered_stages(stages)  # unknown --stage names
+    check_stages(stages)  # unknown --stage names
     check_run_dir(runs_dir, run_id, overwrite)  # --runs-dir, --run-id, reuse
-    preflight(sc, stages, scenario_file=str(scenario))
     if header:
         console.print(header, highlight=False)
+    say = None if quiet else (lambda msg: console.print(msg, highlight=False, style="dim"))
+    checked = preflight(sc, stages, scenario_file=str(scenario), log=say)
     result = run_pipeline(
         sc,
         runs_dir=runs_dir,
@@ -218,6 +220,7 @@ def run_and_summarize(
         show_progress=not quiet,
         scenario_file=str(scenario),
         overwrite=overwrite,
+        prepared=checked.prepared,
     )
     print_summary(result.results)
     console.print(f"results: {result.results_path}", highlight=False)

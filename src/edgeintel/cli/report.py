@@ -26,7 +26,7 @@ def report_cmd(
     """Re-render a run's report.html from its results.json and figures/ folder."""
     import json
 
-    import edgeintel.pipeline  # noqa: F401  (registers every stage's section renderer)
+    import edgeintel.pipeline.sections  # noqa: F401  (registers every section renderer)
     from edgeintel.report.figures import load_figures
     from edgeintel.report.html import write_report
 

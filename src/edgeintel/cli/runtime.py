@@ -28,8 +28,21 @@ def serve_cmd(
     max_batch_size: Annotated[int, typer.Option(min=1, help="1 turns batching off.")] = 32,
     max_queue_delay_us: Annotated[int, typer.Option(min=0)] = 2000,
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
+    adaptive_wait: Annotated[
+        bool, typer.Option(help="A lone client's request runs at once (no batching wait).")
+    ] = True,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,
+    body_timeout_s: Annotated[
+        float, typer.Option(min=0.01, help="A request body must arrive within this (else 408).")
+    ] = 10.0,
+    max_connections: Annotated[
+        int, typer.Option(min=1, help="Connections/requests in flight beyond this get 503.")
+    ] = 1024,
+    grpc_port: Annotated[
+        int | None,
+        typer.Option(min=0, max=65535, help="Also serve the protocol over gRPC on this port."),
+    ] = None,
     scenario: Annotated[
         Path | None,
         typer.Option(
@@ -82,9 +95,14 @@ def serve_cmd(
             max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us,
             queue_capacity=queue_capacity,
+            adaptive_wait=adaptive_wait,
         )
         settings = ServerSettings(
-            intra_op_threads=threads, max_request_bytes=max_request_bytes, batching=batching
+            intra_op_threads=threads,
+            max_request_bytes=max_request_bytes,
+            body_timeout_s=body_timeout_s,
+            max_connections=max_connections,
+            batching=batching,
         )
         if scenario is not None and node_config is not None:
             raise ConfigError("give --scenario or --node-config, not both")
@@ -121,6 +139,7 @@ def serve_cmd(
             up,
             up_name,
             up_token,
+            grpc_port=grpc_port,
         )
 
 
@@ -186,20 +205,21 @@ def device_cmd(
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
 
-    from edgeintel.models.export import make_session
+    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.agent import DeviceAgent, check_model_preprocessing, device_stream
-    from edgeintel.runtime.seams import ExecutionTier, StaticPlan
+    from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
     from edgeintel.runtime.wiring import filter_for_device, threshold_from_results
 
     with guard():
         sc = load(scenario, None)
-        try:
-            plan = StaticPlan(tier=ExecutionTier(tier))
+        stream = device_stream(sc, device)  # names the scenario's devices if unknown
+        dev = next(d for d in sc.expand_devices() if d.name == device)
+        try:  # cloud: the edge server relays it (forward header), as in a deployed run
+            plan = StaticPlan.for_tier(tier, dev.attach, sc.cloud.name)
         except ValueError:
             raise ConfigError(f"--tier: expected device, edge or cloud, got {tier!r}") from None
-        stream = device_stream(sc, device)
         if rate_hz is not None:
             if rate_hz <= 0:
                 raise ConfigError(f"--rate-hz must be > 0, got {rate_hz}")
@@ -208,7 +228,6 @@ def device_cmd(
         if server is not None:
             transport = HttpTransport(server)
             if emulate_link:
-                dev = next(d for d in sc.expand_devices() if d.name == device)
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
         check_model_preprocessing(onnx, stream)
@@ -229,6 +248,7 @@ def device_cmd(
                 filter=filt,
                 token=token,
                 settings=settings,
+                server_node=dev.attach,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)

@@ -167,6 +167,13 @@ class TechniqueSpec(Generic[C]):
 
 
 TECHNIQUES: Registry[TechniqueSpec[Any]] = Registry("compression technique")
+# the built-in techniques register when their module is imported, on the first use of a name
+TECHNIQUES.provide("edgeintel.inference.quantize", "quantize_static", "quantize_dynamic")
+TECHNIQUES.provide("edgeintel.inference.prune", "prune_structured", "prune_unstructured")
+TECHNIQUES.provide("edgeintel.inference.lowrank", "low_rank")
+TECHNIQUES.provide("edgeintel.inference.compact", "compact")
+TECHNIQUES.provide("edgeintel.inference.distill", "distill")
+TECHNIQUES.provide("edgeintel.inference.qat", "qat")
 
 
 def register_technique(

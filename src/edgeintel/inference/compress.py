@@ -35,7 +35,8 @@ from edgeintel.inference.base import (
 )
 from edgeintel.inference.measure import MeasureConfig, Measurement, load_onnx, measure_onnx
 from edgeintel.inference.recipe import Recipe, make_recipe
-from edgeintel.models.export import ModelArtifact, export_onnx, file_sha256
+from edgeintel.models.export import ModelArtifact, export_onnx
+from edgeintel.onnx_files import file_sha256
 
 __all__ = ["CompressionResult", "StageResult", "compress"]
 
@@ -222,7 +223,7 @@ def compress(
             out = torch_model(torch.from_numpy(held.x[:2]))
         num_classes = int(out.shape[1])
     else:
-        from edgeintel.models.export import make_session, onnx_predict
+        from edgeintel.onnx_files import make_session, onnx_predict
 
         assert onnx_src is not None
         num_classes = int(onnx_predict(make_session(onnx_src), held.x[:2]).shape[1])

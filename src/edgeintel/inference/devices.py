@@ -22,7 +22,7 @@ from edgeintel.inference.compress import CompressionResult
 from edgeintel.inference.recipe import Recipe, RecipeStep, make_recipe
 from edgeintel.inference.search import Budget, SearchResult, default_search_space, select
 from edgeintel.inference.settings import CompressBudget, CompressSettings
-from edgeintel.models.export import make_session, onnx_predict
+from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.paths import inside, safe_name
 from edgeintel.topology import DeviceProfile
 

@@ -25,8 +25,8 @@ from onnx import numpy_helper
 from torch import nn
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.inference.latency import LatencyStats, measure_latency, scale_latency, time_calls
-from edgeintel.models.export import make_session, onnx_predict
+from edgeintel.latency import LatencyStats, measure_latency, scale_latency, time_calls
+from edgeintel.onnx_files import make_session, onnx_predict
 
 __all__ = [
     "MeasureConfig",

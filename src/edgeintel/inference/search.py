@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import ConfigError
+from edgeintel.errors import BudgetError, ConfigError
 from edgeintel.inference.compress import CompressionResult, compress
 from edgeintel.inference.measure import MeasureConfig, Measurement
 from edgeintel.inference.recipe import Recipe, make_recipe
@@ -166,14 +166,6 @@ class Candidate:
             "warnings": self.result.warnings,
             "onnx_path": self.result.artifact.path,
         }
-
-
-class BudgetError(ConfigError):
-    """No candidate meets the budget; ``search`` holds every measured candidate."""
-
-    def __init__(self, message: str, search: SearchResult) -> None:
-        super().__init__(message)
-        self.search = search
 
 
 @dataclass

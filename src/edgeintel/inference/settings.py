@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from edgeintel.errors import FieldError
-from edgeintel.schema import Positive, Strict
+from edgeintel.schema import Strict
 
 if TYPE_CHECKING:
-    from edgeintel.scenario import Scenario
+    from edgeintel.topology import Topology
 
 __all__ = ["CompressBudget", "CompressSettings", "InferenceSettings"]
 
@@ -18,12 +18,13 @@ __all__ = ["CompressBudget", "CompressSettings", "InferenceSettings"]
 class CompressBudget(Strict):
     """A device's compression budget (``None`` = not checked); latency on the device in ms.
 
-    ``max_peak_memory_mb`` defaults to the device profile's ``memory_mb``.
+    ``max_model_kb`` in KiB (at least 1: no ONNX model is smaller), ``max_peak_memory_mb``
+    in MiB (defaults to the device profile's ``memory_mb``).
     """
 
-    max_latency_ms: Positive | None = None
-    max_model_kb: Positive | None = None
-    max_peak_memory_mb: Positive | None = None
+    max_latency_ms: Annotated[float, Field(ge=1e-3, le=1e7)] | None = None
+    max_model_kb: Annotated[float, Field(ge=1, le=1e9)] | None = None
+    max_peak_memory_mb: Annotated[float, Field(ge=1e-3, le=1e9)] | None = None
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
 
 
@@ -54,11 +55,11 @@ class InferenceSettings(Strict):
     warmup_runs: Annotated[int, Field(ge=0, le=10_000)] = 10
     compress: CompressSettings = CompressSettings()
 
-    def check_scenario(self, scenario: Scenario) -> None:
+    def check_scenario(self, topology: Topology) -> None:
         """Budgets name device profiles of the scenario (paths below ``settings.inference``)."""
         for name in self.compress.budgets:
-            if name not in scenario.device_profiles:
-                known = ", ".join(sorted(scenario.device_profiles))
+            if name not in topology.device_profiles:
+                known = ", ".join(sorted(topology.device_profiles))
                 raise FieldError(
                     ("compress", "budgets", name),
                     f"unknown device profile {name!r}; expected one of: {known}",

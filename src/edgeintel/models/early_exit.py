@@ -25,7 +25,6 @@ writes three ONNX graphs:
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -35,7 +34,7 @@ import torch
 from torch import nn
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.models.export import INPUT_NAME, OPSET, OUTPUT_NAME
+from edgeintel.models.export import INPUT_NAME, OUTPUT_NAME, export_graph
 from edgeintel.models.train import EpochRecord, TrainConfig, train_model
 
 __all__ = [
@@ -238,25 +237,6 @@ class _Head(nn.Module):
         return self.net.exit_head(f), f
 
 
-def _export(model: nn.Module, dummy: torch.Tensor, path: Path, inp: str, outs: list[str]) -> None:
-    axes = {n: {0: "batch"} for n in [inp, *outs]}
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (dummy,),
-                str(path),
-                input_names=[inp],
-                output_names=outs,
-                dynamic_axes=axes,
-                opset_version=OPSET,
-                dynamo=False,
-            )
-    except Exception as exc:
-        raise ModelError(f"ONNX export failed: {exc.__class__.__name__}: {exc}") from None
-
-
 def export_early_exit(
     net: EarlyExitNet, input_shape: tuple[int, ...], out_dir: str | Path, rule: ExitRule
 ) -> EarlyExitFiles:
@@ -270,8 +250,8 @@ def export_early_exit(
         with torch.no_grad():
             feat = net.prefix(dummy)
         head_path, tail_path = out / "head.onnx", out / "tail.onnx"
-        _export(_Head(net), dummy, head_path, INPUT_NAME, [EXIT_LOGITS_NAME, FEATURE_NAME])
-        _export(net.suffix, feat, tail_path, FEATURE_NAME, [OUTPUT_NAME])
+        export_graph(_Head(net), dummy, head_path, INPUT_NAME, [EXIT_LOGITS_NAME, FEATURE_NAME])
+        export_graph(net.suffix, feat, tail_path, FEATURE_NAME, [OUTPUT_NAME])
     finally:
         net.train(was)
     fused_path = out / "early_exit.onnx"

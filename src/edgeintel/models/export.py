@@ -1,7 +1,9 @@
-"""ONNX export with named inputs/outputs and a metadata record; ONNX Runtime sessions.
+"""ONNX export with named inputs/outputs and a metadata record.
 
 A model crosses component boundaries as an ONNX file plus ``ModelArtifact``:
 input name and shape, output name, class labels and the file's sha256.
+``export_graph`` is the one call of ``torch.onnx.export`` (``export_onnx`` and the
+early-exit graphs use it); running an ONNX file needs no torch: ``edgeintel.onnx_files``.
 """
 
 from __future__ import annotations
@@ -12,22 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
 from edgeintel.errors import ModelError
-from edgeintel.onnx_files import file_sha256, make_session
+from edgeintel.onnx_files import file_sha256
 
-__all__ = [
-    "INPUT_NAME",
-    "OUTPUT_NAME",
-    "ModelArtifact",
-    "export_onnx",
-    "file_sha256",
-    "make_session",
-    "onnx_predict",
-]
+__all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "ModelArtifact", "export_graph", "export_onnx"]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
@@ -62,6 +55,29 @@ class ModelArtifact:
         return cls(**json.loads(Path(path).read_text()))
 
 
+def export_graph(
+    model: nn.Module, dummy: torch.Tensor, path: str | Path, inp: str, outs: list[str]
+) -> None:
+    """Trace ``model`` on ``dummy`` into ``path``: opset 17, input ``inp``, outputs ``outs``,
+    every one with a dynamic batch axis; a failure is a one-line ``ModelError``."""
+    axes = {n: {0: "batch"} for n in [inp, *outs]}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(path),
+                input_names=[inp],
+                output_names=outs,
+                dynamic_axes=axes,
+                opset_version=OPSET,
+                dynamo=False,
+            )
+    except Exception as exc:
+        raise ModelError(f"ONNX export failed: {exc.__class__.__name__}: {exc}") from None
+
+
 def export_onnx(
     model: nn.Module,
     input_shape: tuple[int, ...],
@@ -78,22 +94,8 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
-    dummy = torch.zeros(1, *input_shape)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (dummy,),
-                str(path),
-                input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-                opset_version=OPSET,
-                dynamo=False,
-            )
-    except Exception as exc:
-        raise ModelError(f"ONNX export failed: {exc.__class__.__name__}: {exc}") from None
+        export_graph(model, torch.zeros(1, *input_shape), path, INPUT_NAME, [OUTPUT_NAME])
     finally:
         model.train(was_training)
     artifact = ModelArtifact(
@@ -108,13 +110,3 @@ def export_onnx(
     )
     artifact.save()
     return artifact
-
-
-def onnx_predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Logits for ``x`` (N, ...) in batches; float32 in, float32 out."""
-    name = session.get_inputs()[0].name
-    outs = [
-        session.run(None, {name: np.ascontiguousarray(x[i : i + batch_size], dtype=np.float32)})[0]
-        for i in range(0, len(x), batch_size)
-    ]
-    return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)

@@ -31,7 +31,7 @@ from typing import Any
 from torch import nn
 
 from edgeintel.errors import ModelError
-from edgeintel.models.zoo import MODELS
+from edgeintel.models.families import MODELS
 
 __all__ = ["MIN_IMAGE_SIZE", "VISION_MODELS", "googlenet", "mobilenet_v3_small", "resnet18"]
 

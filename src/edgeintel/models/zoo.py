@@ -20,7 +20,6 @@ import importlib.util
 import inspect
 import re
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 from torch import nn
 
 from edgeintel.errors import ModelError
-from edgeintel.registry import Registry
+from edgeintel.models.families import MODELS, ModelFactory
 
 __all__ = [
     "MODELS",
@@ -38,13 +37,9 @@ __all__ = [
     "image_cnn",
     "image_dscnn",
     "mlp",
-    "resolve_model_ref",
     "sensor_cnn",
     "sensor_dscnn",
 ]
-
-ModelFactory = Callable[..., nn.Module]
-MODELS: Registry[ModelFactory] = Registry("model family")
 
 
 def _conv(dim: int, cin: int, cout: int, k: int = 3, groups: int = 1) -> nn.Module:
@@ -166,30 +161,6 @@ def _load_module_file(path: Path, ref: str) -> ModuleType:
             f"task.model {ref!r}: importing {path} failed ({exc.__class__.__name__}: {exc})"
         ) from None
     return module
-
-
-def resolve_model_ref(ref: str, base_dir: str | Path | None) -> str:
-    """Pin a user factory in a scenario's folder to its file: ``/abs/dir/mod.py:function``.
-
-    ``mod:function`` (or ``pkg.mod:function``) becomes the absolute path of
-    ``base_dir/mod.py`` (``base_dir/pkg/mod.py``) when that file exists, so it is
-    later imported by its path and never through ``sys.path``; ``path.py:function``
-    is resolved against ``base_dir``. Anything else (a zoo family, an installed
-    package's module) is returned unchanged.
-    """
-    module, sep, attr = ref.rpartition(":")
-    if not sep or base_dir is None:
-        return ref
-    base = Path(base_dir)
-    if module.endswith(".py"):
-        path = Path(module) if Path(module).is_absolute() else base / module
-        if not path.is_file():
-            raise ModelError(f"model file not found: {path}")
-        return f"{path.resolve()}:{attr}"
-    candidate = base.joinpath(*module.split(".")).with_suffix(".py")
-    if candidate.is_file():
-        return f"{candidate.resolve()}:{attr}"
-    return ref
 
 
 def _import_factory(ref: str) -> ModelFactory:

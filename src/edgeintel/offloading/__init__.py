@@ -5,60 +5,93 @@ Profile a model per layer (ONNX Runtime), cost latency and energy, split it
 place a fleet (local / D2E / D2C / D2D / hybrid; MILP or greedy), and re-plan
 when links change. Stands on scenario, data, models and inference only.
 
-Names load lazily so that ``edgeintel.scenario`` can import
-``edgeintel.offloading.settings`` without pulling in ONNX Runtime.
+A lazy face (``edgeintel.lazy``): each name loads its module on first use, so that
+``edgeintel.scenario`` can import ``edgeintel.offloading.settings`` without the rest.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "AdaptivePolicy": "adapt",
-    "Switch": "adapt",
-    "Breakdown": "costs",
-    "LinkState": "costs",
-    "OffloadObjective": "costs",
-    "Power": "costs",
-    "breakdown": "costs",
-    "device_energy_j": "costs",
-    "erlang_c": "costs",
-    "mmc_wait_ms": "costs",
-    "objective_value": "costs",
-    "transfer_ms": "costs",
-    "LayerGraph": "graph",
-    "load_layer_graph": "graph",
-    "SPLITTERS": "split_search",
-    "MinCutSplitter": "split_search",
-    "SplitContext": "split_search",
-    "SplitDecision": "split_search",
-    "linear_costs": "split_search",
-    "plan_split": "split_search",
-    "split_breakdown": "split_search",
-    "PLACEMENTS": "placement",
-    "FleetPlan": "placement",
-    "FleetProblem": "placement",
-    "Option": "placement",
-    "Resource": "placement",
-    "evaluate_assignment": "placement",
-    "place": "placement",
-    "OffloadPlanner": "planner",
-    "ModelProfile": "profiler",
-    "profile_model": "profiler",
-    "OffloadingSettings": "settings",
-    "SplitRunner": "split",
-    "mask_from_nodes": "split",
-    "split_model": "split",
-    "deserialize_tensors": "transfer",
-    "serialize_tensors": "transfer",
-}
+from edgeintel.lazy import lazy_face
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:
+    from edgeintel.offloading.adapt import AdaptivePolicy, Switch
+    from edgeintel.offloading.costs import (
+        Breakdown,
+        LinkState,
+        OffloadObjective,
+        Power,
+        breakdown,
+        device_energy_j,
+        erlang_c,
+        mmc_wait_ms,
+        objective_value,
+        transfer_ms,
+    )
+    from edgeintel.offloading.graph import LayerGraph, load_layer_graph
+    from edgeintel.offloading.options import Option
+    from edgeintel.offloading.placement import (
+        PLACEMENTS,
+        FleetPlan,
+        FleetProblem,
+        Resource,
+        evaluate_assignment,
+        place,
+    )
+    from edgeintel.offloading.planner import OffloadPlanner
+    from edgeintel.offloading.profiler import ModelProfile, profile_model
+    from edgeintel.offloading.settings import OffloadingSettings
+    from edgeintel.offloading.split import SplitRunner, mask_from_nodes, split_model
+    from edgeintel.offloading.split_search import (
+        SPLITTERS,
+        MinCutSplitter,
+        SplitContext,
+        SplitDecision,
+        linear_costs,
+        plan_split,
+        split_breakdown,
+    )
+    from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
 
+__all__ = [
+    "PLACEMENTS",
+    "SPLITTERS",
+    "AdaptivePolicy",
+    "Breakdown",
+    "FleetPlan",
+    "FleetProblem",
+    "LayerGraph",
+    "LinkState",
+    "MinCutSplitter",
+    "ModelProfile",
+    "OffloadObjective",
+    "OffloadPlanner",
+    "OffloadingSettings",
+    "Option",
+    "Power",
+    "Resource",
+    "SplitContext",
+    "SplitDecision",
+    "SplitRunner",
+    "Switch",
+    "breakdown",
+    "deserialize_tensors",
+    "device_energy_j",
+    "erlang_c",
+    "evaluate_assignment",
+    "linear_costs",
+    "load_layer_graph",
+    "mask_from_nodes",
+    "mmc_wait_ms",
+    "objective_value",
+    "place",
+    "plan_split",
+    "profile_model",
+    "serialize_tensors",
+    "split_breakdown",
+    "split_model",
+    "transfer_ms",
+]
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeintel.offloading' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"edgeintel.offloading.{module}"), name)
+__getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -89,8 +89,8 @@ def plan_command(
         forced = mask_from_nodes(g, device_nodes)
     data = json.loads((run_dir / "offloading" / "plan.json").read_text())
     if forced is not None:
-        from edgeintel.models.export import make_session
         from edgeintel.offloading.split import SplitRunner, split_model
+        from edgeintel.onnx_files import make_session
 
         x = (
             np.zeros((1, *g.input_shape), np.float32)

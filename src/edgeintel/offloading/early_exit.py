@@ -31,9 +31,10 @@ from edgeintel.models.early_exit import (
     ExitRule,
     exit_scores,
 )
-from edgeintel.models.export import INPUT_NAME, OUTPUT_NAME, make_session
+from edgeintel.models.export import INPUT_NAME, OUTPUT_NAME
 from edgeintel.offloading.costs import Breakdown, LinkState, breakdown, expected_exit_breakdown
 from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
+from edgeintel.onnx_files import make_session
 
 __all__ = [
     "EarlyExitRunner",
@@ -352,7 +353,7 @@ def profile_exit(
     runs: int = 50,
 ) -> ExitProfile:
     """Measure head and tail (ONNX Runtime, 1 thread, p50 ms here) and serialization."""
-    from edgeintel.inference.latency import measure_latency
+    from edgeintel.latency import measure_latency
     from edgeintel.offloading.profiler import measure_serialization
 
     x = np.zeros((1, *input_shape), dtype=np.float32)

@@ -29,7 +29,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from edgeintel.errors import ConfigError
-from edgeintel.offloading.costs import Breakdown, erlang_c
+from edgeintel.offloading.costs import erlang_c
+from edgeintel.offloading.options import Option
 from edgeintel.registry import Registry
 
 __all__ = [
@@ -60,34 +61,6 @@ class Resource:
     workers: int = 1
     background: float = 0.0
     service_ms: float = 1.0
-
-
-@dataclass(frozen=True)
-class Option:
-    """One way to serve a device's requests, costed without queueing.
-
-    ``tier``: local, d2e, d2c, d2d or hybrid; ``target``: the server or helper
-    device; ``server_ms``: work per request at ``target``; ``device_load_ms``:
-    compute per request on each device resource (its own, and a D2D helper's)
-    and transfer time per request on each ``link`` resource it crosses;
-    ``value``: objective units; ``device_nodes``: layers run on the device;
-    ``remote_fraction``: the share of requests that reach ``target`` (1 - exit
-    probability with an early exit; their server work is already in ``server_ms``
-    as an expectation), so only that share pays the server's queueing delay.
-    """
-
-    label: str
-    tier: str
-    target: str | None
-    base: Breakdown
-    energy_j: float
-    value: float
-    server_ms: float = 0.0
-    device_load_ms: tuple[tuple[str, float], ...] = ()
-    device_nodes: int = 0
-    total_nodes: int = 0
-    mask: np.ndarray | None = field(default=None, compare=False, repr=False)
-    remote_fraction: float = 1.0
 
 
 @dataclass(frozen=True)

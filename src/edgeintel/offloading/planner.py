@@ -32,7 +32,6 @@ from edgeintel.offloading.costs import (
     OffloadObjective,
     Power,
     device_energy_j,
-    objective_value,
 )
 from edgeintel.offloading.early_exit import ExitProfile, exit_breakdown
 from edgeintel.offloading.graph import LayerGraph
@@ -317,15 +316,17 @@ class OffloadPlanner:
         mask: np.ndarray,
     ) -> Option:
         s = self.settings
-        return Option(
-            label=label,
-            tier=tier,
-            target=target,
-            base=b,
-            energy_j=device_energy_j(b, power),
-            value=objective_value(b, power, s.objective, s.latency_weight, *refs),
-            server_ms=server_ms,
-            device_load_ms=load,
+        return Option.costed(
+            label,
+            tier,
+            target,
+            b,
+            power,
+            s.objective,
+            s.latency_weight,
+            refs,
+            server_ms,
+            load,
             device_nodes=int(mask.sum()),
             total_nodes=self.graph.num_nodes,
             mask=mask,

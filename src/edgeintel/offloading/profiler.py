@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.inference.latency import measure_latency
-from edgeintel.models.export import file_sha256, make_session
+from edgeintel.latency import measure_latency
 from edgeintel.offloading.graph import LayerGraph, load_layer_graph
 from edgeintel.offloading.transfer import serialize_tensors
+from edgeintel.onnx_files import file_sha256, make_session
 
 __all__ = ["ModelProfile", "measure_serialization", "profile_model"]
 

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgeintel.models.export import make_session
 from edgeintel.offloading.adapt import AdaptivePolicy
 from edgeintel.offloading.early_exit import ExitProfile
 from edgeintel.offloading.graph import LayerGraph, load_layer_graph
@@ -19,6 +18,7 @@ from edgeintel.offloading.placement import FleetPlan, FleetProblem, evaluate_ass
 from edgeintel.offloading.planner import OffloadPlanner, baseline_choice, plan_rows, trace_times
 from edgeintel.offloading.profiler import ModelProfile, profile_model
 from edgeintel.offloading.split import SplitRunner, split_model
+from edgeintel.onnx_files import make_session
 
 if TYPE_CHECKING:
     from edgeintel.scenario import Scenario

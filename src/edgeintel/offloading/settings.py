@@ -2,34 +2,39 @@
 
 Kept free of the scenario module (which imports it) and of heavy imports:
 policy names are checked against the split-search and placement registries.
+Units: ms, Hz, Mbit/s; every number has an upper bound.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import Field, field_validator, model_validator
+
+from edgeintel.errors import FieldError
+from edgeintel.offloading.placement import PLACEMENTS
+from edgeintel.offloading.split_search import SPLITTERS
+from edgeintel.schema import Strict, registry_name, resolve_file
+
+if TYPE_CHECKING:
+    from edgeintel.topology import Topology
 
 __all__ = ["D2DLink", "EarlyExitSettings", "OffloadingSettings"]
 
-Positive = Annotated[float, Field(gt=0)]
-NonNegative = Annotated[float, Field(ge=0)]
+DeadlineMs = Annotated[float, Field(gt=0, le=1e7)]
+"""A deadline in ms: above 0, at most about 2.8 hours."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class D2DLink(_Strict):
+class D2DLink(Strict):
     """Device-to-device link between devices attached to the same node (e.g. Wi-Fi Direct)."""
 
-    bandwidth_mbps: Positive = 50.0
-    rtt_ms: NonNegative = 3.0
+    bandwidth_mbps: Annotated[float, Field(gt=0, le=1e6)] = 50.0
+    rtt_ms: Annotated[float, Field(ge=0, le=1e6)] = 3.0
     neighbors: Annotated[int, Field(ge=1, le=16)] = 2
 
 
-class EarlyExitSettings(_Strict):
+class EarlyExitSettings(Strict):
     """An exit head (BranchyNet) the ``offloading`` stage fits and the planner may use.
 
     ``after_block``: exit after that many backbone stages (1 .. stages - 1); unset:
@@ -43,14 +48,27 @@ class EarlyExitSettings(_Strict):
 
     enabled: bool = True
     after_block: Annotated[int, Field(ge=1)] | None = None
-    candidate_blocks: list[Annotated[int, Field(ge=1)]] = []
+    candidate_blocks: Annotated[list[Annotated[int, Field(ge=1)]], Field(max_length=64)] = Field(
+        default_factory=list
+    )
     target_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
     max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
     confidence: Literal["max_prob", "entropy"] = "max_prob"
     epochs: Annotated[int, Field(ge=1, le=1000)] = 30
 
+    @model_validator(mode="after")
+    def _one_way(self) -> EarlyExitSettings:
+        if self.after_block is not None and self.candidate_blocks:
+            raise ValueError(
+                "give either 'after_block' (a fixed exit) or 'candidate_blocks' (chosen on "
+                "the validation split), not both"
+            )
+        if len(set(self.candidate_blocks)) != len(self.candidate_blocks):
+            raise ValueError(f"candidate_blocks repeat a block: {self.candidate_blocks}")
+        return self
 
-class OffloadingSettings(_Strict):
+
+class OffloadingSettings(Strict):
     """Where each device's inference runs (see docs/offloading.md).
 
     ``objective``: ``latency`` (ms), ``energy`` (device J) or ``weighted``
@@ -71,15 +89,15 @@ class OffloadingSettings(_Strict):
     enabled: bool = True
     objective: Literal["latency", "energy", "weighted"] = "latency"
     latency_weight: Annotated[float, Field(ge=0, le=1)] = 0.5
-    deadline_ms: Positive | None = None
-    deadlines_ms: dict[str, Positive] = {}
-    request_rate_hz: Positive = 2.0
+    deadline_ms: DeadlineMs | None = None
+    deadlines_ms: dict[str, DeadlineMs] = Field(default_factory=dict)
+    request_rate_hz: Annotated[float, Field(gt=0, le=100_000)] = 2.0
     server_workers: Annotated[int, Field(ge=1, le=4096)] = 4
     cloud_workers: Annotated[int, Field(ge=1, le=100_000)] = 64
-    server_load: dict[str, Annotated[float, Field(ge=0, lt=1)]] = {}
+    server_load: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(default_factory=dict)
     max_utilization: Annotated[float, Field(gt=0, lt=1)] = 0.9
-    splitter: str = "mincut"
-    placement: str = "auto"
+    splitter: Annotated[str, registry_name(SPLITTERS, without=("brute_force",))] = "mincut"
+    placement: Annotated[str, registry_name(PLACEMENTS, also=("auto",))] = "auto"
     exact_max_devices: Annotated[int, Field(ge=1, le=64)] = 12
     int8_intermediate: bool = False
     d2d: D2DLink | None = None
@@ -88,32 +106,21 @@ class OffloadingSettings(_Strict):
     profile_rounds: Annotated[int, Field(ge=1, le=100)] = 3
     early_exit: EarlyExitSettings | None = None
 
-    @field_validator("profile_file")
-    @classmethod
-    def _profile_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        path = value if value.is_absolute() or base is None else Path(base) / value
-        if not path.is_file():
-            raise ValueError(f"file not found: {path}")
-        return path
+    _profile_file = field_validator("profile_file")(resolve_file)
 
-    @field_validator("splitter")
-    @classmethod
-    def _splitter(cls, value: str) -> str:
-        from edgeintel.offloading.split_search import SPLITTERS
-
-        if value not in SPLITTERS or value == "brute_force":
-            raise ValueError(f"unknown split search {value!r}; expected one of: chain, mincut")
-        return value
-
-    @field_validator("placement")
-    @classmethod
-    def _placement(cls, value: str) -> str:
-        from edgeintel.offloading.placement import PLACEMENTS
-
-        if value != "auto" and value not in PLACEMENTS:
-            known = ", ".join(["auto", *PLACEMENTS.names()])
-            raise ValueError(f"unknown placement policy {value!r}; expected one of: {known}")
-        return value
+    def check_scenario(self, topology: Topology) -> None:
+        """Group and node names of ``deadlines_ms`` and ``server_load`` exist."""
+        groups = sorted(g.name for g in topology.devices)
+        for group in self.deadlines_ms:
+            if group not in groups:
+                raise FieldError(
+                    ("deadlines_ms", group),
+                    f"unknown device group {group!r}; expected one of: {', '.join(groups)}",
+                )
+        nodes = sorted([topology.cloud.name, *(e.name for e in topology.edge_servers)])
+        for node in self.server_load:
+            if node not in nodes:
+                raise FieldError(
+                    ("server_load", node),
+                    f"unknown node {node!r}; expected one of: {', '.join(nodes)}",
+                )

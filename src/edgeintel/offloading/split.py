@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.models.export import make_session
 from edgeintel.offloading.graph import LayerGraph
 from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
+from edgeintel.onnx_files import make_session
 
 __all__ = ["SplitModel", "SplitResult", "SplitRunner", "mask_from_nodes", "split_model"]
 

@@ -8,7 +8,8 @@ happens, ``results.json`` and ``report.html`` are written to ``runs/<run-id>/``
 (a failed stage is recorded with its error, earlier sections are kept).
 
 Components never import this package; it sits on top of them. Later
-components add a module here with one ``@register_stage`` class.
+components add a module to ``pipeline/stages/`` with one ``@register_stage`` class and
+name its stage in ``STAGES.provide`` below (imported when a stage is first asked for).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from rich.console import Console
@@ -36,7 +37,6 @@ from rich.progress import (
 
 from edgeintel.data.datasets import Dataset
 from edgeintel.errors import ConfigError, EdgeIntelError
-from edgeintel.models.export import ModelArtifact
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, png_base64, save_figures
@@ -44,13 +44,22 @@ from edgeintel.report.topology import topology_json
 from edgeintel.scenario import Device, Scenario, dump_scenario
 from edgeintel.threads import scenario_threads, thread_limit
 
+if TYPE_CHECKING:
+    from edgeintel.data.split import Standardizer
+    from edgeintel.models.export import ModelArtifact
+    from edgeintel.offloading.scenario_plan import ScenarioPlan
+    from edgeintel.pipeline.stages.federated_finetune import DpLedger
+    from edgeintel.runtime.wiring import FilterThreshold
+
 __all__ = [
     "STAGES",
     "Figure",
+    "Prepared",
     "RunContext",
     "RunResult",
     "Stage",
     "check_run_dir",
+    "check_stages",
     "ordered_stages",
     "register_stage",
     "run_pipeline",
@@ -78,8 +87,42 @@ class RunContext:
     artifact: ModelArtifact | None = None
     results: dict[str, Any] = field(default_factory=dict)
     figures: list[Figure] = field(default_factory=list)
-    state: dict[str, Any] = field(default_factory=dict)
     verbose: bool = False
+    # typed hand-offs: what a stage leaves for later ones (never read from ``results``)
+    # data: the standardiser fitted on what the fitting party holds (None: unscaled) and
+    # the split record that export writes into model.json
+    standardizer: Standardizer | None = None
+    data_split: dict[str, Any] | None = None
+    # who trained ``model``: "central", or the edge-training mode that replaced it
+    model_source: str = "central"
+    # train: the central baseline's final test accuracy (edge training compares to it)
+    central_accuracy: float | None = None
+    # edge training and federated fine-tuning: the run's one DP ledger, and the edge
+    # training section's DP record that later phases add their total epsilon to
+    dp_ledger: DpLedger | None = None
+    edge_dp_record: dict[str, Any] | None = None
+    # compress: measured candidates shared between device profiles, and the chosen
+    # artifact per profile
+    compress_cache: dict[Any, Any] = field(default_factory=dict)
+    compressed_artifacts: dict[str, str] = field(default_factory=dict)
+    # offloading: the scenario's plan (graph, profile, options) for the runtime stage
+    offloading_plan: ScenarioPlan | None = None
+    # caching: the filter threshold tuned per device name, for the runtime's agents
+    filter_thresholds: dict[str, FilterThreshold] = field(default_factory=dict)
+    # preflight's untrained model, handed out once by fresh_model
+    initial_model: Any = None
+
+    def fresh_model(self) -> Any:
+        """The task's untrained model (``task.model``, ``task.width``, seeded by the scenario's
+        seed): the one preflight built, the first time, else a new build (the same weights)."""
+        if self.initial_model is not None:
+            model, self.initial_model = self.initial_model, None
+            return model
+        from edgeintel.models import build_model
+
+        ds = self.require_dataset()
+        sc = self.scenario
+        return build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
 
     def log(self, message: str) -> None:
         """One line of live feedback: appended to ``run.log``; printed when ``verbose``
@@ -162,6 +205,39 @@ class Stage:
 
 
 STAGES: Registry[type[Stage]] = Registry("pipeline stage")
+# the built-in stages: importing the ``pipeline.stages`` package registers them all
+STAGES.provide(
+    "edgeintel.pipeline.stages",
+    *("data", "train", "edge_train", "export", "evaluate", "offloading", "compress"),
+    *("caching", "runtime"),
+)
+
+
+@dataclass
+class Prepared:
+    """What preflight computed that a run takes over instead of computing it again.
+
+    ``data``: the context after the data stage (dataset, splits, device shards, the
+    standardizer and split record, the data section and its figure);
+    ``data_s``: seconds that stage took; ``model``: the untrained model preflight built.
+    """
+
+    data: RunContext
+    data_s: float
+    model: Any = None
+
+    def hand_over(self, ctx: RunContext) -> None:
+        """Put the data stage's outputs and the untrained model on the run's ``ctx``."""
+        d = self.data
+        ctx.dataset, ctx.train_idx, ctx.test_idx = d.dataset, d.train_idx, d.test_idx
+        ctx.val_idx, ctx.server_idx = d.val_idx, d.server_idx
+        ctx.device_parts, ctx.devices = list(d.device_parts), list(d.devices)
+        ctx.standardizer, ctx.data_split = d.standardizer, d.data_split
+        ctx.results["data"] = d.results["data"]
+        ctx.figures.extend(d.figures)
+        ctx.initial_model = self.model
+        for message in d.results["data"].get("warnings", []):  # logged to preflight's scratch
+            ctx.log(f"data: warning: {message}")
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
@@ -239,6 +315,12 @@ def _claim_run_dir(
     return run_dir
 
 
+def check_stages(only: list[str] | None) -> None:
+    """Refuse unknown stage names (a ``ConfigError`` listing the stages), importing nothing."""
+    for n in only or []:
+        STAGES.check(n)
+
+
 def ordered_stages(only: list[str] | None = None) -> list[Stage]:
     """Instances of the registered stages in run order (optionally only the named ones)."""
     names = STAGES.names() if only is None else only
@@ -256,6 +338,7 @@ def run_pipeline(
     show_progress: bool = False,
     scenario_file: str | None = None,
     overwrite: bool = False,
+    prepared: Prepared | None = None,
 ) -> RunResult:
     """Run the stages on ``scenario`` and write ``results.json`` and ``report.html``.
 
@@ -267,6 +350,8 @@ def run_pipeline(
     Raises the first stage's ``EdgeIntelError`` after writing the partial results
     (``status: failed``; ``interrupted`` on Ctrl-C). A ``run_id`` whose folder already
     holds files is refused unless ``overwrite`` (its old files are then removed first).
+    ``prepared`` (from ``preflight`` on this same scenario object) replaces the data stage's
+    work and the first model build by what preflight already computed.
     """
     from edgeintel.report.html import write_report
 
@@ -323,6 +408,12 @@ def run_pipeline(
         ctx.log(f"run {run_dir.name}: scenario {scenario.name}, seed {scenario.seed}")
         for stage in plan:
             if not stage.enabled(ctx):
+                continue
+            if stage.name == "data" and prepared is not None and prepared.data.scenario is scenario:
+                prepared.hand_over(ctx)
+                results["stages"].append(stage.name)
+                results["timings_s"][stage.name] = round(prepared.data_s, 3)
+                ctx.log(f"stage data taken over from preflight ({prepared.data_s:.1f} s)")
                 continue
             ctx.log(f"stage {stage.name} started")
             t0 = time.perf_counter()

@@ -10,14 +10,17 @@ aggregation the engine will do has enough updates for its robust rule (Krum's
 n > 2f + 2, trimmed mean's n > 2f), plans solo training within each device
 profile's memory, and expands the compression search space. Any problem
 raises an ``EdgeIntelError`` whose message is one line naming the field.
-Nothing is trained.
+Nothing is trained. What it computed (the data stage's outputs, the untrained model)
+comes back as ``PreflightReport.prepared`` for ``run_pipeline`` to take over.
 """
 
 from __future__ import annotations
 
+import copy
 import tempfile
+import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -27,7 +30,7 @@ import numpy as np
 from rich.console import Console
 
 from edgeintel.errors import ConfigError, EdgeIntelError
-from edgeintel.pipeline.core import RunContext, ordered_stages
+from edgeintel.pipeline.core import Prepared, RunContext, ordered_stages
 from edgeintel.scenario import Scenario, TrainingMode
 
 __all__ = ["PreflightReport", "preflight"]
@@ -49,6 +52,7 @@ class PreflightReport:
     model_params: int
     mode: str
     notes: list[str] = field(default_factory=list)
+    prepared: Prepared | None = field(default=None, repr=False)  # for run_pipeline
 
     def line(self) -> str:
         """A one-line summary for ``edgeintel validate``."""
@@ -63,14 +67,22 @@ def preflight(
     scenario: Scenario,
     stages: list[str] | None = None,
     scenario_file: str | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> PreflightReport:
-    """Check ``scenario`` end to end without training; raise ``EdgeIntelError`` on a problem."""
+    """Check ``scenario`` end to end without training; raise ``EdgeIntelError`` on a problem.
+
+    ``log`` receives a line before each step (data, model, training, compression).
+    """
+    say = log or (lambda _msg: None)
+    say("preflight: importing the components")
     from edgeintel.models import build_model, count_params
     from edgeintel.pipeline.stages.basic_stages import DataStage
     from edgeintel.training.scenario_train import resolve_mode
 
     sc = scenario
     chosen = [s.name for s in ordered_stages(stages)]  # unknown stage names -> ConfigError
+    say(f"preflight: loading {sc.data.dataset or sc.data.path}, splitting and partitioning")
+    t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="edgeintel-preflight-") as tmp:
         ctx = RunContext(
             scenario=sc,
@@ -80,6 +92,7 @@ def preflight(
         )
         with _named("data"):
             DataStage().run(ctx)
+    data_s = time.perf_counter() - t0
     ds = ctx.require_dataset()
     assert ctx.train_idx is not None and ctx.test_idx is not None
     if len(ctx.test_idx) == 0 or len(ctx.train_idx) == 0:
@@ -87,6 +100,7 @@ def preflight(
             f"data.test_fraction: {sc.data.test_fraction} leaves {len(ctx.train_idx)} training "
             f"and {len(ctx.test_idx)} test samples of {len(ds)}; both need at least one"
         )
+    say(f"preflight: building {sc.task.model} for inputs {list(ds.sample_shape)}")
     with _named("task.model"):
         model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
     mode = resolve_mode(sc)
@@ -99,18 +113,22 @@ def preflight(
         test_samples=len(ctx.test_idx),
         model_params=count_params(model),
         mode=str(mode),
+        prepared=Prepared(ctx, data_s, model),
     )
     if "edge_train" in chosen and mode in (TrainingMode.FEDERATED, TrainingMode.HIERARCHICAL):
+        say(f"preflight: checking {mode} training (privacy, secure aggregation, robust rules)")
         with _named("settings.training"):
-            _check_federated(ctx, mode, report)
+            _check_federated(ctx, copy.deepcopy(model), mode, report)
     if "edge_train" in chosen and mode is TrainingMode.SOLO:
         with _named("settings.training"):
             _check_solo(ctx, model)
     if "compress" in chosen and sc.settings.inference.compress.enabled:
         from edgeintel.inference.devices import search_space_for
 
+        say("preflight: expanding the compression search space")
         with _named("settings.inference.compress"):
             search_space_for(sc.settings.inference.compress)
+    _check_caching(sc, ds, chosen)
     ee = sc.settings.offloading.early_exit
     if "offloading" in chosen and sc.settings.offloading.enabled and ee is not None and ee.enabled:
         from edgeintel.offloading.early_exit import check_exit_blocks
@@ -118,6 +136,28 @@ def preflight(
         check_exit_blocks(model, ee.after_block, list(ee.candidate_blocks))
     _check_checkpoint_dir(sc)
     return report
+
+
+def _check_caching(sc: Scenario, ds: Any, chosen: list[str]) -> None:
+    """The filter's features suit the data (frame features on images, sensor features on
+    windows), and a Redis result cache answers at its URL (1 s connect timeout), so a
+    run does not fall back on every request and still report "completed"."""
+    from edgeintel.data.datasets import Modality
+    from edgeintel.errors import FieldError
+
+    cs = sc.settings.caching
+    if "caching" in chosen and cs.enabled and cs.filter.enabled:
+        try:
+            cs.filter.check_modality(images=ds.modality is Modality.IMAGE)
+        except FieldError as err:
+            where = ".".join(["settings.caching.filter", *map(str, err.loc)])
+            raise ConfigError(f"{where}: {err.msg}") from None
+    rc = cs.result_cache
+    if cs.enabled and rc.enabled and rc.backend == "redis":
+        from edgeintel.caching.redis_cache import ping_redis
+
+        with _named("settings.caching.result_cache.redis_url"):
+            ping_redis(rc.redis_url, timeout_s=1.0)
 
 
 @contextmanager
@@ -134,9 +174,11 @@ def _named(field: str) -> Iterator[None]:
         raise type(exc)(f"{field}: {msg}") from None
 
 
-def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightReport) -> None:
-    """Build the engine (DP budget, secure aggregation) and replay its device sampling."""
-    from edgeintel.models import build_model
+def _check_federated(
+    ctx: RunContext, model: Any, mode: TrainingMode, report: PreflightReport
+) -> None:
+    """Build the engine on ``model`` (a copy: DP budget, secure aggregation) and replay its
+    device sampling."""
     from edgeintel.training.aggregate import AggregationConfig, aggregate
     from edgeintel.training.engine import FlMode
     from edgeintel.training.private import build_private_engine
@@ -151,7 +193,6 @@ def _check_federated(ctx: RunContext, mode: TrainingMode, report: PreflightRepor
             f"settings.training.clients_per_round: {st.clients_per_round} is more than the "
             f"{with_data} devices that hold training data"
         )
-    model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
     try:
         engine = build_private_engine(
             sc, model, ds, ctx.train_idx, ctx.test_idx, ctx.device_parts, mode, checkpoints=False

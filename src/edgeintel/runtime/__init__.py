@@ -2,24 +2,42 @@
 batching, a sha256-verified model repository, device agents with store-and-forward, and
 link emulation over a swappable transport. See docs/runtime.md.
 
-Submodules import lazily: ``edgeintel.scenario`` imports ``runtime.settings`` and must not
-pull in the server.
+A lazy face (``edgeintel.lazy``): each name loads its module on first use, so that
+``edgeintel.scenario`` can import ``edgeintel.runtime.settings`` without the rest.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-from edgeintel.runtime.settings import (
-    BatchingSettings,
-    DeployPlacement,
-    DeploySettings,
-    OnFull,
-    RuntimeSettings,
-    ServerSettings,
-    StoreSettings,
-)
+from edgeintel.lazy import lazy_face
+
+if TYPE_CHECKING:
+    from edgeintel.runtime.agent import DeviceAgent
+    from edgeintel.runtime.auth import Tokens
+    from edgeintel.runtime.batching import DynamicBatcher
+    from edgeintel.runtime.repository import ModelRepository, export_repository
+    from edgeintel.runtime.seams import ExecutionTier
+    from edgeintel.runtime.server import InferenceServer, build_app, serve
+    from edgeintel.runtime.settings import (
+        BatchingSettings,
+        DeployPlacement,
+        DeploySettings,
+        OnFull,
+        RuntimeSettings,
+        ServerSettings,
+        StoreSettings,
+    )
+    from edgeintel.runtime.sink import ResultSink
+    from edgeintel.runtime.store import DeviceStore
+    from edgeintel.runtime.transport import (
+        HttpTransport,
+        LinkEmulator,
+        MemoryTransport,
+        PathLink,
+        Transport,
+    )
+    from edgeintel.runtime.wiring import AdaptivePlan, server_cache
 
 __all__ = [
     "AdaptivePlan",
@@ -31,6 +49,7 @@ __all__ = [
     "DynamicBatcher",
     "ExecutionTier",
     "HttpTransport",
+    "InferenceServer",
     "LinkEmulator",
     "MemoryTransport",
     "ModelRepository",
@@ -48,28 +67,4 @@ __all__ = [
     "server_cache",
 ]
 
-_LAZY = {
-    "AdaptivePlan": "wiring",
-    "DeviceAgent": "agent",
-    "ExecutionTier": "seams",
-    "PathLink": "transport",
-    "Tokens": "auth",
-    "server_cache": "wiring",
-    "DeviceStore": "store",
-    "DynamicBatcher": "batching",
-    "HttpTransport": "transport",
-    "LinkEmulator": "transport",
-    "MemoryTransport": "transport",
-    "ModelRepository": "repository",
-    "ResultSink": "sink",
-    "Transport": "transport",
-    "build_app": "server",
-    "export_repository": "repository",
-    "serve": "server",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"edgeintel.runtime.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'edgeintel.runtime' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -22,9 +22,9 @@ from typing import Any
 
 import yaml
 
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, EdgeIntelError
 
-__all__ = ["Principal", "Role", "Tokens", "load_tokens"]
+__all__ = ["Authenticator", "Principal", "Role", "Tokens", "Unauthorized", "bearer", "load_tokens"]
 
 
 class Role(StrEnum):
@@ -105,3 +105,56 @@ def load_tokens(path: str | Path | None) -> Tokens | None:
         return Tokens.from_mapping(raw, str(p))
     except ConfigError as exc:
         raise ConfigError(f"{p}: {exc}") from None
+
+
+class Unauthorized(EdgeIntelError):
+    """A request without a valid token of the required kind (answered 401 / UNAUTHENTICATED)."""
+
+
+def bearer(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer <token>`` value ("" when there is none)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+class Authenticator:
+    """Who may call what, from a ``Tokens`` table; transport-neutral (HTTP and gRPC give
+    the token they read). With an empty table every check passes (a lab setting)."""
+
+    def __init__(self, tokens: Tokens, on_device: Any = None) -> None:
+        self.tokens = tokens
+        self._on_device = on_device  # called with a device's name on each device request
+
+    @property
+    def enabled(self) -> bool:
+        return self.tokens.enabled
+
+    def principal(self, token: str) -> Principal | None:
+        return self.tokens.principal(token) if token else None
+
+    def device(self, token: str) -> str | None:
+        """The calling device's name (None when auth is off, or for a relaying node);
+        ``Unauthorized`` without a valid device or node token."""
+        if not self.enabled:
+            return None
+        who = self.principal(token)
+        if who is None or who.role is Role.OPERATOR:
+            raise Unauthorized("missing or invalid bearer token")
+        if who.role is Role.NODE:
+            return None
+        if self._on_device is not None:
+            self._on_device(who.name)
+        return who.name
+
+    def anyone(self, token: str) -> None:
+        """Any known principal (device, node or operator): server metadata, the index."""
+        if self.enabled and self.principal(token) is None:
+            raise Unauthorized("missing or invalid bearer token")
+
+    def operator(self, token: str) -> None:
+        """``Unauthorized`` unless an operator's token is presented (when auth is on)."""
+        if not self.enabled:
+            return
+        who = self.principal(token)
+        if who is None or who.role is not Role.OPERATOR:
+            raise Unauthorized("missing or invalid operator token")

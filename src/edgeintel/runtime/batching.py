@@ -2,7 +2,9 @@
 
 Like Triton's dynamic batcher: the first waiting request opens a batch; it is
 run when ``max_batch_size`` rows are waiting or ``max_queue_delay_us`` has
-passed since that request arrived, whichever comes first. Requests whose
+passed since that request arrived, whichever comes first; with ``adaptive_wait`` a
+request that finds the queue empty right after a batch of one request (a lone
+client) runs at once, since no one else is there to wait for. Requests whose
 non-batch shapes differ are never mixed. While one batch runs (in the
 model's single worker thread, off the event loop) new requests queue up, so
 under load batches fill without waiting. The queue is bounded: a request
@@ -21,14 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from edgeintel.errors import QueueFull
 from edgeintel.runtime.repository import LoadedModel
 from edgeintel.runtime.settings import BatchingSettings
 
 __all__ = ["DynamicBatcher", "QueueFull"]
-
-
-class QueueFull(Exception):
-    """The model's request queue is at capacity."""
 
 
 @dataclass
@@ -43,14 +42,16 @@ class _Pending:
 class DynamicBatcher:
     """The request queue and worker of one loaded model version.
 
-    ``on_batch(rows)`` is called after each ONNX Runtime call (for metrics).
+    ``on_batch(rows, waits_s, run_s)`` is called after each ONNX Runtime call (for
+    metrics and statistics): the rows run, each request's seconds in the queue, and the
+    call's seconds.
     """
 
     def __init__(
         self,
         model: LoadedModel,
         settings: BatchingSettings,
-        on_batch: Callable[[int], None] | None = None,
+        on_batch: Callable[[int, list[float], float], None] | None = None,
     ) -> None:
         self.model = model
         self.settings = settings
@@ -64,6 +65,8 @@ class DynamicBatcher:
         self._task: asyncio.Task[None] | None = None
         self._rows = 0  # rows waiting in the queue
         self._closing = False
+        self.adaptive = settings.adaptive_wait
+        self._last_alone = False  # the first request waits: others may be coming
         self.batches = 0
 
     @property
@@ -123,7 +126,10 @@ class DynamicBatcher:
                 self._arrived.clear()
                 await self._arrived.wait()
                 continue
-            if self.max_rows > 1 and not self._closing:
+            # adaptive wait: a request alone in the queue right after a batch of one request
+            # (a lone client) runs at once; waiting could only add latency
+            alone = self.adaptive and len(self._queue) == 1 and self._last_alone
+            if self.max_rows > 1 and not self._closing and not alone:
                 deadline = self._queue[0].arrived + self.delay_s
                 left = deadline - time.perf_counter()
                 if self._rows < self.max_rows and left > 0:
@@ -133,6 +139,7 @@ class DynamicBatcher:
                     await self._arrived.wait()
                     waker.cancel()
             batch = self._take()
+            self._last_alone = len(batch) == 1 and not self._queue
             try:
                 outs = await loop.run_in_executor(self._executor, self._run_batch, batch)
             except Exception as exc:
@@ -154,8 +161,10 @@ class DynamicBatcher:
             feeds = batch[0].feeds
         else:
             feeds = {k: np.concatenate([p.feeds[k] for p in batch]) for k in batch[0].feeds}
+        start = time.perf_counter()
         results = self.model.session.run(self._outputs, feeds)
         self.batches += 1
         if self._on_batch is not None:
-            self._on_batch(sum(p.rows for p in batch))
+            waits = [start - p.arrived for p in batch]
+            self._on_batch(sum(p.rows for p in batch), waits, time.perf_counter() - start)
         return dict(zip(self._outputs, results, strict=True))

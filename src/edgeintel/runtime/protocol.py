@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import ProtocolError
 
 __all__ = [
     "DATATYPES",
@@ -33,7 +33,11 @@ __all__ = [
     "encode_request",
     "encode_response",
     "from_datatype",
+    "loads_strict",
+    "read_shape",
     "serialize_bytes",
+    "tensor_from_buffer",
+    "tensor_from_values",
     "to_datatype",
 ]
 
@@ -60,8 +64,37 @@ _BY_KIND_SIZE = {
 }
 
 
-class ProtocolError(EdgeIntelError, ValueError):
-    """A request that does not follow the protocol; the message names the field."""
+def _no_constant(name: str) -> Any:
+    raise ProtocolError(f"{name} is not valid JSON (non-finite numbers are refused)")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ProtocolError(f"number {text[:20]} is beyond the range of a 64-bit float")
+    return value
+
+
+_STRICT = json.JSONDecoder(parse_constant=_no_constant)  # built once: loads() builds one a call
+_FINITE = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+
+
+def loads_strict(body: bytes | str, finite: bool = False) -> Any:
+    """``json.loads`` that refuses ``NaN`` / ``Infinity`` literals (``ProtocolError``), as
+    strict JSON does; also for malformed or too deeply nested bodies. ``finite``: also
+    refuse numbers that overflow to infinity (``1e309``) wherever they are (tensors are
+    checked after conversion to their datatype instead)."""
+    try:
+        if isinstance(body, bytes | bytearray | memoryview):
+            raw = bytes(body)
+            body = raw.decode(json.detect_encoding(raw), "surrogatepass")  # as json.loads
+        return (_FINITE if finite else _STRICT).decode(body)
+    except ProtocolError:
+        raise
+    except (ValueError, UnicodeDecodeError):
+        raise ProtocolError("request body is not valid JSON") from None
+    except RecursionError:
+        raise ProtocolError("request JSON is nested too deeply") from None
 
 
 def to_datatype(dtype: Any) -> str:
@@ -145,6 +178,41 @@ def _shape(raw: Any, name: str) -> tuple[int, ...]:
     return tuple(raw)
 
 
+def read_shape(raw: Any, name: str) -> tuple[int, ...]:
+    """A tensor's shape: a list of non-negative integers of bounded product."""
+    return _shape(raw, name)
+
+
+def tensor_from_buffer(
+    buf: bytes | memoryview, datatype: str, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """A tensor from its raw little-endian bytes (BYTES: length-prefixed elements)."""
+    count = math.prod(shape)
+    if datatype == "BYTES":
+        return deserialize_bytes(buf, count, name).reshape(shape)
+    dt = from_datatype(datatype)
+    if len(buf) != count * dt.itemsize:
+        raise ProtocolError(
+            f"input {name!r}: {len(buf)} bytes for shape {list(shape)} of {datatype} "
+            f"(expected {count * dt.itemsize})"
+        )
+    return np.frombuffer(buf, dtype=dt).reshape(shape)
+
+
+def tensor_from_values(
+    values: list[Any], datatype: str, shape: tuple[int, ...], name: str
+) -> np.ndarray:
+    """A tensor from a flat list of values, type- and range-checked (JSON data, gRPC
+    typed contents; BYTES values are ``str`` or ``bytes``)."""
+    if datatype == "BYTES":
+        if len(values) != math.prod(shape):
+            raise ProtocolError(f"input {name!r}: {len(values)} values for shape {list(shape)}")
+        arr = np.empty(len(values), dtype=object)
+        arr[:] = [v.encode("utf-8") if isinstance(v, str) else bytes(v) for v in values]
+        return arr.reshape(shape)
+    return _json_tensor(values, datatype, shape, name)
+
+
 def _flatten(data: Any) -> list[Any]:
     if not isinstance(data, list):
         return [data]
@@ -187,7 +255,8 @@ def _json_tensor(data: Any, datatype: str, shape: tuple[int, ...], name: str) ->
     elif not all(isinstance(v, int | float) and not isinstance(v, bool) for v in flat):
         raise ProtocolError(f"input {name!r}: {datatype} data must be numbers")
     try:
-        return np.asarray(flat, dtype=dt).reshape(shape)
+        with np.errstate(over="ignore"):  # an overflow is inf, refused by the server's check
+            return np.asarray(flat, dtype=dt).reshape(shape)
     except (ValueError, OverflowError, TypeError) as exc:
         raise ProtocolError(f"input {name!r}: cannot read data as {datatype} ({exc})") from None
 
@@ -200,12 +269,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         raise ProtocolError(
             f"Inference-Header-Content-Length {header_length} exceeds the body ({len(body)} bytes)"
         )
-    try:
-        head = json.loads(body[:header_length])
-    except (ValueError, UnicodeDecodeError):
-        raise ProtocolError("request body is not valid JSON") from None
-    except RecursionError:
-        raise ProtocolError("request JSON is nested too deeply") from None
+    head = loads_strict(body[:header_length])
     if not isinstance(head, dict):
         raise ProtocolError("request body must be a JSON object")
     raw_inputs = head.get("inputs")
@@ -227,7 +291,7 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
         datatype = raw.get("datatype")
         if not isinstance(datatype, str):
             raise ProtocolError(f"input {name!r}: 'datatype' must be a string")
-        dt = from_datatype(datatype)
+        from_datatype(datatype)  # ProtocolError for an unknown one
         shape = _shape(raw.get("shape"), name)
         params = raw.get("parameters") or {}
         if not isinstance(params, dict):
@@ -241,18 +305,8 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
                     f"input {name!r}: binary_data_size {size} exceeds the binary data "
                     f"({len(binary) - pos} bytes left)"
                 )
-            chunk = binary[pos : pos + size]
+            arr = tensor_from_buffer(binary[pos : pos + size], datatype, shape, name)
             pos += size
-            count = math.prod(shape)
-            if datatype == "BYTES":
-                arr = deserialize_bytes(chunk, count, name).reshape(shape)
-            else:
-                if size != count * dt.itemsize:
-                    raise ProtocolError(
-                        f"input {name!r}: {size} bytes for shape {list(shape)} of {datatype} "
-                        f"(expected {count * dt.itemsize})"
-                    )
-                arr = np.frombuffer(chunk, dtype=dt).reshape(shape)
         else:
             if "data" not in raw:
                 raise ProtocolError(f"input {name!r}: needs 'data' or a binary_data_size")
@@ -288,8 +342,13 @@ def decode_request(body: bytes, header_length: int | None = None) -> InferReques
     )
 
 
-def _json_data(arr: np.ndarray) -> list[Any]:
+def _json_data(arr: np.ndarray, name: str = "tensor") -> list[Any]:
     flat = arr.reshape(-1)
+    if flat.dtype.kind == "f" and not np.isfinite(flat).all():
+        raise ProtocolError(
+            f"tensor {name!r} holds non-finite values (NaN/Infinity), which JSON cannot carry; "
+            "ask for it with binary_data"
+        )
     if flat.dtype.kind in "OSU":
         return [
             (v.decode("utf-8", "backslashreplace") if isinstance(v, bytes) else str(v))
@@ -327,10 +386,10 @@ def encode_response(
             t["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            t["data"] = _json_data(arr)
+            t["data"] = _json_data(arr, name)
         tensors.append(t)
     head["outputs"] = tensors
-    header = json.dumps(head, separators=(",", ":")).encode()
+    header = json.dumps(head, separators=(",", ":"), allow_nan=False).encode()
     if not blobs:
         return header, None
     return header + b"".join(blobs), len(header)
@@ -358,7 +417,7 @@ def encode_request(
             t["parameters"] = {"binary_data_size": len(raw)}
             blobs.append(raw)
         else:
-            t["data"] = _json_data(arr)
+            t["data"] = _json_data(arr, name)
         tensors.append(t)
     head: dict[str, Any] = {"inputs": tensors}
     if request_id is not None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -110,10 +111,18 @@ def _specs(args: list[Any]) -> list[TensorSpec]:
 
 
 class ModelRepository:
-    """Models found under ``root``; each version verified against the manifest, then loaded."""
+    """Models found under ``root``; each version verified against the manifest (and by
+    ``verify(path)`` when given: the seam for signed artifacts), then loaded."""
 
-    def __init__(self, root: str | Path, intra_op_threads: int = 1) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        intra_op_threads: int = 1,
+        verify: Callable[[Path], None] | None = None,
+    ) -> None:
         self.root = Path(root)
+        self.verify = verify  # a further check of each file (signature), ModelError to refuse
+        self.unloaded: set[str] = set()
         if not self.root.is_dir():
             raise ModelError(f"model repository not found: {self.root}")
         self.intra_op_threads = intra_op_threads
@@ -126,53 +135,112 @@ class ModelRepository:
         models: dict[str, dict[str, LoadedModel]] = {}
         refused: dict[str, str] = {}
         for mdir in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            manifest_path = mdir / MANIFEST
-            if not manifest_path.is_file():
-                refused[mdir.name] = f"{manifest_path}: missing manifest (sha256 of each version)"
-                continue
-            try:
-                manifest = json.loads(manifest_path.read_text())
-                recorded: dict[str, Any] = manifest["versions"]
-            except (ValueError, KeyError, TypeError):
-                refused[mdir.name] = f"{manifest_path}: not a manifest with a 'versions' mapping"
-                continue
-            versions: dict[str, LoadedModel] = {}
-            for vdir in sorted((p for p in mdir.iterdir() if p.is_dir()), key=lambda p: p.name):
-                key = f"{mdir.name}/{vdir.name}"
-                if not vdir.name.isdigit():
-                    continue
-                f = vdir / MODEL_FILE
-                if not f.is_file():
-                    refused[key] = f"{f}: missing"
-                    continue
-                entry = recorded.get(vdir.name)
-                if not isinstance(entry, dict) or "sha256" not in entry:
-                    refused[key] = f"{f}: no sha256 recorded in {MANIFEST}; refused"
-                    continue
-                digest = file_sha256(f)
-                if digest != entry["sha256"]:
-                    refused[key] = (
-                        f"{f}: sha256 {digest[:12]}... does not match the recorded "
-                        f"{str(entry['sha256'])[:12]}...; refused (tampered or corrupted)"
-                    )
-                    continue
-                try:
-                    session = make_session(f, self.intra_op_threads)
-                    versions[vdir.name] = LoadedModel(
-                        name=mdir.name,
-                        version=vdir.name,
-                        path=f,
-                        sha256=digest,
-                        session=session,
-                        inputs=_specs(session.get_inputs()),
-                        outputs=_specs(session.get_outputs()),
-                        labels=list(manifest.get("labels") or []),
-                    )
-                except ModelError as exc:
-                    refused[key] = str(exc)
+            versions = self._load_dir(mdir, refused)
             if versions:
                 models[mdir.name] = versions
         self.models, self.refused = models, refused
+        self.unloaded.clear()
+
+    def load_model(self, name: str) -> bool:
+        """(Re)load one model folder (the repository extension's ``load``); False when no
+        version of it could be served (the reasons are in ``refused``)."""
+        mdir = self.root / name
+        self.refused = {
+            k: v for k, v in self.refused.items() if k != name and not k.startswith(f"{name}/")
+        }
+        self.unloaded.discard(name)
+        if "/" in name or name in ("", ".", "..") or not mdir.is_dir():
+            self.models.pop(name, None)
+            return False
+        versions = self._load_dir(mdir, self.refused)
+        if versions:
+            self.models[name] = versions
+        else:
+            self.models.pop(name, None)
+        return bool(versions)
+
+    def unload_model(self, name: str) -> None:
+        """Stop serving a model (its folder stays; ``load_model`` serves it again)."""
+        if self.models.pop(name, None) is not None:
+            self.unloaded.add(name)
+
+    def index(self, ready_only: bool = False) -> list[dict[str, str]]:
+        """Triton's repository index: name, version, state (READY / UNAVAILABLE), reason."""
+        out: list[dict[str, str]] = []
+        names = {p.name for p in self.root.iterdir() if p.is_dir()} | set(self.models)
+        for name in sorted(names):
+            served = self.models.get(name, {})
+            for v in self.versions(name):
+                out.append({"name": name, "version": v, "state": "READY", "reason": ""})
+            if ready_only:
+                continue
+            for key, why in sorted(self.refused.items()):
+                if key == name or key.startswith(f"{name}/"):
+                    version = key.partition("/")[2]
+                    if version not in served:
+                        out.append(
+                            {
+                                "name": name,
+                                "version": version,
+                                "state": "UNAVAILABLE",
+                                "reason": why,
+                            }
+                        )
+            if name in self.unloaded:
+                out.append(
+                    {"name": name, "version": "", "state": "UNAVAILABLE", "reason": "unloaded"}
+                )
+        return out
+
+    def _load_dir(self, mdir: Path, refused: dict[str, str]) -> dict[str, LoadedModel]:
+        """The servable versions of one model folder; refusals recorded in ``refused``."""
+        manifest_path = mdir / MANIFEST
+        if not manifest_path.is_file():
+            refused[mdir.name] = f"{manifest_path}: missing manifest (sha256 of each version)"
+            return {}
+        try:
+            manifest = json.loads(manifest_path.read_text())
+            recorded: dict[str, Any] = manifest["versions"]
+        except (ValueError, KeyError, TypeError):
+            refused[mdir.name] = f"{manifest_path}: not a manifest with a 'versions' mapping"
+            return {}
+        versions: dict[str, LoadedModel] = {}
+        for vdir in sorted((p for p in mdir.iterdir() if p.is_dir()), key=lambda p: p.name):
+            key = f"{mdir.name}/{vdir.name}"
+            if not vdir.name.isdigit():
+                continue
+            f = vdir / MODEL_FILE
+            if not f.is_file():
+                refused[key] = f"{f}: missing"
+                continue
+            entry = recorded.get(vdir.name)
+            if not isinstance(entry, dict) or "sha256" not in entry:
+                refused[key] = f"{f}: no sha256 recorded in {MANIFEST}; refused"
+                continue
+            digest = file_sha256(f)
+            if digest != entry["sha256"]:
+                refused[key] = (
+                    f"{f}: sha256 {digest[:12]}... does not match the recorded "
+                    f"{str(entry['sha256'])[:12]}...; refused (tampered or corrupted)"
+                )
+                continue
+            try:
+                if self.verify is not None:
+                    self.verify(f)
+                session = make_session(f, self.intra_op_threads)
+                versions[vdir.name] = LoadedModel(
+                    name=mdir.name,
+                    version=vdir.name,
+                    path=f,
+                    sha256=digest,
+                    session=session,
+                    inputs=_specs(session.get_inputs()),
+                    outputs=_specs(session.get_outputs()),
+                    labels=list(manifest.get("labels") or []),
+                )
+            except ModelError as exc:
+                refused[key] = str(exc)
+        return versions
 
     def versions(self, name: str) -> list[str]:
         return sorted(self.models.get(name, {}), key=int)

@@ -128,6 +128,15 @@ class StaticPlan:
     target: str | None = None
     tail_model: str | None = None
 
+    @classmethod
+    def for_tier(cls, tier: ExecutionTier | str, attach: str, cloud: str) -> StaticPlan:
+        """The static plan of a device attached to edge server ``attach``: ``cloud``
+        targets the cloud node (the edge relays it), ``edge`` its own edge server.
+        ``ValueError`` for an unknown tier."""
+        t = ExecutionTier(tier)
+        target = {ExecutionTier.CLOUD: cloud, ExecutionTier.EDGE: attach}.get(t)
+        return cls(t, target=target)
+
     def decide(self, unreachable: frozenset[str] = frozenset()) -> Decision:
         if self.tier is ExecutionTier.DEVICE:
             return Decision(ExecutionTier.DEVICE)

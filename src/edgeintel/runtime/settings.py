@@ -8,17 +8,20 @@ BLAS threading halved throughput when measured here).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from enum import StrEnum
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
-from edgeintel.errors import FieldError
+from edgeintel.errors import EdgeIntelError, FieldError
 from edgeintel.schema import Strict as _Strict
+from edgeintel.schema import resolve_file
 
 if TYPE_CHECKING:
-    from edgeintel.scenario import Scenario
+    from edgeintel.topology import Topology
 
 __all__ = [
     "DEVICES",
@@ -40,18 +43,29 @@ class BatchingSettings(_Strict):
     rows or until the first waited ``max_queue_delay_us`` microseconds, then
     run as one ONNX Runtime call. ``max_batch_size: 1`` turns batching off.
     ``queue_capacity`` requests may wait per model; more are answered 503.
+    ``adaptive_wait``: a request alone in the queue right after a batch of a single
+    request runs at once (a lone client pays the batching delay on its first request
+    only); under load batches form as before.
     """
 
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
     max_queue_delay_us: Annotated[int, Field(ge=0, le=10_000_000)] = 2000
     queue_capacity: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
+    adaptive_wait: bool = True
 
 
 class ServerSettings(_Strict):
-    """An edge or cloud node: ONNX Runtime threads, request limits, shutdown grace."""
+    """An edge or cloud node: ONNX Runtime threads, request limits, shutdown grace.
+
+    ``body_timeout_s``: a request body not received within this time is answered 408
+    and its connection closed; ``max_connections``: connections and requests in flight
+    beyond this are answered 503 (a slow or hostile client cannot hold the node).
+    """
 
     intra_op_threads: Annotated[int, Field(ge=1, le=256)] = 1
-    max_request_bytes: Annotated[int, Field(ge=1024)] = 16 * 1024 * 1024
+    max_request_bytes: Annotated[int, Field(ge=1024, le=2**32)] = 16 * 1024 * 1024
+    body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
     graceful_shutdown_s: Annotated[float, Field(ge=0, le=600)] = 10.0
     batching: BatchingSettings = BatchingSettings()
 
@@ -73,8 +87,8 @@ class StoreSettings(_Strict):
     (one fsync); an append returns only after its commit.
     """
 
-    ttl_s: Annotated[float, Field(gt=0)] = 24 * 3600.0
-    max_records: Annotated[int, Field(ge=1)] = 1_000_000
+    ttl_s: Annotated[float, Field(gt=0, le=1e8)] = 24 * 3600.0
+    max_records: Annotated[int, Field(ge=1, le=10**9)] = 1_000_000
     on_full: OnFull = OnFull.DROP_OLDEST
     group_commit_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     forward_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
@@ -100,11 +114,27 @@ _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port
 
 
 def parse_address(value: str) -> tuple[str, int]:
-    """``host:port`` -> (host, port); a ``ValueError`` with what is expected otherwise."""
+    """``host:port`` -> (host, port); a ``ValueError`` with what is expected otherwise.
+
+    A host of digits and dots must be an IPv4 address (``999.1.1.1`` is refused), one in
+    brackets an IPv6 address; other hosts are names."""
     m = _HOST_PORT.match(value.strip())
     if m is None or not 0 < int(m["port"]) < 65536:
         raise ValueError(f"expected host:port with a port in 1..65535, got {value!r}")
-    return m["host"].strip("[]"), int(m["port"])
+    host = m["host"]
+    try:
+        if host.startswith("["):
+            ipaddress.IPv6Address(host.strip("[]"))
+        elif re.fullmatch(r"[0-9.]+", host):
+            ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ValueError(f"{host} is not a valid IP address (in {value!r})") from None
+    return host.strip("[]"), int(m["port"])
+
+
+def _same_endpoint(host: str) -> str:
+    """A key under which two hosts that reach the same listener compare equal."""
+    return "127.0.0.1" if host in ("localhost", "::1") or host.startswith("127.") else host
 
 
 class DeploySettings(_Strict):
@@ -128,21 +158,56 @@ class DeploySettings(_Strict):
     placements: dict[str, DeployPlacement] = Field(default_factory=dict)
     emulate_links: bool = True
     trace_time_scale: Annotated[float, Field(gt=0, le=1000)] = 1.0
-    max_devices: Annotated[int, Field(ge=1)] | None = None
+    max_devices: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     drain_timeout_s: Annotated[float, Field(ge=0, le=600)] = 15.0
     addresses: dict[str, str] = Field(default_factory=dict)
     only: list[str] | None = None
-    tokens_file: str | None = None
+    tokens_file: Path | None = None
 
     @field_validator("addresses")
     @classmethod
     def _addresses(cls, v: dict[str, str]) -> dict[str, str]:
+        seen: dict[tuple[str, int], str] = {}
         for node, addr in v.items():
             try:
-                parse_address(addr)
+                host, port = parse_address(addr)
             except ValueError as exc:
                 raise ValueError(f"address of {node!r}: {exc}") from None
+            key = (_same_endpoint(host), port)
+            if key in seen:
+                raise ValueError(
+                    f"{node!r} and {seen[key]!r} both listen at {addr}; give each node its own "
+                    "host:port"
+                )
+            seen[key] = node
         return v
+
+    @field_validator("only")
+    @classmethod
+    def _only(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and not v:
+            raise ValueError(
+                f"give at least one node or '{DEVICES}' to start here, or leave 'only' out "
+                "(start everything)"
+            )
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError(f"names repeat: {v}")
+        return v
+
+    @field_validator("tokens_file")
+    @classmethod
+    def _tokens_file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Relative to the scenario's folder, like every path of a scenario; its content
+        (a mapping of name -> token of >= 16 characters) is checked when it is loaded."""
+        path = resolve_file(value, info)
+        if path is not None:
+            from edgeintel.runtime.auth import load_tokens  # light: yaml and hmac
+
+            try:
+                load_tokens(path)
+            except EdgeIntelError as exc:
+                raise ValueError(str(exc)) from None
+        return path
 
     def placement_of(self, group: str) -> DeployPlacement:
         return self.placements.get(group, self.placement)
@@ -151,7 +216,10 @@ class DeploySettings(_Strict):
         """Whether this process starts node ``name`` (or the agents, ``devices``)."""
         return self.only is None or name in self.only
 
-    def check_scenario(self, sc: Scenario) -> None:
+    def check_scenario(self, topology: Topology) -> None:
+        """Names of nodes, groups and ``only`` exist; the agents can reach the nodes they
+        need; the tokens file gives every agent its own token."""
+        sc = topology
         nodes = {sc.cloud.name, *(e.name for e in sc.edge_servers)}
         groups = {g.name for g in sc.devices}
         for node in self.addresses:
@@ -181,6 +249,34 @@ class DeploySettings(_Strict):
                     f"the agents need the address of {', '.join(missing)} "
                     "(not started here): give --address NODE=HOST:PORT",
                 )
+        if self.tokens_file is not None:
+            self._check_tokens(sc)
+
+    def _check_tokens(self, topology: Topology) -> None:
+        """Every agent this deployment starts has a token, and no two holders share one
+        (a shared token delivers one device's results under the other's name)."""
+        from edgeintel.runtime.auth import load_tokens
+
+        table = load_tokens(self.tokens_file)
+        assert table is not None
+        agents = [d.name for d in topology.expand_devices()][: self.max_devices]
+        missing = [d for d in agents if d not in table.devices]
+        if missing:
+            more = "..." if len(missing) > 3 else ""
+            raise FieldError(
+                ("tokens_file",),
+                f"{self.tokens_file}: no token for device {', '.join(missing[:3])}{more}",
+            )
+        holders: dict[str, str] = {}
+        for section, entries in table.to_json().items():
+            for name, token in entries.items():
+                if token in holders:
+                    raise FieldError(
+                        ("tokens_file",),
+                        f"{self.tokens_file}: {holders[token]} and {section}.{name} have the "
+                        "same token; give every holder its own",
+                    )
+                holders[token] = f"{section}.{name}"
 
 
 class RuntimeSettings(_Strict):
@@ -195,11 +291,12 @@ class RuntimeSettings(_Strict):
     server: ServerSettings = ServerSettings()
     store: StoreSettings = StoreSettings()
     rate_hz: Annotated[float, Field(gt=0, le=100_000)] = 10.0
-    offload_timeout_ms: Annotated[float, Field(gt=0)] = 500.0
+    offload_timeout_ms: Annotated[float, Field(gt=0, le=1e7)] = 500.0
     deploy: DeploySettings = DeploySettings()
 
-    def check_scenario(self, sc: Scenario) -> None:
+    def check_scenario(self, topology: Topology) -> None:
+        """The deployment's names, addresses and tokens (see ``DeploySettings``)."""
         try:
-            self.deploy.check_scenario(sc)
+            self.deploy.check_scenario(topology)
         except FieldError as err:
             raise FieldError(("deploy", *err.loc), err.msg) from None

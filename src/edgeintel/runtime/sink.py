@@ -8,13 +8,48 @@ duplicate, not a second row. A batch is acknowledged only after its commit.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ResultSink"]
+__all__ = ["ResultSink", "check_results"]
+
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+def check_results(msg: Any, device: str | None) -> tuple[str, list[dict[str, Any]]]:
+    """(device, records) of a ``/v1/results`` body ``{"device": str, "records": [...]}``;
+    ``ValueError`` naming what is wrong: each record needs ``key`` (str), ``seq`` (an
+    integer that fits SQLite's 64 bits) and ``t_s`` (a finite number). ``device``: the
+    authenticated caller, who may only submit its own results (``PermissionError``)."""
+    if not isinstance(msg, dict) or not isinstance(msg.get("device"), str):
+        raise ValueError("expected {'device': str, 'records': [...]}")
+    if device is not None and msg["device"] != device:
+        raise PermissionError(f"token belongs to {device!r}, not {msg['device']!r}")
+    records = msg.get("records")
+    if not isinstance(records, list):
+        raise ValueError("records must be a list")
+    for i, r in enumerate(records):
+        if not (
+            isinstance(r, dict)
+            and isinstance(r.get("key"), str)
+            and isinstance(r.get("seq"), int)
+            and not isinstance(r.get("seq"), bool)
+            and isinstance(r.get("t_s"), int | float)
+            and not isinstance(r.get("t_s"), bool)
+        ):
+            raise ValueError(
+                f"records[{i}]: expected an object with key (str), seq (int), t_s (number)"
+            )
+        if not _INT64[0] <= r["seq"] <= _INT64[1]:
+            raise ValueError(f"records[{i}].seq must fit in 64 bits (-2^63 .. 2^63-1)")
+        if not math.isfinite(r["t_s"]):
+            raise ValueError(f"records[{i}].t_s must be a finite number of seconds")
+    return msg["device"], records
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -55,7 +90,7 @@ class ResultSink:
                 str(r["key"]),
                 int(r["seq"]),
                 float(r["t_s"]),
-                json.dumps(r.get("payload", {}), separators=(",", ":")),
+                json.dumps(r.get("payload", {}), separators=(",", ":"), allow_nan=False),
                 now,
             )
             for r in records
@@ -64,9 +99,10 @@ class ResultSink:
             before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                # only a replayed key is a duplicate: any other constraint fails loudly
                 self._db.executemany(
-                    "INSERT OR IGNORE INTO results "
-                    "(device, key, seq, t_s, payload, received_s) VALUES (?, ?, ?, ?, ?, ?)",
+                    "INSERT INTO results (device, key, seq, t_s, payload, received_s) "
+                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, key) DO NOTHING",
                     rows,
                 )
                 self._db.execute("COMMIT")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import EdgeIntelError, StoreFull
 from edgeintel.runtime.settings import OnFull, StoreSettings
 
 __all__ = ["AppendTicket", "DeviceStore", "StoreFull", "StoredResult"]
@@ -43,10 +43,6 @@ CREATE TABLE IF NOT EXISTS pending (
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 """
 _COUNTERS = ("appended", "delivered", "duplicates", "dropped", "expired", "rejected", "next_index")
-
-
-class StoreFull(EdgeIntelError):
-    """The store is at ``max_records`` and its policy is ``reject_new``."""
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import LinkDown, TransportError
 from edgeintel.topology import LinkSpec
 
 __all__ = [
@@ -50,14 +50,6 @@ class Response:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=dict)
-
-
-class TransportError(EdgeIntelError):
-    """The request did not get a response: unreachable, timed out, lost or link down."""
-
-
-class LinkDown(TransportError):
-    """The emulated link is in an outage (its trace has bandwidth 0 now)."""
 
 
 @runtime_checkable

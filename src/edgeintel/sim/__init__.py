@@ -7,53 +7,70 @@ a shared cell uplink, server queues) differ. Two engines run the one model: a
 heap-based core of ours (``engine="fast"``) and a SimPy reference
 (``engine="simpy"``) that gives identical per-task records.
 
-Names load lazily so that ``edgeintel.scenario`` can import
-``edgeintel.sim.settings`` without pulling in the engines.
+A lazy face (``edgeintel.lazy``): each name loads its module on first use, so that
+``edgeintel.scenario`` can import ``edgeintel.sim.settings`` without the rest.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-_EXPORTS = {
-    "SimSettings": "settings",
-    "TraceSettings": "settings",
-    "MobilitySettings": "settings",
-    "FederatedSimSettings": "settings",
-    "DeviceTraces": "traces",
-    "sample_traces": "traces",
-    "SimModel": "model",
-    "build_model": "model",
-    "memory_estimate_bytes": "model",
-    "SLOTS": "model",
-    "SimState": "state",
-    "FEATURES": "policy",
-    "Observation": "policy",
-    "DecisionPolicy": "policy",
-    "PlannerPolicy": "policy",
-    "FixedPolicy": "policy",
-    "ACTIONS": "policy",
-    "Simulation": "api",
-    "simulate": "api",
-    "SimResult": "result",
-    # sweeps, calibration by the runtime, the Gymnasium environment (the simsweep branch)
-    "Grid": "sweep",
-    "SweepTable": "sweep",
-    "load_grid": "sweep",
-    "run_parallel": "sweep",
-    "Calibration": "calibrate",
-    "calibration_targets": "calibrate",
-    "OffloadEnv": "gym",
-    "LinearOffloadPolicy": "gym",
-    "train_linear_policy": "gym",
-}
+from edgeintel.lazy import lazy_face
 
-__all__ = sorted(_EXPORTS)
+if TYPE_CHECKING:
+    from edgeintel.sim.api import Simulation, simulate
+    from edgeintel.sim.calibrate import Calibration, calibration_targets
+    from edgeintel.sim.gym import LinearOffloadPolicy, OffloadEnv, train_linear_policy
+    from edgeintel.sim.model import SLOTS, SimModel, build_model, memory_estimate_bytes
+    from edgeintel.sim.policy import (
+        ACTIONS,
+        FEATURES,
+        DecisionPolicy,
+        FixedPolicy,
+        Observation,
+        PlannerPolicy,
+    )
+    from edgeintel.sim.result import SimResult
+    from edgeintel.sim.settings import (
+        FederatedSimSettings,
+        MobilitySettings,
+        SimSettings,
+        TraceSettings,
+    )
+    from edgeintel.sim.state import SimState
+    from edgeintel.sim.sweep import Grid, SweepTable, load_grid, run_parallel
+    from edgeintel.sim.traces import DeviceTraces, sample_traces
 
+__all__ = [
+    "ACTIONS",
+    "FEATURES",
+    "SLOTS",
+    "Calibration",
+    "DecisionPolicy",
+    "DeviceTraces",
+    "FederatedSimSettings",
+    "FixedPolicy",
+    "Grid",
+    "LinearOffloadPolicy",
+    "MobilitySettings",
+    "Observation",
+    "OffloadEnv",
+    "PlannerPolicy",
+    "SimModel",
+    "SimResult",
+    "SimSettings",
+    "SimState",
+    "Simulation",
+    "SweepTable",
+    "TraceSettings",
+    "build_model",
+    "calibration_targets",
+    "load_grid",
+    "memory_estimate_bytes",
+    "run_parallel",
+    "sample_traces",
+    "simulate",
+    "train_linear_policy",
+]
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'edgeintel.sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"edgeintel.sim.{module}"), name)
+__getattr__, __dir__ = lazy_face(__name__, __file__)

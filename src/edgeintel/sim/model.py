@@ -34,7 +34,6 @@ from edgeintel.offloading.costs import (
     breakdown,
     device_energy_j,
 )
-from edgeintel.offloading.costs import objective_value as _objective_value
 from edgeintel.offloading.placement import (
     PLACEMENTS,
     FleetProblem,
@@ -252,15 +251,9 @@ class SimModel:
         ref: tuple[float, float],
         server_ms: float,
     ) -> Option:
-        return Option(
-            label=label,
-            tier=tier,
-            target=target,
-            base=b,
-            energy_j=device_energy_j(b, power),
-            value=_objective_value(b, power, self.objective, self.latency_weight, *ref),
-            server_ms=server_ms,
-            device_load_ms=(("self", b.device_ms),) if tier == "local" else (),
+        load = (("self", b.device_ms),) if tier == "local" else ()
+        return Option.costed(
+            label, tier, target, b, power, self.objective, self.latency_weight, ref, server_ms, load
         )
 
     def dev_bw_factor(self, d: int) -> float:
@@ -406,8 +399,16 @@ def build_model(
     n = sc.num_devices if exact else int(s.devices or 0)
     horizon = round(s.duration_s * NS)
     expected = n * rate * s.duration_s
+    # the other per-event arrays count like tasks: on/off switches, handovers, federated
+    # rounds' clients; the catalogue's popularity table holds 3 floats per key
+    tr, fl = s.traces, s.federated
+    events = expected + n * s.duration_s * s.mobility.handover_rate_hz
+    if tr.mean_off_s > 0:
+        events += 2 * n * s.duration_s / (tr.mean_on_s + tr.mean_off_s)
+    if fl.enabled:
+        events += s.duration_s / fl.round_interval_s * min(n, fl.clients_per_round)
     ensure_fits(
-        memory_estimate_bytes(n, expected),
+        memory_estimate_bytes(n, events) + 24 * s.catalog,
         f"sim: {n} devices x {s.duration_s:g} s (about {expected:.3g} tasks)",
         "lower --devices or --duration",
     )
@@ -529,7 +530,9 @@ def build_model(
     if s.request_overhead_ms > 0:  # its own stream: the other draws do not move
         r_ovh = np.random.default_rng(np.random.SeedSequence([seed, 0x0E4D]))
         z = r_ovh.standard_normal(m) * s.request_overhead_sigma
-        model.task_overhead_ns = np.round(s.request_overhead_ms * 1e6 * np.exp(z)).astype(np.int64)
+        # a draw beyond the horizon ends after the run either way; clipped, it stays an int64
+        ovh = np.minimum(s.request_overhead_ms * 1e6 * np.exp(z), float(horizon))
+        model.task_overhead_ns = np.round(ovh).astype(np.int64)
     model.initial_slot, model.initial_plan, model.initial_blocked = _initial_plan(
         sc, model, np.bincount(dev_group, minlength=len(groups)), rate
     )

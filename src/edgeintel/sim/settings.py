@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from edgeintel.caching.policies import POLICIES
 from edgeintel.offloading.placement import PLACEMENTS
-from edgeintel.schema import NonNegative, Positive, Strict, registry_name
+from edgeintel.schema import Bytes, Strict, registry_name
 
 __all__ = [
     "CAPABILITY_SIGMA",
@@ -30,7 +30,13 @@ __all__ = [
 CAPABILITY_SIGMA = 0.5
 """Default log-normal spread of compute speed and bandwidth across devices (FedScale-like)."""
 
-Count = Annotated[int, Field(ge=1)]
+Count = Annotated[int, Field(ge=1, le=10_000_000)]
+"""A number of devices, entries or keys: 1 .. 10**7 (memory is checked as well)."""
+Sigma = Annotated[float, Field(ge=0, le=5)]
+"""Sigma of a log-normal's log: 5 already spreads a median 148x either way."""
+Period = Annotated[float, Field(ge=1.0, le=1e7)]
+"""A mean period in s: 1 s .. 115 days (shorter ones flood the event queue)."""
+Mbps = Annotated[float, Field(gt=0, le=1e6)]
 
 
 class TraceSettings(Strict):
@@ -43,10 +49,17 @@ class TraceSettings(Strict):
     are not generated.
     """
 
-    speed_sigma: NonNegative = CAPABILITY_SIGMA
-    bandwidth_sigma: NonNegative = CAPABILITY_SIGMA
-    mean_on_s: Positive = 3600.0
-    mean_off_s: NonNegative = 0.0
+    speed_sigma: Sigma = CAPABILITY_SIGMA
+    bandwidth_sigma: Sigma = CAPABILITY_SIGMA
+    mean_on_s: Period = 3600.0
+    mean_off_s: Annotated[float, Field(ge=0, le=1e7)] = 0.0
+
+    @field_validator("mean_off_s")
+    @classmethod
+    def _off(cls, value: float) -> float:
+        if 0 < value < 1:
+            raise ValueError(f"expected 0 (always on) or at least 1 s, got {value:g}")
+        return value
 
 
 class MobilitySettings(Strict):
@@ -54,7 +67,7 @@ class MobilitySettings(Strict):
     Poisson times of rate ``handover_rate_hz``; its plan follows it, and its
     ``follow_entries`` most recent results are copied into the new station's cache."""
 
-    handover_rate_hz: NonNegative = 1.0 / 600.0
+    handover_rate_hz: Annotated[float, Field(ge=0, le=1)] = 1.0 / 600.0
     follow_entries: Annotated[int, Field(ge=0, le=1024)] = 8
 
 
@@ -67,11 +80,11 @@ class FederatedSimSettings(Strict):
     drops out."""
 
     enabled: bool = False
-    round_interval_s: Positive = 60.0
-    clients_per_round: Count = 10
-    model_bytes: Count = 200_000
-    local_compute_ms: Positive = 2000.0
-    deadline_s: Positive = 30.0
+    round_interval_s: Annotated[float, Field(ge=0.1, le=1e7)] = 60.0
+    clients_per_round: Annotated[int, Field(ge=1, le=1_000_000)] = 10
+    model_bytes: Annotated[int, Field(ge=1, le=2**40)] = 200_000
+    local_compute_ms: Annotated[float, Field(gt=0, le=1e8)] = 2000.0
+    deadline_s: Annotated[float, Field(gt=0, le=1e6)] = 30.0
 
 
 class SimSettings(Strict):
@@ -106,7 +119,7 @@ class SimSettings(Strict):
     """
 
     devices: Count | None = None
-    duration_s: Positive = 600.0
+    duration_s: Annotated[float, Field(gt=0, le=1e6)] = 600.0
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
     engine: Literal["fast", "simpy"] = "fast"
     decisions: Literal["epoch", "task"] = "epoch"
@@ -114,15 +127,15 @@ class SimSettings(Strict):
     cache_policy: Annotated[str, registry_name(POLICIES)] = "lru"
     cache_entries: Count = 1000
     catalog: Count = 10_000
-    zipf_alpha: Positive = 0.9
+    zipf_alpha: Annotated[float, Field(gt=0, le=10)] = 0.9
     filter: bool = True
     skip_probability: Annotated[float, Field(ge=0, lt=1)] = 0.2
-    task_rate_hz: Positive | None = None
-    task_ms: Positive = 20.0
-    input_bytes: Count = 20_000
-    result_bytes: Count = 200
-    macro_uplink_mbps: Positive = 400.0
-    micro_uplink_mbps: Positive = 150.0
+    task_rate_hz: Annotated[float, Field(gt=0, le=1000)] | None = None
+    task_ms: Annotated[float, Field(ge=1e-3, le=1e7)] = 20.0
+    input_bytes: Annotated[int, Field(ge=1, le=2**40)] = 20_000
+    result_bytes: Annotated[int, Field(ge=1, le=2**40)] = 200
+    macro_uplink_mbps: Mbps = 400.0
+    micro_uplink_mbps: Mbps = 150.0
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 8
     batch_marginal: Annotated[float, Field(gt=0, le=1)] = 0.5
     queue_limit: Count = 10_000
@@ -131,7 +144,7 @@ class SimSettings(Strict):
     federated: FederatedSimSettings = FederatedSimSettings()
     series_bins: Annotated[int, Field(ge=2, le=10_000)] = 60
     # calibrated against the runtime (edgeintel.sim.calibrate); 0 = not modelled
-    request_overhead_ms: NonNegative = 0.0
-    request_overhead_sigma: NonNegative = 0.0
-    forward_bytes: Annotated[int, Field(ge=0)] = 0
-    forward_ack_bytes: Annotated[int, Field(ge=0)] = 0
+    request_overhead_ms: Annotated[float, Field(ge=0, le=1e6)] = 0.0
+    request_overhead_sigma: Sigma = 0.0
+    forward_bytes: Bytes = 0
+    forward_ack_bytes: Bytes = 0

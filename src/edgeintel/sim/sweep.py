@@ -18,26 +18,33 @@ is deterministic by its seed, so the same grid and seeds give the same table
 and JSON and draws a metric against one axis, a line per combination of the
 others (mean over seeds, error bars one standard deviation).
 
-The execution layer (``run_parallel``) is generic: any top-level (picklable)
-function over picklable items.
+The execution layer (``run_parallel``, in ``sim/parallel.py``) is generic: any
+top-level (picklable) function over picklable items.
 """
 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
-import yaml
-
-from edgeintel.errors import ConfigError, EdgeIntelError
+from edgeintel.errors import ConfigError
+from edgeintel.schema import short_repr
+from edgeintel.sim.grid import (
+    ALIASES,
+    POLICY_CHOICES,
+    Grid,
+    axis_kind,
+    is_scenario_axis,
+    load_grid,
+    set_path,
+)
+from edgeintel.sim.parallel import THREAD_ENV, ProgressFn, run_parallel
 
 if TYPE_CHECKING:
     from edgeintel.scenario import Scenario
@@ -51,309 +58,17 @@ __all__ = [
     "Grid",
     "SweepPoint",
     "SweepTable",
+    "is_scenario_axis",
     "load_grid",
     "run_parallel",
+    "set_path",
     "simulate_point",
     "sweep",
     "sweep_points",
 ]
 
-T = TypeVar("T")
-R = TypeVar("R")
-
-THREAD_ENV = {
-    "OMP_NUM_THREADS": "1",
-    "OPENBLAS_NUM_THREADS": "1",
-    "MKL_NUM_THREADS": "1",
-    "NUMEXPR_NUM_THREADS": "1",
-    "VECLIB_MAXIMUM_THREADS": "1",
-}
-"""Environment of every sweep worker: native thread pools of one thread each."""
-
 TIMING_COLUMNS = frozenset({"cpu_s", "wall_s", "events_per_cpu_s"})
 """Columns measured on the machine (not simulated): they differ between runs."""
-
-ALIASES: dict[str, str] = {
-    "bandwidth_mbps": "devices.*.link.bandwidth_mbps",
-    "rtt_ms": "devices.*.link.rtt_ms",
-    "loss": "devices.*.link.loss",
-}
-"""Short axis names for scenario paths (``*`` = every item of a list)."""
-
-POLICY_CHOICES = ("planner", "local", "edge", "cloud")
-"""Values of the ``policy`` axis: the runtime's planner policy (``PlannerPolicy``: the
-registered placement's plan + ``AdaptivePolicy``) or a fixed slot (``FixedPolicy``)."""
-
-ProgressFn = Callable[[int, int], None]
-"""``progress(done, total)`` after each finished point."""
-
-
-# --------------------------------------------------------------------------- grid
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Axes (name -> values, in order) and seeds; the sweep runs their product.
-
-    An axis name is a scenario path when it contains a dot or is an alias
-    (``bandwidth_mbps`` = ``devices.*.link.bandwidth_mbps``), else a field of the
-    simulator's settings (``policy``, ``devices``, ``duration_s``...).
-    """
-
-    axes: Mapping[str, tuple[Any, ...]]
-    seeds: tuple[int, ...] = (0,)
-
-    def __post_init__(self) -> None:
-        if not self.axes:
-            raise ConfigError("grid: axes must name at least one axis with a list of values")
-        for name, values in self.axes.items():
-            if not isinstance(name, str) or not name or name == "seed":
-                raise ConfigError(f"grid: axes: {name!r} is not an axis name (seed goes in seeds)")
-            if not isinstance(values, tuple) or not values:
-                raise ConfigError(f"grid: axes.{name}: expected a non-empty list of values")
-            if len(set(map(repr, values))) != len(values):
-                raise ConfigError(f"grid: axes.{name}: values repeat ({list(values)})")
-        if not self.seeds:
-            raise ConfigError("grid: seeds: expected a non-empty list of integers")
-        for s in self.seeds:
-            if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**32:
-                raise ConfigError(f"grid: seeds: expected integers in [0, 2**32), got {s!r}")
-        if len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError(f"grid: seeds: values repeat ({list(self.seeds)})")
-
-    @classmethod
-    def from_mapping(cls, raw: Any, source: str = "grid") -> Grid:
-        """From ``{"axes": {name: [values]}, "seeds": [ints]}`` (a grid file's content)."""
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{source}: expected a mapping with 'axes' and 'seeds'")
-        unknown = sorted(set(raw) - {"axes", "seeds"})
-        if unknown:
-            raise ConfigError(f"{source}: unknown key(s) {unknown}; expected 'axes' and 'seeds'")
-        axes = raw.get("axes")
-        if not isinstance(axes, dict):
-            raise ConfigError(f"{source}: axes: expected a mapping of axis name -> list of values")
-        out: dict[str, tuple[Any, ...]] = {}
-        for name, values in axes.items():
-            if not isinstance(values, list):
-                raise ConfigError(f"{source}: axes.{name}: expected a list of values")
-            out[str(name)] = tuple(values)
-        seeds = raw.get("seeds", [0])
-        if not isinstance(seeds, list):
-            raise ConfigError(f"{source}: seeds: expected a list of integers")
-        try:
-            return cls(out, tuple(seeds))
-        except ConfigError as exc:
-            raise ConfigError(str(exc).replace("grid:", f"{source}:", 1)) from None
-
-    def points(self) -> list[dict[str, Any]]:
-        """Every combination, the first axis slowest and the seed fastest."""
-        names = list(self.axes)
-        return [
-            {**dict(zip(names, combo, strict=True)), "seed": seed}
-            for combo in itertools.product(*self.axes.values())
-            for seed in self.seeds
-        ]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"axes": {k: list(v) for k, v in self.axes.items()}, "seeds": list(self.seeds)}
-
-
-def load_grid(path: str | Path) -> Grid:
-    """Read a grid YAML file; one-line ``ConfigError`` naming the file when it is wrong."""
-    p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"grid file not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{p}: not a UTF-8 text file") from None
-    return Grid.from_mapping(raw, source=str(p))
-
-
-def is_scenario_axis(name: str) -> bool:
-    """Whether an axis changes the scenario (a dotted path or an alias)."""
-    return name in ALIASES or "." in name
-
-
-def set_path(raw: dict[str, Any], path: str, value: Any) -> None:
-    """Set ``path`` (dots; ``*`` = every item of a list) in a scenario mapping, in place.
-
-    Raises ``ConfigError`` naming the path when a step does not exist (a typo must
-    not silently create a field the sweep then ignores).
-    """
-    parts = ALIASES.get(path, path).split(".")
-
-    def walk(node: Any, i: int, where: str) -> None:
-        part = parts[i]
-        last = i == len(parts) - 1
-        here = f"{where}.{part}" if where else part
-        if part == "*":
-            if not isinstance(node, list):
-                raise ConfigError(f"grid axis {path}: {where or 'scenario'} is not a list")
-            for k in range(len(node)):
-                if last:
-                    node[k] = value
-                else:
-                    walk(node[k], i + 1, f"{where}.{k}")
-            return
-        if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"grid axis {path}: {here} must be a list index < {len(node)}")
-            key: Any = int(part)
-        elif isinstance(node, dict):
-            key = part
-            if not last and key not in node:
-                node[key] = {}  # an optional block left at its default (validation names it)
-        else:
-            raise ConfigError(f"grid axis {path}: {where} is a value, not a mapping or list")
-        if last:
-            node[key] = value
-        else:
-            walk(node[key], i + 1, here)
-
-    walk(raw, 0, "")
-
-
-# --------------------------------------------------------------------------- execution
-
-
-def _pin_threads() -> None:
-    """Worker initializer: one thread per native pool (env for libraries loaded later)."""
-    os.environ.update(THREAD_ENV)
-    try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl is a core dependency
-        pass
-    import sys
-
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(1)
-
-
-def run_parallel(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    workers: int | None = None,
-    ray_address: str | None = None,
-    progress: ProgressFn | None = None,
-) -> list[R]:
-    """``[fn(item) for item in items]`` in parallel; results in the order of ``items``.
-
-    ``fn`` must be a module-level function (pickled by reference). ``workers``: processes
-    on this machine (None: the CPU count; 1: in this process). With ``ray_address``
-    the items run as Ray tasks instead (``workers`` is then ignored).
-    """
-    items = list(items)
-    if workers is not None and (isinstance(workers, bool) or workers < 1):
-        raise ConfigError(f"--workers: expected an integer >= 1, got {workers}")
-    if ray_address is not None:
-        return _run_ray(fn, items, ray_address, progress)
-    n = workers or os.cpu_count() or 1
-    if n == 1 or len(items) <= 1:
-        out = []
-        for i, item in enumerate(items):
-            out.append(fn(item))
-            if progress is not None:
-                progress(i + 1, len(items))
-        return out
-    import multiprocessing as mp
-
-    results: list[Any] = [None] * len(items)
-    saved = {k: os.environ.get(k) for k in THREAD_ENV}
-    os.environ.update(THREAD_ENV)  # spawned workers read it before importing numpy
-    try:
-        with ProcessPoolExecutor(
-            max_workers=min(n, len(items)),
-            mp_context=mp.get_context("spawn"),
-            initializer=_pin_threads,
-        ) as pool:
-            futures = {pool.submit(fn, item): i for i, item in enumerate(items)}
-            pending = set(futures)
-            done_count = 0
-            try:
-                while pending:
-                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    for f in done:
-                        results[futures[f]] = f.result()
-                        done_count += 1
-                        if progress is not None:
-                            progress(done_count, len(items))
-            except BaseException:
-                for f in pending:
-                    f.cancel()
-                raise
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-    return results
-
-
-def _package_root() -> str:
-    import edgeintel
-
-    return str(Path(edgeintel.__file__).resolve().parent)
-
-
-def _run_ray(
-    fn: Callable[[T], R], items: list[T], address: str, progress: ProgressFn | None
-) -> list[R]:
-    """Items as Ray tasks (one CPU each) on the cluster at ``address``.
-
-    The edgeintel package of this process is shipped with the job (``py_modules``), so
-    the cluster's nodes run the same code as the caller; the workers get ``THREAD_ENV``.
-    ``local`` starts a private single-node cluster for the call and stops it after. A
-    connection this process already holds (``ray.init`` by the caller) is used as it is.
-    """
-    from edgeintel.extras import require
-
-    if not address or address.strip() != address:
-        raise ConfigError(f"--ray-address: expected auto, local or host:port, got {address!r}")
-    ray = require("ray", "a sweep on a Ray cluster")
-    started_here = not ray.is_initialized()
-    if started_here and address not in ("auto", "local"):
-        _check_reachable(address)
-    runtime_env = {"py_modules": [_package_root()], "env_vars": dict(THREAD_ENV)}
-    if started_here:
-        try:
-            kwargs: dict[str, Any] = {
-                "address": address,
-                "runtime_env": runtime_env,
-                "log_to_driver": False,
-                "logging_level": "ERROR",
-            }
-            if address == "local":
-                kwargs["include_dashboard"] = False
-            ray.init(**kwargs)
-        except (ConnectionError, ValueError, RuntimeError) as exc:
-            raise EdgeIntelError(
-                f"--ray-address {address}: cannot connect to a Ray cluster "
-                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-            ) from None
-    try:
-        remote = ray.remote(num_cpus=1)(fn)
-        refs = [remote.remote(item) for item in items]
-        index = {ref: i for i, ref in enumerate(refs)}
-        results: list[Any] = [None] * len(items)
-        pending = list(refs)
-        done_count = 0
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=1)
-            for ref in ready:
-                results[index[ref]] = ray.get(ref)
-                done_count += 1
-                if progress is not None:
-                    progress(done_count, len(items))
-        return results
-    finally:
-        if started_here:
-            ray.shutdown()
 
 
 # --------------------------------------------------------------------------- simulator points
@@ -370,28 +85,6 @@ class SweepPoint:
     values: dict[str, Any]
 
 
-_SCENARIO_FIELDS = frozenset(
-    {"name", "description", "seed", "task", "data", "cloud", "edge_servers",
-     "device_profiles", "devices", "links", "settings"}
-)  # fmt: skip
-
-
-def _axis_kind(name: str, sim_fields: Iterable[str]) -> str:
-    """``policy``, ``scenario`` (a path in the scenario) or ``sim`` (a ``SimSettings`` path)."""
-    head = name.split(".")[0]
-    if name == "policy":
-        return "policy"
-    if name in ALIASES or ("." in name and head in _SCENARIO_FIELDS):
-        return "scenario"
-    if head in set(sim_fields):
-        return "sim"
-    raise ConfigError(
-        f"grid axis {name!r}: not a simulator setting ({', '.join(sorted(sim_fields))}), "
-        f"an alias ({', '.join(ALIASES)}), policy, or a scenario path such as "
-        "devices.0.count or settings.offloading.hysteresis"
-    )
-
-
 def sweep_points(scenario: Scenario, grid: Grid) -> list[SweepPoint]:
     """Every grid point as a validated ``SweepPoint`` (in grid order); a wrong axis name or
     value raises a one-line ``ConfigError`` naming the axis before anything runs."""
@@ -401,11 +94,12 @@ def sweep_points(scenario: Scenario, grid: Grid) -> list[SweepPoint]:
     from edgeintel.scenario import dump_scenario, parse_scenario
     from edgeintel.sim.settings import SimSettings
 
-    kinds = {a: _axis_kind(a, SimSettings.model_fields) for a in grid.axes}
+    kinds = {a: axis_kind(a, SimSettings.model_fields) for a in grid.axes}
     for v in grid.axes.get("policy", ()):
         if v not in POLICY_CHOICES:
             raise ConfigError(
-                f"grid axis policy: {v!r} is not a policy; expected one of {list(POLICY_CHOICES)}"
+                f"grid axis policy: {short_repr(v)} is not a policy; expected one of "
+                f"{list(POLICY_CHOICES)}"
             )
     base_raw = dump_scenario(scenario)
     base_sim = (scenario.settings.sim or SimSettings()).model_dump(mode="json", exclude_none=True)
@@ -419,7 +113,7 @@ def sweep_points(scenario: Scenario, grid: Grid) -> list[SweepPoint]:
             raw = json.loads(json.dumps(base_raw))
             for a, v in sc_over.items():
                 set_path(raw, a, v)
-            where = ", ".join(f"{a}={v}" for a, v in sc_over.items()) or "base"
+            where = short_repr(", ".join(f"{a}={v}" for a, v in sc_over.items()) or "base")
             sc = scenarios[key] = parse_scenario(raw, source=f"grid point {where}")
         sim_raw = json.loads(json.dumps(base_sim))
         for a in grid.axes:
@@ -464,24 +158,6 @@ def sweep(
     if ray_address is None:
         meta["workers"] = min(workers or os.cpu_count() or 1, len(points))
     return SweepTable(grid, rows, backend, meta)
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """A ``host:port`` that accepts a TCP connection (Ray itself retries an unreachable
-    address for minutes before it gives up)."""
-    import socket
-
-    host, sep, port = address.removeprefix("ray://").rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ConfigError(f"--ray-address: expected auto, local or host:port, got {address!r}")
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout_s):
-            pass
-    except OSError as exc:
-        raise EdgeIntelError(
-            f"--ray-address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
-            "start one with: ray start --head"
-        ) from None
 
 
 # --------------------------------------------------------------------------- table

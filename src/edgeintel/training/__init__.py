@@ -11,75 +11,107 @@ time and bytes from ``edgeintel.network``; ``settings`` is the scenario's
 ``dp``, ``secagg``, ``checkpoint`` and ``private`` add differential privacy,
 secure aggregation and checkpoint/resume through the engine's Strategy seam;
 ``edgeintel.training.flower`` (imported on its own) is the Flower adapter.
+
+A lazy face (``edgeintel.lazy``): each name loads its module on first use, so the
+scenario's ``training/settings.py`` does not bring torch, dp-accounting or cryptography.
 """
 
-from edgeintel.network import TIERS, Hop
-from edgeintel.training.aggregate import (
-    AGGREGATORS,
-    AggregationConfig,
-    AggregationRule,
-    aggregate,
-    clip_by_norm,
-    coordinate_median,
-    filter_finite,
-    krum,
-    multi_krum,
-    trimmed_mean,
-    weighted_mean,
-)
-from edgeintel.training.attacks import (
-    ATTACKS,
-    Attack,
-    AttackConfig,
-    AttackKind,
-    alie_z,
-    make_attack,
-)
-from edgeintel.training.checkpoint import (
-    Checkpoint,
-    CheckpointStore,
-    load_checkpoint,
-    save_checkpoint,
-    scenario_hash,
-)
-from edgeintel.training.client_train import LocalTrainer
-from edgeintel.training.compressors import (
-    UPDATE_COMPRESSORS,
-    Compressor,
-    CompressorConfig,
-    CompressorKind,
-    compress_with_feedback,
-    make_compressor,
-)
-from edgeintel.training.dp import (
-    DifferentialPrivacy,
-    DPConfig,
-    PrivacyAccountant,
-    epsilon_for,
-    noise_multiplier_for_epsilon,
-)
-from edgeintel.training.engine import FederatedEngine
-from edgeintel.training.private import PrivacyStrategy, resume_engine
-from edgeintel.training.rounds import (
-    ClientSpec,
-    EngineState,
-    FederatedConfig,
-    FlMode,
-    RoundRecord,
-    Tier,
-)
-from edgeintel.training.scenario_train import build_engine, federated_config, resolve_mode, topology
-from edgeintel.training.secagg import SecAggConfig, secure_aggregate, secure_sum
-from edgeintel.training.server_opt import SERVER_OPTIMIZERS, Algorithm, ServerOptConfig, server_step
-from edgeintel.training.settings import (
-    DPSettings,
-    SecureAggregationSettings,
-    TrainingMode,
-    TrainingSettings,
-)
-from edgeintel.training.solo import SoloPlan, SoloResult, freeze_all_but_last, plan_solo, train_solo
-from edgeintel.training.strategy import AggregationContext, Strategy
-from edgeintel.training.weights import flatten, get_weights, set_weights, unflatten, weight_names
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from edgeintel.lazy import lazy_face
+
+if TYPE_CHECKING:
+    from edgeintel.network import TIERS, Hop
+    from edgeintel.training.aggregate import (
+        AGGREGATORS,
+        AggregationConfig,
+        AggregationRule,
+        aggregate,
+        clip_by_norm,
+        coordinate_median,
+        filter_finite,
+        krum,
+        multi_krum,
+        trimmed_mean,
+        weighted_mean,
+    )
+    from edgeintel.training.attacks import (
+        ATTACKS,
+        Attack,
+        AttackConfig,
+        AttackKind,
+        alie_z,
+        make_attack,
+    )
+    from edgeintel.training.checkpoint import (
+        Checkpoint,
+        CheckpointStore,
+        load_checkpoint,
+        save_checkpoint,
+        scenario_hash,
+    )
+    from edgeintel.training.client_train import LocalTrainer
+    from edgeintel.training.compressors import (
+        UPDATE_COMPRESSORS,
+        Compressor,
+        CompressorConfig,
+        CompressorKind,
+        compress_with_feedback,
+        make_compressor,
+    )
+    from edgeintel.training.dp import (
+        DifferentialPrivacy,
+        DPConfig,
+        PrivacyAccountant,
+        epsilon_for,
+        noise_multiplier_for_epsilon,
+    )
+    from edgeintel.training.engine import FederatedEngine
+    from edgeintel.training.private import PrivacyStrategy, resume_engine
+    from edgeintel.training.rounds import (
+        ClientSpec,
+        EngineState,
+        FederatedConfig,
+        FlMode,
+        RoundRecord,
+        Tier,
+    )
+    from edgeintel.training.scenario_train import (
+        build_engine,
+        federated_config,
+        resolve_mode,
+        topology,
+    )
+    from edgeintel.training.secagg import SecAggConfig, secure_aggregate, secure_sum
+    from edgeintel.training.server_opt import (
+        SERVER_OPTIMIZERS,
+        Algorithm,
+        ServerOptConfig,
+        server_step,
+    )
+    from edgeintel.training.settings import (
+        DPSettings,
+        SecureAggregationSettings,
+        TrainingMode,
+        TrainingSettings,
+    )
+    from edgeintel.training.solo import (
+        SoloPlan,
+        SoloResult,
+        freeze_all_but_last,
+        plan_solo,
+        train_solo,
+    )
+    from edgeintel.training.strategy import AggregationContext, Strategy
+    from edgeintel.training.weights import (
+        flatten,
+        get_weights,
+        set_weights,
+        unflatten,
+        weight_names,
+    )
 
 __all__ = [
     "AGGREGATORS",
@@ -155,3 +187,5 @@ __all__ = [
     "weight_names",
     "weighted_mean",
 ]
+
+__getattr__, __dir__ = lazy_face(__name__, __file__)

@@ -27,9 +27,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from statistics import NormalDist
 
 import numpy as np
-from scipy.stats import norm
 
 from edgeintel.errors import ConfigError
 from edgeintel.registry import Registry
@@ -87,7 +87,7 @@ def alie_z(n: int, f: int) -> float:
     s = math.floor(n / 2 + 1) - f
     if not 0 < s < n:
         raise ConfigError(f"ALIE needs 0 < floor(n/2 + 1) - f < n, got n={n}, f={f}")
-    return float(norm.ppf((n - s) / n))
+    return NormalDist().inv_cdf((n - s) / n)  # the standard normal quantile, as scipy's ppf
 
 
 class Attack:

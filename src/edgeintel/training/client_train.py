@@ -1,10 +1,19 @@
-"""Local training of many simulated clients at once: flat weights in, flat weights out.
+"""Local training of many simulated clients: flat weights in, flat weights out.
 
 ``LocalTrainer.train(start, batches, mask)`` runs SGD for ``C`` clients from
-their flat starting weights. Clients are trained in chunks with
-``torch.func.vmap`` (one batched step trains every client of a chunk), which is
-what makes hundreds of simulated devices cheap on two cores; a model vmap
-cannot batch falls back to one client at a time, with the same results.
+their flat starting weights, in one of two ways that give the same weights (up to
+float rounding of different kernels):
+
+- ``"vmap"``: clients in chunks with ``torch.func.vmap`` (one batched step trains
+  every client of a chunk); pays off for small dense models, where one client's step
+  is too small to keep the CPU busy;
+- ``"loop"``: one client at a time, a plain PyTorch loop on the wrapped model
+  (autograd, in-place SGD). vmap turns a convolution into a grouped convolution and
+  adds functional-call overhead per step, so for convolutional models the loop is
+  faster (measured on MNIST ``image_cnn``, 20 clients x 1 epoch: see
+  benchmarks/results/peers.json, ``fl``); a model vmap cannot batch also uses it.
+
+``mode=None`` picks the loop for models with convolutions and vmap otherwise.
 FedProx's proximal term (``mu``) and weight decay are added to each gradient.
 """
 
@@ -13,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -22,7 +30,10 @@ from torch.func import functional_call, grad, vmap
 
 from edgeintel.training.weights import get_weights, weight_shapes
 
-__all__ = ["LocalTrainer"]
+__all__ = ["TRAINER_MODES", "LocalTrainer"]
+
+#: the ways of training a batch of clients (see the module docstring)
+TRAINER_MODES = ("vmap", "loop")
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +43,9 @@ class LocalTrainer:
 
     ``x``, ``y``: the training set every client's batch indices point into;
     ``lr``: SGD step; ``mu``: FedProx proximal weight; ``chunk``: clients per vmap
-    batch (``None``: 1 for models with convolutions, 128 otherwise); ``seed``
-    feeds torch's RNG (dropout layers), offset by the first sample of the batch.
+    batch (``None``: 128); ``seed`` feeds torch's RNG (dropout layers), offset by the
+    first sample of each client's (vmap: chunk's) batches; ``mode``: ``"vmap"``,
+    ``"loop"`` or ``None`` (loop for models with convolutions, vmap otherwise).
     """
 
     def __init__(
@@ -46,7 +58,10 @@ class LocalTrainer:
         weight_decay: float = 0.0,
         chunk: int | None = None,
         seed: int = 0,
+        mode: str | None = None,
     ) -> None:
+        if mode is not None and mode not in TRAINER_MODES:
+            raise ValueError(f"trainer mode must be one of {TRAINER_MODES}, got {mode!r}")
         self.model = model
         self.lr, self.mu, self.weight_decay, self.seed = lr, mu, weight_decay, seed
         self.shapes = weight_shapes(get_weights(model))
@@ -60,17 +75,25 @@ class LocalTrainer:
         }
         self._x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
         self._y = torch.from_numpy(np.asarray(y, dtype=np.int64))
-        self._vectorize = True
-        # Clients trained per vmap batch. vmap turns a conv into a grouped conv, which on
-        # CPU is 1.5-3x slower than training conv clients one at a time (measured on
-        # MNIST image_cnn: 28.6 s at 128 vs 10.6 s at 1 per round); dense models gain a little.
+        # vmap turns a conv into a grouped conv, which on CPU is 1.5-3x slower than
+        # training conv clients one at a time; dense models gain from batching clients
         has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
-        self.chunk = chunk or (1 if has_conv else 128)
+        self.mode = mode or ("loop" if has_conv else "vmap")
+        self._vectorize = self.mode == "vmap"
+        self.chunk = chunk or 128
+        # the model's own tensors, in flat order (loop mode writes/reads them in place)
+        state = model.state_dict(keep_vars=True)
+        self._tensors = [state[n] for n in self.names]
+        self._sizes = [math.prod(sh) for sh in self.shapes]
 
     def train(self, start: np.ndarray, batches: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Train clients from flat starts ``(C, d)`` on ``batches (C, T, B)``; ``mask (C, T)``
         switches steps off (shorter clients). Returns the final flat weights ``(C, d)``."""
         out = np.empty_like(start)
+        if not self._vectorize:
+            for c in range(len(start)):
+                out[c] = self._train_one(start[c], batches[c], mask[c])
+            return out
         for lo in range(0, len(start), self.chunk):
             hi = min(lo + self.chunk, len(start))
             out[lo:hi] = self._train_chunk(start[lo:hi], batches[lo:hi], mask[lo:hi])
@@ -124,8 +147,9 @@ class LocalTrainer:
                         except Exception as exc:  # user models vmap cannot batch
                             log.warning("vmap failed (%s); training clients one by one", exc)
                             self._vectorize = False
-                    if not self._vectorize:
-                        grads = self._grads_loop(loss_fn, params, buffers, xb, yb)
+                            self.mode = "loop"
+                            model.eval()
+                            return self.train(start, batches, mask)
                 m = mt[:, t]
                 for n, p in params.items():
                     g = grads[n]
@@ -141,17 +165,36 @@ class LocalTrainer:
         model.eval()
         return torch.cat([tensors[n].reshape(n_c, -1) for n in self.names], 1).numpy()
 
-    @staticmethod
-    def _grads_loop(
-        loss_fn: Callable[..., torch.Tensor],
-        params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor],
-        xb: torch.Tensor,
-        yb: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        per: list[dict[str, torch.Tensor]] = []
-        for c in range(len(xb)):
-            p = {n: v[c] for n, v in params.items()}
-            b = {n: v[c] for n, v in buffers.items()}
-            per.append(grad(loss_fn)(p, b, xb[c], yb[c]))
-        return {n: torch.stack([g[n] for g in per]) for n in params}
+    def _train_one(self, start: np.ndarray, batches: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """One client, a plain loop: load ``start (d,)`` into the model, SGD over
+        ``batches (T, B)`` where ``mask (T,)`` is 1, return the final flat weights."""
+        model = self.model
+        flat = torch.from_numpy(np.ascontiguousarray(start, dtype=np.float32))
+        with torch.no_grad():
+            pos = 0
+            for t, size in zip(self._tensors, self._sizes, strict=True):
+                t.copy_(flat[pos : pos + size].view_as(t))
+                pos += size
+            for n, b in self._int_buffers.items():
+                model.get_buffer(n).copy_(b)
+        params = [p for _, p in model.named_parameters()]
+        anchor = [p.detach().clone() for p in params] if self.mu > 0 else []
+        bt = torch.from_numpy(np.ascontiguousarray(batches))
+        torch.manual_seed(int(batches[0, 0]) + self.seed)
+        model.train()
+        for t in range(len(bt)):
+            if not mask[t] > 0:
+                continue
+            idx = bt[t]
+            loss = nn.functional.cross_entropy(model(self._x[idx]), self._y[idx])
+            grads = torch.autograd.grad(loss, params)
+            with torch.no_grad():
+                for j, (p, g) in enumerate(zip(params, grads, strict=True)):
+                    if self.mu > 0:
+                        g = g + self.mu * (p - anchor[j])
+                    if self.weight_decay > 0:
+                        g = g + self.weight_decay * p
+                    p.sub_(g, alpha=self.lr)
+        model.eval()
+        with torch.no_grad():
+            return torch.cat([t.detach().reshape(-1) for t in self._tensors]).numpy()

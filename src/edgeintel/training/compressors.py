@@ -20,6 +20,12 @@ Error feedback (Seide et al. 2014; Stich et al. 2018): the device adds its
 residual to the update before compressing, and keeps what compression dropped
 as the next residual (``compress_with_feedback``). It is on by default for the
 biased compressors ``topk`` and ``sign``.
+
+Momentum correction (Deep Gradient Compression, Lin et al. 2018, eqs. 4-5 and
+"momentum factor masking"): with ``momentum`` m > 0 (top-k only) a device keeps a
+velocity ``u <- m u + update`` and accumulates ``v <- v + u``; it sends top-k of ``v``
+and clears both ``u`` and ``v`` where it sent (``compress_with_momentum``), so the
+momentum of a coordinate restarts once it has been delivered.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ __all__ = [
     "SignCompressor",
     "TopK",
     "compress_with_feedback",
+    "compress_with_momentum",
     "make_compressor",
 ]
 
@@ -58,12 +65,14 @@ class CompressorKind(StrEnum):
 @dataclass(frozen=True)
 class CompressorConfig:
     """``ratio``: fraction of entries top-k keeps; ``block_size``: values per scale (int8, sign);
-    ``error_feedback``: ``None`` picks the default (on for topk and sign)."""
+    ``error_feedback``: ``None`` picks the default (on for topk and sign); ``momentum``:
+    DGC momentum correction factor in [0, 1) (top-k with error feedback only)."""
 
     name: str = CompressorKind.NONE
     ratio: float = 0.01
     block_size: int = 1024
     error_feedback: bool | None = None
+    momentum: float = 0.0
 
     def __post_init__(self) -> None:
         UPDATE_COMPRESSORS.get(str(self.name))
@@ -71,6 +80,13 @@ class CompressorConfig:
             raise ConfigError(f"compressor ratio must lie in (0, 1], got {self.ratio}")
         if self.block_size < 1:
             raise ConfigError(f"compressor block_size must be >= 1, got {self.block_size}")
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"compressor momentum must lie in [0, 1), got {self.momentum}")
+        if self.momentum > 0 and (str(self.name) != CompressorKind.TOPK or not self.uses_feedback):
+            raise ConfigError(
+                "compressor momentum (DGC momentum correction) needs name 'topk' with "
+                "error feedback"
+            )
 
     @property
     def uses_feedback(self) -> bool:
@@ -216,3 +232,20 @@ def compress_with_feedback(
     corrected = _as_vec(update) if residual is None else _as_vec(update) + residual
     blob, sent = compressor.roundtrip(corrected)
     return blob, sent, (corrected - sent).astype(np.float32)
+
+
+def compress_with_momentum(
+    compressor: Compressor,
+    update: np.ndarray,
+    residual: np.ndarray | None,
+    velocity: np.ndarray | None,
+    momentum: float,
+) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray]:
+    """DGC momentum correction: ``u = m u + update``, ``v = v + u``, send ``compress(v)``;
+    return (wire bytes, decoded vector, new residual ``v - sent``, new velocity ``u`` with
+    the sent coordinates zeroed: momentum factor masking)."""
+    u = _as_vec(update) if velocity is None else momentum * velocity + _as_vec(update)
+    v = u if residual is None else residual + u
+    blob, sent = compressor.roundtrip(v)
+    new_u = np.where(sent != 0, np.float32(0), u).astype(np.float32)
+    return blob, sent, (v - sent).astype(np.float32), new_u

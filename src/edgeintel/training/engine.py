@@ -53,7 +53,12 @@ from edgeintel.network import Exchange, Hop, Traffic
 from edgeintel.threads import thread_limit
 from edgeintel.training.attacks import Attack, make_attack
 from edgeintel.training.client_train import LocalTrainer
-from edgeintel.training.compressors import Compressor, compress_with_feedback, make_compressor
+from edgeintel.training.compressors import (
+    Compressor,
+    compress_with_feedback,
+    compress_with_momentum,
+    make_compressor,
+)
 from edgeintel.training.rounds import (
     ClientSpec,
     EngineState,
@@ -66,13 +71,27 @@ from edgeintel.training.server_opt import server_step
 from edgeintel.training.strategy import AggregationContext, Strategy
 from edgeintel.training.weights import flatten, get_weights, set_weights, unflatten
 
-__all__ = ["FederatedEngine"]
+__all__ = ["FederatedEngine", "local_batches"]
 
 log = logging.getLogger(__name__)
 
 #: |weight| beyond which the global model has diverged (finite, but no network that
 #: learns holds such a value; a huge server_lr gets there while the run "completes")
 DIVERGED_WEIGHT = 1e8
+
+
+def local_batches(
+    idx: np.ndarray, steps: int, batch_size: int, seed: int, r: int, sub: int, client: int
+) -> np.ndarray:
+    """(steps, batch_size) sample indices a device trains on in round ``r`` (sub-round
+    ``sub``): reshuffled passes over its shard ``idx``, drawn from
+    ``default_rng([seed, r, sub, 1, client])``. The engine's one batch order; a peer
+    benchmark's plain loop uses it to train on exactly the same batches."""
+    rng = np.random.default_rng([seed, r, sub, 1, client])
+    need = steps * batch_size
+    reps = math.ceil(need / len(idx))
+    order = np.concatenate([rng.permutation(idx) for _ in range(reps)])[:need]
+    return order.reshape(steps, batch_size)
 
 
 class FederatedEngine:
@@ -185,7 +204,7 @@ class FederatedEngine:
         """Run until ``rounds`` (default ``config.rounds``) rounds are done in total."""
         total = self.config.rounds if rounds is None else rounds
         while self.state.round < total:
-            if not self.strategy.should_continue(self):
+            if not self.strategy.should_continue(self.state):
                 log.info("strategy stopped training after round %d", self.state.round)
                 break
             rec = self.run_round()
@@ -236,7 +255,7 @@ class FederatedEngine:
         self.state.round = r
         self.state.history.append(rec)
         self.state.strategy_state = self.strategy.state_dict()
-        self.strategy.on_round_end(self)
+        self.strategy.on_round_end(self.state)
         return rec
 
     # ----------------------------------------------------------------- timing
@@ -288,12 +307,8 @@ class FederatedEngine:
 
     def _batches(self, i: int, r: int, sub: int, steps: int) -> np.ndarray:
         """(steps, batch) global sample indices: reshuffled passes over the device's shard."""
-        idx = self.parts[i]
-        rng = np.random.default_rng([self.config.seed, r, sub, 1, i])
-        need = steps * self.config.batch_size
-        reps = math.ceil(need / len(idx))
-        order = np.concatenate([rng.permutation(idx) for _ in range(reps)])[:need]
-        return order.reshape(steps, self.config.batch_size)
+        return local_batches(self.parts[i], steps, self.config.batch_size, self.config.seed,
+                             r, sub, i)  # fmt: skip
 
     # ----------------------------------------------------------------- one aggregation step
 
@@ -389,7 +404,14 @@ class FederatedEngine:
                 c = self.clients[i]
                 u = self.strategy.client_update(honest[j], c, r)
                 res = self.state.residuals.get(c.name) if cfg.compressor.uses_feedback else None
-                blob, _sent, new_res = compress_with_feedback(self.compressor, u, res)
+                new_vel = None
+                if cfg.compressor.momentum > 0:
+                    blob, _sent, new_res, new_vel = compress_with_momentum(
+                        self.compressor, u, res, self.state.momenta.get(c.name),
+                        cfg.compressor.momentum,
+                    )  # fmt: skip
+                else:
+                    blob, _sent, new_res = compress_with_feedback(self.compressor, u, res)
                 # in flat rounds the edge relays each update to the cloud
                 traffic.update_from_device(len(blob), relay=relay(c.edge))
                 received = self.compressor.decode(blob, self.dim)
@@ -397,9 +419,12 @@ class FederatedEngine:
                     counts["rejected"] += 1
                     log.warning("round %d: update of %s holds NaN/inf; rejected", r, c.name)
                     self.state.residuals.pop(c.name, None)
+                    self.state.momenta.pop(c.name, None)
                     continue
                 if cfg.compressor.uses_feedback:
                     self.state.residuals[c.name] = new_res
+                if new_vel is not None:
+                    self.state.momenta[c.name] = new_vel
                 ups.append(received)
                 ws.append(float(len(self.parts[i])))
                 names.append(c.name)

@@ -38,7 +38,7 @@ from edgeintel.training.aggregate import AggregationConfig, AggregationRule, wei
 from edgeintel.training.checkpoint import Checkpoint, CheckpointStore, scenario_hash
 from edgeintel.training.dp import ClipMode, DifferentialPrivacy, DPConfig, clip_update
 from edgeintel.training.engine import FederatedEngine
-from edgeintel.training.rounds import ClientSpec, Tier
+from edgeintel.training.rounds import ClientSpec, EngineState, Tier
 from edgeintel.training.secagg import SecAggConfig, secure_aggregate
 from edgeintel.training.strategy import AggregationContext, Strategy
 
@@ -55,6 +55,7 @@ __all__ = [
     "privacy_summary",
     "restore_engine",
     "resume_engine",
+    "state_checkpoint",
 ]
 
 log = logging.getLogger(__name__)
@@ -176,14 +177,14 @@ class PrivacyStrategy(Strategy):
         return (total[0] / wsum).astype(np.float32)
 
     # -- round control -----------------------------------------------------
-    def should_continue(self, engine: FederatedEngine) -> bool:
+    def should_continue(self, state: EngineState) -> bool:
         """False when the privacy budget does not allow another round."""
         if self.dp is None:
             return True
         return self.dp.next_round_allowed(self.sampled, self.steps_per_round)
 
-    def on_round_end(self, engine: FederatedEngine) -> None:
-        r = engine.state.round
+    def on_round_end(self, state: EngineState) -> None:
+        r = state.round
         if self.dp is not None:
             self.epsilon_history.append(
                 {
@@ -195,9 +196,9 @@ class PrivacyStrategy(Strategy):
         if self.secagg is not None:
             self.secagg_history.append({"round": r, **self._round_secagg})
             self._round_secagg = {}
-        engine.state.strategy_state = self.state_dict()
+        state.strategy_state = self.state_dict()
         if self.checkpoints is not None:
-            self.checkpoints.save(engine_checkpoint(engine, self.scenario_hash))
+            self.checkpoints.save(state_checkpoint(state, self.scenario_hash))
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -222,10 +223,17 @@ class PrivacyStrategy(Strategy):
 
 def engine_checkpoint(engine: FederatedEngine, scenario_hash: str = "") -> Checkpoint:
     """The engine's full state as a :class:`Checkpoint` (arrays + JSON meta)."""
-    st = engine.state_dict()
+    engine.state.strategy_state = engine.strategy.state_dict()
+    return state_checkpoint(engine.state, scenario_hash)
+
+
+def state_checkpoint(state: EngineState, scenario_hash: str = "") -> Checkpoint:
+    """An engine state (strategy state included) as a :class:`Checkpoint`."""
+    st = state.to_dict()
     arrays: dict[str, np.ndarray] = {"weights": st["weights"]}
     arrays.update({f"server/{k}": v for k, v in st["server_state"].items()})
     arrays.update({f"residual/{k}": v for k, v in st["residuals"].items()})
+    arrays.update({f"momentum/{k}": v for k, v in st["momenta"].items()})
     meta = {
         "history": st["history"],
         "step_ms": st["step_ms"],
@@ -248,6 +256,9 @@ def restore_engine(engine: FederatedEngine, ckpt: Checkpoint) -> None:
             },
             "residuals": {
                 k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("residual/")
+            },
+            "momenta": {
+                k.split("/", 1)[1]: v for k, v in arrays.items() if k.startswith("momentum/")
             },
             "history": ckpt.meta["history"],
             "step_ms": ckpt.meta.get("step_ms"),

@@ -166,13 +166,15 @@ class EngineState:
 
     ``weights``: the global model as a flat float32 vector (``get_weights`` order);
     ``server_state``: server optimizer arrays; ``residuals``: error-feedback
-    residual per device name; ``step_ms``: the local-step time used for deadlines.
+    residual per device name; ``momenta``: DGC momentum per device name (top-k with
+    ``compressor.momentum``); ``step_ms``: the local-step time used for deadlines.
     """
 
     round: int
     weights: np.ndarray
     server_state: dict[str, np.ndarray] = field(default_factory=dict)
     residuals: dict[str, np.ndarray] = field(default_factory=dict)
+    momenta: dict[str, np.ndarray] = field(default_factory=dict)
     history: list[RoundRecord] = field(default_factory=list)
     step_ms: float | None = None
     strategy_state: dict[str, Any] = field(default_factory=dict)
@@ -184,6 +186,7 @@ class EngineState:
             "weights": self.weights.copy(),
             "server_state": {k: v.copy() for k, v in self.server_state.items()},
             "residuals": {k: v.copy() for k, v in self.residuals.items()},
+            "momenta": {k: v.copy() for k, v in self.momenta.items()},
             "history": [r.to_json() for r in self.history],
             "step_ms": self.step_ms,
             "strategy_state": dict(self.strategy_state),
@@ -198,6 +201,7 @@ class EngineState:
                 k: np.asarray(v, np.float32).copy() for k, v in d["server_state"].items()
             },
             residuals={k: np.asarray(v, np.float32).copy() for k, v in d["residuals"].items()},
+            momenta={k: np.asarray(v, np.float32).copy() for k, v in d.get("momenta", {}).items()},
             history=[RoundRecord(**r) for r in d["history"]],
             step_ms=d.get("step_ms"),
             strategy_state=dict(d.get("strategy_state", {})),

@@ -7,13 +7,16 @@ Protocol per aggregation session (one edge server or the cloud with its devices)
    secret shares to peers) and ``s`` (for pairwise masks; derived from a 16-byte
    seed so the seed can be secret-shared).
 1. *Share keys*: each device draws a 16-byte self-mask seed ``b`` and splits ``b``
-   and its ``s`` seed into ``n`` Shamir shares with threshold ``t`` (pycryptodome,
-   GF(2^128)); share ``v`` is encrypted with AES-GCM under
-   ``HKDF(X25519(c_u, c_v))`` and relayed by the server to device ``v``.
+   and its ``s`` seed into ``n`` Shamir shares with threshold ``t`` (over the prime
+   field GF(2^130 - 5), 17 bytes a share); share ``v`` is encrypted with AES-GCM under
+   ``HKDF(X25519(c_u, c_v))`` and relayed by the server to device ``v``. Only seeds'
+   shares travel: every mask is expanded locally from a seed (Bell et al. 2020).
 2. *Masked input*: device ``u`` encodes its vector in fixed point in the ring
-   Z_{2^64} (``round(x * 2^scale_bits)`` as uint64; numpy's unsigned arithmetic
-   wraps mod 2^64) and adds ``PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv)``
-   where ``s_uv = HKDF(X25519(s_u, s_v))`` and PRG is AES-256-CTR.
+   Z_{2^R} (``round(x * 2^scale_bits)`` as uint32 or uint64 for ``ring_bits`` R = 32
+   or 64; numpy's unsigned arithmetic wraps mod 2^R) and adds
+   ``PRG(b_u) + sum_{v>u} PRG(s_uv) - sum_{v<u} PRG(s_uv)`` where
+   ``s_uv = HKDF(X25519(s_u, s_v))`` and PRG is AES-256-CTR. A masked input is
+   ``R / 8`` bytes per value: with R = 32, as many bytes as the float32 update.
 3. *Unmasking*: the server names the survivors; each survivor returns its share of
    ``b_u`` for every survivor and of the ``s`` seed for every dropped device (never
    both for one device). With ``t`` shares the server removes the self-masks of
@@ -33,7 +36,7 @@ devices join a session).
 
 Pairwise masks cancel bit for bit because ring addition is exact; the only
 rounding is the fixed-point encoding (resolution ``2^-scale_bits`` per entry).
-Values must satisfy ``n * max|x| < 2^(63 - scale_bits)`` (checked).
+Values must satisfy ``n * max|x| < 2^(R - 1 - scale_bits)`` (checked).
 """
 
 from __future__ import annotations
@@ -47,7 +50,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-from Crypto.Protocol.SecretSharing import Shamir
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -67,13 +69,54 @@ __all__ = [
     "neighbor_graph",
     "secure_aggregate",
     "secure_sum",
+    "shamir_combine",
+    "shamir_split",
 ]
 
 _RAW = serialization.Encoding.Raw
 _PUB = serialization.PublicFormat.Raw
 _PRIV = serialization.PrivateFormat.Raw
 _NOENC = serialization.NoEncryption()
-_SHARE = struct.Struct(">II16s16s")  # sender, receiver, share of s seed, share of b
+_SHARE = struct.Struct(">II17s17s")  # sender, receiver, share of s seed, share of b
+#: Shamir's field: the prime 2^130 - 5 (above every 16-byte secret)
+_P = (1 << 130) - 5
+_SHARE_BYTES = 17
+_RING_DTYPES: dict[int, type[np.unsignedinteger]] = {32: np.uint32, 64: np.uint64}
+
+
+def shamir_split(t: int, n: int, secret: bytes) -> list[bytes]:
+    """``n`` Shamir shares (17 bytes each; share ``j`` is the polynomial at ``x = j + 1``)
+    of a 16-byte ``secret`` over GF(2^130 - 5); any ``t`` of them reconstruct it."""
+    if not 1 <= t <= n:
+        raise ConfigError(f"Shamir threshold must lie in [1, {n}], got {t}")
+    coef = [int.from_bytes(secret, "big")] + [
+        int.from_bytes(os.urandom(17), "big") % _P for _ in range(t - 1)
+    ]
+    out = []
+    for x in range(1, n + 1):
+        acc = 0
+        for c in reversed(coef):  # Horner
+            acc = (acc * x + c) % _P
+        out.append(acc.to_bytes(_SHARE_BYTES, "big"))
+    return out
+
+
+def shamir_combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
+    """The 16-byte secret from ``t`` shares ``(x, share)`` (Lagrange at 0)."""
+    xs = [x for x, _ in shares]
+    if len(set(xs)) != len(xs) or any(x < 1 for x in xs):
+        raise DataError(f"Shamir shares need distinct positive indices, got {xs}")
+    secret = 0
+    for j, (xj, yj) in enumerate(shares):
+        num = den = 1
+        for m, xm in enumerate(xs):
+            if m != j:
+                num = num * xm % _P
+                den = den * (xm - xj) % _P
+        secret = (secret + int.from_bytes(yj, "big") * num * pow(den, -1, _P)) % _P
+    if secret >= 1 << 128:
+        raise DataError("Shamir shares do not reconstruct a 16-byte secret")
+    return secret.to_bytes(16, "big")
 
 
 @dataclass(frozen=True)
@@ -81,15 +124,23 @@ class SecAggConfig:
     """``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of a
     device's share holders needed to reconstruct its secrets (t = floor(threshold * h) + 1);
     ``neighbors``: SecAgg+ degree k (Bell et al. 2020) — each device masks with and
-    secret-shares to only k neighbours instead of all n - 1 peers; ``None`` = every pair."""
+    secret-shares to only k neighbours instead of all n - 1 peers; ``None`` = every pair;
+    ``ring_bits``: 32 or 64, the ring Z_{2^ring_bits} of masked values (bytes per value
+    sent: ring_bits / 8; ``n * max|x|`` must stay below ``2^(ring_bits - 1 - scale_bits)``)."""
 
     scale_bits: int = 24
     threshold: float = 0.5
     neighbors: int | None = None
+    ring_bits: int = 64
 
     def __post_init__(self) -> None:
-        if not 8 <= self.scale_bits <= 48:
-            raise ConfigError(f"secagg.scale_bits must be in [8, 48], got {self.scale_bits}")
+        if self.ring_bits not in _RING_DTYPES:
+            raise ConfigError(f"secagg.ring_bits must be 32 or 64, got {self.ring_bits}")
+        if not 8 <= self.scale_bits <= min(48, self.ring_bits - 8):
+            raise ConfigError(
+                f"secagg.scale_bits must be in [8, {min(48, self.ring_bits - 8)}] for a "
+                f"{self.ring_bits}-bit ring, got {self.scale_bits}"
+            )
         if not 0 < self.threshold < 1:
             raise ConfigError(f"secagg.threshold must be in (0, 1), got {self.threshold}")
         if self.neighbors is not None and (self.neighbors < 2 or self.neighbors % 2):
@@ -105,34 +156,51 @@ class SecAggConfig:
 # --------------------------------------------------------------------------- ring encoding
 
 
-def encode_fixed_point(x: np.ndarray, scale_bits: int, n: int = 1) -> np.ndarray:
-    """``round(x * 2^scale_bits)`` as uint64 (two's complement); checks ``n`` such sums fit."""
+def encode_fixed_point(
+    x: np.ndarray, scale_bits: int, n: int = 1, ring_bits: int = 64
+) -> np.ndarray:
+    """``round(x * 2^scale_bits)`` as uint32/uint64 (two's complement in Z_{2^ring_bits});
+    checks that ``n`` such values sum without overflow."""
     xf = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(xf)):
         raise DataError("secure aggregation input contains NaN or inf")
-    limit = 2.0 ** (63 - scale_bits) / max(n, 1)
+    limit = 2.0 ** (ring_bits - 1 - scale_bits) / max(n, 1)
     peak = float(np.max(np.abs(xf))) if xf.size else 0.0
     if peak >= limit:
         raise DataError(
-            f"secure aggregation input value {peak:.3g} overflows the 64-bit ring "
+            f"secure aggregation input value {peak:.3g} overflows the {ring_bits}-bit ring "
             f"(limit {limit:.3g} for {n} devices at scale 2^{scale_bits}); lower scale_bits"
         )
-    return np.rint(xf * 2.0**scale_bits).astype(np.int64).view(np.uint64)
+    unsigned = _RING_DTYPES[ring_bits]
+    signed = np.int32 if ring_bits == 32 else np.int64
+    return np.rint(xf * 2.0**scale_bits).astype(signed).view(unsigned)
 
 
 def decode_fixed_point(ring: np.ndarray, scale_bits: int) -> np.ndarray:
-    """Inverse of :func:`encode_fixed_point` for a (sum of) encoded vector(s)."""
-    return np.asarray(ring, dtype=np.uint64).view(np.int64).astype(np.float64) / 2.0**scale_bits
+    """Inverse of :func:`encode_fixed_point` for a (sum of) encoded vector(s); the ring
+    is the array's dtype (uint32 or uint64)."""
+    r = np.asarray(ring)
+    v = r.view(np.int32) if r.dtype == np.uint32 else r.astype(np.uint64).view(np.int64)
+    return v.astype(np.float64) / 2.0**scale_bits
 
 
 def _hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=length, salt=None, info=info).derive(secret)
 
 
-def _prg(key: bytes, dim: int) -> np.ndarray:
-    """``dim`` uniform uint64 words: AES-256-CTR keystream under ``key`` (32 bytes)."""
+_ZEROS: dict[int, bytes] = {}
+
+
+def _prg(key: bytes, dim: int, dtype: type[np.unsignedinteger] = np.uint64) -> np.ndarray:
+    """``dim`` uniform ring words: AES-256-CTR keystream under ``key`` (32 bytes)."""
+    size = np.dtype(dtype).itemsize * dim
+    zeros = _ZEROS.get(size)
+    if zeros is None:  # a zero buffer per vector size (a few sizes per run)
+        zeros = bytes(size)
+        if len(_ZEROS) < 8:
+            _ZEROS[size] = zeros
     enc = Cipher(algorithms.AES(key), modes.CTR(b"\x00" * 16)).encryptor()
-    return np.frombuffer(enc.update(bytes(8 * dim)) + enc.finalize(), dtype=np.uint64)
+    return np.frombuffer(enc.update(zeros), dtype=dtype)
 
 
 def _s_key(seed: bytes) -> X25519PrivateKey:
@@ -143,13 +211,21 @@ def _pub(key: X25519PrivateKey) -> bytes:
     return key.public_key().public_bytes(_RAW, _PUB)
 
 
-def _pair_mask(priv: X25519PrivateKey, peer_pub: bytes, session: bytes, dim: int) -> np.ndarray:
+def _pair_mask(
+    priv: X25519PrivateKey,
+    peer_pub: bytes,
+    session: bytes,
+    dim: int,
+    dtype: type[np.unsignedinteger] = np.uint64,
+) -> np.ndarray:
     shared = priv.exchange(X25519PublicKey.from_public_bytes(peer_pub))
-    return _prg(_hkdf(shared, b"edgeintel-secagg-mask" + session), dim)
+    return _prg(_hkdf(shared, b"edgeintel-secagg-mask" + session), dim, dtype)
 
 
-def _self_mask(b_seed: bytes, session: bytes, dim: int) -> np.ndarray:
-    return _prg(_hkdf(b_seed, b"edgeintel-secagg-self" + session), dim)
+def _self_mask(
+    b_seed: bytes, session: bytes, dim: int, dtype: type[np.unsignedinteger] = np.uint64
+) -> np.ndarray:
+    return _prg(_hkdf(b_seed, b"edgeintel-secagg-self" + session), dim, dtype)
 
 
 def graph_seed(session: bytes, s_public_keys: Sequence[bytes]) -> bytes:
@@ -178,18 +254,19 @@ def neighbor_graph(n: int, k: int | None, seed: bytes) -> list[tuple[int, ...]]:
     needs the survivors' induced graph to stay connected (Bell et al. 2020 take
     k = O(log n)).
     """
+    return [_neighbors(n, k, seed, u) for u in range(n)]
+
+
+def _neighbors(n: int, k: int | None, seed: bytes, u: int) -> tuple[int, ...]:
+    """Row ``u`` of :func:`neighbor_graph` (what one device computes for itself)."""
     if not _is_sparse(n, k):
-        return [tuple(v for v in range(n) if v != u) for u in range(n)]
+        return tuple(v for v in range(n) if v != u)
     assert k is not None
     seed_int = int.from_bytes(_hkdf(seed, b"edgeintel-secagg-graph", 8), "big")
     order = np.random.default_rng(seed_int).permutation(n)  # ring position -> device
-    pos = np.empty(n, dtype=np.int64)
-    pos[order] = np.arange(n)
+    pos = int(np.flatnonzero(order == u)[0])
     half = k // 2
-    return [
-        tuple(sorted({int(order[(pos[u] + d) % n]) for d in range(-half, half + 1) if d}))
-        for u in range(n)
-    ]
+    return tuple(sorted({int(order[(pos + d) % n]) for d in range(-half, half + 1) if d}))
 
 
 # --------------------------------------------------------------------------- parties
@@ -206,6 +283,7 @@ class SecAggClient:
         self._b_seed = os.urandom(16)
         self._peers: dict[int, tuple[bytes, bytes]] = {}
         self._held: dict[int, tuple[bytes, bytes]] = {}  # sender -> (share of s, share of b)
+        self._channels: dict[int, AESGCM] = {}  # one c-key agreement per peer, both ways
         self._answered = False
 
     def advertise(self) -> tuple[bytes, bytes]:
@@ -213,8 +291,12 @@ class SecAggClient:
         return _pub(self._c), _pub(self._s)
 
     def _channel(self, peer: int) -> AESGCM:
-        shared = self._c.exchange(X25519PublicKey.from_public_bytes(self._peers[peer][0]))
-        return AESGCM(_hkdf(shared, b"edgeintel-secagg-enc" + self.session))
+        ch = self._channels.get(peer)
+        if ch is None:
+            shared = self._c.exchange(X25519PublicKey.from_public_bytes(self._peers[peer][0]))
+            key = _hkdf(shared, b"edgeintel-secagg-enc" + self.session)
+            ch = self._channels[peer] = AESGCM(key)
+        return ch
 
     def share_keys(
         self,
@@ -239,10 +321,10 @@ class SecAggClient:
                 )
             if all_s_keys[self.index] != self.advertise()[1]:
                 raise DataError(f"device {self.index}: the key list misstates its own key")
-            graph = neighbor_graph(
-                self.n, self.config.neighbors, graph_seed(self.session, all_s_keys)
+            mine = _neighbors(
+                self.n, self.config.neighbors, graph_seed(self.session, all_s_keys), self.index
             )
-            if set(public_keys) != {self.index, *graph[self.index]} or any(
+            if set(public_keys) != {self.index, *mine} or any(
                 public_keys[v][1] != all_s_keys[v] for v in public_keys
             ):
                 raise DataError(
@@ -253,13 +335,13 @@ class SecAggClient:
         # the share holders are this device and its neighbours; holder j gets share j + 1
         holders = sorted(public_keys)
         t = self.config.t(len(holders))
-        s_shares = Shamir.split(t, len(holders), self._s_seed, False)
-        b_shares = Shamir.split(t, len(holders), self._b_seed, False)
+        s_shares = shamir_split(t, len(holders), self._s_seed)
+        b_shares = shamir_split(t, len(holders), self._b_seed)
         out: dict[int, bytes] = {}
         for j, v in enumerate(holders):
-            payload = _SHARE.pack(self.index, v, s_shares[j][1], b_shares[j][1])
+            payload = _SHARE.pack(self.index, v, s_shares[j], b_shares[j])
             if v == self.index:
-                self._held[v] = (s_shares[j][1], b_shares[j][1])
+                self._held[v] = (s_shares[j], b_shares[j])
                 continue
             nonce = os.urandom(12)
             out[v] = nonce + self._channel(v).encrypt(nonce, payload, self.session)
@@ -276,14 +358,17 @@ class SecAggClient:
 
     def masked_input(self, x: np.ndarray) -> np.ndarray:
         """Round 2: the encoded vector plus the self-mask and the signed pairwise masks."""
-        flat = np.ravel(x)
-        y = encode_fixed_point(flat, self.config.scale_bits, self.n)
-        y = y + _self_mask(self._b_seed, self.session, y.size)
+        cfg = self.config
+        y = encode_fixed_point(np.ravel(x), cfg.scale_bits, self.n, cfg.ring_bits)
+        y += _self_mask(self._b_seed, self.session, y.size, y.dtype.type)
         for v, (_, s_pub) in self._peers.items():
             if v == self.index:
                 continue
-            m = _pair_mask(self._s, s_pub, self.session, y.size)
-            y = y + m if self.index < v else y - m
+            m = _pair_mask(self._s, s_pub, self.session, y.size, y.dtype.type)
+            if self.index < v:
+                y += m
+            else:
+                y -= m
         return y
 
     def unmask(self, survivors: Collection[int], dropped: Collection[int]) -> dict[int, bytes]:
@@ -360,15 +445,16 @@ class SecAggServer:
                 f"secure aggregation needs shares from {t} of {len(holders)} share holders "
                 f"of device {u}, got {len(shares)}"
             )
-        return bytes(Shamir.combine(shares[:t], False))
+        return shamir_combine(shares[:t])
 
     def receive_masked(self, index: int, y: np.ndarray) -> None:
         """Accept one device's masked vector; wrong length or dtype is rejected."""
         y = np.asarray(y)
-        if y.dtype != np.uint64 or y.ndim != 1:
+        ring = _RING_DTYPES[self.config.ring_bits]
+        if y.dtype != ring or y.ndim != 1:
             raise DataError(
                 f"device {index} sent a masked update of dtype {y.dtype} and shape {y.shape}; "
-                "expected a 1-D uint64 vector"
+                f"expected a 1-D {np.dtype(ring).name} vector"
             )
         if y.size != self.dim:
             raise DataError(
@@ -382,11 +468,12 @@ class SecAggServer:
         """Ring sum of the survivors' inputs from their round-3 shares."""
         survivors = sorted(self.masked)
         dropped = sorted(set(self.public_keys) - set(survivors))
-        total = np.zeros(self.dim, dtype=np.uint64)
+        ring = _RING_DTYPES[self.config.ring_bits]
+        total = np.zeros(self.dim, dtype=ring)
         for y in self.masked.values():
             total += y
         for u in survivors:
-            total -= _self_mask(self._combine(u, responses), self.session, self.dim)
+            total -= _self_mask(self._combine(u, responses), self.session, self.dim, ring)
         masked = set(survivors)
         for u in dropped:
             s_priv = _s_key(self._combine(u, responses))
@@ -395,9 +482,12 @@ class SecAggServer:
             for v in self._graph()[u]:
                 if v not in masked:
                     continue
-                m = _pair_mask(s_priv, self.public_keys[v][1], self.session, self.dim)
+                m = _pair_mask(s_priv, self.public_keys[v][1], self.session, self.dim, ring)
                 # Survivor v added +m if v > u (u < v on u's side means u added +m, v added -m).
-                total = total + m if u < v else total - m
+                if u < v:
+                    total += m
+                else:
+                    total -= m
         return total
 
 
@@ -480,7 +570,7 @@ def secure_sum(
     for i in survivors:
         down += 4 * n
         responses[i] = clients[i].unmask(survivors, sorted(drop))
-        up += 20 * len(responses[i])
+        up += (4 + _SHARE_BYTES) * len(responses[i])
     t_client += time.perf_counter() - t1
     t2 = time.perf_counter()
     ring = server.unmasked_sum(responses)
@@ -506,26 +596,32 @@ def secure_aggregate(
 ) -> tuple[list[np.ndarray], float, SecAggResult]:
     """Weighted sum of updates (lists of arrays) via :func:`secure_sum`.
 
-    Each device masks ``concat(w_u * x_u, [w_u])``; returns (sum of w_u x_u as arrays,
-    sum of surviving weights, the session result). Divide for the weighted mean.
+    Each device masks ``concat(w_u / w_max * x_u, [w_u / w_max])`` (weights scaled by the
+    largest, which the aggregator knows, so values stay within the ring's range whatever
+    the sample counts); returns (sum of w_u x_u as arrays, sum of surviving weights, the
+    session result). Divide for the weighted mean.
     """
     if len(updates) != len(weights):
         raise ConfigError(f"{len(updates)} updates but {len(weights)} weights")
     if not updates:
         raise DataError("secure aggregation needs at least one update")
     shapes = [a.shape for a in updates[0]]
+    w_max = max(float(w) for w in weights)
+    if not w_max > 0:
+        raise DataError(f"secure aggregation needs a positive weight, got {list(weights)}")
     vecs = []
     for i, (upd, w) in enumerate(zip(updates, weights, strict=True)):
         if [a.shape for a in upd] != shapes:
             raise DataError(f"update {i} has shapes {[a.shape for a in upd]}, expected {shapes}")
         flat = np.concatenate([np.ravel(a).astype(np.float64) for a in upd] + [np.zeros(1)])
-        flat[:-1] *= w
-        flat[-1] = w
+        flat[:-1] *= w / w_max
+        flat[-1] = w / w_max
         vecs.append(flat)
     res = secure_sum(vecs, config, dropped)
+    total = res.total * w_max
     out, off = [], 0
     for s in shapes:
         size = int(np.prod(s, dtype=np.int64))
-        out.append(res.total[off : off + size].reshape(s))
+        out.append(total[off : off + size].reshape(s))
         off += size
-    return out, float(res.total[-1]), res
+    return out, float(total[-1]), res

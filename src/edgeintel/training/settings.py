@@ -10,17 +10,24 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from edgeintel.schema import Fraction, Positive, Strict, registry_name
+from edgeintel.errors import FieldError
+from edgeintel.schema import Fraction, Strict, registry_name, resolve_folder
 from edgeintel.training.aggregate import AGGREGATORS
 from edgeintel.training.attacks import ATTACKS
 from edgeintel.training.compressors import UPDATE_COMPRESSORS
 from edgeintel.training.server_opt import SERVER_OPTIMIZERS
 
+if TYPE_CHECKING:
+    from edgeintel.topology import Topology
+
 __all__ = ["DPSettings", "SecureAggregationSettings", "TrainingMode", "TrainingSettings"]
+
+Norm = Annotated[float, Field(gt=0, le=1e6)]
+"""An L2 norm in parameter units: above 0, at most 10**6."""
 
 
 #: a learning rate or step factor: > 0 and at most 10. Larger values are not a setting
@@ -47,12 +54,12 @@ class DPSettings(Strict):
     ``target_epsilon`` at ``target_delta`` bounds training (``on_budget``: stop or warn).
     """
 
-    noise_multiplier: Positive = 1.0
-    clip_norm: Positive = 1.0
+    noise_multiplier: Annotated[float, Field(gt=0, le=1000)] = 1.0
+    clip_norm: Norm = 1.0
     clipping: Annotated[str, Field(pattern=r"^(fixed|adaptive)$")] = "fixed"
     target_quantile: Annotated[float, Field(gt=0, lt=1)] = 0.5
     clip_lr: LearningRate = 0.2
-    target_epsilon: Positive | None = None
+    target_epsilon: Annotated[float, Field(gt=0, le=1000)] | None = None
     target_delta: Annotated[float, Field(gt=0, lt=1)] = 1e-5
     on_budget: Annotated[str, Field(pattern=r"^(stop|warn)$")] = "stop"
     #: a reproducible simulation (results say so): draw DP noise and the devices sampled
@@ -74,7 +81,7 @@ class SecureAggregationSettings(Strict):
     scale_bits: Annotated[int, Field(ge=8, le=48)] = 24
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     dropout: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
-    neighbors: Annotated[int, Field(ge=2, multiple_of=2)] | None = None
+    neighbors: Annotated[int, Field(ge=2, le=100_000, multiple_of=2)] | None = None
 
 
 class TrainingSettings(Strict):
@@ -96,7 +103,7 @@ class TrainingSettings(Strict):
     # ---- edge training (issue 4)
     mode: TrainingMode = TrainingMode.AUTO
     rounds: Annotated[int, Field(ge=1, le=100_000)] = 10
-    clients_per_round: Annotated[int, Field(ge=1)] | None = None
+    clients_per_round: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
     local_steps: Annotated[int, Field(ge=1, le=100_000)] | None = 10
     local_epochs: Annotated[int, Field(ge=1, le=1000)] | None = None
     client_lr: LearningRate = 0.05
@@ -109,13 +116,13 @@ class TrainingSettings(Strict):
     error_feedback: bool | None = None
     aggregation: Annotated[str, registry_name(AGGREGATORS)] = "fedavg"
     byzantine_fraction: Annotated[float, Field(ge=0, lt=0.5)] | None = None
-    clip_norm: Positive | None = None
+    clip_norm: Norm | None = None
     attack: Annotated[str, registry_name(ATTACKS)] | None = None
     malicious_fraction: Fraction = 0.0
-    deadline_s: Positive | None = None
+    deadline_s: Annotated[float, Field(gt=0, le=1e7)] | None = None
     deadline_quantile: Annotated[float, Field(gt=0, le=1)] | None = None
     dropout: Fraction = 0.0
-    finetune_layers: Annotated[int, Field(ge=1)] | None = None
+    finetune_layers: Annotated[int, Field(ge=1, le=10_000)] | None = None
     # ---- privacy and fault tolerance (issue 5)
     dp: DPSettings | None = None
     secure_aggregation: SecureAggregationSettings | None = None
@@ -123,26 +130,8 @@ class TrainingSettings(Strict):
         default=None, description="save the aggregator state here every round; resume from it"
     )
 
-    @field_validator("checkpoint_dir")
-    @classmethod
-    def _checkpoint_dir(cls, value: Path | None, info: ValidationInfo) -> Path | None:
-        """A relative folder resolves against the scenario file's folder (like every path
-        of a scenario) and must stay inside it: a downloaded scenario cannot make a run
-        write checkpoints elsewhere through ``..`` or a symbolic link. An absolute path
-        is the user's explicit choice."""
-        if value is None:
-            return None
-        base = (info.context or {}).get("base_dir")
-        if value.is_absolute() or base is None:
-            return value
-        root = Path(base).resolve()
-        path = (root / value).resolve()
-        if not path.is_relative_to(root):
-            raise ValueError(
-                f"{value} resolves to {path}, outside the scenario's folder {root}; give a "
-                "folder inside it, or an absolute path"
-            )
-        return path
+    # inside the scenario's folder when relative (schema.resolve_folder)
+    _checkpoint_dir = field_validator("checkpoint_dir")(resolve_folder)
 
     @model_validator(mode="after")
     def _edge_training(self) -> TrainingSettings:
@@ -166,3 +155,23 @@ class TrainingSettings(Strict):
             if self.dp is not None and self.dp.clipping == "adaptive":
                 raise ValueError("secure_aggregation with dp supports dp.clipping 'fixed' only")
         return self
+
+    def check_scenario(self, topology: Topology) -> None:
+        """Privacy needs several devices sharing updates: no DP or secure aggregation with
+        central or solo training (nothing is aggregated), and SecAgg+ ``neighbors`` below
+        the device count."""
+        for name, given in (("dp", self.dp), ("secure_aggregation", self.secure_aggregation)):
+            if given is not None and self.mode in (TrainingMode.CENTRAL, TrainingMode.SOLO):
+                raise FieldError(
+                    (name,),
+                    f"applies to federated or hierarchical training, not mode '{self.mode}' "
+                    "(no device updates are aggregated); remove it or change the mode",
+                )
+        sa = self.secure_aggregation
+        n = topology.num_devices
+        if sa is not None and sa.neighbors is not None and sa.neighbors >= n:
+            raise FieldError(
+                ("secure_aggregation", "neighbors"),
+                f"{sa.neighbors} neighbours need more than {sa.neighbors} devices; the "
+                f"scenario has {n} (give fewer, or leave it out for all pairs)",
+            )

@@ -2,23 +2,21 @@
 
 ``client_update`` transforms a device's flat update before compression;
 ``aggregate`` combines the decoded updates at an aggregator (``ctx.tier`` says
-which); ``should_continue`` / ``on_round_end`` see the engine before and after
-each round (budgets, checkpointing); ``state_dict``/``load_state_dict`` let a
-strategy's own state ride in ``EngineState``.
+which); ``should_continue`` / ``on_round_end`` see the engine's ``EngineState``
+before and after each round (budgets, checkpointing) -- never the engine itself,
+as a Flower strategy never sees the server; ``state_dict``/``load_state_dict`` let
+a strategy's own state ride in ``EngineState``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from edgeintel.training.aggregate import AggregationConfig, aggregate, weighted_mean
-from edgeintel.training.rounds import ClientSpec, Tier
-
-if TYPE_CHECKING:
-    from edgeintel.training.engine import FederatedEngine
+from edgeintel.training.rounds import ClientSpec, EngineState, Tier
 
 __all__ = ["AggregationContext", "Strategy"]
 
@@ -64,12 +62,14 @@ class Strategy:
         cfg = replace(self.aggregation, f=ctx.f)
         return aggregate([[u] for u in updates], weights, cfg)[0]
 
-    def should_continue(self, engine: FederatedEngine) -> bool:
-        """Checked by ``run`` before every round; False ends training (e.g. DP budget spent)."""
+    def should_continue(self, state: EngineState) -> bool:
+        """Checked by ``run`` before every round with the engine's state; False ends
+        training (e.g. DP budget spent)."""
         return True
 
-    def on_round_end(self, engine: FederatedEngine) -> None:
-        """Called after every round (the engine's ``state`` is up to date)."""
+    def on_round_end(self, state: EngineState) -> None:
+        """Called after every round with the engine's up-to-date state (the round just
+        run is ``state.round`` and the last entry of ``state.history``)."""
 
     def state_dict(self) -> dict[str, Any]:
         return {}

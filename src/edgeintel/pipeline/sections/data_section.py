@@ -43,6 +43,20 @@ def render_data(data: dict[str, Any], figures: list[Figure], ctx: RenderContext)
             f"{part.get('kind')}{alpha} over {part.get('devices')} devices, label skew "
             f"{part.get('label_skew', float('nan')):.2f} (0 = every device sees the global mix)",
         )
+    std = data.get("standardization")
+    if isinstance(std, dict):
+        scale = data.get("feature_scale") or {}
+        spread = (
+            f"; the raw features spanned {scale['ratio']:.3g}x in scale "
+            f"({scale.get('widest')!r} vs {scale.get('narrowest')!r})"
+            if isinstance(scale.get("ratio"), float) and scale["ratio"] > 1
+            else ""
+        )
+        h.fact(
+            "preprocessing",
+            f"{str(std.get('kind', '')).replace('_', ' ')} standardisation with statistics of "
+            f"the {std.get('fitted_on')} ({std.get('samples')} samples){spread}",
+        )
     for message in data.get("warnings") or []:  # e.g. features on very different scales
         ctx.warn(str(message))
     if isinstance(n_test, int) and 0 < n_test < SMALL_TEST_SET:

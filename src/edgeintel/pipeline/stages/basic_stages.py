@@ -14,9 +14,10 @@ from edgeintel.data.provenance import (
     chance_accuracy,
     split_record,
 )
-from edgeintel.inference.latency import measure_latency, scale_latency
-from edgeintel.models import build_model, count_params, export_onnx, make_session, onnx_predict
+from edgeintel.latency import measure_latency, scale_latency
+from edgeintel.models import count_params, export_onnx
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
+from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
 # importing a section's renderer registers it with the report (edgeintel.report.sections)
@@ -51,13 +52,12 @@ class DataStage(Stage):
             advance()
         ds, splits = rd.dataset, rd.splits
         train_idx, test_idx = splits.train, splits.test
-        if rd.standardizer is not None:
-            ctx.state["standardizer"] = rd.standardizer
+        ctx.standardizer = rd.standardizer
         for message in rd.warnings:  # e.g. features on very different scales, unscaled
             ctx.console.print(f"[yellow]warning:[/] {message}")
         p = spec.partition
         ctx.val_idx, ctx.server_idx = splits.val, splits.server
-        ctx.state["split"] = split_record(spec, sc.seed, splits, ds.name)
+        ctx.data_split = split_record(spec, sc.seed, splits, ds.name)
         ctx.dataset, ctx.train_idx, ctx.test_idx = ds, train_idx, test_idx
         ctx.device_parts = list(rd.parts)
         counts = np.stack(
@@ -116,9 +116,7 @@ class TrainStage(Stage):
             weight_decay=settings.weight_decay,
             threads=None,  # the pipeline's thread limit (settings.threads)
         )
-        model = build_model(
-            sc.task.model, ds.sample_shape, ds.num_classes, width=sc.task.width, seed=sc.seed
-        )
+        model = ctx.fresh_model()
         x_tr, y_tr = ctx.train_arrays()
         x_te, y_te = ctx.test_arrays()
 
@@ -143,6 +141,7 @@ class TrainStage(Stage):
             "history": [h.to_json() for h in history],
             "final_accuracy": history[-1].val_accuracy,
         }
+        ctx.central_accuracy = history[-1].val_accuracy
         ctx.add_figure(
             "training",
             "Training curve",
@@ -165,15 +164,15 @@ class ExportStage(Stage):
             raise RuntimeError("no trained model to export")
         # the model on the context: the edge-trained global model when edge training
         # replaced it (federated / hierarchical), else the central baseline
-        trained_by = ctx.state.get("model_source", "central")
-        scaler = ctx.state.get("standardizer")
+        trained_by = ctx.model_source
+        scaler = ctx.standardizer
         extra = {
             "family": ctx.scenario.task.model,
             "dataset": ds.name,
             "trained_by": trained_by,
             "trained_on": CENTRAL_TRAIN if trained_by == "central" else DEVICE_SHARDS,
             # lets `edgeintel compress MODEL.onnx` evaluate on what the model never saw
-            "data_split": ctx.state.get("split"),
+            "data_split": ctx.data_split,
             "preprocess": None if scaler is None else scaler.to_json(),
         }
         with ctx.task("Exporting to ONNX", total=1) as advance:

@@ -29,10 +29,7 @@ from edgeintel.caching import (
     evaluate_delivery,
     evaluate_tiered_delivery,
     filter_stream,
-    greedy_placement,
-    lp_placement,
     miss_ratio,
-    popularity_placement,
     prepare,
     replay_reuse,
     shared_views,
@@ -40,11 +37,13 @@ from edgeintel.caching import (
     zipf_demand,
 )
 from edgeintel.caching.filter import FEATURES
-from edgeintel.inference.latency import measure_latency
-from edgeintel.models import make_session, onnx_predict
+from edgeintel.caching.placement import CONTENT_PLACEMENTS
+from edgeintel.latency import measure_latency
+from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import caching_section as _section  # noqa: F401  (registers the section)
 from edgeintel.report import plots
+from edgeintel.runtime.wiring import FilterThreshold
 
 __all__ = ["CachingStage"]
 
@@ -141,13 +140,18 @@ class CachingStage(Stage):
             saved_bytes = run.skipped * input_bytes
             compute_saved_ms = run.skipped * dev_model_ms - run.inputs * dev_filter_ms
             tx_s = saved_bytes * 8 / (device.link.bandwidth_mbps * 1e6)
+            tuned = report.to_json()
+            # the runtime's agents start from this threshold (as results.json records it)
+            ctx.filter_thresholds[device.name] = FilterThreshold(
+                tuned["feature"], tuned["threshold"]
+            )
             per_device[device.name] = {
                 "inputs": run.inputs,
                 "skipped": run.skipped,
                 "skip_fraction": _r(run.skip_fraction),
                 "probes": run.probes,
                 "agreement": _r(run.agreement or 0.0),
-                "threshold": report.to_json(),
+                "threshold": tuned,
                 "threshold_end": _r(run.threshold_end, 6),
                 "bytes_not_uploaded": saved_bytes,
                 "compute_saved_ms": _r(compute_saved_ms, 3),
@@ -225,8 +229,8 @@ class CachingStage(Stage):
         )
         future = [t[half:] for t in traces]
         dl = Delivery(ps.local_ms, ps.neighbour_ms, ps.cloud_ms, ps.device_ms)
-        coop = greedy_placement(history, cap, nb, dl)
-        single = popularity_placement(history, cap)
+        coop = CONTENT_PLACEMENTS.get("greedy")(history, cap, nb, dl)
+        single = CONTENT_PLACEMENTS.get("popularity")(history, cap, nb, dl)
         item_bytes = int(ps.item_mb * 2**20)
         out: dict[str, Any] = {
             "stations": {
@@ -245,7 +249,7 @@ class CachingStage(Stage):
             out["device_tier"] = tier
         n_vars = ps.items * (len(names) + sum(1 + len(n) for n in nb))
         if n_vars <= _LP_MAX_VARIABLES:
-            lp = lp_placement(history, cap, nb, dl)
+            lp = CONTENT_PLACEMENTS.get("lp")(history, cap, nb, dl)
             out["lp_bound"] = _r(lp.value, 1)
             out["greedy_gap_to_lp"] = _r(1 - coop.value / lp.value, 5) if lp.value else 0.0
         return out

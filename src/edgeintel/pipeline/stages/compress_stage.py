@@ -36,7 +36,6 @@ from edgeintel.inference.search import run_candidates
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import inference_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.stages.federated_finetune import (
-    LEDGER,
     FederatedFinetuner,
     dp_ledger_epsilon,
 )
@@ -54,7 +53,7 @@ def fit_data_for(
     server-held set). ``roles["fine_tuning"]`` is where fine-tuning runs: device
     shards via federated rounds after edge training (``finetune_rounds`` > 0).
     """
-    source = ctx.state.get("model_source", "central")
+    source = ctx.model_source
     roles: dict[str, Any] = {
         "model_trained_by": source,
         "model_trained_on": CENTRAL_TRAIN if source == "central" else DEVICE_SHARDS,
@@ -135,7 +134,7 @@ class CompressStage(Stage):
                     width=sc.task.width,
                     workdir=ctx.run_dir / "compress" / "candidates",
                     seed=sc.seed,
-                    cache=ctx.state.setdefault("compress_cache", {}),
+                    cache=ctx.compress_cache,
                     finetuner=finetuner,
                 )
                 advance()
@@ -150,7 +149,7 @@ class CompressStage(Stage):
                 extra_for=lambda r: {"data_roles": {**roles, **roles_of(r.recipe)}},
             )
             advance()
-        ctx.state["compressed_artifacts"] = {k: str(v.artifact_path) for k, v in choices.items()}
+        ctx.compressed_artifacts = {k: str(v.artifact_path) for k, v in choices.items()}
         base = results[0].baseline
         ctx.results["compression"] = {
             "search_space": settings.search_space,
@@ -198,20 +197,20 @@ class CompressStage(Stage):
             }
             eps = dp_ledger_epsilon(ctx)
             if eps is not None:
-                ledger = ctx.state[LEDGER]
+                ledger = ctx.dp_ledger
+                assert ledger is not None
                 ft["privacy"] = {
                     "epsilon": eps,
-                    "delta": ledger["delta"],
-                    "epsilon_training_only": ledger["phases"][0]["epsilon_after"],
+                    "delta": ledger.delta,
+                    "epsilon_training_only": ledger.phases[0]["epsilon_after"],
                     "covers": "edge training (+ its clean reference run, when an attack is "
                     "configured) + every federated fine-tuning run (one dp-accounting RDP "
                     "accountant composes them all)",
-                    "phases": ledger["phases"],
+                    "phases": ledger.phases,
                 }
                 # the run's one budget: the edge-training section reports the total too
-                edp = ctx.results.get("edge_training", {}).get("privacy", {}).get("dp")
-                if isinstance(edp, dict):
-                    edp["epsilon_with_fine_tuning"] = eps
+                if ctx.edge_dp_record is not None:
+                    ctx.edge_dp_record["epsilon_with_fine_tuning"] = eps
             ctx.results["compression"]["federated_fine_tuning"] = ft
         for name, choice in choices.items():
             ctx.results["compression"]["per_profile"][name]["table"] = front_rows(choice.search)

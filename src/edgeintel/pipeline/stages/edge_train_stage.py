@@ -40,7 +40,7 @@ __all__ = ["EdgeTrainStage"]
 def _compare(ctx: RunContext, section: dict[str, Any], accuracy: float | None) -> None:
     """Add chance level and the gap to the central baseline to the summary; warn if poor."""
     _, y_te = ctx.test_arrays()
-    central = ctx.results.get("training", {}).get("final_accuracy")
+    central = ctx.central_accuracy
     cmp = compare_to_central(accuracy, central, chance_accuracy(y_te))
     warnings = cmp.pop("warnings")
     section["summary"].update(cmp)
@@ -75,7 +75,7 @@ def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     fine-tuning it on a device would leak the others' samples into its model.
     """
     sc = ctx.scenario
-    ds = ctx.require_dataset()
+    ctx.require_dataset()
     x_s, y_s = ctx.server_arrays()
     if len(y_s) == 0:
         raise ConfigError(
@@ -83,7 +83,7 @@ def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
             "on the server-held set (the central model saw every device's data); set "
             "data.server_fraction > 0"
         )
-    model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+    model = ctx.fresh_model()
     x_te, y_te = ctx.test_arrays()
     with ctx.task("solo base model on the server-held set (epochs)", total=1) as advance:
         train_model(model, x_s, y_s, cfg, seed=sc.seed)
@@ -126,9 +126,7 @@ class EdgeTrainStage(Stage):
         st = sc.settings.training
 
         def engine(overrides: dict[str, Any] | None = None) -> FederatedEngine:
-            model = build_model(
-                sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed
-            )
+            model = ctx.fresh_model()
             # DP / secure aggregation / checkpoints from settings.training (issue 5);
             # only the main run checkpoints and resumes.
             return build_private_engine(
@@ -150,7 +148,7 @@ class EdgeTrainStage(Stage):
             clean = engine({"attack": None, "malicious_fraction": 0.0})
             _run_engine(ctx, clean, "clean reference (rounds)")
         ctx.model = copy.deepcopy(eng.global_model())
-        ctx.state["model_source"] = str(mode)
+        ctx.model_source = str(mode)
         hist = eng.state.history
         rounds = [r.round for r in hist]
         acc = [float("nan") if r.accuracy is None else r.accuracy for r in hist]
@@ -184,7 +182,7 @@ class EdgeTrainStage(Stage):
             "history": [r.to_json() for r in hist],
             "bytes_total": {t: int(cum[t][-1]) for t in TIERS},
         }
-        central = ctx.results.get("training", {}).get("final_accuracy")
+        central = ctx.central_accuracy
         ctx.add_figure(
             "edge_training", "Accuracy vs round",
             plots.round_curve(rounds, {f"{mode} global model": acc}, baseline=central,
@@ -227,9 +225,11 @@ class EdgeTrainStage(Stage):
         report_privacy(ctx, eng, section="edge_training")
         # the run's one DP budget: federated fine-tuning in `compress` continues it
         save_dp_ledger(ctx, eng, "edge training")
+        dp = section.get("privacy", {}).get("dp")
+        if isinstance(dp, dict):
+            ctx.edge_dp_record = dp  # compress adds the epsilon with fine-tuning to it
         if clean is not None:  # the clean reference also trained on the devices' data
             save_dp_ledger(ctx, clean, "clean reference run", compose=True)
-            dp = section.get("privacy", {}).get("dp")
             if isinstance(dp, dict):
                 dp["epsilon_with_clean_reference"] = dp_ledger_epsilon(ctx)
 

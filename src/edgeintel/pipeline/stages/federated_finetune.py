@@ -10,7 +10,7 @@ the compressed model and runs ``settings.inference.compress.finetune_rounds``
 rounds over the device shards. The engine evaluates on the validation split.
 
 One privacy budget covers training and fine-tuning: the edge-training stage leaves
-its DP state (clip norm, accountant history) in ``ctx.state["dp_ledger"]``; each
+its DP state (clip norm, accountant history) in ``ctx.dp_ledger`` (a ``DpLedger``); each
 fine-tuning run starts its accountant from it and writes the composed state back,
 so every fine-tuned candidate is accounted (they are all released to selection) and
 the epsilon reported after compression covers training plus all fine-tuning. With
@@ -20,6 +20,7 @@ the epsilon reported after compression covers training plus all fine-tuning. Wit
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -33,11 +34,19 @@ from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import PrivacyStrategy, build_private_engine
 from edgeintel.training.scenario_train import resolve_mode
 
-__all__ = ["FederatedFinetuner", "dp_ledger_epsilon", "save_dp_ledger"]
+__all__ = ["DpLedger", "FederatedFinetuner", "dp_ledger_epsilon", "save_dp_ledger"]
 
 log = logging.getLogger(__name__)
 
-LEDGER = "dp_ledger"
+
+@dataclass
+class DpLedger:
+    """The run's one privacy ledger: the DP state to continue from (clip norm, accountant
+    history), delta, and per phase its aggregation steps and the epsilon after it."""
+
+    state: dict[str, Any]
+    delta: float
+    phases: list[dict[str, Any]] = field(default_factory=list)
 
 
 def save_dp_ledger(
@@ -52,20 +61,22 @@ def save_dp_ledger(
     strat = engine.strategy
     if not isinstance(strat, PrivacyStrategy) or strat.dp is None:
         return
-    ledger = ctx.state.setdefault(LEDGER, {"phases": []})
     state = strat.dp.state()
-    if compose and "state" in ledger:
-        before = ledger["state"]
+    ledger = ctx.dp_ledger
+    if compose and ledger is not None:
+        before = ledger.state
         history = before["accountant"]["history"] + state["accountant"]["history"]
         state = {**before, "accountant": {**before["accountant"], "history": history}}
     accountant = PrivacyAccountant.from_state(state["accountant"])
-    ledger["state"] = state
-    ledger["delta"] = strat.dp.config.target_delta
-    ledger["phases"].append(
+    if ledger is None:
+        ledger = ctx.dp_ledger = DpLedger(state, strat.dp.config.target_delta)
+    ledger.state = state
+    ledger.delta = strat.dp.config.target_delta
+    ledger.phases.append(
         {
             "phase": phase,
             "aggregation_steps": len(accountant.history)
-            - sum(p["aggregation_steps"] for p in ledger["phases"]),
+            - sum(p["aggregation_steps"] for p in ledger.phases),
             "epsilon_after": round(accountant.epsilon(), 6),
         }
     )
@@ -73,10 +84,10 @@ def save_dp_ledger(
 
 def dp_ledger_epsilon(ctx: RunContext) -> float | None:
     """Epsilon of everything accounted in the run so far (None without DP)."""
-    ledger = ctx.state.get(LEDGER)
-    if not ledger or not ledger["phases"]:
+    ledger = ctx.dp_ledger
+    if ledger is None or not ledger.phases:
         return None
-    return float(ledger["phases"][-1]["epsilon_after"])
+    return float(ledger.phases[-1]["epsilon_after"])
 
 
 class FederatedFinetuner:
@@ -108,10 +119,10 @@ class FederatedFinetuner:
             overrides={"rounds": self.rounds}, checkpoints=False,
         )  # fmt: skip
         strat = engine.strategy
-        ledger = ctx.state.get(LEDGER)
-        if isinstance(strat, PrivacyStrategy) and strat.dp is not None and ledger:
+        ledger = ctx.dp_ledger
+        if isinstance(strat, PrivacyStrategy) and strat.dp is not None and ledger is not None:
             # one budget: continue the accountant (and adaptive clip norm) of edge training
-            strat.dp.load_state(ledger["state"])
+            strat.dp.load_state(ledger.state)
         engine.run()
         engine.global_model()  # the engine wraps ``model``: load the final weights into it
         model.eval()

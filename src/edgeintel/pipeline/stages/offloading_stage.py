@@ -47,7 +47,7 @@ class OffloadingStage(Stage):
                 early_exit=exit_profile,
             )
             advance()
-        ctx.state["offloading_plan"] = result
+        ctx.offloading_plan = result
         ctx.results["offloading"] = result.to_json()
         if exit_json is not None:
             if result.without_exit is not None:
@@ -70,19 +70,19 @@ def _early_exit(
     import torch
 
     from edgeintel.models.early_exit import export_early_exit
-    from edgeintel.models.export import make_session
     from edgeintel.offloading.early_exit import (
         cascade_predictions,
         check_exit_blocks,
         choose_exit_point,
         profile_exit,
     )
+    from edgeintel.onnx_files import make_session
 
     if ctx.model is None:
         raise RuntimeError("no trained model to attach an exit to")
     ds = ctx.require_dataset()
     blocks = check_exit_blocks(ctx.model, st.after_block, list(st.candidate_blocks))
-    source = str(ctx.state.get("model_source", "central"))
+    source = ctx.model_source
     roles: dict[str, Any] = {
         "model_trained_by": source,
         "model_trained_on": CENTRAL_TRAIN if source == "central" else DEVICE_SHARDS,

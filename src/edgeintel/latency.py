@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import ConfigError
-from edgeintel.models.export import make_session
+from edgeintel.onnx_files import make_session
 
 __all__ = ["LatencyStats", "measure_latency", "scale_latency", "time_calls", "windows_agree"]
 
