@@ -539,3 +539,135 @@ def _iter_cases() -> Iterator[Case]:  # for other test modules
 if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     _main()
+
+
+# --------------------------------------------------------------------------- property
+
+SHIPPED = ("default", "wearable_health", "smart_camera", "factory_energy", "mnist_federated")
+NEVER_VALID = "never valid"  # a mutation no field accepts
+
+
+def _full(name: str) -> dict[str, Any]:
+    """A shipped scenario with every default written out (so every field can mutate)."""
+    from edgeintel.examples import example_path
+    from edgeintel.scenario import dump_scenario, parse_scenario
+
+    raw = base_raw(name)
+    raw["settings"] = {**raw.get("settings", {})}
+    raw["settings"].setdefault("sim", {})
+    raw["settings"].setdefault("offloading", {}).setdefault("d2d", {})
+    raw["settings"]["offloading"].setdefault("early_exit", {})
+    raw["settings"].setdefault("training", {}).setdefault("dp", {})
+    return dump_scenario(parse_scenario(raw, base_dir=example_path(name).parent))
+
+
+def _leaves(node: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """(path, value) of every number and boolean in the settings, profiles and links."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, (*path, k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, (*path, i))
+    elif isinstance(node, bool | int | float) and path[0] in (
+        "settings", "device_profiles", "edge_servers", "links", "devices", "cloud"
+    ):  # fmt: skip
+        yield path, node
+
+
+def _mutants(value: Any) -> list[tuple[Any, str]]:
+    """Replacements for ``value``: (new value, NEVER_VALID or 'maybe')."""
+    if isinstance(value, bool):
+        return [(1, NEVER_VALID), ("yes", NEVER_VALID), (0.0, NEVER_VALID), (None, "maybe")]
+    out: list[tuple[Any, str]] = [
+        (math.nan, NEVER_VALID),
+        (math.inf, NEVER_VALID),
+        (-math.inf, NEVER_VALID),
+        (True, NEVER_VALID),
+        (str(value), NEVER_VALID),
+        (1e30, NEVER_VALID),
+        (-1e30, NEVER_VALID),
+        (10**20, NEVER_VALID),
+        (value * 1e6 if value else 1e6, "maybe"),
+        (-abs(value) - 1, "maybe"),
+        (0, "maybe"),
+        (1e-12, "maybe"),
+    ]
+    if isinstance(value, int):
+        out.append((value + 0.5, NEVER_VALID))
+    return out
+
+
+_FULL: dict[str, dict[str, Any]] = {}
+
+
+def _check_mutation(name: str, pick: int, which: int) -> None:
+    from edgeintel.errors import EdgeIntelError
+    from edgeintel.examples import example_path
+    from edgeintel.scenario import parse_scenario
+
+    if name not in _FULL:
+        _FULL[name] = _full(name)
+    raw = copy.deepcopy(_FULL[name])
+    leaves = list(_leaves(raw))
+    path, value = leaves[pick % len(leaves)]
+    mutants = _mutants(value)
+    new, verdict = mutants[which % len(mutants)]
+    node: Any = raw
+    for k in path[:-1]:
+        node = node[k]
+    node[path[-1]] = new
+    where = ".".join(map(str, path))
+    try:
+        parse_scenario(raw, base_dir=example_path(name).parent)
+    except EdgeIntelError as exc:
+        assert "\n" not in str(exc) and len(str(exc)) < 600, str(exc)
+        return
+    except Exception as exc:  # a traceback in the CLI
+        raise AssertionError(f"{where} = {new!r}: {type(exc).__name__}: {exc}") from None
+    assert verdict != NEVER_VALID, f"{name}: {where} = {new!r} was accepted"
+
+
+def test_random_mutations_never_traceback_nor_pass_out_of_bounds() -> None:
+    """Random mutations of the shipped scenarios' settings (types, magnitudes, signs,
+    NaN/inf, booleans, strings): validation refuses in one line or accepts a value some
+    field allows -- never a traceback, never NaN, inf, 1e30, a quoted number or a bool."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(st.sampled_from(SHIPPED), st.integers(0, 10**6), st.integers(0, 100))
+    def prop(name: str, pick: int, which: int) -> None:
+        _check_mutation(name, pick, which)
+
+    prop()
+
+
+@pytest.mark.slow
+def test_every_mutation_of_every_field() -> None:
+    """Exhaustive over every numeric and boolean field and every mutant (a few seconds per
+    scenario)."""
+    for name in SHIPPED:
+        leaves = list(_leaves(_full(name)))
+        for pick, (_, value) in enumerate(leaves):
+            for which in range(len(_mutants(value))):
+                _check_mutation(name, pick, which)
+
+
+def test_tokens_file_resolves_against_the_scenario_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A valid input: ``deploy.tokens_file`` beside the scenario is found from any working
+    folder (it resolved against the working folder before), and checked at validate."""
+    from edgeintel.scenario import load_scenario
+
+    folder = tmp_path / "deploy"
+    folder.mkdir()
+    names = [f"{g}-{i}" for g, n in (("phone", 20), ("kiosk", 10)) for i in range(n)]
+    (folder / "tokens.yaml").write_text(
+        "\n".join(f"{d}: {d.replace('-', '_') * 4}-token-{i:04d}" for i, d in enumerate(names))
+    )
+    path = write_case(Case("ok", {DEP + "tokens_file": "tokens.yaml"}, ()), folder)
+    monkeypatch.chdir(tmp_path)  # not the scenario's folder
+    sc = load_scenario(path)
+    assert sc.settings.runtime.deploy.tokens_file == folder / "tokens.yaml"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -43,3 +44,22 @@ def test_rlimit_as_lowers_the_limit() -> None:
 )
 def test_format_bytes(n: float, text: str) -> None:
     assert format_bytes(n) == text
+
+
+def test_cache_sim_capacity_beyond_the_trace_allocates_nothing(tmp_path: Path) -> None:
+    """``cache-sim --capacity 1e20``: a capacity above the trace's distinct keys holds them
+    all, so it is the same run as capacity = distinct keys (no 1e20-entry table)."""
+    from edgeintel.caching.command import simulate_trace_file
+
+    trace = tmp_path / "t.txt"
+    trace.write_text("\n".join(str(k) for k in [1, 2, 3, 1, 2, 4, 5, 1]) + "\n")
+    huge = simulate_trace_file(trace, 10**20, ["lru", "fifo"])
+    assert huge == simulate_trace_file(trace, 5, ["lru", "fifo"])
+    assert huge["lru"] == pytest.approx(5 / 8)  # compulsory misses only
+
+
+def test_placement_and_grid_sizes_are_checked_against_memory() -> None:
+    from edgeintel.caching.placement import zipf_demand
+
+    with pytest.raises(ConfigError, match=r"caching placement: 100000 stations .* needs an"):
+        zipf_demand(100_000, 1_000_000, 0.8, 1_000_000)

@@ -15,7 +15,7 @@ import numpy as np
 
 from edgeintel.errors import ModelError
 
-__all__ = ["file_sha256", "make_session", "onnx_predict"]
+__all__ = ["check_input_shape", "file_sha256", "make_session", "onnx_predict"]
 
 
 def file_sha256(path: str | Path) -> str:
@@ -52,3 +52,22 @@ def onnx_predict(session: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarr
         for i in range(0, len(x), batch_size)
     ]
     return np.concatenate(outs) if outs else np.empty((0,), dtype=np.float32)
+
+
+def check_input_shape(session: Any, sample_shape: tuple[int, ...], source: str | Path) -> None:
+    """Refuse a model whose first input cannot take a batch of ``sample_shape`` samples
+    (a rank or a fixed size that differs from the data): one ``ModelError`` naming the
+    file, the input and both shapes, before a device feeds it anything."""
+    inp = session.get_inputs()[0]
+    want = [d if isinstance(d, int) and d > 0 else None for d in inp.shape]
+    have = (1, *sample_shape)
+    shown = "[" + ", ".join("n" if d is None else str(d) for d in want) + "]"
+    mismatch = len(want) != len(have) or any(
+        w is not None and w != h for w, h in zip(want[1:], have[1:], strict=True)
+    )
+    if mismatch:
+        raise ModelError(
+            f"{source}: input {inp.name!r} takes shape {shown} (rank {len(want)}), but this "
+            f"device's data are samples of shape {tuple(sample_shape)} (rank {len(have)} with "
+            "the batch axis); give the model exported for this scenario's data"
+        )

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, DataError
 from edgeintel.models import build_model, export_onnx
 from edgeintel.offloading.graph import load_layer_graph
 from edgeintel.offloading.profiler import ModelProfile, profile_model
@@ -40,5 +40,5 @@ def test_profile_times_every_layer_and_scales_by_speed(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="do not match"):
         ModelProfile.load(p, other)
-    with pytest.raises(ConfigError, match="not found"):
+    with pytest.raises(DataError, match=r"none\.json: file not found"):
         ModelProfile.load(tmp_path / "none.json")

@@ -159,7 +159,9 @@ def test_device_cli_filters_with_a_runs_threshold(tiny_scenario_file: Path, tmp_
     onnx = digits_onnx(tmp_path / "d.onnx")
     results = tmp_path / "results.json"
     per_device = {"phone-0": {"threshold": {"feature": "pixel", "threshold": 1.0}}}
-    results.write_text(json.dumps({"caching": {"filter": {"per_device": per_device}}}))
+    results.write_text(
+        json.dumps({"run_id": "r", "caching": {"filter": {"per_device": per_device}}})
+    )
     base = ["device", str(tiny_scenario_file), "--device", "phone-0", "--onnx", str(onnx)]
     base += ["--limit", "12", "--rate-hz", "1000"]
     r = CliRunner().invoke(

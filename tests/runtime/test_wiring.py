@@ -228,7 +228,9 @@ def test_filter_for_device_takes_the_caching_stage_threshold_else_tunes(tmp_path
     results = tmp_path / "results.json"
     th = {"feature": "hist", "threshold": 0.25, "target": 0.99}
     results.write_text(
-        json.dumps({"caching": {"filter": {"per_device": {"cam-0": {"threshold": th}}}}})
+        json.dumps(
+            {"run_id": "r", "caching": {"filter": {"per_device": {"cam-0": {"threshold": th}}}}}
+        )
     )
     assert threshold_from_results(results, "cam-0") == FilterThreshold("hist", 0.25)
     with pytest.raises(ConfigError, match="no caching filter threshold for 'cam-1'"):

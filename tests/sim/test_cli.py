@@ -78,7 +78,8 @@ def test_from_run_takes_the_measured_skip_fraction(tmp_path: Path) -> None:
     run = tmp_path / "run"
     run.mkdir()
     per = {"a": {"inputs": 30, "skipped": 12}, "b": {"inputs": 10, "skipped": 2}}
-    (run / "results.json").write_text(json.dumps({"caching": {"filter": {"per_device": per}}}))
+    results = {"run_id": "run", "caching": {"filter": {"per_device": per}}}
+    (run / "results.json").write_text(json.dumps(results))
     out = tmp_path / "sim"
     args = ["simulate", str(s), "--duration", "10", "--from-run", str(run), "--out", str(out)]
     res = CliRunner().invoke(app, [*args, "-q"])
@@ -86,6 +87,6 @@ def test_from_run_takes_the_measured_skip_fraction(tmp_path: Path) -> None:
     sim = json.loads((out / "results.json").read_text())["simulation"]
     assert sim["settings"]["skip_probability"] == 14 / 40
     assert "14/40 inputs skipped" in sim["notes"]["skip_probability"]
-    (run / "results.json").write_text(json.dumps({"status": "completed"}))
+    (run / "results.json").write_text(json.dumps({"run_id": "run", "status": "completed"}))
     bad = CliRunner().invoke(app, [*args, "-q"])
     assert bad.exit_code == 2 and "no measured redundancy filter" in bad.output

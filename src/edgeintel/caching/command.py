@@ -12,6 +12,7 @@ import numpy as np
 
 from edgeintel.caching.policies import POLICIES, miss_ratios
 from edgeintel.errors import ConfigError, DataError
+from edgeintel.limits import ensure_fits
 
 __all__ = ["read_trace", "simulate_trace_file"]
 
@@ -60,4 +61,8 @@ def simulate_trace_file(
     for n in names:
         POLICIES.get(n)
     ids = read_trace(path)
-    return miss_ratios(ids, capacity, [*names, "opt"] if opt else names)
+    # the policies' tables grow with the entries held: at most the trace's distinct keys,
+    # so a larger capacity (``--capacity 1e20``) gives the same ratios and no allocation
+    distinct = int(np.unique(ids).size)
+    ensure_fits(64.0 * ids.size + 256.0 * distinct, f"cache-sim: {ids.size} requests of {path}")
+    return miss_ratios(ids, min(capacity, distinct), [*names, "opt"] if opt else names)

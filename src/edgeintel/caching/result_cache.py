@@ -182,7 +182,13 @@ class ResultCache:
                 f"feature vector has {v.size} values but this cache's dim is {self.config.dim}"
             )
         if not np.isfinite(v).all():
-            raise DataError("feature vector contains NaN or infinite values")
+            bad = np.flatnonzero(~np.isfinite(v))
+            raise DataError(
+                f"result cache: the request input's feature vector ({v.size} values, a "
+                f"downsampled copy of the input) has {len(bad)} NaN or infinite "
+                f"value(s), first at position {int(bad[0])}; the request's input tensor "
+                "must be finite"
+            )
         return v
 
     def _drop_approx(self, ids: list[Any]) -> None:  # ids are ints

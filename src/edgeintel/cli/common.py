@@ -28,6 +28,7 @@ from edgeintel.errors import EdgeIntelError
 __all__ = [
     "DEFAULT_SCENARIO",
     "OverwriteOpt",
+    "OverwriteOutOpt",
     "QuietOpt",
     "RunIdOpt",
     "RunsDirOpt",
@@ -117,6 +118,10 @@ SeedOpt = Annotated[int | None, typer.Option(help="Override the scenario's seed.
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 OverwriteOpt = Annotated[
     bool, typer.Option("--overwrite", help="Replace an earlier run with the same --run-id.")
+]
+OverwriteOutOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="Write into an --out folder that holds earlier results."),
 ]
 SetOpt = Annotated[
     list[str] | None,

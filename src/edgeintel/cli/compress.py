@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgeintel.cli.common import console, guard
+from edgeintel.cli.common import OverwriteOutOpt, console, guard
 from edgeintel.errors import EdgeIntelError
 
 __all__ = ["compress_cmd"]
@@ -51,16 +51,18 @@ def compress_cmd(
     threads: Annotated[
         int, typer.Option(help="Threads for training, fine-tuning and calibration.")
     ] = 1,
+    overwrite: OverwriteOutOpt = False,
 ) -> None:
     """Search compression recipes and write the best artifact per device profile."""
     from edgeintel.commands.compress_target import compress_target
+    from edgeintel.records import open_run
     from edgeintel.threads import thread_limit
 
     with guard():
         if (target is None) == (from_run is None):
             raise EdgeIntelError("compress: give a scenario or ONNX file, or --from-run RUN_DIR")
-        if from_run is not None and not from_run.is_dir():
-            raise EdgeIntelError(f"--from-run {from_run}: not a folder; expected runs/<run-id>")
+        if from_run is not None:
+            open_run(from_run, "--from-run")  # a folder, not a file
         if threads < 1:
             raise EdgeIntelError(f"--threads: expected an integer >= 1, got {threads}")
         with thread_limit(threads):
@@ -78,6 +80,7 @@ def compress_cmd(
                 out_dir=out,
                 runs=runs,
                 on_step=lambda msg: console.print(f"[dim]{msg}[/]", highlight=False),
+                overwrite=overwrite,
             )
         for name, choice in outcome.choices.items():
             table = Table(title=f"{name}: Pareto front and verdicts", title_justify="left")

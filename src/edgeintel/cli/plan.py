@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgeintel.cli.common import (
     DEFAULT_SCENARIO,
+    OverwriteOpt,
     RunIdOpt,
     RunsDirOpt,
     ScenarioArg,
@@ -46,6 +47,7 @@ def plan(
     runs_dir: RunsDirOpt = Path("runs"),
     run_id: RunIdOpt = None,
     seed: SeedOpt = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Decide where each device's inference runs; print the per-device plan and write it."""
     from edgeintel.offloading.command import plan_command
@@ -60,6 +62,7 @@ def plan(
             overrides={"objective": objective, "deadline_ms": deadline_ms, "placement": placement},
             split_after=split_after,
             device_nodes=list(device_node or []),
+            overwrite=overwrite,
         )
         table = Table(title=f"Offloading plan: {sc.name}", title_justify="left")
         cols = ["device", "decision", "target", "split", "ms", "mJ", "local ms", "edge ms"]

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgeintel.cli.common import console, guard
 from edgeintel.errors import EdgeIntelError
+from edgeintel.paths import check_out_dir
 
 __all__ = ["datasets", "examples", "report_cmd"]
 
@@ -20,25 +21,29 @@ def report_cmd(
         Path | None, typer.Option(help="Also save a PNG of the page (headless Chromium).")
     ] = None,
     height: Annotated[
-        int | None, typer.Option(help="Screenshot height in px (default: the whole page).")
+        int | None,
+        typer.Option(
+            help="Screenshot height in px (default: the whole page, cut at 20,000 px: "
+            "Chromium's limit)."
+        ),
     ] = None,
 ) -> None:
-    """Re-render a run's report.html from its results.json and figures/ folder."""
-    import json
-
+    """Re-render a run's report.html from its results.json and figures/ folder (both read
+    through the checked loader: a broken file is one line naming it)."""
     import edgeintel.pipeline.sections  # noqa: F401  (registers every section renderer)
-    from edgeintel.report.figures import load_figures
-    from edgeintel.report.html import write_report
+    from edgeintel.report.browser import MAX_SCREENSHOT_PX
+    from edgeintel.report.html import rewrite_report
 
     with guard():
-        results_path = run_dir / "results.json"
-        if not results_path.is_file():
-            raise EdgeIntelError(f"{run_dir}: no results.json; expected a run folder")
-        try:
-            results = json.loads(results_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EdgeIntelError(f"{results_path}: not valid JSON ({exc})") from None
-        out = write_report(run_dir / "report.html", results, load_figures(run_dir))
+        if height is not None and not 1 <= height <= MAX_SCREENSHOT_PX:
+            raise EdgeIntelError(
+                f"--height: expected 1..{MAX_SCREENSHOT_PX} px (Chromium's limit), got {height}"
+            )
+        if screenshot is not None:
+            check_out_dir(screenshot.parent, "--screenshot")
+            if screenshot.is_dir():
+                raise EdgeIntelError(f"--screenshot {screenshot}: is a folder; expected a .png")
+        out = rewrite_report(run_dir)
         console.print(f"report:  {out}", highlight=False)
         if screenshot is not None:
             from edgeintel.report.browser import screenshot as shoot

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,6 +12,7 @@ import typer
 
 from edgeintel.cli.common import console, guard, load
 from edgeintel.errors import ConfigError
+from edgeintel.paths import check_out_dir
 
 __all__ = ["device_cmd", "export_repo_cmd", "serve_cmd"]
 
@@ -87,10 +89,18 @@ def serve_cmd(
     from edgeintel.runtime.auth import load_tokens
     from edgeintel.runtime.nodes import node_setup, trace_clock, upstream_transport
     from edgeintel.runtime.server import serve
-    from edgeintel.runtime.settings import BatchingSettings, ServerSettings
+    from edgeintel.runtime.settings import BatchingSettings, ServerSettings, check_bindable
     from edgeintel.runtime.transport import Transport
 
     with guard():
+        try:  # before anything loads or says it is ready
+            check_bindable(host, port)
+        except ValueError as exc:
+            raise ConfigError(f"--host {host!r} --port {port}: {exc}") from None
+        if trace_origin is not None and not math.isfinite(trace_origin):
+            raise ConfigError(
+                f"--trace-origin: expected a finite Unix time (s), got {trace_origin}"
+            )
         batching = BatchingSettings(
             max_batch_size=max_batch_size,
             max_queue_delay_us=max_queue_delay_us,
@@ -148,28 +158,32 @@ def export_repo_cmd(
         list[Path], typer.Argument(help="Artifact records (<model>.json next to each .onnx).")
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Repository folder to write.")],
-    name: Annotated[str | None, typer.Option(help="Model name (default: file stem).")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Model name, a plain name (default: file stem).")
+    ] = None,
     max_batch_size: Annotated[int, typer.Option(min=0)] = 32,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Write into a folder holding an earlier repository."),
+    ] = False,
 ) -> None:
     """Write ONNX artifacts as a Triton/KServe model repository (versions 1..n under one
-    ``--name``, or one model per artifact)."""
-    from edgeintel.models.export import ModelArtifact
+    ``--name``, or one model per artifact). Records are checked (their model paths resolve
+    against their own folder) and nothing is written unless every artifact can be."""
+    from edgeintel.records import load_artifact
     from edgeintel.runtime.repository import export_repository
 
     with guard():
-        arts = []
-        for a in artifacts:
-            try:
-                arts.append(ModelArtifact.load(a))
-            except (OSError, ValueError, TypeError):
-                raise ConfigError(f"{a}: not a model artifact record (.json)") from None
-        mapping = {name: arts} if name else {Path(a.path).stem: a for a in arts}
-        root = export_repository(mapping, out, max_batch_size)  # type: ignore[arg-type]
+        arts = [load_artifact(a) for a in artifacts]
+        mapping = {name: arts} if name is not None else {Path(a.path).stem: a for a in arts}
+        root = export_repository(mapping, out, max_batch_size, overwrite)  # type: ignore[arg-type]
         console.print(f"[green]wrote[/] {root}: {json.dumps(sorted(mapping))}", highlight=False)
 
 
 def device_cmd(
-    scenario: Annotated[Path, typer.Argument(help="Scenario YAML file.")],
+    scenario: Annotated[
+        Path, typer.Argument(help="Scenario YAML file or a shipped scenario's name.")
+    ],
     device: Annotated[str, typer.Option(help="Device name, e.g. phone-0 (<group>-<i>).")],
     onnx: Annotated[Path, typer.Option(help="The device's local (compressed) ONNX model.")],
     store: Annotated[Path, typer.Option(help="SQLite store-and-forward file of this device.")],
@@ -205,7 +219,8 @@ def device_cmd(
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
 
-    from edgeintel.onnx_files import make_session
+    from edgeintel.examples import resolve_scenario
+    from edgeintel.onnx_files import check_input_shape, make_session
     from edgeintel.runtime.agent import DeviceAgent, check_model_preprocessing, device_stream
     from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
@@ -213,7 +228,8 @@ def device_cmd(
     from edgeintel.runtime.wiring import filter_for_device, threshold_from_results
 
     with guard():
-        sc = load(scenario, None)
+        _check_device_options(rate_hz, duration_s, drain_timeout_s, store)
+        sc = load(resolve_scenario(scenario), None)  # a shipped scenario's bare name too
         stream = device_stream(sc, device)  # names the scenario's devices if unknown
         dev = next(d for d in sc.expand_devices() if d.name == device)
         try:  # cloud: the edge server relays it (forward header), as in a deployed run
@@ -221,8 +237,6 @@ def device_cmd(
         except ValueError:
             raise ConfigError(f"--tier: expected device, edge or cloud, got {tier!r}") from None
         if rate_hz is not None:
-            if rate_hz <= 0:
-                raise ConfigError(f"--rate-hz must be > 0, got {rate_hz}")
             stream = replace(stream, interval_s=1.0 / rate_hz)
         transport: Transport | None = None
         if server is not None:
@@ -232,6 +246,7 @@ def device_cmd(
         settings = sc.settings.runtime
         check_model_preprocessing(onnx, stream)
         session = make_session(onnx)
+        check_input_shape(session, tuple(stream.inputs[0].shape), onnx)
         filt = None
         if filter_from is not None or filter_:
             tuned = None if filter_from is None else threshold_from_results(filter_from, device)
@@ -263,4 +278,23 @@ def device_cmd(
                 "store": dict(st.counters),
                 "undelivered": st.size,
             }
+            hint = agent.delivery_hint(st.size)
+            if hint is not None:
+                out["hint"] = hint
         console.print_json(json.dumps(out))
+
+
+def _check_device_options(
+    rate_hz: float | None, duration_s: float | None, drain_timeout_s: float, store: Path
+) -> None:
+    """``device``'s numbers finite and positive, ``--store`` a file path, before any work."""
+    for option, value in (("--rate-hz", rate_hz), ("--duration-s", duration_s)):
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ConfigError(f"{option}: expected a finite number > 0, got {value}")
+    if not (math.isfinite(drain_timeout_s) and 0 <= drain_timeout_s <= 3600):
+        raise ConfigError(
+            f"--drain-timeout-s: expected seconds in [0, 3600], got {drain_timeout_s}"
+        )
+    if store.is_dir():
+        raise ConfigError(f"--store {store}: is a folder; expected a SQLite file path")
+    check_out_dir(store.parent, "--store")  # created when missing; never a file

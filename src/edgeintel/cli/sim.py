@@ -10,6 +10,7 @@ from rich.table import Table
 
 from edgeintel.cli.common import (
     DEFAULT_SCENARIO,
+    OverwriteOutOpt,
     QuietOpt,
     RunsDirOpt,
     ScenarioArg,
@@ -54,6 +55,7 @@ def simulate(
         list[str] | None, typer.Option("--set", help="Override a scenario field: key.path=value.")
     ] = None,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOutOpt = False,
 ) -> None:
     """Simulate the scenario's fleet (discrete events) and write results.json + report.html."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -98,6 +100,7 @@ def simulate(
                 progress=lambda f: bar.update(tid, completed=f),
                 scenario_file=str(scenario),
                 notes=notes,
+                overwrite=overwrite,
             )
         s = outcome.result.summary()
         table = Table(title=f"Simulation: {sc.name}", title_justify="left")
@@ -147,13 +150,14 @@ def sweep(
     x: Annotated[str | None, typer.Option("--x", help="Axis along the plot's x.")] = None,
     sets: SetOpt = None,
     quiet: QuietOpt = False,
+    overwrite: OverwriteOutOpt = False,
 ) -> None:
     """Simulate every point of a grid (policies x fleet sizes x bandwidths x seeds) in parallel
     processes or on Ray; one table (CSV, JSON) and one plot."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from edgeintel.examples import resolve_scenario
-    from edgeintel.paths import check_out_dir
+    from edgeintel.paths import check_new_out_dir
     from edgeintel.sim.sweep import load_grid
     from edgeintel.sim.sweep import sweep as run_sweep
 
@@ -164,7 +168,7 @@ def sweep(
         g = load_grid(grid)
         if x is not None and x not in g.axes:
             raise EdgeIntelError(f"--x {x}: not an axis of the grid; axes are {list(g.axes)}")
-        check_out_dir(out)
+        check_new_out_dir(out, "--out", overwrite)
         bar = Progress(
             BarColumn(),
             MofNCompleteColumn(),

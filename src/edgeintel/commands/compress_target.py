@@ -34,7 +34,7 @@ from edgeintel.inference.measure import MeasureConfig, load_onnx
 from edgeintel.inference.recipe import Recipe, load_recipe, make_recipe
 from edgeintel.inference.search import run_candidates
 from edgeintel.inference.settings import CompressBudget, CompressSettings
-from edgeintel.paths import check_out_dir, inside, safe_name
+from edgeintel.paths import check_new_out_dir, inside, safe_name
 from edgeintel.topology import DeviceProfile
 
 __all__ = ["CompressOutcome", "compress_target"]
@@ -148,22 +148,17 @@ def _single_profile(
     return {name: profile}, CompressSettings(), [name]
 
 
-def _from_run(run_dir: Path) -> tuple[Path, dict[str, DeviceProfile], Any]:
-    """The exported model, device profiles and compression settings of a finished run folder."""
+def _from_run(run_dir: Path) -> tuple[Path, dict[str, DeviceProfile], Any, int]:
+    """The exported model, device profiles, compression settings and seed of a finished run
+    folder, every file read through the checked loader (``edgeintel.records``)."""
+    from edgeintel.records import open_run
     from edgeintel.scenario import parse_scenario
 
-    for name in ("scenario.json", "model.onnx"):
-        if not (run_dir / name).is_file():
-            raise ConfigError(
-                f"--from-run {run_dir}: no {name}; expected a run folder of `edgeintel run` "
-                "or `edgeintel train`"
-            )
-    try:
-        raw = json.loads((run_dir / "scenario.json").read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{run_dir / 'scenario.json'}: not valid JSON ({exc})") from None
-    sc = parse_scenario(raw, base_dir=run_dir, source=str(run_dir / "scenario.json"))
-    return run_dir / "model.onnx", dict(sc.device_profiles), sc.settings.inference.compress
+    run = open_run(run_dir, "--from-run")
+    raw = run.scenario()
+    artifact = run.model()
+    sc = parse_scenario(raw.data, base_dir=run_dir, source=str(raw.source))
+    return Path(artifact.path), dict(sc.device_profiles), sc.settings.inference.compress, sc.seed
 
 
 def compress_target(
@@ -182,21 +177,54 @@ def compress_target(
     runs: int = 100,
     seed: int | None = None,
     on_step: Callable[[str], None] | None = None,
+    overwrite: bool = False,
 ) -> CompressOutcome:
     """Compress a scenario's model, an ONNX file or a run folder's model for device profiles.
 
     A run folder (``runs/<id>``) gives its exported ``model.onnx`` (ONNX-level
     recipes only, on the split recorded in its ``model.json``) and its scenario's
     device profiles and budgets. See the module docstring for the other targets.
-    Every option, the device names and the data are checked before any training.
+    Every option, the device names and the data are checked before any training;
+    an ``out_dir`` holding earlier files is refused unless ``overwrite``.
     """
+    from edgeintel.paths import removed_on_failure
+
+    out = check_new_out_dir(out_dir, "--out", overwrite)
+    with removed_on_failure(out):  # a refused or failed search leaves no folder behind
+        return _compress_target(
+            target, devices, dataset=dataset, recipes=recipes, space=space, objective=objective,
+            max_latency_ms=max_latency_ms, max_kb=max_kb, min_accuracy=min_accuracy,
+            compute_speed=compute_speed, out_dir=out, runs=runs, seed=seed, on_step=on_step,
+            overwrite=overwrite,
+        )  # fmt: skip
+
+
+def _compress_target(
+    target: str | Path,
+    devices: list[str] | None = None,
+    *,
+    dataset: str | None = None,
+    recipes: list[str | Path] | None = None,
+    space: str | None = None,
+    objective: str | None = None,
+    max_latency_ms: float | None = None,
+    max_kb: float | None = None,
+    min_accuracy: float | None = None,
+    compute_speed: float = 1.0,
+    out_dir: str | Path = "compressed",
+    runs: int = 100,
+    seed: int | None = None,
+    on_step: Callable[[str], None] | None = None,
+    overwrite: bool = False,
+) -> CompressOutcome:
+    """The body of ``compress_target``, run inside its output folder."""
     from edgeintel.data import DATASETS
     from edgeintel.data.device_data import derive_run_data
     from edgeintel.scenario import load_scenario
 
     say = on_step or (lambda _msg: None)
     path = Path(target)
-    out = check_out_dir(out_dir, "--out")
+    out = check_new_out_dir(out_dir, "--out", overwrite)
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 5:
         raise ConfigError(f"--runs: expected an integer >= 5 timed runs, got {runs!r}")
     if seed is not None and not 0 <= seed < 2**32:
@@ -210,10 +238,13 @@ def compress_target(
     model: Any
     run_profiles: dict[str, DeviceProfile] | None = None
     if path.is_dir():  # a run folder: its exported model (with its split record) and profiles
-        run_dir = path
-        path, run_profiles, run_settings = _from_run(run_dir)
-        if seed is None:
-            seed = int(json.loads((run_dir / "scenario.json").read_text()).get("seed", 0))
+        if out.resolve() == path.resolve():
+            raise ConfigError(
+                f"--out {out}: is the run folder given by --from-run; its report.html and "
+                "results would be replaced; choose another folder"
+            )
+        path, run_profiles, run_settings, run_seed = _from_run(path)
+        seed = run_seed if seed is None else seed
         suffix = ".onnx"
     if suffix in (".yaml", ".yml"):
         from edgeintel.models import build_model
@@ -383,17 +414,20 @@ def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
     """
     from edgeintel.data.device_data import check_preprocessing, derive_run_data
     from edgeintel.data.provenance import CENTRAL_TRAIN, index_digest
+    from edgeintel.records import Record, load_artifact
     from edgeintel.scenario import DataSpec
 
     meta = path.with_suffix(".json")
-    record = None
+    record: Any = None
     extra: dict[str, Any] = {}
     if meta.is_file():
-        try:
-            extra = json.loads(meta.read_text()).get("extra") or {}
-        except (json.JSONDecodeError, AttributeError):
-            raise ConfigError(f"{meta}: not a readable model metadata record") from None
+        extra = load_artifact(meta).extra
         record = extra.get("data_split")
+    if record is not None and not isinstance(record, dict):
+        raise ConfigError(
+            f"{meta}: extra.data_split: expected an object (the data split record), "
+            f"got {type(record).__name__}"
+        )
     if not isinstance(record, dict):
         raise ConfigError(
             f"{meta}: no record of the data split {path.name} was trained on (written by "
@@ -405,17 +439,20 @@ def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
         )
     pre = extra.get("preprocess")
     role = "train" if extra.get("trained_on", CENTRAL_TRAIN) == CENTRAL_TRAIN else "server"
+    rec = Record(record, meta, "extra.data_split")
+    raw = dict(rec.get("data_spec", dict, "an object (the data settings)"))
+    seed = rec.integer("seed", 0)
+    digest = rec.sub("digests").text("test")
+    # a record written before data.standardize: whether the model saw standardised inputs
+    raw.setdefault("standardize", isinstance(pre, dict))
     try:
-        raw = dict(record["data_spec"])
-        # a record written before data.standardize: whether the model saw standardised inputs
-        raw.setdefault("standardize", isinstance(pre, dict))
         spec = DataSpec.model_validate(raw)
-        seed = int(record["seed"])
-        rd = derive_run_data(spec, seed, edge=role == "server")
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{meta}: data_split record is incomplete ({exc})") from None
+    except ValueError as exc:  # pydantic's ValidationError
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"{meta}: extra.data_split.data_spec: {first}") from None
+    rd = derive_run_data(spec, seed, edge=role == "server")
     sp = rd.splits
-    if index_digest(sp.test) != record.get("digests", {}).get("test"):
+    if index_digest(sp.test) != digest:
         raise ConfigError(
             f"{meta}: the recorded test split cannot be reproduced here (different data or "
             "edgeintel version); refusing to evaluate on samples the model may have seen"

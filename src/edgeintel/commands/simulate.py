@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgeintel.errors import ConfigError
-from edgeintel.paths import check_out_dir
+from edgeintel.paths import check_new_out_dir
 from edgeintel.pipeline.core import _write_json
 from edgeintel.pipeline.sections import sim_section  # noqa: F401  (registers the section renderer)
 from edgeintel.report.environment import machine_info, package_versions
@@ -36,24 +36,28 @@ __all__ = [
 def skip_from_run(run_dir: Path) -> tuple[float, str]:
     """The redundancy filter's skip fraction measured by a run's ``caching`` stage (the real
     filter on the scenario's data, mean over devices weighted by their inputs) and a note."""
-    import json
+    from edgeintel.records import open_run
 
-    path = Path(run_dir) / "results.json"
-    if not path.is_file():
-        raise ConfigError(f"--from-run {run_dir}: no results.json; expected runs/<run-id>")
-    try:
-        results = json.loads(path.read_text())
-    except ValueError as exc:
-        raise ConfigError(f"--from-run {path}: not valid JSON ({exc})") from None
-    per = (results.get("caching") or {}).get("filter", {}).get("per_device", {})
-    rows = [v for v in per.values() if isinstance(v, dict) and v.get("inputs")]
-    if not rows:
+    results = open_run(run_dir, "--from-run").results()
+    caching = results.sub("caching", default=None)
+    filt = None if caching is None else caching.sub("filter", default=None)
+    if filt is None or not filt.has("per_device"):
         raise ConfigError(
             f"--from-run {run_dir}: the run has no measured redundancy filter "
             "(results.caching.filter); run the caching stage first"
         )
-    inputs = sum(int(v["inputs"]) for v in rows)
-    skipped = sum(int(v["skipped"]) for v in rows)
+    rows = [r for r in filt.subs("per_device").values() if r.has("inputs")]
+    counts = [(r.integer("inputs", 0), r.integer("skipped", 0)) for r in rows]
+    for r, (n, k) in zip(rows, counts, strict=True):
+        if k > n:
+            raise r.fail("skipped", f"an integer <= inputs ({n})", k)
+    inputs = sum(n for n, _ in counts)
+    skipped = sum(k for _, k in counts)
+    if inputs == 0:
+        raise ConfigError(
+            f"--from-run {run_dir}: results.caching.filter.per_device records no inputs; "
+            "run the caching stage first"
+        )
     p = min(skipped / inputs, 0.999)
     return p, f"measured by the caching filter in {run_dir} ({skipped}/{inputs} inputs skipped)"
 
@@ -93,8 +97,10 @@ def simulate_command(
     progress: Callable[[float], None] | None = None,
     scenario_file: str | None = None,
     notes: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> SimulateOutcome:
-    """Simulate and write the run folder (``out_dir``, default ``runs/<time>-<name>-sim``)."""
+    """Simulate and write the run folder (``out_dir``, default ``runs/<time>-<name>-sim``);
+    a folder holding an earlier run is refused unless ``overwrite``."""
     from edgeintel.report.html import write_report
     from edgeintel.sim.api import simulate
     from edgeintel.sim.model import build_model
@@ -102,7 +108,7 @@ def simulate_command(
     if out_dir is None:
         stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
         out_dir = Path(runs_dir) / f"{stamp}-{sc.name}-sim"
-    out_dir = check_out_dir(out_dir)
+    out_dir = check_new_out_dir(out_dir, "--out", overwrite)
     model = build_model(sc, settings)  # memory estimate and bad input before the folder exists
     del model
     out_dir.mkdir(parents=True, exist_ok=True)

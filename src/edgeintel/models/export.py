@@ -8,9 +8,7 @@ early-exit graphs use it); running an ONNX file needs no torch: ``edgeintel.onnx
 
 from __future__ import annotations
 
-import json
 import warnings
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,40 +17,12 @@ from torch import nn
 
 from edgeintel.errors import ModelError
 from edgeintel.onnx_files import file_sha256
+from edgeintel.records import OPSET, ModelArtifact
 
 __all__ = ["INPUT_NAME", "OPSET", "OUTPUT_NAME", "ModelArtifact", "export_graph", "export_onnx"]
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
-OPSET = 17
-
-
-@dataclass
-class ModelArtifact:
-    """An ONNX file and what a consumer needs to run it (shape excludes the batch axis)."""
-
-    path: str
-    input_name: str
-    input_shape: list[int]
-    output_name: str
-    labels: list[str]
-    sha256: str
-    bytes: int
-    opset: int = OPSET
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def save(self, path: str | Path | None = None) -> Path:
-        """Write the record next to the model as ``<model>.json`` (or to ``path``)."""
-        out = Path(path) if path else Path(self.path).with_suffix(".json")
-        out.write_text(json.dumps(self.to_json(), indent=2))
-        return out
-
-    @classmethod
-    def load(cls, path: str | Path) -> ModelArtifact:
-        return cls(**json.loads(Path(path).read_text()))
 
 
 def export_graph(

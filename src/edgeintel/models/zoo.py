@@ -20,6 +20,8 @@ import importlib.util
 import inspect
 import re
 import sys
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,6 +31,9 @@ from torch import nn
 
 from edgeintel.errors import ModelError
 from edgeintel.models.families import MODELS, ModelFactory
+
+#: time limit (s) on importing a user factory, building its model and one forward pass
+USER_CODE_TIMEOUT_S = 120.0
 
 __all__ = [
     "MODELS",
@@ -196,6 +201,44 @@ def build_model(
     ``input_shape``, ``num_classes`` and ``width``. The model must map a batch
     of ``input_shape`` samples to ``num_classes`` logits.
     """
+    if ":" not in name:  # a zoo family: our own code, no time limit needed
+        return _build_and_check(name, input_shape, num_classes, width, seed)
+    return _within_time_limit(
+        lambda: _build_and_check(name, input_shape, num_classes, width, seed),
+        name,
+        USER_CODE_TIMEOUT_S,
+    )
+
+
+def _within_time_limit(fn: Callable[[], nn.Module], name: str, timeout_s: float) -> nn.Module:
+    """Run user code (import, build, forward) in a daemon thread and give up after
+    ``timeout_s`` with one line naming the factory: a factory or ``forward()`` that never
+    returns cannot block ``validate`` or ``run``. An abandoned thread ends with the process.
+    """
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["model"] = fn()
+        except BaseException as exc:  # SystemExit too: a thread would swallow it silently
+            box["error"] = exc
+
+    worker = threading.Thread(target=target, name="edgeintel-user-model", daemon=True)
+    worker.start()
+    worker.join(timeout_s)
+    if worker.is_alive():
+        raise ModelError(
+            f"task.model {name!r}: importing, building and running the model on one batch did "
+            f"not finish within {timeout_s:g} s; the factory or its forward() never returns"
+        )
+    if "error" in box:
+        raise box["error"]
+    return box["model"]  # type: ignore[no-any-return]
+
+
+def _build_and_check(
+    name: str, input_shape: tuple[int, ...], num_classes: int, width: int, seed: int
+) -> nn.Module:
     factory = _import_factory(name) if ":" in name else MODELS.get(name)
     kwargs: dict[str, Any] = {
         "input_shape": tuple(input_shape),
@@ -215,14 +258,17 @@ def build_model(
     except ModelError:
         raise
     except (Exception, SystemExit) as exc:
-        raise ModelError(f"task.model {name!r}: building the model failed: {exc}") from None
+        why = f"it called sys.exit({exc.code!r})" if isinstance(exc, SystemExit) else exc
+        raise ModelError(f"task.model {name!r}: building the model failed: {why}") from None
     if not isinstance(model, nn.Module):
         raise ModelError(f"task.model {name!r}: must return a torch.nn.Module")
     model.eval()
     try:
         with torch.no_grad():
             out = model(torch.zeros(2, *input_shape))
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit() in forward() is a bad model too
+        if isinstance(exc, SystemExit):
+            exc = RuntimeError(f"it called sys.exit({exc.code!r})")
         raise ModelError(
             f"task.model {name!r}: forward pass on input shape {tuple(input_shape)} failed: {exc}"
         ) from None

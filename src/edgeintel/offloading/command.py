@@ -53,19 +53,44 @@ def plan_command(
     overrides: dict[str, Any] | None = None,
     split_after: str | None = None,
     device_nodes: list[str] | None = None,
+    overwrite: bool = False,
 ) -> PlanOutcome:
-    """Plan ``sc`` and write the run folder; see ``edgeintel plan --help``."""
-    from edgeintel.data import load_data
-    from edgeintel.models import build_model, export_onnx
+    """Plan ``sc`` and write the run folder; see ``edgeintel plan --help``.
+
+    The options, ``--model``, a saved profile file and the run folder (an earlier run
+    is refused unless ``overwrite``) are checked before anything is written; a plan
+    that fails removes the run folder it created.
+    """
+    from edgeintel.offloading.graph import load_layer_graph
+    from edgeintel.offloading.profiler import ModelProfile
+    from edgeintel.paths import check_run_dir, removed_on_failure
 
     sc = with_overrides(sc, overrides or {})
+    check_run_dir(runs_dir, run_id, overwrite)
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     run_dir = Path(runs_dir) / (run_id or f"{stamp}-{sc.name}-plan")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    notes = []
     if model is not None:
         if not model.is_file() or model.suffix != ".onnx":
             raise ConfigError(f"--model: expected an existing .onnx file, got {model}")
+        load_layer_graph(model)  # not a loadable ONNX model -> one line naming the file
+    if sc.settings.offloading.profile_file is not None:
+        ModelProfile.load(sc.settings.offloading.profile_file)
+    with removed_on_failure(run_dir):
+        return _plan_into(sc, run_dir, model, split_after, device_nodes)
+
+
+def _plan_into(
+    sc: Scenario,
+    run_dir: Path,
+    model: Path | None,
+    split_after: str | None,
+    device_nodes: list[str] | None,
+) -> PlanOutcome:
+    from edgeintel.data import load_data
+    from edgeintel.models import build_model, export_onnx
+
+    notes = []
+    if model is not None:
         model_path = model
         sample = None
     else:

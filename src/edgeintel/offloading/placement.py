@@ -521,6 +521,12 @@ def _infeasible(problem: FleetProblem) -> ConfigError:
     if worst:
         shown = ", ".join(worst[:5]) + (f" and {len(worst) - 5} more" if len(worst) > 5 else "")
         return ConfigError(f"deadline cannot be met: {shown}")
+    if all(math.isinf(float(x)) for x in problem.deadlines_ms):  # no deadline is set
+        return ConfigError(
+            "no placement fits the fleet within server capacity (no deadline is set: the "
+            "edge and cloud workers cannot serve every device's requests); add servers or "
+            "workers, or lower request_rate_hz"
+        )
     return ConfigError(
         "no placement meets every deadline within server capacity; raise the deadline, "
         "add servers or lower request_rate_hz"

@@ -18,6 +18,7 @@ device's ``reference_speed`` and loaded instead (``ModelProfile.load``).
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 import time
@@ -73,17 +74,42 @@ class ModelProfile:
 
     @classmethod
     def load(cls, path: str | Path, graph: LayerGraph | None = None) -> ModelProfile:
-        """Read a saved profile; with ``graph``, check it names the same nodes."""
+        """Read a saved profile through the checked loader: every field of its type, one
+        finite ``node_ms`` >= 0 per node name; with ``graph``, the same nodes as the model."""
+        from edgeintel.records import read_json
+
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"profile file not found: {p}")
-        try:
-            prof = cls(**json.loads(p.read_text()))
-        except (ValueError, TypeError) as exc:
-            raise ConfigError(f"{p}: not a model profile ({exc})") from None
-        if graph is not None and list(graph.names) != list(prof.node_names):
-            raise ConfigError(f"{p}: the profile's nodes do not match {graph.path or 'the model'}")
-        return prof
+        rec = read_json(p, "a model profile (profile.json written by the planner)")
+        names = rec.strings("node_names")
+        node_ms = rec.get("node_ms", list, "a list of milliseconds, one per node")
+        if not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in node_ms
+        ):
+            raise rec.fail("node_ms", "a list of finite milliseconds >= 0, one per node", node_ms)
+        if len(node_ms) != len(names):
+            raise ConfigError(
+                f"{p}: node_ms: expected one value per node ({len(names)} node_names), "
+                f"got {len(node_ms)}"
+            )
+        if graph is not None and list(graph.names) != names:
+            raise ConfigError(
+                f"{p}: node_names: the profile's {len(names)} nodes do not match the "
+                f"{len(graph.names)} nodes of {graph.path or 'the model'}"
+            )
+        return cls(
+            model_sha256=rec.text("model_sha256"),
+            node_names=names,
+            node_ms=[float(v) for v in node_ms],
+            full_ms=rec.number("full_ms", 0),
+            raw_sum_ms=rec.number("raw_sum_ms", 0),
+            rounds=rec.integer("rounds", 1),
+            serialize_ms_per_mb=rec.number("serialize_ms_per_mb", 0),
+            int8_ms_per_mb=rec.number("int8_ms_per_mb", 0),
+            reference_speed=rec.number("reference_speed", 1e-9, default=1.0),
+            measured_on=rec.text("measured_on", default="this machine"),
+            extra=rec.get("extra", dict, "an object", default={}),
+        )
 
 
 def _session(path: str, profile_prefix: str) -> Any:

@@ -301,7 +301,7 @@ class MinCutSplitter:
         np.add.at(s_to_v, self._out_prod, lin.down[self._out_idx])
         finite = np.concatenate([s_to_v, lin.device, lin.comm])
         if np.any(finite < 0) or not np.all(np.isfinite(finite)):
-            raise ConfigError("split costs must be finite and >= 0")
+            raise ConfigError(_bad_cost(self.graph, s_to_v, lin))
         total = float(finite.sum())
         scale = (2**29) / total if total > 0 else 1.0
         data = np.concatenate([np.rint(finite * scale), np.full(self._n_inf, 2**30)]).astype(
@@ -427,3 +427,22 @@ def _replace(ctx: SplitContext, **kw: object) -> SplitContext:
     from dataclasses import replace
 
     return replace(ctx, **kw)  # type: ignore[arg-type]
+
+
+def _bad_cost(g: LayerGraph, server: np.ndarray, lin: LinearCosts) -> str:
+    """Which split cost is negative or not finite, and where such costs come from."""
+    for kind, arr, names in (
+        ("server time", server, g.names),
+        ("device time", lin.device, g.names),
+        ("transfer", lin.comm, [f"tensor {t.name}" for t in g.tensors]),
+    ):
+        bad = np.flatnonzero(~np.isfinite(arr) | (arr < 0))
+        if len(bad):
+            i = int(bad[0])
+            name = names[i] if i < len(names) else f"#{i}"
+            return (
+                f"split costs must be finite and >= 0: the {kind} of {name} is {arr[i]:g} "
+                f"({len(bad)} such cost(s)); they come from the model profile "
+                "(settings.offloading.profile_file or the profiler) and the links' bandwidth"
+            )
+    return "split costs must be finite and >= 0"

@@ -36,7 +36,8 @@ from rich.progress import (
 )
 
 from edgeintel.data.datasets import Dataset
-from edgeintel.errors import ConfigError, EdgeIntelError
+from edgeintel.errors import EdgeIntelError, ModelError
+from edgeintel.paths import check_run_dir
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, png_base64, save_figures
@@ -279,25 +280,6 @@ def _unique_run_dir(runs_dir: Path, base: str) -> Path:
     raise EdgeIntelError(f"{runs_dir}: no free run folder named {base}-N")
 
 
-def check_run_dir(runs_dir: str | Path, run_id: str | None, overwrite: bool = False) -> None:
-    """Refuse, before any work, a run folder that cannot be used: ``runs_dir`` a file, a
-    ``run_id`` that is not a plain name, or one that holds an earlier run (unless
-    ``overwrite``)."""
-    from edgeintel.paths import check_out_dir, inside, safe_name
-
-    base = check_out_dir(runs_dir, "--runs-dir")
-    if run_id is None:
-        return
-    run_dir = inside(base, safe_name(run_id, "--run-id"), what="--run-id")
-    if run_dir.is_symlink() or (run_dir.exists() and not run_dir.is_dir()):
-        raise ConfigError(f"--run-id {run_id!r}: {run_dir} exists and is not a folder")
-    if run_dir.is_dir() and any(run_dir.iterdir()) and not overwrite:
-        raise ConfigError(
-            f"--run-id {run_id!r}: {run_dir} already holds an earlier run; choose "
-            "another --run-id or pass --overwrite to replace it"
-        )
-
-
 def _claim_run_dir(
     runs_dir: str | Path, run_id: str | None, scenario: Scenario, overwrite: bool
 ) -> Path:
@@ -421,6 +403,11 @@ def run_pipeline(
                 with thread_limit(scenario_threads(scenario)):  # restored after each stage
                     stage.run(ctx)
             except BaseException as exc:
+                if isinstance(exc, SystemExit):  # user code (a model's forward) called exit
+                    exc = ModelError(
+                        f"stage {stage.name}: user code called sys.exit({exc.code!r}); a model "
+                        "factory or forward() must return or raise, not exit"
+                    )
                 error = exc
                 results["status"] = (
                     "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"

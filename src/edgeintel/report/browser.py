@@ -13,7 +13,11 @@ from typing import Any
 
 from edgeintel.errors import EdgeIntelError
 
-__all__ = ["LAYOUT_SCRIPT", "check_layout", "find_chromium", "screenshot"]
+__all__ = ["LAYOUT_SCRIPT", "MAX_SCREENSHOT_PX", "check_layout", "find_chromium", "screenshot"]
+
+#: The tallest screenshot taken (px): headless Chromium renders a taller window blank or
+#: fails, so a longer page is cut there (the CLI says so).
+MAX_SCREENSHOT_PX = 20000
 
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -131,9 +135,15 @@ def screenshot(
     height: int | None = None,
     timeout_s: float = 60,
 ) -> Path:
-    """PNG of the page at ``width`` px; ``height`` None = the whole page (up to 20000 px)."""
+    """PNG of the page at ``width`` px; ``height`` None = the whole page, cut at
+    ``MAX_SCREENSHOT_PX`` (a ``height`` above it is refused)."""
+    if height is not None and not 1 <= height <= MAX_SCREENSHOT_PX:
+        raise EdgeIntelError(
+            f"--height: expected 1..{MAX_SCREENSHOT_PX} px (Chromium's limit), got {height}"
+        )
     if height is None:
-        height = min(int(check_layout(html_path, width, timeout_s)["height"]) + 20, 20000)
+        page = int(check_layout(html_path, width, timeout_s)["height"]) + 20
+        height = min(page, MAX_SCREENSHOT_PX)
     out = Path(png_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     proc = _run(

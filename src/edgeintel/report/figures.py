@@ -62,16 +62,28 @@ def save_figures(run_dir: str | Path, figures: list[Figure]) -> Path:
 
 
 def load_figures(run_dir: str | Path) -> list[Figure]:
-    """The figures ``save_figures`` wrote for a run (empty when there are none)."""
+    """The figures ``save_figures`` wrote for a run (empty when there are none); a broken
+    ``figures/index.json`` (or one naming a file outside ``figures/``) is one ``DataError``."""
+    from edgeintel.errors import DataError
+    from edgeintel.paths import safe_name
+    from edgeintel.records import read_json_list
+
     d = Path(run_dir) / "figures"
     index_path = d / "index.json"
     if not index_path.is_file():
         return []
     out = []
-    for rec in json.loads(index_path.read_text(encoding="utf-8")):
-        png = (d / rec["file"]).read_bytes()
+    for rec in read_json_list(index_path, "the figure index of a run"):
+        name = rec.text("file")
+        try:
+            safe_name(name, "file")
+        except ValueError:
+            raise rec.fail("file", "a file name inside figures/", name) from None
+        png = d / name
+        if not png.is_file():
+            raise DataError(f"{index_path}: {rec.where}.file: {png} does not exist")
         out.append(
-            Figure(rec["section"], rec["title"], base64.b64encode(png).decode("ascii"),
-                   rec.get("caption", ""))
+            Figure(rec.text("section"), rec.text("title"),
+                   base64.b64encode(png.read_bytes()).decode("ascii"), rec.text("caption", ""))
         )  # fmt: skip
     return out

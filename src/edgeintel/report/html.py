@@ -24,7 +24,7 @@ from edgeintel.report.sections import (
     table,
 )
 
-__all__ = ["RenderedSection", "render_report", "render_sections", "write_report"]
+__all__ = ["RenderedSection", "render_report", "render_sections", "rewrite_report", "write_report"]
 
 log = logging.getLogger(__name__)
 
@@ -152,3 +152,21 @@ def write_report(path: str | Path, results: Mapping[str, Any], figures: Sequence
     tmp.write_text(render_report(results, figures), encoding="utf-8")
     tmp.replace(p)
     return p
+
+
+def rewrite_report(run_dir: str | Path) -> Path:
+    """Re-render ``run_dir/report.html`` from its ``results.json`` and ``figures/``, both read
+    through the checked loader; results a renderer cannot draw are one ``DataError``."""
+    from edgeintel.errors import DataError
+    from edgeintel.records import open_run
+    from edgeintel.report.figures import load_figures
+
+    rec = open_run(run_dir, "report").results()
+    figures = load_figures(run_dir)
+    try:
+        return write_report(Path(run_dir) / "report.html", rec.data, figures)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        raise DataError(
+            f"{rec.source}: cannot be rendered ({type(exc).__name__}: {exc}); expected the "
+            "results.json written by edgeintel"
+        ) from None

@@ -203,6 +203,7 @@ class DeviceAgent:
         self._stop = threading.Event()
         self._halt = threading.Event()
         self.forward_errors = 0
+        self.last_forward_error: str | None = None  # why the last forward failed (a hint)
         self.started: float | None = None
 
     # ------------------------------------------------------------------ inference
@@ -271,6 +272,19 @@ class DeviceAgent:
         return out, placement, (time.perf_counter() - t0) * 1000
 
     # ------------------------------------------------------------------ loops
+
+    def delivery_hint(self, undelivered: int) -> str | None:
+        """Why ``undelivered`` stored results were not forwarded, and what to do (None when
+        every result was delivered or no forward was tried)."""
+        if undelivered <= 0 or self.last_forward_error is None:
+            return None
+        err = self.last_forward_error
+        todo = ""
+        if "no sink" in err:
+            todo = "; start the server with `edgeintel serve REPO --sink FILE` to store them"
+        elif " 401" in err or " 403" in err:
+            todo = "; give this device's --token (the server's --tokens file)"
+        return f"{undelivered} result(s) not delivered, last error: {err}{todo}"
 
     def run(
         self,
@@ -367,7 +381,8 @@ class DeviceAgent:
                 ack = json.loads(resp.body)
                 self.store.ack(batch[-1].seq, int(ack["accepted"]), int(ack["duplicates"]))
                 backoff = 0.05
-            except (TransportError, ValueError, KeyError):
+            except (TransportError, ValueError, KeyError) as exc:
                 self.forward_errors += 1
+                self.last_forward_error = str(exc)[:300]
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)

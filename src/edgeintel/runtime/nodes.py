@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from edgeintel.topology import LinkSpec
 
 __all__ = [
+    "SERVER_COMMAND",
     "ServerProcess",
     "deploy_overrides",
     "drain_upstream",
@@ -192,6 +193,23 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+#: How a node's server is started: ``-P`` keeps the working folder off ``sys.path``,
+#: so a ``numpy.py`` beside a scenario (run from its folder) is never imported;
+#: PYTHONPATH (the package's own source) is kept, unlike with ``-I``.
+SERVER_COMMAND = (sys.executable, "-P", "-m", "edgeintel")
+
+
+def _last_line(log: Path | None) -> str:
+    """The last non-empty line of a server's log (its own error), at most 300 characters."""
+    if log is None or not log.is_file():
+        return "(no log)"
+    with open(log, "rb") as fh:
+        fh.seek(max(0, log.stat().st_size - 8192))
+        lines = [ln.strip() for ln in fh.read().decode("utf-8", "replace").splitlines()]
+    lines = [ln for ln in lines if ln]
+    return lines[-1][:300] if lines else "(empty log)"
+
+
 def free_port() -> int:
     """A TCP port free on loopback now (the OS's choice)."""
     with socket.socket() as s:
@@ -222,9 +240,7 @@ class ServerProcess:
         self.sink = folder / f"{self.name}.sink.db"
         self.log = folder / f"{self.name}.log"
         args = [
-            sys.executable,
-            "-m",
-            "edgeintel",
+            *SERVER_COMMAND,
             "serve",
             str(repo),
             "--host",
@@ -254,7 +270,10 @@ class ServerProcess:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc is not None and self.proc.poll() is not None:
-                raise EdgeIntelError(f"server {self.name} exited; see {self.log}")
+                raise EdgeIntelError(
+                    f"server {self.name} exited with code {self.proc.returncode} before it was "
+                    f"ready: {_last_line(self.log)} (log: {self.log})"
+                )
             try:
                 url = f"http://{self.address}/v2/health/ready"
                 if httpx.get(url, timeout=1).status_code == 200:
@@ -262,8 +281,14 @@ class ServerProcess:
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
-        where = f"; see {self.log}" if self.log else f" at {self.address}"
-        raise EdgeIntelError(f"server {self.name} not ready within {timeout_s} s{where}")
+        if self.log is not None:
+            where = f"; its last log line: {_last_line(self.log)} (log: {self.log})"
+        else:  # a node started elsewhere (--only, settings.runtime.deploy.addresses)
+            where = (
+                f" at {self.address}, where nothing answers; start it there with `edgeintel "
+                "serve` or list it in settings.runtime.deploy.only to start it here"
+            )
+        raise EdgeIntelError(f"server {self.name} not ready within {timeout_s:g} s{where}")
 
     def stats(self, token: str | None) -> dict[str, Any]:
         """The node's ``/v2/stats`` (operator token); {} when it does not answer."""

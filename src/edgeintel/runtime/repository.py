@@ -35,6 +35,7 @@ __all__ = [
     "TensorSpec",
     "add_model",
     "export_repository",
+    "pbtxt_string",
     "triton_config",
 ]
 
@@ -262,6 +263,21 @@ class ModelRepository:
         return versions[version]
 
 
+def pbtxt_string(value: str) -> str:
+    """``value`` as a quoted protobuf text-format string: quotes, backslashes, control
+    characters and non-ASCII bytes escaped, so any tensor or model name gives a valid file."""
+    out = []
+    for b in value.encode("utf-8"):
+        c = chr(b)
+        if c in ('"', "\\", "'"):
+            out.append("\\" + c)
+        elif 0x20 <= b < 0x7F:
+            out.append(c)
+        else:
+            out.append(f"\\{b:03o}")
+    return '"' + "".join(out) + '"'
+
+
 def triton_config(
     name: str,
     inputs: list[TensorSpec],
@@ -269,22 +285,22 @@ def triton_config(
     max_batch_size: int = 32,
     max_queue_delay_us: int = 2000,
 ) -> str:
-    """A Triton ``config.pbtxt`` for an ONNX model with a leading batch axis."""
+    """A Triton ``config.pbtxt`` for an ONNX model with a leading batch axis (every name
+    escaped as a protobuf text-format string)."""
 
     def block(kind: str, specs: list[TensorSpec]) -> str:
         items = []
         for t in specs:
             dims = t.shape[1:] if max_batch_size > 0 else t.shape
             items.append(
-                f'  {{ name: "{t.name}" data_type: {_TRITON_TYPES[t.datatype]} '
+                f"  {{ name: {pbtxt_string(t.name)} data_type: {_TRITON_TYPES[t.datatype]} "
                 f"dims: [ {', '.join(str(d) for d in dims)} ] }}"
             )
         return f"{kind} [\n" + ",\n".join(items) + "\n]\n"
 
     text = (
-        f'name: "{name}"\nplatform: "onnxruntime_onnx"\nmax_batch_size: {max_batch_size}\n'
-        + block("input", inputs)
-        + block("output", outputs)
+        f'name: {pbtxt_string(name)}\nplatform: "onnxruntime_onnx"\n'
+        f"max_batch_size: {max_batch_size}\n" + block("input", inputs) + block("output", outputs)
     )
     if max_batch_size > 1:
         text += f"dynamic_batching {{ max_queue_delay_microseconds: {max_queue_delay_us} }}\n"
@@ -333,18 +349,51 @@ def export_repository(
     artifacts: dict[str, ModelArtifact | list[ModelArtifact]],
     root: str | Path,
     max_batch_size: int = 32,
+    overwrite: bool = False,
 ) -> Path:
     """Write our ONNX artifacts as a Triton/KServe model repository at ``root``.
 
-    ``artifacts`` maps a model name to one artifact (version 1) or a list
-    (versions 1, 2, ...). The artifact's recorded sha256 is checked first, so a
-    file changed since export is not packaged.
+    ``artifacts`` maps a model name (a plain name: it becomes a folder) to one
+    artifact (version 1) or a list (versions 1, 2, ...). Everything is checked
+    before the first write: names, each artifact's recorded sha256 (a file
+    changed since export is not packaged) and ``root`` itself, which must not be
+    a file nor hold models unless ``overwrite``. A failed export removes what it
+    wrote, so no half or empty repository is left behind.
     """
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    import tempfile
+
+    from edgeintel.paths import check_out_dir, safe_name
+
+    root = check_out_dir(root, "--out")
     for name, arts in artifacts.items():
-        for v, art in enumerate(arts if isinstance(arts, list) else [arts], start=1):
-            if file_sha256(art.path) != art.sha256:
+        safe_name(name, "--name")
+        for art in arts if isinstance(arts, list) else [arts]:
+            src = Path(art.path)
+            if not src.is_file():
+                raise ModelError(f"{src}: model file not found (named by its artifact record)")
+            if file_sha256(src) != art.sha256:
                 raise ModelError(f"{art.path}: sha256 differs from its artifact record; refused")
-            add_model(root, name, art.path, v, labels=art.labels, max_batch_size=max_batch_size)
+            make_session(src)  # not a loadable ONNX model -> one line naming this file
+    if root.is_dir() and any(root.iterdir()) and not overwrite:
+        raise ModelError(
+            f"--out {root}: already holds files (an earlier repository?); choose another "
+            "folder or pass --overwrite to replace the models of the same names"
+        )
+    # build in a fresh folder beside root, then move the model folders in: a failure
+    # (a model that ONNX Runtime refuses) leaves root as it was
+    root.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-export-", dir=root.parent))
+    try:
+        for name, arts in artifacts.items():
+            for v, art in enumerate(arts if isinstance(arts, list) else [arts], start=1):
+                add_model(staging, name, art.path, v, labels=art.labels,
+                          max_batch_size=max_batch_size)  # fmt: skip
+        root.mkdir(exist_ok=True)
+        for name in artifacts:
+            dst = root / name
+            if dst.exists():
+                shutil.rmtree(dst)
+            (staging / name).rename(dst)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return root

@@ -32,6 +32,8 @@ __all__ = [
     "RuntimeSettings",
     "ServerSettings",
     "StoreSettings",
+    "check_bindable",
+    "check_host",
     "parse_address",
 ]
 
@@ -111,6 +113,47 @@ class DeployPlacement(StrEnum):
 
 DEVICES = "devices"
 _HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
+
+
+def check_host(host: str) -> str:
+    """``host`` if it can be an address: a dotted quad must be a valid IPv4 address
+    (``999.1.1.1`` is not), brackets hold an IPv6 address, else a host name; a
+    ``ValueError`` saying what is expected otherwise."""
+    import ipaddress
+
+    h = host.strip("[]")
+    try:
+        if re.fullmatch(r"[0-9.]+", h):
+            ipaddress.IPv4Address(h)
+        elif ":" in h:
+            ipaddress.IPv6Address(h)
+        elif not re.fullmatch(r"[A-Za-z0-9_.-]{1,253}", h):
+            raise ValueError(h)
+    except ValueError:
+        raise ValueError(
+            f"{host!r} is not an IPv4 address (four numbers 0-255), an IPv6 address or a host name"
+        ) from None
+    return h
+
+
+def check_bindable(host: str, port: int) -> None:
+    """Refuse, before a server loads anything or says it is ready, an address it cannot
+    listen on (not an address of this machine, port in use, no permission): one
+    ``ValueError`` with the reason."""
+    import socket
+
+    h = check_host(host)
+    try:
+        infos = socket.getaddrinfo(h, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise ValueError(f"{host!r}: not an address of this machine ({exc.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(addr)
+        except OSError as exc:
+            raise ValueError(f"{host}:{port}: cannot listen there ({exc.strerror})") from None
 
 
 def parse_address(value: str) -> tuple[str, int]:

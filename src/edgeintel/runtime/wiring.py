@@ -16,7 +16,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -273,16 +272,27 @@ def filter_for_device(
 
 def threshold_from_results(results: Path, device: str) -> FilterThreshold:
     """The threshold a run's caching stage tuned for ``device``, read from its results.json
-    (``caching.filter.per_device[device].threshold``)."""
-    try:
-        per_device = json.loads(results.read_text())["caching"]["filter"]["per_device"]
-        th = per_device[device]["threshold"]
-        return FilterThreshold(str(th["feature"]), float(th["threshold"]))
-    except (OSError, ValueError, KeyError, TypeError):
+    (``caching.filter.per_device[device].threshold``) through the checked loader: a broken
+    file or a value of the wrong type is one line naming the file and the key."""
+    from edgeintel.records import check_results, read_json
+
+    if Path(results).is_dir():
+        raise ConfigError(
+            f"--filter-from {results}: is a folder; expected a run's results.json "
+            f"(e.g. {Path(results) / 'results.json'})"
+        )
+    rec = read_json(results, f"the results.json of a run (--filter-from, for {device!r})")
+    check_results(rec)
+    caching = rec.sub("caching", default=None)
+    filt = None if caching is None else caching.sub("filter", default=None)
+    per = None if filt is None else filt.sub("per_device", default=None)
+    if per is None or device not in per.data:
         raise ConfigError(
             f"--filter-from {results}: no caching filter threshold for {device!r} "
-            "(results.caching.filter.per_device)"
-        ) from None
+            "(results.caching.filter.per_device); run the caching stage for this scenario"
+        )
+    th = per.sub(device).sub("threshold")
+    return FilterThreshold(th.text("feature"), th.number("threshold"))
 
 
 # ---------------------------------------------------------------------- adaptive plan

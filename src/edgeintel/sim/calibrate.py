@@ -142,7 +142,7 @@ def measure_runtime(
     env = dict(os.environ, OMP_NUM_THREADS="1")
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     stages = [a for s in ("data", "train", "export", "runtime") for a in ("--stage", s)]
-    args = [sys.executable, "-m", "edgeintel", "run", str(scenario_path), "--runs-dir",
+    args = [sys.executable, "-P", "-m", "edgeintel", "run", str(scenario_path), "--runs-dir",
             str(runs_dir), "--run-id", run_id, "--overwrite", "-q", *stages]  # fmt: skip
     proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout_s)
     results = Path(runs_dir) / run_id / "results.json"
