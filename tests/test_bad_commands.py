@@ -499,7 +499,7 @@ CASES: list[Case] = [
         "sweep-over-earlier-sweep",
         ["sweep", "{S}", "--grid", "{D}/g.yaml", "--out", "{D}/sw", "--workers", "1"],
         ("--out", "--overwrite"),
-        {"g.yaml": "axes:\n  policy: [lru]\nseeds: [0]\n", "sw/sweep.csv": "earlier\n"},
+        {"g.yaml": "axes:\n  policy: [local]\nseeds: [0]\n", "sw/sweep.csv": "earlier\n"},
     ),
     Case(
         "sweep-grid-latin1",
