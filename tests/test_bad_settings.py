@@ -334,6 +334,22 @@ CASES: list[Case] = [
     C("of-placement-unknown", {OF + "placement": "nope"}, "offloading.placement", "auto"),
     C("profile-file-folder", {OF + "profile_file": "."}, "profile_file", "not a file"),
     C("profile-file-missing", {OF + "profile_file": "nope.json"}, "profile_file", "not found"),
+    C(
+        "profile-file-strings",
+        {OF + "profile_file": "p.json"},
+        "profile_file",
+        "node_ms",
+        deep=True,
+        files={"p.json": '{"model_sha256": "x", "node_names": ["a", "b"], "node_ms": ["1", 2]}'},
+    ),
+    C(
+        "profile-file-short",
+        {OF + "profile_file": "p.json"},
+        "profile_file",
+        "one value per node",
+        deep=True,
+        files={"p.json": '{"model_sha256": "x", "node_names": ["a", "b"], "node_ms": [1.0]}'},
+    ),
     # ---------------------------------------------------------------- sweep grids
     C(
         "grid-ignored-axis",
