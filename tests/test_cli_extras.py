@@ -143,7 +143,7 @@ def test_results_written_after_each_stage_and_report_rerendered(
     html = (run / "report.html").read_text()
     assert "crash after data" in html and "Per-device data distribution" in html
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
-    assert res.exit_code == 2 and "no results.json" in res.output
+    assert res.exit_code == 2 and "nope: not found; expected a run folder" in res.output
 
 
 def test_run_pipeline_is_quiet_by_default(
