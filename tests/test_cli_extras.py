@@ -171,7 +171,7 @@ def test_compress_from_run_errors(tmp_path: Path, tiny_scenario_file: Path) -> N
     res = CliRunner().invoke(app, ["compress", str(tiny_scenario_file), "--from-run", "x"])
     assert res.exit_code == 2
     res = CliRunner().invoke(app, ["compress", "--from-run", str(tmp_path / "missing")])
-    assert res.exit_code == 2 and "not a folder" in res.output
+    assert res.exit_code == 2 and "missing: not found; expected a run folder" in res.output
     res = CliRunner().invoke(app, ["compress", "--from-run", str(tmp_path)])
     assert res.exit_code == 2 and "no scenario.json" in res.output
 
