@@ -2,7 +2,8 @@
 
 The measurement is ``bench_privacy.secagg_overhead`` (one federated round of 100 devices
 on MNIST, the zoo MLP, every device taking part; plain, SecAgg and SecAgg+ rounds
-interleaved ``BENCH_SECAGG_REPEATS`` times, one torch thread): SecAgg+ as sized in Bell
+interleaved ``BENCH_SECAGG_REPEATS`` times, one torch thread; the time ratio is of the
+round's CPU seconds, wall ratios in details): SecAgg+ as sized in Bell
 et al. 2020 -- a Harary graph of degree k = 2 ceil(log2 n), masks expanded locally from
 seeds with AES-CTR, only seeds' Shamir shares travel, a 32-bit ring. The peer here is
 plain FedAvg itself: the goals are ratios to it.

@@ -410,7 +410,7 @@ def replacement_part(scene_trace: np.ndarray) -> tuple[list[dict[str, Any]], dic
             entry: dict[str, Any] = {"libcachesim": _r(ref), "gap_to_opt": _r(ref - opt)}
             if pol in POLICIES and not (pol == "wtinylfu" and cap < 100):
                 # libcachesim's W-TinyLFU admits nothing below 100 entries (0-slot window);
-                # keys + 1 as libcachesim's ids, so our sketch hashes them as it does
+                # keys + 1, the ids libcachesim was given
                 ours = 1 - simulate(make_policy(pol, cap), trace + 1) / n
                 entry["ours"] = _r(ours)
                 entry["abs_diff"] = _r(abs(ours - ref), 6)

@@ -316,7 +316,7 @@ def main() -> None:
             "run is kept for comparison. FedAvg has no momentum, so part of the top-k run's "
             "speed comes from the momentum itself.",
             "derived": {
-                "note": "fixed by the encoding (1% of values as float32 + uint32 index)",
+                "note": "fixed by the encoding (1% of values as float32 + uint16 index)",
                 "uplink_bytes": {"fedavg": up_fed, "topk": up_topk},
                 "uplink_bytes_reduction_x": up_fed / up_topk,
             },

@@ -334,6 +334,22 @@ CASES: list[Case] = [
     C("of-placement-unknown", {OF + "placement": "nope"}, "offloading.placement", "auto"),
     C("profile-file-folder", {OF + "profile_file": "."}, "profile_file", "not a file"),
     C("profile-file-missing", {OF + "profile_file": "nope.json"}, "profile_file", "not found"),
+    C(
+        "profile-file-strings",
+        {OF + "profile_file": "p.json"},
+        "profile_file",
+        "node_ms",
+        deep=True,
+        files={"p.json": '{"model_sha256": "x", "node_names": ["a", "b"], "node_ms": ["1", 2]}'},
+    ),
+    C(
+        "profile-file-short",
+        {OF + "profile_file": "p.json"},
+        "profile_file",
+        "one value per node",
+        deep=True,
+        files={"p.json": '{"model_sha256": "x", "node_names": ["a", "b"], "node_ms": [1.0]}'},
+    ),
     # ---------------------------------------------------------------- sweep grids
     C(
         "grid-ignored-axis",
@@ -671,3 +687,27 @@ def test_tokens_file_resolves_against_the_scenario_folder(
     monkeypatch.chdir(tmp_path)  # not the scenario's folder
     sc = load_scenario(path)
     assert sc.settings.runtime.deploy.tokens_file == folder / "tokens.yaml"
+
+
+CLI_CASES = [c for c in CASES if c.sets or c.id in ("battery-str", "two-links-same-pair")]
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=[c.id for c in CLI_CASES])
+def test_edgeintel_validate_exits_2_in_one_line(case: Case, tmp_path: Path) -> None:
+    """The same cases through the command: ``edgeintel validate [--set ...]`` exits 2 with
+    the words and no traceback."""
+    from typer.testing import CliRunner
+
+    from edgeintel.cli import app
+
+    path = write_case(case, tmp_path)
+    args = ["validate", "--schema-only", str(path)]
+    for assignment in case.sets:
+        args += ["--set", assignment]
+    res = CliRunner().invoke(app, args)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split()).lower()  # the console may wrap the line
+    assert "traceback" not in text and text.startswith("error:")
+    for w in case.words:
+        assert any(alt in text for alt in w.lower().split("|")), (w, text)

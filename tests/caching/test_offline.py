@@ -57,12 +57,13 @@ CAPACITIES = (10, 20, 40, 100, 1000, 2500, 10_000)
 # S3-FIFO: within 0.001 from 100 entries, 0.0025 at 20-99 (measured worst: 0.0006 and 0.002).
 BOUND = {"lru": 0.0, "fifo": 0.0, "lfu": 0.0, "arc": 0.0, "sieve": 0.0, "s3fifo": 0.001}
 SMALL_S3FIFO_BOUND = 0.0025
-WTINYLFU_BOUND = 0.07
+# W-TinyLFU: 0.01, and 0.08 on the loop (measured worst: 0.0074 and 0.069)
+WTINYLFU_BOUND = {"loop": 0.08}
 
 
 def _lcs_miss_ratio(cls: str, trace: np.ndarray, capacity: int) -> float:
     cache = getattr(lcs, cls)(cache_size=capacity, hashpower=16)
-    hits = sum(cache.get(lcs.Request(obj_id=int(k) + 1, obj_size=1)) for k in trace.tolist())
+    hits = sum(cache.get(lcs.Request(obj_id=int(k), obj_size=1)) for k in trace.tolist())
     return 1 - hits / len(trace)
 
 
@@ -74,7 +75,7 @@ def test_in_process_policies_match_libcachesim_on_every_shape(shape: str) -> Non
         ref = miss_ratios(trace, cap, names, engine="libcachesim")
         for name in names:
             ours = 1 - simulate(make_policy(name, cap), trace) / N
-            bound = WTINYLFU_BOUND if name == "wtinylfu" else BOUND[name]
+            bound = WTINYLFU_BOUND.get(shape, 0.01) if name == "wtinylfu" else BOUND[name]
             if name == "s3fifo" and cap < 100:
                 bound = SMALL_S3FIFO_BOUND
             assert abs(ours - ref[name]) <= bound + 1e-12, (shape, cap, name, ours, ref[name])
@@ -133,7 +134,7 @@ def test_read_trace_numeric_and_string_keys(tmp_path: Path) -> None:
     assert read_trace(num).tolist() == [5, 17, 5]
     mixed = tmp_path / "mixed.txt"
     mixed.write_text("# header\n01\n1\nb, 3\n\n  b\n01\n")  # "01" and "1" differ
-    assert read_trace(mixed).tolist() == [0, 1, 2, 2, 0]
+    assert read_trace(mixed).tolist() == [1, 2, 3, 3, 1]  # as libCacheSim numbers them
     r = simulate_trace_file(mixed, 2, ["lru"])
     assert set(r) == {"lru", "opt"}
     assert simulate_trace_file(mixed, 2, ["lru"], opt=False).keys() == {"lru"}

@@ -118,7 +118,7 @@ def test_cache_sim_cli(tmp_path: Path) -> None:
 
 
 def test_report_shows_the_hit_ratio_per_placement_tier() -> None:
-    import edgeintel.pipeline  # noqa: F401  (registers the caching section's renderer)
+    import edgeintel.pipeline.sections  # noqa: F401  (registers the caching section's renderer)
     from edgeintel.report.sections import SECTIONS, RenderContext
 
     rep = {

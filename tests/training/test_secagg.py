@@ -261,3 +261,42 @@ def test_sparse_too_many_dropped_neighbours_is_an_error() -> None:
 def test_neighbors_must_be_even() -> None:
     with pytest.raises(ConfigError, match=r"secagg\.neighbors must be an even number >= 2"):
         SecAggConfig(neighbors=3)
+
+
+@pytest.mark.parametrize("ring_bits", [32, 64])
+def test_secagg_plus_exact_on_hand_sized_inputs_with_dropouts(ring_bits: int) -> None:
+    """8 devices, k = 4 neighbours, 2 dropouts: the survivors' sum comes out exact."""
+    vecs = [np.array([i, -2.5 * i, 0.25, 1000.0 - i]) for i in range(8)]
+    cfg = SecAggConfig(scale_bits=12, neighbors=4, ring_bits=ring_bits)
+    res = secure_sum(vecs, cfg, dropped=[1, 6])
+    expect = sum(v for i, v in enumerate(vecs) if i not in (1, 6))
+    np.testing.assert_array_equal(res.total, expect)  # multiples of 2^-12: no rounding
+    assert res.survivors == (0, 2, 3, 4, 5, 7)
+    # a masked vector is ring_bits / 8 bytes per value
+    assert res.bytes_up > 6 * 4 * ring_bits // 8
+    with pytest.raises(DataError, match=f"{ring_bits}-bit ring"):
+        secure_sum([np.array([2.0**ring_bits])] * 3, cfg)
+
+
+def test_shamir_any_t_shares_reconstruct_fewer_do_not() -> None:
+    from edgeintel.training.secagg import shamir_combine, shamir_split
+
+    secret = bytes(range(16))
+    shares = shamir_split(3, 5, secret)
+    assert all(len(s) == 17 for s in shares)
+    for pick in ([0, 1, 2], [4, 2, 0], [1, 3, 4]):
+        assert shamir_combine([(j + 1, shares[j]) for j in pick]) == secret
+    # t - 1 shares give a uniform field element: almost surely not a 16-byte value at all
+    try:
+        assert shamir_combine([(1, shares[0]), (2, shares[1])]) != secret
+    except DataError as exc:
+        assert "16-byte secret" in str(exc)
+    with pytest.raises(DataError, match="distinct"):
+        shamir_combine([(1, shares[0]), (1, shares[0]), (2, shares[1])])
+
+
+def test_ring_bits_checked() -> None:
+    with pytest.raises(ConfigError, match="ring_bits"):
+        SecAggConfig(ring_bits=16)
+    with pytest.raises(ConfigError, match="scale_bits"):
+        SecAggConfig(ring_bits=32, scale_bits=30)

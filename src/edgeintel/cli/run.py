@@ -37,17 +37,19 @@ def validate(
             "--schema-only", help="Check the file only; do not load data or build the model."
         ),
     ] = False,
+    set_: SetOpt = None,
 ) -> None:
     """Check scenario files: schema, links, files, then (without training) the data, labels,
-    partition, model factory and its output shape, DP budget, robust-rule sizes, compression."""
+    partition, model factory and its output shape, DP budget, robust-rule sizes, compression.
+    ``--set`` overrides are applied to every file first, as ``run`` applies them."""
+    from edgeintel.examples import load_scenario_with
     from edgeintel.pipeline.preflight import preflight
-    from edgeintel.scenario import load_scenario
 
     failed = 0
     for f in files:
         try:
             with no_interrupt_traceback():
-                sc = load_scenario(f)
+                sc = load_scenario_with(f, set_)
                 deep = None if schema_only else preflight(sc, scenario_file=str(f))
         except EdgeIntelError as exc:
             msg = str(exc) if str(exc).startswith(str(f)) else f"{f}: {exc}"

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgeintel.errors import ConfigError
 from edgeintel.paths import check_new_out_dir
-from edgeintel.pipeline.core import _write_json
+from edgeintel.pipeline.core import write_results_json
 from edgeintel.pipeline.sections import sim_section  # noqa: F401  (registers the section renderer)
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, figure_from_matplotlib, save_figures
@@ -139,7 +139,7 @@ def simulate_command(
         "simulation": section,
     }
     figures = sim_figures(section)
-    _write_json(out_dir / "results.json", results)
+    write_results_json(out_dir / "results.json", results)
     save_figures(out_dir, figures)
     write_report(out_dir / "report.html", results, figures)
     return SimulateOutcome(out_dir, results, res)

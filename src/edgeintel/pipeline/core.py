@@ -64,6 +64,7 @@ __all__ = [
     "ordered_stages",
     "register_stage",
     "run_pipeline",
+    "write_results_json",
 ]
 
 
@@ -420,11 +421,11 @@ def run_pipeline(
             results["stages"].append(stage.name)
             results["timings_s"][stage.name] = round(time.perf_counter() - t0, 3)
             ctx.log(f"stage {stage.name} done in {results['timings_s'][stage.name]:.1f} s")
-            _write_json(results_path, results)  # a crash later loses nothing finished
+            write_results_json(results_path, results)  # a crash later loses nothing finished
     if error is None:
         results["status"] = "completed"
     result = RunResult(run_dir, results)
-    _write_json(result.results_path, results)
+    write_results_json(result.results_path, results)
     save_figures(run_dir, ctx.figures)
     if ctx.train_idx is not None and ctx.test_idx is not None:
         # the held-out split, so `edgeintel compress --from-run` judges on the same samples
@@ -448,8 +449,9 @@ def _default(o: Any) -> Any:
     raise TypeError(f"not JSON serializable: {type(o).__name__}")
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-write never leaves a truncated results file."""
+def write_results_json(path: Path, data: dict[str, Any]) -> None:
+    """Write a results.json atomically (numpy values as JSON numbers): a crash mid-write
+    never leaves a truncated results file."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=2, default=_default))
     tmp.replace(path)

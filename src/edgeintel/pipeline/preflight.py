@@ -129,6 +129,14 @@ def preflight(
         with _named("settings.inference.compress"):
             search_space_for(sc.settings.inference.compress)
     _check_caching(sc, ds, chosen)
+    off = sc.settings.offloading
+    if off.enabled and off.profile_file is not None:  # read it now, not after training
+        from edgeintel.offloading.profiler import ModelProfile
+
+        try:
+            ModelProfile.load(off.profile_file)
+        except EdgeIntelError as exc:
+            raise ConfigError(f"settings.offloading.profile_file: {exc}") from None
     ee = sc.settings.offloading.early_exit
     if "offloading" in chosen and sc.settings.offloading.enabled and ee is not None and ee.enabled:
         from edgeintel.offloading.early_exit import check_exit_blocks

@@ -322,6 +322,7 @@ def privacy_strategy(scenario: Scenario, config: Any, population: int) -> Privac
             scale_bits=t.secure_aggregation.scale_bits,
             threshold=t.secure_aggregation.threshold,
             neighbors=t.secure_aggregation.neighbors,
+            ring_bits=t.secure_aggregation.ring_bits,
         )
         dropout = t.secure_aggregation.dropout
     store = CheckpointStore(Path(t.checkpoint_dir)) if t.checkpoint_dir is not None else None

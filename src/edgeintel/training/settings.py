@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -75,13 +75,25 @@ class SecureAggregationSettings(Strict):
     ``scale_bits``: fixed-point resolution 2^-scale_bits; ``threshold``: fraction of a
     device's share holders needed to recover its masks; ``dropout``: share of devices
     simulated to drop out after masking (recovered from secret shares); ``neighbors``:
-    SecAgg+ degree (even), each device masks with and shares to only that many peers.
+    SecAgg+ degree (even), each device masks with and shares to only that many peers;
+    ``ring_bits``: 32 or 64, bits per masked value (32: as many bytes as float32 updates;
+    ``scale_bits`` at most ``ring_bits - 8``).
     """
 
     scale_bits: Annotated[int, Field(ge=8, le=48)] = 24
     threshold: Annotated[float, Field(gt=0, lt=1)] = 0.5
     dropout: Annotated[float, Field(ge=0, lt=0.5)] = 0.0
     neighbors: Annotated[int, Field(ge=2, le=100_000, multiple_of=2)] | None = None
+    ring_bits: Literal[32, 64] = 64
+
+    @model_validator(mode="after")
+    def _scale_fits_ring(self) -> SecureAggregationSettings:
+        if self.scale_bits > self.ring_bits - 8:
+            raise ValueError(
+                f"scale_bits {self.scale_bits} leaves no headroom in a {self.ring_bits}-bit "
+                f"ring; give scale_bits <= {self.ring_bits - 8}"
+            )
+        return self
 
 
 class TrainingSettings(Strict):

@@ -64,20 +64,24 @@ def libcachesim_available() -> bool:
 
 
 def trace_ids(trace: Sequence[Hashable] | np.ndarray) -> np.ndarray:
-    """The trace as dense int64 ids (0, 1, ... in order of first request)."""
+    """The trace as int64 ids: integer arrays as they are, other keys 1, 2, ... by first request.
+
+    (libCacheSim numbers a text trace's string keys the same way, so its W-TinyLFU, whose
+    filter hashes the id, sees the same ids from either.)
+    """
     if isinstance(trace, np.ndarray) and trace.dtype.kind in "iu":
         return trace.astype(np.int64, copy=False)
     ids: dict[Any, int] = {}
     return np.fromiter(
-        (ids.setdefault(k, len(ids)) for k in trace), dtype=np.int64, count=len(trace)
+        (ids.setdefault(k, len(ids) + 1) for k in trace), dtype=np.int64, count=len(trace)
     )
 
 
 def write_oracle_general(ids: np.ndarray, path: Path) -> None:
-    """Write integer keys ``ids`` as an oracleGeneral trace (unit sizes, ids + 1: 0 is no id)."""
+    """Write integer keys ``ids`` as an oracleGeneral trace (unit sizes, no next-access times)."""
     rec = np.zeros(len(ids), dtype=ORACLE_GENERAL)
     rec["time"] = np.arange(len(ids), dtype=np.uint32)
-    rec["obj_id"] = ids.astype(np.uint64) + 1
+    rec["obj_id"] = ids.astype(np.uint64)
     rec["obj_size"] = 1
     rec["next_access"] = -1
     rec.tofile(path)

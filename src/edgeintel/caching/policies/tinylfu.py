@@ -17,26 +17,28 @@ from xxhash import xxh64_intdigest
 from edgeintel.caching.policies.base import POLICIES, CachePolicy
 from edgeintel.errors import ConfigError
 
-__all__ = ["FrequencySketch", "WTinyLFUCache", "key_hash"]
+__all__ = ["FrequencySketch", "WTinyLFUCache", "key_bytes"]
 
-_M64 = (1 << 64) - 1
 Slots = tuple[int, int, int, int, int, int]
 
 
-def key_hash(key: Hashable) -> int:
-    """An integer hash of ``key`` that is the same in every process.
+def key_bytes(key: Hashable) -> bytes:
+    """Bytes that identify ``key`` the same way in every process (the sketch hashes these).
 
-    Integers hash to themselves and strings and bytes through XXH64 (Python's own
-    ``hash`` of a string changes with ``PYTHONHASHSEED``); anything else through
-    ``hash``.
+    Integers as 8 little-endian bytes (wider ones as their decimal digits), strings as
+    UTF-8, bytes as they are; anything else through ``hash`` (Python's own ``hash`` of a
+    string changes with ``PYTHONHASHSEED``, so strings do not go through it).
     """
     if type(key) is int:
-        return key
+        try:
+            return key.to_bytes(8, "little", signed=True)
+        except OverflowError:
+            return str(key).encode()
     if isinstance(key, str):
-        return xxh64_intdigest(key.encode())
+        return key.encode()
     if isinstance(key, bytes):
-        return xxh64_intdigest(key)
-    return hash(key)
+        return key
+    return hash(key).to_bytes(8, "little", signed=True)
 
 
 class FrequencySketch:
@@ -51,7 +53,7 @@ class FrequencySketch:
     empties the doorkeeper (the paper's reset).
     """
 
-    def __init__(self, entries: int, doorkeeper_per_entry: int = 32) -> None:
+    def __init__(self, entries: int, doorkeeper_per_entry: int = 128) -> None:
         if entries < 1:
             raise ConfigError(f"sketch entries must be >= 1, got {entries}")
         self.width = 1 << max(4, (entries - 1).bit_length())
@@ -63,11 +65,12 @@ class FrequencySketch:
 
     def slots(self, key: Hashable) -> Slots:
         """The 4 counter positions and 2 doorkeeper positions of ``key``."""
-        h = key if type(key) is int else key_hash(key)
-        h = ((h ^ (h >> 33)) * 0xFF51AFD7ED558CCD) & _M64  # murmur3's finaliser
-        h = ((h ^ (h >> 33)) * 0xC4CEB9FE1A85EC53) & _M64
-        h ^= h >> 33
-        y = (h * 0x9E3779B97F4A7C15) >> 64 ^ h  # high half of a 128-bit product
+        if type(key) is int and -(1 << 63) <= key < 1 << 63:
+            kb = key.to_bytes(8, "little", signed=True)
+        else:
+            kb = key_bytes(key)
+        h = xxh64_intdigest(kb)  # two independent 64-bit hashes
+        y = xxh64_intdigest(kb, 0x9E3779B9)
         m, w, d = self._mask, self.width, self._door_mask
         return (
             h & m,
@@ -104,8 +107,9 @@ class FrequencySketch:
 
     def age(self) -> None:
         """Halve every counter and empty the doorkeeper."""
-        self.counts = [v >> 1 for v in self.counts]
-        self.door = bytearray(self.door_size)
+        c = self.counts
+        c[:] = [v >> 1 for v in c]  # in place: callers may hold the lists
+        self.door[:] = bytes(self.door_size)
 
 
 @POLICIES.register("wtinylfu")
@@ -142,14 +146,15 @@ class WTinyLFUCache(CachePolicy):
         self.probation: OrderedDict[Hashable, Slots] = OrderedDict()
         self.protected: OrderedDict[Hashable, Slots] = OrderedDict()
         self.sketch = FrequencySketch(self.main_cap)
+        self._counts, self._door = self.sketch.counts, self.sketch.door  # aged in place
         self._sample = 32 * self.main_cap
-        self._main_hits = 0
+        self._left = self._sample  # main hits until the filter ages
 
     def _main_hit(self, s: Slots) -> None:
         self.sketch.add(s)
-        self._main_hits += 1
-        if self._main_hits >= self._sample:
-            self._main_hits = 0
+        self._left -= 1
+        if not self._left:
+            self._left = self._sample
             self.sketch.age()
 
     def lookup(self, key: Hashable) -> bool:
@@ -190,11 +195,10 @@ class WTinyLFUCache(CachePolicy):
             if len(prot) > self.protected_cap:
                 k, v = prot.popitem(last=False)
                 self.probation[k] = v
-        sk = self.sketch
         i, j, k2, m, a, b = s
-        door = sk.door
+        door = self._door
         if door[a] and door[b]:
-            c = sk.counts
+            c = self._counts
             ci, cj, ck, cm = c[i], c[j], c[k2], c[m]
             low = min(ci, cj, ck, cm)
             if ci == low:
@@ -207,10 +211,10 @@ class WTinyLFUCache(CachePolicy):
                 c[m] = low + 1
         else:
             door[a] = door[b] = 1
-        self._main_hits += 1
-        if self._main_hits >= self._sample:
-            self._main_hits = 0
-            sk.age()
+        self._left -= 1
+        if not self._left:
+            self._left = self._sample
+            self.sketch.age()
         return True
 
     def admit(self, key: Hashable) -> list[Hashable]:
@@ -222,7 +226,7 @@ class WTinyLFUCache(CachePolicy):
                 out.append((prob or prot).popitem(last=False)[0])
                 continue
             victim, s = window.popitem(last=False)
-            c, door = sk.counts, sk.door
+            c, door = self._counts, self._door
             i, j, k, m, a, b = s
             duel = len(prob) + len(prot) >= self.main_cap
             if duel:
