@@ -21,7 +21,7 @@ FOUNDATION = {
     "errors", "registry", "schema", "topology", "network", "data", "models", "paths", "threads",
     "extras", "onnx_files", "lazy", "latency", "limits", "records",
 }  # fmt: skip
-COMPONENTS = {"training", "inference", "offloading", "caching"}
+COMPONENTS = {"training", "inference", "offloading", "caching", "monitoring"}
 # the scenario file (schema + loading): composes the components' settings models
 SCENARIO = {"scenario", "examples"}
 # the two ways the components run: real processes and the fleet simulator
