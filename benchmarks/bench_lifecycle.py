@@ -119,7 +119,7 @@ def main() -> None:
     targets = [
         target(
             "drift detection delay (median inputs after onset)", median_delay, "<=", 200, "inputs"
-        ),  # fmt: skip
+        ),
         target("false alarms on unshifted data", fa_rate, "<=", 1.0, "per device-hour"),
     ]
     details = {
