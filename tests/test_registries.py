@@ -441,6 +441,9 @@ def _section_results() -> dict[str, Any]:
 
     res = tiny_results()
     res["simulation"] = json.loads((DATA / "tiny_sim_results.json").read_text())["simulation"]
+    from edgeintel.pipeline.payoff import compute_payoff
+
+    res["payoff"] = compute_payoff(res)  # the payoff of the same tiny runs
     return res
 
 
