@@ -282,9 +282,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             if isinstance(got.get("latency_ms_device"), int | float):
                 ms, label = float(got["latency_ms_device"]), str(got.get("chosen"))
             watts = float(p["energy_mj"]) / float(p["p50_ms"]) if p["p50_ms"] else 0.0
-            rows.append(
-                (f"latency on {name}", f"p50 {ms:.3g} ms, {ms * watts:.3g} mJ ({label})")
-            )
+            rows.append((f"latency on {name}", f"p50 {ms:.3g} ms, {ms * watts:.3g} mJ ({label})"))
     for key, section in results.items():
         if isinstance(section, dict) and isinstance(section.get("summary"), dict):
             # each component's block opens with why it decided what it did (results' payoff)

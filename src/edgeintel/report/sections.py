@@ -389,12 +389,11 @@ def check_accuracy(
         return
     final = vals[-1]
     chance = ctx.chance
-    if chance is not None:
-        if final <= chance + accuracy_margin(chance, n_test):
-            ctx.warn(
-                f"{label}: accuracy {final:.3f} is near chance ({chance:.3f}, always the "
-                "test set's majority class)"
-            )
+    if chance is not None and final <= chance + accuracy_margin(chance, n_test):
+        ctx.warn(
+            f"{label}: accuracy {final:.3f} is near chance ({chance:.3f}, always the "
+            "test set's majority class)"
+        )
     # (a run that starts at the ceiling has nothing left to improve)
     if len(vals) >= 3 and vals[0] < 0.99 and max(vals[len(vals) // 2 :]) <= vals[0] + 0.01:
         ctx.warn(
