@@ -3,8 +3,8 @@
 Each registered dataset, partitioner, model family, aggregation rule, attack,
 update compressor, federated algorithm, compression technique, pipeline stage,
 split search, placement policy, cache policy, difference feature, object
-counter, content placement and report section can be named (in a scenario, a recipe or a call),
-configured, run on a tiny input, and round-trips its config. A new entry is
+counter, content placement, report section and task kind can be named (in a scenario,
+a recipe or a call), configured, run on a tiny input, and round-trips its config. A new entry is
 covered the moment it is registered.
 """
 
@@ -47,6 +47,7 @@ from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
 from edgeintel.registry import Registry
 from edgeintel.report.sections import SECTIONS, RenderContext, SectionSpec
 from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
+from edgeintel.tasks import TASKS
 from edgeintel.training import (
     AGGREGATORS,
     ATTACKS,
@@ -333,6 +334,30 @@ def _object_counter(name: str) -> None:
         counter(np.zeros((48, 64), np.float32))
 
 
+def _task_kind(name: str) -> None:
+    kind = _scenario(task={"kind": name}).task.task_kind()
+    assert kind.name == name and type(kind)(**kind.options()) == kind  # config round-trips
+    rng = np.random.default_rng(0)
+    shape = (3, 8)
+    x = rng.normal(size=(12, *shape)).astype(np.float32)
+    y = (np.arange(12) % 2).astype(kind.label_dtype)  # two classes, values, or normal/anomaly
+    out = rng.normal(size=(12, kind.outputs(2, shape))).astype(np.float32)
+    xt, ot = torch.from_numpy(x), torch.from_numpy(out).requires_grad_()
+    loss = kind.loss(ot, kind.target(xt, torch.from_numpy(y)))
+    loss.backward()
+    assert loss.ndim == 0 and np.isfinite(float(loss)) and ot.grad is not None
+    pred = kind.predict(out, x)
+    assert len(pred) == 12
+    fitted = kind.fit(pred[:6], y[:6])  # validation half
+    figures = fitted.evaluate(pred[6:], y[6:])
+    assert kind.metric in figures and all(np.isfinite(v) for v in figures.values())
+    base_name, base_value = fitted.best_baseline(y[:6], y[6:])
+    assert base_name in fitted.baselines(y[:6], y[6:]) and np.isfinite(base_value)
+    assert fitted.agree(pred, pred).all() and fitted.agree(pred, pred).shape == (12,)
+    line = fitted.summary(figures, (base_name, base_value))
+    assert kind.metric in line and "\n" not in line
+
+
 def _section(name: str, results: dict[str, Any]) -> None:
     spec = SECTIONS.get(name)
     assert spec.name == name and isinstance(spec.order, int) and spec.title
@@ -362,6 +387,7 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "object_counters": (COUNTERS, _object_counter),
     "content_placements": (CONTENT_PLACEMENTS, _content_placement),
     "report_sections": (SECTIONS, _section),
+    "task_kinds": (TASKS, _task_kind),
 }
 
 

@@ -49,6 +49,7 @@ __all__ = [
     "fmt",
     "generic_section",
     "kv_table",
+    "payoff_sentences",
     "register_section",
     "render_template",
     "section_spec",
@@ -373,3 +374,16 @@ def check_accuracy(
             f"{label}: no improvement across {unit}s (accuracy {vals[0]:.3f} after the first "
             f"{unit}, {final:.3f} after the last)"
         )
+
+
+def payoff_sentences(results: Mapping[str, Any], section: str) -> list[tuple[str, str]]:
+    """``(component, why)`` from results.json's ``payoff`` for the components whose
+    sentence opens the results section ``section`` (report and terminal summary)."""
+    payoff = results.get("payoff") or {}
+    if not isinstance(payoff, Mapping):
+        return []
+    return [
+        (str(k), str(v["why"]))
+        for k, v in payoff.items()
+        if isinstance(v, Mapping) and v.get("section") == section and v.get("why")
+    ]
