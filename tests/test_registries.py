@@ -34,6 +34,7 @@ from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
 from edgeintel.models import MODELS, build_model
 from edgeintel.models.train import TrainConfig, train_model
+from edgeintel.monitoring.drift import CORRECTIONS, DRIFT_DETECTORS, DriftConfig
 from edgeintel.offloading.costs import Breakdown, LinkState, OffloadObjective
 from edgeintel.offloading.placement import PLACEMENTS, FleetProblem, Option, Resource, place
 from edgeintel.offloading.split_search import (
@@ -368,6 +369,24 @@ def _section(name: str, results: dict[str, Any]) -> None:
     assert "<table" in html and "Traceback" not in html
 
 
+def _correction(name: str) -> None:
+    p = np.array([0.04, 0.5, 0.2])
+    q = CORRECTIONS.get(name)(p)
+    assert 0.0 <= q <= 1.0 and q >= float(p.min())  # never below the smallest p-value
+
+
+def _drift_detector(name: str) -> None:
+    rng = np.random.default_rng(0)
+    det = DRIFT_DETECTORS.get(name)(DriftConfig())
+    ref = rng.normal(size=(400, 3))
+    det.fit(ref, rng)
+    same, shifted = rng.normal(size=(100, 3)), rng.normal(loc=3.0, size=(100, 3))
+    if det.source == "output":  # confidences in [0, 1]
+        det.fit(rng.uniform(0.8, 1.0, size=400), rng)
+        same, shifted = rng.uniform(0.8, 1.0, size=100), rng.uniform(0.3, 0.5, size=100)
+    assert det.score(shifted) > det.score(same)
+
+
 # --------------------------------------------------------------------------- the contract
 
 CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
@@ -388,6 +407,8 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "content_placements": (CONTENT_PLACEMENTS, _content_placement),
     "report_sections": (SECTIONS, _section),
     "task_kinds": (TASKS, _task_kind),
+    "drift_corrections": (CORRECTIONS, _correction),
+    "drift_detectors": (DRIFT_DETECTORS, _drift_detector),
 }
 
 
@@ -420,6 +441,9 @@ def _section_results() -> dict[str, Any]:
 
     res = tiny_results()
     res["simulation"] = json.loads((DATA / "tiny_sim_results.json").read_text())["simulation"]
+    from edgeintel.pipeline.payoff import compute_payoff
+
+    res["payoff"] = compute_payoff(res)  # the payoff of the same tiny runs
     return res
 
 

@@ -74,6 +74,21 @@ class SectionSpec:
 
 SECTIONS: Registry[SectionSpec] = Registry("report section")
 
+# The built-in renderers live next to the pipeline stage that writes each section; they are
+# named here and imported on first lookup, so a report renders the same whatever the caller
+# imported before (``edgeintel report`` re-renders a run without importing any stage).
+for _module, _names in {
+    "data_section": ("data",),
+    "training_section": ("training", "edge_training"),
+    "inference_section": ("model", "evaluation", "compression"),
+    "offloading_section": ("offloading",),
+    "caching_section": ("caching",),
+    "payoff_section": ("payoff",),
+    "runtime_section": ("runtime",),
+    "sim_section": ("simulation",),
+}.items():
+    SECTIONS.provide(f"edgeintel.pipeline.sections.{_module}", *_names)
+
 
 def register_section(
     name: str, *, title: str | None = None, order: int = 100
