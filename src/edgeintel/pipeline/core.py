@@ -125,7 +125,8 @@ class RunContext:
 
         ds = self.require_dataset()
         sc = self.scenario
-        return build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+        outputs = sc.task.task_kind().outputs(ds.num_classes, ds.sample_shape)
+        return build_model(sc.task.model, ds.sample_shape, outputs, sc.task.width, sc.seed)
 
     def log(self, message: str) -> None:
         """One line of live feedback: appended to ``run.log``; printed when ``verbose``
