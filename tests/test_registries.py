@@ -3,8 +3,8 @@
 Each registered dataset, partitioner, model family, aggregation rule, attack,
 update compressor, federated algorithm, compression technique, pipeline stage,
 split search, placement policy, cache policy, difference feature, object
-counter, content placement and report section can be named (in a scenario, a recipe or a call),
-configured, run on a tiny input, and round-trips its config. A new entry is
+counter, content placement, report section and device runtime can be named (in a
+scenario, a recipe or a call), configured, run on a tiny input, and round-trips its config. A new entry is
 covered the moment it is registered.
 """
 
@@ -32,6 +32,7 @@ from edgeintel.caching.policies import opt_hits, simulate
 from edgeintel.data import DATASETS, PARTITIONERS, load_data, load_dataset, partition
 from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
+from edgeintel.inference.runtimes import RUNTIMES
 from edgeintel.models import MODELS, build_model
 from edgeintel.models.train import TrainConfig, train_model
 from edgeintel.offloading.costs import Breakdown, LinkState, OffloadObjective
@@ -343,6 +344,35 @@ def _section(name: str, results: dict[str, Any]) -> None:
     assert "<table" in html and "Traceback" not in html
 
 
+def _runtime(name: str, tmp_path: Path) -> None:
+    from edgeintel.errors import MissingExtraError
+    from edgeintel.inference.runtimes.base import ExportSource, get_runtime, predict_all
+    from edgeintel.models import export_onnx
+
+    rt = get_runtime(name)
+    assert rt.name == name and rt.suffix.startswith(".") and dataclasses.replace(rt) == rt
+    with pytest.raises(ConfigError, match="exports precisions"):
+        rt.check_precision("fp16")
+    model = build_model("mlp", (3, 32), 3, width=4, seed=0).eval()
+    onnx_path = tmp_path / "fp32.onnx"
+    export_onnx(model, (3, 32), onnx_path, ["a", "b", "c"])
+    x = np.random.default_rng(0).normal(size=(5, 3, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    source = ExportSource(onnx_path, (3, 32), model)
+    for precision in rt.precisions:
+        try:
+            artifact = rt.export(source, tmp_path / precision, precision, x)
+        except MissingExtraError as exc:  # not installed here: one line naming the extra
+            assert "\n" not in str(exc) and "edgeintel[" in str(exc)
+            return
+        assert artifact.suffix == rt.suffix and rt.size_bytes(artifact) > 0
+        out = predict_all(rt.load(artifact), x)
+        assert out.shape == (5, 3) and np.isfinite(out).all()
+        if precision == "fp32":
+            np.testing.assert_allclose(out, ref, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- the contract
 
 CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
@@ -362,6 +392,7 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "object_counters": (COUNTERS, _object_counter),
     "content_placements": (CONTENT_PLACEMENTS, _content_placement),
     "report_sections": (SECTIONS, _section),
+    "runtimes": (RUNTIMES, _runtime),
 }
 
 
@@ -409,6 +440,8 @@ def test_registry_entry_contract(
         check(name, request.getfixturevalue("tiny_run"))
     elif kind == "report_sections":
         check(name, _section_results())
+    elif kind == "runtimes":
+        check(name, tmp_path)
     else:
         check(name)
 
