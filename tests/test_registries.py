@@ -4,8 +4,8 @@ Each registered dataset, partitioner, model family, aggregation rule, attack,
 update compressor, federated algorithm, compression technique, pipeline stage,
 split search, placement policy, cache policy, difference feature, object
 counter, content placement, report section and device runtime can be named (in a
-scenario, a recipe or a call), configured, run on a tiny input, and round-trips its config. A new entry is
-covered the moment it is registered.
+scenario, a recipe or a call), configured, run on a tiny input, and round-trips its
+config. A new entry is covered the moment it is registered.
 """
 
 from __future__ import annotations
