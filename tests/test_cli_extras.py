@@ -143,7 +143,7 @@ def test_results_written_after_each_stage_and_report_rerendered(
     html = (run / "report.html").read_text()
     assert "crash after data" in html and "Per-device data distribution" in html
     res = CliRunner().invoke(app, ["report", str(tmp_path / "nope")])
-    assert res.exit_code == 2 and "no results.json" in res.output
+    assert res.exit_code == 2 and "nope: not found; expected a run folder" in res.output
 
 
 def test_run_pipeline_is_quiet_by_default(
@@ -171,7 +171,7 @@ def test_compress_from_run_errors(tmp_path: Path, tiny_scenario_file: Path) -> N
     res = CliRunner().invoke(app, ["compress", str(tiny_scenario_file), "--from-run", "x"])
     assert res.exit_code == 2
     res = CliRunner().invoke(app, ["compress", "--from-run", str(tmp_path / "missing")])
-    assert res.exit_code == 2 and "not a folder" in res.output
+    assert res.exit_code == 2 and "missing: not found; expected a run folder" in res.output
     res = CliRunner().invoke(app, ["compress", "--from-run", str(tmp_path)])
     assert res.exit_code == 2 and "no scenario.json" in res.output
 

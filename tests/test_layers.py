@@ -19,9 +19,9 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgeintel"
 
 FOUNDATION = {
     "errors", "registry", "schema", "topology", "network", "data", "models", "paths", "threads",
-    "extras", "onnx_files", "lazy", "latency", "limits", "records",
+    "extras", "onnx_files", "lazy", "latency", "limits", "records", "tasks", "security",
 }  # fmt: skip
-COMPONENTS = {"training", "inference", "offloading", "caching"}
+COMPONENTS = {"training", "inference", "offloading", "caching", "monitoring"}
 # the scenario file (schema + loading): composes the components' settings models
 SCENARIO = {"scenario", "examples"}
 # the two ways the components run: real processes and the fleet simulator

@@ -3,9 +3,9 @@
 Each registered dataset, partitioner, model family, aggregation rule, attack,
 update compressor, federated algorithm, compression technique, pipeline stage,
 split search, placement policy, cache policy, difference feature, object
-counter, content placement, report section and device runtime can be named (in a
-scenario, a recipe or a call), configured, run on a tiny input, and round-trips its
-config. A new entry is covered the moment it is registered.
+counter, content placement, report section, task kind, drift detector and device runtime
+can be named (in a scenario, a recipe or a call), configured, run on a tiny input, and
+round-trips its config. A new entry is covered the moment it is registered.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recip
 from edgeintel.inference.runtimes import RUNTIMES
 from edgeintel.models import MODELS, build_model
 from edgeintel.models.train import TrainConfig, train_model
+from edgeintel.monitoring.drift import CORRECTIONS, DRIFT_DETECTORS, DriftConfig
 from edgeintel.offloading.costs import Breakdown, LinkState, OffloadObjective
 from edgeintel.offloading.placement import PLACEMENTS, FleetProblem, Option, Resource, place
 from edgeintel.offloading.split_search import (
@@ -48,6 +49,7 @@ from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
 from edgeintel.registry import Registry
 from edgeintel.report.sections import SECTIONS, RenderContext, SectionSpec
 from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
+from edgeintel.tasks import TASKS
 from edgeintel.training import (
     AGGREGATORS,
     ATTACKS,
@@ -334,6 +336,30 @@ def _object_counter(name: str) -> None:
         counter(np.zeros((48, 64), np.float32))
 
 
+def _task_kind(name: str) -> None:
+    kind = _scenario(task={"kind": name}).task.task_kind()
+    assert kind.name == name and type(kind)(**kind.options()) == kind  # config round-trips
+    rng = np.random.default_rng(0)
+    shape = (3, 8)
+    x = rng.normal(size=(12, *shape)).astype(np.float32)
+    y = (np.arange(12) % 2).astype(kind.label_dtype)  # two classes, values, or normal/anomaly
+    out = rng.normal(size=(12, kind.outputs(2, shape))).astype(np.float32)
+    xt, ot = torch.from_numpy(x), torch.from_numpy(out).requires_grad_()
+    loss = kind.loss(ot, kind.target(xt, torch.from_numpy(y)))
+    loss.backward()
+    assert loss.ndim == 0 and np.isfinite(float(loss)) and ot.grad is not None
+    pred = kind.predict(out, x)
+    assert len(pred) == 12
+    fitted = kind.fit(pred[:6], y[:6])  # validation half
+    figures = fitted.evaluate(pred[6:], y[6:])
+    assert kind.metric in figures and all(np.isfinite(v) for v in figures.values())
+    base_name, base_value = fitted.best_baseline(y[:6], y[6:])
+    assert base_name in fitted.baselines(y[:6], y[6:]) and np.isfinite(base_value)
+    assert fitted.agree(pred, pred).all() and fitted.agree(pred, pred).shape == (12,)
+    line = fitted.summary(figures, (base_name, base_value))
+    assert kind.metric in line and "\n" not in line
+
+
 def _section(name: str, results: dict[str, Any]) -> None:
     spec = SECTIONS.get(name)
     assert spec.name == name and isinstance(spec.order, int) and spec.title
@@ -373,6 +399,24 @@ def _runtime(name: str, tmp_path: Path) -> None:
             np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
+def _correction(name: str) -> None:
+    p = np.array([0.04, 0.5, 0.2])
+    q = CORRECTIONS.get(name)(p)
+    assert 0.0 <= q <= 1.0 and q >= float(p.min())  # never below the smallest p-value
+
+
+def _drift_detector(name: str) -> None:
+    rng = np.random.default_rng(0)
+    det = DRIFT_DETECTORS.get(name)(DriftConfig())
+    ref = rng.normal(size=(400, 3))
+    det.fit(ref, rng)
+    same, shifted = rng.normal(size=(100, 3)), rng.normal(loc=3.0, size=(100, 3))
+    if det.source == "output":  # confidences in [0, 1]
+        det.fit(rng.uniform(0.8, 1.0, size=400), rng)
+        same, shifted = rng.uniform(0.8, 1.0, size=100), rng.uniform(0.3, 0.5, size=100)
+    assert det.score(shifted) > det.score(same)
+
+
 # --------------------------------------------------------------------------- the contract
 
 CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
@@ -393,6 +437,9 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "content_placements": (CONTENT_PLACEMENTS, _content_placement),
     "report_sections": (SECTIONS, _section),
     "runtimes": (RUNTIMES, _runtime),
+    "task_kinds": (TASKS, _task_kind),
+    "drift_corrections": (CORRECTIONS, _correction),
+    "drift_detectors": (DRIFT_DETECTORS, _drift_detector),
 }
 
 
@@ -425,6 +472,9 @@ def _section_results() -> dict[str, Any]:
 
     res = tiny_results()
     res["simulation"] = json.loads((DATA / "tiny_sim_results.json").read_text())["simulation"]
+    from edgeintel.pipeline.payoff import compute_payoff
+
+    res["payoff"] = compute_payoff(res)  # the payoff of the same tiny runs
     return res
 
 

@@ -56,6 +56,7 @@ from edgeintel.schema import (  # noqa: F401
     resolve_path,
 )
 from edgeintel.sim.settings import SimSettings
+from edgeintel.tasks import TASKS, TaskKind, make_task, option_names
 from edgeintel.topology import (
     BaseStationKind,
     CloudSpec,
@@ -199,15 +200,47 @@ class DataSpec(_Strict):
 
 
 class TaskSpec(_Strict):
-    """The model: a zoo family (a name in ``MODELS``) or a user factory ``module:function``.
+    """The task's ``kind`` (a name in ``edgeintel.tasks.TASKS``: classification, regression,
+    anomaly; see docs/tasks.md) with its options, and the model: a zoo family (a name in
+    ``MODELS``) or a user factory ``module:function``.
+
+    Options belong to one kind each (``tolerance``: regression agreement, target unit;
+    ``false_alarm_rate``: the share of validation normal data an anomaly threshold may
+    flag); naming one for another kind is an error.
 
     A factory's module is a ``.py`` file beside the scenario (``mymodels:build`` or
     ``models/mymodels.py:build``), pinned to its absolute path when the scenario is
     loaded and imported by that path, or else an installed package's module.
     """
 
+    kind: Annotated[str, registry_name(TASKS)] = "classification"
     model: str
     width: Annotated[int, Field(ge=1, le=1024)] = 16
+    tolerance: NonNegative | None = Field(
+        default=None,
+        description="regression: two predictions agree when they differ by at most this "
+        "(target unit); default a tenth of the validation targets' standard deviation",
+    )
+    false_alarm_rate: Annotated[float, Field(gt=0, lt=0.5)] | None = Field(
+        default=None,
+        description="anomaly: the threshold flags at most this share of validation normal "
+        "data (default 0.01)",
+    )
+
+    @model_validator(mode="after")
+    def _kind_options(self) -> TaskSpec:
+        own = option_names(self.kind)
+        for name in sorted({"tolerance", "false_alarm_rate"} & self.model_fields_set - own):
+            raise FieldError(
+                (name,), f"an option of another task kind, not of {self.kind!r}; remove it"
+            )
+        return self
+
+    def task_kind(self) -> TaskKind:
+        """The configured kind (``edgeintel.tasks.make_task``)."""
+        return make_task(
+            self.kind, tolerance=self.tolerance, false_alarm_rate=self.false_alarm_rate
+        )
 
     @field_validator("model")
     @classmethod
@@ -277,6 +310,7 @@ class Scenario(_Strict):
         """Settings of one component that need another: a deployment placement ``plan``
         runs the offloading planner's options, so offloading must be enabled."""
         s = self.settings
+        self._kind_features()
         dep = s.runtime.deploy
         if dep.enabled and not s.offloading.enabled:
             if dep.placement is DeployPlacement.PLAN:
@@ -292,6 +326,29 @@ class Scenario(_Strict):
                         "'plan' uses the offloading planner, but settings.offloading.enabled "
                         "is false; enable offloading or choose device, edge or cloud",
                     )
+
+    def _kind_features(self) -> None:
+        """Settings that only make sense for some task kinds: early-exit heads need a
+        confidence rule (``TaskKind.early_exit``); accuracy budgets need labels to match."""
+        kind = TASKS.get(self.task.kind)
+        s = self.settings
+        if s.offloading.early_exit is not None and not kind.early_exit:
+            raise FieldError(
+                ("settings", "offloading", "early_exit"),
+                f"early exit has no rule for the {kind.name} task kind (only a classifier's "
+                "confidence); remove it",
+            )
+        if kind.metric == "accuracy":
+            return
+        budgets = {"budget": s.inference.compress.budget, **s.inference.compress.budgets}
+        for where, budget in budgets.items():
+            if budget.min_accuracy is not None:
+                loc = ("budget",) if where == "budget" else ("budgets", where)
+                raise FieldError(
+                    ("settings", "inference", "compress", *loc, "min_accuracy"),
+                    f"the {kind.name} task kind has no accuracy (its metric is {kind.metric}); "
+                    "remove min_accuracy",
+                )
 
     # ----------------------------------------------------------------- topology
 

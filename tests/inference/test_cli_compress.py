@@ -157,7 +157,7 @@ def test_unmeetable_budget_names_closest(tmp_path: Path) -> None:
             "--runs",
             "5",
             "--max-latency-ms",
-            "0.0001",
+            "0.001",
         ],
     )
     assert res.exit_code == 2

@@ -110,6 +110,7 @@ def test_real_run_report_in_browser(tiny_scenario_file: Path, tmp_path: Path) ->
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     layout = check_layout(tmp_path / "r" / "report.html")
     expected = [s for s in SECTIONS if s not in ("compression", "runtime")]  # neither enabled
+    expected.insert(expected.index("data"), "payoff")  # what each component bought
     assert layout["sections"] == expected
     assert layout["overflow"] == [] and layout["hidden"] == [] and not layout["page_overflow"]
     assert results["status"] == "completed"

@@ -70,6 +70,13 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     assert '"event": "serve.stopped"' in log
     assert oct((runs / "r" / "runtime" / "tokens.json").stat().st_mode & 0o777) == "0o600"
     assert os.path.exists(runs / "r" / "report.html")
+    # signed models: the run's key stays private, every served file is signed and the
+    # servers loaded them under --verify-key
+    keys = runs / "r" / "runtime" / "keys"
+    assert oct((keys / "signing.key").stat().st_mode & 0o777) == "0o600"
+    models = list((runs / "r" / "runtime" / "repo").glob("*/*/model.onnx"))
+    assert models and all(m.with_name("model.onnx.sig").is_file() for m in models)
+    assert '"event": "model.refused"' not in log
 
 
 @pytest.mark.slow

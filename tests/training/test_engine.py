@@ -304,3 +304,25 @@ def test_global_model_clamps_negative_batchnorm_variance() -> None:
     out = eng.global_model()
     assert out[2].running_var.tolist() == [0.0, 1.0, 2.0]
     assert np.isfinite(predict_logits(out, x)).all()
+
+
+def test_dgc_momentum_rides_in_the_checkpoint(digits: tuple[np.ndarray, ...]) -> None:
+    """Top-k with DGC momentum: velocities are kept per device, checkpointed, and a run
+    restored after round 1 ends exactly where an uninterrupted one does."""
+    from edgeintel.training.private import engine_checkpoint, restore_engine
+
+    dgc = CompressorConfig(name="topk", ratio=0.05, momentum=0.9)
+    full = _engine(digits, rounds=2, compressor=dgc)
+    full.run(1)
+    assert set(full.state.momenta) == {c.name for c in _clients()}
+    ckpt = engine_checkpoint(full)
+    assert any(k.startswith("momentum/") for k in ckpt.arrays)
+    full.run(2)
+    resumed = _engine(digits, rounds=2, compressor=dgc)
+    restore_engine(resumed, ckpt)
+    resumed.run(2)
+    np.testing.assert_array_equal(resumed.state.weights, full.state.weights)
+    # and the momentum changes the result (it is not a no-op)
+    plain = _engine(digits, rounds=2, compressor=CompressorConfig(name="topk", ratio=0.05))
+    plain.run()
+    assert not np.array_equal(plain.state.weights, full.state.weights)

@@ -233,6 +233,8 @@ def run_and_summarize(
 
 
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    from edgeintel.report.sections import payoff_sentences
+
     rows: list[tuple[str, str]] = []
     data = results.get("data")
     if data:
@@ -274,6 +276,9 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
             )
     for key, section in results.items():
         if isinstance(section, dict) and isinstance(section.get("summary"), dict):
+            # each component's block opens with why it decided what it did (results' payoff)
+            for name, why in payoff_sentences(results, key):
+                rows.append((f"{name.replace('_', ' ')}: why", why))
             for k, v in section["summary"].items():
                 label = f"{key.replace('_', ' ')}: {k.replace('_', ' ')}"
                 rows.append((label, f"{v:.4g}" if isinstance(v, float) else str(v)))

@@ -83,6 +83,13 @@ def serve_cmd(
     trace_time_scale: Annotated[
         float, typer.Option(min=0.001, help="Trace seconds per second of wall clock.")
     ] = 1.0,
+    verify_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="Ed25519 public key (PEM): serve only model files with a valid signature "
+            "by it (model.onnx.sig beside each)."
+        ),
+    ] = None,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe/Triton HTTP)."""
 
@@ -126,6 +133,11 @@ def serve_cmd(
 
             features = input_features
         table = load_tokens(tokens)
+        verify = None
+        if verify_key is not None:
+            from edgeintel.security.signing import ArtifactVerifier
+
+            verify = ArtifactVerifier(verify_key)
         up: Transport | None = None
         up_name = up_token = None
         if upstream is not None:
@@ -150,6 +162,7 @@ def serve_cmd(
             up_name,
             up_token,
             grpc_port=grpc_port,
+            verify=verify,
         )
 
 
@@ -166,17 +179,24 @@ def export_repo_cmd(
         bool,
         typer.Option("--overwrite", help="Write into a folder holding an earlier repository."),
     ] = False,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(help="Ed25519 private key (PEM): sign every model file (.sig beside it)."),
+    ] = None,
 ) -> None:
     """Write ONNX artifacts as a Triton/KServe model repository (versions 1..n under one
     ``--name``, or one model per artifact). Records are checked (their model paths resolve
-    against their own folder) and nothing is written unless every artifact can be."""
+    against their own folder) and nothing is written unless every artifact can be.
+    Signatures beside the artifacts are kept; ``--signing-key`` signs every file anew."""
     from edgeintel.records import load_artifact
     from edgeintel.runtime.repository import export_repository
+    from edgeintel.security.signing import load_signing_key
 
     with guard():
+        signer = None if signing_key is None else load_signing_key(signing_key)
         arts = [load_artifact(a) for a in artifacts]
         mapping = {name: arts} if name is not None else {Path(a.path).stem: a for a in arts}
-        root = export_repository(mapping, out, max_batch_size, overwrite)  # type: ignore[arg-type]
+        root = export_repository(mapping, out, max_batch_size, overwrite, signer)  # type: ignore[arg-type]
         console.print(f"[green]wrote[/] {root}: {json.dumps(sorted(mapping))}", highlight=False)
 
 
@@ -215,6 +235,10 @@ def device_cmd(
         Path | None,
         typer.Option(help="Use the threshold a run's caching stage tuned (its results.json)."),
     ] = None,
+    verify_key: Annotated[
+        Path | None,
+        typer.Option(help="Ed25519 public key (PEM): load --onnx only with a valid signature."),
+    ] = None,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -245,6 +269,10 @@ def device_cmd(
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
         check_model_preprocessing(onnx, stream)
+        if verify_key is not None:
+            from edgeintel.security.signing import ArtifactVerifier
+
+            ArtifactVerifier(verify_key)(onnx)
         session = make_session(onnx)
         check_input_shape(session, tuple(stream.inputs[0].shape), onnx)
         filt = None

@@ -38,6 +38,7 @@ from rich.progress import (
 from edgeintel.data.datasets import Dataset
 from edgeintel.errors import EdgeIntelError, ModelError
 from edgeintel.paths import check_run_dir
+from edgeintel.pipeline.payoff import compute_payoff
 from edgeintel.registry import Registry
 from edgeintel.report.environment import machine_info, package_versions
 from edgeintel.report.figures import Figure, png_base64, save_figures
@@ -424,6 +425,10 @@ def run_pipeline(
             write_results_json(results_path, results)  # a crash later loses nothing finished
     if error is None:
         results["status"] = "completed"
+    st = scenario.settings
+    results["payoff"] = compute_payoff(
+        results, str(st.offloading.objective), float(st.training.central_tolerance)
+    )
     result = RunResult(run_dir, results)
     write_results_json(result.results_path, results)
     save_figures(run_dir, ctx.figures)

@@ -19,6 +19,7 @@ from edgeintel.report.sections import (
     fmt,
     generic_section,
     kv_table,
+    payoff_sentences,
     render_template,
     section_spec,
     table,
@@ -58,6 +59,17 @@ def render_sections(
             log.exception("report renderer of section %r failed", key)
             ctx.warn(f"the renderer of section '{key}' failed ({exc}); shown as plain tables")
             body = generic_section(results[key], [], ctx)
+        why = payoff_sentences(results, key)
+        if why:  # every component section opens with why it decided what it did
+            body = (
+                Markup("").join(
+                    Markup('<p class="why"><strong>{}:</strong> {}.</p>').format(
+                        name.replace("_", " "), text
+                    )
+                    for name, text in why
+                )
+                + body
+            )
         rest = ctx.unused(figs)
         if rest:
             body += ctx.figures(rest)

@@ -49,6 +49,7 @@ __all__ = [
     "fmt",
     "generic_section",
     "kv_table",
+    "payoff_sentences",
     "register_section",
     "render_template",
     "section_spec",
@@ -72,6 +73,21 @@ class SectionSpec:
 
 
 SECTIONS: Registry[SectionSpec] = Registry("report section")
+
+# The built-in renderers live next to the pipeline stage that writes each section; they are
+# named here and imported on first lookup, so a report renders the same whatever the caller
+# imported before (``edgeintel report`` re-renders a run without importing any stage).
+for _module, _names in {
+    "data_section": ("data",),
+    "training_section": ("training", "edge_training"),
+    "inference_section": ("model", "evaluation", "compression"),
+    "offloading_section": ("offloading",),
+    "caching_section": ("caching",),
+    "payoff_section": ("payoff",),
+    "runtime_section": ("runtime",),
+    "sim_section": ("simulation",),
+}.items():
+    SECTIONS.provide(f"edgeintel.pipeline.sections.{_module}", *_names)
 
 
 def register_section(
@@ -373,3 +389,16 @@ def check_accuracy(
             f"{label}: no improvement across {unit}s (accuracy {vals[0]:.3f} after the first "
             f"{unit}, {final:.3f} after the last)"
         )
+
+
+def payoff_sentences(results: Mapping[str, Any], section: str) -> list[tuple[str, str]]:
+    """``(component, why)`` from results.json's ``payoff`` for the components whose
+    sentence opens the results section ``section`` (report and terminal summary)."""
+    payoff = results.get("payoff") or {}
+    if not isinstance(payoff, Mapping):
+        return []
+    return [
+        (str(k), str(v["why"]))
+        for k, v in payoff.items()
+        if isinstance(v, Mapping) and v.get("section") == section and v.get("why")
+    ]

@@ -7,7 +7,9 @@ Layout (the same directory serves on our server, Triton and KServe)::
     <root>/<model>/<version>/model.onnx
 
 A version is served only when its file's sha256 equals the manifest's; a
-tampered or unrecorded file is refused (listed in ``refused`` with the reason).
+tampered or unrecorded file is refused (listed in ``refused`` with the reason). With
+``verify`` (``security.ArtifactVerifier``) the file must also carry a valid Ed25519
+signature (``model.onnx.sig`` beside it), which a rewritten manifest cannot forge.
 Split-model tails (from the offloading planner) are ordinary models here,
 named by the planner (e.g. ``digits_tail_3``); a device posts its head's
 output tensor to them.
@@ -24,8 +26,11 @@ from typing import TYPE_CHECKING, Any
 
 from edgeintel.errors import ModelError
 from edgeintel.onnx_files import file_sha256, make_session
+from edgeintel.security.signing import sign_file, signature_path
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     from edgeintel.models.export import ModelArtifact
 
 __all__ = [
@@ -314,9 +319,12 @@ def add_model(
     version: int = 1,
     labels: list[str] | None = None,
     max_batch_size: int = 32,
+    signer: Ed25519PrivateKey | None = None,
 ) -> Path:
     """Copy an ONNX file into ``root/name/version/model.onnx`` and record it in the manifest
-    and ``config.pbtxt``; returns the model folder."""
+    and ``config.pbtxt``; returns the model folder. The file's detached signature
+    (``model.onnx.sig``) is copied along when the source has one, and written anew with
+    ``signer`` (an Ed25519 key) when given."""
     src = Path(onnx_path)
     if not src.is_file():
         raise ModelError(f"model file not found: {src}")
@@ -327,6 +335,13 @@ def add_model(
     vdir.mkdir(parents=True, exist_ok=True)
     dst = vdir / MODEL_FILE
     shutil.copyfile(src, dst)
+    src_sig, dst_sig = signature_path(src), signature_path(dst)
+    if signer is not None:
+        sign_file(dst, signer)
+    elif src_sig.is_file():
+        shutil.copyfile(src_sig, dst_sig)
+    else:
+        dst_sig.unlink(missing_ok=True)  # an older version's signature never covers this file
     manifest_path = mdir / MANIFEST
     manifest: dict[str, Any] = (
         json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
@@ -350,6 +365,7 @@ def export_repository(
     root: str | Path,
     max_batch_size: int = 32,
     overwrite: bool = False,
+    signer: Ed25519PrivateKey | None = None,
 ) -> Path:
     """Write our ONNX artifacts as a Triton/KServe model repository at ``root``.
 
@@ -358,7 +374,8 @@ def export_repository(
     before the first write: names, each artifact's recorded sha256 (a file
     changed since export is not packaged) and ``root`` itself, which must not be
     a file nor hold models unless ``overwrite``. A failed export removes what it
-    wrote, so no half or empty repository is left behind.
+    wrote, so no half or empty repository is left behind. Signatures beside the artifacts
+    are kept beside the repository's files; ``signer`` signs every file anew.
     """
     import tempfile
 
@@ -387,7 +404,7 @@ def export_repository(
         for name, arts in artifacts.items():
             for v, art in enumerate(arts if isinstance(arts, list) else [arts], start=1):
                 add_model(staging, name, art.path, v, labels=art.labels,
-                          max_batch_size=max_batch_size)  # fmt: skip
+                          max_batch_size=max_batch_size, signer=signer)  # fmt: skip
         root.mkdir(exist_ok=True)
         for name in artifacts:
             dst = root / name

@@ -193,6 +193,9 @@ class DeploySettings(_Strict):
     port); ``only`` starts a subset: node names and/or ``devices`` (the agents), the
     other nodes being reached at their ``addresses``. ``tokens_file``: a JSON/YAML
     tokens file shared by the machines of one deployment (default: fresh tokens).
+    ``signing_key``: the Ed25519 private key (PEM) that signs the run's model files
+    (default: a fresh key in the run folder); servers and agents load only files with
+    a valid signature by it.
     """
 
     enabled: bool = False
@@ -206,6 +209,7 @@ class DeploySettings(_Strict):
     addresses: dict[str, str] = Field(default_factory=dict)
     only: list[str] | None = None
     tokens_file: Path | None = None
+    signing_key: Path | None = None
 
     @field_validator("addresses")
     @classmethod
@@ -248,6 +252,20 @@ class DeploySettings(_Strict):
 
             try:
                 load_tokens(path)
+            except EdgeIntelError as exc:
+                raise ValueError(str(exc)) from None
+        return path
+
+    @field_validator("signing_key")
+    @classmethod
+    def _signing_key(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Relative to the scenario's folder; must hold an Ed25519 private key."""
+        path = resolve_file(value, info)
+        if path is not None:
+            from edgeintel.security.signing import load_signing_key
+
+            try:
+                load_signing_key(path)
             except EdgeIntelError as exc:
                 raise ValueError(str(exc)) from None
         return path

@@ -57,6 +57,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from edgeintel.errors import ConfigError, DataError
+from edgeintel.training.secagg_math import (
+    RING_DTYPES,
+    SHARE_BYTES,
+    decode_fixed_point,
+    encode_fixed_point,
+    shamir_combine,
+    shamir_split,
+)
 
 __all__ = [
     "SecAggClient",
@@ -78,45 +86,6 @@ _PUB = serialization.PublicFormat.Raw
 _PRIV = serialization.PrivateFormat.Raw
 _NOENC = serialization.NoEncryption()
 _SHARE = struct.Struct(">II17s17s")  # sender, receiver, share of s seed, share of b
-#: Shamir's field: the prime 2^130 - 5 (above every 16-byte secret)
-_P = (1 << 130) - 5
-_SHARE_BYTES = 17
-_RING_DTYPES: dict[int, type[np.unsignedinteger]] = {32: np.uint32, 64: np.uint64}
-
-
-def shamir_split(t: int, n: int, secret: bytes) -> list[bytes]:
-    """``n`` Shamir shares (17 bytes each; share ``j`` is the polynomial at ``x = j + 1``)
-    of a 16-byte ``secret`` over GF(2^130 - 5); any ``t`` of them reconstruct it."""
-    if not 1 <= t <= n:
-        raise ConfigError(f"Shamir threshold must lie in [1, {n}], got {t}")
-    coef = [int.from_bytes(secret, "big")] + [
-        int.from_bytes(os.urandom(17), "big") % _P for _ in range(t - 1)
-    ]
-    out = []
-    for x in range(1, n + 1):
-        acc = 0
-        for c in reversed(coef):  # Horner
-            acc = (acc * x + c) % _P
-        out.append(acc.to_bytes(_SHARE_BYTES, "big"))
-    return out
-
-
-def shamir_combine(shares: Sequence[tuple[int, bytes]]) -> bytes:
-    """The 16-byte secret from ``t`` shares ``(x, share)`` (Lagrange at 0)."""
-    xs = [x for x, _ in shares]
-    if len(set(xs)) != len(xs) or any(x < 1 for x in xs):
-        raise DataError(f"Shamir shares need distinct positive indices, got {xs}")
-    secret = 0
-    for j, (xj, yj) in enumerate(shares):
-        num = den = 1
-        for m, xm in enumerate(xs):
-            if m != j:
-                num = num * xm % _P
-                den = den * (xm - xj) % _P
-        secret = (secret + int.from_bytes(yj, "big") * num * pow(den, -1, _P)) % _P
-    if secret >= 1 << 128:
-        raise DataError("Shamir shares do not reconstruct a 16-byte secret")
-    return secret.to_bytes(16, "big")
 
 
 @dataclass(frozen=True)
@@ -134,7 +103,7 @@ class SecAggConfig:
     ring_bits: int = 64
 
     def __post_init__(self) -> None:
-        if self.ring_bits not in _RING_DTYPES:
+        if self.ring_bits not in RING_DTYPES:
             raise ConfigError(f"secagg.ring_bits must be 32 or 64, got {self.ring_bits}")
         if not 8 <= self.scale_bits <= min(48, self.ring_bits - 8):
             raise ConfigError(
@@ -154,34 +123,6 @@ class SecAggConfig:
 
 
 # --------------------------------------------------------------------------- ring encoding
-
-
-def encode_fixed_point(
-    x: np.ndarray, scale_bits: int, n: int = 1, ring_bits: int = 64
-) -> np.ndarray:
-    """``round(x * 2^scale_bits)`` as uint32/uint64 (two's complement in Z_{2^ring_bits});
-    checks that ``n`` such values sum without overflow."""
-    xf = np.asarray(x, dtype=np.float64)
-    if not np.all(np.isfinite(xf)):
-        raise DataError("secure aggregation input contains NaN or inf")
-    limit = 2.0 ** (ring_bits - 1 - scale_bits) / max(n, 1)
-    peak = float(np.max(np.abs(xf))) if xf.size else 0.0
-    if peak >= limit:
-        raise DataError(
-            f"secure aggregation input value {peak:.3g} overflows the {ring_bits}-bit ring "
-            f"(limit {limit:.3g} for {n} devices at scale 2^{scale_bits}); lower scale_bits"
-        )
-    unsigned = _RING_DTYPES[ring_bits]
-    signed = np.int32 if ring_bits == 32 else np.int64
-    return np.rint(xf * 2.0**scale_bits).astype(signed).view(unsigned)
-
-
-def decode_fixed_point(ring: np.ndarray, scale_bits: int) -> np.ndarray:
-    """Inverse of :func:`encode_fixed_point` for a (sum of) encoded vector(s); the ring
-    is the array's dtype (uint32 or uint64)."""
-    r = np.asarray(ring)
-    v = r.view(np.int32) if r.dtype == np.uint32 else r.astype(np.uint64).view(np.int64)
-    return v.astype(np.float64) / 2.0**scale_bits
 
 
 def _hkdf(secret: bytes, info: bytes, length: int = 32) -> bytes:
@@ -450,7 +391,7 @@ class SecAggServer:
     def receive_masked(self, index: int, y: np.ndarray) -> None:
         """Accept one device's masked vector; wrong length or dtype is rejected."""
         y = np.asarray(y)
-        ring = _RING_DTYPES[self.config.ring_bits]
+        ring = RING_DTYPES[self.config.ring_bits]
         if y.dtype != ring or y.ndim != 1:
             raise DataError(
                 f"device {index} sent a masked update of dtype {y.dtype} and shape {y.shape}; "
@@ -468,7 +409,7 @@ class SecAggServer:
         """Ring sum of the survivors' inputs from their round-3 shares."""
         survivors = sorted(self.masked)
         dropped = sorted(set(self.public_keys) - set(survivors))
-        ring = _RING_DTYPES[self.config.ring_bits]
+        ring = RING_DTYPES[self.config.ring_bits]
         total = np.zeros(self.dim, dtype=ring)
         for y in self.masked.values():
             total += y
@@ -570,7 +511,7 @@ def secure_sum(
     for i in survivors:
         down += 4 * n
         responses[i] = clients[i].unmask(survivors, sorted(drop))
-        up += (4 + _SHARE_BYTES) * len(responses[i])
+        up += (4 + SHARE_BYTES) * len(responses[i])
     t_client += time.perf_counter() - t1
     t2 = time.perf_counter()
     ring = server.unmasked_sum(responses)

@@ -61,7 +61,8 @@ class RuntimeStage(Stage):
         folder = ctx.run_dir / "runtime"
         (folder / "devices").mkdir(parents=True, exist_ok=True)
         repo = folder / "repo"
-        add_model(repo, "model", ctx.artifact.path, 1, labels=ctx.artifact.labels)
+        signer = _signing_key(dep.signing_key, folder)
+        add_model(repo, "model", ctx.artifact.path, 1, labels=ctx.artifact.labels, signer=signer)
         devices = list(enumerate(ctx.devices))[: dep.max_devices]
         placements = {d.name: dep.placement_of(d.group) for _, d in devices}
         tokens = _tokens(dep.tokens_file, [d.name for _, d in devices], sc)
@@ -85,7 +86,7 @@ class RuntimeStage(Stage):
         splits: dict[bytes, Any] = {}
         planner_state = None
         if dep.starts(DEVICES) and DeployPlacement.PLAN in placements.values():
-            planner_state, splits = _planner(ctx, repo, folder / "splits", devices)
+            planner_state, splits = _planner(ctx, repo, folder / "splits", devices, signer)
         origin_file = folder / "trace_origin"  # t = 0 of the link traces, for the servers
         origin_file.unlink(missing_ok=True)
         try:
@@ -131,7 +132,7 @@ def _start_servers(
             if node.remote:
                 continue
             node_cfg = write_node_config(folder / f"{name}.node.json", sc, name)
-            extra = ["--node-config", str(node_cfg)]
+            extra = ["--node-config", str(node_cfg), "--verify-key", str(_verify_key(folder))]
             if name != cloud and cloud in nodes:
                 extra += ["--upstream", nodes[cloud].address]
                 if dep.emulate_links:
@@ -158,7 +159,6 @@ def _add_agents(
     folder: Path,
 ) -> None:
     """One ``DeviceAgent`` per device with data: its link emulator, filter, plan and store."""
-    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.agent import DeviceAgent, DeviceStream
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
@@ -168,7 +168,8 @@ def _add_agents(
     rt = sc.settings.runtime
     dep = rt.deploy
     planner_state, splits = planning
-    session = make_session(ctx.artifact.path)
+    # the agents run the repository's signed copy, verified like the servers verify theirs
+    session = _verified_session(folder / "repo" / "model" / "1" / "model.onnx", folder)
     origin = time.time()
     for i, d in devices:
         x, y = ctx.device_arrays(i)
@@ -308,8 +309,49 @@ def _device_filter(
     return filter_for_device(cs.filter, x, session, ctx.filter_thresholds.get(name))
 
 
+def _verify_key(folder: Path) -> Path:
+    """The run's public signing key (PEM), which servers and agents verify against."""
+    return folder / "keys" / "signing.pub"
+
+
+def _signing_key(user_key: Path | None, folder: Path) -> Any:
+    """The run's Ed25519 signing key: the user's (``deploy.signing_key``) or a fresh one
+    kept 0600 in ``<run>/runtime/keys``; its public half written to ``_verify_key``."""
+    from cryptography.hazmat.primitives import serialization
+
+    from edgeintel.security.signing import generate_signing_key, load_signing_key
+
+    keys = folder / "keys"
+    if user_key is None:
+        generate_signing_key(keys / "signing.key")
+        (keys / "signing.key.pub").replace(_verify_key(folder))
+        return load_signing_key(keys / "signing.key")
+    key = load_signing_key(user_key)
+    keys.mkdir(parents=True, exist_ok=True)
+    _verify_key(folder).write_bytes(
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    return key
+
+
+def _verified_session(path: Path, folder: Path) -> Any:
+    """An ONNX Runtime session of ``path`` once its signature checks (``ModelError``
+    otherwise): what a device agent loads."""
+    from edgeintel.onnx_files import make_session
+    from edgeintel.security.signing import ArtifactVerifier
+
+    ArtifactVerifier(_verify_key(folder))(path)
+    return make_session(path)
+
+
 def _planner(
-    ctx: RunContext, repo: Path, folder: Path, devices: list[tuple[int, Any]]
+    ctx: RunContext,
+    repo: Path,
+    folder: Path,
+    devices: list[tuple[int, Any]],
+    signer: Any,
 ) -> tuple[Any, dict[bytes, Any]]:
     """The offloading planner over the run's model (the offloading stage's profile, or one
     measured now) and every split its options may choose over the link traces: each cut
@@ -319,9 +361,9 @@ def _planner(
     from edgeintel.offloading.planner import OffloadPlanner, trace_times
     from edgeintel.offloading.scenario_plan import plan_scenario
     from edgeintel.offloading.split import split_model
-    from edgeintel.onnx_files import make_session
     from edgeintel.runtime.repository import add_model
     from edgeintel.runtime.wiring import SplitTail, mask_key
+    from edgeintel.security.signing import sign_file
 
     assert ctx.artifact is not None
     sc = ctx.scenario
@@ -353,8 +395,10 @@ def _planner(
                 sm = split_model(ctx.artifact.path, result.graph, o.mask, folder / f"cut{k}_{tag}")
                 assert sm.head_path is not None and sm.tail_path is not None
                 name = f"model_tail_{k}_{tag}"
-                add_model(repo, name, sm.tail_path, 1, labels=ctx.artifact.labels)
-                splits[mask_key(o.mask)] = SplitTail(name, make_session(sm.head_path))
+                add_model(repo, name, sm.tail_path, 1, labels=ctx.artifact.labels, signer=signer)
+                sign_file(sm.head_path, signer)  # the device's half, verified before loading
+                head = _verified_session(Path(sm.head_path), folder.parent)
+                splits[mask_key(o.mask)] = SplitTail(name, head)
     return (planner, initial), splits
 
 

@@ -1,0 +1,124 @@
+"""results.json's ``payoff`` object (issue 24 item 2): hand-computed figures per component,
+and on a tiny run: every component present, its sentence opening its report section and its
+terminal block."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from markupsafe import escape
+
+from edgeintel.pipeline.payoff import compute_payoff
+
+KEYS = {"metric", "with", "without", "unit", "better", "why", "section"}
+
+
+def _results() -> dict[str, Any]:
+    return {
+        "offloading": {
+            "summary": {"decisions": "local x1, edge x1"},
+            "devices": [
+                {"decision": "local", "latency_ms": 4.0, "energy_mj": 2.0, "edge_ms": 10.0,
+                 "cloud_ms": 30.0, "edge_mj": 1.0, "cloud_mj": 3.0},
+                {"decision": "edge", "latency_ms": 6.0, "energy_mj": 1.0, "edge_ms": 6.0,
+                 "cloud_ms": 30.0, "edge_mj": 1.0, "cloud_mj": 3.0},
+            ],
+            "baselines": {"local": {"mean_latency_ms": 8.0, "mean_energy_mj": 4.0}},
+        },
+        "caching": {
+            "filter": {"per_device": {
+                "a": {"inputs": 10, "skipped": 5, "model_ms_per_input": 2.0,
+                      "filter_ms_per_input": 0.5, "compute_saved_ms": 5.0},
+                "b": {"inputs": 10, "skipped": 0, "model_ms_per_input": 2.0,
+                      "filter_ms_per_input": 0.5, "compute_saved_ms": -5.0},
+            }},
+            "result_cache": {"per_server": {
+                "e": {"requests": 100, "reused": 50, "model_ms": 1.0, "lookup_ms_mean": 0.1,
+                      "latency_saved_ms_mean": 0.4},
+            }},
+        },
+        "compression": {"per_profile": {"phone": {
+            "chosen": "int8",
+            "budget": {"max_latency_ms": 3.0, "max_bytes": None},
+            "table": [
+                {"candidate": "fp32", "latency_ms": 4.0, "kib": 100.0},
+                {"candidate": "int8", "latency_ms": 2.0, "kib": 25.0},
+            ],
+        }}},
+        "edge_training": {"mode": "federated",
+                          "summary": {"final_accuracy": 0.90, "central_accuracy": 0.91}},
+        "model": {"trained_on": "device shards (federated rounds)"},
+    }  # fmt: skip
+
+
+def test_payoff_figures_by_hand() -> None:
+    p = compute_payoff(_results(), "latency", tolerance=0.02)
+    assert set(p) == {"offloading", "filter", "result_cache", "compression", "training"}
+    assert all(set(v) >= KEYS for v in p.values())
+    off = p["offloading"]
+    assert (off["with"], off["without"], off["unit"], off["better"]) == (5.0, 8.0, "ms", True)
+    # filter: without = 2 devices x 10 inputs x 2 ms; with = 40 - (5 - 5)
+    f = p["filter"]
+    assert (f["with"], f["without"], f["better"], f["devices_losing"]) == (40.0, 40.0, False, ["b"])
+    rc = p["result_cache"]
+    assert (rc["with"], rc["without"], rc["better"]) == (pytest.approx(0.6), 1.0, True)
+    c = p["compression"]
+    assert (c["with"], c["without"], c["budgets_met_fp32_misses"], c["better"]) == (
+        2.0,
+        4.0,
+        1,
+        True,
+    )
+    t = p["training"]
+    assert (t["with"], t["without"], t["better"], t["raw_data_left_devices"]) == (
+        0.9,
+        0.91,
+        True,
+        False,
+    )
+    # beyond the tolerance: not better
+    assert not compute_payoff(_results(), tolerance=0.005)["training"]["better"]
+    # energy objective compares device mJ
+    e = compute_payoff(_results(), "energy")["offloading"]
+    assert (e["with"], e["without"], e["unit"]) == (1.5, 4.0, "mJ")
+    assert "0.5 ms per input (filter) vs 2 ms (model)" in f["why"]
+    assert "int8 (2 ms, 25.0 KiB) vs fp32 (4 ms, 100.0 KiB)" in c["why"]
+
+
+def test_payoff_absent_components_are_left_out() -> None:
+    assert compute_payoff({}) == {}
+
+
+def test_run_payoff_opens_sections_and_summary(tiny_scenario_file: Path, tmp_path: Path) -> None:
+    from edgeintel.cli.common import summary_rows
+    from edgeintel.examples import load_scenario_with
+    from edgeintel.pipeline import run_pipeline
+
+    sc = load_scenario_with(tiny_scenario_file, None)
+    res = run_pipeline(sc, runs_dir=tmp_path / "runs", run_id="p")
+
+    payoff = json.loads(res.results_path.read_text())["payoff"]
+    assert set(payoff) == {"offloading", "filter", "result_cache", "compression", "training"}
+    html = res.report_path.read_text()
+    rows = summary_rows(res.results)
+    labels = [k for k, _ in rows]
+    for name, v in payoff.items():
+        assert set(v) >= KEYS, name
+        assert isinstance(v["with"], float | int) and isinstance(v["without"], float | int)
+        # the sentence is in the report, inside its component's section, before its tables
+        sec = re.search(rf'<section id="sec-{v["section"]}".*?</section>', html, re.S)
+        assert sec is not None, v["section"]
+        body = sec.group(0)
+        why = str(escape(v["why"]))
+        assert why in body, name
+        if "<table" in body:
+            assert body.index(why) < body.index("<table"), name
+        # and in the terminal summary, first in its section's block
+        label = f"{name.replace('_', ' ')}: why"
+        assert (label, v["why"]) in rows
+        first = labels.index(label)
+        assert all(not k.startswith(v["section"].replace("_", " ") + ":") for k in labels[:first])
