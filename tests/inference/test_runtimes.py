@@ -55,9 +55,8 @@ def test_export_load_and_run(
     assert stats["agreement"] >= AGREEMENT_GOALS[precision]
     if precision == "fp32":
         assert stats["max_logit_error"] < 1e-3
-    else:  # int8 really is quantized: smaller file, logits not bit-equal
-        fp32 = rt.export(_source(digits_cnn), tmp_path / "ref", "fp32", None)
-        assert rt.size_bytes(artifact) < 0.6 * rt.size_bytes(fp32)
+    else:  # int8 really is quantized: smaller than the fp32 weights, logits not bit-equal
+        assert rt.size_bytes(artifact) < 0.6 * digits_cnn.onnx_path.stat().st_size
         assert stats["max_logit_error"] > 1e-3
 
 
