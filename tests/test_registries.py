@@ -48,6 +48,7 @@ from edgeintel.offloading.split_search import (
 from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
 from edgeintel.registry import Registry
 from edgeintel.report.sections import SECTIONS, RenderContext, SectionSpec
+from edgeintel.runtime.guards import GUARDS
 from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
 from edgeintel.tasks import TASKS
 from edgeintel.training import (
@@ -417,6 +418,22 @@ def _drift_detector(name: str) -> None:
     assert det.score(shifted) > det.score(same)
 
 
+def _rollout_guard(name: str) -> None:
+    from edgeintel.runtime.guards import GUARDS, GuardLimits, VersionSample
+
+    def sample(correct: int, ms: float, errors: int = 0) -> VersionSample:
+        s = VersionSample()
+        for i in range(400):
+            s.add({"error": i < errors, "label": int(i < correct), "truth": 1, "latency_ms": ms})
+        return s
+
+    guard, lim = GUARDS.get(name), GuardLimits()
+    stable = sample(360, 1.0)
+    assert not guard(sample(360, 1.0), stable, lim, 0.05).tripped  # the same: never trips
+    bad = guard(sample(100, 5.0, errors=100), stable, lim, 0.05)  # worse on every figure
+    assert bad.tripped and bad.reason and json.dumps(bad.to_json())
+
+
 # --------------------------------------------------------------------------- the contract
 
 CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
@@ -440,6 +457,7 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "task_kinds": (TASKS, _task_kind),
     "drift_corrections": (CORRECTIONS, _correction),
     "drift_detectors": (DRIFT_DETECTORS, _drift_detector),
+    "rollout_guards": (GUARDS, _rollout_guard),
 }
 
 

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -89,9 +90,15 @@ def free_port() -> int:
 class ServerProcess:
     """``edgeintel serve`` as a child process on 127.0.0.1."""
 
-    def __init__(self, repo: Path, tmp: Path, *extra: str, port: int | None = None) -> None:
+    def __init__(
+        self, repo: Path, tmp: Path, *extra: str, port: int | None = None, tls: Any = None
+    ) -> None:
         self.port = port or free_port()
         self.url = f"127.0.0.1:{self.port}"
+        self.tls = tls  # a TlsFiles: mutual TLS, the readiness probe presents its certificate
+        if tls is not None:
+            extra = (*extra, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
+            extra = (*extra, "--tls-ca", str(tls.ca), "--tls-crl", str(tls.crl))
         self.args = [
             sys.executable,
             "-m",
@@ -116,7 +123,10 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {self.log.read_text()[-2000:]}")
             try:
-                if httpx.get(f"http://{self.url}/v2/health/ready", timeout=1).status_code == 200:
+                scheme = "https" if self.tls else "http"
+                verify: Any = True if self.tls is None else self.tls.client_context()
+                url = f"{scheme}://{self.url}/v2/health/ready"
+                if httpx.get(url, timeout=1, verify=verify).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass

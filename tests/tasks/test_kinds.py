@@ -140,8 +140,10 @@ def test_anomaly_kind_by_hand() -> None:
         False,
         True,
     ]
+    assert k.evaluate(test_scores, test_y) == {"auroc": pytest.approx(2 / 3)}  # no threshold yet
+    assert k.evaluate(test_scores[:2], test_y[:2]) == {}  # no anomaly: AUROC undefined
     with pytest.raises(ValueError, match="validation first"):
-        k.evaluate(test_scores, test_y)
+        k.agree(test_scores, test_scores)
 
 
 def test_threshold_never_sees_test_data() -> None:

@@ -39,6 +39,8 @@ from edgeintel.runtime.protocol import (
     loads_strict,
 )
 from edgeintel.runtime.relay import FORWARD_HEADER, TIMEOUT_HEADER, parse_timeout
+from edgeintel.security.mtls import peer_identity
+from edgeintel.security.pki import Role
 
 if TYPE_CHECKING:
     from edgeintel.runtime.server import InferenceServer
@@ -207,6 +209,11 @@ class HttpApi:
 
     async def results(self, request: Request) -> Response:
         device = self.auth.device(self.token(request))
+        peer = peer_identity(request.scope)
+        if peer is not None and peer.role is Role.DEVICE:  # a device submits only as itself
+            if device is not None and device != peer.name:
+                raise ServeError(401, f"token of {device!r} with the certificate of {peer.name!r}")
+            device = peer.name
         body = await self.read_body(request)
         accepted, dup = await self.server.ingest(device, loads_strict(body, finite=True))
         return json_response({"accepted": accepted, "duplicates": dup})

@@ -162,9 +162,11 @@ def upstream_transport(
     emulate_link: bool,
     clock: Callable[[], float],
     time_scale: float,
+    tls: Any = None,
 ) -> Transport:
     """HTTP to the cloud at ``upstream`` (host:port), shaped like the backhaul ``hops``
-    (their traces read on ``clock``, scaled by ``time_scale``) when ``emulate_link``."""
+    (their traces read on ``clock``, scaled by ``time_scale``) when ``emulate_link``;
+    over mutual TLS with this node's ``tls`` files when given."""
     from edgeintel.runtime.settings import parse_address
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, PathLink
 
@@ -172,7 +174,7 @@ def upstream_transport(
         host, port = parse_address(upstream)
     except ValueError as exc:
         raise ConfigError(f"--upstream: {exc}") from None
-    up: Transport = HttpTransport(f"{host}:{port}")
+    up: Transport = HttpTransport(f"{host}:{port}", tls=tls)
     if emulate_link:
         up = LinkEmulator(
             up, PathLink(tuple(hops)), seed=0, clock=clock, start=0.0, time_scale=time_scale

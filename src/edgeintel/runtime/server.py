@@ -41,7 +41,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -58,6 +58,9 @@ from edgeintel.runtime.seams import ResultCache
 from edgeintel.runtime.settings import ServerSettings
 from edgeintel.runtime.sink import ResultSink, check_results
 from edgeintel.runtime.transport import Transport
+
+if TYPE_CHECKING:
+    from edgeintel.security.pki import TlsFiles
 
 __all__ = ["EXTENSIONS", "FORWARD_HEADER", "SERVER_NAME", "InferenceServer", "build_app", "serve"]
 
@@ -77,7 +80,7 @@ class InferenceServer:
     ``LinkEmulator`` of the backhaul), used to relay requests and to forward stored
     results with ``upstream_token``. ``grpc_port``: also serve the gRPC protocol there
     (0: a free port, read ``grpc_port`` after start; None: no gRPC).
-    ``grpc_ssl``: the seam for TLS on the gRPC port (server credentials).
+    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``).
     """
 
     def __init__(
@@ -249,16 +252,14 @@ def serve(
     upstream_name: str | None = None,
     upstream_token: str | None = None,
     grpc_port: int | None = None,
-    ssl_options: dict[str, Any] | None = None,
-    grpc_credentials: Any = None,
+    tls: TlsFiles | None = None,
     verify: Callable[[Path], None] | None = None,
 ) -> None:
     """Load the repository and run the node until SIGINT/SIGTERM (graceful: in-flight
     requests finish, for at most ``graceful_shutdown_s``). ``grpc_port``: the gRPC
-    protocol on that port of ``host`` too. Seams for TLS and signed artifacts:
-    ``ssl_options`` (uvicorn's ``ssl_certfile``, ``ssl_keyfile``, ``ssl_ca_certs``,
-    ``ssl_cert_reqs``), ``grpc_credentials`` (``grpc.ssl_server_credentials(...)`` for the
-    gRPC port) and ``verify(path)`` (each model file, before loading). The other
+    protocol on that port of ``host`` too. ``tls``: mutual TLS on both ports (a client
+    certificate by the CA required; revoked ones, per the reloaded CRL, disconnected);
+    ``verify(path)``: each model file's check before loading (signatures). The other
     arguments are ``InferenceServer``'s."""
     import uvicorn
 
@@ -281,20 +282,30 @@ def serve(
         upstream_token,
         grpc_host=host,
         grpc_port=grpc_port,
-        grpc_ssl=grpc_credentials,
+        grpc_ssl=None if tls is None else tls.grpc_server_credentials(),
     )
     app = server.http_app()
+    http: Any = "httptools"
+    if tls is not None:
+        from edgeintel.security.mtls import mtls_protocol
+        from edgeintel.security.pki import Revocations
+
+        http = mtls_protocol(Revocations(tls.crl, tls.ca))
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
         backlog=2048,
         limit_concurrency=settings.max_connections,
-        **(ssl_options or {}),
+        ssl_certfile=None if tls is None else str(tls.cert),
+        ssl_keyfile=None if tls is None else str(tls.key),
     )
+    if tls is not None:
+        config.load()
+        config.ssl = tls.server_context()  # requires the client's certificate (uvicorn's is 1.3+)
     uvicorn.Server(config).run()

@@ -146,16 +146,18 @@ class Anomaly(TaskKind):
         return np.asarray(scores, np.float64) > self.threshold
 
     def evaluate(self, pred: np.ndarray, y: np.ndarray) -> dict[str, float]:
+        """AUROC where both normal and anomalous samples are present; precision, recall, F1
+        and the false-alarm rate once the threshold is fitted."""
         labels = np.asarray(y).reshape(-1) != 0
-        p, r, f1 = m.precision_recall_f1(labels, self.flagged(pred))
-        false_alarms = float(self.flagged(pred)[~labels].mean()) if (~labels).any() else 0.0
-        return {
-            "auroc": m.auroc(labels, pred),
-            "precision": p,
-            "recall": r,
-            "f1": f1,
-            "false_alarm_rate": false_alarms,
-        }
+        out: dict[str, float] = {}
+        if labels.any() and not labels.all():
+            out["auroc"] = m.auroc(labels, pred)
+        if self.threshold is not None:
+            flagged = self.flagged(pred)
+            p, r, f1 = m.precision_recall_f1(labels, flagged)
+            false_alarms = float(flagged[~labels].mean()) if (~labels).any() else 0.0
+            out.update(precision=p, recall=r, f1=f1, false_alarm_rate=false_alarms)
+        return out
 
     def baselines(self, y_train: np.ndarray, y_test: np.ndarray) -> dict[str, dict[str, float]]:
         scores = np.zeros(len(y_test))  # always normal: one score, never above a threshold

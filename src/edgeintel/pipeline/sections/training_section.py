@@ -53,8 +53,22 @@ def render_training(data: dict[str, Any], figures: list[Figure], ctx: RenderCont
         unit="epoch",
         n_test=_n_test(ctx),
     )
-    info = {k: v for k, v in data.items() if k not in ("history", "config")}
+    task = data.get("task")
+    if task:  # a kind other than classification: its headline metric and baseline
+        ctx.headline.fact(f"central baseline ({task['kind']})", task.get("summary"))
+        if not task.get("beats_baseline"):
+            ctx.warn(
+                f"central baseline: {task['metric']} does not beat the best trivial baseline "
+                f"({task['baseline']['name']}, {task['baseline']['value']:.4g})"
+            )
+    info = {k: v for k, v in data.items() if k not in ("history", "config", "task")}
     parts = [kv_table(info), kv_table(data.get("config") or {}, caption="Configuration")]
+    if task:
+        figures_row = {
+            **task.get("test", {}),
+            f"baseline: {task['baseline']['name']}": task["baseline"]["value"],
+        }
+        parts.append(kv_table(figures_row, caption=f"Test figures ({task['kind']})"))
     parts.append(ctx.figures(figures))
     if hist:
         parts.append(table(hist, caption="Per epoch"))

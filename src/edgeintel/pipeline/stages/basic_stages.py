@@ -26,6 +26,7 @@ from edgeintel.pipeline.sections import inference_section as _inference_section 
 from edgeintel.pipeline.sections import training_section as _training_section  # noqa: F401
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
+from edgeintel.tasks import TaskKind
 from edgeintel.training.scenario_train import resolve_mode
 
 __all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage"]
@@ -117,17 +118,27 @@ class TrainStage(Stage):
             threads=None,  # the pipeline's thread limit (settings.threads)
         )
         model = ctx.fresh_model()
+        kind = sc.task.task_kind()
         x_tr, y_tr = ctx.train_arrays()
         x_te, y_te = ctx.test_arrays()
 
         def on_epoch(rec: Any) -> None:
             advance()
-            val = "" if rec.val_accuracy is None else f", test accuracy {rec.val_accuracy:.3f}"
+            value = rec.val_accuracy if rec.val_metric is None else rec.val_metric
+            val = "" if value is None else f", test {kind.metric} {value:.4g}"
             ctx.log(f"central baseline: epoch {rec.epoch}/{cfg.epochs} loss {rec.loss:.4f}{val}")
 
         with ctx.task("Training baseline (epochs)", total=cfg.epochs) as advance:
             history = train_model(
-                model, x_tr, y_tr, cfg, seed=sc.seed, x_val=x_te, y_val=y_te, on_epoch=on_epoch
+                model,
+                x_tr,
+                y_tr,
+                cfg,
+                seed=sc.seed,
+                x_val=x_te,
+                y_val=y_te,
+                on_epoch=on_epoch,
+                task=kind,
             )
         ctx.model = model
         ctx.results["training"] = {
@@ -141,6 +152,8 @@ class TrainStage(Stage):
             "history": [h.to_json() for h in history],
             "final_accuracy": history[-1].val_accuracy,
         }
+        if kind.metric != "accuracy":  # the kind's headline and its best trivial baseline
+            ctx.results["training"]["task"] = task_figures(kind, model, ctx)
         ctx.central_accuracy = history[-1].val_accuracy
         ctx.add_figure(
             "training",
@@ -277,6 +290,30 @@ class EvaluateStage(Stage):
                 "Held-out recall of each class weighted by the class mix of each device's "
                 "data: the accuracy a device would see on its own distribution.",
             )
+
+
+def task_figures(kind: TaskKind, model: Any, ctx: RunContext) -> dict[str, Any]:
+    """The kind's figures of ``model``: quantities chosen on the validation split (anomaly
+    threshold, regression tolerance), every metric on the test split, and the best trivial
+    baseline (fitted on the training targets) on the same test split."""
+    x_va, y_va = ctx.val_arrays()
+    x_te, y_te = ctx.test_arrays()
+    _, y_tr = ctx.train_arrays()
+    fitted = kind
+    if len(y_va):
+        fitted = kind.fit(kind.predict(predict_logits(model, x_va), x_va), y_va)
+    figures = fitted.evaluate(fitted.predict(predict_logits(model, x_te), x_te), y_te)
+    name, value = fitted.best_baseline(y_tr, y_te)
+    return {
+        "kind": kind.name,
+        "metric": kind.metric,
+        "higher_is_better": kind.higher_is_better,
+        "options": fitted.options(),
+        "test": figures,
+        "baseline": {"name": name, "value": value},
+        "beats_baseline": kind.metric in figures and fitted.better(figures[kind.metric], value),
+        "summary": fitted.summary(figures, (name, value)) if kind.metric in figures else "",
+    }
 
 
 def _per_device_accuracy(ctx: RunContext, cm: np.ndarray) -> list[dict[str, Any]]:

@@ -20,7 +20,6 @@ import numpy as np
 
 from edgeintel.data.provenance import SERVER_SET, chance_accuracy, compare_to_central
 from edgeintel.errors import ConfigError, TrainingError
-from edgeintel.models import build_model
 from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
 from edgeintel.network import TIERS
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
@@ -86,7 +85,7 @@ def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     model = ctx.fresh_model()
     x_te, y_te = ctx.test_arrays()
     with ctx.task("solo base model on the server-held set (epochs)", total=1) as advance:
-        train_model(model, x_s, y_s, cfg, seed=sc.seed)
+        train_model(model, x_s, y_s, cfg, seed=sc.seed, task=sc.task.task_kind())
         advance()
     info = {
         "trained_on": SERVER_SET,
@@ -237,7 +236,7 @@ class EdgeTrainStage(Stage):
 
     def _solo(self, ctx: RunContext) -> None:
         sc = ctx.scenario
-        ds = ctx.require_dataset()
+        ctx.require_dataset()
         st = sc.settings.training
         x_te, y_te = ctx.test_arrays()
         cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay, threads=None)
@@ -254,13 +253,11 @@ class EdgeTrainStage(Stage):
             for prof, i in firsts.items():
                 dev = ctx.devices[i]
                 x, y = ctx.device_arrays(i)
-                if base is not None:
-                    model = copy.deepcopy(base)
-                else:
-                    model = build_model(
-                        sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed
-                    )
-                res = train_solo(model, x, y, dev.profile, cfg, sc.seed, st.finetune_layers)
+                model = copy.deepcopy(base) if base is not None else ctx.fresh_model()
+                res = train_solo(
+                    model, x, y, dev.profile, cfg, sc.seed, st.finetune_layers,
+                    task=sc.task.task_kind(),
+                )  # fmt: skip
                 per_device[dev.name] = {
                     "profile": prof,
                     "samples": len(y),
