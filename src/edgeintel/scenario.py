@@ -340,10 +340,19 @@ class Scenario(_Strict):
                 f"early exit has no rule for the {kind.name} task kind (only a classifier's "
                 "confidence); remove it",
             )
+        bounds = kind.metric_range
+        tol = s.training.central_tolerance
+        if bounds is not None and tol > bounds[1] - bounds[0]:
+            raise FieldError(
+                ("settings", "training", "central_tolerance"),
+                f"the {kind.name} task kind's {kind.metric} lies in [{bounds[0]:g}, "
+                f"{bounds[1]:g}]; expected a tolerance of at most {bounds[1] - bounds[0]:g}, "
+                f"got {tol:g}",
+            )
         budgets = {"budget": comp.budget, **comp.budgets}
         for where, budget in budgets.items():
             loc = ("budget",) if where == "budget" else ("budgets", where)
-            drop, bounds = budget.max_metric_drop, kind.metric_range
+            drop = budget.max_metric_drop
             if drop is not None and bounds is not None and drop > bounds[1] - bounds[0]:
                 raise FieldError(
                     ("settings", "inference", "compress", *loc, "max_metric_drop"),

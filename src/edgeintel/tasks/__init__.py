@@ -43,6 +43,7 @@ class TaskKind(ABC):
 
     name: ClassVar[str]
     metric: ClassVar[str]  # the headline metric, a key of ``evaluate``'s result
+    metric_label: ClassVar[str] = ""  # the headline as prose names it ("RMSE"; "": metric)
     higher_is_better: ClassVar[bool]
     unit: ClassVar[str] = ""  # of the headline metric ("" for a fraction)
     # the headline's possible values (a fraction: [0, 1]); None: unbounded (target units)
@@ -102,6 +103,11 @@ class TaskKind(ABC):
         return bool(self.agree(np.asarray([a]), np.asarray([b]))[0])
 
     # ----------------------------------------------------------------- shared
+
+    @classmethod
+    def label(cls) -> str:
+        """The headline metric's name in prose ("accuracy", "RMSE", "AUROC")."""
+        return cls.metric_label or cls.metric
 
     def better(self, a: float, b: float) -> bool:
         """Is headline value ``a`` strictly better than ``b``?"""

@@ -76,6 +76,7 @@ class Regression(TaskKind):
 
     name: ClassVar[str] = "regression"
     metric: ClassVar[str] = "rmse"
+    metric_label: ClassVar[str] = "RMSE"
     higher_is_better: ClassVar[bool] = False
     label_dtype: ClassVar[type[np.generic]] = np.float32
     metric_range: ClassVar[tuple[float, float] | None] = None  # RMSE, in target units
@@ -130,6 +131,7 @@ class Anomaly(TaskKind):
 
     name: ClassVar[str] = "anomaly"
     metric: ClassVar[str] = "auroc"
+    metric_label: ClassVar[str] = "AUROC"
     higher_is_better: ClassVar[bool] = True
 
     false_alarm_rate: float = 0.01
