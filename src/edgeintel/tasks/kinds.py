@@ -37,6 +37,21 @@ class Classification(TaskKind):
 
         return F.cross_entropy(output, target)
 
+    def soft_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        """Hinton's soft-label KL of the temperature-softened logits, scaled by T^2."""
+        import torch.nn.functional as F
+
+        t = temperature
+        soft = F.kl_div(
+            F.log_softmax(student / t, dim=1),
+            F.log_softmax(teacher / t, dim=1),
+            reduction="batchmean",
+            log_target=True,
+        )
+        return t * t * soft
+
     def predict(self, output: np.ndarray, x: np.ndarray) -> np.ndarray:
         return np.asarray(output).argmax(axis=-1)
 
@@ -61,8 +76,10 @@ class Regression(TaskKind):
 
     name: ClassVar[str] = "regression"
     metric: ClassVar[str] = "rmse"
+    metric_label: ClassVar[str] = "RMSE"
     higher_is_better: ClassVar[bool] = False
     label_dtype: ClassVar[type[np.generic]] = np.float32
+    metric_range: ClassVar[tuple[float, float] | None] = None  # RMSE, in target units
 
     tolerance: float | None = None
 
@@ -114,6 +131,7 @@ class Anomaly(TaskKind):
 
     name: ClassVar[str] = "anomaly"
     metric: ClassVar[str] = "auroc"
+    metric_label: ClassVar[str] = "AUROC"
     higher_is_better: ClassVar[bool] = True
 
     false_alarm_rate: float = 0.01

@@ -154,7 +154,8 @@ class TrainStage(Stage):
         }
         if kind.metric != "accuracy":  # the kind's headline and its best trivial baseline
             ctx.results["training"]["task"] = task_figures(kind, model, ctx)
-        ctx.central_accuracy = history[-1].val_accuracy
+        last = history[-1]
+        ctx.central_metric = last.val_accuracy if last.val_metric is None else last.val_metric
         ctx.add_figure(
             "training",
             "Training curve",
