@@ -5,6 +5,7 @@ version. Models are real ONNX linear classifiers on real digits."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 from pathlib import Path
@@ -42,8 +43,9 @@ def fleet_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _fleet(root: Path, pub: Path, tmp: Path, version: str, limit: int) -> dict:
-    """Six agents (digits 1200.. dealt round-robin as their streams) running ``limit`` inputs each while the
-    server rolls ``version`` out (canary 0.5, then all); what they and the server saw."""
+    """Six agents (digits 1200.. dealt round-robin as their streams) running ``limit`` inputs
+    each while the server rolls ``version`` out (canary 0.5, then all); what they and the
+    server saw."""
     x, y = real_digits()
     repo = ModelRepository(root)  # the server does not check signatures: the devices do
     repo.pin("digits", "1")  # the fleet runs version 1 (the later ones are candidates)
@@ -60,11 +62,9 @@ def _fleet(root: Path, pub: Path, tmp: Path, version: str, limit: int) -> dict:
         agents.append(
             DeviceAgent(name, stream, session, store, transport, model="digits", updater=updater)
         )
-    body = (
-        '{"model": "digits", "version": "%s", "stages": [0.5, 1.0], "min_results": 60, '
-        '"looks": 1, "stage_timeout_s": 60}' % version
-    )
-    resp = transport.send(Request("POST", "/v1/rollout", body.encode()))
+    cfg = {"model": "digits", "version": version, "stages": [0.5, 1.0], "min_results": 60}
+    body = json.dumps({**cfg, "looks": 1, "stage_timeout_s": 60}).encode()
+    resp = transport.send(Request("POST", "/v1/rollout", body))
     assert resp.status == 200, resp.body
     threads = [threading.Thread(target=a.run, args=(limit,)) for a in agents]
     try:
