@@ -96,6 +96,15 @@ class TaskKind(ABC):
     def agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Per-sample booleans: do predictions ``a`` and ``b`` count as the same answer?"""
 
+    def correct(self, pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample booleans: is each prediction right about its true target? (``agree``
+        with the truth by default: the label, a value within the tolerance)."""
+        return self.agree(pred, y)
+
+    def record(self, pred: Any) -> dict[str, Any]:
+        """What a served result carries for one prediction (JSON-ready; e.g. a label)."""
+        return {"prediction": np.asarray(pred).tolist()}
+
     def same(self, a: Any, b: Any) -> bool:
         """Do two single predictions (a label, a value, an anomaly score) count as the same
         answer? ``agree`` on one sample: the rule the redundancy filter and the result cache
