@@ -100,7 +100,7 @@ def test_regressed_version_is_rolled_back_by_its_guard(fleet_repo, tmp_path: Pat
     out = _fleet(root, pub, tmp_path, "3", limit=120)
     r = out["status"]["rollouts"]["digits"]
     assert r["state"] == "rolled_back"
-    assert r["reason"].startswith("accuracy "), r["reason"]
+    assert r["reason"].startswith("share correct "), r["reason"]
     canary = [a for a in out["agents"] if a.versions]
     assert canary and all(a.versions[-1][1] == "1" for a in canary)  # back on version 1
     assert sum(out["counts"].values()) == 120 * len(DEVICES)

@@ -39,6 +39,7 @@ from edgeintel.runtime.settings import RuntimeSettings
 from edgeintel.runtime.store import DeviceStore, StoreFull
 from edgeintel.runtime.transport import Request, Transport, TransportError
 from edgeintel.runtime.updater import ActiveModel, ModelUpdater
+from edgeintel.tasks import TaskKind, make_task
 
 __all__ = [
     "FORWARD_HEADER",
@@ -113,9 +114,17 @@ def check_model_preprocessing(onnx: Path, stream: DeviceStream) -> None:
     )
 
 
+def _scalar(v: Any) -> Any:
+    """A JSON-ready Python value of one prediction or target (a scalar, or a list)."""
+    a = np.asarray(v)
+    return a.item() if a.ndim == 0 else a.tolist()
+
+
 @dataclass
 class AgentStats:
-    """Counts of one agent run and the per-result latencies (ms) by placement."""
+    """Counts of one agent run and the per-result latencies (ms) by placement; ``correct``
+    counts results right by the task kind's rule (``TaskKind.correct``: the label; a value
+    within the tolerance; the right alarm decision), reported as ``accuracy``."""
 
     produced: int = 0
     skipped: int = 0
@@ -188,10 +197,12 @@ class DeviceAgent:
         head_session: Any = None,
         tail_input: str | None = None,
         server_node: str | None = None,
+        task: TaskKind | None = None,
         version: str = "1",
         updater: ModelUpdater | None = None,
     ) -> None:
         self.name = name
+        self.task = task if task is not None else make_task("classification")
         self.stream = stream
         self.active = ActiveModel(session, version)
         self.previous: ActiveModel | None = None  # answers when the active version fails
@@ -371,7 +382,7 @@ class DeviceAgent:
         n = len(self.stream.inputs)
         start = self.store.next_index
         t0 = self.started = self._clock()
-        last: np.ndarray | None = None  # the last computed result, reused for skipped inputs
+        last: np.ndarray | None = None  # the last prediction, reused for skipped inputs
         for k, i in enumerate(range(start, limit)):
             due = t0 + k * self.stream.interval_s
             now = self._clock()
@@ -385,18 +396,20 @@ class DeviceAgent:
             if not process and last is not None:
                 self.stats.skipped += 1
                 self.stats.bytes_not_uploaded += int(x.nbytes)
-                logits, placement, ms = last, "reused", (time.perf_counter() - tf) * 1000
+                pred, placement, ms = last, "reused", (time.perf_counter() - tf) * 1000
             else:
                 logits, placement, ms = self.infer(x)
-                last = logits
+                # the task kind's prediction: a label, a value, an anomaly score
+                pred = last = self.task.predict(np.asarray(logits)[None], x[None])
                 observe = getattr(self.filter, "observe", None)
-                if process and observe is not None:  # an adaptive filter learns the label
-                    observe(int(np.argmax(logits)))
-            label = int(np.argmax(logits))
-            truth = int(self.stream.labels[i % n])
+                if process and observe is not None:  # an adaptive filter learns the result
+                    observe(_scalar(pred[0]))
+            truth = _scalar(self.stream.labels[i % n])
+            correct = bool(self.task.correct(pred, np.asarray([truth]))[0])
             payload = {
-                "label": label,
+                **self.task.record(pred[0]),
                 "truth": truth,
+                "correct": correct,  # by the kind's rule: what a rollout's metric guard counts
                 "placement": placement,
                 "latency_ms": ms,
                 "model": self.model,
@@ -411,7 +424,7 @@ class DeviceAgent:
                 continue
             s = self.stats
             s.produced += 1
-            s.correct += int(label == truth)
+            s.correct += correct
             s.placements[placement] = s.placements.get(placement, 0) + 1
             s.latency_ms.setdefault(placement, []).append(ms)
             s.timeline.append((self._clock() - t0, placement))
