@@ -10,8 +10,9 @@ only on statistical evidence, at a one-sided level ``alpha``:
   with one success and one failure added); trips when its lower ``1 - alpha`` bound
   exceeds the declared margin ``max_error_rate_increase``.
 * ``metric``: the task metric on results that carry a feedback label: the share judged
-  ``correct`` (by the task kind's rule, on the device; else ``label == truth``), same interval of ``acc_stable - acc_canary``; trips when the
-  lower bound exceeds ``max_metric_drop``.
+  ``correct`` (by the task kind's rule, on the device; else ``label == truth``); the
+  same interval of ``acc_stable - acc_canary`` trips when its lower bound exceeds
+  ``max_metric_drop``.
 * ``latency_p95``: with ``q = max_latency_p95_ratio x p95(stable)``, under "the canary's
   p95 is at most ``q``" at most 5 % of canary latencies exceed ``q``; trips when the
   binomial tail ``P(X >= k | n, 0.05)`` of the ``k`` exceedances among ``n`` canary
