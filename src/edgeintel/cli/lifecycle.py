@@ -146,9 +146,9 @@ def rollout_cmd(
                 stage_timeout_s=stage_timeout_s,
             )
         except ValidationError as exc:
-            e = dict(exc.errors()[0])
+            e = exc.errors()[0]
             opt = "--" + str(e["loc"][0]).replace("_", "-")
-            raise ConfigError(f"{opt}: {format_error(e).split(': ', 1)[-1]}") from None
+            raise ConfigError(f"{opt}: {format_error(dict(e)).split(': ', 1)[-1]}") from None
         r = _call(address, tls, token, "POST", cfg.model_dump(mode="json"))
         console.print(
             f"rollout {escape(r['id'])} started: version {r['candidate']} over {r['stable']}",
