@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from edgeintel.offloading.scenario_plan import ScenarioPlan
     from edgeintel.pipeline.stages.federated_finetune import DpLedger
     from edgeintel.runtime.wiring import FilterThreshold
+    from edgeintel.tasks import TaskKind
 
 __all__ = [
     "STAGES",
@@ -114,6 +115,30 @@ class RunContext:
     filter_thresholds: dict[str, FilterThreshold] = field(default_factory=dict)
     # preflight's untrained model, handed out once by fresh_model
     initial_model: Any = None
+    # task_kind's cache: (the model it was fitted for, the fitted kind)
+    _fitted_task: tuple[Any, TaskKind] | None = field(default=None, repr=False)
+
+    def task_kind(self) -> TaskKind:
+        """The scenario's task kind with what it chooses on validation (the anomaly
+        threshold, the default regression tolerance) fitted for the current ``model``, by
+        the kind's ``fit`` on the validation split only (never the test split). Components
+        ask it how predictions are made, scored and compared (filter, reuse, compression)."""
+        kind = self.scenario.task.task_kind()
+        if self.model is None:
+            return kind
+        if self._fitted_task is not None and self._fitted_task[0] is self.model:
+            return self._fitted_task[1]
+        from edgeintel.models.train import predict_logits
+
+        x_va, y_va = self.val_arrays()
+        if len(y_va) == 0:
+            raise EdgeIntelError(
+                f"the {kind.name} task kind chooses its {kind.metric} settings on a "
+                "validation split, but it is empty (raise data.validation_fraction)"
+            )
+        fitted = kind.fit(kind.predict(predict_logits(self.model, x_va), x_va), y_va)
+        self._fitted_task = (self.model, fitted)
+        return fitted
 
     def fresh_model(self) -> Any:
         """The task's untrained model (``task.model``, ``task.width``, seeded by the scenario's

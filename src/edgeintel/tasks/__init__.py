@@ -84,6 +84,12 @@ class TaskKind(ABC):
     def agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Per-sample booleans: do predictions ``a`` and ``b`` count as the same answer?"""
 
+    def same(self, a: Any, b: Any) -> bool:
+        """Do two single predictions (a label, a value, an anomaly score) count as the same
+        answer? ``agree`` on one sample: the rule the redundancy filter and the result cache
+        apply to a reused result."""
+        return bool(self.agree(np.asarray([a]), np.asarray([b]))[0])
+
     # ----------------------------------------------------------------- shared
 
     def better(self, a: float, b: float) -> bool:
