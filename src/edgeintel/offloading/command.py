@@ -94,7 +94,7 @@ def _plan_into(
         model_path = model
         sample = None
     else:
-        ds = load_data(sc.data, seed=sc.seed)
+        ds = load_data(sc.data, seed=sc.seed, kind=sc.task.kind)
         net = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
         art = export_onnx(net, ds.sample_shape, run_dir / "model.onnx", ds.classes)
         model_path = Path(art.path)
