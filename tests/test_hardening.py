@@ -329,7 +329,12 @@ def test_dataset_packages_are_an_extra_and_torch_a_range() -> None:
     assert "==" not in torch_dep and "<" in torch_dep and ">=" in torch_dep
     make = (ROOT / "Makefile").read_text()
     assert 'pip install --quiet "torch==2.13.0"' in make
-    assert re.search(r"-e \"\.\[[^\]]*datasets[^\]]*federated[^\]]*dev", make)
+    installed = re.search(r"-e \"\.\[([^\]]*)\]", make)
+    assert installed is not None and {"datasets", "federated", "dev"} <= set(
+        installed.group(1).split(",")
+    )
+    # a fresh `make install` gets every optional package the code asks for by extra
+    assert set(EXTRAS) <= set(installed.group(1).split(","))
 
 
 def test_every_core_dependency_is_imported() -> None:

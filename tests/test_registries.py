@@ -3,9 +3,9 @@
 Each registered dataset, partitioner, model family, aggregation rule, attack,
 update compressor, federated algorithm, compression technique, pipeline stage,
 split search, placement policy, cache policy, difference feature, object
-counter, content placement, report section and task kind can be named (in a scenario,
-a recipe or a call), configured, run on a tiny input, and round-trips its config. A new entry is
-covered the moment it is registered.
+counter, content placement, report section, task kind, drift detector and device runtime
+can be named (in a scenario, a recipe or a call), configured, run on a tiny input, and
+round-trips its config. A new entry is covered the moment it is registered.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from edgeintel.caching.policies import opt_hits, simulate
 from edgeintel.data import DATASETS, PARTITIONERS, Target, load_data, load_dataset, partition
 from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference import TECHNIQUES, MeasureConfig, compress, parse_recipe
+from edgeintel.inference.runtimes import RUNTIMES
 from edgeintel.models import MODELS, build_model
 from edgeintel.models.train import TrainConfig, train_model
 from edgeintel.monitoring.drift import CORRECTIONS, DRIFT_DETECTORS, DriftConfig
@@ -47,6 +48,8 @@ from edgeintel.offloading.split_search import (
 from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
 from edgeintel.registry import Registry
 from edgeintel.report.sections import SECTIONS, RenderContext, SectionSpec
+from edgeintel.report.task_plots import TASK_PLOTS, TaskFigure, task_figures
+from edgeintel.runtime.guards import GUARDS
 from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
 from edgeintel.tasks import TASKS
 from edgeintel.training import (
@@ -365,6 +368,18 @@ def _task_kind(name: str) -> None:
     assert kind.metric in line and "\n" not in line
 
 
+def _task_plot(name: str) -> None:
+    kind = _scenario(task={"kind": name}).task.task_kind()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 3, 8)).astype(np.float32)
+    y = (np.arange(24) % 2).astype(kind.label_dtype)
+    pred = kind.predict(rng.normal(size=(24, kind.outputs(2, (3, 8)))), x)
+    fitted = kind.fit(pred[:12], y[:12])  # validation half
+    figs = task_figures(fitted, pred[12:], y[12:], ["a", "b"])
+    assert figs and all(isinstance(f, TaskFigure) and f.title and f.caption for f in figs)
+    assert all(f.figure.axes for f in figs)
+
+
 def _section(name: str, results: dict[str, Any]) -> None:
     spec = SECTIONS.get(name)
     assert spec.name == name and isinstance(spec.order, int) and spec.title
@@ -373,6 +388,35 @@ def _section(name: str, results: dict[str, Any]) -> None:
     ctx = RenderContext(results)
     html = str(spec.render(results[name], [], ctx))
     assert "<table" in html and "Traceback" not in html
+
+
+def _runtime(name: str, tmp_path: Path) -> None:
+    from edgeintel.errors import MissingExtraError
+    from edgeintel.inference.runtimes.base import ExportSource, get_runtime, predict_all
+    from edgeintel.models import export_onnx
+
+    rt = get_runtime(name)
+    assert rt.name == name and rt.suffix.startswith(".") and dataclasses.replace(rt) == rt
+    with pytest.raises(ConfigError, match="exports precisions"):
+        rt.check_precision("fp16")
+    model = build_model("mlp", (3, 32), 3, width=4, seed=0).eval()
+    onnx_path = tmp_path / "fp32.onnx"
+    export_onnx(model, (3, 32), onnx_path, ["a", "b", "c"])
+    x = np.random.default_rng(0).normal(size=(5, 3, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = model(torch.from_numpy(x)).numpy()
+    source = ExportSource(onnx_path, (3, 32), model)
+    for precision in rt.precisions[:1]:  # int8 per runtime: tests/inference/test_runtimes.py
+        try:
+            artifact = rt.export(source, tmp_path / precision, precision, x)
+        except MissingExtraError as exc:  # not installed here: one line naming the extra
+            assert "\n" not in str(exc) and "edgeintel[" in str(exc)
+            return
+        assert artifact.suffix == rt.suffix and rt.size_bytes(artifact) > 0
+        out = predict_all(rt.load(artifact), x)
+        assert out.shape == (5, 3) and np.isfinite(out).all()
+        if precision == "fp32":
+            np.testing.assert_allclose(out, ref, atol=1e-4)
 
 
 def _correction(name: str) -> None:
@@ -391,6 +435,22 @@ def _drift_detector(name: str) -> None:
         det.fit(rng.uniform(0.8, 1.0, size=400), rng)
         same, shifted = rng.uniform(0.8, 1.0, size=100), rng.uniform(0.3, 0.5, size=100)
     assert det.score(shifted) > det.score(same)
+
+
+def _rollout_guard(name: str) -> None:
+    from edgeintel.runtime.guards import GUARDS, GuardLimits, VersionSample
+
+    def sample(correct: int, ms: float, errors: int = 0) -> VersionSample:
+        s = VersionSample()
+        for i in range(400):
+            s.add({"error": i < errors, "label": int(i < correct), "truth": 1, "latency_ms": ms})
+        return s
+
+    guard, lim = GUARDS.get(name), GuardLimits()
+    stable = sample(360, 1.0)
+    assert not guard(sample(360, 1.0), stable, lim, 0.05).tripped  # the same: never trips
+    bad = guard(sample(100, 5.0, errors=100), stable, lim, 0.05)  # worse on every figure
+    assert bad.tripped and bad.reason and json.dumps(bad.to_json())
 
 
 # --------------------------------------------------------------------------- the contract
@@ -412,9 +472,12 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "object_counters": (COUNTERS, _object_counter),
     "content_placements": (CONTENT_PLACEMENTS, _content_placement),
     "report_sections": (SECTIONS, _section),
+    "runtimes": (RUNTIMES, _runtime),
     "task_kinds": (TASKS, _task_kind),
+    "task_plots": (TASK_PLOTS, _task_plot),
     "drift_corrections": (CORRECTIONS, _correction),
     "drift_detectors": (DRIFT_DETECTORS, _drift_detector),
+    "rollout_guards": (GUARDS, _rollout_guard),
 }
 
 
@@ -465,6 +528,8 @@ def test_registry_entry_contract(
         check(name, request.getfixturevalue("tiny_run"))
     elif kind == "report_sections":
         check(name, _section_results())
+    elif kind == "runtimes":
+        check(name, tmp_path)
     else:
         check(name)
 

@@ -30,6 +30,8 @@ EXTRAS: dict[str, dict[str, str]] = {
     "cachesim": {"libcachesim": "libcachesim"},
     "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
     "ray": {"ray": "ray"},
+    "openvino": {"openvino": "openvino", "nncf": "nncf"},
+    "executorch": {"executorch": "executorch"},
 }
 """extra -> {import name: distribution name}; must match pyproject's optional-dependencies."""
 

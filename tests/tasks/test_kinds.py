@@ -140,8 +140,10 @@ def test_anomaly_kind_by_hand() -> None:
         False,
         True,
     ]
+    assert k.evaluate(test_scores, test_y) == {"auroc": pytest.approx(2 / 3)}  # no threshold yet
+    assert k.evaluate(test_scores[:2], test_y[:2]) == {}  # no anomaly: AUROC undefined
     with pytest.raises(ValueError, match="validation first"):
-        k.evaluate(test_scores, test_y)
+        k.agree(test_scores, test_scores)
 
 
 def test_threshold_never_sees_test_data() -> None:
@@ -163,6 +165,13 @@ def _parse(task: dict[str, Any], **settings: Any) -> Any:
     raw["task"].update(task)
     raw["settings"].update(settings)
     return parse_scenario(raw)
+
+
+def test_metric_drop_budget_in_the_kind_unit() -> None:
+    # an RMSE drop is in target units: any size is a valid budget
+    sc = _parse({"kind": "regression"}, inference={"compress": {"budget": {"max_metric_drop": 7}}})
+    assert sc.settings.inference.compress.budget.max_metric_drop == 7
+    assert sc.settings.inference.compress.objective == "metric"
 
 
 def test_task_kind_in_the_scenario() -> None:
@@ -188,6 +197,26 @@ def test_task_kind_in_the_scenario() -> None:
             {"kind": "anomaly"},
             {"inference": {"compress": {"budget": {"min_accuracy": 0.9}}}},
             r"compress\.budget\.min_accuracy: the anomaly task kind has no accuracy",
+        ),
+        (
+            {"kind": "regression"},
+            {"inference": {"compress": {"objective": "accuracy"}}},
+            r"compress\.objective: the regression task kind has no accuracy .*use 'metric'",
+        ),
+        (
+            {"kind": "anomaly"},
+            {"inference": {"compress": {"budgets": {"phone": {"max_metric_drop": 1.5}}}}},
+            r"budgets\.phone\.max_metric_drop: the anomaly task kind's auroc lies in \[0, 1\]",
+        ),
+        (
+            {"kind": "anomaly"},
+            {"training": {"central_tolerance": 2.0}},
+            r"settings\.training\.central_tolerance: the anomaly task kind's auroc lies in",
+        ),
+        (
+            {},
+            {"inference": {"compress": {"budget": {"max_metric_drop": -0.1}}}},
+            r"compress\.budget\.max_metric_drop",
         ),
     ],
 )

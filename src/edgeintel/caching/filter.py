@@ -22,6 +22,10 @@ one probe after ``probe_every`` consecutive skips, and any processed input
 whose result differs from the one being reused drops the threshold to
 ``lower`` x the tuned value (0: process every input while the output is
 changing) until ``raise_after`` processed inputs in a row agree again.
+
+Whether two results "agree" is the task kind's rule (``same``: equal labels for a
+classifier, values within a tolerance for regression, the same side of the threshold
+for an anomaly detector; ``TaskKind.same``); by default results are compared with ``==``.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ __all__ = [
 ]
 
 Feature = Callable[[np.ndarray, np.ndarray], float]
+Same = Callable[[Any, Any], bool]  # do two results count as the same answer?
 FEATURES: Registry[Feature] = Registry("difference feature")
 FRAME_FEATURES = ("pixel", "area", "edge", "hist")
 SENSOR_FEATURES = ("ks", "meanstd")
@@ -182,10 +187,23 @@ class RedundancyFilter:
         self.last = None
 
 
+def _equal(a: Any, b: Any) -> bool:
+    return bool(a == b)
+
+
+def _agrees(same: Same, reused: Any, reference: Any) -> bool:
+    """``same`` on a reused result, where there is one yet (None: nothing to reuse)."""
+    return reused is not None and bool(same(reused, reference))
+
+
 def simulate_threshold(
-    prepared: Sequence[np.ndarray], outputs: Sequence[Any], feature: str, threshold: float
+    prepared: Sequence[np.ndarray],
+    outputs: Sequence[Any],
+    feature: str,
+    threshold: float,
+    same: Same = _equal,
 ) -> tuple[float, float]:
-    """(fraction skipped, agreement with ``outputs``) of a fixed threshold on a stream."""
+    """(fraction skipped, agreement with ``outputs`` by ``same``) of a fixed threshold."""
     f = RedundancyFilter(feature, threshold)
     current: Any = None
     skipped = agree = 0
@@ -195,7 +213,7 @@ def simulate_threshold(
             current = ref
         else:
             skipped += 1
-        agree += bool(current == ref)
+        agree += _agrees(same, current, ref)
     n = len(prepared)
     return skipped / n, agree / n
 
@@ -240,6 +258,7 @@ def tune_filter(
     probe_every: int = 10,
     lower: float = 0.0,
     raise_after: int = 3,
+    same: Same = _equal,
 ) -> TuneReport:
     """Choose the feature and threshold that skip most while agreeing on >= ``target`` of inputs.
 
@@ -250,6 +269,7 @@ def tune_filter(
     with and adaptation changes what is skipped: tuning a fixed threshold and
     then running it adapted skips far fewer inputs than the segment promised.
     Threshold 0 of the first feature (skip only exact repeats) is the fallback.
+    ``same`` judges agreement (the task kind's rule; ``==`` by default).
     """
     check_target(target)
     if len(prepared) < 2:
@@ -259,7 +279,16 @@ def tune_filter(
 
     def replay(name: str, th: float) -> tuple[float, float]:
         run = run_filter(
-            prepared, outputs.__getitem__, name, th, outputs, adapt, probe_every, lower, raise_after
+            prepared,
+            outputs.__getitem__,
+            name,
+            th,
+            outputs,
+            adapt,
+            probe_every,
+            lower,
+            raise_after,
+            same,
         )
         return run.skip_fraction, float(run.agreement or 0.0)
 
@@ -340,8 +369,9 @@ class AdaptiveFilter:
     stream) for a live one: a device calls ``decide(prepared)`` (or
     ``should_process(raw)``, which prepares the input itself) on every input,
     and after processing one, ``observe(result)``; a skipped input reuses
-    ``current``. Results are compared with ``==``, so observe a label (a
-    class, a count), not a raw tensor. With ``adapt``, after ``probe_every``
+    ``current``. Results are compared with ``same`` (the task kind's rule, ``==`` by
+    default), so observe a prediction (a label, a value, a score), not a raw output
+    tensor. With ``adapt``, after ``probe_every``
     consecutive skips the next input is processed as a probe; a result that
     differs from the one being reused sets the threshold to ``lower`` x the
     tuned value (0: process every input while the output keeps changing), and
@@ -356,6 +386,7 @@ class AdaptiveFilter:
         probe_every: int = 10,
         lower: float = 0.0,
         raise_after: int = 3,
+        same: Same = _equal,
     ) -> None:
         if probe_every < 1:
             raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
@@ -367,6 +398,7 @@ class AdaptiveFilter:
         self.tuned = float(threshold)
         self.adapt, self.probe_every = adapt, probe_every
         self.lower, self.raise_after = lower, raise_after
+        self.same = same
         self.current: Any = None
         self._has_result = self._pending = False
         self._skips = self._agreeing = self._seen = 0
@@ -396,7 +428,7 @@ class AdaptiveFilter:
             raise RuntimeError("observe() must follow a decide() that processed its input")
         self._pending = False
         if self.adapt and self._has_result:
-            if result == self.current:
+            if self.same(result, self.current):
                 self._agreeing += 1
                 if self._agreeing >= self.raise_after:
                     self._f.threshold, self._agreeing = self.tuned, 0
@@ -419,6 +451,7 @@ def run_filter(
     probe_every: int = 10,
     lower: float = 0.0,
     raise_after: int = 3,
+    same: Same = _equal,
 ) -> FilterRun:
     """Filter a stream: ``model(i)`` is called only for processed inputs (and probes).
 
@@ -429,9 +462,9 @@ def run_filter(
     ``lower`` x the tuned value (0: process every input while the output keeps
     changing); ``raise_after`` processed inputs in a row whose result agrees
     restore the tuned value. ``reference`` (every input's result, when known)
-    gives the agreement of the reused outputs.
+    gives the agreement of the reused outputs, judged by ``same``.
     """
-    f = AdaptiveFilter(feature, threshold, adapt, probe_every, lower, raise_after)
+    f = AdaptiveFilter(feature, threshold, adapt, probe_every, lower, raise_after, same)
     outputs: list[Any] = []
     steps: list[FilterStep] = []
     for i, x in enumerate(prepared):
@@ -443,7 +476,9 @@ def run_filter(
         outputs.append(f.current)
     agreement = None
     if reference is not None:
-        agreement = float(np.mean([o == r for o, r in zip(outputs, reference, strict=True)]))
+        agreement = float(
+            np.mean([_agrees(same, o, r) for o, r in zip(outputs, reference, strict=True)])
+        )
     return FilterRun(steps, outputs, agreement, f.tuned, f.threshold)
 
 
@@ -456,13 +491,15 @@ def filter_stream(
     adapt: bool = True,
     probe_every: int = 10,
     raise_after: int = 3,
+    same: Same = _equal,
 ) -> tuple[TuneReport, FilterRun]:
     """Tune on the first ``profile_fraction`` of a stream, then filter the rest.
 
     ``outputs`` are every input's results (the reference). On the filtered
     part they are only read for processed inputs and probes (what a device
     would compute) and to measure agreement. Features default to the frame
-    features for 2-D prepared frames and the sensor distances otherwise.
+    features for 2-D prepared frames and the sensor distances otherwise. ``same`` is the
+    agreement rule (the task kind's ``same``; ``==`` by default).
     """
     if not 0 < profile_fraction < 1:
         raise ConfigError(f"profile_fraction must be in (0, 1), got {profile_fraction}")
@@ -480,6 +517,7 @@ def filter_stream(
         adapt=adapt,
         probe_every=probe_every,
         raise_after=raise_after,
+        same=same,
     )
     run = run_filter(
         prepared[k:],
@@ -490,5 +528,6 @@ def filter_stream(
         adapt=adapt,
         probe_every=probe_every,
         raise_after=raise_after,
+        same=same,
     )
     return report, run

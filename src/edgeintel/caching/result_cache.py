@@ -10,6 +10,10 @@ Two tiers, looked up in order:
   most common result only when at least ``min_votes`` neighbours answered and
   its share of them reaches ``homogeneity``, FoggyCache's H-kNN rule
   (MobiCom'18); otherwise it is a miss and the device's own result is inserted.
+  A neighbour votes for every candidate result it agrees with by the task kind's
+  rule (``same``: equal labels by default; values within a tolerance for
+  regression; the same side of the threshold for anomaly scores), so the winner
+  is the neighbours' result most of them agree with.
 
 Both tiers are bounded (``capacity`` entries each) and evict through a
 registered replacement policy (``policies.POLICIES``); an evicted or expired
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +39,24 @@ from edgeintel.errors import ConfigError, DataError
 if TYPE_CHECKING:
     from edgeintel.caching.settings import ResultCacheSettings
 
-__all__ = ["CacheStats", "Lookup", "ResultCache", "ResultCacheConfig", "content_key"]
+__all__ = [
+    "CacheStats",
+    "Lookup",
+    "ResultCache",
+    "ResultCacheConfig",
+    "agreement_votes",
+    "content_key",
+]
+
+
+def agreement_votes(results: Sequence[Any], same: Callable[[Any, Any], bool]) -> dict[Any, int]:
+    """Per distinct result (first-seen order): how many of ``results`` agree with it by
+    ``same`` (with ``==`` this is the count of each result)."""
+    distinct: list[Any] = []
+    for r in results:
+        if not any(r == d for d in distinct):
+            distinct.append(r)
+    return {d: sum(bool(same(r, d)) for r in results) for d in distinct}
 
 
 def content_key(data: bytes | np.ndarray) -> str:
@@ -156,12 +178,19 @@ class _Entry:
 
 
 class ResultCache:
-    """Exact + approximate result cache with bounded capacity, eviction and TTL."""
+    """Exact + approximate result cache with bounded capacity, eviction and TTL.
 
-    def __init__(self, config: ResultCacheConfig) -> None:
+    ``same`` is the agreement rule of the approximate tier's vote (the task kind's
+    ``TaskKind.same``; ``None``: results are counted by equality).
+    """
+
+    def __init__(
+        self, config: ResultCacheConfig, same: Callable[[Any, Any], bool] | None = None
+    ) -> None:
         from usearch.index import Index
 
         self.config = config
+        self.same = same
         self.stats = CacheStats()
         self._index = Index(ndim=config.dim, metric="l2sq", dtype="f32")
         self._approx: dict[int, _Entry] = {}
@@ -250,7 +279,10 @@ class ResultCache:
                 self._approx_policy.discard(key)
             self._drop_approx(expired)
             self.stats.expirations += len(expired)
-            votes = Counter(self._approx[key].result for key in voters)
+            results = [self._approx[key].result for key in voters]
+            votes = (
+                dict(Counter(results)) if self.same is None else agreement_votes(results, self.same)
+            )
             if len(voters) >= self.config.min_votes:
                 (winner, count), *_ = sorted(votes.items(), key=lambda kv: (-kv[1], str(kv[0])))
                 if count / len(voters) >= self.config.homogeneity:

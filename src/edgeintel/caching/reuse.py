@@ -141,13 +141,17 @@ def replay_reuse(
     model_ms: float,
     vectorize: Callable[[np.ndarray], np.ndarray] = downsample_vector,
     truth: list[Any] | None = None,
+    same: Callable[[Any, Any], bool] | None = None,
 ) -> ReuseReport:
     """Replay ``stream`` through a fresh shared cache; ``model(input)`` gives a device's result.
 
     ``truth`` (the model's result for every request, when precomputed) saves
-    calling ``model`` for judging hits. The request index is the clock (s).
+    calling ``model`` for judging hits. The request index is the clock (s). ``same``
+    (the task kind's agreement rule; ``None``: equality) decides the cache's votes and
+    whether a reused result counts as correct.
     """
-    cache = ResultCache(config)
+    cache = ResultCache(config, same)
+    agree = same if same is not None else (lambda a, b: bool(a == b))
     scene_of: dict[int, int] = {}
     opportunities = harnessed = reused = correct = 0
     lookup_s = 0.0
@@ -165,8 +169,9 @@ def replay_reuse(
             want = model(x) if want is None else want
             reused += 1
             harnessed += opportunity
-            correct += bool(hit.result == want)
-            cache.stats.judge(hit.result == want)
+            ok = bool(agree(hit.result, want))
+            correct += ok
+            cache.stats.judge(ok)
         else:
             result = model(x) if want is None else want
             entry = cache.insert(result, float(r), content=x, vector=vec)

@@ -90,6 +90,14 @@ def serve_cmd(
             "by it (model.onnx.sig beside each)."
         ),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="This party's certificate (PEM): mutual TLS on.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key (PEM).")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="The CA certificate it trusts (PEM).")] = None,
+    tls_crl: Annotated[
+        Path | None, typer.Option(help="The CA's revocation list (PEM; servers reload it).")
+    ] = None,
 ) -> None:
     """Serve a model repository over the Open Inference Protocol v2 (KServe/Triton HTTP)."""
 
@@ -133,6 +141,7 @@ def serve_cmd(
 
             features = input_features
         table = load_tokens(tokens)
+        tls = _tls_files(tls_cert, tls_key, tls_ca, tls_crl)
         verify = None
         if verify_key is not None:
             from edgeintel.security.signing import ArtifactVerifier
@@ -143,7 +152,7 @@ def serve_cmd(
         if upstream is not None:
             up_name = hops[1]
             clock = trace_clock(trace_origin, trace_origin_file)
-            up = upstream_transport(upstream, hops[0], emulate_link, clock, trace_time_scale)
+            up = upstream_transport(upstream, hops[0], emulate_link, clock, trace_time_scale, tls)
             if table is not None and node is not None:
                 up_token = table.nodes.get(node)
         logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -162,6 +171,7 @@ def serve_cmd(
             up_name,
             up_token,
             grpc_port=grpc_port,
+            tls=tls,
             verify=verify,
         )
 
@@ -239,6 +249,14 @@ def device_cmd(
         Path | None,
         typer.Option(help="Ed25519 public key (PEM): load --onnx only with a valid signature."),
     ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option(help="This party's certificate (PEM): mutual TLS on.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option(help="Its private key (PEM).")] = None,
+    tls_ca: Annotated[Path | None, typer.Option(help="The CA certificate it trusts (PEM).")] = None,
+    tls_crl: Annotated[
+        Path | None, typer.Option(help="The CA's revocation list (PEM; servers reload it).")
+    ] = None,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -249,7 +267,7 @@ def device_cmd(
     from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
-    from edgeintel.runtime.wiring import filter_for_device, threshold_from_results
+    from edgeintel.runtime.wiring import filter_for_device, task_for_model, threshold_from_results
 
     with guard():
         _check_device_options(rate_hz, duration_s, drain_timeout_s, store)
@@ -263,8 +281,9 @@ def device_cmd(
         if rate_hz is not None:
             stream = replace(stream, interval_s=1.0 / rate_hz)
         transport: Transport | None = None
+        tls = _tls_files(tls_cert, tls_key, tls_ca, tls_crl)
         if server is not None:
-            transport = HttpTransport(server)
+            transport = HttpTransport(server, tls=tls)
             if emulate_link:
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
@@ -275,10 +294,14 @@ def device_cmd(
             ArtifactVerifier(verify_key)(onnx)
         session = make_session(onnx)
         check_input_shape(session, tuple(stream.inputs[0].shape), onnx)
+        # the task kind with what its run fitted for this model (anomaly threshold, tolerance)
+        kind = task_for_model(onnx, sc.task.task_kind())
         filt = None
         if filter_from is not None or filter_:
             tuned = None if filter_from is None else threshold_from_results(filter_from, device)
-            filt, _ = filter_for_device(sc.settings.caching.filter, stream.inputs, session, tuned)
+            filt, _ = filter_for_device(
+                sc.settings.caching.filter, stream.inputs, session, tuned, kind
+            )
         with DeviceStore(store, settings.store) as st:
             agent = DeviceAgent(
                 device,
@@ -292,6 +315,7 @@ def device_cmd(
                 token=token,
                 settings=settings,
                 server_node=dev.attach,
+                task=kind,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)
@@ -310,6 +334,23 @@ def device_cmd(
             if hint is not None:
                 out["hint"] = hint
         console.print_json(json.dumps(out))
+
+
+def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, crl: Path | None) -> Any:
+    """The ``TlsFiles`` of --tls-cert/--tls-key/--tls-ca[/--tls-crl], checked (one line
+    naming the option and file when one is missing or malformed); None without them."""
+    given = {"--tls-cert": cert, "--tls-key": key, "--tls-ca": ca}
+    if all(v is None for v in given.values()):
+        if crl is not None:
+            raise ConfigError("--tls-crl: needs --tls-cert, --tls-key and --tls-ca")
+        return None
+    missing = [k for k, v in given.items() if v is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)}: mutual TLS needs all of {', '.join(given)}")
+    from edgeintel.security.pki import TlsFiles
+
+    assert cert is not None and key is not None and ca is not None
+    return TlsFiles(cert, key, ca, crl).check()
 
 
 def _check_device_options(

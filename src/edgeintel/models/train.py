@@ -10,9 +10,17 @@ import torch
 from torch import nn
 
 from edgeintel.errors import ConfigError, DataError, TrainingError
+from edgeintel.tasks import TaskKind, make_task
 from edgeintel.threads import DEFAULT_THREADS, thread_limit
 
-__all__ = ["EpochRecord", "TrainConfig", "evaluate_accuracy", "predict_logits", "train_model"]
+__all__ = [
+    "EpochRecord",
+    "TrainConfig",
+    "evaluate_accuracy",
+    "evaluate_task",
+    "predict_logits",
+    "train_model",
+]
 
 
 @dataclass(frozen=True)
@@ -43,13 +51,21 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EpochRecord:
+    """One epoch: mean training loss (the task kind's), and for classification the train and
+    validation accuracy; for other kinds those are None and ``val_metric`` holds the kind's
+    headline metric on the validation arrays (``TaskKind.metric``, e.g. RMSE)."""
+
     epoch: int
     loss: float
-    train_accuracy: float
+    train_accuracy: float | None
     val_accuracy: float | None
+    val_metric: float | None = None
 
     def to_json(self) -> dict[str, float | int | None]:
-        return asdict(self)
+        out = asdict(self)
+        if out["val_metric"] is None:
+            del out["val_metric"]
+        return out
 
 
 def predict_logits(model: nn.Module, x: np.ndarray, batch_size: int = 512) -> np.ndarray:
@@ -73,6 +89,15 @@ def evaluate_accuracy(model: nn.Module, x: np.ndarray, y: np.ndarray) -> float:
     return float((predict_logits(model, x).argmax(1) == y).mean())
 
 
+def evaluate_task(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, task: TaskKind
+) -> dict[str, float]:
+    """Every metric of ``task`` for ``model`` on ``(x, y)`` (``TaskKind.evaluate``)."""
+    if len(y) == 0:
+        raise DataError(f"cannot evaluate {task.metric} on an empty set")
+    return task.evaluate(task.predict(predict_logits(model, x), x), y)
+
+
 def train_model(
     model: nn.Module,
     x: np.ndarray,
@@ -82,8 +107,10 @@ def train_model(
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
     on_epoch: Callable[[EpochRecord], None] | None = None,
+    task: TaskKind | None = None,
 ) -> list[EpochRecord]:
-    """Train ``model`` in place with Adam and cross-entropy; returns one record per epoch.
+    """Train ``model`` in place with Adam and the loss of ``task`` (default classification:
+    cross-entropy); returns one record per epoch.
 
     The same seed, data and config give the same weights.
     """
@@ -92,7 +119,8 @@ def train_model(
     # seeded and thread-limited here without touching the process-wide settings
     with torch.random.fork_rng(devices=[]), thread_limit(config.threads):
         torch.manual_seed(seed)
-        return _train(model, x, y, config, seed, x_val, y_val, on_epoch)
+        kind = task if task is not None else make_task("classification")
+        return _train(model, x, y, config, seed, x_val, y_val, on_epoch, kind)
 
 
 def _train(
@@ -104,12 +132,13 @@ def _train(
     x_val: np.ndarray | None,
     y_val: np.ndarray | None,
     on_epoch: Callable[[EpochRecord], None] | None,
+    task: TaskKind,
 ) -> list[EpochRecord]:
     gen = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    loss_fn = nn.CrossEntropyLoss()
+    labelled = task.metric == "accuracy"
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    yt = torch.from_numpy(np.asarray(y, dtype=task.label_dtype))
     history: list[EpochRecord] = []
     for epoch in range(1, config.epochs + 1):
         model.train()
@@ -122,7 +151,7 @@ def _train(
             xb, yb = xt[idx], yt[idx]
             opt.zero_grad()
             out = model(xb)
-            loss = loss_fn(out, yb)
+            loss = task.loss(out, task.target(xb, yb))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"training diverged at epoch {epoch}: the loss is {loss.item()} "
@@ -132,7 +161,8 @@ def _train(
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-            correct += int((out.argmax(1) == yb).sum())
+            if labelled:
+                correct += int((out.argmax(1) == yb).sum())
             seen += len(idx)
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             raise TrainingError(
@@ -142,8 +172,12 @@ def _train(
             )
         val = None
         if x_val is not None and y_val is not None and len(y_val):
-            val = evaluate_accuracy(model, x_val, y_val)
-        rec = EpochRecord(epoch, total / max(seen, 1), correct / max(seen, 1), val)
+            val = evaluate_task(model, x_val, y_val, task).get(task.metric)
+        loss_mean = total / max(seen, 1)
+        if labelled:
+            rec = EpochRecord(epoch, loss_mean, correct / max(seen, 1), val)
+        else:
+            rec = EpochRecord(epoch, loss_mean, None, None, val_metric=val)
         history.append(rec)
         if on_epoch is not None:
             on_epoch(rec)

@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from edgeintel.offloading.scenario_plan import ScenarioPlan
     from edgeintel.pipeline.stages.federated_finetune import DpLedger
     from edgeintel.runtime.wiring import FilterThreshold
+    from edgeintel.tasks import TaskKind
 
 __all__ = [
     "STAGES",
@@ -98,8 +99,9 @@ class RunContext:
     data_split: dict[str, Any] | None = None
     # who trained ``model``: "central", or the edge-training mode that replaced it
     model_source: str = "central"
-    # train: the central baseline's final test accuracy (edge training compares to it)
-    central_accuracy: float | None = None
+    # train: the central baseline's final test value of the task kind's headline metric
+    # (accuracy, RMSE, AUROC; edge training compares to it)
+    central_metric: float | None = None
     # edge training and federated fine-tuning: the run's one DP ledger, and the edge
     # training section's DP record that later phases add their total epsilon to
     dp_ledger: DpLedger | None = None
@@ -114,6 +116,30 @@ class RunContext:
     filter_thresholds: dict[str, FilterThreshold] = field(default_factory=dict)
     # preflight's untrained model, handed out once by fresh_model
     initial_model: Any = None
+    # task_kind's cache: (the model it was fitted for, the fitted kind)
+    _fitted_task: tuple[Any, TaskKind] | None = field(default=None, repr=False)
+
+    def task_kind(self) -> TaskKind:
+        """The scenario's task kind with what it chooses on validation (the anomaly
+        threshold, the default regression tolerance) fitted for the current ``model``, by
+        the kind's ``fit`` on the validation split only (never the test split). Components
+        ask it how predictions are made, scored and compared (filter, reuse, compression)."""
+        kind = self.scenario.task.task_kind()
+        if self.model is None:
+            return kind
+        if self._fitted_task is not None and self._fitted_task[0] is self.model:
+            return self._fitted_task[1]
+        from edgeintel.models.train import predict_logits
+
+        x_va, y_va = self.val_arrays()
+        if len(y_va) == 0:
+            raise EdgeIntelError(
+                f"the {kind.name} task kind chooses its {kind.metric} settings on a "
+                "validation split, but it is empty (raise data.validation_fraction)"
+            )
+        fitted = kind.fit(kind.predict(predict_logits(self.model, x_va), x_va), y_va)
+        self._fitted_task = (self.model, fitted)
+        return fitted
 
     def fresh_model(self) -> Any:
         """The task's untrained model (``task.model``, ``task.width``, seeded by the scenario's
@@ -125,7 +151,8 @@ class RunContext:
 
         ds = self.require_dataset()
         sc = self.scenario
-        return build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+        outputs = sc.task.task_kind().outputs(ds.num_classes, ds.sample_shape)
+        return build_model(sc.task.model, ds.sample_shape, outputs, sc.task.width, sc.seed)
 
     def log(self, message: str) -> None:
         """One line of live feedback: appended to ``run.log``; printed when ``verbose``

@@ -104,7 +104,8 @@ def preflight(
         )
     say(f"preflight: building {sc.task.model} for inputs {list(ds.sample_shape)}")
     with _named("task.model"):
-        model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
+        outputs = sc.task.task_kind().outputs(ds.num_classes, ds.sample_shape)
+        model = build_model(sc.task.model, ds.sample_shape, outputs, sc.task.width, sc.seed)
     mode = resolve_mode(sc)
     report = PreflightReport(
         dataset=ds.name,

@@ -59,13 +59,14 @@ def training_curve(history: Sequence[Any], chance: float | None = None) -> Any:
     ax.set_xlabel("epoch")
     ax.set_ylabel("training loss", color="tab:red")
     ax2 = ax.twinx()
-    ax2.plot(
-        epochs,
-        [h.train_accuracy for h in history],
-        color="tab:blue",
-        ls="--",
-        label="train accuracy",
-    )
+    if history and history[0].train_accuracy is not None:  # None: a kind without accuracy
+        ax2.plot(
+            epochs,
+            [h.train_accuracy for h in history],
+            color="tab:blue",
+            ls="--",
+            label="train accuracy",
+        )
     if history and history[0].val_accuracy is not None:
         ax2.plot(epochs, [h.val_accuracy for h in history], color="tab:blue", label="test accuracy")
     if chance is not None:

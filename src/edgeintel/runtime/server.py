@@ -14,7 +14,12 @@ Endpoints (KServe / Triton HTTP/REST, with the binary-data extension):
   ``.../stats``; ``GET /v2/models/stats``
 * ``POST /v2/models/{name}[/versions/{v}]/infer``
 * ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load|unload``
-* ``POST /v1/results`` (devices forward their stored results; idempotent by key)
+* ``POST /v1/results`` (devices forward their stored results; idempotent by key; the
+  answer's ``assign`` names the version each model under a rollout should run there)
+* ``POST /v1/rollout`` (operator: start a rollout, ``RolloutSettings`` as JSON), ``GET
+  /v1/rollout`` (its stages, guard figures, rollbacks and every device's version),
+  ``GET /v1/models/{name}/versions/{v}/artifact`` (a version's file for a device's
+  over-the-air update, sha256 and signature in headers)
 * ``GET /metrics`` (Prometheus), ``GET /v2/stats`` (JSON) and ``GET /dashboard`` (live page)
 
 Errors are ``{"error": "..."}`` with a 4xx status (503 when a queue is full
@@ -41,7 +46,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from starlette.applications import Starlette
@@ -54,10 +59,14 @@ from edgeintel.runtime.metrics import ServerMetrics
 from edgeintel.runtime.protocol import ProtocolError
 from edgeintel.runtime.relay import FORWARD_HEADER, Relay, SinkForwarder
 from edgeintel.runtime.repository import ModelRepository
+from edgeintel.runtime.rollout import Rollout, RolloutManager, RolloutSettings
 from edgeintel.runtime.seams import ResultCache
 from edgeintel.runtime.settings import ServerSettings
 from edgeintel.runtime.sink import ResultSink, check_results
 from edgeintel.runtime.transport import Transport
+
+if TYPE_CHECKING:
+    from edgeintel.security.pki import TlsFiles
 
 __all__ = ["EXTENSIONS", "FORWARD_HEADER", "SERVER_NAME", "InferenceServer", "build_app", "serve"]
 
@@ -77,7 +86,7 @@ class InferenceServer:
     ``LinkEmulator`` of the backhaul), used to relay requests and to forward stored
     results with ``upstream_token``. ``grpc_port``: also serve the gRPC protocol there
     (0: a free port, read ``grpc_port`` after start; None: no gRPC).
-    ``grpc_ssl``: the seam for TLS on the gRPC port (server credentials).
+    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``).
     """
 
     def __init__(
@@ -104,6 +113,7 @@ class InferenceServer:
         self.core = InferenceCore(
             repository, self.settings, self.metrics, self.board, cache, features
         )
+        self.rollouts = RolloutManager(repository.versions, repository.pin)
         self.node = node
         self.relay = Relay(upstream, upstream_name, self.metrics, self.board) if upstream else None
         self.upstream_token = upstream_token
@@ -124,9 +134,12 @@ class InferenceServer:
     def is_ready(self) -> bool:
         return self.core.ready and bool(self.core.repository.models)
 
-    async def ingest(self, device: str | None, msg: Any) -> tuple[int, int]:
-        """Store a ``/v1/results`` message durably: (accepted, duplicates). ``device``:
-        the authenticated device (None: auth off or a relaying node)."""
+    async def ingest(self, device: str | None, msg: Any) -> tuple[int, int, dict[str, str]]:
+        """Store a ``/v1/results`` message durably: (accepted, duplicates, assignment).
+        ``device``: the authenticated device (None: auth off or a relaying node). The
+        results (and the message's ``status``: the device's model, version and refused
+        versions) feed the rollouts; the assignment maps each model under a rollout to
+        the version the sending device should run."""
         try:
             name, records = check_results(msg, device)
         except PermissionError as exc:
@@ -141,7 +154,33 @@ class InferenceServer:
         label = self.metrics.device_name(name)
         self.board.results(label, accepted, dup)
         self.metrics.ingested(name, accepted, dup)
-        return accepted, dup
+        before = {m: r.state for m, r in self.rollouts.rollouts.items()}
+        self.rollouts.ingest(name, records, msg.get("status"))
+        for m, r in self.rollouts.rollouts.items():
+            if before.get(m) != r.state:
+                self.event(f"rollout.{r.state}", model=m, version=r.candidate, reason=r.reason)
+        return accepted, dup, self.rollouts.assignment(name)
+
+    async def start_rollout(self, settings: RolloutSettings) -> Rollout:
+        """Begin rolling ``settings.version`` out: the model folder is reloaded hot (the new
+        version verified, and signed when the node verifies signatures) while unversioned
+        requests stay on the current default, which becomes the rollout's stable version."""
+        repo = self.core.repository
+        try:
+            stable = repo.default_version(settings.model)
+        except KeyError as exc:
+            raise ServeError(404, str(exc.args[0])) from None
+        repo.pin(settings.model, stable)
+        await self.core.load(settings.model)
+        if settings.version not in repo.versions(settings.model):
+            why = repo.refused.get(f"{settings.model}/{settings.version}", "no such folder")
+            raise ServeError(400, f"version {settings.version} of {settings.model!r}: {why}")
+        try:
+            r = self.rollouts.start(settings, stable)
+        except ConfigError as exc:
+            raise ServeError(409, str(exc)) from None
+        self.event("rollout.started", model=settings.model, stable=stable, version=r.candidate)
+        return r
 
     async def start(self) -> None:
         if self.sink_path is not None:
@@ -249,16 +288,14 @@ def serve(
     upstream_name: str | None = None,
     upstream_token: str | None = None,
     grpc_port: int | None = None,
-    ssl_options: dict[str, Any] | None = None,
-    grpc_credentials: Any = None,
+    tls: TlsFiles | None = None,
     verify: Callable[[Path], None] | None = None,
 ) -> None:
     """Load the repository and run the node until SIGINT/SIGTERM (graceful: in-flight
     requests finish, for at most ``graceful_shutdown_s``). ``grpc_port``: the gRPC
-    protocol on that port of ``host`` too. Seams for TLS and signed artifacts:
-    ``ssl_options`` (uvicorn's ``ssl_certfile``, ``ssl_keyfile``, ``ssl_ca_certs``,
-    ``ssl_cert_reqs``), ``grpc_credentials`` (``grpc.ssl_server_credentials(...)`` for the
-    gRPC port) and ``verify(path)`` (each model file, before loading). The other
+    protocol on that port of ``host`` too. ``tls``: mutual TLS on both ports (a client
+    certificate by the CA required; revoked ones, per the reloaded CRL, disconnected);
+    ``verify(path)``: each model file's check before loading (signatures). The other
     arguments are ``InferenceServer``'s."""
     import uvicorn
 
@@ -281,20 +318,30 @@ def serve(
         upstream_token,
         grpc_host=host,
         grpc_port=grpc_port,
-        grpc_ssl=grpc_credentials,
+        grpc_ssl=None if tls is None else tls.grpc_server_credentials(),
     )
     app = server.http_app()
+    http: Any = "httptools"
+    if tls is not None:
+        from edgeintel.security.mtls import mtls_protocol
+        from edgeintel.security.pki import Revocations
+
+        http = mtls_protocol(Revocations(tls.crl, tls.ca))
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        http=http,
         access_log=False,
         log_level="warning",
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
         backlog=2048,
         limit_concurrency=settings.max_connections,
-        **(ssl_options or {}),
+        ssl_certfile=None if tls is None else str(tls.cert),
+        ssl_keyfile=None if tls is None else str(tls.key),
     )
+    if tls is not None:
+        config.load()
+        config.ssl = tls.server_context()  # requires the client's certificate (uvicorn's is 1.3+)
     uvicorn.Server(config).run()

@@ -28,7 +28,9 @@ def check_results(msg: Any, device: str | None) -> tuple[str, list[dict[str, Any
     if not isinstance(msg, dict) or not isinstance(msg.get("device"), str):
         raise ValueError("expected {'device': str, 'records': [...]}")
     if device is not None and msg["device"] != device:
-        raise PermissionError(f"token belongs to {device!r}, not {msg['device']!r}")
+        raise PermissionError(
+            f"the caller is {device!r} and may submit only its own results, not {msg['device']!r}'s"
+        )
     records = msg.get("records")
     if not isinstance(records, list):
         raise ValueError("records must be a list")

@@ -60,18 +60,21 @@ class Transport(Protocol):
 
 
 class HttpTransport:
-    """Real HTTP/1.1 to ``base_url`` over a pooled httpx client."""
+    """Real HTTP/1.1 to ``base_url`` over a pooled httpx client; with ``tls`` (a
+    ``security.pki.TlsFiles``) over mutual TLS: https, presenting its certificate and
+    verifying the server's against the CA."""
 
-    def __init__(self, base_url: str, max_connections: int = 16) -> None:
+    def __init__(self, base_url: str, max_connections: int = 16, tls: Any = None) -> None:
         import httpx
 
         self._httpx = httpx
         if "://" not in base_url:
-            base_url = "http://" + base_url
+            base_url = ("https://" if tls is not None else "http://") + base_url
         self._client = httpx.Client(
             base_url=base_url,
             limits=httpx.Limits(max_connections=max_connections),
             timeout=5.0,
+            verify=True if tls is None else tls.client_context(),
         )
 
     def send(self, request: Request) -> Response:

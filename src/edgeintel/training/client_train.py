@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
+from edgeintel.tasks import TaskKind, make_task
 from edgeintel.training.weights import get_weights, weight_shapes
 
 __all__ = ["TRAINER_MODES", "LocalTrainer"]
@@ -45,7 +46,8 @@ class LocalTrainer:
     ``lr``: SGD step; ``mu``: FedProx proximal weight; ``chunk``: clients per vmap
     batch (``None``: 128); ``seed`` feeds torch's RNG (dropout layers), offset by the
     first sample of each client's (vmap: chunk's) batches; ``mode``: ``"vmap"``,
-    ``"loop"`` or ``None`` (loop for models with convolutions, vmap otherwise).
+    ``"loop"`` or ``None`` (loop for models with convolutions, vmap otherwise); ``task``:
+    the task kind whose loss is minimised (``None``: classification, cross-entropy).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class LocalTrainer:
         chunk: int | None = None,
         seed: int = 0,
         mode: str | None = None,
+        task: TaskKind | None = None,
     ) -> None:
         if mode is not None and mode not in TRAINER_MODES:
             raise ValueError(f"trainer mode must be one of {TRAINER_MODES}, got {mode!r}")
@@ -74,7 +77,8 @@ class LocalTrainer:
             if not torch.is_floating_point(b)
         }
         self._x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self._y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+        self.task = task if task is not None else make_task("classification")
+        self._y = torch.from_numpy(np.asarray(y, dtype=self.task.label_dtype))
         # vmap turns a conv into a grouped conv, which on CPU is 1.5-3x slower than
         # training conv clients one at a time; dense models gain from batching clients
         has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
@@ -123,13 +127,13 @@ class LocalTrainer:
         for n, b in self._int_buffers.items():
             buffers[n] = b.unsqueeze(0).repeat(n_c, *([1] * b.ndim)).clone()
         anchor = {n: p.clone() for n, p in params.items()} if self.mu > 0 else {}
-        model = self.model
+        model, task = self.model, self.task
         model.train()
 
         def loss_fn(
             p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor
         ) -> torch.Tensor:
-            return nn.functional.cross_entropy(functional_call(model, (p, b), (x,)), y)
+            return task.loss(functional_call(model, (p, b), (x,)), task.target(x, y))
 
         g_fn = vmap(grad(loss_fn), in_dims=(0, 0, 0, 0), randomness="different")
         bt = torch.from_numpy(batches)
@@ -186,7 +190,8 @@ class LocalTrainer:
             if not mask[t] > 0:
                 continue
             idx = bt[t]
-            loss = nn.functional.cross_entropy(model(self._x[idx]), self._y[idx])
+            xb = self._x[idx]
+            loss = self.task.loss(model(xb), self.task.target(xb, self._y[idx]))
             grads = torch.autograd.grad(loss, params)
             with torch.no_grad():
                 for j, (p, g) in enumerate(zip(params, grads, strict=True)):

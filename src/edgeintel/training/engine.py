@@ -50,6 +50,7 @@ from torch import nn
 from edgeintel.errors import DataError, TrainingError
 from edgeintel.models.train import predict_logits
 from edgeintel.network import Exchange, Hop, Traffic
+from edgeintel.tasks import TaskKind, make_task
 from edgeintel.threads import thread_limit
 from edgeintel.training.attacks import Attack, make_attack
 from edgeintel.training.client_train import LocalTrainer
@@ -115,6 +116,7 @@ class FederatedEngine:
         num_classes: int | None = None,
         edge_paths: dict[str, Sequence[Hop]] | None = None,
         strategy: Strategy | None = None,
+        task: TaskKind | None = None,
     ) -> None:
         if len(parts) != len(clients):
             raise DataError(f"{len(parts)} data shards for {len(clients)} clients")
@@ -124,14 +126,17 @@ class FederatedEngine:
             raise DataError("the test set is empty")
         self.model = model
         self.config = config
+        self.task = task if task is not None else make_task("classification")
         self.clients = list(clients)
         self.parts = [np.asarray(p, dtype=np.int64) for p in parts]
-        self.num_classes = int(num_classes if num_classes is not None else int(y_train.max()) + 1)
+        self.num_classes = int(
+            num_classes if num_classes is not None else int(np.max(y_train, initial=0)) + 1
+        )
         self.edge_paths = {k: tuple(v) for k, v in (edge_paths or {}).items()}
         self.strategy = strategy or Strategy(config.aggregation)
         self.compressor: Compressor = make_compressor(config.compressor)
         self.attack: Attack | None = make_attack(config.attack) if config.attack else None
-        self.x_test, self.y_test = x_test, np.asarray(y_test, dtype=np.int64)
+        self.x_test, self.y_test = x_test, np.asarray(y_test, dtype=self.task.label_dtype)
 
         self.no_data = [
             c.name for c, p in zip(self.clients, self.parts, strict=True) if len(p) == 0
@@ -149,12 +154,20 @@ class FederatedEngine:
             rng = np.random.default_rng([config.seed, 0xA77AC])
             bad = rng.choice(self.available, size=n_bad, replace=False)
             self.malicious[bad] = True
-        y = np.asarray(y_train, dtype=np.int64).copy()
+        y = np.asarray(y_train, dtype=self.task.label_dtype).copy()
         if self.attack is not None:
             for i in np.flatnonzero(self.malicious):
                 y[self.parts[i]] = self.attack.poison_labels(y[self.parts[i]], self.num_classes)
         self.trainer = LocalTrainer(
-            model, x_train, y, config.lr, config.mu, config.weight_decay, config.chunk, config.seed
+            model,
+            x_train,
+            y,
+            config.lr,
+            config.mu,
+            config.weight_decay,
+            config.chunk,
+            config.seed,
+            task=self.task,
         )
         self.shapes = self.trainer.shapes
         self.dim = int(sum(math.prod(s) for s in self.shapes))
@@ -212,12 +225,15 @@ class FederatedEngine:
                 on_round(rec)
         return self.state.history
 
-    def evaluate(self) -> tuple[float, float]:
-        """(accuracy in [0, 1], mean cross-entropy) of the global model on the test set."""
-        logits = predict_logits(self.global_model(), self.x_test)
-        lt = torch.from_numpy(logits)
-        loss = float(nn.functional.cross_entropy(lt, torch.from_numpy(self.y_test)))
-        return float((logits.argmax(1) == self.y_test).mean()), loss
+    def evaluate(self) -> tuple[float | None, float]:
+        """(the task kind's headline metric, e.g. accuracy in [0, 1] or RMSE in the target's
+        unit; None where undefined, and the kind's mean loss) of the global model on the
+        test set."""
+        out = predict_logits(self.global_model(), self.x_test)
+        xt, yt = torch.from_numpy(self.x_test), torch.from_numpy(self.y_test)
+        loss = float(self.task.loss(torch.from_numpy(out), self.task.target(xt, yt)))
+        figures = self.task.evaluate(self.task.predict(out, self.x_test), self.y_test)
+        return figures.get(self.task.metric), loss
 
     def run_round(self) -> RoundRecord:
         """Run the next round and return its record (also appended to ``state.history``)."""

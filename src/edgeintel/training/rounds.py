@@ -141,7 +141,11 @@ class FederatedConfig:
 
 @dataclass
 class RoundRecord:
-    """What happened in one (cloud) round; bytes per tier are this round's, not cumulative."""
+    """What happened in one (cloud) round; bytes per tier are this round's, not cumulative.
+
+    ``accuracy`` is the task kind's headline metric on the test set (accuracy for
+    classification, e.g. RMSE for regression; ``TaskKind.metric`` names it).
+    """
 
     round: int
     accuracy: float | None

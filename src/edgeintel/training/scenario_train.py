@@ -152,4 +152,5 @@ def build_engine(
         num_classes=dataset.num_classes,
         edge_paths=dict(paths),
         strategy=strategy,
+        task=scenario.task.task_kind(),
     )

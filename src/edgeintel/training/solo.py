@@ -27,6 +27,7 @@ from torch import nn
 
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.models.train import EpochRecord, TrainConfig, train_model
+from edgeintel.tasks import TaskKind, make_task
 from edgeintel.topology import DeviceProfile
 
 __all__ = ["SoloPlan", "SoloResult", "freeze_all_but_last", "plan_solo", "train_solo"]
@@ -91,17 +92,20 @@ def _activation_floats(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return total
 
 
-def _step_ms(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int, lr: float) -> float:
+def _step_ms(
+    model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int, lr: float, task: TaskKind
+) -> float:
     m = copy.deepcopy(model)
     m.train()
     opt = torch.optim.Adam([p for p in m.parameters() if p.requires_grad], lr=lr)
     idx = np.arange(batch) % len(y)
-    xb, yb = torch.from_numpy(x[idx]), torch.from_numpy(y[idx])
+    xb = torch.from_numpy(x[idx])
+    yb = torch.from_numpy(np.asarray(y[idx], dtype=task.label_dtype))
     times = []
     for _ in range(5):
         t0 = time.perf_counter()
         opt.zero_grad()
-        nn.functional.cross_entropy(m(xb), yb).backward()
+        task.loss(m(xb), task.target(xb, yb)).backward()
         opt.step()
         times.append(time.perf_counter() - t0)
     return float(np.median(times[1:]) * 1000.0)
@@ -116,6 +120,7 @@ def plan_solo(
     epochs: int,
     lr: float = 3e-3,
     time_budget_s: float | None = None,
+    task: TaskKind | None = None,
 ) -> SoloPlan:
     """Pick a batch size within memory and epochs within ``time_budget_s`` (device seconds)."""
     if len(y) == 0:
@@ -135,7 +140,8 @@ def plan_solo(
             f"device memory_mb={profile.memory_mb} cannot hold training of this model "
             f"(needs {(fixed + per_sample) / MIB / _MEMORY_SHARE:.1f} MiB at batch 1)"
         )
-    step_ms = _step_ms(model, x, y, batch, lr)
+    kind = task if task is not None else make_task("classification")
+    step_ms = _step_ms(model, x, y, batch, lr, kind)
     steps_per_epoch = math.ceil(len(y) / batch)
     epoch_s = steps_per_epoch * step_ms / 1000.0 / profile.compute_speed
     if time_budget_s is not None:
@@ -169,12 +175,14 @@ def train_solo(
     time_budget_s: float | None = None,
     x_val: np.ndarray | None = None,
     y_val: np.ndarray | None = None,
+    task: TaskKind | None = None,
 ) -> SoloResult:
-    """Train ``model`` in place on one device's data within its memory (and time) budget."""
+    """Train ``model`` in place on one device's data within its memory (and time) budget,
+    with the loss of ``task`` (``None``: classification)."""
     if finetune_layers is not None:
         freeze_all_but_last(model, finetune_layers)
     plan = plan_solo(
-        model, x, y, profile, config.batch_size, config.epochs, config.lr, time_budget_s
+        model, x, y, profile, config.batch_size, config.epochs, config.lr, time_budget_s, task
     )
     cfg = TrainConfig(
         epochs=plan.epochs,
@@ -183,5 +191,5 @@ def train_solo(
         weight_decay=config.weight_decay,
         threads=config.threads,
     )
-    history = train_model(model, x, y, cfg, seed=seed, x_val=x_val, y_val=y_val)
+    history = train_model(model, x, y, cfg, seed=seed, x_val=x_val, y_val=y_val, task=task)
     return SoloResult(plan, history)

@@ -107,13 +107,15 @@ class CachingStage(Stage):
     def _filter(self, ctx: RunContext, session: Any, model_ms: float) -> dict[str, Any]:
         fs = ctx.scenario.settings.caching.filter
         ds = ctx.require_dataset()
+        kind = ctx.task_kind()
         per_device: dict[str, Any] = {}
         for d, device in enumerate(ctx.devices[: fs.max_devices]):
             xs = _device_stream(ds.x[np.sort(ctx.device_parts[d])])
             if len(xs) < 4:
                 per_device[device.name] = {"skipped_reason": f"only {len(xs)} inputs"}
                 continue
-            outputs = onnx_predict(session, xs).argmax(1).tolist()
+            # the kind's predictions (labels, values, anomaly scores), compared by its rule
+            outputs = kind.predict(onnx_predict(session, xs), xs).tolist()
             t0 = time.perf_counter()
             prepared = [prepare(x) for x in xs]
             prep_s = time.perf_counter() - t0
@@ -126,6 +128,7 @@ class CachingStage(Stage):
                 fs.adapt,
                 fs.probe_every,
                 fs.raise_after,
+                same=kind.same,
             )
             fn = FEATURES.get(report.feature)
             t0 = time.perf_counter()
@@ -175,6 +178,7 @@ class CachingStage(Stage):
     ) -> tuple[dict[str, Any], np.ndarray]:
         rs = ctx.scenario.settings.caching.result_cache
         x_te, _ = ctx.test_arrays()
+        kind = ctx.task_kind()
         scenes = _device_stream(x_te) if x_te.ndim == 3 else x_te
         groups: dict[str, int] = {}
         for dev in ctx.devices:
@@ -183,10 +187,10 @@ class CachingStage(Stage):
         first_trace = None
         for i, (server, n_dev) in enumerate(sorted(groups.items())):
             st = shared_views(scenes, rs.requests, n_dev, noise=rs.noise, seed=ctx.seed * 1000 + i)
-            truth = onnx_predict(session, st.inputs).argmax(1).tolist()
+            truth = kind.predict(onnx_predict(session, st.inputs), st.inputs).tolist()
             dim = downsample_vector(st.inputs[0]).size
             cfg = ResultCacheConfig.from_settings(rs, dim)
-            rep = replay_reuse(st, lambda x: None, cfg, model_ms, truth=truth)
+            rep = replay_reuse(st, lambda x: None, cfg, model_ms, truth=truth, same=kind.same)
             per_server[server] = {"devices": n_dev, **rep.to_json()}
             if first_trace is None:
                 first_trace = st.scene
@@ -344,9 +348,14 @@ def _summary(section: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     devs = [v for v in section.get("filter", {}).get("per_device", {}).values() if "inputs" in v]
     if devs:
-        skip = np.mean([v["skip_fraction"] for v in devs])
-        agree = np.mean([v["agreement"] for v in devs])
-        out["inputs skipped (mean of devices)"] = f"{skip:.1%} at {agree:.1%} agreement"
+        # pooled over devices (skipped / inputs), the one skip rate the report's headline,
+        # its section and results' payoff quote too
+        skipped = sum(int(v["skipped"]) for v in devs)
+        inputs = sum(int(v["inputs"]) for v in devs)
+        agree = sum(float(v["agreement"]) * int(v["inputs"]) for v in devs) / max(1, inputs)
+        out["inputs skipped (all devices)"] = (
+            f"{skipped} of {inputs} ({skipped / max(1, inputs):.1%}) at {agree:.1%} agreement"
+        )
         out["bytes not uploaded"] = f"{sum(v['bytes_not_uploaded'] for v in devs) / 1024:.1f} KiB"
         out["energy saved"] = f"{sum(v['energy_saved_j'] for v in devs):.4g} J"
         out["threshold chosen (first device)"] = devs[0]["threshold"]["reason"]

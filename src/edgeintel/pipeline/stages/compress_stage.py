@@ -10,7 +10,8 @@ DP accounted in the same budget as training; see ``federated_finetune``), and
 calibration and distillation use the server-held set (``data.server_fraction``)
 only; without one, static int8 becomes dynamic int8 and distillation is left out.
 Each artifact records which data each of its steps saw, by role. Every candidate
-is measured on the validation split (selection) and the test split (reported).
+is measured by the task kind's metric (accuracy, RMSE, AUROC) on the validation split
+(selection, ``max_metric_drop``) and the test split (reported, ``test_<metric>``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from edgeintel.inference.devices import (
     choose_for_profiles,
     federated_space,
     front_rows,
-    onnx_accuracy,
+    onnx_metric,
     pareto_figure,
     recipe_data_roles,
     search_space_for,
@@ -102,6 +103,7 @@ class CompressStage(Stage):
         settings = inf.compress
         x_te, y_te = ctx.test_arrays()
         x_val, y_val = ctx.val_arrays()
+        kind = ctx.task_kind()
         fit, roles = fit_data_for(ctx)
         space = search_space_for(settings)
         finetuner: FederatedFinetuner | None = None
@@ -136,10 +138,13 @@ class CompressStage(Stage):
                     seed=sc.seed,
                     cache=ctx.compress_cache,
                     finetuner=finetuner,
+                    task=kind,
                 )
                 advance()
                 ctx.log(f"compress: measured {recipe.label()} ({i}/{len(space)})")
-            test_acc = {r.recipe.name: onnx_accuracy(r.artifact.path, x_te, y_te) for r in results}
+            test_acc = {
+                r.recipe.name: onnx_metric(r.artifact.path, x_te, y_te, kind) for r in results
+            }
             choices = choose_for_profiles(
                 results,
                 dict(sc.device_profiles),
@@ -151,20 +156,23 @@ class CompressStage(Stage):
             advance()
         ctx.compressed_artifacts = {k: str(v.artifact_path) for k, v in choices.items()}
         base = results[0].baseline
+        metric, test_key = kind.metric, f"test_{kind.metric}"
         ctx.results["compression"] = {
             "search_space": settings.search_space,
             "objective": settings.objective,
+            "metric": metric,
+            "higher_is_better": kind.higher_is_better,
             "data_roles": roles,
             "baseline": {
-                "accuracy": base.accuracy,
-                "test_accuracy": onnx_accuracy(results[0].stages[0].onnx_path, x_te, y_te),
+                metric: base.metric_value,
+                test_key: onnx_metric(results[0].stages[0].onnx_path, x_te, y_te, kind),
                 "onnx_bytes": base.onnx_bytes,
                 "p50_ms_here": base.latency.p50_ms,
             },
             "candidates": [
                 {
                     **r.summary_json(),
-                    "test_accuracy": test_acc[r.recipe.name],
+                    test_key: test_acc[r.recipe.name],
                     "data_roles": roles_of(r.recipe),
                 }
                 for r in results
@@ -172,16 +180,16 @@ class CompressStage(Stage):
             "per_profile": {
                 k: {
                     **v.to_json(),
-                    "test_accuracy": test_acc[v.search.chosen.label],
+                    test_key: test_acc[v.search.chosen.label],
                     "data_roles": roles_of(v.search.chosen.result.recipe),
                 }
                 for k, v in choices.items()
                 if v.search.chosen is not None
             },
             "summary": {
-                f"artifact for {k}": f"{v.search.chosen.label} (test acc "
-                f"{test_acc[v.search.chosen.label]:.3f}, validation "
-                f"{v.search.chosen.measurement.accuracy:.3f}, "
+                f"artifact for {k}": f"{v.search.chosen.label} (test {metric} "
+                f"{test_acc[v.search.chosen.label]:.4g}, validation "
+                f"{v.search.chosen.measurement.metric_value:.4g}, "
                 f"{v.search.chosen.latency_ms:.3g} ms, "
                 f"{v.search.chosen.measurement.onnx_bytes / 1024:.1f} KiB)"
                 for k, v in choices.items()
@@ -218,8 +226,8 @@ class CompressStage(Stage):
                 "compression",
                 f"Pareto front for {name}",
                 pareto_figure(choice.search, f"{sc.name}: candidates on {name}"),
-                f"Validation accuracy (selection) vs latency on {name} (this machine's ONNX "
+                f"Validation {metric} (selection) vs latency on {name} (this machine's ONNX "
                 f"Runtime p50 / compute speed {sc.device_profiles[name].compute_speed:g}); "
                 "marker area ~ ONNX size, green = meets the budget, black edge = Pareto front "
-                "(accuracy, latency, size), red ring = chosen.",
+                f"({metric}, latency, size), red ring = chosen.",
             )

@@ -1,0 +1,125 @@
+"""Mutual TLS with device identities, on a real server process on loopback: a client
+without a certificate, with one from another CA, an expired or a revoked one is
+refused; a device cannot submit another device's results; bad TLS files are one line."""
+
+from __future__ import annotations
+
+import datetime as dt
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from typer.testing import CliRunner
+
+from edgeintel.cli import app
+from edgeintel.runtime.transport import HttpTransport, Request
+from edgeintel.security.pki import Role, TlsFiles, issue_ca, issue_cert, revoke
+from tests.runtime.conftest import ServerProcess
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, TlsFiles]:
+    tmp = tmp_path_factory.mktemp("pki")
+    ca = issue_ca(tmp / "ca")
+    other_ca = issue_ca(tmp / "other", name="someone else's CA")
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
+    return {
+        "server": issue_cert(ca, "micro-1", Role.NODE, tmp / "ca"),
+        "phone-0": issue_cert(ca, "phone-0", Role.DEVICE, tmp / "ca"),
+        "phone-1": issue_cert(ca, "phone-1", Role.DEVICE, tmp / "ca"),
+        "phone-2": issue_cert(ca, "phone-2", Role.DEVICE, tmp / "ca"),
+        "foreign": issue_cert(other_ca, "phone-0", Role.DEVICE, tmp / "other"),
+        "expired": issue_cert(ca, "phone-3", Role.DEVICE, tmp / "exp", valid_from=old, days=1),
+    }
+
+
+@pytest.fixture(scope="module")
+def tls_server(
+    model_repo: Path, pki: dict[str, TlsFiles], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServerProcess]:
+    tmp = tmp_path_factory.mktemp("mtls")
+    srv = ServerProcess(model_repo, tmp, "--sink", str(tmp / "sink.db"), tls=pki["server"])
+    try:
+        yield srv.start()
+    finally:
+        srv.stop()
+
+
+def _results(device: str, i: int = 0) -> dict[str, object]:
+    return {"device": device, "records": [{"key": f"{device}:{i}", "seq": i, "t_s": 0.1 * i}]}
+
+
+def _client(tls: TlsFiles | None, ca: Path) -> httpx.Client:
+    verify = tls.client_context() if tls is not None else str(ca)
+    return httpx.Client(verify=verify, timeout=5)
+
+
+def test_keys_are_private(pki: dict[str, TlsFiles]) -> None:
+    for files in pki.values():
+        assert stat.S_IMODE(files.key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((pki["server"].ca.with_name("ca.key")).stat().st_mode) == 0o600
+
+
+def test_device_with_its_certificate_is_served_and_submits_as_itself(
+    tls_server: ServerProcess, pki: dict[str, TlsFiles]
+) -> None:
+    t = HttpTransport(tls_server.url, tls=pki["phone-0"])
+    try:
+        assert t.send(Request("GET", "/v2/health/ready")).status == 200
+        body = httpx.Request("POST", "/", json=_results("phone-0")).content
+        r = t.send(Request("POST", "/v1/results", body, {"content-type": "application/json"}))
+        assert r.status == 200 and b'"accepted":1' in r.body.replace(b" ", b"")
+        # another device's results with phone-0's certificate: refused
+        body = httpx.Request("POST", "/", json=_results("phone-1")).content
+        r = t.send(Request("POST", "/v1/results", body, {"content-type": "application/json"}))
+        assert r.status == 401 and b"phone-0" in r.body and b"phone-1" in r.body
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("who", ["none", "foreign", "expired"])
+def test_clients_without_a_valid_certificate_are_refused(
+    tls_server: ServerProcess, pki: dict[str, TlsFiles], who: str
+) -> None:
+    tls = None if who == "none" else pki[who]
+    with _client(tls, pki["server"].ca) as c, pytest.raises(httpx.TransportError):
+        c.get(f"https://{tls_server.url}/v2/health/ready")
+    # and plain HTTP gets no answer from the TLS port
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://{tls_server.url}/v2/health/ready", timeout=5)
+
+
+def test_a_revoked_device_is_refused_on_its_next_connection(
+    tls_server: ServerProcess, pki: dict[str, TlsFiles]
+) -> None:
+    url = f"https://{tls_server.url}/v2/health/ready"
+    with _client(pki["phone-2"], pki["server"].ca) as c:
+        assert c.get(url).status_code == 200
+    revoke(pki["server"].ca, [pki["phone-2"].cert])
+    time.sleep(0.5)  # the server re-reads the CRL at most every 0.2 s
+    with _client(pki["phone-2"], pki["server"].ca) as c, pytest.raises(httpx.TransportError):
+        c.get(url)
+    with _client(pki["phone-0"], pki["server"].ca) as c:  # the others still connect
+        assert c.get(url).status_code == 200
+    assert '"event": "tls.revoked"' in tls_server.log.read_text()
+
+
+def test_bad_tls_files_are_one_line_exit_2(
+    model_repo: Path, pki: dict[str, TlsFiles], tmp_path: Path
+) -> None:
+    s = pki["server"]
+    base = ["serve", str(model_repo), "--tls-cert", str(s.cert), "--tls-ca", str(s.ca)]
+    key_as_cert = [*base[:3], str(s.key), "--tls-key", str(s.key), "--tls-ca", str(s.ca)]
+    cases = [
+        (base, "--tls-key: mutual TLS needs all of"),
+        ([*base, "--tls-key", str(tmp_path / "nope.key")], "--tls-key"),
+        ([*base, "--tls-key", str(pki["phone-0"].key)], "does not match --tls-cert"),
+        (key_as_cert, "--tls-cert"),
+    ]
+    for args, words in cases:
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 2 and words in r.output, (args, r.output)
+        assert "Traceback" not in r.output
