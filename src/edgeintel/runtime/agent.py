@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, ModelError
 from edgeintel.runtime.protocol import HEADER_LENGTH, decode_response, encode_request
 from edgeintel.runtime.seams import (
     LOCAL_PLAN,
@@ -38,6 +38,7 @@ from edgeintel.runtime.seams import (
 from edgeintel.runtime.settings import RuntimeSettings
 from edgeintel.runtime.store import DeviceStore, StoreFull
 from edgeintel.runtime.transport import Request, Transport, TransportError
+from edgeintel.runtime.updater import ActiveModel, ModelUpdater
 from edgeintel.tasks import TaskKind, make_task
 
 __all__ = [
@@ -168,6 +169,14 @@ class DeviceAgent:
     node ``transport`` reaches; a decision for another node (the cloud) is sent there
     with the ``X-Edgeintel-Forward`` header and relayed by that server. An input the
     filter skips reuses the last result (placement ``reused``; nothing is uploaded).
+
+    Versions: ``version`` is the local model's; each result records the model and the
+    version that computed it (``error`` when that version failed on the input: the
+    previous version answers instead, so no result is lost). With an ``updater`` the
+    agent follows the server's ``assign`` (a rollout): it fetches, verifies and swaps
+    in the assigned version between two inputs (hot swap; the input being computed
+    finishes on the old session), reports its version and refused versions with each
+    delivery, and on restart resumes the version it last ran.
     """
 
     def __init__(
@@ -189,12 +198,24 @@ class DeviceAgent:
         tail_input: str | None = None,
         server_node: str | None = None,
         task: TaskKind | None = None,
+        version: str = "1",
+        updater: ModelUpdater | None = None,
     ) -> None:
         self.name = name
         self.task = task if task is not None else make_task("classification")
         self.stream = stream
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
+        self.active = ActiveModel(session, version)
+        self.previous: ActiveModel | None = None  # answers when the active version fails
+        self.updater = updater
+        self.versions: list[tuple[float, str]] = []  # (clock s, version) of each swap
+        self.last_version, self.last_error = version, False  # of the last ``infer``
+        if updater is not None:
+            stored = updater.current()
+            if stored is not None and stored != version:
+                try:  # a restarted agent resumes the version it last ran
+                    self.active = updater.open(stored)
+                except ModelError as exc:
+                    updater.refused[stored] = str(exc)
         self.store = store
         self.transport = transport
         self.model = model
@@ -219,8 +240,39 @@ class DeviceAgent:
 
     # ------------------------------------------------------------------ inference
 
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session of the active version."""
+        return self.active.session
+
+    @property
+    def input_name(self) -> str:
+        return self.active.input_name
+
+    def swap(self, model: ActiveModel) -> None:
+        """Run ``model`` from the next input on (one reference assignment: an input being
+        computed finishes on the session it started with)."""
+        if model.version == self.active.version:
+            return
+        self.previous, self.active = self.active, model
+        self.versions.append((self._clock(), model.version))
+        if self.updater is not None:
+            self.updater.commit(model.version)
+
     def _local(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x[None]})[0][0]  # type: ignore[no-any-return]
+        m = self.active
+        self.last_version, self.last_error = m.version, False
+        try:
+            out = np.asarray(m.session.run(None, {m.input_name: x[None]})[0][0])
+            if out.dtype.kind == "f" and not np.isfinite(out).all():
+                raise ValueError("non-finite output")
+            return out
+        except Exception:
+            if self.previous is None:
+                raise
+            self.last_error = True  # counted against m.version; the previous one answers
+            prev = self.previous
+            return np.asarray(prev.session.run(None, {prev.input_name: x[None]})[0][0])
 
     def _offload(self, x: np.ndarray, decision: Decision) -> np.ndarray:
         assert self.transport is not None
@@ -252,7 +304,10 @@ class DeviceAgent:
         if resp.status != 200:
             raise TransportError(f"server answered {resp.status}")
         h = resp.headers.get(HEADER_LENGTH) or resp.headers.get("Inference-Header-Content-Length")
-        outs = decode_response(resp.body, int(h) if h else None)
+        n = int(h) if h else None
+        outs = decode_response(resp.body, n)
+        head = json.loads(resp.body[: len(resp.body) if n is None else n])
+        self.last_version, self.last_error = str(head.get("model_version", "")), False
         return next(iter(outs.values()))[0]
 
     def _unreachable(self) -> frozenset[str]:
@@ -350,12 +405,18 @@ class DeviceAgent:
                 if process and observe is not None:  # an adaptive filter learns the result
                     observe(_scalar(pred[0]))
             truth = _scalar(self.stream.labels[i % n])
+            correct = bool(self.task.correct(pred, np.asarray([truth]))[0])
             payload = {
                 **self.task.record(pred[0]),
                 "truth": truth,
+                "correct": correct,  # by the kind's rule: what a rollout's metric guard counts
                 "placement": placement,
                 "latency_ms": ms,
+                "model": self.model,
+                "version": self.last_version,
             }
+            if self.last_error:
+                payload["error"] = True
             try:
                 self.store.append(f"{self.name}:{i}", i * self.stream.interval_s, payload, index=i)
             except StoreFull:
@@ -363,7 +424,7 @@ class DeviceAgent:
                 continue
             s = self.stats
             s.produced += 1
-            s.correct += bool(self.task.correct(pred, np.asarray([truth]))[0])
+            s.correct += correct
             s.placements[placement] = s.placements.get(placement, 0) + 1
             s.latency_ms.setdefault(placement, []).append(ms)
             s.timeline.append((self._clock() - t0, placement))
@@ -378,8 +439,11 @@ class DeviceAgent:
             if not batch:
                 self._stop.wait(0.02)
                 continue
+            status: dict[str, Any] = {"model": self.model, "version": self.active.version}
+            if self.updater is not None and self.updater.refused:
+                status["refused"] = dict(self.updater.refused)
             body = json.dumps(
-                {"device": self.name, "records": [r.to_json() for r in batch]},
+                {"device": self.name, "records": [r.to_json() for r in batch], "status": status},
                 separators=(",", ":"),
             ).encode()
             try:
@@ -397,8 +461,29 @@ class DeviceAgent:
                 ack = json.loads(resp.body)
                 self.store.ack(batch[-1].seq, int(ack["accepted"]), int(ack["duplicates"]))
                 backoff = 0.05
+                self.follow(ack.get("assign"))
             except (TransportError, ValueError, KeyError) as exc:
                 self.forward_errors += 1
                 self.last_forward_error = str(exc)[:300]
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
+
+    def follow(self, assign: Any) -> None:
+        """Swap to the version the server assigns this device's model (a rollout), fetched
+        and verified by the updater; a refused version is kept out and reported."""
+        if self.updater is None or not isinstance(assign, dict):
+            return
+        want = assign.get(self.model)
+        if not isinstance(want, str) or want == self.active.version:
+            return
+        if want in self.updater.refused:
+            return
+        if self.previous is not None and self.previous.version == want:
+            self.swap(self.previous)  # a rollback: the previous session is still open
+            return
+        try:
+            self.swap(self.updater.fetch(want))
+        except ModelError:
+            pass  # refused: reported with the next delivery's status
+        except TransportError as exc:
+            self.last_forward_error = f"fetching version {want}: {exc}"[:300]
