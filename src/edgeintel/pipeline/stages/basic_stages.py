@@ -189,8 +189,13 @@ class TrainStage(Stage):
         ctx.add_figure(
             "training",
             "Training curve",
-            plots.training_curve(history, chance=1.0 / ds.num_classes),
-            "Loss and accuracy per epoch of the central baseline (held-out test accuracy).",
+            plots.training_curve(
+                history,
+                chance=1.0 / ds.num_classes if kind.metric == "accuracy" else None,
+                metric=kind.label(),
+            ),
+            f"Loss and {kind.label()} per epoch of the central baseline (held-out test "
+            f"{kind.label()}).",
         )
 
 
