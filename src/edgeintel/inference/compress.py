@@ -73,6 +73,9 @@ class CompressionResult:
     stages: list[StageResult]
     artifact: ModelArtifact
     model: nn.Module | None = None
+    # the PyTorch model after the recipe's last torch-level step (the input model when it has
+    # none; None for an ONNX input): runtimes that export from PyTorch start here
+    torch_model: nn.Module | None = None
 
     @property
     def baseline(self) -> Measurement:
@@ -264,6 +267,7 @@ def compress(
         cache[base_key] = _Node(torch_model, StageResult("fp32", "fp32", {}, str(path), meas))
     node: _Node = cache[base_key]
     stages = [node.stage]
+    last_torch = node.model
     for step in recipe.steps:
         prefix.append(step.to_json())
         key = _key(prefix)
@@ -288,6 +292,7 @@ def compress(
             cache[key] = _Node(new_model, stage)
         node = cache[key]
         stages.append(node.stage)
+        last_torch = node.model if node.model is not None else last_torch
     final = Path(stages[-1].onnx_path)
     graph = load_onnx(final).graph
     artifact = ModelArtifact(
@@ -301,4 +306,4 @@ def compress(
         extra={"recipe": recipe.to_json(), "accuracy": stages[-1].measurement.accuracy},
     )
     artifact.save()
-    return CompressionResult(recipe, stages, artifact, node.model)
+    return CompressionResult(recipe, stages, artifact, node.model, last_torch)
