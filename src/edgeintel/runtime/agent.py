@@ -3,7 +3,8 @@
 The agent replays its share of the scenario's real data at the real rate
 (frames at the clip's fps, sensor recordings over their duration, else
 ``settings.runtime.rate_hz``), skips what the redundancy filter rejects, and
-runs each input locally (ONNX Runtime) or offloads it per its plan, falling
+runs each input locally (in the device's runtime: a ``Predictor`` of
+``edgeintel.inference.runtimes``, ONNX Runtime by default) or offloads it per its plan, falling
 back to local inference when the server is unreachable, slow (no answer in
 ``offload_timeout_ms``) or refuses. Each result goes first into the device's
 SQLite store (durable before it counts as produced); a forwarder thread sends
@@ -26,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import ConfigError
+from edgeintel.inference.runtimes.base import Predictor, SessionPredictor
 from edgeintel.runtime.protocol import HEADER_LENGTH, decode_response, encode_request
 from edgeintel.runtime.seams import (
     LOCAL_PLAN,
@@ -149,7 +151,9 @@ class AgentStats:
 class DeviceAgent:
     """One device: a producer loop (sense -> filter -> infer -> store) and a forwarder thread.
 
-    ``session`` runs the local model (input name from the session). For a split (a
+    ``session`` is the model's ONNX Runtime session (input name, split heads); ``predictor``
+    runs the local model in the device profile's runtime (``Runtime.load(artifact)``: an
+    OpenVINO IR, an ExecuTorch program), by default ``session`` itself. For a split (a
     decision with a ``tail_model``) the decision's ``head`` (else ``head_session``) runs
     on the device and its outputs go to the tail model on the server (one output may be
     renamed ``tail_input``); on failure the whole local model runs instead. ``transport``
@@ -179,11 +183,13 @@ class DeviceAgent:
         head_session: Any = None,
         tail_input: str | None = None,
         server_node: str | None = None,
+        predictor: Predictor | None = None,
     ) -> None:
         self.name = name
         self.stream = stream
         self.session = session
         self.input_name = session.get_inputs()[0].name
+        self.predictor: Predictor = predictor or SessionPredictor(session)
         self.store = store
         self.transport = transport
         self.model = model
@@ -209,7 +215,7 @@ class DeviceAgent:
     # ------------------------------------------------------------------ inference
 
     def _local(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x[None]})[0][0]  # type: ignore[no-any-return]
+        return np.asarray(self.predictor.run(np.ascontiguousarray(x[None]))[0])
 
     def _offload(self, x: np.ndarray, decision: Decision) -> np.ndarray:
         assert self.transport is not None

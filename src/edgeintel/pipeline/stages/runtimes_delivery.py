@@ -26,7 +26,13 @@ from edgeintel.inference.runtimes.deliver import (
 from edgeintel.pipeline.core import RunContext
 from edgeintel.pipeline.sections import runtimes_section as _section  # noqa: F401  (registers it)
 
-__all__ = ["deliver_in_runtimes", "parity_runtimes", "record_runtimes", "runtime_accuracy"]
+__all__ = [
+    "deliver_in_runtimes",
+    "device_runtime_artifacts",
+    "parity_runtimes",
+    "record_runtimes",
+    "runtime_accuracy",
+]
 
 
 def parity_runtimes(mode: str, profile_runtimes: set[str]) -> list[str]:
@@ -115,3 +121,18 @@ def record_runtimes(
         )
         record["parity"] = report.to_json()
     ctx.results["runtimes"] = record
+
+
+def device_runtime_artifacts(
+    ctx: RunContext, runtimes: set[str], onnx: Path, folder: Path
+) -> dict[str, Path]:
+    """The deployed fp32 model (``onnx``, the repository's verified copy, and the trained
+    PyTorch model) exported once to each non-default runtime in ``runtimes``, so device agents
+    whose profile names it run the same model as the servers, in their own runtime."""
+    out: dict[str, Path] = {}
+    for name in sorted(runtimes - {DEFAULT_RUNTIME}):
+        x_te, _ = ctx.test_arrays()
+        source = ExportSource(onnx, tuple(int(d) for d in x_te.shape[1:]), ctx.model)
+        out[name] = get_runtime(name).export(source, folder / name, "fp32", None)
+        ctx.log(f"runtime: the deployed model exported to {name} for its devices")
+    return out
