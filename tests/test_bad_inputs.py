@@ -593,7 +593,7 @@ CLI_CASES: list[tuple[str, list[str], dict[str, FileMaker], str]] = [
         "compress-objective",
         ["compress", "{S}", "--objective", "speed"],
         {},
-        "--objective: expected one of accuracy, latency, size",
+        "--objective: expected one of metric, accuracy, latency, size",
     ),
     (
         "compress-unknown-device",

@@ -48,6 +48,7 @@ from edgeintel.offloading.split_search import (
 from edgeintel.pipeline import STAGES, ordered_stages, run_pipeline
 from edgeintel.registry import Registry
 from edgeintel.report.sections import SECTIONS, RenderContext, SectionSpec
+from edgeintel.report.task_plots import TASK_PLOTS, TaskFigure, task_figures
 from edgeintel.runtime.guards import GUARDS
 from edgeintel.scenario import Scenario, TrainingMode, dump_scenario, parse_scenario
 from edgeintel.tasks import TASKS
@@ -361,6 +362,18 @@ def _task_kind(name: str) -> None:
     assert kind.metric in line and "\n" not in line
 
 
+def _task_plot(name: str) -> None:
+    kind = _scenario(task={"kind": name}).task.task_kind()
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(24, 3, 8)).astype(np.float32)
+    y = (np.arange(24) % 2).astype(kind.label_dtype)
+    pred = kind.predict(rng.normal(size=(24, kind.outputs(2, (3, 8)))), x)
+    fitted = kind.fit(pred[:12], y[:12])  # validation half
+    figs = task_figures(fitted, pred[12:], y[12:], ["a", "b"])
+    assert figs and all(isinstance(f, TaskFigure) and f.title and f.caption for f in figs)
+    assert all(f.figure.axes for f in figs)
+
+
 def _section(name: str, results: dict[str, Any]) -> None:
     spec = SECTIONS.get(name)
     assert spec.name == name and isinstance(spec.order, int) and spec.title
@@ -455,6 +468,7 @@ CONTRACTS: dict[str, tuple[Registry[Any], Callable[..., None]]] = {
     "report_sections": (SECTIONS, _section),
     "runtimes": (RUNTIMES, _runtime),
     "task_kinds": (TASKS, _task_kind),
+    "task_plots": (TASK_PLOTS, _task_plot),
     "drift_corrections": (CORRECTIONS, _correction),
     "drift_detectors": (DRIFT_DETECTORS, _drift_detector),
     "rollout_guards": (GUARDS, _rollout_guard),

@@ -338,18 +338,45 @@ class Scenario(_Strict):
 
     def _kind_features(self) -> None:
         """Settings that only make sense for some task kinds: early-exit heads need a
-        confidence rule (``TaskKind.early_exit``); accuracy budgets need labels to match."""
+        confidence rule (``TaskKind.early_exit``); accuracy budgets need labels to match;
+        a metric-drop budget must fit the range of the kind's metric."""
         kind = TASKS.get(self.task.kind)
         s = self.settings
+        comp = s.inference.compress
         if s.offloading.early_exit is not None and not kind.early_exit:
             raise FieldError(
                 ("settings", "offloading", "early_exit"),
                 f"early exit has no rule for the {kind.name} task kind (only a classifier's "
                 "confidence); remove it",
             )
+        bounds = kind.metric_range
+        tol = s.training.central_tolerance
+        if bounds is not None and tol > bounds[1] - bounds[0]:
+            raise FieldError(
+                ("settings", "training", "central_tolerance"),
+                f"the {kind.name} task kind's {kind.metric} lies in [{bounds[0]:g}, "
+                f"{bounds[1]:g}]; expected a tolerance of at most {bounds[1] - bounds[0]:g}, "
+                f"got {tol:g}",
+            )
+        budgets = {"budget": comp.budget, **comp.budgets}
+        for where, budget in budgets.items():
+            loc = ("budget",) if where == "budget" else ("budgets", where)
+            drop = budget.max_metric_drop
+            if drop is not None and bounds is not None and drop > bounds[1] - bounds[0]:
+                raise FieldError(
+                    ("settings", "inference", "compress", *loc, "max_metric_drop"),
+                    f"the {kind.name} task kind's {kind.metric} lies in [{bounds[0]:g}, "
+                    f"{bounds[1]:g}], so a drop of {drop:g} never binds; expected at most "
+                    f"{bounds[1] - bounds[0]:g} (e.g. 0.02)",
+                )
         if kind.metric == "accuracy":
             return
-        budgets = {"budget": s.inference.compress.budget, **s.inference.compress.budgets}
+        if comp.objective == "accuracy":
+            raise FieldError(
+                ("settings", "inference", "compress", "objective"),
+                f"the {kind.name} task kind has no accuracy (its metric is {kind.metric}); "
+                "use 'metric'",
+            )
         for where, budget in budgets.items():
             if budget.min_accuracy is not None:
                 loc = ("budget",) if where == "budget" else ("budgets", where)

@@ -167,6 +167,13 @@ def _parse(task: dict[str, Any], **settings: Any) -> Any:
     return parse_scenario(raw)
 
 
+def test_metric_drop_budget_in_the_kind_unit() -> None:
+    # an RMSE drop is in target units: any size is a valid budget
+    sc = _parse({"kind": "regression"}, inference={"compress": {"budget": {"max_metric_drop": 7}}})
+    assert sc.settings.inference.compress.budget.max_metric_drop == 7
+    assert sc.settings.inference.compress.objective == "metric"
+
+
 def test_task_kind_in_the_scenario() -> None:
     assert _parse({}).task.kind == "classification"
     sc = _parse({"kind": "regression", "tolerance": 0.2})
@@ -190,6 +197,26 @@ def test_task_kind_in_the_scenario() -> None:
             {"kind": "anomaly"},
             {"inference": {"compress": {"budget": {"min_accuracy": 0.9}}}},
             r"compress\.budget\.min_accuracy: the anomaly task kind has no accuracy",
+        ),
+        (
+            {"kind": "regression"},
+            {"inference": {"compress": {"objective": "accuracy"}}},
+            r"compress\.objective: the regression task kind has no accuracy .*use 'metric'",
+        ),
+        (
+            {"kind": "anomaly"},
+            {"inference": {"compress": {"budgets": {"phone": {"max_metric_drop": 1.5}}}}},
+            r"budgets\.phone\.max_metric_drop: the anomaly task kind's auroc lies in \[0, 1\]",
+        ),
+        (
+            {"kind": "anomaly"},
+            {"training": {"central_tolerance": 2.0}},
+            r"settings\.training\.central_tolerance: the anomaly task kind's auroc lies in",
+        ),
+        (
+            {},
+            {"inference": {"compress": {"budget": {"max_metric_drop": -0.1}}}},
+            r"compress\.budget\.max_metric_drop",
         ),
     ],
 )

@@ -252,9 +252,14 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
                 f"label skew {part['label_skew']:.2f}",
             )
         )
+        chance = (data.get("split") or {}).get("chance_accuracy")
+        if isinstance(chance, int | float):
+            rows.append(("chance level", f"{chance:.3f} (the test set's majority class)"))
     tr = results.get("training")
     if tr and tr.get("final_accuracy") is not None:
         rows.append((f"{tr['mode']} accuracy", f"{tr['final_accuracy']:.3f}"))
+    elif tr and (tr.get("task") or {}).get("summary"):  # another kind: its own figures
+        rows.append((f"{tr['mode']} {tr['task']['kind']}", str(tr["task"]["summary"])))
     model = results.get("model")
     if model:
         rows.append(
@@ -270,10 +275,16 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         by = (model or {}).get("trained_by", "central")
         rows.append((f"exported model accuracy ({by})", f"{ev['accuracy_onnx']:.3f}"))
         rows.append(("latency here", f"p50 {lat['p50_ms']:.3f} ms, p95 {lat['p95_ms']:.3f} ms"))
+        received = (results.get("compression") or {}).get("per_profile") or {}
         for name, p in ev["per_profile"].items():
-            rows.append(
-                (f"latency on {name}", f"p50 {p['p50_ms']:.2f} ms, {p['energy_mj']:.2f} mJ")
-            )
+            # the latency of the artifact the profile receives (compression's choice), energy
+            # at the same power as the evaluation's fp32 estimate
+            got = received.get(name) or {}
+            ms, label = float(p["p50_ms"]), "fp32"
+            if isinstance(got.get("latency_ms_device"), int | float):
+                ms, label = float(got["latency_ms_device"]), str(got.get("chosen"))
+            watts = float(p["energy_mj"]) / float(p["p50_ms"]) if p["p50_ms"] else 0.0
+            rows.append((f"latency on {name}", f"p50 {ms:.3g} ms, {ms * watts:.3g} mJ ({label})"))
     for key, section in results.items():
         if isinstance(section, dict) and isinstance(section.get("summary"), dict):
             # each component's block opens with why it decided what it did (results' payoff)

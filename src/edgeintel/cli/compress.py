@@ -38,7 +38,11 @@ def compress_cmd(
     ] = None,
     space: Annotated[str | None, typer.Option(help="Search space: quick or default.")] = None,
     objective: Annotated[
-        str | None, typer.Option(help="accuracy, latency or size (among feasible candidates).")
+        str | None,
+        typer.Option(
+            help="metric (the task kind's: accuracy, rmse, auroc), latency or size "
+            "(best among feasible candidates)."
+        ),
     ] = None,
     max_latency_ms: Annotated[float | None, typer.Option(help="Budget: latency on device.")] = None,
     max_kb: Annotated[float | None, typer.Option(help="Budget: ONNX file size in KiB.")] = None,

@@ -267,7 +267,7 @@ def device_cmd(
     from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
-    from edgeintel.runtime.wiring import filter_for_device, threshold_from_results
+    from edgeintel.runtime.wiring import filter_for_device, task_for_model, threshold_from_results
 
     with guard():
         _check_device_options(rate_hz, duration_s, drain_timeout_s, store)
@@ -294,10 +294,14 @@ def device_cmd(
             ArtifactVerifier(verify_key)(onnx)
         session = make_session(onnx)
         check_input_shape(session, tuple(stream.inputs[0].shape), onnx)
+        # the task kind with what its run fitted for this model (anomaly threshold, tolerance)
+        kind = task_for_model(onnx, sc.task.task_kind())
         filt = None
         if filter_from is not None or filter_:
             tuned = None if filter_from is None else threshold_from_results(filter_from, device)
-            filt, _ = filter_for_device(sc.settings.caching.filter, stream.inputs, session, tuned)
+            filt, _ = filter_for_device(
+                sc.settings.caching.filter, stream.inputs, session, tuned, kind
+            )
         with DeviceStore(store, settings.store) as st:
             agent = DeviceAgent(
                 device,
@@ -311,6 +315,7 @@ def device_cmd(
                 token=token,
                 settings=settings,
                 server_node=dev.attach,
+                task=kind,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)

@@ -26,7 +26,7 @@ from edgeintel.inference.devices import (
     calibration_free,
     choose_for_profiles,
     front_rows,
-    onnx_accuracy,
+    onnx_metric,
     pareto_figure,
     search_space_for,
 )
@@ -35,6 +35,7 @@ from edgeintel.inference.recipe import Recipe, load_recipe, make_recipe
 from edgeintel.inference.search import run_candidates
 from edgeintel.inference.settings import CompressBudget, CompressSettings
 from edgeintel.paths import check_new_out_dir, inside, safe_name
+from edgeintel.tasks import TaskKind
 from edgeintel.topology import DeviceProfile
 
 __all__ = ["CompressOutcome", "compress_target"]
@@ -74,7 +75,10 @@ def _overrides(
     ``ConfigError`` naming the option and the values it accepts."""
     from pydantic import ValidationError
 
-    choices = {"--space": ("quick", "default"), "--objective": ("accuracy", "latency", "size")}
+    choices = {
+        "--space": ("quick", "default"),
+        "--objective": ("metric", "accuracy", "latency", "size"),
+    }
     for option, text in (("--space", space), ("--objective", objective)):
         if text is not None and text not in choices[option]:
             raise ConfigError(
@@ -235,6 +239,7 @@ def _compress_target(
     suffix = path.suffix.lower()
     family = width = None
     fit_x = fit_y = None
+    kind: TaskKind | None = None  # an ONNX model is judged as a classifier
     model: Any
     run_profiles: dict[str, DeviceProfile] | None = None
     if path.is_dir():  # a run folder: its exported model (with its split record) and profiles
@@ -269,7 +274,9 @@ def _compress_target(
         tr, val, te = sp.train, sp.val, sp.test
         t = sc.settings.training
         family, width = sc.task.model, sc.task.width
-        model = build_model(family, ds.sample_shape, ds.num_classes, width=width, seed=seed)
+        kind = sc.task.task_kind()
+        outputs = kind.outputs(ds.num_classes, ds.sample_shape)
+        model = build_model(family, ds.sample_shape, outputs, width=width, seed=seed)
         say(f"training {family} (width {width}) on {ds.name} for {t.epochs} epochs")
         train_model(
             model,
@@ -277,6 +284,7 @@ def _compress_target(
             ds.y[tr],
             TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
             seed=seed,
+            task=kind,
         )
         fit_x, fit_y = ds.x[tr], ds.y[tr]  # trained centrally here: its own training split
         onnx_only = False
@@ -336,6 +344,7 @@ def _compress_target(
         width=width,
         workdir=out / "candidates",
         seed=seed,
+        task=kind,
     )
     from edgeintel.pipeline.sections import data_section as _data_section  # noqa: F401  (registers sections)
     from edgeintel.pipeline.sections import inference_section as _section  # noqa: F401
@@ -343,7 +352,8 @@ def _compress_target(
     from edgeintel.report.figures import png_base64
 
     x_te, y_te = ds.x[te], ds.y[te]
-    test_acc = {r.recipe.name: onnx_accuracy(r.artifact.path, x_te, y_te) for r in results}
+    test_acc = {r.recipe.name: onnx_metric(r.artifact.path, x_te, y_te, kind) for r in results}
+    test_key = f"test_{results[0].final.metric}"  # test_accuracy, test_rmse, test_auroc
     choices = choose_for_profiles(
         results, profiles, settings, out, extra={"accuracy_split": "validation"}
     )
@@ -357,7 +367,8 @@ def _compress_target(
                 "compression",
                 f"Pareto front for {name}",
                 b64,
-                f"Validation accuracy (selection) vs latency on {name} (this machine's ONNX "
+                f"Validation {results[0].final.metric} (selection) vs latency on {name} (this "
+                "machine's ONNX "
                 f"Runtime p50 / compute speed {profiles[name].compute_speed:g}); marker area ~ "
                 "ONNX size, green = meets the budget, black edge = Pareto front, red ring = "
                 "chosen.",
@@ -374,14 +385,12 @@ def _compress_target(
         "per_profile": {
             k: {
                 **v.to_json(),
-                "test_accuracy": test_acc[v.search.chosen.label] if v.search.chosen else None,
+                test_key: test_acc[v.search.chosen.label] if v.search.chosen else None,
                 "table": front_rows(v.search),
             }
             for k, v in choices.items()
         },
-        "candidates": [
-            {**r.summary_json(), "test_accuracy": test_acc[r.recipe.name]} for r in results
-        ],
+        "candidates": [{**r.summary_json(), test_key: test_acc[r.recipe.name]} for r in results],
     }
     (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
     page = {

@@ -21,6 +21,7 @@ from torch import nn
 
 from edgeintel.errors import ConfigError, DataError, ModelError
 from edgeintel.registry import Registry
+from edgeintel.tasks import TaskKind, make_task
 
 __all__ = [
     "TECHNIQUES",
@@ -88,8 +89,12 @@ def check_samples(x: Any, input_shape: tuple[int, ...], what: str) -> np.ndarray
     return np.ascontiguousarray(x.reshape(want), dtype=np.float32)
 
 
-def as_array_data(data: Any, input_shape: tuple[int, ...], what: str) -> ArrayData:
-    """Accept a ``Dataset``, an ``ArrayData`` or an ``(x, y)`` pair; validate shapes and labels."""
+def as_array_data(
+    data: Any, input_shape: tuple[int, ...], what: str, task: TaskKind | None = None
+) -> ArrayData:
+    """Accept a ``Dataset``, an ``ArrayData`` or an ``(x, y)`` pair; validate shapes and
+    targets: integer labels, or for a kind with real-valued targets (``task.label_dtype``
+    floating, e.g. regression) finite numbers, one row per sample."""
     if data is None:
         raise DataError(f"{what}: no data given")
     if isinstance(data, tuple) and len(data) == 2:
@@ -100,6 +105,13 @@ def as_array_data(data: Any, input_shape: tuple[int, ...], what: str) -> ArrayDa
         raise DataError(f"{what}: expected a Dataset or an (x, y) pair, got {type(data).__name__}")
     xs = check_samples(x, input_shape, f"{what}.x")
     ys = np.asarray(y)
+    dtype = np.int64 if task is None else task.label_dtype
+    if np.issubdtype(dtype, np.floating):
+        if len(ys) != len(xs) or not np.issubdtype(ys.dtype, np.number):
+            raise DataError(f"{what}.y: expected {len(xs)} numeric targets, got shape {ys.shape}")
+        if not np.isfinite(ys).all():
+            raise DataError(f"{what}.y: targets contain NaN or inf")
+        return ArrayData(xs, ys.astype(dtype))
     if ys.ndim != 1 or len(ys) != len(xs) or not np.issubdtype(ys.dtype, np.integer):
         raise DataError(f"{what}.y: expected {len(xs)} integer labels, got shape {ys.shape}")
     return ArrayData(xs, ys.astype(np.int64))
@@ -114,6 +126,7 @@ class CompressContext:
     ``finetuner``, when set, replaces the central fine-tuning of :func:`finetune` (and
     of QAT, pruning, low-rank, compact layers): the pipeline sets it to federated rounds
     over the device shards after edge training, so ``train`` is never fitted on.
+    ``task`` is the task kind whose loss fine-tuning and distillation minimise.
     """
 
     input_shape: tuple[int, ...]
@@ -127,6 +140,7 @@ class CompressContext:
     family: str | None = None
     width: int | None = None
     finetuner: Finetuner | None = None
+    task: TaskKind = field(default_factory=lambda: make_task("classification"))
 
 
 @dataclass
@@ -226,7 +240,7 @@ def finetune(model: nn.Module, cfg: FinetuneMixin, ctx: CompressContext) -> list
     epochs = max(cfg.finetune_epochs, -(-cfg.min_finetune_steps // steps_per_epoch))
     # threads=None: fine-tuning runs on the caller's thread limit (the pipeline's threads)
     tc = TrainConfig(epochs=epochs, batch_size=cfg.batch_size, lr=cfg.lr, threads=None)
-    hist = train_model(model, ctx.train.x, ctx.train.y, tc, seed=ctx.seed)
+    hist = train_model(model, ctx.train.x, ctx.train.y, tc, seed=ctx.seed, task=ctx.task)
     return [h.loss for h in hist]
 
 

@@ -37,6 +37,7 @@ from edgeintel.inference.measure import MeasureConfig, Measurement, load_onnx, m
 from edgeintel.inference.recipe import Recipe, make_recipe
 from edgeintel.models.export import ModelArtifact, export_onnx
 from edgeintel.onnx_files import file_sha256
+from edgeintel.tasks import TaskKind, make_task
 
 __all__ = ["CompressionResult", "StageResult", "compress"]
 
@@ -90,13 +91,15 @@ class CompressionResult:
         return [f"{s.technique}: {w}" for s in self.stages for w in s.warnings]
 
     def ratios(self) -> dict[str, float]:
-        """Final vs baseline: size/latency ratios (>1 = smaller/faster), accuracy drop (points)."""
+        """Final vs baseline: size/latency ratios (>1 = smaller/faster) and the drop of the
+        task kind's headline metric in its unit (``metric_drop`` > 0: worse; accuracy 0.01 =
+        one point)."""
         b, f = self.baseline, self.final
         return {
             "size_ratio": b.onnx_bytes / f.onnx_bytes,
             "p50_speedup": b.latency.p50_ms / f.latency.p50_ms,
             "macs_ratio": b.macs / max(f.macs, 1),
-            "accuracy_drop_points": 100.0 * (b.accuracy - f.accuracy),
+            "metric_drop": f.drop_from(b),
         }
 
     def summary_json(self) -> dict[str, Any]:
@@ -120,6 +123,11 @@ class CompressionResult:
         }
 
 
+def _headline(m: Measurement) -> dict[str, float]:
+    """The headline metric under its name, for an artifact's record (``{"accuracy": 0.97}``)."""
+    return {m.metric: m.metric_value}
+
+
 def _json_safe(value: Any) -> Any:
     return json.loads(json.dumps(value, default=lambda o: str(o)))
 
@@ -137,9 +145,15 @@ def _key(steps: list[dict[str, Any]]) -> str:
 
 
 def _holdout(data: ArrayData, seed: int) -> tuple[ArrayData, ArrayData]:
+    """20% held out: stratified by label, or at random for real-valued targets."""
     from edgeintel.data.partition import train_test_split
 
-    tr, te = train_test_split(data.y, 0.2, seed=seed)
+    if np.issubdtype(data.y.dtype, np.floating):
+        order = np.random.default_rng(seed).permutation(len(data.y))
+        k = max(1, round(0.2 * len(order)))
+        tr, te = np.sort(order[k:]), np.sort(order[:k])
+    else:
+        tr, te = train_test_split(data.y, 0.2, seed=seed)
     return ArrayData(data.x[tr], data.y[tr]), ArrayData(data.x[te], data.y[te])
 
 
@@ -158,6 +172,7 @@ def compress(
     seed: int = 0,
     cache: dict[str, Any] | None = None,
     finetuner: Finetuner | None = None,
+    task: TaskKind | None = None,
 ) -> CompressionResult:
     """Run ``recipe`` on ``model`` (a PyTorch module or an ONNX file) and measure each stage.
 
@@ -166,8 +181,11 @@ def compress(
     samples); ``eval_data`` is the held-out set for accuracy (default: a stratified
     20% of ``train_data`` kept out of training). ``family``/``width`` name the zoo
     model, used by distillation's default student. ``finetuner`` replaces central
-    fine-tuning (see ``CompressContext.finetuner``).
+    fine-tuning (see ``CompressContext.finetuner``). ``task`` is the task kind (``None``:
+    classification): fine-tuning and distillation minimise its loss, every stage is measured
+    by its metrics, and ``train_data``'s targets are its targets (labels, values).
     """
+    kind = task if task is not None else make_task("classification")
     if not isinstance(recipe, Recipe):
         recipe = make_recipe("recipe", list(recipe))
     mcfg = measure or MeasureConfig()
@@ -205,11 +223,11 @@ def compress(
             f"model: expected a torch.nn.Module or an ONNX file path, got {type(model).__name__}"
         )
 
-    train = as_array_data(train_data, input_shape, "train_data")
+    train = as_array_data(train_data, input_shape, "train_data", kind)
     if eval_data is None:
         train, held = _holdout(train, seed)
     else:
-        held = as_array_data(eval_data, input_shape, "eval_data")
+        held = as_array_data(eval_data, input_shape, "eval_data", kind)
     if calib_data is None:
         calib_x = train.x
     else:
@@ -243,6 +261,7 @@ def compress(
         family=family,
         width=width,
         finetuner=finetuner,
+        task=kind,
     )
     cache = cache if cache is not None else {}
 
@@ -263,7 +282,7 @@ def compress(
             path = wd / "fp32.onnx"
             if path.resolve() != onnx_src.resolve():
                 shutil.copyfile(onnx_src, path)
-        meas = measure_onnx(path, held.x, held.y, mcfg)
+        meas = measure_onnx(path, held.x, held.y, mcfg, kind)
         cache[base_key] = _Node(torch_model, StageResult("fp32", "fp32", {}, str(path), meas))
     node: _Node = cache[base_key]
     stages = [node.stage]
@@ -285,7 +304,7 @@ def compress(
                 path = wd / f"{name}.onnx"
                 warns = spec.fn(Path(node.stage.onnx_path), step.config, ctx, path)
                 new_model = None
-            meas = measure_onnx(path, held.x, held.y, mcfg)
+            meas = measure_onnx(path, held.x, held.y, mcfg, kind)
             stage = StageResult(
                 step.technique, step.label(), step.options(), str(path), meas, warns, info
             )
@@ -303,7 +322,7 @@ def compress(
         labels=labels,
         sha256=file_sha256(final),
         bytes=final.stat().st_size,
-        extra={"recipe": recipe.to_json(), "accuracy": stages[-1].measurement.accuracy},
+        extra={"recipe": recipe.to_json(), **_headline(stages[-1].measurement)},
     )
     artifact.save()
     return CompressionResult(recipe, stages, artifact, node.model, last_torch)

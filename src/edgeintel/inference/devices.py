@@ -25,6 +25,7 @@ from edgeintel.inference.search import Budget, SearchResult, default_search_spac
 from edgeintel.inference.settings import CompressBudget, CompressSettings
 from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.paths import inside, safe_name
+from edgeintel.tasks import TaskKind, make_task
 from edgeintel.topology import DeviceProfile
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
     "choose_for_profiles",
     "federated_space",
     "front_rows",
-    "onnx_accuracy",
+    "onnx_metric",
     "pareto_figure",
     "recipe_data_roles",
     "search_space_for",
@@ -108,11 +109,14 @@ def recipe_data_roles(recipe: Recipe, fit_role: str, finetune_role: str) -> dict
     }
 
 
-def onnx_accuracy(path: Any, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of an ONNX file on ``(x, y)`` with ONNX Runtime (nan on an empty set)."""
+def onnx_metric(path: Any, x: np.ndarray, y: np.ndarray, task: TaskKind | None = None) -> float:
+    """The headline metric of ``task`` (``None``: classification, top-1 accuracy) of an
+    ONNX file on ``(x, y)`` with ONNX Runtime (nan on an empty set or where undefined)."""
     if len(y) == 0:
         return float("nan")
-    return float((onnx_predict(make_session(path), x).argmax(1) == y).mean())
+    kind = task if task is not None else make_task("classification")
+    figures = kind.evaluate(kind.predict(onnx_predict(make_session(path), x), x), y)
+    return float(figures.get(kind.metric, float("nan")))
 
 
 def budget_for_profile(name: str, profile: DeviceProfile, settings: CompressSettings) -> Budget:
@@ -124,6 +128,7 @@ def budget_for_profile(name: str, profile: DeviceProfile, settings: CompressSett
         max_bytes=None if spec.max_model_kb is None else int(spec.max_model_kb * 1024),
         max_peak_memory_bytes=int(mem * MB),
         min_accuracy=spec.min_accuracy,
+        max_metric_drop=spec.max_metric_drop,
         compute_speed=profile.compute_speed,
         latency_stat=settings.latency_stat,
     )
@@ -151,7 +156,7 @@ class ProfileChoice:
         return {
             "chosen": c.label,
             "artifact": str(self.artifact_path),
-            "accuracy": c.measurement.accuracy,
+            c.measurement.metric: c.measurement.metric_value,
             "latency_ms_device": c.latency_ms,
             "onnx_bytes": c.measurement.onnx_bytes,
             "budget": self.search.budget.to_json(),
@@ -211,7 +216,7 @@ def choose_for_profiles(
 
 
 def front_rows(sr: SearchResult) -> list[dict[str, Any]]:
-    """One row per candidate for a table: device latency, size, accuracy, verdict."""
+    """One row per candidate for a table: device latency, size, the kind's metric, verdict."""
     rows = []
     for c in sr.candidates:
         m = c.measurement
@@ -219,7 +224,7 @@ def front_rows(sr: SearchResult) -> list[dict[str, Any]]:
             {
                 "candidate": c.label,
                 "recipe": c.result.recipe.label(),
-                "accuracy": round(m.accuracy, 4),
+                m.metric: round(m.metric_value, 4),
                 "latency_ms": round(c.latency_ms, 4),
                 "kib": round(m.onnx_bytes / 1024, 1),
                 "mmacs": round(m.macs / 1e6, 3),
@@ -233,9 +238,10 @@ def front_rows(sr: SearchResult) -> list[dict[str, Any]]:
 
 
 def pareto_figure(sr: SearchResult, title: str) -> Any:
-    """Accuracy vs device latency; marker area ~ ONNX size, with a size key.
+    """The task kind's metric (accuracy, RMSE, AUROC) vs device latency; marker area ~ ONNX
+    size, with a size key.
 
-    The front is over three objectives (accuracy, latency, size), so it is not
+    The front is over three objectives (metric, latency, size), so it is not
     drawn as a line through a 2-D projection: front members get a black edge.
     The chosen candidate gets a hollow red ring (the point stays visible);
     budget lines are drawn and the legend sits outside the axes.
@@ -257,7 +263,7 @@ def pareto_figure(sr: SearchResult, title: str) -> Any:
         m = c.measurement
         ax.scatter(
             c.latency_ms,
-            m.accuracy,
+            m.metric_value,
             s=area(m.onnx_bytes),
             color="tab:green" if c.feasible else "tab:gray",
             alpha=0.6,
@@ -268,7 +274,7 @@ def pareto_figure(sr: SearchResult, title: str) -> Any:
         off = (14, 11) if c is sr.chosen else (5, 5)  # clear of the chosen ring
         ax.annotate(
             c.label,
-            (c.latency_ms, m.accuracy),
+            (c.latency_ms, m.metric_value),
             fontsize=7,
             xytext=off,
             textcoords="offset points",
@@ -282,7 +288,7 @@ def pareto_figure(sr: SearchResult, title: str) -> Any:
     if sr.chosen is not None:
         ax.scatter(
             sr.chosen.latency_ms,
-            sr.chosen.measurement.accuracy,
+            sr.chosen.measurement.metric_value,
             s=area(sr.chosen.measurement.onnx_bytes) * 2.4 + 80,
             facecolors="none",
             edgecolors="tab:red",
@@ -311,7 +317,9 @@ def pareto_figure(sr: SearchResult, title: str) -> Any:
                            label=f"{kib:g} KiB")
             )  # fmt: skip
     ax.set_xlabel(f"{b.latency_stat} latency on device (ms)")
-    ax.set_ylabel("held-out accuracy")
+    metric = sr.candidates[0].measurement
+    better = "higher" if metric.higher_is_better else "lower"
+    ax.set_ylabel(f"held-out {metric.metric} ({better} is better)")
     ax.set_title(title, fontsize=10)
     ax.margins(x=0.12, y=0.1)
     ax.legend(

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from edgeintel.errors import ConfigError
 from edgeintel.inference.base import CompressContext, StageKind, TorchStage, register_technique
+from edgeintel.tasks import TaskKind, make_task
 
 __all__ = ["DistillConfig", "distill_train", "distillation_loss", "student_family"]
 
@@ -59,17 +59,17 @@ def distillation_loss(
     labels: torch.Tensor,
     temperature: float,
     alpha: float,
+    task: TaskKind | None = None,
+    x: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Mean over the batch of the soft-label KL (scaled by T^2) and hard-label cross-entropy."""
-    t = temperature
-    soft = F.kl_div(
-        F.log_softmax(student_logits / t, dim=1),
-        F.log_softmax(teacher_logits / t, dim=1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    hard = F.cross_entropy(student_logits, labels)
-    return alpha * t * t * soft + (1 - alpha) * hard
+    """``alpha`` x the kind's soft term (classification: soft-label KL scaled by T^2; others:
+    squared error to the teacher's outputs) + ``(1 - alpha)`` x the kind's own loss on its
+    target (cross-entropy on the labels; the input ``x`` for an autoencoder)."""
+    kind = task if task is not None else make_task("classification")
+    soft = kind.soft_loss(student_logits, teacher_logits, temperature)
+    target = kind.target(x, labels) if x is not None else labels
+    hard = kind.loss(student_logits, target)
+    return alpha * soft + (1 - alpha) * hard
 
 
 def student_family(config_student: str, teacher_family: str | None) -> str:
@@ -90,11 +90,14 @@ def distill_train(
     y: np.ndarray,
     config: DistillConfig,
     seed: int = 0,
+    task: TaskKind | None = None,
 ) -> list[float]:
-    """Train ``student`` in place from ``teacher``'s logits on ``x``; per-epoch mean loss."""
+    """Train ``student`` in place from ``teacher``'s outputs on ``x`` with the loss of
+    ``task`` (``None``: classification); per-epoch mean loss."""
+    kind = task if task is not None else make_task("classification")
     with torch.random.fork_rng(devices=[]):  # seeded without touching the global RNG
         torch.manual_seed(seed)
-        return _distill_loop(student, teacher, x, y, config, seed)
+        return _distill_loop(student, teacher, x, y, config, seed, kind)
 
 
 def _distill_loop(
@@ -104,11 +107,12 @@ def _distill_loop(
     y: np.ndarray,
     config: DistillConfig,
     seed: int,
+    task: TaskKind,
 ) -> list[float]:
     gen = np.random.default_rng(seed)
     teacher.eval()
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    yt = torch.from_numpy(np.asarray(y, dtype=np.int64))
+    yt = torch.from_numpy(np.asarray(y, dtype=task.label_dtype))
     with torch.no_grad():
         tl = torch.cat([teacher(xt[i : i + 512]) for i in range(0, len(xt), 512)])
     opt = torch.optim.Adam(student.parameters(), lr=config.lr)
@@ -124,8 +128,9 @@ def _distill_loop(
             if len(idx) < 2:
                 continue
             opt.zero_grad()
+            xb = xt[idx]
             loss = distillation_loss(
-                student(xt[idx]), tl[idx], yt[idx], config.temperature, config.alpha
+                student(xb), tl[idx], yt[idx], config.temperature, config.alpha, task, xb
             )
             loss.backward()
             opt.step()
@@ -144,5 +149,7 @@ def _distill(model: nn.Module, config: DistillConfig, ctx: CompressContext) -> T
     family = student_family(config.student, ctx.family)
     width = config.width or ctx.width or 16
     student = build_model(family, ctx.input_shape, ctx.num_classes, width=width, seed=ctx.seed)
-    losses = distill_train(student, model, ctx.train.x, ctx.train.y, config, seed=ctx.seed)
+    losses = distill_train(
+        student, model, ctx.train.x, ctx.train.y, config, seed=ctx.seed, task=ctx.task
+    )
     return TorchStage(student, [], {"student": family, "width": width, "loss": losses})

@@ -1,4 +1,5 @@
-"""Honest measurement of one model variant: size, parameters, MACs, accuracy, latency, memory.
+"""Honest measurement of one model variant: size, parameters, MACs, the task kind's metric,
+latency, memory.
 
 Everything is measured on the exported ONNX graph as it would be deployed:
 ``onnx_bytes`` is the file size, ``compressed_bytes`` its zlib size (what a
@@ -7,14 +8,16 @@ graph (scales and zero points excluded), ``macs`` the multiply-accumulates of on
 sample counted from Conv/Gemm/MatMul shapes, latency p50/p95 from ONNX Runtime at
 batch 1 with one intra-op thread after warm-up (raw and scaled to a device), and
 ``peak_memory_bytes`` the weights plus the largest set of live intermediate
-tensors while running one sample through ORT's optimized graph.
+tensors while running one sample through ORT's optimized graph. The quality figure is the
+task kind's headline metric on the held-out set (accuracy for a classifier, RMSE for
+regression, AUROC for an anomaly detector; ``TaskKind.metric``), with all its metrics beside.
 """
 
 from __future__ import annotations
 
 import tempfile
 import zlib
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,10 @@ import torch
 from onnx import numpy_helper
 from torch import nn
 
-from edgeintel.errors import ConfigError, ModelError
+from edgeintel.errors import ConfigError, DataError, ModelError
 from edgeintel.latency import LatencyStats, measure_latency, scale_latency, time_calls
 from edgeintel.onnx_files import make_session, onnx_predict
+from edgeintel.tasks import TaskKind, make_task
 
 __all__ = [
     "MeasureConfig",
@@ -62,25 +66,51 @@ class MeasureConfig:
 
 @dataclass(frozen=True)
 class Measurement:
-    """One variant's figures; latency in ms (raw = this machine), sizes in bytes."""
+    """One variant's figures; latency in ms (raw = this machine), sizes in bytes.
+
+    ``metric_value`` is the task kind's headline metric ``metric`` on the held-out set
+    (``higher_is_better`` says its direction; ``metrics`` holds every metric of the kind).
+    """
 
     params: int
     onnx_bytes: int
     compressed_bytes: int
     macs: int
-    accuracy: float
+    metric_value: float
     latency: LatencyStats
     latency_scaled: LatencyStats
     compute_speed: float
     peak_memory_bytes: int
+    metric: str = "accuracy"
+    higher_is_better: bool = True
+    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def p50_ms(self) -> float:
         """Scaled p50 latency (ms) on the target device."""
         return self.latency_scaled.p50_ms
 
+    @property
+    def accuracy(self) -> float:
+        """A classifier's held-out accuracy (the headline of the classification kind)."""
+        if self.metric != "accuracy":
+            raise AttributeError(f"this measurement's metric is {self.metric}, not accuracy")
+        return self.metric_value
+
+    @property
+    def score(self) -> float:
+        """The headline metric oriented so that higher is better (negated when lower is)."""
+        return self.metric_value if self.higher_is_better else -self.metric_value
+
+    def drop_from(self, reference: Measurement) -> float:
+        """How much worse than ``reference`` this variant is, in the metric's unit (> 0:
+        worse; e.g. 0.01 = one accuracy point lost, or RMSE 0.01 higher)."""
+        return reference.score - self.score
+
     def to_json(self) -> dict[str, Any]:
+        """The fields, the headline under its metric's name (``"accuracy": 0.97``)."""
         d = asdict(self)
+        d[self.metric] = d.pop("metric_value")
         d["latency"] = self.latency.to_json()
         d["latency_scaled"] = self.latency_scaled.to_json()
         return d
@@ -222,13 +252,20 @@ def measure_onnx(
     eval_x: np.ndarray,
     eval_y: np.ndarray,
     config: MeasureConfig | None = None,
+    task: TaskKind | None = None,
 ) -> Measurement:
-    """Measure an ONNX file on held-out ``eval_x``/``eval_y`` with the latency protocol."""
+    """Measure an ONNX file on held-out ``eval_x``/``eval_y`` with the latency protocol;
+    quality by the metrics of ``task`` (``None``: classification, accuracy)."""
     cfg = config or MeasureConfig()
+    kind = task if task is not None else make_task("classification")
     model = load_onnx(path)
     session = make_session(path)
-    preds = onnx_predict(session, eval_x).argmax(1)
-    acc = float((preds == eval_y).mean())
+    metrics = kind.evaluate(kind.predict(onnx_predict(session, eval_x), eval_x), eval_y)
+    if kind.metric not in metrics:
+        raise DataError(
+            f"{path}: the held-out set gives no {kind.metric} for the {kind.name} task kind "
+            f"({len(eval_y)} samples; an anomaly set needs both normal and anomalous ones)"
+        )
     sample = np.ascontiguousarray(eval_x[:1], dtype=np.float32)
     lat = measure_latency(session, sample, runs=cfg.runs, warmup=cfg.warmup)
     return Measurement(
@@ -236,11 +273,14 @@ def measure_onnx(
         onnx_bytes=Path(path).stat().st_size,
         compressed_bytes=compressed_size(path),
         macs=count_macs(model),
-        accuracy=acc,
+        metric_value=float(metrics[kind.metric]),
         latency=lat,
         latency_scaled=scale_latency(lat, cfg.compute_speed),
         compute_speed=cfg.compute_speed,
         peak_memory_bytes=estimate_peak_memory(path, sample),
+        metric=kind.metric,
+        higher_is_better=kind.higher_is_better,
+        metrics={k: float(v) for k, v in metrics.items()},
     )
 
 

@@ -3,14 +3,16 @@
 ``search(model, budget, train_data, ...)`` runs every recipe of a search space
 (sharing common prefixes, so ``prune -> int8`` reuses the pruned model), then
 ``select`` checks each candidate against a device ``Budget`` — latency scaled by
-the device's compute speed, ONNX bytes, peak memory, accuracy — returns the
-Pareto front over (accuracy, latency, bytes), the chosen candidate and a reason
-for every rejected one. If nothing meets the budget, ``BudgetError`` names the
-closest candidate and the constraint it misses.
+the device's compute speed, ONNX bytes, peak memory, the task kind's metric (a
+floor on accuracy, or the largest drop of the kind's headline metric from the
+uncompressed model) — returns the Pareto front over (metric, latency, bytes), the
+chosen candidate and a reason for every rejected one. If nothing meets the budget,
+``BudgetError`` names the closest candidate and the constraint it misses.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -38,8 +40,10 @@ __all__ = [
 
 
 class Objective(StrEnum):
-    """What to maximise among candidates that meet the budget."""
+    """What to optimise among candidates that meet the budget: ``metric`` the task kind's
+    headline (best first; ``accuracy`` is its name for a classifier), latency or size."""
 
+    METRIC = "metric"
     ACCURACY = "accuracy"
     LATENCY = "latency"
     SIZE = "size"
@@ -47,7 +51,11 @@ class Objective(StrEnum):
 
 @dataclass(frozen=True)
 class Budget:
-    """A device's limits: latency in ms on the device (p50 or p95), bytes, peak memory, accuracy.
+    """A device's limits: latency in ms on the device (p50 or p95), bytes, peak memory, and
+    quality: ``min_accuracy`` (a classifier's floor) and ``max_metric_drop``, the largest
+    drop of the task kind's headline metric from the uncompressed (fp32) model measured on
+    the same held-out set, in the metric's unit (accuracy 0.01 = one point; RMSE in target
+    units; AUROC).
 
     ``compute_speed`` scales this machine's latency to the device (0.1 = ten times slower).
     A ``None`` limit is not checked.
@@ -59,6 +67,7 @@ class Budget:
     min_accuracy: float | None = None
     compute_speed: float = 1.0
     latency_stat: str = "p50"
+    max_metric_drop: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("max_latency_ms", "max_bytes", "max_peak_memory_bytes"):
@@ -67,6 +76,12 @@ class Budget:
                 raise ConfigError(f"budget.{name} must be > 0, got {v}")
         if self.min_accuracy is not None and not 0 <= self.min_accuracy <= 1:
             raise ConfigError(f"budget.min_accuracy must lie in [0, 1], got {self.min_accuracy}")
+        if self.max_metric_drop is not None and not (
+            math.isfinite(self.max_metric_drop) and self.max_metric_drop >= 0
+        ):
+            raise ConfigError(
+                f"budget.max_metric_drop must be a finite number >= 0, got {self.max_metric_drop}"
+            )
         if not self.compute_speed > 0:
             raise ConfigError(f"budget.compute_speed must be > 0, got {self.compute_speed}")
         if self.latency_stat not in ("p50", "p95"):
@@ -79,7 +94,9 @@ class Budget:
         raw = m.latency.p50_ms if self.latency_stat == "p50" else m.latency.p95_ms
         return raw / self.compute_speed
 
-    def violations(self, m: Measurement) -> list[Violation]:
+    def violations(self, m: Measurement, reference: Measurement | None = None) -> list[Violation]:
+        """The constraints ``m`` misses; ``max_metric_drop`` is judged against ``reference``
+        (the uncompressed model on the same held-out set; required when it is set)."""
         out = []
         lat = self.latency_ms(m)
         if self.max_latency_ms is not None and lat > self.max_latency_ms:
@@ -95,6 +112,14 @@ class Budget:
             )
         if self.min_accuracy is not None and m.accuracy < self.min_accuracy:
             out.append(Violation("accuracy", m.accuracy, self.min_accuracy, "", ">="))
+        if self.max_metric_drop is not None:
+            if reference is None:
+                raise ConfigError(
+                    "budget.max_metric_drop needs the uncompressed model's measurement"
+                )
+            drop = m.drop_from(reference)
+            if drop > self.max_metric_drop:
+                out.append(Violation(f"{m.metric} drop", drop, self.max_metric_drop, "", "<="))
         return out
 
     def to_json(self) -> dict[str, Any]:
@@ -113,8 +138,11 @@ class Violation:
 
     @property
     def excess(self) -> float:
-        """Relative miss: 0.2 = 20% over a max (or under a min)."""
+        """Relative miss: 0.2 = 20% over a max (or under a min); a miss of a zero max is
+        infinite."""
         if self.op == "<=":
+            if self.limit <= 0:
+                return math.inf if self.value > self.limit else 0.0
             return self.value / self.limit - 1.0
         return (self.limit - self.value) / max(self.limit, 1e-12)
 
@@ -151,7 +179,7 @@ class Candidate:
         return {
             "label": self.label,
             "recipe": self.result.recipe.to_json(),
-            "accuracy": m.accuracy,
+            m.metric: m.metric_value,
             "latency_ms_device": self.latency_ms,
             "latency_ms_raw": {"p50": m.latency.p50_ms, "p95": m.latency.p95_ms},
             "onnx_bytes": m.onnx_bytes,
@@ -269,7 +297,7 @@ def run_candidates(
 
 def _rank_key(c: Candidate, objective: Objective) -> tuple[float, ...]:
     m = c.measurement
-    acc, lat, size = -m.accuracy, c.latency_ms, float(m.onnx_bytes)
+    acc, lat, size = -m.score, c.latency_ms, float(m.onnx_bytes)
     if objective == Objective.LATENCY:
         return (lat, acc, size)
     if objective == Objective.SIZE:
@@ -277,22 +305,40 @@ def _rank_key(c: Candidate, objective: Objective) -> tuple[float, ...]:
     return (acc, lat, size)
 
 
+def _objective_name(objective: Objective, c: Candidate) -> str:
+    """The objective in words: the metric's own name for ``metric`` (accuracy, rmse)."""
+    return c.measurement.metric if objective == Objective.METRIC else str(objective)
+
+
 def select(
     results: list[CompressionResult],
     budget: Budget,
-    objective: Objective | str = Objective.ACCURACY,
+    objective: Objective | str = Objective.METRIC,
     device: str = "device",
 ) -> SearchResult:
-    """Judge measured ``results`` against ``budget``; raise BudgetError when none fits."""
+    """Judge measured ``results`` against ``budget``; raise BudgetError when none fits.
+
+    Candidates are compared by their task kind's headline metric (``Measurement.score``),
+    so a lower RMSE ranks like a higher accuracy."""
     objective = Objective(objective)
+    if not results:
+        raise ConfigError("search: no measured candidates to select from")
+    metrics = {r.final.metric for r in results}
+    if len(metrics) > 1:
+        raise ConfigError(f"search: candidates measured by different metrics {sorted(metrics)}")
+    if objective == Objective.ACCURACY and metrics != {"accuracy"}:
+        raise ConfigError(
+            f"objective 'accuracy': the candidates' metric is {metrics.pop()}; use 'metric'"
+        )
     cands = []
     for r in results:
         c = Candidate(r.recipe.name, r)
         c.latency_ms = budget.latency_ms(r.final)
-        c.violations = budget.violations(r.final)
+        ref = r.baseline if budget.max_metric_drop is not None else None
+        c.violations = budget.violations(r.final, ref)
         cands.append(c)
     costs = np.array(
-        [[-c.measurement.accuracy, c.latency_ms, c.measurement.onnx_bytes] for c in cands]
+        [[-c.measurement.score, c.latency_ms, c.measurement.onnx_bytes] for c in cands]
     )
     front = pareto_front(costs)
     for i in front:
@@ -301,13 +347,13 @@ def select(
     chosen = min(feasible, key=lambda c: _rank_key(c, objective)) if feasible else None
     for c in cands:
         if c is chosen:
-            c.reason = f"chosen: meets the budget with the best {objective}"
+            c.reason = f"chosen: meets the budget with the best {_objective_name(objective, c)}"
         elif c.violations:
             c.reason = "misses " + "; ".join(str(v) for v in c.violations)
         elif chosen is not None:
             c.reason = (
-                f"meets the budget but is not the best by {objective} "
-                f"(accuracy {c.measurement.accuracy:.4f}, {c.latency_ms:.4g} ms, "
+                f"meets the budget but is not the best by {_objective_name(objective, c)} "
+                f"({c.measurement.metric} {c.measurement.metric_value:.4f}, {c.latency_ms:.4g} ms, "
                 f"{c.measurement.onnx_bytes:,} B vs chosen {chosen.label})"
             )
     result = SearchResult(budget, cands, front, chosen, objective)
@@ -330,7 +376,7 @@ def search(
     calib_data: Any = None,
     *,
     space: list[Recipe] | None = None,
-    objective: Objective | str = Objective.ACCURACY,
+    objective: Objective | str = Objective.METRIC,
     eval_data: Any = None,
     measure: MeasureConfig | None = None,
     device: str = "device",

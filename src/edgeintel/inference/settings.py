@@ -27,24 +27,36 @@ class CompressBudget(Strict):
     """A device's compression budget (``None`` = not checked); latency on the device in ms.
 
     ``max_model_kb`` in KiB (at least 1: no ONNX model is smaller), ``max_peak_memory_mb``
-    in MiB (defaults to the device profile's ``memory_mb``).
+    in MiB (defaults to the device profile's ``memory_mb``). Quality: ``min_accuracy`` (a
+    classifier's floor) and ``max_metric_drop`` (any task kind: the largest drop of its
+    headline metric from the uncompressed model on the validation split, in that metric's
+    unit).
     """
 
     max_latency_ms: Annotated[float, Field(ge=1e-3, le=1e7)] | None = None
     max_model_kb: Annotated[float, Field(ge=1, le=1e9)] | None = None
     max_peak_memory_mb: Annotated[float, Field(ge=1e-3, le=1e9)] | None = None
     min_accuracy: Annotated[float, Field(ge=0, le=1)] | None = None
+    max_metric_drop: Annotated[float, Field(ge=0, le=1e9)] | None = Field(
+        default=None,
+        description="largest drop of the task kind's headline metric (accuracy, rmse, auroc) "
+        "from the uncompressed model on the validation split, in that metric's unit "
+        "(accuracy: 0.01 = one point; rmse: target units)",
+    )
 
 
 class CompressSettings(Strict):
     """The compression stage: search ``search_space`` and pick one artifact per device profile.
 
     ``budget`` applies to every profile; ``budgets`` overrides it per profile name.
+    ``objective``: among candidates that meet the budget, the best by ``metric`` (the task
+    kind's headline: accuracy, rmse, auroc; ``accuracy`` is the classifier's own spelling),
+    the fastest (``latency``) or the smallest (``size``).
     """
 
     enabled: bool = True
     search_space: Literal["quick", "default"] = "quick"
-    objective: Literal["accuracy", "latency", "size"] = "accuracy"
+    objective: Literal["metric", "accuracy", "latency", "size"] = "metric"
     latency_stat: Literal["p50", "p95"] = "p50"
     budget: CompressBudget = CompressBudget()
     budgets: dict[str, CompressBudget] = Field(default_factory=dict)

@@ -115,8 +115,8 @@ def render_report(results: Mapping[str, Any], figures: Sequence[Figure]) -> str:
         total = sum(float(v) for v in timings.values())
         what.append(("stages", escape(f"{' → '.join(stages)} ({total:.1f} s)")))
     nc = ctx.num_classes
-    if ctx.headline.chance is None and nc:
-        ctx.headline.chance = 1.0 / nc
+    if ctx.headline.chance is None:
+        ctx.headline.chance = ctx.chance
     h = ctx.headline
     first = ("receives", "why")  # the story first, then the figures behind it
     cols = [c for c in first if any(c in p for p in h.profiles.values())]

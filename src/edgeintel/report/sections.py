@@ -124,7 +124,7 @@ class Headline:
 
     * ``fact(label, value)``: a line of "what ran" (dataset, model, ...);
     * ``accuracy(label, value)``: an accuracy compared on one bar with the others
-      and with ``chance`` (set by the data section: 1 / number of classes);
+      and with ``chance`` (``RenderContext.chance``: the test set's majority class);
     * ``profile(name, column, value)``: a cell of the per-device-profile table
       (what each profile receives and why);
     * ``tier(name, column, value)``: a cell of the cost-per-tier table (bytes,
@@ -183,6 +183,18 @@ class RenderContext:
     def num_classes(self) -> int | None:
         classes = (self.results.get("data") or {}).get("classes")
         return len(classes) if isinstance(classes, list) and classes else None
+
+    @property
+    def chance(self) -> float | None:
+        """The run's one chance level: the accuracy of always answering the test set's
+        majority class (``data.split.chance_accuracy``, as the terminal and edge training
+        quote it); 1 / number of classes only when a run recorded no split."""
+        split = (self.results.get("data") or {}).get("split") or {}
+        value = split.get("chance_accuracy") if isinstance(split, Mapping) else None
+        if isinstance(value, int | float):
+            return float(value)
+        nc = self.num_classes
+        return 1.0 / nc if nc else None
 
 
 # --------------------------------------------------------------------------- templates
@@ -377,13 +389,12 @@ def check_accuracy(
     if not vals:
         return
     final = vals[-1]
-    nc = ctx.num_classes
-    if nc:
-        chance = 1.0 / nc
-        if final <= chance + accuracy_margin(chance, n_test):
-            ctx.warn(
-                f"{label}: accuracy {final:.3f} is near chance ({chance:.3f} for {nc} classes)"
-            )
+    chance = ctx.chance
+    if chance is not None and final <= chance + accuracy_margin(chance, n_test):
+        ctx.warn(
+            f"{label}: accuracy {final:.3f} is near chance ({chance:.3f}, always the "
+            "test set's majority class)"
+        )
     # (a run that starts at the ceiling has nothing left to improve)
     if len(vals) >= 3 and vals[0] < 0.99 and max(vals[len(vals) // 2 :]) <= vals[0] + 0.01:
         ctx.warn(

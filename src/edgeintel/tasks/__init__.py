@@ -43,8 +43,11 @@ class TaskKind(ABC):
 
     name: ClassVar[str]
     metric: ClassVar[str]  # the headline metric, a key of ``evaluate``'s result
+    metric_label: ClassVar[str] = ""  # the headline as prose names it ("RMSE"; "": metric)
     higher_is_better: ClassVar[bool]
     unit: ClassVar[str] = ""  # of the headline metric ("" for a fraction)
+    # the headline's possible values (a fraction: [0, 1]); None: unbounded (target units)
+    metric_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
     label_dtype: ClassVar[type[np.generic]] = np.int64
     early_exit: ClassVar[bool] = False  # has a confidence rule for early-exit heads
 
@@ -57,6 +60,15 @@ class TaskKind(ABC):
     @abstractmethod
     def loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mean loss of a batch (a scalar tensor)."""
+
+    def soft_loss(
+        self, student: torch.Tensor, teacher: torch.Tensor, temperature: float
+    ) -> torch.Tensor:
+        """Distillation's term pulling a student's outputs to a teacher's (mean over the
+        batch): the squared error of the outputs by default (``temperature`` unused)."""
+        import torch.nn.functional as F
+
+        return F.mse_loss(student, teacher)
 
     def outputs(self, num_classes: int, input_shape: tuple[int, ...]) -> int:
         """Width of the model's output layer."""
@@ -84,6 +96,15 @@ class TaskKind(ABC):
     def agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Per-sample booleans: do predictions ``a`` and ``b`` count as the same answer?"""
 
+    def correct(self, pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample booleans: is each prediction right about its true target? (``agree``
+        with the truth by default: the label, a value within the tolerance)."""
+        return self.agree(pred, y)
+
+    def record(self, pred: Any) -> dict[str, Any]:
+        """What a served result carries for one prediction (JSON-ready; e.g. a label)."""
+        return {"prediction": np.asarray(pred).tolist()}
+
     def same(self, a: Any, b: Any) -> bool:
         """Do two single predictions (a label, a value, an anomaly score) count as the same
         answer? ``agree`` on one sample: the rule the redundancy filter and the result cache
@@ -91,6 +112,11 @@ class TaskKind(ABC):
         return bool(self.agree(np.asarray([a]), np.asarray([b]))[0])
 
     # ----------------------------------------------------------------- shared
+
+    @classmethod
+    def label(cls) -> str:
+        """The headline metric's name in prose ("accuracy", "RMSE", "AUROC")."""
+        return cls.metric_label or cls.metric
 
     def better(self, a: float, b: float) -> bool:
         """Is headline value ``a`` strictly better than ``b``?"""

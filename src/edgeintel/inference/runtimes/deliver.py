@@ -5,8 +5,8 @@ A device profile that names another runtime judges them in its own runtime inste
 candidate's model after its last PyTorch-level step (pruning, low-rank, QAT, distillation)
 is exported to the runtime, at int8 with the runtime's own quantizer where the recipe ends
 in an int8 step (ORT's static or dynamic quantizer otherwise), calibrated on the same real
-samples; its accuracy is measured on the same validation split and its batch-1 latency
-with the same stable-window protocol, through the runtime's API. The result is a
+samples; its task metric (``TaskKind``) is measured on the same validation split and its
+batch-1 latency with the same stable-window protocol, through the runtime's API. The result is a
 ``CompressionResult`` whose last stage is that export, so the search (``select``) and the
 per-profile choice treat it like any candidate.
 """
@@ -29,6 +29,7 @@ from edgeintel.inference.runtimes import DEFAULT_RUNTIME
 from edgeintel.inference.runtimes.base import ExportSource, get_runtime, predict_all
 from edgeintel.latency import scale_latency, time_calls
 from edgeintel.onnx_files import file_sha256
+from edgeintel.tasks import TaskKind, make_task
 
 __all__ = ["QUANTIZERS", "RuntimeCandidates", "in_runtime", "precision_of", "runtime_candidates"]
 
@@ -58,16 +59,19 @@ def in_runtime(
     calibration: np.ndarray | None,
     measure: MeasureConfig,
     workdir: Path,
+    task: TaskKind | None = None,
 ) -> CompressionResult:
-    """``result`` exported to ``runtime`` and measured there (accuracy on ``eval_data``,
-    batch-1 latency in ms, bytes of the artifact and its sidecars)."""
+    """``result`` exported to ``runtime`` and measured there (the metrics of ``task`` on
+    ``eval_data``, batch-1 latency in ms, bytes of the artifact and its sidecars)."""
     rt = get_runtime(runtime)
     precision = precision_of(result.recipe)
     out_dir = workdir / rt.name / result.recipe.name
     artifact = rt.export(_export_source(result), out_dir, precision, calibration)
     predictor = rt.load(artifact)
     x, y = eval_data
-    acc = float((predict_all(predictor, x).argmax(1) == y).mean()) if len(y) else float("nan")
+    kind = task if task is not None else make_task("classification")
+    metrics = kind.evaluate(kind.predict(predict_all(predictor, x), x), y) if len(y) else {}
+    value = float(metrics.get(kind.metric, float("nan")))
     sample = np.ascontiguousarray(x[:1], dtype=np.float32)
     # the protocol ONNX Runtime candidates are timed with (measure_onnx)
     lat = time_calls(lambda: predictor.run(sample), measure.runs, measure.warmup)
@@ -76,7 +80,8 @@ def in_runtime(
         result.final,
         onnx_bytes=len(files),
         compressed_bytes=len(zlib.compress(files, 9)),
-        accuracy=acc,
+        metric_value=value,
+        metrics={k: float(v) for k, v in metrics.items()},
         latency=lat,
         latency_scaled=scale_latency(lat, measure.compute_speed),
         compute_speed=measure.compute_speed,
@@ -95,7 +100,7 @@ def in_runtime(
         sha256=file_sha256(artifact),
         bytes=len(files),
         extra={**result.artifact.extra, "runtime": rt.name, "precision": precision,
-               "files": [p.name for p in rt.files(artifact)], "accuracy": acc},
+               "files": [p.name for p in rt.files(artifact)], kind.metric: value},
     )  # fmt: skip
     return CompressionResult(
         result.recipe, [*result.stages, stage], record, result.model, result.torch_model
@@ -118,6 +123,7 @@ def runtime_candidates(
     calibration: np.ndarray | None,
     measure: MeasureConfig,
     workdir: Path,
+    task: TaskKind | None = None,
 ) -> RuntimeCandidates:
     """Every candidate of ``results`` in ``runtime`` (ONNX Runtime: ``results`` as they are).
 
@@ -130,7 +136,7 @@ def runtime_candidates(
     failed: dict[str, str] = {}
     for r in results:
         try:
-            out.append(in_runtime(r, runtime, eval_data, calibration, measure, workdir))
+            out.append(in_runtime(r, runtime, eval_data, calibration, measure, workdir, task))
         except EdgeIntelError as exc:
             failed[r.recipe.name] = str(exc).splitlines()[0]
     if not out and failed:

@@ -29,8 +29,7 @@ def render_data(data: dict[str, Any], figures: list[Figure], ctx: RenderContext)
     n_test = data.get("test_samples")
     part = data.get("partition") or {}
     h = ctx.headline
-    if classes:
-        h.chance = 1.0 / len(classes)
+    h.chance = ctx.chance
     h.fact(
         "data",
         f"{data.get('name')}: {data.get('samples')} samples, {len(classes)} classes "

@@ -44,9 +44,17 @@ def render_evaluation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
     h = ctx.headline
     by = (ctx.results.get("model") or {}).get("trained_by", "")
     n_test = data.get("test_samples")
-    acc = data.get("accuracy_onnx")
-    h.accuracy(f"exported ONNX model ({by})", acc, note="what devices deploy, before compression")
-    check_accuracy(ctx, "exported model", [acc], n_test=n_test if isinstance(n_test, int) else None)
+    metric = str(data.get("metric") or "accuracy")  # the task kind's headline metric
+    value = data.get(f"{metric}_onnx")
+    if metric == "accuracy":
+        h.accuracy(
+            f"exported ONNX model ({by})", value, note="what devices deploy, before compression"
+        )
+        check_accuracy(
+            ctx, "exported model", [value], n_test=n_test if isinstance(n_test, int) else None
+        )
+    elif isinstance(value, float | int):
+        h.fact(f"exported ONNX model ({by}), test {metric}", f"{value:.4g}")
     lat = data.get("latency_ms") or {}
     p50, p95 = lat.get("p50_ms"), lat.get("p95_ms")
     if lat.get("stable") is False:
@@ -74,9 +82,12 @@ def render_evaluation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
         k: v
         for k, v in data.items()
         if k not in ("latency_ms", "per_profile", "latency_samples_ms", "confusion_matrix",
-                     "per_device")
+                     "per_device", "metrics_onnx", "options")
     }  # fmt: skip
-    parts = [kv_table(summary, caption="Accuracy on the held-out test set")]
+    what = "Accuracy" if metric == "accuracy" else f"The {data.get('task')} task's figures"
+    parts = [kv_table(summary, caption=f"{what} on the held-out test set")]
+    if data.get("metrics_onnx"):
+        parts.append(kv_table(data["metrics_onnx"], caption="Every metric of the ONNX model"))
     parts.append(kv_table(lat, caption="Latency on this machine (ms, batch 1, measured)"))
     if per_profile:
         parts.append(
@@ -118,7 +129,7 @@ def int8_slower_than_fp32(candidates: list[dict[str, Any]]) -> list[tuple[str, f
     return out
 
 
-def _why(verdict: str, budget: dict[str, Any]) -> str:
+def _why(verdict: str, budget: dict[str, Any], metric: str = "accuracy") -> str:
     """The chosen verdict plus the budget it was judged against, in words."""
     why = verdict.split(":", 1)[1].strip() if ":" in verdict else verdict
     terms = []
@@ -128,6 +139,8 @@ def _why(verdict: str, budget: dict[str, Any]) -> str:
         terms.append(f"≤ {budget['max_bytes'] / 1024:g} KiB")
     if budget.get("min_accuracy") is not None:
         terms.append(f"accuracy ≥ {budget['min_accuracy']:g}")
+    if budget.get("max_metric_drop") is not None:
+        terms.append(f"{metric} drop ≤ {budget['max_metric_drop']:g}")
     if budget.get("max_peak_memory_bytes") is not None:
         terms.append(f"peak memory ≤ {budget['max_peak_memory_bytes'] / 2**20:g} MiB")
     return f"{why} (budget: {', '.join(terms)})" if terms else why
@@ -137,6 +150,7 @@ def _why(verdict: str, budget: dict[str, Any]) -> str:
 def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderContext) -> Markup:
     h = ctx.headline
     per_profile = data.get("per_profile") or {}
+    metric = str(data.get("metric") or "accuracy")  # the task kind's headline metric
     parts: list[Markup] = []
     overview = {}
     for name, p in per_profile.items():
@@ -144,14 +158,14 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
         chosen = next((r for r in rows if r.get("chosen")), None)
         kib = (p.get("onnx_bytes") or 0) / 1024
         h.profile(name, "receives", f"{p.get('chosen')} ({kib:.1f} KiB)")
-        why = _why(str(chosen["verdict"]), p.get("budget") or {}) if chosen else ""
+        why = _why(str(chosen["verdict"]), p.get("budget") or {}, metric) if chosen else ""
         h.profile(name, "why", why)
-        h.profile(name, "accuracy", p.get("accuracy"))
+        h.profile(name, metric, p.get(metric))
         h.profile(name, "p50 on device (ms, estimated)", p.get("latency_ms_device"))
         budget = {k: v for k, v in (p.get("budget") or {}).items() if v is not None}
         overview[name] = {
             "chosen": p.get("chosen"),
-            "accuracy": p.get("accuracy"),
+            metric: p.get(metric),
             "latency on device (ms)": p.get("latency_ms_device"),
             "ONNX KiB": round(kib, 1),
             "budget": budget,
@@ -164,6 +178,8 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
         }
     base = (data.get("baseline") or {}).get("accuracy")
     for name, p in per_profile.items():
+        if metric != "accuracy":
+            break  # the pooled-data warning is about a classifier's accuracy
         acc = p.get("accuracy")
         tuned = (p.get("data_roles") or {}).get("fine_tuning", "")
         if str(tuned).startswith("device shards"):
@@ -227,7 +243,7 @@ def render_compression(data: dict[str, Any], figures: list[Figure], ctx: RenderC
             flat.append(
                 {
                     "candidate": c.get("label"),
-                    "accuracy": m.get("accuracy"),
+                    metric: m.get(metric),
                     "p50 here (ms)": lat.get("p50_ms"),
                     "p95 here (ms)": lat.get("p95_ms"),
                     "ONNX bytes": m.get("onnx_bytes"),

@@ -76,6 +76,13 @@ def render_offloading(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
         h.profile(profile, "inference runs", ", ".join(f"{k} ×{n}" for k, n in where.items()))
         h.profile(profile, "predicted latency per request (ms)", _mean(rs, "latency_ms"))
         h.profile(profile, "device energy per request (mJ)", _mean(rs, "energy_mj"))
+    planned_on = data.get("planned_on") or {}
+    if planned_on:
+        parts.append(
+            Markup("<p>Planned on <strong>{}</strong>: {}.</p>").format(
+                planned_on.get("artifact"), planned_on.get("why")
+            )
+        )
     plan_ms, plan_mj = _mean(rows, "latency_ms"), _mean(rows, "energy_mj")
     if plan_ms is not None:
         vs = ", ".join(
@@ -86,6 +93,8 @@ def render_offloading(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
             f"plan ({data.get('policy')}): {(data.get('summary') or {}).get('decisions', '')}, "
             f"mean {plan_ms:.4g} ms per request" + (f" (vs {vs})" if vs else ""),
         )
+    for note in data.get("notes") or []:  # e.g. a profile taken under load
+        ctx.warn(f"offloading: {note}")
     missing = [str(r["device"]) for r in rows if r.get("meets_deadline") is False]
     if missing:
         ctx.warn(

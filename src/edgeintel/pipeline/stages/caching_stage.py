@@ -348,9 +348,14 @@ def _summary(section: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     devs = [v for v in section.get("filter", {}).get("per_device", {}).values() if "inputs" in v]
     if devs:
-        skip = np.mean([v["skip_fraction"] for v in devs])
-        agree = np.mean([v["agreement"] for v in devs])
-        out["inputs skipped (mean of devices)"] = f"{skip:.1%} at {agree:.1%} agreement"
+        # pooled over devices (skipped / inputs), the one skip rate the report's headline,
+        # its section and results' payoff quote too
+        skipped = sum(int(v["skipped"]) for v in devs)
+        inputs = sum(int(v["inputs"]) for v in devs)
+        agree = sum(float(v["agreement"]) * int(v["inputs"]) for v in devs) / max(1, inputs)
+        out["inputs skipped (all devices)"] = (
+            f"{skipped} of {inputs} ({skipped / max(1, inputs):.1%}) at {agree:.1%} agreement"
+        )
         out["bytes not uploaded"] = f"{sum(v['bytes_not_uploaded'] for v in devs) / 1024:.1f} KiB"
         out["energy saved"] = f"{sum(v['energy_saved_j'] for v in devs):.4g} J"
         out["threshold chosen (first device)"] = devs[0]["threshold"]["reason"]

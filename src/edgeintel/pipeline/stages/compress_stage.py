@@ -11,7 +11,8 @@ DP accounted in the same budget as training; see ``federated_finetune``), and
 calibration and distillation use the server-held set (``data.server_fraction``)
 only; without one, static int8 becomes dynamic int8 and distillation is left out.
 Each artifact records which data each of its steps saw, by role. Every candidate
-is measured on the validation split (selection) and the test split (reported).
+is measured by the task kind's metric (accuracy, RMSE, AUROC) on the validation split
+(selection, ``max_metric_drop``) and the test split (reported, ``test_<metric>``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from edgeintel.inference.devices import (
     choose_for_profiles,
     federated_space,
     front_rows,
-    onnx_accuracy,
+    onnx_metric,
     pareto_figure,
     recipe_data_roles,
     search_space_for,
@@ -45,7 +46,7 @@ from edgeintel.pipeline.stages.federated_finetune import (
 from edgeintel.pipeline.stages.runtimes_delivery import (
     deliver_in_runtimes,
     record_runtimes,
-    runtime_accuracy,
+    runtime_metric,
 )
 from edgeintel.training.scenario_train import resolve_mode
 
@@ -91,7 +92,7 @@ def fit_data_for(
 
 
 def _test_acc(test_acc: dict[str, float], profile: str, choice: Any, runtime: str) -> float:
-    """The chosen candidate's test accuracy (measured in the profile's runtime)."""
+    """The chosen candidate's test metric (measured in the profile's runtime)."""
     if runtime != DEFAULT_RUNTIME:
         return test_acc[f"{profile}@{runtime}"]
     return test_acc[choice.search.chosen.label]
@@ -117,6 +118,7 @@ class CompressStage(Stage):
         settings = inf.compress
         x_te, y_te = ctx.test_arrays()
         x_val, y_val = ctx.val_arrays()
+        kind = ctx.task_kind()
         fit, roles = fit_data_for(ctx)
         space = search_space_for(settings)
         finetuner: FederatedFinetuner | None = None
@@ -151,12 +153,15 @@ class CompressStage(Stage):
                     seed=sc.seed,
                     cache=ctx.compress_cache,
                     finetuner=finetuner,
+                    task=kind,
                 )
                 advance()
                 ctx.log(f"compress: measured {recipe.label()} ({i}/{len(space)})")
-            test_acc = {r.recipe.name: onnx_accuracy(r.artifact.path, x_te, y_te) for r in results}
+            test_acc = {
+                r.recipe.name: onnx_metric(r.artifact.path, x_te, y_te, kind) for r in results
+            }
             measure = MeasureConfig(runs=inf.latency_runs, warmup=inf.warmup_runs)
-            delivery = deliver_in_runtimes(ctx, results, (x_val, y_val), calib_x, measure)
+            delivery = deliver_in_runtimes(ctx, results, (x_val, y_val), calib_x, measure, kind)
             choices = choose_for_profiles(
                 results,
                 dict(sc.device_profiles),
@@ -166,30 +171,33 @@ class CompressStage(Stage):
                 extra_for=lambda r: {"data_roles": {**roles, **roles_of(r.recipe)}},
                 by_runtime={k: v.results for k, v in delivery.items()},
             )
-            for name, choice in choices.items():  # test accuracy in the profile's own runtime
+            for name, choice in choices.items():  # the test metric in the profile's runtime
                 rt_name = sc.device_profiles[name].runtime
                 if rt_name != DEFAULT_RUNTIME and choice.search.chosen is not None:
-                    test_acc[f"{name}@{rt_name}"] = runtime_accuracy(
-                        rt_name, choice.artifact_path, x_te, y_te
+                    test_acc[f"{name}@{rt_name}"] = runtime_metric(
+                        rt_name, choice.artifact_path, x_te, y_te, kind
                     )
             advance()
         record_runtimes(ctx, choices, delivery, calib_x, Path(results[0].stages[0].onnx_path))
         ctx.compressed_artifacts = {k: str(v.artifact_path) for k, v in choices.items()}
         base = results[0].baseline
+        metric, test_key = kind.metric, f"test_{kind.metric}"
         ctx.results["compression"] = {
             "search_space": settings.search_space,
             "objective": settings.objective,
+            "metric": metric,
+            "higher_is_better": kind.higher_is_better,
             "data_roles": roles,
             "baseline": {
-                "accuracy": base.accuracy,
-                "test_accuracy": onnx_accuracy(results[0].stages[0].onnx_path, x_te, y_te),
+                metric: base.metric_value,
+                test_key: onnx_metric(results[0].stages[0].onnx_path, x_te, y_te, kind),
                 "onnx_bytes": base.onnx_bytes,
                 "p50_ms_here": base.latency.p50_ms,
             },
             "candidates": [
                 {
                     **r.summary_json(),
-                    "test_accuracy": test_acc[r.recipe.name],
+                    test_key: test_acc[r.recipe.name],
                     "data_roles": roles_of(r.recipe),
                 }
                 for r in results
@@ -198,7 +206,7 @@ class CompressStage(Stage):
                 k: {
                     **v.to_json(),
                     "runtime": sc.device_profiles[k].runtime,
-                    "test_accuracy": _test_acc(test_acc, k, v, sc.device_profiles[k].runtime),
+                    test_key: _test_acc(test_acc, k, v, sc.device_profiles[k].runtime),
                     "data_roles": roles_of(v.search.chosen.result.recipe),
                 }
                 for k, v in choices.items()
@@ -206,9 +214,9 @@ class CompressStage(Stage):
             },
             "summary": {
                 f"artifact for {k}": f"{v.search.chosen.label} in "
-                f"{sc.device_profiles[k].runtime} (test acc "
-                f"{_test_acc(test_acc, k, v, sc.device_profiles[k].runtime):.3f}, validation "
-                f"{v.search.chosen.measurement.accuracy:.3f}, "
+                f"{sc.device_profiles[k].runtime} (test {metric} "
+                f"{_test_acc(test_acc, k, v, sc.device_profiles[k].runtime):.4g}, validation "
+                f"{v.search.chosen.measurement.metric_value:.4g}, "
                 f"{v.search.chosen.latency_ms:.3g} ms, "
                 f"{v.search.chosen.measurement.onnx_bytes / 1024:.1f} KiB)"
                 for k, v in choices.items()
@@ -245,9 +253,9 @@ class CompressStage(Stage):
                 "compression",
                 f"Pareto front for {name}",
                 pareto_figure(choice.search, f"{sc.name}: candidates on {name}"),
-                f"Validation accuracy (selection) vs latency on {name} (this machine's "
+                f"Validation {metric} (selection) vs latency on {name} (this machine's "
                 f"{sc.device_profiles[name].runtime} p50 / compute speed "
                 f"{sc.device_profiles[name].compute_speed:g}); "
                 "marker area ~ artifact size, green = meets the budget, black edge = Pareto front "
-                "(accuracy, latency, size), red ring = chosen.",
+                f"({metric}, latency, size), red ring = chosen.",
             )

@@ -1,7 +1,14 @@
-"""The ``offloading`` stage: where each device's inference runs, on the trained ONNX model."""
+"""The ``offloading`` stage: where each device's inference runs.
+
+It runs after ``compress`` and plans on the artifact the devices receive (the one most
+device instances receive when profiles differ; the exported fp32 model without compression
+or with an early exit, whose exit head belongs to it), so a profile's planned latency is
+the latency of the model it runs."""
 
 from __future__ import annotations
 
+from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +28,7 @@ class OffloadingStage(Stage):
     """Profile the exported model per layer, place the fleet, replay link traces, execute splits."""
 
     name = "offloading"
-    order = 52
+    order = 57  # after compress: plan on the artifact the devices receive
     title = "Offloading (placement and DNN partitioning)"
 
     def enabled(self, ctx: RunContext) -> bool:
@@ -38,17 +45,20 @@ class OffloadingStage(Stage):
             with ctx.task("Early exit (fit, calibrate on validation, export)", total=1) as adv:
                 exit_json, exit_profile = _early_exit(ctx, ee)
                 adv()
+        model_path, planned_on = _planning_artifact(ctx, exit_profile is not None)
         with ctx.task("Offloading plan (profile, place, execute)", total=1) as advance:
             result = plan_scenario(
                 ctx.scenario,
-                ctx.artifact.path,
+                model_path,
                 ctx.run_dir / "offloading",
-                sample=x_te[:1],
+                sample=x_te[:8],  # the first profiles; every chosen split runs on all
                 early_exit=exit_profile,
             )
             advance()
+        for note in result.notes():  # the report's section warns with the same sentence
+            ctx.console.print(f"[yellow]warning:[/] offloading: {note}")
         ctx.offloading_plan = result
-        ctx.results["offloading"] = result.to_json()
+        ctx.results["offloading"] = {**result.to_json(), "planned_on": planned_on}
         if exit_json is not None:
             if result.without_exit is not None:
                 exit_json["plan"] = {
@@ -60,6 +70,41 @@ class OffloadingStage(Stage):
                 }
             ctx.results["offloading"]["early_exit"] = exit_json
         _figures(ctx, result)
+
+
+def _planning_artifact(ctx: RunContext, early_exit: bool) -> tuple[Path, dict[str, Any]]:
+    """The ONNX file to plan on and a record of it: the artifact (compression's choice)
+    most device instances receive (ties: the first profile's), else the exported model."""
+    assert ctx.artifact is not None
+    received = dict(ctx.compressed_artifacts)
+    per = (ctx.results.get("compression") or {}).get("per_profile") or {}
+    label = {p: str((per.get(p) or {}).get("chosen", Path(a).stem)) for p, a in received.items()}
+    devices = ctx.scenario.expand_devices()
+    by_profile = {
+        p: label.get(p, "fp32 (model.onnx)") for p in dict.fromkeys(d.profile_name for d in devices)
+    }
+    fixed = ctx.scenario.settings.offloading.profile_file is not None
+    if not received or early_exit or fixed:
+        why = "the exported fp32 model: " + (
+            "its early exit head belongs to it"
+            if early_exit
+            else "settings.offloading.profile_file profiles it"
+            if fixed
+            else "no compression ran"
+        )
+        record = {"artifact": "fp32 (model.onnx)", "why": why, "profiles_receive": by_profile}
+        return Path(ctx.artifact.path), record
+    counts = Counter(label[d.profile_name] for d in devices if d.profile_name in label)
+    chosen = counts.most_common(1)[0][0]
+    path = next(received[p] for p in received if label[p] == chosen)
+    others = sorted(p for p in received if label[p] != chosen)
+    why = "the artifact the devices receive from compression" + (
+        f" (most devices; {', '.join(others)} receive another: their planned latency is "
+        "that of this artifact)"
+        if others
+        else ""
+    )
+    return Path(path), {"artifact": chosen, "why": why, "profiles_receive": by_profile}
 
 
 def _early_exit(

@@ -217,6 +217,7 @@ def _add_agents(
             token=tokens.devices[d.name],
             settings=rt,
             server_node=d.attach,
+            task=ctx.task_kind(),  # results carry the kind's output (label, value, alarm)
             # one loaded artifact per agent: runtimes' requests are not shared across threads
             predictor=(
                 get_runtime(d.profile.runtime).load(runtime_files[d.profile.runtime])
@@ -321,7 +322,9 @@ def _device_filter(
     cs = ctx.scenario.settings.caching
     if not (cs.enabled and cs.filter.enabled) or len(x) < 4:
         return None, {}
-    return filter_for_device(cs.filter, x, session, ctx.filter_thresholds.get(name))
+    return filter_for_device(
+        cs.filter, x, session, ctx.filter_thresholds.get(name), ctx.task_kind()
+    )
 
 
 def _verify_key(folder: Path) -> Path:

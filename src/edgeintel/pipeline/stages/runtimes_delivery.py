@@ -25,13 +25,14 @@ from edgeintel.inference.runtimes.deliver import (
 )
 from edgeintel.pipeline.core import RunContext
 from edgeintel.pipeline.sections import runtimes_section as _section  # noqa: F401  (registers it)
+from edgeintel.tasks import TaskKind
 
 __all__ = [
     "deliver_in_runtimes",
     "device_runtime_artifacts",
     "parity_runtimes",
     "record_runtimes",
-    "runtime_accuracy",
+    "runtime_metric",
 ]
 
 
@@ -44,11 +45,15 @@ def parity_runtimes(mode: str, profile_runtimes: set[str]) -> list[str]:
     return [n for n in RUNTIMES.names() if n in wanted]
 
 
-def runtime_accuracy(runtime: str, artifact: Path, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of ``artifact`` run by ``runtime`` on ``(x, y)`` (nan on an empty set)."""
+def runtime_metric(
+    runtime: str, artifact: Path, x: np.ndarray, y: np.ndarray, task: TaskKind
+) -> float:
+    """The headline metric of ``task`` for ``artifact`` run by ``runtime`` on ``(x, y)``
+    (nan on an empty set or where undefined)."""
     if len(y) == 0:
         return float("nan")
-    return float((predict_all(get_runtime(runtime).load(artifact), x).argmax(1) == y).mean())
+    out = predict_all(get_runtime(runtime).load(artifact), x)
+    return float(task.evaluate(task.predict(out, x), y).get(task.metric, float("nan")))
 
 
 def deliver_in_runtimes(
@@ -57,6 +62,7 @@ def deliver_in_runtimes(
     val: tuple[np.ndarray, np.ndarray],
     calib_x: np.ndarray | None,
     measure: MeasureConfig,
+    task: TaskKind,
 ) -> dict[str, RuntimeCandidates]:
     """The candidates of every non-default runtime a device profile names, measured there."""
     names = sorted({p.runtime for p in ctx.scenario.device_profiles.values()} - {DEFAULT_RUNTIME})
@@ -64,7 +70,7 @@ def deliver_in_runtimes(
     for name in names:
         ctx.log(f"compress: exporting {len(results)} candidates to {name}")
         out[name] = runtime_candidates(
-            results, name, val, calib_x, measure, ctx.run_dir / "compress" / "runtimes"
+            results, name, val, calib_x, measure, ctx.run_dir / "compress" / "runtimes", task
         )
     return out
 
