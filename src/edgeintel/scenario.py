@@ -191,7 +191,7 @@ class DataSpec(_Strict):
         """The disjoint test / server-held / validation / train index sets this spec asks
         for on the loaded ``ds`` (see ``edgeintel.data.split.run_splits``)."""
         return run_splits(
-            ds.y,
+            ds.strata,
             ds.groups,
             test_fraction=self.test_fraction,
             validation_fraction=self.validation_fraction,

@@ -257,6 +257,20 @@ def device_cmd(
     tls_crl: Annotated[
         Path | None, typer.Option(help="The CA's revocation list (PEM; servers reload it).")
     ] = None,
+    version: Annotated[
+        str, typer.Option(help="The version of --onnx (its repository folder).")
+    ] = "1",
+    follow_rollouts: Annotated[
+        bool,
+        typer.Option(
+            help="Run the version the server assigns (edgeintel rollout): fetched, checked "
+            "against --verify-key (else its sha256), swapped in between two inputs."
+        ),
+    ] = False,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where fetched versions are kept (default: beside --store)."),
+    ] = None,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -288,9 +302,9 @@ def device_cmd(
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
         check_model_preprocessing(onnx, stream)
-        if verify_key is not None:
-            from edgeintel.security.signing import ArtifactVerifier
+        from edgeintel.security.signing import ArtifactVerifier
 
+        if verify_key is not None:
             ArtifactVerifier(verify_key)(onnx)
         session = make_session(onnx)
         check_input_shape(session, tuple(stream.inputs[0].shape), onnx)
@@ -301,6 +315,23 @@ def device_cmd(
             tuned = None if filter_from is None else threshold_from_results(filter_from, device)
             filt, _ = filter_for_device(
                 sc.settings.caching.filter, stream.inputs, session, tuned, kind
+            )
+        updater = None
+        if follow_rollouts:
+            if server is None:
+                raise ConfigError("--follow-rollouts: needs --server (versions come from it)")
+            if not version.isdigit():
+                raise ConfigError(f"--version: expected a version number, got {version!r}")
+            from edgeintel.runtime.updater import ModelUpdater
+
+            shape = tuple(stream.inputs[0].shape)
+            updater = ModelUpdater(
+                model,
+                models_dir or store.with_name(store.name + ".models"),
+                transport,
+                {"Authorization": f"Bearer {token}"} if token else {},
+                verify=None if verify_key is None else ArtifactVerifier(verify_key),
+                check=lambda s: check_input_shape(s, shape, f"{model} (fetched)"),
             )
         with DeviceStore(store, settings.store) as st:
             agent = DeviceAgent(
@@ -316,6 +347,8 @@ def device_cmd(
                 settings=settings,
                 server_node=dev.attach,
                 task=kind,
+                version=version,
+                updater=updater,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)
@@ -329,6 +362,11 @@ def device_cmd(
                 **stats.to_json(),
                 "store": dict(st.counters),
                 "undelivered": st.size,
+                "version": agent.active.version,
+                "swaps": [
+                    {"t_s": round(t - (agent.started or t), 3), "version": v}
+                    for t, v in agent.versions
+                ],
             }
             hint = agent.delivery_hint(st.size)
             if hint is not None:

@@ -87,6 +87,7 @@ def device_stream(scenario: Any, device: str) -> DeviceStream:
         scenario.seed,
         len(devices),
         edge=resolve_mode(scenario) is not TrainingMode.CENTRAL,
+        kind=scenario.task.kind,
     )
     x, y = rd.device_arrays(names.index(device))
     if len(x) == 0:

@@ -230,6 +230,7 @@ class HttpApi:
     async def rollout_start(self, request: Request) -> Response:
         from pydantic import ValidationError
 
+        from edgeintel.errors import format_error
         from edgeintel.runtime.rollout import RolloutSettings
 
         self.auth.operator(self.token(request))
@@ -237,9 +238,7 @@ class HttpApi:
         try:
             settings = RolloutSettings.model_validate(body)
         except ValidationError as exc:
-            e = exc.errors()[0]
-            where = ".".join(str(x) for x in e["loc"]) or "body"
-            raise ProtocolError(f"rollout {where}: {e['msg']}") from None
+            raise ProtocolError(f"rollout {format_error(dict(exc.errors()[0]))}") from None
         r = await self.server.start_rollout(settings)
         return json_response(r.to_json())
 
