@@ -172,6 +172,8 @@ def _add_agents(
     folder: Path,
 ) -> None:
     """One ``DeviceAgent`` per device with data: its link emulator, filter, plan and store."""
+    from edgeintel.inference.runtimes.base import get_runtime
+    from edgeintel.pipeline.stages.runtimes_delivery import device_runtime_artifacts
     from edgeintel.runtime.agent import DeviceAgent, DeviceStream
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
@@ -192,6 +194,13 @@ def _add_agents(
         store_secret = load_store_secret(generate_store_secret(folder / "keys" / "store.key"))
     # the agents run the repository's signed copy, verified like the servers verify theirs
     session = _verified_session(folder / "repo" / "model" / "1" / "model.onnx", folder)
+    # devices whose profile names another runtime run the same model exported to it
+    runtime_files = device_runtime_artifacts(
+        ctx,
+        {d.profile.runtime for _, d in devices},
+        folder / "repo" / "model" / "1" / "model.onnx",
+        folder / "device_runtimes",
+    )
     origin = time.time()
     for i, d in devices:
         x, y = ctx.device_arrays(i)
@@ -233,6 +242,12 @@ def _add_agents(
             settings=rt,
             server_node=d.attach,
             task=ctx.task_kind(),  # results carry the kind's output (label, value, alarm)
+            # one loaded artifact per agent: runtimes' requests are not shared across threads
+            predictor=(
+                get_runtime(d.profile.runtime).load(runtime_files[d.profile.runtime])
+                if d.profile.runtime in runtime_files
+                else None
+            ),
         )
         run.agents.append((agent, store, transport))
     ctx.log(f"runtime: {len(run.agents)} agents ready (filters, plans); starting")
