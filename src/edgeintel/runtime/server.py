@@ -55,6 +55,7 @@ from edgeintel.errors import ConfigError
 from edgeintel.runtime.auth import Authenticator, Tokens
 from edgeintel.runtime.core import CacheFactory, Features, InferenceCore, ServeError
 from edgeintel.runtime.dashboard import LiveStats
+from edgeintel.runtime.drift_watch import DriftBook
 from edgeintel.runtime.metrics import ServerMetrics
 from edgeintel.runtime.protocol import ProtocolError
 from edgeintel.runtime.relay import FORWARD_HEADER, Relay, SinkForwarder
@@ -85,7 +86,8 @@ class InferenceServer:
     ``upstream``: the transport to ``upstream_name`` (the cloud, usually over a
     ``LinkEmulator`` of the backhaul), used to relay requests and to forward stored
     results with ``upstream_token``. ``grpc_port``: also serve the gRPC protocol there
-    (0: a free port, read ``grpc_port`` after start; None: no gRPC).
+    (0: a free port, read ``grpc_port`` after start; None: no gRPC). ``on_drift(group,
+    figures)``: called when enough devices of a group report drift (``DriftBook``).
     ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``).
     """
 
@@ -104,6 +106,7 @@ class InferenceServer:
         grpc_host: str = "127.0.0.1",
         grpc_port: int | None = None,
         grpc_ssl: Any = None,
+        on_drift: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings or ServerSettings()
         table = tokens if isinstance(tokens, Tokens) else Tokens(devices=dict(tokens or {}))
@@ -114,6 +117,8 @@ class InferenceServer:
             repository, self.settings, self.metrics, self.board, cache, features
         )
         self.rollouts = RolloutManager(repository.versions, repository.pin)
+        self.drift = DriftBook()
+        self.on_drift = on_drift  # called with (group, its figures) when a retrain is due
         self.node = node
         self.relay = Relay(upstream, upstream_name, self.metrics, self.board) if upstream else None
         self.upstream_token = upstream_token
@@ -155,7 +160,15 @@ class InferenceServer:
         self.board.results(label, accepted, dup)
         self.metrics.ingested(name, accepted, dup)
         before = {m: r.state for m, r in self.rollouts.rollouts.items()}
-        self.rollouts.ingest(name, records, msg.get("status"))
+        status = msg.get("status")
+        self.rollouts.ingest(name, records, status)
+        report = status.get("drift") if isinstance(status, dict) else None
+        group = self.drift.ingest(name, report, time.time())
+        if group is not None:
+            figures = self.drift.groups()[group]
+            self.event("drift.retrain_due", group=group, **figures)
+            if self.on_drift is not None:
+                self.on_drift(group, figures)
         for m, r in self.rollouts.rollouts.items():
             if before.get(m) != r.state:
                 self.event(f"rollout.{r.state}", model=m, version=r.candidate, reason=r.reason)
