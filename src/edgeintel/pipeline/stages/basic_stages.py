@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.data import label_skew
+from edgeintel.data import Target, label_skew
 from edgeintel.data.device_data import derive_run_data
 from edgeintel.data.provenance import (
     CENTRAL_TRAIN,
@@ -30,7 +30,24 @@ from edgeintel.scenario import TrainingMode
 from edgeintel.tasks import TaskKind
 from edgeintel.training.scenario_train import resolve_mode
 
-__all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage"]
+__all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage", "trivial_baseline"]
+
+
+def strata_labels(ds: Any) -> list[str]:
+    """Names of ``ds.strata``'s values: the classes, or a real target's quantile bins."""
+    if ds.target is not Target.VALUE:
+        return list(ds.classes)
+    return [f"{ds.classes[0]} q{k + 1}" for k in range(int(ds.strata.max()) + 1)]
+
+
+def trivial_baseline(
+    kind: Any, ds: Any, train_idx: np.ndarray, test_idx: np.ndarray
+) -> dict[str, Any]:
+    """The task kind's trivial baselines on the test targets, fitted on the training
+    targets (``TaskKind.baselines``), and the best of them by the kind's headline metric."""
+    y_tr, y_te = ds.y[train_idx], ds.y[test_idx]
+    name, value = kind.best_baseline(y_tr, y_te)
+    return {"metric": kind.metric, "best": name, "value": value, "all": kind.baselines(y_tr, y_te)}
 
 
 @register_stage
@@ -49,7 +66,11 @@ class DataStage(Stage):
             # the one derivation of a device's data (held-out sets, shards, standardisation
             # fitted on what the fitting party holds), shared with compress and the agents
             rd = derive_run_data(
-                spec, sc.seed, len(ctx.devices), edge=resolve_mode(sc) is not TrainingMode.CENTRAL
+                spec,
+                sc.seed,
+                len(ctx.devices),
+                edge=resolve_mode(sc) is not TrainingMode.CENTRAL,
+                kind=sc.task.kind,
             )
             advance()
         ds, splits = rd.dataset, rd.splits
@@ -62,15 +83,22 @@ class DataStage(Stage):
         ctx.data_split = split_record(spec, sc.seed, splits, ds.name)
         ctx.dataset, ctx.train_idx, ctx.test_idx = ds, train_idx, test_idx
         ctx.device_parts = list(rd.parts)
+        # real-valued targets are counted by quantile bin (Dataset.strata), labels by class
+        strata, strata_names = ds.strata, strata_labels(ds)
         counts = np.stack(
-            [np.bincount(ds.y[idx], minlength=ds.num_classes) for idx in ctx.device_parts]
+            [np.bincount(strata[idx], minlength=len(strata_names)) for idx in ctx.device_parts]
         )
+        labelled = ds.target is not Target.VALUE
         ctx.results["data"] = {
             **ds.summary(),
             "description": ds.description,
             "train_samples": len(train_idx),
             "test_samples": len(test_idx),
-            "split": {**splits.to_json(), "chance_accuracy": chance_accuracy(ds.y[test_idx])},
+            "split": {
+                **splits.to_json(),
+                "chance_accuracy": chance_accuracy(ds.y[test_idx]) if labelled else None,
+            },
+            "trivial_baseline": trivial_baseline(sc.task.task_kind(), ds, train_idx, test_idx),
             "standardization": rd.preprocessing,
             "feature_scale": rd.scale,
             "partition": {
@@ -79,7 +107,8 @@ class DataStage(Stage):
                 "devices": len(ctx.devices),
                 "label_skew": round(
                     label_skew(
-                        [np.searchsorted(train_idx, part) for part in rd.parts], ds.y[train_idx]
+                        [np.searchsorted(train_idx, part) for part in rd.parts],
+                        strata[train_idx],
                     ),
                     4,
                 ),
@@ -92,7 +121,7 @@ class DataStage(Stage):
         ctx.add_figure(
             "data",
             "Per-device data distribution",
-            plots.stacked_class_bars(counts, ds.classes, [d.name for d in ctx.devices]),
+            plots.stacked_class_bars(counts, strata_names, [d.name for d in ctx.devices]),
             f"{p.kind} partition of {len(train_idx)} training samples over "
             f"{len(ctx.devices)} devices "
             f"(label skew {ctx.results['data']['partition']['label_skew']:.2f}).",
