@@ -153,7 +153,7 @@ def plan_case(
             server_ms=prof.on(srv_speed),
             link=link_for(tier, bw),
             power=power,
-            serialize_ms_per_mb=prof.serialize_ms_per_mb,
+            serialize_ms_per_mb=prof.serialize_on(speed),
             objective=OffloadObjective.LATENCY,
         )
         d = plan_split(graph, ctx, "mincut", None, mc)
@@ -197,7 +197,7 @@ def bench_partitioning(workdir: Path) -> tuple[list[dict[str, Any]], dict[str, A
                         prof.on(srv),
                         link_for(tier, bw),
                         power,
-                        serialize_ms_per_mb=prof.serialize_ms_per_mb,
+                        serialize_ms_per_mb=prof.serialize_on(speed),
                     )
                     ex.add(plan_split(graph, ctx, "mincut", None, mc).mask)
         worst = ex.measure()
@@ -286,7 +286,7 @@ def bench_trace(
                 prof.on(srv),
                 link_for(tier, bw),
                 power,
-                serialize_ms_per_mb=prof.serialize_ms_per_mb,
+                serialize_ms_per_mb=prof.serialize_on(speed),
             )
             d = plan_split(graph, ctx, "mincut", None, mc)
             key = ex.add(d.mask)  # measured before the replay (bench_partitioning)
@@ -792,7 +792,7 @@ def bench_early_exit(workdir: Path) -> dict[str, Any]:
             link = LinkState(bw, rtt)
             ctx = SplitContext(
                 pprof.on(speed), pprof.on(EE_SERVER_SPEED), link, power,
-                serialize_ms_per_mb=pprof.serialize_ms_per_mb,
+                serialize_ms_per_mb=pprof.serialize_on(speed),
             )  # fmt: skip
             plain = plan_split(g, ctx, "mincut", None, mc)
             sr = SplitRunner(split_model(plain_path, g, plain.mask, workdir / f"p{seed}-{bw}"))

@@ -23,6 +23,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "skvideo": "scikit-video",
         "cv2": "opencv-python-headless",
         "pyarrow": "pyarrow",
+        "pvlib": "pvlib",
     },
     "federated": {"flwr": "flwr"},
     "redis": {"redis": "redis"},

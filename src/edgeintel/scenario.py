@@ -38,7 +38,12 @@ from edgeintel.data.datasets import DATASETS, Dataset
 from edgeintel.data.partition import PARTITIONERS
 from edgeintel.data.split import RunSplits, run_splits
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
-from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
+from edgeintel.inference.settings import (
+    CompressBudget,
+    CompressSettings,
+    InferenceSettings,
+    check_profile_runtime,
+)
 from edgeintel.models.families import MODELS, resolve_model_ref
 from edgeintel.offloading.settings import OffloadingSettings
 from edgeintel.runtime.settings import DeployPlacement, RuntimeSettings
@@ -186,7 +191,7 @@ class DataSpec(_Strict):
         """The disjoint test / server-held / validation / train index sets this spec asks
         for on the loaded ``ds`` (see ``edgeintel.data.split.run_splits``)."""
         return run_splits(
-            ds.y,
+            ds.strata,
             ds.groups,
             test_fraction=self.test_fraction,
             validation_fraction=self.validation_fraction,
@@ -295,6 +300,10 @@ class Scenario(_Strict):
     def _topology(self) -> Scenario:
         topology = self.topology
         topology.check()
+        for name, profile in self.device_profiles.items():  # a name of the RUNTIMES registry
+            why = check_profile_runtime(profile.runtime)
+            if why is not None:
+                raise FieldError(("device_profiles", name, "runtime"), why)
         for slot in type(self.settings).model_fields:
             check = getattr(getattr(self.settings, slot), "check_scenario", None)
             if check is None:
@@ -340,10 +349,19 @@ class Scenario(_Strict):
                 f"early exit has no rule for the {kind.name} task kind (only a classifier's "
                 "confidence); remove it",
             )
+        bounds = kind.metric_range
+        tol = s.training.central_tolerance
+        if bounds is not None and tol > bounds[1] - bounds[0]:
+            raise FieldError(
+                ("settings", "training", "central_tolerance"),
+                f"the {kind.name} task kind's {kind.metric} lies in [{bounds[0]:g}, "
+                f"{bounds[1]:g}]; expected a tolerance of at most {bounds[1] - bounds[0]:g}, "
+                f"got {tol:g}",
+            )
         budgets = {"budget": comp.budget, **comp.budgets}
         for where, budget in budgets.items():
             loc = ("budget",) if where == "budget" else ("budgets", where)
-            drop, bounds = budget.max_metric_drop, kind.metric_range
+            drop = budget.max_metric_drop
             if drop is not None and bounds is not None and drop > bounds[1] - bounds[0]:
                 raise FieldError(
                     ("settings", "inference", "compress", *loc, "max_metric_drop"),

@@ -8,8 +8,12 @@ from edgeintel.offloading.graph import LayerGraph, Tensor
 from edgeintel.offloading.split_search import LinearCosts
 
 
-def random_dag(n: int, seed: int, chain: bool = False, extra_edges: float = 0.5) -> LayerGraph:
-    """n nodes in topological order; node i reads 1-2 earlier tensors (the input for node 0)."""
+def random_dag(
+    n: int, seed: int, chain: bool = False, extra_edges: float = 0.5, outputs: int = 1
+) -> LayerGraph:
+    """n nodes in topological order; node i reads 1-2 earlier tensors (the input for node 0);
+    the last node's tensor is an output, and ``outputs - 1`` earlier tensors are outputs too
+    (read by later nodes as well, like an auxiliary head's logits)."""
     rng = np.random.default_rng(seed)
     readers: dict[int, list[int]] = {i: [] for i in range(-1, n)}
     readers[-1].append(0)
@@ -22,8 +26,15 @@ def random_dag(n: int, seed: int, chain: bool = False, extra_edges: float = 0.5)
     for i in range(n - 1):  # every tensor is read later (no dead branches)
         if not readers[i]:
             readers[i].append(int(rng.integers(i + 1, n)))
+    extra = set(rng.choice(np.arange(n - 1), size=outputs - 1, replace=False).tolist())
     tensors = [
-        Tensor(f"t{p}", int(rng.integers(1_000, 400_000)), p, tuple(sorted(set(c))), p == n - 1)
+        Tensor(
+            f"t{p}",
+            int(rng.integers(1_000, 400_000)),
+            p,
+            tuple(sorted(set(c))),
+            p == n - 1 or p in extra,
+        )
         for p, c in readers.items()
     ]
     return LayerGraph(
@@ -31,7 +42,7 @@ def random_dag(n: int, seed: int, chain: bool = False, extra_edges: float = 0.5)
         ops=("Op",) * n,
         tensors=tuple(tensors),
         input_name="t-1",
-        output_names=(f"t{n - 1}",),
+        output_names=tuple(t.name for t in tensors if t.is_output),
         input_shape=(1,),
     )
 

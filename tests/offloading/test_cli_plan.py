@@ -6,14 +6,17 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from typer.testing import CliRunner
 
 from edgeintel.cli import app
 from edgeintel.errors import ConfigError
+from edgeintel.models.export import export_graph
 from edgeintel.scenario import parse_scenario
 
 from ..conftest import tiny_scenario_dict
+from .test_split import _TwoOutputs
 
 
 def _scenario(tmp_path: Path, **offloading: object) -> Path:
@@ -79,3 +82,15 @@ def test_scenario_validates_offloading_settings() -> None:
     raw["settings"]["offloading"] = {}
     with pytest.raises(ConfigError, match=r"devices\[0\].link.bandwidth_mbps"):
         parse_scenario(raw)
+
+
+def test_plan_of_a_user_two_output_model_runs_the_cut_on_real_inputs(tmp_path: Path) -> None:
+    # the auxiliary output made on the device travels with the crossing tensor (issue 24)
+    model = tmp_path / "two.onnx"
+    export_graph(_TwoOutputs().eval(), torch.zeros(1, 3, 8, 8), model, "x", ["aux", "main"])
+    res = _plan(tmp_path, _scenario(tmp_path), "--model", str(model), "--split-after", "/aux/Gemm")
+    assert res.exit_code == 0, res.output
+    data = json.loads((tmp_path / "runs" / "p" / "plan.json").read_text())
+    assert "aux" in data["forced_cut"]["crossing"]
+    assert data["forced_cut"]["max_abs_diff"] < 1e-5
+    assert "over 8 inputs" in res.output and "standard-normal" in res.output

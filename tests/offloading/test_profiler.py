@@ -9,8 +9,13 @@ import pytest
 
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.models import build_model, export_onnx
+from edgeintel.offloading.costs import LinkState, Power
 from edgeintel.offloading.graph import load_layer_graph
-from edgeintel.offloading.profiler import ModelProfile, profile_model
+from edgeintel.offloading.planner import OffloadPlanner, Target
+from edgeintel.offloading.profiler import ModelProfile, _fastest_agree, profile_model
+from edgeintel.offloading.settings import OffloadingSettings
+
+from .conftest import random_dag
 
 
 def test_profile_times_every_layer_and_scales_by_speed(tmp_path: Path) -> None:
@@ -22,6 +27,10 @@ def test_profile_times_every_layer_and_scales_by_speed(tmp_path: Path) -> None:
     prof = profile_model(path, graph=g, runs_per_round=5, min_rounds=2, max_rounds=4)
     assert prof.node_names == list(g.names)
     assert 2 <= prof.rounds <= 4
+    assert prof.spread >= 1.0 and isinstance(prof.stable, bool)
+    # the fastest round and the fastest whole-model window calibrate the profile
+    assert prof.full_ms == pytest.approx(min(prof.extra["whole_model_windows_ms"]), rel=1e-3)
+    assert prof.raw_sum_ms == pytest.approx(min(prof.extra["round_totals_ms"]), rel=1e-3)
     ms = np.asarray(prof.node_ms)
     convs = [i for i, op in enumerate(g.ops) if op == "Conv"]
     assert np.all(ms[convs] > 0)  # every conv was timed
@@ -42,3 +51,30 @@ def test_profile_times_every_layer_and_scales_by_speed(tmp_path: Path) -> None:
         ModelProfile.load(p, other)
     with pytest.raises(DataError, match=r"none\.json: file not found"):
         ModelProfile.load(tmp_path / "none.json")
+
+
+def test_serialization_scales_with_the_device_and_an_unstable_profile_is_said(
+    tmp_path: Path,
+) -> None:
+    g = random_dag(6, 0)
+    prof = ModelProfile(
+        "sha", list(g.names), [1.0] * 6, 6.0, 6.0, 3, 0.2, 0.5, spread=3.1, stable=False
+    )
+    # a device 20x slower than this machine packs 1 MB in 4 ms, not 0.2 ms
+    assert prof.serialize_on(0.05) == pytest.approx(4.0)
+    assert prof.serialize_on(0.05, int8=True) == pytest.approx(10.0)
+    planner = OffloadPlanner(g, prof, OffloadingSettings())
+    ctx = planner.context(0.05, Power(1.0, 1.0, 0.1), Target("e", "d2e", 2.0, LinkState(10, 5)))
+    assert ctx.serialize_ms_per_mb == pytest.approx(4.0)
+    note = prof.stability_note()
+    assert note is not None and "3.1x" in note
+    back = ModelProfile.load(prof.save(tmp_path / "p.json"), g)
+    assert (back.spread, back.stable) == (3.1, False)
+    assert ModelProfile(**{**prof.__dict__, "stable": True}).stability_note() is None
+
+
+def test_the_fastest_windows_decide() -> None:
+    # one load spike (3x) among the rounds does not move the profile: the fastest two agree
+    assert _fastest_agree([30.0, 10.0, 10.5], 0.1)
+    assert not _fastest_agree([30.0, 10.0, 14.0], 0.1)
+    assert not _fastest_agree([10.0], 0.1)

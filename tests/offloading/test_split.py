@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from edgeintel.errors import ConfigError, ModelError
 from edgeintel.models import build_model, export_onnx
+from edgeintel.models.export import export_graph
 from edgeintel.offloading.costs import LinkState
 from edgeintel.offloading.graph import load_layer_graph
-from edgeintel.offloading.split import SplitRunner, mask_from_nodes, split_model
+from edgeintel.offloading.split import SplitRunner, mask_from_nodes, split_diff, split_model
 from edgeintel.offloading.split_search import SplitContext, linear_costs, mincut_split
 from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
 from edgeintel.onnx_files import make_session
@@ -92,3 +95,37 @@ def test_bad_cuts_and_unknown_nodes_are_one_line_errors(tmp_path: Path) -> None:
     bad[-1] = True
     with pytest.raises(ConfigError, match="cannot be cut there"):
         split_model(path, g, bad, tmp_path / "bad")
+
+
+class _TwoOutputs(torch.nn.Module):
+    """An auxiliary head on the first block (read by nothing else) and the main head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.c1 = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.aux = torch.nn.Linear(4 * 8 * 8, 3)
+        self.fc = torch.nn.Linear(4 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a = torch.relu(self.c1(x))
+        return self.aux(a.flatten(1)), self.fc(torch.relu(self.c2(a)).flatten(1))
+
+
+def test_every_valid_cut_of_a_two_output_model_executes(tmp_path: Path) -> None:
+    # a cut that computes the auxiliary output on the device used to write an invalid tail
+    path = tmp_path / "two.onnx"
+    export_graph(_TwoOutputs().eval(), torch.zeros(1, 3, 8, 8), path, "x", ["aux", "main"])
+    g = load_layer_graph(path)
+    xs = np.random.default_rng(0).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    aux = next(t for t in g.tensors if t.name == "aux")
+    masks = [np.array(b) for b in itertools.product([True, False], repeat=g.num_nodes)]
+    valid = [m for m in masks if g.is_valid_cut(m)]
+    assert len(valid) > 10
+    for i, mask in enumerate(valid):
+        runner = SplitRunner(split_model(path, g, mask, tmp_path / f"c{i}"))
+        assert split_diff(runner, path, xs) < 1e-5
+        if mask[aux.producer] and not mask.all():  # made on the device, it travels (charged)
+            assert aux in g.crossing(mask)
+            assert runner.run(xs[:1]).payload_bytes >= sum(t.bytes for t in g.crossing(mask))

@@ -28,7 +28,7 @@ from .conftest import random_costs, random_dag
 
 @pytest.mark.parametrize("seed", range(25))
 def test_mincut_equals_brute_force_on_random_dags(seed: int) -> None:
-    g = random_dag(int(6 + seed % 7), seed)
+    g = random_dag(int(6 + seed % 7), seed, outputs=1 + seed % 3)  # 1-3 model outputs
     lin = random_costs(g, seed)
     best = linear_value(g, lin, brute_force_split(g, lin))
     mask = mincut_split(g, lin)
@@ -38,7 +38,7 @@ def test_mincut_equals_brute_force_on_random_dags(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", range(10))
 def test_chain_search_equals_brute_force_on_chains(seed: int) -> None:
-    g = random_dag(10, seed, chain=True)
+    g = random_dag(10, seed, chain=True, outputs=1 + seed % 2)
     lin = random_costs(g, seed)
     best = linear_value(g, lin, brute_force_split(g, lin))
     assert linear_value(g, lin, chain_split(g, lin)) == pytest.approx(best, rel=1e-9)
@@ -78,7 +78,7 @@ def test_mincut_finds_a_non_prefix_cut_the_chain_search_misses() -> None:
 
 
 def test_linear_costs_reproduce_the_direct_objective() -> None:
-    g = random_dag(9, 3)
+    g = random_dag(9, 3, outputs=2)
     rng = np.random.default_rng(0)
     for objective in OffloadObjective:
         ctx = SplitContext(

@@ -122,3 +122,29 @@ def test_run_payoff_opens_sections_and_summary(tiny_scenario_file: Path, tmp_pat
         assert (label, v["why"]) in rows
         first = labels.index(label)
         assert all(not k.startswith(v["section"].replace("_", " ") + ":") for k in labels[:first])
+
+
+def test_payoff_reasons_name_the_task_kinds_metric() -> None:
+    """A regression run: RMSE, lower is better; the tolerance is in target units."""
+    res = _results()
+    res["edge_training"] = {
+        "mode": "federated",
+        "metric": "rmse",
+        "higher_is_better": False,
+        "summary": {"final_rmse": 1.10, "central_rmse": 1.00},
+    }
+    res["compression"]["metric"] = "rmse"
+    for row, v in zip(
+        res["compression"]["per_profile"]["phone"]["table"], (1.0, 1.04), strict=True
+    ):
+        row["rmse"] = v
+    t = compute_payoff(res, tolerance=0.05)["training"]
+    assert (t["with"], t["without"], t["unit"], t["better"]) == (1.1, 1.0, "rmse", False)
+    assert t["metric"] == "test rmse (edge-trained vs central baseline)"
+    assert "reaches rmse 1.1 vs 1 central (+0.1 worse, tolerance 0.05)" in t["why"]
+    assert compute_payoff(res, tolerance=0.2)["training"]["better"] is True
+    c = compute_payoff(res)["compression"]
+    assert (
+        "phone receives int8 (2 ms, 25.0 KiB, rmse 1.04) vs fp32 (4 ms, 100.0 KiB, rmse 1)"
+        in (c["why"])
+    )

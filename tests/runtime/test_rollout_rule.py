@@ -52,7 +52,7 @@ def test_guards_trip_on_evidence_only() -> None:
     assert lat(_sample(200, ms=3.0), good, lim, 0.05).tripped  # 3 x slower
     assert not lat(_sample(200, ms=1.2), good, lim, 0.05).tripped
     r = metric(_sample(200, correct=100), good, lim, 0.05)
-    assert r.canary == 0.5 and r.stable == 0.9 and "accuracy 0.500 vs stable 0.900" in r.reason
+    assert r.canary == 0.5 and r.stable == 0.9 and "share correct 0.500 vs stable 0.900" in r.reason
 
 
 def _feed(r: Rollout, version: str, n: int, correct: int, start: int = 0) -> None:
@@ -87,7 +87,7 @@ def test_bad_version_rolls_back_with_the_reason() -> None:
     _feed(r, "1", 50, 45)
     _feed(r, "2", 50, 10)
     assert r.state is RolloutState.ROLLED_BACK
-    assert r.reason.startswith("accuracy 0.200 vs stable 0.900")
+    assert r.reason.startswith("share correct 0.200 vs stable 0.900")
     assert r.assign("d1") == "1" and r.timeline[-1]["event"] == "rollback"
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     sc = tiny_scenario_dict()
     sc["settings"]["runtime"] = {
         "rate_hz": 20,
+        "store": {"encrypt": True},  # results sealed at rest with each device's key
         "deploy": {"enabled": True, "duration_s": 3, "max_devices": 3, "drain_timeout_s": 20},
     }
     f = tmp_path / "s.yaml"
@@ -74,9 +76,28 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     # servers loaded them under --verify-key
     keys = runs / "r" / "runtime" / "keys"
     assert oct((keys / "signing.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((keys / "store.key").stat().st_mode & 0o777) == "0o600"
+    assert rt["store_encrypted"] is True
+    for db_file in (runs / "r" / "runtime" / "devices").glob("*.db"):
+        db = sqlite3.connect(db_file)  # the key check sealed into each device's store
+        assert db.execute("SELECT COUNT(*) FROM sealed").fetchone()[0] == 1
+        db.close()
     models = list((runs / "r" / "runtime" / "repo").glob("*/*/model.onnx"))
     assert models and all(m.with_name("model.onnx.sig").is_file() for m in models)
     assert '"event": "model.refused"' not in log
+    # mutual TLS by default: the run's CA issued one certificate per node, device agent
+    # and the operator; keys private, in a private folder, never in a log or a URL
+    assert rt["transport"]["tls"] is True and rt["transport"]["ca"] == "scenario CA"
+    assert rt["transport"]["certificates"] == 1 + 3 + 1
+    pki = runs / "r" / "runtime" / "pki"
+    assert oct(pki.stat().st_mode & 0o777) == "0o700"
+    keys_found = sorted(pki.rglob("*.key"))
+    assert len(keys_found) == 1 + 1 + 3 + 1  # CA, node, devices, operator
+    assert all(oct(k.stat().st_mode & 0o777) == "0o600" for k in keys_found)
+    key_lines = {ln for k in keys_found for ln in k.read_text().splitlines() if "-" not in ln}
+    for text in (log, res.output, (runs / "r" / "results.json").read_text()):
+        assert not any(line in text for line in key_lines)
+    assert '"tls.revoked"' not in log and "mutual TLS" in (runs / "r" / "report.html").read_text()
 
 
 @pytest.mark.slow
@@ -105,6 +126,7 @@ def test_run_deploys_the_offloading_plan_and_follows_the_trace(tmp_path: Path) -
             "placement": "plan",
             "trace_time_scale": 10,
             "drain_timeout_s": 20,
+            "tls": False,  # plaintext only when asked, and the results say so
         },
     }
     f = tmp_path / "s.yaml"
@@ -119,6 +141,8 @@ def test_run_deploys_the_offloading_plan_and_follows_the_trace(tmp_path: Path) -
     assert {d["decision"] for d in results["offloading"]["devices"]} == {"d2e"}
     rt = results["runtime"]
     assert rt["delivered"] == rt["produced"] and rt["kept_on_devices"] == 0
+    assert rt["transport"]["tls"] is False and "plaintext" in rt["transport"]["note"]
+    assert not (runs / "r" / "runtime" / "pki").exists()
     assert rt["plan_decisions"].get("d2e:micro-1", 0) > 0 and rt["placements"].get("edge", 0) > 0
     outage = [s for s in rt["plan_switches"] if s["reason"] == "d2e:micro-1 unavailable"]
     assert outage and all(20 <= s["trace_t_s"] < 22 for s in outage)

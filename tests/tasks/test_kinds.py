@@ -209,6 +209,11 @@ def test_task_kind_in_the_scenario() -> None:
             r"budgets\.phone\.max_metric_drop: the anomaly task kind's auroc lies in \[0, 1\]",
         ),
         (
+            {"kind": "anomaly"},
+            {"training": {"central_tolerance": 2.0}},
+            r"settings\.training\.central_tolerance: the anomaly task kind's auroc lies in",
+        ),
+        (
             {},
             {"inference": {"compress": {"budget": {"max_metric_drop": -0.1}}}},
             r"compress\.budget\.max_metric_drop",

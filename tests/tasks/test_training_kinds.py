@@ -104,3 +104,20 @@ def test_vmap_and_loop_agree_on_a_regression_loss() -> None:
     ]
     np.testing.assert_allclose(out[0], out[1], rtol=1e-4, atol=1e-5)
     assert not np.allclose(out[0][0], start)
+
+
+def test_edge_vs_central_in_the_kinds_metric_by_hand() -> None:
+    from edgeintel.pipeline.stages.edge_train_stage import compare_metric
+
+    kind = make_task("regression")
+    y_tr, y_te = np.array([0.0, 2.0]), np.array([1.0, 3.0])
+    # mean baseline predicts 1.0: errors 0, 2 -> RMSE sqrt(2); last value predicts 2.0 (last
+    # training target), then 1.0: errors 1, 2 -> RMSE sqrt(2.5)
+    out = compare_metric(kind, 1.5, 1.0, y_tr, y_te)
+    assert (out["baseline"], out["baseline_rmse"]) == ("mean", pytest.approx(np.sqrt(2)))
+    assert out["central_rmse"] == 1.0 and out["gap_to_central"] == pytest.approx(0.5)
+    assert out["warnings"] == [
+        "edge-trained RMSE 1.5 does not beat the best trivial baseline (mean, 1.414): "
+        "edge training learned little"
+    ]
+    assert compare_metric(kind, 1.2, 1.0, y_tr, y_te)["warnings"] == []

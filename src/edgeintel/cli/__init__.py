@@ -11,7 +11,7 @@ import sys
 
 from rich.markup import escape
 
-from edgeintel.cli import cache, compress, plan, report, run, runtime, sim
+from edgeintel.cli import cache, compress, lifecycle, plan, report, run, runtime, sim
 from edgeintel.cli.common import app, err_console
 from edgeintel.errors import EdgeIntelError
 
@@ -31,6 +31,8 @@ for _name, _command in (
     ("serve", runtime.serve_cmd),
     ("export-repo", runtime.export_repo_cmd),
     ("device", runtime.device_cmd),
+    ("rollout", lifecycle.rollout_cmd),
+    ("versions", lifecycle.versions_cmd),
     ("sweep", sim.sweep),
 ):
     app.command(_name)(_command)

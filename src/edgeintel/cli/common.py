@@ -258,6 +258,8 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     tr = results.get("training")
     if tr and tr.get("final_accuracy") is not None:
         rows.append((f"{tr['mode']} accuracy", f"{tr['final_accuracy']:.3f}"))
+    elif tr and (tr.get("task") or {}).get("summary"):  # another kind: its own figures
+        rows.append((f"{tr['mode']} {tr['task']['kind']}", str(tr["task"]["summary"])))
     model = results.get("model")
     if model:
         rows.append(

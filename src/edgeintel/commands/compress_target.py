@@ -269,7 +269,7 @@ def _compress_target(
         sc = sc.model_copy(update={"seed": seed})
         preflight(sc, ["data", "train", "compress"], scenario_file=str(path))
         # trained centrally here: preprocessing fitted on its own training split
-        rd = derive_run_data(sc.data, seed, edge=False)
+        rd = derive_run_data(sc.data, seed, edge=False, kind=sc.task.kind)
         ds, sp = rd.dataset, rd.splits
         tr, val, te = sp.train, sp.val, sp.test
         t = sc.settings.training

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PlanOutcome", "plan_command", "with_overrides"]
 
+_CHECK_INPUTS = 8  # inputs every executed split runs on (max |diff| over all of them)
+
 
 @dataclass
 class PlanOutcome:
@@ -88,22 +90,30 @@ def _plan_into(
 ) -> PlanOutcome:
     from edgeintel.data import load_data
     from edgeintel.models import build_model, export_onnx
+    from edgeintel.offloading.graph import load_layer_graph
 
     notes = []
+    ds = load_data(sc.data, seed=sc.seed, kind=sc.task.kind)
     if model is not None:
         model_path = model
-        sample = None
+        sample = _model_inputs(load_layer_graph(model).input_shape, ds.x, sc.seed)
+        if sample.shape[1:] != tuple(ds.sample_shape):
+            notes.append(
+                f"--model takes {sample.shape[1:]} inputs, not the scenario's "
+                f"{tuple(ds.sample_shape)} samples: profiled and executed on seeded "
+                "standard-normal inputs"
+            )
     else:
-        ds = load_data(sc.data, seed=sc.seed)
         net = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, sc.seed)
         art = export_onnx(net, ds.sample_shape, run_dir / "model.onnx", ds.classes)
         model_path = Path(art.path)
-        sample = ds.x[:1]
+        sample = np.asarray(ds.x[:_CHECK_INPUTS], np.float32)
         notes.append(
             f"model: {sc.task.model} on {ds.sample_shape} inputs (untrained weights: the plan "
             "depends on compute and tensor sizes, not on the weights)"
         )
     result = plan_scenario(sc, model_path, run_dir / "offloading", sample=sample)
+    notes += result.notes()
     g = result.graph
     forced = None
     if split_after is not None:
@@ -114,18 +124,12 @@ def _plan_into(
         forced = mask_from_nodes(g, device_nodes)
     data = json.loads((run_dir / "offloading" / "plan.json").read_text())
     if forced is not None:
-        from edgeintel.offloading.split import SplitRunner, split_model
-        from edgeintel.onnx_files import make_session
+        from edgeintel.offloading.split import SplitRunner, split_diff, split_model
 
-        x = (
-            np.zeros((1, *g.input_shape), np.float32)
-            if sample is None
-            else np.asarray(sample, np.float32)
-        )
         sm = split_model(model_path, g, forced, run_dir / "offloading" / "forced")
-        res = SplitRunner(sm, sc.settings.offloading.int8_intermediate).time(x, runs=10)
-        full = make_session(model_path).run(None, {g.input_name: x})[0]
-        diff = float(np.abs(res.outputs[0] - full).max())
+        runner = SplitRunner(sm, sc.settings.offloading.int8_intermediate)
+        res = runner.time(sample[:1], runs=10)
+        diff = split_diff(runner, model_path, sample)
         data["forced_cut"] = {
             "device_nodes": int(forced.sum()),
             "crossing": list(sm.crossing),
@@ -137,7 +141,8 @@ def _plan_into(
         notes.append(
             f"executed cut ({int(forced.sum())}/{g.num_nodes} nodes on the device): "
             f"{res.payload_bytes} B payload, head {res.head_ms:.3g} ms + tail "
-            f"{res.tail_ms:.3g} ms here, max |diff| vs unsplit {diff:.3g}"
+            f"{res.tail_ms:.3g} ms here, max |diff| vs unsplit {diff:.3g} over "
+            f"{len(sample)} inputs"
         )
     for e in result.executed:
         notes.append(
@@ -156,3 +161,12 @@ def _plan_into(
     path = run_dir / "plan.json"
     path.write_text(json.dumps(data, indent=1, default=str))
     return PlanOutcome(result.rows, path, notes)
+
+
+def _model_inputs(shape: tuple[int, ...], data: np.ndarray, seed: int) -> np.ndarray:
+    """Inputs for a user's model: the scenario's samples when their shape fits, else seeded
+    standard-normal ones (never zeros: a split that drops a bias would pass on zeros)."""
+    if tuple(data.shape[1:]) == tuple(shape):
+        return np.asarray(data[:_CHECK_INPUTS], np.float32)
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((_CHECK_INPUTS, *shape)).astype(np.float32)

@@ -76,12 +76,17 @@ class LayerGraph:
         """Tensors that must travel device -> server when nodes with ``on_device[i]`` run there.
 
         The graph input is on the device; a tensor crosses when it is produced on
-        the device (or is the input) and consumed by a node on the server.
+        the device (or is the input) and consumed by a node on the server. When
+        anything runs on the server, a model output made on the device crosses too:
+        the tail returns every output, so it travels with the crossing tensors.
         """
+        remote = not bool(np.all(on_device))
         out = []
         for t in self.tensors:
             made_here = t.producer < 0 or bool(on_device[t.producer])
-            if made_here and any(not on_device[c] for c in t.consumers):
+            if made_here and (
+                any(not on_device[c] for c in t.consumers) or (remote and t.is_output)
+            ):
                 out.append(t)
         return out
 

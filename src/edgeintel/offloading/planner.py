@@ -180,9 +180,8 @@ class OffloadPlanner:
             server_ms=prof.on(target.speed),
             link=target.link,
             power=power,
-            serialize_ms_per_mb=prof.int8_ms_per_mb
-            if s.int8_intermediate
-            else prof.serialize_ms_per_mb,
+            # the device packs the intermediate: at its own speed, like its layers
+            serialize_ms_per_mb=prof.serialize_on(device_speed, s.int8_intermediate),
             int8=s.int8_intermediate,
             objective=OffloadObjective(s.objective),
             latency_weight=s.latency_weight,

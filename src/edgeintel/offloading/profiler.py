@@ -5,10 +5,15 @@ Runtime's profiler and reads every node's kernel time. The profiling session
 uses the basic graph optimisations (constant folding, Conv+BN/Add fusions that
 keep node names) so each measured kernel maps to one node of the layer graph;
 nodes folded away cost 0. Rounds of ``runs_per_round`` inferences repeat until
-the sum of per-node medians moves by less than ``tolerance`` between rounds.
-Because the deployed sessions use all optimisations (layout transforms that
-rename nodes), the per-node times are finally scaled by one factor so that
-they sum to the whole model's measured p50 latency with those sessions.
+the two fastest rounds agree within ``tolerance``; the profile keeps the fastest
+round (a load spike on a shared machine only ever slows a round down, so the
+least-disturbed window is the minimum, not the median of all). Because the
+deployed sessions use all optimisations (layout transforms that rename nodes),
+the per-node times are finally scaled by one factor so that they sum to the
+whole model's p50 latency with those sessions, again the fastest of several
+timing windows. ``spread`` (slowest / fastest window) says how disturbed the
+measurement was; ``stable`` is False when even the two fastest windows differ by
+more than ``STABLE_TOLERANCE``, and the plan says so.
 
 A ``ModelProfile`` scales to a device or server by its compute speed (1.0 =
 this machine); a profile measured on a real device is saved with that
@@ -34,7 +39,10 @@ from edgeintel.offloading.graph import LayerGraph, load_layer_graph
 from edgeintel.offloading.transfer import serialize_tensors
 from edgeintel.onnx_files import file_sha256, make_session
 
-__all__ = ["ModelProfile", "measure_serialization", "profile_model"]
+__all__ = ["STABLE_TOLERANCE", "ModelProfile", "measure_serialization", "profile_model"]
+
+# a profile is called unstable when even its two fastest timing windows differ by more
+STABLE_TOLERANCE = 0.10
 
 
 @dataclass
@@ -45,7 +53,10 @@ class ModelProfile:
     the whole model's p50 latency with a deployed session; ``rounds`` the
     profiling rounds until stable; ``serialize_ms_per_mb`` /
     ``int8_ms_per_mb`` the cost of turning 1 MB (10^6 bytes) of float32
-    intermediate into a payload, plain or int8-quantized.
+    intermediate into a payload, plain or int8-quantized (at ``reference_speed``, like
+    the nodes: a device ``compute_speed`` times as fast packs ``1 / compute_speed`` slower).
+    ``spread``: slowest / fastest timing window while profiling; ``stable``: whether the
+    fastest windows agreed within the tolerance (``None``: not recorded, e.g. an old file).
     """
 
     model_sha256: str
@@ -59,12 +70,31 @@ class ModelProfile:
     reference_speed: float = 1.0
     measured_on: str = "this machine"
     extra: dict[str, Any] = field(default_factory=dict)
+    spread: float = 1.0
+    stable: bool | None = None
 
     def on(self, compute_speed: float) -> np.ndarray:
         """Per-node ms on hardware of ``compute_speed`` (relative to this machine)."""
         if compute_speed <= 0:
             raise ConfigError(f"compute_speed must be > 0, got {compute_speed}")
         return np.asarray(self.node_ms, dtype=float) * (self.reference_speed / compute_speed)
+
+    def serialize_on(self, compute_speed: float, int8: bool = False) -> float:
+        """Milliseconds to serialize 1 MB of intermediate on hardware of ``compute_speed``."""
+        if compute_speed <= 0:
+            raise ConfigError(f"compute_speed must be > 0, got {compute_speed}")
+        rate = self.int8_ms_per_mb if int8 else self.serialize_ms_per_mb
+        return rate * self.reference_speed / compute_speed
+
+    def stability_note(self) -> str | None:
+        """One sentence when the profile was taken under load, else ``None``."""
+        if self.stable is not False:
+            return None
+        return (
+            f"the profile was unstable: its timing windows varied {self.spread:.1f}x (a "
+            "load spike while profiling); the plan uses the fastest window; profile on an "
+            "idle machine or give settings.offloading.profile_file"
+        )
 
     def save(self, path: str | Path) -> Path:
         p = Path(path)
@@ -109,6 +139,8 @@ class ModelProfile:
             reference_speed=rec.number("reference_speed", 1e-9, default=1.0),
             measured_on=rec.text("measured_on", default="this machine"),
             extra=rec.get("extra", dict, "an object", default={}),
+            spread=rec.number("spread", 1.0, default=1.0),
+            stable=rec.get("stable", bool, "true or false", default=None),
         )
 
 
@@ -149,9 +181,9 @@ def profile_model(
     """Measure every node's compute time (ms) with ONNX Runtime at 1 thread until stable.
 
     ``sample``: one input with batch axis 1 (zeros of the model's input shape
-    by default). Stops after ``min_rounds`` once the total of per-node medians
-    changes by less than ``tolerance`` (relative) from the previous round, or
-    after ``max_rounds``.
+    by default). Stops after ``min_rounds`` once the two fastest rounds' totals of
+    per-node medians agree within ``tolerance`` (relative), or after ``max_rounds``;
+    the fastest round is kept.
     """
     if runs_per_round < 1 or min_rounds < 1 or max_rounds < min_rounds:
         raise ConfigError("profiling needs runs_per_round >= 1 and 1 <= min_rounds <= max_rounds")
@@ -163,18 +195,18 @@ def profile_model(
         else np.ascontiguousarray(sample, dtype=np.float32)
     )
     index = {n: i for i, n in enumerate(graph.names)}
-    samples: dict[int, list[float]] = {}
-    last_total: float | None = None
-    rounds = 0
+    rounds_ms: list[np.ndarray] = []  # per round: every node's median kernel ms
+    timed: set[int] = set()
     with tempfile.TemporaryDirectory(prefix="edgeintel-prof-") as tmp:
-        for rounds in range(1, max_rounds + 1):
+        for r in range(1, max_rounds + 1):
             # ORT writes a profile once per session, so every round is a fresh session
-            sess = _session(path, os.path.join(tmp, f"r{rounds}"))
+            sess = _session(path, os.path.join(tmp, f"r{r}"))
             feed = {sess.get_inputs()[0].name: x}
             for _ in range(warmup + runs_per_round):
                 sess.run(None, feed)
             events = json.loads(Path(sess.end_profiling()).read_text())
             seen: dict[int, int] = {}
+            samples: dict[int, list[float]] = {}
             for e in events:
                 if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
                     continue
@@ -184,33 +216,53 @@ def profile_model(
                 seen[i] = seen.get(i, 0) + 1
                 if seen[i] > warmup:  # the warm-up runs come first in the trace
                     samples.setdefault(i, []).append(e["dur"] / 1000.0)
-            total = sum(float(np.median(v)) for v in samples.values())
-            stable = last_total is not None and abs(total - last_total) <= tolerance * last_total
-            last_total = total
-            if rounds >= min_rounds and stable:
+            per_node = np.zeros(graph.num_nodes)
+            for i, v in samples.items():
+                per_node[i] = float(np.median(v))
+            timed.update(samples)
+            rounds_ms.append(per_node)
+            if r >= min_rounds and _fastest_agree([float(m.sum()) for m in rounds_ms], tolerance):
                 break
-    raw = np.zeros(graph.num_nodes)
-    for i, s in samples.items():
-        raw[i] = float(np.median(s))
+    totals = [float(m.sum()) for m in rounds_ms]
+    raw = rounds_ms[int(np.argmin(totals))]
     if raw.sum() <= 0:
         raise ModelError(f"{path}: ONNX Runtime's profile has no node timings")
     # the whole model timed by the project's one timing loop (offloading stands on inference)
-    full_p50 = measure_latency(
-        make_session(path), x, runs=max(20, runs_per_round * 2), warmup=3
-    ).p50_ms
+    # in windows until the two fastest agree; the fastest window calibrates the profile
+    session = make_session(path)
+    runs = max(20, runs_per_round * 2)
+    windows = [measure_latency(session, x, runs=runs, warmup=3).p50_ms]
+    while len(windows) < 6 and not (len(windows) >= 3 and _fastest_agree(windows, tolerance)):
+        windows.append(measure_latency(session, x, runs=runs, warmup=1).p50_ms)
+    full_p50 = min(windows)
     node_ms = raw * (full_p50 / raw.sum())
+    agree = max(tolerance, STABLE_TOLERANCE)
+    stable = _fastest_agree(totals, agree) and _fastest_agree(windows, agree)
+    spread = max(max(totals) / min(totals), max(windows) / min(windows))
     return ModelProfile(
         model_sha256=file_sha256(path),
         node_names=list(graph.names),
         node_ms=[float(v) for v in node_ms],
         full_ms=full_p50,
         raw_sum_ms=float(raw.sum()),
-        rounds=rounds,
+        rounds=len(rounds_ms),
         serialize_ms_per_mb=measure_serialization(False),
         int8_ms_per_mb=measure_serialization(True),
         extra={
-            "runs": rounds * runs_per_round,
+            "runs": len(rounds_ms) * runs_per_round,
             "tolerance": tolerance,
-            "timed_nodes": len(samples),
+            "timed_nodes": len(timed),
+            "round_totals_ms": [round(t, 5) for t in totals],
+            "whole_model_windows_ms": [round(w, 5) for w in windows],
         },
+        spread=round(spread, 4),
+        stable=stable,
     )
+
+
+def _fastest_agree(values: list[float], tolerance: float) -> bool:
+    """True when the two smallest of ``values`` differ by at most ``tolerance`` (fraction)."""
+    if len(values) < 2:
+        return False
+    a, b = sorted(values)[:2]
+    return b - a <= tolerance * a

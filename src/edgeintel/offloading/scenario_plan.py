@@ -17,8 +17,7 @@ from edgeintel.offloading.graph import LayerGraph, load_layer_graph
 from edgeintel.offloading.placement import FleetPlan, FleetProblem, evaluate_assignment
 from edgeintel.offloading.planner import OffloadPlanner, baseline_choice, plan_rows, trace_times
 from edgeintel.offloading.profiler import ModelProfile, profile_model
-from edgeintel.offloading.split import SplitRunner, split_model
-from edgeintel.onnx_files import make_session
+from edgeintel.offloading.split import SplitRunner, split_diff, split_model
 
 if TYPE_CHECKING:
     from edgeintel.scenario import Scenario
@@ -60,6 +59,11 @@ class ScenarioPlan:
             out["executed split max |diff|"] = max(e["max_abs_diff"] for e in self.executed)
         return out
 
+    def notes(self) -> list[str]:
+        """Sentences a reader of the plan must see (an unstable profile)."""
+        note = self.profile.stability_note()
+        return [] if note is None else [note]
+
     def to_json(self) -> dict[str, Any]:
         s = self.plan
         return {
@@ -71,8 +75,11 @@ class ScenarioPlan:
                 "nodes": self.graph.num_nodes,
                 "full_ms_here": round(self.profile.full_ms, 4),
                 "profile_rounds": self.profile.rounds,
+                "profile_spread": self.profile.spread,
+                "profile_stable": self.profile.stable,
                 "measured_on": self.profile.measured_on,
             },
+            "notes": self.notes(),
             "devices": self.rows,
             "baselines": {
                 k: None
@@ -107,8 +114,8 @@ def plan_scenario(
 ) -> ScenarioPlan:
     """Plan ``sc`` for the ONNX model at ``model_path``; write profile.json and plan.json.
 
-    ``sample``: one model input (batch 1) used to profile and to execute the
-    chosen splits; zeros by default. ``early_exit``: the options ``exit:*`` join
+    ``sample``: model inputs (batch axis first; the first profiles) used to profile
+    and to execute the chosen splits; zeros by default. ``early_exit``: the options ``exit:*`` join
     every device's choices, and the plan without them is kept for comparison.
     """
     s = sc.settings.offloading
@@ -119,7 +126,12 @@ def plan_scenario(
         if s.profile_file is not None:
             profile = ModelProfile.load(s.profile_file, graph)
         else:
-            profile = profile_model(model_path, sample, min_rounds=s.profile_rounds, graph=graph)
+            profile = profile_model(
+                model_path,
+                None if sample is None else sample[:1],
+                min_rounds=s.profile_rounds,
+                graph=graph,
+            )
     profile.save(out / "profile.json")
     planner = OffloadPlanner(graph, profile, s, early_exit=early_exit)
     problem, plan = planner.plan(sc)
@@ -172,13 +184,13 @@ def _execute(
     sample: np.ndarray | None,
     int8: bool,
 ) -> list[dict[str, Any]]:
-    """Run each distinct chosen split (head -> payload -> tail) and compare with the full model."""
-    x = (
+    """Run each distinct chosen split (head -> payload -> tail) on every input of ``sample``
+    and compare every output with the full model's."""
+    xs = (
         np.zeros((1, *graph.input_shape), dtype=np.float32)
         if sample is None
         else np.asarray(sample, dtype=np.float32)
     )
-    full = make_session(model_path).run(None, {graph.input_name: x})[0]
     done: dict[bytes, dict[str, Any]] = {}
     for d, o in enumerate(plan.choice):
         opt = problem.options[d][o]
@@ -191,12 +203,14 @@ def _execute(
         k = int(mask.sum())
         t0 = time.perf_counter()
         sm = split_model(model_path, graph, mask, out / f"cut{k}")
-        res = SplitRunner(sm, int8=int8).run(x)
+        runner = SplitRunner(sm, int8=int8)
+        res = runner.run(xs[:1])
         done[key] = {
             "device_nodes": k,
             "crossing": list(sm.crossing),
             "payload_bytes": res.payload_bytes,
-            "max_abs_diff": float(np.abs(res.outputs[0] - full).max()),
+            "inputs": len(xs),
+            "max_abs_diff": split_diff(runner, model_path, xs),
             "seconds": round(time.perf_counter() - t0, 3),
         }
     return list(done.values())

@@ -22,7 +22,14 @@ from edgeintel.offloading.graph import LayerGraph
 from edgeintel.offloading.transfer import deserialize_tensors, serialize_tensors
 from edgeintel.onnx_files import make_session
 
-__all__ = ["SplitModel", "SplitResult", "SplitRunner", "mask_from_nodes", "split_model"]
+__all__ = [
+    "SplitModel",
+    "SplitResult",
+    "SplitRunner",
+    "mask_from_nodes",
+    "split_diff",
+    "split_model",
+]
 
 
 def mask_from_nodes(graph: LayerGraph, device_nodes: list[str]) -> np.ndarray:
@@ -166,3 +173,17 @@ class SplitRunner:
             float(np.median([r.serialize_ms for r in res])),
             float(np.median([r.tail_ms for r in res])),
         )
+
+
+def split_diff(runner: SplitRunner, model_path: str | Path, inputs: np.ndarray) -> float:
+    """Max |split - unsplit| over every output of every input (``inputs``: batch axis first;
+    each runs alone at batch 1, as a device sends it)."""
+    full = make_session(str(model_path))
+    worst = 0.0
+    for x in np.asarray(inputs, dtype=np.float32):
+        feed = {runner.split.input_name: x[None]}
+        want = full.run(list(runner.split.output_names), feed)
+        got = runner.run(x[None]).outputs
+        for a, b in zip(got, want, strict=True):
+            worst = max(worst, float(np.abs(np.asarray(a) - np.asarray(b)).max()))
+    return worst

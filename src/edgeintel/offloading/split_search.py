@@ -4,9 +4,11 @@ A split is a boolean mask over the layer graph's nodes (True = device). It is
 valid when no device node consumes a tensor made on the server. Its cost is
 linear in the layers and tensors (see ``LinearCosts``): device cost of each
 device node, server cost of each server node, a transfer cost for every tensor
-that crosses (counted once however many server nodes read it), a download
-cost for outputs made on the server, and a constant (RTT, queueing) paid
-whenever anything runs remotely.
+that crosses (counted once however many server nodes read it), and a constant
+paid whenever anything runs remotely: RTT, queueing and the download of every
+model output (the tail returns all of them). A model output made on the device
+crosses like a tensor a server node reads (``LayerGraph.crossing``), so a model
+with several outputs splits anywhere a single-output one does.
 
 Split searches (``SPLITTERS``):
 
@@ -100,7 +102,7 @@ def split_breakdown(graph: LayerGraph, ctx: SplitContext, mask: np.ndarray) -> B
         return Breakdown(device_ms=dev)
     up = sum(_sent_bytes(t.bytes, ctx.int8) for t in graph.crossing(mask))
     raw = sum(t.bytes for t in graph.crossing(mask))
-    down = sum(t.bytes for t in graph.tensors if t.is_output and not mask[t.producer])
+    down = sum(t.bytes for t in graph.tensors if t.is_output)
     rate = ctx.serialize_ms_per_mb
     return breakdown(
         dev,
@@ -134,8 +136,9 @@ def split_value(graph: LayerGraph, ctx: SplitContext, mask: np.ndarray) -> float
 @dataclass(frozen=True)
 class LinearCosts:
     """Objective units per device node (``device``), server node (``server``), crossing tensor
-    (``comm``, per ``graph.tensors``), output made on the server (``down``), and the constant
-    paid when anything is offloaded (``offload``)."""
+    (``comm``, per ``graph.tensors``), model output returned by the tail (``down``, per
+    tensor; paid whenever anything is offloaded), and the constant paid when anything is
+    offloaded (``offload``)."""
 
     device: np.ndarray
     server: np.ndarray
@@ -190,9 +193,9 @@ def linear_value(graph: LayerGraph, lin: LinearCosts, mask: np.ndarray) -> float
     total = float(lin.device[mask].sum() + lin.server[~mask].sum()) + lin.offload
     for j, t in enumerate(graph.tensors):
         made_here = t.producer < 0 or mask[t.producer]
-        if made_here and any(not mask[c] for c in t.consumers):
+        if made_here and (t.is_output or any(not mask[c] for c in t.consumers)):
             total += lin.comm[j]
-        if t.is_output and t.producer >= 0 and not mask[t.producer]:
+        if t.is_output:
             total += lin.down[j]
     return total
 
@@ -216,18 +219,16 @@ def _prefix_costs(graph: LayerGraph, lin: LinearCosts) -> np.ndarray:
     dev = np.concatenate([[0.0], np.cumsum(lin.device)])
     srv = np.concatenate([np.cumsum(lin.server[::-1])[::-1], [0.0]])
     diff = np.zeros(n + 2)
-    down = np.zeros(n + 2)
     for j, t in enumerate(graph.tensors):
-        if t.consumers:
-            lo, hi = t.producer + 1, max(t.consumers)  # crosses for lo <= k <= hi
+        if t.consumers or t.is_output:
+            # crosses for lo <= k <= hi; an output made on the device crosses while k < n
+            lo, hi = t.producer + 1, max((*t.consumers, n - 1) if t.is_output else t.consumers)
             if lo <= hi:
                 diff[lo] += lin.comm[j]
                 diff[hi + 1] -= lin.comm[j]
-        if t.is_output and t.producer >= 0:
-            down[0] += lin.down[j]  # paid while k <= producer
-            down[t.producer + 1] -= lin.down[j]
-    comm = np.cumsum(diff)[: n + 1] + np.cumsum(down)[: n + 1]
-    offload = np.full(n + 1, lin.offload)
+    comm = np.cumsum(diff)[: n + 1]
+    outputs = [j for j, t in enumerate(graph.tensors) if t.is_output]
+    offload = np.full(n + 1, lin.offload + float(np.sum(lin.down[outputs])))
     offload[n] = 0.0
     return dev + srv + comm + offload
 
@@ -268,10 +269,12 @@ class MinCutSplitter:
         cons_aux, cons_node = [], []
         prec = set()
         for j, t in enumerate(g.tensors):
-            for c in t.consumers:
+            # a model output has the sink (the server side) as a reader: made on the
+            # device, it crosses like any tensor a server node reads
+            for c in (*t.consumers, -1) if t.is_output else t.consumers:
                 cons_aux.append(2 + n + j)
-                cons_node.append(2 + c)
-                if t.producer >= 0:
+                cons_node.append(2 + c if c >= 0 else 1)
+                if t.producer >= 0 and c >= 0:
                     prec.add((2 + c, 2 + t.producer))
         prec_r, prec_c = (
             (np.array(x, dtype=np.int64) for x in zip(*sorted(prec), strict=True))
@@ -287,18 +290,14 @@ class MinCutSplitter:
         )
         self._n_inf = len(cons_aux) + len(prec_r)
         self._size = 2 + n + m
-        is_out = np.array([t.is_output and t.producer >= 0 for t in g.tensors])
-        self._out_idx = np.flatnonzero(is_out)
-        self._out_prod = prod[is_out]
 
     def decide(self, lin: LinearCosts) -> np.ndarray:
-        """The device mask of a minimum cut (before the constant offload cost)."""
+        """The device mask of a minimum cut (before the constant offload and download costs)."""
         from scipy.sparse import csr_matrix
         from scipy.sparse.csgraph import breadth_first_order, maximum_flow
 
         n = self.graph.num_nodes
-        s_to_v = lin.server.astype(float).copy()
-        np.add.at(s_to_v, self._out_prod, lin.down[self._out_idx])
+        s_to_v = lin.server.astype(float)
         finite = np.concatenate([s_to_v, lin.device, lin.comm])
         if np.any(finite < 0) or not np.all(np.isfinite(finite)):
             raise ConfigError(_bad_cost(self.graph, s_to_v, lin))

@@ -99,8 +99,9 @@ class RunContext:
     data_split: dict[str, Any] | None = None
     # who trained ``model``: "central", or the edge-training mode that replaced it
     model_source: str = "central"
-    # train: the central baseline's final test accuracy (edge training compares to it)
-    central_accuracy: float | None = None
+    # train: the central baseline's final test value of the task kind's headline metric
+    # (accuracy, RMSE, AUROC; edge training compares to it)
+    central_metric: float | None = None
     # edge training and federated fine-tuning: the run's one DP ledger, and the edge
     # training section's DP record that later phases add their total epsilon to
     dp_ledger: DpLedger | None = None

@@ -12,8 +12,10 @@ so the terminal summary, results.json and the report quote the same numbers. Per
   the model on misses) against the model on every request;
 - ``compression``: mean device latency (ms) of the artifact each profile receives against
   fp32 on that profile;
-- ``training``: edge-trained test accuracy against the central baseline; ``better`` when
-  within ``settings.training.central_tolerance`` while no raw data left the devices.
+- ``training``: the edge-trained model's test value of the task kind's headline metric
+  (accuracy, RMSE, AUROC: the section's ``metric``) against the central baseline; ``better``
+  when within ``settings.training.central_tolerance`` (in that metric's unit) while no raw
+  data left the devices.
 
 ``why`` is the one sentence, with the numbers that decided it, that the component's report
 section and terminal summary open with (``report.sections.payoff_sentences``).
@@ -169,9 +171,17 @@ def _fp32_misses(budget: Mapping[str, Any], row: Mapping[str, Any]) -> bool:
     return size is not None and float(row["kib"]) * 1024 > float(size)
 
 
+def _quality(metric: str, row: Mapping[str, Any]) -> str:
+    """``", rmse 1.02"``: a candidate's validation value of the kind's metric, if recorded."""
+    v = row.get(metric)
+    return f", {metric} {float(v):.4g}" if isinstance(v, int | float) else ""
+
+
 def _compression(res: Mapping[str, Any]) -> dict[str, Any] | None:
-    per = ((res.get("compression") or {}).get("per_profile")) or {}
-    pairs: list[tuple[str, str, float, float, float, float]] = []
+    comp = res.get("compression") or {}
+    per = comp.get("per_profile") or {}
+    metric = str(comp.get("metric") or "accuracy")  # the task kind's headline metric
+    pairs: list[tuple[str, str, float, float, float, float, str, str]] = []
     budgets_won = 0
     for profile, p in per.items():
         table = {str(r["candidate"]): r for r in p.get("table") or []}
@@ -187,6 +197,8 @@ def _compression(res: Mapping[str, Any]) -> dict[str, Any] | None:
                 float(fp32["latency_ms"]),
                 float(chosen["kib"]),
                 float(fp32["kib"]),
+                _quality(metric, chosen),
+                _quality(metric, fp32),
             )
         )
         if p["chosen"] != "fp32" and _fp32_misses(p.get("budget") or {}, fp32):
@@ -196,11 +208,11 @@ def _compression(res: Mapping[str, Any]) -> dict[str, Any] | None:
     with_ = sum(p[2] for p in pairs) / len(pairs)
     without = sum(p[3] for p in pairs) / len(pairs)
     why = "; ".join(
-        f"{prof} receives {name} ({_ms(lat)}, {kib:.1f} KiB) vs fp32 ({_ms(lat32)}, "
-        f"{kib32:.1f} KiB)"
+        f"{prof} receives {name} ({_ms(lat)}, {kib:.1f} KiB{q}) vs fp32 ({_ms(lat32)}, "
+        f"{kib32:.1f} KiB{q32})"
         if name != "fp32"
-        else f"{prof} keeps fp32 ({_ms(lat32)}, {kib32:.1f} KiB): no compressed candidate won"
-        for prof, name, lat, lat32, kib, kib32 in pairs
+        else f"{prof} keeps fp32 ({_ms(lat32)}, {kib32:.1f} KiB{q32}): no compressed candidate won"
+        for prof, name, lat, lat32, kib, kib32, q, q32 in pairs
     )
     if budgets_won:
         why += f"; meets a budget fp32 misses on {budgets_won} profile(s)"
@@ -218,25 +230,28 @@ def _compression(res: Mapping[str, Any]) -> dict[str, Any] | None:
 def _training(res: Mapping[str, Any], tolerance: float) -> dict[str, Any] | None:
     sec = res.get("edge_training") or {}
     s = sec.get("summary") or {}
-    edge, central = s.get("final_accuracy"), s.get("central_accuracy")
+    metric = str(sec.get("metric") or "accuracy")  # the task kind's headline metric
+    higher = bool(sec.get("higher_is_better", True))
+    edge, central = s.get(f"final_{metric}"), s.get(f"central_{metric}")
     if edge is None or central is None:
         return None
     trained_on = str((res.get("model") or {}).get("trained_on", ""))
     # edge training moves updates, never samples: raw data stays unless the model that
     # ships was trained centrally on pooled data
     raw_left = trained_on.startswith("central")
-    gap = float(central) - float(edge)
+    # how much worse the edge model is, in the metric's unit (> 0: worse)
+    gap = float(central) - float(edge) if higher else float(edge) - float(central)
     within = gap <= tolerance
     why = (
-        f"{sec.get('mode', 'edge')} training reaches {float(edge):.3f} vs {float(central):.3f} "
-        f"central (gap {gap:+.3f}, tolerance {tolerance:.3f}), "
+        f"{sec.get('mode', 'edge')} training reaches {metric} {float(edge):.4g} vs "
+        f"{float(central):.4g} central ({gap:+.3g} worse, tolerance {tolerance:.3g}), "
         + ("no raw data left the devices" if not raw_left else "on pooled raw data")
     )
     return {
-        "metric": "test accuracy (edge-trained vs central baseline)",
+        "metric": f"test {metric} (edge-trained vs central baseline)",
         "with": _r(edge),
         "without": _r(central),
-        "unit": "accuracy",
+        "unit": metric,
         "better": within and not raw_left,
         "tolerance": tolerance,
         "raw_data_left_devices": raw_left,
@@ -250,7 +265,8 @@ def compute_payoff(
     """The ``payoff`` object for a run's ``results`` (components that ran; others absent).
 
     ``objective``: the scenario's offloading objective (``energy`` compares device mJ, else
-    ms); ``tolerance``: accuracy (fraction) edge training may fall below the central baseline.
+    ms); ``tolerance``: how much worse than the central baseline edge training may be, in
+    the task kind's headline metric (accuracy: a fraction).
     """
     makers: dict[str, Callable[[], dict[str, Any] | None]] = {
         "offloading": lambda: _offloading(results, objective),

@@ -134,6 +134,7 @@ class ModelRepository:
         self.intra_op_threads = intra_op_threads
         self.models: dict[str, dict[str, LoadedModel]] = {}
         self.refused: dict[str, str] = {}
+        self.pinned: dict[str, str] = {}  # model -> its default version (else the highest)
         self.load()
 
     def load(self) -> None:
@@ -251,6 +252,20 @@ class ModelRepository:
     def versions(self, name: str) -> list[str]:
         return sorted(self.models.get(name, {}), key=int)
 
+    def pin(self, name: str, version: str) -> None:
+        """Make ``version`` what an unversioned request for ``name`` gets (a rollout's
+        stable version while a newer one is only on the canary)."""
+        self.pinned[name] = version
+
+    def default_version(self, name: str) -> str:
+        """The version an unversioned request gets: the pinned one when served, else the
+        highest; ``KeyError`` for a model not served."""
+        versions = self.models.get(name)
+        if not versions:
+            raise KeyError(f"unknown model {name!r}")
+        pinned = self.pinned.get(name)
+        return pinned if pinned in versions else max(versions, key=int)
+
     def get(self, name: str, version: str | None = None) -> LoadedModel:
         """The named version, or the highest one; ``KeyError`` with a readable message."""
         versions = self.models.get(name)
@@ -258,7 +273,7 @@ class ModelRepository:
             why = self.refused.get(name)
             raise KeyError(f"unknown model {name!r}" + (f" ({why})" if why else ""))
         if version is None or version == "":
-            return versions[max(versions, key=int)]
+            return versions[self.default_version(name)]
         if version not in versions:
             why = self.refused.get(f"{name}/{version}")
             raise KeyError(

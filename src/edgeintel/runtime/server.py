@@ -14,7 +14,12 @@ Endpoints (KServe / Triton HTTP/REST, with the binary-data extension):
   ``.../stats``; ``GET /v2/models/stats``
 * ``POST /v2/models/{name}[/versions/{v}]/infer``
 * ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load|unload``
-* ``POST /v1/results`` (devices forward their stored results; idempotent by key)
+* ``POST /v1/results`` (devices forward their stored results; idempotent by key; the
+  answer's ``assign`` names the version each model under a rollout should run there)
+* ``POST /v1/rollout`` (operator: start a rollout, ``RolloutSettings`` as JSON), ``GET
+  /v1/rollout`` (its stages, guard figures, rollbacks and every device's version),
+  ``GET /v1/models/{name}/versions/{v}/artifact`` (a version's file for a device's
+  over-the-air update, sha256 and signature in headers)
 * ``GET /metrics`` (Prometheus), ``GET /v2/stats`` (JSON) and ``GET /dashboard`` (live page)
 
 Errors are ``{"error": "..."}`` with a 4xx status (503 when a queue is full
@@ -54,6 +59,7 @@ from edgeintel.runtime.metrics import ServerMetrics
 from edgeintel.runtime.protocol import ProtocolError
 from edgeintel.runtime.relay import FORWARD_HEADER, Relay, SinkForwarder
 from edgeintel.runtime.repository import ModelRepository
+from edgeintel.runtime.rollout import Rollout, RolloutManager, RolloutSettings
 from edgeintel.runtime.seams import ResultCache
 from edgeintel.runtime.settings import ServerSettings
 from edgeintel.runtime.sink import ResultSink, check_results
@@ -107,6 +113,7 @@ class InferenceServer:
         self.core = InferenceCore(
             repository, self.settings, self.metrics, self.board, cache, features
         )
+        self.rollouts = RolloutManager(repository.versions, repository.pin)
         self.node = node
         self.relay = Relay(upstream, upstream_name, self.metrics, self.board) if upstream else None
         self.upstream_token = upstream_token
@@ -127,9 +134,12 @@ class InferenceServer:
     def is_ready(self) -> bool:
         return self.core.ready and bool(self.core.repository.models)
 
-    async def ingest(self, device: str | None, msg: Any) -> tuple[int, int]:
-        """Store a ``/v1/results`` message durably: (accepted, duplicates). ``device``:
-        the authenticated device (None: auth off or a relaying node)."""
+    async def ingest(self, device: str | None, msg: Any) -> tuple[int, int, dict[str, str]]:
+        """Store a ``/v1/results`` message durably: (accepted, duplicates, assignment).
+        ``device``: the authenticated device (None: auth off or a relaying node). The
+        results (and the message's ``status``: the device's model, version and refused
+        versions) feed the rollouts; the assignment maps each model under a rollout to
+        the version the sending device should run."""
         try:
             name, records = check_results(msg, device)
         except PermissionError as exc:
@@ -144,7 +154,33 @@ class InferenceServer:
         label = self.metrics.device_name(name)
         self.board.results(label, accepted, dup)
         self.metrics.ingested(name, accepted, dup)
-        return accepted, dup
+        before = {m: r.state for m, r in self.rollouts.rollouts.items()}
+        self.rollouts.ingest(name, records, msg.get("status"))
+        for m, r in self.rollouts.rollouts.items():
+            if before.get(m) != r.state:
+                self.event(f"rollout.{r.state}", model=m, version=r.candidate, reason=r.reason)
+        return accepted, dup, self.rollouts.assignment(name)
+
+    async def start_rollout(self, settings: RolloutSettings) -> Rollout:
+        """Begin rolling ``settings.version`` out: the model folder is reloaded hot (the new
+        version verified, and signed when the node verifies signatures) while unversioned
+        requests stay on the current default, which becomes the rollout's stable version."""
+        repo = self.core.repository
+        try:
+            stable = repo.default_version(settings.model)
+        except KeyError as exc:
+            raise ServeError(404, str(exc.args[0])) from None
+        repo.pin(settings.model, stable)
+        await self.core.load(settings.model)
+        if settings.version not in repo.versions(settings.model):
+            why = repo.refused.get(f"{settings.model}/{settings.version}", "no such folder")
+            raise ServeError(400, f"version {settings.version} of {settings.model!r}: {why}")
+        try:
+            r = self.rollouts.start(settings, stable)
+        except ConfigError as exc:
+            raise ServeError(409, str(exc)) from None
+        self.event("rollout.started", model=settings.model, stable=stable, version=r.candidate)
+        return r
 
     async def start(self) -> None:
         if self.sink_path is not None:

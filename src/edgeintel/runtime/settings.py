@@ -86,7 +86,9 @@ class StoreSettings(_Strict):
     sent). ``max_records``: capacity of undelivered results; ``on_full`` says
     whether a new result is rejected or the oldest undelivered one dropped.
     ``group_commit_ms``: appends arriving within this window share one commit
-    (one fsync); an append returns only after its commit.
+    (one fsync); an append returns only after its commit. ``encrypt``: results
+    waiting in the store are sealed with the device's own key (AES-256-GCM, derived
+    from the run's store secret), so a stolen device's backlog reveals nothing.
     """
 
     ttl_s: Annotated[float, Field(gt=0, le=1e8)] = 24 * 3600.0
@@ -94,6 +96,7 @@ class StoreSettings(_Strict):
     on_full: OnFull = OnFull.DROP_OLDEST
     group_commit_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     forward_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    encrypt: bool = False
 
 
 class DeployPlacement(StrEnum):
@@ -195,7 +198,11 @@ class DeploySettings(_Strict):
     tokens file shared by the machines of one deployment (default: fresh tokens).
     ``signing_key``: the Ed25519 private key (PEM) that signs the run's model files
     (default: a fresh key in the run folder); servers and agents load only files with
-    a valid signature by it.
+    a valid signature by it. ``tls`` (on by default): every hop (device -> edge ->
+    cloud, readiness and statistics probes) over mutual TLS with certificates the run
+    issues in ``<run>/runtime/pki`` from a fresh scenario CA, or from ``tls_ca`` (a PEM
+    CA certificate with its ``ca.key`` beside it, shared by the machines of one
+    deployment); ``tls: false`` is plaintext, and the results say so.
     """
 
     enabled: bool = False
@@ -210,6 +217,8 @@ class DeploySettings(_Strict):
     only: list[str] | None = None
     tokens_file: Path | None = None
     signing_key: Path | None = None
+    tls: bool = True
+    tls_ca: Path | None = None
 
     @field_validator("addresses")
     @classmethod
@@ -270,6 +279,17 @@ class DeploySettings(_Strict):
                 raise ValueError(str(exc)) from None
         return path
 
+    @field_validator("tls_ca")
+    @classmethod
+    def _tls_ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Relative to the scenario's folder; a CA certificate with its key beside it."""
+        path = resolve_file(value, info)
+        if path is not None:
+            from edgeintel.security.pki import check_ca
+
+            check_ca(path)  # a ValueError says what is wrong
+        return path
+
     def placement_of(self, group: str) -> DeployPlacement:
         return self.placements.get(group, self.placement)
 
@@ -312,6 +332,10 @@ class DeploySettings(_Strict):
                 )
         if self.tokens_file is not None:
             self._check_tokens(sc)
+        if self.tls_ca is not None and not self.tls:
+            raise FieldError(
+                ("tls_ca",), "a CA for mutual TLS, but tls is false: set tls: true or drop tls_ca"
+            )
 
     def _check_tokens(self, topology: Topology) -> None:
         """Every agent this deployment starts has a token, and no two holders share one

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from edgeintel.caching.result_cache import CacheStats, ResultCache, ResultCacheC
 from edgeintel.caching.reuse import downsample_vector
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.runtime.seams import Decision, ExecutionTier
+from edgeintel.tasks import TaskKind, make_task
 
 if TYPE_CHECKING:
     from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
@@ -203,30 +205,40 @@ class ServerResultCache:
 # ---------------------------------------------------------------------- device filter
 
 
-def device_filter(feature: str, threshold: float, settings: FilterSettings) -> AdaptiveFilter:
+def device_filter(
+    feature: str, threshold: float, settings: FilterSettings, task: TaskKind | None = None
+) -> AdaptiveFilter:
     """``caching.filter.AdaptiveFilter`` on raw device inputs with the scenario's probing
-    and adaptation settings (``adapt``, ``probe_every``, ``raise_after``)."""
+    and adaptation settings (``adapt``, ``probe_every``, ``raise_after``), judging results
+    by the task kind's agreement rule (``TaskKind.same``; ``None``: equal labels)."""
+    kind = task if task is not None else make_task("classification")
     return AdaptiveFilter(
         feature,
         threshold,
         adapt=settings.adapt,
         probe_every=settings.probe_every,
         raise_after=settings.raise_after,
+        same=kind.same,
     )
 
 
 def tune_device_filter(
-    inputs: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], settings: FilterSettings
+    inputs: np.ndarray,
+    predict: Callable[[np.ndarray], np.ndarray],
+    settings: FilterSettings,
+    task: TaskKind | None = None,
 ) -> tuple[AdaptiveFilter, TuneReport]:
     """Tune on the device's first ``profile_fraction`` of inputs, every one processed by
-    ``predict`` (the local model, (N, ...) -> scores), as the caching stage does
-    (``caching.filter.tune_filter`` replaying the filter's adaptation)."""
+    ``predict`` (the local model, (N, ...) -> outputs) and judged by the task kind's
+    predictions and agreement rule, as the caching stage does (``caching.filter.tune_filter``
+    replaying the filter's adaptation)."""
+    kind = task if task is not None else make_task("classification")
     if len(inputs) < 2:
         raise DataError(f"profiling the filter needs at least 2 inputs, got {len(inputs)}")
     k = max(2, round(len(inputs) * settings.profile_fraction))
     seg = inputs[:k]
     prepared = [prepare(x) for x in seg]
-    labels = np.argmax(predict(seg), axis=1).tolist()
+    labels = kind.predict(predict(seg), seg).tolist()
     features: Sequence[str] = settings.features or (
         FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
     )
@@ -238,8 +250,9 @@ def tune_device_filter(
         adapt=settings.adapt,
         probe_every=settings.probe_every,
         raise_after=settings.raise_after,
+        same=kind.same,
     )
-    return device_filter(report.feature, report.threshold, settings), report
+    return device_filter(report.feature, report.threshold, settings, kind), report
 
 
 @dataclass(frozen=True)
@@ -252,22 +265,48 @@ class FilterThreshold:
 
 
 def filter_for_device(
-    settings: FilterSettings, inputs: np.ndarray, session: Any, tuned: FilterThreshold | None
+    settings: FilterSettings,
+    inputs: np.ndarray,
+    session: Any,
+    tuned: FilterThreshold | None,
+    task: TaskKind | None = None,
 ) -> tuple[AdaptiveFilter, dict[str, Any]]:
     """A device's redundancy filter and where its threshold came from: ``tuned`` (the
     caching stage's), else tuned now on the device's first profiling segment with the
-    local ONNX ``session``. The one way the runtime stage and ``edgeintel device`` get it."""
+    local ONNX ``session``; results compared by ``task``'s rule (``None``: equal labels).
+    The one way the runtime stage and ``edgeintel device`` get it."""
     if tuned is not None:
-        filt = device_filter(tuned.feature, tuned.threshold, settings)
+        filt = device_filter(tuned.feature, tuned.threshold, settings, task)
         feature, threshold, source = tuned.feature, tuned.threshold, "caching stage"
     else:
         input_name = session.get_inputs()[0].name
         filt, report = tune_device_filter(
-            inputs, lambda b: session.run(None, {input_name: b})[0], settings
+            inputs, lambda b: session.run(None, {input_name: b})[0], settings, task
         )
         feature, threshold = report.feature, report.threshold
         source = "tuned on the device's first segment"
     return filt, {"feature": feature, "threshold_tuned": threshold, "threshold_from": source}
+
+
+def task_for_model(onnx: str | Path, kind: TaskKind) -> TaskKind:
+    """``kind`` with the options its run fitted for the model ``onnx`` (the anomaly
+    threshold, the regression tolerance), read from the ``task`` record of the model's
+    metadata (``<model>.json``, written by the export stage); ``kind`` itself when the record
+    is absent. A record of another kind is one line naming the file."""
+    meta = Path(onnx).with_suffix(".json")
+    try:
+        record = (json.loads(meta.read_text()).get("extra") or {}).get("task")
+    except (OSError, ValueError, AttributeError):
+        return kind
+    if not isinstance(record, dict):
+        return kind
+    if record.get("kind") != kind.name:
+        raise ConfigError(
+            f"{meta}: the model was trained for the {record.get('kind')!r} task kind, but the "
+            f"scenario's task.kind is {kind.name!r}"
+        )
+    options = {k: v for k, v in record.items() if k != "kind"}
+    return make_task(kind.name, **{**kind.options(), **options})
 
 
 def threshold_from_results(results: Path, device: str) -> FilterThreshold:

@@ -43,6 +43,7 @@ class TaskKind(ABC):
 
     name: ClassVar[str]
     metric: ClassVar[str]  # the headline metric, a key of ``evaluate``'s result
+    metric_label: ClassVar[str] = ""  # the headline as prose names it ("RMSE"; "": metric)
     higher_is_better: ClassVar[bool]
     unit: ClassVar[str] = ""  # of the headline metric ("" for a fraction)
     # the headline's possible values (a fraction: [0, 1]); None: unbounded (target units)
@@ -95,6 +96,15 @@ class TaskKind(ABC):
     def agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Per-sample booleans: do predictions ``a`` and ``b`` count as the same answer?"""
 
+    def correct(self, pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample booleans: is each prediction right about its true target? (``agree``
+        with the truth by default: the label, a value within the tolerance)."""
+        return self.agree(pred, y)
+
+    def record(self, pred: Any) -> dict[str, Any]:
+        """What a served result carries for one prediction (JSON-ready; e.g. a label)."""
+        return {"prediction": np.asarray(pred).tolist()}
+
     def same(self, a: Any, b: Any) -> bool:
         """Do two single predictions (a label, a value, an anomaly score) count as the same
         answer? ``agree`` on one sample: the rule the redundancy filter and the result cache
@@ -102,6 +112,11 @@ class TaskKind(ABC):
         return bool(self.agree(np.asarray([a]), np.asarray([b]))[0])
 
     # ----------------------------------------------------------------- shared
+
+    @classmethod
+    def label(cls) -> str:
+        """The headline metric's name in prose ("accuracy", "RMSE", "AUROC")."""
+        return cls.metric_label or cls.metric
 
     def better(self, a: float, b: float) -> bool:
         """Is headline value ``a`` strictly better than ``b``?"""

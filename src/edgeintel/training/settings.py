@@ -106,8 +106,9 @@ class TrainingSettings(Strict):
     an update ``compressor``; a robust ``aggregation`` rule; an ``attack`` run by
     ``malicious_fraction`` of the devices; a round deadline; dropouts; solo
     fine-tuning of the last ``finetune_layers`` layers; ``central_tolerance``: how far
-    (accuracy, fraction) edge training may fall below the central baseline and still
-    count as paying off (results.json ``payoff.training``).
+    edge training may fall below the central baseline and still count as paying off
+    (results.json ``payoff.training``), in the task kind's headline metric (accuracy or
+    AUROC: a fraction; RMSE: target units).
     """
 
     epochs: Annotated[int, Field(ge=1, le=1000)] = 10
@@ -137,7 +138,7 @@ class TrainingSettings(Strict):
     deadline_quantile: Annotated[float, Field(gt=0, le=1)] | None = None
     dropout: Fraction = 0.0
     finetune_layers: Annotated[int, Field(ge=1, le=10_000)] | None = None
-    central_tolerance: Annotated[float, Field(ge=0, le=1)] = 0.02
+    central_tolerance: Annotated[float, Field(ge=0, le=1e9)] = 0.02
     # ---- privacy and fault tolerance (issue 5)
     dp: DPSettings | None = None
     secure_aggregation: SecureAggregationSettings | None = None

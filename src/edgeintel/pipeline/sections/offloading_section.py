@@ -93,6 +93,8 @@ def render_offloading(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
             f"plan ({data.get('policy')}): {(data.get('summary') or {}).get('decisions', '')}, "
             f"mean {plan_ms:.4g} ms per request" + (f" (vs {vs})" if vs else ""),
         )
+    for note in data.get("notes") or []:  # e.g. a profile taken under load
+        ctx.warn(f"offloading: {note}")
     missing = [str(r["device"]) for r in rows if r.get("meets_deadline") is False]
     if missing:
         ctx.warn(

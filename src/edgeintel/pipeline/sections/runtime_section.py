@@ -22,8 +22,17 @@ __all__ = ["render_runtime"]
 
 def _overview(data: dict[str, Any]) -> dict[str, Any]:
     filt = data.get("filter") or {}
+    tr = data.get("transport") or {}
     out = {
+        "transport": None
+        if not tr
+        else (
+            f"mutual TLS ({tr.get('ca')}, {tr.get('certificates')} certificates)"
+            if tr.get("tls")
+            else "PLAINTEXT (deploy.tls: false)"
+        ),
         "devices (agents)": data.get("devices"),
+        "device stores encrypted at rest": data.get("store_encrypted"),
         "placement per device": ", ".join(
             f"{k} x{v}" for k, v in (data.get("placement") or {}).items()
         )
@@ -121,6 +130,9 @@ def _headline(ctx: RenderContext, data: dict[str, Any], per_link: dict[str, Any]
     for link, v in per_link.items():
         tier = "edge ↔ cloud" if "cloud" in link.split("->")[-1] else "device ↔ edge"
         h.tier(tier, f"bytes sent (runtime, {link})", v.get("bytes_up", 0))
+    tr = data.get("transport") or {}
+    if tr and not tr.get("tls"):
+        ctx.warn(f"runtime: {tr.get('note')}")
     if data.get("dropped_expired_rejected"):
         ctx.warn(
             f"runtime: {data['dropped_expired_rejected']} results dropped, expired or rejected "

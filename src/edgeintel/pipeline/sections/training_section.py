@@ -85,24 +85,39 @@ def _round_rows(hist: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _metric_fact(ctx: RenderContext, metric: str, label: str, value: Any, note: str) -> None:
+    """A headline figure in the task kind's metric: the accuracy list for a classifier (with
+    its chance checks), a plain fact for RMSE or AUROC."""
+    if metric == "accuracy":
+        ctx.headline.accuracy(label, value, note=note)
+    elif isinstance(value, float | int):
+        ctx.headline.fact(f"{label} ({metric})", f"{value:.4g} ({note})")
+
+
 @register_section("edge_training", title="Edge training", order=30)
 def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: RenderContext) -> Markup:
     mode = str(data.get("mode", "?"))
+    metric = str(data.get("metric") or "accuracy")  # the task kind's headline metric
     h = ctx.headline
     parts: list[Markup] = []
     if mode == "solo":
         devices = data.get("devices") or {}
         for name, d in devices.items():
-            h.accuracy(
-                f"solo on {name}", d.get("test_accuracy"), note=f"profile {d.get('profile')}"
+            _metric_fact(
+                ctx,
+                metric,
+                f"solo on {name}",
+                d.get(f"test_{metric}"),
+                f"profile {d.get('profile')}",
             )
             h.profile(str(d.get("profile")), "trains", f"alone on its {d.get('samples')} samples")
-        check_accuracy(
-            ctx,
-            "solo training",
-            [(data.get("summary") or {}).get("mean_test_accuracy")],
-            n_test=_n_test(ctx),
-        )
+        if metric == "accuracy":
+            check_accuracy(
+                ctx,
+                "solo training",
+                [(data.get("summary") or {}).get("mean_test_accuracy")],
+                n_test=_n_test(ctx),
+            )
         parts.append(kv_table({k: v for k, v in data.items() if k != "devices"}))
         if devices:
             parts.append(table(devices, index="device", caption="One device per profile"))
@@ -111,22 +126,30 @@ def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: Rende
 
     hist = data.get("history") or []
     summary = data.get("summary") or {}
-    h.accuracy(
-        f"{mode} (edge)",
-        summary.get("final_accuracy"),
-        note=f"{summary.get('rounds')} rounds over the devices",
+    final = summary.get(f"final_{metric}")
+    _metric_fact(
+        ctx, metric, f"{mode} (edge)", final, f"{summary.get('rounds')} rounds over the devices"
     )
-    central = (ctx.results.get("training") or {}).get("final_accuracy")
-    final = summary.get("final_accuracy")
+    central = summary.get(f"central_{metric}")
+    if central is None:
+        central = (ctx.results.get("training") or {}).get(f"final_{metric}")
     if isinstance(central, float | int) and isinstance(final, float | int):
+        acc = metric == "accuracy"
+        diff = f"{100 * (final - central):+.1f} points" if acc else f"{final - central:+.4g}"
+        fmt = ".3f" if acc else ".4g"
         h.fact(
             "edge vs central",
-            f"{mode} training reaches {final:.3f} against {central:.3f} for the central "
-            f"baseline ({100 * (final - central):+.1f} points) without moving raw data",
+            f"{mode} training reaches {final:{fmt}} against {central:{fmt}} for the central "
+            f"baseline ({diff}) without moving raw data",
         )
-    if "clean_accuracy" in summary:
-        h.accuracy(f"{mode}, same run without attack", summary.get("clean_accuracy"))
-    check_accuracy(ctx, f"{mode} training", [r.get("accuracy") for r in hist], n_test=_n_test(ctx))
+    if f"clean_{metric}" in summary:
+        _metric_fact(
+            ctx, metric, f"{mode}, same run without attack", summary[f"clean_{metric}"], "clean"
+        )
+    if metric == "accuracy":  # chance and improvement checks of a classifier's accuracy
+        check_accuracy(
+            ctx, f"{mode} training", [r.get("accuracy") for r in hist], n_test=_n_test(ctx)
+        )
     if (summary.get("rounds") or 0) < 3:
         ctx.warn(f"{mode} training ran only {summary.get('rounds')} round(s)")
     totals = data.get("bytes_total") or {}

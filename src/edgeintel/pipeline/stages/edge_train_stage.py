@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeintel.data.provenance import SERVER_SET, chance_accuracy, compare_to_central
 from edgeintel.errors import ConfigError, TrainingError
-from edgeintel.models.train import TrainConfig, evaluate_accuracy, train_model
+from edgeintel.models.train import TrainConfig, evaluate_task, train_model
 from edgeintel.network import TIERS
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import training_section as _section  # noqa: F401  (registers the section)
@@ -28,6 +28,7 @@ from edgeintel.pipeline.stages.federated_finetune import dp_ledger_epsilon, save
 from edgeintel.pipeline.stages.privacy_report import report_privacy
 from edgeintel.report import plots
 from edgeintel.scenario import TrainingMode
+from edgeintel.tasks import TaskKind
 from edgeintel.training.engine import FederatedEngine
 from edgeintel.training.private import build_private_engine
 from edgeintel.training.scenario_train import resolve_mode
@@ -36,11 +37,45 @@ from edgeintel.training.solo import train_solo
 __all__ = ["EdgeTrainStage"]
 
 
-def _compare(ctx: RunContext, section: dict[str, Any], accuracy: float | None) -> None:
-    """Add chance level and the gap to the central baseline to the summary; warn if poor."""
+def compare_metric(
+    kind: TaskKind, value: float | None, central: float | None, y_train: Any, y_test: Any
+) -> dict[str, Any]:
+    """Edge vs central baseline vs the kind's best trivial baseline (fitted on the training
+    targets, scored on the test split), in the kind's headline metric: ``gap_to_central``
+    = how much worse the edge model is (``TaskKind.drop``; > 0 worse); a warning when the
+    edge model does not beat the trivial baseline."""
+    name, base = kind.best_baseline(y_train, y_test)
+    m = kind.metric
+    out: dict[str, Any] = {
+        f"baseline_{m}": base,
+        "baseline": name,
+        f"central_{m}": central,
+        "gap_to_central": None,
+        "warnings": [],
+    }
+    if value is None:
+        return out
+    if not kind.better(value, base):
+        out["warnings"].append(
+            f"edge-trained {kind.label()} {value:.4g} does not beat the best trivial baseline "
+            f"({name}, {base:.4g}): edge training learned little"
+        )
+    if central is not None:
+        out["gap_to_central"] = round(kind.drop(central, value), 6)
+    return out
+
+
+def _compare(ctx: RunContext, section: dict[str, Any], value: float | None) -> None:
+    """Add the trivial baseline (a classifier's chance level) and the gap to the central
+    baseline, in the task kind's metric, to the summary; warn if poor."""
     _, y_te = ctx.test_arrays()
-    central = ctx.central_accuracy
-    cmp = compare_to_central(accuracy, central, chance_accuracy(y_te))
+    central = ctx.central_metric
+    kind = ctx.scenario.task.task_kind()
+    section.update(metric=kind.metric, higher_is_better=kind.higher_is_better)
+    if kind.metric == "accuracy":  # today's figures: chance = the test split's majority class
+        cmp = compare_to_central(value, central, chance_accuracy(y_te))
+    else:
+        cmp = compare_metric(kind, value, central, ctx.train_arrays()[1], y_te)
     warnings = cmp.pop("warnings")
     section["summary"].update(cmp)
     if warnings:
@@ -57,9 +92,9 @@ def _run_engine(ctx: RunContext, engine: FederatedEngine, label: str) -> None:
         advance()
         done = max(len(engine.state.history), 1)
         eta = (time.perf_counter() - t0) / done * max(total - done, 0)
-        acc = "n/a" if rec.accuracy is None else f"{rec.accuracy:.3f}"
+        acc = "n/a" if rec.accuracy is None else f"{rec.accuracy:.4g}"
         ctx.log(
-            f"{label}: round {rec.round}/{total} accuracy {acc}, "
+            f"{label}: round {rec.round}/{total} {engine.task.label()} {acc}, "
             f"{sum(rec.bytes.values()) / 1e6:.3g} MB sent, ETA {eta:.0f} s"
         )
 
@@ -84,14 +119,15 @@ def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
         )
     model = ctx.fresh_model()
     x_te, y_te = ctx.test_arrays()
+    kind = sc.task.task_kind()
     with ctx.task("solo base model on the server-held set (epochs)", total=1) as advance:
-        train_model(model, x_s, y_s, cfg, seed=sc.seed, task=sc.task.task_kind())
+        train_model(model, x_s, y_s, cfg, seed=sc.seed, task=kind)
         advance()
     info = {
         "trained_on": SERVER_SET,
         "samples": len(y_s),
         "epochs": cfg.epochs,
-        "test_accuracy": evaluate_accuracy(model, x_te, y_te),
+        f"test_{kind.metric}": evaluate_task(model, x_te, y_te, kind).get(kind.metric),
         "why": "devices fine-tune the last layers of a model that saw no device's data",
     }
     ctx.log(f"solo: base model trained on {len(y_s)} server-held samples")
@@ -149,6 +185,8 @@ class EdgeTrainStage(Stage):
         ctx.model = copy.deepcopy(eng.global_model())
         ctx.model_source = str(mode)
         hist = eng.state.history
+        kind = eng.task
+        m, label = kind.metric, kind.label()
         rounds = [r.round for r in hist]
         acc = [float("nan") if r.accuracy is None else r.accuracy for r in hist]
         cum = {t: np.cumsum([r.bytes[t] for r in hist]).tolist() for t in TIERS}
@@ -156,7 +194,7 @@ class EdgeTrainStage(Stage):
         section: dict[str, Any] = {
             "mode": str(mode),
             "summary": {
-                "final_accuracy": hist[-1].accuracy,
+                f"final_{m}": hist[-1].accuracy,  # the kind's headline (accuracy, rmse)
                 "rounds": len(hist),
                 "uplink_MB": cum["device_to_edge"][-1] / 1e6,
                 "edge_to_cloud_MB": cum["edge_to_cloud"][-1] / 1e6,
@@ -181,12 +219,13 @@ class EdgeTrainStage(Stage):
             "history": [r.to_json() for r in hist],
             "bytes_total": {t: int(cum[t][-1]) for t in TIERS},
         }
-        central = ctx.central_accuracy
+        central = ctx.central_metric
         ctx.add_figure(
-            "edge_training", "Accuracy vs round",
+            "edge_training", f"{label[0].upper()}{label[1:]} vs round",
             plots.round_curve(rounds, {f"{mode} global model": acc}, baseline=central,
-                              chance=1.0 / ds.num_classes),
-            f"{mode} training: held-out test accuracy of the global model after each "
+                              ylabel=f"test {label}",
+                              chance=1.0 / ds.num_classes if m == "accuracy" else None),
+            f"{mode} training: held-out test {label} of the global model after each "
             f"{'cloud ' if mode is TrainingMode.HIERARCHICAL else ''}round"
             + (", against the central baseline trained on all the data." if central is not None
                else "."),
@@ -204,17 +243,17 @@ class EdgeTrainStage(Stage):
         if clean is not None:
             ch = clean.state.history
             section["clean_reference"] = {
-                "final_accuracy": ch[-1].accuracy,
+                f"final_{m}": ch[-1].accuracy,
                 "history": [r.to_json() for r in ch],
             }
-            section["summary"]["clean_accuracy"] = ch[-1].accuracy
+            section["summary"][f"clean_{m}"] = ch[-1].accuracy
             ctx.add_figure(
-                "edge_training", "Accuracy under attack",
+                "edge_training", f"{label[0].upper()}{label[1:]} under attack",
                 plots.line_chart(
                     rounds,
                     {f"{cfg.attack.name if cfg.attack else ''} + {cfg.aggregation.rule}": acc,
                      "no attack": [float("nan") if r.accuracy is None else r.accuracy for r in ch]},
-                    "round", "test accuracy",
+                    "round", f"test {label}",
                 ),
                 f"{section['malicious_devices']} malicious devices; aggregation "
                 f"{cfg.aggregation.rule} vs the same run without attack.",
@@ -239,6 +278,8 @@ class EdgeTrainStage(Stage):
         ctx.require_dataset()
         st = sc.settings.training
         x_te, y_te = ctx.test_arrays()
+        kind = sc.task.task_kind()
+        m, label = kind.metric, kind.label()
         cfg = TrainConfig(st.epochs, st.batch_size, st.lr, st.weight_decay, threads=None)
         base = None
         base_info: dict[str, Any] | None = None
@@ -256,20 +297,20 @@ class EdgeTrainStage(Stage):
                 model = copy.deepcopy(base) if base is not None else ctx.fresh_model()
                 res = train_solo(
                     model, x, y, dev.profile, cfg, sc.seed, st.finetune_layers,
-                    task=sc.task.task_kind(),
+                    task=kind,
                 )  # fmt: skip
                 per_device[dev.name] = {
                     "profile": prof,
                     "samples": len(y),
                     "plan": res.plan.to_json(),
-                    "test_accuracy": evaluate_accuracy(model, x_te, y_te),
+                    f"test_{m}": evaluate_task(model, x_te, y_te, kind).get(m),
                     "train_accuracy": res.history[-1].train_accuracy,
                 }
                 advance()
-        accs = [v["test_accuracy"] for v in per_device.values()]
+        accs = [v[f"test_{m}"] for v in per_device.values()]
         section: dict[str, Any] = {
             "mode": "solo",
-            "summary": {"mean_test_accuracy": float(np.mean(accs)), "devices": len(per_device)},
+            "summary": {f"mean_test_{m}": float(np.mean(accs)), "devices": len(per_device)},
             "finetune_layers": st.finetune_layers,
             "devices": per_device,
         }
@@ -279,6 +320,6 @@ class EdgeTrainStage(Stage):
         ctx.results["edge_training"] = section
         ctx.add_figure(
             "edge_training", "Solo training per device",
-            plots.bar_chart(list(per_device), accs, ylabel="test accuracy"),
+            plots.bar_chart(list(per_device), accs, ylabel=f"test {label}"),
             "One device per profile trained alone on its own data (global test set).",
         )  # fmt: skip

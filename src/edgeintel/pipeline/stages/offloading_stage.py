@@ -51,10 +51,12 @@ class OffloadingStage(Stage):
                 ctx.scenario,
                 model_path,
                 ctx.run_dir / "offloading",
-                sample=x_te[:1],
+                sample=x_te[:8],  # the first profiles; every chosen split runs on all
                 early_exit=exit_profile,
             )
             advance()
+        for note in result.notes():  # the report's section warns with the same sentence
+            ctx.console.print(f"[yellow]warning:[/] offloading: {note}")
         ctx.offloading_plan = result
         ctx.results["offloading"] = {**result.to_json(), "planned_on": planned_on}
         if exit_json is not None:
