@@ -177,6 +177,25 @@ def test_wtinylfu_hits_exactly_libcachesims(alpha: float) -> None:
     assert simulate(make_policy("wtinylfu", 200), trace) > simulate(make_policy("lru", 200), trace)
 
 
+def test_wtinylfu_without_numba_gives_the_same_answers() -> None:
+    # the `fast` extra missing: the same state machine runs as Python over a list
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['numba'] = None\n"
+        "import numpy as np\n"
+        "from edgeintel.caching.policies import make_policy, simulate\n"
+        "from edgeintel.caching.policies import _tinylfu_core as core\n"
+        "assert not core.COMPILED\n"
+        "t = np.random.default_rng(8).zipf(1.3, 6000) % 900\n"
+        "print(simulate(make_policy('wtinylfu', 200), t))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    trace = np.random.default_rng(8).zipf(1.3, 6000) % 900
+    assert int(out.stdout) == simulate(make_policy("wtinylfu", 200), trace) > 0
+
+
 def test_wtinylfu_admission_hand_worked() -> None:
     pol = make_policy("wtinylfu", 200)  # window 2, main 198: probation int(39.6), protected 158
     assert (pol.window_cap, pol.probation_cap, pol.protected_cap) == (2, 39, 158)  # type: ignore[attr-defined]

@@ -1,6 +1,9 @@
-"""W-TinyLFU's state machine, compiled (numba): lists, counting Bloom filter, duels.
+"""W-TinyLFU's state machine: lists, counting Bloom filter, duels; compiled where numba is.
 
-All state lives in one int64 array (a numba call costs per argument): a header
+With numba (the ``fast`` extra) the functions are compiled and the state is one int64
+array; without it the same functions run as Python over a list (about 6x slower: the
+policy gives the same answers either way). All state lives in one array (a compiled
+call costs per argument): a header
 (:data:`HEADER` slots, named below), then per node id ``next``, ``prev``,
 ``segment`` and the filter positions, the filter's counters and a buffer of
 evicted ids. Node ids are small ints the Python side maps to keys. Lists run from
@@ -10,10 +13,24 @@ probation, 2 protected. :mod:`edgeintel.caching.policies.tinylfu` documents the 
 
 from __future__ import annotations
 
-import numpy as np
-from numba import njit, uint64
+from collections.abc import Callable
+from typing import Any
 
-__all__ = ["admit_node", "hit_node", "new_state", "remove_node", "xxh64_u64"]
+import numpy as np
+
+try:
+    from numba import njit, uint64
+
+    COMPILED = True
+except ImportError:  # the ``fast`` extra is missing: plain Python over a list
+    COMPILED = False
+    uint64 = int  # type: ignore[assignment]
+
+    def njit(**_options: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:  # type: ignore[no-redef]
+        return lambda f: f
+
+
+__all__ = ["COMPILED", "admit_node", "hit_node", "new_state", "remove_node", "xxh64_u64"]
 
 # header slots
 HEAD, TAIL, LEN = 0, 3, 6  # + segment
@@ -29,10 +46,11 @@ _P5 = uint64(0x27D4EB2F165667C5)
 _M32 = uint64(0xFFFFFFFF)
 
 
-def new_state(
-    capacity: int, main: int, prob: int, prot: int, width: int, hashes: int
-) -> np.ndarray:
-    """A fresh state for ``capacity + 1`` node ids (one spare: a key enters before evicting)."""
+def new_state(capacity: int, main: int, prob: int, prot: int, width: int, hashes: int) -> Any:
+    """A fresh state for ``capacity + 1`` node ids (one spare: a key enters before evicting).
+
+    An int64 array where the functions are compiled, else a list (faster to index in Python).
+    """
     n = capacity + 1
     off = HEADER
     layout = {}
@@ -47,16 +65,16 @@ def new_state(
     st[PROB], st[PROT], st[WIDTH], st[HASHES] = prob, prot, width, hashes
     st[NXT], st[PRV], st[SEG] = layout["nxt"], layout["prv"], layout["seg"]
     st[POS], st[CNT], st[OUT] = layout["pos"], layout["cnt"], off
-    return st
+    return st if COMPILED else st.tolist()
 
 
 @njit(cache=True)
-def _rotl(x: np.uint64, r: int) -> np.uint64:  # pragma: no cover - compiled
+def _rotl(x: np.uint64, r: int) -> np.uint64:
     return (x << uint64(r)) | (x >> uint64(64 - r))
 
 
 @njit(cache=True)
-def xxh64_u64(value: int, seed: int) -> np.uint64:  # pragma: no cover - compiled
+def xxh64_u64(value: int, seed: int) -> np.uint64:
     """XXH64 of ``value``'s 8 little-endian bytes (two's complement) under ``seed``."""
     v = uint64(value)
     h = uint64(seed) + _P5 + uint64(8)
@@ -72,7 +90,7 @@ def xxh64_u64(value: int, seed: int) -> np.uint64:  # pragma: no cover - compile
 
 
 @njit(cache=True)
-def _unlink(st: np.ndarray, n: int) -> None:  # pragma: no cover - compiled
+def _unlink(st: np.ndarray, n: int) -> None:
     s = st[st[SEG] + n]
     p = st[st[PRV] + n]
     q = st[st[NXT] + n]
@@ -88,7 +106,7 @@ def _unlink(st: np.ndarray, n: int) -> None:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _push(st: np.ndarray, n: int, s: int) -> None:  # pragma: no cover - compiled
+def _push(st: np.ndarray, n: int, s: int) -> None:
     h = st[HEAD + s]
     st[st[PRV] + n] = -1
     st[st[NXT] + n] = h
@@ -102,7 +120,7 @@ def _push(st: np.ndarray, n: int, s: int) -> None:  # pragma: no cover - compile
 
 
 @njit(cache=True)
-def _add(st: np.ndarray, n: int) -> None:  # pragma: no cover - compiled
+def _add(st: np.ndarray, n: int) -> None:
     # libCacheSim's minimalIncrementCBF increments every position (repeats twice)
     h = st[HASHES]
     base = st[POS] + n * h
@@ -112,7 +130,7 @@ def _add(st: np.ndarray, n: int) -> None:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _estimate(st: np.ndarray, n: int) -> int:  # pragma: no cover - compiled
+def _estimate(st: np.ndarray, n: int) -> int:
     h = st[HASHES]
     base = st[POS] + n * h
     cnt = st[CNT]
@@ -125,7 +143,7 @@ def _estimate(st: np.ndarray, n: int) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def hit_node(st: np.ndarray, n: int) -> int:  # pragma: no cover - compiled
+def hit_node(st: np.ndarray, n: int) -> int:
     """A hit on node ``n``; returns a node the hit evicted (probation's overflow) or -1."""
     s = st[st[SEG] + n]
     _unlink(st, n)
@@ -152,7 +170,7 @@ def hit_node(st: np.ndarray, n: int) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True)
-def _main_insert(st: np.ndarray, n: int, nout: int) -> int:  # pragma: no cover - compiled
+def _main_insert(st: np.ndarray, n: int, nout: int) -> int:
     # SLRU insert: the first segment with room, else evict until main has room, probation
     if st[LEN + 1] < st[PROB]:
         _push(st, n, 1)
@@ -169,7 +187,7 @@ def _main_insert(st: np.ndarray, n: int, nout: int) -> int:  # pragma: no cover 
 
 
 @njit(cache=True)
-def admit_node(st: np.ndarray, n: int, a: int, b: int) -> int:  # pragma: no cover - compiled
+def admit_node(st: np.ndarray, n: int, a: int, b: int) -> int:
     """Insert node ``n`` (filter digests ``a``, ``b``; ``b < 0``: ``a`` is an int key to hash).
 
     Returns -1 (nothing evicted), the one evicted node, or ``-1 - count`` with the
@@ -185,7 +203,7 @@ def admit_node(st: np.ndarray, n: int, a: int, b: int) -> int:  # pragma: no cov
     base = st[POS] + n * h
     width = uint64(st[WIDTH])
     for j in range(h):
-        st[base + j] = np.int64(((ua + uint64(j) * ub) & _M32) % width)
+        st[base + j] = ((ua + uint64(j) * ub) & _M32) % width
     nout = 0
     while st[LEN] + st[LEN + 1] + st[LEN + 2] >= st[CAP]:
         if st[LEN] == 0:  # every window key went to main: main evicts
@@ -223,6 +241,6 @@ def admit_node(st: np.ndarray, n: int, a: int, b: int) -> int:  # pragma: no cov
 
 
 @njit(cache=True)
-def remove_node(st: np.ndarray, n: int) -> None:  # pragma: no cover - compiled
+def remove_node(st: np.ndarray, n: int) -> None:
     """Take node ``n`` out of its list (the filter keeps its counts, as libCacheSim's)."""
     _unlink(st, n)
