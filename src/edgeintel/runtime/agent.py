@@ -366,7 +366,9 @@ class DeviceAgent:
         drain_timeout_s: float = 30.0,
     ) -> AgentStats:
         """Produce results for stream indices ``next_index .. limit-1`` at the stream's rate
-        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``."""
+        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``.
+        It may be called again to go on where the store left off."""
+        self._stop.clear()
         fwd = threading.Thread(target=self._forward_loop, name=f"fwd-{self.name}", daemon=True)
         if self.transport is not None:
             fwd.start()
