@@ -37,7 +37,7 @@ from edgeintel.runtime.seams import (
     RedundancyFilter,
 )
 from edgeintel.runtime.settings import RuntimeSettings
-from edgeintel.runtime.store import DeviceStore, StoreFull
+from edgeintel.runtime.store import DeviceStore, StoreCorrupt, StoreFull
 from edgeintel.runtime.transport import Request, Transport, TransportError
 from edgeintel.runtime.updater import ActiveModel, ModelUpdater
 from edgeintel.tasks import TaskKind, make_task
@@ -242,6 +242,7 @@ class DeviceAgent:
         self._halt = threading.Event()
         self.forward_errors = 0
         self.last_forward_error: str | None = None  # why the last forward failed (a hint)
+        self.store_error: StoreCorrupt | None = None  # an encrypted record failed to open
         self.started: float | None = None
 
     # ------------------------------------------------------------------ inference
@@ -365,7 +366,9 @@ class DeviceAgent:
         drain_timeout_s: float = 30.0,
     ) -> AgentStats:
         """Produce results for stream indices ``next_index .. limit-1`` at the stream's rate
-        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``."""
+        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``.
+        It may be called again to go on where the store left off."""
+        self._stop.clear()
         fwd = threading.Thread(target=self._forward_loop, name=f"fwd-{self.name}", daemon=True)
         if self.transport is not None:
             fwd.start()
@@ -373,11 +376,18 @@ class DeviceAgent:
             self._produce(limit, duration_s)
         finally:
             deadline = self._clock() + drain_timeout_s
-            while self.transport is not None and self.store.size > 0 and self._clock() < deadline:
+            while (
+                self.transport is not None
+                and self.store.size > 0
+                and self.store_error is None
+                and self._clock() < deadline
+            ):
                 self._sleep(0.05)
             self._stop.set()
             if fwd.is_alive():
                 fwd.join(timeout=30)
+        if self.store_error is not None:
+            raise self.store_error
         return self.stats
 
     def halt(self) -> None:
@@ -441,7 +451,12 @@ class DeviceAgent:
         batch_size = self.settings.store.forward_batch
         while not self._stop.is_set():
             self.store.expire()
-            batch = self.store.pending(batch_size)
+            try:
+                batch = self.store.pending(batch_size)
+            except StoreCorrupt as exc:  # never forwarded, never deleted: stop and say so
+                self.store_error = exc
+                self._halt.set()
+                return
             if not batch:
                 self._stop.wait(0.02)
                 continue

@@ -135,6 +135,7 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     skipped = sum(a.stats.skipped for a, _, _ in d.agents)
     section: dict[str, Any] = {
         "transport": _transport(d, dep),
+        "store_encrypted": ctx.scenario.settings.runtime.store.encrypt,
         "servers": {
             n: {
                 "address": node.address,

@@ -183,6 +183,15 @@ def _add_agents(
     rt = sc.settings.runtime
     dep = rt.deploy
     planner_state, splits = planning
+    store_secret = None
+    if rt.store.encrypt:  # one secret per run (0600); each device's key derived from it
+        from edgeintel.security.store_crypto import (
+            device_key,
+            generate_store_secret,
+            load_store_secret,
+        )
+
+        store_secret = load_store_secret(generate_store_secret(folder / "keys" / "store.key"))
     # the agents run the repository's signed copy, verified like the servers verify theirs
     session = _verified_session(folder / "repo" / "model" / "1" / "model.onnx", folder)
     # devices whose profile names another runtime run the same model exported to it
@@ -218,7 +227,8 @@ def _add_agents(
             run.filter_source[d.name] = info
         plan = _plan(run.placements[d.name], d, sc, planner_state, splits, em)
         run.plans[d.name] = plan
-        store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store)
+        key = None if store_secret is None else device_key(store_secret, d.name)
+        store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store, key=key)
         agent = DeviceAgent(
             d.name,
             DeviceStream(x, y, run.interval),
