@@ -18,8 +18,20 @@ Figures, 3 seeds x 6 devices:
   device reports) on 2 unshifted device-hours of each device (3600 inputs each); the count
   of every firing test, consecutive ones included, is in the details.
 
-Targets (issue 22): median delay <= 200 inputs; <= 1 false alarm per device-hour.
-Writes benchmarks/results/lifecycle.json.
+Rollout, on real processes: an ``edgeintel serve`` node (signature checks on, a result
+sink) and 100 device agents in 4 agent-host processes (threads of ``_fleet.py``, each
+agent with its own store, HTTP client and signature-checking updater), every agent
+streaming held-out MNIST digits at 2 inputs/s to its local model (version 1, a ridge
+linear classifier fitted on 2000 digits). Version 2 (fitted on 3000 digits: as good) is
+rolled out (stages 0.1, 0.5, 1; 100 results per look, 2 looks, alpha 0.05); then version
+3, fitted on the same digits with half their labels replaced at random (a regressed
+model, 13 points worse offline), is rolled out the same way.
+
+Targets (issue 22), fixed before measuring: median delay <= 200 inputs; <= 1 false
+alarm per device-hour; the good version on all 100 devices within 60 s of its last stage;
+the regressed version rolled back within 30 s of its canary starting; 0 results lost or
+failed across both rollouts (produced by the agents vs stored once in the node's sink,
+and results marked ``error``). Writes benchmarks/results/lifecycle.json.
 """
 
 from __future__ import annotations
@@ -106,8 +118,134 @@ def run_seed(seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     }
 
 
+FLEET, HOSTS, RATE_HZ = 100, 4, 2.0
+ROLLOUT = {"stages": [0.1, 0.5, 1.0], "min_results": 100, "looks": 2, "stage_timeout_s": 120}
+
+
+def _poll(url: str, until: Any, timeout_s: float) -> tuple[float, dict[str, Any]]:
+    """Seconds until ``until(status)`` holds for the node's /v1/rollout, and that status."""
+    import httpx
+
+    t0 = time.monotonic()
+    while True:
+        st = httpx.get(f"http://{url}/v1/rollout", timeout=10).json()
+        if until(st) or time.monotonic() - t0 > timeout_s:
+            return time.monotonic() - t0, st
+        time.sleep(0.2)
+
+
+def run_rollout(work: Path) -> dict[str, Any]:
+    """The two rollouts on a fleet of real agents; what was measured."""
+    import json
+    import sqlite3
+    import subprocess
+
+    import httpx
+
+    from _fleet import ROOT, Server, linear_onnx
+    from edgeintel.runtime.repository import add_model
+    from edgeintel.security.signing import generate_signing_key, load_signing_key
+
+    data = load_dataset("mnist")
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(data.x))  # the file is sorted by label
+    x, y = data.x[perm].astype(np.float32), np.asarray(data.y)[perm].astype(np.int64)
+    noisy = y[:3000].copy()
+    flip = rng.random(3000) < 0.5
+    noisy[flip] = rng.integers(0, 10, int(flip.sum()))
+    pub = generate_signing_key(work / "keys" / "signing.key")
+    signer = load_signing_key(work / "keys" / "signing.key")
+    files = [
+        linear_onnx(work / "v1.onnx", x[:2000], y[:2000]),
+        linear_onnx(work / "v2.onnx", x[:3000], y[:3000]),
+        linear_onnx(work / "v3.onnx", x[:3000], noisy),
+    ]
+    held = slice(3000, None)
+    offline = {}
+    for v, f in enumerate(files, 1):
+        from edgeintel.onnx_files import make_session, onnx_predict
+
+        pred = onnx_predict(make_session(f), x[held]).argmax(1)
+        offline[str(v)] = float(np.mean(pred == y[held]))
+    repo = work / "repo"
+    add_model(repo, "digits", files[0], 1, signer=signer)
+    np.savez(work / "pool.npz", x=x[held], y=y[held])
+    server = Server(repo, work, "--sink", str(work / "sink.db"), "--verify-key", str(pub))
+    hosts = []
+    env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
+    out: dict[str, Any] = {"offline_accuracy": offline}
+    try:
+        names = [(f"dev-{i:03d}", i) for i in range(FLEET)]
+        for h in range(HOSTS):
+            cfg = {
+                "url": server.url, "devices": names[h::HOSTS], "fleet": FLEET,
+                "pool": str(work / "pool.npz"), "onnx": str(files[0]), "verify_key": str(pub),
+                "rate_hz": RATE_HZ, "duration_s": 600, "dir": str(work / "agents"),
+                "out": str(work / f"host{h}.json"), "stop": str(work / "stop"),
+            }  # fmt: skip
+            (work / f"host{h}.cfg").write_text(json.dumps(cfg))
+            script = str(Path(__file__).parent / "_fleet.py")
+            hosts.append(
+                subprocess.Popen([sys.executable, script, str(work / f"host{h}.cfg")], env=env)
+            )
+        seen, _ = _poll(server.url, lambda st: len(st["devices"]) == FLEET, 120)
+        out["fleet_up_s"] = round(seen, 1)
+        for version, key in (("2", "good"), ("3", "regressed")):
+            add_model(repo, "digits", files[int(version) - 1], int(version), signer=signer)
+            body = {"model": "digits", "version": version, **ROLLOUT}
+            r = httpx.post(f"http://{server.url}/v1/rollout", json=body, timeout=60)
+            r.raise_for_status()
+            done, st = _poll(
+                server.url, lambda st: st["rollouts"]["digits"]["state"] != "running", 300
+            )
+            ro = st["rollouts"]["digits"]
+            settled, st = _poll(server.url, lambda st: not st["rollouts"]["digits"]["pending"], 120)
+            last_stage = next(
+                (e["t_s"] for e in ro["timeline"] if e["event"] in ("promote", "rollback")), None
+            )
+            out[key] = {
+                "state": ro["state"],
+                "decided_s": round(done, 2),
+                "all_devices_on_assigned_version_s": round(done + settled, 2),
+                "after_decision_s": round(settled, 2),
+                "reason": ro["reason"],
+                "timeline": ro["timeline"],
+                "last_event_t_s": last_stage,
+                "pending_left": st["rollouts"]["digits"]["pending"],
+            }
+        (work / "stop").write_text("")
+        for p in hosts:
+            p.wait(180)
+    finally:
+        (work / "stop").write_text("")
+        for p in hosts:
+            if p.poll() is None:
+                p.kill()
+        server.stop()
+    agents: dict[str, Any] = {}
+    for h in range(HOSTS):
+        agents.update(json.loads((work / f"host{h}.json").read_text()))
+    db = sqlite3.connect(work / "sink.db")
+    stored = dict(db.execute("SELECT device, COUNT(*) FROM results GROUP BY device"))
+    errors = db.execute("SELECT COUNT(*) FROM results WHERE payload LIKE '%\"error\":true%'")
+    out["errors"] = int(errors.fetchone()[0])
+    db.close()
+    produced = sum(a["produced"] for a in agents.values())
+    out["produced"] = produced
+    out["stored"] = int(sum(stored.values()))
+    out["lost"] = sum(max(0, a["produced"] - stored.get(d, 0)) for d, a in agents.items())
+    out["rejected"] = sum(a["rejected"] for a in agents.values())
+    out["agents_final_versions"] = sorted({a["version"] for a in agents.values()})
+    out["swaps"] = sum(len(a["swaps"]) for a in agents.values())
+    return out
+
+
 def main() -> None:
+    import tempfile
+
     t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        ro = run_rollout(Path(tmp))
     data = load_dataset("mnist")
     x = data.x.reshape(len(data.x), -1).astype(np.float64)
     y = data.y
@@ -121,7 +259,20 @@ def main() -> None:
             "drift detection delay (median inputs after onset)", median_delay, "<=", 200, "inputs"
         ),
         target("false alarms on unshifted data", fa_rate, "<=", 1.0, "per device-hour"),
-    ]
+        target(
+            f"good version on all {FLEET} agents after its last stage",
+            ro["good"]["after_decision_s"] if ro["good"]["state"] == "promoted" else float("inf"),
+            "<=", 60, "s",
+        ),
+        target(
+            "regressed version rolled back after its canary started",
+            ro["regressed"]["decided_s"] if ro["regressed"]["state"] == "rolled_back"
+            else float("inf"),
+            "<=", 30, "s",
+        ),
+        target("results lost or failed during the rollouts", ro["lost"] + ro["errors"],
+               "<=", 0, "results"),
+    ]  # fmt: skip
     details = {
         "dataset": "mnist (5000 real digits), dirichlet alpha 0.5 over 6 devices",
         "shift": "a device's stream switches to the next device's held-out data",
@@ -138,6 +289,12 @@ def main() -> None:
         "device_hours": len(alarms),
         "false_alarms_by_detector": {s: r["false_alarms_by_detector"] for s, r in per_seed.items()},
         "first_firing_detectors": [f for r in per_seed.values() for f in r["fired"]],
+        "rollout": {
+            "fleet": f"{FLEET} agents in {HOSTS} agent-host processes, {RATE_HZ} inputs/s each, "
+            "one edgeintel serve node (signatures checked), loopback",
+            "settings": ROLLOUT,
+            **ro,
+        },
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     write_results("lifecycle", targets, details)

@@ -29,6 +29,7 @@ EXTRAS: dict[str, dict[str, str]] = {
     "federated": {"flwr": "flwr"},
     "redis": {"redis": "redis"},
     "cachesim": {"libcachesim": "libcachesim"},
+    "fast": {"numba": "numba"},
     "sim": {"simpy": "simpy", "gymnasium": "gymnasium"},
     "ray": {"ray": "ray"},
     "openvino": {"openvino": "openvino", "nncf": "nncf"},

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +22,7 @@ from edgeintel.runtime.updater import ModelUpdater
 from edgeintel.security.signing import ArtifactVerifier, generate_signing_key, load_signing_key
 from tests.runtime.conftest import linear_onnx, real_digits
 
-DEVICES = [f"cam-{i}" for i in range(6)]
+DEVICES = [f"cam-{i}" for i in range(4)]
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +41,11 @@ def fleet_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return root, pub
 
 
-def _fleet(root: Path, pub: Path, tmp: Path, version: str, limit: int) -> dict:
-    """Six agents (digits 1200.. dealt round-robin as their streams) running ``limit`` inputs
-    each while the server rolls ``version`` out (canary 0.5, then all); what they and the
-    server saw."""
+def _fleet(root: Path, pub: Path, tmp: Path, version: str, rounds: int) -> dict:
+    """Four agents (digits 1200.. dealt round-robin as their streams) while the server rolls
+    ``version`` out (canary 0.5, then all): in each round every agent produces 30 more
+    results and delivers them (following the assignment in the answers), one agent after
+    another, so the run is the same every time; what the agents and the server saw."""
     x, y = real_digits()
     repo = ModelRepository(root)  # the server does not check signatures: the devices do
     repo.pin("digits", "1")  # the fleet runs version 1 (the later ones are candidates)
@@ -55,23 +55,21 @@ def _fleet(root: Path, pub: Path, tmp: Path, version: str, limit: int) -> dict:
     agents = []
     for i, name in enumerate(DEVICES):
         pick = slice(1200 + i, None, len(DEVICES))  # devices see the same mix of digits
-        stream = DeviceStream(x[pick], y[pick], interval_s=0.01)
+        stream = DeviceStream(x[pick], y[pick], interval_s=0.0)
         updater = ModelUpdater("digits", tmp / name, transport, verify=verify)
         store = DeviceStore(tmp / f"{name}.db")
         session = make_session(root / "digits" / "1" / "model.onnx")
         agents.append(
             DeviceAgent(name, stream, session, store, transport, model="digits", updater=updater)
         )
-    cfg = {"model": "digits", "version": version, "stages": [0.5, 1.0], "min_results": 60}
+    cfg = {"model": "digits", "version": version, "stages": [0.5, 1.0], "min_results": 40}
     body = json.dumps({**cfg, "looks": 1, "stage_timeout_s": 60}).encode()
     resp = transport.send(Request("POST", "/v1/rollout", body))
     assert resp.status == 200, resp.body
-    threads = [threading.Thread(target=a.run, args=(limit,)) for a in agents]
     try:
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        for k in range(1, rounds + 1):
+            for a in agents:
+                a.run(30 * k, drain_timeout_s=10)
         status = server.rollouts.to_json()
         counts = server.sink.counts() if server.sink else {}
         keys = {a.name: server.sink.keys(a.name) for a in agents} if server.sink else {}
@@ -84,31 +82,31 @@ def _fleet(root: Path, pub: Path, tmp: Path, version: str, limit: int) -> dict:
 
 def test_good_version_is_promoted_and_no_result_is_lost(fleet_repo, tmp_path: Path) -> None:
     root, pub = fleet_repo
-    out = _fleet(root, pub, tmp_path, "2", limit=120)
+    out = _fleet(root, pub, tmp_path, "2", rounds=3)
     r = out["status"]["rollouts"]["digits"]
     assert r["state"] == "promoted", r["timeline"]
     assert [e["event"] for e in r["timeline"]] == ["stage", "look", "promote"]
-    for a in out["agents"]:  # every result delivered, once, in order
-        assert out["keys"][a.name] == [f"{a.name}:{i}" for i in range(120)]
-        assert a.stats.produced == 120
-    assert any(a.versions for a in out["agents"])  # some swapped while running
-    assert (tmp_path / "cam-0" / "CURRENT").exists() == bool(out["agents"][0].versions)
+    for a in out["agents"]:  # every result delivered, once, in order; all on version 2
+        assert out["keys"][a.name] == [f"{a.name}:{i}" for i in range(90)]
+        assert a.stats.produced == 90 and a.active.version == "2"
+        assert (tmp_path / a.name / "CURRENT").read_text().strip() == "2"
+    assert out["status"]["rollouts"]["digits"]["pending"] == []
 
 
 def test_regressed_version_is_rolled_back_by_its_guard(fleet_repo, tmp_path: Path) -> None:
     root, pub = fleet_repo
-    out = _fleet(root, pub, tmp_path, "3", limit=120)
+    out = _fleet(root, pub, tmp_path, "3", rounds=2)
     r = out["status"]["rollouts"]["digits"]
     assert r["state"] == "rolled_back"
     assert r["reason"].startswith("share correct "), r["reason"]
     canary = [a for a in out["agents"] if a.versions]
     assert canary and all(a.versions[-1][1] == "1" for a in canary)  # back on version 1
-    assert sum(out["counts"].values()) == 120 * len(DEVICES)
+    assert sum(out["counts"].values()) == 60 * len(DEVICES)
 
 
 def test_unsigned_version_is_refused_by_devices_and_rolled_back(fleet_repo, tmp_path) -> None:
     root, pub = fleet_repo
-    out = _fleet(root, pub, tmp_path, "4", limit=40)
+    out = _fleet(root, pub, tmp_path, "4", rounds=1)
     r = out["status"]["rollouts"]["digits"]
     assert r["state"] == "rolled_back" and "refused version 4" in r["reason"]
     assert "unsigned" in r["reason"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     sc = tiny_scenario_dict()
     sc["settings"]["runtime"] = {
         "rate_hz": 20,
+        "store": {"encrypt": True},  # results sealed at rest with each device's key
         "deploy": {"enabled": True, "duration_s": 3, "max_devices": 3, "drain_timeout_s": 20},
     }
     f = tmp_path / "s.yaml"
@@ -74,6 +76,12 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     # servers loaded them under --verify-key
     keys = runs / "r" / "runtime" / "keys"
     assert oct((keys / "signing.key").stat().st_mode & 0o777) == "0o600"
+    assert oct((keys / "store.key").stat().st_mode & 0o777) == "0o600"
+    assert rt["store_encrypted"] is True
+    for db_file in (runs / "r" / "runtime" / "devices").glob("*.db"):
+        db = sqlite3.connect(db_file)  # the key check sealed into each device's store
+        assert db.execute("SELECT COUNT(*) FROM sealed").fetchone()[0] == 1
+        db.close()
     models = list((runs / "r" / "runtime" / "repo").glob("*/*/model.onnx"))
     assert models and all(m.with_name("model.onnx.sig").is_file() for m in models)
     assert '"event": "model.refused"' not in log

@@ -257,6 +257,14 @@ def device_cmd(
     tls_crl: Annotated[
         Path | None, typer.Option(help="The CA's revocation list (PEM; servers reload it).")
     ] = None,
+    store_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run's 32-byte store secret (runtime/keys/store.key): with the "
+            "scenario's settings.runtime.store.encrypt, this device's results are sealed "
+            "in --store with its own key derived from it."
+        ),
+    ] = None,
     version: Annotated[
         str, typer.Option(help="The version of --onnx (its repository folder).")
     ] = "1",
@@ -286,6 +294,7 @@ def device_cmd(
     with guard():
         _check_device_options(rate_hz, duration_s, drain_timeout_s, store)
         sc = load(resolve_scenario(scenario), None)  # a shipped scenario's bare name too
+        key = _store_key(store_key, sc.settings.runtime.store.encrypt, device)
         stream = device_stream(sc, device)  # names the scenario's devices if unknown
         dev = next(d for d in sc.expand_devices() if d.name == device)
         try:  # cloud: the edge server relays it (forward header), as in a deployed run
@@ -333,7 +342,7 @@ def device_cmd(
                 verify=None if verify_key is None else ArtifactVerifier(verify_key),
                 check=lambda s: check_input_shape(s, shape, f"{model} (fetched)"),
             )
-        with DeviceStore(store, settings.store) as st:
+        with DeviceStore(store, settings.store, key=key) as st:
             agent = DeviceAgent(
                 device,
                 stream,
@@ -389,6 +398,26 @@ def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, crl: Path |
 
     assert cert is not None and key is not None and ca is not None
     return TlsFiles(cert, key, ca, crl).check()
+
+
+def _store_key(path: Path | None, encrypt: bool, device: str) -> bytes | None:
+    """``device``'s store key from the run's secret at ``path`` (--store-key), required
+    exactly when the scenario's store is encrypted (one line naming the option)."""
+    if not encrypt:
+        if path is not None:
+            raise ConfigError(
+                "--store-key: the scenario's settings.runtime.store.encrypt is false; "
+                "set it to true or leave --store-key out"
+            )
+        return None
+    if path is None:
+        raise ConfigError(
+            "--store-key: the scenario's settings.runtime.store.encrypt is true; give the "
+            "run's store secret (runtime/keys/store.key)"
+        )
+    from edgeintel.security.store_crypto import device_key, load_store_secret
+
+    return device_key(load_store_secret(path), device)
 
 
 def _check_device_options(

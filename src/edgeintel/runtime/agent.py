@@ -3,7 +3,8 @@
 The agent replays its share of the scenario's real data at the real rate
 (frames at the clip's fps, sensor recordings over their duration, else
 ``settings.runtime.rate_hz``), skips what the redundancy filter rejects, and
-runs each input locally (ONNX Runtime) or offloads it per its plan, falling
+runs each input locally (in the device profile's runtime: ONNX Runtime, or a
+``predictor`` of ``edgeintel.inference.runtimes``) or offloads it per its plan, falling
 back to local inference when the server is unreachable, slow (no answer in
 ``offload_timeout_ms``) or refuses. Each result goes first into the device's
 SQLite store (durable before it counts as produced); a forwarder thread sends
@@ -36,7 +37,7 @@ from edgeintel.runtime.seams import (
     RedundancyFilter,
 )
 from edgeintel.runtime.settings import RuntimeSettings
-from edgeintel.runtime.store import DeviceStore, StoreFull
+from edgeintel.runtime.store import DeviceStore, StoreCorrupt, StoreFull
 from edgeintel.runtime.transport import Request, Transport, TransportError
 from edgeintel.runtime.updater import ActiveModel, ModelUpdater
 from edgeintel.tasks import TaskKind, make_task
@@ -160,7 +161,10 @@ class AgentStats:
 class DeviceAgent:
     """One device: a producer loop (sense -> filter -> infer -> store) and a forwarder thread.
 
-    ``session`` runs the local model (input name from the session). For a split (a
+    ``session`` runs the local model (input name from the session), unless ``predictor``
+    (``Runtime.load(artifact)``: the same model in the device profile's runtime, e.g. an
+    OpenVINO IR or an ExecuTorch program) runs it; versions fetched over the air run in
+    ONNX Runtime (the servers hold ONNX). For a split (a
     decision with a ``tail_model``) the decision's ``head`` (else ``head_session``) runs
     on the device and its outputs go to the tail model on the server (one output may be
     renamed ``tail_input``); on failure the whole local model runs instead. ``transport``
@@ -201,11 +205,12 @@ class DeviceAgent:
         task: TaskKind | None = None,
         version: str = "1",
         updater: ModelUpdater | None = None,
+        predictor: Any = None,
     ) -> None:
         self.name = name
         self.task = task if task is not None else make_task("classification")
         self.stream = stream
-        self.active = ActiveModel(session, version)
+        self.active = ActiveModel(session, version, predictor)
         self.previous: ActiveModel | None = None  # answers when the active version fails
         self.updater = updater
         self.versions: list[tuple[float, str]] = []  # (clock s, version) of each swap
@@ -237,6 +242,7 @@ class DeviceAgent:
         self._halt = threading.Event()
         self.forward_errors = 0
         self.last_forward_error: str | None = None  # why the last forward failed (a hint)
+        self.store_error: StoreCorrupt | None = None  # an encrypted record failed to open
         self.started: float | None = None
 
     # ------------------------------------------------------------------ inference
@@ -264,7 +270,7 @@ class DeviceAgent:
         m = self.active
         self.last_version, self.last_error = m.version, False
         try:
-            out = np.asarray(m.session.run(None, {m.input_name: x[None]})[0][0])
+            out = m.run(np.ascontiguousarray(x[None]))[0]
             if out.dtype.kind == "f" and not np.isfinite(out).all():
                 raise ValueError("non-finite output")
             return out
@@ -273,7 +279,7 @@ class DeviceAgent:
                 raise
             self.last_error = True  # counted against m.version; the previous one answers
             prev = self.previous
-            return np.asarray(prev.session.run(None, {prev.input_name: x[None]})[0][0])
+            return prev.run(np.ascontiguousarray(x[None]))[0]
 
     def _offload(self, x: np.ndarray, decision: Decision) -> np.ndarray:
         assert self.transport is not None
@@ -360,7 +366,9 @@ class DeviceAgent:
         drain_timeout_s: float = 30.0,
     ) -> AgentStats:
         """Produce results for stream indices ``next_index .. limit-1`` at the stream's rate
-        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``."""
+        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``.
+        It may be called again to go on where the store left off."""
+        self._stop.clear()
         fwd = threading.Thread(target=self._forward_loop, name=f"fwd-{self.name}", daemon=True)
         if self.transport is not None:
             fwd.start()
@@ -368,11 +376,18 @@ class DeviceAgent:
             self._produce(limit, duration_s)
         finally:
             deadline = self._clock() + drain_timeout_s
-            while self.transport is not None and self.store.size > 0 and self._clock() < deadline:
+            while (
+                self.transport is not None
+                and self.store.size > 0
+                and self.store_error is None
+                and self._clock() < deadline
+            ):
                 self._sleep(0.05)
             self._stop.set()
             if fwd.is_alive():
                 fwd.join(timeout=30)
+        if self.store_error is not None:
+            raise self.store_error
         return self.stats
 
     def halt(self) -> None:
@@ -436,7 +451,12 @@ class DeviceAgent:
         batch_size = self.settings.store.forward_batch
         while not self._stop.is_set():
             self.store.expire()
-            batch = self.store.pending(batch_size)
+            try:
+                batch = self.store.pending(batch_size)
+            except StoreCorrupt as exc:  # never forwarded, never deleted: stop and say so
+                self.store_error = exc
+                self._halt.set()
+                return
             if not batch:
                 self._stop.wait(0.02)
                 continue

@@ -86,7 +86,9 @@ class StoreSettings(_Strict):
     sent). ``max_records``: capacity of undelivered results; ``on_full`` says
     whether a new result is rejected or the oldest undelivered one dropped.
     ``group_commit_ms``: appends arriving within this window share one commit
-    (one fsync); an append returns only after its commit.
+    (one fsync); an append returns only after its commit. ``encrypt``: results
+    waiting in the store are sealed with the device's own key (AES-256-GCM, derived
+    from the run's store secret), so a stolen device's backlog reveals nothing.
     """
 
     ttl_s: Annotated[float, Field(gt=0, le=1e8)] = 24 * 3600.0
@@ -94,6 +96,7 @@ class StoreSettings(_Strict):
     on_full: OnFull = OnFull.DROP_OLDEST
     group_commit_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     forward_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    encrypt: bool = False
 
 
 class DeployPlacement(StrEnum):

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgeintel.errors import ModelError
 from edgeintel.runtime.transport import Request, Transport, TransportError
 
@@ -28,14 +30,23 @@ MODEL_FILE = "model.onnx"
 
 @dataclass(frozen=True)
 class ActiveModel:
-    """The ONNX Runtime session a device runs, its input name and version."""
+    """The ONNX Runtime session a device runs, its input name and version; ``predictor``,
+    where set, runs the same version in the device profile's runtime (a loaded artifact of
+    ``edgeintel.inference.runtimes``: an OpenVINO IR, an ExecuTorch program) instead."""
 
     session: Any
     version: str
+    predictor: Any = None
 
     @property
     def input_name(self) -> str:
         return str(self.session.get_inputs()[0].name)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """The model's first output for ``batch`` (N, ...), in the device's runtime."""
+        if self.predictor is not None:
+            return np.asarray(self.predictor.run(batch))
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0])
 
 
 class ModelUpdater:

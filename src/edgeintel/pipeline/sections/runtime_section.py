@@ -32,6 +32,7 @@ def _overview(data: dict[str, Any]) -> dict[str, Any]:
             else "PLAINTEXT (deploy.tls: false)"
         ),
         "devices (agents)": data.get("devices"),
+        "device stores encrypted at rest": data.get("store_encrypted"),
         "placement per device": ", ".join(
             f"{k} x{v}" for k, v in (data.get("placement") or {}).items()
         )

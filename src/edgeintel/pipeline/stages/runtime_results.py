@@ -135,6 +135,7 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     skipped = sum(a.stats.skipped for a, _, _ in d.agents)
     section: dict[str, Any] = {
         "transport": _transport(d, dep),
+        "store_encrypted": ctx.scenario.settings.runtime.store.encrypt,
         "servers": {
             n: {
                 "address": node.address,
@@ -171,6 +172,8 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
             g: {k: percentiles(v) for k, v in per.items()} for g, per in by_group.items()
         },
         "placements": {k: len(v) for k, v in by_placement.items()},
+        # agents per device runtime (the profile's; local inference ran in it)
+        "device_runtimes": _runtimes_of(ctx, [a.name for a, _, _ in d.agents]),
         "filter": {
             "inputs_skipped": skipped,
             "bytes_not_uploaded": sum(a.stats.bytes_not_uploaded for a, _, _ in d.agents),
@@ -197,6 +200,15 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     if cloud in delivered_at and len(d.nodes) > 1:
         section["delivered_to_cloud"] = sum(delivered_at[cloud].values())
     return section
+
+
+def _runtimes_of(ctx: RunContext, agents: list[str]) -> dict[str, int]:
+    """How many of ``agents`` ran their local model in each runtime."""
+    runtime = {dv.name: dv.profile.runtime for dv in ctx.scenario.expand_devices()}
+    counts: dict[str, int] = {}
+    for name in agents:
+        counts[runtime[name]] = counts.get(runtime[name], 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _transport(d: Deployment, dep: Any) -> dict[str, Any]:

@@ -172,6 +172,8 @@ def _add_agents(
     folder: Path,
 ) -> None:
     """One ``DeviceAgent`` per device with data: its link emulator, filter, plan and store."""
+    from edgeintel.inference.runtimes.base import get_runtime
+    from edgeintel.pipeline.stages.runtimes_delivery import device_runtime_artifacts
     from edgeintel.runtime.agent import DeviceAgent, DeviceStream
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
@@ -181,8 +183,24 @@ def _add_agents(
     rt = sc.settings.runtime
     dep = rt.deploy
     planner_state, splits = planning
+    store_secret = None
+    if rt.store.encrypt:  # one secret per run (0600); each device's key derived from it
+        from edgeintel.security.store_crypto import (
+            device_key,
+            generate_store_secret,
+            load_store_secret,
+        )
+
+        store_secret = load_store_secret(generate_store_secret(folder / "keys" / "store.key"))
     # the agents run the repository's signed copy, verified like the servers verify theirs
     session = _verified_session(folder / "repo" / "model" / "1" / "model.onnx", folder)
+    # devices whose profile names another runtime run the same model exported to it
+    runtime_files = device_runtime_artifacts(
+        ctx,
+        {d.profile.runtime for _, d in devices},
+        folder / "repo" / "model" / "1" / "model.onnx",
+        folder / "device_runtimes",
+    )
     origin = time.time()
     for i, d in devices:
         x, y = ctx.device_arrays(i)
@@ -209,7 +227,8 @@ def _add_agents(
             run.filter_source[d.name] = info
         plan = _plan(run.placements[d.name], d, sc, planner_state, splits, em)
         run.plans[d.name] = plan
-        store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store)
+        key = None if store_secret is None else device_key(store_secret, d.name)
+        store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store, key=key)
         agent = DeviceAgent(
             d.name,
             DeviceStream(x, y, run.interval),
@@ -223,6 +242,12 @@ def _add_agents(
             settings=rt,
             server_node=d.attach,
             task=ctx.task_kind(),  # results carry the kind's output (label, value, alarm)
+            # one loaded artifact per agent: runtimes' requests are not shared across threads
+            predictor=(
+                get_runtime(d.profile.runtime).load(runtime_files[d.profile.runtime])
+                if d.profile.runtime in runtime_files
+                else None
+            ),
         )
         run.agents.append((agent, store, transport))
     ctx.log(f"runtime: {len(run.agents)} agents ready (filters, plans); starting")
