@@ -108,3 +108,40 @@ def test_blocked_runtime_says_why_in_one_line(digits_cnn: Trained, tmp_path: Pat
     assert "LiteRT is blocked" in str(err.value) and "\n" not in str(err.value)
     with pytest.raises(MissingExtraError, match="typing_extensions"):
         get_runtime("litert").load(tmp_path / "m.tflite")
+
+
+@pytest.mark.skipif(not HAS_OPENVINO, reason="openvino extra not installed")
+def test_cli_export_and_parity_on_the_users_data(digits_cnn: Trained, tmp_path: Path) -> None:
+    """``edgeintel export`` writes the runtime's files; ``edgeintel parity`` prints the matrix
+    on the user's own arrays and keeps it as parity.json."""
+    import json
+
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from edgeintel.cli import app
+
+    t = digits_cnn
+    data = tmp_path / "d.npz"
+    np.savez(data, x_test=t.x_te, y_test=t.y_te, x_calib=t.x_tr[:128])
+    onnx = str(t.onnx_path)
+    res = CliRunner().invoke(
+        app,
+        ["export", onnx, "--runtime", "openvino", "--int8", "--data", str(data),
+         "--out", str(tmp_path / "e")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "openvino int8" in res.output and (tmp_path / "e" / "model_int8.bin").is_file()
+    res = CliRunner().invoke(
+        app,
+        ["parity", onnx, "--data", str(data), "--runtime", "onnxruntime", "--runtime",
+         "openvino", "--runs", "5", "--out", str(tmp_path / "p")],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "reference onnxruntime fp32" in res.output and "openvino     int8" in res.output
+    rows = json.loads((tmp_path / "p" / "parity.json").read_text())["rows"]
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("onnxruntime", "fp32"), ("onnxruntime", "int8"), ("openvino", "fp32"),
+        ("openvino", "int8"),
+    ]  # fmt: skip
+    assert all(r["met"] and r["measurement"]["latency"]["p50_ms"] > 0 for r in rows)

@@ -134,10 +134,13 @@ def serve_cmd(
         rcs, hops = node_setup(scenario, node_config, node, upstream is not None)
         cache = features = None
         if rcs is not None:
+            from edgeintel.runtime.repository import model_task
             from edgeintel.runtime.wiring import input_features, server_cache
 
             def cache(model: str, version: str) -> Any:
-                return server_cache(rcs, node or "node")
+                # the model's task kind (from its manifest) decides what reuse may answer
+                task = model_task(repository, model)
+                return server_cache(rcs, node or "node", task=task)
 
             features = input_features
         table = load_tokens(tokens)

@@ -38,7 +38,7 @@ from edgeintel.paths import check_new_out_dir, inside, safe_name
 from edgeintel.tasks import TaskKind
 from edgeintel.topology import DeviceProfile
 
-__all__ = ["CompressOutcome", "compress_target"]
+__all__ = ["CompressOutcome", "compress_target", "recorded_split"]
 
 
 @dataclass
@@ -306,7 +306,7 @@ def _compress_target(
             profiles, settings, devices = _single_profile(devices, compute_speed)
             settings = _overrides(settings, space, objective, max_latency_ms, max_kb, min_accuracy)
         load_onnx(path)  # missing or corrupt file -> ModelError
-        ds, sp, fit_role = _recorded_split(path, dataset)
+        ds, sp, fit_role = recorded_split(path, dataset)
         tr, val, te = sp.train, sp.val, sp.test
         if fit_role == "server":
             tr = sp.server
@@ -415,7 +415,7 @@ def _compress_target(
     return CompressOutcome(results, choices, out, report)
 
 
-def _recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
+def recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
     """The dataset and split recorded in the model's metadata, reproduced; refuse without one.
 
     Returns (dataset, splits, fit role): ``train`` for a centrally trained model,

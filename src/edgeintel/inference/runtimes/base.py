@@ -76,6 +76,7 @@ class Runtime:
     probe: Callable[[Path, list[str]], Probe] | None = None
     precisions: tuple[str, ...] = PRECISIONS
     sidecars: tuple[str, ...] = ()
+    from_torch: bool = False  # exports from ``ExportSource.model`` (else from the ONNX file)
     notes: str = field(default="", compare=False)
 
     def files(self, artifact: Path) -> list[Path]:

@@ -118,6 +118,7 @@ EXECUTORCH = Runtime(
     export=_export,
     load=_load,
     probe=None,
+    from_torch=True,
     notes="torch.export -> XNNPACK-lowered .pte at batch 1; int8: PT2E XNNPACKQuantizer "
     "(symmetric, per-channel) on real calibration samples",
 )

@@ -231,6 +231,11 @@ class ExportStage(Stage):
             artifact = export_onnx(
                 ctx.model, ds.sample_shape, ctx.run_dir / "model.onnx", ds.classes, extra=extra
             )
+            # the weights beside it: runtimes that export from PyTorch (ExecuTorch) rebuild the
+            # model from the scenario's task and these (`edgeintel export RUN --runtime`)
+            import torch
+
+            torch.save(ctx.model.state_dict(), ctx.run_dir / "model.pt")
             advance()
         ctx.artifact = artifact
         ctx.results["model"] = {

@@ -62,7 +62,11 @@ class RuntimeStage(Stage):
         (folder / "devices").mkdir(parents=True, exist_ok=True)
         repo = folder / "repo"
         signer = _signing_key(dep.signing_key, folder)
-        add_model(repo, "model", ctx.artifact.path, 1, labels=ctx.artifact.labels, signer=signer)
+        task = (ctx.artifact.extra or {}).get("task")  # what the outputs mean, for the servers
+        add_model(
+            repo, "model", ctx.artifact.path, 1, labels=ctx.artifact.labels, signer=signer,
+            task=task,
+        )  # fmt: skip
         devices = list(enumerate(ctx.devices))[: dep.max_devices]
         placements = {d.name: dep.placement_of(d.group) for _, d in devices}
         tokens = _tokens(dep.tokens_file, [d.name for _, d in devices], sc)
@@ -461,7 +465,10 @@ def _planner(
                 sm = split_model(ctx.artifact.path, result.graph, o.mask, folder / f"cut{k}_{tag}")
                 assert sm.head_path is not None and sm.tail_path is not None
                 name = f"model_tail_{k}_{tag}"
-                add_model(repo, name, sm.tail_path, 1, labels=ctx.artifact.labels, signer=signer)
+                add_model(
+                    repo, name, sm.tail_path, 1, labels=ctx.artifact.labels, signer=signer,
+                    task=(ctx.artifact.extra or {}).get("task"),  # the model's own outputs
+                )  # fmt: skip
                 sign_file(sm.head_path, signer)  # the device's half, verified before loading
                 head = _verified_session(Path(sm.head_path), folder.parent)
                 splits[mask_key(o.mask)] = SplitTail(name, head)
