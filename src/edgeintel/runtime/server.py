@@ -86,9 +86,12 @@ class InferenceServer:
     ``upstream``: the transport to ``upstream_name`` (the cloud, usually over a
     ``LinkEmulator`` of the backhaul), used to relay requests and to forward stored
     results with ``upstream_token``. ``grpc_port``: also serve the gRPC protocol there
-    (0: a free port, read ``grpc_port`` after start; None: no gRPC). ``on_drift(group,
-    figures)``: called when enough devices of a group report drift (``DriftBook``).
-    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``).
+    (0: a free port, read ``grpc_port`` after start; None: no gRPC).
+    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``);
+    ``grpc_revocations``: its calls refused when the client certificate's serial is
+    revoked (``security.pki.Revocations``, the CRL the HTTP face reloads too).
+    ``on_drift(group, figures)``: called when enough devices of a group report drift
+    (``DriftBook``).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class InferenceServer:
         grpc_host: str = "127.0.0.1",
         grpc_port: int | None = None,
         grpc_ssl: Any = None,
+        grpc_revocations: Any = None,
         on_drift: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings or ServerSettings()
@@ -126,6 +130,7 @@ class InferenceServer:
         self.sink: ResultSink | None = None
         self.forwarder: SinkForwarder | None = None
         self.grpc_host, self.grpc_port, self.grpc_ssl = grpc_host, grpc_port, grpc_ssl
+        self.grpc_revocations = grpc_revocations
         self._grpc: Any = None
 
     @staticmethod
@@ -207,7 +212,7 @@ class InferenceServer:
             from edgeintel.runtime.grpc_api import start_grpc
 
             self._grpc, self.grpc_port = await start_grpc(
-                self, self.grpc_host, self.grpc_port, self.grpc_ssl
+                self, self.grpc_host, self.grpc_port, self.grpc_ssl, self.grpc_revocations
             )
         self.core.ready = True
         repo = self.core.repository
@@ -316,6 +321,11 @@ def serve(
     if grpc_port:
         _check_port(host, grpc_port, "--grpc-port")
     repo = ModelRepository(repository, settings.intra_op_threads, verify)
+    revocations = None
+    if tls is not None:
+        from edgeintel.security.pki import Revocations
+
+        revocations = Revocations(tls.crl, tls.ca)  # one CRL for both faces
     for key, why in repo.refused.items():
         InferenceServer.event("model.refused", model=key, reason=why)
     server = InferenceServer(
@@ -332,14 +342,15 @@ def serve(
         grpc_host=host,
         grpc_port=grpc_port,
         grpc_ssl=None if tls is None else tls.grpc_server_credentials(),
+        grpc_revocations=revocations,
     )
     app = server.http_app()
     http: Any = "httptools"
     if tls is not None:
         from edgeintel.security.mtls import mtls_protocol
-        from edgeintel.security.pki import Revocations
 
-        http = mtls_protocol(Revocations(tls.crl, tls.ca))
+        assert revocations is not None
+        http = mtls_protocol(revocations)
     config = uvicorn.Config(
         app,
         host=host,
