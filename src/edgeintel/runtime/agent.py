@@ -269,7 +269,7 @@ class DeviceAgent:
         self.previous, self.active = self.active, model
         self.versions.append((self._clock(), model.version))
         if self.drift is not None:
-            self.drift.restart()
+            self.drift.restart(model.run)
         if self.updater is not None:
             self.updater.commit(model.version)
 

@@ -3,8 +3,9 @@
 ``DriftWatch`` feeds each input the agent computes, with the model's output, to a
 ``monitoring.DriftMonitor`` fitted on the device's reference inputs (label free) and keeps
 the last state; ``report()`` is the drift block of the agent's delivery status, so drift
-reports travel to the serving node with the results. After a version swap the monitor
-starts a fresh window (its thresholds are kept).
+reports travel to the serving node with the results. After a version swap the device's
+next inputs become the new reference (the new version was trained for them) and the
+monitor is fitted on them again.
 
 ``DriftBook`` is the node's side: the last report of each device, grouped by device group
 (the name before the last ``-``: ``phone-3`` is in ``phone``), and the groups where at
@@ -42,19 +43,34 @@ class DriftWatch:
     def __init__(
         self, cfg: DriftConfig, reference: np.ndarray, run: Callable[[np.ndarray], np.ndarray]
     ) -> None:
-        outs = np.stack([output_probs(o) for o in run(reference)])
-        self.monitor = DriftMonitor(cfg, reference, outs)
+        self.cfg = cfg
+        self.size = len(reference)
+        self.monitor = self._fit(np.asarray(reference), run)
+        self._rebase: list[np.ndarray] | None = None  # inputs of the next reference
+        self._run = run
+        self.rebased = 0  # references taken anew (after version swaps)
         self.inputs = 0
         self.drift = False
         self.fired: tuple[str, ...] = ()
         self.alarms = 0
         self.first_alarm: int | None = None
 
+    def _fit(self, reference: np.ndarray, run: Callable[[np.ndarray], np.ndarray]) -> DriftMonitor:
+        outs = np.stack([output_probs(o) for o in run(reference)])
+        return DriftMonitor(self.cfg, reference, outs)
+
     def update(self, x: np.ndarray, logits: np.ndarray) -> bool:
         """Take one input and the model's output on it; True when this input raised an alarm
         (a firing test after a quiet one, as the monitor counts them)."""
-        s = self.monitor.update(x, output_probs(logits))
         self.inputs += 1
+        if self._rebase is not None:  # a new version: its first inputs are the new normal
+            self._rebase.append(np.asarray(x))
+            if len(self._rebase) >= self.size:
+                self.monitor = self._fit(np.stack(self._rebase), self._run)
+                self._rebase = None
+                self.rebased += 1
+            return False
+        s = self.monitor.update(x, output_probs(logits))
         raised = False
         if s.tested:
             raised = s.drift and not self.drift
@@ -65,10 +81,15 @@ class DriftWatch:
                 self.first_alarm = self.inputs
         return raised
 
-    def restart(self) -> None:
-        """A new model version: a fresh window (alarms so far are kept)."""
+    def restart(self, run: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        """A new model version (``run``: its outputs on a batch). The version was trained
+        for what the device sees now, so the next ``size`` inputs become the new reference
+        (no test meanwhile) and the monitor is fitted on them again; without ``run`` only
+        the window restarts. Alarms so far are kept."""
         self.monitor.reset()
         self.drift, self.fired = False, ()
+        if run is not None:
+            self._run, self._rebase = run, []
 
     def report(self) -> dict[str, Any]:
         return {
