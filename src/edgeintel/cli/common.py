@@ -273,7 +273,11 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     if ev:
         lat = ev["latency_ms"]
         by = (model or {}).get("trained_by", "central")
-        rows.append((f"exported model accuracy ({by})", f"{ev['accuracy_onnx']:.3f}"))
+        metric = str(ev.get("metric") or "accuracy")  # the task kind's headline metric
+        value = ev.get(f"{metric}_onnx")
+        if isinstance(value, int | float):
+            fmt = ".3f" if metric == "accuracy" else ".4g"
+            rows.append((f"exported model {metric} ({by})", f"{value:{fmt}}"))
         rows.append(("latency here", f"p50 {lat['p50_ms']:.3f} ms, p95 {lat['p95_ms']:.3f} ms"))
         received = (results.get("compression") or {}).get("per_profile") or {}
         for name, p in ev["per_profile"].items():
