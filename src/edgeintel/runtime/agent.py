@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import ConfigError, ModelError
+from edgeintel.runtime.drift_watch import DriftWatch
 from edgeintel.runtime.protocol import HEADER_LENGTH, decode_response, encode_request
 from edgeintel.runtime.seams import (
     LOCAL_PLAN,
@@ -181,7 +182,9 @@ class DeviceAgent:
     agent follows the server's ``assign`` (a rollout): it fetches, verifies and swaps
     in the assigned version between two inputs (hot swap; the input being computed
     finishes on the old session), reports its version and refused versions with each
-    delivery, and on restart resumes the version it last ran.
+    delivery, and on restart resumes the version it last ran. With ``drift`` (a
+    ``DriftWatch``) every computed input and its output feed the device's drift monitor;
+    its state goes with each delivery and the result that raised an alarm is marked.
     """
 
     def __init__(
@@ -206,6 +209,7 @@ class DeviceAgent:
         version: str = "1",
         updater: ModelUpdater | None = None,
         predictor: Any = None,
+        drift: DriftWatch | None = None,
     ) -> None:
         self.name = name
         self.task = task if task is not None else make_task("classification")
@@ -213,6 +217,7 @@ class DeviceAgent:
         self.active = ActiveModel(session, version, predictor)
         self.previous: ActiveModel | None = None  # answers when the active version fails
         self.updater = updater
+        self.drift = drift  # label-free drift monitor of the inputs and outputs (reported)
         self.versions: list[tuple[float, str]] = []  # (clock s, version) of each swap
         self.last_version, self.last_error = version, False  # of the last ``infer``
         if updater is not None:
@@ -263,6 +268,8 @@ class DeviceAgent:
             return
         self.previous, self.active = self.active, model
         self.versions.append((self._clock(), model.version))
+        if self.drift is not None:
+            self.drift.restart(model.run)
         if self.updater is not None:
             self.updater.commit(model.version)
 
@@ -399,6 +406,7 @@ class DeviceAgent:
         start = self.store.next_index
         t0 = self.started = self._clock()
         last: np.ndarray | None = None  # the last prediction, reused for skipped inputs
+        alarm = False  # this input raised a drift alarm
         for k, i in enumerate(range(start, limit)):
             due = t0 + k * self.stream.interval_s
             now = self._clock()
@@ -417,6 +425,8 @@ class DeviceAgent:
                 logits, placement, ms = self.infer(x)
                 # the task kind's prediction: a label, a value, an anomaly score
                 pred = last = self.task.predict(np.asarray(logits)[None], x[None])
+                if self.drift is not None and self.drift.update(x, np.asarray(logits)):
+                    alarm = True
                 observe = getattr(self.filter, "observe", None)
                 if process and observe is not None:  # an adaptive filter learns the result
                     observe(_scalar(pred[0]))
@@ -433,6 +443,9 @@ class DeviceAgent:
             }
             if self.last_error:
                 payload["error"] = True
+            if alarm:
+                payload["drift_alarm"] = True
+                alarm = False
             try:
                 self.store.append(f"{self.name}:{i}", i * self.stream.interval_s, payload, index=i)
             except StoreFull:
@@ -463,6 +476,8 @@ class DeviceAgent:
             status: dict[str, Any] = {"model": self.model, "version": self.active.version}
             if self.updater is not None and self.updater.refused:
                 status["refused"] = dict(self.updater.refused)
+            if self.drift is not None:
+                status["drift"] = self.drift.report()
             body = json.dumps(
                 {"device": self.name, "records": [r.to_json() for r in batch], "status": status},
                 separators=(",", ":"),

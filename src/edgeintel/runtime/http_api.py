@@ -225,7 +225,8 @@ class HttpApi:
 
     async def rollout_status(self, request: Request) -> Response:
         self.auth.operator(self.token(request))
-        return json_response(self.server.rollouts.to_json())
+        fleet = self.server.rollouts.to_json()
+        return json_response({**fleet, "drift": self.server.drift.to_json()})
 
     async def rollout_start(self, request: Request) -> Response:
         from pydantic import ValidationError
