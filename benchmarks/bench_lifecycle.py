@@ -37,8 +37,10 @@ alarm per device-hour; the good version on all 100 devices within 60 s of its la
 the regressed version rolled back within 30 s of its canary starting; 0 results lost or
 failed across both rollouts, with churn (25 agents killed and restarted, 10 joining during
 the first; every device's stream indices stored once in the node's sink, none missing,
-none left undelivered; results marked ``error``); the retrained model within 2 accuracy
-points of the central one. Writes benchmarks/results/lifecycle.json.
+none left undelivered; results marked ``error``); a short soak after the rollouts (the
+110 agents held 180 s) with the RSS of the node and of every agent host within 10 % of
+its value after 30 s of warm-up; the retrained model within 2 accuracy points of the
+central one. Writes benchmarks/results/lifecycle.json.
 """
 
 from __future__ import annotations
@@ -126,6 +128,7 @@ def run_seed(seed: int, x: np.ndarray, y: np.ndarray) -> dict[str, Any]:
 
 
 FLEET, HOSTS, RATE_HZ, JOINERS, CHURN_DOWN_S = 100, 4, 2.0, 10, 3.0
+SOAK_S, SOAK_WARMUP_S = 180.0, 30.0
 ROLLOUT = {"stages": [0.1, 0.5, 1.0], "min_results": 100, "looks": 2, "stage_timeout_s": 120}
 
 
@@ -224,6 +227,7 @@ def run_rollout(work: Path) -> dict[str, Any]:
                 "devices_seen": len(st["devices"]),
                 "pending_left": st["rollouts"]["digits"]["pending"],
             }
+        out["soak"] = _soak([server.proc, *hosts])
         (work / "stop").write_text("")
         for p in hosts:
             p.wait(180)
@@ -260,6 +264,36 @@ def run_rollout(work: Path) -> dict[str, Any]:
     out["agents_final_versions"] = sorted({a["version"] for a in agents.values()})
     out["swaps_after_restart"] = sum(len(a["swaps"]) for a in agents.values())
     return out
+
+
+def _rss_kib(pid: int) -> int:
+    """Resident set size of a process (KiB, from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _soak(procs: list[Any]) -> dict[str, Any]:
+    """Hold the fleet for ``SOAK_S`` seconds; RSS of the node and every agent host sampled
+    every 5 s. Growth: RSS at the end over RSS after ``SOAK_WARMUP_S`` of warm-up."""
+    samples: list[list[int]] = []
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < SOAK_S:
+        samples.append([_rss_kib(p.pid) for p in procs])
+        time.sleep(5.0)
+    samples.append([_rss_kib(p.pid) for p in procs])
+    base = samples[int(SOAK_WARMUP_S // 5)]
+    growth = [end / b - 1.0 for b, end in zip(base, samples[-1], strict=True) if b]
+    return {
+        "seconds": SOAK_S,
+        "warmup_s": SOAK_WARMUP_S,
+        "processes": ["node"] + [f"agent host {i}" for i in range(len(procs) - 1)],
+        "rss_kib_after_warmup": base,
+        "rss_kib_end": samples[-1],
+        "growth": [round(g, 4) for g in growth],
+        "max_growth": round(max(growth), 4),
+    }
 
 
 RETRAIN = {"rounds": 60, "local_steps": 10, "batch_size": 32, "lr": 0.2}
@@ -335,6 +369,8 @@ def main() -> None:
         ),
         target("results lost or failed during the rollouts", ro["lost"] + ro["errors"],
                "<=", 0, "results"),
+        target(f"soak ({SOAK_S:.0f} s, 110 agents): RSS growth of the most-growing process",
+               100 * ro["soak"]["max_growth"], "<=", 10, "%"),
         target("retrained fleet model vs central on the shifted data (mean gap)", gap,
                "<=", 2.0, "accuracy points"),
     ]  # fmt: skip
