@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU wheel; installing it first keeps pip from pulling a CUDA build.
 	$(BIN)/python -m pip install --quiet "torch==2.13.0" "torchvision==0.28.0"
-	$(BIN)/python -m pip install --quiet -e ".[datasets,federated,runtime,redis,cachesim,sim,ray,openvino,executorch,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[datasets,federated,runtime,redis,cachesim,fast,sim,ray,openvino,executorch,dev]"
 	touch $(STAMP)
 
 install: $(STAMP)

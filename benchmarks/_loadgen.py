@@ -8,6 +8,9 @@ other status or an undecodable body counts as a failure.
 With ``"protocol": "grpc"`` the clients are grpc.aio calls of ``ModelInfer`` (raw tensor
 contents) on ``grpc_port``, one channel per client; outputs are checked the same way.
 
+With ``"tls": {"cert", "key", "ca"}`` each client opens its connection over mutual TLS
+(presents that certificate, verifies the server by the CA) once and keeps it alive.
+
 Closed loop (``rate`` absent): ``concurrency`` clients each send the next request as soon
 as the previous answer arrives. Open loop (``rate`` given): request ``i`` is due at
 ``i / rate`` seconds and its latency is measured from that due time (no coordinated
@@ -30,8 +33,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from edgeintel.runtime.protocol import decode_response, encode_request
 
 
+def _client_ssl(cfg: dict[str, Any]) -> Any:
+    """The clients' TLS context (None: plaintext)."""
+    tls = cfg.get("tls")
+    if not tls:
+        return None
+    import ssl
+
+    ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=tls["ca"])
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(tls["cert"], tls["key"])
+    return ctx
+
+
 async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: float) -> None:
-    reader, writer = await asyncio.open_connection(cfg["host"], cfg["port"])
+    ctx = state["ssl"]
+    reader, writer = await asyncio.open_connection(
+        cfg["host"], cfg["port"], ssl=ctx, server_hostname=cfg["host"] if ctx else None
+    )
     rate = cfg.get("rate")
     try:
         while True:
@@ -108,6 +127,7 @@ def _grpc_request(cfg: dict[str, Any], x: np.ndarray) -> tuple[Any, int]:
 async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     x = np.random.default_rng(0).random(cfg["input_shape"], dtype=np.float32)
     state: dict[str, Any] = {"next": 0, "lat": [], "ok": 0, "failed": 0, "statuses": {}}
+    state["ssl"] = _client_ssl(cfg)
     if cfg.get("protocol") == "grpc":
         greq, size = _grpc_request(cfg, x)
         t0 = time.perf_counter()

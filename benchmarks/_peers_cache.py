@@ -35,9 +35,7 @@ from edgeintel.caching.policies.offline import write_oracle_general
 REQUESTS, KEYS, ALPHA, SEED = 1_000_000, 100_000, 0.9, 0
 CAPACITIES = (10_000, 1_000)
 REPEATS = 3
-# in-process miss ratio vs libCacheSim: the 0.0015 for every policy; W-TinyLFU's filter
-# differs from libCacheSim's by design (the paper's count-min sketch and doorkeeper against a
-# 10-hash counting Bloom filter), so it is expected to miss it (docs/caching.md has its bounds)
+# in-process miss ratio vs libCacheSim: the 0.0015 for every policy
 MISS_GOAL = 0.0015
 
 

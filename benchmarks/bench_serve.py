@@ -1,6 +1,7 @@
 """Serving benchmark: the Open Inference Protocol server with and without dynamic batching,
 JSON vs binary tensors, protocol conformance under load, a lone client under the adaptive
-wait vs Triton's fixed wait, gRPC vs HTTP binary throughput, and store-and-forward.
+wait vs Triton's fixed wait, gRPC vs HTTP binary throughput, mutual TLS vs plaintext
+throughput, and store-and-forward.
 
 Servers are real ``edgeintel serve`` processes on loopback (one uvicorn worker, ONNX
 Runtime with one intra-op thread); clients are another process (benchmarks/_loadgen.py:
@@ -14,7 +15,15 @@ hour of results at the default rate (10/s) built up during an outage, then drain
 real server's /v1/results by the agent's forwarder; lost and duplicated results counted
 from the server's sink.
 
+Mutual TLS: two servers with the same settings, one plaintext and one requiring client
+certificates from a fresh CA (``security.pki``), at 64 binary clients that each open
+one keep-alive connection (as agents do), in adjacent pairs of rounds; the goal, set
+before measuring, is that mutual TLS keeps at least 85 % of plaintext throughput
+(median of the pairs' ratios).
+
 Run: PYTHONPATH=src python benchmarks/bench_serve.py  ->  benchmarks/results/serve.json
+(``--only tls`` re-measures the TLS comparison alone and replaces its target and
+details in the existing file, recording when in ``details.partial_runs``.)
 """
 
 from __future__ import annotations
@@ -65,8 +74,14 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, repo: Path, *extra: str) -> None:
+    def __init__(self, repo: Path, *extra: str, tls: Any = None) -> None:
+        """``tls``: a ``security.pki.TlsFiles`` (mutual TLS on; probes present it)."""
         self.port = _free_port()
+        if tls is not None:
+            extra = (*extra, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
+            extra = (*extra, "--tls-ca", str(tls.ca))
+        scheme = "https" if tls is not None else "http"
+        verify: Any = True if tls is None else tls.client_context()
         self.grpc_port = _free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen(
@@ -90,7 +105,8 @@ class Server:
 
         for _ in range(600):
             try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/v2/health/ready").status_code == 200:
+                url = f"{scheme}://127.0.0.1:{self.port}/v2/health/ready"
+                if httpx.get(url, verify=verify).status_code == 200:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
@@ -112,6 +128,7 @@ def load(
     rate: float | None = None,
     concurrency: int = CONCURRENCY,
     grpc_port: int | None = None,
+    tls: Any = None,
 ) -> dict[str, Any]:
     cfg = {
         "host": "127.0.0.1",
@@ -127,6 +144,9 @@ def load(
         "rate": rate,
         "protocol": "http" if grpc_port is None else "grpc",
         "grpc_port": grpc_port,
+        "tls": None
+        if tls is None
+        else {"cert": str(tls.cert), "key": str(tls.key), "ca": str(tls.ca)},
     }
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(
@@ -235,6 +255,116 @@ def grpc_vs_http(srv: Server) -> dict[str, Any]:
     }
 
 
+TLS_GOAL = 0.85  # mutual TLS keeps >= 85 % of plaintext throughput (issue 21), set first
+TLS_ROUNDS = 7  # adjacent plaintext/TLS pairs; the median of their ratios is the figure
+TLS_REQUESTS = 6_400  # per round: 100 requests per client connection (one handshake each)
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tls_vs_plaintext(repo: Path, tmp: Path) -> dict[str, Any]:
+    """Binary tensors at 64 clients against a plaintext and a mutual-TLS server (same
+    settings, both running) in TLS_ROUNDS adjacent pairs (order flipped each pair, so
+    a shared machine's background load hits both alike); the figure is the median of
+    the pairs' throughput ratios. The server's CPU time per request is kept beside it
+    (less sensitive to other jobs than throughput)."""
+    from edgeintel.security.pki import Role, issue_ca, issue_cert
+
+    ca = issue_ca(tmp / "pki")
+    server_files = issue_cert(ca, "edge", Role.NODE, tmp / "pki")
+    client_files = issue_cert(ca, "bench-device", Role.DEVICE, tmp / "pki")
+    common = ["--max-batch-size", "32", "--max-queue-delay-us", "2000", "--queue-capacity", "4096"]
+    servers = {
+        "plaintext": Server(repo, *common),
+        "mutual_tls": Server(repo, *common, tls=server_files),
+    }
+    clients = {"plaintext": None, "mutual_tls": client_files}
+    try:
+        for mode, srv in servers.items():
+            load(srv.port, 500, tls=clients[mode])  # warm-up
+        ctx = client_files.client_context()
+        with (
+            socket.create_connection(("127.0.0.1", servers["mutual_tls"].port)) as raw,
+            ctx.wrap_socket(raw, server_hostname="127.0.0.1") as conn,
+        ):
+            negotiated = {"version": conn.version(), "cipher": (conn.cipher() or ("",))[0]}
+        runs: dict[str, list[dict[str, Any]]] = {m: [] for m in servers}
+        for r in range(TLS_ROUNDS):
+            order = list(servers) if r % 2 == 0 else list(reversed(servers))
+            for mode in order:
+                pid = servers[mode].proc.pid
+                cpu0 = _cpu_s(pid)
+                res = load(servers[mode].port, TLS_REQUESTS, tls=clients[mode])
+                res["server_cpu_ms_per_request"] = (_cpu_s(pid) - cpu0) * 1000 / TLS_REQUESTS
+                runs[mode].append(res)
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    out: dict[str, Any] = {
+        mode: {
+            "rounds": rs,
+            "median_throughput_per_s": float(np.median([x["throughput_per_s"] for x in rs])),
+            "median_p99_ms": float(np.median([x["p99_ms"] for x in rs])),
+            "median_server_cpu_ms_per_request": float(
+                np.median([x["server_cpu_ms_per_request"] for x in rs])
+            ),
+            "failed": sum(x["failed"] for x in rs),
+        }
+        for mode, rs in runs.items()
+    }
+    pairs = [
+        t["throughput_per_s"] / max(p["throughput_per_s"], 1e-9)
+        for p, t in zip(runs["plaintext"], runs["mutual_tls"], strict=True)
+    ]
+    out["pair_ratios"] = pairs
+    out["ratio"] = float(np.median(pairs))
+    out["ratio_of_medians"] = out["mutual_tls"]["median_throughput_per_s"] / max(
+        out["plaintext"]["median_throughput_per_s"], 1e-9
+    )
+    out["server_cpu_ratio"] = out["mutual_tls"]["median_server_cpu_ms_per_request"] / max(
+        out["plaintext"]["median_server_cpu_ms_per_request"], 1e-9
+    )
+    out["negotiated"] = negotiated
+    out["setup"] = (
+        f"P-256 certificates from one CA, client certificate required; {CONCURRENCY} "
+        f"keep-alive connections per round, one handshake each, {TLS_REQUESTS} requests "
+        "per round; clients and server share this machine's cores; max_batch_size 32"
+    )
+    return out
+
+
+def _tls_target(tls: dict[str, Any]) -> dict[str, Any]:
+    return target(
+        "mutual TLS / plaintext throughput at 64 clients (binary)",
+        tls["ratio"],
+        ">=",
+        TLS_GOAL,
+        "x",
+    )
+
+
+def _only_tls(repo: Path, tmp: Path) -> None:
+    """Re-measure the TLS comparison alone; keep the rest of serve.json as it was measured."""
+    from _common import RESULTS_DIR
+
+    old = json.loads((RESULTS_DIR / "serve.json").read_text())
+    tls = tls_vs_plaintext(repo, tmp)
+    targets = [t for t in old["targets"] if not t["name"].startswith("mutual TLS")]
+    targets.append(_tls_target(tls))
+    details = old["details"]
+    details.setdefault("serving", {})["tls_vs_plaintext"] = tls
+    details.setdefault("partial_runs", {})["tls_vs_plaintext"] = {
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "load_avg_at_end": os.getloadavg(),
+        "other_targets_from": old.get("created"),
+    }
+    write_results("serve", targets, details)
+
+
 def appends_per_s(
     path: Path, threads: int, per_thread: int, window_ms: float, pipelined: bool
 ) -> float:
@@ -320,8 +450,12 @@ def main() -> None:
         )
         repo = tmp / "repo"
         add_model(repo, "digits", onnx, 1)
+        if sys.argv[1:] == ["--only", "tls"]:
+            _only_tls(repo, tmp)
+            return
         t0 = time.perf_counter()
         serve = serving(repo)
+        serve["tls_vs_plaintext"] = tls_vs_plaintext(repo, tmp)
         saf = store_and_forward(tmp, repo, onnx)
         wall = time.perf_counter() - t0
     b = serve["batching"]
@@ -375,6 +509,7 @@ def main() -> None:
             1.0,
             "x",
         ),
+        _tls_target(serve["tls_vs_plaintext"]),
         target("results lost after outage", saf["lost"], "<=", 0, "results"),
         target(
             "results duplicated after outage", saf["duplicated_rows_at_server"], "<=", 0, "results"

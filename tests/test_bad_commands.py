@@ -117,6 +117,20 @@ def _rank2_onnx(d: Path) -> None:
     onnx.save(model, d / "flat.onnx")
 
 
+def _npz(**shapes: tuple[int, ...]) -> Callable[[Path], None]:
+    """``d.npz`` in the test folder holding zero arrays of ``shapes`` (labels as int)."""
+
+    def make(d: Path) -> None:
+        import numpy as np
+
+        arrays = {
+            k: np.zeros(v, np.int64 if k.startswith("y") else np.float32) for k, v in shapes.items()
+        }
+        np.savez(d / "d.npz", **arrays)  # type: ignore[arg-type]
+
+    return make
+
+
 HANG = "import time\ndef build(num_classes):\n    time.sleep(3600)\n"
 EXITS = (
     "import sys, torch\n"
@@ -343,6 +357,52 @@ CASES: list[Case] = [
         ("--name",),
     ),
     Case("export-record-is-folder", ["export-repo", "{R}", "-o", "{D}/o"], ("is a folder",)),
+    # ---- export --runtime / parity (device runtimes)
+    Case(
+        "export-unknown-runtime",
+        ["export", "{R}", "--runtime", "tflite", "--out", "{D}/o"],
+        ("--runtime", "unknown runtime 'tflite'", "openvino"),
+    ),
+    Case(
+        "export-litert-blocked",
+        ["export", "{R}", "--runtime", "litert", "--out", "{D}/o"],
+        ("LiteRT is blocked", "typing_extensions"),
+    ),
+    Case(
+        "export-executorch-from-onnx",
+        ["export", "{R}/model.onnx", "--runtime", "executorch", "--out", "{D}/o"],
+        ("executorch", "PyTorch model", ".pt2"),
+    ),
+    Case(
+        "export-int8-no-calibration",
+        [
+            "export",
+            "{R}/model.onnx",
+            "--runtime",
+            "openvino",
+            "--int8",
+            "--data",
+            "{D}/d.npz",
+            "--out",
+            "{D}/o",
+        ],
+        ("--int8", "x_calib"),
+        {"d": _npz(x_test=(4, 1, 8, 8), y_test=(4,))},
+    ),
+    Case(
+        "parity-data-no-labels",
+        ["parity", "{R}", "--data", "{D}/d.npz"],
+        ("--data", "y_test"),
+        {"d": _npz(x_test=(4, 1, 8, 8))},
+    ),
+    Case(
+        "parity-data-wrong-shape",
+        ["parity", "{R}", "--data", "{D}/d.npz"],
+        ("x_test", "(64,)", "(1, 8, 8)"),
+        {"d": _npz(x_test=(4, 64), y_test=(4,))},
+    ),
+    Case("parity-not-a-model", ["parity", "{R}/model.json"], ("MODEL", "run folder", ".onnx")),
+    Case("parity-runs", ["parity", "{R}", "--runs", "2"], ("--runs", ">= 5")),
     # ---- device
     Case("device-rate-nan", [*DEV, "--rate-hz", "nan"], ("--rate-hz",)),
     Case("device-rate-inf", [*DEV, "--rate-hz", "inf"], ("--rate-hz",)),

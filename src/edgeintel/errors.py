@@ -15,6 +15,7 @@ code 2. The tree::
         ├── ProtocolError (ValueError)   a request that breaks the inference protocol (400)
         ├── QueueFull                    a model's batching queue is at capacity (503)
         ├── StoreFull                    a device store at max_records under reject_new
+        ├── StoreCorrupt                 an encrypted store's record fails authentication
         └── TransportError               a request got no response
             └── LinkDown                 the emulated link is in an outage
 
@@ -43,6 +44,7 @@ __all__ = [
     "ModelError",
     "ProtocolError",
     "QueueFull",
+    "StoreCorrupt",
     "StoreFull",
     "TrainingError",
     "TransportError",
@@ -97,6 +99,11 @@ class QueueFull(EdgeIntelError):
 
 class StoreFull(EdgeIntelError):
     """The store is at ``max_records`` and its policy is ``reject_new``."""
+
+
+class StoreCorrupt(EdgeIntelError):
+    """An encrypted store's record or key check fails authentication (tampered with, or
+    another key); nothing is deleted."""
 
 
 class TransportError(EdgeIntelError):

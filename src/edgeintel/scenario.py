@@ -38,7 +38,12 @@ from edgeintel.data.datasets import DATASETS, Dataset
 from edgeintel.data.partition import PARTITIONERS
 from edgeintel.data.split import RunSplits, run_splits
 from edgeintel.errors import ConfigError, FieldError, format_validation_error
-from edgeintel.inference.settings import CompressBudget, CompressSettings, InferenceSettings
+from edgeintel.inference.settings import (
+    CompressBudget,
+    CompressSettings,
+    InferenceSettings,
+    check_profile_runtime,
+)
 from edgeintel.models.families import MODELS, resolve_model_ref
 from edgeintel.offloading.settings import OffloadingSettings
 from edgeintel.runtime.settings import DeployPlacement, RuntimeSettings
@@ -200,7 +205,7 @@ class DataSpec(_Strict):
         """The disjoint test / server-held / validation / train index sets this spec asks
         for on the loaded ``ds`` (see ``edgeintel.data.split.run_splits``)."""
         return run_splits(
-            ds.y,
+            ds.strata,
             ds.groups,
             test_fraction=self.test_fraction,
             validation_fraction=self.validation_fraction,
@@ -309,6 +314,10 @@ class Scenario(_Strict):
     def _topology(self) -> Scenario:
         topology = self.topology
         topology.check()
+        for name, profile in self.device_profiles.items():  # a name of the RUNTIMES registry
+            why = check_profile_runtime(profile.runtime)
+            if why is not None:
+                raise FieldError(("device_profiles", name, "runtime"), why)
         for slot in type(self.settings).model_fields:
             check = getattr(getattr(self.settings, slot), "check_scenario", None)
             if check is None:

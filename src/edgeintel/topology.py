@@ -216,6 +216,9 @@ class DeviceProfile(Strict):
     power_idle_w: Watts
     battery_j: Annotated[float, Field(gt=0, le=1e12)]  # 1 TJ; the simulator counts uJ in int64
     cache_mb: CacheMb = 0.0  # on-device content cache (MiB), a placement tier; 0: none
+    # the runtime that runs models on this device (edgeintel.inference.runtimes.RUNTIMES:
+    # onnxruntime, openvino, executorch, litert); the scenario checks the name
+    runtime: Annotated[str, Field(min_length=1, max_length=64)] = "onnxruntime"
 
 
 class DeviceGroup(Strict):

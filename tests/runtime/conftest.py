@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from edgeintel.models.export import export_onnx
 from edgeintel.models.zoo import build_model
@@ -158,3 +158,36 @@ def server(model_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 def sample_digits(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 1, 8, 8), dtype=np.float32)
+
+
+def real_digits() -> tuple[np.ndarray, np.ndarray]:
+    """scikit-learn's 1797 real 8x8 handwritten digits, (N, 1, 8, 8) float32 in [0, 1]."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return (d.images / 16.0).astype(np.float32)[:, None], d.target.astype(np.int64)
+
+
+def linear_onnx(path: Path, x: np.ndarray, y: np.ndarray, permute: int = 0) -> Path:
+    """A linear classifier ``input (n, 1, 8, 8) -> logits (n, 10)`` fitted by ridge regression
+    on one-hot labels (real ONNX: Flatten, MatMul, Add); ``permute`` shifts its classes by
+    that many (a regressed version: same shape and speed, wrong answers)."""
+    a = np.c_[x.reshape(len(x), -1), np.ones(len(x))].astype(np.float64)
+    target = np.eye(10)[(y + permute) % 10]
+    w = np.linalg.solve(a.T @ a + 1e-1 * np.eye(a.shape[1]), a.T @ target).astype(np.float32)
+    graph = helper.make_graph(
+        [
+            helper.make_node("Flatten", ["input"], ["flat"], axis=1),
+            helper.make_node("MatMul", ["flat", "W"], ["mm"]),
+            helper.make_node("Add", ["mm", "b"], ["logits"]),
+        ],
+        "linear_digits",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])],
+        [numpy_helper.from_array(w[:-1], "W"), numpy_helper.from_array(w[-1], "b")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path

@@ -71,7 +71,14 @@ def _two_edges(tmp_path: Path, **deploy: object) -> Path:
 def test_run_addresses_and_subsets_are_validated(tmp_path: Path) -> None:
     """--address / --only / deploy settings: one line naming the option or field, exit 2,
     before anything is trained."""
+    from edgeintel.security.pki import Role, issue_ca, issue_cert
+
     f = _two_edges(tmp_path)
+    ca = issue_ca(tmp_path / "ca")
+    leaf = issue_cert(ca, "x", Role.NODE, tmp_path / "leaf")
+    not_ca = leaf.cert.with_name("ca.pem")  # a leaf certificate with a key named ca.key
+    leaf.cert.rename(not_ca)
+    leaf.key.rename(not_ca.with_name("ca.key"))
     cases = [
         (["--address", "micro-1"], "--address 'micro-1': expected NODE=HOST:PORT"),
         (["--address", "micro-1=10.0.0.2"], "expected host:port"),
@@ -84,6 +91,17 @@ def test_run_addresses_and_subsets_are_validated(tmp_path: Path) -> None:
         ),
         (["--set", "settings.runtime.deploy.placements.bus=cloud"], "unknown device group 'bus'"),
         (["--set", "settings.runtime.deploy.placement=fog"], "settings.runtime.deploy.placement"),
+        (["--set", "settings.runtime.deploy.tls_ca=nope.pem"], "deploy.tls_ca"),
+        (["--set", f"settings.runtime.deploy.tls_ca={not_ca}"], "not a CA certificate"),
+        (
+            [
+                "--set",
+                f"settings.runtime.deploy.tls_ca={ca}",
+                "--set",
+                "settings.runtime.deploy.tls=false",
+            ],
+            "deploy.tls_ca: a CA for mutual TLS, but tls is false",
+        ),
     ]
     for extra, message in cases:
         r = CliRunner().invoke(app, ["run", str(f), "--runs-dir", str(tmp_path / "runs"), *extra])
@@ -96,11 +114,14 @@ def test_run_addresses_and_subsets_are_validated(tmp_path: Path) -> None:
 def test_devices_run_against_servers_started_separately(tmp_path: Path) -> None:
     """Two `edgeintel serve` processes started on their own (as on two machines), then
     `edgeintel run --only devices --address ...` points the agents at them: every result
-    reaches the server its device is attached to, exactly once."""
+    reaches the server its device is attached to, exactly once, over mutual TLS with the
+    user's CA (deploy.tls_ca): the servers' certificates issued from it beforehand, the
+    agents' by the run."""
     import json
     import sqlite3
 
     from edgeintel.runtime.repository import add_model
+    from edgeintel.security.pki import Role, issue_ca, issue_cert
     from tests.runtime.conftest import ServerProcess, free_port
 
     repo = tmp_path / "repo"
@@ -112,6 +133,7 @@ def test_devices_run_against_servers_started_separately(tmp_path: Path) -> None:
     }
     tokens_file = tmp_path / "tokens.json"
     tokens_file.write_text(json.dumps(tokens))
+    ca = issue_ca(tmp_path / "user-ca")
     servers = {
         node: ServerProcess(
             repo,
@@ -121,10 +143,11 @@ def test_devices_run_against_servers_started_separately(tmp_path: Path) -> None:
             "--sink",
             str(tmp_path / f"{node}.db"),
             port=free_port(),
+            tls=issue_cert(ca, node, Role.NODE, tmp_path / "node-certs"),
         )
         for node in ("micro-1", "micro-2")
     }
-    f = _two_edges(tmp_path, placement="edge", tokens_file=str(tokens_file))
+    f = _two_edges(tmp_path, placement="edge", tokens_file=str(tokens_file), tls_ca=str(ca))
     try:
         for s in servers.values():
             s.start()
@@ -142,6 +165,8 @@ def test_devices_run_against_servers_started_separately(tmp_path: Path) -> None:
     assert rt["devices"] == 4 and rt["produced"] >= 4 * 20
     assert rt["delivered"] == rt["produced"] and rt["kept_on_devices"] == 0
     assert all(not v["started_here"] for v in rt["servers"].values())
+    assert rt["transport"]["ca"] == "settings.runtime.deploy.tls_ca"
+    assert rt["transport"]["certificates"] == 4 + 1  # the agents' and the operator's
     for node, prefix in (("micro-1", "phone"), ("micro-2", "cam")):
         db = sqlite3.connect(tmp_path / f"{node}.db")
         devices = {d for (d,) in db.execute("SELECT DISTINCT device FROM results")}

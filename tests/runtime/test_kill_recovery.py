@@ -35,13 +35,14 @@ def setup(tmp_path: Path) -> dict[str, Path]:
     return {"onnx": onnx, "repo": repo, "scenario": sc, "tmp": tmp_path}
 
 
-def _device(s: dict[str, Path], port: int) -> subprocess.Popen[bytes]:
+def _device(s: dict[str, Path], port: int, *extra: str) -> subprocess.Popen[bytes]:
     args = [
         sys.executable,
         "-m",
         "edgeintel",
         "device",
-        str(s["scenario"]),
+        str(s.get("encrypted", s["scenario"])),
+        *extra,
         "--device",
         "phone-0",
         "--onnx",
@@ -129,19 +130,33 @@ def test_kill_server_device_keeps_producing_then_delivers_once(setup) -> None:
 
 
 def test_kill_agent_resumes_and_loses_nothing(setup) -> None:
+    """With the store encrypted at rest (settings.runtime.store.encrypt, the run's store
+    secret): the exactly-once guarantee holds across kill -9 all the same."""
+    from edgeintel.security.store_crypto import SEALED_PREFIX, generate_store_secret
+
     s = setup
+    sc = tiny_scenario_dict()
+    sc["settings"]["runtime"] = {"store": {"encrypt": True}}
+    s["encrypted"] = s["tmp"] / "encrypted.yaml"
+    s["encrypted"].write_text(yaml.safe_dump(sc))
+    key = ("--store-key", str(generate_store_secret(s["tmp"] / "store.key")))
     sink = s["tmp"] / "sink.db"
     srv = ServerProcess(s["repo"], s["tmp"], "--sink", str(sink))
     dev = None
     try:
         srv.start()
-        dev = _device(s, srv.port)
+        dev = _device(s, srv.port, *key)
         _wait_for(lambda: _next_index(s["tmp"] / "dev.db") > 40, 60)
         dev.send_signal(signal.SIGKILL)
         dev.wait(10)
         killed_at = _next_index(s["tmp"] / "dev.db")
         assert 0 < killed_at < LIMIT
-        dev = _device(s, srv.port)
+        db = sqlite3.connect(s["tmp"] / "dev.db")
+        stored = [p for (p,) in db.execute("SELECT payload FROM pending")]
+        sealed = db.execute("SELECT COUNT(*) FROM sealed").fetchone()[0]
+        db.close()
+        assert sealed == 1 and all(p.startswith(SEALED_PREFIX) for p in stored)  # key check
+        dev = _device(s, srv.port, *key)
         assert dev.wait(120) == 0
     finally:
         if dev is not None and dev.poll() is None:

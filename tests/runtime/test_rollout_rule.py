@@ -52,7 +52,7 @@ def test_guards_trip_on_evidence_only() -> None:
     assert lat(_sample(200, ms=3.0), good, lim, 0.05).tripped  # 3 x slower
     assert not lat(_sample(200, ms=1.2), good, lim, 0.05).tripped
     r = metric(_sample(200, correct=100), good, lim, 0.05)
-    assert r.canary == 0.5 and r.stable == 0.9 and "accuracy 0.500 vs stable 0.900" in r.reason
+    assert r.canary == 0.5 and r.stable == 0.9 and "share correct 0.500 vs stable 0.900" in r.reason
 
 
 def _feed(r: Rollout, version: str, n: int, correct: int, start: int = 0) -> None:
@@ -87,7 +87,7 @@ def test_bad_version_rolls_back_with_the_reason() -> None:
     _feed(r, "1", 50, 45)
     _feed(r, "2", 50, 10)
     assert r.state is RolloutState.ROLLED_BACK
-    assert r.reason.startswith("accuracy 0.200 vs stable 0.900")
+    assert r.reason.startswith("share correct 0.200 vs stable 0.900")
     assert r.assign("d1") == "1" and r.timeline[-1]["event"] == "rollback"
 
 
@@ -144,3 +144,13 @@ def test_manager_pins_and_tracks_devices() -> None:
     r2 = mgr.start(RolloutSettings(model="m", version="2", stages=[1.0]), "1")
     assert r2.state is RolloutState.PROMOTED and pins == {"m": "2"}  # no canary: at once
     assert mgr.pending("m") == ["d0"] and len(mgr.history) == 1
+
+
+def test_a_small_known_fleet_gets_a_canary_and_a_stable_side() -> None:
+    mgr = RolloutManager(lambda m: ["1", "2"], lambda m, v: None)
+    for d in ("phone-0", "phone-1", "phone-2"):
+        mgr.ingest(d, [])
+    r = mgr.start(RolloutSettings(model="m", version="2", stages=[0.2, 1.0]), "1")
+    sides = [r.assign(d) for d in ("phone-0", "phone-1", "phone-2")]
+    assert "1" in sides and "2" in sides  # the id is salted until both sides hold a device
+    assert r.id.startswith("m:1->2")

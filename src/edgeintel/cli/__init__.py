@@ -11,7 +11,7 @@ import sys
 
 from rich.markup import escape
 
-from edgeintel.cli import cache, compress, plan, report, run, runtime, sim
+from edgeintel.cli import cache, compress, lifecycle, plan, report, run, runtime, runtimes, sim
 from edgeintel.cli.common import app, err_console
 from edgeintel.errors import EdgeIntelError
 
@@ -22,6 +22,8 @@ for _name, _command in (
     ("run", run.run),
     ("train", run.train),
     ("compress", compress.compress_cmd),
+    ("export", runtimes.export_cmd),
+    ("parity", runtimes.parity_cmd),
     ("report", report.report_cmd),
     ("examples", report.examples),
     ("cache-sim", cache.cache_sim_cmd),
@@ -31,6 +33,8 @@ for _name, _command in (
     ("serve", runtime.serve_cmd),
     ("export-repo", runtime.export_repo_cmd),
     ("device", runtime.device_cmd),
+    ("rollout", lifecycle.rollout_cmd),
+    ("versions", lifecycle.versions_cmd),
     ("sweep", sim.sweep),
 ):
     app.command(_name)(_command)

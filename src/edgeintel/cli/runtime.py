@@ -134,10 +134,13 @@ def serve_cmd(
         rcs, hops = node_setup(scenario, node_config, node, upstream is not None)
         cache = features = None
         if rcs is not None:
+            from edgeintel.runtime.repository import model_task
             from edgeintel.runtime.wiring import input_features, server_cache
 
             def cache(model: str, version: str) -> Any:
-                return server_cache(rcs, node or "node")
+                # the model's task kind (from its manifest) decides what reuse may answer
+                task = model_task(repository, model)
+                return server_cache(rcs, node or "node", task=task)
 
             features = input_features
         table = load_tokens(tokens)
@@ -257,6 +260,39 @@ def device_cmd(
     tls_crl: Annotated[
         Path | None, typer.Option(help="The CA's revocation list (PEM; servers reload it).")
     ] = None,
+    store_key: Annotated[
+        Path | None,
+        typer.Option(
+            help="The run's 32-byte store secret (runtime/keys/store.key): with the "
+            "scenario's settings.runtime.store.encrypt, this device's results are sealed "
+            "in --store with its own key derived from it."
+        ),
+    ] = None,
+    version: Annotated[
+        str, typer.Option(help="The version of --onnx (its repository folder).")
+    ] = "1",
+    follow_rollouts: Annotated[
+        bool,
+        typer.Option(
+            help="Run the version the server assigns (edgeintel rollout): fetched, checked "
+            "against --verify-key (else its sha256), swapped in between two inputs."
+        ),
+    ] = False,
+    models_dir: Annotated[
+        Path | None,
+        typer.Option(help="Where fetched versions are kept (default: beside --store)."),
+    ] = None,
+    drift_reference: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Watch for drift (no labels): the first N inputs of the stream are the "
+            "reference; alarms go to the server with the results. 0: off.",
+        ),
+    ] = 0,
+    drift_false_alarms_per_hour: Annotated[
+        float, typer.Option(help="False alarms per device-hour the drift monitor may raise.")
+    ] = 1.0,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -267,11 +303,12 @@ def device_cmd(
     from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
-    from edgeintel.runtime.wiring import filter_for_device, threshold_from_results
+    from edgeintel.runtime.wiring import filter_for_device, task_for_model, threshold_from_results
 
     with guard():
         _check_device_options(rate_hz, duration_s, drain_timeout_s, store)
         sc = load(resolve_scenario(scenario), None)  # a shipped scenario's bare name too
+        key = _store_key(store_key, sc.settings.runtime.store.encrypt, device)
         stream = device_stream(sc, device)  # names the scenario's devices if unknown
         dev = next(d for d in sc.expand_devices() if d.name == device)
         try:  # cloud: the edge server relays it (forward header), as in a deployed run
@@ -288,17 +325,55 @@ def device_cmd(
                 transport = LinkEmulator(transport, dev.link, seed=sc.seed)
         settings = sc.settings.runtime
         check_model_preprocessing(onnx, stream)
-        if verify_key is not None:
-            from edgeintel.security.signing import ArtifactVerifier
+        from edgeintel.security.signing import ArtifactVerifier
 
+        if verify_key is not None:
             ArtifactVerifier(verify_key)(onnx)
         session = make_session(onnx)
         check_input_shape(session, tuple(stream.inputs[0].shape), onnx)
+        # the task kind with what its run fitted for this model (anomaly threshold, tolerance)
+        kind = task_for_model(onnx, sc.task.task_kind())
         filt = None
         if filter_from is not None or filter_:
             tuned = None if filter_from is None else threshold_from_results(filter_from, device)
-            filt, _ = filter_for_device(sc.settings.caching.filter, stream.inputs, session, tuned)
-        with DeviceStore(store, settings.store) as st:
+            filt, _ = filter_for_device(
+                sc.settings.caching.filter, stream.inputs, session, tuned, kind
+            )
+        updater = None
+        if follow_rollouts:
+            if server is None:
+                raise ConfigError("--follow-rollouts: needs --server (versions come from it)")
+            if not version.isdigit():
+                raise ConfigError(f"--version: expected a version number, got {version!r}")
+            from edgeintel.runtime.updater import ModelUpdater
+
+            shape = tuple(stream.inputs[0].shape)
+            updater = ModelUpdater(
+                model,
+                models_dir or store.with_name(store.name + ".models"),
+                transport,
+                {"Authorization": f"Bearer {token}"} if token else {},
+                verify=None if verify_key is None else ArtifactVerifier(verify_key),
+                check=lambda s: check_input_shape(s, shape, f"{model} (fetched)"),
+            )
+        watch = None
+        if drift_reference:
+            from edgeintel.monitoring import DriftConfig
+            from edgeintel.onnx_files import onnx_predict
+            from edgeintel.runtime.drift_watch import DriftWatch
+
+            if drift_reference > len(stream.inputs):
+                raise ConfigError(
+                    f"--drift-reference: {drift_reference} inputs asked, the stream holds "
+                    f"{len(stream.inputs)}"
+                )
+            cfg = DriftConfig(
+                input_hz=1.0 / max(stream.interval_s, 1e-3),
+                false_alarms_per_hour=drift_false_alarms_per_hour,
+            )
+            ref = stream.inputs[:drift_reference]
+            watch = DriftWatch(cfg, ref, lambda xs: onnx_predict(session, xs))
+        with DeviceStore(store, settings.store, key=key) as st:
             agent = DeviceAgent(
                 device,
                 stream,
@@ -311,6 +386,10 @@ def device_cmd(
                 token=token,
                 settings=settings,
                 server_node=dev.attach,
+                task=kind,
+                version=version,
+                updater=updater,
+                drift=watch,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)
@@ -324,6 +403,12 @@ def device_cmd(
                 **stats.to_json(),
                 "store": dict(st.counters),
                 "undelivered": st.size,
+                "version": agent.active.version,
+                "drift": None if watch is None else watch.report(),
+                "swaps": [
+                    {"t_s": round(t - (agent.started or t), 3), "version": v}
+                    for t, v in agent.versions
+                ],
             }
             hint = agent.delivery_hint(st.size)
             if hint is not None:
@@ -346,6 +431,26 @@ def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, crl: Path |
 
     assert cert is not None and key is not None and ca is not None
     return TlsFiles(cert, key, ca, crl).check()
+
+
+def _store_key(path: Path | None, encrypt: bool, device: str) -> bytes | None:
+    """``device``'s store key from the run's secret at ``path`` (--store-key), required
+    exactly when the scenario's store is encrypted (one line naming the option)."""
+    if not encrypt:
+        if path is not None:
+            raise ConfigError(
+                "--store-key: the scenario's settings.runtime.store.encrypt is false; "
+                "set it to true or leave --store-key out"
+            )
+        return None
+    if path is None:
+        raise ConfigError(
+            "--store-key: the scenario's settings.runtime.store.encrypt is true; give the "
+            "run's store secret (runtime/keys/store.key)"
+        )
+    from edgeintel.security.store_crypto import device_key, load_store_secret
+
+    return device_key(load_store_secret(path), device)
 
 
 def _check_device_options(

@@ -2,13 +2,15 @@
 
 from edgeintel.data.datasets import (
     DATASETS,
+    TARGET_OF_KIND,
     Dataset,
     Modality,
+    Target,
     load_data,
     load_dataset,
-    load_file,
     video_path,
 )
+from edgeintel.data.files import load_file
 from edgeintel.data.partition import (
     PARTITIONERS,
     label_skew,
@@ -29,11 +31,13 @@ from edgeintel.data.streams import Frame, Window, frame_stream, sensor_stream, s
 __all__ = [
     "DATASETS",
     "PARTITIONERS",
+    "TARGET_OF_KIND",
     "Dataset",
     "Frame",
     "Modality",
     "RunSplits",
     "Standardizer",
+    "Target",
     "Window",
     "fit_standardizer",
     "frame_stream",

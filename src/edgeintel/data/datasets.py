@@ -1,9 +1,11 @@
 """Real datasets that ship inside registry packages, plus a user's own files.
 
 Every loader returns a ``Dataset``: float32 samples shaped ``(N, C, L)`` for
-sensor windows or ``(N, C, H, W)`` for images/frames, int64 labels, class
-names and metadata (sampling rate in Hz, frames per second, subject or
-recording ids where the data has them). Nothing is downloaded at run time.
+sensor windows or ``(N, C, H, W)`` for images/frames, targets ``y`` and
+metadata (sampling rate in Hz, frames per second, subject or recording ids where
+the data has them). What ``y`` holds is the dataset's ``target``: class ids
+(``label``), real values (``value``: regression and forecasting) or normal/anomaly
+flags (``anomaly``). Nothing is downloaded at run time.
 """
 
 from __future__ import annotations
@@ -18,17 +20,20 @@ from typing import Any
 import numpy as np
 
 from edgeintel.data.streams import frame_stream, video_fps
-from edgeintel.errors import DataError, EdgeIntelError, MissingExtraError
+from edgeintel.errors import DataError, MissingExtraError
 from edgeintel.extras import hint, require
 from edgeintel.registry import Registry
 
 __all__ = [
     "DATASETS",
+    "TARGET_OF_KIND",
     "Dataset",
     "Modality",
+    "Target",
     "load_data",
     "load_dataset",
-    "load_file",
+    "target_for",
+    "value_strata",
     "video_path",
 ]
 
@@ -37,12 +42,36 @@ class Modality(StrEnum):
     IMAGE = "image"
     TIMESERIES = "timeseries"
     TABULAR = "tabular"
+    AUDIO = "audio"
+
+
+class Target(StrEnum):
+    """What a dataset's ``y`` holds, and so which task kinds can use it."""
+
+    LABEL = "label"  # int64 class ids in 0..C-1 (classification)
+    VALUE = "value"  # float32 real values, (N,) or (N, K) (regression, forecasting)
+    ANOMALY = "anomaly"  # int64 0 = normal, 1 = anomaly (anomaly detection)
+
+
+TARGET_OF_KIND = {
+    "classification": Target.LABEL,
+    "regression": Target.VALUE,
+    "anomaly": Target.ANOMALY,
+}
+"""The target each built-in task kind needs (a user's kind is not checked)."""
+
+ANOMALY_CLASSES = ["normal", "anomaly"]
+STRATA = 5
+"""Quantile bins of a real-valued target, the strata of its splits and partitions."""
 
 
 @dataclass
 class Dataset:
-    """Samples ``x`` (float32), labels ``y`` (int64) and metadata.
+    """Samples ``x`` (float32), targets ``y`` and metadata.
 
+    ``target`` says what ``y`` holds: class ids (int64, ``classes`` names them), real
+    values (float32, ``classes`` names the target quantities, ``extra['unit']`` their
+    unit) or anomaly flags (int64, 0 = normal, ``classes == ['normal', 'anomaly']``).
     ``groups`` holds a subject / recording id per sample where the data has one
     (used by the natural partitioner); ``sampling_rate_hz`` is the sensor rate of
     time series, ``fps`` the frame rate of video-derived images.
@@ -59,15 +88,34 @@ class Dataset:
     groups: np.ndarray | None = None
     source: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+    target: Target = Target.LABEL
 
     def __post_init__(self) -> None:
         self.x = np.ascontiguousarray(self.x, dtype=np.float32)
-        self.y = np.asarray(self.y, dtype=np.int64)
+        self.target = Target(self.target)
+        if self.target is Target.VALUE:
+            self.y = np.asarray(self.y, dtype=np.float32)
+            if self.y.ndim not in (1, 2) or not np.isfinite(self.y).all():
+                raise DataError(
+                    f"dataset {self.name!r}: real-valued targets must be finite, shaped (N,) "
+                    f"or (N, K); got shape {self.y.shape}"
+                )
+        else:
+            self.y = np.asarray(self.y, dtype=np.int64)
+        if self.target is Target.ANOMALY and list(self.classes) != ANOMALY_CLASSES:
+            raise DataError(
+                f"dataset {self.name!r}: anomaly labels are 0 = normal, 1 = anomaly "
+                f"(classes {ANOMALY_CLASSES}), got classes {self.classes}"
+            )
         if len(self.x) != len(self.y):
             raise DataError(
                 f"dataset {self.name!r}: {len(self.x)} samples but {len(self.y)} labels"
             )
-        if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
+        if (
+            self.target is not Target.VALUE
+            and len(self.y)
+            and (self.y.min() < 0 or self.y.max() >= len(self.classes))
+        ):
             raise DataError(f"dataset {self.name!r}: labels must lie in [0, {len(self.classes)})")
         if not np.isfinite(self.x).all():
             raise DataError(f"dataset {self.name!r}: samples contain NaN or inf")
@@ -77,6 +125,14 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def strata(self) -> np.ndarray:
+        """Int64 strata of the samples for splits and partitions: the labels, or for
+        real values the ``STRATA`` quantile bins of the (first) target."""
+        if self.target is not Target.VALUE:
+            return self.y
+        return value_strata(self.y)
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -99,22 +155,50 @@ class Dataset:
             groups=None if self.groups is None else self.groups[idx],
             source=self.source,
             extra=self.extra,
+            target=self.target,
         )
 
     def summary(self) -> dict[str, Any]:
-        counts = np.bincount(self.y, minlength=self.num_classes)
+        if self.target is Target.VALUE:
+            v = self.y.astype(np.float64)
+            axis = 0
+            stats: dict[str, Any] = {
+                "target_stats": {
+                    "unit": self.extra.get("unit", ""),
+                    "mean": np.round(v.mean(axis=axis), 6).tolist(),
+                    "std": np.round(v.std(axis=axis), 6).tolist(),
+                    "min": np.round(v.min(axis=axis), 6).tolist(),
+                    "max": np.round(v.max(axis=axis), 6).tolist(),
+                }
+            }
+        else:
+            counts = np.bincount(self.y, minlength=self.num_classes)
+            stats = {"class_counts": counts.tolist()}
         return {
             "name": self.name,
             "modality": str(self.modality),
+            "target": str(self.target),
             "samples": len(self),
             "sample_shape": list(self.sample_shape),
             "classes": self.classes,
-            "class_counts": counts.tolist(),
+            **stats,
             "sampling_rate_hz": self.sampling_rate_hz,
             "fps": self.fps,
             "has_groups": self.groups is not None,
             "source": self.source,
         }
+
+
+def value_strata(y: np.ndarray, bins: int = STRATA) -> np.ndarray:
+    """Int64 quantile bin (0..bins-1) of each real value (first column of a 2-D ``y``);
+    ties share a bin, so a target with few distinct values has fewer strata."""
+    v = np.asarray(y, dtype=np.float64)
+    v = v[:, 0] if v.ndim == 2 else v
+    if len(v) == 0:
+        return np.zeros(0, dtype=np.int64)
+    edges = np.unique(np.quantile(v, np.linspace(0, 1, bins + 1)[1:-1]))
+    raw = np.searchsorted(edges, v, side="right")
+    return np.unique(raw, return_inverse=True)[1].astype(np.int64)
 
 
 Loader = Callable[..., Dataset]
@@ -245,245 +329,47 @@ def _video_scenes(image_size: int = 32, **_: Any) -> Dataset:
     )
 
 
-# --------------------------------------------------------------------------- user files
-
-
-def _check_labels(labels: Any, where: str) -> np.ndarray:
-    """Labels as a 1-D array of integers or strings; anything else is a one-line DataError.
-
-    A column vector ``(N, 1)`` is flattened; one-hot or multi-column labels, missing
-    values (NaN, None, empty), non-integer numbers and mixed types are refused.
-    """
-    values = np.asarray(labels)
-    if values.ndim == 2 and values.shape[1] == 1:
-        values = values[:, 0]
-    if values.ndim != 1:
-        hint = " (one-hot? store the class index, e.g. y.argmax(1))" if values.ndim == 2 else ""
-        raise DataError(
-            f"{where}: expected one label per sample (shape (N,)), got shape {values.shape}{hint}"
-        )
-    kind = values.dtype.kind
-    if kind == "f":
-        bad = ~np.isfinite(values)
-        if bad.any():
-            raise DataError(
-                f"{where}: {int(bad.sum())} label(s) are missing or not finite (NaN/inf), "
-                f"first at row {int(np.argmax(bad))}"
-            )
-        if not np.all(values == np.round(values)):
-            raise DataError(
-                f"{where}: labels must be class ids (integers or strings), got fractional "
-                f"values such as {values[values != np.round(values)][0]:g}"
-            )
-        values = values.astype(np.int64)
-    elif kind == "O":
-        missing = [i for i, v in enumerate(values.tolist()) if v is None or v != v or v == ""]
-        if missing:
-            raise DataError(
-                f"{where}: {len(missing)} label(s) are missing, first at row {missing[0]}"
-            )
-        types = sorted({type(v).__name__ for v in values.tolist()})
-        if len(types) > 1:
-            raise DataError(
-                f"{where}: labels mix types ({', '.join(types)}); use only integers or strings"
-            )
-        if types and types[0] not in ("str", "int", "bool"):
-            raise DataError(f"{where}: labels must be integers or strings, got {types[0]}")
-    elif kind not in "iubUS":
-        raise DataError(f"{where}: labels must be integers or strings, got dtype {values.dtype}")
-    return values
-
-
-def _classes_from(labels: np.ndarray, where: str = "labels") -> tuple[np.ndarray, list[str]]:
-    values = _check_labels(labels, where)
-    classes_raw = np.unique(values)
-    index = {v: i for i, v in enumerate(classes_raw.tolist())}
-    y = np.array([index[v] for v in values.tolist()], dtype=np.int64)
-    return y, [str(c) for c in classes_raw.tolist()]
-
-
-def _from_table(
-    df: Any, path: Path, label_column: str, group_column: str | None, shape: list[int] | None
-) -> Dataset:
-    if label_column not in df.columns:
-        raise DataError(
-            f"{path}: label column {label_column!r} not found; columns are: "
-            f"{', '.join(map(str, df.columns[:20]))}"
-        )
-    groups = None
-    drop = [label_column]
-    if group_column is not None:
-        if group_column not in df.columns:
-            raise DataError(f"{path}: group column {group_column!r} not found")
-        groups = _classes_from(df[group_column].to_numpy(), f"{path}: {group_column!r}")[0]
-        drop.append(group_column)
-    feats = df.drop(columns=drop)
-    import pandas as pd
-
-    non_numeric = [c for c in feats.columns if not pd.api.types.is_numeric_dtype(feats[c])]
-    if non_numeric:
-        raise DataError(f"{path}: feature column {non_numeric[0]!r} is not numeric")
-    if feats.shape[1] == 0:
-        raise DataError(f"{path}: no feature columns besides the label")
-    x = feats.to_numpy(dtype=np.float32)
-    if not np.isfinite(x).all():
-        raise DataError(f"{path}: features contain missing or non-finite values")
-    if shape is not None:
-        if int(np.prod(shape)) != x.shape[1]:
-            raise DataError(
-                f"{path}: data.shape {shape} holds {int(np.prod(shape))} values but each row "
-                f"has {x.shape[1]} features"
-            )
-        x = x.reshape(len(x), *shape)
-    else:
-        x = x[:, None, :]
-    y, classes = _classes_from(
-        df[label_column].to_numpy(), f"{path}: label column {label_column!r}"
-    )
-    modality = Modality.IMAGE if x.ndim == 4 else Modality.TABULAR
-    return Dataset(
-        path.stem,
-        x,
-        y,
-        classes,
-        modality,
-        groups=groups,
-        source=str(path),
-        extra={"columns": [str(c) for c in feats.columns]},
-    )
-
-
-def _from_npz(path: Path, shape: list[int] | None) -> Dataset:
-    try:
-        z = np.load(path, allow_pickle=False)
-    except Exception as exc:
-        raise DataError(f"{path}: not a readable NPZ file ({exc.__class__.__name__})") from None
-    keys = set(z.files)
-    xk = next((k for k in ("x", "X", "data") if k in keys), None)
-    yk = next((k for k in ("y", "Y", "labels", "label") if k in keys), None)
-    if xk is None or yk is None:
-        raise DataError(f"{path}: an NPZ file needs arrays 'x' and 'y'; found {sorted(keys)}")
-    arrays = {}
-    for key in (xk, yk, "groups"):
-        if key not in keys:
-            continue
-        try:
-            arrays[key] = z[key]
-        except ValueError:
-            raise DataError(
-                f"{path}: array {key!r} holds Python objects (it needs pickle); save it as a "
-                "numeric or string array"
-            ) from None
-    try:
-        x = np.asarray(arrays[xk], dtype=np.float32)
-    except (ValueError, TypeError):
-        raise DataError(
-            f"{path}: array {xk!r} must be numeric, got dtype {arrays[xk].dtype}"
-        ) from None
-    if x.ndim < 2 or len(x) == 0:
-        raise DataError(
-            f"{path}: {xk!r} must hold N >= 1 samples of at least one value each, "
-            f"got shape {x.shape}"
-        )
-    if shape is not None:
-        if int(np.prod(shape)) != int(np.prod(x.shape[1:])):
-            raise DataError(
-                f"{path}: data.shape {shape} holds {int(np.prod(shape))} values but each sample "
-                f"of {xk!r} has {int(np.prod(x.shape[1:]))} (shape {list(x.shape[1:])})"
-            )
-        x = x.reshape(len(x), *shape)
-    if x.ndim == 2:
-        x = x[:, None, :]
-    if x.ndim not in (3, 4):
-        raise DataError(f"{path}: x must have 2 to 4 dimensions (N, [C,] L or N, C, H, W)")
-    y, classes = _classes_from(arrays[yk], f"{path}: {yk!r}")
-    groups = _classes_from(arrays["groups"], f"{path}: 'groups'")[0] if "groups" in keys else None
-    modality = Modality.IMAGE if x.ndim == 4 else Modality.TIMESERIES
-    return Dataset(path.stem, x, y, classes, modality, groups=groups, source=str(path))
-
-
-_IMAGES = {".png", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm"}
-
-
-def _from_image_folder(path: Path, size: int) -> Dataset:
-    cv2 = require("cv2", "an image-folder dataset")
-
-    class_dirs = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        raise DataError(f"{path}: an image folder needs one sub-folder per class")
-    xs, ys = [], []
-    for k, d in enumerate(class_dirs):
-        images = [f for f in sorted(d.iterdir()) if f.is_file() and f.suffix.lower() in _IMAGES]
-        if not images:
-            raise DataError(
-                f"{d}: class folder {d.name!r} holds no images ({', '.join(sorted(_IMAGES))}); "
-                "remove it or add images"
-            )
-        for f in images:
-            img = cv2.imread(str(f), cv2.IMREAD_COLOR)
-            if img is None:
-                raise DataError(f"{f}: cannot decode image")
-            img = cv2.cvtColor(cv2.resize(img, (size, size)), cv2.COLOR_BGR2RGB)
-            xs.append(img.transpose(2, 0, 1).astype(np.float32) / 255.0)
-            ys.append(k)
-    if not xs:
-        raise DataError(f"{path}: no images (.png, .jpg, .bmp, .pgm) found in class folders")
-    return Dataset(
-        path.name,
-        np.stack(xs),
-        np.array(ys),
-        [d.name for d in class_dirs],
-        Modality.IMAGE,
-        source=str(path),
-    )
-
-
-def load_file(
-    path: str | Path,
-    label_column: str = "label",
-    group_column: str | None = None,
-    shape: list[int] | None = None,
-    image_size: int = 32,
-) -> Dataset:
-    """Load a user's NPZ / CSV / Parquet file or a folder of class-named image folders."""
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data file not found: {p}")
-    if p.is_dir():
-        return _from_image_folder(p, image_size)
-    suffix = "".join(p.suffixes[-2:]).lower() if p.suffix == ".gz" else p.suffix.lower()
-    if suffix == ".npz":
-        return _from_npz(p, shape)
-    import pandas as pd
-
-    try:
-        if suffix in {".csv", ".csv.gz"}:
-            df = pd.read_csv(p)
-        elif suffix in {".parquet", ".pq"}:
-            require("pyarrow", "a Parquet data file")
-            df = pd.read_parquet(p)
-        else:
-            raise DataError(f"{p}: unsupported data file type; expected .npz, .csv or .parquet")
-    except EdgeIntelError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{p}: cannot read table ({exc.__class__.__name__}: {exc})") from None
-    return _from_table(df, p, label_column, group_column, shape)
-
-
 def load_dataset(name: str, **options: Any) -> Dataset:
     """Load a bundled dataset by registry name (see ``DATASETS.names()``)."""
     return DATASETS.get(name)(**options)
 
 
-def load_data(spec: Any, seed: int = 0) -> Dataset:
-    """Load what a scenario's ``DataSpec`` names, subsampled to ``max_samples`` if set."""
+def target_for(kind: str | None) -> Target | None:
+    """The target a task kind needs (``TARGET_OF_KIND``), None for a user's own kind."""
+    return None if kind is None else TARGET_OF_KIND.get(kind)
+
+
+def load_data(spec: Any, seed: int = 0, kind: str | None = None) -> Dataset:
+    """Load what a scenario's ``DataSpec`` names, subsampled to ``max_samples`` if set.
+
+    ``kind`` (the scenario's ``task.kind``) says how a user file's labels are read
+    (``TARGET_OF_KIND``) and is checked against what a bundled dataset holds: a
+    regression kind on class labels, or a classifier on real values, is a DataError.
+    """
+    want = target_for(kind)
     if spec.dataset is not None:
         ds = load_dataset(spec.dataset, image_size=spec.image_size)
+        if (
+            want is not None
+            and ds.target is not want
+            and not (want is Target.LABEL and ds.target is Target.ANOMALY)
+        ):
+            raise DataError(
+                f"dataset {ds.name!r} holds {_TARGET_WORDS[ds.target]}, but the {kind} task "
+                f"kind needs {_TARGET_WORDS[want]}; set task.kind to "
+                f"{' or '.join(k for k, t in TARGET_OF_KIND.items() if t is ds.target)}"
+            )
     else:
+        from edgeintel.data.files import load_file
+
         try:
             ds = load_file(
-                spec.path, spec.label_column, spec.group_column, spec.shape, spec.image_size
+                spec.path,
+                spec.label_column,
+                spec.group_column,
+                spec.shape,
+                spec.image_size,
+                target=want or Target.LABEL,
             )
         except OSError as exc:  # unreadable file or folder (permissions, I/O)
             raise DataError(f"{spec.path}: cannot read ({exc.strerror or exc})") from None
@@ -491,6 +377,22 @@ def load_data(spec: Any, seed: int = 0) -> Dataset:
         rng = np.random.default_rng(seed)
         idx = np.sort(rng.choice(len(ds), size=spec.max_samples, replace=False))
         ds = ds.subset(idx)
-    if ds.num_classes < 2:
+    if ds.target is Target.LABEL and ds.num_classes < 2:
         raise DataError(f"dataset {ds.name!r}: needs at least 2 classes, found {ds.num_classes}")
+    if ds.target is Target.ANOMALY and not (ds.y == 0).any():
+        raise DataError(
+            f"dataset {ds.name!r}: anomaly detection trains on normal data, but no sample is "
+            "labelled normal (0 / false / 'normal')"
+        )
     return ds
+
+
+_TARGET_WORDS = {
+    Target.LABEL: "class labels",
+    Target.VALUE: "real-valued targets",
+    Target.ANOMALY: "normal/anomaly labels",
+}
+
+
+# the bundled loaders of other modules register themselves on import
+from edgeintel.data import sensing as _sensing  # noqa: E402,F401

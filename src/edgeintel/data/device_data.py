@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.data.datasets import Dataset, Modality, load_data
+from edgeintel.data.datasets import Dataset, Modality, Target, load_data
 from edgeintel.data.partition import partition
 from edgeintel.data.split import RunSplits, Standardizer, fit_standardizer
 from edgeintel.data.streams import dwell_stream
@@ -157,16 +157,26 @@ def _scale_warning(scale: dict[str, Any], standardized: bool) -> str | None:
     )
 
 
-def derive_run_data(spec: Any, seed: int, n_devices: int | None = None, *, edge: bool) -> RunData:
+def derive_run_data(
+    spec: Any, seed: int, n_devices: int | None = None, *, edge: bool, kind: str | None = None
+) -> RunData:
     """Load ``spec`` (a scenario's ``DataSpec``), cut its held-out sets, preprocess and
     share the training split over ``n_devices`` devices (none when ``None``).
 
     ``edge``: the model is trained on the devices (federated, hierarchical, solo), so
     preprocessing statistics come from the server-held sets only; else from the central
-    training split. Deterministic in ``spec`` and ``seed``.
+    training split. ``kind`` (the scenario's ``task.kind``) says how a user file's labels
+    are read and is checked against a bundled dataset's target (``load_data``); for the
+    ``anomaly`` kind the training split (and so every device's shard) keeps normal samples
+    only, the anomalies in it are excluded (``RunSplits.anomalies_excluded``): a detector
+    learns normal behaviour, and anomaly labels serve evaluation and validation only.
+    Splits and partitions are stratified on ``Dataset.strata`` (labels, or quantile bins of
+    real-valued targets). Deterministic in ``spec``, ``seed`` and ``kind``.
     """
-    ds = load_data(spec, seed=seed)
+    ds = load_data(spec, seed=seed, kind=kind)
     splits: RunSplits = spec.splits(ds, seed)
+    if kind == "anomaly" and ds.target is Target.ANOMALY:
+        splits = splits.normal_training(ds.y)
     kind = standardization_kind(ds, bool(getattr(spec, "standardize", True)))
     scaler = None
     record = None
@@ -194,7 +204,7 @@ def derive_run_data(spec: Any, seed: int, n_devices: int | None = None, *, edge:
         train = splits.train
         p = spec.partition
         local = partition(
-            ds.y[train],
+            ds.strata[train],
             n_devices,
             kind=str(p.kind),
             seed=seed,

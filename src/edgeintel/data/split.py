@@ -19,7 +19,7 @@ the validation carve-out (selection) and the server-held set alike.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -249,9 +249,22 @@ class RunSplits:
     test: np.ndarray
     kind: str
     dropped: int = 0
+    anomalies_excluded: int = 0
+
+    def normal_training(self, flags: np.ndarray) -> RunSplits:
+        """These splits with the training set's anomalies (``flags[i] != 0``) excluded
+        (counted in ``anomalies_excluded``); held-out sets keep both kinds of sample."""
+        anomalous = np.asarray(flags)[self.train] != 0
+        if anomalous.all():
+            raise DataError("the training split holds no normal sample to learn from")
+        return replace(
+            self,
+            train=self.train[~anomalous],
+            anomalies_excluded=self.anomalies_excluded + int(anomalous.sum()),
+        )
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "kind": self.kind,
             "train": len(self.train),
             "validation": len(self.val),
@@ -259,6 +272,9 @@ class RunSplits:
             "test": len(self.test),
             "purged": self.dropped,
         }
+        if self.anomalies_excluded:
+            out["anomalies_excluded_from_training"] = self.anomalies_excluded
+        return out
 
 
 def run_splits(

@@ -74,6 +74,9 @@ class CompressionResult:
     stages: list[StageResult]
     artifact: ModelArtifact
     model: nn.Module | None = None
+    # the PyTorch model after the recipe's last torch-level step (the input model when it has
+    # none; None for an ONNX input): runtimes that export from PyTorch start here
+    torch_model: nn.Module | None = None
 
     @property
     def baseline(self) -> Measurement:
@@ -283,6 +286,7 @@ def compress(
         cache[base_key] = _Node(torch_model, StageResult("fp32", "fp32", {}, str(path), meas))
     node: _Node = cache[base_key]
     stages = [node.stage]
+    last_torch = node.model
     for step in recipe.steps:
         prefix.append(step.to_json())
         key = _key(prefix)
@@ -307,6 +311,7 @@ def compress(
             cache[key] = _Node(new_model, stage)
         node = cache[key]
         stages.append(node.stage)
+        last_torch = node.model if node.model is not None else last_torch
     final = Path(stages[-1].onnx_path)
     graph = load_onnx(final).graph
     artifact = ModelArtifact(
@@ -320,4 +325,4 @@ def compress(
         extra={"recipe": recipe.to_json(), **_headline(stages[-1].measurement)},
     )
     artifact.save()
-    return CompressionResult(recipe, stages, artifact, node.model)
+    return CompressionResult(recipe, stages, artifact, node.model, last_torch)

@@ -3,7 +3,8 @@
 Used by ``edgeintel compress`` and the ``compress`` stage of ``edgeintel run``:
 candidates are measured once on this machine, then judged per device profile
 (latency scaled by the profile's compute speed, peak memory bounded by its
-memory), and the chosen artifact is copied to ``<out>/<profile>.onnx``.
+memory), and the chosen artifact is copied to ``<out>/<profile>.onnx`` — or, for a
+profile that names another runtime, ``<out>/<profile><suffix>`` in that runtime's format.
 """
 
 from __future__ import annotations
@@ -171,9 +172,14 @@ def choose_for_profiles(
     out_dir: str | Path,
     extra: dict[str, Any] | None = None,
     extra_for: Callable[[CompressionResult], dict[str, Any]] | None = None,
+    by_runtime: dict[str, list[CompressionResult]] | None = None,
 ) -> dict[str, ProfileChoice]:
-    """Select one candidate per profile and copy its ONNX file (+ metadata) to ``out_dir``.
+    """Select one candidate per profile and copy its artifact (+ metadata) to ``out_dir``.
 
+    A profile whose ``runtime`` has candidates in ``by_runtime`` (``runtime_candidates``:
+    exported and measured in that runtime) is judged on those and receives
+    ``<out>/<profile><suffix>`` in that runtime's format (with its sidecar files); every
+    other profile on ``results`` (ONNX Runtime), as ``<out>/<profile>.onnx``.
     ``extra`` is added to each artifact's metadata (e.g. which data it was fitted on);
     ``extra_for(result)`` adds what depends on the chosen candidate.
     """
@@ -190,10 +196,14 @@ def choose_for_profiles(
     choices = {}
     for name, prof in profiles.items():
         budget = budget_for_profile(name, prof, settings)
-        sr = select(results, budget, settings.objective, device=f"device profile {name!r}")
+        own_results = (by_runtime or {}).get(prof.runtime, results)
+        sr = select(own_results, budget, settings.objective, device=f"device profile {name!r}")
         assert sr.chosen is not None
-        dst = inside(out, name, ".onnx", what="device profile name")
-        shutil.copyfile(sr.chosen.result.artifact.path, dst)
+        src = Path(sr.chosen.result.artifact.path)
+        dst = inside(out, name, src.suffix, what="device profile name")
+        shutil.copyfile(src, dst)
+        for sidecar in sr.chosen.result.artifact.extra.get("files", [])[1:]:
+            shutil.copyfile(src.with_name(sidecar), dst.with_suffix(Path(sidecar).suffix))
         meta = sr.chosen.result.artifact.to_json()
         own = extra_for(sr.chosen.result) if extra_for is not None else {}
         meta.update(

@@ -7,12 +7,20 @@ from typing import TYPE_CHECKING, Annotated, Literal
 from pydantic import Field
 
 from edgeintel.errors import FieldError
+from edgeintel.inference.runtimes import RUNTIMES
 from edgeintel.schema import Strict
 
 if TYPE_CHECKING:
     from edgeintel.topology import Topology
 
-__all__ = ["CompressBudget", "CompressSettings", "InferenceSettings"]
+__all__ = ["CompressBudget", "CompressSettings", "InferenceSettings", "check_profile_runtime"]
+
+
+def check_profile_runtime(name: str) -> str | None:
+    """Why ``name`` is not a device runtime (one line), or ``None`` when it is one."""
+    if name in RUNTIMES:
+        return None
+    return f"unknown runtime {name!r}; expected one of: {', '.join(RUNTIMES.names())}"
 
 
 class CompressBudget(Strict):
@@ -52,6 +60,12 @@ class CompressSettings(Strict):
     latency_stat: Literal["p50", "p95"] = "p50"
     budget: CompressBudget = CompressBudget()
     budgets: dict[str, CompressBudget] = Field(default_factory=dict)
+    parity: Literal["profiles", "all", "off"] = Field(
+        default="profiles",
+        description="the parity matrix of the trained model (results 'runtimes'): on the "
+        "runtimes the device profiles name (always with onnxruntime), on every registered "
+        "runtime, or off; fp32 and int8 each, on the whole test split",
+    )
     finetune_rounds: Annotated[int, Field(ge=0, le=10_000)] = Field(
         default=2,
         description="after edge training: federated rounds over the device shards per "

@@ -93,7 +93,7 @@ def _plan_into(
     from edgeintel.offloading.graph import load_layer_graph
 
     notes = []
-    ds = load_data(sc.data, seed=sc.seed)
+    ds = load_data(sc.data, seed=sc.seed, kind=sc.task.kind)
     if model is not None:
         model_path = model
         sample = _model_inputs(load_layer_graph(model).input_shape, ds.x, sc.seed)

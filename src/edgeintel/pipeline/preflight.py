@@ -53,12 +53,14 @@ class PreflightReport:
     mode: str
     notes: list[str] = field(default_factory=list)
     prepared: Prepared | None = field(default=None, repr=False)  # for run_pipeline
+    targets: str = ""  # what the data's y holds, in words (empty: "N classes")
 
     def line(self) -> str:
         """A one-line summary for ``edgeintel validate``."""
+        held = self.targets or f"{self.classes} classes"
         return (
             f"data {self.dataset} ({self.samples} samples of shape {list(self.sample_shape)}, "
-            f"{self.classes} classes; {self.train_samples} train / {self.test_samples} test), "
+            f"{held}; {self.train_samples} train / {self.test_samples} test), "
             f"model {self.model_params:,} params, training {self.mode}"
         )
 
@@ -115,6 +117,7 @@ def preflight(
         model_params=count_params(model),
         mode=str(mode),
         prepared=Prepared(ctx, data_s, model),
+        targets=_targets_in_words(ds),
     )
     if "edge_train" in chosen and mode in (TrainingMode.FEDERATED, TrainingMode.HIERARCHICAL):
         say(f"preflight: checking {mode} training (privacy, secure aggregation, robust rules)")
@@ -145,6 +148,19 @@ def preflight(
         check_exit_blocks(model, ee.after_block, list(ee.candidate_blocks))
     _check_checkpoint_dir(sc)
     return report
+
+
+def _targets_in_words(ds: Any) -> str:
+    """``real-valued target NAME (UNIT)`` or ``normal/anomaly labels (K anomalies)``; empty
+    for class labels (the report's default ``N classes``)."""
+    from edgeintel.data.datasets import Target
+
+    if ds.target is Target.VALUE:
+        unit = ds.extra.get("unit")
+        return f"real-valued target {', '.join(ds.classes)}" + (f" ({unit})" if unit else "")
+    if ds.target is Target.ANOMALY:
+        return f"normal/anomaly labels ({int((ds.y != 0).sum())} anomalies)"
+    return ""
 
 
 def _check_caching(sc: Scenario, ds: Any, chosen: list[str]) -> None:

@@ -48,8 +48,12 @@ def stacked_class_bars(counts: np.ndarray, classes: Sequence[str], devices: Sequ
     return fig
 
 
-def training_curve(history: Sequence[Any], chance: float | None = None) -> Any:
-    """Loss (left axis) and train / validation accuracy (right axis) per epoch; integer ticks."""
+def training_curve(
+    history: Sequence[Any], chance: float | None = None, metric: str = "accuracy"
+) -> Any:
+    """Loss (left axis) and train / validation accuracy (right axis) per epoch; integer ticks.
+    For a task kind without accuracy the right axis is its headline ``metric`` (the records'
+    ``val_metric``, e.g. RMSE), unbounded."""
     from matplotlib.ticker import MaxNLocator
 
     epochs = [h.epoch for h in history]
@@ -69,10 +73,14 @@ def training_curve(history: Sequence[Any], chance: float | None = None) -> Any:
         )
     if history and history[0].val_accuracy is not None:
         ax2.plot(epochs, [h.val_accuracy for h in history], color="tab:blue", label="test accuracy")
+    other = bool(history) and getattr(history[0], "val_metric", None) is not None
+    if other:
+        ax2.plot(epochs, [h.val_metric for h in history], color="tab:blue", label=f"test {metric}")
     if chance is not None:
         ax2.axhline(chance, color="tab:gray", lw=1.0, ls=":", label=f"chance ({chance:.3f})")
-    ax2.set_ylabel("accuracy", color="tab:blue")
-    ax2.set_ylim(0, 1.02)
+    ax2.set_ylabel("accuracy" if not other else metric, color="tab:blue")
+    if not other:
+        ax2.set_ylim(0, 1.02)
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
     ax.legend(h1 + h2, l1 + l2, fontsize=8, frameon=False, loc="upper center",

@@ -84,6 +84,7 @@ for _module, _names in {
     "offloading_section": ("offloading",),
     "caching_section": ("caching",),
     "payoff_section": ("payoff",),
+    "runtimes_section": ("runtimes",),
     "runtime_section": ("runtime",),
     "sim_section": ("simulation",),
 }.items():

@@ -3,7 +3,8 @@
 The agent replays its share of the scenario's real data at the real rate
 (frames at the clip's fps, sensor recordings over their duration, else
 ``settings.runtime.rate_hz``), skips what the redundancy filter rejects, and
-runs each input locally (ONNX Runtime) or offloads it per its plan, falling
+runs each input locally (in the device profile's runtime: ONNX Runtime, or a
+``predictor`` of ``edgeintel.inference.runtimes``) or offloads it per its plan, falling
 back to local inference when the server is unreachable, slow (no answer in
 ``offload_timeout_ms``) or refuses. Each result goes first into the device's
 SQLite store (durable before it counts as produced); a forwarder thread sends
@@ -25,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, ModelError
+from edgeintel.runtime.drift_watch import DriftWatch
 from edgeintel.runtime.protocol import HEADER_LENGTH, decode_response, encode_request
 from edgeintel.runtime.seams import (
     LOCAL_PLAN,
@@ -36,8 +38,10 @@ from edgeintel.runtime.seams import (
     RedundancyFilter,
 )
 from edgeintel.runtime.settings import RuntimeSettings
-from edgeintel.runtime.store import DeviceStore, StoreFull
+from edgeintel.runtime.store import DeviceStore, StoreCorrupt, StoreFull
 from edgeintel.runtime.transport import Request, Transport, TransportError
+from edgeintel.runtime.updater import ActiveModel, ModelUpdater
+from edgeintel.tasks import TaskKind, make_task
 
 __all__ = [
     "FORWARD_HEADER",
@@ -84,6 +88,7 @@ def device_stream(scenario: Any, device: str) -> DeviceStream:
         scenario.seed,
         len(devices),
         edge=resolve_mode(scenario) is not TrainingMode.CENTRAL,
+        kind=scenario.task.kind,
     )
     x, y = rd.device_inputs(names.index(device))
     if len(x) == 0:
@@ -112,9 +117,17 @@ def check_model_preprocessing(onnx: Path, stream: DeviceStream) -> None:
     )
 
 
+def _scalar(v: Any) -> Any:
+    """A JSON-ready Python value of one prediction or target (a scalar, or a list)."""
+    a = np.asarray(v)
+    return a.item() if a.ndim == 0 else a.tolist()
+
+
 @dataclass
 class AgentStats:
-    """Counts of one agent run and the per-result latencies (ms) by placement."""
+    """Counts of one agent run and the per-result latencies (ms) by placement; ``correct``
+    counts results right by the task kind's rule (``TaskKind.correct``: the label; a value
+    within the tolerance; the right alarm decision), reported as ``accuracy``."""
 
     produced: int = 0
     skipped: int = 0
@@ -149,7 +162,10 @@ class AgentStats:
 class DeviceAgent:
     """One device: a producer loop (sense -> filter -> infer -> store) and a forwarder thread.
 
-    ``session`` runs the local model (input name from the session). For a split (a
+    ``session`` runs the local model (input name from the session), unless ``predictor``
+    (``Runtime.load(artifact)``: the same model in the device profile's runtime, e.g. an
+    OpenVINO IR or an ExecuTorch program) runs it; versions fetched over the air run in
+    ONNX Runtime (the servers hold ONNX). For a split (a
     decision with a ``tail_model``) the decision's ``head`` (else ``head_session``) runs
     on the device and its outputs go to the tail model on the server (one output may be
     renamed ``tail_input``); on failure the whole local model runs instead. ``transport``
@@ -159,6 +175,19 @@ class DeviceAgent:
     node ``transport`` reaches; a decision for another node (the cloud) is sent there
     with the ``X-Edgeintel-Forward`` header and relayed by that server. An input the
     filter skips reuses the last result (placement ``reused``; nothing is uploaded).
+
+    Versions: ``version`` is the local model's; each result records the model and the
+    version that computed it (``error`` when that version failed on the input: the
+    previous version answers instead, so no result is lost). With an ``updater`` the
+    agent follows the server's ``assign`` (a rollout): it fetches, verifies and swaps
+    in the assigned version between two inputs (hot swap; the input being computed
+    finishes on the old session), reports its version and refused versions with each
+    delivery, and on restart resumes the version it last ran. With ``drift`` (a
+    ``DriftWatch``) every computed input and its output feed the device's drift monitor;
+    its state goes with each delivery and the result that raised an alarm is marked.
+    A D2D decision goes to the helper device named by its target over ``peers[target]``
+    (the helper serves the model like a node does: ``edgeintel serve``); a helper this
+    agent has no link to, or that fails, falls back to local inference.
     """
 
     def __init__(
@@ -179,11 +208,30 @@ class DeviceAgent:
         head_session: Any = None,
         tail_input: str | None = None,
         server_node: str | None = None,
+        task: TaskKind | None = None,
+        version: str = "1",
+        updater: ModelUpdater | None = None,
+        predictor: Any = None,
+        drift: DriftWatch | None = None,
+        peers: dict[str, Transport] | None = None,
     ) -> None:
         self.name = name
+        self.task = task if task is not None else make_task("classification")
         self.stream = stream
-        self.session = session
-        self.input_name = session.get_inputs()[0].name
+        self.active = ActiveModel(session, version, predictor)
+        self.previous: ActiveModel | None = None  # answers when the active version fails
+        self.updater = updater
+        self.drift = drift  # label-free drift monitor of the inputs and outputs (reported)
+        self.peers = dict(peers or {})  # helper device -> transport over the D2D link
+        self.versions: list[tuple[float, str]] = []  # (clock s, version) of each swap
+        self.last_version, self.last_error = version, False  # of the last ``infer``
+        if updater is not None:
+            stored = updater.current()
+            if stored is not None and stored != version:
+                try:  # a restarted agent resumes the version it last ran
+                    self.active = updater.open(stored)
+                except ModelError as exc:
+                    updater.refused[stored] = str(exc)
         self.store = store
         self.transport = transport
         self.model = model
@@ -204,15 +252,58 @@ class DeviceAgent:
         self._halt = threading.Event()
         self.forward_errors = 0
         self.last_forward_error: str | None = None  # why the last forward failed (a hint)
+        self.store_error: StoreCorrupt | None = None  # an encrypted record failed to open
         self.started: float | None = None
 
     # ------------------------------------------------------------------ inference
 
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime session of the active version."""
+        return self.active.session
+
+    @property
+    def input_name(self) -> str:
+        return self.active.input_name
+
+    def swap(self, model: ActiveModel) -> None:
+        """Run ``model`` from the next input on (one reference assignment: an input being
+        computed finishes on the session it started with)."""
+        if model.version == self.active.version:
+            return
+        self.previous, self.active = self.active, model
+        self.versions.append((self._clock(), model.version))
+        if self.drift is not None:
+            self.drift.restart(model.run)
+        if self.updater is not None:
+            self.updater.commit(model.version)
+
     def _local(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {self.input_name: x[None]})[0][0]  # type: ignore[no-any-return]
+        m = self.active
+        self.last_version, self.last_error = m.version, False
+        try:
+            out = m.run(np.ascontiguousarray(x[None]))[0]
+            if out.dtype.kind == "f" and not np.isfinite(out).all():
+                raise ValueError("non-finite output")
+            return out
+        except Exception:
+            if self.previous is None:
+                raise
+            self.last_error = True  # counted against m.version; the previous one answers
+            prev = self.previous
+            return prev.run(np.ascontiguousarray(x[None]))[0]
+
+    def _route(self, decision: Decision) -> Transport | None:
+        """The transport a decision's request goes over: the helper's for D2D (None when
+        this agent has no link to it), else the device's server's."""
+        if decision.tier is ExecutionTier.D2D:
+            return self.peers.get(decision.target or "")
+        return self.transport
 
     def _offload(self, x: np.ndarray, decision: Decision) -> np.ndarray:
-        assert self.transport is not None
+        transport = self._route(decision)
+        assert transport is not None
+        d2d = decision.tier is ExecutionTier.D2D
         head = decision.head if decision.head is not None else self.head_session
         if decision.tail_model is not None and head is not None:
             head_in = head.get_inputs()[0].name
@@ -227,7 +318,7 @@ class DeviceAgent:
         headers = dict(self.headers)
         if hl is not None:
             headers["Inference-Header-Content-Length"] = str(hl)
-        if decision.target is not None and decision.target != self.server_node:
+        if not d2d and decision.target is not None and decision.target != self.server_node:
             headers[FORWARD_HEADER] = decision.target  # the edge server relays it onward
         target = decision.tail_model or self.model
         req = Request(
@@ -237,11 +328,14 @@ class DeviceAgent:
             headers,
             timeout_s=self.settings.offload_timeout_ms / 1000,
         )
-        resp = self.transport.send(req)
+        resp = transport.send(req)
         if resp.status != 200:
             raise TransportError(f"server answered {resp.status}")
         h = resp.headers.get(HEADER_LENGTH) or resp.headers.get("Inference-Header-Content-Length")
-        outs = decode_response(resp.body, int(h) if h else None)
+        n = int(h) if h else None
+        outs = decode_response(resp.body, n)
+        head = json.loads(resp.body[: len(resp.body) if n is None else n])
+        self.last_version, self.last_error = str(head.get("model_version", "")), False
         return next(iter(outs.values()))[0]
 
     def _unreachable(self) -> frozenset[str]:
@@ -256,7 +350,7 @@ class DeviceAgent:
         decision = self.plan.decide(self._unreachable())
         if decision.tier is not ExecutionTier.DEVICE:
             node = decision.target or self.server_node or "server"
-            if self.transport is not None and self._blocked.get(node, -1.0) <= self._clock():
+            if self._route(decision) is not None and self._blocked.get(node, -1.0) <= self._clock():
                 try:
                     out = self._offload(x, decision)
                     kind = f"split-{decision.tier}" if decision.tail_model else str(decision.tier)
@@ -293,7 +387,9 @@ class DeviceAgent:
         drain_timeout_s: float = 30.0,
     ) -> AgentStats:
         """Produce results for stream indices ``next_index .. limit-1`` at the stream's rate
-        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``."""
+        (or until ``duration_s``), then forward what is left for up to ``drain_timeout_s``.
+        It may be called again to go on where the store left off."""
+        self._stop.clear()
         fwd = threading.Thread(target=self._forward_loop, name=f"fwd-{self.name}", daemon=True)
         if self.transport is not None:
             fwd.start()
@@ -301,11 +397,18 @@ class DeviceAgent:
             self._produce(limit, duration_s)
         finally:
             deadline = self._clock() + drain_timeout_s
-            while self.transport is not None and self.store.size > 0 and self._clock() < deadline:
+            while (
+                self.transport is not None
+                and self.store.size > 0
+                and self.store_error is None
+                and self._clock() < deadline
+            ):
                 self._sleep(0.05)
             self._stop.set()
             if fwd.is_alive():
                 fwd.join(timeout=30)
+        if self.store_error is not None:
+            raise self.store_error
         return self.stats
 
     def halt(self) -> None:
@@ -316,7 +419,8 @@ class DeviceAgent:
         n = len(self.stream.inputs)
         start = self.store.next_index
         t0 = self.started = self._clock()
-        last: np.ndarray | None = None  # the last computed result, reused for skipped inputs
+        last: np.ndarray | None = None  # the last prediction, reused for skipped inputs
+        alarm = False  # this input raised a drift alarm
         for k, i in enumerate(range(start, limit)):
             due = t0 + k * self.stream.interval_s
             now = self._clock()
@@ -330,16 +434,32 @@ class DeviceAgent:
             if not process and last is not None:
                 self.stats.skipped += 1
                 self.stats.bytes_not_uploaded += int(x.nbytes)
-                logits, placement, ms = last, "reused", (time.perf_counter() - tf) * 1000
+                pred, placement, ms = last, "reused", (time.perf_counter() - tf) * 1000
             else:
                 logits, placement, ms = self.infer(x)
-                last = logits
+                # the task kind's prediction: a label, a value, an anomaly score
+                pred = last = self.task.predict(np.asarray(logits)[None], x[None])
+                if self.drift is not None and self.drift.update(x, np.asarray(logits)):
+                    alarm = True
                 observe = getattr(self.filter, "observe", None)
-                if process and observe is not None:  # an adaptive filter learns the label
-                    observe(int(np.argmax(logits)))
-            label = int(np.argmax(logits))
-            truth = int(self.stream.labels[i % n])
-            payload = {"label": label, "truth": truth, "placement": placement, "latency_ms": ms}
+                if process and observe is not None:  # an adaptive filter learns the result
+                    observe(_scalar(pred[0]))
+            truth = _scalar(self.stream.labels[i % n])
+            correct = bool(self.task.correct(pred, np.asarray([truth]))[0])
+            payload = {
+                **self.task.record(pred[0]),
+                "truth": truth,
+                "correct": correct,  # by the kind's rule: what a rollout's metric guard counts
+                "placement": placement,
+                "latency_ms": ms,
+                "model": self.model,
+                "version": self.last_version,
+            }
+            if self.last_error:
+                payload["error"] = True
+            if alarm:
+                payload["drift_alarm"] = True
+                alarm = False
             try:
                 self.store.append(f"{self.name}:{i}", i * self.stream.interval_s, payload, index=i)
             except StoreFull:
@@ -347,7 +467,7 @@ class DeviceAgent:
                 continue
             s = self.stats
             s.produced += 1
-            s.correct += int(label == truth)
+            s.correct += correct
             s.placements[placement] = s.placements.get(placement, 0) + 1
             s.latency_ms.setdefault(placement, []).append(ms)
             s.timeline.append((self._clock() - t0, placement))
@@ -358,12 +478,22 @@ class DeviceAgent:
         batch_size = self.settings.store.forward_batch
         while not self._stop.is_set():
             self.store.expire()
-            batch = self.store.pending(batch_size)
+            try:
+                batch = self.store.pending(batch_size)
+            except StoreCorrupt as exc:  # never forwarded, never deleted: stop and say so
+                self.store_error = exc
+                self._halt.set()
+                return
             if not batch:
                 self._stop.wait(0.02)
                 continue
+            status: dict[str, Any] = {"model": self.model, "version": self.active.version}
+            if self.updater is not None and self.updater.refused:
+                status["refused"] = dict(self.updater.refused)
+            if self.drift is not None:
+                status["drift"] = self.drift.report()
             body = json.dumps(
-                {"device": self.name, "records": [r.to_json() for r in batch]},
+                {"device": self.name, "records": [r.to_json() for r in batch], "status": status},
                 separators=(",", ":"),
             ).encode()
             try:
@@ -381,8 +511,29 @@ class DeviceAgent:
                 ack = json.loads(resp.body)
                 self.store.ack(batch[-1].seq, int(ack["accepted"]), int(ack["duplicates"]))
                 backoff = 0.05
+                self.follow(ack.get("assign"))
             except (TransportError, ValueError, KeyError) as exc:
                 self.forward_errors += 1
                 self.last_forward_error = str(exc)[:300]
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 1.0)
+
+    def follow(self, assign: Any) -> None:
+        """Swap to the version the server assigns this device's model (a rollout), fetched
+        and verified by the updater; a refused version is kept out and reported."""
+        if self.updater is None or not isinstance(assign, dict):
+            return
+        want = assign.get(self.model)
+        if not isinstance(want, str) or want == self.active.version:
+            return
+        if want in self.updater.refused:
+            return
+        if self.previous is not None and self.previous.version == want:
+            self.swap(self.previous)  # a rollback: the previous session is still open
+            return
+        try:
+            self.swap(self.updater.fetch(want))
+        except ModelError:
+            pass  # refused: reported with the next delivery's status
+        except TransportError as exc:
+            self.last_forward_error = f"fetching version {want}: {exc}"[:300]

@@ -9,6 +9,7 @@ with the HTTP status they are answered with (gRPC maps it to a status code).
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -274,9 +275,19 @@ class InferenceCore:
         return self.repository.index(ready_only)
 
     async def load(self, name: str) -> None:
-        """(Re)load a model from the repository folder (sha256-verified)."""
-        await self.unload(name, missing_ok=True)
-        if not self.repository.load_model(name):
+        """(Re)load a model from the repository folder (sha256-verified), hot: the model
+        stays served while its files are checked and opened (in a worker thread), then
+        its versions are swapped at once; requests in flight finish on the versions they
+        started with, and batchers of versions no longer served (or whose file changed)
+        close after their queues drain."""
+        loop = asyncio.get_running_loop()
+        ok = await loop.run_in_executor(None, self.repository.load_model, name)
+        served = self.repository.models.get(name, {})
+        for key in [k for k in self.batchers if k[0] == name]:
+            now = served.get(key[1])
+            if now is None or now.sha256 != self.batchers[key].model.sha256:
+                await self.batchers.pop(key).close()
+        if not ok:
             why = self.repository.refused.get(name) or next(
                 (w for k, w in self.repository.refused.items() if k.startswith(f"{name}/")),
                 "no such model folder",

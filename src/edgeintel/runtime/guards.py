@@ -9,9 +9,10 @@ only on statistical evidence, at a one-sided level ``alpha``:
   non-finite output). Agresti-Caffo interval of ``p_canary - p_stable`` (each proportion
   with one success and one failure added); trips when its lower ``1 - alpha`` bound
   exceeds the declared margin ``max_error_rate_increase``.
-* ``metric``: the task metric on results that carry a feedback label (``truth``): the
-  share answered correctly, same interval of ``acc_stable - acc_canary``; trips when the
-  lower bound exceeds ``max_metric_drop``.
+* ``metric``: the task metric on results that carry a feedback label: the share judged
+  ``correct`` (by the task kind's rule, on the device; else ``label == truth``); the
+  same interval of ``acc_stable - acc_canary`` trips when its lower bound exceeds
+  ``max_metric_drop``.
 * ``latency_p95``: with ``q = max_latency_p95_ratio x p95(stable)``, under "the canary's
   p95 is at most ``q``" at most 5 % of canary latencies exceed ``q``; trips when the
   binomial tail ``P(X >= k | n, 0.05)`` of the ``k`` exceedances among ``n`` canary
@@ -72,8 +73,11 @@ class VersionSample:
         if payload.get("error"):
             self.errors += 1
             return
-        truth = payload.get("truth")
-        if isinstance(truth, int) and not isinstance(truth, bool) and truth >= 0:
+        ok, truth = payload.get("correct"), payload.get("truth")
+        if isinstance(ok, bool):  # judged on the device by the task kind's rule
+            self.labelled += 1
+            self.correct += ok
+        elif isinstance(truth, int) and not isinstance(truth, bool) and truth >= 0:
             self.labelled += 1
             self.correct += int(payload.get("label") == truth)
         ms = payload.get("latency_ms")
@@ -166,7 +170,7 @@ def _metric(c: VersionSample, s: VersionSample, lim: GuardLimits, alpha: float) 
     lower = agresti_caffo_lower(s.correct, s.labelled, c.correct, c.labelled, alpha)
     ac, as_ = c.correct / c.labelled, s.correct / s.labelled
     why = (
-        f"accuracy {ac:.3f} vs stable {as_:.3f} on labelled results: drop >= {lower:.3f} "
+        f"share correct {ac:.3f} vs stable {as_:.3f} on labelled results: drop >= {lower:.3f} "
         f"(at 1-{alpha:.3g}) > {limit}"
     )
     tripped = lower > limit

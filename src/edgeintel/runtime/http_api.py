@@ -205,7 +205,9 @@ class HttpApi:
 
     async def live_stats(self, request: Request) -> Response:
         self.auth.operator(self.token(request, cookie=True))  # the dashboard polls with it
-        return json_response(self.board.snapshot(self.core.depth))
+        snap = self.board.snapshot(self.core.depth)
+        snap["lifecycle"] = self.server.lifecycle_summary()
+        return json_response(snap)
 
     async def results(self, request: Request) -> Response:
         device = self.auth.device(self.token(request))
@@ -215,8 +217,48 @@ class HttpApi:
                 raise ServeError(401, f"token of {device!r} with the certificate of {peer.name!r}")
             device = peer.name
         body = await self.read_body(request)
-        accepted, dup = await self.server.ingest(device, loads_strict(body, finite=True))
-        return json_response({"accepted": accepted, "duplicates": dup})
+        accepted, dup, assign = await self.server.ingest(device, loads_strict(body, finite=True))
+        out: dict[str, Any] = {"accepted": accepted, "duplicates": dup}
+        if assign:
+            out["assign"] = assign
+        return json_response(out)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def rollout_status(self, request: Request) -> Response:
+        self.auth.operator(self.token(request))
+        fleet = self.server.rollouts.to_json()
+        return json_response({**fleet, "drift": self.server.drift.to_json()})
+
+    async def rollout_start(self, request: Request) -> Response:
+        from pydantic import ValidationError
+
+        from edgeintel.errors import format_error
+        from edgeintel.runtime.rollout import RolloutSettings
+
+        self.auth.operator(self.token(request))
+        body = loads_strict(await self.read_body(request), finite=True)
+        try:
+            settings = RolloutSettings.model_validate(body)
+        except ValidationError as exc:
+            raise ProtocolError(f"rollout {format_error(dict(exc.errors()[0]))}") from None
+        r = await self.server.start_rollout(settings)
+        return json_response(r.to_json())
+
+    async def artifact(self, request: Request) -> Response:
+        """A served version's ONNX file, for a device's over-the-air update: its sha256
+        and (when signed) its detached signature in headers, checked by the device."""
+        self.auth.device(self.token(request))
+        m = self.core.find(request.path_params["name"], request.path_params["version"])
+        from edgeintel.security.signing import signature_path
+
+        loop = asyncio.get_running_loop()
+        data = await loop.run_in_executor(None, m.path.read_bytes)
+        headers = {"X-Edgeintel-Sha256": m.sha256, "X-Edgeintel-Version": m.version}
+        sig = signature_path(m.path)
+        if sig.is_file():
+            headers["X-Edgeintel-Signature"] = sig.read_text(encoding="ascii").strip()
+        return Response(data, media_type="application/octet-stream", headers=headers)
 
     # ------------------------------------------------------------------ per model
 
@@ -267,7 +309,10 @@ class HttpApi:
         forward = request.headers.get(FORWARD_HEADER)
         if forward and forward != self.server.node:
             return await self._relay(request, forward, device, t0)
-        model = self.core.find(request.path_params["name"], request.path_params.get("version"))
+        name, version = request.path_params["name"], request.path_params.get("version")
+        if version is None:  # a device under a rollout gets the version assigned to it
+            version = self.server.rollouts.version_for(device, name)
+        model = self.core.find(name, version)
         if not self.core.ready:
             raise ServeError(503, "server is not ready")
         ok = False
@@ -331,6 +376,13 @@ class HttpApi:
             Route("/v2/stats", w("stats", self.live_stats), methods=["GET"]),
             Route("/dashboard", w("dashboard", self.dashboard), methods=["GET"]),
             Route("/v1/results", w("results", self.results), methods=["POST"]),
+            Route("/v1/rollout", w("rollout", self.rollout_status), methods=["GET"]),
+            Route("/v1/rollout", w("rollout", self.rollout_start), methods=["POST"]),
+            Route(
+                "/v1/models/{name}/versions/{version}/artifact",
+                w("artifact", self.artifact),
+                methods=["GET"],
+            ),
             Route("/v2/models/stats", w("statistics", self.stats), methods=["GET"]),
             Route("/v2/repository/index", w("repository", self.index), methods=["POST"]),
             Route(

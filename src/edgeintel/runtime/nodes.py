@@ -220,16 +220,38 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """One ``edgeintel serve`` child process (or a node started elsewhere: ``remote``)."""
+    """One ``edgeintel serve`` child process (or a node started elsewhere: ``remote``).
 
-    def __init__(self, name: str, host: str, port: int, remote: bool = False) -> None:
+    ``tls`` (a ``security.pki.TlsFiles``, the operator's): the node serves mutual TLS,
+    so the readiness and statistics probes go over https presenting that certificate."""
+
+    def __init__(
+        self, name: str, host: str, port: int, remote: bool = False, tls: Any = None
+    ) -> None:
         self.name = name
         self.host = host
         self.port = port
         self.remote = remote
+        self.tls = tls
+        self._verify: Any = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.sink: Path | None = None
         self.log: Path | None = None
+
+    def _get(self, path: str, timeout_s: float, token: str | None = None) -> Any:
+        """GET ``path`` on the node (https with the operator's certificate under TLS)."""
+        import httpx
+
+        if self._verify is None:
+            self._verify = True if self.tls is None else self.tls.client_context()
+        scheme = "http" if self.tls is None else "https"
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        return httpx.get(
+            f"{scheme}://{self.address}{path}",
+            headers=headers,
+            timeout=timeout_s,
+            verify=self._verify,
+        )
 
     @property
     def address(self) -> str:
@@ -277,8 +299,7 @@ class ServerProcess:
                     f"ready: {_last_line(self.log)} (log: {self.log})"
                 )
             try:
-                url = f"http://{self.address}/v2/health/ready"
-                if httpx.get(url, timeout=1).status_code == 200:
+                if self._get("/v2/health/ready", 1.0).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -290,15 +311,39 @@ class ServerProcess:
                 f" at {self.address}, where nothing answers; start it there with `edgeintel "
                 "serve` or list it in settings.runtime.deploy.only to start it here"
             )
+            if self.tls is not None:
+                where += (
+                    " (deploy.tls is on: it must serve mutual TLS with a certificate from "
+                    "the CA of settings.runtime.deploy.tls_ca)"
+                )
         raise EdgeIntelError(f"server {self.name} not ready within {timeout_s:g} s{where}")
+
+    def rollout(self, token: str | None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start a rollout on the node (``body``: ``RolloutSettings`` as JSON) or, without a
+        body, its rollouts and devices (``GET /v1/rollout``); ``EdgeIntelError`` with the
+        node's answer when it refuses."""
+        import httpx
+
+        if body is None:
+            r = self._get("/v1/rollout", 10.0, token)
+        else:
+            if self._verify is None:
+                self._verify = True if self.tls is None else self.tls.client_context()
+            scheme = "http" if self.tls is None else "https"
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            r = httpx.post(f"{scheme}://{self.address}/v1/rollout", json=body,
+                           headers=headers, timeout=60.0, verify=self._verify)  # fmt: skip
+        if r.status_code != 200:
+            raise EdgeIntelError(f"server {self.name}: /v1/rollout answered {r.status_code}: "
+                                 f"{r.text[:200]}")  # fmt: skip
+        return dict(r.json())
 
     def stats(self, token: str | None) -> dict[str, Any]:
         """The node's ``/v2/stats`` (operator token); {} when it does not answer."""
         import httpx
 
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
         try:
-            r = httpx.get(f"http://{self.address}/v2/stats", headers=headers, timeout=5)
+            r = self._get("/v2/stats", 5.0, token)
             return dict(r.json()) if r.status_code == 200 else {}
         except (httpx.HTTPError, ValueError):
             return {}

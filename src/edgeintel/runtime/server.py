@@ -14,7 +14,12 @@ Endpoints (KServe / Triton HTTP/REST, with the binary-data extension):
   ``.../stats``; ``GET /v2/models/stats``
 * ``POST /v2/models/{name}[/versions/{v}]/infer``
 * ``POST /v2/repository/index``, ``POST /v2/repository/models/{name}/load|unload``
-* ``POST /v1/results`` (devices forward their stored results; idempotent by key)
+* ``POST /v1/results`` (devices forward their stored results; idempotent by key; the
+  answer's ``assign`` names the version each model under a rollout should run there)
+* ``POST /v1/rollout`` (operator: start a rollout, ``RolloutSettings`` as JSON), ``GET
+  /v1/rollout`` (its stages, guard figures, rollbacks and every device's version),
+  ``GET /v1/models/{name}/versions/{v}/artifact`` (a version's file for a device's
+  over-the-air update, sha256 and signature in headers)
 * ``GET /metrics`` (Prometheus), ``GET /v2/stats`` (JSON) and ``GET /dashboard`` (live page)
 
 Errors are ``{"error": "..."}`` with a 4xx status (503 when a queue is full
@@ -50,10 +55,12 @@ from edgeintel.errors import ConfigError
 from edgeintel.runtime.auth import Authenticator, Tokens
 from edgeintel.runtime.core import CacheFactory, Features, InferenceCore, ServeError
 from edgeintel.runtime.dashboard import LiveStats
+from edgeintel.runtime.drift_watch import DriftBook
 from edgeintel.runtime.metrics import ServerMetrics
 from edgeintel.runtime.protocol import ProtocolError
 from edgeintel.runtime.relay import FORWARD_HEADER, Relay, SinkForwarder
 from edgeintel.runtime.repository import ModelRepository
+from edgeintel.runtime.rollout import Rollout, RolloutManager, RolloutSettings
 from edgeintel.runtime.seams import ResultCache
 from edgeintel.runtime.settings import ServerSettings
 from edgeintel.runtime.sink import ResultSink, check_results
@@ -80,7 +87,11 @@ class InferenceServer:
     ``LinkEmulator`` of the backhaul), used to relay requests and to forward stored
     results with ``upstream_token``. ``grpc_port``: also serve the gRPC protocol there
     (0: a free port, read ``grpc_port`` after start; None: no gRPC).
-    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``).
+    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``);
+    ``grpc_revocations``: its calls refused when the client certificate's serial is
+    revoked (``security.pki.Revocations``, the CRL the HTTP face reloads too).
+    ``on_drift(group, figures)``: called when enough devices of a group report drift
+    (``DriftBook``).
     """
 
     def __init__(
@@ -98,6 +109,8 @@ class InferenceServer:
         grpc_host: str = "127.0.0.1",
         grpc_port: int | None = None,
         grpc_ssl: Any = None,
+        grpc_revocations: Any = None,
+        on_drift: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings or ServerSettings()
         table = tokens if isinstance(tokens, Tokens) else Tokens(devices=dict(tokens or {}))
@@ -107,6 +120,9 @@ class InferenceServer:
         self.core = InferenceCore(
             repository, self.settings, self.metrics, self.board, cache, features
         )
+        self.rollouts = RolloutManager(repository.versions, repository.pin)
+        self.drift = DriftBook()
+        self.on_drift = on_drift  # called with (group, its figures) when a retrain is due
         self.node = node
         self.relay = Relay(upstream, upstream_name, self.metrics, self.board) if upstream else None
         self.upstream_token = upstream_token
@@ -114,6 +130,7 @@ class InferenceServer:
         self.sink: ResultSink | None = None
         self.forwarder: SinkForwarder | None = None
         self.grpc_host, self.grpc_port, self.grpc_ssl = grpc_host, grpc_port, grpc_ssl
+        self.grpc_revocations = grpc_revocations
         self._grpc: Any = None
 
     @staticmethod
@@ -127,9 +144,12 @@ class InferenceServer:
     def is_ready(self) -> bool:
         return self.core.ready and bool(self.core.repository.models)
 
-    async def ingest(self, device: str | None, msg: Any) -> tuple[int, int]:
-        """Store a ``/v1/results`` message durably: (accepted, duplicates). ``device``:
-        the authenticated device (None: auth off or a relaying node)."""
+    async def ingest(self, device: str | None, msg: Any) -> tuple[int, int, dict[str, str]]:
+        """Store a ``/v1/results`` message durably: (accepted, duplicates, assignment).
+        ``device``: the authenticated device (None: auth off or a relaying node). The
+        results (and the message's ``status``: the device's model, version and refused
+        versions) feed the rollouts; the assignment maps each model under a rollout to
+        the version the sending device should run."""
         try:
             name, records = check_results(msg, device)
         except PermissionError as exc:
@@ -144,7 +164,55 @@ class InferenceServer:
         label = self.metrics.device_name(name)
         self.board.results(label, accepted, dup)
         self.metrics.ingested(name, accepted, dup)
-        return accepted, dup
+        before = {m: r.state for m, r in self.rollouts.rollouts.items()}
+        status = msg.get("status")
+        self.rollouts.ingest(name, records, status)
+        report = status.get("drift") if isinstance(status, dict) else None
+        group = self.drift.ingest(name, report, time.time())
+        if group is not None:
+            figures = self.drift.groups()[group]
+            self.event("drift.retrain_due", group=group, **figures)
+            if self.on_drift is not None:
+                self.on_drift(group, figures)
+        for m, r in self.rollouts.rollouts.items():
+            if before.get(m) != r.state:
+                self.event(f"rollout.{r.state}", model=m, version=r.candidate, reason=r.reason)
+        return accepted, dup, self.rollouts.assignment(name)
+
+    def lifecycle_summary(self) -> dict[str, Any]:
+        """What the dashboard shows of the fleet's lifecycle: each model's rollout (state,
+        versions, share, reason), each device's versions, drift per device group."""
+        self.rollouts.step()
+        return {
+            "rollouts": {
+                m: {"state": str(r.state), "stable": r.stable, "candidate": r.candidate,
+                    "share": r.share, "reason": r.reason}
+                for m, r in self.rollouts.rollouts.items()
+            },
+            "versions": {d: dv.versions for d, dv in self.rollouts.devices.items()},
+            "drift": self.drift.groups(),
+        }  # fmt: skip
+
+    async def start_rollout(self, settings: RolloutSettings) -> Rollout:
+        """Begin rolling ``settings.version`` out: the model folder is reloaded hot (the new
+        version verified, and signed when the node verifies signatures) while unversioned
+        requests stay on the current default, which becomes the rollout's stable version."""
+        repo = self.core.repository
+        try:
+            stable = repo.default_version(settings.model)
+        except KeyError as exc:
+            raise ServeError(404, str(exc.args[0])) from None
+        repo.pin(settings.model, stable)
+        await self.core.load(settings.model)
+        if settings.version not in repo.versions(settings.model):
+            why = repo.refused.get(f"{settings.model}/{settings.version}", "no such folder")
+            raise ServeError(400, f"version {settings.version} of {settings.model!r}: {why}")
+        try:
+            r = self.rollouts.start(settings, stable)
+        except ConfigError as exc:
+            raise ServeError(409, str(exc)) from None
+        self.event("rollout.started", model=settings.model, stable=stable, version=r.candidate)
+        return r
 
     async def start(self) -> None:
         if self.sink_path is not None:
@@ -158,7 +226,7 @@ class InferenceServer:
             from edgeintel.runtime.grpc_api import start_grpc
 
             self._grpc, self.grpc_port = await start_grpc(
-                self, self.grpc_host, self.grpc_port, self.grpc_ssl
+                self, self.grpc_host, self.grpc_port, self.grpc_ssl, self.grpc_revocations
             )
         self.core.ready = True
         repo = self.core.repository
@@ -267,6 +335,11 @@ def serve(
     if grpc_port:
         _check_port(host, grpc_port, "--grpc-port")
     repo = ModelRepository(repository, settings.intra_op_threads, verify)
+    revocations = None
+    if tls is not None:
+        from edgeintel.security.pki import Revocations
+
+        revocations = Revocations(tls.crl, tls.ca)  # one CRL for both faces
     for key, why in repo.refused.items():
         InferenceServer.event("model.refused", model=key, reason=why)
     server = InferenceServer(
@@ -283,14 +356,15 @@ def serve(
         grpc_host=host,
         grpc_port=grpc_port,
         grpc_ssl=None if tls is None else tls.grpc_server_credentials(),
+        grpc_revocations=revocations,
     )
     app = server.http_app()
     http: Any = "httptools"
     if tls is not None:
         from edgeintel.security.mtls import mtls_protocol
-        from edgeintel.security.pki import Revocations
 
-        http = mtls_protocol(Revocations(tls.crl, tls.ca))
+        assert revocations is not None
+        http = mtls_protocol(revocations)
     config = uvicorn.Config(
         app,
         host=host,

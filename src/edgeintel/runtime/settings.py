@@ -28,6 +28,7 @@ __all__ = [
     "BatchingSettings",
     "DeployPlacement",
     "DeploySettings",
+    "LifecycleSettings",
     "OnFull",
     "RuntimeSettings",
     "ServerSettings",
@@ -86,7 +87,9 @@ class StoreSettings(_Strict):
     sent). ``max_records``: capacity of undelivered results; ``on_full`` says
     whether a new result is rejected or the oldest undelivered one dropped.
     ``group_commit_ms``: appends arriving within this window share one commit
-    (one fsync); an append returns only after its commit.
+    (one fsync); an append returns only after its commit. ``encrypt``: results
+    waiting in the store are sealed with the device's own key (AES-256-GCM, derived
+    from the run's store secret), so a stolen device's backlog reveals nothing.
     """
 
     ttl_s: Annotated[float, Field(gt=0, le=1e8)] = 24 * 3600.0
@@ -94,6 +97,7 @@ class StoreSettings(_Strict):
     on_full: OnFull = OnFull.DROP_OLDEST
     group_commit_ms: Annotated[float, Field(ge=0, le=1000)] = 2.0
     forward_batch: Annotated[int, Field(ge=1, le=100_000)] = 500
+    encrypt: bool = False
 
 
 class DeployPlacement(StrEnum):
@@ -180,6 +184,26 @@ def _same_endpoint(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "::1") or host.startswith("127.") else host
 
 
+class LifecycleSettings(_Strict):
+    """A deployed run's model lifecycle check (``settings.runtime.deploy.lifecycle``).
+
+    When ``enabled``, the agents follow their edge server's rollouts, and ``after_s``
+    seconds into the run version 2 of the model (the same weights, signed anew) is rolled
+    out on every edge server through ``stages`` (the first is the canary), judged after
+    ``min_results`` results of each version per look (``looks`` per stage); then, with
+    ``bad_version``, version 3, the model with its output classes shifted by one (a
+    deliberately wrong model), is rolled out the same way and must be rolled back. What
+    each server decided, and why, is in ``results.runtime.lifecycle`` and the report.
+    """
+
+    enabled: bool = False
+    after_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    stages: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.5, 1.0)
+    min_results: Annotated[int, Field(ge=1, le=10**6)] = 20
+    looks: Annotated[int, Field(ge=1, le=100)] = 1
+    bad_version: bool = True
+
+
 class DeploySettings(_Strict):
     """``edgeintel run`` deploys the scenario when ``enabled``: one server process per serving
     node (edge servers with devices attached, and the cloud when some device may use it),
@@ -195,7 +219,11 @@ class DeploySettings(_Strict):
     tokens file shared by the machines of one deployment (default: fresh tokens).
     ``signing_key``: the Ed25519 private key (PEM) that signs the run's model files
     (default: a fresh key in the run folder); servers and agents load only files with
-    a valid signature by it.
+    a valid signature by it. ``tls`` (on by default): every hop (device -> edge ->
+    cloud, readiness and statistics probes) over mutual TLS with certificates the run
+    issues in ``<run>/runtime/pki`` from a fresh scenario CA, or from ``tls_ca`` (a PEM
+    CA certificate with its ``ca.key`` beside it, shared by the machines of one
+    deployment); ``tls: false`` is plaintext, and the results say so.
     """
 
     enabled: bool = False
@@ -210,6 +238,9 @@ class DeploySettings(_Strict):
     only: list[str] | None = None
     tokens_file: Path | None = None
     signing_key: Path | None = None
+    tls: bool = True
+    tls_ca: Path | None = None
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     @field_validator("addresses")
     @classmethod
@@ -270,6 +301,17 @@ class DeploySettings(_Strict):
                 raise ValueError(str(exc)) from None
         return path
 
+    @field_validator("tls_ca")
+    @classmethod
+    def _tls_ca(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        """Relative to the scenario's folder; a CA certificate with its key beside it."""
+        path = resolve_file(value, info)
+        if path is not None:
+            from edgeintel.security.pki import check_ca
+
+            check_ca(path)  # a ValueError says what is wrong
+        return path
+
     def placement_of(self, group: str) -> DeployPlacement:
         return self.placements.get(group, self.placement)
 
@@ -312,6 +354,10 @@ class DeploySettings(_Strict):
                 )
         if self.tokens_file is not None:
             self._check_tokens(sc)
+        if self.tls_ca is not None and not self.tls:
+            raise FieldError(
+                ("tls_ca",), "a CA for mutual TLS, but tls is false: set tls: true or drop tls_ca"
+            )
 
     def _check_tokens(self, topology: Topology) -> None:
         """Every agent this deployment starts has a token, and no two holders share one

@@ -14,6 +14,14 @@ and the ack replays them, and the server drops the replay by idempotency key.
 ``ttl_s`` expires undelivered results; ``max_records`` bounds the queue and
 ``on_full`` rejects the new result or drops the oldest. Every such loss is
 counted, never silent.
+
+With ``encrypt`` (and the device's ``key``) each result's time and payload are
+sealed before they reach the file (``security.store_crypto``: AES-256-GCM bound to
+the row's idempotency key); the file holds only keys, creation times, counters and
+ciphertext. A key check sealed into the file refuses another key at open; a record
+that fails authentication raises ``StoreCorrupt`` and nothing is deleted. A plaintext
+store opened with encryption on is sealed in place (nothing lost); an encrypted one
+opened without it is refused.
 """
 
 from __future__ import annotations
@@ -27,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edgeintel.errors import EdgeIntelError, StoreFull
+from edgeintel.errors import ConfigError, EdgeIntelError, StoreCorrupt, StoreFull
 from edgeintel.runtime.settings import OnFull, StoreSettings
 
-__all__ = ["AppendTicket", "DeviceStore", "StoreFull", "StoredResult"]
+__all__ = ["AppendTicket", "DeviceStore", "StoreCorrupt", "StoreFull", "StoredResult"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -41,7 +49,9 @@ CREATE TABLE IF NOT EXISTS pending (
     payload TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS sealed (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
 """
+_CHECK = "key-check"  # a sealed known value: a wrong key is refused when the store opens
 _COUNTERS = ("appended", "delivered", "duplicates", "dropped", "expired", "rejected", "next_index")
 
 
@@ -81,22 +91,32 @@ class AppendTicket:
 
 
 class DeviceStore:
-    """The per-device SQLite queue. Thread-safe; one writer thread does the commits."""
+    """The per-device SQLite queue. Thread-safe; one writer thread does the commits.
+
+    ``key``: the device's 32-byte store key (``security.store_crypto.device_key``),
+    required exactly when ``settings.encrypt``."""
 
     def __init__(
         self,
         path: str | Path,
         settings: StoreSettings | None = None,
         clock: Callable[[], float] = time.time,
+        key: bytes | None = None,
     ) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.settings = settings or StoreSettings()
         self._clock = clock
+        self._cipher = self._make_cipher(key)
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        try:
+            self._check_sealing()
+        except BaseException:
+            self._db.close()
+            raise
         self._lock = threading.Lock()
         self.counters = {k: 0 for k in _COUNTERS}
         for k, v in self._db.execute("SELECT k, v FROM meta"):
@@ -109,6 +129,71 @@ class DeviceStore:
         self.commits = 0
         self._writer = threading.Thread(target=self._write_loop, name="store-writer", daemon=True)
         self._writer.start()
+
+    # ------------------------------------------------------------------ sealing
+
+    def _make_cipher(self, key: bytes | None) -> Any:
+        if not self.settings.encrypt:
+            if key is not None:
+                raise ConfigError(
+                    f"{self.path}: a store key without settings.runtime.store.encrypt: true"
+                )
+            return None
+        if key is None:
+            raise ConfigError(
+                f"{self.path}: settings.runtime.store.encrypt is true but no store key was "
+                "given (edgeintel device --store-key FILE)"
+            )
+        from edgeintel.security.store_crypto import RecordCipher
+
+        return RecordCipher(key, str(self.path))
+
+    def _check_sealing(self) -> None:
+        """Refuse a wrong key or a missing one; seal a plaintext backlog in place."""
+        row = self._db.execute("SELECT v FROM sealed WHERE k = ?", (_CHECK,)).fetchone()
+        if row is not None and self._cipher is None:
+            raise ConfigError(
+                f"{self.path}: the store is encrypted; set settings.runtime.store.encrypt: "
+                "true and give its key (--store-key)"
+            )
+        if self._cipher is None:
+            return
+        if row is not None:
+            try:
+                self._cipher.open(_CHECK, row[0])
+            except StoreCorrupt:
+                raise StoreCorrupt(
+                    f"{self.path}: the store key does not open this store (another device's "
+                    "or another run's key?)"
+                ) from None
+            return
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            rows = db.execute("SELECT seq, key, t_s, payload FROM pending").fetchall()
+            db.executemany(
+                "UPDATE pending SET t_s = 0, payload = ? WHERE seq = ?",
+                [(self._seal(k, t, p), seq) for seq, k, t, p in rows],
+            )
+            db.execute(
+                "INSERT INTO sealed (k, v) VALUES (?, ?)",
+                (_CHECK, self._cipher.seal(_CHECK, b"edgeintel")),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def _seal(self, key: str, t_s: float, payload: str) -> str:
+        """The stored form of a record's time and payload (JSON text) under encryption."""
+        body = '{"t_s":' + json.dumps(t_s) + ',"payload":' + payload + "}"
+        return str(self._cipher.seal(key, body.encode()))
+
+    def _unseal(self, seq: int, key: str, t_s: float, stored: str) -> StoredResult:
+        if self._cipher is None:
+            return StoredResult(seq, key, t_s, json.loads(stored))
+        body = json.loads(self._cipher.open(key, stored))
+        return StoredResult(seq, key, float(body["t_s"]), body["payload"])
 
     # ------------------------------------------------------------------ writing
 
@@ -126,7 +211,10 @@ class DeviceStore:
         """Queue one append for the next group commit; the ticket's ``wait()`` returns once
         it is durable (or raises ``StoreFull``). A producer that keeps going while its
         results commit gets many results per fsync."""
-        op = AppendTicket(key, t_s, json.dumps(payload, separators=(",", ":")), index, self._done)
+        text = json.dumps(payload, separators=(",", ":"))
+        if self._cipher is not None:  # sealed here, in the producer's thread
+            text, t_s = self._seal(key, t_s, text), 0.0
+        op = AppendTicket(key, t_s, text, index, self._done)
         with self._cv:
             if self._closed:
                 raise EdgeIntelError(f"{self.path}: store is closed")
@@ -223,7 +311,7 @@ class DeviceStore:
             rows = self._db.execute(
                 "SELECT seq, key, t_s, payload FROM pending ORDER BY seq LIMIT ?", (limit,)
             ).fetchall()
-        return [StoredResult(s, k, t, json.loads(p)) for s, k, t, p in rows]
+        return [self._unseal(s, k, t, p) for s, k, t, p in rows]
 
     def ack(self, up_to_seq: int, delivered: int, duplicates: int = 0) -> None:
         """The server stored everything up to ``up_to_seq``: delete it from the queue."""

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -37,6 +38,7 @@ from edgeintel.caching.result_cache import CacheStats, ResultCache, ResultCacheC
 from edgeintel.caching.reuse import downsample_vector
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.runtime.seams import Decision, ExecutionTier
+from edgeintel.tasks import TaskKind, make_task
 
 if TYPE_CHECKING:
     from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
@@ -78,10 +80,12 @@ def input_features(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
 
 @dataclass(frozen=True, eq=False)
 class _Stored:
-    """A model's outputs, compared (for the kNN vote) by their predicted labels."""
+    """A model's outputs, told apart by their predicted labels; ``value`` is the task kind's
+    prediction from them (None: no kind known), which the kNN vote compares by its rule."""
 
     outputs: dict[str, np.ndarray]
     label: tuple[Any, ...]
+    value: Any = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Stored) and self.label == other.label
@@ -107,15 +111,19 @@ def _label(outputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
 
 
 def server_cache(
-    settings: ResultCacheSettings, node: str, clock: Callable[[], float] = time.monotonic
+    settings: ResultCacheSettings,
+    node: str,
+    clock: Callable[[], float] = time.monotonic,
+    task: TaskKind | None = None,
 ) -> Any:
     """The result cache ``settings.caching.result_cache`` describes for one model on node
     ``node``: in process (``backend: memory``), or the exact tier shared in Redis with a
     local approximate tier (``backend: redis``, ``caching.redis_cache.RedisResultCache``;
-    created at the first request, whose feature vector fixes the dimension)."""
+    created at the first request, whose feature vector fixes the dimension). ``task``: the
+    model's task kind (``repository.model_task``), whose rule the in-process vote uses."""
     if settings.backend == "redis":
         return _LazyRedis(settings, node)
-    return ServerResultCache(settings, clock)
+    return ServerResultCache(settings, clock, task)
 
 
 class _LazyRedis:
@@ -154,28 +162,52 @@ class ServerResultCache:
     model: the exact tier keyed by the request's ``tensor_key``, the approximate tier by
     its feature vector (created at the first vector, whose size fixes the index's
     dimension; a vector of another size uses the exact tier only). Time for TTLs comes
-    from ``clock`` (seconds)."""
+    from ``clock`` (seconds).
+
+    With the model's ``task`` kind the approximate vote compares the kind's predictions by
+    its rule (``TaskKind.same``: regression values within the tolerance); a kind whose
+    prediction needs the input itself (``needs_input``: an anomaly score is the error of
+    reconstructing that input) uses the exact tier only. Without a kind, outputs are
+    compared by their arg-max label (a classifier)."""
 
     enabled = True
 
     def __init__(
-        self, settings: ResultCacheSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: ResultCacheSettings,
+        clock: Callable[[], float] = time.monotonic,
+        task: TaskKind | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
+        self.task = task
+        self.approximate = task is None or not task.needs_input
         self.cache: ResultCache | None = None
         self._lock = threading.Lock()
+
+    def _same(self, a: _Stored, b: _Stored) -> bool:
+        assert self.task is not None
+        return self.task.same(a.value, b.value)
 
     def _ensure(self, features: np.ndarray | None) -> ResultCache | None:
         if self.cache is None and features is not None:
             cfg = ResultCacheConfig.from_settings(self.settings, int(features.size))
-            self.cache = ResultCache(cfg)
+            self.cache = ResultCache(cfg, None if self.task is None else self._same)
         return self.cache
 
     def _vector(self, features: np.ndarray | None) -> np.ndarray | None:
-        if features is None or self.cache is None:
+        if features is None or self.cache is None or not self.approximate:
             return None
         return features if features.size == self.cache.config.dim else None
+
+    def _value(self, outputs: dict[str, np.ndarray]) -> Any:
+        """The kind's prediction from a one-row result's first output (None: no kind, or
+        one that needs the input)."""
+        if self.task is None or not self.approximate:
+            return None
+        first = np.asarray(outputs[sorted(outputs)[0]])
+        pred = np.asarray(self.task.predict(first, np.empty((len(first), 0))))
+        return pred[0].item() if pred[0].ndim == 0 else tuple(pred[0].tolist())
 
     @property
     def stats(self) -> CacheStats:
@@ -196,37 +228,47 @@ class ServerResultCache:
         with self._lock:
             cache = self._ensure(features)
             if cache is not None:
-                stored = _Stored(outputs, _label(outputs))
+                stored = _Stored(outputs, _label(outputs), self._value(outputs))
                 cache.insert(stored, self._clock(), key.encode(), self._vector(features))
 
 
 # ---------------------------------------------------------------------- device filter
 
 
-def device_filter(feature: str, threshold: float, settings: FilterSettings) -> AdaptiveFilter:
+def device_filter(
+    feature: str, threshold: float, settings: FilterSettings, task: TaskKind | None = None
+) -> AdaptiveFilter:
     """``caching.filter.AdaptiveFilter`` on raw device inputs with the scenario's probing
-    and adaptation settings (``adapt``, ``probe_every``, ``raise_after``)."""
+    and adaptation settings (``adapt``, ``probe_every``, ``raise_after``), judging results
+    by the task kind's agreement rule (``TaskKind.same``; ``None``: equal labels)."""
+    kind = task if task is not None else make_task("classification")
     return AdaptiveFilter(
         feature,
         threshold,
         adapt=settings.adapt,
         probe_every=settings.probe_every,
         raise_after=settings.raise_after,
+        same=kind.same,
     )
 
 
 def tune_device_filter(
-    inputs: np.ndarray, predict: Callable[[np.ndarray], np.ndarray], settings: FilterSettings
+    inputs: np.ndarray,
+    predict: Callable[[np.ndarray], np.ndarray],
+    settings: FilterSettings,
+    task: TaskKind | None = None,
 ) -> tuple[AdaptiveFilter, TuneReport]:
     """Tune on the device's first ``profile_fraction`` of inputs, every one processed by
-    ``predict`` (the local model, (N, ...) -> scores), as the caching stage does
-    (``caching.filter.tune_filter`` replaying the filter's adaptation)."""
+    ``predict`` (the local model, (N, ...) -> outputs) and judged by the task kind's
+    predictions and agreement rule, as the caching stage does (``caching.filter.tune_filter``
+    replaying the filter's adaptation)."""
+    kind = task if task is not None else make_task("classification")
     if len(inputs) < 2:
         raise DataError(f"profiling the filter needs at least 2 inputs, got {len(inputs)}")
     k = max(2, round(len(inputs) * settings.profile_fraction))
     seg = inputs[:k]
     prepared = [prepare(x) for x in seg]
-    labels = np.argmax(predict(seg), axis=1).tolist()
+    labels = kind.predict(predict(seg), seg).tolist()
     features: Sequence[str] = settings.features or (
         FRAME_FEATURES if prepared[0].dtype == np.uint8 else SENSOR_FEATURES
     )
@@ -238,8 +280,9 @@ def tune_device_filter(
         adapt=settings.adapt,
         probe_every=settings.probe_every,
         raise_after=settings.raise_after,
+        same=kind.same,
     )
-    return device_filter(report.feature, report.threshold, settings), report
+    return device_filter(report.feature, report.threshold, settings, kind), report
 
 
 @dataclass(frozen=True)
@@ -252,22 +295,48 @@ class FilterThreshold:
 
 
 def filter_for_device(
-    settings: FilterSettings, inputs: np.ndarray, session: Any, tuned: FilterThreshold | None
+    settings: FilterSettings,
+    inputs: np.ndarray,
+    session: Any,
+    tuned: FilterThreshold | None,
+    task: TaskKind | None = None,
 ) -> tuple[AdaptiveFilter, dict[str, Any]]:
     """A device's redundancy filter and where its threshold came from: ``tuned`` (the
     caching stage's), else tuned now on the device's first profiling segment with the
-    local ONNX ``session``. The one way the runtime stage and ``edgeintel device`` get it."""
+    local ONNX ``session``; results compared by ``task``'s rule (``None``: equal labels).
+    The one way the runtime stage and ``edgeintel device`` get it."""
     if tuned is not None:
-        filt = device_filter(tuned.feature, tuned.threshold, settings)
+        filt = device_filter(tuned.feature, tuned.threshold, settings, task)
         feature, threshold, source = tuned.feature, tuned.threshold, "caching stage"
     else:
         input_name = session.get_inputs()[0].name
         filt, report = tune_device_filter(
-            inputs, lambda b: session.run(None, {input_name: b})[0], settings
+            inputs, lambda b: session.run(None, {input_name: b})[0], settings, task
         )
         feature, threshold = report.feature, report.threshold
         source = "tuned on the device's first segment"
     return filt, {"feature": feature, "threshold_tuned": threshold, "threshold_from": source}
+
+
+def task_for_model(onnx: str | Path, kind: TaskKind) -> TaskKind:
+    """``kind`` with the options its run fitted for the model ``onnx`` (the anomaly
+    threshold, the regression tolerance), read from the ``task`` record of the model's
+    metadata (``<model>.json``, written by the export stage); ``kind`` itself when the record
+    is absent. A record of another kind is one line naming the file."""
+    meta = Path(onnx).with_suffix(".json")
+    try:
+        record = (json.loads(meta.read_text()).get("extra") or {}).get("task")
+    except (OSError, ValueError, AttributeError):
+        return kind
+    if not isinstance(record, dict):
+        return kind
+    if record.get("kind") != kind.name:
+        raise ConfigError(
+            f"{meta}: the model was trained for the {record.get('kind')!r} task kind, but the "
+            f"scenario's task.kind is {kind.name!r}"
+        )
+    options = {k: v for k, v in record.items() if k != "kind"}
+    return make_task(kind.name, **{**kind.options(), **options})
 
 
 def threshold_from_results(results: Path, device: str) -> FilterThreshold:
@@ -411,6 +480,8 @@ class AdaptivePlan:
     def decision(self, opt: Option) -> Decision:
         if opt.tier == "local" or opt.target is None:
             return Decision(ExecutionTier.DEVICE, opt.label)
+        if opt.tier == "d2d":  # a neighbour runs the whole model, reached directly
+            return Decision(ExecutionTier.D2D, opt.label, opt.target)
         tier = ExecutionTier.CLOUD if opt.target == self.cloud else ExecutionTier.EDGE
         if opt.tier == "hybrid":
             assert opt.mask is not None

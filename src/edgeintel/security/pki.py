@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import math
 import os
 import ssl
 import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -35,13 +37,16 @@ from cryptography.x509.oid import NameOID
 from edgeintel.errors import ConfigError
 
 __all__ = [
+    "DeploymentPki",
     "Identity",
     "Revocations",
     "Role",
     "TlsFiles",
+    "check_ca",
     "identity_of",
     "issue_ca",
     "issue_cert",
+    "issue_deployment",
     "revoke",
 ]
 
@@ -313,3 +318,77 @@ class TlsFiles:
             root_certificates=self.ca.read_bytes(),
             require_client_auth=True,
         )
+
+
+def check_ca(ca_pem: str | Path) -> Path:
+    """``ca_pem`` if it is a PEM CA certificate with its private key beside it as
+    ``ca.key`` (what ``issue_cert`` signs with); a ``ValueError`` saying what is wrong."""
+    path = Path(ca_pem)
+    if not path.is_file():
+        raise ValueError(f"{path}: file not found")
+    try:
+        cert, key = _load_ca(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: its private key {path.with_name('ca.key')} is missing") from None
+    except (ValueError, TypeError):
+        raise ValueError(f"{path}: expected a PEM CA certificate with ca.key beside it") from None
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        raise ValueError(f"{path}: not a CA certificate (BasicConstraints ca=true)")
+    pub = serialization.PublicFormat.SubjectPublicKeyInfo
+    enc = serialization.Encoding.DER
+    if key.public_key().public_bytes(enc, pub) != cert.public_key().public_bytes(enc, pub):
+        raise ValueError(f"{path}: ca.key beside it does not match the certificate")
+    return path
+
+
+@dataclass(frozen=True)
+class DeploymentPki:
+    """The TLS files of one deployment: its CA, one ``TlsFiles`` per serving node and
+    per device, and the operator's (readiness probes, statistics, dashboard)."""
+
+    ca: Path
+    nodes: dict[str, TlsFiles]
+    devices: dict[str, TlsFiles]
+    operator: TlsFiles
+
+    @property
+    def certificates(self) -> int:
+        """Certificates issued for this deployment (the CA's not counted)."""
+        return len(self.nodes) + len(self.devices) + 1
+
+
+def issue_deployment(
+    folder: str | Path,
+    nodes: Mapping[str, Iterable[str]],
+    devices: Iterable[str],
+    ca: str | Path | None = None,
+    days: float = 30.0,
+) -> DeploymentPki:
+    """A deployment's certificates in ``folder`` (mode 0700): a fresh CA there unless
+    ``ca`` names the user's (several machines of one deployment share it), one node
+    certificate per entry of ``nodes`` (name -> hosts it is reached at, loopback added),
+    one device certificate per name of ``devices`` and an operator's. Keys 0600."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    out.chmod(0o700)
+    ca_pem = check_ca(ca) if ca is not None else issue_ca(out / "ca", days=math.ceil(days))
+    node_files = {
+        name: issue_cert(
+            ca_pem,
+            name,
+            Role.NODE,
+            out / "nodes",
+            tuple(dict.fromkeys((*hosts, "127.0.0.1", "localhost"))),
+            days=days,
+        )
+        for name, hosts in nodes.items()
+    }
+    device_files = {
+        name: issue_cert(ca_pem, name, Role.DEVICE, out / "devices", days=days) for name in devices
+    }
+    operator = issue_cert(ca_pem, "operator", Role.OPERATOR, out / "operator", days=days)
+    return DeploymentPki(ca_pem, node_files, device_files, operator)

@@ -50,6 +50,9 @@ class TaskKind(ABC):
     metric_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
     label_dtype: ClassVar[type[np.generic]] = np.int64
     early_exit: ClassVar[bool] = False  # has a confidence rule for early-exit heads
+    # a prediction needs the input besides the model's output (a reconstruction error), so
+    # a cached output cannot answer another input (no approximate reuse on a server)
+    needs_input: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- training (torch)
 
@@ -95,6 +98,15 @@ class TaskKind(ABC):
     @abstractmethod
     def agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Per-sample booleans: do predictions ``a`` and ``b`` count as the same answer?"""
+
+    def correct(self, pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Per-sample booleans: is each prediction right about its true target? (``agree``
+        with the truth by default: the label, a value within the tolerance)."""
+        return self.agree(pred, y)
+
+    def record(self, pred: Any) -> dict[str, Any]:
+        """What a served result carries for one prediction (JSON-ready; e.g. a label)."""
+        return {"prediction": np.asarray(pred).tolist()}
 
     def same(self, a: Any, b: Any) -> bool:
         """Do two single predictions (a label, a value, an anomaly score) count as the same

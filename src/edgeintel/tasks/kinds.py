@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
@@ -65,6 +65,9 @@ class Classification(TaskKind):
     def agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return bool_rows(np.asarray(a) == np.asarray(b))
 
+    def record(self, pred: Any) -> dict[str, Any]:
+        return {"label": int(pred)}
+
 
 @TASKS.register("regression")
 @dataclass(frozen=True)
@@ -117,6 +120,9 @@ class Regression(TaskKind):
         diff = np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))
         return diff.reshape(len(diff), -1).max(axis=1) <= self.tolerance
 
+    def record(self, pred: Any) -> dict[str, Any]:
+        return {"value": np.asarray(pred, np.float64).tolist()}
+
 
 @TASKS.register("anomaly")
 @dataclass(frozen=True)
@@ -133,6 +139,7 @@ class Anomaly(TaskKind):
     metric: ClassVar[str] = "auroc"
     metric_label: ClassVar[str] = "AUROC"
     higher_is_better: ClassVar[bool] = True
+    needs_input: ClassVar[bool] = True  # the score compares the output with the input
 
     false_alarm_rate: float = 0.01
     threshold: float | None = None
@@ -183,3 +190,11 @@ class Anomaly(TaskKind):
 
     def agree(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         return self.flagged(a) == self.flagged(b)
+
+    def correct(self, pred: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """The alarm decision matches the label (1 = anomaly)."""
+        return self.flagged(pred) == (np.asarray(y).reshape(-1) != 0)
+
+    def record(self, pred: Any) -> dict[str, Any]:
+        """The score and whether it raises an alarm (above the validation threshold)."""
+        return {"score": float(pred), "alarm": bool(self.flagged(np.asarray([pred]))[0])}

@@ -16,9 +16,12 @@ __all__ = [
     "last_value",
     "mae",
     "majority_class",
+    "operating_point",
+    "pr_curve",
     "precision_recall_f1",
     "r2",
     "rmse",
+    "roc_curve",
     "threshold_at_false_alarm_rate",
 ]
 
@@ -118,3 +121,40 @@ def precision_recall_f1(labels: np.ndarray, flagged: np.ndarray) -> tuple[float,
     recall = tp / int(lab.sum()) if lab.any() else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return float(precision), float(recall), float(f1)
+
+
+def _ranked(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(true positives, false positives, score) when flagging every score >= each distinct
+    score, from the highest down (one row per distinct score)."""
+    lab = np.asarray(labels).reshape(-1).astype(bool)
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    if len(s) != len(lab) or not lab.any() or lab.all():
+        raise ValueError("a curve needs one score per label and both normal and anomalous ones")
+    order = np.argsort(-s, kind="mergesort")
+    s, lab = s[order], lab[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # the last row of each distinct score
+    return np.cumsum(lab)[last], np.cumsum(~lab)[last], s[last]
+
+
+def roc_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false-positive rates, true-positive rates) of flagging the scores at or above each
+    distinct score, from (0, 0) to (1, 1); its trapezoid area is ``auroc``."""
+    tp, fp, _ = _ranked(labels, scores)
+    return np.r_[0.0, fp / fp[-1]], np.r_[0.0, tp / tp[-1]]
+
+
+def pr_curve(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) of flagging the scores at or above each distinct score, from the
+    highest score down."""
+    tp, fp, _ = _ranked(labels, scores)
+    return tp / tp[-1], tp / (tp + fp)
+
+
+def operating_point(labels: np.ndarray, flagged: np.ndarray) -> dict[str, float]:
+    """Where a detector's alarms sit on the curves: false-positive rate, true-positive rate
+    (= recall) and precision (0.0 with no alarm)."""
+    lab = np.asarray(labels).reshape(-1).astype(bool)
+    flg = np.asarray(flagged).reshape(-1).astype(bool)
+    precision, recall, _ = precision_recall_f1(lab, flg)
+    fpr = float(flg[~lab].mean()) if (~lab).any() else 0.0
+    return {"fpr": fpr, "tpr": recall, "precision": precision}

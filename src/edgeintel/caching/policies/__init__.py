@@ -36,7 +36,7 @@ from edgeintel.caching.policies.offline import (
     trace_ids,
 )
 from edgeintel.caching.policies.recency import FIFOCache, LRUCache, SieveCache
-from edgeintel.caching.policies.tinylfu import FrequencySketch, WTinyLFUCache
+from edgeintel.caching.policies.tinylfu import WTinyLFUCache
 
 __all__ = [
     "LIBCACHESIM_POLICIES",
@@ -44,7 +44,6 @@ __all__ = [
     "ARCCache",
     "CachePolicy",
     "FIFOCache",
-    "FrequencySketch",
     "LFUCache",
     "LRUCache",
     "S3FIFOCache",

@@ -17,6 +17,7 @@ __all__ = [
     "Predictor",
     "Probe",
     "Runtime",
+    "SessionPredictor",
     "get_runtime",
     "predict_all",
 ]
@@ -26,6 +27,17 @@ class Predictor(Protocol):
     """A loaded artifact: ``run`` maps a float32 batch (N, ...) to its outputs (N, K)."""
 
     def run(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class SessionPredictor:
+    """An ONNX Runtime session (already made) as a ``Predictor``: its first input and output."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.input_name = session.get_inputs()[0].name
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return np.asarray(self.session.run(None, {self.input_name: batch})[0])
 
 
 Probe = Callable[[np.ndarray], dict[str, np.ndarray]]
@@ -64,6 +76,7 @@ class Runtime:
     probe: Callable[[Path, list[str]], Probe] | None = None
     precisions: tuple[str, ...] = PRECISIONS
     sidecars: tuple[str, ...] = ()
+    from_torch: bool = False  # exports from ``ExportSource.model`` (else from the ONNX file)
     notes: str = field(default="", compare=False)
 
     def files(self, artifact: Path) -> list[Path]:

@@ -23,6 +23,7 @@ from edgeintel.inference.runtimes.base import ExportSource, Predictor, Runtime
 __all__ = ["EXECUTORCH"]
 
 CALIB_SAMPLES = 256
+_ONE_THREAD: list[bool] = []  # the process's ExecuTorch threadpool is at one thread
 
 
 def _quantize(model: Any, example: Any, calib: np.ndarray) -> Any:
@@ -100,7 +101,9 @@ def _load(path: Path) -> Predictor:
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
     logging.getLogger("executorch").setLevel(logging.ERROR)
-    lib._unsafe_reset_threadpool(1)  # one thread, as every runtime here is timed
+    if not _ONE_THREAD:  # one thread, as every runtime here is timed (set once: it logs)
+        lib._unsafe_reset_threadpool(1)
+        _ONE_THREAD.append(True)
     try:
         program = runtime.Runtime.get().load_program(str(path))
         return _Method(program.load_method("forward"))
@@ -115,6 +118,7 @@ EXECUTORCH = Runtime(
     export=_export,
     load=_load,
     probe=None,
+    from_torch=True,
     notes="torch.export -> XNNPACK-lowered .pte at batch 1; int8: PT2E XNNPACKQuantizer "
     "(symmetric, per-channel) on real calibration samples",
 )

@@ -11,21 +11,16 @@ import onnx
 
 from edgeintel.errors import ConfigError
 from edgeintel.inference.runtimes import RUNTIMES
-from edgeintel.inference.runtimes.base import ExportSource, Predictor, Probe, Runtime
+from edgeintel.inference.runtimes.base import (
+    ExportSource,
+    Predictor,
+    Probe,
+    Runtime,
+    SessionPredictor,
+)
 from edgeintel.onnx_files import make_session
 
 __all__ = ["ONNX_RUNTIME", "node_outputs", "with_outputs"]
-
-
-class _Session:
-    """An ONNX Runtime CPU session (one intra-op thread) as a ``Predictor``."""
-
-    def __init__(self, path: Path) -> None:
-        self.session = make_session(path)
-        self.input = self.session.get_inputs()[0].name
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return np.asarray(self.session.run(None, {self.input: batch})[0])
 
 
 def _export(source: ExportSource, out_dir: Path, precision: str, calib: np.ndarray | None) -> Path:
@@ -43,7 +38,8 @@ def _export(source: ExportSource, out_dir: Path, precision: str, calib: np.ndarr
 
 
 def _load(path: Path) -> Predictor:
-    return _Session(path)
+    """An ONNX Runtime CPU session (one intra-op thread) of ``path``."""
+    return SessionPredictor(make_session(path))
 
 
 def node_outputs(model: onnx.ModelProto) -> list[str]:

@@ -44,9 +44,17 @@ def render_evaluation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
     h = ctx.headline
     by = (ctx.results.get("model") or {}).get("trained_by", "")
     n_test = data.get("test_samples")
-    acc = data.get("accuracy_onnx")
-    h.accuracy(f"exported ONNX model ({by})", acc, note="what devices deploy, before compression")
-    check_accuracy(ctx, "exported model", [acc], n_test=n_test if isinstance(n_test, int) else None)
+    metric = str(data.get("metric") or "accuracy")  # the task kind's headline metric
+    value = data.get(f"{metric}_onnx")
+    if metric == "accuracy":
+        h.accuracy(
+            f"exported ONNX model ({by})", value, note="what devices deploy, before compression"
+        )
+        check_accuracy(
+            ctx, "exported model", [value], n_test=n_test if isinstance(n_test, int) else None
+        )
+    elif isinstance(value, float | int):
+        h.fact(f"exported ONNX model ({by}), test {metric}", f"{value:.4g}")
     lat = data.get("latency_ms") or {}
     p50, p95 = lat.get("p50_ms"), lat.get("p95_ms")
     if lat.get("stable") is False:
@@ -74,9 +82,12 @@ def render_evaluation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
         k: v
         for k, v in data.items()
         if k not in ("latency_ms", "per_profile", "latency_samples_ms", "confusion_matrix",
-                     "per_device")
+                     "per_device", "metrics_onnx", "options")
     }  # fmt: skip
-    parts = [kv_table(summary, caption="Accuracy on the held-out test set")]
+    what = "Accuracy" if metric == "accuracy" else f"The {data.get('task')} task's figures"
+    parts = [kv_table(summary, caption=f"{what} on the held-out test set")]
+    if data.get("metrics_onnx"):
+        parts.append(kv_table(data["metrics_onnx"], caption="Every metric of the ONNX model"))
     parts.append(kv_table(lat, caption="Latency on this machine (ms, batch 1, measured)"))
     if per_profile:
         parts.append(

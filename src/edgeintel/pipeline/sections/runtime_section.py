@@ -22,8 +22,17 @@ __all__ = ["render_runtime"]
 
 def _overview(data: dict[str, Any]) -> dict[str, Any]:
     filt = data.get("filter") or {}
+    tr = data.get("transport") or {}
     out = {
+        "transport": None
+        if not tr
+        else (
+            f"mutual TLS ({tr.get('ca')}, {tr.get('certificates')} certificates)"
+            if tr.get("tls")
+            else "PLAINTEXT (deploy.tls: false)"
+        ),
         "devices (agents)": data.get("devices"),
+        "device stores encrypted at rest": data.get("store_encrypted"),
         "placement per device": ", ".join(
             f"{k} x{v}" for k, v in (data.get("placement") or {}).items()
         )
@@ -103,6 +112,24 @@ def render_runtime(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
         parts.append(kv_table(decisions, caption="Requests per planner option"))
     if "Placements over the run" in figs:
         parts.append(ctx.figure(figs["Placements over the run"]))
+    life = data.get("lifecycle") or {}
+    if life.get("versions"):
+        rows = [
+            {"version": v["version"], "model": v["what"], "server": name, "outcome": r["state"],
+             "decided after (s)": r.get("decided_s"), "reason": r.get("reason") or ""}
+            for v in life["versions"] for name, r in v["servers"].items()
+        ]  # fmt: skip
+        parts.append(table(rows, caption="Rollouts on the running fleet (canary, then all; "
+                                         "rolled back when a guard trips)"))  # fmt: skip
+        swaps = life.get("swaps") or {}
+        if swaps:
+            parts.append(
+                details(
+                    f"Version swaps on {len(swaps)} devices",
+                    table({d: {"swaps (s: version)": ", ".join(f"{t}: {v}" for t, v in s)}
+                           for d, s in swaps.items()}, index="device"),
+                )
+            )  # fmt: skip
     servers = data.get("servers") or {}
     if servers:
         parts.append(table(servers, index="server", caption="Servers"))
@@ -121,6 +148,9 @@ def _headline(ctx: RenderContext, data: dict[str, Any], per_link: dict[str, Any]
     for link, v in per_link.items():
         tier = "edge ↔ cloud" if "cloud" in link.split("->")[-1] else "device ↔ edge"
         h.tier(tier, f"bytes sent (runtime, {link})", v.get("bytes_up", 0))
+    tr = data.get("transport") or {}
+    if tr and not tr.get("tls"):
+        ctx.warn(f"runtime: {tr.get('note')}")
     if data.get("dropped_expired_rejected"):
         ctx.warn(
             f"runtime: {data['dropped_expired_rejected']} results dropped, expired or rejected "

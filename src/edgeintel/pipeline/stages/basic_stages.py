@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.data import label_skew
+from edgeintel.data import Target, label_skew
 from edgeintel.data.device_data import derive_run_data
 from edgeintel.data.provenance import (
     CENTRAL_TRAIN,
@@ -16,7 +16,7 @@ from edgeintel.data.provenance import (
 )
 from edgeintel.latency import measure_latency, scale_latency
 from edgeintel.models import count_params, export_onnx
-from edgeintel.models.train import TrainConfig, evaluate_accuracy, predict_logits, train_model
+from edgeintel.models.train import TrainConfig, predict_logits, train_model
 from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
@@ -25,11 +25,29 @@ from edgeintel.pipeline.sections import data_section as _data_section  # noqa: F
 from edgeintel.pipeline.sections import inference_section as _inference_section  # noqa: F401
 from edgeintel.pipeline.sections import training_section as _training_section  # noqa: F401
 from edgeintel.report import plots
+from edgeintel.report.task_plots import task_figures
 from edgeintel.scenario import TrainingMode
 from edgeintel.tasks import TaskKind
 from edgeintel.training.scenario_train import resolve_mode
 
-__all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage"]
+__all__ = ["DataStage", "EvaluateStage", "ExportStage", "TrainStage", "trivial_baseline"]
+
+
+def strata_labels(ds: Any) -> list[str]:
+    """Names of ``ds.strata``'s values: the classes, or a real target's quantile bins."""
+    if ds.target is not Target.VALUE:
+        return list(ds.classes)
+    return [f"{ds.classes[0]} q{k + 1}" for k in range(int(ds.strata.max()) + 1)]
+
+
+def trivial_baseline(
+    kind: Any, ds: Any, train_idx: np.ndarray, test_idx: np.ndarray
+) -> dict[str, Any]:
+    """The task kind's trivial baselines on the test targets, fitted on the training
+    targets (``TaskKind.baselines``), and the best of them by the kind's headline metric."""
+    y_tr, y_te = ds.y[train_idx], ds.y[test_idx]
+    name, value = kind.best_baseline(y_tr, y_te)
+    return {"metric": kind.metric, "best": name, "value": value, "all": kind.baselines(y_tr, y_te)}
 
 
 @register_stage
@@ -48,7 +66,11 @@ class DataStage(Stage):
             # the one derivation of a device's data (held-out sets, shards, standardisation
             # fitted on what the fitting party holds), shared with compress and the agents
             rd = derive_run_data(
-                spec, sc.seed, len(ctx.devices), edge=resolve_mode(sc) is not TrainingMode.CENTRAL
+                spec,
+                sc.seed,
+                len(ctx.devices),
+                edge=resolve_mode(sc) is not TrainingMode.CENTRAL,
+                kind=sc.task.kind,
             )
             advance()
         ds, splits = rd.dataset, rd.splits
@@ -61,15 +83,22 @@ class DataStage(Stage):
         ctx.data_split = split_record(spec, sc.seed, splits, ds.name)
         ctx.dataset, ctx.train_idx, ctx.test_idx = ds, train_idx, test_idx
         ctx.device_parts = list(rd.parts)
+        # real-valued targets are counted by quantile bin (Dataset.strata), labels by class
+        strata, strata_names = ds.strata, strata_labels(ds)
         counts = np.stack(
-            [np.bincount(ds.y[idx], minlength=ds.num_classes) for idx in ctx.device_parts]
+            [np.bincount(strata[idx], minlength=len(strata_names)) for idx in ctx.device_parts]
         )
+        labelled = ds.target is not Target.VALUE
         ctx.results["data"] = {
             **ds.summary(),
             "description": ds.description,
             "train_samples": len(train_idx),
             "test_samples": len(test_idx),
-            "split": {**splits.to_json(), "chance_accuracy": chance_accuracy(ds.y[test_idx])},
+            "split": {
+                **splits.to_json(),
+                "chance_accuracy": chance_accuracy(ds.y[test_idx]) if labelled else None,
+            },
+            "trivial_baseline": trivial_baseline(sc.task.task_kind(), ds, train_idx, test_idx),
             "standardization": rd.preprocessing,
             "feature_scale": rd.scale,
             "partition": {
@@ -78,7 +107,8 @@ class DataStage(Stage):
                 "devices": len(ctx.devices),
                 "label_skew": round(
                     label_skew(
-                        [np.searchsorted(train_idx, part) for part in rd.parts], ds.y[train_idx]
+                        [np.searchsorted(train_idx, part) for part in rd.parts],
+                        strata[train_idx],
                     ),
                     4,
                 ),
@@ -91,7 +121,7 @@ class DataStage(Stage):
         ctx.add_figure(
             "data",
             "Per-device data distribution",
-            plots.stacked_class_bars(counts, ds.classes, [d.name for d in ctx.devices]),
+            plots.stacked_class_bars(counts, strata_names, [d.name for d in ctx.devices]),
             f"{p.kind} partition of {len(train_idx)} training samples over "
             f"{len(ctx.devices)} devices "
             f"(label skew {ctx.results['data']['partition']['label_skew']:.2f}).",
@@ -153,14 +183,19 @@ class TrainStage(Stage):
             "final_accuracy": history[-1].val_accuracy,
         }
         if kind.metric != "accuracy":  # the kind's headline and its best trivial baseline
-            ctx.results["training"]["task"] = task_figures(kind, model, ctx)
+            ctx.results["training"]["task"] = central_task_figures(kind, model, ctx)
         last = history[-1]
         ctx.central_metric = last.val_accuracy if last.val_metric is None else last.val_metric
         ctx.add_figure(
             "training",
             "Training curve",
-            plots.training_curve(history, chance=1.0 / ds.num_classes),
-            "Loss and accuracy per epoch of the central baseline (held-out test accuracy).",
+            plots.training_curve(
+                history,
+                chance=1.0 / ds.num_classes if kind.metric == "accuracy" else None,
+                metric=kind.label(),
+            ),
+            f"Loss and {kind.label()} per epoch of the central baseline (held-out test "
+            f"{kind.label()}).",
         )
 
 
@@ -188,11 +223,19 @@ class ExportStage(Stage):
             # lets `edgeintel compress MODEL.onnx` evaluate on what the model never saw
             "data_split": ctx.data_split,
             "preprocess": None if scaler is None else scaler.to_json(),
+            # what the outputs mean: the task kind and what it chose on validation (the
+            # anomaly threshold, the regression tolerance), for whoever serves the model
+            "task": {"kind": ctx.scenario.task.kind, **ctx.task_kind().options()},
         }
         with ctx.task("Exporting to ONNX", total=1) as advance:
             artifact = export_onnx(
                 ctx.model, ds.sample_shape, ctx.run_dir / "model.onnx", ds.classes, extra=extra
             )
+            # the weights beside it: runtimes that export from PyTorch (ExecuTorch) rebuild the
+            # model from the scenario's task and these (`edgeintel export RUN --runtime`)
+            import torch
+
+            torch.save(ctx.model.state_dict(), ctx.run_dir / "model.pt")
             advance()
         ctx.artifact = artifact
         ctx.results["model"] = {
@@ -242,14 +285,26 @@ class EvaluateStage(Stage):
                 "energy_mj": round(prof.power_compute_w * s.p50_ms, 4),
                 "latency_source": "estimated: this machine's timing / compute_speed",
             }
-        pred = onnx_logits.argmax(1)
         ds = ctx.require_dataset()
-        cm = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)
-        np.add.at(cm, (y_te, pred), 1)
-        per_device = _per_device_accuracy(ctx, cm)
+        # the task kind's predictions and metrics (its threshold / tolerance from validation)
+        kind = ctx.task_kind()
+        pred = kind.predict(onnx_logits, x_te)
+        figures = kind.evaluate(pred, y_te)
+        metric = kind.metric
+        per_device: list[dict[str, Any]] = []
+        extra: dict[str, Any] = {}
+        if metric == "accuracy":  # a classifier: confusion matrix and accuracy per device
+            cm = np.zeros((ds.num_classes, ds.num_classes), dtype=np.int64)
+            np.add.at(cm, (y_te, pred), 1)
+            per_device = _per_device_accuracy(ctx, cm)
+            extra = {"confusion_matrix": cm.tolist(), "per_device": per_device}
+        else:
+            extra = {"task": kind.name, "options": kind.options(), "metrics_onnx": figures}
+        torch_figures = kind.evaluate(kind.predict(torch_logits, x_te), y_te)
         ctx.results["evaluation"] = {
-            "accuracy_torch": evaluate_accuracy(ctx.model, x_te, y_te),
-            "accuracy_onnx": float((pred == y_te).mean()),
+            "metric": metric,
+            f"{metric}_torch": torch_figures.get(metric),
+            f"{metric}_onnx": figures.get(metric),
             "test_samples": len(y_te),
             "onnx_max_abs_diff": float(np.abs(onnx_logits - torch_logits).max()),
             "latency_ms": {
@@ -257,8 +312,7 @@ class EvaluateStage(Stage):
             },
             "latency_samples_ms": stats.samples_json(),
             "per_profile": per_profile,
-            "confusion_matrix": cm.tolist(),
-            "per_device": per_device,
+            **extra,
         }
         ctx.add_figure(
             "evaluation",
@@ -271,12 +325,8 @@ class EvaluateStage(Stage):
             "= quartiles, red tick = p95. Device rows are this machine's timings divided by "
             "each profile's compute speed (estimated, not measured on the device).",
         )
-        ctx.add_figure(
-            "evaluation",
-            "Confusion matrix",
-            plots.confusion_matrix(cm, ds.classes),
-            f"Exported model on the {len(y_te)} held-out test samples; rows are the true class.",
-        )
+        for f in task_figures(kind, pred, y_te, ds.classes):  # the kind's own plots
+            ctx.add_figure("evaluation", f.title, f.figure, f.caption)
         if per_device:
             ctx.add_figure(
                 "evaluation",
@@ -286,23 +336,20 @@ class EvaluateStage(Stage):
                     [d["expected_accuracy"] for d in per_device],
                     [d["group"] for d in per_device],
                     chance=1.0 / ds.num_classes,
-                    overall=ctx.results["evaluation"]["accuracy_onnx"],
+                    overall=figures["accuracy"],
                 ),
                 "Held-out recall of each class weighted by the class mix of each device's "
                 "data: the accuracy a device would see on its own distribution.",
             )
 
 
-def task_figures(kind: TaskKind, model: Any, ctx: RunContext) -> dict[str, Any]:
+def central_task_figures(kind: TaskKind, model: Any, ctx: RunContext) -> dict[str, Any]:
     """The kind's figures of ``model``: quantities chosen on the validation split (anomaly
     threshold, regression tolerance), every metric on the test split, and the best trivial
     baseline (fitted on the training targets) on the same test split."""
-    x_va, y_va = ctx.val_arrays()
     x_te, y_te = ctx.test_arrays()
     _, y_tr = ctx.train_arrays()
-    fitted = kind
-    if len(y_va):
-        fitted = kind.fit(kind.predict(predict_logits(model, x_va), x_va), y_va)
+    fitted = ctx.task_kind() if ctx.model is model else kind
     figures = fitted.evaluate(fitted.predict(predict_logits(model, x_te), x_te), y_te)
     name, value = fitted.best_baseline(y_tr, y_te)
     return {

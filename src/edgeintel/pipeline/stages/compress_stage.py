@@ -1,4 +1,5 @@
-"""The ``compress`` stage: one compressed ONNX artifact per device profile of the scenario.
+"""The ``compress`` stage: one compressed artifact per device profile of the scenario, in the
+runtime the profile names (ONNX by default; ``runtimes_delivery`` for the others).
 
 Which data compression may fit on depends on where the model came from. A
 centrally trained model already saw the pooled training split, so fine-tuning
@@ -16,6 +17,7 @@ is measured by the task kind's metric (accuracy, RMSE, AUROC) on the validation 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,12 +35,18 @@ from edgeintel.inference.devices import (
 )
 from edgeintel.inference.measure import MeasureConfig
 from edgeintel.inference.recipe import Recipe
+from edgeintel.inference.runtimes import DEFAULT_RUNTIME
 from edgeintel.inference.search import run_candidates
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import inference_section as _section  # noqa: F401  (registers the section)
 from edgeintel.pipeline.stages.federated_finetune import (
     FederatedFinetuner,
     dp_ledger_epsilon,
+)
+from edgeintel.pipeline.stages.runtimes_delivery import (
+    deliver_in_runtimes,
+    record_runtimes,
+    runtime_metric,
 )
 from edgeintel.training.scenario_train import resolve_mode
 
@@ -81,6 +89,13 @@ def fit_data_for(
     fit = (x_s, y_s)
     roles.update(fine_tuning=DEVICE_SHARDS if federated else SERVER_SET, calibration=SERVER_SET)
     return fit, {**roles, "fit_samples": len(fit[1])}
+
+
+def _test_acc(test_acc: dict[str, float], profile: str, choice: Any, runtime: str) -> float:
+    """The chosen candidate's test metric (measured in the profile's runtime)."""
+    if runtime != DEFAULT_RUNTIME:
+        return test_acc[f"{profile}@{runtime}"]
+    return test_acc[choice.search.chosen.label]
 
 
 @register_stage
@@ -145,6 +160,8 @@ class CompressStage(Stage):
             test_acc = {
                 r.recipe.name: onnx_metric(r.artifact.path, x_te, y_te, kind) for r in results
             }
+            measure = MeasureConfig(runs=inf.latency_runs, warmup=inf.warmup_runs)
+            delivery = deliver_in_runtimes(ctx, results, (x_val, y_val), calib_x, measure, kind)
             choices = choose_for_profiles(
                 results,
                 dict(sc.device_profiles),
@@ -152,8 +169,16 @@ class CompressStage(Stage):
                 ctx.run_dir / "compress",
                 extra={"accuracy_split": "validation"},
                 extra_for=lambda r: {"data_roles": {**roles, **roles_of(r.recipe)}},
+                by_runtime={k: v.results for k, v in delivery.items()},
             )
+            for name, choice in choices.items():  # the test metric in the profile's runtime
+                rt_name = sc.device_profiles[name].runtime
+                if rt_name != DEFAULT_RUNTIME and choice.search.chosen is not None:
+                    test_acc[f"{name}@{rt_name}"] = runtime_metric(
+                        rt_name, choice.artifact_path, x_te, y_te, kind
+                    )
             advance()
+        record_runtimes(ctx, choices, delivery, calib_x, Path(results[0].stages[0].onnx_path))
         ctx.compressed_artifacts = {k: str(v.artifact_path) for k, v in choices.items()}
         base = results[0].baseline
         metric, test_key = kind.metric, f"test_{kind.metric}"
@@ -180,15 +205,17 @@ class CompressStage(Stage):
             "per_profile": {
                 k: {
                     **v.to_json(),
-                    test_key: test_acc[v.search.chosen.label],
+                    "runtime": sc.device_profiles[k].runtime,
+                    test_key: _test_acc(test_acc, k, v, sc.device_profiles[k].runtime),
                     "data_roles": roles_of(v.search.chosen.result.recipe),
                 }
                 for k, v in choices.items()
                 if v.search.chosen is not None
             },
             "summary": {
-                f"artifact for {k}": f"{v.search.chosen.label} (test {metric} "
-                f"{test_acc[v.search.chosen.label]:.4g}, validation "
+                f"artifact for {k}": f"{v.search.chosen.label} in "
+                f"{sc.device_profiles[k].runtime} (test {metric} "
+                f"{_test_acc(test_acc, k, v, sc.device_profiles[k].runtime):.4g}, validation "
                 f"{v.search.chosen.measurement.metric_value:.4g}, "
                 f"{v.search.chosen.latency_ms:.3g} ms, "
                 f"{v.search.chosen.measurement.onnx_bytes / 1024:.1f} KiB)"
@@ -226,8 +253,9 @@ class CompressStage(Stage):
                 "compression",
                 f"Pareto front for {name}",
                 pareto_figure(choice.search, f"{sc.name}: candidates on {name}"),
-                f"Validation {metric} (selection) vs latency on {name} (this machine's ONNX "
-                f"Runtime p50 / compute speed {sc.device_profiles[name].compute_speed:g}); "
-                "marker area ~ ONNX size, green = meets the budget, black edge = Pareto front "
+                f"Validation {metric} (selection) vs latency on {name} (this machine's "
+                f"{sc.device_profiles[name].runtime} p50 / compute speed "
+                f"{sc.device_profiles[name].compute_speed:g}); "
+                "marker area ~ artifact size, green = meets the budget, black edge = Pareto front "
                 f"({metric}, latency, size), red ring = chosen.",
             )

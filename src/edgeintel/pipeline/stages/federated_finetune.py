@@ -135,7 +135,8 @@ class FederatedFinetuner:
                 "params": engine.dim,
                 "rounds": len(hist),
                 "stopped_by_budget": len(hist) < self.rounds,
-                "validation_accuracy": None if not hist else hist[-1].accuracy,
+                # the task kind's headline metric (accuracy, rmse, auroc) on validation
+                f"validation_{engine.task.metric}": None if not hist else hist[-1].accuracy,
                 "uplink_MB": round(sum(r.bytes["device_to_edge"] for r in hist) / 1e6, 4),
                 "epsilon_after": dp_ledger_epsilon(ctx),
             }
@@ -143,6 +144,6 @@ class FederatedFinetuner:
         ctx.log(
             f"compress: federated fine-tuning over device shards, {len(hist)} rounds"
             + ("" if not hist or hist[-1].accuracy is None else
-               f", validation accuracy {hist[-1].accuracy:.3f}")
+               f", validation {engine.task.label()} {hist[-1].accuracy:.4g}")
         )  # fmt: skip
         return [float(r.loss) for r in hist if r.loss is not None and np.isfinite(r.loss)]

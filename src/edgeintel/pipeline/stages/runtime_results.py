@@ -34,6 +34,8 @@ class Deployment:
     plans: dict[str, Any] = field(default_factory=dict)
     server_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     wall: float = 0.0  # s the agents ran
+    pki: Any = None  # security.pki.DeploymentPki under mutual TLS, None for plaintext
+    lifecycle: dict[str, Any] | None = None  # the rollouts of deploy.lifecycle
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -133,6 +135,8 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
             decisions[label] = decisions.get(label, 0) + n
     skipped = sum(a.stats.skipped for a, _, _ in d.agents)
     section: dict[str, Any] = {
+        "transport": _transport(d, dep),
+        "store_encrypted": ctx.scenario.settings.runtime.store.encrypt,
         "servers": {
             n: {
                 "address": node.address,
@@ -169,6 +173,8 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
             g: {k: percentiles(v) for k, v in per.items()} for g, per in by_group.items()
         },
         "placements": {k: len(v) for k, v in by_placement.items()},
+        # agents per device runtime (the profile's; local inference ran in it)
+        "device_runtimes": _runtimes_of(ctx, [a.name for a, _, _ in d.agents]),
         "filter": {
             "inputs_skipped": skipped,
             "bytes_not_uploaded": sum(a.stats.bytes_not_uploaded for a, _, _ in d.agents),
@@ -194,7 +200,45 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     }
     if cloud in delivered_at and len(d.nodes) > 1:
         section["delivered_to_cloud"] = sum(delivered_at[cloud].values())
+    if d.lifecycle is not None:
+        section["lifecycle"] = {
+            **d.lifecycle,
+            # each agent's versions over the run: (s since its start, version) per swap
+            "swaps": {
+                a.name: [[round(t - (a.started or t), 3), v] for t, v in a.versions]
+                for a, _, _ in d.agents
+                if a.versions
+            },
+            "final_versions": {a.name: a.active.version for a, _, _ in d.agents},
+        }
     return section
+
+
+def _runtimes_of(ctx: RunContext, agents: list[str]) -> dict[str, int]:
+    """How many of ``agents`` ran their local model in each runtime."""
+    runtime = {dv.name: dv.profile.runtime for dv in ctx.scenario.expand_devices()}
+    counts: dict[str, int] = {}
+    for name in agents:
+        counts[runtime[name]] = counts.get(runtime[name], 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def _transport(d: Deployment, dep: Any) -> dict[str, Any]:
+    """How the hops were protected: mutual TLS (the CA, certificates issued) or plaintext
+    because the user turned ``deploy.tls`` off (said, never silent)."""
+    if d.pki is None:
+        return {
+            "tls": False,
+            "note": "plaintext: settings.runtime.deploy.tls is false; tokens, inputs and "
+            "results crossed every hop unencrypted",
+        }
+    return {
+        "tls": True,
+        "mutual": True,
+        "ca": "settings.runtime.deploy.tls_ca" if dep.tls_ca is not None else "scenario CA",
+        "certificates": d.pki.certificates,
+        "files": "runtime/pki (keys 0600)",
+    }
 
 
 def latency_figure(by_placement: dict[str, list[float]]) -> Any:

@@ -62,7 +62,11 @@ class RuntimeStage(Stage):
         (folder / "devices").mkdir(parents=True, exist_ok=True)
         repo = folder / "repo"
         signer = _signing_key(dep.signing_key, folder)
-        add_model(repo, "model", ctx.artifact.path, 1, labels=ctx.artifact.labels, signer=signer)
+        task = (ctx.artifact.extra or {}).get("task")  # what the outputs mean, for the servers
+        add_model(
+            repo, "model", ctx.artifact.path, 1, labels=ctx.artifact.labels, signer=signer,
+            task=task,
+        )  # fmt: skip
         devices = list(enumerate(ctx.devices))[: dep.max_devices]
         placements = {d.name: dep.placement_of(d.group) for _, d in devices}
         tokens = _tokens(dep.tokens_file, [d.name for _, d in devices], sc)
@@ -75,14 +79,21 @@ class RuntimeStage(Stage):
             p in (DeployPlacement.CLOUD, DeployPlacement.PLAN) for p in placements.values()
         )
         serving = sorted({d.attach for _, d in devices} | ({cloud} if uses_cloud else set()))
-        nodes: dict[str, ServerProcess] = {}
+        where: dict[str, tuple[str, int]] = {}
         for name in serving:
             if name in dep.addresses:
-                host, port = parse_address(dep.addresses[name])
+                where[name] = parse_address(dep.addresses[name])
             else:
-                host, port = "127.0.0.1", free_port()
-            nodes[name] = ServerProcess(name, host, port, remote=not dep.starts(name))
+                where[name] = ("127.0.0.1", free_port())
+        pki = _issue_pki(ctx, folder, where, [d.name for _, d in devices]) if dep.tls else None
+        nodes = {
+            name: ServerProcess(
+                name, h, p, remote=not dep.starts(name), tls=None if pki is None else pki.operator
+            )
+            for name, (h, p) in where.items()
+        }
         run = Deployment(nodes, placements, input_interval_s(ctx.require_dataset(), rt.rate_hz))
+        run.pki = pki
         splits: dict[bytes, Any] = {}
         planner_state = None
         if dep.starts(DEVICES) and DeployPlacement.PLAN in placements.values():
@@ -90,10 +101,21 @@ class RuntimeStage(Stage):
         origin_file = folder / "trace_origin"  # t = 0 of the link traces, for the servers
         origin_file.unlink(missing_ok=True)
         try:
-            _start_servers(ctx, nodes, repo, folder, tokens_file, origin_file)
+            _start_servers(ctx, nodes, repo, folder, tokens_file, origin_file, pki)
             if dep.starts(DEVICES):
                 _add_agents(ctx, run, devices, tokens, (planner_state, splits), folder)
+                driver = None
+                if dep.lifecycle.enabled:  # rollouts on the running fleet
+                    from edgeintel.pipeline.stages.lifecycle_drive import LifecycleDriver
+
+                    edges = {d.attach: nodes[d.attach] for _, d in devices}
+                    driver = LifecycleDriver(dep.lifecycle, edges, operator, repo, signer,
+                                             list(ctx.artifact.labels), task)  # fmt: skip
+                    driver.start()
                 _run_agents(ctx, run, origin_file)
+                if driver is not None:
+                    driver.stop()
+                    run.lifecycle = driver.record
                 ctx.log(f"runtime: agents done in {run.wall:.1f} s; forwarding to the cloud")
                 drain_upstream(nodes, cloud, operator, dep.drain_timeout_s)
             else:
@@ -121,9 +143,11 @@ def _start_servers(
     folder: Path,
     tokens_file: Path,
     origin_file: Path,
+    pki: Any,
 ) -> None:
     """Start an ``edgeintel serve`` for every node started here (an edge server relays to
-    the cloud, over its emulated backhaul when links are emulated); wait until all answer."""
+    the cloud, over its emulated backhaul when links are emulated; over mutual TLS with
+    the node's certificate from ``pki`` unless it is None); wait until all answer."""
     sc = ctx.scenario
     dep = sc.settings.runtime.deploy
     cloud = sc.cloud.name
@@ -133,6 +157,10 @@ def _start_servers(
                 continue
             node_cfg = write_node_config(folder / f"{name}.node.json", sc, name)
             extra = ["--node-config", str(node_cfg), "--verify-key", str(_verify_key(folder))]
+            if pki is not None:
+                tls = pki.nodes[name]
+                extra += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
+                extra += ["--tls-ca", str(tls.ca), "--tls-crl", str(tls.crl)]
             if name != cloud and cloud in nodes:
                 extra += ["--upstream", nodes[cloud].address]
                 if dep.emulate_links:
@@ -159,6 +187,8 @@ def _add_agents(
     folder: Path,
 ) -> None:
     """One ``DeviceAgent`` per device with data: its link emulator, filter, plan and store."""
+    from edgeintel.inference.runtimes.base import get_runtime
+    from edgeintel.pipeline.stages.runtimes_delivery import device_runtime_artifacts
     from edgeintel.runtime.agent import DeviceAgent, DeviceStream
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
@@ -168,15 +198,32 @@ def _add_agents(
     rt = sc.settings.runtime
     dep = rt.deploy
     planner_state, splits = planning
+    store_secret = None
+    if rt.store.encrypt:  # one secret per run (0600); each device's key derived from it
+        from edgeintel.security.store_crypto import (
+            device_key,
+            generate_store_secret,
+            load_store_secret,
+        )
+
+        store_secret = load_store_secret(generate_store_secret(folder / "keys" / "store.key"))
     # the agents run the repository's signed copy, verified like the servers verify theirs
     session = _verified_session(folder / "repo" / "model" / "1" / "model.onnx", folder)
+    # devices whose profile names another runtime run the same model exported to it
+    runtime_files = device_runtime_artifacts(
+        ctx,
+        {d.profile.runtime for _, d in devices},
+        folder / "repo" / "model" / "1" / "model.onnx",
+        folder / "device_runtimes",
+    )
     origin = time.time()
     for i, d in devices:
         x, y = ctx.device_arrays(i)
         if len(x) == 0:
             continue
         x = x.astype(np.float32)
-        transport: Transport = HttpTransport(run.nodes[d.attach].address)
+        tls = None if run.pki is None else run.pki.devices[d.name]
+        transport: Transport = HttpTransport(run.nodes[d.attach].address, tls=tls)
         em = LinkEmulator(
             transport,
             d.link,
@@ -195,7 +242,18 @@ def _add_agents(
             run.filter_source[d.name] = info
         plan = _plan(run.placements[d.name], d, sc, planner_state, splits, em)
         run.plans[d.name] = plan
-        store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store)
+        updater = None
+        if dep.lifecycle.enabled and d.profile.runtime not in runtime_files:
+            from edgeintel.runtime.updater import ModelUpdater
+            from edgeintel.security.signing import ArtifactVerifier
+
+            updater = ModelUpdater(
+                "model", folder / "devices" / f"{d.name}.models", transport,
+                {"Authorization": f"Bearer {tokens.devices[d.name]}"},
+                verify=ArtifactVerifier(_verify_key(folder)),
+            )  # fmt: skip
+        key = None if store_secret is None else device_key(store_secret, d.name)
+        store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store, key=key)
         agent = DeviceAgent(
             d.name,
             DeviceStream(x, y, run.interval),
@@ -208,6 +266,14 @@ def _add_agents(
             token=tokens.devices[d.name],
             settings=rt,
             server_node=d.attach,
+            task=ctx.task_kind(),  # results carry the kind's output (label, value, alarm)
+            updater=updater,  # follows the server's rollouts (deploy.lifecycle)
+            # one loaded artifact per agent: runtimes' requests are not shared across threads
+            predictor=(
+                get_runtime(d.profile.runtime).load(runtime_files[d.profile.runtime])
+                if d.profile.runtime in runtime_files
+                else None
+            ),
         )
         run.agents.append((agent, store, transport))
     ctx.log(f"runtime: {len(run.agents)} agents ready (filters, plans); starting")
@@ -295,6 +361,30 @@ def _tokens(path: str | Path | None, devices: list[str], sc: Any) -> Any:
     )
 
 
+def _issue_pki(
+    ctx: RunContext, folder: Path, where: dict[str, tuple[str, int]], devices: list[str]
+) -> Any:
+    """The deployment's certificates (``security.pki.issue_deployment``) in
+    ``<run>/runtime/pki``: one per node started here (valid for the host it listens at),
+    one per device agent started here, and the operator's; from ``deploy.tls_ca`` or a
+    fresh scenario CA."""
+    import socket
+
+    from edgeintel.runtime.settings import DEVICES
+    from edgeintel.security.pki import issue_deployment
+
+    dep = ctx.scenario.settings.runtime.deploy
+    hosts = {
+        name: (socket.gethostname(),) if h in ("0.0.0.0", "::", "") else (h,)
+        for name, (h, _) in where.items()
+        if dep.starts(name)
+    }
+    agents = devices if dep.starts(DEVICES) else []
+    pki = issue_deployment(folder / "pki", hosts, agents, dep.tls_ca)
+    ctx.log(f"runtime: mutual TLS, {pki.certificates} certificates issued by {pki.ca}")
+    return pki
+
+
 def _device_filter(
     ctx: RunContext, name: str, x: np.ndarray, session: Any
 ) -> tuple[Any, dict[str, Any]]:
@@ -306,7 +396,9 @@ def _device_filter(
     cs = ctx.scenario.settings.caching
     if not (cs.enabled and cs.filter.enabled) or len(x) < 4:
         return None, {}
-    return filter_for_device(cs.filter, x, session, ctx.filter_thresholds.get(name))
+    return filter_for_device(
+        cs.filter, x, session, ctx.filter_thresholds.get(name), ctx.task_kind()
+    )
 
 
 def _verify_key(folder: Path) -> Path:
@@ -398,7 +490,10 @@ def _planner(
                 sm = split_model(planned, result.graph, o.mask, folder / f"cut{k}_{tag}")
                 assert sm.head_path is not None and sm.tail_path is not None
                 name = f"model_tail_{k}_{tag}"
-                add_model(repo, name, sm.tail_path, 1, labels=ctx.artifact.labels, signer=signer)
+                add_model(
+                    repo, name, sm.tail_path, 1, labels=ctx.artifact.labels, signer=signer,
+                    task=(ctx.artifact.extra or {}).get("task"),  # the model's own outputs
+                )  # fmt: skip
                 sign_file(sm.head_path, signer)  # the device's half, verified before loading
                 head = _verified_session(Path(sm.head_path), folder.parent)
                 splits[mask_key(o.mask)] = SplitTail(name, head)
