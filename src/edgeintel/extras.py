@@ -24,6 +24,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "cv2": "opencv-python-headless",
         "pyarrow": "pyarrow",
         "pvlib": "pvlib",
+        "river": "river",
     },
     "federated": {"flwr": "flwr"},
     "redis": {"redis": "redis"},

@@ -64,8 +64,6 @@ def _spec(**fields: Any) -> DataSpec:
 def test_kind_and_dataset_target_must_match() -> None:
     with pytest.raises(DataError, match="holds class labels, but the regression task kind"):
         load_data(_spec(dataset="digits"), kind="regression")
-    with pytest.raises(DataError, match=r"set task\.kind to regression"):
-        load_data(_spec(dataset="solar_sites"), kind="classification")
 
 
 def test_anomaly_training_split_keeps_normal_samples_only(tmp_path: Path) -> None:
@@ -110,6 +108,8 @@ def test_solar_sites_loads_and_splits_deterministically() -> None:
     assert np.isfinite(ds.x).all() and np.isfinite(ds.y).all()
     assert ds.y.min() >= 0 and ds.y.max() < 1.4  # kW/m^2, below the solar constant
     assert len(ds) > 12_000 and sorted(np.unique(ds.groups).tolist()) == [0, 1, 2]
+    with pytest.raises(DataError, match=r"set task\.kind to regression"):
+        load_data(_spec(dataset="solar_sites"), kind="classification")
     spec = _spec(
         dataset="solar_sites", split="segment", segment_blocks=24, segment_gap=24,
         partition={"kind": "natural"},
@@ -139,3 +139,18 @@ def test_data_stage_records_the_trivial_baseline() -> None:
     assert out["metric"] == "rmse" and out["best"] == "last value"
     assert out["value"] == pytest.approx(np.sqrt(24.5))
     assert out["all"]["mean"]["rmse"] == pytest.approx(8.0)
+
+
+def test_shuttle_valves_loads_and_trains_on_normal_records_only() -> None:
+    ds = load_dataset("shuttle_valves")
+    assert ds.target is Target.ANOMALY and ds.sample_shape == (1, 9) and len(ds) == 49_097
+    assert ds.x.dtype == np.float32 and np.isfinite(ds.x).all()
+    assert int(ds.y.sum()) == 3511 and ds.classes == ["normal", "anomaly"]
+    spec = _spec(dataset="shuttle_valves", server_fraction=0.05, partition={"kind": "iid"})
+    a = derive_run_data(spec, 13, 12, edge=True, kind="anomaly")
+    b = derive_run_data(spec, 13, 12, edge=True, kind="anomaly")
+    assert all(np.array_equal(p, q) for p, q in zip(a.parts, b.parts, strict=True))
+    y, sp = a.dataset.y, a.splits
+    assert (y[sp.train] == 0).all() and all((y[p] == 0).all() for p in a.parts)
+    assert len(sp.test) >= 1000 and 700 < int(y[sp.test].sum()) < 1100  # stratified 25%
+    assert a.preprocessing is not None and a.preprocessing["kind"] == "per_feature"

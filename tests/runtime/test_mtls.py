@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from edgeintel.cli import app
 from edgeintel.runtime.transport import HttpTransport, Request
 from edgeintel.security.pki import Role, TlsFiles, issue_ca, issue_cert, revoke
-from tests.runtime.conftest import ServerProcess
+from tests.runtime.conftest import ServerProcess, free_port
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,17 @@ def tls_server(
     model_repo: Path, pki: dict[str, TlsFiles], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("mtls")
-    srv = ServerProcess(model_repo, tmp, "--sink", str(tmp / "sink.db"), tls=pki["server"])
+    grpc_port = free_port()
+    srv = ServerProcess(
+        model_repo,
+        tmp,
+        "--sink",
+        str(tmp / "sink.db"),
+        "--grpc-port",
+        str(grpc_port),
+        tls=pki["server"],
+    )
+    srv.grpc_port = grpc_port  # type: ignore[attr-defined]
     try:
         yield srv.start()
     finally:
@@ -92,18 +102,45 @@ def test_clients_without_a_valid_certificate_are_refused(
         httpx.get(f"http://{tls_server.url}/v2/health/ready", timeout=5)
 
 
+def _grpc_live(server: ServerProcess, tls: TlsFiles | None, ca: Path) -> bool:
+    """tritonclient.grpc's is_server_live over TLS (with ``tls``'s certificate if given)."""
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    cert = {} if tls is None else {"private_key": str(tls.key), "certificate_chain": str(tls.cert)}
+    client = grpcclient.InferenceServerClient(
+        f"127.0.0.1:{server.grpc_port}",  # type: ignore[attr-defined]
+        ssl=True,
+        root_certificates=str(ca),
+        **cert,
+    )
+    try:
+        return bool(client.is_server_live(client_timeout=5))
+    except InferenceServerException:
+        return False
+    finally:
+        client.close()
+
+
 def test_a_revoked_device_is_refused_on_its_next_connection(
     tls_server: ServerProcess, pki: dict[str, TlsFiles]
 ) -> None:
+    """On HTTP (disconnected as its connection opens) and on gRPC (each call refused)."""
+    ca = pki["server"].ca
     url = f"https://{tls_server.url}/v2/health/ready"
-    with _client(pki["phone-2"], pki["server"].ca) as c:
+    with _client(pki["phone-2"], ca) as c:
         assert c.get(url).status_code == 200
-    revoke(pki["server"].ca, [pki["phone-2"].cert])
+    assert _grpc_live(tls_server, pki["phone-2"], ca)
+    assert not _grpc_live(tls_server, None, ca)  # no certificate: no gRPC either
+    assert not _grpc_live(tls_server, pki["foreign"], ca)
+    revoke(ca, [pki["phone-2"].cert])
     time.sleep(0.5)  # the server re-reads the CRL at most every 0.2 s
-    with _client(pki["phone-2"], pki["server"].ca) as c, pytest.raises(httpx.TransportError):
+    with _client(pki["phone-2"], ca) as c, pytest.raises(httpx.TransportError):
         c.get(url)
-    with _client(pki["phone-0"], pki["server"].ca) as c:  # the others still connect
+    assert not _grpc_live(tls_server, pki["phone-2"], ca)
+    with _client(pki["phone-0"], ca) as c:  # the others still connect
         assert c.get(url).status_code == 200
+    assert _grpc_live(tls_server, pki["phone-0"], ca)
     assert '"event": "tls.revoked"' in tls_server.log.read_text()
 
 

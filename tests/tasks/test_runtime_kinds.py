@@ -80,3 +80,45 @@ def test_the_served_model_brings_its_fitted_threshold(tmp_path: Path) -> None:
     assert task_for_model(tmp_path / "none.onnx", make_task("anomaly")).threshold is None
     with pytest.raises(ConfigError, match=r"trained for the 'anomaly' task kind.*'regression'"):
         task_for_model(onnx, make_task("regression"))
+
+
+def _server_cache(task: Any) -> Any:
+    from edgeintel.caching.settings import ResultCacheSettings
+    from edgeintel.runtime.wiring import server_cache
+
+    settings = ResultCacheSettings(k=3, min_votes=3, homogeneity=1.0, max_distance=1.0)
+    return server_cache(settings, "edge", clock=lambda: 0.0, task=task)
+
+
+def _feed(cache: Any, outputs: list[np.ndarray]) -> Any:
+    v = np.array([1.0, 0.0], np.float32)
+    for i, out in enumerate(outputs):
+        cache.put(f"k{i}", {"y": out}, v + 0.01 * i)
+    return cache.get("new", v)  # a new input (no exact hit) near the three stored ones
+
+
+def test_the_server_cache_votes_by_the_kinds_rule() -> None:
+    values = [np.array([[20.0]]), np.array([[20.2]]), np.array([[20.4]])]
+    assert _feed(_server_cache(None), values) is None  # no kind: three different outputs
+    hit = _feed(_server_cache(make_task("regression", tolerance=0.25)), values)
+    assert hit is not None and float(hit["y"][0, 0]) == pytest.approx(20.2)  # agrees with all
+    # an anomaly score needs the input itself: a neighbour's reconstruction is never reused,
+    # although the three reconstructions share their arg-max
+    recon = [np.array([[0.1, 0.9]]), np.array([[0.2, 0.8]]), np.array([[0.3, 0.7]])]
+    assert _feed(_server_cache(None), recon) is not None  # as labels they agree
+    anomaly = _server_cache(make_task("anomaly", threshold=1.0))
+    assert _feed(anomaly, recon) is None and anomaly.get("k0") is not None  # exact tier only
+
+
+def test_the_repository_records_what_the_outputs_mean(tmp_path: Path) -> None:
+    from edgeintel.errors import ModelError
+    from edgeintel.runtime.repository import MANIFEST, model_task
+
+    (tmp_path / "m").mkdir()
+    manifest = tmp_path / "m" / MANIFEST
+    manifest.write_text(json.dumps({"task": {"kind": "regression", "tolerance": 0.3}}))
+    assert model_task(tmp_path, "m") == make_task("regression", tolerance=0.3)
+    assert model_task(tmp_path, "absent") is None
+    manifest.write_text(json.dumps({"task": {"kind": "nope"}}))
+    with pytest.raises(ModelError, match="task: expected a registered task kind"):
+        model_task(tmp_path, "m")

@@ -232,6 +232,15 @@ def run_and_summarize(
     console.print(f"report:  {result.report_path}", highlight=False)
 
 
+def _held(data: dict[str, Any]) -> str:
+    """What the data's targets are, in words: ``N classes`` or the real-valued target."""
+    stats = data.get("target_stats")
+    if isinstance(stats, dict):
+        unit = f" in {stats['unit']}" if stats.get("unit") else ""
+        return f"real-valued target {', '.join(data['classes'])}{unit}"
+    return f"{len(data['classes'])} classes"
+
+
 def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     from edgeintel.report.sections import payoff_sentences
 
@@ -242,7 +251,7 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         rows.append(
             (
                 "dataset",
-                f"{data['name']} ({data['samples']} samples, {len(data['classes'])} classes)",
+                f"{data['name']} ({data['samples']} samples, {_held(data)})",
             )
         )
         rows.append(
@@ -255,6 +264,10 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         chance = (data.get("split") or {}).get("chance_accuracy")
         if isinstance(chance, int | float):
             rows.append(("chance level", f"{chance:.3f} (the test set's majority class)"))
+        base = data.get("trivial_baseline")
+        if isinstance(base, dict) and base.get("metric") != "accuracy":
+            best = f"{base['best']}: {base['metric']} {base['value']:.4g}"
+            rows.append(("trivial baseline", best))
     tr = results.get("training")
     if tr and tr.get("final_accuracy") is not None:
         rows.append((f"{tr['mode']} accuracy", f"{tr['final_accuracy']:.3f}"))
@@ -273,7 +286,10 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
     if ev:
         lat = ev["latency_ms"]
         by = (model or {}).get("trained_by", "central")
-        rows.append((f"exported model accuracy ({by})", f"{ev['accuracy_onnx']:.3f}"))
+        metric = str(ev.get("metric", "accuracy"))  # the task kind's headline metric
+        value = ev.get(f"{metric}_onnx")
+        if isinstance(value, int | float):
+            rows.append((f"exported model {metric} ({by})", f"{value:.4g}"))
         rows.append(("latency here", f"p50 {lat['p50_ms']:.3f} ms, p95 {lat['p95_ms']:.3f} ms"))
         received = (results.get("compression") or {}).get("per_profile") or {}
         for name, p in ev["per_profile"].items():

@@ -134,10 +134,13 @@ def serve_cmd(
         rcs, hops = node_setup(scenario, node_config, node, upstream is not None)
         cache = features = None
         if rcs is not None:
+            from edgeintel.runtime.repository import model_task
             from edgeintel.runtime.wiring import input_features, server_cache
 
             def cache(model: str, version: str) -> Any:
-                return server_cache(rcs, node or "node")
+                # the model's task kind (from its manifest) decides what reuse may answer
+                task = model_task(repository, model)
+                return server_cache(rcs, node or "node", task=task)
 
             features = input_features
         table = load_tokens(tokens)
@@ -279,6 +282,17 @@ def device_cmd(
         Path | None,
         typer.Option(help="Where fetched versions are kept (default: beside --store)."),
     ] = None,
+    drift_reference: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Watch for drift (no labels): the first N inputs of the stream are the "
+            "reference; alarms go to the server with the results. 0: off.",
+        ),
+    ] = 0,
+    drift_false_alarms_per_hour: Annotated[
+        float, typer.Option(help="False alarms per device-hour the drift monitor may raise.")
+    ] = 1.0,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -342,6 +356,23 @@ def device_cmd(
                 verify=None if verify_key is None else ArtifactVerifier(verify_key),
                 check=lambda s: check_input_shape(s, shape, f"{model} (fetched)"),
             )
+        watch = None
+        if drift_reference:
+            from edgeintel.monitoring import DriftConfig
+            from edgeintel.onnx_files import onnx_predict
+            from edgeintel.runtime.drift_watch import DriftWatch
+
+            if drift_reference > len(stream.inputs):
+                raise ConfigError(
+                    f"--drift-reference: {drift_reference} inputs asked, the stream holds "
+                    f"{len(stream.inputs)}"
+                )
+            cfg = DriftConfig(
+                input_hz=1.0 / max(stream.interval_s, 1e-3),
+                false_alarms_per_hour=drift_false_alarms_per_hour,
+            )
+            ref = stream.inputs[:drift_reference]
+            watch = DriftWatch(cfg, ref, lambda xs: onnx_predict(session, xs))
         with DeviceStore(store, settings.store, key=key) as st:
             agent = DeviceAgent(
                 device,
@@ -358,6 +389,7 @@ def device_cmd(
                 task=kind,
                 version=version,
                 updater=updater,
+                drift=watch,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)
@@ -372,6 +404,7 @@ def device_cmd(
                 "store": dict(st.counters),
                 "undelivered": st.size,
                 "version": agent.active.version,
+                "drift": None if watch is None else watch.report(),
                 "swaps": [
                     {"t_s": round(t - (agent.started or t), 3), "version": v}
                     for t, v in agent.versions

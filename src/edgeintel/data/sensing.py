@@ -3,6 +3,9 @@
 * ``solar_sites`` (regression, short-horizon forecasting): the typical meteorological
   year (TMY) files that pvlib ships for three US weather stations; from the last 24
   hourly readings of a station, forecast the next hour's global horizontal irradiance.
+* ``shuttle_valves`` (anomaly detection): the Statlog Shuttle sensor readings of NASA's
+  Space Shuttle radiator subsystem as river ships them (ODDS benchmark form): 9
+  readings per record; anomalies are records taken in abnormal valve states.
 
 Nothing is downloaded: each loader reads files inside an installed package (the
 ``datasets`` extra) and names the extra when it is missing.
@@ -22,6 +25,8 @@ from edgeintel.errors import DataError, MissingExtraError
 from edgeintel.extras import hint
 
 __all__ = ["SOLAR_CHANNELS", "SOLAR_SITES", "package_data", "solar_windows"]
+
+SHUTTLE_FEATURES = [f"f{k}" for k in range(1, 10)]
 
 
 def package_data(package: str, *parts: str, what: str) -> Path:
@@ -153,4 +158,32 @@ def _solar_sites(**_: Any) -> Dataset:
             "standardize": "per_channel",
         },
         target=Target.VALUE,
+    )
+
+
+# --------------------------------------------------------------------------- shuttle_valves
+
+
+@DATASETS.register("shuttle_valves")
+def _shuttle_valves(**_: Any) -> Dataset:
+    import pandas as pd
+
+    path = package_data("river", "datasets", "shuttle.csv.gz", what="dataset 'shuttle_valves'")
+    df = pd.read_csv(path)
+    missing = sorted({*SHUTTLE_FEATURES, "anomaly"} - set(df.columns))
+    if missing:
+        raise DataError(f"{path}: expected columns f1..f9 and anomaly; missing {missing}")
+    x = df[SHUTTLE_FEATURES].to_numpy(dtype=np.float32)[:, None, :]
+    return Dataset(
+        name="shuttle_valves",
+        x=x,
+        y=df["anomaly"].to_numpy(dtype=np.int64),
+        classes=["normal", "anomaly"],
+        modality=Modality.TABULAR,
+        description="Equipment monitoring: 49,097 records of 9 sensor readings from NASA's "
+        "Space Shuttle radiator subsystem (UCI Statlog Shuttle in the ODDS anomaly form, "
+        "shipped with river); 7.2% were taken in abnormal flow/bypass valve states",
+        source="river/datasets/shuttle.csv.gz",
+        extra={"columns": list(SHUTTLE_FEATURES), "standardize": "per_feature"},
+        target=Target.ANOMALY,
     )

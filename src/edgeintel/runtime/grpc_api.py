@@ -278,17 +278,28 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
 
 async def start_grpc(
-    server: InferenceServer, host: str, port: int, credentials: Any = None
+    server: InferenceServer,
+    host: str,
+    port: int,
+    credentials: Any = None,
+    revocations: Any = None,
 ) -> tuple[Any, int]:
     """Start the gRPC service of ``server`` on ``host:port`` (0: a free port) on the
-    running event loop; (the grpc.aio server, the bound port)."""
+    running event loop; (the grpc.aio server, the bound port). ``revocations``: calls
+    from a revoked client certificate are refused (UNAUTHENTICATED)."""
     limit = server.settings.max_request_bytes
+    interceptors = []
+    if revocations is not None:
+        from edgeintel.security.mtls import grpc_revocation_interceptor
+
+        interceptors.append(grpc_revocation_interceptor(revocations))
     g = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", limit),
             ("grpc.max_send_message_length", max(limit, 64 * 1024 * 1024)),
             ("grpc.max_concurrent_streams", server.settings.max_connections),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcApi(server), g)
     address = f"{host}:{port}"

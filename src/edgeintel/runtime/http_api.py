@@ -205,7 +205,9 @@ class HttpApi:
 
     async def live_stats(self, request: Request) -> Response:
         self.auth.operator(self.token(request, cookie=True))  # the dashboard polls with it
-        return json_response(self.board.snapshot(self.core.depth))
+        snap = self.board.snapshot(self.core.depth)
+        snap["lifecycle"] = self.server.lifecycle_summary()
+        return json_response(snap)
 
     async def results(self, request: Request) -> Response:
         device = self.auth.device(self.token(request))
@@ -225,7 +227,8 @@ class HttpApi:
 
     async def rollout_status(self, request: Request) -> Response:
         self.auth.operator(self.token(request))
-        return json_response(self.server.rollouts.to_json())
+        fleet = self.server.rollouts.to_json()
+        return json_response({**fleet, "drift": self.server.drift.to_json()})
 
     async def rollout_start(self, request: Request) -> Response:
         from pydantic import ValidationError

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
     from edgeintel.models.export import ModelArtifact
+    from edgeintel.tasks import TaskKind
 
 __all__ = [
     "MANIFEST",
@@ -40,6 +41,7 @@ __all__ = [
     "TensorSpec",
     "add_model",
     "export_repository",
+    "model_task",
     "pbtxt_string",
     "triton_config",
 ]
@@ -327,6 +329,28 @@ def triton_config(
     return text
 
 
+def model_task(root: str | Path, name: str) -> TaskKind | None:
+    """The task kind (with its fitted options) recorded in model ``name``'s manifest under
+    ``root`` (``add_model(task=...)``); None when the manifest records none (a model
+    packaged without one is served as a classifier). A bad record is one line naming it."""
+    from edgeintel.tasks import TASKS, make_task
+
+    path = Path(root) / name / MANIFEST
+    try:
+        record = json.loads(path.read_text()).get("task")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if record is None:
+        return None
+    kind = record.get("kind") if isinstance(record, dict) else None
+    if not isinstance(kind, str) or kind not in TASKS:
+        raise ModelError(f"{path}: task: expected a registered task kind, got {record!r}")
+    try:
+        return make_task(kind, **{k: v for k, v in record.items() if k != "kind"})
+    except (TypeError, ValueError) as exc:
+        raise ModelError(f"{path}: task: {exc}") from None
+
+
 def add_model(
     root: str | Path,
     name: str,
@@ -335,11 +359,13 @@ def add_model(
     labels: list[str] | None = None,
     max_batch_size: int = 32,
     signer: Ed25519PrivateKey | None = None,
+    task: dict[str, Any] | None = None,
 ) -> Path:
     """Copy an ONNX file into ``root/name/version/model.onnx`` and record it in the manifest
     and ``config.pbtxt``; returns the model folder. The file's detached signature
     (``model.onnx.sig``) is copied along when the source has one, and written anew with
-    ``signer`` (an Ed25519 key) when given."""
+    ``signer`` (an Ed25519 key) when given. ``task`` (the artifact's ``extra.task``: the
+    task kind and its fitted options) tells servers what the outputs mean."""
     src = Path(onnx_path)
     if not src.is_file():
         raise ModelError(f"model file not found: {src}")
@@ -366,6 +392,8 @@ def add_model(
     manifest["versions"][str(version)] = {"sha256": file_sha256(dst), "bytes": dst.stat().st_size}
     if labels is not None:
         manifest["labels"] = list(labels)
+    if task is not None:
+        manifest["task"] = dict(task)
     manifest["max_batch_size"] = max_batch_size
     manifest_path.write_text(json.dumps(manifest, indent=2))
     session = make_session(dst)
@@ -419,7 +447,8 @@ def export_repository(
         for name, arts in artifacts.items():
             for v, art in enumerate(arts if isinstance(arts, list) else [arts], start=1):
                 add_model(staging, name, art.path, v, labels=art.labels,
-                          max_batch_size=max_batch_size, signer=signer)  # fmt: skip
+                          max_batch_size=max_batch_size, signer=signer,
+                          task=(art.extra or {}).get("task"))  # fmt: skip
         root.mkdir(exist_ok=True)
         for name in artifacts:
             dst = root / name

@@ -55,6 +55,7 @@ from edgeintel.errors import ConfigError
 from edgeintel.runtime.auth import Authenticator, Tokens
 from edgeintel.runtime.core import CacheFactory, Features, InferenceCore, ServeError
 from edgeintel.runtime.dashboard import LiveStats
+from edgeintel.runtime.drift_watch import DriftBook
 from edgeintel.runtime.metrics import ServerMetrics
 from edgeintel.runtime.protocol import ProtocolError
 from edgeintel.runtime.relay import FORWARD_HEADER, Relay, SinkForwarder
@@ -86,7 +87,11 @@ class InferenceServer:
     ``LinkEmulator`` of the backhaul), used to relay requests and to forward stored
     results with ``upstream_token``. ``grpc_port``: also serve the gRPC protocol there
     (0: a free port, read ``grpc_port`` after start; None: no gRPC).
-    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``).
+    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``);
+    ``grpc_revocations``: its calls refused when the client certificate's serial is
+    revoked (``security.pki.Revocations``, the CRL the HTTP face reloads too).
+    ``on_drift(group, figures)``: called when enough devices of a group report drift
+    (``DriftBook``).
     """
 
     def __init__(
@@ -104,6 +109,8 @@ class InferenceServer:
         grpc_host: str = "127.0.0.1",
         grpc_port: int | None = None,
         grpc_ssl: Any = None,
+        grpc_revocations: Any = None,
+        on_drift: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings or ServerSettings()
         table = tokens if isinstance(tokens, Tokens) else Tokens(devices=dict(tokens or {}))
@@ -114,6 +121,8 @@ class InferenceServer:
             repository, self.settings, self.metrics, self.board, cache, features
         )
         self.rollouts = RolloutManager(repository.versions, repository.pin)
+        self.drift = DriftBook()
+        self.on_drift = on_drift  # called with (group, its figures) when a retrain is due
         self.node = node
         self.relay = Relay(upstream, upstream_name, self.metrics, self.board) if upstream else None
         self.upstream_token = upstream_token
@@ -121,6 +130,7 @@ class InferenceServer:
         self.sink: ResultSink | None = None
         self.forwarder: SinkForwarder | None = None
         self.grpc_host, self.grpc_port, self.grpc_ssl = grpc_host, grpc_port, grpc_ssl
+        self.grpc_revocations = grpc_revocations
         self._grpc: Any = None
 
     @staticmethod
@@ -155,11 +165,33 @@ class InferenceServer:
         self.board.results(label, accepted, dup)
         self.metrics.ingested(name, accepted, dup)
         before = {m: r.state for m, r in self.rollouts.rollouts.items()}
-        self.rollouts.ingest(name, records, msg.get("status"))
+        status = msg.get("status")
+        self.rollouts.ingest(name, records, status)
+        report = status.get("drift") if isinstance(status, dict) else None
+        group = self.drift.ingest(name, report, time.time())
+        if group is not None:
+            figures = self.drift.groups()[group]
+            self.event("drift.retrain_due", group=group, **figures)
+            if self.on_drift is not None:
+                self.on_drift(group, figures)
         for m, r in self.rollouts.rollouts.items():
             if before.get(m) != r.state:
                 self.event(f"rollout.{r.state}", model=m, version=r.candidate, reason=r.reason)
         return accepted, dup, self.rollouts.assignment(name)
+
+    def lifecycle_summary(self) -> dict[str, Any]:
+        """What the dashboard shows of the fleet's lifecycle: each model's rollout (state,
+        versions, share, reason), each device's versions, drift per device group."""
+        self.rollouts.step()
+        return {
+            "rollouts": {
+                m: {"state": str(r.state), "stable": r.stable, "candidate": r.candidate,
+                    "share": r.share, "reason": r.reason}
+                for m, r in self.rollouts.rollouts.items()
+            },
+            "versions": {d: dv.versions for d, dv in self.rollouts.devices.items()},
+            "drift": self.drift.groups(),
+        }  # fmt: skip
 
     async def start_rollout(self, settings: RolloutSettings) -> Rollout:
         """Begin rolling ``settings.version`` out: the model folder is reloaded hot (the new
@@ -194,7 +226,7 @@ class InferenceServer:
             from edgeintel.runtime.grpc_api import start_grpc
 
             self._grpc, self.grpc_port = await start_grpc(
-                self, self.grpc_host, self.grpc_port, self.grpc_ssl
+                self, self.grpc_host, self.grpc_port, self.grpc_ssl, self.grpc_revocations
             )
         self.core.ready = True
         repo = self.core.repository
@@ -303,6 +335,11 @@ def serve(
     if grpc_port:
         _check_port(host, grpc_port, "--grpc-port")
     repo = ModelRepository(repository, settings.intra_op_threads, verify)
+    revocations = None
+    if tls is not None:
+        from edgeintel.security.pki import Revocations
+
+        revocations = Revocations(tls.crl, tls.ca)  # one CRL for both faces
     for key, why in repo.refused.items():
         InferenceServer.event("model.refused", model=key, reason=why)
     server = InferenceServer(
@@ -319,14 +356,15 @@ def serve(
         grpc_host=host,
         grpc_port=grpc_port,
         grpc_ssl=None if tls is None else tls.grpc_server_credentials(),
+        grpc_revocations=revocations,
     )
     app = server.http_app()
     http: Any = "httptools"
     if tls is not None:
         from edgeintel.security.mtls import mtls_protocol
-        from edgeintel.security.pki import Revocations
 
-        http = mtls_protocol(Revocations(tls.crl, tls.ca))
+        assert revocations is not None
+        http = mtls_protocol(revocations)
     config = uvicorn.Config(
         app,
         host=host,

@@ -28,6 +28,7 @@ __all__ = [
     "BatchingSettings",
     "DeployPlacement",
     "DeploySettings",
+    "LifecycleSettings",
     "OnFull",
     "RuntimeSettings",
     "ServerSettings",
@@ -183,6 +184,26 @@ def _same_endpoint(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "::1") or host.startswith("127.") else host
 
 
+class LifecycleSettings(_Strict):
+    """A deployed run's model lifecycle check (``settings.runtime.deploy.lifecycle``).
+
+    When ``enabled``, the agents follow their edge server's rollouts, and ``after_s``
+    seconds into the run version 2 of the model (the same weights, signed anew) is rolled
+    out on every edge server through ``stages`` (the first is the canary), judged after
+    ``min_results`` results of each version per look (``looks`` per stage); then, with
+    ``bad_version``, version 3, the model with its output classes shifted by one (a
+    deliberately wrong model), is rolled out the same way and must be rolled back. What
+    each server decided, and why, is in ``results.runtime.lifecycle`` and the report.
+    """
+
+    enabled: bool = False
+    after_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    stages: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.5, 1.0)
+    min_results: Annotated[int, Field(ge=1, le=10**6)] = 20
+    looks: Annotated[int, Field(ge=1, le=100)] = 1
+    bad_version: bool = True
+
+
 class DeploySettings(_Strict):
     """``edgeintel run`` deploys the scenario when ``enabled``: one server process per serving
     node (edge servers with devices attached, and the cloud when some device may use it),
@@ -219,6 +240,7 @@ class DeploySettings(_Strict):
     signing_key: Path | None = None
     tls: bool = True
     tls_ca: Path | None = None
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     @field_validator("addresses")
     @classmethod

@@ -80,10 +80,12 @@ def input_features(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
 
 @dataclass(frozen=True, eq=False)
 class _Stored:
-    """A model's outputs, compared (for the kNN vote) by their predicted labels."""
+    """A model's outputs, told apart by their predicted labels; ``value`` is the task kind's
+    prediction from them (None: no kind known), which the kNN vote compares by its rule."""
 
     outputs: dict[str, np.ndarray]
     label: tuple[Any, ...]
+    value: Any = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Stored) and self.label == other.label
@@ -109,15 +111,19 @@ def _label(outputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
 
 
 def server_cache(
-    settings: ResultCacheSettings, node: str, clock: Callable[[], float] = time.monotonic
+    settings: ResultCacheSettings,
+    node: str,
+    clock: Callable[[], float] = time.monotonic,
+    task: TaskKind | None = None,
 ) -> Any:
     """The result cache ``settings.caching.result_cache`` describes for one model on node
     ``node``: in process (``backend: memory``), or the exact tier shared in Redis with a
     local approximate tier (``backend: redis``, ``caching.redis_cache.RedisResultCache``;
-    created at the first request, whose feature vector fixes the dimension)."""
+    created at the first request, whose feature vector fixes the dimension). ``task``: the
+    model's task kind (``repository.model_task``), whose rule the in-process vote uses."""
     if settings.backend == "redis":
         return _LazyRedis(settings, node)
-    return ServerResultCache(settings, clock)
+    return ServerResultCache(settings, clock, task)
 
 
 class _LazyRedis:
@@ -156,28 +162,52 @@ class ServerResultCache:
     model: the exact tier keyed by the request's ``tensor_key``, the approximate tier by
     its feature vector (created at the first vector, whose size fixes the index's
     dimension; a vector of another size uses the exact tier only). Time for TTLs comes
-    from ``clock`` (seconds)."""
+    from ``clock`` (seconds).
+
+    With the model's ``task`` kind the approximate vote compares the kind's predictions by
+    its rule (``TaskKind.same``: regression values within the tolerance); a kind whose
+    prediction needs the input itself (``needs_input``: an anomaly score is the error of
+    reconstructing that input) uses the exact tier only. Without a kind, outputs are
+    compared by their arg-max label (a classifier)."""
 
     enabled = True
 
     def __init__(
-        self, settings: ResultCacheSettings, clock: Callable[[], float] = time.monotonic
+        self,
+        settings: ResultCacheSettings,
+        clock: Callable[[], float] = time.monotonic,
+        task: TaskKind | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
+        self.task = task
+        self.approximate = task is None or not task.needs_input
         self.cache: ResultCache | None = None
         self._lock = threading.Lock()
+
+    def _same(self, a: _Stored, b: _Stored) -> bool:
+        assert self.task is not None
+        return self.task.same(a.value, b.value)
 
     def _ensure(self, features: np.ndarray | None) -> ResultCache | None:
         if self.cache is None and features is not None:
             cfg = ResultCacheConfig.from_settings(self.settings, int(features.size))
-            self.cache = ResultCache(cfg)
+            self.cache = ResultCache(cfg, None if self.task is None else self._same)
         return self.cache
 
     def _vector(self, features: np.ndarray | None) -> np.ndarray | None:
-        if features is None or self.cache is None:
+        if features is None or self.cache is None or not self.approximate:
             return None
         return features if features.size == self.cache.config.dim else None
+
+    def _value(self, outputs: dict[str, np.ndarray]) -> Any:
+        """The kind's prediction from a one-row result's first output (None: no kind, or
+        one that needs the input)."""
+        if self.task is None or not self.approximate:
+            return None
+        first = np.asarray(outputs[sorted(outputs)[0]])
+        pred = np.asarray(self.task.predict(first, np.empty((len(first), 0))))
+        return pred[0].item() if pred[0].ndim == 0 else tuple(pred[0].tolist())
 
     @property
     def stats(self) -> CacheStats:
@@ -198,7 +228,7 @@ class ServerResultCache:
         with self._lock:
             cache = self._ensure(features)
             if cache is not None:
-                stored = _Stored(outputs, _label(outputs))
+                stored = _Stored(outputs, _label(outputs), self._value(outputs))
                 cache.insert(stored, self._clock(), key.encode(), self._vector(features))
 
 
@@ -450,6 +480,8 @@ class AdaptivePlan:
     def decision(self, opt: Option) -> Decision:
         if opt.tier == "local" or opt.target is None:
             return Decision(ExecutionTier.DEVICE, opt.label)
+        if opt.tier == "d2d":  # a neighbour runs the whole model, reached directly
+            return Decision(ExecutionTier.D2D, opt.label, opt.target)
         tier = ExecutionTier.CLOUD if opt.target == self.cloud else ExecutionTier.EDGE
         if opt.tier == "hybrid":
             assert opt.mask is not None

@@ -6,11 +6,13 @@ cannot: a client whose certificate serial the CA's CRL lists (``Revocations``,
 re-read when the file changes) is disconnected as its connection opens, and every
 request carries the certificate's identity in the ASGI scope's ``tls`` extension
 (``client_cert_name``, ``edgeintel_role``) so handlers can hold a device to its own
-name (``peer_identity``).
+name (``peer_identity``). The gRPC face gets the same revocation check per call
+(``grpc_revocation_interceptor``): grpc's TLS verifies the chain but knows no CRL.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from typing import Any
 
 from edgeintel.security.pki import Identity, Revocations, Role, identity_of
 
-__all__ = ["mtls_protocol", "peer_identity"]
+__all__ = ["grpc_revocation_interceptor", "mtls_protocol", "peer_identity"]
 
 log = logging.getLogger("edgeintel.runtime.server")
 
@@ -68,3 +70,59 @@ def mtls_protocol(revocations: Revocations) -> type:
                 }
 
     return MutualTlsProtocol
+
+
+@functools.lru_cache(maxsize=4096)
+def _pem_identity(pem: bytes) -> Identity:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    der = x509.load_pem_x509_certificate(pem).public_bytes(serialization.Encoding.DER)
+    return identity_of(der)
+
+
+def grpc_revocation_interceptor(revocations: Revocations) -> Any:
+    """A ``grpc.aio.ServerInterceptor`` refusing (UNAUTHENTICATED) each call whose client
+    certificate the CRL lists, or that came without one, before the method runs."""
+    import grpc
+
+    async def check(context: Any) -> None:
+        pems = (context.auth_context() or {}).get("x509_pem_cert") or []
+        if not pems:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate required")
+        peer = _pem_identity(bytes(pems[0]))
+        if revocations.revoked(peer.serial):
+            log.info(json.dumps({"event": "tls.revoked", "peer": peer.name, "serial": peer.serial}))
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED, f"certificate of {peer.name!r} is revoked"
+            )
+
+    class RevocationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            handler = await continuation(details)
+            if handler is None:
+                return None
+            if handler.unary_unary is not None:
+                inner = handler.unary_unary
+
+                async def unary(request: Any, context: Any) -> Any:
+                    await check(context)
+                    return await inner(request, context)
+
+                return grpc.unary_unary_rpc_method_handler(
+                    unary, handler.request_deserializer, handler.response_serializer
+                )
+            if handler.stream_stream is not None:
+                inner_stream = handler.stream_stream
+
+                async def stream(requests: Any, context: Any) -> Any:
+                    await check(context)
+                    async for response in inner_stream(requests, context):
+                        yield response
+
+                return grpc.stream_stream_rpc_method_handler(
+                    stream, handler.request_deserializer, handler.response_serializer
+                )
+            return handler  # the service has no other kinds of method
+
+    return RevocationInterceptor()

@@ -50,6 +50,9 @@ class TaskKind(ABC):
     metric_range: ClassVar[tuple[float, float] | None] = (0.0, 1.0)
     label_dtype: ClassVar[type[np.generic]] = np.int64
     early_exit: ClassVar[bool] = False  # has a confidence rule for early-exit heads
+    # a prediction needs the input besides the model's output (a reconstruction error), so
+    # a cached output cannot answer another input (no approximate reuse on a server)
+    needs_input: ClassVar[bool] = False
 
     # ----------------------------------------------------------------- training (torch)
 

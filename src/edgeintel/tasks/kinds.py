@@ -139,6 +139,7 @@ class Anomaly(TaskKind):
     metric: ClassVar[str] = "auroc"
     metric_label: ClassVar[str] = "AUROC"
     higher_is_better: ClassVar[bool] = True
+    needs_input: ClassVar[bool] = True  # the score compares the output with the input
 
     false_alarm_rate: float = 0.01
     threshold: float | None = None
