@@ -596,6 +596,12 @@ CLI_CASES: list[tuple[str, list[str], dict[str, FileMaker], str]] = [
         "--objective: expected one of metric, accuracy, latency, size",
     ),
     (
+        "compress-metric-drop",
+        ["compress", "{S}", "--max-metric-drop", "-0.5"],
+        {},
+        "--max-metric-drop: expected a drop >= 0 in the metric's unit, got -0.5",
+    ),
+    (
         "compress-unknown-device",
         ["compress", "{S}", "--device", "toaster"],
         {},

@@ -52,3 +52,13 @@ def test_every_built_in_kind_draws_its_figures() -> None:
         assert all(f.caption and f.figure.axes for f in figs)
     (roc, *_) = task_figures(*cases["anomaly"])
     assert "threshold chosen on validation" in roc.caption and "recall" in roc.caption
+
+
+def test_the_run_summary_quotes_the_kinds_metric() -> None:
+    from edgeintel.cli.common import summary_rows
+
+    ev = {"metric": "rmse", "rmse_onnx": 0.1119, "latency_ms": {"p50_ms": 1.0, "p95_ms": 2.0},
+          "per_profile": {}}  # fmt: skip
+    rows = dict(summary_rows({"evaluation": ev, "model": {"trained_by": "federated",
+                "family": "mlp", "params": 1, "onnx": {"bytes": 1024}}}))  # fmt: skip
+    assert rows["exported model rmse (federated)"] == "0.1119"

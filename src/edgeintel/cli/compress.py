@@ -47,6 +47,13 @@ def compress_cmd(
     max_latency_ms: Annotated[float | None, typer.Option(help="Budget: latency on device.")] = None,
     max_kb: Annotated[float | None, typer.Option(help="Budget: ONNX file size in KiB.")] = None,
     min_accuracy: Annotated[float | None, typer.Option(help="Budget: held-out accuracy.")] = None,
+    max_metric_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="Budget: largest drop of the task kind's metric from fp32 (its unit; "
+            "accuracy 0.01 = one point)."
+        ),
+    ] = None,
     compute_speed: Annotated[
         float, typer.Option(help="Device speed vs this machine (ONNX input only).")
     ] = 1.0,
@@ -80,6 +87,7 @@ def compress_cmd(
                 max_latency_ms=max_latency_ms,
                 max_kb=max_kb,
                 min_accuracy=min_accuracy,
+                max_metric_drop=max_metric_drop,
                 compute_speed=compute_speed,
                 out_dir=out,
                 runs=runs,
@@ -88,9 +96,10 @@ def compress_cmd(
             )
         for name, choice in outcome.choices.items():
             table = Table(title=f"{name}: Pareto front and verdicts", title_justify="left")
+            metric = choice.search.candidates[0].measurement.metric  # the task kind's
             for col in (
                 "candidate",
-                "accuracy",
+                metric,
                 "ms on device",
                 "KiB",
                 "MMACs",
@@ -101,7 +110,7 @@ def compress_cmd(
             for r in outcome.rows(name):
                 table.add_row(
                     ("* " if r["chosen"] else "") + r["candidate"],
-                    f"{r['accuracy']:.4f}",
+                    f"{r[metric]:.4f}",
                     f"{r['latency_ms']:.4g}",
                     f"{r['kib']:.1f}",
                     f"{r['mmacs']:.3g}",

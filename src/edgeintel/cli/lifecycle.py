@@ -170,8 +170,9 @@ def versions_cmd(
     tls_ca: CaOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the node's JSON.")] = False,
 ) -> None:
-    """Show the fleet's model versions: each rollout (stable, new, state, share of devices)
-    and the version each device last reported, with versions it refused."""
+    """Show the fleet's model versions: each rollout (stable, new, state, share of devices),
+    the version each device last reported (with versions it refused), and drift per device
+    group (devices drifting now, alarms raised)."""
     with guard():
         out = _call(address, _tls_files(tls_cert, tls_key, tls_ca, None), token, "GET", None)
         if as_json:
@@ -187,3 +188,10 @@ def versions_cmd(
             d.add_row(name, vs, ", ".join(dv["refused"]) or "")
         if out["devices"]:
             console.print(d)
+        groups = (out.get("drift") or {}).get("groups") or {}
+        if groups:
+            g = Table("group", "devices", "drifting now", "alarms", "alarmed devices")
+            for name, f in groups.items():
+                g.add_row(name, str(f["devices"]), str(f["drifting"]), str(f["alarms"]),
+                          ", ".join(f["alarmed"][:8]))  # fmt: skip
+            console.print(g)

@@ -31,7 +31,11 @@ def serve_cmd(
     max_queue_delay_us: Annotated[int, typer.Option(min=0)] = 2000,
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
     adaptive_wait: Annotated[
-        bool, typer.Option(help="A lone client's request runs at once (no batching wait).")
+        bool,
+        typer.Option(
+            help="Never wait to fill a batch: run what is queued when the worker is free "
+            "(off: Triton's fixed --max-queue-delay-us wait).",
+        ),
     ] = True,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,
@@ -282,6 +286,17 @@ def device_cmd(
         Path | None,
         typer.Option(help="Where fetched versions are kept (default: beside --store)."),
     ] = None,
+    drift_reference: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Watch for drift (no labels): the first N inputs of the stream are the "
+            "reference; alarms go to the server with the results. 0: off.",
+        ),
+    ] = 0,
+    drift_false_alarms_per_hour: Annotated[
+        float, typer.Option(help="False alarms per device-hour the drift monitor may raise.")
+    ] = 1.0,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -345,6 +360,23 @@ def device_cmd(
                 verify=None if verify_key is None else ArtifactVerifier(verify_key),
                 check=lambda s: check_input_shape(s, shape, f"{model} (fetched)"),
             )
+        watch = None
+        if drift_reference:
+            from edgeintel.monitoring import DriftConfig
+            from edgeintel.onnx_files import onnx_predict
+            from edgeintel.runtime.drift_watch import DriftWatch
+
+            if drift_reference > len(stream.inputs):
+                raise ConfigError(
+                    f"--drift-reference: {drift_reference} inputs asked, the stream holds "
+                    f"{len(stream.inputs)}"
+                )
+            cfg = DriftConfig(
+                input_hz=1.0 / max(stream.interval_s, 1e-3),
+                false_alarms_per_hour=drift_false_alarms_per_hour,
+            )
+            ref = stream.inputs[:drift_reference]
+            watch = DriftWatch(cfg, ref, lambda xs: onnx_predict(session, xs))
         with DeviceStore(store, settings.store, key=key) as st:
             agent = DeviceAgent(
                 device,
@@ -361,6 +393,7 @@ def device_cmd(
                 task=kind,
                 version=version,
                 updater=updater,
+                drift=watch,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)
@@ -375,6 +408,7 @@ def device_cmd(
                 "store": dict(st.counters),
                 "undelivered": st.size,
                 "version": agent.active.version,
+                "drift": None if watch is None else watch.report(),
                 "swaps": [
                     {"t_s": round(t - (agent.started or t), 3), "version": v}
                     for t, v in agent.versions

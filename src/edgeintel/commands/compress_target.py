@@ -60,6 +60,7 @@ _OPTION_OF = {
     "max_latency_ms": "--max-latency-ms",
     "max_model_kb": "--max-kb",
     "min_accuracy": "--min-accuracy",
+    "max_metric_drop": "--max-metric-drop",
 }
 
 
@@ -70,6 +71,7 @@ def _overrides(
     max_latency_ms: float | None,
     max_kb: float | None,
     min_accuracy: float | None,
+    max_metric_drop: float | None = None,
 ) -> CompressSettings:
     """``settings`` with the command-line options applied; a bad option is a one-line
     ``ConfigError`` naming the option and the values it accepts."""
@@ -90,6 +92,7 @@ def _overrides(
             "max_latency_ms": max_latency_ms,
             "max_model_kb": max_kb,
             "min_accuracy": min_accuracy,
+            "max_metric_drop": max_metric_drop,
         }.items()
         if v is not None
     }
@@ -99,7 +102,9 @@ def _overrides(
             raise ConfigError(f"{option}: expected a finite number, got {value}")
         if key == "min_accuracy" and not 0 <= value <= 1:
             raise ConfigError(f"{option}: expected an accuracy in [0, 1], got {value}")
-        if key != "min_accuracy" and not value > 0:
+        if key == "max_metric_drop" and not value >= 0:
+            raise ConfigError(f"{option}: expected a drop >= 0 in the metric's unit, got {value}")
+        if key not in ("min_accuracy", "max_metric_drop") and not value > 0:
             raise ConfigError(f"{option}: expected a number > 0, got {value}")
     upd: dict[str, Any] = {}
     if space is not None:
@@ -182,6 +187,7 @@ def compress_target(
     seed: int | None = None,
     on_step: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    max_metric_drop: float | None = None,
 ) -> CompressOutcome:
     """Compress a scenario's model, an ONNX file or a run folder's model for device profiles.
 
@@ -199,7 +205,7 @@ def compress_target(
             target, devices, dataset=dataset, recipes=recipes, space=space, objective=objective,
             max_latency_ms=max_latency_ms, max_kb=max_kb, min_accuracy=min_accuracy,
             compute_speed=compute_speed, out_dir=out, runs=runs, seed=seed, on_step=on_step,
-            overwrite=overwrite,
+            overwrite=overwrite, max_metric_drop=max_metric_drop,
         )  # fmt: skip
 
 
@@ -220,6 +226,7 @@ def _compress_target(
     seed: int | None = None,
     on_step: Callable[[str], None] | None = None,
     overwrite: bool = False,
+    max_metric_drop: float | None = None,
 ) -> CompressOutcome:
     """The body of ``compress_target``, run inside its output folder."""
     from edgeintel.data import DATASETS
@@ -262,7 +269,13 @@ def _compress_target(
         profiles = dict(sc.device_profiles)
         _check_devices(devices, profiles)
         settings = _overrides(
-            sc.settings.inference.compress, space, objective, max_latency_ms, max_kb, min_accuracy
+            sc.settings.inference.compress,
+            space,
+            objective,
+            max_latency_ms,
+            max_kb,
+            min_accuracy,
+            max_metric_drop,
         )
         search_space_for(settings)  # recipe options of the space are valid
         seed = sc.seed if seed is None else seed
@@ -293,7 +306,13 @@ def _compress_target(
             _check_devices(devices, run_profiles)
             profiles = run_profiles
             settings = _overrides(
-                run_settings, space, objective, max_latency_ms, max_kb, min_accuracy
+                run_settings,
+                space,
+                objective,
+                max_latency_ms,
+                max_kb,
+                min_accuracy,
+                max_metric_drop,
             )
         else:
             if devices and len(devices) > 1:
@@ -304,7 +323,9 @@ def _compress_target(
             if dataset is not None:
                 DATASETS.get(dataset)  # unknown name -> one line listing the bundled datasets
             profiles, settings, devices = _single_profile(devices, compute_speed)
-            settings = _overrides(settings, space, objective, max_latency_ms, max_kb, min_accuracy)
+            settings = _overrides(
+                settings, space, objective, max_latency_ms, max_kb, min_accuracy, max_metric_drop
+            )
         load_onnx(path)  # missing or corrupt file -> ModelError
         ds, sp, fit_role = recorded_split(path, dataset)
         tr, val, te = sp.train, sp.val, sp.test

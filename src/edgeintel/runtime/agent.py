@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from edgeintel.errors import ConfigError, ModelError
+from edgeintel.runtime.drift_watch import DriftWatch
 from edgeintel.runtime.protocol import HEADER_LENGTH, decode_response, encode_request
 from edgeintel.runtime.seams import (
     LOCAL_PLAN,
@@ -181,7 +182,12 @@ class DeviceAgent:
     agent follows the server's ``assign`` (a rollout): it fetches, verifies and swaps
     in the assigned version between two inputs (hot swap; the input being computed
     finishes on the old session), reports its version and refused versions with each
-    delivery, and on restart resumes the version it last ran.
+    delivery, and on restart resumes the version it last ran. With ``drift`` (a
+    ``DriftWatch``) every computed input and its output feed the device's drift monitor;
+    its state goes with each delivery and the result that raised an alarm is marked.
+    A D2D decision goes to the helper device named by its target over ``peers[target]``
+    (the helper serves the model like a node does: ``edgeintel serve``); a helper this
+    agent has no link to, or that fails, falls back to local inference.
     """
 
     def __init__(
@@ -206,6 +212,8 @@ class DeviceAgent:
         version: str = "1",
         updater: ModelUpdater | None = None,
         predictor: Any = None,
+        drift: DriftWatch | None = None,
+        peers: dict[str, Transport] | None = None,
     ) -> None:
         self.name = name
         self.task = task if task is not None else make_task("classification")
@@ -213,6 +221,8 @@ class DeviceAgent:
         self.active = ActiveModel(session, version, predictor)
         self.previous: ActiveModel | None = None  # answers when the active version fails
         self.updater = updater
+        self.drift = drift  # label-free drift monitor of the inputs and outputs (reported)
+        self.peers = dict(peers or {})  # helper device -> transport over the D2D link
         self.versions: list[tuple[float, str]] = []  # (clock s, version) of each swap
         self.last_version, self.last_error = version, False  # of the last ``infer``
         if updater is not None:
@@ -263,6 +273,8 @@ class DeviceAgent:
             return
         self.previous, self.active = self.active, model
         self.versions.append((self._clock(), model.version))
+        if self.drift is not None:
+            self.drift.restart(model.run)
         if self.updater is not None:
             self.updater.commit(model.version)
 
@@ -281,8 +293,17 @@ class DeviceAgent:
             prev = self.previous
             return prev.run(np.ascontiguousarray(x[None]))[0]
 
+    def _route(self, decision: Decision) -> Transport | None:
+        """The transport a decision's request goes over: the helper's for D2D (None when
+        this agent has no link to it), else the device's server's."""
+        if decision.tier is ExecutionTier.D2D:
+            return self.peers.get(decision.target or "")
+        return self.transport
+
     def _offload(self, x: np.ndarray, decision: Decision) -> np.ndarray:
-        assert self.transport is not None
+        transport = self._route(decision)
+        assert transport is not None
+        d2d = decision.tier is ExecutionTier.D2D
         head = decision.head if decision.head is not None else self.head_session
         if decision.tail_model is not None and head is not None:
             head_in = head.get_inputs()[0].name
@@ -297,7 +318,7 @@ class DeviceAgent:
         headers = dict(self.headers)
         if hl is not None:
             headers["Inference-Header-Content-Length"] = str(hl)
-        if decision.target is not None and decision.target != self.server_node:
+        if not d2d and decision.target is not None and decision.target != self.server_node:
             headers[FORWARD_HEADER] = decision.target  # the edge server relays it onward
         target = decision.tail_model or self.model
         req = Request(
@@ -307,7 +328,7 @@ class DeviceAgent:
             headers,
             timeout_s=self.settings.offload_timeout_ms / 1000,
         )
-        resp = self.transport.send(req)
+        resp = transport.send(req)
         if resp.status != 200:
             raise TransportError(f"server answered {resp.status}")
         h = resp.headers.get(HEADER_LENGTH) or resp.headers.get("Inference-Header-Content-Length")
@@ -329,7 +350,7 @@ class DeviceAgent:
         decision = self.plan.decide(self._unreachable())
         if decision.tier is not ExecutionTier.DEVICE:
             node = decision.target or self.server_node or "server"
-            if self.transport is not None and self._blocked.get(node, -1.0) <= self._clock():
+            if self._route(decision) is not None and self._blocked.get(node, -1.0) <= self._clock():
                 try:
                     out = self._offload(x, decision)
                     kind = f"split-{decision.tier}" if decision.tail_model else str(decision.tier)
@@ -399,6 +420,7 @@ class DeviceAgent:
         start = self.store.next_index
         t0 = self.started = self._clock()
         last: np.ndarray | None = None  # the last prediction, reused for skipped inputs
+        alarm = False  # this input raised a drift alarm
         for k, i in enumerate(range(start, limit)):
             due = t0 + k * self.stream.interval_s
             now = self._clock()
@@ -417,6 +439,8 @@ class DeviceAgent:
                 logits, placement, ms = self.infer(x)
                 # the task kind's prediction: a label, a value, an anomaly score
                 pred = last = self.task.predict(np.asarray(logits)[None], x[None])
+                if self.drift is not None and self.drift.update(x, np.asarray(logits)):
+                    alarm = True
                 observe = getattr(self.filter, "observe", None)
                 if process and observe is not None:  # an adaptive filter learns the result
                     observe(_scalar(pred[0]))
@@ -433,6 +457,9 @@ class DeviceAgent:
             }
             if self.last_error:
                 payload["error"] = True
+            if alarm:
+                payload["drift_alarm"] = True
+                alarm = False
             try:
                 self.store.append(f"{self.name}:{i}", i * self.stream.interval_s, payload, index=i)
             except StoreFull:
@@ -463,6 +490,8 @@ class DeviceAgent:
             status: dict[str, Any] = {"model": self.model, "version": self.active.version}
             if self.updater is not None and self.updater.refused:
                 status["refused"] = dict(self.updater.refused)
+            if self.drift is not None:
+                status["drift"] = self.drift.report()
             body = json.dumps(
                 {"device": self.name, "records": [r.to_json() for r in batch], "status": status},
                 separators=(",", ":"),

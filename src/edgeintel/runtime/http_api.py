@@ -209,7 +209,9 @@ class HttpApi:
 
     async def live_stats(self, request: Request) -> Response:
         self.auth.operator(self.token(request, cookie=True))  # the dashboard polls with it
-        return json_response(self.board.snapshot(self.core.depth))
+        snap = self.board.snapshot(self.core.depth)
+        snap["lifecycle"] = self.server.lifecycle_summary()
+        return json_response(snap)
 
     async def results(self, request: Request) -> Response:
         device = self.device(request)  # a device certificate submits only as itself
@@ -224,7 +226,8 @@ class HttpApi:
 
     async def rollout_status(self, request: Request) -> Response:
         self.auth.operator(self.token(request))
-        return json_response(self.server.rollouts.to_json())
+        fleet = self.server.rollouts.to_json()
+        return json_response({**fleet, "drift": self.server.drift.to_json()})
 
     async def rollout_start(self, request: Request) -> Response:
         from pydantic import ValidationError

@@ -55,6 +55,7 @@ from edgeintel.errors import ConfigError
 from edgeintel.runtime.auth import Authenticator, Tokens
 from edgeintel.runtime.core import CacheFactory, Features, InferenceCore, ServeError
 from edgeintel.runtime.dashboard import LiveStats
+from edgeintel.runtime.drift_watch import DriftBook
 from edgeintel.runtime.metrics import ServerMetrics
 from edgeintel.runtime.protocol import ProtocolError
 from edgeintel.runtime.relay import FORWARD_HEADER, Relay, SinkForwarder
@@ -89,6 +90,8 @@ class InferenceServer:
     ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``);
     ``grpc_revocations``: its calls refused when the client certificate's serial is
     revoked (``security.pki.Revocations``, the CRL the HTTP face reloads too).
+    ``on_drift(group, figures)``: called when enough devices of a group report drift
+    (``DriftBook``).
     """
 
     def __init__(
@@ -107,6 +110,7 @@ class InferenceServer:
         grpc_port: int | None = None,
         grpc_ssl: Any = None,
         grpc_revocations: Any = None,
+        on_drift: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.settings = settings or ServerSettings()
         table = tokens if isinstance(tokens, Tokens) else Tokens(devices=dict(tokens or {}))
@@ -117,6 +121,8 @@ class InferenceServer:
             repository, self.settings, self.metrics, self.board, cache, features
         )
         self.rollouts = RolloutManager(repository.versions, repository.pin)
+        self.drift = DriftBook()
+        self.on_drift = on_drift  # called with (group, its figures) when a retrain is due
         self.node = node
         self.relay = Relay(upstream, upstream_name, self.metrics, self.board) if upstream else None
         self.upstream_token = upstream_token
@@ -159,11 +165,33 @@ class InferenceServer:
         self.board.results(label, accepted, dup)
         self.metrics.ingested(name, accepted, dup)
         before = {m: r.state for m, r in self.rollouts.rollouts.items()}
-        self.rollouts.ingest(name, records, msg.get("status"))
+        status = msg.get("status")
+        self.rollouts.ingest(name, records, status)
+        report = status.get("drift") if isinstance(status, dict) else None
+        group = self.drift.ingest(name, report, time.time())
+        if group is not None:
+            figures = self.drift.groups()[group]
+            self.event("drift.retrain_due", group=group, **figures)
+            if self.on_drift is not None:
+                self.on_drift(group, figures)
         for m, r in self.rollouts.rollouts.items():
             if before.get(m) != r.state:
                 self.event(f"rollout.{r.state}", model=m, version=r.candidate, reason=r.reason)
         return accepted, dup, self.rollouts.assignment(name)
+
+    def lifecycle_summary(self) -> dict[str, Any]:
+        """What the dashboard shows of the fleet's lifecycle: each model's rollout (state,
+        versions, share, reason), each device's versions, drift per device group."""
+        self.rollouts.step()
+        return {
+            "rollouts": {
+                m: {"state": str(r.state), "stable": r.stable, "candidate": r.candidate,
+                    "share": r.share, "reason": r.reason}
+                for m, r in self.rollouts.rollouts.items()
+            },
+            "versions": {d: dv.versions for d, dv in self.rollouts.devices.items()},
+            "drift": self.drift.groups(),
+        }  # fmt: skip
 
     async def start_rollout(self, settings: RolloutSettings) -> Rollout:
         """Begin rolling ``settings.version`` out: the model folder is reloaded hot (the new
