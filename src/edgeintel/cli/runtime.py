@@ -31,7 +31,11 @@ def serve_cmd(
     max_queue_delay_us: Annotated[int, typer.Option(min=0)] = 2000,
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
     adaptive_wait: Annotated[
-        bool, typer.Option(help="A lone client's request runs at once (no batching wait).")
+        bool,
+        typer.Option(
+            help="Never wait to fill a batch: run what is queued when the worker is free "
+            "(off: Triton's fixed --max-queue-delay-us wait).",
+        ),
     ] = True,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,

@@ -90,7 +90,7 @@ def device_stream(scenario: Any, device: str) -> DeviceStream:
         edge=resolve_mode(scenario) is not TrainingMode.CENTRAL,
         kind=scenario.task.kind,
     )
-    x, y = rd.device_arrays(names.index(device))
+    x, y = rd.device_inputs(names.index(device))
     if len(x) == 0:
         raise ConfigError(f"device {device!r} holds no samples in this scenario's partition")
     interval = input_interval_s(rd.dataset, scenario.settings.runtime.rate_hz)

@@ -46,9 +46,9 @@ class BatchingSettings(_Strict):
     rows or until the first waited ``max_queue_delay_us`` microseconds, then
     run as one ONNX Runtime call. ``max_batch_size: 1`` turns batching off.
     ``queue_capacity`` requests may wait per model; more are answered 503.
-    ``adaptive_wait``: a request alone in the queue right after a batch of a single
-    request runs at once (a lone client pays the batching delay on its first request
-    only); under load batches form as before.
+    ``adaptive_wait`` (default): never wait; whenever the worker is free it runs what is
+    queued, so a lone client pays no delay and under load a batch is what arrived while
+    the previous one ran; off, Triton's fixed ``max_queue_delay_us`` wait.
     """
 
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32

@@ -18,6 +18,18 @@ from edgeintel.report.sections import RenderContext, details, kv_table, register
 __all__ = ["render_caching"]
 
 
+def stream_sentence(stream: dict[str, Any]) -> str:
+    """The devices' input stream in words (``results.caching.filter.stream``)."""
+    k, noise = int(stream.get("frames_per_sample") or 1), float(stream.get("noise") or 0.0)
+    if k == 1 and noise == 0:
+        return "Device streams: each device sends its shard's samples once, in shard order."
+    return (
+        f"Device streams (data.stream, synthetic): each real sample of a device's shard is "
+        f"held for {k} consecutive frames, every frame with Gaussian sensor noise of standard "
+        f"deviation {noise:g}; the filter's skips come from that repetition."
+    )
+
+
 def _filter_rows(per_device: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, v in per_device.items():
@@ -219,6 +231,9 @@ def render_caching(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
     if filt:
         _warn_filter(ctx, filt)
         parts.append(Markup("<h3>Redundancy filter on the devices</h3>"))
+        stream = filt.get("stream") or {}
+        if stream:  # what the filter's figures stand on (synthetic repetition, if any)
+            parts.append(Markup("<p>{}</p>").format(stream_sentence(stream)))
         rows = _filter_rows(filt.get("per_device") or {})
         why = [{"device": r["device"], "why this threshold": r.pop("why this threshold")}
                for r in rows]  # fmt: skip

@@ -464,6 +464,7 @@ def _planner(
         x_te, _ = ctx.test_arrays()
         result = plan_scenario(sc, ctx.artifact.path, folder.parent / "offloading", x_te[:1])
     planner = OffloadPlanner(result.graph, result.profile, sc.settings.offloading)
+    planned = result.graph.path or ctx.artifact.path
     initial = {
         name: result.problem.options[d][c].label
         for d, (name, c) in enumerate(zip(result.problem.devices, result.plan.choice, strict=True))
@@ -484,7 +485,9 @@ def _planner(
                     continue
                 k = int(o.mask.sum())
                 tag = hashlib.sha256(mask_key(o.mask)).hexdigest()[:8]
-                sm = split_model(ctx.artifact.path, result.graph, o.mask, folder / f"cut{k}_{tag}")
+                # the cut belongs to the model it was planned on (the artifact the devices
+                # receive, maybe quantized), not necessarily the exported fp32 model
+                sm = split_model(planned, result.graph, o.mask, folder / f"cut{k}_{tag}")
                 assert sm.head_path is not None and sm.tail_path is not None
                 name = f"model_tail_{k}_{tag}"
                 add_model(
