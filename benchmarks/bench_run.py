@@ -13,7 +13,8 @@ reports, as targets that can miss (goals fixed before measuring, the worst seed 
   scenario's `settings.training.central_tolerance`;
 - the run's wall time <= 180 s on this machine (2 cores).
 
-`--all-scenarios` also runs every other shipped scenario once and records its `payoff`
+`--seeds N` runs fewer seeds (the targets say how many). `--all-scenarios` also runs
+every other shipped scenario once and records its `payoff`
 object in the details (no targets; ~5 more minutes).
 
 Run: PYTHONPATH=src python benchmarks/bench_run.py  ->  benchmarks/results/run.json
@@ -137,9 +138,10 @@ def main() -> None:
     details: dict[str, Any] = {}
     default = ROOT / "scenarios" / "default.yaml"
     base_seed = load_scenario(default).seed
+    seeds = int(sys.argv[sys.argv.index("--seeds") + 1]) if "--seeds" in sys.argv else SEEDS
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        for k in range(SEEDS):
+        for k in range(seeds):
             runs.append(_run(default, tmp, f"default-{k}", base_seed + k))
             print(f"default seed {base_seed + k}: {runs[-1]['wall_s']:.1f} s", flush=True)
         details["default"] = runs
