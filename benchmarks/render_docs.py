@@ -239,7 +239,39 @@ def _sim_runs(res: Results) -> str:
     )
 
 
+def _runtimes_matrix(res: Results) -> str:
+    d = res["runtimes"]["details"]
+    rows = []
+    for kind, m in d["models"].items():
+        for key, c in m["cells"].items():
+            runtime, precision = key.split("/")
+            if c["error"] is not None:
+                rows.append([kind, runtime, precision, "blocked", "-", "-", "-", "-", "-"])
+                continue
+            t = m["latency_seed0"].get(key, {})
+            peak = t.get("peak_memory_bytes")
+            rows.append(
+                [
+                    kind,
+                    runtime,
+                    precision,
+                    f"{pm(c['agreement'])} (worst {c['worst_agreement']:.3f})",
+                    pm(c["accuracy"]),
+                    fmt(t.get("p50_ms")),
+                    f"{fmt(t.get('p50_vs_onnxruntime_fp32'))}x",
+                    fmt(t.get("file_bytes", 0) / 1024),
+                    "-" if peak is None else fmt(peak / 2**20),
+                ]
+            )
+    return _table(
+        ["model", "runtime", "precision", "top-1 agreement", "accuracy", "p50 ms",
+         "p50 vs ORT fp32", "KiB", "peak MiB"],
+        rows,
+    )  # fmt: skip
+
+
 RENDERERS: dict[str, Callable[[Results], str]] = {
+    "runtimes:matrix": _runtimes_matrix,
     "sim:runs": _sim_runs,
     "train:robustness": _train_robustness,
     "train:derived": _train_derived,

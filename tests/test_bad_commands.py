@@ -404,6 +404,11 @@ CASES: list[Case] = [
     Case("parity-not-a-model", ["parity", "{R}/model.json"], ("MODEL", "run folder", ".onnx")),
     Case("parity-runs", ["parity", "{R}", "--runs", "2"], ("--runs", ">= 5")),
     # ---- device
+    Case(
+        "device-runtime-artifact-format",
+        [*DEV, "--runtime-artifact", "{R}/model.json"],
+        ("--runtime-artifact", "runs onnxruntime", ".onnx"),
+    ),
     Case("device-rate-nan", [*DEV, "--rate-hz", "nan"], ("--rate-hz",)),
     Case("device-rate-inf", [*DEV, "--rate-hz", "inf"], ("--rate-hz",)),
     Case("device-duration-negative", [*DEV, "--duration-s", "-5"], ("--duration-s",)),

@@ -103,6 +103,7 @@ __all__ = [
     "SecureAggregationSettings",
     "Settings",
     "SimSettings",
+    "StreamSpec",
     "TaskSpec",
     "Topology",
     "TracePoint",
@@ -131,6 +132,18 @@ class PartitionSpec(_Strict):
     kind: Annotated[str, registry_name(PARTITIONERS)] = "iid"
     alpha: Positive = 0.5
     min_samples: Annotated[int, Field(ge=0)] = 1
+
+
+class StreamSpec(_Strict):
+    """How a device's inputs arrive at inference time: each sample of its shard is seen for
+    ``frames_per_sample`` consecutive inputs (a camera watching the same digit or display
+    for several frames), every copy with Gaussian sensor noise of standard deviation
+    ``noise`` (data units). The default, 1 and 0, sends every sample once as loaded.
+    Training and evaluation use the samples, never the stream; the report states the
+    stream beside the redundancy filter's figures."""
+
+    frames_per_sample: Annotated[int, Field(ge=1, le=1000)] = 1
+    noise: Annotated[float, Field(ge=0, le=10)] = 0.0
 
 
 class DataSpec(_Strict):
@@ -176,6 +189,7 @@ class DataSpec(_Strict):
         "are left as loaded",
     )
     partition: PartitionSpec = PartitionSpec()
+    stream: StreamSpec = StreamSpec()
 
     _check_path = field_validator("path")(resolve_path)
 

@@ -13,7 +13,9 @@ from edgeintel.data.device_data import (
     derive_run_data,
     input_interval_s,
     standardization_kind,
+    stream_inputs,
 )
+from edgeintel.data.streams import dwell_stream
 from edgeintel.errors import ConfigError
 from edgeintel.scenario import DataSpec
 
@@ -144,3 +146,32 @@ def test_a_table_of_sensor_windows_is_standardised_per_channel(tmp_path: Path) -
     flat = derive_run_data(_spec(path), seed=0, edge=False)  # plain columns: per feature
     assert flat.standardizer is not None and flat.standardizer.kind == "per_feature"
     assert flat.standardizer.mean.shape == (1, 64)
+
+
+def test_a_stream_holds_each_sample_for_its_frames_with_noise() -> None:
+    x = np.arange(6, dtype=np.float32).reshape(3, 1, 2)
+    y = np.array([0, 1, 2])
+    xs, ys = dwell_stream(x, y, frames=2, noise=0.0, seed=0)
+    assert ys.tolist() == [0, 0, 1, 1, 2, 2]
+    np.testing.assert_array_equal(xs[::2], x)
+    np.testing.assert_array_equal(xs[1::2], x)
+    noisy, _ = dwell_stream(x, y, frames=3, noise=0.1, seed=5)
+    assert noisy.shape == (9, 1, 2) and 0.02 < float(np.std(noisy - np.repeat(x, 3, 0))) < 0.3
+    np.testing.assert_array_equal(noisy, dwell_stream(x, y, 3, 0.1, seed=5)[0])  # by seed
+    assert dwell_stream(x, y, 1, 0.0, 0)[0] is x  # the default stream is the shard itself
+    # the agents' derivation: each device's shard, held and noised by its own seed
+    spec = DataSpec.model_validate(
+        {"dataset": "digits", "max_samples": 200, "stream": {"frames_per_sample": 4, "noise": 0.05}}
+    )
+    rd = derive_run_data(spec, seed=3, n_devices=2, edge=True)
+    shard_x, shard_y = rd.device_arrays(1)
+    sx, sy = rd.device_inputs(1)
+    assert len(sx) == 4 * len(shard_x) and sy.tolist() == np.repeat(sy[::4], 4).tolist()
+    np.testing.assert_array_equal(sx, stream_inputs(shard_x, shard_y, (4, 0.05, 3, True), 1)[0])
+    # images arrive in a seeded random order, not the dataset's (label-sorted) storage order
+    assert (
+        sorted(sy[::4].tolist()) == sorted(shard_y.tolist())
+        and sy[::4].tolist() != shard_y.tolist()
+    )
+    with pytest.raises(ConfigError, match="frames >= 1"):
+        dwell_stream(x, y, 0, 0.0, 0)

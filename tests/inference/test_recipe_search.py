@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from edgeintel.inference import (
     select,
 )
 from edgeintel.inference.measure import Measurement
+from edgeintel.inference.search import tie_margin
 from edgeintel.latency import LatencyStats
 
 from .conftest import Trained
@@ -269,3 +271,25 @@ def test_search_on_real_digits(digits_cnn: Trained, tmp_path: Path) -> None:
     sr = select(results, budget)
     assert sr.chosen is not None and sr.chosen.measurement.onnx_bytes <= fp32_bytes // 3
     assert "misses bytes" in sr.rejected["fp32"]
+
+
+def test_accuracies_within_the_validation_uncertainty_tie_and_the_faster_wins() -> None:
+    # the case: int8 at 0.17 ms beat fp32 at 0.046 ms by 1 of 180 validation samples
+    def fake(name: str, acc: float, p50: float, n: int) -> _Fake:
+        f = _Fake(name, acc, p50, 100_000, 10**6)
+        f.final = replace(f.final, samples=n)
+        return f
+
+    fp32, int8 = fake("fp32", 0.9722, 0.046, 180), fake("int8", 0.9778, 0.17, 180)
+    budget = Budget()
+    sr = select([fp32, int8], budget)  # type: ignore[list-item]
+    assert sr.chosen is not None and sr.chosen.label == "fp32"
+    assert "within the validation uncertainty" in sr.chosen.reason
+    assert sr.rejected["int8"].startswith("ties the chosen fp32")
+    # half-width of 0.978 on 180 samples: 1.96 * sqrt(.978 * .022 / 180) = 0.0214
+    assert tie_margin(int8.final) == pytest.approx(0.02143, abs=1e-4)
+    # a real difference (beyond the margin) still decides by accuracy
+    worse = fake("worse", 0.90, 0.01, 180)
+    assert select([worse, int8], budget).chosen.label == "int8"  # type: ignore[union-attr,list-item]
+    # many samples make the margin small: the same gap would then decide
+    assert tie_margin(replace(int8.final, samples=100_000)) < 0.001

@@ -75,7 +75,7 @@ def test_agent_inputs_equal_the_runs_inputs(tmp_path: Path, monkeypatch: Any) ->
     ctx = seen["ctx"]
     names = [d.name for d in ctx.devices]
     device = names[1]
-    x_run, _ = ctx.device_arrays(1)
+    x_run, _ = ctx.device_inputs(1)  # the shard as the device streams it
     out = _agent(scenario, device, run.run_dir / "model.onnx", tmp_path / "watch.db")
     assert out["inputs"] == len(x_run) and out["produced"] == 4
     assert out["inputs_sha256"] == _digest(x_run)

@@ -160,3 +160,26 @@ def test_bad_tls_files_are_one_line_exit_2(
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 2 and words in r.output, (args, r.output)
         assert "Traceback" not in r.output
+
+
+def test_a_device_certificate_names_the_device_everywhere() -> None:
+    """Authenticator.device (both faces): the certificate's name wins, a device token of
+    another name is refused, node and operator certificates leave the token's answer."""
+    from edgeintel.runtime.auth import Authenticator, Tokens, Unauthorized
+    from edgeintel.security.pki import Identity
+
+    tokens = Tokens(
+        devices={"phone-0": "phone-0-token-0123456789", "phone-1": "phone-1-token-0123456789"},
+        nodes={"micro-1": "micro-1-token-0123456789"},
+    )
+    auth = Authenticator(tokens)
+    cert0 = Identity("phone-0", Role.DEVICE, 1)
+    assert auth.device("phone-0-token-0123456789", cert0) == "phone-0"
+    with pytest.raises(Unauthorized, match="token of 'phone-1' with the certificate of 'phone-0'"):
+        auth.device("phone-1-token-0123456789", cert0)
+    assert auth.device("micro-1-token-0123456789", cert0) == "phone-0"  # relayed by a node
+    node_cert = Identity("micro-1", Role.NODE, 2)
+    assert auth.device("phone-1-token-0123456789", node_cert) == "phone-1"
+    with pytest.raises(Unauthorized):  # a certificate does not replace a required token
+        auth.device("", cert0)
+    assert Authenticator(Tokens()).device("", cert0) == "phone-0"  # tokens off: the cert names it

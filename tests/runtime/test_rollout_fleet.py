@@ -167,6 +167,9 @@ def test_server_hot_swap_under_load_fails_no_request(fleet_repo, tmp_path: Path)
         await asyncio.sleep(0.05)
         stop.set()
         await asyncio.gather(*tasks)
+        lc = (await c.get("/v2/stats")).json()["lifecycle"]  # what the dashboard shows
+        assert lc["rollouts"]["digits"]["candidate"] == "2"
+        assert lc["rollouts"]["digits"]["state"] == "running"
         versions = []
         for d in DEVICES:  # no auth: the device is named by its results' assignment only
             r = await c.post("/v1/results", json={"device": d, "records": []})

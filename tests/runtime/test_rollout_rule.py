@@ -144,3 +144,13 @@ def test_manager_pins_and_tracks_devices() -> None:
     r2 = mgr.start(RolloutSettings(model="m", version="2", stages=[1.0]), "1")
     assert r2.state is RolloutState.PROMOTED and pins == {"m": "2"}  # no canary: at once
     assert mgr.pending("m") == ["d0"] and len(mgr.history) == 1
+
+
+def test_a_small_known_fleet_gets_a_canary_and_a_stable_side() -> None:
+    mgr = RolloutManager(lambda m: ["1", "2"], lambda m, v: None)
+    for d in ("phone-0", "phone-1", "phone-2"):
+        mgr.ingest(d, [])
+    r = mgr.start(RolloutSettings(model="m", version="2", stages=[0.2, 1.0]), "1")
+    sides = [r.assign(d) for d in ("phone-0", "phone-1", "phone-2")]
+    assert "1" in sides and "2" in sides  # the id is salted until both sides hold a device
+    assert r.id.startswith("m:1->2")

@@ -20,11 +20,16 @@ from tests.conftest import tiny_scenario_dict
 @pytest.mark.slow
 def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     sc = tiny_scenario_dict()
+    sc["settings"]["training"]["epochs"] = 20  # a model worth guarding (accuracy well above chance)
     sc["settings"]["runtime"] = {
         "rate_hz": 20,
         "store": {"encrypt": True},  # results sealed at rest with each device's key
-        "deploy": {"enabled": True, "duration_s": 3, "max_devices": 3, "drain_timeout_s": 20},
-    }
+        "deploy": {
+            "enabled": True, "duration_s": 6, "max_devices": 3, "drain_timeout_s": 20,
+            # a good version rolled out, then a deliberately bad one rolled back, live
+            "lifecycle": {"enabled": True, "after_s": 0.5, "min_results": 15},
+        },
+    }  # fmt: skip
     f = tmp_path / "s.yaml"
     f.write_text(yaml.safe_dump(sc))
     runs = tmp_path / "runs"
@@ -51,7 +56,7 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     rt = json.loads((runs / "r" / "results.json").read_text())["runtime"]
     assert rt["devices"] == 3
-    assert rt["produced"] >= 3 * 40  # 3 s at 20/s per device, with slack for a busy machine
+    assert rt["produced"] >= 3 * 80  # 6 s at 20/s per device, with slack for a busy machine
     assert rt["delivered"] == rt["produced"] and rt["undelivered"] == 0
     assert rt["kept_on_devices"] == 0 and rt["dropped_expired_rejected"] == 0
     assert rt["placements"].get("edge", 0) > 0
@@ -97,7 +102,17 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
     key_lines = {ln for k in keys_found for ln in k.read_text().splitlines() if "-" not in ln}
     for text in (log, res.output, (runs / "r" / "results.json").read_text()):
         assert not any(line in text for line in key_lines)
-    assert '"tls.revoked"' not in log and "mutual TLS" in (runs / "r" / "report.html").read_text()
+    report = (runs / "r" / "report.html").read_text()
+    assert '"tls.revoked"' not in log and "mutual TLS" in report
+    # the lifecycle: version 2 promoted, version 3 (classes shifted) rolled back by a guard
+    life = rt["lifecycle"]
+    assert "error" not in life, life
+    good, bad = (v["servers"]["micro-1"] for v in life["versions"])
+    assert good["state"] == "promoted" and bad["state"] == "rolled_back", life
+    assert bad["reason"].startswith("share correct"), bad["reason"]
+    assert set(life["final_versions"].values()) == {"2"} and life["swaps"]
+    assert "Rollouts on the running fleet" in report and "rolled_back" in report
+    assert '"event": "rollout.promoted"' in log and '"event": "rollout.rolled_back"' in log
 
 
 @pytest.mark.slow

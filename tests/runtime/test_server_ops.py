@@ -110,7 +110,7 @@ def test_adaptive_wait_does_not_delay_a_lone_client(digits_repo: Path, adaptive:
         b = DynamicBatcher(model, settings)
         b.start()
         try:
-            await b.infer({"input": x[:1]})  # the first request waits: others may come
+            await b.infer({"input": x[:1]})  # without adaptive_wait, the first waits too
             t0 = time.perf_counter()
             for i in range(5):  # one client: each request after the previous answer
                 await b.infer({"input": x[i : i + 1]})

@@ -289,8 +289,9 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         metric = str(ev.get("metric", "accuracy"))  # the task kind's headline metric
         value = ev.get(f"{metric}_onnx")
         if isinstance(value, int | float):
-            fmt = ".3f" if metric == "accuracy" else ".4g"  # as the report's headline
-            rows.append((f"exported model {metric} ({by})", f"{value:{fmt}}"))
+            # as the report's headline writes it: accuracy with 3 decimals, others 4 figures
+            shown = f"{value:.3f}" if metric == "accuracy" else f"{value:.4g}"
+            rows.append((f"exported model {metric} ({by})", shown))
         rows.append(("latency here", f"p50 {lat['p50_ms']:.3f} ms, p95 {lat['p95_ms']:.3f} ms"))
         received = (results.get("compression") or {}).get("per_profile") or {}
         for name, p in ev["per_profile"].items():

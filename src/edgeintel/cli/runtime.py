@@ -31,7 +31,11 @@ def serve_cmd(
     max_queue_delay_us: Annotated[int, typer.Option(min=0)] = 2000,
     queue_capacity: Annotated[int, typer.Option(min=1)] = 1024,
     adaptive_wait: Annotated[
-        bool, typer.Option(help="A lone client's request runs at once (no batching wait).")
+        bool,
+        typer.Option(
+            help="Never wait to fill a batch: run what is queued when the worker is free "
+            "(off: Triton's fixed --max-queue-delay-us wait).",
+        ),
     ] = True,
     threads: Annotated[int, typer.Option(min=1, help="ONNX Runtime intra-op threads.")] = 1,
     max_request_bytes: Annotated[int, typer.Option(min=1024)] = 16 * 1024 * 1024,
@@ -213,6 +217,34 @@ def export_repo_cmd(
         console.print(f"[green]wrote[/] {root}: {json.dumps(sorted(mapping))}", highlight=False)
 
 
+def _runtime_predictor(artifact: Path, dev: Any, sample: Any, verify_key: Path | None) -> Any:
+    """The device profile's runtime loading ``artifact`` (each of its files signature-checked
+    with ``verify_key``), tried on one input; one line when it does not fit."""
+    from edgeintel.inference.runtimes.base import get_runtime
+
+    rt = get_runtime(dev.profile.runtime)
+    if artifact.suffix != rt.suffix:
+        raise ConfigError(
+            f"--runtime-artifact {artifact}: device {dev.name}'s profile runs {rt.name}, "
+            f"which loads {rt.suffix} files"
+        )
+    if verify_key is not None:
+        from edgeintel.security.signing import ArtifactVerifier
+
+        verifier = ArtifactVerifier(verify_key)
+        for f in rt.files(artifact):
+            verifier(f)
+    predictor = rt.load(artifact)
+    try:
+        predictor.run(sample.astype("float32"))
+    except Exception as exc:
+        raise ConfigError(
+            f"--runtime-artifact {artifact}: does not run on device {dev.name}'s inputs "
+            f"({exc.__class__.__name__})"
+        ) from None
+    return predictor
+
+
 def device_cmd(
     scenario: Annotated[
         Path, typer.Argument(help="Scenario YAML file or a shipped scenario's name.")
@@ -293,6 +325,14 @@ def device_cmd(
     drift_false_alarms_per_hour: Annotated[
         float, typer.Option(help="False alarms per device-hour the drift monitor may raise.")
     ] = 1.0,
+    runtime_artifact: Annotated[
+        Path | None,
+        typer.Option(
+            help="The same model in the device profile's runtime (e.g. a compress stage's "
+            "<profile>.xml or .pte, or `edgeintel export`): local inference runs it there; "
+            "--onnx still serves split heads and the filter."
+        ),
+    ] = None,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -331,6 +371,9 @@ def device_cmd(
             ArtifactVerifier(verify_key)(onnx)
         session = make_session(onnx)
         check_input_shape(session, tuple(stream.inputs[0].shape), onnx)
+        predictor = None
+        if runtime_artifact is not None:
+            predictor = _runtime_predictor(runtime_artifact, dev, stream.inputs[:1], verify_key)
         # the task kind with what its run fitted for this model (anomaly threshold, tolerance)
         kind = task_for_model(onnx, sc.task.task_kind())
         filt = None
@@ -390,6 +433,7 @@ def device_cmd(
                 version=version,
                 updater=updater,
                 drift=watch,
+                predictor=predictor,
             )
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)

@@ -25,6 +25,7 @@ import numpy as np
 from edgeintel.data.datasets import Dataset, Modality, Target, load_data
 from edgeintel.data.partition import partition
 from edgeintel.data.split import RunSplits, Standardizer, fit_standardizer
+from edgeintel.data.streams import dwell_stream
 from edgeintel.errors import ConfigError
 
 __all__ = [
@@ -34,7 +35,9 @@ __all__ = [
     "derive_run_data",
     "input_interval_s",
     "scale_spread",
+    "shuffled_stream",
     "standardization_kind",
+    "stream_inputs",
 ]
 
 SCALE_SPREAD = 100.0
@@ -62,11 +65,43 @@ class RunData:
     preprocessing: dict[str, Any] | None
     scale: dict[str, Any] | None
     warnings: tuple[str, ...] = ()
+    stream: tuple[int, float, int, bool] = (1, 0.0, 0, False)  # frames, noise, seed, shuffle
 
     def device_arrays(self, device: int) -> tuple[np.ndarray, np.ndarray]:
         """Inputs (float32) and labels of device ``device``'s shard, in shard order."""
         idx = self.parts[device]
         return self.dataset.x[idx], self.dataset.y[idx]
+
+    def device_inputs(self, device: int) -> tuple[np.ndarray, np.ndarray]:
+        """What device ``device`` sends at inference time, in order: its shard as the
+        scenario's stream (``data.stream``: each sample held for some frames, with noise);
+        the one derivation the caching stage, the agents and the simulator share."""
+        x, y = self.device_arrays(device)
+        return stream_inputs(x, y, self.stream, device)
+
+
+def stream_inputs(
+    x: np.ndarray, y: np.ndarray, stream: tuple[int, float, int, bool], device: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Device ``device``'s shard ``x, y`` as its inference stream; ``stream`` is (frames per
+    sample, noise, scenario seed, shuffle) from ``data.stream`` and the dataset.
+
+    ``shuffle``: the shard arrives in a seeded random order, not in the dataset's storage
+    order (bundled MNIST is stored by label, so a shard in index order is a run of 0s,
+    then 1s, ...: redundancy no camera sees); sequences (video, recordings) keep time order.
+    """
+    frames, noise, seed, shuffle = stream
+    rng_seed = seed * 1000 + device
+    if shuffle and len(x) > 1:
+        order = np.random.default_rng(rng_seed + 7).permutation(len(x))
+        x, y = x[order], y[order]
+    return dwell_stream(x, y, frames, noise, rng_seed)
+
+
+def shuffled_stream(ds: Dataset) -> bool:
+    """Whether devices receive their shard in a seeded random order (not for sequences:
+    video frames and sensor recordings keep their time order)."""
+    return ds.modality is Modality.IMAGE and not ds.extra.get("sequential")
 
 
 def standardization_kind(ds: Dataset, enabled: bool) -> str | None:
@@ -178,7 +213,10 @@ def derive_run_data(
             min_samples=p.min_samples,
         )
         parts = tuple(train[part] for part in local)
-    return RunData(ds, splits, parts, scaler, record, scale, tuple(warnings))
+    st = getattr(spec, "stream", None)
+    frames, noise = (1, 0.0) if st is None else (int(st.frames_per_sample), float(st.noise))
+    stream = (frames, noise, seed, shuffled_stream(ds))
+    return RunData(ds, splits, parts, scaler, record, scale, tuple(warnings), stream)
 
 
 def check_preprocessing(recorded: Any, derived: Standardizer | None, where: str) -> None:

@@ -11,7 +11,15 @@ import numpy as np
 from edgeintel.errors import ConfigError, DataError
 from edgeintel.extras import require
 
-__all__ = ["Frame", "Window", "frame_stream", "sensor_stream", "sliding_windows", "video_fps"]
+__all__ = [
+    "Frame",
+    "Window",
+    "dwell_stream",
+    "frame_stream",
+    "sensor_stream",
+    "sliding_windows",
+    "video_fps",
+]
 
 
 @dataclass(frozen=True)
@@ -94,3 +102,21 @@ def frame_stream(path: str | Path, size: int = 32, every: int = 1) -> Iterator[F
             i += 1
     finally:
         cap.release()
+
+
+def dwell_stream(
+    x: np.ndarray, y: np.ndarray, frames: int, noise: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each sample held for ``frames`` consecutive inputs, every copy with Gaussian sensor
+    noise of standard deviation ``noise`` (data units): a camera that sees the same digit
+    or display for several frames. ``frames`` 1 and ``noise`` 0 return the samples as they
+    are. Deterministic in ``seed``."""
+    if frames < 1 or noise < 0:
+        raise ConfigError(f"a stream needs frames >= 1 and noise >= 0, got {frames} and {noise}")
+    if frames == 1 and noise == 0:
+        return x, y
+    xs = np.repeat(np.asarray(x, dtype=np.float32), frames, axis=0)
+    if noise > 0:
+        rng = np.random.default_rng(seed)
+        xs = xs + rng.normal(0.0, noise, size=xs.shape).astype(np.float32)
+    return xs, np.repeat(np.asarray(y), frames, axis=0)

@@ -84,6 +84,7 @@ class Measurement:
     metric: str = "accuracy"
     higher_is_better: bool = True
     metrics: dict[str, float] = field(default_factory=dict)
+    samples: int = 0  # held-out samples the metric was measured on (0: unknown)
 
     @property
     def p50_ms(self) -> float:
@@ -281,6 +282,7 @@ def measure_onnx(
         metric=kind.metric,
         higher_is_better=kind.higher_is_better,
         metrics={k: float(v) for k, v in metrics.items()},
+        samples=len(eval_y),
     )
 
 

@@ -305,6 +305,29 @@ def _rank_key(c: Candidate, objective: Objective) -> tuple[float, ...]:
     return (acc, lat, size)
 
 
+def tie_margin(m: Measurement) -> float:
+    """How far below the best a candidate's metric may lie and still count as a tie: the
+    95 % half-width of an accuracy on ``m.samples`` held-out samples (normal approximation,
+    at least one sample's worth); 0 for other metrics or an unknown sample count."""
+    if m.metric != "accuracy" or m.samples <= 0:
+        return 0.0
+    p, n = min(max(m.metric_value, 0.0), 1.0), m.samples
+    return max(1.96 * math.sqrt(p * (1 - p) / n), 1.0 / n)
+
+
+def _ties(feasible: list[Candidate], objective: Objective) -> list[Candidate]:
+    """The feasible candidates whose metric is within the best one's validation uncertainty
+    (``tie_margin``); the metric objectives choose among them by latency, then size. For
+    the latency and size objectives, the best by the objective alone."""
+    if not feasible:
+        return []
+    if objective not in (Objective.METRIC, Objective.ACCURACY):
+        return [min(feasible, key=lambda c: _rank_key(c, objective))]
+    best = min(feasible, key=lambda c: _rank_key(c, objective))
+    margin = tie_margin(best.measurement)
+    return [c for c in feasible if best.measurement.score - c.measurement.score <= margin + 1e-12]
+
+
 def _objective_name(objective: Objective, c: Candidate) -> str:
     """The objective in words: the metric's own name for ``metric`` (accuracy, rmse)."""
     return c.measurement.metric if objective == Objective.METRIC else str(objective)
@@ -344,10 +367,28 @@ def select(
     for i in front:
         cands[i].on_front = True
     feasible = [c for c in cands if c.feasible]
-    chosen = min(feasible, key=lambda c: _rank_key(c, objective)) if feasible else None
+    tied = _ties(feasible, objective)
+    # within the validation set's uncertainty a metric difference is noise: the cheaper wins
+    chosen = (
+        min(tied, key=lambda c: (c.latency_ms, c.measurement.onnx_bytes, c.label))
+        if (len(tied) > 1)
+        else (tied[0] if tied else None)
+    )
+    margin = tie_margin(chosen.measurement) if chosen is not None else 0.0
     for c in cands:
-        if c is chosen:
+        if c is chosen and len(tied) > 1:
+            c.reason = (
+                f"chosen: meets the budget; {len(tied)} candidates lie within the validation "
+                f"uncertainty (+-{margin:.3f} {c.measurement.metric} on "
+                f"{c.measurement.samples} samples) of the best, and this is the fastest of them"
+            )
+        elif c is chosen:
             c.reason = f"chosen: meets the budget with the best {_objective_name(objective, c)}"
+        elif c in tied and chosen is not None:
+            c.reason = (
+                f"ties the chosen {chosen.label} within the validation uncertainty but is "
+                f"slower ({c.latency_ms:.4g} ms vs {chosen.latency_ms:.4g} ms)"
+            )
         elif c.violations:
             c.reason = "misses " + "; ".join(str(v) for v in c.violations)
         elif chosen is not None:

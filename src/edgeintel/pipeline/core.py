@@ -203,6 +203,18 @@ class RunContext:
         idx = self.device_parts[device]
         return ds.x[idx], ds.y[idx]
 
+    def device_inputs(self, device: int) -> tuple[np.ndarray, np.ndarray]:
+        """What device ``device`` sends at inference time (its shard as ``data.stream``), as
+        its agent derives it (``RunData.device_inputs``)."""
+        from edgeintel.data.device_data import shuffled_stream, stream_inputs
+
+        st = self.scenario.data.stream
+        x, y = self.device_arrays(device)
+        shuffle = shuffled_stream(self.require_dataset())
+        return stream_inputs(
+            x, y, (st.frames_per_sample, st.noise, self.scenario.seed, shuffle), device
+        )
+
     def add_figure(self, section: str, title: str, fig: Any, caption: str = "") -> None:
         """Store a matplotlib figure (closed afterwards) for the report."""
         self.figures.append(Figure(section, title, png_base64(fig), caption))

@@ -90,7 +90,7 @@ def device_stream(scenario: Any, device: str) -> DeviceStream:
         edge=resolve_mode(scenario) is not TrainingMode.CENTRAL,
         kind=scenario.task.kind,
     )
-    x, y = rd.device_arrays(names.index(device))
+    x, y = rd.device_inputs(names.index(device))
     if len(x) == 0:
         raise ConfigError(f"device {device!r} holds no samples in this scenario's partition")
     interval = input_interval_s(rd.dataset, scenario.settings.runtime.rate_hz)
@@ -185,6 +185,9 @@ class DeviceAgent:
     delivery, and on restart resumes the version it last ran. With ``drift`` (a
     ``DriftWatch``) every computed input and its output feed the device's drift monitor;
     its state goes with each delivery and the result that raised an alarm is marked.
+    A D2D decision goes to the helper device named by its target over ``peers[target]``
+    (the helper serves the model like a node does: ``edgeintel serve``); a helper this
+    agent has no link to, or that fails, falls back to local inference.
     """
 
     def __init__(
@@ -210,6 +213,7 @@ class DeviceAgent:
         updater: ModelUpdater | None = None,
         predictor: Any = None,
         drift: DriftWatch | None = None,
+        peers: dict[str, Transport] | None = None,
     ) -> None:
         self.name = name
         self.task = task if task is not None else make_task("classification")
@@ -218,6 +222,7 @@ class DeviceAgent:
         self.previous: ActiveModel | None = None  # answers when the active version fails
         self.updater = updater
         self.drift = drift  # label-free drift monitor of the inputs and outputs (reported)
+        self.peers = dict(peers or {})  # helper device -> transport over the D2D link
         self.versions: list[tuple[float, str]] = []  # (clock s, version) of each swap
         self.last_version, self.last_error = version, False  # of the last ``infer``
         if updater is not None:
@@ -288,8 +293,17 @@ class DeviceAgent:
             prev = self.previous
             return prev.run(np.ascontiguousarray(x[None]))[0]
 
+    def _route(self, decision: Decision) -> Transport | None:
+        """The transport a decision's request goes over: the helper's for D2D (None when
+        this agent has no link to it), else the device's server's."""
+        if decision.tier is ExecutionTier.D2D:
+            return self.peers.get(decision.target or "")
+        return self.transport
+
     def _offload(self, x: np.ndarray, decision: Decision) -> np.ndarray:
-        assert self.transport is not None
+        transport = self._route(decision)
+        assert transport is not None
+        d2d = decision.tier is ExecutionTier.D2D
         head = decision.head if decision.head is not None else self.head_session
         if decision.tail_model is not None and head is not None:
             head_in = head.get_inputs()[0].name
@@ -304,7 +318,7 @@ class DeviceAgent:
         headers = dict(self.headers)
         if hl is not None:
             headers["Inference-Header-Content-Length"] = str(hl)
-        if decision.target is not None and decision.target != self.server_node:
+        if not d2d and decision.target is not None and decision.target != self.server_node:
             headers[FORWARD_HEADER] = decision.target  # the edge server relays it onward
         target = decision.tail_model or self.model
         req = Request(
@@ -314,7 +328,7 @@ class DeviceAgent:
             headers,
             timeout_s=self.settings.offload_timeout_ms / 1000,
         )
-        resp = self.transport.send(req)
+        resp = transport.send(req)
         if resp.status != 200:
             raise TransportError(f"server answered {resp.status}")
         h = resp.headers.get(HEADER_LENGTH) or resp.headers.get("Inference-Header-Content-Length")
@@ -336,7 +350,7 @@ class DeviceAgent:
         decision = self.plan.decide(self._unreachable())
         if decision.tier is not ExecutionTier.DEVICE:
             node = decision.target or self.server_node or "server"
-            if self.transport is not None and self._blocked.get(node, -1.0) <= self._clock():
+            if self._route(decision) is not None and self._blocked.get(node, -1.0) <= self._clock():
                 try:
                     out = self._offload(x, decision)
                     kind = f"split-{decision.tier}" if decision.tail_model else str(decision.tier)

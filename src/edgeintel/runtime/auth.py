@@ -132,9 +132,19 @@ class Authenticator:
     def principal(self, token: str) -> Principal | None:
         return self.tokens.principal(token) if token else None
 
-    def device(self, token: str) -> str | None:
+    def device(self, token: str, peer: Any = None) -> str | None:
         """The calling device's name (None when auth is off, or for a relaying node);
-        ``Unauthorized`` without a valid device or node token."""
+        ``Unauthorized`` without a valid device or node token. ``peer``: the client
+        certificate's identity under mutual TLS (``security.pki.Identity``): a device
+        certificate names the device, and a device token of another name is refused."""
+        name = self._token_device(token)
+        if peer is not None and str(peer.role) == Role.DEVICE.value:
+            if name is not None and name != peer.name:
+                raise Unauthorized(f"token of {name!r} with the certificate of {peer.name!r}")
+            return str(peer.name)
+        return name
+
+    def _token_device(self, token: str) -> str | None:
         if not self.enabled:
             return None
         who = self.principal(token)

@@ -150,8 +150,9 @@ table{border-collapse:collapse;margin-top:1em}td,th{padding:.2em .8em;border-bot
 <div class="card">results delivered<b id="delivered">0</b></div>
 <div class="card">errors<b id="errors">0</b></div>
 </div>
+<p id="lifecycle"></p>
 <table><thead><tr><th>device</th><th>requests</th><th>results delivered</th>
-<th>last seen (s)</th></tr></thead><tbody id="fleet"></tbody></table>
+<th>last seen (s)</th><th>versions</th></tr></thead><tbody id="fleet"></tbody></table>
 <script>
 function fmt(v){return v===null||v===undefined?"-":String(v);}
 async function tick(){
@@ -167,9 +168,18 @@ async function tick(){
     set("upstream",u?(u.bytes_up/1024).toFixed(1)+" / "+(u.bytes_down/1024).toFixed(1):"-");
     set("batch",s.mean_batch_rows);set("queue",s.queue_depth);
     set("delivered",s.results_delivered);set("errors",s.errors);
+    const esc=(v)=>String(v).replace(/[<>&"]/g,"");
+    const lc=s.lifecycle||{};const vs=lc.versions||{};
+    const ro=Object.entries(lc.rollouts||{}).map(([m,r])=>esc(m)+": "+esc(r.stable)+" -> "+
+      esc(r.candidate)+" "+esc(r.state)+" ("+Math.round(100*r.share)+" % of devices)"+
+      (r.reason?" - "+esc(r.reason):""));
+    const dr=Object.entries(lc.drift||{}).map(([g,f])=>"drift "+esc(g)+": "+f.drifting+"/"+
+      f.devices+" devices now, "+f.alarms+" alarms");
+    document.getElementById("lifecycle").textContent=ro.concat(dr).join(" | ");
     const rows=Object.entries(s.devices).map(([k,v])=>
-      "<tr><td>"+k.replace(/[<>&]/g,"")+"</td><td>"+v.requests+"</td><td>"+v.results+
-      "</td><td>"+v.last_seen_s+"</td></tr>");
+      "<tr><td>"+esc(k)+"</td><td>"+v.requests+"</td><td>"+v.results+
+      "</td><td>"+v.last_seen_s+"</td><td>"+
+      Object.entries(vs[k]||{}).map(([m,x])=>esc(m)+" "+esc(x)).join(", ")+"</td></tr>");
     document.getElementById("fleet").innerHTML=rows.join("");
   }catch(e){document.getElementById("status").textContent="disconnected";}
 }

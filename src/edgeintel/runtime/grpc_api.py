@@ -122,6 +122,12 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
                 return bearer(value)
         return ""
 
+    def device(self, context: Any) -> str | None:
+        """The calling device, as ``HttpApi.device``: a device certificate names it."""
+        from edgeintel.security.mtls import grpc_peer
+
+        return self.auth.device(self.token(context), grpc_peer(context))
+
     async def _call(
         self, method: str, model: str, context: Any, fn: Callable[[], Awaitable[Any]]
     ) -> Any:
@@ -155,7 +161,7 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         async def run() -> Any:
-            self.auth.device(self.token(context))
+            self.device(context)
             try:
                 self.core.find(request.name, request.version or None)
             except ServeError:
@@ -173,7 +179,7 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async def run() -> Any:
-            self.auth.device(self.token(context))
+            self.device(context)
             m = self.core.find(request.name, request.version or None)
             meta = m.metadata(self.core.repository.versions(m.name))
             return json_format.ParseDict(meta, pb.ModelMetadataResponse())
@@ -182,7 +188,7 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def ModelConfig(self, request: Any, context: Any) -> Any:
         async def run() -> Any:
-            self.auth.device(self.token(context))
+            self.device(context)
             cfg = self.core.config(request.name, request.version or None)
             return pb.ModelConfigResponse(config=json_format.ParseDict(cfg, mc.ModelConfig()))
 
@@ -253,7 +259,7 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         async def run() -> Any:
-            return await self._infer(request, self.auth.device(self.token(context)))
+            return await self._infer(request, self.device(context))
 
         return await self._call("infer", request.model_name, context, run)
 
@@ -261,7 +267,7 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
         """Each request answered in order; a failed one with ``error_message`` (the
         stream goes on), as Triton's decoupled-free models do."""
         try:
-            device = self.auth.device(self.token(context))
+            device = self.device(context)
         except Unauthorized as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
         async for request in request_iterator:

@@ -40,7 +40,6 @@ from edgeintel.runtime.protocol import (
 )
 from edgeintel.runtime.relay import FORWARD_HEADER, TIMEOUT_HEADER, parse_timeout
 from edgeintel.security.mtls import peer_identity
-from edgeintel.security.pki import Role
 
 if TYPE_CHECKING:
     from edgeintel.runtime.server import InferenceServer
@@ -151,6 +150,11 @@ class HttpApi:
         name = request.path_params.get("name", "")
         return name if self.core.served(name) else ""
 
+    def device(self, request: Request) -> str | None:
+        """The calling device: its token's, held to its certificate's name under mutual
+        TLS (a device certificate names the device; another device's token is refused)."""
+        return self.auth.device(self.token(request), peer_identity(request.scope))
+
     async def handle(self, request: Request, endpoint: str, fn: Handler) -> Response:
         try:
             resp = await fn(request)
@@ -205,15 +209,12 @@ class HttpApi:
 
     async def live_stats(self, request: Request) -> Response:
         self.auth.operator(self.token(request, cookie=True))  # the dashboard polls with it
-        return json_response(self.board.snapshot(self.core.depth))
+        snap = self.board.snapshot(self.core.depth)
+        snap["lifecycle"] = self.server.lifecycle_summary()
+        return json_response(snap)
 
     async def results(self, request: Request) -> Response:
-        device = self.auth.device(self.token(request))
-        peer = peer_identity(request.scope)
-        if peer is not None and peer.role is Role.DEVICE:  # a device submits only as itself
-            if device is not None and device != peer.name:
-                raise ServeError(401, f"token of {device!r} with the certificate of {peer.name!r}")
-            device = peer.name
+        device = self.device(request)  # a device certificate submits only as itself
         body = await self.read_body(request)
         accepted, dup, assign = await self.server.ingest(device, loads_strict(body, finite=True))
         out: dict[str, Any] = {"accepted": accepted, "duplicates": dup}
@@ -246,7 +247,7 @@ class HttpApi:
     async def artifact(self, request: Request) -> Response:
         """A served version's ONNX file, for a device's over-the-air update: its sha256
         and (when signed) its detached signature in headers, checked by the device."""
-        self.auth.device(self.token(request))
+        self.device(request)
         m = self.core.find(request.path_params["name"], request.path_params["version"])
         from edgeintel.security.signing import signature_path
 
@@ -261,18 +262,18 @@ class HttpApi:
     # ------------------------------------------------------------------ per model
 
     async def metadata(self, request: Request) -> Response:
-        self.auth.device(self.token(request))
+        self.device(request)
         m = self.core.find(request.path_params["name"], request.path_params.get("version"))
         return json_response(m.metadata(self.core.repository.versions(m.name)))
 
     async def model_ready(self, request: Request) -> Response:
-        self.auth.device(self.token(request))
+        self.device(request)
         m = self.core.find(request.path_params["name"], request.path_params.get("version"))
         ok = self.core.ready
         return json_response({"name": m.name, "ready": ok}, 200 if ok else 503)
 
     async def config(self, request: Request) -> Response:
-        self.auth.device(self.token(request))
+        self.device(request)
         p = request.path_params
         return json_response(self.core.config(p["name"], p.get("version")))
 
@@ -303,7 +304,7 @@ class HttpApi:
 
     async def infer(self, request: Request) -> Response:
         t0 = time.perf_counter()
-        device = request.state.device = self.auth.device(self.token(request))
+        device = request.state.device = self.device(request)
         forward = request.headers.get(FORWARD_HEADER)
         if forward and forward != self.server.node:
             return await self._relay(request, forward, device, t0)

@@ -318,6 +318,26 @@ class ServerProcess:
                 )
         raise EdgeIntelError(f"server {self.name} not ready within {timeout_s:g} s{where}")
 
+    def rollout(self, token: str | None, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Start a rollout on the node (``body``: ``RolloutSettings`` as JSON) or, without a
+        body, its rollouts and devices (``GET /v1/rollout``); ``EdgeIntelError`` with the
+        node's answer when it refuses."""
+        import httpx
+
+        if body is None:
+            r = self._get("/v1/rollout", 10.0, token)
+        else:
+            if self._verify is None:
+                self._verify = True if self.tls is None else self.tls.client_context()
+            scheme = "http" if self.tls is None else "https"
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            r = httpx.post(f"{scheme}://{self.address}/v1/rollout", json=body,
+                           headers=headers, timeout=60.0, verify=self._verify)  # fmt: skip
+        if r.status_code != 200:
+            raise EdgeIntelError(f"server {self.name}: /v1/rollout answered {r.status_code}: "
+                                 f"{r.text[:200]}")  # fmt: skip
+        return dict(r.json())
+
     def stats(self, token: str | None) -> dict[str, Any]:
         """The node's ``/v2/stats`` (operator token); {} when it does not answer."""
         import httpx

@@ -5,9 +5,11 @@ A ``Rollout`` moves one model from its ``stable`` version to a ``candidate`` thr
 stage when its bucket (sha256 of rollout id and device name, in [0, 1)) is below the
 stage's share, so the assignment is deterministic, needs no device list, and a device
 joining mid-rollout gets its place on first contact; a device in a stage stays in every
-later one. Devices pull their assignment with each delivery of results (the ``assign``
-field of the ``/v1/results`` answer) and report the version each result was computed
-with, so both versions are judged on the same period's traffic.
+later one. The rollout id is ``model:stable->candidate``, salted (``#k``, the first ``k``
+that works) when the node already knows devices and the plain id would put none or all of
+them in the canary (a small fleet). Devices pull their assignment with each delivery of
+results (the ``assign`` field of the ``/v1/results`` answer) and report the version each
+result was computed with, so both versions are judged on the same period's traffic.
 
 The rule, per stage: at looks ``j = 1 .. looks``, when both versions have at least
 ``j x min_results`` results in the stage, every guard of ``runtime.guards.GUARDS`` is
@@ -247,6 +249,21 @@ class Rollout:
         }
 
 
+def _rollout_id(settings: RolloutSettings, stable: str, known: list[str]) -> str:
+    """``model:stable->candidate``, salted until the canary holds some but not all of the
+    ``known`` devices (when that is possible: two or more devices, a canary share below 1)."""
+    base = f"{settings.model}:{stable}->{settings.version}"
+    share = settings.stages[0]
+    if len(known) < 2 or share >= 1.0:
+        return base
+    for k in range(256):
+        rid = base if k == 0 else f"{base}#{k}"
+        inside = sum(bucket(rid, d) < share for d in known)
+        if 0 < inside < len(known):
+            return rid
+    return base
+
+
 class RolloutManager:
     """The server's rollouts (the last one per model) and the versions its devices report.
 
@@ -284,7 +301,9 @@ class RolloutManager:
         self._pin(model, stable)
         if current is not None:
             self.history.append(current.to_json())
-        r = self.rollouts[model] = Rollout(settings, stable, self._clock)
+        r = self.rollouts[model] = Rollout(
+            settings, stable, self._clock, _rollout_id(settings, stable, sorted(self.devices))
+        )
         if r.state is RolloutState.PROMOTED:
             self._pin(model, r.candidate)
         return r

@@ -87,6 +87,7 @@ class ExecutionTier(StrEnum):
     DEVICE = "device"
     EDGE = "edge"
     CLOUD = "cloud"
+    D2D = "d2d"  # a neighbouring device runs it, reached over the D2D link (agent ``peers``)
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,8 @@ class StaticPlan:
         targets the cloud node (the edge relays it), ``edge`` its own edge server.
         ``ValueError`` for an unknown tier."""
         t = ExecutionTier(tier)
+        if t is ExecutionTier.D2D:
+            raise ValueError("a D2D plan names its helper device; use StaticPlan(D2D, target=...)")
         target = {ExecutionTier.CLOUD: cloud, ExecutionTier.EDGE: attach}.get(t)
         return cls(t, target=target)
 

@@ -179,6 +179,20 @@ class InferenceServer:
                 self.event(f"rollout.{r.state}", model=m, version=r.candidate, reason=r.reason)
         return accepted, dup, self.rollouts.assignment(name)
 
+    def lifecycle_summary(self) -> dict[str, Any]:
+        """What the dashboard shows of the fleet's lifecycle: each model's rollout (state,
+        versions, share, reason), each device's versions, drift per device group."""
+        self.rollouts.step()
+        return {
+            "rollouts": {
+                m: {"state": str(r.state), "stable": r.stable, "candidate": r.candidate,
+                    "share": r.share, "reason": r.reason}
+                for m, r in self.rollouts.rollouts.items()
+            },
+            "versions": {d: dv.versions for d, dv in self.rollouts.devices.items()},
+            "drift": self.drift.groups(),
+        }  # fmt: skip
+
     async def start_rollout(self, settings: RolloutSettings) -> Rollout:
         """Begin rolling ``settings.version`` out: the model folder is reloaded hot (the new
         version verified, and signed when the node verifies signatures) while unversioned

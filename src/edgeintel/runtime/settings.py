@@ -28,6 +28,7 @@ __all__ = [
     "BatchingSettings",
     "DeployPlacement",
     "DeploySettings",
+    "LifecycleSettings",
     "OnFull",
     "RuntimeSettings",
     "ServerSettings",
@@ -45,9 +46,9 @@ class BatchingSettings(_Strict):
     rows or until the first waited ``max_queue_delay_us`` microseconds, then
     run as one ONNX Runtime call. ``max_batch_size: 1`` turns batching off.
     ``queue_capacity`` requests may wait per model; more are answered 503.
-    ``adaptive_wait``: a request alone in the queue right after a batch of a single
-    request runs at once (a lone client pays the batching delay on its first request
-    only); under load batches form as before.
+    ``adaptive_wait`` (default): never wait; whenever the worker is free it runs what is
+    queued, so a lone client pays no delay and under load a batch is what arrived while
+    the previous one ran; off, Triton's fixed ``max_queue_delay_us`` wait.
     """
 
     max_batch_size: Annotated[int, Field(ge=1, le=4096)] = 32
@@ -183,6 +184,26 @@ def _same_endpoint(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "::1") or host.startswith("127.") else host
 
 
+class LifecycleSettings(_Strict):
+    """A deployed run's model lifecycle check (``settings.runtime.deploy.lifecycle``).
+
+    When ``enabled``, the agents follow their edge server's rollouts, and ``after_s``
+    seconds into the run version 2 of the model (the same weights, signed anew) is rolled
+    out on every edge server through ``stages`` (the first is the canary), judged after
+    ``min_results`` results of each version per look (``looks`` per stage); then, with
+    ``bad_version``, version 3, the model with its output classes shifted by one (a
+    deliberately wrong model), is rolled out the same way and must be rolled back. What
+    each server decided, and why, is in ``results.runtime.lifecycle`` and the report.
+    """
+
+    enabled: bool = False
+    after_s: Annotated[float, Field(ge=0, le=3600)] = 1.0
+    stages: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.5, 1.0)
+    min_results: Annotated[int, Field(ge=1, le=10**6)] = 20
+    looks: Annotated[int, Field(ge=1, le=100)] = 1
+    bad_version: bool = True
+
+
 class DeploySettings(_Strict):
     """``edgeintel run`` deploys the scenario when ``enabled``: one server process per serving
     node (edge servers with devices attached, and the cloud when some device may use it),
@@ -219,6 +240,7 @@ class DeploySettings(_Strict):
     signing_key: Path | None = None
     tls: bool = True
     tls_ca: Path | None = None
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     @field_validator("addresses")
     @classmethod

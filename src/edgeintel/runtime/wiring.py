@@ -480,6 +480,8 @@ class AdaptivePlan:
     def decision(self, opt: Option) -> Decision:
         if opt.tier == "local" or opt.target is None:
             return Decision(ExecutionTier.DEVICE, opt.label)
+        if opt.tier == "d2d":  # a neighbour runs the whole model, reached directly
+            return Decision(ExecutionTier.D2D, opt.label, opt.target)
         tier = ExecutionTier.CLOUD if opt.target == self.cloud else ExecutionTier.EDGE
         if opt.tier == "hybrid":
             assert opt.mask is not None

@@ -20,7 +20,7 @@ from typing import Any
 
 from edgeintel.security.pki import Identity, Revocations, Role, identity_of
 
-__all__ = ["grpc_revocation_interceptor", "mtls_protocol", "peer_identity"]
+__all__ = ["grpc_peer", "grpc_revocation_interceptor", "mtls_protocol", "peer_identity"]
 
 log = logging.getLogger("edgeintel.runtime.server")
 
@@ -81,16 +81,22 @@ def _pem_identity(pem: bytes) -> Identity:
     return identity_of(der)
 
 
+def grpc_peer(context: Any) -> Identity | None:
+    """The client certificate's identity of a gRPC call (None: not over mutual TLS)."""
+    pems = (context.auth_context() or {}).get("x509_pem_cert") or []
+    return _pem_identity(bytes(pems[0])) if pems else None
+
+
 def grpc_revocation_interceptor(revocations: Revocations) -> Any:
     """A ``grpc.aio.ServerInterceptor`` refusing (UNAUTHENTICATED) each call whose client
     certificate the CRL lists, or that came without one, before the method runs."""
     import grpc
 
     async def check(context: Any) -> None:
-        pems = (context.auth_context() or {}).get("x509_pem_cert") or []
-        if not pems:
+        peer = grpc_peer(context)
+        if peer is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate required")
-        peer = _pem_identity(bytes(pems[0]))
+            return
         if revocations.revoked(peer.serial):
             log.info(json.dumps({"event": "tls.revoked", "peer": peer.name, "serial": peer.serial}))
             await context.abort(

@@ -18,6 +18,18 @@ from edgeintel.report.sections import RenderContext, details, kv_table, register
 __all__ = ["render_caching"]
 
 
+def stream_sentence(stream: dict[str, Any]) -> str:
+    """The devices' input stream in words (``results.caching.filter.stream``)."""
+    k, noise = int(stream.get("frames_per_sample") or 1), float(stream.get("noise") or 0.0)
+    if k == 1 and noise == 0:
+        return "Device streams: each device sends its shard's samples once, in shard order."
+    return (
+        f"Device streams (data.stream, synthetic): each real sample of a device's shard is "
+        f"held for {k} consecutive frames, every frame with Gaussian sensor noise of standard "
+        f"deviation {noise:g}; the filter's skips come from that repetition."
+    )
+
+
 def _filter_rows(per_device: dict[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for name, v in per_device.items():
@@ -149,6 +161,17 @@ def _policy_rows(miss: dict[str, float]) -> list[dict[str, Any]]:
 
 def _placement(pl: dict[str, Any]) -> list[Markup]:
     parts = []
+    cat = pl.get("catalogue") or {}
+    if cat:  # the experiment's synthetic catalogue, beside its figures
+        parts.append(
+            Markup("<p>{}</p>").format(
+                f"Catalogue (synthetic): {cat.get('items')} items of {cat.get('item_mb')} MB, "
+                f"Zipf popularity exponent {cat.get('zipf_alpha')}, "
+                f"{cat.get('requests_per_station')} requests per station (half to learn "
+                f"popularity, half to evaluate), locality {cat.get('locality')} "
+                "(settings.caching.placement)."
+            )
+        )
     stations = pl.get("stations") or {}
     neighbours = pl.get("neighbours") or {}
     if stations:
@@ -219,6 +242,9 @@ def render_caching(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
     if filt:
         _warn_filter(ctx, filt)
         parts.append(Markup("<h3>Redundancy filter on the devices</h3>"))
+        stream = filt.get("stream") or {}
+        if stream:  # what the filter's figures stand on (synthetic repetition, if any)
+            parts.append(Markup("<p>{}</p>").format(stream_sentence(stream)))
         rows = _filter_rows(filt.get("per_device") or {})
         why = [{"device": r["device"], "why this threshold": r.pop("why this threshold")}
                for r in rows]  # fmt: skip
@@ -257,6 +283,15 @@ def render_caching(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
         per_server = rc.get("per_server") or {}
         _warn_result_cache(ctx, per_server)
         parts.append(Markup("<h3>Result cache on the edge servers</h3>"))
+        cfg = rc.get("config") or {}
+        if cfg:  # what the figures stand on: a replayed, noised request stream
+            parts.append(
+                Markup("<p>{}</p>").format(
+                    f"Request stream (synthetic): {cfg.get('requests')} requests per server, "
+                    "each a held-out test input replayed with Gaussian noise of standard "
+                    f"deviation {cfg.get('noise')} (settings.caching.result_cache)."
+                )
+            )
         if per_server:
             parts.append(
                 table(

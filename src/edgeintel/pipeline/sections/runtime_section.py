@@ -112,6 +112,24 @@ def render_runtime(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
         parts.append(kv_table(decisions, caption="Requests per planner option"))
     if "Placements over the run" in figs:
         parts.append(ctx.figure(figs["Placements over the run"]))
+    life = data.get("lifecycle") or {}
+    if life.get("versions"):
+        rows = [
+            {"version": v["version"], "model": v["what"], "server": name, "outcome": r["state"],
+             "decided after (s)": r.get("decided_s"), "reason": r.get("reason") or ""}
+            for v in life["versions"] for name, r in v["servers"].items()
+        ]  # fmt: skip
+        parts.append(table(rows, caption="Rollouts on the running fleet (canary, then all; "
+                                         "rolled back when a guard trips)"))  # fmt: skip
+        swaps = life.get("swaps") or {}
+        if swaps:
+            parts.append(
+                details(
+                    f"Version swaps on {len(swaps)} devices",
+                    table({d: {"swaps (s: version)": ", ".join(f"{t}: {v}" for t, v in s)}
+                           for d, s in swaps.items()}, index="device"),
+                )
+            )  # fmt: skip
     servers = data.get("servers") or {}
     if servers:
         parts.append(table(servers, index="server", caption="Servers"))

@@ -35,6 +35,7 @@ class Deployment:
     server_stats: dict[str, dict[str, Any]] = field(default_factory=dict)
     wall: float = 0.0  # s the agents ran
     pki: Any = None  # security.pki.DeploymentPki under mutual TLS, None for plaintext
+    lifecycle: dict[str, Any] | None = None  # the rollouts of deploy.lifecycle
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -199,6 +200,17 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     }
     if cloud in delivered_at and len(d.nodes) > 1:
         section["delivered_to_cloud"] = sum(delivered_at[cloud].values())
+    if d.lifecycle is not None:
+        section["lifecycle"] = {
+            **d.lifecycle,
+            # each agent's versions over the run: (s since its start, version) per swap
+            "swaps": {
+                a.name: [[round(t - (a.started or t), 3), v] for t, v in a.versions]
+                for a, _, _ in d.agents
+                if a.versions
+            },
+            "final_versions": {a.name: a.active.version for a, _, _ in d.agents},
+        }
     return section
 
 

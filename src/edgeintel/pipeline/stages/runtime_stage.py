@@ -104,7 +104,18 @@ class RuntimeStage(Stage):
             _start_servers(ctx, nodes, repo, folder, tokens_file, origin_file, pki)
             if dep.starts(DEVICES):
                 _add_agents(ctx, run, devices, tokens, (planner_state, splits), folder)
+                driver = None
+                if dep.lifecycle.enabled:  # rollouts on the running fleet
+                    from edgeintel.pipeline.stages.lifecycle_drive import LifecycleDriver
+
+                    edges = {d.attach: nodes[d.attach] for _, d in devices}
+                    driver = LifecycleDriver(dep.lifecycle, edges, operator, repo, signer,
+                                             list(ctx.artifact.labels), task)  # fmt: skip
+                    driver.start()
                 _run_agents(ctx, run, origin_file)
+                if driver is not None:
+                    driver.stop()
+                    run.lifecycle = driver.record
                 ctx.log(f"runtime: agents done in {run.wall:.1f} s; forwarding to the cloud")
                 drain_upstream(nodes, cloud, operator, dep.drain_timeout_s)
             else:
@@ -231,6 +242,16 @@ def _add_agents(
             run.filter_source[d.name] = info
         plan = _plan(run.placements[d.name], d, sc, planner_state, splits, em)
         run.plans[d.name] = plan
+        updater = None
+        if dep.lifecycle.enabled and d.profile.runtime not in runtime_files:
+            from edgeintel.runtime.updater import ModelUpdater
+            from edgeintel.security.signing import ArtifactVerifier
+
+            updater = ModelUpdater(
+                "model", folder / "devices" / f"{d.name}.models", transport,
+                {"Authorization": f"Bearer {tokens.devices[d.name]}"},
+                verify=ArtifactVerifier(_verify_key(folder)),
+            )  # fmt: skip
         key = None if store_secret is None else device_key(store_secret, d.name)
         store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store, key=key)
         agent = DeviceAgent(
@@ -246,6 +267,7 @@ def _add_agents(
             settings=rt,
             server_node=d.attach,
             task=ctx.task_kind(),  # results carry the kind's output (label, value, alarm)
+            updater=updater,  # follows the server's rollouts (deploy.lifecycle)
             # one loaded artifact per agent: runtimes' requests are not shared across threads
             predictor=(
                 get_runtime(d.profile.runtime).load(runtime_files[d.profile.runtime])
@@ -442,6 +464,7 @@ def _planner(
         x_te, _ = ctx.test_arrays()
         result = plan_scenario(sc, ctx.artifact.path, folder.parent / "offloading", x_te[:1])
     planner = OffloadPlanner(result.graph, result.profile, sc.settings.offloading)
+    planned = result.graph.path or ctx.artifact.path
     initial = {
         name: result.problem.options[d][c].label
         for d, (name, c) in enumerate(zip(result.problem.devices, result.plan.choice, strict=True))
@@ -462,7 +485,9 @@ def _planner(
                     continue
                 k = int(o.mask.sum())
                 tag = hashlib.sha256(mask_key(o.mask)).hexdigest()[:8]
-                sm = split_model(ctx.artifact.path, result.graph, o.mask, folder / f"cut{k}_{tag}")
+                # the cut belongs to the model it was planned on (the artifact the devices
+                # receive, maybe quantized), not necessarily the exported fp32 model
+                sm = split_model(planned, result.graph, o.mask, folder / f"cut{k}_{tag}")
                 assert sm.head_path is not None and sm.tail_path is not None
                 name = f"model_tail_{k}_{tag}"
                 add_model(

@@ -1,0 +1,36 @@
+"""The shipped regression and anomaly scenarios run end to end (shortened training)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeintel.pipeline.core import run_pipeline
+from edgeintel.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+STAGES = ["data", "train", "edge_train", "export", "evaluate"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("name", "metric", "baseline"),
+    [("solar_farm", "rmse", "last value"), ("pipeline_monitoring", "auroc", "always normal")],
+)
+def test_shipped_task_scenario_runs(name: str, metric: str, baseline: str, tmp_path: Path) -> None:
+    sc = load_scenario(SCENARIOS / f"{name}.yaml")
+    t = sc.settings.training.model_copy(update={"epochs": 3, "rounds": 3})
+    sc = sc.model_copy(update={"settings": sc.settings.model_copy(update={"training": t})})
+    res = run_pipeline(sc, tmp_path, run_id=name, stages=STAGES).results
+    data = res["data"]
+    assert data["test_samples"] >= 1000
+    assert data["trivial_baseline"]["metric"] == metric
+    assert data["trivial_baseline"]["best"] == baseline
+    ev = res["evaluation"]
+    assert ev["metric"] == metric and ev["test_samples"] == data["test_samples"]
+    # even after 3 epochs / rounds the model beats the trivial baseline on test
+    task = res["training"]["task"]
+    assert task["beats_baseline"], task["summary"]
+    if metric == "auroc":
+        assert data["split"]["anomalies_excluded_from_training"] > 0
