@@ -157,3 +157,19 @@ def test_the_filters_figures_state_the_stream_they_stand_on() -> None:
     said = stream_sentence({"frames_per_sample": 5, "noise": 0.02})
     assert "synthetic" in said and "5 consecutive frames" in said and "0.02" in said
     assert "once" in stream_sentence({"frames_per_sample": 1, "noise": 0.0})
+
+
+def test_synthetic_caching_experiments_are_disclosed_beside_their_figures() -> None:
+    from edgeintel.pipeline.sections.caching_section import render_caching
+    from edgeintel.report.sections import RenderContext
+
+    data = {
+        "result_cache": {"per_server": {}, "config": {"requests": 2000, "noise": 0.03}},
+        "placement": {
+            "catalogue": {"items": 2000, "item_mb": 10.0, "zipf_alpha": 0.8,
+                          "requests_per_station": 5000, "locality": 0.3},
+        },
+    }  # fmt: skip
+    html = str(render_caching(data, [], RenderContext({})))
+    assert "2000 requests per server" in html and "noise of standard deviation 0.03" in html
+    assert "2000 items of 10.0 MB, Zipf popularity exponent 0.8" in html

@@ -161,6 +161,17 @@ def _policy_rows(miss: dict[str, float]) -> list[dict[str, Any]]:
 
 def _placement(pl: dict[str, Any]) -> list[Markup]:
     parts = []
+    cat = pl.get("catalogue") or {}
+    if cat:  # the experiment's synthetic catalogue, beside its figures
+        parts.append(
+            Markup("<p>{}</p>").format(
+                f"Catalogue (synthetic): {cat.get('items')} items of {cat.get('item_mb')} MB, "
+                f"Zipf popularity exponent {cat.get('zipf_alpha')}, "
+                f"{cat.get('requests_per_station')} requests per station (half to learn "
+                f"popularity, half to evaluate), locality {cat.get('locality')} "
+                "(settings.caching.placement)."
+            )
+        )
     stations = pl.get("stations") or {}
     neighbours = pl.get("neighbours") or {}
     if stations:
@@ -272,6 +283,15 @@ def render_caching(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
         per_server = rc.get("per_server") or {}
         _warn_result_cache(ctx, per_server)
         parts.append(Markup("<h3>Result cache on the edge servers</h3>"))
+        cfg = rc.get("config") or {}
+        if cfg:  # what the figures stand on: a replayed, noised request stream
+            parts.append(
+                Markup("<p>{}</p>").format(
+                    f"Request stream (synthetic): {cfg.get('requests')} requests per server, "
+                    "each a held-out test input replayed with Gaussian noise of standard "
+                    f"deviation {cfg.get('noise')} (settings.caching.result_cache)."
+                )
+            )
         if per_server:
             parts.append(
                 table(

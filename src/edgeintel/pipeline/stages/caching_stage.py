@@ -251,6 +251,14 @@ class CachingStage(Stage):
         single = CONTENT_PLACEMENTS.get("popularity")(history, cap, nb, dl)
         item_bytes = int(ps.item_mb * 2**20)
         out: dict[str, Any] = {
+            # the experiment is synthetic: the report states its catalogue beside the figures
+            "catalogue": {
+                "items": ps.items,
+                "item_mb": ps.item_mb,
+                "zipf_alpha": ps.zipf_alpha,
+                "requests_per_station": ps.requests,
+                "locality": ps.locality,
+            },
             "stations": {
                 n: {"kind": str(e.kind), "cache_mb": e.cache_mb, "items": len(coop.cached[i])}
                 for i, (n, e) in enumerate(zip(names, sc.edge_servers, strict=True))
