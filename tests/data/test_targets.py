@@ -64,6 +64,10 @@ def _spec(**fields: Any) -> DataSpec:
 def test_kind_and_dataset_target_must_match() -> None:
     with pytest.raises(DataError, match="holds class labels, but the regression task kind"):
         load_data(_spec(dataset="digits"), kind="regression")
+    # class labels read for anomaly detection: the first class is normal, the rest anomalies
+    digits = load_data(_spec(dataset="digits"), kind="anomaly")
+    assert digits.target is Target.ANOMALY and digits.extra["normal_class"] == "0"
+    assert int((digits.y == 0).sum()) == 178 and len(digits) == 1797
 
 
 def test_anomaly_training_split_keeps_normal_samples_only(tmp_path: Path) -> None:

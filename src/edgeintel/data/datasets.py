@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ __all__ = [
     "Dataset",
     "Modality",
     "Target",
+    "as_anomaly",
     "load_data",
     "load_dataset",
     "target_for",
@@ -349,6 +350,8 @@ def load_data(spec: Any, seed: int = 0, kind: str | None = None) -> Dataset:
     want = target_for(kind)
     if spec.dataset is not None:
         ds = load_dataset(spec.dataset, image_size=spec.image_size)
+        if want is Target.ANOMALY and ds.target is Target.LABEL:
+            ds = as_anomaly(ds)
         if (
             want is not None
             and ds.target is not want
@@ -385,6 +388,18 @@ def load_data(spec: Any, seed: int = 0, kind: str | None = None) -> Dataset:
             "labelled normal (0 / false / 'normal')"
         )
     return ds
+
+
+def as_anomaly(ds: Dataset) -> Dataset:
+    """A class-labelled dataset read for anomaly detection: its first class
+    (``classes[0]``) is normal, every other class an anomaly."""
+    return replace(
+        ds,
+        y=(ds.y != 0).astype(np.int64),
+        classes=list(ANOMALY_CLASSES),
+        target=Target.ANOMALY,
+        extra={**ds.extra, "normal_class": ds.classes[0]},
+    )
 
 
 _TARGET_WORDS = {

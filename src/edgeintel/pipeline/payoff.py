@@ -94,6 +94,8 @@ def _offloading(res: Mapping[str, Any], objective: str) -> dict[str, Any] | None
 
 def _filter(res: Mapping[str, Any]) -> dict[str, Any] | None:
     per = (((res.get("caching") or {}).get("filter")) or {}).get("per_device") or {}
+    # a device with no inputs to stream (an empty shard) has no filter figures
+    per = {name: d for name, d in per.items() if "inputs" in d}
     if not per:
         return None
     with_ = without = 0.0
