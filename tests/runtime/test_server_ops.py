@@ -238,7 +238,13 @@ def test_results_ingest_is_idempotent(digits_repo: Path, tmp_path: Path) -> None
 @pytest.mark.slow
 def test_graceful_shutdown_finishes_in_flight(digits_repo: Path, tmp_path: Path) -> None:
     srv = ServerProcess(
-        digits_repo, tmp_path, "--max-batch-size", "64", "--max-queue-delay-us", "3000000"
+        digits_repo,
+        tmp_path,
+        "--max-batch-size",
+        "64",
+        "--max-queue-delay-us",
+        "3000000",
+        "--no-adaptive-wait",  # the fixed wait keeps all 4 requests queued when SIGTERM arrives
     )
     body, hl = encode_request({"input": sample_digits(1)})
     results: list[int] = []
