@@ -27,8 +27,9 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def make_session(path: str | Path, intra_op_threads: int = 1) -> Any:
-    """An ONNX Runtime CPU session with ``intra_op_threads`` threads (1 for honest latency)."""
+def make_session(path: str | Path, intra_op_threads: int = 1, optimize: bool = True) -> Any:
+    """An ONNX Runtime CPU session with ``intra_op_threads`` threads (1 for honest latency);
+    ``optimize=False`` turns graph optimisations off, so every node's output stays observable."""
     import onnxruntime as ort
 
     p = Path(path)
@@ -38,6 +39,8 @@ def make_session(path: str | Path, intra_op_threads: int = 1) -> Any:
     opts.intra_op_num_threads = intra_op_threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
+    if not optimize:
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:

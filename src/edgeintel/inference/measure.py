@@ -218,11 +218,7 @@ def estimate_peak_memory(path: str | Path, sample: np.ndarray) -> int:
                 g.output.append(onnx.ValueInfoProto(name=name))
         debug_path = Path(tmp) / "debug.onnx"
         onnx.save(graph_model, str(debug_path))
-        opts2 = ort.SessionOptions()
-        opts2.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts2.intra_op_num_threads = 1
-        opts2.log_severity_level = 3
-        sess = ort.InferenceSession(str(debug_path), opts2, providers=["CPUExecutionProvider"])
+        sess = make_session(debug_path, optimize=False)
         names = [o.name for o in sess.get_outputs()]
         feed = {sess.get_inputs()[0].name: np.ascontiguousarray(sample, dtype=np.float32)}
         values = dict(zip(names, sess.run(None, feed), strict=True))

@@ -62,17 +62,11 @@ def with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
 
 def _probe(path: Path, names: list[str]) -> Probe:
     """Run the ONNX file with ``names`` added as graph outputs (graph optimisations off)."""
-    import onnxruntime as ort
-
     model = with_outputs(onnx.load(str(path)), names)
     with tempfile.TemporaryDirectory() as tmp:
         probe_path = Path(tmp) / "probe.onnx"
         onnx.save(model, str(probe_path))
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        opts.intra_op_num_threads = 1
-        opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(probe_path), opts, providers=["CPUExecutionProvider"])
+        sess = make_session(probe_path, optimize=False)
     out_names = [o.name for o in sess.get_outputs()]
     inp = sess.get_inputs()[0].name
 
