@@ -45,7 +45,7 @@ def test_store_appends_in_order_and_survives_reopen(tmp_path: Path) -> None:
             s.append(f"d:{i}", i * 0.1, {"label": i}, index=i)
         got = s.pending(3)
         assert [r.key for r in got] == ["d:0", "d:1", "d:2"]
-        s.ack(got[-1].seq, delivered=3)
+        s.ack([r.seq for r in got], delivered=3)
     with DeviceStore(path) as s:
         assert [r.key for r in s.pending(10)] == ["d:3", "d:4"]
         assert s.next_index == 5

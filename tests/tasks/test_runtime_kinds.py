@@ -37,7 +37,8 @@ def _run(tmp_path: Path, kind: Any, fn: Any, x: np.ndarray, y: np.ndarray) -> tu
     with DeviceStore(tmp_path / "d.db") as store:
         agent = DeviceAgent("d", DeviceStream(x, y, 0.0), _Session(fn), store, None, task=kind)
         stats = agent.run(limit=len(x))
-        return stats, [r.payload for r in store.pending(len(x))]
+        stored = sorted(store.pending(len(x)), key=lambda r: r.seq)  # alarms leave first
+        return stats, [r.payload for r in stored]
 
 
 def test_regression_results_carry_values_judged_within_the_tolerance(tmp_path: Path) -> None:

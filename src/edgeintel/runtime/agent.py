@@ -9,7 +9,8 @@ back to local inference when the server is unreachable, slow (no answer in
 ``offload_timeout_ms``) or refuses. Each result goes first into the device's
 SQLite store (durable before it counts as produced); a forwarder thread sends
 the store's results in order to the server's ``/v1/results`` when the link is
-up. Results carry the idempotency key ``<device>:<stream index>``; a restarted
+up, urgent results first (an anomaly alarm, ``TaskKind.urgent``: it jumps the backlog
+stored during an outage). Results carry the idempotency key ``<device>:<stream index>``; a restarted
 agent resumes at the store's ``next_index``.
 """
 
@@ -461,7 +462,13 @@ class DeviceAgent:
                 payload["drift_alarm"] = True
                 alarm = False
             try:
-                self.store.append(f"{self.name}:{i}", i * self.stream.interval_s, payload, index=i)
+                self.store.append(
+                    f"{self.name}:{i}",
+                    i * self.stream.interval_s,
+                    payload,
+                    index=i,
+                    priority=self.task.urgent(pred[0]),  # an alarm jumps the stored backlog
+                )
             except StoreFull:
                 self.stats.rejected += 1
                 continue
@@ -509,7 +516,7 @@ class DeviceAgent:
                 if resp.status != 200:
                     raise TransportError(f"server answered {resp.status}: {resp.body[:200]!r}")
                 ack = json.loads(resp.body)
-                self.store.ack(batch[-1].seq, int(ack["accepted"]), int(ack["duplicates"]))
+                self.store.ack([r.seq for r in batch], int(ack["accepted"]), int(ack["duplicates"]))
                 backoff = 0.05
                 self.follow(ack.get("assign"))
             except (TransportError, ValueError, KeyError) as exc:

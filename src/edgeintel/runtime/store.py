@@ -8,16 +8,20 @@ the WAL is fsynced), so a result the agent counted as produced survives a
 thousands of durable appends per second possible where one fsync per message
 gives a few hundred.
 
-Results leave the store in order (``pending``) and are deleted only when the
-server has acknowledged them (``ack``); a crash between the server's commit
-and the ack replays them, and the server drops the replay by idempotency key.
+Results leave the store in order (``pending``), urgent ones first: a result appended
+with ``priority`` (an anomaly alarm, ``TaskKind.urgent``) jumps the queue of stored
+results, so when the link returns after an outage the alarms go out in the first
+delivery, then the backlog in append order. They are deleted only when the server
+has acknowledged them (``ack`` of the delivered rows); a crash between the server's
+commit and the ack replays them, and the server drops the replay by idempotency key.
 ``ttl_s`` expires undelivered results; ``max_records`` bounds the queue and
-``on_full`` rejects the new result or drops the oldest. Every such loss is
-counted, never silent.
+``on_full`` rejects the new result or drops the oldest (an ordinary result before any
+urgent one). Every such loss is counted, never silent.
 
 With ``encrypt`` (and the device's ``key``) each result's time and payload are
 sealed before they reach the file (``security.store_crypto``: AES-256-GCM bound to
-the row's idempotency key); the file holds only keys, creation times, counters and
+the row's idempotency key); the file holds only keys, creation times, the priority
+flag (so that alarms can be sent first without opening a record), counters and
 ciphertext. A key check sealed into the file refuses another key at open; a record
 that fails authentication raises ``StoreCorrupt`` and nothing is deleted. A plaintext
 store opened with encryption on is sealed in place (nothing lost); an encrypted one
@@ -30,7 +34,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,8 @@ CREATE TABLE IF NOT EXISTS pending (
     key TEXT NOT NULL UNIQUE,
     t_s REAL NOT NULL,
     created_s REAL NOT NULL,
-    payload TEXT NOT NULL
+    payload TEXT NOT NULL,
+    priority INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sealed (k TEXT PRIMARY KEY, v TEXT NOT NULL) WITHOUT ROWID;
@@ -79,6 +84,7 @@ class AppendTicket:
     payload: str
     index: int | None
     _cv: threading.Condition
+    priority: bool = False
     done: bool = False
     error: BaseException | None = None
 
@@ -112,6 +118,10 @@ class DeviceStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        cols = {row[1] for row in self._db.execute("PRAGMA table_info(pending)")}
+        if "priority" not in cols:  # a store written before urgent results jumped the queue
+            self._db.execute("ALTER TABLE pending ADD COLUMN priority INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("CREATE INDEX IF NOT EXISTS forward_order ON pending (priority DESC, seq)")
         try:
             self._check_sealing()
         except BaseException:
@@ -198,15 +208,26 @@ class DeviceStore:
     # ------------------------------------------------------------------ writing
 
     def append(
-        self, key: str, t_s: float, payload: dict[str, Any], index: int | None = None
+        self,
+        key: str,
+        t_s: float,
+        payload: dict[str, Any],
+        index: int | None = None,
+        priority: bool = False,
     ) -> None:
         """Durably append one result; returns after its commit. ``index`` (the stream
         position) is stored as ``next_index = index + 1`` in the same transaction, so a
-        restarted agent resumes exactly after the last durable result."""
-        self.append_nowait(key, t_s, payload, index).wait()
+        restarted agent resumes exactly after the last durable result. ``priority``: the
+        result is forwarded before every ordinary stored one (an alarm)."""
+        self.append_nowait(key, t_s, payload, index, priority).wait()
 
     def append_nowait(
-        self, key: str, t_s: float, payload: dict[str, Any], index: int | None = None
+        self,
+        key: str,
+        t_s: float,
+        payload: dict[str, Any],
+        index: int | None = None,
+        priority: bool = False,
     ) -> AppendTicket:
         """Queue one append for the next group commit; the ticket's ``wait()`` returns once
         it is durable (or raises ``StoreFull``). A producer that keeps going while its
@@ -214,7 +235,7 @@ class DeviceStore:
         text = json.dumps(payload, separators=(",", ":"))
         if self._cipher is not None:  # sealed here, in the producer's thread
             text, t_s = self._seal(key, t_s, text), 0.0
-        op = AppendTicket(key, t_s, text, index, self._done)
+        op = AppendTicket(key, t_s, text, index, self._done, priority=priority)
         with self._cv:
             if self._closed:
                 raise EdgeIntelError(f"{self.path}: store is closed")
@@ -247,9 +268,9 @@ class DeviceStore:
                 if size + len(ops) <= self.settings.max_records:
                     # common case, room for all: one executemany for the whole group
                     cur = db.executemany(
-                        "INSERT OR IGNORE INTO pending (key, t_s, created_s, payload) "
-                        "VALUES (?, ?, ?, ?)",
-                        [(op.key, op.t_s, now, op.payload) for op in ops],
+                        "INSERT OR IGNORE INTO pending (key, t_s, created_s, payload, priority) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        [(op.key, op.t_s, now, op.payload, int(op.priority)) for op in ops],
                     )
                     size += cur.rowcount
                     self.counters["appended"] += cur.rowcount
@@ -270,14 +291,15 @@ class DeviceStore:
                             )
                             self.counters["rejected"] += 1
                             continue
-                        size -= db.execute(
-                            "DELETE FROM pending WHERE seq = (SELECT MIN(seq) FROM pending)"
+                        size -= db.execute(  # the oldest ordinary result goes first
+                            "DELETE FROM pending WHERE seq = (SELECT seq FROM pending "
+                            "ORDER BY priority, seq LIMIT 1)"
                         ).rowcount
                         self.counters["dropped"] += 1
                     cur = db.execute(
-                        "INSERT OR IGNORE INTO pending (key, t_s, created_s, payload) "
-                        "VALUES (?, ?, ?, ?)",
-                        (op.key, op.t_s, now, op.payload),
+                        "INSERT OR IGNORE INTO pending (key, t_s, created_s, payload, priority) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (op.key, op.t_s, now, op.payload, int(op.priority)),
                     )
                     size += cur.rowcount
                     self.counters["appended"] += cur.rowcount
@@ -306,18 +328,23 @@ class DeviceStore:
     # ------------------------------------------------------------------ forwarding
 
     def pending(self, limit: int) -> list[StoredResult]:
-        """The oldest ``limit`` undelivered results, in append order."""
+        """The next ``limit`` undelivered results: the urgent ones first, each group in
+        append order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, key, t_s, payload FROM pending ORDER BY seq LIMIT ?", (limit,)
+                "SELECT seq, key, t_s, payload FROM pending ORDER BY priority DESC, seq LIMIT ?",
+                (limit,),
             ).fetchall()
         return [self._unseal(s, k, t, p) for s, k, t, p in rows]
 
-    def ack(self, up_to_seq: int, delivered: int, duplicates: int = 0) -> None:
-        """The server stored everything up to ``up_to_seq``: delete it from the queue."""
+    def ack(self, seqs: Sequence[int], delivered: int, duplicates: int = 0) -> None:
+        """The server stored the results ``seqs`` (those ``pending`` gave): delete them from
+        the queue. Not a range: urgent results leave out of append order."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
-            removed = self._db.execute("DELETE FROM pending WHERE seq <= ?", (up_to_seq,)).rowcount
+            removed = self._db.executemany(
+                "DELETE FROM pending WHERE seq = ?", [(int(q),) for q in seqs]
+            ).rowcount
             self.counters["delivered"] += delivered
             self.counters["duplicates"] += duplicates
             self._save_counters()

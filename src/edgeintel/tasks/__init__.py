@@ -108,6 +108,11 @@ class TaskKind(ABC):
         """What a served result carries for one prediction (JSON-ready; e.g. a label)."""
         return {"prediction": np.asarray(pred).tolist()}
 
+    def urgent(self, pred: Any) -> bool:
+        """Must this single prediction reach the server ahead of stored results (an anomaly
+        alarm)? The device's store-and-forward sends it before its backlog. No by default."""
+        return False
+
     def same(self, a: Any, b: Any) -> bool:
         """Do two single predictions (a label, a value, an anomaly score) count as the same
         answer? ``agree`` on one sample: the rule the redundancy filter and the result cache

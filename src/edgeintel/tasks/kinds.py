@@ -198,3 +198,7 @@ class Anomaly(TaskKind):
     def record(self, pred: Any) -> dict[str, Any]:
         """The score and whether it raises an alarm (above the validation threshold)."""
         return {"score": float(pred), "alarm": bool(self.flagged(np.asarray([pred]))[0])}
+
+    def urgent(self, pred: Any) -> bool:
+        """An alarm is delivered before the results stored during an outage."""
+        return bool(self.flagged(np.asarray([pred]))[0])

@@ -1,0 +1,123 @@
+"""Anomaly alerts jump the device's store-and-forward queue: stored urgent results leave
+first, are acknowledged by row (not by range), survive a full store's drop-oldest, and a real
+agent delivers its alarms ahead of the backlog it stored during an outage."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from edgeintel.runtime.agent import DeviceAgent, DeviceStream
+from edgeintel.runtime.repository import ModelRepository
+from edgeintel.runtime.server import build_app
+from edgeintel.runtime.settings import OnFull, RuntimeSettings, StoreSettings
+from edgeintel.runtime.store import DeviceStore
+from edgeintel.runtime.transport import LinkDown, MemoryTransport, Request, Response
+from edgeintel.tasks import make_task
+
+
+def test_urgent_results_leave_first_and_are_acked_by_row(tmp_path: Path) -> None:
+    with DeviceStore(tmp_path / "d.db", StoreSettings(group_commit_ms=0)) as s:
+        for i in range(6):
+            s.append(f"d:{i}", float(i), {"i": i}, index=i, priority=i in (2, 5))
+        got = s.pending(3)
+        assert [r.key for r in got] == ["d:2", "d:5", "d:0"]
+        s.ack([r.seq for r in got], delivered=3)
+        # d:1 (seq below d:2 and d:5) was not delivered: a range ack would have lost it
+        assert [r.key for r in s.pending(10)] == ["d:1", "d:3", "d:4"] and s.size == 3
+
+
+def test_a_full_store_drops_ordinary_results_before_alarms(tmp_path: Path) -> None:
+    settings = StoreSettings(max_records=3, on_full=OnFull.DROP_OLDEST, group_commit_ms=0)
+    with DeviceStore(tmp_path / "d.db", settings) as s:
+        s.append("alarm", 0.0, {}, priority=True)
+        for i in range(4):
+            s.append(f"k{i}", 0.0, {})
+        assert [r.key for r in s.pending(10)] == ["alarm", "k2", "k3"]
+        assert s.counters["dropped"] == 2
+
+
+def test_a_store_from_before_priorities_opens_and_forwards(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute(
+        "CREATE TABLE pending (seq INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL "
+        "UNIQUE, t_s REAL NOT NULL, created_s REAL NOT NULL, payload TEXT NOT NULL)"
+    )
+    db.execute("INSERT INTO pending (key, t_s, created_s, payload) VALUES ('old', 0, 0, '{}')")
+    db.commit()
+    db.close()
+    with DeviceStore(path, StoreSettings(group_commit_ms=0)) as s:
+        s.append("alarm", 1.0, {}, priority=True)
+        assert [r.key for r in s.pending(10)] == ["alarm", "old"]
+
+
+class _ZeroAutoencoder:
+    """A session stand-in whose reconstruction is all zeros: the score is the squared input."""
+
+    def get_inputs(self) -> list[Any]:
+        return [SimpleNamespace(name="x")]
+
+    def run(self, names: Any, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.zeros((1, 1), np.float32)]
+
+
+class _Outage:
+    """The device's link: down (``LinkDown``) until the agent has stored ``until`` results,
+    then up to the real server app; records the keys of every delivery in arrival order."""
+
+    def __init__(self, inner: MemoryTransport, store: DeviceStore, until: int) -> None:
+        self.inner, self.store, self.until = inner, store, until
+        self.deliveries: list[list[str]] = []
+        self.refused = 0
+
+    def send(self, request: Request) -> Response:
+        if self.store.counters["appended"] < self.until:
+            self.refused += 1
+            raise LinkDown("link outage")
+        resp = self.inner.send(request)
+        if request.path == "/v1/results" and resp.status == 200:
+            self.deliveries.append([r["key"] for r in json.loads(request.body)["records"]])
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_real_agent_sends_alarms_first_when_the_link_returns(tmp_path: Path) -> None:
+    n, alarms = 40, (13, 25, 37)
+    x = np.full((n, 1, 1), 0.5, np.float32)
+    x[list(alarms)] = 2.0  # score 4.0 > threshold 1.0: an alarm; 0.25 otherwise
+    y = np.isin(np.arange(n), alarms).astype(np.int64)
+    settings = RuntimeSettings(store=StoreSettings(forward_batch=8, group_commit_ms=0))
+    (tmp_path / "repo").mkdir()
+    app = build_app(ModelRepository(tmp_path / "repo"), sink_path=tmp_path / "sink.db")
+    store = DeviceStore(tmp_path / "dev.db", settings.store)
+    link = _Outage(MemoryTransport(app), store, until=n)
+    try:
+        agent = DeviceAgent(
+            "pump-0",
+            DeviceStream(x, y, 0.001),
+            _ZeroAutoencoder(),
+            store,
+            link,
+            settings=settings,
+            task=make_task("anomaly", threshold=1.0),
+        )
+        stats = agent.run(limit=n, drain_timeout_s=20.0)
+        assert stats.produced == n and link.refused > 0  # the outage was real
+        first = link.deliveries[0]
+        assert first[:3] == [f"pump-0:{i}" for i in alarms]  # the alarms jump the backlog
+        assert first[3:] == [f"pump-0:{i}" for i in range(5)]  # then the backlog, in order
+        sent = [k for batch in link.deliveries for k in batch]
+        assert sorted(sent) == sorted(f"pump-0:{i}" for i in range(n))  # each exactly once
+        assert app.state.server.sink.counts() == {"pump-0": n}
+        assert store.size == 0 and store.counters["delivered"] == n
+    finally:
+        store.close()
+        link.close()
