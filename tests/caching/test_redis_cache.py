@@ -21,6 +21,7 @@ from edgeintel.caching.redis_cache import (
 from edgeintel.caching.result_cache import ResultCacheConfig
 from edgeintel.caching.settings import CachingSettings
 from edgeintel.errors import ConfigError, DataError
+from edgeintel.tasks import TaskKind, make_task
 
 redis = pytest.importorskip("redis", reason="the 'redis' extra is not installed")
 
@@ -209,3 +210,61 @@ def test_a_redis_outage_is_a_counted_miss_not_a_crash() -> None:
     cache.put("k2", _out(1))  # dropped, no exception
     assert cache.stats.backend_errors == 2
     assert cache.stats.misses == 1 and cache.stats.exact_hits == 1
+
+
+def _feed(cache: RedisResultCache, outputs: list[np.ndarray]) -> dict[str, np.ndarray] | None:
+    v = np.array([1.0, 0.0], np.float32)
+    for i, out in enumerate(outputs):
+        cache.put(f"k{i}", {"y": out}, features=v + 0.01 * i)
+    return cache.get("new", features=v)  # a new input (no exact hit) near the three stored
+
+
+def test_the_local_tier_votes_by_the_task_kinds_rule(redis_url: str, ns: str) -> None:
+    """Like the in-process cache: regression values agree within the tolerance, an anomaly
+    score is never reused from a neighbour, no kind compares arg-max labels."""
+    cfg = ResultCacheConfig(dim=2, capacity=16, k=3, min_votes=3, max_distance=1.0)
+
+    def cache(name: str, task: TaskKind | None = None) -> RedisResultCache:
+        return RedisResultCache(
+            redis_url,
+            "edge-a",
+            namespace=f"{ns}:{name}",
+            approx=cfg,
+            task=task,
+            clock=lambda: 0.0,
+        )
+
+    values = [np.array([[20.0]]), np.array([[20.2]]), np.array([[20.4]])]
+    assert _feed(cache("none"), values) is None  # as labels: three different outputs
+    hit = _feed(cache("reg", make_task("regression", tolerance=0.25)), values)
+    assert hit is not None and float(hit["y"][0, 0]) == pytest.approx(20.2)  # agrees with all
+    assert _feed(cache("tight", make_task("regression", tolerance=0.1)), values) is None
+    recon = [np.array([[0.1, 0.9]]), np.array([[0.2, 0.8]]), np.array([[0.3, 0.7]])]
+    assert _feed(cache("labels"), recon) is not None  # as labels they agree
+    anomaly = cache("anomaly", make_task("anomaly", threshold=1.0))
+    assert _feed(anomaly, recon) is None and anomaly.get("k0") is not None  # exact tier only
+    assert anomaly.stats.approx_hits == 0
+
+
+def test_the_runtime_hands_the_model_kind_to_the_redis_backend(redis_url: str) -> None:
+    from edgeintel.runtime.wiring import server_cache
+
+    settings = CachingSettings.model_validate(
+        {
+            "result_cache": {
+                "backend": "redis",
+                "redis_url": redis_url,
+                "k": 3,
+                "min_votes": 3,
+                "max_distance": 1.0,
+            }
+        }
+    ).result_cache
+    values = [np.array([[20.0]]), np.array([[20.2]]), np.array([[20.4]])]
+    try:
+        cache = server_cache(settings, "edge-a", task=make_task("regression", tolerance=0.25))
+        hit = _feed(cache, values)
+        assert hit is not None and float(hit["y"][0, 0]) == pytest.approx(20.2)
+        assert cache.stats.approx_hits == 1
+    finally:
+        RedisResultCache(redis_url, "cleaner").clear()

@@ -23,9 +23,12 @@ features=None)`` stores one, ``stats`` counts what happened.
   which Debian's ``redis-server`` lacks), a kNN scan over the network would
   cost more than the small models it saves, and the devices of one server
   see the same scenes (locality): the approximate reuse is local, the exact
-  reuse is what crosses servers. The vote is over a label of the outputs
-  (``label``, default: arg-max of the first output, a class); a hit returns
-  the outputs most recently stored for the winning label.
+  reuse is what crosses servers. The neighbours vote by the model's task
+  kind's agreement rule (``task``: ``TaskKind.same``, e.g. regression values
+  within the tolerance; without a kind, equal arg-max labels: a classifier),
+  exactly as the in-process cache does (``caching.answers``); a hit returns
+  the stored outputs most neighbours agree with. A kind whose prediction needs
+  the input itself (an anomaly score) gets no approximate tier.
 
 Redis must be reachable when the cache is built (a one-line ``ConfigError``
 otherwise); if it fails later, a lookup counts as a miss and a store is
@@ -37,13 +40,13 @@ from __future__ import annotations
 import io
 import logging
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeintel.caching.answers import answer_rule, approximate_allowed, cached_answer
 from edgeintel.caching.result_cache import CacheStats, ResultCache, ResultCacheConfig
 from edgeintel.caching.settings import check_redis_url
 from edgeintel.errors import ConfigError, DataError
@@ -51,6 +54,7 @@ from edgeintel.extras import require
 
 if TYPE_CHECKING:
     from edgeintel.caching.settings import ResultCacheSettings
+    from edgeintel.tasks import TaskKind
 
 __all__ = [
     "RedisResultCache",
@@ -153,11 +157,6 @@ def decode_outputs(blob: bytes) -> dict[str, np.ndarray]:
         return {name: z[name] for name in z.files}
 
 
-def _argmax_label(outputs: Mapping[str, np.ndarray]) -> Hashable:
-    first = np.asarray(next(iter(outputs.values())))
-    return int(np.argmax(first.reshape(-1)))
-
-
 @dataclass
 class SharedCacheStats(CacheStats):
     """``CacheStats`` plus what sharing adds: hits on entries another server stored."""
@@ -180,8 +179,9 @@ class RedisResultCache:
     on other servers' entries are counted). ``max_entries`` bounds the shared
     exact tier (LRU over all servers), ``ttl_s`` its entries' lifetime in
     seconds (None: no expiry). ``approx`` (a ``ResultCacheConfig``) adds the
-    local approximate tier over ``features``; ``label`` maps outputs to the
-    value its neighbours vote on. ``clock`` gives the local tier's time (s).
+    local approximate tier over ``features``, whose neighbours vote by ``task``'s
+    agreement rule (None: equal labels); a ``task`` that needs the input (anomaly)
+    keeps the exact tier only. ``clock`` gives the local tier's time (s).
     """
 
     def __init__(
@@ -193,7 +193,7 @@ class RedisResultCache:
         ttl_s: float | None = None,
         namespace: str = "edgeintel:results",
         approx: ResultCacheConfig | None = None,
-        label: Callable[[Mapping[str, np.ndarray]], Hashable] = _argmax_label,
+        task: TaskKind | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         check_redis_url(url)
@@ -217,21 +217,28 @@ class RedisResultCache:
         self._get = self._client.register_script(_GET)
         self._order = f"{namespace}:lru"
         self._prefix = f"{namespace}:r:"
-        self._approx = ResultCache(approx) if approx is not None else None
-        self._label = label
-        self._by_label: OrderedDict[Hashable, dict[str, np.ndarray]] = OrderedDict()
+        self.task = task
+        self._approx = (
+            ResultCache(approx, answer_rule(task))
+            if approx is not None and approximate_allowed(task)
+            else None
+        )
         self._clock = clock
         self._warned = False
 
     @classmethod
     def from_settings(
-        cls, settings: ResultCacheSettings, server: str, dim: int | None = None
+        cls,
+        settings: ResultCacheSettings,
+        server: str,
+        dim: int | None = None,
+        task: TaskKind | None = None,
     ) -> RedisResultCache:
         """The cache ``settings.caching.result_cache`` describes (``backend: redis``).
 
         ``redis_url``; ``exact_capacity`` bounds the shared tier; ``ttl_s``; with
         ``dim`` (the feature vectors' length) a local approximate tier with the
-        settings' vote parameters.
+        settings' vote parameters, voting by ``task``'s rule.
         """
         approx = None if dim is None else ResultCacheConfig.from_settings(settings, dim)
         return cls(
@@ -240,6 +247,7 @@ class RedisResultCache:
             max_entries=settings.exact_capacity,
             ttl_s=settings.ttl_s,
             approx=approx,
+            task=task,
         )
 
     # ----------------------------------------------------------------- helpers
@@ -283,9 +291,9 @@ class RedisResultCache:
             return decode_outputs(blob)
         if features is not None and self._approx is not None:
             hit = self._approx.lookup(self._clock(), vector=features)
-            if hit.hit and hit.result in self._by_label:
+            if hit.hit:
                 self.stats.approx_hits += 1
-                return {k: v.copy() for k, v in self._by_label[hit.result].items()}
+                return {k: v.copy() for k, v in hit.result.outputs.items()}
         self.stats.misses += 1
         return None
 
@@ -305,12 +313,7 @@ class RedisResultCache:
             self._backend_failed("put", exc)
         self.stats.inserts += 1
         if features is not None and self._approx is not None:
-            label = self._label(outputs)
-            self._approx.insert(label, self._clock(), vector=features)
-            self._by_label[label] = {k: np.array(v, copy=True) for k, v in outputs.items()}
-            self._by_label.move_to_end(label)
-            while len(self._by_label) > self._approx.config.capacity:
-                self._by_label.popitem(last=False)
+            self._approx.insert(cached_answer(outputs, self.task), self._clock(), vector=features)
 
     def close(self) -> None:
         self._client.close()

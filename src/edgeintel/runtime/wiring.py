@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from edgeintel.caching.answers import answer_rule, approximate_allowed, cached_answer
 from edgeintel.caching.filter import (
     FRAME_FEATURES,
     SENSOR_FEATURES,
@@ -78,38 +79,6 @@ def input_features(feeds: dict[str, np.ndarray]) -> np.ndarray | None:
         return None
 
 
-@dataclass(frozen=True, eq=False)
-class _Stored:
-    """A model's outputs, told apart by their predicted labels; ``value`` is the task kind's
-    prediction from them (None: no kind known), which the kNN vote compares by its rule."""
-
-    outputs: dict[str, np.ndarray]
-    label: tuple[Any, ...]
-    value: Any = None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Stored) and self.label == other.label
-
-    def __hash__(self) -> int:
-        return hash(self.label)
-
-    def __str__(self) -> str:
-        return str(self.label)
-
-
-def _label(outputs: dict[str, np.ndarray]) -> tuple[Any, ...]:
-    """What two results must share to count as the same answer: argmax over the last axis
-    of float outputs (class scores), the bytes of any other output."""
-    out: list[Any] = []
-    for name in sorted(outputs):
-        a = np.asarray(outputs[name])
-        if a.dtype.kind == "f" and a.ndim >= 1 and a.shape[-1] > 1:
-            out.append((name, tuple(np.argmax(a, axis=-1).reshape(-1).tolist())))
-        else:
-            out.append((name, a.dtype.str, a.shape, a.tobytes()))
-    return tuple(out)
-
-
 def server_cache(
     settings: ResultCacheSettings,
     node: str,
@@ -122,18 +91,18 @@ def server_cache(
     created at the first request, whose feature vector fixes the dimension). ``task``: the
     model's task kind (``repository.model_task``), whose rule the in-process vote uses."""
     if settings.backend == "redis":
-        return _LazyRedis(settings, node)
+        return _LazyRedis(settings, node, task)
     return ServerResultCache(settings, clock, task)
 
 
 class _LazyRedis:
     """``RedisResultCache.from_settings`` built at the first request (its approximate
-    tier needs the feature vectors' dimension)."""
+    tier needs the feature vectors' dimension; it votes by ``task``'s rule)."""
 
     enabled = True
 
-    def __init__(self, settings: ResultCacheSettings, node: str) -> None:
-        self.settings, self.node = settings, node
+    def __init__(self, settings: ResultCacheSettings, node: str, task: TaskKind | None) -> None:
+        self.settings, self.node, self.task = settings, node, task
         self.cache: Any = None
 
     def _ensure(self, features: np.ndarray | None) -> Any:
@@ -141,7 +110,7 @@ class _LazyRedis:
             from edgeintel.caching.redis_cache import RedisResultCache
 
             dim = None if features is None else int(features.size)
-            self.cache = RedisResultCache.from_settings(self.settings, self.node, dim)
+            self.cache = RedisResultCache.from_settings(self.settings, self.node, dim, self.task)
         return self.cache
 
     @property
@@ -181,33 +150,20 @@ class ServerResultCache:
         self.settings = settings
         self._clock = clock
         self.task = task
-        self.approximate = task is None or not task.needs_input
+        self.approximate = approximate_allowed(task)
         self.cache: ResultCache | None = None
         self._lock = threading.Lock()
-
-    def _same(self, a: _Stored, b: _Stored) -> bool:
-        assert self.task is not None
-        return self.task.same(a.value, b.value)
 
     def _ensure(self, features: np.ndarray | None) -> ResultCache | None:
         if self.cache is None and features is not None:
             cfg = ResultCacheConfig.from_settings(self.settings, int(features.size))
-            self.cache = ResultCache(cfg, None if self.task is None else self._same)
+            self.cache = ResultCache(cfg, answer_rule(self.task))
         return self.cache
 
     def _vector(self, features: np.ndarray | None) -> np.ndarray | None:
         if features is None or self.cache is None or not self.approximate:
             return None
         return features if features.size == self.cache.config.dim else None
-
-    def _value(self, outputs: dict[str, np.ndarray]) -> Any:
-        """The kind's prediction from a one-row result's first output (None: no kind, or
-        one that needs the input)."""
-        if self.task is None or not self.approximate:
-            return None
-        first = np.asarray(outputs[sorted(outputs)[0]])
-        pred = np.asarray(self.task.predict(first, np.empty((len(first), 0))))
-        return pred[0].item() if pred[0].ndim == 0 else tuple(pred[0].tolist())
 
     @property
     def stats(self) -> CacheStats:
@@ -228,8 +184,8 @@ class ServerResultCache:
         with self._lock:
             cache = self._ensure(features)
             if cache is not None:
-                stored = _Stored(outputs, _label(outputs), self._value(outputs))
-                cache.insert(stored, self._clock(), key.encode(), self._vector(features))
+                answer = cached_answer(outputs, self.task)
+                cache.insert(answer, self._clock(), key.encode(), self._vector(features))
 
 
 # ---------------------------------------------------------------------- device filter
