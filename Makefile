@@ -6,7 +6,8 @@ STAMP  := $(VENV)/.installed
 SCENARIO ?= scenarios/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast check lint format bench clean chromium redis-server
+.PHONY: help install demo test test-fast check lint format bench clean chromium redis-server \
+	peers-venvs kserve-venv
 
 help:
 	@echo "make demo   - set up .venv and run the default scenario"
@@ -14,6 +15,7 @@ help:
 	@echo "make test-fast - skip slow end-to-end tests"
 	@echo "make check  - ruff + mypy"
 	@echo "make bench  - run every benchmark (writes benchmarks/results/*.json)"
+	@echo "make peers-venvs - the serving peers' own venvs in .venv-peers/ (make bench does it)"
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
@@ -48,10 +50,29 @@ redis-server:
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; } \
 	  || echo "warning: could not install redis-server; the Redis cache tests will be skipped"; }
 
-test: $(STAMP) chromium redis-server
+# The serving peers (benchmarks/_peers_serve.py) each get a venv of their own: their pins
+# (numpy<2, pandas<3, fastapi<0.116, ...) cannot live beside the project's. One lock file per
+# peer (benchmarks/peer_servers/requirements-<peer>.txt); a venv is rebuilt when its lock
+# changes, else left alone. Installs take ~40-80 s each and 0.4-0.5 GB.
+PEERS_VENV := .venv-peers
+PEERS      := triton kserve mlserver
+
+$(PEERS_VENV)/%/.installed: benchmarks/peer_servers/requirements-%.txt
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
+	rm -rf $(PEERS_VENV)/$*
+	$(PYTHON) -m venv $(PEERS_VENV)/$*
+	$(PEERS_VENV)/$*/bin/python -m pip install --quiet -r $<
+	touch $@
+
+peers-venvs: $(foreach p,$(PEERS),$(PEERS_VENV)/$(p)/.installed)
+
+# the KServe SDK's clients for tests/runtime/test_kserve_sdk.py (skipped without it)
+kserve-venv: $(PEERS_VENV)/kserve/.installed
+
+test: $(STAMP) chromium redis-server kserve-venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) chromium redis-server
+test-fast: $(STAMP) chromium redis-server kserve-venv
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 check: $(STAMP)
@@ -63,9 +84,8 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests benchmarks
 	$(BIN)/ruff check --fix src tests benchmarks
 
-bench: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[peers]"
+bench: $(STAMP) peers-venvs
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(PEERS_VENV) runs .pytest_cache .mypy_cache .ruff_cache

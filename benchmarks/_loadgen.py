@@ -46,6 +46,19 @@ def _client_ssl(cfg: dict[str, Any]) -> Any:
     return ctx
 
 
+async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
+    """A ``Transfer-Encoding: chunked`` body (uvicorn streams KServe's and MLServer's)."""
+    parts = []
+    while True:
+        size = int((await reader.readline()).split(b";")[0], 16)
+        if size == 0:
+            while (await reader.readline()) not in (b"\r\n", b""):
+                pass  # trailers
+            return b"".join(parts)
+        parts.append(await reader.readexactly(size))
+        await reader.readline()
+
+
 async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: float) -> None:
     ctx = state["ssl"]
     reader, writer = await asyncio.open_connection(
@@ -73,7 +86,10 @@ async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: fl
                     break
                 k, _, v = line.partition(b":")
                 headers[k.strip().lower()] = v.strip()
-            body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+                body = await _read_chunked(reader)
+            else:
+                body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
             state["lat"].append(time.perf_counter() - start)
             status = int(status_line.split()[1]) if status_line else 0
             ok = status == 200
@@ -136,7 +152,8 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     body, hl = encode_request({cfg["input"]: x}, binary=cfg["binary"], binary_outputs=cfg["binary"])
     head = (
         f"POST {cfg['path']} HTTP/1.1\r\nHost: {cfg['host']}\r\n"
-        f"Content-Type: application/octet-stream\r\nContent-Length: {len(body)}\r\n"
+        f"Content-Type: {'application/octet-stream' if hl is not None else 'application/json'}\r\n"
+        f"Content-Length: {len(body)}\r\n"
     )
     if hl is not None:
         head += f"Inference-Header-Content-Length: {hl}\r\n"

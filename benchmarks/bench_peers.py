@@ -5,9 +5,11 @@ Each comparison lives in its own module ``benchmarks/_peers_<topic>.py`` exposin
 starting with ``"<topic>: "``, and details). This script imports every such module in name
 order, runs it, and writes ``benchmarks/results/peers.json``; a run of some topics keeps the
 other topics' targets and details from the file (each topic's details carry their own
-``created`` time). Peers come from the ``peers`` extra, which
-``make bench`` installs; nothing is installed at run time. A comparison whose peer is
-missing raises: a missing peer is a failed benchmark, not a skipped target.
+``created`` time). Peers that install beside the project's pins come from the ``peers``
+extra; the serving peers (Triton, KServe, MLServer), whose pins cannot, each run from a
+venv of their own in ``.venv-peers/`` (``make peers-venvs``). ``make bench`` builds
+both; nothing is installed at run time. A comparison whose peer is missing raises: a
+missing peer is a failed benchmark, not a skipped target.
 
 Usage: python benchmarks/bench_peers.py [TOPIC ...]   (e.g. ``cache fl``; default: all)
 """
