@@ -200,6 +200,18 @@ CASES: list[Case] = [
         {"x": _edit_json("R/model.json", _set("extra.data_split", "x"))},
     ),
     Case(
+        "compress-task-record-str",
+        ["compress", "--from-run", "{R}"],
+        ("model.json", "extra.task"),
+        {"x": _edit_json("R/model.json", _set("extra.task", "anomaly"))},
+    ),
+    Case(
+        "compress-task-record-unknown-kind",
+        ["compress", "--from-run", "{R}"],
+        ("model.json", "extra.task", "task kind"),
+        {"x": _edit_json("R/model.json", _set("extra.task", {"kind": "nope"}))},
+    ),
+    Case(
         "compress-model-missing",
         ["compress", "--from-run", "{R}"],
         ("model.onnx",),

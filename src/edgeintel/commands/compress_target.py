@@ -38,7 +38,7 @@ from edgeintel.paths import check_new_out_dir, inside, safe_name
 from edgeintel.tasks import TaskKind
 from edgeintel.topology import DeviceProfile
 
-__all__ = ["CompressOutcome", "compress_target", "recorded_split"]
+__all__ = ["CompressOutcome", "compress_target", "recorded_split", "recorded_task"]
 
 
 @dataclass
@@ -157,9 +157,10 @@ def _single_profile(
     return {name: profile}, CompressSettings(), [name]
 
 
-def _from_run(run_dir: Path) -> tuple[Path, dict[str, DeviceProfile], Any, int]:
-    """The exported model, device profiles, compression settings and seed of a finished run
-    folder, every file read through the checked loader (``edgeintel.records``)."""
+def _from_run(run_dir: Path) -> tuple[Path, dict[str, DeviceProfile], Any, int, TaskKind]:
+    """The exported model, device profiles, compression settings, seed and task kind (with
+    what the run fitted on validation, from ``model.json``; else the scenario's) of a
+    finished run folder, every file read through the checked loader (``edgeintel.records``)."""
     from edgeintel.records import open_run
     from edgeintel.scenario import parse_scenario
 
@@ -167,7 +168,14 @@ def _from_run(run_dir: Path) -> tuple[Path, dict[str, DeviceProfile], Any, int]:
     raw = run.scenario()
     artifact = run.model()
     sc = parse_scenario(raw.data, base_dir=run_dir, source=str(raw.source))
-    return Path(artifact.path), dict(sc.device_profiles), sc.settings.inference.compress, sc.seed
+    path = Path(artifact.path)
+    kind = recorded_task(path) or sc.task.task_kind()
+    if kind.name != sc.task.kind:
+        raise ConfigError(
+            f"{path.with_suffix('.json')}: extra.task: the model was trained for the "
+            f"{kind.name!r} task kind, but the run's scenario names {sc.task.kind!r}"
+        )
+    return path, dict(sc.device_profiles), sc.settings.inference.compress, sc.seed, kind
 
 
 def compress_target(
@@ -246,7 +254,7 @@ def _compress_target(
     suffix = path.suffix.lower()
     family = width = None
     fit_x = fit_y = None
-    kind: TaskKind | None = None  # an ONNX model is judged as a classifier
+    kind: TaskKind | None = None  # an ONNX model without a task record: a classifier
     model: Any
     run_profiles: dict[str, DeviceProfile] | None = None
     if path.is_dir():  # a run folder: its exported model (with its split record) and profiles
@@ -255,7 +263,7 @@ def _compress_target(
                 f"--out {out}: is the run folder given by --from-run; its report.html and "
                 "results would be replaced; choose another folder"
             )
-        path, run_profiles, run_settings, run_seed = _from_run(path)
+        path, run_profiles, run_settings, run_seed, kind = _from_run(path)
         seed = run_seed if seed is None else seed
         suffix = ".onnx"
     if suffix in (".yaml", ".yml"):
@@ -328,6 +336,7 @@ def _compress_target(
             )
         load_onnx(path)  # missing or corrupt file -> ModelError
         ds, sp, fit_role = recorded_split(path, dataset)
+        kind = kind or recorded_task(path)  # judged by its own kind's metric and unit
         tr, val, te = sp.train, sp.val, sp.test
         if fit_role == "server":
             tr = sp.server
@@ -436,6 +445,27 @@ def _compress_target(
     return CompressOutcome(results, choices, out, report)
 
 
+def recorded_task(path: Path) -> TaskKind | None:
+    """The task kind the model ``path`` was trained for, with the options its run fitted on
+    validation (the anomaly threshold, the regression tolerance): the ``extra.task`` record
+    of its ``model.json`` (written at export by ``edgeintel run``); None without one."""
+    from edgeintel.records import load_artifact
+    from edgeintel.tasks import make_task
+
+    meta = path.with_suffix(".json")
+    if not meta.is_file():
+        return None
+    record = load_artifact(meta).extra.get("task")
+    if record is None:
+        return None
+    if not isinstance(record, dict) or not isinstance(record.get("kind"), str):
+        raise ConfigError(f"{meta}: extra.task: expected an object with the task 'kind'")
+    try:
+        return make_task(record["kind"], **{k: v for k, v in record.items() if k != "kind"})
+    except (ConfigError, TypeError, ValueError) as exc:
+        raise ConfigError(f"{meta}: extra.task: {str(exc).splitlines()[0]}") from None
+
+
 def recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
     """The dataset and split recorded in the model's metadata, reproduced; refuse without one.
 
@@ -480,7 +510,10 @@ def recorded_split(path: Path, dataset: str | None) -> tuple[Any, Any, str]:
     except ValueError as exc:  # pydantic's ValidationError
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{meta}: extra.data_split.data_spec: {first}") from None
-    rd = derive_run_data(spec, seed, edge=role == "server")
+    kind = recorded_task(path)  # the kind decides the strata and which samples train
+    rd = derive_run_data(
+        spec, seed, edge=role == "server", kind=None if kind is None else kind.name
+    )
     sp = rd.splits
     if index_digest(sp.test) != digest:
         raise ConfigError(
