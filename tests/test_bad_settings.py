@@ -257,6 +257,22 @@ CASES: list[Case] = [
         "candidate_blocks",
     ),
     C("dup-candidates", {OF + "early_exit": {"candidate_blocks": [1, 1]}}, "candidate_blocks"),
+    # early exit on a kind without a confidence rule (issue 20): one line at validate
+    C(
+        "ee-on-anomaly",
+        {},
+        "offloading.early_exit",
+        "no rule for the anomaly task kind",
+        base="pipeline_monitoring",
+        sets=("settings.offloading.early_exit.epochs=3",),
+    ),
+    C(
+        "ee-on-regression",
+        {OF + "early_exit": {}},
+        "offloading.early_exit",
+        "no rule for the regression task kind",
+        base="solar_farm",
+    ),
     C(
         "same-address",
         {DEP + "addresses": {"cloud": "127.0.0.1:9000", "macro-1": "127.0.0.1:9000"}},
