@@ -114,3 +114,31 @@ def test_real_run_report_in_browser(tiny_scenario_file: Path, tmp_path: Path) ->
     assert layout["sections"] == expected
     assert layout["overflow"] == [] and layout["hidden"] == [] and not layout["page_overflow"]
     assert results["status"] == "completed"
+
+
+@pytest.mark.slow
+def test_a_page_taller_than_chromium_renders_is_shot_whole(tmp_path: Path) -> None:
+    """The whole page, not the first 20,000 px: tiles of the shifted page, stacked, each
+    row where it belongs (bands of 5,000 px in known colours, 45,000 px in all)."""
+    from PIL import Image
+
+    from edgeintel.report.browser import TILE_PX
+
+    def colour(i: int) -> tuple[int, int, int]:
+        return (i * 40 % 256, i * 90 % 256, (255 - i * 30) % 256)
+
+    bands = "".join(
+        f'<div style="height:5000px;background:rgb{colour(i)}"></div>' for i in range(9)
+    )
+    page = tmp_path / "tall.html"
+    page.write_text(
+        "<!doctype html><html><head><style>body{margin:0}</style></head>"
+        f"<body>{bands}</body></html>"
+    )
+    png = screenshot(page, tmp_path / "tall.png", width=300)
+    with Image.open(png) as im:
+        assert im.size[0] == 300 and im.size[1] >= 45_000 > TILE_PX * 2
+        rgb = im.convert("RGB")
+        for y in (10, 4_990, 19_990, TILE_PX + 10, 39_990, 40_010, 44_990):
+            assert rgb.getpixel((150, y)) == colour(y // 5000), y
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tall.html", "tall.png"]

@@ -282,3 +282,21 @@ def test_split_plan_posts_head_output_to_tail(tmp_path: Path) -> None:
             np.testing.assert_allclose(probs, want, rtol=1e-5)
     finally:
         transport.close()
+
+
+def test_a_server_without_a_sink_gets_a_hint(digits_repo: Path, tmp_path: Path) -> None:
+    """An agent talking to `serve` started without --sink keeps its results and says why and
+    what to do (issue 24 item 9), from the real server's answer."""
+    repo = ModelRepository(digits_repo)
+    transport = MemoryTransport(build_app(repo))  # no sink_path: results are refused
+    try:
+        with DeviceStore(tmp_path / "dev.db") as store:
+            agent = DeviceAgent("cam-0", _stream(6), repo.get("digits").session, store,
+                                transport, model="digits")  # fmt: skip
+            agent.run(limit=6, drain_timeout_s=0.3)
+            assert store.size == 6  # kept, not lost
+            hint = agent.delivery_hint(store.size)
+    finally:
+        transport.close()
+    assert hint is not None and "6 result(s) not delivered" in hint
+    assert "404" in hint and "edgeintel serve REPO --sink FILE" in hint

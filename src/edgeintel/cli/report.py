@@ -23,8 +23,8 @@ def report_cmd(
     height: Annotated[
         int | None,
         typer.Option(
-            help="Screenshot height in px (default: the whole page, cut at 20,000 px: "
-            "Chromium's limit)."
+            help="Screenshot height in px (default: the whole page, with every <details> "
+            "open; taller than 20,000 px it is shot in tiles and stacked)."
         ),
     ] = None,
 ) -> None:
@@ -36,9 +36,7 @@ def report_cmd(
 
     with guard():
         if height is not None and not 1 <= height <= MAX_SCREENSHOT_PX:
-            raise EdgeIntelError(
-                f"--height: expected 1..{MAX_SCREENSHOT_PX} px (Chromium's limit), got {height}"
-            )
+            raise EdgeIntelError(f"--height: expected 1..{MAX_SCREENSHOT_PX} px, got {height}")
         if screenshot is not None:
             check_out_dir(screenshot.parent, "--screenshot")
             if screenshot.is_dir():

@@ -13,11 +13,20 @@ from typing import Any
 
 from edgeintel.errors import EdgeIntelError
 
-__all__ = ["LAYOUT_SCRIPT", "MAX_SCREENSHOT_PX", "check_layout", "find_chromium", "screenshot"]
+__all__ = [
+    "LAYOUT_SCRIPT",
+    "MAX_SCREENSHOT_PX",
+    "TILE_PX",
+    "check_layout",
+    "find_chromium",
+    "screenshot",
+]
 
-#: The tallest screenshot taken (px): headless Chromium renders a taller window blank or
-#: fails, so a longer page is cut there (the CLI says so).
-MAX_SCREENSHOT_PX = 20000
+#: The tallest window headless Chromium renders in one shot (px): a taller one comes out
+#: blank or fails, so a longer page is shot in tiles of this height and stacked.
+TILE_PX = 20000
+#: The tallest screenshot taken (px; 200,000 x 1280 px is ~770 MB of RGB while stacking).
+MAX_SCREENSHOT_PX = 200_000
 
 _CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
@@ -128,6 +137,24 @@ def check_layout(html_path: str | Path, width: int = 1280, timeout_s: float = 60
     return json.loads(html.unescape(body[: body.find("</pre>")]))
 
 
+def _tile_page(text: str, top: int) -> str:
+    """The page with every <details> open (as ``check_layout`` measures it) and shifted up
+    by ``top`` px, so that a window's first row is the page's row ``top``."""
+    shift = f"<style>html{{overflow:hidden}}body{{transform:translateY(-{top}px)}}</style>"
+    opener = "<script>document.querySelectorAll('details').forEach(d => d.open = true)</script>"
+    return text.replace("</head>", shift + "</head>", 1).replace("</body>", opener + "</body>", 1)
+
+
+def _shoot(page: Path, png: Path, width: int, height: int, timeout_s: float) -> None:
+    proc = _run(
+        [f"--window-size={width},{height}", "--virtual-time-budget=2000",
+         f"--screenshot={png.resolve()}", page.resolve().as_uri()],
+        timeout_s,
+    )  # fmt: skip
+    if not png.exists():
+        raise EdgeIntelError(f"chromium wrote no screenshot: {proc.stderr[-300:]}")
+
+
 def screenshot(
     html_path: str | Path,
     png_path: str | Path,
@@ -135,22 +162,36 @@ def screenshot(
     height: int | None = None,
     timeout_s: float = 60,
 ) -> Path:
-    """PNG of the page at ``width`` px; ``height`` None = the whole page, cut at
-    ``MAX_SCREENSHOT_PX`` (a ``height`` above it is refused)."""
+    """PNG of the page at ``width`` px with every <details> open; ``height`` None = the
+    whole page (up to ``MAX_SCREENSHOT_PX``). A picture taller than Chromium renders at once
+    (``TILE_PX``) is shot in tiles of the page shifted up, stacked with Pillow."""
     if height is not None and not 1 <= height <= MAX_SCREENSHOT_PX:
-        raise EdgeIntelError(
-            f"--height: expected 1..{MAX_SCREENSHOT_PX} px (Chromium's limit), got {height}"
-        )
+        raise EdgeIntelError(f"--height: expected 1..{MAX_SCREENSHOT_PX} px, got {height}")
     if height is None:
         page = int(check_layout(html_path, width, timeout_s)["height"]) + 20
         height = min(page, MAX_SCREENSHOT_PX)
+    src = Path(html_path)
     out = Path(png_path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    proc = _run(
-        [f"--window-size={width},{height}", "--virtual-time-budget=2000",
-         f"--screenshot={out.resolve()}", Path(html_path).resolve().as_uri()],
-        timeout_s,
-    )  # fmt: skip
-    if not out.exists():
-        raise EdgeIntelError(f"chromium wrote no screenshot: {proc.stderr[-300:]}")
+    text = src.read_text(encoding="utf-8")
+    tops = list(range(0, height, TILE_PX))
+    with tempfile.TemporaryDirectory(prefix="edgeintel-shot-") as tmp:
+        shots = []
+        for i, top in enumerate(tops):
+            probe = src.with_name(f"{src.stem}.shot-{i}.html")  # beside it: relative links
+            probe.write_text(_tile_page(text, top), encoding="utf-8")
+            png = out if len(tops) == 1 else Path(tmp) / f"{i}.png"
+            try:
+                _shoot(probe, png, width, min(TILE_PX, height - top), timeout_s)
+            finally:
+                probe.unlink(missing_ok=True)
+            shots.append(png)
+        if len(shots) > 1:
+            from PIL import Image
+
+            sheet = Image.new("RGB", (width, height), "white")
+            for top, png in zip(tops, shots, strict=True):
+                with Image.open(png) as tile:
+                    sheet.paste(tile.convert("RGB"), (0, top))
+            sheet.save(out)
     return out
