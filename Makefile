@@ -7,7 +7,7 @@ SCENARIO ?= scenarios/default.yaml
 PYTEST_ARGS ?=
 
 .PHONY: help install demo test test-fast check lint format bench clean chromium redis-server \
-	peers-venvs kserve-venv
+	peers-venvs kserve-venv espeak-ng
 
 help:
 	@echo "make demo   - set up .venv and run the default scenario"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(STAMP) espeak-ng
 	$(BIN)/edgeintel run $(SCENARIO)
 
 # headless browser and its driver for the report layout and dashboard tests
@@ -50,6 +50,15 @@ redis-server:
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server; } \
 	  || echo "warning: could not install redis-server; the Redis cache tests will be skipped"; }
 
+# espeak-ng synthesises the speech of the voice_commands dataset (scenarios/smart_home.yaml,
+# tests/data/test_speech.py; edgeintel.data.speech); idempotent
+espeak-ng:
+	@command -v espeak-ng >/dev/null 2>&1 || { \
+	  echo "installing Debian's espeak-ng (speech synthesis for the voice_commands dataset)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq espeak-ng; } \
+	  || echo "warning: could not install espeak-ng; the voice_commands dataset will be unavailable"; }
+
 # The serving peers (benchmarks/_peers_serve.py) each get a venv of their own: their pins
 # (numpy<2, pandas<3, fastapi<0.116, ...) cannot live beside the project's. One lock file per
 # peer (benchmarks/peer_servers/requirements-<peer>.txt); a venv is rebuilt when its lock
@@ -69,10 +78,10 @@ peers-venvs: $(foreach p,$(PEERS),$(PEERS_VENV)/$(p)/.installed)
 # the KServe SDK's clients for tests/runtime/test_kserve_sdk.py (skipped without it)
 kserve-venv: $(PEERS_VENV)/kserve/.installed
 
-test: $(STAMP) chromium redis-server kserve-venv
+test: $(STAMP) chromium redis-server kserve-venv espeak-ng
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) chromium redis-server kserve-venv
+test-fast: $(STAMP) chromium redis-server kserve-venv espeak-ng
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 check: $(STAMP)

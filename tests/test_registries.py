@@ -68,7 +68,7 @@ from edgeintel.training.scenario_train import federated_config
 from .conftest import tiny_scenario_dict
 from .offloading.conftest import random_costs, random_dag
 
-SLOW_DATASETS = {"mnist", "acsf1", "video_scenes", "solar_sites"}  # > 2 s to load here
+SLOW_DATASETS = {"mnist", "acsf1", "video_scenes", "solar_sites", "voice_commands"}  # > 2 s here
 
 
 def _scenario(**parts: Any) -> Scenario:
@@ -124,8 +124,9 @@ def _partitioner(name: str) -> None:
 def _model(name: str) -> None:
     sc = _scenario(task={"model": name, "width": 4})
     built = 0
-    # small image families, sensor families (mlp takes both), torchvision families (RGB >= 96 px)
-    for shape in ((1, 8, 8), (3, 32), (3, 96, 96)):
+    # small image families, sensor families (mlp takes both), torchvision families (RGB >= 96 px),
+    # audio families (mono, >= 100 ms at 8 kHz)
+    for shape in ((1, 8, 8), (3, 32), (3, 96, 96), (1, 800)):
         try:
             model = build_model(sc.task.model, shape, 3, width=sc.task.width, seed=0)
         except (ConfigError, ModelError, ValueError, RuntimeError):

@@ -25,6 +25,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "pyarrow": "pyarrow",
         "pvlib": "pvlib",
         "river": "river",
+        "pygame": "pygame",
     },
     "federated": {"flwr": "flwr"},
     "redis": {"redis": "redis"},

@@ -21,6 +21,7 @@ SHAPES = {
     "sensor_cnn": (6, 100),
     "sensor_dscnn": (1, 64),
     "mlp": (1, 9),
+    "kws_dscnn": (1, 1600),  # 0.2 s of 8 kHz audio
 }
 
 

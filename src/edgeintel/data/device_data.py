@@ -99,9 +99,9 @@ def stream_inputs(
 
 
 def shuffled_stream(ds: Dataset) -> bool:
-    """Whether devices receive their shard in a seeded random order (not for sequences:
-    video frames and sensor recordings keep their time order)."""
-    return ds.modality is Modality.IMAGE and not ds.extra.get("sequential")
+    """Whether devices receive their shard in a seeded random order (images and audio
+    clips; not for sequences: video frames and sensor recordings keep their time order)."""
+    return ds.modality in (Modality.IMAGE, Modality.AUDIO) and not ds.extra.get("sequential")
 
 
 def standardization_kind(ds: Dataset, enabled: bool) -> str | None:

@@ -19,7 +19,7 @@ from edgeintel.registry import Registry
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["MODELS", "ModelFactory", "resolve_model_ref"]
+__all__ = ["AUDIO_FAMILIES", "MODELS", "ModelFactory", "check_model_modality", "resolve_model_ref"]
 
 ModelFactory = Callable[..., "nn.Module"]
 MODELS: Registry[ModelFactory] = Registry("model family")
@@ -27,6 +27,30 @@ MODELS.provide(
     "edgeintel.models.zoo", "image_cnn", "image_dscnn", "sensor_cnn", "sensor_dscnn", "mlp"
 )
 MODELS.provide("edgeintel.models.vision", "mobilenet_v3_small", "resnet18", "googlenet")
+MODELS.provide("edgeintel.models.audio", "kws_dscnn")
+
+AUDIO_FAMILIES = frozenset({"kws_dscnn"})
+"""Zoo families that take raw audio (their front end computes the features)."""
+
+
+def check_model_modality(model: str, modality: str, dataset: str) -> None:
+    """Refuse (``ModelError``, one line) a zoo family that cannot take the data: audio
+    needs an audio family (its features are computed in the model), and an audio family
+    needs audio. A user factory (``module:function``) is trusted."""
+    if ":" in model:
+        return
+    audio_model = model in AUDIO_FAMILIES
+    if modality == "audio" and not audio_model:
+        raise ModelError(
+            f"task.model {model!r} does not take audio: dataset {dataset!r} is raw audio; "
+            f"expected an audio model ({', '.join(sorted(AUDIO_FAMILIES))}) or your own "
+            "factory module:function"
+        )
+    if audio_model and modality != "audio":
+        raise ModelError(
+            f"task.model {model!r} takes raw audio, but dataset {dataset!r} holds {modality} "
+            "data; expected an audio dataset (voice_commands) or another model family"
+        )
 
 
 def resolve_model_ref(ref: str, base_dir: str | Path | None) -> str:

@@ -192,6 +192,7 @@ def build_model(
     num_classes: int,
     width: int = 16,
     seed: int = 0,
+    sample_rate_hz: float | None = None,
 ) -> nn.Module:
     """Build a zoo family or a user factory and check its output.
 
@@ -199,12 +200,13 @@ def build_model(
     ``sys.path`` is not touched) or ``package.module:function`` of an installed
     package. It is called with the keyword arguments it accepts among
     ``input_shape``, ``num_classes`` and ``width``. The model must map a batch
-    of ``input_shape`` samples to ``num_classes`` logits.
+    of ``input_shape`` samples to ``num_classes`` logits. ``sample_rate_hz`` (audio and
+    sensor data) is passed to factories that take it (``kws_dscnn``'s front end).
     """
     if ":" not in name:  # a zoo family: our own code, no time limit needed
-        return _build_and_check(name, input_shape, num_classes, width, seed)
+        return _build_and_check(name, input_shape, num_classes, width, seed, sample_rate_hz)
     return _within_time_limit(
-        lambda: _build_and_check(name, input_shape, num_classes, width, seed),
+        lambda: _build_and_check(name, input_shape, num_classes, width, seed, sample_rate_hz),
         name,
         USER_CODE_TIMEOUT_S,
     )
@@ -237,7 +239,12 @@ def _within_time_limit(fn: Callable[[], nn.Module], name: str, timeout_s: float)
 
 
 def _build_and_check(
-    name: str, input_shape: tuple[int, ...], num_classes: int, width: int, seed: int
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width: int,
+    seed: int,
+    sample_rate_hz: float | None = None,
 ) -> nn.Module:
     factory = _import_factory(name) if ":" in name else MODELS.get(name)
     kwargs: dict[str, Any] = {
@@ -245,6 +252,8 @@ def _build_and_check(
         "num_classes": num_classes,
         "width": width,
     }
+    if sample_rate_hz is not None:
+        kwargs["sample_rate_hz"] = float(sample_rate_hz)
     try:
         params = inspect.signature(factory).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):

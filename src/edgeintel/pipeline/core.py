@@ -152,7 +152,14 @@ class RunContext:
         ds = self.require_dataset()
         sc = self.scenario
         outputs = sc.task.task_kind().outputs(ds.num_classes, ds.sample_shape)
-        return build_model(sc.task.model, ds.sample_shape, outputs, sc.task.width, sc.seed)
+        return build_model(
+            sc.task.model,
+            ds.sample_shape,
+            outputs,
+            sc.task.width,
+            sc.seed,
+            sample_rate_hz=ds.sampling_rate_hz,
+        )
 
     def log(self, message: str) -> None:
         """One line of live feedback: appended to ``run.log``; printed when ``verbose``

@@ -78,6 +78,7 @@ def preflight(
     say = log or (lambda _msg: None)
     say("preflight: importing the components")
     from edgeintel.models import build_model, count_params
+    from edgeintel.models.families import check_model_modality
     from edgeintel.pipeline.stages.basic_stages import DataStage
     from edgeintel.training.scenario_train import resolve_mode
 
@@ -104,8 +105,16 @@ def preflight(
         )
     say(f"preflight: building {sc.task.model} for inputs {list(ds.sample_shape)}")
     with _named("task.model"):
+        check_model_modality(sc.task.model, str(ds.modality), ds.name)
         outputs = sc.task.task_kind().outputs(ds.num_classes, ds.sample_shape)
-        model = build_model(sc.task.model, ds.sample_shape, outputs, sc.task.width, sc.seed)
+        model = build_model(
+            sc.task.model,
+            ds.sample_shape,
+            outputs,
+            sc.task.width,
+            sc.seed,
+            sample_rate_hz=ds.sampling_rate_hz,
+        )
     mode = resolve_mode(sc)
     report = PreflightReport(
         dataset=ds.name,
