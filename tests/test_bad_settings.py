@@ -176,6 +176,27 @@ CASES: list[Case] = [
         MOST,
     ),
     C("deploy-max-devices-huge", {DEP + "max_devices": 10**9}, "max_devices", MOST),
+    # the retrain loop as a run setting (issue 22)
+    C(
+        "retrain-window-vs-reference",
+        {DEP + "lifecycle.retrain": {"window": 80}},
+        "retrain.window",
+        "reference / 2",
+    ),
+    C(
+        "retrain-beside-scripted",
+        {DEP + "lifecycle": {"enabled": True, "retrain": {"on_drift": True}}},
+        "retrain.on_drift",
+        "turn one of them off",
+    ),
+    C(
+        "retrain-regression",
+        {DEP + "lifecycle.retrain.on_drift": True},
+        "retrain.on_drift",
+        "not supported",
+        base="solar_farm",
+    ),
+    C("retrain-fresh-tiny", {DEP + "lifecycle.retrain.fresh_inputs": 1}, "fresh_inputs", LEAST),
     C("tr-clients-huge", {TR + "clients_per_round": 10**9}, "clients_per_round", MOST),
     C("tr-finetune-huge", {TR + "finetune_layers": 10**9}, "finetune_layers", MOST),
     C("tr-clip-huge", {TR + "clip_norm": BIG}, "clip_norm", MOST),

@@ -363,6 +363,12 @@ class Scenario(_Strict):
                 f"early exit has no rule for the {kind.name} task kind (only a classifier's "
                 "confidence); remove it",
             )
+        if s.runtime.deploy.lifecycle.retrain.on_drift and kind.name != "classification":
+            raise FieldError(
+                ("settings", "runtime", "deploy", "lifecycle", "retrain", "on_drift"),
+                f"the retrain loop fine-tunes a classifier on feedback labels; the "
+                f"{kind.name} task kind is not supported yet, turn it off",
+            )
         bounds = kind.metric_range
         tol = s.training.central_tolerance
         if bounds is not None and tol > bounds[1] - bounds[0]:

@@ -147,7 +147,7 @@ class OffloadPlanner:
                 )
             )
         if s.d2d is not None:
-            for nb in self._neighbors(sc, device):
+            for nb in self.neighbors(sc, device):
                 if nb.name not in unreachable:
                     out.append(
                         Target(
@@ -159,8 +159,11 @@ class OffloadPlanner:
                     )
         return out
 
-    def _neighbors(self, sc: Scenario, device: Device) -> list[Device]:
-        assert self.settings.d2d is not None
+    def neighbors(self, sc: Scenario, device: Device) -> list[Device]:
+        """The devices ``device`` may offload to over D2D (none without ``settings.d2d``):
+        up to ``d2d.neighbors`` attached to the same node, the next ones after it."""
+        if self.settings.d2d is None:
+            return []
         same = [
             d for d in sc.expand_devices() if d.attach == device.attach and d.name != device.name
         ]

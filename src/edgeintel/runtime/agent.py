@@ -138,6 +138,7 @@ class AgentStats:
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     correct: int = 0
     timeline: list[tuple[float, str]] = field(default_factory=list)
+    served_d2d: int = 0  # neighbours' inputs this device ran for them (``serve_peer``)
 
     def to_json(self) -> dict[str, Any]:
         lat = {
@@ -157,6 +158,7 @@ class AgentStats:
             "placements": dict(self.placements),
             "latency_ms": lat,
             "accuracy": self.correct / self.produced if self.produced else None,
+            "served_d2d": self.served_d2d,
         }
 
 
@@ -187,8 +189,9 @@ class DeviceAgent:
     ``DriftWatch``) every computed input and its output feed the device's drift monitor;
     its state goes with each delivery and the result that raised an alarm is marked.
     A D2D decision goes to the helper device named by its target over ``peers[target]``
-    (the helper serves the model like a node does: ``edgeintel serve``); a helper this
-    agent has no link to, or that fails, falls back to local inference.
+    (the helper's agent answers through its ``runtime.peer.PeerService``, on its own
+    active version: ``serve_peer``); a helper this agent has no link to, or that fails,
+    falls back to local inference.
     """
 
     def __init__(
@@ -233,6 +236,7 @@ class DeviceAgent:
                     self.active = updater.open(stored)
                 except ModelError as exc:
                     updater.refused[stored] = str(exc)
+        self._model_lock = threading.Lock()  # the producer and D2D requests share the model
         self.store = store
         self.transport = transport
         self.model = model
@@ -283,7 +287,8 @@ class DeviceAgent:
         m = self.active
         self.last_version, self.last_error = m.version, False
         try:
-            out = m.run(np.ascontiguousarray(x[None]))[0]
+            with self._model_lock:
+                out = m.run(np.ascontiguousarray(x[None]))[0]
             if out.dtype.kind == "f" and not np.isfinite(out).all():
                 raise ValueError("non-finite output")
             return out
@@ -292,7 +297,23 @@ class DeviceAgent:
                 raise
             self.last_error = True  # counted against m.version; the previous one answers
             prev = self.previous
-            return prev.run(np.ascontiguousarray(x[None]))[0]
+            with self._model_lock:
+                return prev.run(np.ascontiguousarray(x[None]))[0]
+
+    def serve_peer(self, batch: np.ndarray) -> tuple[np.ndarray, str]:
+        """A neighbour's inputs (N, ...) run on this device's active version (D2D): its
+        outputs and that version. ``ValueError`` for inputs of another shape."""
+        m = self.active
+        want = tuple(self.stream.inputs.shape[1:])
+        if batch.ndim != len(want) + 1 or tuple(batch.shape[1:]) != want:
+            dims = ", ".join(map(str, want))
+            raise ValueError(
+                f"D2D input of shape {tuple(batch.shape)}; this model takes (N, {dims})"
+            )
+        with self._model_lock:
+            out = m.run(np.ascontiguousarray(batch, dtype=np.float32))
+            self.stats.served_d2d += len(batch)
+        return out, m.version
 
     def _route(self, decision: Decision) -> Transport | None:
         """The transport a decision's request goes over: the helper's for D2D (None when

@@ -92,7 +92,8 @@ class RetrainLoop:
     axis, ``labels`` its classes); ``repository`` the node's model repository folder and
     ``name`` the model in it; ``fresh(group)`` the group's devices' recent labelled
     inputs; ``transport`` / ``token`` reach the node as an operator; ``rollout`` the
-    ``RolloutSettings`` fields of the canary (model and version are filled in).
+    ``RolloutSettings`` fields of the canary (model and version are filled in); ``task``
+    the task record the repository keeps beside each version.
     """
 
     model: nn.Module
@@ -107,6 +108,7 @@ class RetrainLoop:
     signer: Ed25519PrivateKey | None = None
     rollout: dict[str, Any] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    task: Any = None  # the model's task record in the repository (what its outputs mean)
     events: list[dict[str, Any]] = field(default_factory=list)
     threads: list[threading.Thread] = field(default_factory=list)
     _busy: threading.Lock = field(default_factory=threading.Lock)
@@ -151,7 +153,7 @@ class RetrainLoop:
         out = self.repository.parent / f".{self.name}-retrain-{version}.onnx"
         export_onnx(tuned, self.input_shape, out, self.labels)
         add_model(self.repository, self.name, out, version, labels=self.labels,
-                  signer=self.signer)  # fmt: skip
+                  signer=self.signer, task=self.task)  # fmt: skip
         last = history[-1] if history else None
         self._event(
             "retrain.done", group=group, version=str(version), rounds=len(history),

@@ -14,7 +14,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import Field, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from edgeintel.errors import EdgeIntelError, FieldError
 from edgeintel.schema import Strict as _Strict
@@ -184,6 +184,51 @@ def _same_endpoint(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "::1") or host.startswith("127.") else host
 
 
+class RetrainSettings(_Strict):
+    """The drift -> retrain -> canary loop of a deployed run (``lifecycle.retrain``).
+
+    With ``on_drift`` every agent watches its inputs and outputs (label free) against a
+    reference of its first ``reference`` inputs, testing the last ``window`` inputs every
+    ``stride`` with at most ``false_alarms_per_hour`` false alarms; its drift state goes
+    to its edge server with each delivery. When half of a group's devices at a server
+    drift, the run fine-tunes the deployed model by ``rounds`` federated rounds
+    (``local_steps`` steps of ``batch_size`` at ``lr`` per device) over each drifted
+    device's last ``fresh_inputs`` labelled inputs (feedback labels; no device's data
+    pooled with another's), exports and signs it as the next version and rolls it out
+    through ``stages`` (the first is the canary), judged by the guards after
+    ``min_results`` results per version and look (``looks`` per stage).
+
+    ``shift_at_s``: the drift the run plays (None: none is played). From that second each
+    device's stream goes on with the shard of the device half the fleet away: another
+    wearer's, camera's or site's real recordings, a real change of subjects and class mix.
+    """
+
+    on_drift: bool = False
+    shift_at_s: Annotated[float, Field(ge=0, le=3600)] | None = None
+    reference: Annotated[int, Field(ge=10, le=100_000)] = 100
+    window: Annotated[int, Field(ge=10, le=100_000)] = 50
+    stride: Annotated[int, Field(ge=1, le=100_000)] = 25
+    false_alarms_per_hour: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    fresh_inputs: Annotated[int, Field(ge=4, le=1_000_000)] = 200
+    rounds: Annotated[int, Field(ge=1, le=1000)] = 5
+    local_steps: Annotated[int, Field(ge=1, le=10_000)] = 10
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 16
+    lr: Annotated[float, Field(gt=0, le=10)] = 0.05
+    stages: tuple[Annotated[float, Field(gt=0, le=1)], ...] = (0.5, 1.0)
+    min_results: Annotated[int, Field(ge=1, le=10**6)] = 20
+    looks: Annotated[int, Field(ge=1, le=100)] = 1
+
+    @model_validator(mode="after")
+    def _window_in_reference(self) -> RetrainSettings:
+        if 2 * self.window > self.reference:
+            raise FieldError(
+                ("window",),
+                f"a test window of {self.window} inputs is calibrated on windows resampled "
+                f"from the reference; expected window <= reference / 2 ({self.reference // 2})",
+            )
+        return self
+
+
 class LifecycleSettings(_Strict):
     """A deployed run's model lifecycle check (``settings.runtime.deploy.lifecycle``).
 
@@ -202,6 +247,17 @@ class LifecycleSettings(_Strict):
     min_results: Annotated[int, Field(ge=1, le=10**6)] = 20
     looks: Annotated[int, Field(ge=1, le=100)] = 1
     bad_version: bool = True
+    retrain: RetrainSettings = RetrainSettings()
+
+    @model_validator(mode="after")
+    def _one_driver(self) -> LifecycleSettings:
+        if self.enabled and self.retrain.on_drift:
+            raise FieldError(
+                ("retrain", "on_drift"),
+                "the retrain loop's rollouts would overlap the scripted versions 2 and 3 of "
+                "lifecycle.enabled; turn one of them off",
+            )
+        return self
 
 
 class DeploySettings(_Strict):

@@ -344,8 +344,10 @@ class AdaptivePlan:
     (its ``LinkEmulator.trace_time``); options are costed with
     ``OffloadPlanner.options(scenario, device, t, unreachable)`` (memoized per link
     state) and chosen by an ``AdaptivePolicy`` started on the fleet plan's choice
-    ``initial``. Targets the runtime cannot reach from this device (D2D helpers, edge
-    servers other than its own) and splits without a served tail are left out.
+    ``initial``. Targets the runtime cannot reach from this device (edge servers other
+    than its own, D2D helpers not in ``peers``: the neighbours whose agents serve it a
+    ``PeerService``), splits without a served tail and splits towards a helper device
+    (a helper runs the whole model) are left out.
     ``switches`` records (trace time s, old label, new label, reason).
 
     Measured latency: the agent reports each offloaded request's end-to-end time
@@ -368,6 +370,7 @@ class AdaptivePlan:
         hysteresis: float | None = None,
         alpha: float = 0.2,
         min_samples: int = 3,
+        peers: frozenset[str] = frozenset(),
     ) -> None:
         from edgeintel.offloading.adapt import AdaptivePolicy
 
@@ -381,8 +384,9 @@ class AdaptivePlan:
         )
         self.cloud = scenario.cloud.name
         nodes = {e.name for e in scenario.edge_servers} - {device.attach}
-        peers = {d.name for d in scenario.expand_devices()} - {device.name}
-        self.excluded = frozenset(nodes | peers)
+        others = {d.name for d in scenario.expand_devices()} - {device.name}
+        self.peers = frozenset(peers)
+        self.excluded = frozenset(nodes | (others - self.peers))
         self._options: dict[Any, list[Option]] = {}
         self.switches: list[tuple[float, str | None, str, str]] = []
         self.decisions: dict[str, int] = {}
@@ -419,7 +423,12 @@ class AdaptivePlan:
             opts = [
                 o
                 for o in every
-                if o.tier != "hybrid" or (o.mask is not None and mask_key(o.mask) in self.splits)
+                if o.tier != "hybrid"
+                or (
+                    o.target not in self.peers
+                    and o.mask is not None
+                    and mask_key(o.mask) in self.splits
+                )
             ]
             self._options[key] = opts
         return opts

@@ -112,6 +112,20 @@ def render_runtime(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
         parts.append(kv_table(decisions, caption="Requests per planner option"))
     if "Placements over the run" in figs:
         parts.append(ctx.figure(figs["Placements over the run"]))
+    d2d = data.get("d2d") or {}
+    if d2d.get("helpers"):
+        rows = [
+            {"helper": h, "requester": r, "requests served": n}
+            for h, per in d2d["served"].items() for r, n in per.items()
+        ]  # fmt: skip
+        link = d2d["link"]
+        caption = (
+            f"D2D: neighbours' work executed by helper devices' agents "
+            f"({d2d['requests_served']} requests; D2D link {link['bandwidth_mbps']} Mbit/s, "
+            f"{link['rtt_ms']} ms RTT)"
+        )
+        idle = [{"helper": h, "requester": "", "requests served": 0} for h in d2d["helpers"]]
+        parts.append(table(rows or idle, caption=caption))
     life = data.get("lifecycle") or {}
     if life.get("versions"):
         rows = [
@@ -130,11 +144,38 @@ def render_runtime(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
                            for d, s in swaps.items()}, index="device"),
                 )
             )  # fmt: skip
+    parts += _retrain_parts(life.get("retrain") or {})
     servers = data.get("servers") or {}
     if servers:
         parts.append(table(servers, index="server", caption="Servers"))
     _headline(ctx, data, per_link)
     return Markup("").join(parts)
+
+
+def _retrain_parts(re: dict[str, Any]) -> list[Markup]:
+    """The retrain loop: drift per group, its rounds (events) and its rollouts' stages."""
+    parts: list[Markup] = []
+    groups = [
+        {"server": n, "group": g, **{k: v for k, v in row.items() if k != "alarmed"}}
+        for n, dr in (re.get("drift") or {}).items()
+        for g, row in (dr.get("groups") or {}).items()
+    ]
+    if groups:
+        parts.append(table(groups, caption="Drift per device group (label-free monitors)"))
+    events = [{k: v for k, v in e.items() if k != "drift"} for e in re.get("events") or []]
+    if events:
+        parts.append(table(events, caption="Retrain loop: drift -> federated fine-tuning -> "
+                                           "signed version -> canary"))  # fmt: skip
+    stages = [
+        {"server": r["server"], "version": r["version"], "outcome": r["state"],
+         "event": t.get("event"), "share": t.get("share"), "reason": t.get("reason") or ""}
+        for r in re.get("rollouts") or [] for t in r.get("timeline") or []
+    ]  # fmt: skip
+    if stages:
+        parts.append(table(stages, caption="Rollout stages of the retrained versions"))
+    if re.get("error"):
+        parts.append(kv_table({"retrain loop error": re["error"]}))
+    return parts
 
 
 def _headline(ctx: RenderContext, data: dict[str, Any], per_link: dict[str, Any]) -> None:

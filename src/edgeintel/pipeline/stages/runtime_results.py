@@ -36,6 +36,9 @@ class Deployment:
     wall: float = 0.0  # s the agents ran
     pki: Any = None  # security.pki.DeploymentPki under mutual TLS, None for plaintext
     lifecycle: dict[str, Any] | None = None  # the rollouts of deploy.lifecycle
+    retrain: dict[str, Any] | None = None  # the retrain loop's record (lifecycle.retrain)
+    peers: dict[str, Any] = field(default_factory=dict)  # helper device -> its PeerService
+    d2d_links: dict[str, Any] = field(default_factory=dict)  # "a -> b" -> D2D LinkEmulator
 
 
 def percentiles(values: list[float]) -> dict[str, float]:
@@ -200,9 +203,14 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     }
     if cloud in delivered_at and len(d.nodes) > 1:
         section["delivered_to_cloud"] = sum(delivered_at[cloud].values())
-    if d.lifecycle is not None:
+    if d.peers:
+        from edgeintel.pipeline.stages.runtime_d2d import d2d_section
+
+        section["d2d"] = d2d_section(d, ctx.scenario.settings.offloading.d2d)
+    if d.lifecycle is not None or d.retrain is not None:
         section["lifecycle"] = {
-            **d.lifecycle,
+            **(d.lifecycle or {}),
+            **({} if d.retrain is None else {"retrain": d.retrain}),
             # each agent's versions over the run: (s since its start, version) per swap
             "swaps": {
                 a.name: [[round(t - (a.started or t), 3), v] for t, v in a.versions]

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from edgeintel.errors import EdgeIntelError
+from edgeintel.errors import ConfigError, EdgeIntelError
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import runtime_section as _section_renderer  # noqa: F401  (registers it)
 from edgeintel.pipeline.stages.runtime_results import (
@@ -103,7 +103,12 @@ class RuntimeStage(Stage):
         try:
             _start_servers(ctx, nodes, repo, folder, tokens_file, origin_file, pki)
             if dep.starts(DEVICES):
-                _add_agents(ctx, run, devices, tokens, (planner_state, splits), folder)
+                helpers = _add_agents(ctx, run, devices, tokens, (planner_state, splits), folder)
+                if helpers:  # D2D: the helpers' agents execute their neighbours' work
+                    from edgeintel.pipeline.stages.runtime_d2d import start_peers
+
+                    start_peers(run, helpers, sc, tokens)
+                    ctx.log(f"runtime: D2D helpers listening: {', '.join(run.peers)}")
                 driver = None
                 if dep.lifecycle.enabled:  # rollouts on the running fleet
                     from edgeintel.pipeline.stages.lifecycle_drive import LifecycleDriver
@@ -112,10 +117,14 @@ class RuntimeStage(Stage):
                     driver = LifecycleDriver(dep.lifecycle, edges, operator, repo, signer,
                                              list(ctx.artifact.labels), task)  # fmt: skip
                     driver.start()
+                retrain = _retrain_driver(ctx, run, devices, operator, repo, signer)
                 _run_agents(ctx, run, origin_file)
                 if driver is not None:
                     driver.stop()
                     run.lifecycle = driver.record
+                if retrain is not None:
+                    retrain.stop()
+                    run.retrain = retrain.record
                 ctx.log(f"runtime: agents done in {run.wall:.1f} s; forwarding to the cloud")
                 drain_upstream(nodes, cloud, operator, dep.drain_timeout_s)
             else:
@@ -126,6 +135,10 @@ class RuntimeStage(Stage):
                 run.server_stats[name] = node.stats(operator)
             ctx.log("runtime: stopping servers")
         finally:
+            if run.peers:
+                from edgeintel.pipeline.stages.runtime_d2d import stop_peers
+
+                stop_peers(run)
             for _, _, transport in run.agents:
                 transport.close()
             for node in nodes.values():
@@ -134,6 +147,35 @@ class RuntimeStage(Stage):
         for _, store, _ in run.agents:
             store.close()
         _add_figures(ctx, run)
+
+
+def _retrain_driver(
+    ctx: RunContext, run: Deployment, devices: list[tuple[int, Any]], operator: str | None,
+    repo: Path, signer: Any,
+) -> Any:  # fmt: skip
+    """The retrain loop beside the agents (``lifecycle.retrain.on_drift``), started; None
+    when it is off."""
+    from edgeintel.pipeline.stages.retrain_drive import RetrainDriver
+
+    dep = ctx.scenario.settings.runtime.deploy
+    if not dep.lifecycle.retrain.on_drift:
+        return None
+    if ctx.model is None:
+        raise EdgeIntelError(
+            "settings.runtime.deploy.lifecycle.retrain.on_drift fine-tunes the run's trained "
+            "model; run the train (or edge_train) stage with the runtime stage"
+        )
+    attach = {d.name: d.attach for _, d in devices}
+    agents: dict[str, list[Any]] = {}
+    for a, _, _ in run.agents:
+        agents.setdefault(attach[a.name], []).append(a)
+    driver = RetrainDriver(
+        dep.lifecycle.retrain, {n: run.nodes[n] for n in agents}, agents, operator,
+        None if run.pki is None else run.pki.operator, repo, signer, ctx.model, ctx.artifact,
+        ctx.scenario.seed,
+    )  # fmt: skip
+    driver.start()
+    return driver
 
 
 def _start_servers(
@@ -185,9 +227,12 @@ def _add_agents(
     tokens: Any,
     planning: tuple[Any, dict[bytes, Any]],
     folder: Path,
-) -> None:
-    """One ``DeviceAgent`` per device with data: its link emulator, filter, plan and store."""
+) -> dict[str, list[str]]:
+    """One ``DeviceAgent`` per device with data: its link emulator, filter, plan and store;
+    returns each device's D2D helpers among the agents (``runtime_d2d.d2d_helpers``)."""
     from edgeintel.inference.runtimes.base import get_runtime
+    from edgeintel.pipeline.stages.retrain_drive import drift_watch
+    from edgeintel.pipeline.stages.runtime_d2d import d2d_helpers
     from edgeintel.pipeline.stages.runtimes_delivery import device_runtime_artifacts
     from edgeintel.runtime.agent import DeviceAgent, DeviceStream
     from edgeintel.runtime.store import DeviceStore
@@ -217,8 +262,30 @@ def _add_agents(
         folder / "device_runtimes",
     )
     origin = time.time()
+    arrays = {i: ctx.device_arrays(i) for i, _ in devices}
+    names = {d.name for i, d in devices if len(arrays[i][0])}
+    retrain = dep.lifecycle.retrain
+    if retrain.shift_at_s is not None:  # the drift the run plays: other devices' data
+        from edgeintel.pipeline.stages.retrain_drive import shifted_stream
+
+        have = [i for i, _ in devices if len(arrays[i][0])]
+        onset = math.ceil(retrain.shift_at_s / run.interval)
+        if retrain.on_drift and onset < retrain.reference:
+            raise ConfigError(
+                f"settings.runtime.deploy.lifecycle.retrain.shift_at_s: the drift would start "
+                f"at input {onset}, inside the devices' reference of {retrain.reference} "
+                f"inputs; expected >= {retrain.reference * run.interval:g} s"
+            )
+        limit = max(1, math.ceil(dep.duration_s / run.interval))
+        arrays = {
+            i: shifted_stream(arrays[i], arrays[have[(p + len(have) // 2) % len(have)]],
+                              onset, limit)
+            for p, i in enumerate(have)
+        }  # fmt: skip
+        ctx.log(f"runtime: drift played from input {onset} (another device's data)")
+    helpers = d2d_helpers(sc, planner_state and planner_state[0], [d for _, d in devices], names)
     for i, d in devices:
-        x, y = ctx.device_arrays(i)
+        x, y = arrays[i]
         if len(x) == 0:
             continue
         x = x.astype(np.float32)
@@ -240,10 +307,12 @@ def _add_agents(
         if filt is not None:
             run.filters[d.name] = filt
             run.filter_source[d.name] = info
-        plan = _plan(run.placements[d.name], d, sc, planner_state, splits, em)
+        plan = _plan(run.placements[d.name], d, sc, (planner_state, splits), em,
+                     frozenset(helpers.get(d.name, ())))  # fmt: skip
         run.plans[d.name] = plan
         updater = None
-        if dep.lifecycle.enabled and d.profile.runtime not in runtime_files:
+        following = dep.lifecycle.enabled or retrain.on_drift  # agents follow rollouts
+        if following and d.profile.runtime not in runtime_files:
             from edgeintel.runtime.updater import ModelUpdater
             from edgeintel.security.signing import ArtifactVerifier
 
@@ -268,6 +337,11 @@ def _add_agents(
             server_node=d.attach,
             task=ctx.task_kind(),  # results carry the kind's output (label, value, alarm)
             updater=updater,  # follows the server's rollouts (deploy.lifecycle)
+            drift=(
+                drift_watch(retrain, x, session, run.interval, sc.seed + i)
+                if retrain.on_drift
+                else None
+            ),
             # one loaded artifact per agent: runtimes' requests are not shared across threads
             predictor=(
                 get_runtime(d.profile.runtime).load(runtime_files[d.profile.runtime])
@@ -277,6 +351,7 @@ def _add_agents(
         )
         run.agents.append((agent, store, transport))
     ctx.log(f"runtime: {len(run.agents)} agents ready (filters, plans); starting")
+    return helpers
 
 
 def _run_agents(ctx: RunContext, run: Deployment, origin_file: Path) -> None:
@@ -500,15 +575,18 @@ def _planner(
     return (planner, initial), splits
 
 
-def _plan(placement: Any, device: Any, sc: Any, planner_state: Any, splits: Any, link: Any) -> Any:
+def _plan(
+    placement: Any, device: Any, sc: Any, planning: Any, link: Any, peers: frozenset[str]
+) -> Any:
     from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.settings import DeployPlacement
     from edgeintel.runtime.wiring import AdaptivePlan
 
     if placement is DeployPlacement.PLAN:
-        planner, initial = planner_state
+        (planner, initial), splits = planning
         return AdaptivePlan(
-            planner, sc, device, link.trace_time, splits, initial=initial.get(device.name)
-        )
+            planner, sc, device, link.trace_time, splits, initial=initial.get(device.name),
+            peers=peers,
+        )  # fmt: skip
     # the same static plans as `edgeintel device --tier` (device, edge, cloud)
     return StaticPlan.for_tier(str(placement), device.attach, sc.cloud.name)
