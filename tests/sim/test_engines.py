@@ -25,12 +25,20 @@ def _records_equal(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
 
 
-@pytest.mark.parametrize("decisions", ["epoch", "task"])
-def test_fast_core_reproduces_simpy_exactly(decisions: str) -> None:
+ENGINES = ["fast", "python", "simpy"]
+"""``fast`` runs the compiled kernel here (numba is in the dev install: checked below)."""
+
+
+@pytest.mark.parametrize("engine", ["fast", "python"])
+@pytest.mark.parametrize(("decisions", "cache"), [("epoch", "lru"), ("task", "fifo")])
+def test_fast_core_reproduces_simpy_exactly(engine: str, decisions: str, cache: str) -> None:
     sc = busy_scenario()
-    st = sc.settings.sim.model_copy(update={"decisions": decisions})  # type: ignore[union-attr]
+    st = sc.settings.sim.model_copy(  # type: ignore[union-attr]
+        update={"decisions": decisions, "cache_policy": cache}
+    )
     model = build_model(sc, st)
-    fast = Simulation(model, engine="fast").run()
+    fast = Simulation(model, engine=engine).run()  # type: ignore[arg-type]
+    assert fast.extra["kernel"] == ("compiled" if engine == "fast" else "python")
     ref = Simulation(model, engine="simpy").run()
     _records_equal(fast.records, ref.records)
     sf, sr = fast.summary(), ref.summary()
@@ -84,7 +92,7 @@ def _hand_model():  # type: ignore[no-untyped-def]
     )
 
 
-@pytest.mark.parametrize("engine", ["fast", "simpy"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_event_trace_worked_by_hand(engine: str) -> None:
     """10 kB up: 10 ms at the device's 8 Mbit/s; the one 16 Mbit/s cell serves transfers in
     arrival order, 5 ms each, and a transfer ends at max(arrival + 10 ms, cell finish). Then
@@ -113,7 +121,7 @@ def test_event_trace_worked_by_hand(engine: str) -> None:
     assert s["cache_hits"] == 1 and s["cache_lookups"] == 5
 
 
-@pytest.mark.parametrize("engine", ["fast", "simpy"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_cloud_path_worked_by_hand(engine: str) -> None:
     """As above to the station (10 ms sending, 5 ms of the cell each), then the 10 Mbit/s
     backhaul FIFO (10 kB = 8 ms) and half its 10 ms RTT to the cloud (speed 4: 2.5 ms, 64
@@ -167,7 +175,7 @@ def test_settings_change_the_outcome() -> None:
     assert slow["latency_p50_s"] > a["latency_p50_s"]
 
 
-@pytest.mark.parametrize("engine", ["fast", "simpy"])
+@pytest.mark.parametrize("engine", ENGINES)
 def test_federated_round_worked_by_hand(engine: str) -> None:
     """Both devices train in the round at 0.5 s. Each exchange (``network.Exchange``): 200 kB
     down and up over the 8 Mbit/s access link (0.2 s + RTT) and the 100 Mbit/s backhaul

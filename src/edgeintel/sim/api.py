@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 
 from edgeintel.errors import ConfigError
+from edgeintel.sim.compiled import available as compiled_available
+from edgeintel.sim.compiled import run_compiled
 from edgeintel.sim.core import run_core
 from edgeintel.sim.model import SimModel, build_model
 from edgeintel.sim.policy import DecisionPolicy, Observation, PlannerPolicy
@@ -33,7 +35,11 @@ from edgeintel.sim.state import SimState
 if TYPE_CHECKING:
     from edgeintel.scenario import Scenario
 
-__all__ = ["Simulation", "simulate"]
+__all__ = ["ENGINES", "Simulation", "simulate"]
+
+ENGINES = ("fast", "python", "simpy")
+"""``fast``: the compiled kernel where it applies (``compiled.available``), else the Python
+heap core; ``python``: the Python heap core; ``simpy``: the SimPy reference."""
 
 Progress = Callable[[float], None]
 
@@ -46,12 +52,14 @@ class Simulation:
         self,
         model: SimModel,
         policy: DecisionPolicy | None = None,
-        engine: Literal["fast", "simpy"] | None = None,
+        engine: Literal["fast", "python", "simpy"] | None = None,
     ) -> None:
         self.model = model
         self.engine = engine or model.settings.engine
-        if self.engine not in ("fast", "simpy"):
-            raise ConfigError(f"unknown engine {self.engine!r}; expected fast or simpy")
+        if self.engine not in ENGINES:
+            raise ConfigError(
+                f"unknown engine {self.engine!r}; expected one of: {', '.join(ENGINES)}"
+            )
         if policy is not None and not callable(getattr(policy, "decide", None)):
             raise ConfigError(
                 f"policy must have decide(observation) -> action, got {type(policy).__name__}; "
@@ -96,7 +104,7 @@ class Simulation:
             was_enabled = gc.isenabled()
             gc.disable()
             try:
-                for _ in run_core(self.state, progress):
+                for _ in self._core(progress):
                     raise AssertionError("the fast core yielded a decision while it has a policy")
             finally:
                 if was_enabled:
@@ -112,7 +120,7 @@ class Simulation:
             raise ConfigError("call decide(action) for the pending decision first")
         if self._finished:
             return None
-        if self.engine != "fast":
+        if self.engine == "simpy":
             raise ConfigError("external decisions need the fast engine (engine: fast)")
         if self.state is None:
             self._start(self.policy)
@@ -180,13 +188,27 @@ class Simulation:
                 time.process_time() - self._cpu0,
                 time.perf_counter() - self._wall0,
             )
+            self._result.extra["kernel"] = self.kernel
         return self._result
 
     def _start(self, policy: DecisionPolicy | None) -> None:
         self._cpu0, self._wall0 = time.process_time(), time.perf_counter()
         self.state = SimState(self.model, policy)
-        if self.engine == "fast":
-            self._gen = run_core(self.state)
+        if self.engine != "simpy":
+            self._gen = self._core()
+
+    @property
+    def kernel(self) -> str:
+        """Which loop runs: ``compiled`` (numba kernel), ``python`` (heap core) or ``simpy``."""
+        if self.engine == "simpy":
+            return "simpy"
+        return "compiled" if self.engine == "fast" and compiled_available(self.model) else "python"
+
+    def _core(self, progress: Progress | None = None) -> Generator[Observation, int, None]:
+        assert self.state is not None
+        if self.kernel == "compiled":
+            return run_compiled(self.state, progress)
+        return run_core(self.state, progress)
 
 
 def simulate(

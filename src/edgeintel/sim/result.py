@@ -53,7 +53,7 @@ class SimResult:
             "invalid_actions": state.invalid_actions,
             "handovers": state.handovers,
             "cache_lookups": state.lookups,
-            "dead_devices": int(sum(1 for b in state.battery if b <= 0)),
+            "dead_devices": int(np.count_nonzero(np.asarray(state.battery) <= 0)),
         }
         switches = getattr(state.policy, "switches", None)
         if callable(switches):

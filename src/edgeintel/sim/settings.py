@@ -92,10 +92,11 @@ class SimSettings(Strict):
 
     ``devices``: fleet size (default: the scenario's device count); each simulated
     device's class (profile, group link, base station) is drawn from the scenario's
-    device groups in proportion to their counts. ``engine``: ``fast`` (our heap core)
-    or ``simpy`` (the reference; identical records, slower). ``decisions``: the
-    offloading policy decides at each ``epoch`` (start, handover, link trace step)
-    or for every ``task``. ``placement``: the fleet placement policy of the initial
+    device groups in proportion to their counts. ``engine``: ``fast`` (our compiled
+    kernel with the ``fast`` extra and an ``lru``/``fifo`` cache, else our Python heap core),
+    ``python`` (the heap core) or ``simpy`` (the reference; identical records, slower).
+    ``decisions``: the offloading policy decides at each ``epoch`` (start, handover, link
+    trace step) or for every ``task``. ``placement``: the fleet placement policy of the initial
     plan (``offloading.placement.PLACEMENTS``); ``cache_policy``: the result cache's
     replacement policy at every edge server (``caching.POLICIES``) holding
     ``cache_entries`` results of a catalog of ``catalog`` keys with Zipf popularity
@@ -121,7 +122,7 @@ class SimSettings(Strict):
     devices: Count | None = None
     duration_s: Annotated[float, Field(gt=0, le=1e6)] = 600.0
     seed: Annotated[int, Field(ge=0, lt=2**32)] | None = None
-    engine: Literal["fast", "simpy"] = "fast"
+    engine: Literal["fast", "python", "simpy"] = "fast"
     decisions: Literal["epoch", "task"] = "epoch"
     placement: Annotated[str, registry_name(PLACEMENTS)] = "greedy"
     cache_policy: Annotated[str, registry_name(POLICIES)] = "lru"
