@@ -49,24 +49,28 @@ def test_simulate_writes_results_report_and_figures(tmp_path: Path) -> None:
     assert [f["section"] for f in index] == ["simulation"] * 3
     html = (out / "report.html").read_text()
     assert "Fleet simulation" in html and "Latency percentiles over time" in html
-    # the same seed again: the same records
+    # the scenario's own workload: its model measured here; no run, so a generic skip rate
+    work = sim["workload"]
+    assert work["task_ms"]["source"].startswith("measured from image_cnn")
+    assert work["input_bytes"]["value"] % 64 == 0  # digits: float32 images
+    assert "generic" in work["skip_probability"]["source"]
+    assert sim["settings"]["task_ms"] == work["task_ms"]["value"] != 20.0
+    # the same seed and workload again: the same records
+    raw = tiny_scenario_dict()
+    raw["settings"]["sim"] = {
+        k: work[k]["value"] for k in ("task_ms", "input_bytes", "result_bytes")
+    }
+    s.write_text(yaml.safe_dump(raw))
+    out1 = tmp_path / "once"
     out2 = tmp_path / "again"
-    CliRunner().invoke(
-        app,
-        [
-            "simulate",
-            str(s),
-            "--devices",
-            "40",
-            "--duration",
-            "30",
-            "--seed",
-            "3",
-            "--out",
-            str(out2),
-            "-q",
-        ],
-    )
+    for o in (out1, out2):
+        CliRunner().invoke(
+            app,
+            ["simulate", str(s), "--devices", "40", "--duration", "30", "--seed", "3", "--out",
+             str(o), "-q"],
+        )  # fmt: skip
+    sim = json.loads((out1 / "results.json").read_text())["simulation"]
+    assert sim["workload"]["task_ms"]["source"] == "set in the simulator's settings"
     again = json.loads((out2 / "results.json").read_text())["simulation"]
     assert again["digest"] == sim["digest"]
     assert "Fleet simulation" in render_report(results, [])
@@ -89,4 +93,4 @@ def test_from_run_takes_the_measured_skip_fraction(tmp_path: Path) -> None:
     assert "14/40 inputs skipped" in sim["notes"]["skip_probability"]
     (run / "results.json").write_text(json.dumps({"run_id": "run", "status": "completed"}))
     bad = CliRunner().invoke(app, [*args, "-q"])
-    assert bad.exit_code == 2 and "no measured redundancy filter" in bad.output
+    assert bad.exit_code == 2 and "the run records no workload" in bad.output

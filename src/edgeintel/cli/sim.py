@@ -35,7 +35,8 @@ def simulate(
     duration: Annotated[float | None, typer.Option(help="Simulated seconds.")] = None,
     seed: SeedOpt = None,
     engine: Annotated[
-        str | None, typer.Option(help="fast (our core) or simpy (the reference).")
+        str | None,
+        typer.Option(help="fast (compiled kernel), python (our heap core) or simpy (reference)."),
     ] = None,
     placement: Annotated[
         str | None, typer.Option(help="Initial placement policy (offloading PLACEMENTS).")
@@ -48,7 +49,10 @@ def simulate(
     ] = None,
     from_run: Annotated[
         Path | None,
-        typer.Option(help="Take the filter's skip fraction measured by this run's caching stage."),
+        typer.Option(
+            help="Take the task's figures from this run of the scenario: model time, bytes, "
+            "the filter's skip fraction (default: measure the scenario's model here)."
+        ),
     ] = None,
     runs_dir: RunsDirOpt = Path("runs"),
     sets: Annotated[
@@ -60,19 +64,39 @@ def simulate(
     """Simulate the scenario's fleet (discrete events) and write results.json + report.html."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgeintel.commands.simulate import sim_settings_with, simulate_command, skip_from_run
+    from edgeintel.commands.simulate import (
+        sim_settings_with,
+        simulate_command,
+        workload_from_model,
+        workload_from_run,
+    )
     from edgeintel.examples import resolve_scenario
+    from edgeintel.sim.workload import FIELDS
 
     with guard():
         scenario = resolve_scenario(scenario)
         sc = load(scenario, None, sets)
-        skip, notes = None, {}
-        if from_run is not None:
-            skip, notes["skip_probability"] = skip_from_run(from_run)
+        given = sim_settings_with(sc, {})
+        unset = [k for k in FIELDS if getattr(given, k) is None]
+        work: dict[str, float] = {}
+        notes: dict[str, str] = {}
+        # the scenario's own workload for what the user did not set: its run's figures, then
+        # its model measured here; the filter's skip rate is only known from a run
+        for source in ("run", "model"):
+            missing = [k for k in unset if k not in work and k != "skip_probability"]
+            if source == "run" and from_run is not None:
+                wl = workload_from_run(from_run)
+            elif source == "model" and missing:
+                wl = workload_from_model(sc)
+            else:
+                continue
+            got = {k: v for k, v in wl.values().items() if k in unset and k not in work}
+            work |= got
+            notes |= {k: wl.sources[k] for k in got}
         st = sim_settings_with(
             sc,
             {
-                "skip_probability": skip,
+                **work,
                 "devices": devices,
                 "duration_s": duration,
                 "seed": seed,

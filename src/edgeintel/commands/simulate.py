@@ -19,6 +19,7 @@ from edgeintel.report.figures import Figure, figure_from_matplotlib, save_figure
 from edgeintel.report.topology import topology_json
 from edgeintel.scenario import dump_scenario
 from edgeintel.sim.settings import SimSettings
+from edgeintel.sim.workload import Workload, workload_from_results
 
 if TYPE_CHECKING:
     from edgeintel.scenario import Scenario
@@ -30,7 +31,53 @@ __all__ = [
     "sim_settings_with",
     "simulate_command",
     "skip_from_run",
+    "workload_from_model",
+    "workload_from_run",
 ]
+
+
+def workload_from_run(run_dir: Path) -> Workload:
+    """The task's figures recorded by a run of the scenario (``sim.workload``)."""
+    from edgeintel.records import open_run
+
+    folder = open_run(run_dir, "--from-run")
+    return workload_from_results(dict(folder.results().data), f"run {run_dir}")
+
+
+def workload_from_model(sc: Scenario) -> Workload:
+    """The scenario's own model (untrained: its cost does not depend on its weights) built as a
+    run builds it, exported to ONNX and timed on this machine (compute speed 1.0); bytes from
+    its float32 input and output. The filter's skip rate needs a run (``--from-run``)."""
+    import tempfile
+
+    import numpy as np
+
+    from edgeintel.latency import measure_latency
+    from edgeintel.models.export import export_onnx
+    from edgeintel.onnx_files import make_session
+    from edgeintel.pipeline.preflight import preflight
+
+    rep = preflight(sc, stages=["data"])
+    assert rep.prepared is not None
+    shape = tuple(rep.sample_shape)
+    with tempfile.TemporaryDirectory(prefix="simwl_") as tmp:
+        path = Path(tmp) / "model.onnx"
+        export_onnx(rep.prepared.model, shape, path, [])
+        session = make_session(path)
+        sample = np.zeros((1, *shape), dtype=np.float32)
+        out = session.run(None, {session.get_inputs()[0].name: sample})[0]
+        stats = measure_latency(session, sample, runs=50, warmup=5, windows=3)
+    how = f"measured from {sc.task.model} on this machine"
+    return Workload(
+        task_ms=max(stats.p50_ms, 1e-4),
+        input_bytes=int(sample.nbytes),
+        result_bytes=max(1, int(np.asarray(out, dtype=np.float32).nbytes)),
+        sources={
+            "task_ms": f"{how} (p50 of single-sample calls, untrained weights)",
+            "input_bytes": f"the model's float32 input {list(shape)}",
+            "result_bytes": f"the model's float32 output {list(np.shape(out)[1:])}",
+        },
+    )
 
 
 def skip_from_run(run_dir: Path) -> tuple[float, str]:
@@ -117,6 +164,13 @@ def simulate_command(
     section = res.to_json()
     if notes:
         section["notes"] = notes
+        for k, v in section["workload"].items():  # where a measured figure came from
+            if k in notes and v["source"].startswith("set in"):
+                v["source"] = notes[k]
+    fleet = section["fleet"]
+    scaled = sc.model_copy(
+        update={"devices": [g.model_copy(update={"count": fleet[g.name]}) for g in sc.devices]}
+    )
     results: dict[str, Any] = {
         "run_id": out_dir.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -129,7 +183,7 @@ def simulate_command(
             "file": scenario_file,
             "devices": res.model.num_devices,
             "edge_servers": len(sc.edge_servers),
-            "topology": topology_json(sc),
+            "topology": topology_json(scaled),  # the simulated fleet, not the file's counts
             "settings": dump_scenario(sc).get("settings", {}),
         },
         "machine": machine_info(),

@@ -41,8 +41,10 @@ from edgeintel.offloading.placement import (
     Resource,
     evaluate_assignment,
 )
-from edgeintel.sim.settings import SimSettings
+from edgeintel.sim.explain import plan_reasons
+from edgeintel.sim.settings import ResolvedSimSettings, SimSettings
 from edgeintel.sim.traces import NS, DeviceTraces, sample_traces
+from edgeintel.sim.workload import FIELDS, GENERIC
 
 if TYPE_CHECKING:
     from edgeintel.scenario import Scenario
@@ -68,7 +70,7 @@ EV_TRACE, EV_HANDOVER, EV_ROUND, EV_SAMPLE, EV_TASK = 0, 1, 2, 3, 4
 SLOTS = ("local", "edge", "cloud")
 """Placement slots: the action space of a decision (an index into this tuple)."""
 
-BYTES_PER_TASK = 160
+BYTES_PER_TASK = 100
 """Peak bytes per expected task: drawn arrays, sort temporaries and the per-task records."""
 BYTES_PER_DEVICE = 3000
 """Bytes per device: traces, per-device state and its offloading policy object."""
@@ -98,7 +100,7 @@ class SimModel:
     the server it attaches to (``E``: straight to the cloud, no cell, no cache).
     """
 
-    settings: SimSettings
+    settings: ResolvedSimSettings
     seed: int
     horizon_ns: int
     objective: OffloadObjective
@@ -147,6 +149,8 @@ class SimModel:
     initial_blocked: list[tuple[int, ...]] = field(default_factory=list)
     # per-task protocol overhead of an offload (ns), drawn when request_overhead_ms > 0
     task_overhead_ns: np.ndarray | None = None
+    # task_ms, input_bytes, result_bytes, skip_probability: {"value", "source"} each
+    workload: dict[str, dict[str, Any]] = field(default_factory=dict)
     _local: dict[int, tuple[Power, tuple[float, float], Option]] = field(
         default_factory=dict, repr=False, compare=False
     )
@@ -378,8 +382,41 @@ def _initial_plan(
             all(u <= problem.max_utilization + 1e-9 for u in plan.utilization.values())
         ),
         "over_capacity": over,
+        "why": plan_reasons(names, options, choice, over, plan.utilization),
     }
+    if all(lab == "local" for lab in plan.labels):
+        record["all_local"] = True
     return slots, record, blocked
+
+
+def _arrivals(
+    n: int, mean: float, horizon: int, traces: DeviceTraces, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Task arrivals sorted by (time ns, device): Poisson counts of ``mean`` per device, uniform
+    times, those of switched-off devices removed; and the count offered before removal.
+
+    Sorted as one int64 key ``t x n + device`` in place where it fits (a tie is the same
+    time and device, so any order of ties is the same records), else by ``lexsort``."""
+    t_dev = np.repeat(np.arange(n, dtype=np.int32), rng.poisson(mean, n))
+    u = rng.random(t_dev.size)
+    u *= horizon
+    t_t = u.astype(np.int64)
+    del u
+    offered = int(t_t.size)
+    if traces.toggle_ns.size or not traces.start_on.all():
+        on = traces.available(t_dev, t_t)
+        t_dev, t_t = t_dev[on], t_t[on]
+    if (horizon + 1) * max(n, 1) < 2**62:
+        key = t_t
+        key *= n
+        key += t_dev
+        del t_dev
+        key.sort()
+        t_dev = (key % n).astype(np.int32)
+        key //= n
+        return t_dev, key, offered
+    order = np.lexsort((t_dev, t_t))
+    return t_dev[order], t_t[order], offered
 
 
 def build_model(
@@ -390,7 +427,14 @@ def build_model(
     Raises ``ConfigError`` when the estimated memory exceeds what is available (the
     estimate and the limit in the message), before anything large is allocated.
     """
-    s = settings or sc.settings.sim or SimSettings()
+    given = settings or sc.settings.sim or SimSettings()
+    sources = {
+        k: "set in the simulator's settings" for k in FIELDS if getattr(given, k) is not None
+    }
+    unset = {k: GENERIC[k] for k in FIELDS if getattr(given, k) is None}
+    # what nothing measured gives: generic figures, said so in the result
+    sources |= {k: "generic default (no run or measurement given)" for k in unset}
+    s = ResolvedSimSettings.model_validate(given.model_dump() | unset)
     seed = s.seed if seed is None and s.seed is not None else (sc.seed if seed is None else seed)
     off = sc.settings.offloading
     rate = s.task_rate_hz or off.request_rate_hz
@@ -450,14 +494,7 @@ def build_model(
         else:
             bh_bw[i] = np.inf
     # tasks: Poisson counts per device, uniform times, minus those of switched-off devices
-    per_dev = r_arr.poisson(rate * s.duration_s, n)
-    t_dev = np.repeat(np.arange(n, dtype=np.int32), per_dev)
-    t_t = (r_arr.random(t_dev.size) * horizon).astype(np.int64)
-    offered = int(t_t.size)
-    on = traces.available(t_dev, t_t)
-    t_dev, t_t = t_dev[on], t_t[on]
-    order = np.lexsort((t_dev, t_t))
-    t_dev, t_t = t_dev[order], t_t[order]
+    t_dev, t_t, offered = _arrivals(n, rate * s.duration_s, horizon, traces, r_arr)
     m = t_t.size
     skip = (r_skip.random(m) < s.skip_probability) if s.filter else np.zeros(m, dtype=bool)
     cdf = np.cumsum(1.0 / np.arange(1, s.catalog + 1) ** s.zipf_alpha)
@@ -533,6 +570,7 @@ def build_model(
         # a draw beyond the horizon ends after the run either way; clipped, it stays an int64
         ovh = np.minimum(s.request_overhead_ms * 1e6 * np.exp(z), float(horizon))
         model.task_overhead_ns = np.round(ovh).astype(np.int64)
+    model.workload = {k: {"value": getattr(s, k), "source": sources[k]} for k in FIELDS}
     model.initial_slot, model.initial_plan, model.initial_blocked = _initial_plan(
         sc, model, np.bincount(dev_group, minlength=len(groups)), rate
     )

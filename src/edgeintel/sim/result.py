@@ -178,6 +178,15 @@ class SimResult:
             "seed": m.seed,
             "settings": m.settings.model_dump(mode="json"),
             "summary": {k: clean(v) for k, v in self.summary().items()},
+            "workload": m.workload,
+            "fleet": {
+                name: int(c)
+                for name, c in zip(
+                    m.group_names,
+                    np.bincount(m.dev_group, minlength=len(m.group_names)).tolist(),
+                    strict=True,
+                )
+            },
             "initial_plan": m.initial_plan,
             "servers": {
                 m.server_name(i): {

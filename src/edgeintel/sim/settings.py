@@ -23,6 +23,7 @@ __all__ = [
     "CAPABILITY_SIGMA",
     "FederatedSimSettings",
     "MobilitySettings",
+    "ResolvedSimSettings",
     "SimSettings",
     "TraceSettings",
 ]
@@ -103,7 +104,10 @@ class SimSettings(Strict):
     ``zipf_alpha``. The redundancy ``filter`` skips ``skip_probability`` of tasks.
     Tasks arrive at ``task_rate_hz`` per device (default
     ``settings.offloading.request_rate_hz``) and cost ``task_ms`` at compute speed
-    1.0, ``input_bytes`` up and ``result_bytes`` down. A base station's cell uplink
+    1.0, ``input_bytes`` up and ``result_bytes`` down. Those four figures, left unset,
+    are the scenario's own (``edgeintel simulate`` takes them from ``--from-run`` or
+    measures the scenario's model, ``sim.workload``); ``build_model`` fills what is
+    still unknown with ``workload.GENERIC`` and says so in the result. A base station's cell uplink
     (``macro_uplink_mbps`` / ``micro_uplink_mbps``) serves one transfer at a time
     (FIFO) at its bandwidth, and no transfer ends before the device alone could have
     sent it: its devices share the cell's capacity. Servers run batches of up to ``max_batch``;
@@ -130,11 +134,12 @@ class SimSettings(Strict):
     catalog: Count = 10_000
     zipf_alpha: Annotated[float, Field(gt=0, le=10)] = 0.9
     filter: bool = True
-    skip_probability: Annotated[float, Field(ge=0, lt=1)] = 0.2
+    # None: the scenario's own workload (sim.workload; generic figures only where unknown)
+    skip_probability: Annotated[float, Field(ge=0, lt=1)] | None = None
     task_rate_hz: Annotated[float, Field(gt=0, le=1000)] | None = None
-    task_ms: Annotated[float, Field(ge=1e-3, le=1e7)] = 20.0
-    input_bytes: Annotated[int, Field(ge=1, le=2**40)] = 20_000
-    result_bytes: Annotated[int, Field(ge=1, le=2**40)] = 200
+    task_ms: Annotated[float, Field(ge=1e-4, le=1e7)] | None = None
+    input_bytes: Annotated[int, Field(ge=1, le=2**40)] | None = None
+    result_bytes: Annotated[int, Field(ge=1, le=2**40)] | None = None
     macro_uplink_mbps: Mbps = 400.0
     micro_uplink_mbps: Mbps = 150.0
     max_batch: Annotated[int, Field(ge=1, le=1024)] = 8
@@ -149,3 +154,12 @@ class SimSettings(Strict):
     request_overhead_sigma: Sigma = 0.0
     forward_bytes: Bytes = 0
     forward_ack_bytes: Bytes = 0
+
+
+class ResolvedSimSettings(SimSettings):
+    """``SimSettings`` with the workload known (what ``build_model`` compiles and engines read)."""
+
+    skip_probability: float
+    task_ms: float
+    input_bytes: int
+    result_bytes: int

@@ -78,11 +78,31 @@ def render_simulation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
         )
         if k in s
     }
-    parts = [
-        table(rows),
-        kv_table(counts),
-        kv_table({"initial plan": data.get("initial_plan", {}).get("groups", {})}),
+    plan = data.get("initial_plan", {})
+    why = plan.get("why", {})
+    if plan.get("all_local"):
+        first = next(iter(why.values()), "")
+        ctx.warn(f"the initial plan keeps every device group local ({first})")
+    fleet = data.get("fleet", {})
+    groups = plan.get("groups", {})
+    plan_rows = [
+        {
+            "device group": g.removeprefix("group:"),
+            "devices simulated": fleet.get(g.removeprefix("group:"), "-"),
+            "plan": label,
+            "why": why.get(g.removeprefix("group:"), "-"),
+        }
+        for g, label in groups.items()
     ]
+    work = data.get("workload", {})
+    work_rows = [
+        {"figure": k, "value": _num(v.get("value")), "from": v.get("source", "-")}
+        for k, v in work.items()
+    ]
+    parts = [table(rows), kv_table(counts)]
+    if work_rows:
+        parts.append(table(work_rows))
+    parts.append(table(plan_rows) if plan_rows else kv_table({"initial plan": groups}))
     if data.get("rounds"):
         parts.append(table(data["rounds"]))
     parts.append(ctx.figures(figures))
