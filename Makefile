@@ -70,7 +70,7 @@ $(PEERS_VENV)/%/.installed: benchmarks/peer_servers/requirements-%.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "error: $(PYTHON) not found; set PYTHON=/path/to/python3.11"; exit 1; }
 	rm -rf $(PEERS_VENV)/$*
 	$(PYTHON) -m venv $(PEERS_VENV)/$*
-	$(PEERS_VENV)/$*/bin/python -m pip install --quiet -r $<
+	$(PEERS_VENV)/$*/bin/python -m pip install --quiet --no-compile -r $<
 	touch $@
 
 peers-venvs: $(foreach p,$(PEERS),$(PEERS_VENV)/$(p)/.installed)

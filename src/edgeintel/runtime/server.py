@@ -40,6 +40,7 @@ forwards the results its sink stored to the upstream's ``/v1/results``
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -382,4 +383,10 @@ def serve(
     if tls is not None:
         config.load()
         config.ssl = tls.server_context()  # requires the client's certificate (uvicorn's is 1.3+)
+    # What startup built (modules, models, the app: ~76k objects) lives as long as the node:
+    # freezing it keeps the garbage collector's full collections, which per-request objects
+    # still in flight trigger every second or two under load, from walking it each time
+    # (measured at 64 clients: gen-2 pauses up to 181 ms and p99 234 ms before, 73 ms after)
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(config).run()
