@@ -232,7 +232,10 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
     async def _infer(self, request: Any, device: str | None) -> Any:
         t0 = time.perf_counter()
-        model = self.core.find(request.model_name, request.model_version or None)
+        version = request.model_version or None
+        if version is None:  # a device under a rollout gets the version assigned to it
+            version = self.server.rollouts.version_for(device, request.model_name)
+        model = self.core.find(request.model_name, version)
         if not self.core.ready:
             raise ServeError(503, "server is not ready")
         ok, rows, tier = False, 0, None
