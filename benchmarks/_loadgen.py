@@ -1,4 +1,6 @@
-"""Load generator for bench_serve: many concurrent keep-alive HTTP/1.1 clients on asyncio.
+"""Load generator for bench_serve: many concurrent keep-alive HTTP/1.1 clients on asyncio
+(one buffered protocol per connection: the transport reads, and under TLS decrypts, into
+the connection's buffer, with no allocation per read).
 
 Run as its own process (``python benchmarks/_loadgen.py '<json config>'``) so that the
 clients do not share the server's interpreter; prints one JSON object. Every 200 response
@@ -46,23 +48,92 @@ def _client_ssl(cfg: dict[str, Any]) -> Any:
     return ctx
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    """A ``Transfer-Encoding: chunked`` body (uvicorn streams KServe's and MLServer's)."""
+def _chunked(buf: bytearray, at: int, n: int) -> tuple[bytes, int] | None:
+    """A ``Transfer-Encoding: chunked`` body starting at ``buf[at]`` and where it ends
+    (trailers included), or None while it is incomplete in ``buf[:n]``."""
     parts = []
     while True:
-        size = int((await reader.readline()).split(b";")[0], 16)
+        eol = buf.find(b"\r\n", at, n)
+        if eol < 0:
+            return None
+        size = int(bytes(buf[at:eol]).split(b";")[0], 16)
+        at = eol + 2
         if size == 0:
-            while (await reader.readline()) not in (b"\r\n", b""):
-                pass  # trailers
-            return b"".join(parts)
-        parts.append(await reader.readexactly(size))
-        await reader.readline()
+            while True:  # trailers, then the empty line
+                eol = buf.find(b"\r\n", at, n)
+                if eol < 0:
+                    return None
+                if eol == at:
+                    return b"".join(parts), eol + 2
+                at = eol + 2
+        if n < at + size + 2:
+            return None
+        parts.append(bytes(buf[at : at + size]))
+        at += size + 2
+
+
+class _Conn(asyncio.BufferedProtocol):
+    """One keep-alive HTTP/1.1 client connection: the transport reads into this buffer
+    (no allocation per read, under TLS too) and a response is complete when its
+    Content-Length bytes are in."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray(1 << 16)
+        self.view = memoryview(self.buf)
+        self.n = 0  # bytes in buf
+        self.waiter: asyncio.Future[tuple[int, dict[bytes, bytes], bytes]] | None = None
+        self.transport: Any = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self.n == len(self.buf):
+            self.buf.extend(bytes(len(self.buf)))
+            self.view = memoryview(self.buf)
+        return self.view[self.n :]
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.n += nbytes
+        end = self.buf.find(b"\r\n\r\n", 0, self.n)
+        if end < 0 or self.waiter is None:
+            return
+        lines = bytes(self.buf[:end]).split(b"\r\n")
+        headers = {}
+        for line in lines[1:]:
+            k, _, v = line.partition(b":")
+            headers[k.strip().lower()] = v.strip()
+        if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
+            got = _chunked(self.buf, end + 4, self.n)  # uvicorn streams KServe's, MLServer's
+            if got is None:
+                return
+            body, stop = got
+        else:
+            stop = end + 4 + int(headers.get(b"content-length", b"0"))
+            if self.n < stop:
+                return
+            body = bytes(self.buf[end + 4 : stop])
+        rest = self.n - stop
+        self.buf[:rest] = self.buf[stop : self.n]
+        self.n = rest
+        status = int(lines[0].split()[1])
+        self.waiter.set_result((status, headers, body))
+        self.waiter = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(exc or ConnectionError("closed by the server"))
+
+    def request(self, req: bytes) -> asyncio.Future[tuple[int, dict[bytes, bytes], bytes]]:
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.transport.write(req)
+        return self.waiter
 
 
 async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: float) -> None:
     ctx = state["ssl"]
-    reader, writer = await asyncio.open_connection(
-        cfg["host"], cfg["port"], ssl=ctx, server_hostname=cfg["host"] if ctx else None
+    _, conn = await asyncio.get_running_loop().create_connection(
+        _Conn, cfg["host"], cfg["port"], ssl=ctx, server_hostname=cfg["host"] if ctx else None
     )
     rate = cfg.get("rate")
     try:
@@ -77,21 +148,8 @@ async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: fl
                 if wait > 0:
                     await asyncio.sleep(wait)
             start = due if due is not None else time.perf_counter()
-            writer.write(req)
-            status_line = await reader.readline()
-            headers: dict[bytes, bytes] = {}
-            while True:
-                line = await reader.readline()
-                if line in (b"\r\n", b""):
-                    break
-                k, _, v = line.partition(b":")
-                headers[k.strip().lower()] = v.strip()
-            if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
-                body = await _read_chunked(reader)
-            else:
-                body = await reader.readexactly(int(headers.get(b"content-length", b"0")))
+            status, headers, body = await conn.request(req)
             state["lat"].append(time.perf_counter() - start)
-            status = int(status_line.split()[1]) if status_line else 0
             ok = status == 200
             if ok:
                 try:
@@ -105,7 +163,7 @@ async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: fl
             if not ok:
                 state["statuses"][str(status)] = state["statuses"].get(str(status), 0) + 1
     finally:
-        writer.close()
+        conn.transport.close()
 
 
 async def _grpc_worker(cfg: dict[str, Any], req: Any, state: dict[str, Any]) -> None:

@@ -332,6 +332,8 @@ def serve(
     arguments are ``InferenceServer``'s."""
     import uvicorn
 
+    from edgeintel.runtime.http_wire import WireProtocol, buffered
+
     settings = settings or ServerSettings()
     if grpc_port:
         _check_port(host, grpc_port, "--grpc-port")
@@ -360,12 +362,12 @@ def serve(
         grpc_revocations=revocations,
     )
     app = server.http_app()
-    http: Any = "httptools"
+    http: Any = buffered(WireProtocol)
     if tls is not None:
         from edgeintel.security.mtls import mtls_protocol
 
         assert revocations is not None
-        http = mtls_protocol(revocations)
+        http = buffered(mtls_protocol(revocations, WireProtocol))
     config = uvicorn.Config(
         app,
         host=host,

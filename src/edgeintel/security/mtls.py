@@ -35,14 +35,16 @@ def peer_identity(scope: Mapping[str, Any]) -> Identity | None:
     return Identity(name, Role(role) if role else None, int(tls.get("edgeintel_serial", 0)))
 
 
-def mtls_protocol(revocations: Revocations) -> type:
-    """uvicorn's httptools protocol, refusing revoked clients and exposing identities."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+def mtls_protocol(revocations: Revocations, base: type | None = None) -> type:
+    """A uvicorn HTTP protocol (``base``, by default uvicorn's httptools one) refusing
+    revoked clients and exposing identities."""
+    if base is None:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as base
 
-    class MutualTlsProtocol(HttpToolsProtocol):
+    class MutualTlsProtocol(base):  # type: ignore[misc,valid-type]
         peer: Identity | None = None
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             ssl_object = transport.get_extra_info("ssl_object")
             der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
