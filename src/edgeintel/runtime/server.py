@@ -376,6 +376,9 @@ def serve(
         http=http,
         access_log=False,
         log_level="warning",
+        # nothing reads the client's address, so uvicorn's X-Forwarded-For rewriting is
+        # pure cost (an ipaddress parse per request: ~8% of server CPU per inference)
+        proxy_headers=False,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s) or None,
         backlog=2048,
         limit_concurrency=settings.max_connections,
