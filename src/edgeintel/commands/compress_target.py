@@ -209,240 +209,202 @@ def compress_target(
 
     out = check_new_out_dir(out_dir, "--out", overwrite)
     with removed_on_failure(out):  # a refused or failed search leaves no folder behind
-        return _compress_target(
-            target, devices, dataset=dataset, recipes=recipes, space=space, objective=objective,
-            max_latency_ms=max_latency_ms, max_kb=max_kb, min_accuracy=min_accuracy,
-            compute_speed=compute_speed, out_dir=out, runs=runs, seed=seed, on_step=on_step,
-            overwrite=overwrite, max_metric_drop=max_metric_drop,
-        )  # fmt: skip
+        from edgeintel.data import DATASETS
+        from edgeintel.data.device_data import derive_run_data
+        from edgeintel.scenario import load_scenario
 
+        say = on_step or (lambda _msg: None)
+        path = Path(target)
 
-def _compress_target(
-    target: str | Path,
-    devices: list[str] | None = None,
-    *,
-    dataset: str | None = None,
-    recipes: list[str | Path] | None = None,
-    space: str | None = None,
-    objective: str | None = None,
-    max_latency_ms: float | None = None,
-    max_kb: float | None = None,
-    min_accuracy: float | None = None,
-    compute_speed: float = 1.0,
-    out_dir: str | Path = "compressed",
-    runs: int = 100,
-    seed: int | None = None,
-    on_step: Callable[[str], None] | None = None,
-    overwrite: bool = False,
-    max_metric_drop: float | None = None,
-) -> CompressOutcome:
-    """The body of ``compress_target``, run inside its output folder."""
-    from edgeintel.data import DATASETS
-    from edgeintel.data.device_data import derive_run_data
-    from edgeintel.scenario import load_scenario
-
-    say = on_step or (lambda _msg: None)
-    path = Path(target)
-    out = check_new_out_dir(out_dir, "--out", overwrite)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 5:
-        raise ConfigError(f"--runs: expected an integer >= 5 timed runs, got {runs!r}")
-    if seed is not None and not 0 <= seed < 2**32:
-        raise ConfigError(f"seed: expected an integer in [0, 2**32), got {seed}")
-    for d in devices or []:
-        safe_name(d, "--device")
-    recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
-    suffix = path.suffix.lower()
-    family = width = None
-    fit_x = fit_y = None
-    kind: TaskKind | None = None  # an ONNX model without a task record: a classifier
-    model: Any
-    run_profiles: dict[str, DeviceProfile] | None = None
-    if path.is_dir():  # a run folder: its exported model (with its split record) and profiles
-        if out.resolve() == path.resolve():
-            raise ConfigError(
-                f"--out {out}: is the run folder given by --from-run; its report.html and "
-                "results would be replaced; choose another folder"
+        def with_options(base: CompressSettings) -> CompressSettings:
+            """``base`` with the command-line options applied (checked)."""
+            return _overrides(
+                base, space, objective, max_latency_ms, max_kb, min_accuracy, max_metric_drop
             )
-        path, run_profiles, run_settings, run_seed, kind = _from_run(path)
-        seed = run_seed if seed is None else seed
-        suffix = ".onnx"
-    if suffix in (".yaml", ".yml"):
-        from edgeintel.models import build_model
-        from edgeintel.models.train import TrainConfig, train_model
-        from edgeintel.pipeline.preflight import preflight
 
-        sc = load_scenario(path)
-        if dataset is not None:
-            raise ConfigError("--dataset: only for an ONNX model; a scenario names its data")
-        profiles = dict(sc.device_profiles)
-        _check_devices(devices, profiles)
-        settings = _overrides(
-            sc.settings.inference.compress,
-            space,
-            objective,
-            max_latency_ms,
-            max_kb,
-            min_accuracy,
-            max_metric_drop,
-        )
-        search_space_for(settings)  # recipe options of the space are valid
-        seed = sc.seed if seed is None else seed
-        sc = sc.model_copy(update={"seed": seed})
-        preflight(sc, ["data", "train", "compress"], scenario_file=str(path))
-        # trained centrally here: preprocessing fitted on its own training split
-        rd = derive_run_data(sc.data, seed, edge=False, kind=sc.task.kind)
-        ds, sp = rd.dataset, rd.splits
-        tr, val, te = sp.train, sp.val, sp.test
-        t = sc.settings.training
-        family, width = sc.task.model, sc.task.width
-        kind = sc.task.task_kind()
-        outputs = kind.outputs(ds.num_classes, ds.sample_shape)
-        model = build_model(family, ds.sample_shape, outputs, width=width, seed=seed)
-        say(f"training {family} (width {width}) on {ds.name} for {t.epochs} epochs")
-        train_model(
+        if isinstance(runs, bool) or not isinstance(runs, int) or runs < 5:
+            raise ConfigError(f"--runs: expected an integer >= 5 timed runs, got {runs!r}")
+        if seed is not None and not 0 <= seed < 2**32:
+            raise ConfigError(f"seed: expected an integer in [0, 2**32), got {seed}")
+        for d in devices or []:
+            safe_name(d, "--device")
+        recipe_list: list[Recipe] = [load_recipe(r) for r in recipes or []]
+        suffix = path.suffix.lower()
+        family = width = None
+        fit_x = fit_y = None
+        kind: TaskKind | None = None  # an ONNX model without a task record: a classifier
+        model: Any
+        run_profiles: dict[str, DeviceProfile] | None = None
+        if path.is_dir():  # a run folder: its exported model (with its split record) and profiles
+            if out.resolve() == path.resolve():
+                raise ConfigError(
+                    f"--out {out}: is the run folder given by --from-run; its report.html and "
+                    "results would be replaced; choose another folder"
+                )
+            path, run_profiles, run_settings, run_seed, kind = _from_run(path)
+            seed = run_seed if seed is None else seed
+            suffix = ".onnx"
+        if suffix in (".yaml", ".yml"):
+            from edgeintel.models import build_model
+            from edgeintel.models.train import TrainConfig, train_model
+            from edgeintel.pipeline.preflight import preflight
+
+            sc = load_scenario(path)
+            if dataset is not None:
+                raise ConfigError("--dataset: only for an ONNX model; a scenario names its data")
+            profiles = dict(sc.device_profiles)
+            _check_devices(devices, profiles)
+            settings = with_options(sc.settings.inference.compress)
+            search_space_for(settings)  # recipe options of the space are valid
+            seed = sc.seed if seed is None else seed
+            sc = sc.model_copy(update={"seed": seed})
+            preflight(sc, ["data", "train", "compress"], scenario_file=str(path))
+            # trained centrally here: preprocessing fitted on its own training split
+            rd = derive_run_data(sc.data, seed, edge=False, kind=sc.task.kind)
+            ds, sp = rd.dataset, rd.splits
+            tr, val, te = sp.train, sp.val, sp.test
+            t = sc.settings.training
+            family, width = sc.task.model, sc.task.width
+            kind = sc.task.task_kind()
+            outputs = kind.outputs(ds.num_classes, ds.sample_shape)
+            model = build_model(family, ds.sample_shape, outputs, width=width, seed=seed)
+            say(f"training {family} (width {width}) on {ds.name} for {t.epochs} epochs")
+            train_model(
+                model,
+                ds.x[tr],
+                ds.y[tr],
+                TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
+                seed=seed,
+                task=kind,
+            )
+            fit_x, fit_y = ds.x[tr], ds.y[tr]  # trained centrally here: its own training split
+            onnx_only = False
+        elif suffix == ".onnx":
+            if run_profiles is not None:
+                _check_devices(devices, run_profiles)
+                profiles = run_profiles
+                settings = with_options(run_settings)
+            else:
+                if devices and len(devices) > 1:
+                    raise ConfigError(
+                        "--device: an ONNX model is judged for one device (named by --device and "
+                        f"--compute-speed); got {len(devices)}"
+                    )
+                if dataset is not None:
+                    DATASETS.get(dataset)  # unknown name -> one line listing the bundled datasets
+                profiles, settings, devices = _single_profile(devices, compute_speed)
+                settings = with_options(settings)
+            load_onnx(path)  # missing or corrupt file -> ModelError
+            ds, sp, fit_role = recorded_split(path, dataset)
+            kind = kind or recorded_task(path)  # judged by its own kind's metric and unit
+            tr, val, te = sp.train, sp.val, sp.test
+            if fit_role == "server":
+                tr = sp.server
+            if len(tr):
+                fit_x, fit_y = ds.x[tr], ds.y[tr]
+            say(f"{ds.name}: evaluating on the recorded test split ({len(te)} samples), selecting "
+                f"on its validation split ({len(val)}), calibrating on the {fit_role} split "
+                f"({len(tr)})")  # fmt: skip
+            model = path
+            onnx_only = True
+        else:
+            if not path.exists():
+                raise ModelError(f"model or scenario file not found: {path}")
+            raise ModelError(f"{path}: expected a scenario (.yaml) or an ONNX model (.onnx)")
+        if devices:
+            profiles = {d: profiles[d] for d in devices}
+        if recipe_list:
+            if not any(not r.steps for r in recipe_list):
+                recipe_list.insert(0, make_recipe("fp32", []))
+            space_list = recipe_list
+        else:
+            space_list = search_space_for(settings, onnx_only=onnx_only)
+        if fit_x is None:
+            space_list = calibration_free(space_list)
+        say(f"measuring {len(space_list)} candidates")
+        results = run_candidates(
             model,
-            ds.x[tr],
-            ds.y[tr],
-            TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
+            space_list,
+            (fit_x, fit_y) if fit_x is not None else (ds.x[val], ds.y[val]),
+            None if fit_x is None else fit_x[:256],
+            eval_data=(ds.x[val], ds.y[val]),  # selection on validation
+            measure=MeasureConfig(runs=runs, warmup=max(1, runs // 10)),
+            labels=ds.classes,
+            family=family,
+            width=width,
+            workdir=out / "candidates",
             seed=seed,
             task=kind,
         )
-        fit_x, fit_y = ds.x[tr], ds.y[tr]  # trained centrally here: its own training split
-        onnx_only = False
-    elif suffix == ".onnx":
-        if run_profiles is not None:
-            _check_devices(devices, run_profiles)
-            profiles = run_profiles
-            settings = _overrides(
-                run_settings,
-                space,
-                objective,
-                max_latency_ms,
-                max_kb,
-                min_accuracy,
-                max_metric_drop,
-            )
-        else:
-            if devices and len(devices) > 1:
-                raise ConfigError(
-                    "--device: an ONNX model is judged for one device (named by --device and "
-                    f"--compute-speed); got {len(devices)}"
-                )
-            if dataset is not None:
-                DATASETS.get(dataset)  # unknown name -> one line listing the bundled datasets
-            profiles, settings, devices = _single_profile(devices, compute_speed)
-            settings = _overrides(
-                settings, space, objective, max_latency_ms, max_kb, min_accuracy, max_metric_drop
-            )
-        load_onnx(path)  # missing or corrupt file -> ModelError
-        ds, sp, fit_role = recorded_split(path, dataset)
-        kind = kind or recorded_task(path)  # judged by its own kind's metric and unit
-        tr, val, te = sp.train, sp.val, sp.test
-        if fit_role == "server":
-            tr = sp.server
-        if len(tr):
-            fit_x, fit_y = ds.x[tr], ds.y[tr]
-        say(f"{ds.name}: evaluating on the recorded test split ({len(te)} samples), selecting "
-            f"on its validation split ({len(val)}), calibrating on the {fit_role} split "
-            f"({len(tr)})")  # fmt: skip
-        model = path
-        onnx_only = True
-    else:
-        if not path.exists():
-            raise ModelError(f"model or scenario file not found: {path}")
-        raise ModelError(f"{path}: expected a scenario (.yaml) or an ONNX model (.onnx)")
-    if devices:
-        profiles = {d: profiles[d] for d in devices}
-    if recipe_list:
-        if not any(not r.steps for r in recipe_list):
-            recipe_list.insert(0, make_recipe("fp32", []))
-        space_list = recipe_list
-    else:
-        space_list = search_space_for(settings, onnx_only=onnx_only)
-    if fit_x is None:
-        space_list = calibration_free(space_list)
-    say(f"measuring {len(space_list)} candidates")
-    results = run_candidates(
-        model,
-        space_list,
-        (fit_x, fit_y) if fit_x is not None else (ds.x[val], ds.y[val]),
-        None if fit_x is None else fit_x[:256],
-        eval_data=(ds.x[val], ds.y[val]),  # selection on validation
-        measure=MeasureConfig(runs=runs, warmup=max(1, runs // 10)),
-        labels=ds.classes,
-        family=family,
-        width=width,
-        workdir=out / "candidates",
-        seed=seed,
-        task=kind,
-    )
-    from edgeintel.pipeline.sections import data_section as _data_section  # noqa: F401  (registers sections)
-    from edgeintel.pipeline.sections import inference_section as _section  # noqa: F401
-    from edgeintel.report import Figure, machine_info, package_versions, write_report
-    from edgeintel.report.figures import png_base64
+        from edgeintel.pipeline.sections import data_section as _data_section  # noqa: F401  (registers sections)
+        from edgeintel.pipeline.sections import inference_section as _section  # noqa: F401
+        from edgeintel.report import Figure, machine_info, package_versions, write_report
+        from edgeintel.report.figures import png_base64
 
-    x_te, y_te = ds.x[te], ds.y[te]
-    test_acc = {r.recipe.name: onnx_metric(r.artifact.path, x_te, y_te, kind) for r in results}
-    test_key = f"test_{results[0].final.metric}"  # test_accuracy, test_rmse, test_auroc
-    choices = choose_for_profiles(
-        results, profiles, settings, out, extra={"accuracy_split": "validation"}
-    )
-    figures = []
-    for name, ch in choices.items():
-        b64 = png_base64(pareto_figure(ch.search, f"{path.name}: candidates on {name}"))
-        dst = inside(out, f"pareto_{name}", ".png", what="device profile name")
-        dst.write_bytes(base64.b64decode(b64))
-        figures.append(
-            Figure(
-                "compression",
-                f"Pareto front for {name}",
-                b64,
-                f"Validation {results[0].final.metric} (selection) vs latency on {name} (this "
-                "machine's ONNX "
-                f"Runtime p50 / compute speed {profiles[name].compute_speed:g}); marker area ~ "
-                "ONNX size, green = meets the budget, black edge = Pareto front, red ring = "
-                "chosen.",
-            )
+        x_te, y_te = ds.x[te], ds.y[te]
+        test_acc = {r.recipe.name: onnx_metric(r.artifact.path, x_te, y_te, kind) for r in results}
+        test_key = f"test_{results[0].final.metric}"  # test_accuracy, test_rmse, test_auroc
+        choices = choose_for_profiles(
+            results, profiles, settings, out, extra={"accuracy_split": "validation"}
         )
-    section = {
-        "target": str(path),
-        "dataset": ds.name,
-        "splits": {
-            "validation": len(val),
-            "test": len(te),
-            "fit": 0 if fit_y is None else len(fit_y),
-        },
-        "per_profile": {
-            k: {
-                **v.to_json(),
-                test_key: test_acc[v.search.chosen.label] if v.search.chosen else None,
-                "table": front_rows(v.search),
-            }
-            for k, v in choices.items()
-        },
-        "candidates": [{**r.summary_json(), test_key: test_acc[r.recipe.name]} for r in results],
-    }
-    (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
-    page = {
-        "title": f"edgeintel compress — {path.name}",
-        "subtitle": f"Compression recipes searched for {', '.join(profiles)} on {ds.name}.",
-        "run_id": out.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "status": "completed",
-        "error": None,
-        "data": {
-            "name": ds.name,
-            "samples": len(ds.y),
-            "classes": list(ds.classes),
-            "train_samples": len(tr),
-            "test_samples": len(te),
-        },
-        "compression": section,
-        "machine": machine_info(),
-        "versions": package_versions(),
-    }
-    report = write_report(out / "report.html", page, figures)
-    return CompressOutcome(results, choices, out, report)
+        figures = []
+        for name, ch in choices.items():
+            b64 = png_base64(pareto_figure(ch.search, f"{path.name}: candidates on {name}"))
+            dst = inside(out, f"pareto_{name}", ".png", what="device profile name")
+            dst.write_bytes(base64.b64decode(b64))
+            figures.append(
+                Figure(
+                    "compression",
+                    f"Pareto front for {name}",
+                    b64,
+                    f"Validation {results[0].final.metric} (selection) vs latency on {name} (this "
+                    "machine's ONNX "
+                    f"Runtime p50 / compute speed {profiles[name].compute_speed:g}); marker area ~ "
+                    "ONNX size, green = meets the budget, black edge = Pareto front, red ring = "
+                    "chosen.",
+                )
+            )
+        section = {
+            "target": str(path),
+            "dataset": ds.name,
+            "splits": {
+                "validation": len(val),
+                "test": len(te),
+                "fit": 0 if fit_y is None else len(fit_y),
+            },
+            "per_profile": {
+                k: {
+                    **v.to_json(),
+                    test_key: test_acc[v.search.chosen.label] if v.search.chosen else None,
+                    "table": front_rows(v.search),
+                }
+                for k, v in choices.items()
+            },
+            "candidates": [
+                {**r.summary_json(), test_key: test_acc[r.recipe.name]} for r in results
+            ],
+        }
+        (out / "search.json").write_text(json.dumps(section, indent=2, default=str))
+        page = {
+            "title": f"edgeintel compress — {path.name}",
+            "subtitle": f"Compression recipes searched for {', '.join(profiles)} on {ds.name}.",
+            "run_id": out.name,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "status": "completed",
+            "error": None,
+            "data": {
+                "name": ds.name,
+                "samples": len(ds.y),
+                "classes": list(ds.classes),
+                "train_samples": len(tr),
+                "test_samples": len(te),
+            },
+            "compression": section,
+            "machine": machine_info(),
+            "versions": package_versions(),
+        }
+        report = write_report(out / "report.html", page, figures)
+        return CompressOutcome(results, choices, out, report)
 
 
 def recorded_task(path: Path) -> TaskKind | None:

@@ -47,9 +47,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, Unpack
 
-import numpy as np
 from starlette.applications import Starlette
 
 from edgeintel.errors import ConfigError
@@ -70,7 +69,15 @@ from edgeintel.runtime.transport import Transport
 if TYPE_CHECKING:
     from edgeintel.security.pki import TlsFiles
 
-__all__ = ["EXTENSIONS", "FORWARD_HEADER", "SERVER_NAME", "InferenceServer", "build_app", "serve"]
+__all__ = [
+    "EXTENSIONS",
+    "FORWARD_HEADER",
+    "SERVER_NAME",
+    "InferenceServer",
+    "NodeOptions",
+    "build_app",
+    "serve",
+]
 
 SERVER_NAME = "edgeintel"
 SERVER_VERSION = "0.1.0"
@@ -265,34 +272,29 @@ class InferenceServer:
         return HttpApi(self).app()
 
 
+class NodeOptions(TypedDict, total=False):
+    """The parts of a node that ``build_app`` and ``serve`` hand to ``InferenceServer``
+    (see its docstring), by keyword."""
+
+    tokens: dict[str, str] | Tokens | None
+    cache: ResultCache | CacheFactory | None
+    sink_path: str | Path | None
+    features: Features | None
+    node: str | None
+    upstream: Transport | None
+    upstream_name: str | None
+    upstream_token: str | None
+    grpc_port: int | None
+
+
 def build_app(
     repository: ModelRepository,
     settings: ServerSettings | None = None,
-    tokens: dict[str, str] | Tokens | None = None,
-    cache: ResultCache | CacheFactory | None = None,
-    sink_path: str | Path | None = None,
-    features: Callable[[dict[str, np.ndarray]], np.ndarray | None] | None = None,
-    node: str | None = None,
-    upstream: Transport | None = None,
-    upstream_name: str | None = None,
-    upstream_token: str | None = None,
-    grpc_port: int | None = None,
+    **options: Unpack[NodeOptions],
 ) -> Starlette:
     """The ASGI app of one node (``InferenceServer(...).http_app()``; the server object is
     ``app.state.server``)."""
-    return InferenceServer(
-        repository,
-        settings,
-        tokens,
-        cache,
-        sink_path,
-        features,
-        node,
-        upstream,
-        upstream_name,
-        upstream_token,
-        grpc_port=grpc_port,
-    ).http_app()
+    return InferenceServer(repository, settings, **options).http_app()
 
 
 def _check_port(host: str, port: int, what: str) -> None:
@@ -312,17 +314,10 @@ def serve(
     host: str = "127.0.0.1",
     port: int = 8000,
     settings: ServerSettings | None = None,
-    tokens: dict[str, str] | Tokens | None = None,
-    sink_path: str | Path | None = None,
-    cache: ResultCache | CacheFactory | None = None,
-    features: Callable[[dict[str, np.ndarray]], np.ndarray | None] | None = None,
-    node: str | None = None,
-    upstream: Transport | None = None,
-    upstream_name: str | None = None,
-    upstream_token: str | None = None,
-    grpc_port: int | None = None,
+    *,
     tls: TlsFiles | None = None,
     verify: Callable[[Path], None] | None = None,
+    **options: Unpack[NodeOptions],
 ) -> None:
     """Load the repository and run the node until SIGINT/SIGTERM (graceful: in-flight
     requests finish, for at most ``graceful_shutdown_s``). ``grpc_port``: the gRPC
@@ -335,6 +330,7 @@ def serve(
     from edgeintel.runtime.http_wire import WireProtocol, buffered
 
     settings = settings or ServerSettings()
+    grpc_port = options.get("grpc_port")
     if grpc_port:
         _check_port(host, grpc_port, "--grpc-port")
     repo = ModelRepository(repository, settings.intra_op_threads, verify)
@@ -348,18 +344,10 @@ def serve(
     server = InferenceServer(
         repo,
         settings,
-        tokens,
-        cache,
-        sink_path,
-        features,
-        node,
-        upstream,
-        upstream_name,
-        upstream_token,
         grpc_host=host,
-        grpc_port=grpc_port,
         grpc_ssl=None if tls is None else tls.grpc_server_credentials(),
         grpc_revocations=revocations,
+        **options,
     )
     app = server.http_app()
     http: Any = buffered(WireProtocol)
