@@ -196,6 +196,35 @@ CASES: list[Case] = [
         "not supported",
         base="solar_farm",
     ),
+    C(
+        "churn-unknown-device",
+        {DEP + "churn": [{"at_s": 1, "device": "nobody-0", "action": "leave"}]},
+        "churn[0].device",
+        "unknown device",
+    ),
+    C(
+        "churn-late-join",
+        {
+            DEP + "churn": [
+                {"at_s": 1, "device": "kiosk-0", "action": "reboot"},
+                {"at_s": 2, "device": "kiosk-0", "action": "join"},
+            ]
+        },
+        "churn[1].action",
+        "first event",
+    ),
+    C(
+        "churn-after-run",
+        {DEP + "churn": [{"at_s": 999, "device": "kiosk-0", "action": "leave"}]},
+        "churn[0].at_s",
+        "duration_s",
+    ),
+    C(
+        "churn-bad-action",
+        {DEP + "churn": [{"at_s": 1, "device": "kiosk-0", "action": "nap"}]},
+        "churn[0].action",
+        "join",
+    ),
     C("retrain-fresh-tiny", {DEP + "lifecycle.retrain.fresh_inputs": 1}, "fresh_inputs", LEAST),
     C("tr-clients-huge", {TR + "clients_per_round": 10**9}, "clients_per_round", MOST),
     C("tr-finetune-huge", {TR + "finetune_layers": 10**9}, "finetune_layers", MOST),

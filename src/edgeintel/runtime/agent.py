@@ -222,7 +222,8 @@ class DeviceAgent:
         self.name = name
         self.task = task if task is not None else make_task("classification")
         self.stream = stream
-        self.active = ActiveModel(session, version, predictor)
+        self.active = self.initial = ActiveModel(session, version, predictor)
+        self.token = token
         self.previous: ActiveModel | None = None  # answers when the active version fails
         self.updater = updater
         self.drift = drift  # label-free drift monitor of the inputs and outputs (reported)
@@ -255,6 +256,7 @@ class DeviceAgent:
         self.stats = AgentStats()
         self._stop = threading.Event()
         self._halt = threading.Event()
+        self._abort = threading.Event()  # a reboot: stop at once, no drain
         self.forward_errors = 0
         self.last_forward_error: str | None = None  # why the last forward failed (a hint)
         self.store_error: StoreCorrupt | None = None  # an encrypted record failed to open
@@ -423,6 +425,7 @@ class DeviceAgent:
                 self.transport is not None
                 and self.store.size > 0
                 and self.store_error is None
+                and not self._abort.is_set()
                 and self._clock() < deadline
             ):
                 self._sleep(0.05)
@@ -435,6 +438,11 @@ class DeviceAgent:
 
     def halt(self) -> None:
         """Stop producing (the forwarder still drains within ``run``'s drain timeout)."""
+        self._halt.set()
+
+    def abort(self) -> None:
+        """Stop at once, as a reboot does: no drain; the store keeps what is undelivered."""
+        self._abort.set()
         self._halt.set()
 
     def _produce(self, limit: int, duration_s: float | None) -> None:

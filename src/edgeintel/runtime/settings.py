@@ -184,6 +184,28 @@ def _same_endpoint(host: str) -> str:
     return "127.0.0.1" if host in ("localhost", "::1") or host.startswith("127.") else host
 
 
+class ChurnAction(StrEnum):
+    """What a device does during a deployed run (``deploy.churn``)."""
+
+    JOIN = "join"  # starts only at ``at_s``
+    LEAVE = "leave"  # stops sensing at ``at_s``; what it holds is still delivered
+    REBOOT = "reboot"  # stops at once, resumes ``down_s`` later from its store and version
+
+
+class ChurnEvent(_Strict):
+    """One change of the fleet during a deployed run: at ``at_s`` seconds of the run,
+    ``device`` (a device name, e.g. ``phone-2``) joins, leaves or reboots.
+
+    A reboot stops the agent at once. No drain happens, and its sessions, queues and
+    monitor windows are lost. ``down_s`` later a new agent resumes from the device's store
+    (undelivered results, next stream index) and its version record."""
+
+    at_s: Annotated[float, Field(ge=0, le=3600)]
+    device: Annotated[str, Field(min_length=1, max_length=200)]
+    action: ChurnAction
+    down_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
+
+
 class RetrainSettings(_Strict):
     """The drift -> retrain -> canary loop of a deployed run (``lifecycle.retrain``).
 
@@ -297,6 +319,7 @@ class DeploySettings(_Strict):
     tls: bool = True
     tls_ca: Path | None = None
     lifecycle: LifecycleSettings = LifecycleSettings()
+    churn: Annotated[list[ChurnEvent], Field(max_length=10_000)] = Field(default_factory=list)
 
     @field_validator("addresses")
     @classmethod
@@ -410,10 +433,44 @@ class DeploySettings(_Strict):
                 )
         if self.tokens_file is not None:
             self._check_tokens(sc)
+        self._check_churn(sc)
         if self.tls_ca is not None and not self.tls:
             raise FieldError(
                 ("tls_ca",), "a CA for mutual TLS, but tls is false: set tls: true or drop tls_ca"
             )
+
+    def _check_churn(self, topology: Topology) -> None:
+        """Churn names agents of this deployment; a device joins only once, first, and
+        nothing happens to it after it leaves."""
+        agents = [d.name for d in topology.expand_devices()][: self.max_devices]
+        known = set(agents)
+        seen: dict[str, list[ChurnAction]] = {}
+        order = sorted(range(len(self.churn)), key=lambda k: self.churn[k].at_s)
+        for k in order:
+            ev = self.churn[k]
+            if ev.device not in known:
+                raise FieldError(
+                    ("churn", k, "device"),
+                    f"unknown device {ev.device!r}; expected an agent of this deployment "
+                    f"({agents[0]}..{agents[-1]})",
+                )
+            past = seen.setdefault(ev.device, [])
+            if ev.action is ChurnAction.JOIN and past:
+                raise FieldError(
+                    ("churn", k, "action"),
+                    f"{ev.device} joins after other events; a join must be its first event",
+                )
+            if ChurnAction.LEAVE in past:
+                raise FieldError(
+                    ("churn", k, "action"), f"{ev.device} has left before {ev.at_s:g} s"
+                )
+            past.append(ev.action)
+            if ev.at_s >= self.duration_s:
+                raise FieldError(
+                    ("churn", k, "at_s"),
+                    f"{ev.at_s:g} s is not within the run; expected < duration_s "
+                    f"({self.duration_s:g})",
+                )
 
     def _check_tokens(self, topology: Topology) -> None:
         """Every agent this deployment starts has a token, and no two holders share one

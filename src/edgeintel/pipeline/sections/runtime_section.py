@@ -145,6 +145,10 @@ def render_runtime(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
                 )
             )  # fmt: skip
     parts += _retrain_parts(life.get("retrain") or {})
+    churn = data.get("churn") or {}
+    if churn.get("events"):
+        parts.append(table(churn["events"], caption="Devices joining, leaving and rebooting "
+                                                    "during the run (deploy.churn)"))  # fmt: skip
     servers = data.get("servers") or {}
     if servers:
         parts.append(table(servers, index="server", caption="Servers"))

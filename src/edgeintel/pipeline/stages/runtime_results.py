@@ -37,6 +37,8 @@ class Deployment:
     pki: Any = None  # security.pki.DeploymentPki under mutual TLS, None for plaintext
     lifecycle: dict[str, Any] | None = None  # the rollouts of deploy.lifecycle
     retrain: dict[str, Any] | None = None  # the retrain loop's record (lifecycle.retrain)
+    churn: list[dict[str, Any]] | None = None  # deploy.churn as played
+    reopen: dict[str, Any] = field(default_factory=dict)  # device -> opens its store again
     peers: dict[str, Any] = field(default_factory=dict)  # helper device -> its PeerService
     d2d_links: dict[str, Any] = field(default_factory=dict)  # "a -> b" -> D2D LinkEmulator
 
@@ -203,6 +205,12 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     }
     if cloud in delivered_at and len(d.nodes) > 1:
         section["delivered_to_cloud"] = sum(delivered_at[cloud].values())
+    if d.churn is not None:
+        section["churn"] = {
+            "events": d.churn,
+            **{f"{a}s": sum(1 for e in d.churn if e["action"] == a and "error" not in e)
+               for a in ("join", "leave", "reboot")},
+        }  # fmt: skip
     if d.peers:
         from edgeintel.pipeline.stages.runtime_d2d import d2d_section
 

@@ -13,9 +13,9 @@ Servers are stopped in ``finally`` (Ctrl-C or a failing component included).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
-import secrets
 import threading
 import time
 from pathlib import Path
@@ -26,6 +26,13 @@ import numpy as np
 from edgeintel.errors import ConfigError, EdgeIntelError
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import runtime_section as _section_renderer  # noqa: F401  (registers it)
+from edgeintel.pipeline.stages.runtime_keys import (
+    deployment_tokens,
+    issue_pki,
+    signing_key,
+    verified_session,
+    verify_key,
+)
 from edgeintel.pipeline.stages.runtime_results import (
     Deployment,
     latency_figure,
@@ -61,7 +68,7 @@ class RuntimeStage(Stage):
         folder = ctx.run_dir / "runtime"
         (folder / "devices").mkdir(parents=True, exist_ok=True)
         repo = folder / "repo"
-        signer = _signing_key(dep.signing_key, folder)
+        signer = signing_key(dep.signing_key, folder)
         task = (ctx.artifact.extra or {}).get("task")  # what the outputs mean, for the servers
         add_model(
             repo, "model", ctx.artifact.path, 1, labels=ctx.artifact.labels, signer=signer,
@@ -69,7 +76,7 @@ class RuntimeStage(Stage):
         )  # fmt: skip
         devices = list(enumerate(ctx.devices))[: dep.max_devices]
         placements = {d.name: dep.placement_of(d.group) for _, d in devices}
-        tokens = _tokens(dep.tokens_file, [d.name for _, d in devices], sc)
+        tokens = deployment_tokens(dep.tokens_file, [d.name for _, d in devices], sc)
         tokens_file = folder / "tokens.json"
         tokens_file.write_text(json.dumps(tokens.to_json()))
         tokens_file.chmod(0o600)
@@ -85,7 +92,7 @@ class RuntimeStage(Stage):
                 where[name] = parse_address(dep.addresses[name])
             else:
                 where[name] = ("127.0.0.1", free_port())
-        pki = _issue_pki(ctx, folder, where, [d.name for _, d in devices]) if dep.tls else None
+        pki = issue_pki(ctx, folder, where, [d.name for _, d in devices]) if dep.tls else None
         nodes = {
             name: ServerProcess(
                 name, h, p, remote=not dep.starts(name), tls=None if pki is None else pki.operator
@@ -198,7 +205,7 @@ def _start_servers(
             if node.remote:
                 continue
             node_cfg = write_node_config(folder / f"{name}.node.json", sc, name)
-            extra = ["--node-config", str(node_cfg), "--verify-key", str(_verify_key(folder))]
+            extra = ["--node-config", str(node_cfg), "--verify-key", str(verify_key(folder))]
             if pki is not None:
                 tls = pki.nodes[name]
                 extra += ["--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
@@ -253,7 +260,7 @@ def _add_agents(
 
         store_secret = load_store_secret(generate_store_secret(folder / "keys" / "store.key"))
     # the agents run the repository's signed copy, verified like the servers verify theirs
-    session = _verified_session(folder / "repo" / "model" / "1" / "model.onnx", folder)
+    session = verified_session(folder / "repo" / "model" / "1" / "model.onnx", folder)
     # devices whose profile names another runtime run the same model exported to it
     runtime_files = device_runtime_artifacts(
         ctx,
@@ -319,10 +326,13 @@ def _add_agents(
             updater = ModelUpdater(
                 "model", folder / "devices" / f"{d.name}.models", transport,
                 {"Authorization": f"Bearer {tokens.devices[d.name]}"},
-                verify=ArtifactVerifier(_verify_key(folder)),
+                verify=ArtifactVerifier(verify_key(folder)),
             )  # fmt: skip
         key = None if store_secret is None else device_key(store_secret, d.name)
         store = DeviceStore(folder / "devices" / f"{d.name}.db", rt.store, key=key)
+        run.reopen[d.name] = functools.partial(
+            DeviceStore, folder / "devices" / f"{d.name}.db", rt.store, key=key
+        )  # a rebooted device opens its store again (deploy.churn)
         agent = DeviceAgent(
             d.name,
             DeviceStream(x, y, run.interval),
@@ -364,22 +374,42 @@ def _run_agents(ctx: RunContext, run: Deployment, origin_file: Path) -> None:
     for em in run.emulators:
         em.start = origin
     with ctx.task(f"Running {len(run.agents)} device agents", total=1) as advance:
-        threads = [
-            threading.Thread(
+        churn = None
+        if dep.churn:  # devices join, leave and reboot on a schedule
+            from edgeintel.pipeline.stages.churn_drive import ChurnDriver
+
+            churn = ChurnDriver(dep.churn, run, {}, run.reopen, limit, dep.duration_s,
+                                dep.drain_timeout_s)  # fmt: skip
+        joiners = set() if churn is None else churn.joiners
+        threads = {
+            a.name: threading.Thread(
                 target=a.run,
                 args=(limit, dep.duration_s, dep.drain_timeout_s),
                 name=f"agent-{a.name}",
                 daemon=True,
             )
             for a, _, _ in run.agents
-        ]
+            if a.name not in joiners
+        }
+        if churn is not None:
+            churn.threads = threads
         t0 = time.perf_counter()
-        for t in threads:
+        for t in list(threads.values()):
             t.start()
+        if churn is not None:
+            churn.start()
+        deadline = time.monotonic() + dep.duration_s + dep.drain_timeout_s + 60
         try:
-            for t in threads:
-                t.join(dep.duration_s + dep.drain_timeout_s + 60)
+            while time.monotonic() < deadline:  # the churn adds and replaces threads
+                if (churn is None or churn.done) and not any(
+                    t.is_alive() for t in list(threads.values())
+                ):
+                    break
+                time.sleep(0.1)
         finally:
+            if churn is not None:
+                churn.stop()
+                run.churn = churn.record
             for a, _, _ in run.agents:
                 a.halt()
         run.wall = time.perf_counter() - t0
@@ -413,53 +443,6 @@ def _add_figures(ctx: RunContext, run: Deployment) -> None:
         )
 
 
-def _tokens(path: str | Path | None, devices: list[str], sc: Any) -> Any:
-    """The deployment's tokens: the shared file when given, else fresh ones for every
-    device, every node (relaying results upstream) and one operator."""
-    from edgeintel.runtime.auth import Tokens, load_tokens
-
-    if path is not None:
-        table = load_tokens(path)
-        assert table is not None
-        missing = [d for d in devices if d not in table.devices]
-        if missing:
-            raise EdgeIntelError(
-                f"settings.runtime.deploy.tokens_file {path}: no token for "
-                f"{', '.join(missing[:3])}{'...' if len(missing) > 3 else ''}"
-            )
-        return table
-    nodes = [sc.cloud.name, *(e.name for e in sc.edge_servers)]
-    return Tokens(
-        devices={d: secrets.token_urlsafe(24) for d in devices},
-        nodes={n: secrets.token_urlsafe(24) for n in nodes},
-        operators={"operator": secrets.token_urlsafe(24)},
-    )
-
-
-def _issue_pki(
-    ctx: RunContext, folder: Path, where: dict[str, tuple[str, int]], devices: list[str]
-) -> Any:
-    """The deployment's certificates (``security.pki.issue_deployment``) in
-    ``<run>/runtime/pki``: one per node started here (valid for the host it listens at),
-    one per device agent started here, and the operator's; from ``deploy.tls_ca`` or a
-    fresh scenario CA."""
-    import socket
-
-    from edgeintel.runtime.settings import DEVICES
-    from edgeintel.security.pki import issue_deployment
-
-    dep = ctx.scenario.settings.runtime.deploy
-    hosts = {
-        name: (socket.gethostname(),) if h in ("0.0.0.0", "::", "") else (h,)
-        for name, (h, _) in where.items()
-        if dep.starts(name)
-    }
-    agents = devices if dep.starts(DEVICES) else []
-    pki = issue_deployment(folder / "pki", hosts, agents, dep.tls_ca)
-    ctx.log(f"runtime: mutual TLS, {pki.certificates} certificates issued by {pki.ca}")
-    return pki
-
-
 def _device_filter(
     ctx: RunContext, name: str, x: np.ndarray, session: Any
 ) -> tuple[Any, dict[str, Any]]:
@@ -474,43 +457,6 @@ def _device_filter(
     return filter_for_device(
         cs.filter, x, session, ctx.filter_thresholds.get(name), ctx.task_kind()
     )
-
-
-def _verify_key(folder: Path) -> Path:
-    """The run's public signing key (PEM), which servers and agents verify against."""
-    return folder / "keys" / "signing.pub"
-
-
-def _signing_key(user_key: Path | None, folder: Path) -> Any:
-    """The run's Ed25519 signing key: the user's (``deploy.signing_key``) or a fresh one
-    kept 0600 in ``<run>/runtime/keys``; its public half written to ``_verify_key``."""
-    from cryptography.hazmat.primitives import serialization
-
-    from edgeintel.security.signing import generate_signing_key, load_signing_key
-
-    keys = folder / "keys"
-    if user_key is None:
-        generate_signing_key(keys / "signing.key")
-        (keys / "signing.key.pub").replace(_verify_key(folder))
-        return load_signing_key(keys / "signing.key")
-    key = load_signing_key(user_key)
-    keys.mkdir(parents=True, exist_ok=True)
-    _verify_key(folder).write_bytes(
-        key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    )
-    return key
-
-
-def _verified_session(path: Path, folder: Path) -> Any:
-    """An ONNX Runtime session of ``path`` once its signature checks (``ModelError``
-    otherwise): what a device agent loads."""
-    from edgeintel.onnx_files import make_session
-    from edgeintel.security.signing import ArtifactVerifier
-
-    ArtifactVerifier(_verify_key(folder))(path)
-    return make_session(path)
 
 
 def _planner(
@@ -570,7 +516,7 @@ def _planner(
                     task=(ctx.artifact.extra or {}).get("task"),  # the model's own outputs
                 )  # fmt: skip
                 sign_file(sm.head_path, signer)  # the device's half, verified before loading
-                head = _verified_session(Path(sm.head_path), folder.parent)
+                head = verified_session(Path(sm.head_path), folder.parent)
                 splits[mask_key(o.mask)] = SplitTail(name, head)
     return (planner, initial), splits
 
