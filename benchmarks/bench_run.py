@@ -13,6 +13,13 @@ reports, as targets that can miss (goals fixed before measuring, the worst seed 
   scenario's `settings.training.central_tolerance`;
 - the run's wall time <= 180 s on this machine (2 cores).
 
+Targets take the worst seed; `details.summary` gives the worst and the mean over seeds of
+each target's figure, and every run's `payoff` rows stay under `details.default`. The
+seeds run one after another in one process, so Python, torch, onnxruntime and the
+dataset are imported once (about 10 s a run from the shell); each run's wall time is
+timed from `run_pipeline` to its end, with the 1-minute load average beside it. The
+training gap is in accuracy points (100 x the difference of accuracies).
+
 `--seeds N` runs fewer seeds (the targets say how many). `--all-scenarios` also runs
 every other shipped scenario once and records its `payoff`
 object in the details (no targets; ~5 more minutes).
@@ -56,6 +63,7 @@ def _run(path: Path, tmp: str, run_id: str, seed: int | None = None) -> dict[str
         scenario_file=str(path),
     )
     wall = time.perf_counter() - t0
+    load = os.getloadavg()[0]
     r = res.results
     caching = r.get("caching") or {}
     filt = (caching.get("filter") or {}).get("per_device") or {}
@@ -63,7 +71,11 @@ def _run(path: Path, tmp: str, run_id: str, seed: int | None = None) -> dict[str
     return {
         "seed": sc.seed,
         "wall_s": round(wall, 2),
+        "load_1min_at_end": round(load, 2),
         "stage_s": r["timings_s"],
+        "selected_round": ((r.get("edge_training") or {}).get("summary") or {}).get(
+            "selected_round"
+        ),
         "accuracy_onnx": (r.get("evaluation") or {}).get("accuracy_onnx"),
         "test_samples": (r.get("evaluation") or {}).get("test_samples"),
         "payoff": r.get("payoff") or {},
@@ -77,27 +89,54 @@ def _run(path: Path, tmp: str, run_id: str, seed: int | None = None) -> dict[str
     }
 
 
-def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _per_seed(runs: list[dict[str, Any]]) -> dict[str, list[float]]:
+    """Each target's figure per seed (a seed's own worst device or server where it has many)."""
+
     def pay(r: dict[str, Any], key: str) -> dict[str, Any]:
         return r["payoff"].get(key) or {}
 
-    ratio = max(
-        float(pay(r, "offloading").get("with", 1e9)) / float(pay(r, "offloading").get("without", 1))
-        for r in runs
-    )
-    saved = min(
-        (float(v) for r in runs for v in r["filter_saved_ms"].values()), default=float("-inf")
-    )
-    hit = max((v for r in runs for v in r["cache_hit_over_model"].values()), default=float("inf"))
-    won = min(int(pay(r, "compression").get("budgets_met_fp32_misses", 0)) for r in runs)
-    gap = max(
-        float(pay(r, "training").get("without", 1)) - float(pay(r, "training").get("with", 0))
-        for r in runs
-    )
-    tol = max(float(r["tolerance"]) for r in runs)
+    return {
+        "offloading_ratio": [
+            float(pay(r, "offloading").get("with", 1e9))
+            / float(pay(r, "offloading").get("without", 1))
+            for r in runs
+        ],
+        "filter_saved_ms": [
+            min((float(v) for v in r["filter_saved_ms"].values()), default=float("-inf"))
+            for r in runs
+        ],
+        "cache_hit_ratio": [
+            max(r["cache_hit_over_model"].values(), default=float("inf")) for r in runs
+        ],
+        "budgets_won": [
+            float(pay(r, "compression").get("budgets_met_fp32_misses", 0)) for r in runs
+        ],
+        "training_gap_points": [
+            100.0 * (float(pay(r, "training")["without"]) - float(pay(r, "training")["with"]))
+            for r in runs
+        ],
+        "wall_s": [float(r["wall_s"]) for r in runs],
+    }
+
+
+def _summary(runs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Worst and mean over seeds of every target's figure, with the per-seed values."""
+    higher = {"filter_saved_ms", "budgets_won"}  # larger is better: the worst is the min
+    out = {}
+    for k, v in _per_seed(runs).items():
+        worst = min(v) if k in higher else max(v)
+        out[k] = {"worst": round(worst, 4), "mean": round(sum(v) / len(v), 4),
+                  "per_seed": [round(x, 4) for x in v]}  # fmt: skip
+    return out
+
+
+def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    s = {k: v["worst"] for k, v in _summary(runs).items()}
+    ratio, saved, hit = s["offloading_ratio"], s["filter_saved_ms"], s["cache_hit_ratio"]
+    won, gap, wall = int(s["budgets_won"]), s["training_gap_points"], s["wall_s"]
+    tol = 100.0 * max(float(r["tolerance"]) for r in runs)
     n = len(runs)
     worst, least = f"worst of {n} seeds", f"min over {n} seeds"
-    wall = max(r["wall_s"] for r in runs)
     return [
         target(
             f"offloading: plan / all-local mean latency ({worst})", round(ratio, 4), "<=", 0.8, "x"
@@ -124,8 +163,9 @@ def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "profiles",
         ),
         target(
-            f"training: central minus edge-trained test accuracy ({worst})",
-            round(gap, 4),
+            f"training: central minus edge-trained test accuracy, round chosen on the "
+            f"validation split ({worst})",
+            round(gap, 2),
             "<=",
             tol,
             "points",
@@ -145,6 +185,7 @@ def main() -> None:
             runs.append(_run(default, tmp, f"default-{k}", base_seed + k))
             print(f"default seed {base_seed + k}: {runs[-1]['wall_s']:.1f} s", flush=True)
         details["default"] = runs
+        details["summary"] = _summary(runs)
         if "--all-scenarios" in sys.argv:
             for path in sorted((ROOT / "scenarios").glob("*.yaml")):
                 if path.stem != "default":

@@ -60,13 +60,15 @@ def test_vmap_and_loop_train_to_the_same_weights(build, mu: float, wd: float) ->
 
 
 def test_the_loop_is_one_plain_sgd_pass() -> None:
-    """One loop step equals a textbook torch.optim.SGD step from the same weights."""
+    """One loop step equals a textbook torch.optim.SGD step from the same weights (BatchNorm
+    with PyTorch's cumulative average: a round's first step sets the running statistics)."""
     x, y = _data()
     model = _conv()
     w0 = flatten(get_weights(model))
     b = np.arange(5)[None, None]
     out = LocalTrainer(model, x, y, 0.1, mode="loop").train(w0[None], b, np.ones((1, 1)))[0]
     ref = _conv()
+    ref[1].momentum = None
     opt = torch.optim.SGD(ref.parameters(), lr=0.1)
     ref.train()
     nn.functional.cross_entropy(ref(torch.from_numpy(x[:5])), torch.from_numpy(y[:5])).backward()

@@ -117,6 +117,8 @@ class FederatedEngine:
         edge_paths: dict[str, Sequence[Hop]] | None = None,
         strategy: Strategy | None = None,
         task: TaskKind | None = None,
+        x_val: np.ndarray | None = None,
+        y_val: np.ndarray | None = None,
     ) -> None:
         if len(parts) != len(clients):
             raise DataError(f"{len(parts)} data shards for {len(clients)} clients")
@@ -137,6 +139,11 @@ class FederatedEngine:
         self.compressor: Compressor = make_compressor(config.compressor)
         self.attack: Attack | None = make_attack(config.attack) if config.attack else None
         self.x_test, self.y_test = x_test, np.asarray(y_test, dtype=self.task.label_dtype)
+        # the split the exported round is chosen on (never a device's data, never the test)
+        self.x_val = x_val if y_val is not None and len(y_val) else None
+        self.y_val = (
+            np.asarray(y_val, dtype=self.task.label_dtype) if self.x_val is not None else None
+        )
 
         self.no_data = [
             c.name for c, p in zip(self.clients, self.parts, strict=True) if len(p) == 0
@@ -168,6 +175,7 @@ class FederatedEngine:
             config.chunk,
             config.seed,
             task=self.task,
+            bn_stats=config.bn_stats,
         )
         self.shapes = self.trainer.shapes
         self.dim = int(sum(math.prod(s) for s in self.shapes))
@@ -185,20 +193,29 @@ class FederatedEngine:
         """The global model as arrays (``get_weights`` order)."""
         return [a.copy() for a in unflatten(self.state.weights, self.shapes)]
 
-    def global_model(self) -> nn.Module:
-        """The wrapped model with the current global weights loaded.
+    def global_model(self, weights: np.ndarray | None = None) -> nn.Module:
+        """The wrapped model with the current global weights (or flat ``weights``) loaded.
 
         BatchNorm running variances are averaged like every float entry; under DP noise
         an average can come out negative (a NaN in eval mode and in ONNX export), so they
         are clamped at 0 here (post-processing: no privacy cost, the state is untouched).
         """
-        set_weights(self.model, unflatten(self.state.weights, self.shapes))
+        flat = self.state.weights if weights is None else weights
+        set_weights(self.model, unflatten(flat, self.shapes))
         with torch.no_grad():
             for m in self.model.modules():
                 if isinstance(m, nn.modules.batchnorm._NormBase) and m.running_var is not None:
                     m.running_var.clamp_(min=0.0)
         self.model.eval()
         return self.model
+
+    def selected_model(self) -> tuple[nn.Module, int]:
+        """(the model to export, its round): the round best on the validation split
+        (``x_val``; ties keep the earlier round), else the last round."""
+        st = self.state
+        if st.best_weights is None or st.best_round is None:
+            return self.global_model(), st.round
+        return self.global_model(st.best_weights), st.best_round
 
     def state_dict(self) -> dict[str, Any]:
         self.state.strategy_state = self.strategy.state_dict()
@@ -225,14 +242,17 @@ class FederatedEngine:
                 on_round(rec)
         return self.state.history
 
-    def evaluate(self) -> tuple[float | None, float]:
+    def evaluate(
+        self, x: np.ndarray | None = None, y: np.ndarray | None = None
+    ) -> tuple[float | None, float]:
         """(the task kind's headline metric, e.g. accuracy in [0, 1] or RMSE in the target's
         unit; None where undefined, and the kind's mean loss) of the global model on the
-        test set."""
-        out = predict_logits(self.global_model(), self.x_test)
-        xt, yt = torch.from_numpy(self.x_test), torch.from_numpy(self.y_test)
+        test set (or on ``x``, ``y``)."""
+        x, y = (self.x_test, self.y_test) if x is None or y is None else (x, y)
+        out = predict_logits(self.global_model(), x)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         loss = float(self.task.loss(torch.from_numpy(out), self.task.target(xt, yt)))
-        figures = self.task.evaluate(self.task.predict(out, self.x_test), self.y_test)
+        figures = self.task.evaluate(self.task.predict(out, x), y)
         return figures.get(self.task.metric), loss
 
     def run_round(self) -> RoundRecord:
@@ -268,6 +288,12 @@ class FederatedEngine:
             )
         if r % cfg.eval_every == 0 or r == cfg.rounds:
             rec.accuracy, rec.loss = self.evaluate()
+        if self.x_val is not None and self.y_val is not None:
+            val = rec.val_metric = self.evaluate(self.x_val, self.y_val)[0]
+            best = self.state.best_val
+            if val is not None and (best is None or self.task.better(val, best)):
+                self.state.best_round, self.state.best_val = r, val
+                self.state.best_weights = self.state.weights.copy()
         self.state.round = r
         self.state.history.append(rec)
         self.state.strategy_state = self.strategy.state_dict()

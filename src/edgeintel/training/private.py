@@ -234,10 +234,14 @@ def state_checkpoint(state: EngineState, scenario_hash: str = "") -> Checkpoint:
     arrays.update({f"server/{k}": v for k, v in st["server_state"].items()})
     arrays.update({f"residual/{k}": v for k, v in st["residuals"].items()})
     arrays.update({f"momentum/{k}": v for k, v in st["momenta"].items()})
+    if st["best_weights"] is not None:  # the validation-best round, the one exported
+        arrays["best_weights"] = st["best_weights"]
     meta = {
         "history": st["history"],
         "step_ms": st["step_ms"],
         "strategy_state": st["strategy_state"],
+        "best_round": st["best_round"],
+        "best_val": st["best_val"],
     }
     return Checkpoint(round=int(st["round"]), arrays=arrays, meta=meta, scenario_hash=scenario_hash)
 
@@ -263,6 +267,9 @@ def restore_engine(engine: FederatedEngine, ckpt: Checkpoint) -> None:
             "history": ckpt.meta["history"],
             "step_ms": ckpt.meta.get("step_ms"),
             "strategy_state": ckpt.meta.get("strategy_state", {}),
+            "best_round": ckpt.meta.get("best_round"),
+            "best_val": ckpt.meta.get("best_val"),
+            "best_weights": arrays.get("best_weights"),
         }
     except KeyError as exc:
         raise DataError(f"checkpoint meta lacks {exc}") from None
@@ -349,12 +356,14 @@ def build_private_engine(
     mode: TrainingMode | None = None,
     overrides: dict[str, object] | None = None,
     checkpoints: bool = True,
+    val_idx: np.ndarray | None = None,
 ) -> FederatedEngine:
     """``scenario_train.build_engine`` with the scenario's DP / secure aggregation /
     checkpoint strategy, resumed from ``checkpoint_dir`` when it holds a checkpoint.
 
     ``overrides`` replaces training settings (as in ``build_engine``); ``checkpoints=False``
-    neither saves nor resumes (e.g. for a reference run beside the main one).
+    neither saves nor resumes (e.g. for a reference run beside the main one); ``val_idx``:
+    the validation split the exported round is chosen on.
     """
     from edgeintel.training.scenario_train import build_engine, federated_config, resolve_mode
 
@@ -369,7 +378,7 @@ def build_private_engine(
         strategy.checkpoints = None
     engine = build_engine(
         scenario, model, dataset, train_idx, test_idx, device_parts, mode=mode,
-        strategy=strategy, overrides=overrides,
+        strategy=strategy, overrides=overrides, val_idx=val_idx,
     )  # fmt: skip
     if strategy.checkpoints is not None:
         resume_engine(engine, strategy.checkpoints, strategy.scenario_hash)

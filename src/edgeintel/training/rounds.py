@@ -70,7 +70,10 @@ class FederatedConfig:
     ``secret_sampling``: draw the devices sampled each round from OS entropy instead
     of the seed (DP's amplification by sampling assumes nobody can predict the sample;
     a seeded sample is known to every party holding the scenario). Set by the scenario
-    when DP is on, unless it asks for a reproducible simulation.
+    when DP is on, unless it asks for a reproducible simulation. ``bn_stats``: how a
+    device's BatchNorm running statistics follow a round (``"round"``: the mean of the
+    round's batch statistics; ``"momentum"``: the layers' own momentum; see
+    ``edgeintel.training.client_train``).
     """
 
     mode: FlMode = FlMode.FEDERATED
@@ -97,6 +100,7 @@ class FederatedConfig:
     chunk: int | None = None
     threads: int | None = 1
     secret_sampling: bool = False
+    bn_stats: str = "round"
 
     def __post_init__(self) -> None:
         if self.rounds < 1:
@@ -137,6 +141,8 @@ class FederatedConfig:
             raise ConfigError("eval_every and chunk must be >= 1")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.bn_stats not in ("round", "momentum"):
+            raise ConfigError(f"bn_stats must be 'round' or 'momentum', got {self.bn_stats!r}")
 
 
 @dataclass
@@ -144,7 +150,9 @@ class RoundRecord:
     """What happened in one (cloud) round; bytes per tier are this round's, not cumulative.
 
     ``accuracy`` is the task kind's headline metric on the test set (accuracy for
-    classification, e.g. RMSE for regression; ``TaskKind.metric`` names it).
+    classification, e.g. RMSE for regression; ``TaskKind.metric`` names it);
+    ``val_metric`` the same metric on the validation split the engine selects the
+    exported round on (``None`` without one).
     """
 
     round: int
@@ -159,6 +167,7 @@ class RoundRecord:
     bytes: dict[str, int]
     duration_s: float
     energy_j: float
+    val_metric: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -171,7 +180,9 @@ class EngineState:
     ``weights``: the global model as a flat float32 vector (``get_weights`` order);
     ``server_state``: server optimizer arrays; ``residuals``: error-feedback
     residual per device name; ``momenta``: DGC momentum per device name (top-k with
-    ``compressor.momentum``); ``step_ms``: the local-step time used for deadlines.
+    ``compressor.momentum``); ``step_ms``: the local-step time used for deadlines;
+    ``best_round``/``best_val``/``best_weights``: the round best on the validation split so
+    far, its metric and its global weights (``None`` without a validation split).
     """
 
     round: int
@@ -182,6 +193,9 @@ class EngineState:
     history: list[RoundRecord] = field(default_factory=list)
     step_ms: float | None = None
     strategy_state: dict[str, Any] = field(default_factory=dict)
+    best_round: int | None = None
+    best_val: float | None = None
+    best_weights: np.ndarray | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict: arrays under weights/server_state/residuals, JSON-ready elsewhere."""
@@ -194,6 +208,9 @@ class EngineState:
             "history": [r.to_json() for r in self.history],
             "step_ms": self.step_ms,
             "strategy_state": dict(self.strategy_state),
+            "best_round": self.best_round,
+            "best_val": self.best_val,
+            "best_weights": None if self.best_weights is None else self.best_weights.copy(),
         }
 
     @classmethod
@@ -209,4 +226,9 @@ class EngineState:
             history=[RoundRecord(**r) for r in d["history"]],
             step_ms=d.get("step_ms"),
             strategy_state=dict(d.get("strategy_state", {})),
+            best_round=d.get("best_round"),
+            best_val=d.get("best_val"),
+            best_weights=None
+            if d.get("best_weights") is None
+            else np.asarray(d["best_weights"], dtype=np.float32).copy(),
         )

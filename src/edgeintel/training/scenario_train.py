@@ -123,10 +123,12 @@ def build_engine(
     mode: TrainingMode | None = None,
     strategy: Strategy | None = None,
     overrides: dict[str, object] | None = None,
+    val_idx: np.ndarray | None = None,
 ) -> FederatedEngine:
     """An engine over the scenario's devices; ``device_parts`` index ``dataset`` (global ids).
 
-    ``overrides`` replaces training settings (e.g. ``{"attack": None}`` for a clean reference).
+    ``overrides`` replaces training settings (e.g. ``{"attack": None}`` for a clean reference);
+    ``val_idx``: the validation split (held off the devices) the exported round is chosen on.
     """
     mode = mode or resolve_mode(scenario)
     settings = scenario.settings.training
@@ -153,4 +155,6 @@ def build_engine(
         edge_paths=dict(paths),
         strategy=strategy,
         task=scenario.task.task_kind(),
+        x_val=None if val_idx is None else dataset.x[val_idx],
+        y_val=None if val_idx is None else dataset.y[val_idx],
     )

@@ -127,8 +127,17 @@ def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: Rende
     hist = data.get("history") or []
     summary = data.get("summary") or {}
     final = summary.get(f"final_{metric}")
+    chosen = (
+        f", round {summary['selected_round']} exported ({summary.get('selected_on')})"
+        if summary.get("selected_round") is not None
+        else ""
+    )
     _metric_fact(
-        ctx, metric, f"{mode} (edge)", final, f"{summary.get('rounds')} rounds over the devices"
+        ctx,
+        metric,
+        f"{mode} (edge)",
+        final,
+        f"{summary.get('rounds')} rounds over the devices{chosen}",
     )
     central = summary.get(f"central_{metric}")
     if central is None:

@@ -1,9 +1,10 @@
 """The ``edge_train`` stage: solo, federated or hierarchical training on the scenario's devices.
 
 Runs after the central baseline (order 30). Federated and hierarchical modes
-train with the embedded engine over the scenario topology; the trained global
-model replaces ``ctx.model`` so the export and evaluation stages measure what
-the devices would deploy. When the scenario configures an attack, a clean
+train with the embedded engine over the scenario topology; the global model of the
+round best on the validation split (held by the cloud, never on a device; ties keep
+the earlier round) replaces ``ctx.model`` so the export and evaluation stages measure
+what the devices would deploy. When the scenario configures an attack, a clean
 reference run with the same settings is trained too (accuracy under attack).
 Solo mode trains one device of each profile alone within its memory budget,
 optionally fine-tuning the last layers of a model trained on the server-held set
@@ -102,6 +103,27 @@ def _run_engine(ctx: RunContext, engine: FederatedEngine, label: str) -> None:
         engine.run(on_round=on_round)
 
 
+def _selected_metric(ctx: RunContext, engine: FederatedEngine, round_: int) -> float | None:
+    """The test value of the kind's headline of round ``round_``'s global model: its round
+    record's, or measured now when that round was not evaluated (``eval_every``)."""
+    hist = engine.state.history
+    if 1 <= round_ <= len(hist) and hist[round_ - 1].accuracy is not None:
+        return hist[round_ - 1].accuracy
+    x_te, y_te = ctx.test_arrays()
+    return evaluate_task(engine.selected_model()[0], x_te, y_te, engine.task).get(
+        engine.task.metric
+    )
+
+
+def _val_curve(hist: list[Any]) -> dict[str, list[float]]:
+    """The validation curve the exported round is chosen on (empty without one)."""
+    if all(r.val_metric is None for r in hist):
+        return {}
+    return {"validation (selects the round)": [
+        float("nan") if r.val_metric is None else r.val_metric for r in hist
+    ]}  # fmt: skip
+
+
 def _solo_base(ctx: RunContext, cfg: TrainConfig) -> tuple[Any, dict[str, Any]]:
     """The model solo devices fine-tune from: trained on the server-held set only.
 
@@ -166,7 +188,7 @@ class EdgeTrainStage(Stage):
             # only the main run checkpoints and resumes.
             return build_private_engine(
                 sc, model, ds, train_idx, test_idx, ctx.device_parts, mode,
-                overrides=overrides, checkpoints=overrides is None,
+                overrides=overrides, checkpoints=overrides is None, val_idx=ctx.val_idx,
             )  # fmt: skip
 
         eng = engine()
@@ -182,19 +204,30 @@ class EdgeTrainStage(Stage):
         if st.attack is not None:
             clean = engine({"attack": None, "malicious_fraction": 0.0})
             _run_engine(ctx, clean, "clean reference (rounds)")
-        ctx.model = copy.deepcopy(eng.global_model())
+        chosen, sel = eng.selected_model()
+        ctx.model = copy.deepcopy(chosen)
         ctx.model_source = str(mode)
         hist = eng.state.history
         kind = eng.task
         m, label = kind.metric, kind.label()
         rounds = [r.round for r in hist]
         acc = [float("nan") if r.accuracy is None else r.accuracy for r in hist]
+        final = _selected_metric(ctx, eng, sel)
+        n_val = 0 if eng.y_val is None else len(eng.y_val)
         cum = {t: np.cumsum([r.bytes[t] for r in hist]).tolist() for t in TIERS}
         cfg = eng.config
         section: dict[str, Any] = {
             "mode": str(mode),
             "summary": {
-                f"final_{m}": hist[-1].accuracy,  # the kind's headline (accuracy, rmse)
+                # the exported model's test value of the kind's headline (accuracy, rmse)
+                f"final_{m}": final,
+                "selected_round": sel,
+                "selected_on": (
+                    f"validation split ({n_val} samples held by the cloud, never on a device)"
+                    if n_val
+                    else "last round (no validation split)"
+                ),
+                f"last_round_{m}": hist[-1].accuracy,
                 "rounds": len(hist),
                 "uplink_MB": cum["device_to_edge"][-1] / 1e6,
                 "edge_to_cloud_MB": cum["edge_to_cloud"][-1] / 1e6,
@@ -222,11 +255,13 @@ class EdgeTrainStage(Stage):
         central = ctx.central_metric
         ctx.add_figure(
             "edge_training", f"{label[0].upper()}{label[1:]} vs round",
-            plots.round_curve(rounds, {f"{mode} global model": acc}, baseline=central,
+            plots.round_curve(rounds, {f"{mode} global model": acc, **_val_curve(hist)},
+                              baseline=central,
                               ylabel=f"test {label}",
                               chance=1.0 / ds.num_classes if m == "accuracy" else None),
             f"{mode} training: held-out test {label} of the global model after each "
-            f"{'cloud ' if mode is TrainingMode.HIERARCHICAL else ''}round"
+            f"{'cloud ' if mode is TrainingMode.HIERARCHICAL else ''}round (round {sel}, "
+            "best on validation, is exported)"
             + (", against the central baseline trained on all the data." if central is not None
                else "."),
         )  # fmt: skip
@@ -242,11 +277,14 @@ class EdgeTrainStage(Stage):
         )  # fmt: skip
         if clean is not None:
             ch = clean.state.history
+            clean_sel = clean.selected_model()[1]
+            clean_final = _selected_metric(ctx, clean, clean_sel)
             section["clean_reference"] = {
-                f"final_{m}": ch[-1].accuracy,
+                f"final_{m}": clean_final,
+                "selected_round": clean_sel,
                 "history": [r.to_json() for r in ch],
             }
-            section["summary"][f"clean_{m}"] = ch[-1].accuracy
+            section["summary"][f"clean_{m}"] = clean_final
             ctx.add_figure(
                 "edge_training", f"{label[0].upper()}{label[1:]} under attack",
                 plots.line_chart(
@@ -258,7 +296,7 @@ class EdgeTrainStage(Stage):
                 f"{section['malicious_devices']} malicious devices; aggregation "
                 f"{cfg.aggregation.rule} vs the same run without attack.",
             )  # fmt: skip
-        _compare(ctx, section, hist[-1].accuracy)
+        _compare(ctx, section, final)
         ctx.results["edge_training"] = section
         report_privacy(ctx, eng, section="edge_training")
         # the run's one DP budget: federated fine-tuning in `compress` continues it
