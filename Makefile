@@ -32,7 +32,12 @@ demo: $(STAMP) espeak-ng
 	$(BIN)/edgeintel run $(SCENARIO)
 
 # headless browser and its driver for the report layout and dashboard tests
-# (tests/report/test_browser.py, tests/runtime); idempotent
+# (tests/report/test_browser.py, tests/runtime); idempotent. The dashboard-over-TLS test
+# imports the operator's PKCS#12 into a throwaway NSS database (pk12util) and needs
+# Chromium to pick that certificate without a dialog: a managed policy that auto-selects,
+# for loopback only, certificates issued by a CA named like edgeintel's scenario CAs
+CHROMIUM_POLICY := /etc/chromium/policies/managed/edgeintel-tests.json
+CHROMIUM_POLICY_JSON := {"AutoSelectCertificateForUrls": ["{\"pattern\": \"https://127.0.0.1\", \"filter\": {\"ISSUER\": {\"CN\": \"edgeintel scenario CA\"}}}"]}
 chromium:
 	@{ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1; } \
 	  && command -v chromedriver >/dev/null 2>&1 || { \
@@ -40,6 +45,17 @@ chromium:
 	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
 	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq chromium chromium-driver; } \
 	  || echo "warning: could not install chromium; the browser tests will be skipped"; }
+	@command -v pk12util >/dev/null 2>&1 || { \
+	  echo "installing Debian's libnss3-tools (the operator's certificate into a test browser)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq libnss3-tools; } \
+	  || echo "warning: could not install libnss3-tools; the dashboard-over-TLS test will be skipped"; }
+	@test -f $(CHROMIUM_POLICY) || { \
+	  echo "chromium policy: present certificates of an edgeintel scenario CA to https://127.0.0.1"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO mkdir -p $$(dirname $(CHROMIUM_POLICY)) && echo '$(CHROMIUM_POLICY_JSON)' \
+	    | $$SUDO tee $(CHROMIUM_POLICY) >/dev/null \
+	  || echo "warning: could not write $(CHROMIUM_POLICY); the dashboard-over-TLS test will be skipped"; }
 
 # Redis for the shared result cache tests (tests/caching/test_redis_cache.py start their own
 # redis-server on a free loopback port); idempotent

@@ -11,7 +11,18 @@ import sys
 
 from rich.markup import escape
 
-from edgeintel.cli import cache, compress, lifecycle, plan, report, run, runtime, runtimes, sim
+from edgeintel.cli import (
+    cache,
+    certs,
+    compress,
+    lifecycle,
+    plan,
+    report,
+    run,
+    runtime,
+    runtimes,
+    sim,
+)
 from edgeintel.cli.common import app, err_console
 from edgeintel.errors import EdgeIntelError
 
@@ -38,6 +49,7 @@ for _name, _command in (
     ("sweep", sim.sweep),
 ):
     app.command(_name)(_command)
+app.add_typer(certs.certs_app, name="certs")
 
 
 def main() -> None:
