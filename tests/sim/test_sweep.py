@@ -69,20 +69,30 @@ def test_sweep_in_processes_equals_in_process(scenario) -> None:  # type: ignore
     assert rows[("edge", 40, 50, 0)]["completed_cloud"] == 0
 
 
-def test_cli_sweep_writes_table_and_plot(tmp_path: Path) -> None:
+def test_cli_sweep_writes_table_and_plot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edgeintel.cli.common import console
+
+    monkeypatch.setattr(console, "width", 240)  # a wide terminal: the table still fits 100
     grid = tmp_path / "grid.yaml"
-    axes = {"policy": ["local", "edge"], "devices": [5, 20], "duration_s": [10]}
+    axes = {"policy": ["local", "edge"], "devices": [5, 20], "duration_s": [10],
+            "traces.bandwidth_sigma": [0.25]}  # fmt: skip
     grid.write_text(yaml.safe_dump({"axes": axes, "seeds": [3]}, sort_keys=False))
     out = tmp_path / "out"
     res = CliRunner().invoke(
         app, ["sweep", str(SCENARIOS / "default.yaml"), "--grid", str(grid), "--workers", "1",
-              "--out", str(out), "-q", "--metric", "latency_p95_s", "--metric", "energy_j"],
+              "--out", str(out), "-q", "--set", "settings.sim.task_ms=5"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
+    lines = res.output.splitlines()
+    assert max(len(x) for x in lines) <= 100, "\n".join(lines)
+    assert any("p95 ms" in x and "energy J" in x for x in lines)
     js = json.loads((out / "sweep.json").read_text())
     assert len(js["rows"]) == 4 and js["grid"]["seeds"] == [3]
     assert (
-        (out / "sweep.csv").read_text().splitlines()[0].startswith("policy,devices,duration_s,seed")
+        (out / "sweep.csv")
+        .read_text()
+        .splitlines()[0]
+        .startswith("policy,devices,duration_s,traces.bandwidth_sigma,seed")
     )
     assert (out / "sweep.png").stat().st_size > 5000
     for args, msg in [

@@ -105,3 +105,14 @@ def test_table_csv_json_plot(tmp_path: Path) -> None:
     assert js["timing_columns"] == ["cpu_s"] and js["rows"] == rows
     assert files["png"].stat().st_size > 5000
     assert t.deterministic_rows()[0] == {k: v for k, v in rows[0].items() if k != "cpu_s"}
+
+
+def test_default_plot_is_tail_latency_and_energy() -> None:
+    """Not the first columns of the summary (devices, duration_s: inputs, not outcomes)."""
+    g = Grid({"policy": ("local", "edge")}, seeds=(0,))
+    figs = {"devices": 10, "duration_s": 5.0, "tasks": 40, "latency_p50_s": 0.1,
+            "latency_p95_s": 0.2, "energy_j": 3.0, "cpu_s": 0.1}  # fmt: skip
+    t = SweepTable(g, [{**p, **figs} for p in g.points()])
+    assert t.default_metrics() == ["latency_p95_s", "energy_j"]
+    bare = SweepTable(g, [{**p, "devices": 10, "skipped": 1, "cpu_s": 0.1} for p in g.points()])
+    assert bare.default_metrics() == ["skipped"]

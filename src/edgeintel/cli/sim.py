@@ -25,6 +25,14 @@ from edgeintel.errors import EdgeIntelError
 
 __all__ = ["simulate", "sweep"]
 
+SWEEP_COLUMNS = (
+    ("latency_p50_s", "p50 ms", 1e3),
+    ("latency_p95_s", "p95 ms", 1e3),
+    ("energy_j", "energy J", 1.0),
+    ("cpu_s", "CPU s", 1.0),
+)
+"""The sweep's terminal table: figure, header, scale (a row fits 100 columns)."""
+
 
 def simulate(
     scenario: ScenarioArg = DEFAULT_SCENARIO,
@@ -64,35 +72,13 @@ def simulate(
     """Simulate the scenario's fleet (discrete events) and write results.json + report.html."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from edgeintel.commands.simulate import (
-        sim_settings_with,
-        simulate_command,
-        workload_from_model,
-        workload_from_run,
-    )
+    from edgeintel.commands.simulate import scenario_workload, sim_settings_with, simulate_command
     from edgeintel.examples import resolve_scenario
-    from edgeintel.sim.workload import FIELDS
 
     with guard():
         scenario = resolve_scenario(scenario)
         sc = load(scenario, None, sets)
-        given = sim_settings_with(sc, {})
-        unset = [k for k in FIELDS if getattr(given, k) is None]
-        work: dict[str, float] = {}
-        notes: dict[str, str] = {}
-        # the scenario's own workload for what the user did not set: its run's figures, then
-        # its model measured here; the filter's skip rate is only known from a run
-        for source in ("run", "model"):
-            missing = [k for k in unset if k not in work and k != "skip_probability"]
-            if source == "run" and from_run is not None:
-                wl = workload_from_run(from_run)
-            elif source == "model" and missing:
-                wl = workload_from_model(sc)
-            else:
-                continue
-            got = {k: v for k, v in wl.values().items() if k in unset and k not in work}
-            work |= got
-            notes |= {k: wl.sources[k] for k in got}
+        work, notes = scenario_workload(sc, from_run)
         st = sim_settings_with(
             sc,
             {
@@ -180,6 +166,7 @@ def sweep(
     processes or on Ray; one table (CSV, JSON) and one plot."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+    from edgeintel.commands.simulate import scenario_workload, sim_settings_with
     from edgeintel.examples import resolve_scenario
     from edgeintel.paths import check_new_out_dir
     from edgeintel.sim.sweep import load_grid
@@ -190,6 +177,13 @@ def sweep(
             raise EdgeIntelError(f"--workers: expected an integer >= 1, got {workers}")
         sc = load(resolve_scenario(scenario), None, sets)
         g = load_grid(grid)
+        work, _ = scenario_workload(sc)  # the scenario's own workload, measured once
+        if work:
+            sc = sc.model_copy(
+                update={
+                    "settings": sc.settings.model_copy(update={"sim": sim_settings_with(sc, work)})
+                }
+            )
         if x is not None and x not in g.axes:
             raise EdgeIntelError(f"--x {x}: not an axis of the grid; axes are {list(g.axes)}")
         check_new_out_dir(out, "--out", overwrite)
@@ -207,16 +201,25 @@ def sweep(
                 sc, g, workers, ray_address, lambda done, n: bar.update(tid, completed=done)
             )
         files = table.write(out, metrics=metric, x=x)
-        shown = [m for m in ("latency_p50_s", "latency_p95_s", "energy_j", "cpu_s")
-                 if m in table.metrics]  # fmt: skip
-        t = Table(title=f"Sweep: {sc.name} ({table.backend})", title_justify="left")
-        for col in [*table.axes, "seed", *shown]:
-            t.add_column(col, justify="right" if col in shown else "left")
+        shown = {
+            m: (head, scale)
+            for m, head, scale in SWEEP_COLUMNS
+            if m in table.metrics and (m != "cpu_s" or len(table.axes) < 3)
+        }
+        t = Table(title=f"Sweep: {sc.name} ({table.backend})", title_justify="left", width=100)
+        for a in table.axes:
+            t.add_column(a.rsplit(".", 1)[-1][:16], overflow="ellipsis", max_width=22)
+        t.add_column("seed", justify="right")
+        for head, _ in shown.values():
+            t.add_column(head, justify="right", no_wrap=True)
         for r in table.rows:
             t.add_row(
                 *(str(r[a]) for a in table.axes),
                 str(r["seed"]),
-                *("-" if r.get(m) is None else f"{r[m]:.4g}" for m in shown),
+                *(
+                    "-" if r.get(m) is None else f"{r[m] * sc_:.4g}"
+                    for m, (_, sc_) in shown.items()
+                ),
             )
         console.print(t)
         for kind, path in files.items():

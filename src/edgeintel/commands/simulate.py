@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SimulateOutcome",
+    "scenario_workload",
     "sim_figures",
     "sim_settings_with",
     "simulate_command",
@@ -78,6 +79,32 @@ def workload_from_model(sc: Scenario) -> Workload:
             "result_bytes": f"the model's float32 output {list(np.shape(out)[1:])}",
         },
     )
+
+
+def scenario_workload(
+    sc: Scenario, from_run: Path | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """The figures of ``sim.workload.FIELDS`` the scenario's ``settings.sim`` leaves unset, as
+    ``SimSettings`` overrides, and where each came from: the run's (``from_run``), then the
+    scenario's model measured here; the filter's skip rate is only known from a run."""
+    from edgeintel.sim.workload import FIELDS
+
+    given = sc.settings.sim or SimSettings()
+    unset = [k for k in FIELDS if getattr(given, k) is None]
+    work: dict[str, float] = {}
+    notes: dict[str, str] = {}
+    for source in ("run", "model"):
+        missing = [k for k in unset if k not in work and k != "skip_probability"]
+        if source == "run" and from_run is not None:
+            wl = workload_from_run(from_run)
+        elif source == "model" and missing:
+            wl = workload_from_model(sc)
+        else:
+            continue
+        got = {k: v for k, v in wl.values().items() if k in unset and k not in work}
+        work |= got
+        notes |= {k: wl.sources[k] for k in got}
+    return work, notes
 
 
 def skip_from_run(run_dir: Path) -> tuple[float, str]:

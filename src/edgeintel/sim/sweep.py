@@ -163,6 +163,12 @@ def sweep(
 # --------------------------------------------------------------------------- table
 
 
+DEFAULT_PLOT = ("latency_p95_s", "energy_j")
+"""What ``plot`` draws unless told: the tail latency and the energy a policy trades."""
+INPUT_COLUMNS = frozenset({"devices", "duration_s", "tasks"})
+"""Summary columns that restate the grid's inputs rather than measure an outcome."""
+
+
 @dataclass
 class SweepTable:
     """One row per grid point: the axis values, the seed and the point's figures."""
@@ -260,6 +266,12 @@ class SweepTable:
         pool = numeric or self.axes
         return max(pool, key=lambda a: (len(self.grid.axes[a]), -self.axes.index(a)))
 
+    def default_metrics(self) -> list[str]:
+        """What ``plot`` draws unless told: ``DEFAULT_PLOT``, else the first two outcome figures
+        (not inputs such as ``duration_s``, not timings)."""
+        chosen = [m for m in DEFAULT_PLOT if m in self.metrics]
+        return chosen or [m for m in self.metrics if m not in TIMING_COLUMNS | INPUT_COLUMNS][:2]
+
     def plot(
         self, path: str | Path, metrics: Sequence[str] | None = None, x: str | None = None
     ) -> Path:
@@ -270,7 +282,7 @@ class SweepTable:
         import matplotlib.pyplot as plt
 
         x = x or self.default_x()
-        chosen = list(metrics or [m for m in self.metrics if m not in TIMING_COLUMNS][:4])
+        chosen = list(metrics or self.default_metrics())
         if not chosen:
             raise ConfigError("plot: the sweep produced no numeric figures to draw")
         numeric_x = all(
