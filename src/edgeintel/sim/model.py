@@ -19,7 +19,7 @@ and loss are tabulated per epoch (``LinkSpec.at``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -35,13 +35,9 @@ from edgeintel.offloading.costs import (
     device_energy_j,
 )
 from edgeintel.offloading.placement import (
-    PLACEMENTS,
-    FleetProblem,
     Option,
-    Resource,
-    evaluate_assignment,
 )
-from edgeintel.sim.explain import plan_reasons
+from edgeintel.sim.plan import initial_plan
 from edgeintel.sim.settings import ResolvedSimSettings, SimSettings
 from edgeintel.sim.traces import NS, DeviceTraces, sample_traces
 from edgeintel.sim.workload import FIELDS, GENERIC
@@ -277,118 +273,6 @@ def _link_table(specs: list[Any], epochs: np.ndarray) -> tuple[np.ndarray, ...]:
     return bw, rtt, loss
 
 
-def _initial_plan(
-    sc: Scenario, model: SimModel, counts: np.ndarray, rate_hz: float
-) -> tuple[list[int], dict[str, Any], list[tuple[int, ...]]]:
-    """Place each device group (one representative carrying the group's whole request rate)
-    with the registered placement policy; a slot per group, the plan's record and, per group,
-    the slots that would put a cell uplink above ``max_utilization`` if the whole group took
-    them (the rest of the plan unchanged): ``PlannerPolicy`` keeps off them, as a device's
-    own costs see server queues but not the shared uplink.
-
-    Each cell's shared uplink is a ``link`` resource (one task's transfer time,
-    ``input_bytes`` x 8 / the cell's Mbit/s, as the simulator's cell FIFO): a group's
-    offloading options load the uplinks of the cells its devices attach to at t=0, in
-    proportion to its devices there, so no plan offloads more than a cell can carry.
-    """
-    e_n = model.num_edges
-    s = model.settings
-    uplink_ms = [8.0 * s.input_bytes / (mbps * 1000.0) for mbps in model.cell_mbps]
-    resources: dict[str, Resource] = {}
-    for e in range(e_n + 1):
-        resources[model.server_name(e)] = Resource(
-            model.server_name(e),
-            "cloud" if e == e_n else "edge",
-            model.server_workers[e],
-            0.0,
-            s.task_ms / model.server_speed[e],
-        )
-    options, names, rates, idle = [], [], [], []
-    slot_of: list[list[int]] = []
-    for g, grp in enumerate(sc.devices):
-        name = f"group:{grp.name}"
-        members = np.flatnonzero(model.dev_group == g)
-        if members.size == 0:
-            continue
-        d = int(members[0])
-        prof = sc.device_profiles[grp.profile]
-        resources[name] = Resource(
-            name, "device", int(counts[g]), 0.0, s.task_ms / prof.compute_speed
-        )
-        opts = model.options(d, int(model.home[d]), 0, 0, 0)
-        kept = [(i, o) for i, o in enumerate(opts) if o is not None]
-        cells, per_cell = np.unique(model.home[members], return_counts=True)
-        links: list[tuple[str, float]] = []
-        for c, k in zip(cells.tolist(), per_cell.tolist(), strict=True):
-            if c < e_n:
-                link = f"uplink:{model.edge_names[c]}"
-                resources.setdefault(link, Resource(link, "link", 1, 0.0, uplink_ms[c]))
-                links.append((link, uplink_ms[c] * k / members.size))
-        fixed = [
-            replace(
-                o,
-                device_load_ms=((name, o.base.device_ms),) if o.tier == "local" else tuple(links),
-            )
-            for _, o in kept
-        ]
-        options.append(fixed)
-        slot_of.append([i for i, _ in kept])
-        names.append(name)
-        rates.append(rate_hz * int(counts[g]))
-        idle.append(prof.power_idle_w)
-    problem = FleetProblem(
-        devices=names,
-        options=options,
-        rates_hz=np.array(rates),
-        deadlines_ms=np.full(len(names), np.inf),
-        wait_weight=np.ones(len(names)),
-        idle_w=np.array(idle),
-        resources=resources,
-    )
-    choice = PLACEMENTS.get(s.placement)(problem)
-    plan = evaluate_assignment(problem, choice, policy=s.placement, strict=False)
-    top = problem.max_utilization + 1e-9
-    blocked_of: list[tuple[int, ...]] = []
-    over: dict[str, list[str]] = {}
-    for i, opts_i in enumerate(options):
-        bad = []
-        for j in range(len(opts_i)):
-            if j == choice[i] or opts_i[j].tier == "local":
-                continue
-            util = evaluate_assignment(
-                problem, [*choice[:i], j, *choice[i + 1 :]], strict=False
-            ).utilization
-            if any(
-                u > top and u > plan.utilization[r] and resources[r].kind == "link"
-                for r, u in util.items()
-            ):
-                bad.append(j)
-        blocked_of.append(tuple(slot_of[i][j] for j in bad))
-        if bad:
-            over[names[i]] = [opts_i[j].label for j in bad]
-    slots = [0] * len(sc.devices)
-    blocked: list[tuple[int, ...]] = [()] * len(sc.devices)
-    gi = 0
-    for g in range(len(sc.devices)):
-        if np.any(model.dev_group == g):
-            slots[g] = slot_of[gi][choice[gi]]
-            blocked[g] = blocked_of[gi]
-            gi += 1
-    record = {
-        "policy": s.placement,
-        "groups": {n: lab for n, lab in zip(names, plan.labels, strict=True)},
-        "utilization": plan.utilization,
-        "within_capacity": bool(
-            all(u <= problem.max_utilization + 1e-9 for u in plan.utilization.values())
-        ),
-        "over_capacity": over,
-        "why": plan_reasons(names, options, choice, over, plan.utilization),
-    }
-    if all(lab == "local" for lab in plan.labels):
-        record["all_local"] = True
-    return slots, record, blocked
-
-
 def _arrivals(
     n: int, mean: float, horizon: int, traces: DeviceTraces, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, int]:
@@ -571,7 +455,7 @@ def build_model(
         ovh = np.minimum(s.request_overhead_ms * 1e6 * np.exp(z), float(horizon))
         model.task_overhead_ns = np.round(ovh).astype(np.int64)
     model.workload = {k: {"value": getattr(s, k), "source": sources[k]} for k in FIELDS}
-    model.initial_slot, model.initial_plan, model.initial_blocked = _initial_plan(
+    model.initial_slot, model.initial_plan, model.initial_blocked = initial_plan(
         sc, model, np.bincount(dev_group, minlength=len(groups)), rate
     )
     return model
