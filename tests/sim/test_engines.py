@@ -8,6 +8,8 @@ import dataclasses
 import numpy as np
 import pytest
 
+from edgeintel.offloading.settings import D2DLink
+from edgeintel.scenario import Scenario
 from edgeintel.sim import FixedPolicy, Simulation, build_model, simulate
 from edgeintel.sim.policy import Observation
 from edgeintel.sim.result import RECORD_FIELDS
@@ -213,3 +215,86 @@ def test_federated_round_worked_by_hand(engine: str) -> None:
         "edge_to_cloud": 400_000,
         "cloud_to_edge": 400_000,
     }
+
+
+class _Slots:
+    """Plays back a list of slots, one per decision (then local)."""
+
+    def __init__(self, slots: list[int]) -> None:
+        self.slots = list(slots)
+
+    def decide(self, observation: Observation) -> int:
+        return self.slots.pop(0) if self.slots else 0
+
+
+def _with_d2d(sc: Scenario, mbps: float, rtt_ms: float) -> Scenario:
+    """``sc`` with a D2D link between devices attached to the same node."""
+    off = sc.settings.offloading.model_copy(update={"d2d": D2DLink(bandwidth_mbps=mbps,
+                                                                    rtt_ms=rtt_ms)})  # fmt: skip
+    return sc.model_copy(update={"settings": sc.settings.model_copy(update={"offloading": off})})
+
+
+def _d2d_model():  # type: ignore[no-untyped-def]
+    sc = _with_d2d(hand_scenario(), 80, 2)
+    model = build_model(sc)
+    t = np.array([0.5, 1, 2, 3]) * MS
+    return dataclasses.replace(
+        model,
+        task_t=t.astype(np.int64),
+        task_dev=np.array([0, 1, 1, 0], dtype=np.int32),
+        task_skip=np.zeros(4, dtype=bool),
+        task_key=np.array([1, 2, 3, 4], dtype=np.int32),
+        task_u=np.full(4, 0.5),
+    )
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_d2d_runs_on_the_neighbour_worked_by_hand(engine: str) -> None:
+    """D2D at 80 Mbit/s, RTT 2 ms: 10 kB over in 1 ms + 1 ms half RTT; the helper's CPU runs
+    it (10 ms / 0.5 = 20 ms) in FIFO order with its own tasks; 1 kB back: 0.1 ms + 1 ms.
+
+    task 0 (a -> b, 0.5 ms): at b 2.5, b runs its own task 2 first (2-22): 22-42, back 43.1
+    task 1 (b -> a, 1 ms):   at a 3, runs 3-23, back 24.1: 23.1 ms
+    task 2 (b local, 2 ms):  b's CPU 2-22: 20 ms
+    task 3 (a -> b, 3 ms):   at b 5, after task 0: 42-62, back 63.1: 60.1 ms
+    Energy (uJ): 1 W x 1 ms sending + 0.1 W x the rest, plus the helper's 2 W x 20 ms."""
+    model = _d2d_model()
+    assert model.helper.tolist() == [1, 0]
+    res = Simulation(model, policy=_Slots([3, 3, 0, 3]), engine=engine).run()  # type: ignore[arg-type]
+    r = res.records
+    np.testing.assert_allclose((r["done"] - r["t_arr"]) / MS, [42.6, 23.1, 20.0, 60.1], atol=1e-9)
+    assert r["place"].tolist() == [3, 3, 0, 3] and r["bs"].tolist() == [-1] * 4
+    assert r["energy"].tolist() == [45_160, 43_210, 40_000, 46_910]
+    s = res.summary()
+    assert s["completed_d2d"] == 3 and s["bytes_device_to_edge"] == 0
+    assert s["bytes_d2d"] == 3 * 11_000
+
+
+def test_d2d_off_without_a_d2d_link() -> None:
+    model = dataclasses.replace(_d2d_model(), helper=np.zeros(0, dtype=np.int64), d2d=None)
+    res = Simulation(model, policy=_Slots([3, 3, 0, 3]), engine="fast").run()
+    assert res.records["place"].tolist() == [0, 0, 0, 0]  # unreachable slot: local
+    assert res.counters["invalid_actions"] == 3
+
+
+class _Cycle:
+    """Every available slot in turn: D2D, edge, cloud and local under contention."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def decide(self, observation: Observation) -> int:
+        self.n += 1
+        ok = [i for i, o in enumerate(observation.options) if o is not None]
+        return ok[self.n % len(ok)]
+
+
+@pytest.mark.parametrize("engine", ["fast", "python"])
+def test_d2d_engines_agree_under_contention(engine: str) -> None:
+    sc = _with_d2d(busy_scenario(), 20, 3)
+    st = sc.settings.sim.model_copy(update={"decisions": "task"})  # type: ignore[union-attr]
+    model = build_model(sc, st)
+    a = Simulation(model, policy=_Cycle(), engine=engine).run()  # type: ignore[arg-type]
+    b = Simulation(model, policy=_Cycle(), engine="simpy").run()
+    _records_equal(a.records, b.records)
+    assert np.count_nonzero(a.records["place"] == 3) > 50

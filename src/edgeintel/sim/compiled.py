@@ -89,7 +89,9 @@ def run_compiled(
     ho_u = np.asarray(m.ho_u, dtype=np.float64)
     dev_free = np.zeros(n, dtype=np.int64)
     pw = np.asarray(m.dev_power, dtype=np.float64)
-    pw_idle = np.ascontiguousarray(pw[:, 2])
+    dev_i = np.zeros((n, 2), dtype=np.int64)
+    dev_i[:, k.D_SVC] = state.local_ns
+    dev_i[:, k.D_HELPER] = m.helper if m.helper.size else -1
     pi = np.zeros((n, k.PCOLS), dtype=np.int64)
     pi[:, k.P_STAMP] = -1
     pf = np.zeros((n, 3), dtype=np.float64)
@@ -140,7 +142,7 @@ def run_compiled(
         code = k.advance(
             task_t, task_dev, task_skip, task_key, task_u, ovh, o_t, o_k, o_a, ho_dev, ho_u,
             state.place, state.done, state.hit, state.energy, state.bs, state.attempts,
-            battery, attach, dev_free, version, pw_idle, pi, pf, fq, fq_n,
+            battery, attach, dev_free, version, pw, dev_i, pi, pf, fq, fq_n,
             srv, batch_ns, cells, bhbw, bhrtt, cn, cp, cin, ch,
             rec, rfree, bat, bfree, h, sc, ip,
         )  # fmt: skip
@@ -153,7 +155,9 @@ def run_compiled(
             )
             action = policy.decide(obs) if policy is not None else (yield obs)
             slot = state.apply(d, action, obs)
-            c, tx1, cell1, half, lnloss, back = state.link_consts(d)
+            c, tx1, cell1, half, lnloss, back = (
+                state.d2d_consts() if slot == 3 else state.link_consts(d)
+            )
             pc, ptx, _ = pwl[d]
             svc = local_ns[d]
             pi[d] = (sc[k.GSTAMP], slot, c, tx1, cell1, half, back, svc, round(pc * svc / 1000.0))

@@ -38,7 +38,7 @@ from edgeintel.sim.state import (
 
 __all__ = ["run_core"]
 
-_AT_EDGE, _AT_SERVER, _BATCH_DONE = 0, 1, 2
+_AT_EDGE, _AT_SERVER, _BATCH_DONE, _AT_HELPER, _D2D_DONE = 0, 1, 2, 3, 4
 _CHUNK = 1 << 16
 
 
@@ -83,6 +83,7 @@ def run_core(
         for v in range(n_srv)
     ]
     policy = state.policy
+    helper = m.helper.tolist()
     ovh = None if m.task_overhead_ns is None else m.task_overhead_ns.tolist()
     log = math.log
     isfinite = math.isfinite
@@ -225,8 +226,32 @@ def run_core(
             bh_free[c] = fin
             seq += 1
             push(heap, (fin + round(bhrtt[c][ep] * 500_000.0), seq, _AT_SERVER, x))
-        else:  # _AT_SERVER: the cloud
+        elif kind == _AT_SERVER:  # the cloud
             to_server(x, e_n, now)
+        elif kind == _AT_HELPER:  # a D2D task reaches its helper's CPU (FIFO, Lindley)
+            n_ev += 1
+            h = helper[x[1]]
+            if battery[h] <= 0:
+                battery[x[1]] -= x[7]
+                drp_i.append(x[0])
+                drp_code.append(DROP_BATTERY)
+                drp_e.append(x[7])
+                return
+            svc = local_ns[h]
+            e = round(pw[h][0] * svc / 1000.0)  # the helper's compute, drawn as the task arrives
+            battery[h] -= e
+            fin = max(now, dev_free[h]) + svc
+            dev_free[h] = fin
+            seq += 1
+            push(heap, (fin, seq, _D2D_DONE, [*x, e]))
+        else:  # _D2D_DONE: the result comes back over the D2D link
+            d = x[1]
+            done = now + x[6]
+            e = x[7] + round(pw[d][2] * (done - x[4] - x[5]) / 1000.0)
+            battery[d] -= e
+            cmp_i.append(x[0])
+            cmp_done.append(done)
+            cmp_e.append(e + x[9])
 
     pos = 0
     while pos < total:
@@ -291,7 +316,7 @@ def run_core(
                     p = plan[d] = (
                         gstamp,
                         slot,
-                        *state.link_consts(d),
+                        *(state.d2d_consts() if slot == 3 else state.link_consts(d)),
                         state.dev_link(d)[2],
                         ptx,
                         svc,
@@ -322,7 +347,9 @@ def run_core(
                 else:
                     f = [i, d, c, keys[di], t, tx, back, round(ptx * tx / 1000.0), slot]
                 seq += 1
-                if c >= 0:
+                if slot == 3:
+                    push(heap, (t + tx + half, seq, _AT_HELPER, f))
+                elif c >= 0:
                     fin = max(t, cell_free[c]) + att * cell1
                     cell_free[c] = fin
                     push(heap, (max(fin, t + tx) + half, seq, _AT_EDGE, f))

@@ -42,8 +42,8 @@ from edgeintel.errors import ConfigError
 from edgeintel.extras import require
 from edgeintel.offloading.placement import Option
 from edgeintel.sim.api import Simulation
-from edgeintel.sim.model import SLOTS, build_model
-from edgeintel.sim.policy import FEATURES, Observation
+from edgeintel.sim.model import build_model
+from edgeintel.sim.policy import ACTIONS, FEATURES, Observation
 from edgeintel.sim.settings import SimSettings
 from edgeintel.sim.state import PENDING, SKIPPED
 
@@ -91,7 +91,7 @@ class OffloadEnv(gym.Env):  # type: ignore[misc,name-defined]
         self.drop_penalty = float(drop_penalty)
         big = np.finfo(np.float32).max  # features are >= 0 and unbounded above (ms, mJ, queues)
         self.observation_space = spaces.Box(0.0, big, (len(FEATURES),), np.float32)
-        self.action_space = spaces.Discrete(len(SLOTS))
+        self.action_space = spaces.Discrete(len(ACTIONS))
         self.sim: Simulation | None = None
         self._obs: Observation | None = None
         self._cursor = 0

@@ -46,8 +46,8 @@ SCALARS = 14
 IN_B, RES_B, LIMIT, MAX_BATCH, CACHE_CAP, LRU, NUM_EDGES, FOLLOW, HAS_OVH, PER_TASK = range(10)
 PARAMS = 10
 # request row columns
-R_I, R_D, R_C, R_KEY, R_T, R_TX, R_BACK, R_ETX, R_SLOT, R_NEXT = range(10)
-RCOLS = 10
+R_I, R_D, R_C, R_KEY, R_T, R_TX, R_BACK, R_ETX, R_SLOT, R_NEXT, R_EH = range(11)
+RCOLS = 11
 # plan row columns (int64) and float columns
 P_STAMP, P_SLOT, P_C, P_TX1, P_CELL1, P_HALF, P_BACK, P_SVC, P_E = range(9)
 PCOLS = 9
@@ -55,7 +55,9 @@ F_LNLOSS, F_LOSS, F_PTX = range(3)
 # server rows: idle workers, queue head, tail, length
 S_IDLE, S_HEAD, S_TAIL, S_LEN = range(4)
 # heap event kinds (as core.py)
-AT_EDGE, AT_SERVER, BATCH_DONE = 0, 1, 2
+AT_EDGE, AT_SERVER, BATCH_DONE, AT_HELPER, D2D_DONE = 0, 1, 2, 3, 4
+# device int columns (the ``dev_i`` array): D2D helper (-1: none), local compute ns
+D_HELPER, D_SVC = 0, 1
 # exogenous kinds (as model.py)
 EV_HANDOVER = 1
 PLACE_DROP_BATTERY, PLACE_DROP_QUEUE, PLACE_DROP_OUTAGE = -2, -3, -4
@@ -169,7 +171,8 @@ def advance(
     place: np.ndarray, done: np.ndarray, hit: np.ndarray, energy: np.ndarray, bs: np.ndarray,
     attempts: np.ndarray,
     battery: np.ndarray, attach: np.ndarray, dev_free: np.ndarray, version: np.ndarray,
-    pw_idle: np.ndarray, pi: np.ndarray, pf: np.ndarray, fq: np.ndarray, fq_n: np.ndarray,
+    pw: np.ndarray, dev_i: np.ndarray, pi: np.ndarray, pf: np.ndarray, fq: np.ndarray,
+    fq_n: np.ndarray,
     srv: np.ndarray, batch_ns: np.ndarray, cells: np.ndarray, bhbw: np.ndarray,
     bhrtt: np.ndarray, cn: np.ndarray, cp: np.ndarray, cin: np.ndarray, ch: np.ndarray,
     rec: np.ndarray, rfree: np.ndarray, bat: np.ndarray, bfree: np.ndarray, h: np.ndarray,
@@ -213,9 +216,7 @@ def advance(
                         if bw > 0 and math.isfinite(bw):
                             back += math.ceil(8000.0 * res_b / bw)
                     dn = now + back
-                    e = rec[r, R_ETX] + _rnd(
-                        pw_idle[d] * (dn - rec[r, R_T] - rec[r, R_TX]) / 1000.0
-                    )
+                    e = rec[r, R_ETX] + _rnd(pw[d, 2] * (dn - rec[r, R_T] - rec[r, R_TX]) / 1000.0)
                     battery[d] -= e
                     i = rec[r, R_I]
                     done[i] = dn
@@ -246,15 +247,38 @@ def advance(
                     sc[BTOP] += 1
                 continue
             r = x
+            if kind == AT_HELPER:  # a D2D task reaches its helper's CPU (FIFO, Lindley)
+                sc[NEV] += 1
+                hp = dev_i[rec[r, R_D], D_HELPER]
+                if battery[hp] <= 0:
+                    _drop(rec, r, PLACE_DROP_BATTERY, battery, place, energy, rfree, sc)
+                    continue
+                svc = dev_i[hp, D_SVC]
+                e = _rnd(pw[hp, 0] * svc / 1000.0)
+                battery[hp] -= e
+                rec[r, R_EH] = e
+                fin = max(now, dev_free[hp]) + svc
+                dev_free[hp] = fin
+                _push(h, sc, fin, D2D_DONE, r)
+                continue
+            if kind == D2D_DONE:
+                d = rec[r, R_D]
+                dn = now + rec[r, R_BACK]
+                e = rec[r, R_ETX] + _rnd(pw[d, 2] * (dn - rec[r, R_T] - rec[r, R_TX]) / 1000.0)
+                battery[d] -= e
+                i = rec[r, R_I]
+                done[i] = dn
+                energy[i] = e + rec[r, R_EH]
+                rfree[sc[RTOP]] = r
+                sc[RTOP] += 1
+                continue
             if kind == AT_EDGE:
                 sc[NEV] += 1
                 sc[NLOOK] += 1
                 c, d, key = rec[r, R_C], rec[r, R_D], rec[r, R_KEY]
                 if _lookup(cn, cp, cin, ch, lru, c, key):
                     dn = now + rec[r, R_BACK]
-                    e = rec[r, R_ETX] + _rnd(
-                        pw_idle[d] * (dn - rec[r, R_T] - rec[r, R_TX]) / 1000.0
-                    )
+                    e = rec[r, R_ETX] + _rnd(pw[d, 2] * (dn - rec[r, R_T] - rec[r, R_TX]) / 1000.0)
                     battery[d] -= e
                     i = rec[r, R_I]
                     hit[i] = True
@@ -373,7 +397,9 @@ def advance(
         rec[r, R_BACK] = pi[d, P_BACK] + (ovh[i] if has_ovh else 0)
         rec[r, R_ETX] = _rnd(pf[d, F_PTX] * tx / 1000.0)
         rec[r, R_SLOT] = slot
-        if c >= 0:
+        if slot == 3:
+            _push(h, sc, t + tx + pi[d, P_HALF], AT_HELPER, r)
+        elif c >= 0:
             fin = max(t, cells[c, 0]) + att * pi[d, P_CELL1]
             cells[c, 0] = fin
             _push(h, sc, max(fin, t + tx) + pi[d, P_HALF], AT_EDGE, r)

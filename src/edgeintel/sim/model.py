@@ -56,6 +56,7 @@ __all__ = [
     "SLOTS",
     "SimModel",
     "build_model",
+    "d2d_helpers",
     "half_rtt_ns",
     "memory_estimate_bytes",
     "transfer_ns",
@@ -63,8 +64,10 @@ __all__ = [
 
 # exogenous event kinds, in the order they are handled at equal times
 EV_TRACE, EV_HANDOVER, EV_ROUND, EV_SAMPLE, EV_TASK = 0, 1, 2, 3, 4
-SLOTS = ("local", "edge", "cloud")
-"""Placement slots: the action space of a decision (an index into this tuple)."""
+SLOTS = ("local", "edge", "cloud", "d2d")
+"""Placement slots: the action space of a decision (an index into this tuple); ``d2d``: the
+device's D2D helper (a neighbour attached to the same node) when the scenario declares a D2D
+link (``settings.offloading.d2d``)."""
 
 BYTES_PER_TASK = 100
 """Peak bytes per expected task: drawn arrays, sort temporaries and the per-task records."""
@@ -145,6 +148,9 @@ class SimModel:
     initial_blocked: list[tuple[int, ...]] = field(default_factory=list)
     # per-task protocol overhead of an offload (ns), drawn when request_overhead_ms > 0
     task_overhead_ns: np.ndarray | None = None
+    # D2D: each device's helper (-1: none) and the D2D link (Mbit/s, RTT ms), when declared
+    helper: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    d2d: tuple[float, float] | None = None
     # task_ms, input_bytes, result_bytes, skip_probability: {"value", "source"} each
     workload: dict[str, dict[str, Any]] = field(default_factory=dict)
     _local: dict[int, tuple[Power, tuple[float, float], Option]] = field(
@@ -195,9 +201,9 @@ class SimModel:
         epoch: int,
         q_edge: int,
         q_cloud: int,
-    ) -> tuple[Option | None, Option | None, Option | None]:
-        """Device ``d``'s options in slot order (local, edge, cloud) under the link epoch, costed
-        by the offloading cost model; the queue estimate is the waiting requests times one
+    ) -> tuple[Option | None, ...]:
+        """Device ``d``'s options in slot order (local, edge, cloud, d2d) under the link epoch,
+        costed by the offloading cost model; the queue estimate is the waiting requests times one
         task's service time over the workers. ``None``: that slot is unreachable now."""
         s = self.settings
         e_n = self.num_edges
@@ -238,8 +244,20 @@ class SimModel:
                 cloud_opt = self._option(
                     f"d2c:{self.cloud_name}", "d2c", self.cloud_name, b, power, ref, srv_ms
                 )
-        opts += [edge_opt, cloud_opt]
-        return opts[0], opts[1], opts[2]
+        d2d_opt: Option | None = None
+        h = int(self.helper[d]) if self.helper.size else -1
+        if h >= 0 and self.d2d is not None:
+            srv_ms = s.task_ms / float(self.dev_speed[h])
+            b = breakdown(0.0, s.input_bytes, s.result_bytes, srv_ms, LinkState(*self.d2d))
+            d2d_opt = self._option(
+                f"d2d:{self.device_name(h)}", "d2d", self.device_name(h), b, power, ref, srv_ms
+            )
+        opts += [edge_opt, cloud_opt, d2d_opt]
+        return tuple(opts)
+
+    def device_name(self, d: int) -> str:
+        """A simulated device's name: its group and index (``phone#12``)."""
+        return f"{self.group_names[int(self.dev_group[d])]}#{d}"
 
     def _option(
         self,
@@ -271,6 +289,22 @@ def _link_table(specs: list[Any], epochs: np.ndarray) -> tuple[np.ndarray, ...]:
         for k, t in enumerate(epochs):
             bw[i, k], rtt[i, k], loss[i, k] = spec.at(float(t) / NS)
     return bw, rtt, loss
+
+
+def d2d_helpers(home: np.ndarray) -> np.ndarray:
+    """Each device's D2D helper: the next device attached to the same node (cyclically, in
+    index order, as the planner's first neighbour); -1 alone at its node."""
+    n = home.size
+    order = np.lexsort((np.arange(n), home))
+    h = home[order]
+    nxt = np.roll(order, -1)
+    start = np.flatnonzero(np.r_[True, h[1:] != h[:-1]])  # first of each node's run
+    end = np.r_[start[1:], n] - 1
+    nxt[end] = order[start]  # the last of a run wraps to its first
+    out = np.full(n, -1, dtype=np.int64)
+    out[order] = nxt
+    out[out == np.arange(n)] = -1  # alone at its node
+    return out
 
 
 def _arrivals(
@@ -455,6 +489,9 @@ def build_model(
         ovh = np.minimum(s.request_overhead_ms * 1e6 * np.exp(z), float(horizon))
         model.task_overhead_ns = np.round(ovh).astype(np.int64)
     model.workload = {k: {"value": getattr(s, k), "source": sources[k]} for k in FIELDS}
+    if off.d2d is not None:
+        model.d2d = (off.d2d.bandwidth_mbps, off.d2d.rtt_ms)
+        model.helper = d2d_helpers(home)
     model.initial_slot, model.initial_plan, model.initial_blocked = initial_plan(
         sc, model, np.bincount(dev_group, minlength=len(groups)), rate
     )

@@ -73,10 +73,20 @@ def initial_plan(
                 link = f"uplink:{model.edge_names[c]}"
                 resources.setdefault(link, Resource(link, "link", 1, 0.0, uplink_ms[c]))
                 links.append((link, uplink_ms[c] * k / members.size))
+        loads = {"local": ((name, 0.0),), "d2d": ()}
+        if model.helper.size and model.helper[d] >= 0:  # the helper's group runs the task
+            loads["d2d"] = ((f"group:{sc.devices[int(model.dev_group[model.helper[d]])].name}",
+                             0.0),)  # fmt: skip
         fixed = [
             replace(
                 o,
-                device_load_ms=((name, o.base.device_ms),) if o.tier == "local" else tuple(links),
+                target=loads["d2d"][0][0] if o.tier == "d2d" and loads["d2d"] else o.target,
+                device_load_ms=tuple(
+                    (r, o.base.device_ms if o.tier == "local" else o.server_ms)
+                    for r, _ in loads[o.tier]
+                )
+                if o.tier in loads
+                else tuple(links),
             )
             for _, o in kept
         ]

@@ -36,7 +36,9 @@ __all__ = [
     "PlannerPolicy",
 ]
 
-ACTIONS = SLOTS
+ACTIONS = SLOTS[:3]
+"""The Gymnasium environment's actions (local, edge, cloud); ``d2d`` is decided by policies
+that read ``Observation.options[3]``."""
 FEATURES = (
     "bandwidth_mbps",
     "rtt_ms",
@@ -60,7 +62,7 @@ FEATURES = (
 class Observation:
     """What a policy sees at one decision (times in s, bandwidth Mbit/s, RTT ms).
 
-    ``options[slot]`` is the costed ``Option`` of local / edge / cloud or ``None``;
+    ``options[slot]`` is the costed ``Option`` of local / edge / cloud / d2d or ``None``;
     ``queues`` the requests waiting at the device's edge server and at the cloud.
     """
 
@@ -68,7 +70,7 @@ class Observation:
     device: int
     group: str
     attach: str
-    options: tuple[Option | None, Option | None, Option | None]
+    options: tuple[Option | None, ...]
     bandwidth_mbps: float
     rtt_ms: float
     loss: float
@@ -82,8 +84,9 @@ class Observation:
 
     def features(self) -> np.ndarray:
         """A float32 vector in the order of ``FEATURES`` (for learned policies)."""
-        lat = [0.0 if o is None else o.base.latency_ms for o in self.options]
-        mj = [0.0 if o is None else o.energy_j * 1e3 for o in self.options]
+        first = self.options[: len(ACTIONS)]  # the Gymnasium actions' options
+        lat = [0.0 if o is None else o.base.latency_ms for o in first]
+        mj = [0.0 if o is None else o.energy_j * 1e3 for o in first]
         return np.array(
             [
                 self.bandwidth_mbps,
@@ -108,7 +111,7 @@ class DecisionPolicy(Protocol):
     def decide(self, observation: Observation) -> int: ...
 
 
-_SLOT_OF_TIER = {"local": 0, "d2e": 1, "d2c": 2}
+_SLOT_OF_TIER = {"local": 0, "d2e": 1, "d2c": 2, "d2d": 3}
 
 
 class PlannerPolicy:
@@ -131,7 +134,9 @@ class PlannerPolicy:
         if pol is None:
             m = self.model
             slot = m.initial_slot[int(m.dev_group[device])]
-            label = ("local", f"d2e:{attach}", f"d2c:{m.cloud_name}")[slot]
+            helper = int(m.helper[device]) if m.helper.size else -1
+            d2d = f"d2d:{m.device_name(helper)}" if helper >= 0 else "local"
+            label = ("local", f"d2e:{attach}", f"d2c:{m.cloud_name}", d2d)[slot]
             pol = AdaptivePolicy(self.hysteresis, current=label)
             self._policies[device] = pol
         return pol

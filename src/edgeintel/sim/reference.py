@@ -65,6 +65,19 @@ def run_reference(state: SimState, progress: Callable[[float], None] | None = No
             yield env.timeout(svc)
         state.done[i] = env.now
 
+    def d2d(i: int, h: int, delay: int) -> Generator[Any, Any, None]:
+        yield env.timeout(delay)  # over the D2D link to the helper
+        svc = state.at_helper(i, h)
+        if svc < 0:
+            return
+        cpu = cpus.get(h)
+        if cpu is None:
+            cpu = cpus[h] = simpy.Resource(env, 1)
+        with cpu.request() as req:  # the helper's own CPU, FIFO with its local tasks
+            yield req
+            yield env.timeout(svc)
+        state.complete(i, env.now)
+
     def offload(i: int, c: int, tx: int, cell: int, half: int) -> Generator[Any, Any, None]:
         if c < 0:  # attached to the cloud: straight there
             yield env.timeout(tx + half)
@@ -110,6 +123,8 @@ def run_reference(state: SimState, progress: Callable[[float], None] | None = No
                     slot = state.slot[d]
                 if slot == 0:
                     env.process(local(a, d, state.local_energy(a, d)))
+                elif slot == 3:
+                    env.process(d2d(a, *state.d2d_send(a, d)))
                 else:
                     env.process(offload(a, *state.offload(a, d, slot)))
             elif kind == EV_TRACE:

@@ -124,6 +124,8 @@ class SimResult:
             nbytes["edge_to_device"] += done_any * s.forward_ack_bytes
         for tier in TIERS:
             out[f"bytes_{tier}"] = float(nbytes[tier])
+        # D2D: input and result over the neighbours' link, off the cell and the backhaul
+        out["bytes_d2d"] = float(np.count_nonzero(place == 3) * (s.input_bytes + s.result_bytes))
         out["bytes_up"] = float(nbytes["device_to_edge"] + nbytes["edge_to_cloud"])
         out["bytes_down"] = float(nbytes["edge_to_device"] + nbytes["cloud_to_edge"])
         out["energy_j"] = (int(r["energy"].sum()) + int(self.extra.get("fl_energy_uj", 0))) / 1e6

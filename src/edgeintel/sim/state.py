@@ -74,6 +74,7 @@ class SimState:
         self.bs = np.full(t, -1, dtype=np.int16)
         self.attempts = np.zeros(t, dtype=np.int8)
         self.inflight: dict[int, tuple[int, int, int]] = {}  # task -> (tx ns, back ns, tx uJ)
+        self.helper_uj: dict[int, int] = {}  # D2D task -> its helper's compute uJ
         self.t_arr = m.task_t
         self.dev_of = m.task_dev
         # per device
@@ -184,7 +185,7 @@ class SimState:
             slot = int(action)
         except (TypeError, ValueError):
             slot = -1
-        if slot not in (0, 1, 2) or obs.options[slot] is None:
+        if not 0 <= slot < len(obs.options) or obs.options[slot] is None:
             self.invalid_actions += 1
             slot = 0
         self.seen_version[d] = self.version[d]
@@ -224,6 +225,41 @@ class SimState:
         tx1 = transfer_ns(s.input_bytes, bw) if bw > 0 else 0
         back = half + (transfer_ns(s.result_bytes, bw) if bw > 0 else 0)
         return c, tx1, cell, half, (math.log(loss) if loss > 0 else 0.0), back
+
+    def d2d_consts(self) -> tuple[int, int, int, int, float, int]:
+        """``link_consts`` of the D2D link (no cell, no loss): the same for every device."""
+        bw, rtt = self.model.d2d or (0.0, 0.0)
+        s = self.settings
+        half = half_rtt_ns(rtt)
+        return (
+            -1,
+            transfer_ns(s.input_bytes, bw),
+            0,
+            half,
+            0.0,
+            half + transfer_ns(s.result_bytes, bw),
+        )
+
+    def d2d_send(self, i: int, d: int) -> tuple[int, int]:
+        """Send task ``i`` to device ``d``'s D2D helper: (helper, ns until it reaches it)."""
+        _, tx, _, half, _, back = self.d2d_consts()
+        self.attempts[i] = 1
+        self.place[i] = 3
+        self.inflight[i] = (tx, back, round(self.pw[d][1] * tx / 1000.0))
+        return int(self.model.helper[d]), tx + half
+
+    def at_helper(self, i: int, h: int) -> int:
+        """Task ``i`` reaches helper ``h``: its compute ns (drawn from the helper's battery now),
+        or -1 when the helper is flat (the task is dropped)."""
+        self.events += 1
+        if self.battery[h] <= 0:
+            self.drop(i, DROP_BATTERY)
+            return -1
+        svc = self.local_ns[h]
+        e = round(self.pw[h][0] * svc / 1000.0)
+        self.battery[h] -= e
+        self.helper_uj[i] = e
+        return svc
 
     def offload(self, i: int, d: int, slot: int) -> tuple[int, int, int, int]:
         """Start an offload: (cell index or -1, transmit ns at the device's rate, ns of the
@@ -282,7 +318,7 @@ class SimState:
         done = now + back
         self.done[i] = done
         e = e_tx + round(self.pw[d][2] * (done - int(self.t_arr[i]) - tx) / 1000.0)
-        self.energy[i] = e
+        self.energy[i] = e + self.helper_uj.pop(i, 0)  # a D2D helper's compute counts too
         self.battery[d] -= e
         if c >= 0:
             key = int(self.keys[i])
