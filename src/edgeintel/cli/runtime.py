@@ -256,7 +256,9 @@ def device_cmd(
         str | None, typer.Option(help="host:port of the device's edge server (none: offline).")
     ] = None,
     model: Annotated[str, typer.Option(help="Model name on the server.")] = "model",
-    tier: Annotated[str, typer.Option(help="Placement: device, edge or cloud.")] = "device",
+    tier: Annotated[
+        str, typer.Option(help="Placement: device, edge, cloud, or d2d (with --d2d).")
+    ] = "device",
     limit: Annotated[int, typer.Option(min=1, help="Stream indices 0..limit-1 to produce.")] = 100,
     duration_s: Annotated[float | None, typer.Option(help="Stop producing after this.")] = None,
     rate_hz: Annotated[
@@ -333,6 +335,21 @@ def device_cmd(
             "--onnx still serves split heads and the filter."
         ),
     ] = None,
+    d2d: Annotated[
+        str | None,
+        typer.Option(
+            help="NAME=HOST:PORT of a neighbour device (its --serve-d2d) that runs this "
+            "device's inputs with --tier d2d; with --emulate-link over the scenario's "
+            "settings.offloading.d2d link."
+        ),
+    ] = None,
+    serve_d2d: Annotated[
+        str | None,
+        typer.Option(
+            help="HOST:PORT where this device answers its neighbours' D2D requests on its "
+            "own model (mutual TLS with --tls-*: their device certificates)."
+        ),
+    ] = None,
 ) -> None:
     """Run a device agent: replay its data, infer locally or offload, store and forward."""
     from dataclasses import replace
@@ -340,7 +357,6 @@ def device_cmd(
     from edgeintel.examples import resolve_scenario
     from edgeintel.onnx_files import check_input_shape, make_session
     from edgeintel.runtime.agent import DeviceAgent, check_model_preprocessing, device_stream
-    from edgeintel.runtime.seams import StaticPlan
     from edgeintel.runtime.store import DeviceStore
     from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
     from edgeintel.runtime.wiring import filter_for_device, task_for_model, threshold_from_results
@@ -351,14 +367,11 @@ def device_cmd(
         key = _store_key(store_key, sc.settings.runtime.store.encrypt, device)
         stream = device_stream(sc, device)  # names the scenario's devices if unknown
         dev = next(d for d in sc.expand_devices() if d.name == device)
-        try:  # cloud: the edge server relays it (forward header), as in a deployed run
-            plan = StaticPlan.for_tier(tier, dev.attach, sc.cloud.name)
-        except ValueError:
-            raise ConfigError(f"--tier: expected device, edge or cloud, got {tier!r}") from None
+        tls = _tls_files(tls_cert, tls_key, tls_ca, tls_crl)
+        plan, peers = _device_plan(tier, d2d, dev, sc, tls, emulate_link)
         if rate_hz is not None:
             stream = replace(stream, interval_s=1.0 / rate_hz)
         transport: Transport | None = None
-        tls = _tls_files(tls_cert, tls_key, tls_ca, tls_crl)
         if server is not None:
             transport = HttpTransport(server, tls=tls)
             if emulate_link:
@@ -434,12 +447,17 @@ def device_cmd(
                 updater=updater,
                 drift=watch,
                 predictor=predictor,
+                peers=peers,
             )
+            helper = None if serve_d2d is None else _peer_service(agent, serve_d2d, tls)
             try:
                 stats = agent.run(limit, duration_s, drain_timeout_s)
             finally:
-                if transport is not None:
-                    transport.close()
+                if helper is not None:
+                    helper.stop()
+                for t in [transport, *peers.values()]:
+                    if t is not None:
+                        t.close()
             out = {
                 "device": device,
                 "inputs": len(stream.inputs),
@@ -449,6 +467,7 @@ def device_cmd(
                 "undelivered": st.size,
                 "version": agent.active.version,
                 "drift": None if watch is None else watch.report(),
+                "d2d_served": None if helper is None else helper.served,
                 "swaps": [
                     {"t_s": round(t - (agent.started or t), 3), "version": v}
                     for t, v in agent.versions
@@ -458,6 +477,61 @@ def device_cmd(
             if hint is not None:
                 out["hint"] = hint
         console.print_json(json.dumps(out))
+
+
+def _device_plan(
+    tier: str, d2d: str | None, dev: Any, sc: Any, tls: Any, emulate_link: bool
+) -> tuple[Any, dict[str, Any]]:
+    """``device``'s static plan and its D2D peers (``--tier``, ``--d2d``)."""
+    from edgeintel.runtime.seams import ExecutionTier, StaticPlan
+    from edgeintel.runtime.settings import parse_address
+    from edgeintel.runtime.transport import HttpTransport, LinkEmulator, Transport
+
+    if tier != "d2d":
+        if d2d is not None:
+            raise ConfigError("--d2d: names the helper of --tier d2d; give --tier d2d")
+        try:  # cloud: the edge server relays it (forward header), as in a deployed run
+            return StaticPlan.for_tier(tier, dev.attach, sc.cloud.name), {}
+        except ValueError:
+            raise ConfigError(
+                f"--tier: expected device, edge, cloud or d2d, got {tier!r}"
+            ) from None
+    name, _, where = (d2d or "").partition("=")
+    if not name or not where:
+        raise ConfigError(f"--d2d: expected NAME=HOST:PORT of the helper device, got {d2d!r}")
+    try:
+        host, port = parse_address(where)
+    except ValueError as exc:
+        raise ConfigError(f"--d2d: {exc}") from None
+    peer: Transport = HttpTransport(f"{host}:{port}", tls=tls)
+    link = sc.settings.offloading.d2d
+    if emulate_link and link is not None:
+        from edgeintel.topology import LinkSpec
+
+        peer = LinkEmulator(peer, LinkSpec(bandwidth_mbps=link.bandwidth_mbps,
+                                           rtt_ms=link.rtt_ms), seed=sc.seed)  # fmt: skip
+    return StaticPlan(ExecutionTier.D2D, target=name), {name: peer}
+
+
+def _peer_service(agent: Any, address: str, tls: Any) -> Any:
+    """The agent's D2D endpoint at ``address`` (--serve-d2d), started: under mutual TLS
+    neighbours are the devices whose certificates the CA signed."""
+    from edgeintel.runtime.auth import Unauthorized
+    from edgeintel.runtime.peer import PeerService
+    from edgeintel.runtime.settings import check_bindable, parse_address
+
+    try:
+        host, port = parse_address(address)
+        check_bindable(host, port)
+    except ValueError as exc:
+        raise ConfigError(f"--serve-d2d: {exc}") from None
+
+    def authorize(token: str, peer: Any) -> str | None:
+        if tls is not None and (peer is None or str(peer.role) != "device"):
+            raise Unauthorized("D2D requests come from devices (a device certificate)")
+        return None if peer is None else str(peer.name)
+
+    return PeerService(agent, host, port, tls=tls, authorize=authorize).start()
 
 
 def _tls_files(cert: Path | None, key: Path | None, ca: Path | None, crl: Path | None) -> Any:
