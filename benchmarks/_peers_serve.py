@@ -41,9 +41,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PEER_DIR = HERE / "peer_servers"
 VENVS = ROOT / ".venv-peers"
-ROUNDS = 3
+ROUNDS = 5
 CLIENTS = (1, 8, 64)
-N_REQUESTS = {1: 300, 8: 1500, 64: 3000}
+N_REQUESTS = {1: 300, 8: 2000, 64: 6000}  # p99 of 6,000: more than one 32-row stall
 WARMUP = 300
 LOADED = (8, 64)  # client counts the peer targets are judged at
 LOG = Path(tempfile.gettempdir()) / "edgeintel-peers-serve.log"  # the peers' output, kept
@@ -169,6 +169,24 @@ def server_cpu_s(pid: int) -> float:
     return total
 
 
+def server_runqueue_wait_s(pid: int) -> float:
+    """Seconds the threads of a process and its live descendants spent runnable but
+    waiting for a core (``/proc/<pid>/task/*/schedstat``, field 2): on a shared machine
+    the server's stalls, which no server change removes."""
+    import psutil
+
+    try:
+        pids = [pid, *(c.pid for c in psutil.Process(pid).children(recursive=True))]
+    except psutil.NoSuchProcess:
+        return 0.0
+    total = 0
+    for p in pids:
+        for f in Path(f"/proc/{p}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(f.read_text().split()[1])
+    return total / 1e9
+
+
 def _summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
     med = {
         k: float(np.median([r[k] for r in rs])) for k in ("throughput_per_s", "p50_ms", "p99_ms")
@@ -179,6 +197,9 @@ def _summary(rs: list[dict[str, Any]]) -> dict[str, Any]:
         "median_p99_ms": med["p99_ms"],
         "median_server_cpu_ms_per_request": float(
             np.median([r["server_cpu_ms_per_request"] for r in rs])
+        ),
+        "median_server_runqueue_wait_ms_per_request": float(
+            np.median([r["server_runqueue_wait_ms_per_request"] for r in rs])
         ),
         "failed": sum(r["failed"] for r in rs),
         "rounds": rs,
@@ -209,19 +230,45 @@ def measure(
         for clients in CLIENTS:
             for name in order:
                 port, pid, binary = servers[name]
-                cpu0 = server_cpu_s(pid)
+                cpu0, wait0 = server_cpu_s(pid), server_runqueue_wait_s(pid)
                 out = load(port, N_REQUESTS[clients], binary=binary, concurrency=clients)
-                out["server_cpu_ms_per_request"] = (
-                    (server_cpu_s(pid) - cpu0) * 1000 / max(out["ok"], 1)
+                ok = max(out["ok"], 1)
+                out["server_cpu_ms_per_request"] = (server_cpu_s(pid) - cpu0) * 1000 / ok
+                out["server_runqueue_wait_ms_per_request"] = (
+                    (server_runqueue_wait_s(pid) - wait0) * 1000 / ok
                 )
                 runs[name][clients].append(out)
                 print(
                     f"  round {r} {clients:>2} clients {name:<28} "
                     f"{out['throughput_per_s']:8.0f}/s p99 {out['p99_ms']:7.1f} ms "
-                    f"cpu {out['server_cpu_ms_per_request']:.3f} ms/req failed {out['failed']}",
+                    f"cpu {out['server_cpu_ms_per_request']:.3f} ms/req "
+                    f"runq {out['server_runqueue_wait_ms_per_request']:.3f} ms/req "
+                    f"failed {out['failed']}",
                     flush=True,
                 )
     return runs
+
+
+def ort_cost_us(onnx: Path, rows: tuple[int, ...] = (1, 32), calls: int = 300) -> dict[str, float]:
+    """CPU microseconds of one ONNX Runtime call (1 thread) at each batch size, best of 5
+    repeats: what batching can save in inference itself."""
+    from edgeintel.onnx_files import make_session
+
+    sess = make_session(onnx)
+    name = sess.get_inputs()[0].name
+    out: dict[str, float] = {}
+    for n in rows:
+        x = np.random.default_rng(0).random((n, 1, 8, 8), dtype=np.float32)
+        for _ in range(30):
+            sess.run(None, {name: x})
+        best = float("inf")
+        for _ in range(5):
+            t = time.process_time()
+            for _ in range(calls):
+                sess.run(None, {name: x})
+            best = min(best, (time.process_time() - t) / calls)
+        out[f"{n}_rows"] = best * 1e6
+    return out
 
 
 def _model(folder: Path) -> tuple[Path, Path]:
@@ -264,10 +311,11 @@ def run() -> tuple[list[dict[str, Any]], dict[str, Any]]:
                     started.append(srv)
                     servers[p.label] = (srv.port, srv.proc.pid, p.binary)
                 runs = measure(servers)
+                ort_us = ort_cost_us(onnx)
             finally:
                 for s in reversed(started):
                     s.stop()
-    return _targets(runs), _details(runs)
+    return _targets(runs), {**_details(runs), "ort_cpu_us_per_call": ort_us}
 
 
 def _targets(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> list[dict[str, Any]]:
@@ -343,6 +391,12 @@ def _details(runs: dict[str, dict[int, list[dict[str, Any]]]]) -> dict[str, Any]
             k: {f"{c}_clients": _summary(v[c]) for c in CLIENTS} for k, v in runs.items()
         },
         "ratios": ratios,
+        "batching_server_cpu_per_request_unbatched_over_batched": {
+            f"{c}_clients": _paired(
+                runs["edgeintel no batching"][c], runs["edgeintel"][c], "server_cpu_ms_per_request"
+            )
+            for c in CLIENTS
+        },
         "batching_speedup": {
             f"{c}_clients": _paired(
                 runs["edgeintel"][c], runs["edgeintel no batching"][c], "throughput_per_s"

@@ -4,8 +4,9 @@ Runs under ``.venv-peers/kserve/bin/python`` (KServe needs pandas<3 and psutil<6
 imports edgeintel). A ``kserve.Model`` whose ``predict`` runs ONNX Runtime with one
 intra-op and one inter-op thread (as ``edgeintel serve`` does) in KServe's
 ``ModelServer``: one uvicorn worker, Open Inference Protocol v2 over REST (with the
-binary data extension) and gRPC. KServe's Python server has no dynamic batcher (its
-batcher is the Go agent of a Kubernetes deployment), so each request is one ORT call.
+binary data extension) and gRPC, per-request logging off (as in edgeintel serve).
+KServe's Python server has no dynamic batcher (its batcher is the Go agent of a
+Kubernetes deployment), so each request is one ORT call.
 
 Usage: python kserve_server.py MODEL.onnx NAME HTTP_PORT GRPC_PORT
 Stops on SIGTERM.
@@ -13,6 +14,7 @@ Stops on SIGTERM.
 
 from __future__ import annotations
 
+import logging
 import sys
 from typing import Any
 
@@ -59,13 +61,19 @@ class OnnxModel(Model):  # type: ignore[misc]
 def main() -> None:
     path, name, http_port, grpc_port = ARGS
     model = OnnxModel(name, path)
-    ModelServer(
+    server = ModelServer(
         http_port=int(http_port),
         grpc_port=int(grpc_port),
         workers=1,
         enable_latency_logging=False,
         access_log_format=None,
-    ).start([model])
+    )
+    # KServe logs two lines per request by default (uvicorn's access log and timing_asgi's
+    # trace); edgeintel serve logs none, so neither does the peer (set after ModelServer
+    # configured logging)
+    for quiet in ("uvicorn.access", "kserve.trace"):
+        logging.getLogger(quiet).setLevel(logging.WARNING)
+    server.start([model])
 
 
 if __name__ == "__main__":
