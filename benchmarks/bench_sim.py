@@ -113,7 +113,7 @@ def city_scenario(devices: int) -> dict[str, Any]:
     }
 
 
-def _run(devices: int, duration_s: float, engine: str, queue: Any) -> None:
+def _run(devices: int, duration_s: float, engine: str, queue: Any, reached: Any) -> None:
     """In a fresh process: simulate and report CPU, memory and the summary."""
     from edgeintel.scenario import parse_scenario
     from edgeintel.sim import SimSettings, simulate
@@ -122,7 +122,7 @@ def _run(devices: int, duration_s: float, engine: str, queue: Any) -> None:
     sc = parse_scenario(city_scenario(devices))
     st = SimSettings(duration_s=duration_s, engine=engine, task_rate_hz=RATE_HZ, **WORKLOAD)
     cpu0, wall0 = time.process_time(), time.perf_counter()
-    res = simulate(sc, st)
+    res = simulate(sc, st, progress=lambda f: setattr(reached, "value", f))
     cpu = time.process_time() - cpu0
     wall = time.perf_counter() - wall0
     s = res.summary()
@@ -161,14 +161,18 @@ def measure(devices: int, duration_s: float, engine: str = "fast") -> dict[str, 
     """One run in a fresh process; ``{"error": ...}`` when it fails or passes ``RUN_LIMIT_S``."""
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
-    p = ctx.Process(target=_run, args=(devices, duration_s, engine, q))
+    reached = ctx.Value("d", 0.0)  # share of simulated time reached (progress callback)
+    p = ctx.Process(target=_run, args=(devices, duration_s, engine, q, reached))
     t0 = time.perf_counter()
     p.start()
     try:
         out: dict[str, Any] = q.get(timeout=RUN_LIMIT_S)
     except queue.Empty:  # the run passed the limit (or died)
+        used = _proc_figures(p.pid)  # what it had spent when stopped
         p.kill()
         out = {
+            **used,
+            "simulated_time_reached": round(reached.value, 3),
             "devices": devices,
             "duration_s": duration_s,
             "engine": engine,
@@ -181,14 +185,42 @@ def measure(devices: int, duration_s: float, engine: str = "fast") -> dict[str, 
     return out
 
 
+def _proc_figures(pid: int | None) -> dict[str, Any]:
+    """CPU seconds and peak memory (MiB) a live process has used, from /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        hwm = [ln for ln in Path(f"/proc/{pid}/status").read_text().splitlines()
+               if ln.startswith("VmHWM:")]  # fmt: skip
+    except OSError:
+        return {}
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        "cpu_s_when_stopped": round((int(stat[11]) + int(stat[12])) / tick, 1),
+        "peak_mib_when_stopped": round(int(hwm[0].split()[1]) / 1024, 1) if hwm else None,
+    }
+
+
 def warm_up() -> dict[str, Any]:
     """Compile the kernel once (numba caches it on disk) and time that, in a fresh process."""
     out = measure(100, 60)
     return {"cpu_s_with_compile": out.get("cpu_s"), "wall_s": out.get("wall_s")}
 
 
-def _value(run: dict[str, Any], key: str) -> float:
-    return float(run[key]) if key in run else float("inf")
+def _big_target(run: dict[str, Any], name: str, key: str, goal: float, unit: str) -> dict[str, Any]:
+    """A 1,000,000-device target; a run stopped at the wall limit is missed, its value what it
+    had used by then (a lower bound) with the reason."""
+    scale = 1 / 1024 if unit == "GiB" else 1.0
+    if "error" not in run:
+        return target(name, float(run[key]) * scale, "<=", goal, unit)
+    used = run.get(f"{key}_when_stopped")
+    out = target(name, float(used or 0.0) * scale, "<=", goal, unit)
+    out["met"] = False
+    out["note"] = (
+        f"not finished: {run['error']}, load {run.get('load_1min_at_end')} on 2 cores; "
+        f"{run.get('simulated_time_reached', 0):.0%} of simulated time reached; the value is "
+        "what it had used when stopped (a lower bound)"
+    )
+    return out
 
 
 def main() -> None:
@@ -227,14 +259,8 @@ def main() -> None:
             4,
             "GiB",
         ),
-        target("1,000,000 devices x 10 min CPU", _value(big, "cpu_s"), "<=", 900, "s"),
-        target(
-            "1,000,000 devices x 10 min peak memory",
-            _value(big, "peak_mib") / 1024,
-            "<=",
-            16,
-            "GiB",
-        ),
+        _big_target(big, "1,000,000 devices x 10 min CPU", "cpu_s", 900, "s"),
+        _big_target(big, "1,000,000 devices x 10 min peak memory", "peak_mib", 16, "GiB"),
         target("fast core vs SimPy, same model", comparison["derived"]["speedup_x"], ">=", 1, "x"),
         target(
             "fast core and SimPy records identical",
