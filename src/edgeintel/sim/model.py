@@ -71,6 +71,8 @@ link (``settings.offloading.d2d``)."""
 
 BYTES_PER_TASK = 100
 """Peak bytes per expected task: drawn arrays, sort temporaries and the per-task records."""
+ALERT_RATE = 0.01
+"""Share of an alerting kind's readings that are alerts when ``alert_rate`` is unset."""
 BYTES_PER_DEVICE = 3000
 """Bytes per device: traces, per-device state and its offloading policy object."""
 
@@ -151,6 +153,10 @@ class SimModel:
     # D2D: each device's helper (-1: none) and the D2D link (Mbit/s, RTT ms), when declared
     helper: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     d2d: tuple[float, float] | None = None
+    # the scenario's task kind; per task, whether it is an alert (empty: the kind raises none)
+    task_kind: str = "classification"
+    task_alert: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    alerts: dict[str, Any] = field(default_factory=dict)
     # task_ms, input_bytes, result_bytes, skip_probability: {"value", "source"} each
     workload: dict[str, dict[str, Any]] = field(default_factory=dict)
     _local: dict[int, tuple[Power, tuple[float, float], Option]] = field(
@@ -291,6 +297,21 @@ def _link_table(specs: list[Any], epochs: np.ndarray) -> tuple[np.ndarray, ...]:
     return bw, rtt, loss
 
 
+def task_alerts(sc: Scenario, s: SimSettings, seed: int, m: int) -> dict[str, Any]:
+    """Which of ``m`` tasks are alerts, for a task kind that raises them (``TaskKind.urgent``
+    overridden: anomaly): each with probability ``s.alert_rate`` (default ``ALERT_RATE``), from
+    its own stream so the other draws do not move; ``{"rate", "source", "mask"}``."""
+    from edgeintel.tasks import TaskKind
+
+    kind = sc.task.task_kind()
+    if type(kind).urgent is TaskKind.urgent:
+        return {"rate": 0.0, "source": f"{sc.task.kind} raises no alerts"}
+    rate = ALERT_RATE if s.alert_rate is None else s.alert_rate
+    source = "set" if s.alert_rate is not None else "generic default (1% of readings)"
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 0xA1E7]))
+    return {"rate": rate, "source": source, "mask": rng.random(m) < rate}
+
+
 def d2d_helpers(home: np.ndarray) -> np.ndarray:
     """Each device's D2D helper: the next device attached to the same node (cyclically, in
     index order, as the planner's first neighbour); -1 alone at its node."""
@@ -418,6 +439,10 @@ def build_model(
     cdf = np.cumsum(1.0 / np.arange(1, s.catalog + 1) ** s.zipf_alpha)
     cdf /= cdf[-1]
     keys = np.minimum(np.searchsorted(cdf, r_key.random(m)), s.catalog - 1).astype(np.int32)
+    alerts = task_alerts(sc, s, seed, m)
+    alert = alerts.pop("mask", np.zeros(0, dtype=bool))
+    if alert.size:  # the filter never drops an alert (the reading is not steady)
+        skip &= ~alert
     u = 1.0 - r_loss.random(m)  # in (0, 1]: log(u) is finite
     # handovers between edge servers
     movable = home < e_n
@@ -482,6 +507,9 @@ def build_model(
         sample_t=sample_t,
         initial_slot=[0] * len(groups),
     )
+    model.task_kind = sc.task.kind
+    model.alerts = alerts
+    model.task_alert = alert
     if s.request_overhead_ms > 0:  # its own stream: the other draws do not move
         r_ovh = np.random.default_rng(np.random.SeedSequence([seed, 0x0E4D]))
         z = r_ovh.standard_normal(m) * s.request_overhead_sigma

@@ -104,6 +104,7 @@ class SimResult:
                     float(np.percentile(lat, q)) if lat.size else float("nan")
                 )
             out[f"latency_mean_s{name}"] = float(lat.mean()) if lat.size else float("nan")
+        out |= self._alerts()
         out["cache_hits"] = float(np.count_nonzero(r["hit"]))
         lookups = self.counters.get("cache_lookups", 0)
         out["cache_hit_ratio"] = out["cache_hits"] / lookups if lookups else 0.0
@@ -138,6 +139,25 @@ class SimResult:
         out["wall_s"] = round(self.wall_s, 4)
         out["events_per_cpu_s"] = self.counters["events"] / self.cpu_s if self.cpu_s > 0 else 0.0
         return out
+
+    def _alerts(self) -> dict[str, float]:
+        """Alerts of an alerting task kind (anomaly): how many, completed, dropped (a skipped
+        alert cannot happen: the filter never drops one) and their latency (s)."""
+        alert = self.model.task_alert
+        if alert.size == 0:
+            return {}
+        r = self.records
+        place, done = r["place"][alert], r["done"][alert]
+        ok = (place >= 0) & (done >= 0)
+        lat = (done[ok] - r["t_arr"][alert][ok]) / NS
+        return {
+            "alerts": float(alert.sum()),
+            "alerts_completed": float(ok.sum()),
+            "alerts_skipped": float(np.count_nonzero(place == SKIPPED)),
+            "alerts_dropped": float(np.isin(place, (DROP_BATTERY, DROP_QUEUE, DROP_OUTAGE)).sum()),
+            "alert_latency_p50_s": float(np.percentile(lat, 50)) if lat.size else float("nan"),
+            "alert_latency_p95_s": float(np.percentile(lat, 95)) if lat.size else float("nan"),
+        }
 
     def digest(self) -> str:
         """SHA-256 over every per-task record array (bit-identical runs share it)."""
@@ -181,6 +201,8 @@ class SimResult:
             "settings": m.settings.model_dump(mode="json"),
             "summary": {k: clean(v) for k, v in self.summary().items()},
             "workload": m.workload,
+            "task_kind": m.task_kind,
+            "alerts": m.alerts,
             "fleet": {
                 name: int(c)
                 for name, c in zip(

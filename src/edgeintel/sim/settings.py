@@ -137,6 +137,8 @@ class SimSettings(Strict):
     # None: the scenario's own workload (sim.workload; generic figures only where unknown)
     skip_probability: Annotated[float, Field(ge=0, lt=1)] | None = None
     task_rate_hz: Annotated[float, Field(gt=0, le=1000)] | None = None
+    # share of readings that are alerts, for a kind that raises them (anomaly; default 1 %)
+    alert_rate: Annotated[float, Field(ge=0, le=1)] | None = None
     task_ms: Annotated[float, Field(ge=1e-4, le=1e7)] | None = None
     input_bytes: Annotated[int, Field(ge=1, le=2**40)] | None = None
     result_bytes: Annotated[int, Field(ge=1, le=2**40)] | None = None

@@ -42,7 +42,8 @@ def render_simulation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
             f"{int(s.get('dropped_outage') or 0)} at backhaul outages"
         )
     rows = []
-    for slot in ("", "_local", "_edge", "_cloud"):
+    slots = ("", "_local", "_edge", "_cloud", *(("_d2d",) if s.get("completed_d2d") else ()))
+    for slot in slots:
         rows.append(
             {
                 "placement": slot.strip("_") or "all",
@@ -61,6 +62,12 @@ def render_simulation(data: dict[str, Any], figures: list[Figure], ctx: RenderCo
             "skipped",
             "cache_hits",
             "cache_hit_ratio",
+            "alerts",
+            "alerts_completed",
+            "alerts_dropped",
+            "alert_latency_p95_s",
+            "completed_d2d",
+            "bytes_d2d",
             "dropped_battery",
             "dropped_queue",
             "dropped_outage",
