@@ -298,3 +298,31 @@ def test_d2d_engines_agree_under_contention(engine: str) -> None:
     b = Simulation(model, policy=_Cycle(), engine="simpy").run()
     _records_equal(a.records, b.records)
     assert np.count_nonzero(a.records["place"] == 3) > 50
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_alerts_jump_the_server_queue_worked_by_hand(engine: str) -> None:
+    """The trace of ``test_event_trace_worked_by_hand`` with task 3 an alert: at 31.5 ms the
+    one worker finds [1, 2, 3] waiting and takes the alert first: batch (3, 1) 31.5-61.5
+    (task 3 back at 63.5: 60.5 ms; task 1 at 64.5: 63.5 ms), then task 2 alone 61.5-81.5,
+    back at 84.5: 82.5 ms (it was 62.5 without the alert)."""
+    model = dataclasses.replace(
+        _hand_model(), task_alert=np.array([False, False, False, True, False, False])
+    )
+    res = Simulation(model, policy=_Script(), engine=engine).run()  # type: ignore[arg-type]
+    r = res.records
+    np.testing.assert_allclose(
+        (r["done"] - r["t_arr"]) / MS, [33.0, 63.5, 82.5, 60.5, 20.0, 15.0], atol=1e-9
+    )
+    assert res.summary()["alert_latency_p50_s"] == pytest.approx(0.0605)
+
+
+@pytest.mark.parametrize("engine", ["fast", "python"])
+def test_alert_priority_engines_agree_under_contention(engine: str) -> None:
+    model = build_model(busy_scenario())
+    rng = np.random.default_rng(0)
+    model = dataclasses.replace(model, task_alert=rng.random(model.num_tasks) < 0.3)
+    a = Simulation(model, engine=engine).run()  # type: ignore[arg-type]
+    b = Simulation(model, engine="simpy").run()
+    _records_equal(a.records, b.records)
+    assert max(a.series["edge_queue"]) > 2  # alerts overtook real queues

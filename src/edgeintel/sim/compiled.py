@@ -85,6 +85,7 @@ def run_compiled(
         else np.asarray(m.task_overhead_ns, np.int64)
     )
     o_t, o_k, o_a = _others(m)
+    alert = np.asarray(m.task_alert, dtype=np.bool_)
     ho_dev = np.asarray(m.ho_dev, dtype=np.int64)
     ho_u = np.asarray(m.ho_u, dtype=np.float64)
     dev_free = np.zeros(n, dtype=np.int64)
@@ -140,7 +141,7 @@ def run_compiled(
     handovers0 = state.handovers
     while True:
         code = k.advance(
-            task_t, task_dev, task_skip, task_key, task_u, ovh, o_t, o_k, o_a, ho_dev, ho_u,
+            task_t, task_dev, task_skip, task_key, task_u, ovh, alert, o_t, o_k, o_a, ho_dev, ho_u,
             state.place, state.done, state.hit, state.energy, state.bs, state.attempts,
             battery, attach, dev_free, version, pw, dev_i, pi, pf, fq, fq_n,
             srv, batch_ns, cells, bhbw, bhrtt, cn, cp, cin, ch,

@@ -84,6 +84,7 @@ def run_core(
     ]
     policy = state.policy
     helper = m.helper.tolist()
+    alerts = m.task_alert if m.task_alert.size else None
     ovh = None if m.task_overhead_ns is None else m.task_overhead_ns.tolist()
     log = math.log
     isfinite = math.isfinite
@@ -156,6 +157,12 @@ def run_core(
             drp_i.append(f[0])
             drp_code.append(DROP_QUEUE)
             drp_e.append(f[7])
+        elif alerts is not None and alerts[f[0]]:  # ahead of every waiting non-alert
+            q = queues[srv]
+            pos = 0
+            while pos < len(q) and alerts[q[pos][0]]:
+                pos += 1
+            q.insert(pos, f)
         else:
             queues[srv].append(f)
 

@@ -166,7 +166,8 @@ def _admit(
 @njit(cache=True)
 def advance(
     task_t: np.ndarray, task_dev: np.ndarray, task_skip: np.ndarray, task_key: np.ndarray,
-    task_u: np.ndarray, ovh: np.ndarray, o_t: np.ndarray, o_k: np.ndarray, o_a: np.ndarray,
+    task_u: np.ndarray, ovh: np.ndarray, alert: np.ndarray, o_t: np.ndarray, o_k: np.ndarray,
+    o_a: np.ndarray,
     ho_dev: np.ndarray, ho_u: np.ndarray,
     place: np.ndarray, done: np.ndarray, hit: np.ndarray, energy: np.ndarray, bs: np.ndarray,
     attempts: np.ndarray,
@@ -317,6 +318,8 @@ def advance(
                 _push(h, sc, now + batch_ns[s, 1], BATCH_DONE, b)
             elif srv[s, S_LEN] >= limit:
                 _drop(rec, r, PLACE_DROP_QUEUE, battery, place, energy, rfree, sc)
+            elif alert.size and alert[rec[r, R_I]]:  # ahead of every waiting non-alert
+                _enqueue_alert(srv, rec, alert, s, r)
             else:
                 rec[r, R_NEXT] = -1
                 if srv[s, S_LEN] > 0:
@@ -405,6 +408,27 @@ def advance(
             _push(h, sc, max(fin, t + tx) + pi[d, P_HALF], AT_EDGE, r)
         else:
             _push(h, sc, t + tx + pi[d, P_HALF], AT_SERVER, r)
+
+
+@njit(cache=True)
+def _enqueue_alert(srv: np.ndarray, rec: np.ndarray, alert: np.ndarray, s: int, r: int) -> None:
+    """Queue request ``r`` (an alert) at server ``s`` after the alerts already waiting at its
+    front and before everything else."""
+    head = srv[s, S_HEAD]
+    if srv[s, S_LEN] == 0 or not alert[rec[head, R_I]]:
+        rec[r, R_NEXT] = head
+        srv[s, S_HEAD] = r
+        if srv[s, S_LEN] == 0:
+            srv[s, S_TAIL] = r
+    else:
+        p = head
+        while rec[p, R_NEXT] >= 0 and alert[rec[rec[p, R_NEXT], R_I]]:
+            p = rec[p, R_NEXT]
+        rec[r, R_NEXT] = rec[p, R_NEXT]
+        rec[p, R_NEXT] = r
+        if srv[s, S_TAIL] == p:
+            srv[s, S_TAIL] = r
+    srv[s, S_LEN] += 1
 
 
 @njit(cache=True)

@@ -35,12 +35,18 @@ def run_reference(state: SimState, progress: Callable[[float], None] | None = No
     backhauls = [simpy.Resource(env, 1) for _ in range(e_n)]
     stores = [simpy.Store(env) for _ in range(e_n + 1)]
     ex_t, ex_k, ex_a = (a.tolist() for a in m.exogenous())
+    alerts = m.task_alert
 
     def server_put(srv: int, i: int) -> None:
         state.events += 1
         store = stores[srv]
         if not store.get_queue and len(store.items) >= s.queue_limit:
             state.drop(i, DROP_QUEUE)
+        elif alerts.size and alerts[i] and not store.get_queue:  # ahead of the non-alerts
+            pos = 0
+            while pos < len(store.items) and alerts[store.items[pos]]:
+                pos += 1
+            store.items.insert(pos, i)
         else:
             store.put(i)
 
