@@ -166,26 +166,42 @@ async def _worker(cfg: dict[str, Any], req: bytes, state: dict[str, Any], t0: fl
         conn.transport.close()
 
 
-async def _grpc_worker(cfg: dict[str, Any], req: Any, state: dict[str, Any]) -> None:
+async def _grpc_worker(cfg: dict[str, Any], req: Any, state: dict[str, Any], stub: Any) -> None:
+    import grpc
+
+    while state["next"] < cfg["requests"]:
+        state["next"] += 1
+        start = time.perf_counter()
+        ok = True
+        try:
+            resp = await stub.ModelInfer(req)
+            arr = np.frombuffer(resp.raw_output_contents[0], np.float32)
+            ok = arr.size == int(np.prod(cfg["output_shape"]))
+        except grpc.aio.AioRpcError as exc:
+            ok = False
+            code = str(exc.code())
+            state["statuses"][code] = state["statuses"].get(code, 0) + 1
+        state["lat"].append(time.perf_counter() - start)
+        state["ok" if ok else "failed"] += 1
+
+
+async def _grpc_run(cfg: dict[str, Any], req: Any, state: dict[str, Any]) -> None:
+    """``concurrency`` callers in flight over ``grpc_channels`` channels (default one,
+    its HTTP/2 connection multiplexing every call, as one tritonclient.grpc client)."""
     import grpc
     from tritonclient.grpc import service_pb2_grpc
 
-    async with grpc.aio.insecure_channel(f"{cfg['host']}:{cfg['grpc_port']}") as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        while state["next"] < cfg["requests"]:
-            state["next"] += 1
-            start = time.perf_counter()
-            ok = True
-            try:
-                resp = await stub.ModelInfer(req)
-                arr = np.frombuffer(resp.raw_output_contents[0], np.float32)
-                ok = arr.size == int(np.prod(cfg["output_shape"]))
-            except grpc.aio.AioRpcError as exc:
-                ok = False
-                code = str(exc.code())
-                state["statuses"][code] = state["statuses"].get(code, 0) + 1
-            state["lat"].append(time.perf_counter() - start)
-            state["ok" if ok else "failed"] += 1
+    target = f"{cfg['host']}:{cfg['grpc_port']}"
+    n = max(1, min(int(cfg.get("grpc_channels") or 1), cfg["concurrency"]))
+    channels = [grpc.aio.insecure_channel(target) for _ in range(n)]
+    stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in channels]
+    try:
+        await asyncio.gather(
+            *(_grpc_worker(cfg, req, state, stubs[i % n]) for i in range(cfg["concurrency"]))
+        )
+    finally:
+        for c in channels:
+            await c.close()
 
 
 def _grpc_request(cfg: dict[str, Any], x: np.ndarray) -> tuple[Any, int]:
@@ -205,7 +221,7 @@ async def run(cfg: dict[str, Any]) -> dict[str, Any]:
     if cfg.get("protocol") == "grpc":
         greq, size = _grpc_request(cfg, x)
         t0 = time.perf_counter()
-        await asyncio.gather(*(_grpc_worker(cfg, greq, state) for _ in range(cfg["concurrency"])))
+        await _grpc_run(cfg, greq, state)
         return _summary(cfg, state, time.perf_counter() - t0, size)
     body, hl = encode_request({cfg["input"]: x}, binary=cfg["binary"], binary_outputs=cfg["binary"])
     head = (

@@ -335,3 +335,39 @@ def test_busy_grpc_port_is_one_line(model_repo: Path) -> None:
         )
     assert r.returncode == 2
     assert f"--grpc-port {port}" in r.stderr + r.stdout and "Traceback" not in r.stderr
+
+
+def test_grpc_calls_in_flight_share_batches_and_stray_methods_are_unimplemented(
+    node: ServerProcess,
+) -> None:
+    """The gRPC face (grpcio's thread-pool server handing calls to the HTTP event loop,
+    runtime.grpc_bridge): 32 calls at once all answered, through the shared batcher (fewer
+    ONNX Runtime calls than requests); a method the server does not implement is
+    UNIMPLEMENTED, a stream without a token UNAUTHENTICATED, neither an internal error."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def batches() -> float:
+        text = httpx.get(
+            f"http://{node.url}/metrics", headers={"Authorization": f"Bearer {OP_TOKEN}"}
+        ).text
+        line = [x for x in text.splitlines() if x.startswith("edgeintel_batch_size_count")]
+        return sum(float(x.rsplit(" ", 1)[1]) for x in line)
+
+    with grpc.insecure_channel(node.grpc_url) as ch:  # type: ignore[attr-defined]
+        stub = pb_grpc.GRPCInferenceServiceStub(ch)
+        x = sample_digits(1)
+        req = pb.ModelInferRequest(model_name="digits")
+        req.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+        req.raw_input_contents.append(x.tobytes())
+        before = batches()
+        with ThreadPoolExecutor(32) as pool:
+            calls = [pool.submit(stub.ModelInfer, req, metadata=GDEV.items()) for _ in range(96)]
+            answers = [c.result() for c in calls]
+        assert len(answers) == 96 and all(len(a.raw_output_contents[0]) == 40 for a in answers)
+        assert batches() - before < 96
+        with pytest.raises(grpc.RpcError) as err:
+            stub.TraceSetting(pb.TraceSettingRequest(), metadata=GDEV.items())
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        with pytest.raises(grpc.RpcError) as err:
+            list(stub.ModelStreamInfer(iter([req])))
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED

@@ -1,8 +1,9 @@
 """The Open Inference Protocol v2 over gRPC (KServe / Triton ``GRPCInferenceService``).
 
-Served with ``grpcio``'s asyncio server on the HTTP server's event loop, so both faces
-share one ``InferenceServer``: the same auth (``authorization: Bearer <token>``
-metadata), the same batchers, result cache and statistics. The service definition is
+The handlers are coroutines on the HTTP server's event loop (grpcio's thread-pool
+server hands each call to the loop: ``runtime.grpc_bridge``), so both faces share one
+``InferenceServer``: the same auth (``authorization: Bearer <token>`` metadata), the
+same batchers, result cache and statistics. The service definition is
 the one ``tritonclient[grpc]`` ships (``tritonclient.grpc.service_pb2[_grpc]``).
 Tensors arrive as ``raw_input_contents`` (little-endian bytes, BYTES length-prefixed)
 or as typed ``contents``; outputs are always answered as ``raw_output_contents``.
@@ -14,7 +15,7 @@ relaying (``x-edgeintel-forward``) is HTTP only.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
     from edgeintel.runtime.server import InferenceServer
 
-__all__ = ["GrpcApi", "decode_infer", "start_grpc"]
+__all__ = ["GrpcApi", "decode_infer"]
 
 _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -266,58 +267,23 @@ class GrpcApi(pb_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 
         return await self._call("infer", request.model_name, context, run)
 
-    async def ModelStreamInfer(self, request_iterator: Any, context: Any) -> AsyncIterator[Any]:
-        """Each request answered in order; a failed one with ``error_message`` (the
-        stream goes on), as Triton's decoupled-free models do."""
+    async def stream_device(self, context: Any) -> str | None:
+        """The device of a stream (once, as it opens); UNAUTHENTICATED otherwise."""
         try:
-            device = self.device(context)
+            return self.device(context)
         except Unauthorized as exc:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, str(exc))
-        async for request in request_iterator:
-            status, message = 200, ""
-            try:
-                resp = await self._infer(request, device)
-                yield pb.ModelStreamInferResponse(infer_response=resp)
-            except (ServeError, ProtocolError, QueueFull) as exc:
-                status = getattr(exc, "status", 503 if isinstance(exc, QueueFull) else 400)
-                message = str(exc)
-                yield pb.ModelStreamInferResponse(error_message=message)
-            label = request.model_name if self.core.served(request.model_name) else ""
-            self.server.metrics.request("grpc.stream_infer", label, status)
+            raise
 
-
-async def start_grpc(
-    server: InferenceServer,
-    host: str,
-    port: int,
-    credentials: Any = None,
-    revocations: Any = None,
-) -> tuple[Any, int]:
-    """Start the gRPC service of ``server`` on ``host:port`` (0: a free port) on the
-    running event loop; (the grpc.aio server, the bound port). ``revocations``: calls
-    from a revoked client certificate are refused (UNAUTHENTICATED)."""
-    limit = server.settings.max_request_bytes
-    interceptors = []
-    if revocations is not None:
-        from edgeintel.security.mtls import grpc_revocation_interceptor
-
-        interceptors.append(grpc_revocation_interceptor(revocations))
-    g = grpc.aio.server(
-        interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", max(limit, 64 * 1024 * 1024)),
-            ("grpc.max_concurrent_streams", server.settings.max_connections),
-        ],
-    )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(GrpcApi(server), g)
-    address = f"{host}:{port}"
-    bound = (
-        g.add_secure_port(address, credentials)
-        if credentials is not None
-        else g.add_insecure_port(address)
-    )
-    if bound == 0:
-        raise OSError(f"gRPC: cannot bind {address}")
-    await g.start()
-    return g, bound
+    async def stream_one(self, request: Any, device: str | None) -> Any:
+        """One request of a stream, answered in order; a failed one with
+        ``error_message`` (the stream goes on), as Triton's decoupled-free models do."""
+        status = 200
+        try:
+            resp = pb.ModelStreamInferResponse(infer_response=await self._infer(request, device))
+        except (ServeError, ProtocolError, QueueFull) as exc:
+            status = getattr(exc, "status", 503 if isinstance(exc, QueueFull) else 400)
+            resp = pb.ModelStreamInferResponse(error_message=str(exc))
+        label = request.model_name if self.core.served(request.model_name) else ""
+        self.server.metrics.request("grpc.stream_infer", label, status)
+        return resp

@@ -231,7 +231,7 @@ class InferenceServer:
                 )
                 self.forwarder.start()
         if self.grpc_port is not None:
-            from edgeintel.runtime.grpc_api import start_grpc
+            from edgeintel.runtime.grpc_bridge import start_grpc
 
             self._grpc, self.grpc_port = await start_grpc(
                 self, self.grpc_host, self.grpc_port, self.grpc_ssl, self.grpc_revocations
@@ -248,7 +248,9 @@ class InferenceServer:
     async def stop(self) -> None:
         self.core.ready = False
         if self._grpc is not None:
-            await self._grpc.stop(self.settings.graceful_shutdown_s)
+            from edgeintel.runtime.grpc_bridge import stop_grpc
+
+            await stop_grpc(self._grpc, self.settings.graceful_shutdown_s)
         await self.core.close()
         if self.forwarder is not None:
             self.forwarder.stop()

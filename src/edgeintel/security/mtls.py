@@ -7,7 +7,8 @@ re-read when the file changes) is disconnected as its connection opens, and ever
 request carries the certificate's identity in the ASGI scope's ``tls`` extension
 (``client_cert_name``, ``edgeintel_role``) so handlers can hold a device to its own
 name (``peer_identity``). The gRPC face gets the same revocation check per call
-(``grpc_revocation_interceptor``): grpc's TLS verifies the chain but knows no CRL.
+(``grpc_refusal``, before the method runs): grpc's TLS verifies the chain but knows no
+CRL.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 
 from edgeintel.security.pki import Identity, Revocations, Role, identity_of
 
-__all__ = ["grpc_peer", "grpc_revocation_interceptor", "mtls_protocol", "peer_identity"]
+__all__ = ["grpc_peer", "grpc_refusal", "mtls_protocol", "peer_identity"]
 
 log = logging.getLogger("edgeintel.runtime.server")
 
@@ -89,48 +90,13 @@ def grpc_peer(context: Any) -> Identity | None:
     return _pem_identity(bytes(pems[0])) if pems else None
 
 
-def grpc_revocation_interceptor(revocations: Revocations) -> Any:
-    """A ``grpc.aio.ServerInterceptor`` refusing (UNAUTHENTICATED) each call whose client
-    certificate the CRL lists, or that came without one, before the method runs."""
-    import grpc
-
-    async def check(context: Any) -> None:
-        peer = grpc_peer(context)
-        if peer is None:
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "client certificate required")
-            return
-        if revocations.revoked(peer.serial):
-            log.info(json.dumps({"event": "tls.revoked", "peer": peer.name, "serial": peer.serial}))
-            await context.abort(
-                grpc.StatusCode.UNAUTHENTICATED, f"certificate of {peer.name!r} is revoked"
-            )
-
-    class RevocationInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-        async def intercept_service(self, continuation: Any, details: Any) -> Any:
-            handler = await continuation(details)
-            if handler is None:
-                return None
-            if handler.unary_unary is not None:
-                inner = handler.unary_unary
-
-                async def unary(request: Any, context: Any) -> Any:
-                    await check(context)
-                    return await inner(request, context)
-
-                return grpc.unary_unary_rpc_method_handler(
-                    unary, handler.request_deserializer, handler.response_serializer
-                )
-            if handler.stream_stream is not None:
-                inner_stream = handler.stream_stream
-
-                async def stream(requests: Any, context: Any) -> Any:
-                    await check(context)
-                    async for response in inner_stream(requests, context):
-                        yield response
-
-                return grpc.stream_stream_rpc_method_handler(
-                    stream, handler.request_deserializer, handler.response_serializer
-                )
-            return handler  # the service has no other kinds of method
-
-    return RevocationInterceptor()
+def grpc_refusal(context: Any, revocations: Revocations) -> str | None:
+    """Why a gRPC call is refused before its method runs (None: it is not): no client
+    certificate, or one whose serial the CRL lists (logged as ``tls.revoked``)."""
+    peer = grpc_peer(context)
+    if peer is None:
+        return "client certificate required"
+    if revocations.revoked(peer.serial):
+        log.info(json.dumps({"event": "tls.revoked", "peer": peer.name, "serial": peer.serial}))
+        return f"certificate of {peer.name!r} is revoked"
+    return None
