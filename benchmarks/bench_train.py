@@ -221,9 +221,12 @@ def main() -> None:
         if acfg.name == "alie":
             # Baruch et al. 2019 (NeurIPS, "A Little Is Enough"): the attack stays within the
             # honest updates' spread, so it is built to defeat the robust rules (they "select
-            # the byzantine workers while discarding legitimate ones"; < 25 % colluding
-            # workers degrade MNIST accuracy by 50 %), not the plain mean, which it moves by
-            # at most f/n * z * sigma. The target asks what the paper shows.
+            # the byzantine workers while discarding legitimate ones"), not the plain mean,
+            # which it moves by at most f/n * z * sigma. Its abstract's figure is for CIFAR10
+            # ("20% of corrupt workers are sufficient to degrade a CIFAR10 model accuracy by
+            # 50%"); for MNIST the abstract claims backdoors only, and the paper's MNIST
+            # convergence table was not available here, so the 10-point goal has no MNIST
+            # source and is kept (missed) rather than rewritten to a figure we cannot quote.
             targets.append(target(
                 f"{attack} {pct}, {n_dev} devices (Baruch et al. 2019 setting): accuracy loss "
                 f"of the robust rule it hurts most ({worst})", worst_loss, ">=", 10.0, "points",
@@ -257,7 +260,9 @@ def main() -> None:
         "target rewritten (issue 25): 'plain FedAvg loses >= 10 points' is not what the "
         "paper shows; ALIE hides in the honest spread and defeats robust rules (Baruch et al. "
         "2019, NeurIPS, abstract and section 3), so the target is on the robust rule it hurts "
-        "most; plain FedAvg's loss stays here: fedavg_loss_points"
+        "most; plain FedAvg's loss stays here: fedavg_loss_points. The abstract's degradation "
+        "figure is for CIFAR10 ('20% of corrupt workers are sufficient to degrade a CIFAR10 "
+        "model accuracy by 50%'), not MNIST; the 10-point goal has no MNIST source and is kept"
     )
 
     # hierarchy: equal device computation (ROUNDS edge rounds) and equal backhaul bytes
