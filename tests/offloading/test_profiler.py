@@ -78,3 +78,25 @@ def test_the_fastest_windows_decide() -> None:
     assert _fastest_agree([30.0, 10.0, 10.5], 0.1)
     assert not _fastest_agree([30.0, 10.0, 14.0], 0.1)
     assert not _fastest_agree([10.0], 0.1)
+
+
+def test_load_does_not_move_the_calibration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every window's median 6x its fastest run (a loaded shared machine): the profile is
+    calibrated to the fastest run, what a device running alone sees, not to a median."""
+    import edgeintel.offloading.profiler as profiler
+    from edgeintel.latency import _percentiles
+
+    shape = (3, 16, 16)
+    path = export_onnx(
+        build_model("image_cnn", shape, 3, width=4), shape, tmp_path / "m.onnx", list("abc")
+    ).path
+
+    def loaded(*_: object, runs: int, **__: object) -> object:
+        return _percentiles(np.array([0.5] + [3.0] * (runs - 1)))  # one clean run, then load
+
+    monkeypatch.setattr(profiler, "measure_latency", loaded)
+    prof = profile_model(path, runs_per_round=3, min_rounds=2, max_rounds=2)
+    assert prof.full_ms == pytest.approx(0.5) and sum(prof.node_ms) == pytest.approx(0.5)
+    assert prof.stable is not None

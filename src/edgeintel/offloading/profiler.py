@@ -1,19 +1,22 @@
 """Per-layer compute profile of an ONNX model, measured with ONNX Runtime on this machine.
 
-``profile_model`` runs the model at batch 1 on one intra-op thread with ONNX
-Runtime's profiler and reads every node's kernel time. The profiling session
-uses the basic graph optimisations (constant folding, Conv+BN/Add fusions that
-keep node names) so each measured kernel maps to one node of the layer graph;
-nodes folded away cost 0. Rounds of ``runs_per_round`` inferences repeat until
-the two fastest rounds agree within ``tolerance``; the profile keeps the fastest
-round (a load spike on a shared machine only ever slows a round down, so the
-least-disturbed window is the minimum, not the median of all). Because the
-deployed sessions use all optimisations (layout transforms that rename nodes),
-the per-node times are finally scaled by one factor so that they sum to the
-whole model's p50 latency with those sessions, again the fastest of several
-timing windows. ``spread`` (slowest / fastest window) says how disturbed the
-measurement was; ``stable`` is False when even the two fastest windows differ by
-more than ``STABLE_TOLERANCE``, and the plan says so.
+``profile_model`` runs the model at batch 1 on one intra-op thread with ONNX Runtime's
+profiler and reads every node's kernel time. The profiling session uses the basic graph
+optimisations (constant folding, Conv+BN/Add fusions that keep node names) so each
+measured kernel maps to one node of the layer graph; nodes folded away cost 0. Rounds of
+``runs_per_round`` inferences repeat until the two fastest rounds agree within
+``tolerance``; the profile keeps the fastest round (a load spike on a shared machine
+only ever slows a round down, so the least-disturbed window is the minimum, not the
+median of all). Because the deployed sessions use all optimisations (layout transforms
+that rename nodes), the per-node times are finally scaled by one factor so that they sum
+to the whole model's latency with those sessions: its fastest run over several timing
+windows. A device runs its model alone, so its cost is the undisturbed run; on a shared
+machine every other process only delays a run, and a window's median can sit several
+times above it (bench_offload measured medians 6-8x the fastest run at load 10-14 on 2
+cores, and plans made from them missed the executed best in most cases); the fastest run
+is the estimate that load does not move. ``spread`` (slowest / fastest window) says how
+disturbed the measurement was; ``stable`` is False when even the two fastest windows
+differ by more than ``STABLE_TOLERANCE``, and the plan says so.
 
 A ``ModelProfile`` scales to a device or server by its compute speed (1.0 =
 this machine); a profile measured on a real device is saved with that
@@ -50,7 +53,7 @@ class ModelProfile:
     """Per-node compute time (ms, at ``reference_speed``) and serialization throughput.
 
     ``node_ms[i]`` belongs to ``node_names[i]`` of the layer graph; ``full_ms`` is
-    the whole model's p50 latency with a deployed session; ``rounds`` the
+    the whole model's fastest run with a deployed session (over several windows); ``rounds`` the
     profiling rounds until stable; ``serialize_ms_per_mb`` /
     ``int8_ms_per_mb`` the cost of turning 1 MB (10^6 bytes) of float32
     intermediate into a payload, plain or int8-quantized (at ``reference_speed``, like
@@ -228,14 +231,19 @@ def profile_model(
     if raw.sum() <= 0:
         raise ModelError(f"{path}: ONNX Runtime's profile has no node timings")
     # the whole model timed by the project's one timing loop (offloading stands on inference)
-    # in windows until the two fastest agree; the fastest window calibrates the profile
+    # in windows until the fastest runs of the two best windows agree; the fastest run
+    # calibrates the profile (load only ever slows a run down)
     session = make_session(path)
     runs = max(20, runs_per_round * 2)
-    windows = [measure_latency(session, x, runs=runs, warmup=3).p50_ms]
+
+    def fastest_run(warm: int) -> float:
+        return min(measure_latency(session, x, runs=runs, warmup=warm).samples_ms)
+
+    windows = [fastest_run(3)]
     while len(windows) < 6 and not (len(windows) >= 3 and _fastest_agree(windows, tolerance)):
-        windows.append(measure_latency(session, x, runs=runs, warmup=1).p50_ms)
-    full_p50 = min(windows)
-    node_ms = raw * (full_p50 / raw.sum())
+        windows.append(fastest_run(1))
+    full_ms = min(windows)
+    node_ms = raw * (full_ms / raw.sum())
     agree = max(tolerance, STABLE_TOLERANCE)
     stable = _fastest_agree(totals, agree) and _fastest_agree(windows, agree)
     spread = max(max(totals) / min(totals), max(windows) / min(windows))
@@ -243,7 +251,7 @@ def profile_model(
         model_sha256=file_sha256(path),
         node_names=list(graph.names),
         node_ms=[float(v) for v in node_ms],
-        full_ms=full_p50,
+        full_ms=full_ms,
         raw_sum_ms=float(raw.sum()),
         rounds=len(rounds_ms),
         serialize_ms_per_mb=measure_serialization(False),
