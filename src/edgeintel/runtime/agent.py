@@ -54,6 +54,7 @@ __all__ = [
 ]
 
 FORWARD_HEADER = "X-Edgeintel-Forward"  # the node an edge server relays the request to
+LATENCY_SAMPLE = 4096  # latencies an agent keeps per placement (a uniform sample)
 
 
 @dataclass(frozen=True)
@@ -126,9 +127,14 @@ def _scalar(v: Any) -> Any:
 
 @dataclass
 class AgentStats:
-    """Counts of one agent run and the per-result latencies (ms) by placement; ``correct``
-    counts results right by the task kind's rule (``TaskKind.correct``: the label; a value
-    within the tolerance; the right alarm decision), reported as ``accuracy``."""
+    """Counts of one agent run and its latencies (ms) by placement; ``correct`` counts
+    results right by the task kind's rule (``TaskKind.correct``: the label; a value within
+    the tolerance; the right alarm decision), reported as ``accuracy``.
+
+    Memory stays bounded however long the agent runs: ``latency_ms`` keeps a uniform
+    sample (reservoir) of at most ``LATENCY_SAMPLE`` latencies per placement (the counts
+    are in ``placements``), ``timeline`` results per placement and second since the start.
+    """
 
     produced: int = 0
     skipped: int = 0
@@ -137,15 +143,33 @@ class AgentStats:
     placements: dict[str, int] = field(default_factory=dict)
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     correct: int = 0
-    timeline: list[tuple[float, str]] = field(default_factory=list)
+    timeline: dict[str, dict[int, int]] = field(default_factory=dict)
     served_d2d: int = 0  # neighbours' inputs this device ran for them (``serve_peer``)
+    seed: int = 0  # of the reservoir's draws
+
+    def __post_init__(self) -> None:
+        self._rng = np.random.default_rng(self.seed)
+
+    def record(self, placement: str, ms: float, at_s: float) -> None:
+        """One result: computed at ``placement`` in ``ms``, ``at_s`` s after the start."""
+        n = self.placements.get(placement, 0) + 1
+        self.placements[placement] = n
+        lat = self.latency_ms.setdefault(placement, [])
+        if len(lat) < LATENCY_SAMPLE:
+            lat.append(ms)
+        else:  # Algorithm R: each of the n latencies is kept with probability cap / n
+            j = int(self._rng.integers(n))
+            if j < LATENCY_SAMPLE:
+                lat[j] = ms
+        row = self.timeline.setdefault(placement, {})
+        row[int(at_s)] = row.get(int(at_s), 0) + 1
 
     def to_json(self) -> dict[str, Any]:
         lat = {
             k: {
                 "p50": float(np.percentile(v, 50)),
                 "p99": float(np.percentile(v, 99)),
-                "n": len(v),
+                "n": self.placements.get(k, len(v)),
             }
             for k, v in self.latency_ms.items()
             if v
@@ -253,7 +277,7 @@ class DeviceAgent:
         self.tail_input = tail_input
         self.server_node = server_node
         self._blocked: dict[str, float] = {}  # target node -> clock time it may be retried
-        self.stats = AgentStats()
+        self.stats = AgentStats(seed=int.from_bytes(hashlib.sha256(name.encode()).digest()[:4]))
         self._stop = threading.Event()
         self._halt = threading.Event()
         self._abort = threading.Event()  # a reboot: stop at once, no drain
@@ -504,9 +528,7 @@ class DeviceAgent:
             s = self.stats
             s.produced += 1
             s.correct += correct
-            s.placements[placement] = s.placements.get(placement, 0) + 1
-            s.latency_ms.setdefault(placement, []).append(ms)
-            s.timeline.append((self._clock() - t0, placement))
+            s.record(placement, ms, self._clock() - t0)
 
     def _forward_loop(self) -> None:
         assert self.transport is not None

@@ -88,9 +88,14 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
         for k, v in a.stats.latency_ms.items():
             by_placement.setdefault(k, []).extend(v)
             by_group.setdefault(group_of.get(a.name, a.name), {}).setdefault(k, []).extend(v)
-        for at_s, placement in a.stats.timeline:
+        for placement, per_s in a.stats.timeline.items():
             row = timeline.setdefault(placement, [0] * seconds)
-            row[min(int(at_s), seconds - 1)] += 1
+            for at_s, n in per_s.items():
+                row[min(at_s, seconds - 1)] += n
+    per_placement: dict[str, int] = {}  # results (the latencies are a sample of them)
+    for a, _, _ in d.agents:
+        for k, n in a.stats.placements.items():
+            per_placement[k] = per_placement.get(k, 0) + n
     total = sum(produced.values())
     total_delivered = sum(delivered.get(a.name, 0) for a, _, _ in d.agents)
     hits: dict[str, dict[str, Any]] = {}
@@ -177,7 +182,7 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
         "latency_by_group": {
             g: {k: percentiles(v) for k, v in per.items()} for g, per in by_group.items()
         },
-        "placements": {k: len(v) for k, v in by_placement.items()},
+        "placements": per_placement,
         # agents per device runtime (the profile's; local inference ran in it)
         "device_runtimes": _runtimes_of(ctx, [a.name for a, _, _ in d.agents]),
         "filter": {
