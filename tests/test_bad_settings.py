@@ -323,6 +323,24 @@ CASES: list[Case] = [
         "no rule for the regression task kind",
         base="solar_farm",
     ),
+    # keyword spotting (issue 20): raw audio needs an audio model, an audio model audio
+    C(
+        "audio-with-image-model",
+        {"task.model": "image_cnn"},
+        "task.model",
+        "does not take audio",
+        "kws_dscnn",
+        base="smart_home",
+        deep=True,
+    ),
+    C(
+        "audio-model-on-sensors",
+        {"task.model": "kws_dscnn"},
+        "task.model",
+        "takes raw audio",
+        base="wearable_health",
+        deep=True,
+    ),
     C(
         "same-address",
         {DEP + "addresses": {"cloud": "127.0.0.1:9000", "macro-1": "127.0.0.1:9000"}},

@@ -34,3 +34,23 @@ def test_shipped_task_scenario_runs(name: str, metric: str, baseline: str, tmp_p
     assert task["beats_baseline"], task["summary"]
     if metric == "auroc":
         assert data["split"]["anomalies_excluded_from_training"] > 0
+
+
+@pytest.mark.slow
+def test_smart_home_keyword_spotting_serves_through_the_outage(tmp_path: Path) -> None:
+    """The shipped keyword-spotting scenario validates and runs every stage, the deployment
+    included (one epoch); commands are served during the backhaul outage, on the devices or
+    the home hub, never by the cloud."""
+    sc = load_scenario(SCENARIOS / "smart_home.yaml")
+    t = sc.settings.training.model_copy(update={"epochs": 1})
+    sc = sc.model_copy(update={"settings": sc.settings.model_copy(update={"training": t})})
+    res = run_pipeline(sc, tmp_path, run_id="smart_home").results
+    assert res["status"] == "completed", res.get("error")
+    data = res["data"]
+    assert data["test_samples"] >= 1000 and "SYNTHETIC" in data["dataset"]["description"]
+    out = res["runtime"]["outage"]
+    assert out["windows_trace_s"] == [[40.0, 100.0]]
+    during = out["during"]
+    assert during["results"] > 0 and during["accuracy"] is not None
+    assert "cloud" not in during["by_placement"]  # the cloud is unreachable then
+    assert res["runtime"]["undelivered"] == 0

@@ -56,6 +56,14 @@ def test_kws_dscnn_shape_and_onnx_parity(tmp_path: Path) -> None:
     torch.onnx.export(model, (x,), str(path), input_names=["input"], dynamo=False)
     out = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})[0]
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-4)
+    # static int8 keeps the log-mel front end float (8-bit energies lose the log's range)
+    import onnx
+
+    from edgeintel.inference.quantize import log_inputs
+
+    kept = log_inputs(onnx.load(str(path)))
+    convs = [n.name for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    assert [c for c in convs if c in kept] == convs[:2]  # the DFT and the mel filterbank
     with pytest.raises(ModelError, match=r"mono audio shaped \(1, samples\)"):
         build_model("kws_dscnn", (2, 8000), 12)
     with pytest.raises(ModelError, match="at least"):

@@ -22,6 +22,7 @@ import math
 import shutil
 import subprocess
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -226,7 +227,9 @@ def noise_bank(rate_hz: int) -> list[np.ndarray]:
         path = package_data(
             "pygame", "examples", "data", name, what="dataset 'voice_commands' (noise)"
         )
-        sr, x = wavfile.read(path)
+        with warnings.catch_warnings():  # pygame's files carry a LIST chunk wavfile skips
+            warnings.simplefilter("ignore", wavfile.WavFileWarning)
+            sr, x = wavfile.read(path)
         x = np.asarray(x, dtype=np.float64)
         x = (x - 128.0) / 128.0 if x.max() > 1.5 and x.min() >= 0 else x / 32768.0
         out.append(resample(x - x.mean(), int(sr), rate_hz))

@@ -144,14 +144,16 @@ class AgentStats:
     latency_ms: dict[str, list[float]] = field(default_factory=dict)
     correct: int = 0
     timeline: dict[str, dict[int, int]] = field(default_factory=dict)
+    right: dict[str, dict[int, int]] = field(default_factory=dict)  # of those, correct
     served_d2d: int = 0  # neighbours' inputs this device ran for them (``serve_peer``)
     seed: int = 0  # of the reservoir's draws
 
     def __post_init__(self) -> None:
         self._rng = np.random.default_rng(self.seed)
 
-    def record(self, placement: str, ms: float, at_s: float) -> None:
-        """One result: computed at ``placement`` in ``ms``, ``at_s`` s after the start."""
+    def record(self, placement: str, ms: float, at_s: float, correct: bool = False) -> None:
+        """One result: computed at ``placement`` in ``ms``, ``at_s`` s after the start,
+        ``correct`` by the kind's rule (counted per placement and second in ``right``)."""
         n = self.placements.get(placement, 0) + 1
         self.placements[placement] = n
         lat = self.latency_ms.setdefault(placement, [])
@@ -163,6 +165,9 @@ class AgentStats:
                 lat[j] = ms
         row = self.timeline.setdefault(placement, {})
         row[int(at_s)] = row.get(int(at_s), 0) + 1
+        if correct:
+            ok = self.right.setdefault(placement, {})
+            ok[int(at_s)] = ok.get(int(at_s), 0) + 1
 
     def to_json(self) -> dict[str, Any]:
         lat = {
@@ -528,7 +533,7 @@ class DeviceAgent:
             s = self.stats
             s.produced += 1
             s.correct += correct
-            s.record(placement, ms, self._clock() - t0)
+            s.record(placement, ms, self._clock() - t0, correct)
 
     def _forward_loop(self) -> None:
         assert self.transport is not None

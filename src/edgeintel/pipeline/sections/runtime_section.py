@@ -107,6 +107,9 @@ def render_runtime(data: dict[str, Any], figures: list[Figure], ctx: RenderConte
                 caption="Plan switches (adaptive policy) over the link traces' timeline",
             )
         )
+    outage = data.get("outage") or {}
+    if outage:
+        parts.append(_outage_table(outage))
     decisions = data.get("plan_decisions") or {}
     if decisions:
         parts.append(kv_table(decisions, caption="Requests per planner option"))
@@ -182,6 +185,21 @@ def _retrain_parts(re: dict[str, Any]) -> list[Markup]:
     return parts
 
 
+def _outage_table(outage: dict[str, Any]) -> Markup:
+    """Results served while a link was down, beside the rest of the run."""
+    spans = ", ".join(f"{lo:g}-{hi:g} s" for lo, hi in outage.get("windows_trace_s") or [])
+    rows = {
+        name: {
+            "results": v.get("results"),
+            "accuracy": v.get("accuracy"),
+            "where they ran": ", ".join(f"{k} {n}" for k, n in (v.get("by_placement") or {}).items()),  # noqa: E501
+        }
+        for name, v in (("during the outage", outage.get("during") or {}),
+                        ("rest of the run", outage.get("outside") or {}))
+    }  # fmt: skip
+    return table(rows, index="", caption=f"Served during the link outage (trace {spans})")
+
+
 def _headline(ctx: RenderContext, data: dict[str, Any], per_link: dict[str, Any]) -> None:
     h = ctx.headline
     produced, delivered = data.get("produced", 0), data.get("delivered", 0)
@@ -193,6 +211,13 @@ def _headline(ctx: RenderContext, data: dict[str, Any], per_link: dict[str, Any]
     for link, v in per_link.items():
         tier = "edge ↔ cloud" if "cloud" in link.split("->")[-1] else "device ↔ edge"
         h.tier(tier, f"bytes sent (runtime, {link})", v.get("bytes_up", 0))
+    during = (data.get("outage") or {}).get("during") or {}
+    if during:
+        h.fact(
+            "runtime",
+            f"{during.get('results')} results served during the link outage "
+            f"(accuracy {during.get('accuracy')})",
+        )
     tr = data.get("transport") or {}
     if tr and not tr.get("tls"):
         ctx.warn(f"runtime: {tr.get('note')}")

@@ -15,7 +15,15 @@ import numpy as np
 from edgeintel.pipeline.core import RunContext
 from edgeintel.runtime.nodes import ServerProcess
 
-__all__ = ["Deployment", "latency_figure", "percentiles", "runtime_section", "timeline_figure"]
+__all__ = [
+    "Deployment",
+    "latency_figure",
+    "outage_windows",
+    "percentiles",
+    "runtime_section",
+    "served_in_windows",
+    "timeline_figure",
+]
 
 
 @dataclass
@@ -216,6 +224,9 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
             **{f"{a}s": sum(1 for e in d.churn if e["action"] == a and "error" not in e)
                for a in ("join", "leave", "reboot")},
         }  # fmt: skip
+    windows = outage_windows(ctx.scenario, dep.duration_s * dep.trace_time_scale)
+    if windows:
+        section["outage"] = served_in_windows(_trace_timeline(d, dep.trace_time_scale), windows)
     if d.peers:
         from edgeintel.pipeline.stages.runtime_d2d import d2d_section
 
@@ -233,6 +244,65 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
             "final_versions": {a.name: a.active.version for a, _, _ in d.agents},
         }
     return section
+
+
+def outage_windows(scenario: Any, horizon_s: float) -> list[tuple[float, float]]:
+    """Trace-time intervals [start, end) s within ``horizon_s`` in which some link of the
+    scenario (a backhaul or a device's own) has bandwidth 0, merged and sorted."""
+    links = [*scenario.links, *(dv.link for dv in scenario.expand_devices())]
+    spans = []
+    for link in links:
+        points = link.trace_points()
+        for k, p in enumerate(points):
+            if p.bandwidth_mbps == 0 and p.t_s < horizon_s:
+                end = points[k + 1].t_s if k + 1 < len(points) else horizon_s
+                spans.append((float(p.t_s), float(min(end, horizon_s))))
+    merged: list[tuple[float, float]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return merged
+
+
+def served_in_windows(
+    results: list[tuple[float, str, int, int]], windows: list[tuple[float, float]]
+) -> dict[str, Any]:
+    """Results as (trace time s, placement, count, count correct) rows, inside and outside
+    the outage ``windows``: counts, counts per placement and the share right, each side."""
+    inside = [r for r in results if any(lo <= r[0] < hi for lo, hi in windows)]
+    outside = [r for r in results if not any(lo <= r[0] < hi for lo, hi in windows)]
+
+    def side(rows: list[tuple[float, str, int, int]]) -> dict[str, Any]:
+        by: dict[str, int] = {}
+        for _, placement, n, _ in rows:
+            by[placement] = by.get(placement, 0) + n
+        total = sum(r[2] for r in rows)
+        right = sum(r[3] for r in rows)
+        return {
+            "results": total,
+            "by_placement": dict(sorted(by.items())),
+            "accuracy": round(right / total, 4) if total else None,
+        }
+
+    return {
+        "windows_trace_s": [[round(lo, 3), round(hi, 3)] for lo, hi in windows],
+        "during": side(inside),
+        "outside": side(outside),
+    }
+
+
+def _trace_timeline(d: Deployment, scale: float) -> list[tuple[float, str, int, int]]:
+    """Every agent's results per placement and second on the link-trace clock: the traces
+    start with the agents (``_run_agents`` sets every emulator's origin as it starts them),
+    so second ``s`` of an agent's run is trace time ``s * scale`` (to the second)."""
+    return [
+        (s * scale, placement, n, a.stats.right.get(placement, {}).get(s, 0))
+        for a, _, _ in d.agents
+        for placement, per_s in a.stats.timeline.items()
+        for s, n in per_s.items()
+    ]
 
 
 def _runtimes_of(ctx: RunContext, agents: list[str]) -> dict[str, int]:

@@ -1,0 +1,134 @@
+"""Keyword spotting for bench_tasks.py: the smart_home scenario's model on held-out voices,
+its int8 artifact's accuracy and its speed against fp32 on this CPU.
+
+Per seed (0, 1, 2; the seed moves the voice split and the initial weights) the pipeline
+runs the scenario's data -> train -> export stages (``kws_dscnn`` trained centrally, its
+log-mel front end inside the exported graph), then ONNX Runtime's static int8 (QDQ,
+per-channel weights, MinMax calibration on 256 clips of the training split: no validation
+or test clip touches it) quantizes the exported model. Both are scored on the test split:
+clips of voices no training clip has (group split by voice variant). Speed: batch 1, one
+intra-op thread, fp32 and int8 timed in alternating windows of ``CALLS`` calls (the order
+flips each window), the ratio of the two medians of the window medians.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from _common import mean_std, target
+from edgeintel.data.device_data import derive_run_data
+from edgeintel.inference.quantize import QuantizeStaticConfig, quantize_static_onnx
+from edgeintel.onnx_files import make_session, onnx_predict
+from edgeintel.pipeline.core import run_pipeline
+from edgeintel.scenario import load_scenario
+
+__all__ = ["kws_targets", "run_kws"]
+
+SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "smart_home.yaml"
+STAGES = ["data", "train", "export"]
+CALIB = 256
+WINDOWS = 15
+CALLS = 40
+
+
+def _interleaved_ms(a: Any, b: Any, x: np.ndarray) -> tuple[float, float]:
+    """Median (over windows) of the per-window median ms of sessions ``a`` and ``b``."""
+    name_a, name_b = a.get_inputs()[0].name, b.get_inputs()[0].name
+    for _ in range(10):  # warm-up
+        a.run(None, {name_a: x})
+        b.run(None, {name_b: x})
+    med: dict[str, list[float]] = {"a": [], "b": []}
+    for w in range(WINDOWS):
+        order = [("a", a, name_a), ("b", b, name_b)]
+        for key, sess, name in order if w % 2 == 0 else order[::-1]:
+            ts = []
+            for _ in range(CALLS):
+                t0 = time.perf_counter()
+                sess.run(None, {name: x})
+                ts.append((time.perf_counter() - t0) * 1000)
+            med[key].append(float(np.median(ts)))
+    return float(np.median(med["a"])), float(np.median(med["b"]))
+
+
+def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
+    """Every seed's fp32 and int8 accuracy on held-out voices and their latencies."""
+    rows = []
+    for seed in seeds:
+        t0 = time.perf_counter()
+        sc = load_scenario(SCENARIO).model_copy(update={"seed": seed})
+        run_id = f"kws-{seed}"
+        res = run_pipeline(sc, runs, run_id=run_id, stages=STAGES).results
+        rd = derive_run_data(sc.data, sc.seed, edge=False, kind=sc.task.kind)
+        x, y = rd.dataset.x, rd.dataset.y
+        test, train = rd.splits.test, rd.splits.train
+        fp32 = runs / run_id / "model.onnx"
+        int8 = runs / run_id / "model_int8.onnx"
+        calib = x[np.random.default_rng(seed).permutation(train)[:CALIB]]
+        quantize_static_onnx(fp32, int8, calib, QuantizeStaticConfig())
+        s32, s8 = make_session(fp32), make_session(int8)
+        acc32 = float(np.mean(onnx_predict(s32, x[test]).argmax(1) == y[test]))
+        acc8 = float(np.mean(onnx_predict(s8, x[test]).argmax(1) == y[test]))
+        ms32, ms8 = _interleaved_ms(s32, s8, np.ascontiguousarray(x[test[:1]]))
+        groups = rd.dataset.groups
+        held_out = [] if groups is None else sorted(set(groups[test].tolist()))
+        row = {
+            "seed": seed,
+            "test_clips": len(test),
+            "held_out_voices": len(held_out),
+            "train_clips": len(train),
+            "training_s": (res.get("timings") or {}).get("train"),
+            "fp32_accuracy": round(acc32, 4),
+            "int8_accuracy": round(acc8, 4),
+            "fp32_ms": round(ms32, 4),
+            "int8_ms": round(ms8, 4),
+            "speedup": round(ms32 / ms8, 4),
+            "fp32_bytes": fp32.stat().st_size,
+            "int8_bytes": int8.stat().st_size,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+        rows.append(row)
+        print(f"kws seed {seed}: {row}", flush=True)
+    return {
+        "scenario": SCENARIO.name,
+        "seeds": rows,
+        "fp32_accuracy": mean_std([r["fp32_accuracy"] for r in rows]),
+        "int8_accuracy": mean_std([r["int8_accuracy"] for r in rows]),
+        "drop_points": mean_std([100 * (r["fp32_accuracy"] - r["int8_accuracy"]) for r in rows]),
+        "speedup": mean_std([r["speedup"] for r in rows]),
+        "data": "voice_commands: SYNTHETIC speech (espeak-ng, 8 accents x 64 voice variants) "
+        "mixed with real recorded sounds (pygame) at 5-20 dB SNR; test = held-out voices",
+        "calibration": f"{CALIB} clips of the training split (MinMax, per-channel int8 weights)",
+        "timing": f"ORT CPU, batch 1, 1 thread, {WINDOWS} alternating windows of {CALLS} calls",
+    }
+
+
+def kws_targets(kws: dict[str, Any]) -> list[dict[str, Any]]:
+    """The keyword-spotting targets (issue 20), goals fixed before measuring."""
+    n = len(kws["seeds"])
+    return [
+        target(
+            f"keyword spotting: fp32 accuracy on held-out voices (smart_home, mean of {n} seeds)",
+            kws["fp32_accuracy"]["mean"],
+            ">=",
+            0.90,
+            "",
+        ),
+        target(
+            "keyword spotting: fp32 - int8 accuracy on held-out voices",
+            kws["drop_points"]["mean"],
+            "<=",
+            1.0,
+            "points",
+        ),
+        target(
+            "keyword spotting: int8 speed-up over fp32 (ORT, batch 1, 1 thread, this CPU)",
+            kws["speedup"]["mean"],
+            ">=",
+            1.5,
+            "x",
+        ),
+    ]
