@@ -7,7 +7,7 @@ SCENARIO ?= scenarios/default.yaml
 PYTEST_ARGS ?=
 
 .PHONY: help install demo test test-fast check lint format bench clean chromium redis-server \
-	peers-venvs kserve-venv espeak-ng
+	peers-venvs kserve-venv espeak-ng fashion-mnist
 
 help:
 	@echo "make demo   - set up .venv and run the default scenario"
@@ -28,7 +28,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-demo: $(STAMP) espeak-ng
+demo: $(STAMP) espeak-ng fashion-mnist
 	$(BIN)/edgeintel run $(SCENARIO)
 
 # headless browser and its driver for the report layout and dashboard tests
@@ -94,10 +94,19 @@ peers-venvs: $(foreach p,$(PEERS),$(PEERS_VENV)/$(p)/.installed)
 # the KServe SDK's clients for tests/runtime/test_kserve_sdk.py (skipped without it)
 kserve-venv: $(PEERS_VENV)/kserve/.installed
 
-test: $(STAMP) chromium redis-server kserve-venv espeak-ng
+# Fashion-MNIST product photos for the smart_camera scenario (dataset 'fashion_mnist' reads
+# /usr/share/datasets/fashion-mnist); idempotent
+fashion-mnist:
+	@test -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz || { \
+	  echo "installing Debian's dataset-fashion-mnist (smart_camera scenario data)"; \
+	  SUDO=; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  { $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq dataset-fashion-mnist; } \
+	  || echo "warning: could not install dataset-fashion-mnist; its tests will be skipped"; }
+
+test: $(STAMP) chromium redis-server kserve-venv espeak-ng fashion-mnist
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP) chromium redis-server kserve-venv espeak-ng
+test-fast: $(STAMP) chromium redis-server kserve-venv espeak-ng fashion-mnist
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 check: $(STAMP)

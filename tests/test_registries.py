@@ -68,7 +68,15 @@ from edgeintel.training.scenario_train import federated_config
 from .conftest import tiny_scenario_dict
 from .offloading.conftest import random_costs, random_dag
 
-SLOW_DATASETS = {"mnist", "acsf1", "video_scenes", "solar_sites", "voice_commands"}  # > 2 s here
+# > 2 s to load here
+SLOW_DATASETS = {
+    "mnist",
+    "acsf1",
+    "video_scenes",
+    "solar_sites",
+    "voice_commands",
+    "fashion_mnist",
+}
 
 
 def _scenario(**parts: Any) -> Scenario:

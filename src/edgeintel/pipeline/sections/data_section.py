@@ -56,6 +56,23 @@ def render_data(data: dict[str, Any], figures: list[Figure], ctx: RenderContext)
             f"{str(std.get('kind', '')).replace('_', ' ')} standardisation with statistics of "
             f"the {std.get('fitted_on')} ({std.get('samples')} samples){spread}",
         )
+    base = data.get("trivial_baseline")
+    if isinstance(base, dict) and base.get("all"):
+        metric = str(base.get("metric"))
+        h.fact(
+            "trivial baselines",
+            ", ".join(
+                f"{name} {m[metric]:.4g}"
+                + (
+                    f" ({m['reference_samples']} training samples)"
+                    if "reference_samples" in m
+                    else ""
+                )
+                for name, m in base["all"].items()
+                if metric in m
+            )
+            + f" ({metric} on the test split; the model must beat {base.get('best')})",
+        )
     for message in data.get("warnings") or []:  # e.g. features on very different scales
         ctx.warn(str(message))
     if isinstance(n_test, int) and 0 < n_test < SMALL_TEST_SET:
