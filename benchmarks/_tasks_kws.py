@@ -31,7 +31,7 @@ __all__ = ["kws_targets", "run_kws"]
 SCENARIO = Path(__file__).resolve().parents[1] / "scenarios" / "smart_home.yaml"
 STAGES = ["data", "train", "export"]
 CALIB = 256
-WINDOWS = 15
+WINDOWS = 11
 CALLS = 40
 
 
@@ -69,10 +69,16 @@ def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
         int8 = runs / run_id / "model_int8.onnx"
         calib = x[np.random.default_rng(seed).permutation(train)[:CALIB]]
         quantize_static_onnx(fp32, int8, calib, QuantizeStaticConfig())
-        s32, s8 = make_session(fp32), make_session(int8)
+        # the alternative the artifact does not take: the log-mel front end in int8 too
+        every = runs / run_id / "model_int8_all.onnx"
+        quantize_static_onnx(fp32, every, calib, QuantizeStaticConfig(float_log_inputs=False))
+        s32, s8, sall = make_session(fp32), make_session(int8), make_session(every)
         acc32 = float(np.mean(onnx_predict(s32, x[test]).argmax(1) == y[test]))
         acc8 = float(np.mean(onnx_predict(s8, x[test]).argmax(1) == y[test]))
-        ms32, ms8 = _interleaved_ms(s32, s8, np.ascontiguousarray(x[test[:1]]))
+        acc_all = float(np.mean(onnx_predict(sall, x[test]).argmax(1) == y[test]))
+        one = np.ascontiguousarray(x[test[:1]])
+        ms32, ms8 = _interleaved_ms(s32, s8, one)
+        ms32b, ms_all = _interleaved_ms(s32, sall, one)
         groups = rd.dataset.groups
         held_out = [] if groups is None else sorted(set(groups[test].tolist()))
         row = {
@@ -86,6 +92,8 @@ def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
             "fp32_ms": round(ms32, 4),
             "int8_ms": round(ms8, 4),
             "speedup": round(ms32 / ms8, 4),
+            "all_int8_accuracy": round(acc_all, 4),
+            "all_int8_speedup": round(ms32b / ms_all, 4),
             "fp32_bytes": fp32.stat().st_size,
             "int8_bytes": int8.stat().st_size,
             "seconds": round(time.perf_counter() - t0, 1),
@@ -99,6 +107,14 @@ def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
         "int8_accuracy": mean_std([r["int8_accuracy"] for r in rows]),
         "drop_points": mean_std([100 * (r["fp32_accuracy"] - r["int8_accuracy"]) for r in rows]),
         "speedup": mean_std([r["speedup"] for r in rows]),
+        "all_int8_drop_points": mean_std(
+            [100 * (r["fp32_accuracy"] - r["all_int8_accuracy"]) for r in rows]
+        ),
+        "all_int8_speedup": mean_std([r["all_int8_speedup"] for r in rows]),
+        "int8_note": "the artifact keeps the log-mel front end (DFT and mel convolutions, "
+        "what feeds the Log) in float32: 8-bit energies lose the range the log exists to keep "
+        "(all_int8_*: the front end quantized too); the int8 remainder (the DS-CNN) saves "
+        "less than its QuantizeLinear/DequantizeLinear boundaries cost at batch 1",
         "data": "voice_commands: SYNTHETIC speech (espeak-ng, 8 accents x 64 voice variants) "
         "mixed with real recorded sounds (pygame) at 5-20 dB SNR; test = held-out voices",
         "calibration": f"{CALIB} clips of the training split (MinMax, per-channel int8 weights)",

@@ -47,7 +47,7 @@ def test_smart_home_keyword_spotting_serves_through_the_outage(tmp_path: Path) -
     res = run_pipeline(sc, tmp_path, run_id="smart_home").results
     assert res["status"] == "completed", res.get("error")
     data = res["data"]
-    assert data["test_samples"] >= 1000 and "SYNTHETIC" in data["dataset"]["description"]
+    assert data["test_samples"] >= 1000 and "SYNTHETIC" in data["description"]
     out = res["runtime"]["outage"]
     assert out["windows_trace_s"] == [[40.0, 100.0]]
     during = out["during"]

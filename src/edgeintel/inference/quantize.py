@@ -55,6 +55,7 @@ class QuantizeStaticConfig:
     per_channel: bool = True
     percentile: float = 99.999
     symmetric_activations: bool = False
+    float_log_inputs: bool = True  # keep what feeds a Log float (``log_inputs``)
 
     def __post_init__(self) -> None:
         try:
@@ -215,7 +216,7 @@ def quantize_static_onnx(
     extra: dict[str, Any] = {"ActivationSymmetric": config.symmetric_activations}
     if config.calibration == CalibrationName.PERCENTILE:
         extra["CalibPercentile"] = config.percentile
-    keep = log_inputs(load_onnx(pre))
+    keep = log_inputs(load_onnx(pre)) if config.float_log_inputs else []
     try:
         # calibration follows the caller's torch thread limit (the pipeline's threads)
         with ort_calibration_threads(torch.get_num_threads()):
