@@ -17,8 +17,8 @@ MAX_REFERENCE = 20_000
 """Largest reference (training) set a 1-NN baseline searches; larger ones are subsampled
 with the given seed (the baseline is then stated as on that many samples)."""
 
-MAX_WORK = 2e10
-"""Multiply-adds a 1-NN baseline may spend (test x reference x features, ~10 s on one
+MAX_WORK = 1e11
+"""Multiply-adds a 1-NN baseline may spend (test x reference x features, a few s on one
 core): wide samples (audio) search a smaller reference, never fewer than 1,000."""
 
 

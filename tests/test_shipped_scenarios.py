@@ -1,0 +1,60 @@
+"""Every shipped scenario's test split supports its figures, and its model beats the
+trivial baselines (majority class and 1-nearest-neighbour on the samples)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edgeintel.data.datasets import load_data
+from edgeintel.examples import example_path
+from edgeintel.pipeline.core import run_pipeline
+from edgeintel.pipeline.stages.basic_stages import NEAREST
+from edgeintel.scenario import load_scenario
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "scenarios"
+MIN_TEST = 1000  # 95 % interval of an accuracy narrower than +-3.1 points
+MARGIN = 0.03  # the model beats the best trivial baseline by at least this much
+
+# shipped scenarios whose data is still too small: kept red (strict xfail) until replaced
+TOO_SMALL = {
+    "factory_energy": "ACS-F1 has 200 recordings: 50 test (a larger packaged appliance "
+    "dataset is still to be found)",
+    "smart_camera": "video_scenes has 502 frames of 3 clips: 124 test frames, solved by "
+    "1-NN (fashion_mnist, 70,000 photos, is loaded and measured in docs/data.md)",
+    "calibration": "digits subset for the simulator calibration fleet: 149 test samples",
+    "wearable_d2d": "BasicMotions has 80 samples: 24 test (watch_exercises would fit)",
+}
+
+
+def _shipped() -> list[object]:
+    out: list[object] = []
+    for path in sorted(SCENARIOS.glob("*.yaml")):
+        marks = []
+        if path.stem in TOO_SMALL:
+            marks = [pytest.mark.xfail(reason=TOO_SMALL[path.stem], strict=True)]
+        out.append(pytest.param(path.stem, marks=marks, id=path.stem))
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", _shipped())
+def test_shipped_test_split_is_large_enough(name: str) -> None:
+    sc = load_scenario(example_path(name))
+    ds = load_data(sc.data, seed=sc.seed, kind=sc.task.kind)
+    splits = sc.data.splits(ds, sc.seed)
+    assert len(splits.test) >= MIN_TEST, f"{name}: {len(splits.test)} test samples"
+
+
+@pytest.mark.slow
+def test_wearable_health_beats_nearest_neighbour(tmp_path: Path) -> None:
+    # the scenario as shipped (hierarchical training over the 6 training wearers)
+    sc = load_scenario(example_path("wearable_health"))
+    stages = ["data", "edge_train", "export", "evaluate"]
+    res = run_pipeline(sc, tmp_path, run_id="wh", stages=stages).results
+    base = res["data"]["trivial_baseline"]
+    assert base["best"] == NEAREST and res["data"]["split"]["kind"] == "group"
+    acc = res["evaluation"]["accuracy_onnx"]
+    assert res["evaluation"]["test_samples"] >= MIN_TEST
+    assert acc >= base["value"] + MARGIN, (acc, base)
