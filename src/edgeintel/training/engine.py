@@ -74,6 +74,9 @@ from edgeintel.training.weights import flatten, get_weights, set_weights, unflat
 
 __all__ = ["FederatedEngine", "local_batches"]
 
+#: samples per forward pass when the engine scores a round (test and validation)
+EVAL_BATCH = 64
+
 log = logging.getLogger(__name__)
 
 #: |weight| beyond which the global model has diverged (finite, but no network that
@@ -249,7 +252,9 @@ class FederatedEngine:
         unit; None where undefined, and the kind's mean loss) of the global model on the
         test set (or on ``x``, ``y``)."""
         x, y = (self.x_test, self.y_test) if x is None or y is None else (x, y)
-        out = predict_logits(self.global_model(), x)
+        # batches of 64: the default scenario's width-48 CNN scored 1,780 digits in 1.38 s
+        # at 64 vs 2.24 s at 512 (activations that fit the cache), every round
+        out = predict_logits(self.global_model(), x, EVAL_BATCH)
         xt, yt = torch.from_numpy(x), torch.from_numpy(y)
         loss = float(self.task.loss(torch.from_numpy(out), self.task.target(xt, yt)))
         figures = self.task.evaluate(self.task.predict(out, x), y)
