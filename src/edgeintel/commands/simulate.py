@@ -42,7 +42,7 @@ def workload_from_run(run_dir: Path) -> Workload:
     from edgeintel.records import open_run
 
     folder = open_run(run_dir, "--from-run")
-    return workload_from_results(dict(folder.results().data), f"run {run_dir}")
+    return workload_from_results(dict(folder.results().data), f"{run_dir / 'results.json'}")
 
 
 def workload_from_model(sc: Scenario) -> Workload:

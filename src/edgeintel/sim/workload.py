@@ -101,8 +101,20 @@ def workload_from_results(results: dict[str, Any], where: str) -> Workload:
             vals["result_bytes"] = out
             src["result_bytes"] = f"the model's float32 output in {where}"
     filt = cach.get("filter") or {}
-    rows = [r for r in (filt.get("per_device") or {}).values() if isinstance(r, dict)]
-    counts = [(int(r.get("inputs", 0)), int(r.get("skipped", 0))) for r in rows if "inputs" in r]
+    per_device = filt.get("per_device") or {}
+    if not isinstance(per_device, dict):
+        raise ConfigError(f"{where}: caching.filter.per_device must be an object of devices")
+    counts = []
+    for name, row in per_device.items():
+        for key in ("inputs", "skipped"):
+            if not isinstance(row, dict) or key not in row:
+                raise ConfigError(f"{where}: caching.filter.per_device.{name}.{key} is missing")
+            if isinstance(row[key], bool) or not isinstance(row[key], int):
+                raise ConfigError(
+                    f"{where}: caching.filter.per_device.{name}.{key} must be an integer, "
+                    f"got {row[key]!r}"
+                )
+        counts.append((row["inputs"], row["skipped"]))
     inputs, skipped = sum(n for n, _ in counts), sum(k for _, k in counts)
     for n, k in counts:
         if not 0 <= k <= n:
