@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeintel.runtime.agent import LATENCY_SAMPLE, AgentStats
+from edgeintel.runtime.agent_stats import LATENCY_SAMPLE, AgentStats
 
 
 def test_stats_memory_is_bounded_and_percentiles_hold() -> None:

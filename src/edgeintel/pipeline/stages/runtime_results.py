@@ -227,10 +227,6 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
     windows = outage_windows(ctx.scenario, dep.duration_s * dep.trace_time_scale)
     if windows:
         section["outage"] = served_in_windows(_trace_timeline(d, dep.trace_time_scale), windows)
-    if d.peers:
-        from edgeintel.pipeline.stages.runtime_d2d import d2d_section
-
-        section["d2d"] = d2d_section(d, ctx.scenario.settings.offloading.d2d)
     if d.lifecycle is not None or d.retrain is not None:
         section["lifecycle"] = {
             **(d.lifecycle or {}),

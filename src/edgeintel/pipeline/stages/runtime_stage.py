@@ -150,7 +150,11 @@ class RuntimeStage(Stage):
                 transport.close()
             for node in nodes.values():
                 node.stop()
-        ctx.results["runtime"] = runtime_section(ctx, run)
+        ctx.results["runtime"] = section = runtime_section(ctx, run)
+        if run.peers:
+            from edgeintel.pipeline.stages.runtime_d2d import d2d_section
+
+            section["d2d"] = d2d_section(run, ctx.scenario.settings.offloading.d2d)
         for _, store, _ in run.agents:
             store.close()
         _add_figures(ctx, run)
