@@ -12,6 +12,26 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = ROOT / "scenarios"
 
 
+def run_deployed(tmp_path: Path, scenario: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """Run ``scenario`` (a mapping) through data, train, export and runtime with the CLI;
+    return the run folder and its ``results.json``'s ``runtime`` section."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from edgeintel.cli import app
+
+    f = tmp_path / "s.yaml"
+    f.write_text(yaml.safe_dump(scenario))
+    runs = tmp_path / "runs"
+    args = ["run", str(f), "--runs-dir", str(runs), "--run-id", "r", "-q"]
+    for stage in ("data", "train", "export", "runtime"):
+        args += ["--stage", stage]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return runs / "r", json.loads((runs / "r" / "results.json").read_text())["runtime"]
+
+
 def tiny_scenario_dict(**overrides: Any) -> dict[str, Any]:
     """A small valid scenario mapping (digits, 4 devices, 1 micro BS) for fast tests."""
     sc: dict[str, Any] = {

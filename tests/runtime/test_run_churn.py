@@ -5,16 +5,12 @@ rebooted device's stream indices have no gap, and the report lists the events.""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from edgeintel.cli import app
-from tests.conftest import tiny_scenario_dict
+from tests.conftest import run_deployed, tiny_scenario_dict
 
 
 @pytest.mark.slow
@@ -34,15 +30,7 @@ def test_run_plays_churn_and_loses_nothing(tmp_path: Path) -> None:
             ],
         },
     }  # fmt: skip
-    f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump(sc))
-    runs = tmp_path / "runs"
-    args = ["run", str(f), "--runs-dir", str(runs), "--run-id", "r", "-q"]
-    for stage in ("data", "train", "export", "runtime"):
-        args += ["--stage", stage]
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
-    rt = json.loads((runs / "r" / "results.json").read_text())["runtime"]
+    run, rt = run_deployed(tmp_path, sc)
     churn = rt["churn"]
     assert (churn["joins"], churn["leaves"], churn["reboots"]) == (1, 1, 1), churn
     ev = {e["device"]: e for e in churn["events"]}
@@ -52,7 +40,7 @@ def test_run_plays_churn_and_loses_nothing(tmp_path: Path) -> None:
     assert rt["lifecycle"]["final_versions"]["phone-1"] == "2"
     # never lost: everything produced was delivered once, nothing left in a store
     assert rt["delivered"] == rt["produced"] and rt["kept_on_devices"] == 0
-    db = sqlite3.connect(runs / "r" / "runtime" / "micro-1.sink.db")
+    db = sqlite3.connect(run / "runtime" / "micro-1.sink.db")
     rows = db.execute("SELECT device, key FROM results").fetchall()
     db.close()
     idx: dict[str, list[int]] = {}
@@ -64,5 +52,5 @@ def test_run_plays_churn_and_loses_nothing(tmp_path: Path) -> None:
     assert ev["phone-2"]["done_s"] < 2.5 and ev["phone-0"]["done_s"] < 3.5  # on time
     assert n["phone-0"] < n["phone-3"] and n["phone-2"] < n["phone-3"]
     assert n["phone-1"] < n["phone-3"]
-    report = (runs / "r" / "report.html").read_text()
+    report = (run / "report.html").read_text()
     assert "Devices joining, leaving and rebooting" in report

@@ -6,15 +6,11 @@ out through a canary; the report lists the drift, the retrain and the rollout st
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from edgeintel.cli import app
-from tests.conftest import tiny_scenario_dict
+from tests.conftest import run_deployed, tiny_scenario_dict
 
 
 @pytest.mark.slow
@@ -35,15 +31,7 @@ def test_run_retrains_on_drift_and_rolls_out(tmp_path: Path) -> None:
             }},
         },
     }  # fmt: skip
-    f = tmp_path / "s.yaml"
-    f.write_text(yaml.safe_dump(sc))
-    runs = tmp_path / "runs"
-    args = ["run", str(f), "--runs-dir", str(runs), "--run-id", "r", "-q"]
-    for stage in ("data", "train", "export", "runtime"):
-        args += ["--stage", stage]
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
-    rt = json.loads((runs / "r" / "results.json").read_text())["runtime"]
+    run, rt = run_deployed(tmp_path, sc)
     re = rt["lifecycle"]["retrain"]
     assert "error" not in re, re
     # the played drift was noticed by the devices and declared due at the edge server
@@ -57,8 +45,8 @@ def test_run_retrains_on_drift_and_rolls_out(tmp_path: Path) -> None:
     first = re["rollouts"][0]
     assert first["version"] == "2" and first["state"] == "promoted", first
     assert next(t["event"] for t in first["timeline"]) == "stage"
-    assert (runs / "r" / "runtime" / "repo" / "model" / "2" / "model.onnx.sig").is_file()
+    assert (run / "runtime" / "repo" / "model" / "2" / "model.onnx.sig").is_file()
     assert set(rt["lifecycle"]["final_versions"].values()) >= {"2"}
     assert rt["delivered"] == rt["produced"] and rt["kept_on_devices"] == 0
-    report = (runs / "r" / "report.html").read_text()
+    report = (run / "report.html").read_text()
     assert "Retrain loop" in report and "Rollout stages of the retrained versions" in report
