@@ -340,7 +340,7 @@ def test_dataset_packages_are_an_extra_and_torch_a_range() -> None:
 def test_every_core_dependency_is_imported() -> None:
     import_name = {
         "scikit-learn": "sklearn", "pyyaml": "yaml", "pycryptodome": "Crypto",
-        "dp-accounting": "dp_accounting",
+        "dp-accounting": "dp_accounting", "pillow": "PIL",
     }  # fmt: skip
     constraint_only = {"click"}  # pinned for typer's sake, imported through typer
     src = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.py"))

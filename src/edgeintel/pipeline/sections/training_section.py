@@ -26,12 +26,9 @@ TIER_LABELS = {
     "edge_to_cloud": ("edge ↔ cloud", "up"),
     "cloud_to_edge": ("edge ↔ cloud", "down"),
 }
-_SHORT = {
-    "device_to_edge": "B dev→edge",
-    "edge_to_device": "B edge→dev",
-    "edge_to_cloud": "B edge→cloud",
-    "cloud_to_edge": "B cloud→edge",
-}
+#: Short headers of the per-round table (16 columns do not fit a page: bytes per tier are
+#: summed per round; the per-tier totals have their own table).
+_ROUND_HEADERS = {"duration_s": "s", "energy_j": "J", "bytes": "kB moved"}
 
 
 def _n_test(ctx: RenderContext) -> int | None:
@@ -75,12 +72,16 @@ def render_training(data: dict[str, Any], figures: list[Figure], ctx: RenderCont
     return Markup("").join(parts)
 
 
-def _round_rows(hist: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _round_rows(hist: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """One row per round, short enough for a page: the validation figure names the task
+    kind's metric, bytes are the round's total over every link tier (kB)."""
     rows = []
     for r in hist:
-        row = {k: v for k, v in r.items() if k != "bytes"}
-        for tier, n in (r.get("bytes") or {}).items():
-            row[_SHORT.get(tier, f"B {tier}")] = n
+        row: dict[str, Any] = {}
+        for k, v in r.items():
+            if k == "bytes":
+                v = round(sum((v or {}).values()) / 1e3, 1)
+            row[f"val {metric}" if k == "val_metric" else _ROUND_HEADERS.get(k, k)] = v
         rows.append(row)
     return rows
 
@@ -199,7 +200,7 @@ def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: Rende
         parts.append(table(tier_rows, index="tier", caption="Bytes per link tier (all rounds)"))
     parts.append(kv_table(cfg, caption="Configuration"))
     if hist:
-        parts.append(table(_round_rows(hist), caption="Per round"))
+        parts.append(table(_round_rows(hist, metric), caption="Per round"))
     privacy = data.get("privacy")
     if isinstance(privacy, dict):
         dp, sa = privacy.get("dp"), privacy.get("secure_aggregation")
@@ -232,7 +233,7 @@ def render_edge_training(data: dict[str, Any], figures: list[Figure], ctx: Rende
         parts.append(
             details(
                 "clean reference run (no attack), per round",
-                table(_round_rows(clean.get("history") or []), collapse_after=10**6),
+                table(_round_rows(clean.get("history") or [], metric), collapse_after=10**6),
             )
         )
     return Markup("").join(parts)
