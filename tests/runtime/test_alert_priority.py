@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -121,3 +122,77 @@ def test_a_real_agent_sends_alarms_first_when_the_link_returns(tmp_path: Path) -
     finally:
         store.close()
         link.close()
+
+
+class _Backhaul:
+    """The edge's upstream link: down until ``up`` is set, then the cloud app; records the
+    keys of every forwarded batch in arrival order."""
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner, self.up = inner, False
+        self.batches: list[list[tuple[str, bool]]] = []
+
+    def send(self, request: Request) -> Response:
+        if not self.up:
+            raise LinkDown("backhaul outage")
+        resp = self.inner.send(request)
+        if request.path == "/v1/results" and resp.status == 200:
+            recs = json.loads(request.body)["records"]
+            self.batches.append([(r["key"], r.get("urgent", False)) for r in recs])
+        return resp
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_the_edge_forwards_alarms_to_the_cloud_ahead_of_its_backlog(tmp_path: Path) -> None:
+    """Two hops: alarms stored at the edge during a backhaul outage reach the cloud first
+    (before older ordinary results of every device), marked urgent there too, each once."""
+    (tmp_path / "repo").mkdir()
+    repo = ModelRepository(tmp_path / "repo")
+    cloud = build_app(repo, sink_path=tmp_path / "cloud.db", node="cloud")
+    backhaul = _Backhaul(MemoryTransport(cloud))
+    edge_app = build_app(
+        repo, sink_path=tmp_path / "edge.db", node="edge", upstream=backhaul, upstream_name="cloud"
+    )
+    edge = MemoryTransport(edge_app)
+
+    def post(device: str, records: list[dict[str, Any]]) -> None:
+        body = json.dumps({"device": device, "records": records}).encode()
+        resp = edge.send(Request("POST", "/v1/results", body, {"Content-Type": "application/json"}))
+        assert resp.status == 200, resp.body
+
+    try:
+        post("a", [{"key": f"a:{i}", "seq": i, "t_s": i, "payload": {}} for i in range(6)])
+        post("b", [{"key": f"b:{i}", "seq": i, "t_s": i, "payload": {}} for i in range(3)])
+        post("b", [{"key": "b:3", "seq": 3, "t_s": 3.0, "payload": {}, "urgent": True}])
+        post("a", [{"key": "a:6", "seq": 6, "t_s": 6.0, "payload": {}, "urgent": True}])
+        backhaul.up = True
+        sink = cloud.state.server.sink
+        for _ in range(400):
+            if sum(sink.counts().values()) == 11:
+                break
+            time.sleep(0.01)
+        sent = [k for batch in backhaul.batches for k in batch]
+        assert sent[:2] == [("b:3", True), ("a:6", True)]  # alarms first, in arrival order
+        assert sorted(k for k, _ in sent) == sorted([*(f"a:{i}" for i in range(7)),
+                                                     *(f"b:{i}" for i in range(4))])  # fmt: skip
+        assert sink.counts() == {"a": 7, "b": 4}
+        (n,) = sink._db.execute("SELECT COUNT(*) FROM results WHERE urgent = 1").fetchone()
+        assert n == 2  # the cloud knows which results were alarms
+    finally:
+        edge.close()
+        backhaul.close()
+
+
+def test_a_non_boolean_urgent_flag_is_a_400(tmp_path: Path) -> None:
+    (tmp_path / "repo").mkdir()
+    app = build_app(ModelRepository(tmp_path / "repo"), sink_path=tmp_path / "sink.db")
+    t = MemoryTransport(app)
+    try:
+        rec = {"key": "d:0", "seq": 0, "t_s": 0.0, "urgent": "yes"}
+        body = json.dumps({"device": "d", "records": [rec]}).encode()
+        resp = t.send(Request("POST", "/v1/results", body, {"Content-Type": "application/json"}))
+        assert resp.status == 400 and b"records[0].urgent must be true or false" in resp.body
+    finally:
+        t.close()

@@ -104,10 +104,10 @@ class Relay:
 
 
 class SinkForwarder:
-    """Forwards the sink's stored results to the upstream's ``/v1/results`` in arrival
-    order, marking them forwarded only after the upstream's acknowledgement (the
-    upstream's sink turns a replay into a counted duplicate). Backs off while the
-    upstream link is down."""
+    """Forwards the sink's stored results to the upstream's ``/v1/results``, alarms
+    (``urgent``) of every device first, then the rest in arrival order, marking them
+    forwarded only after the upstream's acknowledgement (the upstream's sink turns a replay
+    into a counted duplicate). Backs off while the upstream link is down."""
 
     def __init__(
         self,
@@ -150,8 +150,12 @@ class SinkForwarder:
             if not pending:
                 self._stop.wait(0.05)
                 continue
+            # alarms of every device first (one message per device: /v1/results is per
+            # device), then each device's ordinary backlog
+            sends = [(d, [r for r in rs if r.get("urgent")]) for d, rs in pending.items()]
+            sends += [(d, [r for r in rs if not r.get("urgent")]) for d, rs in pending.items()]
             try:
-                for device, records in pending.items():
+                for device, records in ((d, rs) for d, rs in sends if rs):
                     body = json.dumps(
                         {"device": device, "records": records}, separators=(",", ":")
                     ).encode()

@@ -23,7 +23,8 @@ _INT64 = (-(2**63), 2**63 - 1)
 def check_results(msg: Any, device: str | None) -> tuple[str, list[dict[str, Any]]]:
     """(device, records) of a ``/v1/results`` body ``{"device": str, "records": [...]}``;
     ``ValueError`` naming what is wrong: each record needs ``key`` (str), ``seq`` (an
-    integer that fits SQLite's 64 bits) and ``t_s`` (a finite number). ``device``: the
+    integer that fits SQLite's 64 bits) and ``t_s`` (a finite number); ``urgent`` (bool,
+    optional) marks an alarm, forwarded upstream ahead of the backlog. ``device``: the
     authenticated caller, who may only submit its own results (``PermissionError``)."""
     if not isinstance(msg, dict) or not isinstance(msg.get("device"), str):
         raise ValueError("expected {'device': str, 'records': [...]}")
@@ -50,6 +51,8 @@ def check_results(msg: Any, device: str | None) -> tuple[str, list[dict[str, Any
             raise ValueError(f"records[{i}].seq must fit in 64 bits (-2^63 .. 2^63-1)")
         if not math.isfinite(r["t_s"]):
             raise ValueError(f"records[{i}].t_s must be a finite number of seconds")
+        if not isinstance(r.get("urgent", False), bool):
+            raise ValueError(f"records[{i}].urgent must be true or false (an alarm)")
     return msg["device"], records
 
 
@@ -62,6 +65,7 @@ CREATE TABLE IF NOT EXISTS results (
     payload TEXT NOT NULL,
     received_s REAL NOT NULL,
     forwarded INTEGER NOT NULL DEFAULT 0,
+    urgent INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (device, key)
 ) WITHOUT ROWID;
 """
@@ -80,7 +84,13 @@ class ResultSink:
         cols = {row[1] for row in self._db.execute("PRAGMA table_info(results)")}
         if "forwarded" not in cols:  # a sink written before results were forwarded upstream
             self._db.execute("ALTER TABLE results ADD COLUMN forwarded INTEGER NOT NULL DEFAULT 0")
-        self._db.execute("CREATE INDEX IF NOT EXISTS pending_up ON results (forwarded, received_s)")
+        if "urgent" not in cols:  # a sink written before alarms were forwarded first
+            self._db.execute("ALTER TABLE results ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0")
+        self._db.execute("DROP INDEX IF EXISTS pending_up")  # arrival order only: superseded
+        self._db.execute(
+            "CREATE INDEX IF NOT EXISTS forward_order "
+            "ON results (forwarded, urgent DESC, received_s)"
+        )
         self._lock = threading.Lock()
 
     def ingest(self, device: str, records: list[dict[str, Any]]) -> tuple[int, int]:
@@ -94,6 +104,7 @@ class ResultSink:
                 float(r["t_s"]),
                 json.dumps(r.get("payload", {}), separators=(",", ":"), allow_nan=False),
                 now,
+                int(r.get("urgent", False) is True),
             )
             for r in records
         ]
@@ -103,8 +114,8 @@ class ResultSink:
             try:
                 # only a replayed key is a duplicate: any other constraint fails loudly
                 self._db.executemany(
-                    "INSERT INTO results (device, key, seq, t_s, payload, received_s) "
-                    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (device, key) DO NOTHING",
+                    "INSERT INTO results (device, key, seq, t_s, payload, received_s, urgent) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device, key) DO NOTHING",
                     rows,
                 )
                 self._db.execute("COMMIT")
@@ -129,19 +140,21 @@ class ResultSink:
             ]
 
     def unforwarded(self, limit: int = 500) -> dict[str, list[dict[str, Any]]]:
-        """Up to ``limit`` stored results not yet forwarded upstream, per device, in the
-        order they arrived (what an edge server's forwarder sends next)."""
+        """Up to ``limit`` stored results not yet forwarded upstream, per device: alarms
+        (``urgent``) first, then the rest in the order they arrived (what an edge server's
+        forwarder sends next; devices in the order of their first record here)."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT device, key, seq, t_s, payload FROM results WHERE forwarded = 0 "
-                "ORDER BY received_s, device, seq LIMIT ?",
+                "SELECT device, key, seq, t_s, payload, urgent FROM results WHERE forwarded = 0 "
+                "ORDER BY urgent DESC, received_s, device, seq LIMIT ?",
                 (limit,),
             ).fetchall()
         out: dict[str, list[dict[str, Any]]] = {}
-        for device, key, seq, t_s, payload in rows:
-            out.setdefault(device, []).append(
-                {"key": key, "seq": seq, "t_s": t_s, "payload": json.loads(payload)}
-            )
+        for device, key, seq, t_s, payload, urgent in rows:
+            rec = {"key": key, "seq": seq, "t_s": t_s, "payload": json.loads(payload)}
+            if urgent:
+                rec["urgent"] = True
+            out.setdefault(device, []).append(rec)
         return out
 
     def mark_forwarded(self, device: str, keys: list[str]) -> None:

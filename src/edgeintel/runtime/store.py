@@ -66,9 +66,13 @@ class StoredResult:
     key: str
     t_s: float
     payload: dict[str, Any]
+    urgent: bool = False  # an alarm: every hop up forwards it ahead of its backlog
 
     def to_json(self) -> dict[str, Any]:
-        return {"seq": self.seq, "key": self.key, "t_s": self.t_s, "payload": self.payload}
+        out = {"seq": self.seq, "key": self.key, "t_s": self.t_s, "payload": self.payload}
+        if self.urgent:
+            out["urgent"] = True
+        return out
 
 
 @dataclass
@@ -199,11 +203,11 @@ class DeviceStore:
         body = '{"t_s":' + json.dumps(t_s) + ',"payload":' + payload + "}"
         return str(self._cipher.seal(key, body.encode()))
 
-    def _unseal(self, seq: int, key: str, t_s: float, stored: str) -> StoredResult:
+    def _unseal(self, seq: int, key: str, t_s: float, stored: str, urgent: int = 0) -> StoredResult:
         if self._cipher is None:
-            return StoredResult(seq, key, t_s, json.loads(stored))
+            return StoredResult(seq, key, t_s, json.loads(stored), bool(urgent))
         body = json.loads(self._cipher.open(key, stored))
-        return StoredResult(seq, key, float(body["t_s"]), body["payload"])
+        return StoredResult(seq, key, float(body["t_s"]), body["payload"], bool(urgent))
 
     # ------------------------------------------------------------------ writing
 
@@ -332,10 +336,11 @@ class DeviceStore:
         append order."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT seq, key, t_s, payload FROM pending ORDER BY priority DESC, seq LIMIT ?",
+                "SELECT seq, key, t_s, payload, priority FROM pending "
+                "ORDER BY priority DESC, seq LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [self._unseal(s, k, t, p) for s, k, t, p in rows]
+        return [self._unseal(*row) for row in rows]
 
     def ack(self, seqs: Sequence[int], delivered: int, duplicates: int = 0) -> None:
         """The server stored the results ``seqs`` (those ``pending`` gave): delete them from
