@@ -30,10 +30,8 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import socket
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import threading
@@ -47,6 +45,15 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import target, write_results
+from _serve_harness import (
+    CONCURRENCY,
+    Server,
+    batch_stats,
+    children_cpu_s,
+    context_switches,
+    cpu_s,
+    load,
+)
 from edgeintel.models import build_model, export_onnx
 from edgeintel.onnx_files import make_session
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
@@ -55,9 +62,6 @@ from edgeintel.runtime.settings import RuntimeSettings, StoreSettings
 from edgeintel.runtime.store import DeviceStore
 from edgeintel.runtime.transport import HttpTransport
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-CONCURRENCY = 64
 N_BATCHED = 10_000
 N_ROUND = 2_000
 N_LONE = 500
@@ -66,113 +70,6 @@ OPEN_RATE = 200.0  # requests/s offered in the JSON vs binary comparison
 OPEN_N = 2_000
 BACKLOG_S = 3600.0
 INGEST_HZ = RuntimeSettings().rate_hz
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Server:
-    def __init__(self, repo: Path, *extra: str, tls: Any = None) -> None:
-        """``tls``: a ``security.pki.TlsFiles`` (mutual TLS on; probes present it)."""
-        self.port = _free_port()
-        if tls is not None:
-            extra = (*extra, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
-            extra = (*extra, "--tls-ca", str(tls.ca))
-        scheme = "https" if tls is not None else "http"
-        verify: Any = True if tls is None else tls.client_context()
-        self.grpc_port = _free_port()
-        env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "edgeintel",
-                "serve",
-                str(repo),
-                "--port",
-                str(self.port),
-                "--grpc-port",
-                str(self.grpc_port),
-                *extra,
-            ],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        import httpx
-
-        for _ in range(600):
-            try:
-                url = f"{scheme}://127.0.0.1:{self.port}/v2/health/ready"
-                if httpx.get(url, verify=verify).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
-def load(
-    port: int,
-    n: int,
-    binary: bool = True,
-    rate: float | None = None,
-    concurrency: int = CONCURRENCY,
-    grpc_port: int | None = None,
-    tls: Any = None,
-) -> dict[str, Any]:
-    cfg = {
-        "host": "127.0.0.1",
-        "port": port,
-        "path": "/v2/models/digits/infer",
-        "input": "input",
-        "input_shape": [1, 1, 8, 8],
-        "output": "logits",
-        "output_shape": [1, 10],
-        "binary": binary,
-        "requests": n,
-        "concurrency": concurrency,
-        "rate": rate,
-        "protocol": "http" if grpc_port is None else "grpc",
-        "grpc_port": grpc_port,
-        "tls": None
-        if tls is None
-        else {"cert": str(tls.cert), "key": str(tls.key), "ca": str(tls.ca)},
-    }
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    out = subprocess.run(
-        [sys.executable, str(HERE / "_loadgen.py"), json.dumps(cfg)],
-        capture_output=True,
-        text=True,
-        check=True,
-        env=env,
-        timeout=300,
-    )
-    return json.loads(out.stdout.strip().splitlines()[-1])
-
-
-def batch_stats(port: int) -> dict[str, float]:
-    """ONNX Runtime calls and rows so far, from the server's /metrics."""
-    import httpx
-
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
-    vals = {}
-    for line in text.splitlines():
-        for k in ("edgeintel_batch_size_count", "edgeintel_batch_size_sum"):
-            if line.startswith(k + "{"):
-                vals[k] = float(line.rsplit(" ", 1)[1])
-    calls, rows = vals.get("edgeintel_batch_size_count", 0.0), vals["edgeintel_batch_size_sum"]
-    return {"ort_calls": calls, "rows": rows, "mean_batch_rows": rows / calls if calls else 0.0}
 
 
 def serving(repo: Path) -> dict[str, Any]:
@@ -236,36 +133,59 @@ def lone_client(adaptive: Server, fixed: Server) -> dict[str, Any]:
     }
 
 
+GRPC_ROUNDS = 7  # alternating gRPC / HTTP rounds (the server's cost per call swings with load)
+
+
 def grpc_vs_http(srv: Server) -> dict[str, Any]:
-    """Binary tensors at 64 clients over gRPC (raw contents; grpc.aio, one channel with
+    """Binary tensors at 64 clients over gRPC (raw contents; one HTTP/2 connection with
     64 calls in flight, as one tritonclient.grpc client) and HTTP (binary extension, 64
-    keep-alive connections) against the same server process, alternating ROUNDS rounds;
-    median throughputs, and the server's CPU per request beside them."""
+    keep-alive connections) against the same server process, alternating GRPC_ROUNDS
+    rounds; median throughputs, with the server's CPU time and context switches per
+    request and the load generator's CPU per request beside them."""
     load(srv.port, 500, grpc_port=srv.grpc_port)  # warm-up
     runs: dict[str, list[dict[str, Any]]] = {"grpc": [], "http": []}
     pid = srv.proc.pid
-    for r in range(ROUNDS):
+    for r in range(GRPC_ROUNDS):
         pair = [("grpc", srv.grpc_port), ("http", None)]
         for mode, gp in pair if r % 2 == 0 else reversed(pair):
-            cpu0 = _cpu_s(pid)
+            cpu0, switches0, client0 = cpu_s(pid), context_switches(pid), children_cpu_s()
             res = load(srv.port, N_ROUND, grpc_port=gp)
-            res["server_cpu_ms_per_request"] = (_cpu_s(pid) - cpu0) * 1000 / N_ROUND
+            res["server_cpu_ms_per_request"] = (cpu_s(pid) - cpu0) * 1000 / N_ROUND
+            res["server_context_switches_per_request"] = (
+                context_switches(pid) - switches0
+            ) / N_ROUND
+            # the load generator's whole process (start-up included), per request
+            res["client_cpu_ms_per_request"] = (children_cpu_s() - client0) * 1000 / N_ROUND
             runs[mode].append(res)
+    keys = (
+        "throughput_per_s",
+        "p99_ms",
+        "server_cpu_ms_per_request",
+        "server_context_switches_per_request",
+        "client_cpu_ms_per_request",
+    )
     out: dict[str, Any] = {
         mode: {
             "rounds": rs,
-            "median_throughput_per_s": float(np.median([x["throughput_per_s"] for x in rs])),
-            "median_p99_ms": float(np.median([x["p99_ms"] for x in rs])),
-            "median_server_cpu_ms_per_request": float(
-                np.median([x["server_cpu_ms_per_request"] for x in rs])
-            ),
+            **{f"median_{k}": float(np.median([x[k] for x in rs])) for k in keys},
             "failed": sum(x["failed"] for x in rs),
         }
         for mode, rs in runs.items()
     }
+    for mode, rs in runs.items():
+        for k in keys[2:4]:  # the server's cost per call swings with the machine's load
+            out[mode][f"range_{k}"] = [min(x[k] for x in rs), max(x[k] for x in rs)]
+    pairs = [
+        g["throughput_per_s"] / max(h["throughput_per_s"], 1e-9)
+        for g, h in zip(runs["grpc"], runs["http"], strict=True)
+    ]
+    out["pair_ratios"] = pairs
+    out["pair_ratio_min"], out["pair_ratio_max"] = min(pairs), max(pairs)
     out["setup"] = (
         "gRPC: grpcio's thread-pool server bridged to the HTTP event loop "
-        "(runtime.grpc_bridge); client grpc.aio, one channel, 64 calls in flight"
+        "(runtime.grpc_bridge); client: the load generator's HTTP/2 client (one connection, "
+        "64 calls in flight, each a pre-encoded ModelInfer request; its answer decoded "
+        "and checked), as lean as its HTTP/1.1 client; HTTP: 64 keep-alive connections"
     )
     return out
 
@@ -273,18 +193,6 @@ def grpc_vs_http(srv: Server) -> dict[str, Any]:
 TLS_GOAL = 0.85  # mutual TLS keeps >= 85 % of plaintext throughput (issue 21), set first
 TLS_ROUNDS = 7  # adjacent plaintext/TLS pairs; the median of their ratios is the figure
 TLS_REQUESTS = 6_400  # per round: 100 requests per client connection (one handshake each)
-
-
-def _children_cpu_s() -> float:
-    """CPU seconds (user + system) this process's finished children have used."""
-    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ru.ru_utime + ru.ru_stime
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def handshake_cpu_ms(server: Any, client: Any, n: int = 200) -> dict[str, float]:
@@ -346,13 +254,12 @@ def tls_vs_plaintext(repo: Path, tmp: Path) -> dict[str, Any]:
             order = list(servers) if r % 2 == 0 else list(reversed(servers))
             for mode in order:
                 pid = servers[mode].proc.pid
-                cpu0, client0 = _cpu_s(pid), _children_cpu_s()
+                cpu0, client0 = cpu_s(pid), children_cpu_s()
                 res = load(servers[mode].port, TLS_REQUESTS, tls=clients[mode])
-                res["server_cpu_ms_per_request"] = (_cpu_s(pid) - cpu0) * 1000 / TLS_REQUESTS
+                res["server_cpu_ms_per_request"] = (cpu_s(pid) - cpu0) * 1000 / TLS_REQUESTS
                 # the load generator's whole process (start-up included), per request
-                res["client_cpu_ms_per_request"] = (
-                    (_children_cpu_s() - client0) * 1000 / TLS_REQUESTS
-                )
+                client_s = children_cpu_s() - client0
+                res["client_cpu_ms_per_request"] = client_s * 1000 / TLS_REQUESTS
                 runs[mode].append(res)
     finally:
         for srv in servers.values():
