@@ -76,6 +76,7 @@ SLOW_DATASETS = {
     "solar_sites",
     "voice_commands",
     "fashion_mnist",
+    "household_power",
 }
 
 

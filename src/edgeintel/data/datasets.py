@@ -410,6 +410,7 @@ _TARGET_WORDS = {
 
 
 # the bundled loaders of other modules register themselves on import
+from edgeintel.data import energy as _energy  # noqa: E402,F401
 from edgeintel.data import fashion as _fashion  # noqa: E402,F401
 from edgeintel.data import sensing as _sensing  # noqa: E402,F401
 from edgeintel.data import speech as _speech  # noqa: E402,F401
