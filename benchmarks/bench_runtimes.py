@@ -2,9 +2,10 @@
 registered runtime, on the whole test split, for 3 training seeds.
 
 Models: the vision model of ``scenarios/mnist_federated.yaml`` (image_cnn width 8 on MNIST)
-and the time-series model of ``scenarios/wearable_health.yaml`` (sensor_cnn width 16 on
-BasicMotions), each trained centrally with the scenario's own data derivation and central
-training settings, seeds 0, 1, 2. Every (runtime, precision) is exported from the same
+and the time-series model of ``scenarios/wearable_health.yaml`` (sensor_cnn at the scenario's
+width on seglearn's watch_exercises, test split = 3 held-out subjects), each trained
+centrally with the scenario's own data derivation and central training settings, seeds
+0, 1, 2. Every (runtime, precision) is exported from the same
 trained model (int8 with the runtime's own quantizer, calibrated on the training split) and
 compared with fp32 PyTorch on the whole test split: top-1 agreement, accuracy, logit error,
 first diverging layer below the goal.
@@ -17,6 +18,7 @@ the rounds' p50), p50 relative to ONNX Runtime fp32, int8 speed-up per runtime, 
 peak memory.
 
 Run: PYTHONPATH=src python benchmarks/bench_runtimes.py  ->  benchmarks/results/runtimes.json
+(``bench_runtimes.py time_series`` reruns that model alone and keeps the other's figures)
 """
 
 from __future__ import annotations
@@ -160,7 +162,33 @@ def bench_model(kind: str, name: str, work: Path) -> dict[str, Any]:
     }
 
 
-def main() -> None:
+def _agreement_targets(kind: str, res: dict[str, Any]) -> list[dict[str, Any]]:
+    name = MODELS[kind]
+    seeds = len(res["parity_per_seed"])
+    return [
+        target(
+            f"{kind} ({name}) {key.replace('/', ' ')}: top-1 agreement with fp32 "
+            f"PyTorch, worst of {seeds} seeds, {res['test_samples']} test samples",
+            cell["worst_agreement"],
+            ">=",
+            AGREEMENT_GOALS[key.split("/")[1]],
+            "fraction",
+        )
+        for key, cell in res["cells"].items()
+        if cell["error"] is None  # a failed export is counted by the export target
+    ]
+
+
+def main(only: list[str]) -> None:
+    """Run every model, or only those named in ``only`` (the others' figures are kept from
+    the committed results)."""
+    import json
+
+    from _common import RESULTS_DIR
+
+    unknown = sorted(set(only) - set(MODELS))
+    if unknown:
+        raise SystemExit(f"bench_runtimes: unknown model {unknown[0]!r} (one of {list(MODELS)})")
     t0 = time.perf_counter()
     details: dict[str, Any] = {
         "seeds": list(SEEDS),
@@ -169,25 +197,17 @@ def main() -> None:
         "after 20 warm-up, stable windows; median of the rounds' p50",
         "models": {},
     }
+    old = json.loads((RESULTS_DIR / "runtimes.json").read_text()) if only else None
     targets = []
     with tempfile.TemporaryDirectory() as tmp:
         for kind, name in MODELS.items():
-            res = bench_model(kind, name, Path(tmp))
+            if old is not None and kind not in only:
+                res = old["details"]["models"][kind]
+                res["kept_from"] = res.get("kept_from") or old["created"]
+            else:
+                res = bench_model(kind, name, Path(tmp))
             details["models"][kind] = res
-            for key, cell in res["cells"].items():
-                runtime, precision = key.split("/")
-                if cell["error"] is not None:
-                    continue  # counted by the export target below
-                targets.append(
-                    target(
-                        f"{kind} ({name}) {runtime} {precision}: top-1 agreement with fp32 "
-                        f"PyTorch, worst of {len(SEEDS)} seeds, {res['test_samples']} test samples",
-                        cell["worst_agreement"],
-                        ">=",
-                        AGREEMENT_GOALS[precision],
-                        "fraction",
-                    )
-                )
+            targets += _agreement_targets(kind, res)
     exporting = [
         rt
         for rt in RUNTIMES.names()
@@ -214,9 +234,11 @@ def main() -> None:
         )
     )
     details["wall_s"] = round(time.perf_counter() - t0, 1)
+    if only:
+        details["rerun_only"] = only
     write_results("runtimes", targets, details)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    main()
+    main(sys.argv[1:])
