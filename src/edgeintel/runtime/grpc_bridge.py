@@ -8,6 +8,13 @@ path (docs/runtime.md). Here grpcio's C core and its thread-pool server receive 
 send; each call's thread hands the handler to the loop (``run_coroutine_threadsafe``)
 and waits for its answer, so the loop runs only our code and the batcher.
 
+grpcio's threads (its C core's, the server's and the pool's) are kept on one CPU, the
+one the loop ran on when the port opened (``ServerSettings.grpc_one_cpu``; Linux): they
+hand each call between them and the loop several times, and spread over cores those
+hand-offs became a GIL convoy under load (about 40 context switches and 1 ms of CPU
+per call instead of 8 and 0.25 ms, docs/runtime.md). The loop and the batchers' threads
+keep every CPU.
+
 ``SyncContext`` gives handlers the context they expect (``abort`` awaited; it ends the
 call with that status from the call's own thread). A revoked client certificate is
 refused before the handler runs (``security.mtls.grpc_refusal``).
@@ -17,8 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -29,7 +38,7 @@ from edgeintel.runtime.grpc_api import GrpcApi
 if TYPE_CHECKING:
     from edgeintel.runtime.server import InferenceServer
 
-__all__ = ["MAX_CALLS", "SyncContext", "start_grpc", "stop_grpc"]
+__all__ = ["MAX_CALLS", "SyncContext", "current_cpu", "start_grpc", "stop_grpc"]
 
 #: calls served at once (each holds a pool thread while its batch runs); more wait for
 #: a thread (grpcio queues them), so this bounds in-flight gRPC calls, not connections
@@ -118,6 +127,25 @@ def _servicer(bridge: _Bridge) -> pb_grpc.GRPCInferenceServiceServicer:
     return servicer
 
 
+def current_cpu() -> int | None:
+    """The CPU the calling thread last ran on (Linux ``/proc``); None where unknown."""
+    try:
+        with open("/proc/thread-self/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[36])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _one_cpu() -> set[int] | None:
+    """The one CPU grpcio's threads are kept on: the calling thread's, where the process
+    may use several and the platform lets a thread be pinned; else None."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cpus = os.sched_getaffinity(0)
+    cpu = current_cpu()
+    return {cpu} if len(cpus) > 1 and cpu in cpus else None
+
+
 async def start_grpc(
     server: InferenceServer,
     host: str,
@@ -131,24 +159,36 @@ async def start_grpc(
     ``stop_grpc``."""
     limit = server.settings.max_request_bytes
     bridge = _Bridge(GrpcApi(server), asyncio.get_running_loop(), revocations)
-    g = grpc.server(
-        ThreadPoolExecutor(MAX_CALLS, thread_name_prefix="grpc"),
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", max(limit, 64 * 1024 * 1024)),
-            ("grpc.max_concurrent_streams", server.settings.max_connections),
-        ],
-    )
-    address = f"{host}:{port}"
-    bound = (
-        g.add_secure_port(address, credentials)
-        if credentials is not None
-        else g.add_insecure_port(address)
-    )
-    if bound == 0:
-        raise OSError(f"gRPC: cannot bind {address}")
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(bridge), g)
-    g.start()
+    one = _one_cpu() if server.settings.grpc_one_cpu else None
+    everywhere = os.sched_getaffinity(0) if one is not None else None
+    if one is not None:  # threads started from here on inherit it
+        os.sched_setaffinity(0, one)
+    try:
+        g = grpc.server(
+            ThreadPoolExecutor(
+                MAX_CALLS,
+                thread_name_prefix="grpc",
+                initializer=None if one is None else partial(os.sched_setaffinity, 0, one),
+            ),
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", max(limit, 64 * 1024 * 1024)),
+                ("grpc.max_concurrent_streams", server.settings.max_connections),
+            ],
+        )
+        address = f"{host}:{port}"
+        bound = (
+            g.add_secure_port(address, credentials)
+            if credentials is not None
+            else g.add_insecure_port(address)
+        )
+        if bound == 0:
+            raise OSError(f"gRPC: cannot bind {address}")
+        pb_grpc.add_GRPCInferenceServiceServicer_to_server(_servicer(bridge), g)
+        g.start()
+    finally:
+        if everywhere is not None:  # the loop's thread keeps every CPU
+            os.sched_setaffinity(0, everywhere)
     return g, bound
 
 
