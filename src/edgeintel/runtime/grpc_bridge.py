@@ -5,8 +5,8 @@ faces share one batcher, cache and set of statistics. grpcio's asyncio server ra
 there directly, but its per-call machinery (completion events handed from its poller
 thread to the loop, several per call) cost more server CPU than our whole HTTP request
 path (docs/runtime.md). Here grpcio's C core and its thread-pool server receive and
-send; each call's thread hands the handler to the loop (``run_coroutine_threadsafe``)
-and waits for its answer, so the loop runs only our code and the batcher.
+send; each call's thread hands the handler to the loop (``_Bridge.run``) and waits
+for its answer, so the loop runs only our code and the batcher.
 
 grpcio's threads (its C core's, the server's and the pool's) are kept on one CPU, the
 one the loop ran on when the port opened (``ServerSettings.grpc_one_cpu``; Linux): they
@@ -25,7 +25,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -86,16 +87,33 @@ class _Bridge:
             if why is not None:
                 context.abort(grpc.StatusCode.UNAUTHENTICATED, why)
 
+    def run(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the loop and wait for its result (or exception) in this
+        thread: a task whose end releases a lock, lighter on the loop's thread than
+        ``run_coroutine_threadsafe``'s chained futures and condition variable (server
+        CPU per call 0.275 vs 0.292 ms, lower in 7 of 8 interleaved rounds)."""
+        done = threading.Lock()
+        done.acquire()
+        tasks: list[asyncio.Task[Any]] = []
+
+        def finished(task: asyncio.Task[Any]) -> None:
+            tasks.append(task)
+            done.release()
+
+        def start() -> None:
+            self.loop.create_task(coro).add_done_callback(finished)
+
+        self.loop.call_soon_threadsafe(start)
+        done.acquire()
+        return tasks[0].result()
+
     def unary(self, name: str) -> Callable[[Any, grpc.ServicerContext], Any]:
         method = getattr(self.api, name)
 
         def handle(request: Any, context: grpc.ServicerContext) -> Any:
             self._admit(context)
-            future = asyncio.run_coroutine_threadsafe(
-                method(request, SyncContext(context)), self.loop
-            )
             try:
-                return future.result()
+                return self.run(method(request, SyncContext(context)))
             except _Abort as exc:
                 context.abort(exc.code, exc.details)
 
@@ -104,13 +122,12 @@ class _Bridge:
     def stream(self, request_iterator: Iterator[Any], context: grpc.ServicerContext) -> Any:
         """``ModelStreamInfer``: each request answered in order, on the loop."""
         self._admit(context)
-        run = asyncio.run_coroutine_threadsafe
         try:
-            device = run(self.api.stream_device(SyncContext(context)), self.loop).result()
+            device = self.run(self.api.stream_device(SyncContext(context)))
         except _Abort as exc:
             context.abort(exc.code, exc.details)
         for request in request_iterator:
-            yield run(self.api.stream_one(request, device), self.loop).result()
+            yield self.run(self.api.stream_one(request, device))
 
 
 def _servicer(bridge: _Bridge) -> pb_grpc.GRPCInferenceServiceServicer:
