@@ -97,6 +97,12 @@ CASES: list[Case] = [
     C("rt-rate-nan", {S + "runtime.rate_hz": math.nan}, "rate_hz", "finite"),
     C("deploy-duration-bool", {DEP + "duration_s": True}, "deploy.duration_s", "number"),
     C("training-rounds-bool", {TR + "rounds": True}, "training.rounds", "integer"),
+    C(
+        "tr-lr-schedule-unknown",
+        {TR + "lr_schedule": "linear"},
+        "training.lr_schedule",
+        "'constant', 'cosine' or 'onecycle'",
+    ),
     C("fi-target-nan", {FI + "target": math.nan}, "filter.target", "finite"),
     C("rc-maxdist-inf", {RC + "max_distance": math.inf}, "max_distance", "finite"),
     C("pl-zipf-nan", {PL + "zipf_alpha": math.nan}, "zipf_alpha", "finite"),

@@ -273,7 +273,9 @@ def compress_target(
                 model,
                 ds.x[tr],
                 ds.y[tr],
-                TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr),
+                TrainConfig(
+                    epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule
+                ),
                 seed=seed,
                 task=kind,
             )

@@ -14,18 +14,30 @@ from edgeintel.tasks import TaskKind, make_task
 from edgeintel.threads import DEFAULT_THREADS, thread_limit
 
 __all__ = [
+    "LR_SCHEDULES",
     "EpochRecord",
     "TrainConfig",
     "evaluate_accuracy",
     "evaluate_task",
+    "make_lr_scheduler",
     "predict_logits",
+    "steps_per_epoch",
     "train_model",
 ]
 
 
+#: learning-rate schedules over a training run's optimizer steps (``TrainConfig.lr_schedule``):
+#: ``constant`` keeps ``lr``; ``cosine`` anneals it from ``lr`` to 0 along half a cosine
+#: (``CosineAnnealingLR``); ``onecycle`` warms up from ``lr / 25`` to ``lr`` over the first
+#: 30% of the steps, then anneals along a cosine to ``lr / 25e4`` (``OneCycleLR``, the
+#: learning rate only: Adam's betas are not cycled).
+LR_SCHEDULES = ("constant", "cosine", "onecycle")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    """Mini-batch Adam training; ``lr`` is the learning rate, ``epochs`` full passes.
+    """Mini-batch Adam training; ``lr`` is the learning rate, ``epochs`` full passes,
+    ``lr_schedule`` how the rate moves over the optimizer steps (``LR_SCHEDULES``).
 
     ``threads``: torch/BLAS threads while training (``None``: keep the caller's setting).
     """
@@ -35,6 +47,7 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 0.0
     threads: int | None = DEFAULT_THREADS
+    lr_schedule: str = "constant"
 
     def __post_init__(self) -> None:
         if self.epochs < 1:
@@ -47,6 +60,36 @@ class TrainConfig:
             raise ConfigError(f"weight_decay must be >= 0, got {self.weight_decay}")
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(
+                f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {self.lr_schedule!r}"
+            )
+
+
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps in one epoch over ``n`` samples: a last batch of one sample is
+    skipped (BatchNorm needs two) unless it is the whole set."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= 2 or (rest == 1 and n == 1) else 0)
+
+
+def make_lr_scheduler(
+    opt: torch.optim.Optimizer, schedule: str, total_steps: int
+) -> torch.optim.lr_scheduler.LRScheduler | None:
+    """The ``torch.optim.lr_scheduler`` of ``schedule`` over ``total_steps`` optimizer
+    steps (stepped once after each), at the optimizer's learning rate; ``None`` for
+    ``constant``."""
+    if schedule == "constant":
+        return None
+    lr = float(opt.param_groups[0]["lr"])
+    steps = max(total_steps, 1)
+    if schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    if schedule == "onecycle":
+        return torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=lr, total_steps=max(steps, 2), cycle_momentum=False
+        )
+    raise ConfigError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}, got {schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -136,6 +179,9 @@ def _train(
 ) -> list[EpochRecord]:
     gen = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    sched = make_lr_scheduler(
+        opt, config.lr_schedule, config.epochs * steps_per_epoch(len(y), config.batch_size)
+    )
     labelled = task.metric == "accuracy"
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     yt = torch.from_numpy(np.asarray(y, dtype=task.label_dtype))
@@ -160,6 +206,8 @@ def _train(
                 )
             loss.backward()
             opt.step()
+            if sched is not None:
+                sched.step()
             total += loss.item() * len(idx)
             if labelled:
                 correct += int((out.argmax(1) == yb).sum())

@@ -96,8 +96,13 @@ class SecureAggregationSettings(Strict):
         return self
 
 
+#: ``settings.training.lr_schedule``: the names of ``edgeintel.models.train.LR_SCHEDULES``
+LRSchedule = Literal["constant", "cosine", "onecycle"]
+
+
 class TrainingSettings(Strict):
-    """Central baseline (epochs, batch_size, lr, weight_decay: Adam) and edge training.
+    """Central baseline (epochs, batch_size, lr, weight_decay: Adam, ``lr_schedule`` over
+    its steps: constant, cosine or onecycle, also used by solo training) and edge training.
 
     Edge training (see docs/training.md): ``mode``; federated rounds of
     ``local_steps`` (k1) or ``local_epochs`` SGD at ``client_lr`` on
@@ -114,6 +119,7 @@ class TrainingSettings(Strict):
     epochs: Annotated[int, Field(ge=1, le=1000)] = 10
     batch_size: Annotated[int, Field(ge=1, le=65536)] = 32
     lr: LearningRate = 3e-3
+    lr_schedule: LRSchedule = "constant"
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     # ---- edge training (issue 4)
     mode: TrainingMode = TrainingMode.AUTO

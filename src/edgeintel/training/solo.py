@@ -190,6 +190,7 @@ def train_solo(
         lr=config.lr,
         weight_decay=config.weight_decay,
         threads=config.threads,
+        lr_schedule=config.lr_schedule,
     )
     history = train_model(model, x, y, cfg, seed=seed, x_val=x_val, y_val=y_val, task=task)
     return SoloResult(plan, history)

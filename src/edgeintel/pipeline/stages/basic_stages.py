@@ -167,6 +167,7 @@ class TrainStage(Stage):
             lr=settings.lr,
             weight_decay=settings.weight_decay,
             threads=None,  # the pipeline's thread limit (settings.threads)
+            lr_schedule=settings.lr_schedule,
         )
         model = ctx.fresh_model()
         kind = sc.task.task_kind()
@@ -198,6 +199,7 @@ class TrainStage(Stage):
                 "epochs": cfg.epochs,
                 "batch_size": cfg.batch_size,
                 "lr": cfg.lr,
+                "lr_schedule": cfg.lr_schedule,
                 "weight_decay": cfg.weight_decay,
             },
             "history": [h.to_json() for h in history],
