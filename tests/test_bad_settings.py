@@ -665,7 +665,7 @@ if __name__ == "__main__":
 
 # --------------------------------------------------------------------------- property
 
-SHIPPED = ("default", "wearable_health", "smart_camera", "factory_energy", "mnist_federated")
+SHIPPED = ("default", "wearable_health", "smart_camera", "home_energy", "mnist_federated")
 NEVER_VALID = "never valid"  # a mutation no field accepts
 
 

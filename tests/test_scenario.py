@@ -26,7 +26,7 @@ def test_every_application_is_shipped() -> None:
     assert {
         "default",
         "wearable_health",
-        "factory_energy",
+        "home_energy",
         "smart_camera",
         "mnist_federated",
     } <= names
