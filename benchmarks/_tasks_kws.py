@@ -86,7 +86,7 @@ def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
             "test_clips": len(test),
             "held_out_voices": len(held_out),
             "train_clips": len(train),
-            "training_s": (res.get("timings") or {}).get("train"),
+            "training_s": (res.get("timings_s") or {}).get("train"),
             "fp32_accuracy": round(acc32, 4),
             "int8_accuracy": round(acc8, 4),
             "fp32_ms": round(ms32, 4),
