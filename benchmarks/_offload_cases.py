@@ -50,7 +50,7 @@ ROUNDS = 3
 LINKS = [(0.5, 150.0), (1.0, 100.0), (5.0, 50.0), (20.0, 30.0), (100.0, 10.0)]
 CLOUD_EXTRA_RTT_MS = 40.0
 TIERS = {"edge": 2.0, "cloud": 4.0}
-DEVICES = {  # from scenarios/smart_camera.yaml and scenarios/wearable_health.yaml
+DEVICES = {  # from benchmarks/smart_camera_video.yaml and scenarios/wearable_health.yaml
     "camera_board": (0.15, Power(4.0, 2.0, 1.0)),
     "smartwatch": (0.02, Power(0.8, 0.6, 0.01)),
 }

@@ -466,8 +466,7 @@ def bench_fleet(workdir: Path) -> dict[str, Any]:
     from edgeintel.offloading.planner import OffloadPlanner
     from edgeintel.scenario import load_scenario
 
-    root = Path(__file__).resolve().parents[1]
-    base = load_scenario(root / "scenarios" / "smart_camera.yaml")
+    base = load_scenario(Path(__file__).with_name("smart_camera_video.yaml"))
     # ResNet-18 (the DAG above): at 10 frames/s its server work fills a small edge box
     # (MobileNetV3-Small x0.5, the scenario's model, needs ~0.1 ms there: hundreds of Hz)
     path = workdir / "resnet18.onnx"
@@ -582,7 +581,7 @@ EE_SEEDS = (0, 1, 2)
 EE_CANDIDATES = (3, 6, 9)
 EE_REPEATS = 3  # runs per test frame (median of each part)
 EE_TOLERANCE = 0.01  # the cascade may lose at most 1 point of validation accuracy
-EE_DEVICE = ("doorbell_mcu", 0.01, Power(0.5, 0.8, 0.05))  # scenarios/smart_camera.yaml
+EE_DEVICE = ("doorbell_mcu", 0.01, Power(0.5, 0.8, 0.05))  # smart_camera_video.yaml
 EE_LINKS = [(50.0, 8.0), (5.0, 50.0), (1.0, 100.0)]  # (Mbit/s, RTT ms) to the edge server
 EE_SERVER_SPEED = 2.0  # macro-1
 
@@ -611,8 +610,7 @@ def bench_early_exit(workdir: Path) -> dict[str, Any]:
     )
     from edgeintel.scenario import load_scenario
 
-    root = Path(__file__).resolve().parents[1]
-    sc = load_scenario(root / "scenarios" / "smart_camera.yaml")
+    sc = load_scenario(Path(__file__).with_name("smart_camera_video.yaml"))
     size = sc.data.image_size
     shape = (3, size, size)
     ds = DATASETS.get(sc.data.dataset)(image_size=size)

