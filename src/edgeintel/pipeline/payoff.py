@@ -246,7 +246,9 @@ def _training(res: Mapping[str, Any], tolerance: float) -> dict[str, Any] | None
     within = gap <= tolerance
     why = (
         f"{sec.get('mode', 'edge')} training reaches {metric} {float(edge):.4g} vs "
-        f"{float(central):.4g} central ({gap:+.3g} worse, tolerance {tolerance:.3g}), "
+        f"{float(central):.4g} central ("
+        + (f"{gap:.3g} worse" if gap > 0 else f"{-gap:.3g} better" if gap < 0 else "equal")
+        + f", tolerance {tolerance:.3g}), "
         + ("no raw data left the devices" if not raw_left else "on pooled raw data")
     )
     return {

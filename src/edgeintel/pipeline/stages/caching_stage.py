@@ -218,7 +218,7 @@ class CachingStage(Stage):
         cap = max(1, len(np.unique(trace)) // 10)
         ratios = {n: _r(miss_ratio(n, trace, cap)) for n in [*names, "opt"]}
         return {
-            "trace": "scene ids requested at the first edge server",
+            "trace": "ids of the test inputs requested at the first edge server",
             "capacity": cap,
             "requests": len(trace),
             "miss_ratio": ratios,
@@ -361,8 +361,8 @@ class CachingStage(Stage):
                 plots.bar_chart(
                     list(pol["miss_ratio"]), list(pol["miss_ratio"].values()), ylabel="miss ratio"
                 ),
-                f"Scene-request trace of the first edge server, capacity {pol['capacity']} "
-                "entries; opt = Belady's offline bound.",
+                "Request trace of the first edge server (which test input each request "
+                f"shows), capacity {pol['capacity']} entries; opt = Belady's offline bound.",
             )
 
 
