@@ -6,12 +6,13 @@ STAMP  := $(VENV)/.installed
 SCENARIO ?= scenarios/default.yaml
 PYTEST_ARGS ?=
 
-.PHONY: help install demo test test-fast check lint format bench clean chromium redis-server \
+.PHONY: help install demo test test-fast test-heavy check lint format bench clean chromium redis-server \
 	peers-venvs kserve-venv espeak-ng fashion-mnist
 
 help:
 	@echo "make demo   - set up .venv and run the default scenario"
-	@echo "make test   - set up .venv and run the whole test suite"
+	@echo "make test   - set up .venv and run the test suite (all but the heavy tests)"
+	@echo "make test-heavy - the heavy tests: shipped scenarios trained in full (minutes each)"
 	@echo "make test-fast - skip slow end-to-end tests"
 	@echo "make check  - ruff + mypy"
 	@echo "make bench  - run every benchmark (writes benchmarks/results/*.json)"
@@ -106,10 +107,13 @@ fashion-mnist:
 	  || echo "warning: could not install dataset-fashion-mnist; its tests will be skipped"; }
 
 test: $(STAMP) chromium redis-server kserve-venv espeak-ng fashion-mnist
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not heavy" $(PYTEST_ARGS)
+
+test-heavy: $(STAMP) chromium redis-server kserve-venv espeak-ng fashion-mnist
+	$(BIN)/python -m pytest -m heavy $(PYTEST_ARGS)
 
 test-fast: $(STAMP) chromium redis-server kserve-venv espeak-ng fashion-mnist
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow and not heavy" $(PYTEST_ARGS)
 
 check: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

@@ -25,6 +25,7 @@ def test_smart_camera_uses_real_photos_and_a_zoo_cnn() -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.heavy  # ~3.5 min: the shipped hierarchical training in full (make test-heavy)
 def test_smart_camera_edge_model_beats_nearest_neighbour_and_plans_the_cameras(
     tmp_path: Path,
 ) -> None:
