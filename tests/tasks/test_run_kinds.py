@@ -45,3 +45,9 @@ def test_an_anomaly_run_speaks_auroc_everywhere(tmp_path: Path) -> None:
     assert res["training"]["task"]["metric"] == "auroc"
     html = (tmp_path / "a" / "report.html").read_text()
     assert "ROC curve" in html and "auroc drop ≤ 0.2" in html
+    # the redundancy filter counts the alarms it could hide: those a reused result did hide
+    devs = [v for v in res["caching"]["filter"]["per_device"].values() if "inputs" in v]
+    assert devs and all(0 <= v["missed_alerts"] <= v["alerts"] <= v["inputs"] for v in devs)
+    assert sum(v["alerts"] for v in devs) > 0
+    missed = sum(v["missed_alerts"] for v in devs)
+    assert ("alerts the model raised" in html) == (missed > 0)  # the report warns of it

@@ -97,6 +97,14 @@ def _warn_filter(ctx: RenderContext, filt: dict[str, Any]) -> None:
             f"caching: the filter's agreement with processing every input fell below the "
             f"target {target} on {', '.join(low)} (tuned on the profiling segment only)"
         )
+    missed = sum(int(v.get("missed_alerts") or 0) for v in devs.values())
+    if missed:
+        alerts = sum(int(v.get("alerts") or 0) for v in devs.values())
+        ctx.warn(
+            f"caching: the redundancy filter hid {missed} of the {alerts} alerts the model "
+            "raised on the filtered inputs (a skipped input reuses the last result); its "
+            "agreement target counts every input alike, so rare alarms barely move it"
+        )
 
 
 def _server_rows(per_server: dict[str, Any]) -> list[dict[str, Any]]:

@@ -36,12 +36,14 @@ from edgeintel.caching import (
 )
 from edgeintel.caching.filter import FEATURES
 from edgeintel.caching.placement import CONTENT_PLACEMENTS
+from edgeintel.data.datasets import Modality
 from edgeintel.latency import measure_latency, time_calls
 from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import caching_section as _section  # noqa: F401  (registers the section)
 from edgeintel.report import plots
 from edgeintel.runtime.wiring import FilterThreshold
+from edgeintel.tasks import TaskKind
 
 __all__ = ["CachingStage"]
 
@@ -126,10 +128,11 @@ class CachingStage(Stage):
         kind = ctx.task_kind()
         per_device: dict[str, Any] = {}
         for d, device in enumerate(ctx.devices[: fs.max_devices]):
-            if ds.x.ndim == 4:  # frames, in the order (and the stream) the agent sends them
-                xs = ctx.device_inputs(d)[0]
-            else:  # recordings joined in time order and cut into model-sized windows
+            if ds.modality is Modality.TIMESERIES and ds.x.ndim == 3:
+                # recordings joined in time order and cut into model-sized windows
                 xs = _device_stream(ds.x[np.sort(ctx.device_parts[d])])
+            else:  # frames, clips, tabular readings: one sample per input, in the order
+                xs = ctx.device_inputs(d)[0]  # (and the stream) the agent sends them
             if len(xs) < 4:
                 per_device[device.name] = {"skipped_reason": f"only {len(xs)} inputs"}
                 continue
@@ -146,6 +149,14 @@ class CachingStage(Stage):
                 fs.probe_every,
                 fs.raise_after,
                 same=kind.same,
+            )
+            # alerts (the kind's urgent outputs, e.g. an anomaly alarm) the model raised on
+            # the filtered part, and those a reused output hid
+            refs = outputs[len(outputs) - run.inputs :]
+            alerts = [kind.urgent(r) for r in refs]
+            missed = sum(
+                a and (o is None or not kind.urgent(o))
+                for a, o in zip(alerts, run.outputs, strict=True)
             )
             filter_ms = filter_ms_here(xs, report.feature)
             prof = device.profile
@@ -176,6 +187,8 @@ class CachingStage(Stage):
                 "filter_ms_per_input": _r(dev_filter_ms),
                 "model_ms_per_input": _r(dev_model_ms),
             }
+            if type(kind).urgent is not TaskKind.urgent:  # a kind that raises alerts
+                per_device[device.name].update(alerts=int(sum(alerts)), missed_alerts=int(missed))
         st = ctx.scenario.data.stream
         return {
             "stream": {"frames_per_sample": st.frames_per_sample, "noise": st.noise},
