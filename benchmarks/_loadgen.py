@@ -77,26 +77,34 @@ def _chunked(buf: bytearray, at: int, n: int) -> tuple[bytes, int] | None:
         at += size + 2
 
 
-class _Conn(asyncio.BufferedProtocol):
-    """One keep-alive HTTP/1.1 client connection: the transport reads into this buffer
-    (no allocation per read, under TLS too) and a response is complete when its
-    Content-Length bytes are in."""
+class _Received(asyncio.BufferedProtocol):
+    """A receive buffer that asyncio reads into directly and that doubles when full:
+    ``buf[:n]`` holds the bytes received and not yet consumed."""
 
     def __init__(self) -> None:
         self.buf = bytearray(1 << 16)
         self.view = memoryview(self.buf)
         self.n = 0  # bytes in buf
-        self.waiter: asyncio.Future[tuple[int, dict[bytes, bytes], bytes]] | None = None
         self.transport: Any = None
-
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
 
     def get_buffer(self, sizehint: int) -> memoryview:
         if self.n == len(self.buf):
             self.buf.extend(bytes(len(self.buf)))
             self.view = memoryview(self.buf)
         return self.view[self.n :]
+
+
+class _Conn(_Received):
+    """One keep-alive HTTP/1.1 client connection: the transport reads into this buffer
+    (no allocation per read, under TLS too) and a response is complete when its
+    Content-Length bytes are in."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiter: asyncio.Future[tuple[int, dict[bytes, bytes], bytes]] | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
 
     def buffer_updated(self, nbytes: int) -> None:
         self.n += nbytes
@@ -191,7 +199,7 @@ def _literal(name: bytes, value: bytes) -> bytes:
     return b"\x00" + bytes((len(name),)) + name + bytes((len(value),)) + value
 
 
-class _H2Conn(asyncio.BufferedProtocol):
+class _H2Conn(_Received):
     """One HTTP/2 connection carrying unary gRPC calls of one pre-encoded request (the
     header block and the length-prefixed message are built once; a call writes its
     HEADERS and DATA frames in one write). Flow control: the connection's and streams'
@@ -200,10 +208,7 @@ class _H2Conn(asyncio.BufferedProtocol):
     bytes once the stream ends (a failed call, answered trailers-only, has none)."""
 
     def __init__(self, authority: str, message: bytes) -> None:
-        self.buf = bytearray(1 << 16)
-        self.view = memoryview(self.buf)
-        self.n = 0
-        self.transport: Any = None
+        super().__init__()
         self.next_id = 1
         self.calls: dict[int, tuple[asyncio.Future[bytes], list[bytes]]] = {}
         self.window = 65_535  # what the server lets this connection send
@@ -222,12 +227,6 @@ class _H2Conn(asyncio.BufferedProtocol):
         transport.write(
             _PREFACE + _frame(_SETTINGS, 0, 0, settings) + _frame(_WINDOW_UPDATE, 0, 0, more)
         )
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        if self.n == len(self.buf):
-            self.buf.extend(bytes(len(self.buf)))
-            self.view = memoryview(self.buf)
-        return self.view[self.n :]
 
     def buffer_updated(self, nbytes: int) -> None:
         self.n += nbytes

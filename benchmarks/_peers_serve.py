@@ -36,6 +36,7 @@ from typing import IO, Any
 import numpy as np
 
 from _common import target
+from edgeintel.runtime.nodes import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -87,14 +88,6 @@ PEERS = (
 )
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class PeerServer:
     """``benchmarks/peer_servers/<venv>_server.py`` under ``.venv-peers/<venv>/bin/python``,
     in its own session (stopped as a process group: PyTriton's tritonserver and stub,
@@ -104,7 +97,7 @@ class PeerServer:
         py = VENVS / peer.venv / "bin" / "python"
         if not py.exists():
             raise SystemExit(f"_peers_serve: {py} is missing: run `make peers-venvs`")
-        self.ports = [_free_port() for _ in range(peer.ports)]
+        self.ports = [free_port() for _ in range(peer.ports)]
         self.port = self.ports[0]
         env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(PEER_DIR))
         script = PEER_DIR / f"{peer.venv}_server.py"

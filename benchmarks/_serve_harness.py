@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import os
 import resource
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from edgeintel.runtime.nodes import free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -30,22 +31,16 @@ __all__ = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Server:
     def __init__(self, repo: Path, *extra: str, tls: Any = None) -> None:
         """``tls``: a ``security.pki.TlsFiles`` (mutual TLS on; probes present it)."""
-        self.port = _free_port()
+        self.port = free_port()
         if tls is not None:
             extra = (*extra, "--tls-cert", str(tls.cert), "--tls-key", str(tls.key))
             extra = (*extra, "--tls-ca", str(tls.ca))
         scheme = "https" if tls is not None else "http"
         verify: Any = True if tls is None else tls.client_context()
-        self.grpc_port = _free_port()
+        self.grpc_port = free_port()
         env = dict(os.environ, PYTHONPATH=str(ROOT / "src"), OMP_NUM_THREADS="1")
         self.proc = subprocess.Popen(
             [
