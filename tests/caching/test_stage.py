@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from rich.console import Console
@@ -145,3 +146,17 @@ def test_report_shows_the_hit_ratio_per_placement_tier() -> None:
     assert "devices + cooperative greedy" in html and "device hit ratio" in html
     assert "0.1234" in html and "station hit ratio" in html
     assert "items cached on 2 devices" in html and "cam-1" in html
+
+
+def test_device_stream_windows_recordings_only() -> None:
+    """A time series's recordings become windows of one joined signal; tabular readings
+    (also (N, 1, F)) and every other modality stay one sample per input, whole."""
+    from edgeintel.data.datasets import Modality
+    from edgeintel.pipeline.stages.caching_stage import _device_stream
+
+    x = np.arange(3 * 1 * 8, dtype=np.float32).reshape(3, 1, 8)
+    windows = _device_stream(x, Modality.TIMESERIES)
+    assert windows.shape == (9, 1, 8)  # 24 readings, windows of 8 every 2
+    np.testing.assert_array_equal(windows[1, 0], np.arange(2, 10))  # across a record's end
+    for modality in (Modality.TABULAR, Modality.AUDIO):
+        np.testing.assert_array_equal(_device_stream(x, modality), x)

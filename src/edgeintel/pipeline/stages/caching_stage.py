@@ -54,9 +54,11 @@ def _r(x: float, n: int = 4) -> float:
     return round(float(x), n)
 
 
-def _device_stream(x: np.ndarray) -> np.ndarray:
-    """Inputs a device sends in order: images as they are; recordings as model-sized windows."""
-    if x.ndim == 3:  # (N, C, L) recordings -> one signal -> windows of L every L/4
+def _device_stream(x: np.ndarray, modality: Modality) -> np.ndarray:
+    """Inputs a device sends in order: recordings (a time series's ``(N, C, L)``) as
+    model-sized windows of one joined signal; anything else (frames, clips, tabular
+    readings) one sample per input."""
+    if modality is Modality.TIMESERIES and x.ndim == 3:  # one signal, windows of L every L/4
         length = x.shape[2]
         signal = np.concatenate(list(x), axis=1)
         hop = max(1, length // 4)
@@ -130,7 +132,7 @@ class CachingStage(Stage):
         for d, device in enumerate(ctx.devices[: fs.max_devices]):
             if ds.modality is Modality.TIMESERIES and ds.x.ndim == 3:
                 # recordings joined in time order and cut into model-sized windows
-                xs = _device_stream(ds.x[np.sort(ctx.device_parts[d])])
+                xs = _device_stream(ds.x[np.sort(ctx.device_parts[d])], ds.modality)
             else:  # frames, clips, tabular readings: one sample per input, in the order
                 xs = ctx.device_inputs(d)[0]  # (and the stream) the agent sends them
             if len(xs) < 4:
@@ -206,7 +208,7 @@ class CachingStage(Stage):
         rs = ctx.scenario.settings.caching.result_cache
         x_te, _ = ctx.test_arrays()
         kind = ctx.task_kind()
-        scenes = _device_stream(x_te) if x_te.ndim == 3 else x_te
+        scenes = _device_stream(x_te, ctx.require_dataset().modality)
         groups: dict[str, int] = {}
         for dev in ctx.devices:
             groups[dev.attach] = groups.get(dev.attach, 0) + 1
