@@ -226,7 +226,9 @@ def only_anomaly() -> None:
     keep = [t for t in old["targets"] if not t["name"].startswith("anomaly")]
     new = anomaly_targets(ano)
     details = {**old.get("details", {}), "anomaly": ano}
-    write_results("tasks", [*keep[:2], *new, *keep[2:]], details)
+    first = [t for t in keep if t["name"].startswith("regression")]  # the file's order
+    rest = [t for t in keep if not t["name"].startswith("regression")]
+    write_results("tasks", [*first, *new, *rest], details)
 
 
 def main() -> None:
