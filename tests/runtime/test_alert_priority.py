@@ -170,7 +170,10 @@ def test_the_edge_forwards_alarms_to_the_cloud_ahead_of_its_backlog(tmp_path: Pa
         backhaul.up = True
         sink = cloud.state.server.sink
         deadline = time.monotonic() + 30  # the forwarder backs off up to 1 s per retry
-        while sum(sink.counts().values()) < 11 and time.monotonic() < deadline:
+        # the backhaul records a batch after the cloud has stored it: wait for both
+        while time.monotonic() < deadline and (
+            sum(sink.counts().values()) < 11 or sum(map(len, backhaul.batches)) < 11
+        ):
             time.sleep(0.01)
         sent = [k for batch in backhaul.batches for k in batch]
         assert sent[:2] == [("b:3", True), ("a:6", True)]  # alarms first, in arrival order
