@@ -108,6 +108,7 @@ def run_workload(name: str, path: Path, runs: Path) -> dict[str, Any]:
     """Every seed's central and federated figures, and seed 0's bootstrap interval."""
     per_seed = []
     interval = None
+    t_start = time.perf_counter()
     for seed in SEEDS:
         sc = load_scenario(path).model_copy(update={"seed": seed})
         t0 = time.perf_counter()
@@ -125,20 +126,7 @@ def run_workload(name: str, path: Path, runs: Path) -> dict[str, Any]:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         if name == "anomaly":  # the redundancy filter on each RTU's stream of readings
-            devs = [
-                v
-                for v in ((res.get("caching") or {}).get("filter") or {})
-                .get("per_device", {})
-                .values()
-                if "inputs" in v
-            ]
-            row["filter"] = {
-                "devices": len(devs),
-                "inputs": sum(v["inputs"] for v in devs),
-                "skipped": sum(v["skipped"] for v in devs),
-                "alerts": sum(v.get("alerts", 0) for v in devs),
-                "missed_alerts": sum(v.get("missed_alerts", 0) for v in devs),
-            }
+            row["filter"] = _filter_row(res)
         if seed == SEEDS[0]:
             kind, pred, y = _exported_predictions(sc, runs / f"{name}-{seed}")
             block = DAY_BLOCK if name == "regression" else 1
@@ -146,7 +134,62 @@ def run_workload(name: str, path: Path, runs: Path) -> dict[str, Any]:
             row["check"] = kind.evaluate(pred, y)[kind.metric]  # equals evaluate's figure
         per_seed.append(row)
         print(f"{name} seed {seed}: {json.dumps({k: row[k] for k in ('central', 'federated')})}")
-    return {"seeds": per_seed, "interval_95_seed0": interval, "scenario": path.name}
+    out = {"seeds": per_seed, "interval_95_seed0": interval, "scenario": path.name}
+    if name == "anomaly":  # what the alert rule's margin trades: seed 0 at other margins
+        out["alert_margin_seed0"] = {
+            "2.0": per_seed[0]["filter"],
+            **{f"{m:.1f}": _filter_at_margin(path, runs, m) for m in (1.0, 4.0)},
+        }
+    out["wall_s"] = round(time.perf_counter() - t_start, 1)
+    return out
+
+
+def wall_target(details: dict[str, Any]) -> dict[str, Any]:
+    """The whole benchmark's wall time as the sum of each workload's own last measured
+    run (``--only`` re-measures one workload and keeps the others' times)."""
+    parts = {
+        k: float(details[k].get("wall_s") or sum(r["seconds"] for r in details[k]["seeds"]))
+        for k in ("regression", "anomaly")
+    }
+    parts["keyword_spotting"] = float(details["keyword_spotting"]["wall_s"])
+    t = target("benchmark wall time (sum of the workloads' measured runs)", sum(parts.values()),
+               "<=", 600, "s")  # fmt: skip
+    if not t["met"]:
+        slow = max(parts, key=parts.__getitem__)
+        t["note"] = (
+            f"{slow} took {parts[slow]:.0f} s of it: keyword spotting synthesises its speech "
+            "and trains and times a DS-CNN for each of 3 seeds; `--only kws` / "
+            "`--only anomaly` re-measure one workload within the limit"
+        )
+    return t
+
+
+def _filter_row(res: dict[str, Any]) -> dict[str, int]:
+    """The caching stage's filter figures summed over a run's filtered devices."""
+    per_device = ((res.get("caching") or {}).get("filter") or {}).get("per_device", {})
+    devs = [v for v in per_device.values() if "inputs" in v]
+    return {
+        "devices": len(devs),
+        "inputs": sum(v["inputs"] for v in devs),
+        "skipped": sum(v["skipped"] for v in devs),
+        "alerts": sum(v.get("alerts", 0) for v in devs),
+        "missed_alerts": sum(v.get("missed_alerts", 0) for v in devs),
+    }
+
+
+def _filter_at_margin(path: Path, runs: Path, margin: float) -> dict[str, int]:
+    """Seed 0's anomaly run again with ``settings.caching.filter.alert_margin`` = margin."""
+    sc = load_scenario(path).model_copy(update={"seed": SEEDS[0]})
+    caching = sc.settings.caching
+    filt = caching.filter.model_copy(update={"alert_margin": margin})
+    settings = sc.settings.model_copy(
+        update={"caching": caching.model_copy(update={"filter": filt})}
+    )
+    sc = sc.model_copy(update={"settings": settings})
+    res = run_pipeline(sc, runs, run_id=f"anomaly-margin-{margin:g}", stages=[*STAGES, "caching"])
+    row = _filter_row(res.results)
+    print(f"anomaly seed 0, alert_margin {margin:g}: {json.dumps(row)}")
+    return row
 
 
 def only_kws() -> None:
@@ -156,9 +199,9 @@ def only_kws() -> None:
         kws = run_kws(Path(tmp), SEEDS)
     kws["wall_s"] = round(time.perf_counter() - t0, 1)
     old = json.loads((RESULTS_DIR / "tasks.json").read_text())
-    keep = [t for t in old["targets"] if not t["name"].startswith("keyword spotting")]
+    keep = [t for t in old["targets"] if not t["name"].startswith(("keyword", "benchmark"))]
     details = {**old.get("details", {}), "keyword_spotting": kws}
-    write_results("tasks", keep + kws_targets(kws), details)
+    write_results("tasks", [*keep, *kws_targets(kws), wall_target(details)], details)
 
 
 def anomaly_targets(ano: dict[str, Any]) -> list[dict[str, Any]]:
@@ -181,9 +224,25 @@ def anomaly_targets(ano: dict[str, Any]) -> list[dict[str, Any]]:
     if missed:  # why, measured: how many of the model's alerts a reused result hid
         hidden["note"] = (
             f"{missed} of the {alerts} alerts the model raised on the filtered streams were "
-            "hidden: the filter is tuned to the overall agreement target "
-            "(settings.caching.filter.target), which rare alarms barely move, and the "
-            "readings are independent records, so skipping one reuses a neighbour's answer"
+            "hidden: tuning refuses any threshold that hides an alert of the profiling "
+            "segment at settings.caching.filter.alert_margin (2) x itself, but the segment "
+            "holds a few alerts per device and the Shuttle readings are independent records "
+            "(no steady stretches), so an unseen alarm can still lie within the threshold of "
+            "the last normal reading; a larger alert_margin hides fewer and skips fewer"
+        )
+    skipped = target(
+        "anomaly: redundancy filter, readings skipped on the RTUs' streams (mean of 3 seeds)",
+        skip["mean"],
+        ">=",
+        0.50,
+        "fraction",
+    )
+    if not skipped["met"]:
+        skipped["note"] = (
+            "the alert rule (no alert of the profiling segment hidden at alert_margin x the "
+            "threshold) caps the threshold below the distance from normal readings to the "
+            "nearest alarms, and independent records differ from their neighbours by about "
+            "as much, so fewer than half can be skipped safely"
         )
     return [
         target(
@@ -207,13 +266,7 @@ def anomaly_targets(ano: dict[str, Any]) -> list[dict[str, Any]]:
             0.80,
             "",
         ),
-        target(
-            "anomaly: redundancy filter, readings skipped on the RTUs' streams (mean of 3 seeds)",
-            skip["mean"],
-            ">=",
-            0.50,
-            "fraction",
-        ),
+        skipped,
         hidden,
     ]
 
@@ -223,12 +276,12 @@ def only_anomaly() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
         ano = run_workload("anomaly", WORKLOADS["anomaly"], Path(tmp))
     old = json.loads((RESULTS_DIR / "tasks.json").read_text())
-    keep = [t for t in old["targets"] if not t["name"].startswith("anomaly")]
+    keep = [t for t in old["targets"] if not t["name"].startswith(("anomaly", "benchmark"))]
     new = anomaly_targets(ano)
     details = {**old.get("details", {}), "anomaly": ano}
     first = [t for t in keep if t["name"].startswith("regression")]  # the file's order
     rest = [t for t in keep if not t["name"].startswith("regression")]
-    write_results("tasks", [*first, *new, *rest], details)
+    write_results("tasks", [*first, *new, *rest, wall_target(details)], details)
 
 
 def main() -> None:
@@ -241,13 +294,13 @@ def main() -> None:
     if only == "anomaly":
         only_anomaly()
         return
-    t0 = time.perf_counter()
     details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="bench-tasks-") as tmp:
         for name, path in WORKLOADS.items():
             details[name] = run_workload(name, path, Path(tmp))
+        t0 = time.perf_counter()
         details["keyword_spotting"] = run_kws(Path(tmp), SEEDS)
-    wall = time.perf_counter() - t0
+        details["keyword_spotting"]["wall_s"] = round(time.perf_counter() - t0, 1)
     reg, ano = details["regression"], details["anomaly"]
     fed_rmse = mean_std([r["federated"]["rmse"] for r in reg["seeds"]])
     cen_rmse = mean_std([r["central"]["rmse"] for r in reg["seeds"]])
@@ -270,7 +323,7 @@ def main() -> None:
         ),
         *anomaly_targets(ano),
         *kws_targets(details["keyword_spotting"]),
-        target("benchmark wall time", wall, "<=", 600, "s"),
+        wall_target(details),
     ]
     write_results("tasks", targets, details)
 

@@ -10,6 +10,7 @@ from edgeintel.caching.filter import (
     AdaptiveFilter,
     RedundancyFilter,
     filter_stream,
+    hidden_alerts,
     prepare,
     run_filter,
     simulate_threshold,
@@ -38,6 +39,53 @@ def test_sensor_distances_by_hand() -> None:
     # |d mean| = 2, equal std, pooled std = sqrt(1.25)
     assert FEATURES.get("meanstd")(a, b) == pytest.approx(2 / np.sqrt(1.25), rel=1e-5)
     assert FEATURES.get("ks")(a, a) == 0.0
+    c = np.array([[0.0, 1.5, 2.0, -1.0]])  # a record of four sensors: one moved by 4
+    assert FEATURES.get("maxabs")(a, c) == pytest.approx(4.0)
+    assert FEATURES.get("maxabs")(a, a) == 0.0
+
+
+def test_hidden_alerts_by_hand() -> None:
+    alert = lambda r: r == "A"  # noqa: E731
+    # reused outputs vs every input's own: index 1 carries the alert, 2 hides one,
+    # 3 has nothing to reuse yet (an alert there counts as hidden too)
+    assert hidden_alerts(["N", "A", "N", None], ["N", "A", "A", "A"], alert) == 2
+    assert hidden_alerts(["N", "N"], ["N", "N"], alert) == 0
+
+
+def test_tuning_never_picks_a_threshold_that_hides_an_alert() -> None:
+    """Steady readings with one small excursion that the model flags: agreement alone
+    (19 of 20) would skip it; the alert rule refuses that threshold."""
+    values = [0.0] * 10 + [0.5] + [0.0] * 9
+    prepared = [np.array([[v]]) for v in values]
+    outputs = ["A" if v else "N" for v in values]
+    loose = tune_filter(prepared, outputs, 0.9, ("maxabs",))
+    assert loose.threshold == pytest.approx(0.5) and loose.hidden_alerts is None
+    safe = tune_filter(prepared, outputs, 0.9, ("maxabs",), urgent=lambda r: r == "A")
+    assert safe.threshold == 0.0 and safe.hidden_alerts == 0
+    assert "hiding no alert" in safe.reason
+    assert safe.to_json()["profile_hidden_alerts"] == 0
+    run = run_filter(prepared, outputs.__getitem__, "maxabs", safe.threshold, outputs)
+    assert hidden_alerts(run.outputs, outputs, lambda r: r == "A") == 0
+
+
+def test_alert_margin_refuses_a_threshold_that_only_just_hides_no_alert() -> None:
+    """Ordinary readings alternate between 0 and 1.4; the model flags a reading of 2.5.
+    Threshold 1.4 skips every 1.4 (the reference stays 0) and hides no alarm of the
+    segment, but would at twice itself: margin 2 refuses it for one that hides none at
+    twice itself."""
+    values = [0.0, 1.4] * 10 + [2.5] + [1.4, 0.0] * 10
+    prepared = [np.array([[v]]) for v in values]
+    outputs = [v > 2 for v in values]
+    urgent = bool
+    kw = {"features": ("maxabs",), "urgent": urgent, "candidates": 64}
+    loose = tune_filter(prepared, outputs, 0.9, alert_margin=1.0, **kw)  # type: ignore[arg-type]
+    safe = tune_filter(prepared, outputs, 0.9, alert_margin=2.0, **kw)  # type: ignore[arg-type]
+    assert loose.threshold == pytest.approx(1.4) and safe.threshold < 1.4
+    for th in (safe.threshold, 2 * safe.threshold):
+        run = run_filter(prepared, outputs.__getitem__, "maxabs", th)
+        assert hidden_alerts(run.outputs, outputs, urgent) == 0
+    run = run_filter(prepared, outputs.__getitem__, "maxabs", 2 * loose.threshold)
+    assert hidden_alerts(run.outputs, outputs, urgent) == 1
 
 
 def _stream(n: int, seed: int = 0) -> tuple[list[np.ndarray], list[int]]:

@@ -8,9 +8,11 @@ the difference is at most a threshold, in the spirit of Reducto (SIGCOMM'20):
   21/255), ``area`` (fraction of the frame covered by changed regions after
   dilation), ``edge`` (fraction of Canny edge pixels that differ) and ``hist``
   (Bhattacharyya distance of grey-level histograms);
-* sensor windows: ``ks`` (largest per-channel two-sample Kolmogorov-Smirnov
-  statistic) and ``meanstd`` (largest per-channel shift of mean and standard
-  deviation, in units of the pooled standard deviation).
+* sensor windows and readings: ``ks`` (largest per-channel two-sample
+  Kolmogorov-Smirnov statistic), ``meanstd`` (largest per-channel shift of mean and
+  standard deviation, in units of the pooled standard deviation) and ``maxabs``
+  (largest change of any single value, in the readings' units: the one that suits a
+  record of separate sensors, whose values are not samples of one distribution).
 
 ``tune_filter`` chooses the feature and threshold on a short profiling
 segment, where every input is processed, as the largest threshold whose
@@ -26,6 +28,13 @@ changing) until ``raise_after`` processed inputs in a row agree again.
 Whether two results "agree" is the task kind's rule (``same``: equal labels for a
 classifier, values within a tolerance for regression, the same side of the threshold
 for an anomaly detector; ``TaskKind.same``); by default results are compared with ``==``.
+A kind that raises alerts (``urgent``: an anomaly alarm) adds a hard rule to tuning: a
+candidate that hides any alert of the profiling segment behind a reused ordinary result
+is refused, whatever its overall agreement (rare alarms barely move an agreement
+fraction, and a hidden alarm is the one error a monitoring device must not make), and
+it must hide none when replayed at ``alert_margin`` times its threshold either: the
+segment holds few alarms, and a threshold that only just hides none of them hides
+unseen ones (an empirical safety factor, measured in docs/tasks.md).
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ __all__ = [
     "TuneReport",
     "check_target",
     "filter_stream",
+    "hidden_alerts",
     "prepare",
     "run_filter",
     "simulate_threshold",
@@ -57,9 +67,10 @@ __all__ = [
 
 Feature = Callable[[np.ndarray, np.ndarray], float]
 Same = Callable[[Any, Any], bool]  # do two results count as the same answer?
+Urgent = Callable[[Any], bool]  # is a result an alert that must never be hidden?
 FEATURES: Registry[Feature] = Registry("difference feature")
 FRAME_FEATURES = ("pixel", "area", "edge", "hist")
-SENSOR_FEATURES = ("ks", "meanstd")
+SENSOR_FEATURES = ("ks", "meanstd", "maxabs")
 _PIXEL_DELTA = 21  # grey levels out of 255, Reducto's pixel threshold
 
 
@@ -144,6 +155,12 @@ def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(ca / a.shape[1] - cb / b.shape[1]).max())
 
 
+@FEATURES.register("maxabs")
+def maxabs_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """Largest absolute change of any single value (channel, sample), in the input's units."""
+    return float(np.abs(a - b).max())
+
+
 @FEATURES.register("meanstd")
 def meanstd_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Largest per-channel |d mean| + |d std|, in units of the pooled standard deviation."""
@@ -196,6 +213,15 @@ def _agrees(same: Same, reused: Any, reference: Any) -> bool:
     return reused is not None and bool(same(reused, reference))
 
 
+def hidden_alerts(outputs: Sequence[Any], reference: Sequence[Any], urgent: Urgent) -> int:
+    """How many alerts of ``reference`` (every input's own result) the filtered
+    ``outputs`` do not carry: the reused result was not an alert (or there was none)."""
+    return sum(
+        bool(urgent(r)) and (o is None or not urgent(o))
+        for o, r in zip(outputs, reference, strict=True)
+    )
+
+
 def simulate_threshold(
     prepared: Sequence[np.ndarray],
     outputs: Sequence[Any],
@@ -230,6 +256,7 @@ class TuneReport:
     agreement: float
     reason: str
     candidates: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    hidden_alerts: int | None = None  # on the profiling segment (None: no alert rule)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -240,12 +267,16 @@ class TuneReport:
             "profile_skip_fraction": round(self.skip_fraction, 4),
             "profile_agreement": round(self.agreement, 4),
             "reason": self.reason,
+            **({} if self.hidden_alerts is None else {"profile_hidden_alerts": self.hidden_alerts}),
             "best_per_feature": {
-                k: max(v, key=lambda r: (r["agreement"] >= self.target, r["skip"]))
+                k: max(v, key=lambda r: (self._meets(r), r["skip"]))
                 for k, v in self.candidates.items()
                 if v
             },
         }
+
+    def _meets(self, row: dict[str, float]) -> bool:
+        return row["agreement"] >= self.target and not row.get("hidden", 0)
 
 
 def tune_filter(
@@ -259,6 +290,8 @@ def tune_filter(
     lower: float = 0.0,
     raise_after: int = 3,
     same: Same = _equal,
+    urgent: Urgent | None = None,
+    alert_margin: float = 2.0,
 ) -> TuneReport:
     """Choose the feature and threshold that skip most while agreeing on >= ``target`` of inputs.
 
@@ -269,7 +302,10 @@ def tune_filter(
     with and adaptation changes what is skipped: tuning a fixed threshold and
     then running it adapted skips far fewer inputs than the segment promised.
     Threshold 0 of the first feature (skip only exact repeats) is the fallback.
-    ``same`` judges agreement (the task kind's rule; ``==`` by default).
+    ``same`` judges agreement (the task kind's rule; ``==`` by default). With ``urgent``
+    (the kind's alert rule) a candidate must also hide no alert of the segment, replayed
+    at its threshold and at ``alert_margin`` x it (the segment holds few alerts: a
+    threshold that only just hides none of them hides unseen ones).
     """
     check_target(target)
     if len(prepared) < 2:
@@ -277,7 +313,7 @@ def tune_filter(
     if len(outputs) != len(prepared):
         raise DataError(f"{len(prepared)} profiling inputs but {len(outputs)} outputs")
 
-    def replay(name: str, th: float) -> tuple[float, float]:
+    def replay(name: str, th: float) -> tuple[float, float, int]:
         run = run_filter(
             prepared,
             outputs.__getitem__,
@@ -290,7 +326,8 @@ def tune_filter(
             raise_after,
             same,
         )
-        return run.skip_fraction, float(run.agreement or 0.0)
+        hidden = 0 if urgent is None else hidden_alerts(run.outputs, outputs, urgent)
+        return run.skip_fraction, float(run.agreement or 0.0), hidden
 
     table: dict[str, list[dict[str, float]]] = {}
     best = (features[0], 0.0, *replay(features[0], 0.0))
@@ -300,24 +337,37 @@ def tune_filter(
         grid = np.unique(np.quantile(diffs, np.linspace(0, 1, candidates)))
         rows = []
         for th in grid:
-            skip, agree = replay(name, float(th))
+            skip, agree, hidden = replay(name, float(th))
             rows.append({"threshold": float(th), "skip": skip, "agreement": agree})
-            if agree >= target and (skip > best[2] or (skip == best[2] and th < best[1])):
-                best = (name, float(th), skip, agree)
+            if urgent is not None:
+                rows[-1]["hidden"] = hidden
+            if urgent is not None and not hidden and th > 0 and alert_margin > 1:
+                hidden = replay(name, alert_margin * float(th))[2]  # and with room to spare
+            if (
+                agree >= target
+                and not hidden
+                and (skip > best[2] or (skip == best[2] and th < best[1]))
+            ):
+                best = (name, float(th), skip, agree, hidden)
         table[name] = rows
-    name, th, skip, agree = best
+    name, th, skip, agree, hidden = best
     how = " (replayed with online adaptation)" if adapt else ""
+    alarms = " hiding no alert" if urgent is not None else ""
     reason = (
         f"largest skip on the {len(prepared)}-input profiling segment{how} among "
         f"{sum(map(len, table.values()))} (feature, threshold) candidates whose agreement with "
-        f"processing every input is >= {target:g}: '{name}' difference <= {th:.4g} skips "
-        f"{skip:.1%} at {agree:.1%} agreement"
+        f"processing every input is >= {target:g}{alarms}: '{name}' difference <= {th:.4g} "
+        f"skips {skip:.1%} at {agree:.1%} agreement"
     )
-    if agree < target:
+    if agree < target or hidden:
         reason = (
-            f"no candidate met the target {target:g}; skipping only exact repeats ({agree:.1%})"
+            f"no candidate met the target {target:g}{alarms}; skipping only exact repeats "
+            f"({agree:.1%} agreement)"
         )
-    return TuneReport(name, th, target, len(prepared), skip, agree, reason, table)
+    return TuneReport(
+        name, th, target, len(prepared), skip, agree, reason, table,
+        None if urgent is None else hidden,
+    )  # fmt: skip
 
 
 @dataclass
@@ -492,6 +542,8 @@ def filter_stream(
     probe_every: int = 10,
     raise_after: int = 3,
     same: Same = _equal,
+    urgent: Urgent | None = None,
+    alert_margin: float = 2.0,
 ) -> tuple[TuneReport, FilterRun]:
     """Tune on the first ``profile_fraction`` of a stream, then filter the rest.
 
@@ -499,7 +551,8 @@ def filter_stream(
     part they are only read for processed inputs and probes (what a device
     would compute) and to measure agreement. Features default to the frame
     features for 2-D prepared frames and the sensor distances otherwise. ``same`` is the
-    agreement rule (the task kind's ``same``; ``==`` by default).
+    agreement rule (the task kind's ``same``; ``==`` by default); ``urgent`` the kind's
+    alert rule, which tuning must not break on the profiling segment (``tune_filter``).
     """
     if not 0 < profile_fraction < 1:
         raise ConfigError(f"profile_fraction must be in (0, 1), got {profile_fraction}")
@@ -518,6 +571,8 @@ def filter_stream(
         probe_every=probe_every,
         raise_after=raise_after,
         same=same,
+        urgent=urgent,
+        alert_margin=alert_margin,
     )
     run = run_filter(
         prepared[k:],

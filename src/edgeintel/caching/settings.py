@@ -67,9 +67,13 @@ class FilterSettings(Strict):
 
     ``target`` is the agreement with processing every input, in (0, 1];
     ``features`` (default: all of the stream's kind: pixel, area, edge, hist for
-    images, ks, meanstd for sensor windows) are the candidates. With ``adapt``, a
-    probe follows ``probe_every`` consecutive skips, and a changed result makes the
-    filter process every input until ``raise_after`` processed inputs in a row agree.
+    images, ks, meanstd, maxabs for sensor windows and readings) are the candidates.
+    With ``adapt``, a probe follows ``probe_every`` consecutive skips, and a changed
+    result makes the filter process every input until ``raise_after`` processed inputs
+    in a row agree.
+    For a task kind that raises alerts (anomaly), a threshold is refused if replaying
+    the profiling segment at it, or at ``alert_margin`` x it, hides any alert behind a
+    reused result (the larger the margin, the fewer readings skipped and alerts missed).
     """
 
     enabled: bool = True
@@ -80,6 +84,7 @@ class FilterSettings(Strict):
     probe_every: Annotated[int, Field(ge=1, le=10_000)] = 10
     raise_after: Annotated[int, Field(ge=1, le=10_000)] = 3
     max_devices: Annotated[int, Field(ge=1, le=100_000)] = 4
+    alert_margin: Annotated[float, Field(ge=1, le=1000)] = 2.0
 
     @field_validator("features")
     @classmethod

@@ -237,6 +237,8 @@ def tune_device_filter(
         probe_every=settings.probe_every,
         raise_after=settings.raise_after,
         same=kind.same,
+        urgent=kind.urgent if type(kind).urgent is not TaskKind.urgent else None,
+        alert_margin=settings.alert_margin,
     )
     return device_filter(report.feature, report.threshold, settings, kind), report
 

@@ -34,7 +34,7 @@ from edgeintel.caching import (
     tiered_placement,
     zipf_demand,
 )
-from edgeintel.caching.filter import FEATURES
+from edgeintel.caching.filter import FEATURES, hidden_alerts
 from edgeintel.caching.placement import CONTENT_PLACEMENTS
 from edgeintel.data.datasets import Modality
 from edgeintel.latency import measure_latency, time_calls
@@ -141,6 +141,7 @@ class CachingStage(Stage):
             # the kind's predictions (labels, values, anomaly scores), compared by its rule
             outputs = kind.predict(onnx_predict(session, xs), xs).tolist()
             prepared = [prepare(x) for x in xs]
+            alerting = type(kind).urgent is not TaskKind.urgent  # a kind that raises alerts
             report, run = filter_stream(
                 prepared,
                 outputs,
@@ -151,15 +152,14 @@ class CachingStage(Stage):
                 fs.probe_every,
                 fs.raise_after,
                 same=kind.same,
+                urgent=kind.urgent if alerting else None,
+                alert_margin=fs.alert_margin,
             )
             # alerts (the kind's urgent outputs, e.g. an anomaly alarm) the model raised on
             # the filtered part, and those a reused output hid
             refs = outputs[len(outputs) - run.inputs :]
             alerts = [kind.urgent(r) for r in refs]
-            missed = sum(
-                a and (o is None or not kind.urgent(o))
-                for a, o in zip(alerts, run.outputs, strict=True)
-            )
+            missed = hidden_alerts(run.outputs, refs, kind.urgent)
             filter_ms = filter_ms_here(xs, report.feature)
             prof = device.profile
             dev_model_ms = model_ms / prof.compute_speed
@@ -189,7 +189,7 @@ class CachingStage(Stage):
                 "filter_ms_per_input": _r(dev_filter_ms),
                 "model_ms_per_input": _r(dev_model_ms),
             }
-            if type(kind).urgent is not TaskKind.urgent:  # a kind that raises alerts
+            if alerting:
                 per_device[device.name].update(alerts=int(sum(alerts)), missed_alerts=int(missed))
         st = ctx.scenario.data.stream
         return {
