@@ -134,7 +134,7 @@ def run_workload(name: str, path: Path, runs: Path) -> dict[str, Any]:
             row["check"] = kind.evaluate(pred, y)[kind.metric]  # equals evaluate's figure
         per_seed.append(row)
         print(f"{name} seed {seed}: {json.dumps({k: row[k] for k in ('central', 'federated')})}")
-    out = {"seeds": per_seed, "interval_95_seed0": interval, "scenario": path.name}
+    out: dict[str, Any] = {"seeds": per_seed, "interval_95_seed0": interval, "scenario": path.name}
     if name == "anomaly":  # what the alert rule's margin trades: seed 0 at other margins
         out["alert_margin_seed0"] = {
             "2.0": per_seed[0]["filter"],
