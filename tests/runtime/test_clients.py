@@ -314,7 +314,6 @@ def test_connection_limit_refuses_beyond_max_connections(model_repo: Path, tmp_p
 
 
 def test_busy_grpc_port_is_one_line(model_repo: Path) -> None:
-    import os
     import subprocess
     import sys
 
@@ -341,8 +340,8 @@ def test_busy_grpc_port_is_one_line(model_repo: Path) -> None:
 def test_grpc_calls_in_flight_share_batches_and_stray_methods_are_unimplemented(
     node: ServerProcess,
 ) -> None:
-    """The gRPC face (grpcio's thread-pool server handing calls to the HTTP event loop,
-    runtime.grpc_bridge): 32 calls at once all answered, through the shared batcher (fewer
+    """The gRPC face (HTTP/2 on the HTTP event loop, runtime.grpc_server): 32 calls at
+    once all answered, through the shared batcher (fewer
     ONNX Runtime calls than requests); a method the server does not implement is
     UNIMPLEMENTED, a stream without a token UNAUTHENTICATED, neither an internal error."""
     from concurrent.futures import ThreadPoolExecutor
@@ -372,23 +371,3 @@ def test_grpc_calls_in_flight_share_batches_and_stray_methods_are_unimplemented(
         with pytest.raises(grpc.RpcError) as err:
             list(stub.ModelStreamInfer(iter([req])))
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-
-
-@pytest.mark.skipif(
-    not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
-    reason="needs Linux and two CPUs",
-)
-def test_grpcio_threads_share_one_cpu_and_the_loop_keeps_all(node: ServerProcess) -> None:
-    """grpcio's threads (C core and pool) are kept on one CPU (ServerSettings.grpc_one_cpu);
-    the main thread, which runs the event loop, keeps every CPU it had."""
-    assert node.proc is not None
-    pid = node.proc.pid
-    tasks = Path(f"/proc/{pid}/task")
-    cpus = {
-        int(t.name): (t / "comm").read_text().strip() for t in tasks.iterdir() if t.name.isdigit()
-    }
-    core = {tid for tid, name in cpus.items() if name.startswith(("event_engine", "grpc_global"))}
-    assert core, sorted(cpus.values())
-    pinned = {frozenset(os.sched_getaffinity(tid)) for tid in core}
-    assert len(pinned) == 1 and len(next(iter(pinned))) == 1
-    assert os.sched_getaffinity(pid) == os.sched_getaffinity(0)

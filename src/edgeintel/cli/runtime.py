@@ -49,13 +49,6 @@ def serve_cmd(
         int | None,
         typer.Option(min=0, max=65535, help="Also serve the protocol over gRPC on this port."),
     ] = None,
-    grpc_one_cpu: Annotated[
-        bool,
-        typer.Option(
-            "--grpc-one-cpu/--grpc-any-cpu",
-            help="Keep grpcio's threads on one CPU (spread, its hand-offs convoy on the GIL).",
-        ),
-    ] = True,
     scenario: Annotated[
         Path | None,
         typer.Option(
@@ -138,7 +131,6 @@ def serve_cmd(
             max_request_bytes=max_request_bytes,
             body_timeout_s=body_timeout_s,
             max_connections=max_connections,
-            grpc_one_cpu=grpc_one_cpu,
             batching=batching,
         )
         if scenario is not None and node_config is not None:

@@ -1,7 +1,7 @@
 """The Open Inference Protocol v2 over gRPC (KServe / Triton ``GRPCInferenceService``).
 
-The handlers are coroutines on the HTTP server's event loop (grpcio's thread-pool
-server hands each call to the loop: ``runtime.grpc_bridge``), so both faces share one
+The handlers are coroutines on the HTTP server's event loop (the runtime's own HTTP/2
+server calls them there: ``runtime.grpc_server``), so both faces share one
 ``InferenceServer``: the same auth (``authorization: Bearer <token>`` metadata), the
 same batchers, result cache and statistics. The service definition is
 the one ``tritonclient[grpc]`` ships (``tritonclient.grpc.service_pb2[_grpc]``).

@@ -95,7 +95,7 @@ class InferenceServer:
     ``LinkEmulator`` of the backhaul), used to relay requests and to forward stored
     results with ``upstream_token``. ``grpc_port``: also serve the gRPC protocol there
     (0: a free port, read ``grpc_port`` after start; None: no gRPC).
-    ``grpc_ssl``: TLS on the gRPC port (``grpc.ssl_server_credentials``);
+    ``grpc_ssl``: TLS on the gRPC port (an ``ssl.SSLContext`` with ALPN ``h2``);
     ``grpc_revocations``: its calls refused when the client certificate's serial is
     revoked (``security.pki.Revocations``, the CRL the HTTP face reloads too).
     ``on_drift(group, figures)``: called when enough devices of a group report drift
@@ -231,7 +231,7 @@ class InferenceServer:
                 )
                 self.forwarder.start()
         if self.grpc_port is not None:
-            from edgeintel.runtime.grpc_bridge import start_grpc
+            from edgeintel.runtime.grpc_server import start_grpc
 
             self._grpc, self.grpc_port = await start_grpc(
                 self, self.grpc_host, self.grpc_port, self.grpc_ssl, self.grpc_revocations
@@ -248,7 +248,7 @@ class InferenceServer:
     async def stop(self) -> None:
         self.core.ready = False
         if self._grpc is not None:
-            from edgeintel.runtime.grpc_bridge import stop_grpc
+            from edgeintel.runtime.grpc_server import stop_grpc
 
             await stop_grpc(self._grpc, self.settings.graceful_shutdown_s)
         await self.core.close()
@@ -347,7 +347,7 @@ def serve(
         repo,
         settings,
         grpc_host=host,
-        grpc_ssl=None if tls is None else tls.grpc_server_credentials(),
+        grpc_ssl=None if tls is None else tls.grpc_server_context(),
         grpc_revocations=revocations,
         **options,
     )

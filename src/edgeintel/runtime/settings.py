@@ -63,8 +63,6 @@ class ServerSettings(_Strict):
     ``body_timeout_s``: a request body not received within this time is answered 408
     and its connection closed; ``max_connections``: connections and requests in flight
     beyond this are answered 503 (a slow or hostile client cannot hold the node).
-    ``grpc_one_cpu``: grpcio's threads share one CPU (Linux, several CPUs): spread over
-    cores, its per-call hand-offs under the GIL cost about 4x the CPU under load.
     """
 
     intra_op_threads: Annotated[int, Field(ge=1, le=256)] = 1
@@ -72,7 +70,6 @@ class ServerSettings(_Strict):
     body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
     max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = 1024
     graceful_shutdown_s: Annotated[float, Field(ge=0, le=600)] = 10.0
-    grpc_one_cpu: bool = True
     batching: BatchingSettings = BatchingSettings()
 
 

@@ -313,15 +313,11 @@ class TlsFiles:
         ctx.load_cert_chain(str(self.cert), str(self.key))
         return ctx
 
-    def grpc_server_credentials(self) -> Any:
-        """``grpc.ssl_server_credentials`` requiring a client certificate by the CA."""
-        import grpc
-
-        return grpc.ssl_server_credentials(
-            [(self.key.read_bytes(), self.cert.read_bytes())],
-            root_certificates=self.ca.read_bytes(),
-            require_client_auth=True,
-        )
+    def grpc_server_context(self) -> ssl.SSLContext:
+        """``server_context`` for the gRPC port: the same mutual TLS, ALPN ``h2``."""
+        ctx = self.server_context()
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
 
 
 def check_ca(ca_pem: str | Path) -> Path:
