@@ -182,8 +182,8 @@ def grpc_vs_http(srv: Server) -> dict[str, Any]:
     out["pair_ratios"] = pairs
     out["pair_ratio_min"], out["pair_ratio_max"] = min(pairs), max(pairs)
     out["setup"] = (
-        "gRPC: grpcio's thread-pool server bridged to the HTTP event loop "
-        "(runtime.grpc_bridge); client: the load generator's HTTP/2 client (one connection, "
+        "gRPC: the runtime's own HTTP/2 server on the HTTP event loop (runtime.grpc_server, "
+        "no thread); client: the load generator's HTTP/2 client (one connection, "
         "64 calls in flight, each a pre-encoded ModelInfer request; its answer decoded "
         "and checked), as lean as its HTTP/1.1 client; HTTP: 64 keep-alive connections"
     )

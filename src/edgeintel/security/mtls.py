@@ -6,9 +6,9 @@ cannot: a client whose certificate serial the CA's CRL lists (``Revocations``,
 re-read when the file changes) is disconnected as its connection opens, and every
 request carries the certificate's identity in the ASGI scope's ``tls`` extension
 (``client_cert_name``, ``edgeintel_role``) so handlers can hold a device to its own
-name (``peer_identity``). The gRPC face gets the same revocation check per call
-(``grpc_refusal``, before the method runs): grpc's TLS verifies the chain but knows no
-CRL.
+name (``peer_identity``). The gRPC face (the same TLS context on the event
+loop, ``runtime.grpc_server``) gets the same revocation check per call (``grpc_refusal``,
+before the method runs), from the client certificate its calls' context carries.
 """
 
 from __future__ import annotations
