@@ -374,3 +374,32 @@ def test_shutdown_sends_goaway_and_lets_calls_finish(model_repo: Path) -> None:
                 peer.until(-1)
         finally:
             peer.close()
+
+
+def test_connection_and_stream_limits_and_body_timeout(model_repo: Path) -> None:
+    """max_connections bounds connections (GOAWAY) and streams per connection
+    (REFUSED_STREAM, advertised); a unary request not received within body_timeout_s
+    ends DEADLINE_EXCEEDED; so does a call past its grpc-timeout."""
+    with running(model_repo, max_connections=2, body_timeout_s=0.3) as srv:
+        port = srv.grpc_port or 0
+        a, b = Peer(port), Peer(port)
+        try:
+            a.until(SETTINGS, flags=ACK)
+            b.until(SETTINGS, flags=ACK)
+            c = Peer(port)
+            payload = c.until(GOAWAY)[-1][3]
+            assert int.from_bytes(payload[4:8], "big") == ErrorCode.ENHANCE_YOUR_CALM
+            c.close()
+            # two open calls (requests not finished), a third refused
+            for sid in (1, 3, 5):
+                a.send(frame(HEADERS, END_HEADERS, sid, _request_block()))
+            rst = a.until(RST_STREAM, 5)[-1]
+            assert int.from_bytes(rst[3], "big") == ErrorCode.REFUSED_STREAM
+            trailers = _answer(a, 1)[2]  # the body timeout ends the open ones
+            assert trailers["grpc-status"] == "4" and "0.3 s" in trailers["grpc-message"]
+            block = _request_block() + literal(b"grpc-timeout", b"50m")
+            b.send(frame(HEADERS, END_HEADERS, 1, block))
+            assert _answer(b, 1)[2]["grpc-status"] == "4"
+        finally:
+            a.close()
+            b.close()
