@@ -11,6 +11,7 @@ from edgeintel.caching.filter import (
     RedundancyFilter,
     filter_stream,
     hidden_alerts,
+    margin_sensitivity,
     prepare,
     run_filter,
     simulate_threshold,
@@ -66,6 +67,66 @@ def test_tuning_never_picks_a_threshold_that_hides_an_alert() -> None:
     assert safe.to_json()["profile_hidden_alerts"] == 0
     run = run_filter(prepared, outputs.__getitem__, "maxabs", safe.threshold, outputs)
     assert hidden_alerts(run.outputs, outputs, lambda r: r == "A") == 0
+
+
+def test_margin_sensitivity_by_hand() -> None:
+    """Scores 0.1, 0.3, 0.7 against an alarm threshold 1: margins 0.9, 0.7, 0.3; the
+    readings move by 1 then 2, so |change of margin| / difference is 0.2 both times;
+    factor 2 gives 0.4. Results without a margin (None) are left out of the ratios."""
+    prepared = [np.array([[0.0]]), np.array([[1.0]]), np.array([[3.0]])]
+    margin = lambda s: None if s is None else 1.0 - s  # noqa: E731
+    assert margin_sensitivity(prepared, [0.1, 0.3, 0.7], "maxabs", margin, 0.9, 2.0) == (
+        pytest.approx(0.4)
+    )
+    # one pair 0.2 / 1, the other 0.6 / 2 = 0.3: their median is 0.25
+    assert margin_sensitivity(prepared, [0.1, 0.3, 0.9], "maxabs", margin, 0.5, 1.0) == (
+        pytest.approx(0.25)
+    )
+    assert margin_sensitivity(prepared, [0.1, None, 0.7], "maxabs", margin) is None
+    same = [np.array([[0.0]])] * 3  # no two inputs differ: nothing to measure
+    assert margin_sensitivity(same, [0.1, 0.3, 0.7], "maxabs", margin) is None
+
+
+def test_a_result_near_its_boundary_is_not_reused_where_a_difference_could_cross_it() -> None:
+    """Threshold 10 would skip every reading after the first. The reused score 0.7 has
+    margin 0.3 to the alarm threshold 1; at sensitivity 0.4 a reading 0.5 away (0.2 of
+    margin) is skipped, one 1.0 away (0.4 >= 0.3) is processed: an alarm, which the guard
+    keeps from a reading 2.0 away (0.8 >= its margin's 0.5)."""
+    margin = lambda s: 1.0 - s  # noqa: E731
+    xs = [np.array([[v]]) for v in (0.0, 0.5, 1.0, 3.0)]
+    scores = [0.7, 0.8, 1.5, 0.2]
+    kw = {"margin": margin, "sensitivity": 0.4}
+    run = run_filter(xs, scores.__getitem__, "maxabs", 10.0, scores, **kw)  # type: ignore[arg-type]
+    assert [s.processed for s in run.steps] == [True, False, True, True]
+    assert run.outputs == [0.7, 0.7, 1.5, 0.2]  # the alarm at index 2 is carried
+    # without the guard the same threshold hides it
+    bare = run_filter(xs, scores.__getitem__, "maxabs", 10.0, scores)
+    assert bare.outputs[2] == 0.7
+    # the live object decides alike
+    f = AdaptiveFilter("maxabs", 10.0, adapt=False, **kw)  # type: ignore[arg-type]
+    decided = []
+    for x, sc in zip(xs, scores, strict=True):
+        step = f.decide(x)
+        decided.append(step.processed)
+        if step.processed:
+            f.observe(sc)
+    assert decided == [True, False, True, True]
+
+
+def test_tuning_with_a_margin_rule_reports_and_uses_the_sensitivity() -> None:
+    rng = np.random.default_rng(3)
+    xs = [np.array([[v]]) for v in rng.normal(0, 1, 200)]
+    scores = [float(abs(x[0, 0])) for x in xs]  # alarm above 2
+    margin = lambda s: 2.0 - s  # noqa: E731
+    urgent = lambda s: s > 2.0  # noqa: E731
+    kw = {"features": ("maxabs",), "urgent": urgent, "alert_margin": 1.0}
+    report, run = filter_stream(xs, scores, 0.9, 0.5, margin=margin, **kw)  # type: ignore[arg-type]
+    want = margin_sensitivity(xs[:100], scores[:100], "maxabs", margin, 0.9, 2.0)
+    assert report.sensitivity == pytest.approx(want) and want is not None
+    assert report.to_json()["sensitivity"] == pytest.approx(want, abs=1e-6)
+    assert hidden_alerts(run.outputs, scores[100:], urgent) == 0
+    plain, _ = filter_stream(xs, scores, 0.9, 0.5, **kw)  # type: ignore[arg-type]
+    assert plain.sensitivity is None and "sensitivity" not in plain.to_json()
 
 
 def test_alert_margin_refuses_a_threshold_that_only_just_hides_no_alert() -> None:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgeintel.caching.settings import FilterSettings, ResultCacheSettings
-from edgeintel.errors import ConfigError
+from edgeintel.errors import ConfigError, DataError
 from edgeintel.onnx_files import make_session
 from edgeintel.runtime.agent import DeviceAgent, DeviceStream
 from edgeintel.runtime.auth import Tokens
@@ -36,6 +36,7 @@ from edgeintel.runtime.wiring import (
     tune_device_filter,
 )
 from edgeintel.scenario import LinkSpec, TracePoint
+from edgeintel.tasks import make_task
 from tests.runtime.conftest import digits_onnx, sample_digits
 
 
@@ -233,6 +234,26 @@ def test_filter_for_device_takes_the_caching_stage_threshold_else_tunes(tmp_path
         )
     )
     assert threshold_from_results(results, "cam-0") == FilterThreshold("hist", 0.25)
+    # an anomaly run's threshold carries the sensitivity that guards reuse
+    th["sensitivity"] = 0.5
+    results.write_text(
+        json.dumps(
+            {"run_id": "r", "caching": {"filter": {"per_device": {"cam-0": {"threshold": th}}}}}
+        )
+    )
+    tuned = threshold_from_results(results, "cam-0")
+    assert tuned == FilterThreshold("hist", 0.25, 0.5)
+    anomaly = make_task("anomaly", threshold=1.0)
+    filt, _ = filter_for_device(fs, stream, _Session(), tuned, anomaly)
+    assert filt.sensitivity == 0.5 and filt.margin is not None and filt.margin(0.75) == 0.25
+    th["sensitivity"] = -1
+    results.write_text(
+        json.dumps(
+            {"run_id": "r", "caching": {"filter": {"per_device": {"cam-0": {"threshold": th}}}}}
+        )
+    )
+    with pytest.raises(DataError, match="sensitivity: expected a finite number"):
+        threshold_from_results(results, "cam-0")
     with pytest.raises(ConfigError, match="no caching filter threshold for 'cam-1'"):
         threshold_from_results(results, "cam-1")
 

@@ -46,8 +46,13 @@ from typing import Any
 
 import numpy as np
 
+from edgeintel.caching.features import (
+    FEATURES,
+    FRAME_FEATURES,
+    SENSOR_FEATURES,
+    prepare,
+)
 from edgeintel.errors import ConfigError, DataError
-from edgeintel.registry import Registry
 
 __all__ = [
     "FEATURES",
@@ -59,19 +64,16 @@ __all__ = [
     "check_target",
     "filter_stream",
     "hidden_alerts",
+    "margin_sensitivity",
     "prepare",
     "run_filter",
     "simulate_threshold",
     "tune_filter",
 ]
 
-Feature = Callable[[np.ndarray, np.ndarray], float]
 Same = Callable[[Any, Any], bool]  # do two results count as the same answer?
 Urgent = Callable[[Any], bool]  # is a result an alert that must never be hidden?
-FEATURES: Registry[Feature] = Registry("difference feature")
-FRAME_FEATURES = ("pixel", "area", "edge", "hist")
-SENSOR_FEATURES = ("ks", "meanstd", "maxabs")
-_PIXEL_DELTA = 21  # grey levels out of 255, Reducto's pixel threshold
+Margin = Callable[[Any], float | None]  # signed distance of a result to a change of answer
 
 
 def check_target(target: float) -> float:
@@ -79,94 +81,6 @@ def check_target(target: float) -> float:
     if not 0 < target <= 1:
         raise ConfigError(f"agreement target must be in (0, 1], got {target}")
     return float(target)
-
-
-def prepare(x: np.ndarray, width: int = 160) -> np.ndarray:
-    """What a feature compares: a frame becomes blurred grey uint8 at most ``width`` px wide.
-
-    ``x`` is an (H, W, 3) uint8 BGR frame, an (H, W) uint8 grey frame, or a
-    (3, H, W) / (1, H, W) float frame in [0, 1] (``data.frame_stream``, image
-    datasets); a sensor window (C, L)
-    of floats is returned unchanged as float64.
-    """
-    import cv2
-
-    if x.ndim == 2 and x.dtype != np.uint8:
-        return np.asarray(x, dtype=np.float64)  # sensor window (C, L)
-    if x.ndim == 3 and x.shape[0] in (1, 3) and x.dtype != np.uint8:
-        img: np.ndarray = (np.clip(x.transpose(1, 2, 0), 0, 1) * 255).astype(np.uint8)
-        x = img[..., 0] if x.shape[0] == 1 else np.ascontiguousarray(img[..., ::-1])
-    if x.ndim == 3:
-        x = cv2.cvtColor(np.ascontiguousarray(x), cv2.COLOR_BGR2GRAY)
-    if x.ndim != 2:
-        raise DataError(f"a frame must be (H, W), (H, W, 3) or (3, H, W); got shape {x.shape}")
-    if x.shape[1] > width:
-        h = max(1, round(x.shape[0] * width / x.shape[1]))
-        x = cv2.resize(x, (width, h), interpolation=cv2.INTER_AREA)
-    return cv2.GaussianBlur(x, (5, 5), 0)
-
-
-@FEATURES.register("pixel")
-def pixel_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of pixels whose grey level differs by more than 21 (of 255)."""
-    import cv2
-
-    return float(np.count_nonzero(cv2.absdiff(a, b) > _PIXEL_DELTA)) / a.size
-
-
-@FEATURES.register("area")
-def area_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of the frame inside changed regions (thresholded, dilated, filled contours)."""
-    import cv2
-
-    mask: np.ndarray = (cv2.absdiff(a, b) > _PIXEL_DELTA).astype(np.uint8)
-    mask = cv2.dilate(mask, np.ones((3, 3), np.uint8), iterations=2)
-    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    return float(sum(cv2.contourArea(c) for c in contours)) / a.size
-
-
-@FEATURES.register("edge")
-def edge_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Fraction of pixels that are a Canny edge in exactly one of the two frames."""
-    import cv2
-
-    return float(np.count_nonzero(cv2.Canny(a, 50, 150) != cv2.Canny(b, 50, 150))) / a.size
-
-
-@FEATURES.register("hist")
-def hist_diff(a: np.ndarray, b: np.ndarray) -> float:
-    """Bhattacharyya distance (0 = same, 1 = disjoint) of 32-bin grey histograms."""
-    import cv2
-
-    ha = cv2.calcHist([a], [0], None, [32], [0, 256])
-    hb = cv2.calcHist([b], [0], None, [32], [0, 256])
-    return float(cv2.compareHist(ha, hb, cv2.HISTCMP_BHATTACHARYYA))
-
-
-@FEATURES.register("ks")
-def ks_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest per-channel two-sample Kolmogorov-Smirnov statistic of two (C, L) windows."""
-    if a.shape[0] != b.shape[0]:
-        raise DataError(f"windows have {a.shape[0]} and {b.shape[0]} channels")
-    sa, sb = np.sort(a, axis=1), np.sort(b, axis=1)
-    grid = np.concatenate([sa, sb], axis=1)
-    ca = np.stack([np.searchsorted(sa[c], grid[c], side="right") for c in range(len(a))])
-    cb = np.stack([np.searchsorted(sb[c], grid[c], side="right") for c in range(len(b))])
-    return float(np.abs(ca / a.shape[1] - cb / b.shape[1]).max())
-
-
-@FEATURES.register("maxabs")
-def maxabs_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest absolute change of any single value (channel, sample), in the input's units."""
-    return float(np.abs(a - b).max())
-
-
-@FEATURES.register("meanstd")
-def meanstd_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Largest per-channel |d mean| + |d std|, in units of the pooled standard deviation."""
-    sd = np.sqrt((a.var(axis=1) + b.var(axis=1)) / 2) + 1e-6
-    d = np.abs(a.mean(axis=1) - b.mean(axis=1)) + np.abs(a.std(axis=1) - b.std(axis=1))
-    return float((d / sd).max())
 
 
 @dataclass
@@ -244,6 +158,32 @@ def simulate_threshold(
     return skipped / n, agree / n
 
 
+def margin_sensitivity(
+    prepared: Sequence[np.ndarray],
+    outputs: Sequence[Any],
+    feature: str,
+    margin: Margin,
+    quantile: float = 0.9,
+    factor: float = 2.0,
+) -> float | None:
+    """How fast results' margins move with the feature's difference on a profiling segment
+    (margin units per feature unit): ``factor`` x the ``quantile`` of |change of margin| /
+    difference over consecutive inputs that differ (None: no result has a margin, or no
+    two consecutive inputs differ). A reused result whose margin is at most this times an
+    input's difference might have changed its answer on that input."""
+    fn = FEATURES.get(feature)
+    ratios = []
+    for (a, ma), (b, mb) in itertools.pairwise(zip(prepared, map(margin, outputs), strict=True)):
+        if ma is None or mb is None:
+            continue
+        d = fn(b, a)
+        if d > 0:
+            ratios.append(abs(mb - ma) / d)
+    if not ratios:
+        return None
+    return float(factor * np.quantile(ratios, quantile))
+
+
 @dataclass
 class TuneReport:
     """How the threshold was chosen: every candidate's skip and agreement on profiling."""
@@ -257,6 +197,7 @@ class TuneReport:
     reason: str
     candidates: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     hidden_alerts: int | None = None  # on the profiling segment (None: no alert rule)
+    sensitivity: float | None = None  # margin units per feature unit (None: no margin rule)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -268,6 +209,7 @@ class TuneReport:
             "profile_agreement": round(self.agreement, 4),
             "reason": self.reason,
             **({} if self.hidden_alerts is None else {"profile_hidden_alerts": self.hidden_alerts}),
+            **({} if self.sensitivity is None else {"sensitivity": round(self.sensitivity, 6)}),
             "best_per_feature": {
                 k: max(v, key=lambda r: (self._meets(r), r["skip"]))
                 for k, v in self.candidates.items()
@@ -292,6 +234,9 @@ def tune_filter(
     same: Same = _equal,
     urgent: Urgent | None = None,
     alert_margin: float = 2.0,
+    margin: Margin | None = None,
+    sensitivity_quantile: float = 0.9,
+    sensitivity_factor: float = 2.0,
 ) -> TuneReport:
     """Choose the feature and threshold that skip most while agreeing on >= ``target`` of inputs.
 
@@ -305,7 +250,10 @@ def tune_filter(
     ``same`` judges agreement (the task kind's rule; ``==`` by default). With ``urgent``
     (the kind's alert rule) a candidate must also hide no alert of the segment, replayed
     at its threshold and at ``alert_margin`` x it (the segment holds few alerts: a
-    threshold that only just hides none of them hides unseen ones).
+    threshold that only just hides none of them hides unseen ones). With ``margin`` (the
+    kind's distance of a result to a change of its answer, e.g. an anomaly score's to the
+    alarm threshold) each feature's ``margin_sensitivity`` on the segment guards reuse:
+    ``AdaptiveFilter`` never reuses a result whose margin a difference could cross.
     """
     check_target(target)
     if len(prepared) < 2:
@@ -313,7 +261,7 @@ def tune_filter(
     if len(outputs) != len(prepared):
         raise DataError(f"{len(prepared)} profiling inputs but {len(outputs)} outputs")
 
-    def replay(name: str, th: float) -> tuple[float, float, int]:
+    def replay(name: str, th: float, sens: float | None) -> tuple[float, float, int]:
         run = run_filter(
             prepared,
             outputs.__getitem__,
@@ -325,24 +273,34 @@ def tune_filter(
             lower,
             raise_after,
             same,
+            margin,
+            sens,
         )
         hidden = 0 if urgent is None else hidden_alerts(run.outputs, outputs, urgent)
         return run.skip_fraction, float(run.agreement or 0.0), hidden
 
     table: dict[str, list[dict[str, float]]] = {}
-    best = (features[0], 0.0, *replay(features[0], 0.0))
+    sens: dict[str, float | None] = {
+        name: None
+        if margin is None
+        else margin_sensitivity(
+            prepared, outputs, name, margin, sensitivity_quantile, sensitivity_factor
+        )
+        for name in features
+    }
+    best = (features[0], 0.0, *replay(features[0], 0.0, sens[features[0]]))
     for name in features:
         fn = FEATURES.get(name)
         diffs = np.array([fn(b, a) for a, b in itertools.pairwise(prepared)])
         grid = np.unique(np.quantile(diffs, np.linspace(0, 1, candidates)))
         rows = []
         for th in grid:
-            skip, agree, hidden = replay(name, float(th))
+            skip, agree, hidden = replay(name, float(th), sens[name])
             rows.append({"threshold": float(th), "skip": skip, "agreement": agree})
             if urgent is not None:
                 rows[-1]["hidden"] = hidden
             if urgent is not None and not hidden and th > 0 and alert_margin > 1:
-                hidden = replay(name, alert_margin * float(th))[2]  # and with room to spare
+                hidden = replay(name, alert_margin * float(th), sens[name])[2]  # room to spare
             if (
                 agree >= target
                 and not hidden
@@ -366,7 +324,7 @@ def tune_filter(
         )
     return TuneReport(
         name, th, target, len(prepared), skip, agree, reason, table,
-        None if urgent is None else hidden,
+        None if urgent is None else hidden, sens[name],
     )  # fmt: skip
 
 
@@ -437,6 +395,8 @@ class AdaptiveFilter:
         lower: float = 0.0,
         raise_after: int = 3,
         same: Same = _equal,
+        margin: Margin | None = None,
+        sensitivity: float | None = None,
     ) -> None:
         if probe_every < 1:
             raise ConfigError(f"probe_every must be >= 1, got {probe_every}")
@@ -449,6 +409,7 @@ class AdaptiveFilter:
         self.adapt, self.probe_every = adapt, probe_every
         self.lower, self.raise_after = lower, raise_after
         self.same = same
+        self.margin, self.sensitivity = margin, sensitivity
         self.current: Any = None
         self._has_result = self._pending = False
         self._skips = self._agreeing = self._seen = 0
@@ -461,6 +422,7 @@ class AdaptiveFilter:
     def decide(self, prepared: np.ndarray) -> FilterStep:
         """Process this (prepared) input, as a regular input or as a probe, or skip it?"""
         process, d = self._f.should_process(prepared)
+        process = process or self._could_change(d)
         probe = not process and self.adapt and self._skips >= self.probe_every
         if process or probe:
             self._f.last = prepared
@@ -471,6 +433,14 @@ class AdaptiveFilter:
         step = FilterStep(self._seen, process or probe, probe, d, self._f.threshold)
         self._seen += 1
         return step
+
+    def _could_change(self, d: float) -> bool:
+        """Could a difference ``d`` move the reused result across its answer's boundary?
+        (``sensitivity`` x d reaches the result's ``margin``; never without a margin rule.)"""
+        if self.margin is None or self.sensitivity is None or not self._has_result:
+            return False
+        m = self.margin(self.current)
+        return m is not None and self.sensitivity * d >= abs(m)
 
     def observe(self, result: Any) -> None:
         """The result of the input ``decide`` just chose to process; it is reused from now on."""
@@ -502,6 +472,8 @@ def run_filter(
     lower: float = 0.0,
     raise_after: int = 3,
     same: Same = _equal,
+    margin: Margin | None = None,
+    sensitivity: float | None = None,
 ) -> FilterRun:
     """Filter a stream: ``model(i)`` is called only for processed inputs (and probes).
 
@@ -514,7 +486,9 @@ def run_filter(
     restore the tuned value. ``reference`` (every input's result, when known)
     gives the agreement of the reused outputs, judged by ``same``.
     """
-    f = AdaptiveFilter(feature, threshold, adapt, probe_every, lower, raise_after, same)
+    f = AdaptiveFilter(
+        feature, threshold, adapt, probe_every, lower, raise_after, same, margin, sensitivity
+    )
     outputs: list[Any] = []
     steps: list[FilterStep] = []
     for i, x in enumerate(prepared):
@@ -544,6 +518,9 @@ def filter_stream(
     same: Same = _equal,
     urgent: Urgent | None = None,
     alert_margin: float = 2.0,
+    margin: Margin | None = None,
+    sensitivity_quantile: float = 0.9,
+    sensitivity_factor: float = 2.0,
 ) -> tuple[TuneReport, FilterRun]:
     """Tune on the first ``profile_fraction`` of a stream, then filter the rest.
 
@@ -573,6 +550,9 @@ def filter_stream(
         same=same,
         urgent=urgent,
         alert_margin=alert_margin,
+        margin=margin,
+        sensitivity_quantile=sensitivity_quantile,
+        sensitivity_factor=sensitivity_factor,
     )
     run = run_filter(
         prepared[k:],
@@ -584,5 +564,7 @@ def filter_stream(
         probe_every=probe_every,
         raise_after=raise_after,
         same=same,
+        margin=margin,
+        sensitivity=report.sensitivity,
     )
     return report, run

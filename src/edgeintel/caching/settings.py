@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from edgeintel.caching.filter import FEATURES, FRAME_FEATURES, SENSOR_FEATURES
+from edgeintel.caching.features import FEATURES, FRAME_FEATURES, SENSOR_FEATURES
 from edgeintel.caching.policies import POLICIES
 from edgeintel.errors import ConfigError, FieldError
 from edgeintel.schema import Strict, registry_name
@@ -74,6 +74,10 @@ class FilterSettings(Strict):
     For a task kind that raises alerts (anomaly), a threshold is refused if replaying
     the profiling segment at it, or at ``alert_margin`` x it, hides any alert behind a
     reused result (the larger the margin, the fewer readings skipped and alerts missed).
+    For a kind whose results have a margin to a change of answer (an anomaly score's
+    distance to the alarm threshold), a result is not reused on an input whose difference
+    times the segment's sensitivity (``sensitivity_factor`` x the ``sensitivity_quantile``
+    of |change of margin| / difference over consecutive readings) reaches its margin.
     """
 
     enabled: bool = True
@@ -85,6 +89,8 @@ class FilterSettings(Strict):
     raise_after: Annotated[int, Field(ge=1, le=10_000)] = 3
     max_devices: Annotated[int, Field(ge=1, le=100_000)] = 4
     alert_margin: Annotated[float, Field(ge=1, le=1000)] = 2.0
+    sensitivity_quantile: Annotated[float, Field(gt=0, le=1)] = 0.9
+    sensitivity_factor: Annotated[float, Field(ge=1, le=1000)] = 2.0
 
     @field_validator("features")
     @classmethod

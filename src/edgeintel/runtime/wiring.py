@@ -55,6 +55,7 @@ __all__ = [
     "device_filter",
     "filter_for_device",
     "input_features",
+    "kind_margin",
     "mask_key",
     "server_cache",
     "threshold_from_results",
@@ -191,12 +192,23 @@ class ServerResultCache:
 # ---------------------------------------------------------------------- device filter
 
 
+def kind_margin(kind: TaskKind) -> Callable[[Any], float | None] | None:
+    """The kind's ``margin`` rule where it defines one (an anomaly score's distance to the
+    alarm threshold), else None: the filter's reuse guard is off for that kind."""
+    return kind.margin if type(kind).margin is not TaskKind.margin else None
+
+
 def device_filter(
-    feature: str, threshold: float, settings: FilterSettings, task: TaskKind | None = None
+    feature: str,
+    threshold: float,
+    settings: FilterSettings,
+    task: TaskKind | None = None,
+    sensitivity: float | None = None,
 ) -> AdaptiveFilter:
     """``caching.filter.AdaptiveFilter`` on raw device inputs with the scenario's probing
     and adaptation settings (``adapt``, ``probe_every``, ``raise_after``), judging results
-    by the task kind's agreement rule (``TaskKind.same``; ``None``: equal labels)."""
+    by the task kind's agreement rule (``TaskKind.same``; ``None``: equal labels) and, with
+    ``sensitivity`` (from tuning), guarding reuse by the kind's ``margin``."""
     kind = task if task is not None else make_task("classification")
     return AdaptiveFilter(
         feature,
@@ -205,6 +217,8 @@ def device_filter(
         probe_every=settings.probe_every,
         raise_after=settings.raise_after,
         same=kind.same,
+        margin=kind_margin(kind),
+        sensitivity=sensitivity,
     )
 
 
@@ -239,17 +253,23 @@ def tune_device_filter(
         same=kind.same,
         urgent=kind.urgent if type(kind).urgent is not TaskKind.urgent else None,
         alert_margin=settings.alert_margin,
+        margin=kind_margin(kind),
+        sensitivity_quantile=settings.sensitivity_quantile,
+        sensitivity_factor=settings.sensitivity_factor,
     )
-    return device_filter(report.feature, report.threshold, settings, kind), report
+    filt = device_filter(report.feature, report.threshold, settings, kind, report.sensitivity)
+    return filt, report
 
 
 @dataclass(frozen=True)
 class FilterThreshold:
     """A redundancy filter's tuned operating point: the feature it compares and the
-    distance below which an input counts as a repeat (units of that feature)."""
+    distance below which an input counts as a repeat (units of that feature), and for a
+    kind with a margin rule the sensitivity that guards reuse (None: no guard)."""
 
     feature: str
     threshold: float
+    sensitivity: float | None = None
 
 
 def filter_for_device(
@@ -264,7 +284,7 @@ def filter_for_device(
     local ONNX ``session``; results compared by ``task``'s rule (``None``: equal labels).
     The one way the runtime stage and ``edgeintel device`` get it."""
     if tuned is not None:
-        filt = device_filter(tuned.feature, tuned.threshold, settings, task)
+        filt = device_filter(tuned.feature, tuned.threshold, settings, task, tuned.sensitivity)
         feature, threshold, source = tuned.feature, tuned.threshold, "caching stage"
     else:
         input_name = session.get_inputs()[0].name
@@ -319,7 +339,8 @@ def threshold_from_results(results: Path, device: str) -> FilterThreshold:
             "(results.caching.filter.per_device); run the caching stage for this scenario"
         )
     th = per.sub(device).sub("threshold")
-    return FilterThreshold(th.text("feature"), th.number("threshold"))
+    sens = th.number("sensitivity", lo=0, default=None)
+    return FilterThreshold(th.text("feature"), th.number("threshold"), sens)
 
 
 # ---------------------------------------------------------------------- adaptive plan

@@ -113,6 +113,13 @@ class TaskKind(ABC):
         alarm)? The device's store-and-forward sends it before its backlog. No by default."""
         return False
 
+    def margin(self, pred: Any) -> float | None:
+        """Signed distance of one prediction to a change of its answer, in the prediction's
+        units (an anomaly score's to the alarm threshold); None, the default, for kinds whose
+        answer has no such boundary. The redundancy filter never reuses a result that an
+        input's difference could move across it (``caching.filter.margin_sensitivity``)."""
+        return None
+
     def same(self, a: Any, b: Any) -> bool:
         """Do two single predictions (a label, a value, an anomaly score) count as the same
         answer? ``agree`` on one sample: the rule the redundancy filter and the result cache

@@ -202,3 +202,10 @@ class Anomaly(TaskKind):
     def urgent(self, pred: Any) -> bool:
         """An alarm is delivered before the results stored during an outage."""
         return bool(self.flagged(np.asarray([pred]))[0])
+
+    def margin(self, pred: Any) -> float | None:
+        """The alarm threshold minus the score (> 0: normal, < 0: an alarm; 0 at the
+        threshold, which is not an alarm: the filter never reuses a result that close)."""
+        if self.threshold is None:
+            raise ValueError("the anomaly threshold is chosen on validation first (fit)")
+        return float(self.threshold) - float(pred)

@@ -42,7 +42,7 @@ from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import caching_section as _section  # noqa: F401  (registers the section)
 from edgeintel.report import plots
-from edgeintel.runtime.wiring import FilterThreshold
+from edgeintel.runtime.wiring import FilterThreshold, kind_margin
 from edgeintel.tasks import TaskKind
 
 __all__ = ["CachingStage"]
@@ -154,6 +154,9 @@ class CachingStage(Stage):
                 same=kind.same,
                 urgent=kind.urgent if alerting else None,
                 alert_margin=fs.alert_margin,
+                margin=kind_margin(kind),
+                sensitivity_quantile=fs.sensitivity_quantile,
+                sensitivity_factor=fs.sensitivity_factor,
             )
             # alerts (the kind's urgent outputs, e.g. an anomaly alarm) the model raised on
             # the filtered part, and those a reused output hid
@@ -171,7 +174,7 @@ class CachingStage(Stage):
             tuned = report.to_json()
             # the runtime's agents start from this threshold (as results.json records it)
             ctx.filter_thresholds[device.name] = FilterThreshold(
-                tuned["feature"], tuned["threshold"]
+                tuned["feature"], tuned["threshold"], tuned.get("sensitivity")
             )
             per_device[device.name] = {
                 "inputs": run.inputs,
