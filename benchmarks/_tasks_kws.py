@@ -2,7 +2,8 @@
 its int8 artifact's accuracy and its speed against fp32 on this CPU.
 
 Per seed (0, 1, 2; the seed moves the voice split and the initial weights) the pipeline
-runs the scenario's data -> train -> export stages (``kws_dscnn`` trained centrally, its
+runs the scenario's data -> train -> export stages (two seeds at a time, one process and
+one torch thread each) (``kws_dscnn`` trained centrally, its
 log-mel front end inside the exported graph), then ONNX Runtime's static int8 (QDQ,
 per-channel weights, MinMax calibration on 256 clips of the training split: no validation
 or test clip touches it) quantizes the exported model. Both are scored on the test split:
@@ -13,7 +14,9 @@ flips each window), the ratio of the two medians of the window medians.
 
 from __future__ import annotations
 
+import multiprocessing
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +36,7 @@ STAGES = ["data", "train", "export"]
 CALIB = 256
 WINDOWS = 11
 CALLS = 40
+WORKERS = 2  # seeds trained at once: one per core of this 2-core machine
 
 
 def _interleaved_ms(a: Any, b: Any, x: np.ndarray) -> tuple[float, float]:
@@ -54,14 +58,27 @@ def _interleaved_ms(a: Any, b: Any, x: np.ndarray) -> tuple[float, float]:
     return float(np.median(med["a"])), float(np.median(med["b"]))
 
 
-def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
-    """Every seed's fp32 and int8 accuracy on held-out voices and their latencies."""
+def _train(runs: Path, seed: int) -> tuple[dict[str, Any], float]:
+    """One seed's data -> train -> export (a worker process; one torch thread each)."""
+    t0 = time.perf_counter()
+    sc = load_scenario(SCENARIO).model_copy(update={"seed": seed})
+    res = run_pipeline(sc, runs, run_id=f"kws-{seed}", stages=STAGES).results
+    return dict(res.get("timings_s") or {}), time.perf_counter() - t0
+
+
+def run_kws(runs: Path, seeds: tuple[int, ...], workers: int = WORKERS) -> dict[str, Any]:
+    """Every seed's fp32 and int8 accuracy on held-out voices and their latencies: the seeds
+    train in ``workers`` processes at once (one torch thread each), then each seed's
+    artifacts are quantized and timed one seed at a time, alone on the machine."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(seeds)), mp_context=ctx) as pool:
+        trained = dict(zip(seeds, pool.map(_train, [runs] * len(seeds), seeds), strict=True))
     rows = []
     for seed in seeds:
+        timings, train_wall = trained[seed]
         t0 = time.perf_counter()
         sc = load_scenario(SCENARIO).model_copy(update={"seed": seed})
         run_id = f"kws-{seed}"
-        res = run_pipeline(sc, runs, run_id=run_id, stages=STAGES).results
         rd = derive_run_data(sc.data, sc.seed, edge=False, kind=sc.task.kind)
         x, y = rd.dataset.x, rd.dataset.y
         test, train = rd.splits.test, rd.splits.train
@@ -86,7 +103,7 @@ def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
             "test_clips": len(test),
             "held_out_voices": len(held_out),
             "train_clips": len(train),
-            "training_s": (res.get("timings_s") or {}).get("train"),
+            "training_s": timings.get("train"),
             "fp32_accuracy": round(acc32, 4),
             "int8_accuracy": round(acc8, 4),
             "fp32_ms": round(ms32, 4),
@@ -96,7 +113,8 @@ def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
             "all_int8_speedup": round(ms32b / ms_all, 4),
             "fp32_bytes": fp32.stat().st_size,
             "int8_bytes": int8.stat().st_size,
-            "seconds": round(time.perf_counter() - t0, 1),
+            "pipeline_s": round(train_wall, 1),  # data + train + export, in a worker
+            "measure_s": round(time.perf_counter() - t0, 1),  # quantize, score and time
         }
         rows.append(row)
         print(f"kws seed {seed}: {row}", flush=True)
@@ -118,7 +136,8 @@ def run_kws(runs: Path, seeds: tuple[int, ...]) -> dict[str, Any]:
         "data": "voice_commands: SYNTHETIC speech (espeak-ng, 8 accents x 64 voice variants) "
         "mixed with real recorded sounds (pygame) at 5-20 dB SNR; test = held-out voices",
         "calibration": f"{CALIB} clips of the training split (MinMax, per-channel int8 weights)",
-        "timing": f"ORT CPU, batch 1, 1 thread, {WINDOWS} alternating windows of {CALLS} calls",
+        "timing": f"ORT CPU, batch 1, 1 thread, {WINDOWS} alternating windows of {CALLS} calls "
+        f"(after every seed trained, {min(WORKERS, len(seeds))} at a time; timed alone)",
     }
 
 

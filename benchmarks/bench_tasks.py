@@ -224,11 +224,11 @@ def anomaly_targets(ano: dict[str, Any]) -> list[dict[str, Any]]:
     if missed:  # why, measured: how many of the model's alerts a reused result hid
         hidden["note"] = (
             f"{missed} of the {alerts} alerts the model raised on the filtered streams were "
-            "hidden: tuning refuses any threshold that hides an alert of the profiling "
-            "segment at settings.caching.filter.alert_margin (2) x itself, but the segment "
-            "holds a few alerts per device and the Shuttle readings are independent records "
-            "(no steady stretches), so an unseen alarm can still lie within the threshold of "
-            "the last normal reading; a larger alert_margin hides fewer and skips fewer"
+            "hidden: a normal result is not reused where the reading's difference x the "
+            "profiling segment's sensitivity (settings.caching.filter.sensitivity_factor 2 x "
+            "its 90th-percentile |change of score| / difference) reaches the result's margin "
+            "to the alarm threshold, but an unseen alarm can jump faster than any profiled "
+            "reading did (the Shuttle readings are independent records, no steady stretches)"
         )
     skipped = target(
         "anomaly: redundancy filter, readings skipped on the RTUs' streams (mean of 3 seeds)",
@@ -239,10 +239,10 @@ def anomaly_targets(ano: dict[str, Any]) -> list[dict[str, Any]]:
     )
     if not skipped["met"]:
         skipped["note"] = (
-            "the alert rule (no alert of the profiling segment hidden at alert_margin x the "
-            "threshold) caps the threshold below the distance from normal readings to the "
-            "nearest alarms, and independent records differ from their neighbours by about "
-            "as much, so fewer than half can be skipped safely"
+            "the reuse guard and the alert rule (no alert of the profiling segment hidden at "
+            "alert_margin x the threshold) process every reading that might be an alarm, and "
+            "independent records differ from their neighbours by about as much as normal "
+            "readings from the nearest alarms, so fewer than half can be skipped safely"
         )
     return [
         target(
