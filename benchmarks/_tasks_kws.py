@@ -2,9 +2,9 @@
 its int8 artifact's accuracy and its speed against fp32 on this CPU.
 
 Per seed (0, 1, 2; the seed moves the voice split and the initial weights) the pipeline
-runs the scenario's data -> train -> export stages (two seeds at a time, one process and
-one torch thread each) (``kws_dscnn`` trained centrally, its
-log-mel front end inside the exported graph), then ONNX Runtime's static int8 (QDQ,
+runs the scenario's data -> train -> export stages, two seeds at a time (one process and
+one torch thread each; ``kws_dscnn`` trained centrally, its log-mel front end inside the
+exported graph), then ONNX Runtime's static int8 (QDQ,
 per-channel weights, MinMax calibration on 256 clips of the training split: no validation
 or test clip touches it) quantizes the exported model. Both are scored on the test split:
 clips of voices no training clip has (group split by voice variant). Speed: batch 1, one

@@ -172,16 +172,20 @@ def margin_sensitivity(
     two consecutive inputs differ). A reused result whose margin is at most this times an
     input's difference might have changed its answer on that input."""
     fn = FEATURES.get(feature)
-    ratios = []
-    for (a, ma), (b, mb) in itertools.pairwise(zip(prepared, map(margin, outputs), strict=True)):
-        if ma is None or mb is None:
-            continue
-        d = fn(b, a)
-        if d > 0:
-            ratios.append(abs(mb - ma) / d)
-    if not ratios:
-        return None
-    return float(factor * np.quantile(ratios, quantile))
+    diffs = np.array([fn(b, a) for a, b in itertools.pairwise(prepared)])
+    return _sensitivity(diffs, [margin(o) for o in outputs], quantile, factor)
+
+
+def _sensitivity(
+    diffs: np.ndarray, margins: Sequence[float | None], quantile: float, factor: float
+) -> float | None:
+    """``margin_sensitivity`` from the consecutive differences ``diffs`` (len(margins) - 1)."""
+    ratios = [
+        abs(mb - ma) / d
+        for d, ma, mb in zip(diffs, margins, margins[1:], strict=False)
+        if ma is not None and mb is not None and d > 0
+    ]
+    return float(factor * np.quantile(ratios, quantile)) if ratios else None
 
 
 @dataclass
@@ -280,18 +284,17 @@ def tune_filter(
         return run.skip_fraction, float(run.agreement or 0.0), hidden
 
     table: dict[str, list[dict[str, float]]] = {}
-    sens: dict[str, float | None] = {
-        name: None
-        if margin is None
-        else margin_sensitivity(
-            prepared, outputs, name, margin, sensitivity_quantile, sensitivity_factor
-        )
+    diffs_of = {
+        name: np.array([FEATURES.get(name)(b, a) for a, b in itertools.pairwise(prepared)])
         for name in features
     }
+    margins = [None if margin is None else margin(o) for o in outputs]
+    sens = {
+        name: _sensitivity(diffs, margins, sensitivity_quantile, sensitivity_factor)
+        for name, diffs in diffs_of.items()
+    }
     best = (features[0], 0.0, *replay(features[0], 0.0, sens[features[0]]))
-    for name in features:
-        fn = FEATURES.get(name)
-        diffs = np.array([fn(b, a) for a, b in itertools.pairwise(prepared)])
+    for name, diffs in diffs_of.items():
         grid = np.unique(np.quantile(diffs, np.linspace(0, 1, candidates)))
         rows = []
         for th in grid:
@@ -437,7 +440,7 @@ class AdaptiveFilter:
     def _could_change(self, d: float) -> bool:
         """Could a difference ``d`` move the reused result across its answer's boundary?
         (``sensitivity`` x d reaches the result's ``margin``; never without a margin rule.)"""
-        if self.margin is None or self.sensitivity is None or not self._has_result:
+        if self.sensitivity is None or self.margin is None or not self._has_result:
             return False
         m = self.margin(self.current)
         return m is not None and self.sensitivity * d >= abs(m)

@@ -55,7 +55,6 @@ __all__ = [
     "device_filter",
     "filter_for_device",
     "input_features",
-    "kind_margin",
     "mask_key",
     "server_cache",
     "threshold_from_results",
@@ -192,12 +191,6 @@ class ServerResultCache:
 # ---------------------------------------------------------------------- device filter
 
 
-def kind_margin(kind: TaskKind) -> Callable[[Any], float | None] | None:
-    """The kind's ``margin`` rule where it defines one (an anomaly score's distance to the
-    alarm threshold), else None: the filter's reuse guard is off for that kind."""
-    return kind.margin if type(kind).margin is not TaskKind.margin else None
-
-
 def device_filter(
     feature: str,
     threshold: float,
@@ -217,7 +210,7 @@ def device_filter(
         probe_every=settings.probe_every,
         raise_after=settings.raise_after,
         same=kind.same,
-        margin=kind_margin(kind),
+        margin=kind.margin,
         sensitivity=sensitivity,
     )
 
@@ -253,7 +246,7 @@ def tune_device_filter(
         same=kind.same,
         urgent=kind.urgent if type(kind).urgent is not TaskKind.urgent else None,
         alert_margin=settings.alert_margin,
-        margin=kind_margin(kind),
+        margin=kind.margin,
         sensitivity_quantile=settings.sensitivity_quantile,
         sensitivity_factor=settings.sensitivity_factor,
     )

@@ -42,7 +42,7 @@ from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import caching_section as _section  # noqa: F401  (registers the section)
 from edgeintel.report import plots
-from edgeintel.runtime.wiring import FilterThreshold, kind_margin
+from edgeintel.runtime.wiring import FilterThreshold
 from edgeintel.tasks import TaskKind
 
 __all__ = ["CachingStage"]
@@ -154,7 +154,7 @@ class CachingStage(Stage):
                 same=kind.same,
                 urgent=kind.urgent if alerting else None,
                 alert_margin=fs.alert_margin,
-                margin=kind_margin(kind),
+                margin=kind.margin,
                 sensitivity_quantile=fs.sensitivity_quantile,
                 sensitivity_factor=fs.sensitivity_factor,
             )
