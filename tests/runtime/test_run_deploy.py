@@ -119,7 +119,7 @@ def test_run_deploys_servers_and_agents(tmp_path: Path) -> None:
 def test_run_deploys_the_offloading_plan_and_follows_the_trace(tmp_path: Path) -> None:
     """placement: plan. Slow phones (0.0001x this machine) offload to their edge server
     as the offloading stage planned; their link's outage (trace 20-25 s, played 10x
-    faster) moves them to local execution from the first request in it, and back after."""
+    faster) moves them to local execution from the first request in it."""
     sc = tiny_scenario_dict()
     sc["devices"][0]["count"] = 3
     sc["device_profiles"]["phone"]["compute_speed"] = 0.0001
@@ -160,7 +160,11 @@ def test_run_deploys_the_offloading_plan_and_follows_the_trace(tmp_path: Path) -
     assert not (runs / "r" / "runtime" / "pki").exists()
     assert rt["plan_decisions"].get("d2e:micro-1", 0) > 0 and rt["placements"].get("edge", 0) > 0
     outage = [s for s in rt["plan_switches"] if s["reason"] == "d2e:micro-1 unavailable"]
-    assert outage and all(20 <= s["trace_t_s"] < 22 for s in outage)
+    # each device moves at its first request in the outage: when that is depends on how
+    # the machine schedules the agents (CI stalled them 0.39 s, 3.9 s of trace), so the
+    # switch is checked to fall inside the outage, and the fallbacks below show that no
+    # request was sent into it after the first
+    assert outage and all(20 <= s["trace_t_s"] < 25 for s in outage)
     assert all(s["to"] == "local" for s in outage)
     # nothing was sent into the outage (the plan knew the link was down), except at most
     # one request per device decided just before it began
