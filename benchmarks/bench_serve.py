@@ -32,6 +32,7 @@ import json
 import os
 import socket
 import sqlite3
+import ssl
 import sys
 import tempfile
 import threading
@@ -198,8 +199,6 @@ TLS_REQUESTS = 6_400  # per round: 100 requests per client connection (one hands
 def handshake_cpu_ms(server: Any, client: Any, n: int = 200) -> dict[str, float]:
     """CPU ms per mutual-TLS handshake on each side, in one process over memory BIOs
     (the contexts the server and the load generator use)."""
-    import ssl
-
     sctx, cctx = server.server_context(), client.client_context()
     spent = {"server": 0.0, "client": 0.0}
     for _ in range(n):
@@ -296,7 +295,25 @@ def tls_vs_plaintext(repo: Path, tmp: Path) -> dict[str, Any]:
         out["plaintext"]["median_client_cpu_ms_per_request"], 1e-9
     )
     out["negotiated"] = negotiated
-    out["handshake_cpu_ms"] = handshake_cpu_ms(server_files, client_files)
+    out["openssl"] = ssl.OPENSSL_VERSION
+    hs = out["handshake_cpu_ms"] = handshake_cpu_ms(server_files, client_files)
+    # what the handshakes (one per connection, CONCURRENCY per round) weigh: their CPU
+    # per request, and the plaintext/TLS ratio of CPU per request (server + load
+    # generator, which share the cores) with them taken out: long-lived connections
+    p, t = out["plaintext"], out["mutual_tls"]
+    per_req = {k: CONCURRENCY * v / TLS_REQUESTS for k, v in hs.items()}
+    out["handshake_share_of_cpu"] = {
+        "server": per_req["server"] / max(t["median_server_cpu_ms_per_request"], 1e-9),
+        "client": per_req["client"] / max(t["median_client_cpu_ms_per_request"], 1e-9),
+    }
+    cpu = {
+        m: x["median_server_cpu_ms_per_request"] + x["median_client_cpu_ms_per_request"]
+        for m, x in (("plaintext", p), ("mutual_tls", t))
+    }
+    out["cpu_ratio"] = cpu["plaintext"] / max(cpu["mutual_tls"], 1e-9)
+    out["cpu_ratio_without_handshakes"] = cpu["plaintext"] / max(
+        cpu["mutual_tls"] - per_req["server"] - per_req["client"], 1e-9
+    )
     out["setup"] = (
         f"P-256 certificates from one CA, client certificate required; {CONCURRENCY} "
         f"keep-alive connections per round, one handshake each, {TLS_REQUESTS} requests "
@@ -308,20 +325,42 @@ def tls_vs_plaintext(repo: Path, tmp: Path) -> dict[str, Any]:
 
 
 def _tls_target(tls: dict[str, Any]) -> dict[str, Any]:
-    return target(
+    t = target(
         "mutual TLS / plaintext throughput at 64 clients (binary)",
         tls["ratio"],
         ">=",
         TLS_GOAL,
         "x",
     )
+    if not t["met"]:
+        hs, share = tls["handshake_cpu_ms"], tls["handshake_share_of_cpu"]
+        without = tls["cpu_ratio_without_handshakes"]
+        t["note"] = (
+            f"one full mutual-TLS handshake per {TLS_REQUESTS // CONCURRENCY} requests costs "
+            f"{hs['server']:.2f} ms of server and {hs['client']:.2f} ms of client CPU "
+            f"({share['server']:.0%} and {share['client']:.0%} of their TLS CPU per request); "
+            f"plaintext/TLS CPU per request (server + load generator, which share the cores) "
+            f"is {tls['cpu_ratio']:.2f}x with them and {without:.2f}x without, so "
+            + (
+                "the per-request path (uvloop's TLS layer over Python's ssl, "
+                f"{tls['openssl']}) misses the goal on its own"
+                if without < TLS_GOAL
+                else "the handshakes make the difference (in CPU per request, which on "
+                "these shared cores is what throughput follows)"
+            )
+        )
+    return t
 
 
 def _only_tls(repo: Path, tmp: Path) -> None:
     """Re-measure the TLS comparison alone; keep the rest of serve.json as it was measured."""
     from _common import RESULTS_DIR
+    from edgeintel.report.environment import machine_info
 
     old = json.loads((RESULTS_DIR / "serve.json").read_text())
+    here, there = machine_info()["cpu_model"], old["machine"]["cpu_model"]
+    if here != there:  # one serve.json, one machine: its figures are compared side by side
+        sys.exit(f"serve.json was measured on {there!r}, this is {here!r}: run the whole benchmark")
     tls = tls_vs_plaintext(repo, tmp)
     targets = [t for t in old["targets"] if not t["name"].startswith("mutual TLS")]
     targets.append(_tls_target(tls))
