@@ -124,6 +124,29 @@ def test_help_reads_well() -> None:
     assert res.exit_code == 0
     for cmd in ("run", "validate", "datasets"):
         assert cmd in res.output
+    assert "``" not in res.output
+
+
+def test_help_paragraphs_are_reflowed_in_the_command_list() -> None:
+    """Rich markup mode keeps a docstring's source line breaks in the command list (they
+    broke `validate`'s line after "labels,"): every command's help is reflowed first."""
+    import click
+    import typer.main
+
+    from edgeintel.cli.common import _tidy
+
+    assert _tidy("a\n  b\n\n- x\n- y\n\nc ``z``") == "a b\n\n- x\n- y\n\nc `z`"
+    group = typer.main.get_command(app)
+    group.main(["--help"], standalone_mode=False)
+
+    def helps(cmd: click.Command) -> list[str]:
+        subs = getattr(cmd, "commands", {}).values()
+        return [cmd.help or ""] + [h for sub in subs for h in helps(sub)]
+
+    for text in helps(group):
+        assert "``" not in text
+        for para in text.split("\n\n"):
+            assert "\n" not in para or para.lstrip().startswith(("- ", "* ")), para
 
 
 def test_run_with_user_data_file_and_model_factory(tmp_path: Path) -> None:

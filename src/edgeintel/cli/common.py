@@ -9,7 +9,9 @@ for bad input.
 
 from __future__ import annotations
 
+import inspect
 import logging
+import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -47,9 +49,30 @@ __all__ = [
 ]
 
 
+def _tidy(text: str) -> str:
+    """A docstring as ``--help`` shows it: each paragraph's source line breaks joined (rich
+    markup mode keeps them, so they broke lines mid-sentence in the command list), lists
+    kept, reST ``literals`` as `literals`."""
+    out = []
+    for para in inspect.cleandoc(text).split("\n\n"):
+        lines = para.splitlines()
+        listed = any(ln.lstrip().startswith(("- ", "* ", "\b")) for ln in lines)
+        out.append(para if listed else " ".join(ln.strip() for ln in lines))
+    return re.sub(r"``([^`]+)``", r"`\1`", "\n\n".join(out))
+
+
+def _tidy_help(cmd: click.Command) -> None:
+    """``_tidy`` every command's help text (once; groups recursively)."""
+    if cmd.help:
+        cmd.help = _tidy(cmd.help)
+    for sub in getattr(cmd, "commands", {}).values():
+        _tidy_help(sub)
+
+
 class _OneLineErrors(TyperGroup):
     """Command-line usage errors (unknown option, a value of the wrong type) as one line
-    on stderr and exit code 2, like every other bad input; Ctrl-C prints ``interrupted``."""
+    on stderr and exit code 2, like every other bad input; Ctrl-C prints ``interrupted``;
+    help texts reflowed by ``_tidy``."""
 
     def main(
         self,
@@ -62,6 +85,7 @@ class _OneLineErrors(TyperGroup):
     ) -> Any:
         # the process entry: keep third-party chatter (dp-accounting's absl warnings) quiet
         logging.getLogger("absl").setLevel(logging.ERROR)
+        _tidy_help(self)
         call = {
             "args": args,
             "prog_name": prog_name,
