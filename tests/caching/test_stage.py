@@ -160,3 +160,26 @@ def test_device_stream_windows_recordings_only() -> None:
     np.testing.assert_array_equal(windows[1, 0], np.arange(2, 10))  # across a record's end
     for modality in (Modality.TABULAR, Modality.AUDIO):
         np.testing.assert_array_equal(_device_stream(x, modality), x)
+
+
+def test_filter_cost_is_timed_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Device speeds are relative to one thread of this machine: the filter's cost is timed
+    on one whatever ``settings.threads`` the stage runs under."""
+    import torch
+
+    from edgeintel.latency import LatencyStats
+    from edgeintel.pipeline.stages import caching_stage
+    from edgeintel.threads import thread_limit
+
+    seen: list[int] = []
+
+    def fake_time_calls(call: object, runs: int, warmup: int, **kw: object) -> LatencyStats:
+        seen.append(torch.get_num_threads())
+        return LatencyStats(p50_ms=1.0, p95_ms=1.0, mean_ms=1.0, runs=5)
+
+    monkeypatch.setattr(caching_stage, "time_calls", fake_time_calls)
+    xs = np.random.default_rng(0).random((8, 1, 8, 8)).astype(np.float32)
+    with thread_limit(2):
+        ms = caching_stage.filter_ms_here(xs, "pixel")
+        assert torch.get_num_threads() == 2  # restored after the timing
+    assert seen == [1] and ms == pytest.approx(1.0 / 7)

@@ -44,6 +44,7 @@ from edgeintel.pipeline.sections import caching_section as _section  # noqa: F40
 from edgeintel.report import plots
 from edgeintel.runtime.wiring import FilterThreshold
 from edgeintel.tasks import TaskKind
+from edgeintel.threads import thread_limit
 
 __all__ = ["CachingStage"]
 
@@ -81,7 +82,8 @@ def filter_ms_here(xs: np.ndarray, feature: str, inputs: int = 16) -> float:
             fn(prev, cur)
             prev = cur
 
-    stats = time_calls(call, runs=5, warmup=2, windows=3)
+    with thread_limit(1):  # one thread, as device speeds are relative to (settings.threads)
+        stats = time_calls(call, runs=5, warmup=2, windows=3)
     return stats.p50_ms / (len(sample) - 1)  # one extra prepare: errs towards cost
 
 
