@@ -58,7 +58,13 @@ def _train(name: str, seed: int, work: Path) -> tuple[ExportSource, dict[str, np
     x = ds.x.astype(np.float32)
     model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, seed)
     t = sc.settings.training
-    cfg = TrainConfig(epochs=t.epochs, batch_size=t.batch_size, lr=t.lr)
+    cfg = TrainConfig(
+        epochs=t.epochs,
+        batch_size=t.batch_size,
+        lr=t.lr,
+        weight_decay=t.weight_decay,
+        lr_schedule=t.lr_schedule,
+    )
     train_model(model, x[sp.train], ds.y[sp.train], cfg, seed=seed)
     model.eval()
     onnx = work / f"{name}_{seed}.onnx"
