@@ -326,3 +326,22 @@ def test_dgc_momentum_rides_in_the_checkpoint(digits: tuple[np.ndarray, ...]) ->
     plain = _engine(digits, rounds=2, compressor=CompressorConfig(name="topk", ratio=0.05))
     plain.run()
     assert not np.array_equal(plain.state.weights, full.state.weights)
+
+
+def test_server_momentum_moves_parameters_and_averages_batchnorm_statistics(
+    digits: tuple[np.ndarray, ...],
+) -> None:
+    """FedAvgM's momentum applies to parameters; BatchNorm running statistics take the
+    clients' average (momentum on them sent the default scenario to 0.36 accuracy)."""
+    server = ServerOptConfig(algorithm=Algorithm.FEDAVGM, server_lr=1.0, momentum=0.9)
+    eng = _engine(digits, "image_cnn", server=server)
+    stats = eng._stats
+    assert stats.any() and not stats.all() and stats.shape == eng.state.weights.shape
+    w0 = eng.state.weights.copy()
+    d = np.full_like(w0, 0.5)
+    eng._apply_server(d)
+    eng._apply_server(d)
+    # parameters: v1 = d, w1 = w0 + d; v2 = 0.9 d + d, w2 = w1 + 1.9 d = w0 + 2.9 d
+    np.testing.assert_allclose(eng.state.weights[~stats], (w0 + 2.9 * d)[~stats], rtol=1e-6)
+    # running statistics: each round's average, w0 + 2 d
+    np.testing.assert_allclose(eng.state.weights[stats], (w0 + 2 * d)[stats], rtol=1e-6)

@@ -182,6 +182,16 @@ class FederatedEngine:
         )
         self.shapes = self.trainer.shapes
         self.dim = int(sum(math.prod(s) for s in self.shapes))
+        # where the flat vector holds running statistics (BatchNorm means and variances):
+        # the server averages them, its optimizer (momentum, Adam) moves only parameters
+        buffers = {n for n, _ in model.named_buffers()}
+        self._stats = np.concatenate(
+            [
+                np.full(math.prod(sh), n in buffers)
+                for n, sh in zip(self.trainer.names, self.shapes, strict=True)
+            ]
+            or [np.zeros(0, dtype=bool)]
+        )
 
         self.state = EngineState(
             round=0, weights=flatten(get_weights(model)), step_ms=config.step_ms
@@ -501,9 +511,14 @@ class FederatedEngine:
         return math.floor(frac * n + 0.5)
 
     def _apply_server(self, delta: np.ndarray) -> None:
-        self.state.weights, self.state.server_state = server_step(
+        averaged = self.state.weights[self._stats] + delta[self._stats]
+        new, self.state.server_state = server_step(
             self.state.weights, delta, self.state.server_state, self.config.server
         )
+        # running statistics are the clients' average, not a direction to accelerate:
+        # FedAvgM's momentum on BatchNorm variances sent the default scenario to 0.36
+        new[self._stats] = averaged
+        self.state.weights = new
 
     def _flat_round(self, r: int) -> RoundRecord:
         traffic = Traffic()
