@@ -98,7 +98,10 @@ def test_regressed_version_is_rolled_back_by_its_guard(fleet_repo, tmp_path: Pat
     out = _fleet(root, pub, tmp_path, "3", rounds=2)
     r = out["status"]["rollouts"]["digits"]
     assert r["state"] == "rolled_back"
-    assert r["reason"].startswith("share correct "), r["reason"]
+    # the correctness guard trips (version 3 answers wrongly); on a loaded machine the
+    # latency guard may trip beside it and come first in the reason (seen in a full run)
+    reasons = r["reason"].split("; ")
+    assert any(x.startswith("share correct ") for x in reasons), r["reason"]
     canary = [a for a in out["agents"] if a.versions]
     assert canary and all(a.versions[-1][1] == "1" for a in canary)  # back on version 1
     assert sum(out["counts"].values()) == 60 * len(DEVICES)
