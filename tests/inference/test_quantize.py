@@ -18,6 +18,7 @@ from edgeintel.inference import (
     quantize_dynamic_onnx,
     quantize_static_onnx,
 )
+from edgeintel.inference.quantize import saturates_u8s8
 from edgeintel.onnx_files import make_session, onnx_predict
 
 from .conftest import Trained
@@ -135,6 +136,42 @@ def test_layer_without_int8_kernel_is_reported_and_kept(tmp_path: Path) -> None:
     ref = onnx_predict(make_session(src), x)
     got = onnx_predict(make_session(out), x)
     assert np.abs(ref - got).max() < 0.1 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize(
+    ("isa", "saturates"),
+    [
+        (["avx", "avx2", "fma"], True),  # AVX2 only: vpmaddubsw adds pairs in int16
+        (["avx", "avx2", "fma", "avx512f"], True),  # AVX-512 without VNNI, likewise
+        (["avx", "avx2", "avx512f", "avx512_vnni"], False),
+        (["avx", "avx2", "avx_vnni"], False),
+        (["neon", "asimd"], False),
+        ([], False),
+    ],
+)
+def test_saturation_is_where_x86_lacks_vnni(isa: list[str], saturates: bool) -> None:
+    assert saturates_u8s8(isa) is saturates
+
+
+def test_seven_bit_weights_keep_an_int8_gemm_exact_where_kernels_saturate(
+    tmp_path: Path,
+) -> None:
+    # a Gemm whose uint8 x int8 pairs overflow int16 with full 8-bit weights: quantized
+    # with reduce_range, ORT's optimized kernels agree with its reference kernels on any CPU
+    import onnxruntime as ort
+
+    src = _graph_with("Div", tmp_path)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    out = tmp_path / "q7.onnx"
+    quantize_static_onnx(src, out, x, QuantizeStaticConfig(reduce_range=True))
+    ref = onnx_predict(make_session(src), x)
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    plain = ort.InferenceSession(str(out), so, providers=["CPUExecutionProvider"])
+    fused = onnx_predict(make_session(out), x)
+    unfused = plain.run(None, {"input": x})[0]
+    assert np.abs(fused - unfused).max() < 1e-3 * np.abs(ref).max()
+    assert np.abs(ref - fused).max() < 0.05 * np.abs(ref).max()
 
 
 def test_op_the_quantizer_cannot_run_gives_model_error(tmp_path: Path) -> None:
