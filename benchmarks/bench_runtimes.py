@@ -41,8 +41,9 @@ from edgeintel.inference.runtimes import PRECISIONS, RUNTIMES
 from edgeintel.inference.runtimes.base import ExportSource
 from edgeintel.inference.runtimes.measure import measure_artifact
 from edgeintel.models import build_model, export_onnx
-from edgeintel.models.train import TrainConfig, train_model
+from edgeintel.models.train import train_model
 from edgeintel.scenario import load_scenario
+from edgeintel.threads import DEFAULT_THREADS
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = {"vision": "mnist_federated", "time_series": "wearable_health"}
@@ -57,14 +58,7 @@ def _train(name: str, seed: int, work: Path) -> tuple[ExportSource, dict[str, np
     ds, sp = rd.dataset, rd.splits
     x = ds.x.astype(np.float32)
     model = build_model(sc.task.model, ds.sample_shape, ds.num_classes, sc.task.width, seed)
-    t = sc.settings.training
-    cfg = TrainConfig(
-        epochs=t.epochs,
-        batch_size=t.batch_size,
-        lr=t.lr,
-        weight_decay=t.weight_decay,
-        lr_schedule=t.lr_schedule,
-    )
+    cfg = sc.settings.training.central_config(threads=DEFAULT_THREADS)
     train_model(model, x[sp.train], ds.y[sp.train], cfg, seed=seed)
     model.eval()
     onnx = work / f"{name}_{seed}.onnx"

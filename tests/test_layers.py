@@ -19,7 +19,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "edgeintel"
 
 FOUNDATION = {
     "errors", "registry", "schema", "topology", "network", "data", "models", "paths", "threads",
-    "extras", "onnx_files", "lazy", "latency", "limits", "records", "tasks", "security",
+    "extras", "onnx_files", "lazy", "latency", "limits", "records", "tasks", "security", "cpu",
 }  # fmt: skip
 COMPONENTS = {"training", "inference", "offloading", "caching", "monitoring"}
 # the scenario file (schema + loading): composes the components' settings models

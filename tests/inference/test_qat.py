@@ -63,7 +63,8 @@ def test_fake_quant_weight_by_hand() -> None:
     np.testing.assert_allclose(pt[0], want0, atol=1e-6)
 
 
-def test_prepare_and_strip_round_trip_names_unhandled_layers() -> None:
+@pytest.mark.parametrize(("reduce_range", "qmax"), [(False, 127), (True, 64)])
+def test_prepare_and_strip_round_trip_names_unhandled_layers(reduce_range: bool, qmax: int) -> None:
     torch.manual_seed(0)
     net = nn.Sequential(
         nn.Conv2d(1, 4, 3, padding=1),
@@ -74,7 +75,7 @@ def test_prepare_and_strip_round_trip_names_unhandled_layers() -> None:
         nn.Linear(4 * 16 * 16, 3),
     )
     keys = {k: v.shape for k, v in net.state_dict().items()}
-    prepared, done, warns = prepare_qat(net, QATConfig())
+    prepared, done, warns = prepare_qat(net, QATConfig(reduce_range=reduce_range))
     assert done == ["0", "5"]
     assert warns == [
         "3 (ConvTranspose2d): no fake quantization for this layer; fine-tuned in float32"
@@ -84,9 +85,9 @@ def test_prepare_and_strip_round_trip_names_unhandled_layers() -> None:
     out = prepared(x)  # observers see data; weights are on the int8 grid in the forward
     assert out.shape == (2, 3)
     w_seen = prepared[0].layer.weight.detach()
-    scale = w_seen.reshape(4, -1).abs().amax(1) / 127
+    scale = w_seen.reshape(4, -1).abs().amax(1) / qmax  # ORT's grid: 8-bit, or 7-bit weights
     q = (w_seen / scale.view(4, 1, 1, 1)).numpy()
-    assert np.abs(q - q.round()).max() < 1e-3 and np.abs(q).max() == pytest.approx(127)
+    assert np.abs(q - q.round()).max() < 1e-3 and np.abs(q).max() == pytest.approx(qmax)
     stripped = strip_qat(prepared)
     assert not stripped.training
     assert {k: v.shape for k, v in stripped.state_dict().items()} == keys
@@ -140,8 +141,11 @@ def _de_equalize(model: nn.Module, factor: float, seed: int) -> nn.Module:
 
 
 def test_qat_beats_ptq_on_an_outlier_model(digits_cnn: Trained, tmp_path: Path) -> None:
-    """Measured (seeds 0-2, factor 100): PTQ int8 0.904-0.936, QAT+int8 0.973-0.987,
-    plain fp32 fine-tuning + int8 0.931-0.942; fp32 0.982-0.993."""
+    """Measured (seeds 0-2, factor 100) on 8-bit weights (a VNNI CPU): PTQ int8
+    0.904-0.936, QAT+int8 0.973-0.987, plain fp32 fine-tuning + int8 0.931-0.942; fp32
+    0.982-0.993. On 7-bit weights (the default where int8 kernels saturate: x86 without
+    VNNI; AMD EPYC): PTQ 0.227-0.642, QAT+int8 0.911-0.942, fp32 0.980: QAT recovers far
+    more, but the coarser grid leaves it further below fp32."""
     d = digits_cnn
     bad = _de_equalize(d.model, 100.0, seed=0)
     calib = d.x_tr[:256]
@@ -166,4 +170,4 @@ def test_qat_beats_ptq_on_an_outlier_model(digits_cnn: Trained, tmp_path: Path) 
     assert warns == []
     assert ptq < fp32 - 0.02  # the setting where rounding matters
     assert qat_ptq >= ptq + 0.02
-    assert qat_ptq >= fp32 - 0.03
+    assert qat_ptq >= fp32 - (0.03 if QATConfig().weight_qmax == 127 else 0.08)

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edgeintel.cpu import saturates_u8s8
 from edgeintel.errors import ConfigError, DataError, ModelError
 from edgeintel.inference import (
     QuantizeDynamicConfig,
@@ -18,7 +19,6 @@ from edgeintel.inference import (
     quantize_dynamic_onnx,
     quantize_static_onnx,
 )
-from edgeintel.inference.quantize import saturates_u8s8
 from edgeintel.onnx_files import make_session, onnx_predict
 
 from .conftest import Trained

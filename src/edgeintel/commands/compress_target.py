@@ -246,8 +246,9 @@ def compress_target(
             suffix = ".onnx"
         if suffix in (".yaml", ".yml"):
             from edgeintel.models import build_model
-            from edgeintel.models.train import TrainConfig, train_model
+            from edgeintel.models.train import train_model
             from edgeintel.pipeline.preflight import preflight
+            from edgeintel.threads import DEFAULT_THREADS
 
             sc = load_scenario(path)
             if dataset is not None:
@@ -273,9 +274,7 @@ def compress_target(
                 model,
                 ds.x[tr],
                 ds.y[tr],
-                TrainConfig(
-                    epochs=t.epochs, batch_size=t.batch_size, lr=t.lr, lr_schedule=t.lr_schedule
-                ),
+                t.central_config(threads=DEFAULT_THREADS),
                 seed=seed,
                 task=kind,
             )

@@ -33,6 +33,7 @@ __all__ = [
     "TechniqueSpec",
     "TorchStage",
     "as_array_data",
+    "check_reduce_range",
     "check_samples",
     "clone_model",
     "finetune",
@@ -62,6 +63,15 @@ class ArrayData:
 
     def __len__(self) -> int:
         return len(self.y)
+
+
+def check_reduce_range(value: Any) -> None:
+    """``ConfigError`` unless ``reduce_range`` is true, false or None (decided by the CPU)."""
+    if value is not None and not isinstance(value, bool):
+        raise ConfigError(
+            f"reduce_range must be true, false or left out (7-bit weights where this CPU's "
+            f"int8 kernels saturate), got {value!r}"
+        )
 
 
 def check_samples(x: Any, input_shape: tuple[int, ...], what: str) -> np.ndarray:

@@ -11,7 +11,9 @@ Gradients pass the rounding straight through (straight-through estimator), so
 the float weights learn to sit where rounding hurts least. Afterwards the fake
 quantization is removed: the model keeps its fine-tuned float32 weights and
 exports as a plain fp32 ONNX graph of the same shapes. Follow it with
-``quantize_static`` (per-channel) to get the int8 artifact.
+``quantize_static`` (per-channel) to get the int8 artifact. With ``reduce_range`` (by
+default where ``quantize_static`` uses it: x86 without VNNI) the weight grid is ORT's
+7-bit one, [-64, 64] with scale ``max|w| / 64``.
 
 Per-channel weight rounding commutes with folding a following BatchNorm into the
 conv (folding scales each output channel), so the grid seen in training is the
@@ -31,12 +33,14 @@ import torch.ao.quantization as tq
 from torch import nn
 from torch.nn.utils import parametrize
 
+from edgeintel.cpu import saturates_u8s8
 from edgeintel.errors import ConfigError
 from edgeintel.inference.base import (
     CompressContext,
     FinetuneMixin,
     StageKind,
     TorchStage,
+    check_reduce_range,
     clone_model,
     finetune,
     register_technique,
@@ -68,13 +72,22 @@ class QATConfig(FinetuneMixin):
     """QAT: ``finetune_epochs`` (>= 1) Adam epochs at ``lr`` with int8 fake quantization.
 
     ``per_channel`` rounds weights per output channel (match ``quantize_static``'s
-    ``per_channel``); ``activations`` also fake-quantizes Conv/Linear inputs to uint8.
+    ``per_channel``); ``activations`` also fake-quantizes Conv/Linear inputs to uint8;
+    ``reduce_range`` trains on 7-bit weights (match ``quantize_static``'s; None: the same
+    default, 7 bits where this CPU's int8 kernels saturate).
     """
 
     finetune_epochs: int = 2
     lr: float = 2e-4
     per_channel: bool = True
     activations: bool = True
+    reduce_range: bool | None = None
+
+    @property
+    def weight_qmax(self) -> int:
+        """The largest weight level: 127, or 64 on ORT's reduced (7-bit) range."""
+        reduce = saturates_u8s8() if self.reduce_range is None else self.reduce_range
+        return 64 if reduce else 127
 
     def __post_init__(self) -> None:
         self._check_finetune()
@@ -83,32 +96,34 @@ class QATConfig(FinetuneMixin):
         for name in ("per_channel", "activations"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        check_reduce_range(self.reduce_range)
 
 
-def fake_quant_weight(w: torch.Tensor, per_channel: bool = True) -> torch.Tensor:
+def fake_quant_weight(w: torch.Tensor, per_channel: bool = True, qmax: int = 127) -> torch.Tensor:
     """``w`` rounded to the symmetric int8 grid (per output channel or per tensor), with STE.
 
-    Scale is ``max|w| / 127`` (zero point 0, range [-127, 127]); the gradient passes
-    through unchanged (nothing is clipped since the scale covers the range).
+    Scale is ``max|w| / qmax`` (zero point 0, range [-qmax, qmax]: 127, or 64 for ORT's
+    7-bit weights); the gradient passes through unchanged (nothing is clipped since the
+    scale covers the range).
     """
     flat = w.detach().reshape(w.shape[0], -1).abs()
     if per_channel:
-        scale = (flat.amax(dim=1) / 127.0).clamp_min(1e-12).to(torch.float32)
+        scale = (flat.amax(dim=1) / qmax).clamp_min(1e-12).to(torch.float32)
         zp = torch.zeros(w.shape[0], dtype=torch.int32, device=w.device)
-        return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -127, 127)
-    scale_t = float(flat.max().clamp_min(1e-12)) / 127.0
-    return torch.fake_quantize_per_tensor_affine(w, scale_t, 0, -127, 127)
+        return torch.fake_quantize_per_channel_affine(w, scale, zp, 0, -qmax, qmax)
+    scale_t = float(flat.max().clamp_min(1e-12)) / qmax
+    return torch.fake_quantize_per_tensor_affine(w, scale_t, 0, -qmax, qmax)
 
 
 class WeightFakeQuant(nn.Module):
     """Parametrization rounding a weight to the int8 grid in the forward pass (STE backward)."""
 
-    def __init__(self, per_channel: bool = True) -> None:
+    def __init__(self, per_channel: bool = True, qmax: int = 127) -> None:
         super().__init__()
-        self.per_channel = per_channel
+        self.per_channel, self.qmax = per_channel, qmax
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return fake_quant_weight(w, self.per_channel)
+        return fake_quant_weight(w, self.per_channel, self.qmax)
 
 
 class _InputFakeQuant(nn.Module):
@@ -143,7 +158,8 @@ def prepare_qat(model: nn.Module, config: QATConfig) -> tuple[nn.Module, list[st
             if parametrize.is_parametrized(m, "weight"):
                 warns.append(f"{name} ({type(m).__name__}): weight already parametrized; kept")
                 continue
-            parametrize.register_parametrization(m, "weight", WeightFakeQuant(config.per_channel))
+            fq = WeightFakeQuant(config.per_channel, config.weight_qmax)
+            parametrize.register_parametrization(m, "weight", fq)
             if config.activations:
                 set_submodule(model, name, _InputFakeQuant(m))
             done.append(name)

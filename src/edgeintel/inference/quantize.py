@@ -30,8 +30,15 @@ import numpy as np
 import onnx
 import torch
 
+from edgeintel.cpu import saturates_u8s8
 from edgeintel.errors import ConfigError, ModelError
-from edgeintel.inference.base import CompressContext, StageKind, check_samples, register_technique
+from edgeintel.inference.base import (
+    CompressContext,
+    StageKind,
+    check_reduce_range,
+    check_samples,
+    register_technique,
+)
 from edgeintel.inference.measure import load_onnx
 from edgeintel.threads import ort_calibration_threads
 
@@ -43,21 +50,7 @@ __all__ = [
     "log_inputs",
     "quantize_dynamic_onnx",
     "quantize_static_onnx",
-    "saturates_u8s8",
 ]
-
-
-def saturates_u8s8(isa: list[str] | None = None) -> bool:
-    """True where ONNX Runtime's uint8 x int8 kernels saturate: x86 with AVX2 and neither
-    AVX-512 VNNI nor AVX-VNNI (``isa`` as ``report.environment.cpu_facts`` lists it; this
-    machine's when None). ARM and VNNI kernels accumulate in int32 and do not."""
-    if isa is None:
-        from edgeintel.report.environment import cpu_facts
-
-        isa = cpu_facts()["isa"]
-    if not isa:
-        return False
-    return "avx2" in isa and not {"avx512_vnni", "avx_vnni"} & set(isa)
 
 
 def _reduce_range(setting: bool | None) -> bool:
@@ -94,6 +87,7 @@ class QuantizeStaticConfig:
             raise ConfigError(f"calib_samples must be >= 1, got {self.calib_samples}")
         if not 90.0 <= self.percentile <= 100.0:
             raise ConfigError(f"percentile must lie in [90, 100], got {self.percentile}")
+        check_reduce_range(self.reduce_range)
 
 
 @dataclass(frozen=True)
@@ -110,6 +104,7 @@ class QuantizeDynamicConfig:
             if not ops or not all(isinstance(o, str) and o for o in ops):
                 raise ConfigError(f"op_types must be a non-empty list of op names, got {ops!r}")
             object.__setattr__(self, "op_types", ops)
+        check_reduce_range(self.reduce_range)
 
 
 class _Reader:

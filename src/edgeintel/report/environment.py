@@ -6,53 +6,13 @@ import os
 import platform
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 from typing import Any
+
+from edgeintel.cpu import ISA_FLAGS, cpu_facts
 
 __all__ = ["DEFAULT_PACKAGES", "ISA_FLAGS", "cpu_facts", "machine_info", "package_versions"]
 
 DEFAULT_PACKAGES = ("edgeintel", "numpy", "torch", "onnx", "onnxruntime", "scikit-learn")
-
-#: CPU features that change what int8 / fp32 kernels ONNX Runtime and PyTorch can use.
-ISA_FLAGS = (
-    "avx",
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512_vnni",
-    "avx_vnni",
-    "amx_int8",
-    "neon",
-    "asimd",
-)
-
-
-def cpu_facts(cpuinfo: str | None = None) -> dict[str, Any]:
-    """CPU model name and the ``ISA_FLAGS`` it has, from ``/proc/cpuinfo`` (Linux).
-
-    ``cpuinfo`` is the file's text (read from the system when ``None``); on
-    other systems the model falls back to ``platform.processor()`` and the
-    flags are unknown (``None``).
-    """
-    if cpuinfo is None:
-        p = Path("/proc/cpuinfo")
-        try:
-            cpuinfo = p.read_text(encoding="utf-8", errors="replace") if p.exists() else ""
-        except OSError:
-            cpuinfo = ""
-    model = None
-    flags: set[str] | None = None
-    for line in cpuinfo.splitlines():
-        key, _, val = line.partition(":")
-        key = key.strip().lower()
-        if model is None and key in ("model name", "hardware", "cpu model"):
-            model = val.strip()
-        elif flags is None and key in ("flags", "features"):
-            flags = set(val.split())
-    return {
-        "cpu_model": model or platform.processor() or platform.machine(),
-        "isa": None if flags is None else [f for f in ISA_FLAGS if f in flags],
-    }
 
 
 def machine_info() -> dict[str, Any]:

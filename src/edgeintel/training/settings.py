@@ -22,6 +22,7 @@ from edgeintel.training.compressors import UPDATE_COMPRESSORS
 from edgeintel.training.server_opt import SERVER_OPTIMIZERS
 
 if TYPE_CHECKING:
+    from edgeintel.models.train import TrainConfig
     from edgeintel.topology import Topology
 
 __all__ = ["DPSettings", "SecureAggregationSettings", "TrainingMode", "TrainingSettings"]
@@ -177,6 +178,20 @@ class TrainingSettings(Strict):
             if self.dp is not None and self.dp.clipping == "adaptive":
                 raise ValueError("secure_aggregation with dp supports dp.clipping 'fixed' only")
         return self
+
+    def central_config(self, threads: int | None = None) -> TrainConfig:
+        """The central baseline's ``TrainConfig`` (epochs, batch size, Adam's rate and
+        weight decay, schedule); ``threads`` None keeps the caller's thread limit."""
+        from edgeintel.models.train import TrainConfig
+
+        return TrainConfig(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            threads=threads,
+            lr_schedule=self.lr_schedule,
+        )
 
     def check_scenario(self, topology: Topology) -> None:
         """Privacy needs several devices sharing updates: no DP or secure aggregation with

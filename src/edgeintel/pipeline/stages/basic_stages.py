@@ -17,7 +17,7 @@ from edgeintel.data.provenance import (
 )
 from edgeintel.latency import measure_latency, scale_latency
 from edgeintel.models import count_params, export_onnx
-from edgeintel.models.train import TrainConfig, predict_logits, train_model
+from edgeintel.models.train import predict_logits, train_model
 from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 
@@ -161,14 +161,7 @@ class TrainStage(Stage):
         ds = ctx.require_dataset()
         sc = ctx.scenario
         settings = sc.settings.training
-        cfg = TrainConfig(
-            epochs=settings.epochs,
-            batch_size=settings.batch_size,
-            lr=settings.lr,
-            weight_decay=settings.weight_decay,
-            threads=None,  # the pipeline's thread limit (settings.threads)
-            lr_schedule=settings.lr_schedule,
-        )
+        cfg = settings.central_config()  # the pipeline's thread limit (settings.threads)
         model = ctx.fresh_model()
         kind = sc.task.task_kind()
         x_tr, y_tr = ctx.train_arrays()

@@ -318,14 +318,7 @@ class EdgeTrainStage(Stage):
         x_te, y_te = ctx.test_arrays()
         kind = sc.task.task_kind()
         m, label = kind.metric, kind.label()
-        cfg = TrainConfig(
-            st.epochs,
-            st.batch_size,
-            st.lr,
-            st.weight_decay,
-            threads=None,
-            lr_schedule=st.lr_schedule,
-        )
+        cfg = st.central_config()
         base = None
         base_info: dict[str, Any] | None = None
         if st.finetune_layers is not None:
