@@ -40,7 +40,7 @@ def test_shipped_test_split_is_large_enough(name: str) -> None:
     assert len(splits.test) >= MIN_TEST, f"{name}: {len(splits.test)} test samples"
 
 
-@pytest.mark.slow
+@pytest.mark.heavy  # 30-85 s each: the shipped hierarchical training in full (make test-heavy)
 @pytest.mark.parametrize("name", ["wearable_health", "wearable_d2d"])
 def test_wearable_model_beats_nearest_neighbour(name: str, tmp_path: Path) -> None:
     # the scenario as shipped (hierarchical training; the exported model is the best round
