@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from edgeintel.onnx_files import make_session
 from edgeintel.runtime.nodes import free_port
 
 HERE = Path(__file__).resolve().parent
@@ -79,6 +82,11 @@ class Server:
             self.proc.wait()
 
 
+#: the served model's input, one sample with its batch axis (``bench_serve.main`` sets it
+#: from the default scenario's dataset before any load runs)
+INPUT_SHAPE: list[int] = [1, 1, 28, 28]
+
+
 def load(
     port: int,
     n: int,
@@ -93,7 +101,7 @@ def load(
         "port": port,
         "path": "/v2/models/digits/infer",
         "input": "input",
-        "input_shape": [1, 1, 8, 8],
+        "input_shape": INPUT_SHAPE,
         "output": "logits",
         "output_shape": [1, 10],
         "binary": binary,
@@ -157,3 +165,26 @@ def context_switches(pid: int) -> int:
             if "ctxt_switches:" in line:
                 total += int(line.split(":")[1])
     return total
+
+
+def ort_ms_per_sample(onnx: Path, batches: tuple[int, ...] = (1, 4, 8, 32)) -> dict[str, float]:
+    """ONNX Runtime's own cost per sample (ms, one thread, median of 7 windows) at each
+    batch size: what batching can save inside the model, apart from the server's
+    per-request path."""
+    sess = make_session(onnx)
+    name = sess.get_inputs()[0].name
+    shape = INPUT_SHAPE[1:]
+    out = {}
+    for b in batches:
+        x = np.random.default_rng(0).random((b, *shape), dtype=np.float32)
+        for _ in range(10):
+            sess.run(None, {name: x})
+        n = max(10, 400 // b)
+        windows = []
+        for _ in range(7):
+            t = time.perf_counter()
+            for _ in range(n):
+                sess.run(None, {name: x})
+            windows.append((time.perf_counter() - t) * 1000 / (n * b))
+        out[str(b)] = float(np.median(windows))
+    return out

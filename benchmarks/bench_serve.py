@@ -6,8 +6,9 @@ throughput, and store-and-forward.
 Servers are real ``edgeintel serve`` processes on loopback (one uvicorn worker, ONNX
 Runtime with one intra-op thread); clients are another process (benchmarks/_loadgen.py:
 asyncio keep-alive connections) that decodes and checks every response. The model is the
-default scenario's task (zoo ``image_cnn``, width 16) on digits' 1x8x8 input; its weights
-are untrained because serving cost does not depend on weight values.
+default scenario's (its zoo family and width, on its dataset's sample shape: ``image_cnn``
+width 48 on MNIST's 1x28x28, read from scenarios/default.yaml); its weights are untrained
+because serving cost does not depend on weight values.
 
 Store-and-forward: durable appends per second to a device's SQLite store (WAL,
 synchronous=FULL) with group commit from 32 producer threads vs one fsync per append; one
@@ -45,6 +46,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _serve_harness
 from _common import target, write_results
 from _serve_harness import (
     CONCURRENCY,
@@ -415,7 +417,8 @@ def store_and_forward(tmp: Path, repo: Path, onnx: Path) -> dict[str, Any]:
     try:
         store = DeviceStore(tmp / "backlog.db")
         assert store.size == n
-        stream = DeviceStream(np.zeros((1, 1, 8, 8), np.float32), np.zeros(1), 1 / INGEST_HZ)
+        x = np.zeros(_serve_harness.INPUT_SHAPE, np.float32)
+        stream = DeviceStream(x, np.zeros(1), 1 / INGEST_HZ)
         transport = HttpTransport(f"127.0.0.1:{srv.port}")
         agent = DeviceAgent("dev-0", stream, make_session(onnx), store, transport)
         t0 = time.perf_counter()
@@ -445,15 +448,42 @@ def store_and_forward(tmp: Path, repo: Path, onnx: Path) -> dict[str, Any]:
     }
 
 
+def _batching_target(speedup: float, serve: dict[str, Any]) -> dict[str, Any]:
+    t = target("batching speed-up at 64 clients (binary)", speedup, ">=", 3, "x")
+    if not t["met"]:  # why, from this run's figures: what batching can save in the model
+        ort, rows = serve["ort_ms_per_sample"], serve["batching"]["server_batches"]
+        t["note"] = (
+            f"ONNX Runtime takes {ort['1']:.3f} ms per sample at batch 1, {ort['8']:.3f} at "
+            f"8 and {ort['32']:.3f} at 32 on this model (one thread): it is compute-bound, so "
+            "batching saves the per-request cost of the server path and ORT's per-call "
+            f"overhead only (batches averaged {rows['mean_batch_rows']:.1f} rows); the goal "
+            "was set on a width-16 model on 8x8 digits, where a sample cost 0.04 ms alone "
+            "and 0.007 ms in a batch of 32"
+        )
+    return t
+
+
+def default_model() -> tuple[str, int, tuple[int, ...]]:
+    """The default scenario's model: zoo family, width and its dataset's sample shape."""
+    from edgeintel.data.datasets import load_data
+    from edgeintel.scenario import load_scenario
+
+    sc = load_scenario(Path(__file__).resolve().parents[1] / "scenarios" / "default.yaml")
+    ds = load_data(sc.data, seed=sc.seed, kind=sc.task.kind)
+    return sc.task.model, sc.task.width, tuple(int(d) for d in ds.sample_shape)
+
+
 def main() -> None:
     torch.manual_seed(0)
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         onnx = tmp / "digits.onnx"
+        family, width, shape = default_model()
+        _serve_harness.INPUT_SHAPE = [1, *shape]
         export_onnx(
-            build_model("image_cnn", (1, 8, 8), 10, width=16),
-            (1, 8, 8),
+            build_model(family, shape, 10, width=width),
+            shape,
             onnx,
             labels=[str(i) for i in range(10)],
         )
@@ -464,6 +494,7 @@ def main() -> None:
             return
         t0 = time.perf_counter()
         serve = serving(repo)
+        serve["ort_ms_per_sample"] = _serve_harness.ort_ms_per_sample(onnx)
         serve["tls_vs_plaintext"] = tls_vs_plaintext(repo, tmp)
         saf = store_and_forward(tmp, repo, onnx)
         wall = time.perf_counter() - t0
@@ -474,7 +505,7 @@ def main() -> None:
     lone = serve["lone_client"]
     gvh = serve["grpc_vs_http"]
     targets = [
-        target("batching speed-up at 64 clients (binary)", speedup, ">=", 3, "x"),
+        _batching_target(speedup, serve),
         target(
             "throughput with batching, 64 clients (median of rounds)",
             b["median_throughput_per_s"],
