@@ -6,6 +6,7 @@ a JSON {"error": str} body."""
 from __future__ import annotations
 
 import json
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -300,6 +301,9 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
+PER_EXAMPLE = 10  # requests drawn per hypothesis example in the 20k-request test
+
+
 @pytest.mark.slow
 def test_fuzz_20k_requests_against_a_server_process(model_repo: Path, tmp_path: Path) -> None:
     """>= 20,000 fuzzed HTTP requests (every endpoint, with and without a token) and gRPC
@@ -329,6 +333,11 @@ def test_fuzz_20k_requests_against_a_server_process(model_repo: Path, tmp_path: 
     op = {"Authorization": "Bearer " + "o" * 20}
     md = (("authorization", "Bearer " + "d" * 20),)
     sent = {"http": 0, "grpc": 0}
+    # one request in flight on a worker thread while hypothesis draws the next example
+    # (drawing and the server's answer overlap); each phase's answers are checked before
+    # the next phase starts
+    pool = ThreadPoolExecutor(max_workers=1)
+    pending: list[Future[None]] = []
     try:
         assert srv.proc is not None
         http = httpx.Client(base_url=f"http://{srv.url}", timeout=30)
@@ -337,60 +346,82 @@ def test_fuzz_20k_requests_against_a_server_process(model_repo: Path, tmp_path: 
         )
         warm = _rss_mib(srv.proc.pid)
 
-        def http_check(method: str, path: str, body: bytes, headers: dict, auth: bool) -> None:
-            h = {**headers, **({"Authorization": "Bearer " + "d" * 20} if auth else {})}
+        def http_send(method: str, path: str, body: bytes, h: dict) -> None:
             r = http.request(method, path, content=body, headers=h)
-            sent["http"] += 1
             assert r.status_code < 500, (path, r.status_code, r.text[:300])
 
+        def http_check(method: str, path: str, body: bytes, headers: dict, auth: bool) -> None:
+            h = {**headers, **({"Authorization": "Bearer " + "d" * 20} if auth else {})}
+            pending.append(pool.submit(http_send, method, path, body, h))
+            sent["http"] += 1
+
+        def answered() -> None:
+            for f in pending:
+                f.result()  # re-raises a 5xx's assertion, naming its path and body
+            pending.clear()
+
+        # each example is a batch of PER_EXAMPLE requests: hypothesis's own cost per example
+        # (most of this test's time when each example was one request) is paid a tenth as often
         many = settings(
-            max_examples=3_000,
+            max_examples=3_000 // PER_EXAMPLE,
             deadline=None,
             suppress_health_check=list(HealthCheck),
             database=None,
         )
 
-        @many
-        @given(model=models, body=bodies, tail=st.binary(max_size=64), auth=st.booleans())
-        def infer(model: str, body: dict, tail: bytes, auth: bool) -> None:
-            head = json.dumps(body).encode()
-            hl = {"Inference-Header-Content-Length": str(len(head))} if tail else {}
-            http_check("POST", f"/v2/models/{model}/infer", head + tail, hl, auth)
+        def batch(*parts: st.SearchStrategy) -> st.SearchStrategy:
+            return st.lists(st.tuples(*parts), min_size=PER_EXAMPLE, max_size=PER_EXAMPLE)
 
         @many
-        @given(path=paths, name=names, version=st.text(max_size=4), auth=st.booleans())
-        def reads(path: str, name: str, version: str, auth: bool) -> None:
-            http_check("GET", _url(path, name, version), b"", {}, auth)
+        @given(batch(models, bodies, st.binary(max_size=64), st.booleans()))
+        def infer(draws: list) -> None:
+            for model, body, tail, auth in draws:
+                head = json.dumps(body).encode()
+                hl = {"Inference-Header-Content-Length": str(len(head))} if tail else {}
+                http_check("POST", f"/v2/models/{model}/infer", head + tail, hl, auth)
 
         @many
-        @given(body=json_values, auth=st.booleans())
-        def results(body: object, auth: bool) -> None:
-            http_check("POST", "/v1/results", json.dumps(body).encode(), {}, auth)
+        @given(batch(paths, names, st.text(max_size=4), st.booleans()))
+        def reads(draws: list) -> None:
+            for path, name, version, auth in draws:
+                http_check("GET", _url(path, name, version), b"", {}, auth)
 
         @many
-        @given(name=names, action=st.sampled_from(["load", "unload"]), body=st.binary(max_size=20))
-        def repository(name: str, action: str, body: bytes) -> None:
-            if name != "digits":
-                path = _url(f"/v2/repository/models/{{m}}/{action}", name, "")
-                r = http.post(path, content=body, headers=op)
-                sent["http"] += 1
-                assert r.status_code < 500, (path, r.status_code, r.text[:300])
+        @given(batch(json_values, st.booleans()))
+        def results(draws: list) -> None:
+            for body, auth in draws:
+                http_check("POST", "/v1/results", json.dumps(body).encode(), {}, auth)
 
         @many
-        @given(request=infer_requests())
-        def grpc_infer(request) -> None:  # type: ignore[no-untyped-def]
-            sent["grpc"] += 1
+        @given(batch(names, st.sampled_from(["load", "unload"]), st.binary(max_size=20)))
+        def repository(draws: list) -> None:
+            for name, action, body in draws:
+                if name != "digits":
+                    path = _url(f"/v2/repository/models/{{m}}/{action}", name, "")
+                    pending.append(pool.submit(http_send, "POST", path, body, op))
+                    sent["http"] += 1
+
+        def grpc_send(request) -> None:  # type: ignore[no-untyped-def]
             try:
                 stub.ModelInfer(request, metadata=md, timeout=20)
             except grpc.RpcError as exc:
                 assert str(exc.code()) not in _BAD_CODES, (request, exc.code(), exc.details())
 
+        @many
+        @given(st.lists(infer_requests(), min_size=PER_EXAMPLE, max_size=PER_EXAMPLE))
+        def grpc_infer(requests: list) -> None:
+            for request in requests:
+                sent["grpc"] += 1
+                pending.append(pool.submit(grpc_send, request))
+
         for fuzz in (infer, reads, results, repository, grpc_infer):
             before = sum(sent.values())
             fuzz()
+            answered()
             assert sum(sent.values()) - before >= 2_000
         while sum(sent.values()) < 20_000:  # top up with more infer examples
             infer()
+            answered()
         metrics = http.get("/metrics", headers=op)
         assert metrics.status_code == 200
         grown = _rss_mib(srv.proc.pid) - warm
@@ -402,4 +433,5 @@ def test_fuzz_20k_requests_against_a_server_process(model_repo: Path, tmp_path: 
             'status="5' in line for line in metrics.text.splitlines() if "requests_total" in line
         )
     finally:
+        pool.shutdown(cancel_futures=True)
         srv.stop()
