@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from edgeintel.latency import time_calls
 from edgeintel.onnx_files import make_session
 from edgeintel.runtime.nodes import free_port
 
@@ -168,23 +169,14 @@ def context_switches(pid: int) -> int:
 
 
 def ort_ms_per_sample(onnx: Path, batches: tuple[int, ...] = (1, 4, 8, 32)) -> dict[str, float]:
-    """ONNX Runtime's own cost per sample (ms, one thread, median of 7 windows) at each
-    batch size: what batching can save inside the model, apart from the server's
-    per-request path."""
+    """ONNX Runtime's own cost per sample (ms, one thread: the median call over windows
+    that agree, ``latency.time_calls``, divided by the batch) at each batch size: what
+    batching can save inside the model, apart from the server's per-request path."""
     sess = make_session(onnx)
     name = sess.get_inputs()[0].name
-    shape = INPUT_SHAPE[1:]
     out = {}
     for b in batches:
-        x = np.random.default_rng(0).random((b, *shape), dtype=np.float32)
-        for _ in range(10):
-            sess.run(None, {name: x})
-        n = max(10, 400 // b)
-        windows = []
-        for _ in range(7):
-            t = time.perf_counter()
-            for _ in range(n):
-                sess.run(None, {name: x})
-            windows.append((time.perf_counter() - t) * 1000 / (n * b))
-        out[str(b)] = float(np.median(windows))
+        feed = {name: np.random.default_rng(0).random((b, *INPUT_SHAPE[1:]), dtype=np.float32)}
+        stats = time_calls(lambda f=feed: sess.run(None, f), max(10, 400 // b), 10, windows=3)
+        out[str(b)] = stats.p50_ms / b
     return out

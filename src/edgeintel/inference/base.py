@@ -19,6 +19,7 @@ from typing import Any, Generic, TypeVar
 import numpy as np
 from torch import nn
 
+from edgeintel.cpu import saturates_u8s8
 from edgeintel.errors import ConfigError, DataError, ModelError
 from edgeintel.registry import Registry
 from edgeintel.tasks import TaskKind, make_task
@@ -37,6 +38,7 @@ __all__ = [
     "check_samples",
     "clone_model",
     "finetune",
+    "reduce_range_here",
     "register_technique",
     "set_submodule",
 ]
@@ -72,6 +74,11 @@ def check_reduce_range(value: Any) -> None:
             f"reduce_range must be true, false or left out (7-bit weights where this CPU's "
             f"int8 kernels saturate), got {value!r}"
         )
+
+
+def reduce_range_here(setting: bool | None) -> bool:
+    """``reduce_range`` as set, or (None) whether this CPU's int8 kernels saturate."""
+    return saturates_u8s8() if setting is None else bool(setting)
 
 
 def check_samples(x: Any, input_shape: tuple[int, ...], what: str) -> np.ndarray:

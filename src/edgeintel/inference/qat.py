@@ -33,7 +33,6 @@ import torch.ao.quantization as tq
 from torch import nn
 from torch.nn.utils import parametrize
 
-from edgeintel.cpu import saturates_u8s8
 from edgeintel.errors import ConfigError
 from edgeintel.inference.base import (
     CompressContext,
@@ -43,6 +42,7 @@ from edgeintel.inference.base import (
     check_reduce_range,
     clone_model,
     finetune,
+    reduce_range_here,
     register_technique,
     set_submodule,
 )
@@ -86,8 +86,7 @@ class QATConfig(FinetuneMixin):
     @property
     def weight_qmax(self) -> int:
         """The largest weight level: 127, or 64 on ORT's reduced (7-bit) range."""
-        reduce = saturates_u8s8() if self.reduce_range is None else self.reduce_range
-        return 64 if reduce else 127
+        return 64 if reduce_range_here(self.reduce_range) else 127
 
     def __post_init__(self) -> None:
         self._check_finetune()

@@ -30,13 +30,13 @@ import numpy as np
 import onnx
 import torch
 
-from edgeintel.cpu import saturates_u8s8
 from edgeintel.errors import ConfigError, ModelError
 from edgeintel.inference.base import (
     CompressContext,
     StageKind,
     check_reduce_range,
     check_samples,
+    reduce_range_here,
     register_technique,
 )
 from edgeintel.inference.measure import load_onnx
@@ -51,10 +51,6 @@ __all__ = [
     "quantize_dynamic_onnx",
     "quantize_static_onnx",
 ]
-
-
-def _reduce_range(setting: bool | None) -> bool:
-    return saturates_u8s8() if setting is None else bool(setting)
 
 
 class CalibrationName(StrEnum):
@@ -248,7 +244,7 @@ def quantize_static_onnx(
                 _Reader(model.graph.input[0].name, x),
                 quant_format=QuantFormat.QDQ,
                 per_channel=config.per_channel,
-                reduce_range=_reduce_range(config.reduce_range),
+                reduce_range=reduce_range_here(config.reduce_range),
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=method,
@@ -285,7 +281,7 @@ def quantize_dynamic_onnx(
             str(dst),
             op_types_to_quantize=list(config.op_types) if config.op_types else None,
             per_channel=config.per_channel,
-            reduce_range=_reduce_range(config.reduce_range),
+            reduce_range=reduce_range_here(config.reduce_range),
             weight_type=QuantType.QInt8,
         )
     except Exception as exc:
