@@ -159,11 +159,25 @@ def kws_targets(kws: dict[str, Any]) -> list[dict[str, Any]]:
             1.0,
             "points",
         ),
-        target(
-            "keyword spotting: int8 speed-up over fp32 (ORT, batch 1, 1 thread, this CPU)",
-            kws["speedup"]["mean"],
-            ">=",
-            1.5,
-            "x",
-        ),
+        _speed_target(kws),
     ]
+
+
+def _speed_target(kws: dict[str, Any]) -> dict[str, Any]:
+    """int8 over fp32 speed; where it misses, the reason from the run's own figures."""
+    t = target(
+        "keyword spotting: int8 speed-up over fp32 (ORT, batch 1, 1 thread, this CPU)",
+        kws["speedup"]["mean"],
+        ">=",
+        1.5,
+        "x",
+    )
+    if not t["met"]:
+        s0 = kws["seeds"][0]
+        t["note"] = (
+            f"seed 0: fp32 {s0['fp32_ms']:.3f} ms, int8 {s0['int8_ms']:.3f} ms per clip; "
+            f"{kws['int8_note']}; quantizing the front end too runs "
+            f"{kws['all_int8_speedup']['mean']:.2f}x fp32 but loses "
+            f"{kws['all_int8_drop_points']['mean']:.1f} points (goal: within 1)"
+        )
+    return t

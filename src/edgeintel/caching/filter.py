@@ -163,7 +163,7 @@ def margin_sensitivity(
     outputs: Sequence[Any],
     feature: str,
     margin: Margin,
-    quantile: float = 0.9,
+    quantile: float = 0.95,
     factor: float = 2.0,
 ) -> float | None:
     """How fast results' margins move with the feature's difference on a profiling segment
@@ -239,7 +239,7 @@ def tune_filter(
     urgent: Urgent | None = None,
     alert_margin: float = 2.0,
     margin: Margin | None = None,
-    sensitivity_quantile: float = 0.9,
+    sensitivity_quantile: float = 0.95,
     sensitivity_factor: float = 2.0,
 ) -> TuneReport:
     """Choose the feature and threshold that skip most while agreeing on >= ``target`` of inputs.
@@ -522,7 +522,7 @@ def filter_stream(
     urgent: Urgent | None = None,
     alert_margin: float = 2.0,
     margin: Margin | None = None,
-    sensitivity_quantile: float = 0.9,
+    sensitivity_quantile: float = 0.95,
     sensitivity_factor: float = 2.0,
 ) -> tuple[TuneReport, FilterRun]:
     """Tune on the first ``profile_fraction`` of a stream, then filter the rest.

@@ -89,7 +89,7 @@ class FilterSettings(Strict):
     raise_after: Annotated[int, Field(ge=1, le=10_000)] = 3
     max_devices: Annotated[int, Field(ge=1, le=100_000)] = 4
     alert_margin: Annotated[float, Field(ge=1, le=1000)] = 2.0
-    sensitivity_quantile: Annotated[float, Field(gt=0, le=1)] = 0.9
+    sensitivity_quantile: Annotated[float, Field(gt=0, le=1)] = 0.95
     sensitivity_factor: Annotated[float, Field(ge=1, le=1000)] = 2.0
 
     @field_validator("features")

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -46,7 +47,7 @@ from edgeintel.runtime.wiring import FilterThreshold
 from edgeintel.tasks import TaskKind
 from edgeintel.threads import thread_limit
 
-__all__ = ["CachingStage"]
+__all__ = ["CachingStage", "filter_arguments", "filter_streams"]
 
 _LP_MAX_VARIABLES = 20_000
 
@@ -85,6 +86,51 @@ def filter_ms_here(xs: np.ndarray, feature: str, inputs: int = 16) -> float:
     with thread_limit(1):  # one thread, as device speeds are relative to (settings.threads)
         stats = time_calls(call, runs=5, warmup=2, windows=3)
     return stats.p50_ms / (len(sample) - 1)  # one extra prepare: errs towards cost
+
+
+def filter_streams(
+    ctx: RunContext, session: Any
+) -> Iterator[tuple[Any, np.ndarray | None, list[np.ndarray], list[Any]]]:
+    """Each filtered device (the first ``caching.filter.max_devices``) with the inputs it
+    sends in order, the filter's prepared form of them and the kind's prediction for each
+    (labels, values, anomaly scores) from ``session``: what the filter is tuned and run on.
+    A device with fewer than 4 inputs comes with ``None`` for its inputs."""
+    fs = ctx.scenario.settings.caching.filter
+    ds = ctx.require_dataset()
+    kind = ctx.task_kind()
+    for d, device in enumerate(ctx.devices[: fs.max_devices]):
+        if ds.modality is Modality.TIMESERIES and ds.x.ndim == 3:
+            # recordings joined in time order and cut into model-sized windows
+            xs = _device_stream(ds.x[np.sort(ctx.device_parts[d])], ds.modality)
+        else:  # frames, clips, tabular readings: one sample per input, in the order
+            xs = ctx.device_inputs(d)[0]  # (and the stream) the agent sends them
+        if len(xs) < 4:
+            yield device, None, [], [None] * len(xs)
+            continue
+        outputs = kind.predict(onnx_predict(session, xs), xs).tolist()
+        yield device, xs, [prepare(x) for x in xs], outputs
+
+
+def filter_arguments(ctx: RunContext) -> dict[str, Any]:
+    """``filter_stream``'s settings for this run: ``caching.filter`` and the task kind's
+    rules (agreement; for a kind that raises alerts, its alert rule; its margin)."""
+    fs = ctx.scenario.settings.caching.filter
+    kind = ctx.task_kind()
+    alerting = type(kind).urgent is not TaskKind.urgent  # a kind that raises alerts
+    return {
+        "target": fs.target,
+        "profile_fraction": fs.profile_fraction,
+        "features": fs.features,
+        "adapt": fs.adapt,
+        "probe_every": fs.probe_every,
+        "raise_after": fs.raise_after,
+        "same": kind.same,
+        **({"urgent": kind.urgent} if alerting else {}),
+        "alert_margin": fs.alert_margin,
+        "margin": kind.margin,
+        "sensitivity_quantile": fs.sensitivity_quantile,
+        "sensitivity_factor": fs.sensitivity_factor,
+    }
 
 
 @register_stage
@@ -128,40 +174,15 @@ class CachingStage(Stage):
 
     def _filter(self, ctx: RunContext, session: Any, model_ms: float) -> dict[str, Any]:
         fs = ctx.scenario.settings.caching.filter
-        ds = ctx.require_dataset()
         kind = ctx.task_kind()
+        args = filter_arguments(ctx)
+        alerting = "urgent" in args
         per_device: dict[str, Any] = {}
-        for d, device in enumerate(ctx.devices[: fs.max_devices]):
-            if ds.modality is Modality.TIMESERIES and ds.x.ndim == 3:
-                # recordings joined in time order and cut into model-sized windows
-                xs = _device_stream(ds.x[np.sort(ctx.device_parts[d])], ds.modality)
-            else:  # frames, clips, tabular readings: one sample per input, in the order
-                xs = ctx.device_inputs(d)[0]  # (and the stream) the agent sends them
-            if len(xs) < 4:
-                per_device[device.name] = {"skipped_reason": f"only {len(xs)} inputs"}
+        for device, xs, prepared, outputs in filter_streams(ctx, session):
+            if xs is None:
+                per_device[device.name] = {"skipped_reason": f"only {len(outputs)} inputs"}
                 continue
-            # the kind's predictions (labels, values, anomaly scores), compared by its rule
-            outputs = kind.predict(onnx_predict(session, xs), xs).tolist()
-            prepared = [prepare(x) for x in xs]
-            alerting = type(kind).urgent is not TaskKind.urgent  # a kind that raises alerts
-            report, run = filter_stream(
-                prepared,
-                outputs,
-                fs.target,
-                fs.profile_fraction,
-                fs.features,
-                fs.adapt,
-                fs.probe_every,
-                fs.raise_after,
-                same=kind.same,
-                urgent=kind.urgent if alerting else None,
-                alert_margin=fs.alert_margin,
-                margin=kind.margin,
-                sensitivity_quantile=fs.sensitivity_quantile,
-                sensitivity_factor=fs.sensitivity_factor,
-            )
-            # alerts (the kind's urgent outputs, e.g. an anomaly alarm) the model raised on
-            # the filtered part, and those a reused output hid
+            report, run = filter_stream(prepared, outputs, **args)
             refs = outputs[len(outputs) - run.inputs :]
             alerts = [kind.urgent(r) for r in refs]
             missed = hidden_alerts(run.outputs, refs, kind.urgent)
