@@ -36,7 +36,7 @@ def test_device_serves_and_uses_d2d_by_hand(tmp_path: Path) -> None:
     base = [sys.executable, "-m", "edgeintel", "device", str(sc), "--onnx", str(onnx)]
     helper = subprocess.Popen(
         [*base, "--device", "phone-1", "--store", str(tmp_path / "h.db"), "--limit", "100000",
-         "--duration-s", "30", "--drain-timeout-s", "0", "--serve-d2d", f"127.0.0.1:{port}"],
+         "--duration-s", "18", "--drain-timeout-s", "0", "--serve-d2d", f"127.0.0.1:{port}"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
@@ -55,7 +55,7 @@ def test_device_serves_and_uses_d2d_by_hand(tmp_path: Path) -> None:
         assert req.returncode == 0, req.stderr
         mine = _json(req.stdout)
         assert mine["placements"] == {"d2d": 30} and mine["store"]["appended"] == 30
-        out, err = helper.communicate(timeout=120)  # its own 30 s, then it reports
+        out, err = helper.communicate(timeout=120)  # its own 18 s, then it reports
     finally:
         if helper.poll() is None:
             helper.kill()
