@@ -20,7 +20,8 @@ dataset are imported once (about 10 s a run from the shell); each run's wall tim
 timed from `run_pipeline` to its end, with the 1-minute load average beside it. The
 training gap is in accuracy points (100 x the difference of accuracies).
 
-`--seeds N` runs fewer seeds (the targets say how many). `--all-scenarios` also runs
+`--seeds N` runs fewer seeds (the targets say how many); `--only-targets` derives the
+targets again from run.json's stored runs without measuring. `--all-scenarios` also runs
 every other shipped scenario once and records its `payoff`
 object in the details (no targets; ~5 more minutes).
 
@@ -33,6 +34,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+import json
 import sys
 import tempfile
 import time
@@ -41,7 +43,7 @@ from typing import Any
 
 from rich.console import Console
 
-from _common import target, write_results
+from _common import RESULTS_DIR, target, write_results
 from edgeintel.pipeline import run_pipeline
 from edgeintel.scenario import load_scenario
 
@@ -137,10 +139,19 @@ def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     tol = 100.0 * max(float(r["tolerance"]) for r in runs)
     n = len(runs)
     worst, least = f"worst of {n} seeds", f"min over {n} seeds"
+    offload = target(
+        f"offloading: plan / all-local mean latency ({worst})", round(ratio, 4), "<=", 0.8, "x"
+    )
+    if not offload["met"]:  # why, from the worst seed's own plan
+        ratios = _per_seed(runs)["offloading_ratio"]
+        r = runs[ratios.index(max(ratios))]
+        offload["note"] = (
+            f"seed {r['seed']}: {r['payoff']['offloading'].get('why', '')}; the devices' speeds "
+            "and powers are the cited figures of scenarios/default.yaml, not tuned until "
+            "offloading wins"
+        )
     return [
-        target(
-            f"offloading: plan / all-local mean latency ({worst})", round(ratio, 4), "<=", 0.8, "x"
-        ),
+        offload,
         target(
             f"filter: device time saved net of its cost, every device ({least})",
             round(saved, 3),
@@ -175,6 +186,10 @@ def _targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    if "--only-targets" in sys.argv:  # no measuring: the targets again from run.json's runs
+        stored = json.loads((RESULTS_DIR / "run.json").read_text())["details"]
+        write_results("run", _targets(stored["default"]), stored)
+        return
     details: dict[str, Any] = {}
     default = ROOT / "scenarios" / "default.yaml"
     base_seed = load_scenario(default).seed

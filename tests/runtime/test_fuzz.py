@@ -302,6 +302,7 @@ def _rss_mib(pid: int) -> float:
 
 
 PER_EXAMPLE = 10  # requests drawn per hypothesis example in the 20k-request test
+SENDERS = 4  # worker threads sending them (httpx.Client and a gRPC stub are thread-safe)
 
 
 @pytest.mark.slow
@@ -333,10 +334,10 @@ def test_fuzz_20k_requests_against_a_server_process(model_repo: Path, tmp_path: 
     op = {"Authorization": "Bearer " + "o" * 20}
     md = (("authorization", "Bearer " + "d" * 20),)
     sent = {"http": 0, "grpc": 0}
-    # one request in flight on a worker thread while hypothesis draws the next example
-    # (drawing and the server's answer overlap); each phase's answers are checked before
-    # the next phase starts
-    pool = ThreadPoolExecutor(max_workers=1)
+    # up to SENDERS requests in flight on worker threads while hypothesis draws the next
+    # example (drawing and the server's answers overlap); each phase's answers are checked
+    # before the next phase starts
+    pool = ThreadPoolExecutor(max_workers=SENDERS)
     pending: list[Future[None]] = []
     try:
         assert srv.proc is not None
