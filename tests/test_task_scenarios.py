@@ -42,9 +42,16 @@ def test_smart_home_keyword_spotting_serves_through_the_outage(tmp_path: Path) -
     included (one epoch); commands are served during the backhaul outage, on the devices or
     the home hub, never by the cloud."""
     sc = load_scenario(SCENARIOS / "smart_home.yaml")
-    t = sc.settings.training.model_copy(update={"epochs": 1})
-    sc = sc.model_copy(update={"settings": sc.settings.model_copy(update={"training": t})})
-    res = run_pipeline(sc, tmp_path, run_id="smart_home").results
+    st = sc.settings
+    t = st.training.model_copy(update={"epochs": 1})
+    # fewer timing runs, and the 150 s link trace played in 8 s instead of 15 (suite time)
+    inf = st.inference.model_copy(update={"latency_runs": 10, "warmup_runs": 2})
+    dep = st.runtime.deploy.model_copy(update={"duration_s": 8, "trace_time_scale": 18.75})
+    rt = st.runtime.model_copy(update={"deploy": dep})
+    st = st.model_copy(update={"training": t, "inference": inf, "runtime": rt})
+    res = run_pipeline(
+        sc.model_copy(update={"settings": st}), tmp_path, run_id="smart_home"
+    ).results
     assert res["status"] == "completed", res.get("error")
     data = res["data"]
     assert data["test_samples"] >= 1000 and "SYNTHETIC" in data["description"]
