@@ -46,13 +46,15 @@ class GuardSelection(Stage):
         if ctx.artifact is None:
             raise RuntimeError("guard selection needs the exported model (export stage)")
         session = make_session(ctx.artifact.path)
-        streams = [s for s in filter_streams(ctx, session) if s[1] is not None]
+        streams = [
+            (p, o) for _, _, p, o in filter_streams(ctx, session) if p is not None and o is not None
+        ]
         base = filter_arguments(ctx)
         rows: dict[str, dict[str, int]] = {}
         for q, f in CANDIDATES:
             args = {**base, "sensitivity_quantile": q, "sensitivity_factor": f}
             row = {"inputs": 0, "skipped": 0, "alerts": 0, "missed_alerts": 0}
-            for _, _, prepared, outputs in streams:
+            for prepared, outputs in streams:
                 _, run = filter_stream(prepared, outputs, **args)
                 refs = outputs[len(outputs) - run.inputs :]
                 row["inputs"] += run.inputs

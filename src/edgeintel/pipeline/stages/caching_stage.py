@@ -90,11 +90,11 @@ def filter_ms_here(xs: np.ndarray, feature: str, inputs: int = 16) -> float:
 
 def filter_streams(
     ctx: RunContext, session: Any
-) -> Iterator[tuple[Any, np.ndarray | None, list[np.ndarray], list[Any]]]:
+) -> Iterator[tuple[Any, np.ndarray, list[np.ndarray] | None, list[Any] | None]]:
     """Each filtered device (the first ``caching.filter.max_devices``) with the inputs it
     sends in order, the filter's prepared form of them and the kind's prediction for each
     (labels, values, anomaly scores) from ``session``: what the filter is tuned and run on.
-    A device with fewer than 4 inputs comes with ``None`` for its inputs."""
+    A device with fewer than 4 inputs comes with ``None`` for the last two (not filtered)."""
     fs = ctx.scenario.settings.caching.filter
     ds = ctx.require_dataset()
     kind = ctx.task_kind()
@@ -105,7 +105,7 @@ def filter_streams(
         else:  # frames, clips, tabular readings: one sample per input, in the order
             xs = ctx.device_inputs(d)[0]  # (and the stream) the agent sends them
         if len(xs) < 4:
-            yield device, None, [], [None] * len(xs)
+            yield device, xs, None, None
             continue
         outputs = kind.predict(onnx_predict(session, xs), xs).tolist()
         yield device, xs, [prepare(x) for x in xs], outputs
@@ -179,8 +179,8 @@ class CachingStage(Stage):
         alerting = "urgent" in args
         per_device: dict[str, Any] = {}
         for device, xs, prepared, outputs in filter_streams(ctx, session):
-            if xs is None:
-                per_device[device.name] = {"skipped_reason": f"only {len(outputs)} inputs"}
+            if prepared is None or outputs is None:
+                per_device[device.name] = {"skipped_reason": f"only {len(xs)} inputs"}
                 continue
             report, run = filter_stream(prepared, outputs, **args)
             refs = outputs[len(outputs) - run.inputs :]
