@@ -167,8 +167,9 @@ def test_filter_cost_is_timed_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> 
     on one whatever ``settings.threads`` the stage runs under."""
     import torch
 
+    from edgeintel.caching import filter_cost
+    from edgeintel.caching.filter_cost import filter_cost_ms
     from edgeintel.latency import LatencyStats
-    from edgeintel.pipeline.stages import caching_stage
     from edgeintel.threads import thread_limit
 
     seen: list[int] = []
@@ -177,9 +178,9 @@ def test_filter_cost_is_timed_on_one_thread(monkeypatch: pytest.MonkeyPatch) -> 
         seen.append(torch.get_num_threads())
         return LatencyStats(p50_ms=1.0, p95_ms=1.0, mean_ms=1.0, runs=5)
 
-    monkeypatch.setattr(caching_stage, "time_calls", fake_time_calls)
+    monkeypatch.setattr(filter_cost, "time_calls", fake_time_calls)
     xs = np.random.default_rng(0).random((8, 1, 8, 8)).astype(np.float32)
     with thread_limit(2):
-        ms = caching_stage.filter_ms_here(xs, "pixel")
+        ms = filter_cost_ms(xs, "pixel")
         assert torch.get_num_threads() == 2  # restored after the timing
     assert seen == [1] and ms == pytest.approx(1.0 / 7)

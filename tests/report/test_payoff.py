@@ -89,6 +89,46 @@ def test_payoff_figures_by_hand() -> None:
     assert "int8 (2 ms, 25.0 KiB) vs fp32 (4 ms, 100.0 KiB)" in c["why"]
 
 
+def test_filter_payoff_where_the_filter_stands_aside() -> None:
+    """A device where the filter stood aside (decided on its profiling segment) is not one
+    it loses on: it costs nothing there; on every device, the sentence says why."""
+    res = _results()
+    per = res["caching"]["filter"]["per_device"]
+    per["b"] = {
+        "inputs": 10,
+        "skipped": 0,
+        "model_ms_per_input": 2.0,
+        "filter_ms_per_input": 1.5,
+        "compute_saved_ms": 0.0,
+        "stands_aside": True,
+        "if_used": {"skipped": 6, "skip_fraction": 0.6, "compute_saved_ms": -3.0},
+    }
+    f = compute_payoff(res)["filter"]
+    # with = 40 - 5 (device a) - 0 (b runs the model on every input)
+    assert (f["with"], f["without"], f["better"]) == (35.0, 40.0, True)
+    assert f["devices_losing"] == [] and f["stands_aside"] == ["b"]
+    assert f["why"].endswith("saves device time on every device where it runs, stands aside on 1")
+    per["a"] = {**per["b"]}
+    f = compute_payoff(res)["filter"]
+    assert (f["with"], f["without"], f["better"]) == (40.0, 40.0, False)
+    assert f["why"] == (
+        "stands aside on every device: at the 60.0% of inputs it would skip, its 1.5 ms per "
+        "input costs more than the 2 ms model it saves; 40 ms of device time either way"
+    )
+
+
+def test_filter_pays_by_hand() -> None:
+    from edgeintel.caching.filter_cost import aside_reason, filter_pays
+
+    assert filter_pays(0.5, 1.0, 3.0)  # saves 1.5 - 1.0 = 0.5 ms per input
+    assert not filter_pays(0.5, 1.0, 2.0)  # 1.0 - 1.0 = 0: no gain
+    assert not filter_pays(0.8, 1.0, 1.2)  # 0.96 - 1.0 < 0
+    assert aside_reason(0.8, 1.0, 1.2) == (
+        "stands aside: skipping 80% of inputs (profiling segment) would save 0.96 ms of "
+        "model per input, less than its own 1 ms per input"
+    )
+
+
 def test_payoff_absent_components_are_left_out() -> None:
     assert compute_payoff({}) == {}
 

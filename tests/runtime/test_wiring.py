@@ -258,6 +258,37 @@ def test_filter_for_device_takes_the_caching_stage_threshold_else_tunes(tmp_path
         threshold_from_results(results, "cam-1")
 
 
+def test_filter_stands_aside_where_it_costs_more_than_it_saves(tmp_path: Path) -> None:
+    """No filter on a device where the caching stage found it would cost more than it
+    saves (results.json's ``stands_aside``), nor where, tuned here, its timed cost beats
+    the model time it saves on the profiling segment; a filter where the model is dear."""
+    rng = np.random.default_rng(0)
+    stream = np.repeat(rng.random((4, 1, 8, 8)).astype(np.float32), 6, axis=0)
+    fs = FilterSettings(features=["pixel"])
+    filt, info = filter_for_device(
+        fs, stream, _Session(), FilterThreshold("pixel", 0.125, None, True)
+    )
+    assert filt is None and info["stands_aside"] is True
+    # a model of 1 ns per input cannot pay for any comparison; one of 10 s always can
+    filt, info = filter_for_device(fs, stream, _Session(), None, None, 1e-6)
+    assert filt is None and info["stands_aside"] is True
+    assert info["reason"].startswith("stands aside: skipping ")
+    filt, info = filter_for_device(fs, stream, _Session(), None, None, 1e4)
+    assert filt is not None and "stands_aside" not in info
+    results = tmp_path / "results.json"
+    row = {"threshold": {"feature": "pixel", "threshold": 0.1}, "stands_aside": True}
+    results.write_text(
+        json.dumps({"run_id": "r", "caching": {"filter": {"per_device": {"cam-0": row}}}})
+    )
+    assert threshold_from_results(results, "cam-0").stands_aside is True
+    row["stands_aside"] = "yes"
+    results.write_text(
+        json.dumps({"run_id": "r", "caching": {"filter": {"per_device": {"cam-0": row}}}})
+    )
+    with pytest.raises(DataError, match="stands_aside: expected true or false"):
+        threshold_from_results(results, "cam-0")
+
+
 # ---------------------------------------------------------------------- relay + forwarding
 
 

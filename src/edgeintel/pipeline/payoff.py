@@ -100,6 +100,7 @@ def _filter(res: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     with_ = without = 0.0
     losing: list[str] = []
+    aside: list[str] = []
     skipped = inputs = 0
     f_ms = m_ms = 0.0
     for name, d in per.items():
@@ -111,20 +112,33 @@ def _filter(res: Mapping[str, Any]) -> dict[str, Any] | None:
         inputs += int(d["inputs"])
         f_ms += float(d["filter_ms_per_input"])
         m_ms += float(d["model_ms_per_input"])
-        if saved <= 0:
+        if d.get("stands_aside"):  # decided on the profiling segment: it would not pay
+            aside.append(str(name))
+        elif saved <= 0:
             losing.append(str(name))
     n = len(per)
     skip = skipped / max(1, inputs)
-    verdict = (
-        "saves device time on every device"
-        if not losing
-        else f"costs more than it saves on {len(losing)} of {n} devices"
-    )
-    why = (
-        f"skips {skip:.1%} of inputs at {f_ms / n:.3g} ms per input (filter) vs "
-        f"{m_ms / n:.3g} ms (model): {with_:.4g} ms of device time with vs {without:.4g} ms "
-        f"without, {verdict}"
-    )
+    if len(aside) == n:
+        first = per[aside[0]]
+        why = (
+            f"stands aside on every device: at the {float(first['if_used']['skip_fraction']):.1%} "
+            f"of inputs it would skip, its {f_ms / n:.3g} ms per input costs more than the "
+            f"{m_ms / n:.3g} ms model it saves; {without:.4g} ms of device time either way"
+        )
+    else:
+        verdict = (
+            f"costs more than it saves on {len(losing)} of {n} devices"
+            if losing
+            else "saves device time on every device where it runs"
+            if aside
+            else "saves device time on every device"
+        )
+        stood = f", stands aside on {len(aside)}" if aside else ""
+        why = (
+            f"skips {skip:.1%} of inputs at {f_ms / n:.3g} ms per input (filter) vs "
+            f"{m_ms / n:.3g} ms (model): {with_:.4g} ms of device time with vs "
+            f"{without:.4g} ms without, {verdict}{stood}"
+        )
     return {
         "metric": "device time over all devices (filter cost included)",
         "with": _r(with_, 3),
@@ -132,6 +146,7 @@ def _filter(res: Mapping[str, Any]) -> dict[str, Any] | None:
         "unit": "ms",
         "better": with_ < without,
         "devices_losing": losing,
+        "stands_aside": aside,
         "skip_fraction": _r(skip),
         "why": why,
     }

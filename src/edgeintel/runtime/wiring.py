@@ -257,12 +257,15 @@ def tune_device_filter(
 @dataclass(frozen=True)
 class FilterThreshold:
     """A redundancy filter's tuned operating point: the feature it compares and the
-    distance below which an input counts as a repeat (units of that feature), and for a
-    kind with a margin rule the sensitivity that guards reuse (None: no guard)."""
+    distance below which an input counts as a repeat (units of that feature), for a
+    kind with a margin rule the sensitivity that guards reuse (None: no guard), and
+    whether the filter stands aside on the device (it would cost more than it saves,
+    ``caching.filter_cost.filter_pays``)."""
 
     feature: str
     threshold: float
     sensitivity: float | None = None
+    stands_aside: bool = False
 
 
 def filter_for_device(
@@ -271,22 +274,42 @@ def filter_for_device(
     session: Any,
     tuned: FilterThreshold | None,
     task: TaskKind | None = None,
-) -> tuple[AdaptiveFilter, dict[str, Any]]:
+    model_ms: float | None = None,
+) -> tuple[AdaptiveFilter | None, dict[str, Any]]:
     """A device's redundancy filter and where its threshold came from: ``tuned`` (the
     caching stage's), else tuned now on the device's first profiling segment with the
     local ONNX ``session``; results compared by ``task``'s rule (``None``: equal labels).
+    No filter (``None``) where it stands aside: the caching stage found it would cost
+    more than it saves, or, tuned here with the model's cost ``model_ms`` (ms per input on
+    this machine) given, its cost beats the model time it saves on the profiling segment.
     The one way the runtime stage and ``edgeintel device`` get it."""
+    from edgeintel.caching.filter_cost import aside_reason, filter_cost_ms, filter_pays
+
     if tuned is not None:
+        info = {
+            "feature": tuned.feature,
+            "threshold_tuned": tuned.threshold,
+            "threshold_from": "caching stage",
+        }
+        if tuned.stands_aside:
+            return None, {**info, "stands_aside": True}
         filt = device_filter(tuned.feature, tuned.threshold, settings, task, tuned.sensitivity)
-        feature, threshold, source = tuned.feature, tuned.threshold, "caching stage"
-    else:
-        input_name = session.get_inputs()[0].name
-        filt, report = tune_device_filter(
-            inputs, lambda b: session.run(None, {input_name: b})[0], settings, task
-        )
-        feature, threshold = report.feature, report.threshold
-        source = "tuned on the device's first segment"
-    return filt, {"feature": feature, "threshold_tuned": threshold, "threshold_from": source}
+        return filt, info
+    input_name = session.get_inputs()[0].name
+    filt, report = tune_device_filter(
+        inputs, lambda b: session.run(None, {input_name: b})[0], settings, task
+    )
+    info = {
+        "feature": report.feature,
+        "threshold_tuned": report.threshold,
+        "threshold_from": "tuned on the device's first segment",
+    }
+    if model_ms is not None:
+        filter_ms = filter_cost_ms(inputs, report.feature)
+        if not filter_pays(report.skip_fraction, filter_ms, model_ms):
+            reason = aside_reason(report.skip_fraction, filter_ms, model_ms)
+            return None, {**info, "stands_aside": True, "reason": reason}
+    return filt, info
 
 
 def task_for_model(onnx: str | Path, kind: TaskKind) -> TaskKind:
@@ -333,7 +356,8 @@ def threshold_from_results(results: Path, device: str) -> FilterThreshold:
         )
     th = per.sub(device).sub("threshold")
     sens = th.number("sensitivity", lo=0, default=None)
-    return FilterThreshold(th.text("feature"), th.number("threshold"), sens)
+    aside = per.sub(device).get("stands_aside", bool, "true or false", default=False)
+    return FilterThreshold(th.text("feature"), th.number("threshold"), sens, aside)
 
 
 # ---------------------------------------------------------------------- adaptive plan

@@ -59,7 +59,7 @@ def _filter_rows(per_device: dict[str, Any]) -> list[dict[str, Any]]:
                 "device energy saved (J)": v.get("energy_saved_j"),
                 "filter ms / input": v.get("filter_ms_per_input"),
                 "model ms / input": v.get("model_ms_per_input"),
-                "why this threshold": th.get("reason"),
+                "why this threshold": v.get("reason") or th.get("reason"),
             }
         )
     return rows
@@ -79,6 +79,13 @@ def _warn_filter(ctx: RenderContext, filt: dict[str, Any]) -> None:
         f"at agreement target {filt.get('target')}",
     )
     h.tier("device ↔ edge", "bytes not uploaded (redundancy filter)", sent)
+    aside = {k: v for k, v in devs.items() if v.get("stands_aside")}
+    if aside:
+        name, v = next(iter(aside.items()))
+        ctx.warn(
+            f"caching: the redundancy filter stands aside on {len(aside)} of {len(devs)} "
+            f"devices, which run the model on every input (e.g. {name}: {v.get('reason')})"
+        )
     costly = {k: v for k, v in devs.items() if float(v.get("compute_saved_ms") or 0.0) < 0}
     if costly:
         name, v = next(iter(costly.items()))

@@ -35,17 +35,17 @@ from edgeintel.caching import (
     tiered_placement,
     zipf_demand,
 )
-from edgeintel.caching.filter import FEATURES, hidden_alerts
+from edgeintel.caching.filter import hidden_alerts
+from edgeintel.caching.filter_cost import aside_reason, filter_cost_ms, filter_pays
 from edgeintel.caching.placement import CONTENT_PLACEMENTS
 from edgeintel.data.datasets import Modality
-from edgeintel.latency import measure_latency, time_calls
+from edgeintel.latency import measure_latency
 from edgeintel.onnx_files import make_session, onnx_predict
 from edgeintel.pipeline.core import RunContext, Stage, register_stage
 from edgeintel.pipeline.sections import caching_section as _section  # noqa: F401  (registers the section)
 from edgeintel.report import plots
 from edgeintel.runtime.wiring import FilterThreshold
 from edgeintel.tasks import TaskKind
-from edgeintel.threads import thread_limit
 
 __all__ = ["CachingStage", "filter_arguments", "filter_streams"]
 
@@ -67,25 +67,6 @@ def _device_stream(x: np.ndarray, modality: Modality) -> np.ndarray:
         starts = range(0, signal.shape[1] - length + 1, hop)
         return np.stack([signal[:, s : s + length] for s in starts]).astype(np.float32)
     return np.asarray(x, dtype=np.float32)
-
-
-def filter_ms_here(xs: np.ndarray, feature: str, inputs: int = 16) -> float:
-    """The filter's cost per input on this machine (ms): prepare the input and compare it
-    with the previous one by ``feature``, timed warm in windows until they agree, like
-    every other latency (a cold, once-timed cost charged the first device the warm-up)."""
-    fn = FEATURES.get(feature)
-    sample = xs[: max(2, min(len(xs), inputs))]
-
-    def call() -> None:
-        prev = prepare(sample[0])
-        for x in sample[1:]:
-            cur = prepare(x)
-            fn(prev, cur)
-            prev = cur
-
-    with thread_limit(1):  # one thread, as device speeds are relative to (settings.threads)
-        stats = time_calls(call, runs=5, warmup=2, windows=3)
-    return stats.p50_ms / (len(sample) - 1)  # one extra prepare: errs towards cost
 
 
 def filter_streams(
@@ -184,39 +165,57 @@ class CachingStage(Stage):
                 continue
             report, run = filter_stream(prepared, outputs, **args)
             refs = outputs[len(outputs) - run.inputs :]
-            alerts = [kind.urgent(r) for r in refs]
-            missed = hidden_alerts(run.outputs, refs, kind.urgent)
-            filter_ms = filter_ms_here(xs, report.feature)
+            filter_ms = filter_cost_ms(xs, report.feature)
             prof = device.profile
             dev_model_ms = model_ms / prof.compute_speed
             dev_filter_ms = filter_ms / prof.compute_speed
             input_bytes = int(xs[0].astype(np.float32).nbytes)
-            saved_bytes = run.skipped * input_bytes
+            # decided on the profiling segment: does the filter save more than it costs?
+            pays = filter_pays(report.skip_fraction, filter_ms, model_ms)
             compute_saved_ms = run.skipped * dev_model_ms - run.inputs * dev_filter_ms
-            tx_s = saved_bytes * 8 / (device.link.bandwidth_mbps * 1e6)
             tuned = report.to_json()
             # the runtime's agents start from this threshold (as results.json records it)
             ctx.filter_thresholds[device.name] = FilterThreshold(
-                tuned["feature"], tuned["threshold"], tuned.get("sensitivity")
+                tuned["feature"], tuned["threshold"], tuned.get("sensitivity"), not pays
             )
-            per_device[device.name] = {
-                "inputs": run.inputs,
+            used = {
                 "skipped": run.skipped,
                 "skip_fraction": _r(run.skip_fraction),
-                "probes": run.probes,
-                "agreement": _r(run.agreement or 0.0),
+                "compute_saved_ms": _r(compute_saved_ms, 3),
+            }
+            skipped = run.skipped if pays else 0
+            saved_ms = compute_saved_ms if pays else 0.0
+            saved_bytes = skipped * input_bytes
+            tx_s = saved_bytes * 8 / (device.link.bandwidth_mbps * 1e6)
+            row: dict[str, Any] = {
+                "inputs": run.inputs,
+                "skipped": skipped,
+                "skip_fraction": _r(skipped / max(1, run.inputs)),
+                "probes": run.probes if pays else 0,
+                "agreement": _r(run.agreement or 0.0) if pays else 1.0,
                 "threshold": tuned,
                 "threshold_end": _r(run.threshold_end, 6),
                 "bytes_not_uploaded": saved_bytes,
-                "compute_saved_ms": _r(compute_saved_ms, 3),
+                "compute_saved_ms": _r(saved_ms, 3),
                 "energy_saved_j": _r(
-                    prof.power_compute_w * compute_saved_ms / 1e3 + prof.power_tx_w * tx_s, 6
+                    prof.power_compute_w * saved_ms / 1e3 + prof.power_tx_w * tx_s, 6
                 ),
                 "filter_ms_per_input": _r(dev_filter_ms),
                 "model_ms_per_input": _r(dev_model_ms),
             }
+            if not pays:  # what it would have done, for the report
+                row.update(
+                    stands_aside=True,
+                    reason=aside_reason(report.skip_fraction, dev_filter_ms, dev_model_ms),
+                    if_used=used,
+                )
+            per_device[device.name] = row
             if alerting:
-                per_device[device.name].update(alerts=int(sum(alerts)), missed_alerts=int(missed))
+                alerts = [kind.urgent(r) for r in refs]
+                missed = int(hidden_alerts(run.outputs, refs, kind.urgent))
+                row.update(alerts=int(sum(alerts)), missed_alerts=missed if pays else 0)
+                if not pays:
+                    used["missed_alerts"] = missed
         st = ctx.scenario.data.stream
         return {
             "stream": {"frames_per_sample": st.frames_per_sample, "noise": st.noise},
@@ -422,6 +421,11 @@ def _summary(section: dict[str, Any]) -> dict[str, str]:
         out["bytes not uploaded"] = f"{sum(v['bytes_not_uploaded'] for v in devs) / 1024:.1f} KiB"
         out["energy saved"] = f"{sum(v['energy_saved_j'] for v in devs):.4g} J"
         out["threshold chosen (first device)"] = devs[0]["threshold"]["reason"]
+        aside = [v for v in devs if v.get("stands_aside")]
+        if aside:
+            out["filter stands aside"] = f"on {len(aside)} of {len(devs)} devices: " + str(
+                aside[0]["reason"]
+            ).removeprefix("stands aside: ")
     for server, v in section.get("result_cache", {}).get("per_server", {}).items():
         c = v["cache"]
         out[f"result cache at {server}"] = (

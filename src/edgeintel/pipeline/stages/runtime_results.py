@@ -208,6 +208,10 @@ def runtime_section(ctx: RunContext, d: Deployment) -> dict[str, Any]:
                 for a, _, _ in d.agents
                 if a.name in d.filters
             },
+            # devices where the filter stands aside: it would cost more than it saves
+            "stands_aside": sorted(
+                n for n, info in d.filter_source.items() if info.get("stands_aside")
+            ),
         },
         "result_cache": hits,
         "plan_switches": switches,

@@ -317,6 +317,7 @@ def _add_agents(
         filt, info = _device_filter(ctx, d.name, x, session)
         if filt is not None:
             run.filters[d.name] = filt
+        if info:
             run.filter_source[d.name] = info
         plan = _plan(run.placements[d.name], d, sc, (planner_state, splits), em,
                      frozenset(helpers.get(d.name, ())))  # fmt: skip
@@ -451,15 +452,17 @@ def _device_filter(
     ctx: RunContext, name: str, x: np.ndarray, session: Any
 ) -> tuple[Any, dict[str, Any]]:
     """The device's redundancy filter (``caching.filter.AdaptiveFilter``): the threshold the
-    caching stage tuned for it, else tuned here on the device's first profiling segment;
-    (None, {}) when caching or its filter is off."""
+    caching stage tuned for it, else tuned here on the device's first profiling segment
+    (standing aside, as the caching stage decides, where it would cost more than the
+    caching stage's timed model saves); (None, {}) when caching or its filter is off."""
     from edgeintel.runtime.wiring import filter_for_device
 
     cs = ctx.scenario.settings.caching
     if not (cs.enabled and cs.filter.enabled) or len(x) < 4:
         return None, {}
+    model_ms = (ctx.results.get("caching") or {}).get("model_p50_ms_here")
     return filter_for_device(
-        cs.filter, x, session, ctx.filter_thresholds.get(name), ctx.task_kind()
+        cs.filter, x, session, ctx.filter_thresholds.get(name), ctx.task_kind(), model_ms
     )
 
 
