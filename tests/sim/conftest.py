@@ -25,10 +25,12 @@ from ..conftest import tiny_scenario_dict
 
 
 def hand_scenario(backhaul_mbps: float = 100, device_speed: float = 0.5) -> Scenario:
-    """One micro station ``bs`` (compute speed 0.5, one worker), two devices in groups with
-    RTT 2 ms and 4 ms on 8 Mbit/s links, a 16 Mbit/s cell: numbers easy to work by hand."""
+    """One micro station ``bs`` (compute speed 0.5, one worker), a cloud of speed 4, two
+    devices in groups with RTT 2 ms and 4 ms on 8 Mbit/s links, a 16 Mbit/s cell: numbers
+    easy to work by hand."""
     raw: dict[str, Any] = tiny_scenario_dict()
     raw["edge_servers"] = [{"name": "bs", "kind": "micro", "compute_speed": 0.5}]
+    raw["cloud"] = {"name": "cloud", "compute_speed": 4.0}  # the worked examples' speed
     raw["device_profiles"]["phone"]["compute_speed"] = device_speed
     raw["devices"] = [
         {
