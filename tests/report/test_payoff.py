@@ -108,21 +108,45 @@ def test_filter_payoff_where_the_filter_stands_aside() -> None:
     assert (f["with"], f["without"], f["better"]) == (35.0, 40.0, True)
     assert f["devices_losing"] == [] and f["stands_aside"] == ["b"]
     assert f["why"].endswith("saves device time on every device where it runs, stands aside on 1")
-    per["a"] = {**per["b"]}
+    per["a"] = {**per["b"], "reason": "stands aside: skipping 60% of inputs would save 1.2 ms"}
     f = compute_payoff(res)["filter"]
     assert (f["with"], f["without"], f["better"]) == (40.0, 40.0, False)
     assert f["why"] == (
-        "stands aside on every device: at the 60.0% of inputs it would skip, its 1.5 ms per "
-        "input costs more than the 2 ms model it saves; 40 ms of device time either way"
+        "stands aside on every device (e.g. a: skipping 60% of inputs would save 1.2 ms); "
+        "40 ms of device time either way"
+    )
+
+
+def test_result_cache_payoff_where_the_cache_stands_aside() -> None:
+    """A server where the cache stood aside runs the model on every request: it saves
+    nothing there, and the sentence says why."""
+    res = _results()
+    per = res["caching"]["result_cache"]["per_server"]
+    per["f"] = {"requests": 100, "reused": 90, "model_ms": 0.05, "lookup_ms_mean": 0.1,
+                "latency_saved_ms_mean": -0.055, "stands_aside": True,
+                "reason": "stands aside: a lookup (0.1 ms) costs at least the model"}  # fmt: skip
+    rc = compute_payoff(res)["result_cache"]
+    # without = (100 x 1.0 + 100 x 0.05) / 200 = 0.525; with = 0.525 - 100 x 0.4 / 200 = 0.325
+    assert (rc["with"], rc["without"], rc["better"]) == (0.325, 0.525, True)
+    assert rc["stands_aside"] == ["f"]
+    assert rc["why"].startswith("reuses 50.0% of requests: lookup 0.1 ms")
+    assert rc["why"].endswith("; stands aside on 1 of 2 servers")
+    del per["e"]
+    rc = compute_payoff(res)["result_cache"]
+    assert (rc["with"], rc["without"], rc["better"]) == (0.05, 0.05, False)
+    assert rc["why"] == (
+        "stands aside on every edge server (e.g. f: a lookup (0.1 ms) costs at least the "
+        "model); 0.05 ms of edge time per request either way"
     )
 
 
 def test_filter_pays_by_hand() -> None:
-    from edgeintel.caching.filter_cost import aside_reason, filter_pays
+    from edgeintel.caching.filter_cost import aside_reason, cache_pays, filter_pays
 
     assert filter_pays(0.5, 1.0, 3.0)  # saves 1.5 - 1.0 = 0.5 ms per input
     assert not filter_pays(0.5, 1.0, 2.0)  # 1.0 - 1.0 = 0: no gain
     assert not filter_pays(0.8, 1.0, 1.2)  # 0.96 - 1.0 < 0
+    assert cache_pays(0.1, 0.3) and not cache_pays(0.3, 0.3) and not cache_pays(0.4, 0.3)
     assert aside_reason(0.8, 1.0, 1.2) == (
         "stands aside: skipping 80% of inputs (profiling segment) would save 0.96 ms of "
         "model per input, less than its own 1 ms per input"

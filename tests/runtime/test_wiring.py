@@ -613,3 +613,18 @@ def test_two_edge_servers_share_results_through_redis(digits_repo: Path) -> None
         client.flushall()
         client.close()
         _stop(proc)
+
+
+def test_node_config_leaves_out_a_cache_that_stands_aside(tmp_path: Path) -> None:
+    """A server whose result cache stands aside (the caching stage's decision) is started
+    without one; the others get the scenario's cache settings."""
+    from edgeintel.runtime.nodes import node_setup, write_node_config
+    from edgeintel.scenario import parse_scenario
+    from tests.conftest import tiny_scenario_dict
+
+    sc = parse_scenario(tiny_scenario_dict())
+    on = write_node_config(tmp_path / "on.json", sc, "micro-1")
+    off = write_node_config(tmp_path / "off.json", sc, "micro-1", cache=False)
+    assert json.loads(on.read_text())["result_cache"] is not None
+    assert json.loads(off.read_text())["result_cache"] is None
+    assert node_setup(None, off, "micro-1", relays=False)[0] is None

@@ -1,4 +1,5 @@
-"""Whether the redundancy filter pays on a device: its own cost against the model it saves.
+"""Whether the redundancy filter pays on a device, and the result cache on an edge server:
+their own cost against the model they save.
 
 The filter costs every input a preparation and a comparison; it saves the model on the
 inputs it skips. On a device whose model is as cheap as the comparison (a tiny model on a
@@ -18,7 +19,7 @@ from edgeintel.caching.features import FEATURES, prepare
 from edgeintel.latency import time_calls
 from edgeintel.threads import thread_limit
 
-__all__ = ["aside_reason", "filter_cost_ms", "filter_pays"]
+__all__ = ["aside_reason", "cache_aside_reason", "cache_pays", "filter_cost_ms", "filter_pays"]
 
 
 def filter_cost_ms(xs: np.ndarray, feature: str, inputs: int = 16) -> float:
@@ -53,4 +54,20 @@ def aside_reason(skip_fraction: float, filter_ms: float, model_ms: float) -> str
         f"stands aside: skipping {skip_fraction:.0%} of inputs (profiling segment) would save "
         f"{skip_fraction * model_ms:.3g} ms of model per input, less than its own "
         f"{filter_ms:.3g} ms per input"
+    )
+
+
+def cache_pays(lookup_ms: float, model_ms: float) -> bool:
+    """True when an edge server's result-cache lookup (``lookup_ms``, paid on every request)
+    costs less than the model it saves on a hit (``model_ms``): otherwise no reuse rate can
+    pay, and the cache stands aside. Decided from the two timed costs alone, never from the
+    hit ratio it is then measured on."""
+    return lookup_ms < model_ms
+
+
+def cache_aside_reason(lookup_ms: float, model_ms: float) -> str:
+    """The one sentence a result cache that stands aside gives, with the numbers."""
+    return (
+        f"stands aside: a lookup ({lookup_ms:.3g} ms, on every request) costs at least the "
+        f"model it would save ({model_ms:.3g} ms), whatever the reuse"
     )

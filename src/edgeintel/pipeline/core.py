@@ -114,6 +114,8 @@ class RunContext:
     offloading_plan: ScenarioPlan | None = None
     # caching: the filter threshold tuned per device name, for the runtime's agents
     filter_thresholds: dict[str, FilterThreshold] = field(default_factory=dict)
+    # caching: edge servers whose result cache stands aside (a lookup costs the model)
+    result_cache_aside: set[str] = field(default_factory=set)
     # preflight's untrained model, handed out once by fresh_model
     initial_model: Any = None
     # task_kind's cache: (the model it was fitted for, the fitted kind)

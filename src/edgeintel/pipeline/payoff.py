@@ -9,7 +9,8 @@ so the terminal summary, results.json and the report quote the same numbers. Per
 - ``filter``: device time (ms, all devices) with the redundancy filter (its own cost
   included) against running the model on every input;
 - ``result_cache``: edge time per request (ms) with the cache (lookup on every request,
-  the model on misses) against the model on every request;
+  the model on misses) against the model on every request; a server where the cache stands
+  aside (a lookup costs at least the model) saves nothing;
 - ``compression``: mean device latency (ms) of the artifact each profile receives against
   fp32 on that profile;
 - ``training``: the edge-trained model's test value of the task kind's headline metric
@@ -119,11 +120,10 @@ def _filter(res: Mapping[str, Any]) -> dict[str, Any] | None:
     n = len(per)
     skip = skipped / max(1, inputs)
     if len(aside) == n:
-        first = per[aside[0]]
+        reason = str(per[aside[0]].get("reason") or "").removeprefix("stands aside: ")
         why = (
-            f"stands aside on every device: at the {float(first['if_used']['skip_fraction']):.1%} "
-            f"of inputs it would skip, its {f_ms / n:.3g} ms per input costs more than the "
-            f"{m_ms / n:.3g} ms model it saves; {without:.4g} ms of device time either way"
+            f"stands aside on every device (e.g. {aside[0]}: {reason}); {without:.4g} ms of "
+            "device time either way"
         )
     else:
         verdict = (
@@ -161,22 +161,35 @@ def _result_cache(res: Mapping[str, Any]) -> dict[str, Any] | None:
         return None
     # per request, weighted by each server's requests: the model on every request without;
     # the lookup on every request plus the model on misses with
+    # a server where the cache stands aside runs the model on every request: saves nothing
+    aside = [str(k) for k, v in per.items() if v.get("stands_aside")]
+    running = {k: v for k, v in per.items() if not v.get("stands_aside")}
     without = sum(float(v["model_ms"]) * int(v["requests"]) for v in per.values()) / requests
-    saved = sum(float(v["latency_saved_ms_mean"]) * int(v["requests"]) for v in per.values())
+    saved = sum(float(v["latency_saved_ms_mean"]) * int(v["requests"]) for v in running.values())
     with_ = without - saved / requests
-    lookup = sum(float(v["lookup_ms_mean"]) * int(v["requests"]) for v in per.values()) / requests
-    reused = sum(int(v["reused"]) for v in per.values())
-    why = (
-        f"reuses {reused / requests:.1%} of requests: lookup {_ms(lookup)} on every request vs "
-        f"model {_ms(without)}, {_ms(with_)} of edge time per request with vs {_ms(without)} "
-        "without"
-    )
+    if not running:
+        reason = str(per[aside[0]].get("reason") or "").removeprefix("stands aside: ")
+        why = (
+            f"stands aside on every edge server (e.g. {aside[0]}: {reason}); {_ms(without)} "
+            "of edge time per request either way"
+        )
+    else:
+        n = sum(int(v["requests"]) for v in running.values())
+        lookup = sum(float(v["lookup_ms_mean"]) * int(v["requests"]) for v in running.values())
+        reused = sum(int(v["reused"]) for v in running.values())
+        stood = f"; stands aside on {len(aside)} of {len(per)} servers" if aside else ""
+        why = (
+            f"reuses {reused / n:.1%} of requests: lookup {_ms(lookup / n)} on every request "
+            f"vs model {_ms(without)}, {_ms(with_)} of edge time per request with vs "
+            f"{_ms(without)} without{stood}"
+        )
     return {
         "metric": "edge time per request (lookup + model on misses vs model)",
         "with": _r(with_),
         "without": _r(without),
         "unit": "ms",
         "better": with_ < without,
+        "stands_aside": aside,
         "why": why,
     }
 

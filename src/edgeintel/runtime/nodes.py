@@ -72,17 +72,18 @@ def deploy_overrides(addresses: list[str] | None, only: list[str] | None) -> lis
 # ---------------------------------------------------------------------- node config
 
 
-def write_node_config(path: Path, sc: Scenario, node: str) -> Path:
+def write_node_config(path: Path, sc: Scenario, node: str, cache: bool = True) -> Path:
     """Write what ``edgeintel serve --node-config`` needs to know of the scenario about
     ``node`` (its result cache, its backhaul links to the cloud, the cloud's name), so a
-    server process loads no scenario."""
+    server process loads no scenario. ``cache=False``: no result cache on this node (it
+    stands aside, ``caching.filter_cost.cache_pays``)."""
     cs = sc.settings.caching
     cloud = sc.cloud.name
     path.write_text(
         json.dumps(
             {
                 "result_cache": cs.result_cache.model_dump(mode="json")
-                if cs.enabled and cs.result_cache.enabled
+                if cs.enabled and cs.result_cache.enabled and cache
                 else None,
                 "backhaul": [
                     link.model_dump(mode="json", exclude={"between"})

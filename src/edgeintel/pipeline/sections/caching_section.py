@@ -135,6 +135,7 @@ def _server_rows(per_server: dict[str, Any]) -> list[dict[str, Any]]:
                 "model (ms)": v.get("model_ms"),
                 "lookup (ms, mean)": v.get("lookup_ms_mean"),
                 "latency saved (ms / request)": v.get("latency_saved_ms_mean"),
+                "in use": "no: stands aside" if v.get("stands_aside") else "yes",
             }
         )
     return rows
@@ -149,7 +150,18 @@ def _warn_result_cache(ctx: RenderContext, per_server: dict[str, Any]) -> None:
             f"hit ratio {c.get('hit_ratio', 0):.1%}, reused results "
             f"{v.get('reuse_accuracy', 0):.1%} correct",
         )
-    slow = {k: v for k, v in per_server.items() if float(v.get("latency_saved_ms_mean") or 0) < 0}
+    aside = {k: v for k, v in per_server.items() if v.get("stands_aside")}
+    if aside:
+        server, v = next(iter(aside.items()))
+        ctx.warn(
+            f"caching: the result cache stands aside at {', '.join(aside)}, whose servers run "
+            f"the model on every request ({server}: {v.get('reason')})"
+        )
+    slow = {
+        k: v
+        for k, v in per_server.items()
+        if float(v.get("latency_saved_ms_mean") or 0) < 0 and not v.get("stands_aside")
+    }
     if slow:
         server, v = next(iter(slow.items()))
         ctx.warn(

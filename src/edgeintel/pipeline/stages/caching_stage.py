@@ -36,7 +36,13 @@ from edgeintel.caching import (
     zipf_demand,
 )
 from edgeintel.caching.filter import hidden_alerts
-from edgeintel.caching.filter_cost import aside_reason, filter_cost_ms, filter_pays
+from edgeintel.caching.filter_cost import (
+    aside_reason,
+    cache_aside_reason,
+    cache_pays,
+    filter_cost_ms,
+    filter_pays,
+)
 from edgeintel.caching.placement import CONTENT_PLACEMENTS
 from edgeintel.data.datasets import Modality
 from edgeintel.latency import measure_latency
@@ -245,7 +251,12 @@ class CachingStage(Stage):
             dim = downsample_vector(st.inputs[0]).size
             cfg = ResultCacheConfig.from_settings(rs, dim)
             rep = replay_reuse(st, lambda x: None, cfg, model_ms, truth=truth, same=kind.same)
-            per_server[server] = {"devices": n_dev, **rep.to_json()}
+            row = {"devices": n_dev, **rep.to_json()}
+            lookup_ms, served_ms = float(row["lookup_ms_mean"]), float(row["model_ms"])
+            if not cache_pays(lookup_ms, served_ms):  # the runtime's server runs without it
+                row.update(stands_aside=True, reason=cache_aside_reason(lookup_ms, served_ms))
+                ctx.result_cache_aside.add(server)
+            per_server[server] = row
             if first_trace is None:
                 first_trace = st.scene
         assert first_trace is not None
@@ -429,8 +440,10 @@ def _summary(section: dict[str, Any]) -> dict[str, str]:
     for server, v in section.get("result_cache", {}).get("per_server", {}).items():
         c = v["cache"]
         out[f"result cache at {server}"] = (
-            f"hit ratio {c['hit_ratio']:.1%} (exact {c['exact_hits']}, approx {c['approx_hits']}), "
-            f"{v['harnessed_fraction']:.1%} of reuse opportunities at "
+            str(v["reason"])
+            if v.get("stands_aside")
+            else f"hit ratio {c['hit_ratio']:.1%} (exact {c['exact_hits']}, approx "
+            f"{c['approx_hits']}), {v['harnessed_fraction']:.1%} of reuse opportunities at "
             f"{v['reuse_accuracy']:.1%} accuracy"
         )
     pl = section.get("placement")

@@ -208,7 +208,8 @@ def _start_servers(
         for name, node in nodes.items():
             if node.remote:
                 continue
-            node_cfg = write_node_config(folder / f"{name}.node.json", sc, name)
+            aside = name in ctx.result_cache_aside  # the caching stage's decision
+            node_cfg = write_node_config(folder / f"{name}.node.json", sc, name, not aside)
             extra = ["--node-config", str(node_cfg), "--verify-key", str(verify_key(folder))]
             if pki is not None:
                 tls = pki.nodes[name]
