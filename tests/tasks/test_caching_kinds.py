@@ -96,3 +96,30 @@ def test_replay_judges_reused_anomaly_scores_by_the_threshold() -> None:
     same = make_task("anomaly", threshold=1.0).same
     rep = replay_reuse(stream, lambda _: None, cfg, 1.0, truth=truth, same=same)
     assert (rep.reused, rep.reused_correct) == (2, 1)  # 0.5 for 0.7: both normal; 1.5 missed
+
+
+def test_replay_keeps_each_lookups_fastest_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A load spike in one window only slows that window: each request's lookup keeps its
+    fastest time over the windows (as every other latency), the counts are the same."""
+    from edgeintel.caching import reuse
+
+    x = np.zeros((3, 1, 8), np.float32)
+    stream = SharedStream(np.zeros(3, int), np.zeros(3, int), x)
+    cfg = ResultCacheConfig(dim=8, min_votes=1)
+    # lookup durations (s): window 1 spikes on request 0, window 2 on request 2
+    spans = iter([0.010, 0.001, 0.002, 0.001, 0.001, 0.009])
+    clock = [0.0]
+
+    def fake_counter() -> float:  # start, end, start, end, ...: each end adds the next span
+        clock[0] += next(spans) if fake_counter.ends % 2 else 0.0  # type: ignore[attr-defined]
+        fake_counter.ends += 1  # type: ignore[attr-defined]
+        return clock[0]
+
+    fake_counter.ends = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(reuse.time, "perf_counter", fake_counter)
+    rep = replay_reuse(stream, lambda _: None, cfg, 1.0, truth=[0, 0, 0], windows=2)
+    # fastest per request: 0.001, 0.001, 0.002 -> mean 4/3 ms
+    assert rep.lookup_ms == pytest.approx(4 / 3)
+    assert (rep.requests, rep.reused) == (3, 2)
+    with pytest.raises(ValueError, match="windows must be >= 1"):
+        replay_reuse(stream, lambda _: None, cfg, 1.0, truth=[0, 0, 0], windows=0)

@@ -142,19 +142,58 @@ def replay_reuse(
     vectorize: Callable[[np.ndarray], np.ndarray] = downsample_vector,
     truth: list[Any] | None = None,
     same: Callable[[Any, Any], bool] | None = None,
+    windows: int = 3,
 ) -> ReuseReport:
     """Replay ``stream`` through a fresh shared cache; ``model(input)`` gives a device's result.
 
     ``truth`` (the model's result for every request, when precomputed) saves
     calling ``model`` for judging hits. The request index is the clock (s). ``same``
     (the task kind's agreement rule; ``None``: equality) decides the cache's votes and
-    whether a reused result counts as correct.
+    whether a reused result counts as correct. The replay runs ``windows`` times, each
+    through a fresh cache (the same decisions every time), and each request's lookup
+    keeps its fastest time: a load spike on a shared machine only slows a window down,
+    as for every other latency (the model's ``model_ms`` is a median of warm runs).
     """
+    if windows < 1:
+        raise ValueError(f"windows must be >= 1, got {windows}")
+    counts: tuple[int, int, int, int, dict[str, Any], int, int] | None = None
+    fastest = np.full(len(stream.scene), np.inf)
+    for _ in range(windows):
+        times, once = _replay_once(stream, model, config, vectorize, truth, same)
+        fastest = np.minimum(fastest, times)
+        counts = once if counts is None else counts
+    assert counts is not None
+    opportunities, harnessed, reused, correct, stats, exact, approx = counts
+    n = len(stream.scene)
+    return ReuseReport(
+        n,
+        opportunities,
+        harnessed,
+        reused,
+        correct,
+        exact,
+        approx,
+        model_ms,
+        float(fastest.sum()) * 1e3 / max(1, n),
+        stats,
+    )
+
+
+def _replay_once(
+    stream: SharedStream,
+    model: Callable[[np.ndarray], Any],
+    config: ResultCacheConfig,
+    vectorize: Callable[[np.ndarray], np.ndarray],
+    truth: list[Any] | None,
+    same: Callable[[Any, Any], bool] | None,
+) -> tuple[np.ndarray, tuple[int, int, int, int, dict[str, Any], int, int]]:
+    """One replay through a fresh cache: each request's lookup time (s) and the counts
+    (opportunities, harnessed, reused, correct, cache stats, exact hits, approx hits)."""
     cache = ResultCache(config, same)
     agree = same if same is not None else (lambda a, b: bool(a == b))
     scene_of: dict[int, int] = {}
     opportunities = harnessed = reused = correct = 0
-    lookup_s = 0.0
+    times = np.zeros(len(stream.scene))
     for r in range(len(stream.scene)):
         x = stream.inputs[r]
         vec = vectorize(x)
@@ -163,7 +202,7 @@ def replay_reuse(
         opportunities += opportunity
         t0 = time.perf_counter()
         hit = cache.lookup(float(r), content=x, vector=vec)
-        lookup_s += time.perf_counter() - t0
+        times[r] = time.perf_counter() - t0
         want = truth[r] if truth is not None else None
         if hit.hit:
             want = model(x) if want is None else want
@@ -180,16 +219,5 @@ def replay_reuse(
         for e in [e for e in scene_of if e not in cache]:
             del scene_of[e]
     s = cache.stats
-    n = len(stream.scene)
-    return ReuseReport(
-        n,
-        opportunities,
-        harnessed,
-        reused,
-        correct,
-        s.exact_hits,
-        s.approx_hits,
-        model_ms,
-        lookup_s * 1e3 / n,
-        s.to_json(),
-    )
+    return times, (opportunities, harnessed, reused, correct, s.to_json(), s.exact_hits,
+                   s.approx_hits)  # fmt: skip
