@@ -287,6 +287,26 @@ def test_caching_section_filter_cache_policies_placement() -> None:
     assert "slower than recomputing" not in head and "costs more device time" not in head
 
 
+def test_caching_section_says_where_filter_and_cache_stand_aside() -> None:
+    """A server whose cache stands aside runs without one: the headline gives its reason
+    (as the terminal summary does), not a hit ratio; a device whose filter stands aside is
+    named with its reason, not counted as one it loses on."""
+    res = tiny_results()
+    reason = "stands aside: a lookup (0.08 ms, on every request) costs at least the model"
+    for v in res["caching"]["result_cache"]["per_server"].values():
+        v.update(stands_aside=True, reason=reason)
+    for v in res["caching"]["filter"]["per_device"].values():
+        v.update(stands_aside=True, reason="stands aside: skipping 5% of inputs", skipped=0,
+                 compute_saved_ms=0.0)  # fmt: skip
+    html = render_report(res, [])
+    head = html[html.index('id="headline"') : html.index('id="topology"')]
+    assert reason in head and "hit ratio" not in head
+    assert "the result cache stands aside at micro-1" in head
+    assert "slower than recomputing" not in head
+    assert "redundancy filter stands aside on 4 of 4 devices" in head
+    assert "costs more device time" not in head
+
+
 @pytest.mark.parametrize("section", ["offloading", "caching"])
 def test_new_component_renderers_are_not_the_generic_one(section: str) -> None:
     spec = SECTIONS.get(section)

@@ -147,7 +147,9 @@ def _warn_result_cache(ctx: RenderContext, per_server: dict[str, Any]) -> None:
         c = v.get("cache") or {}
         h.fact(
             f"result cache at {server}",
-            f"hit ratio {c.get('hit_ratio', 0):.1%}, reused results "
+            str(v.get("reason"))  # as the terminal summary: the server runs without one
+            if v.get("stands_aside")
+            else f"hit ratio {c.get('hit_ratio', 0):.1%}, reused results "
             f"{v.get('reuse_accuracy', 0):.1%} correct",
         )
     aside = {k: v for k, v in per_server.items() if v.get("stands_aside")}
