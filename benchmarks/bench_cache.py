@@ -231,6 +231,10 @@ def sensors_part() -> tuple[list[dict[str, Any]], dict[str, Any]]:
             "sensor windows skipped (mean of 3 seeds; own goal)", skip.mean(), ">=", 0.5, "fraction"
         ),
     ]
+    if not targets[-1]["met"]:  # which feature each profiling segment chose, and what it skipped
+        targets[-1]["note"] = "per seed, feature chosen on the profiling segment and skip: " + (
+            ", ".join(f"{r['seed']}: {r['feature']} {r['skip_fraction']:.3f}" for r in rows)
+        )
     return targets, {
         "dataset": "basic_motions",
         "window": win,
